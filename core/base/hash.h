@@ -1,0 +1,24 @@
+/*
+ * hash.h - keyed hashing for tables whose keys come from clients.
+ *
+ * Counter names are chosen by whoever sends requests, so the store's table uses
+ * SipHash-1-3 with a per-process random key (as Redis does) instead of an unkeyed hash
+ * that a client could flood with collisions.
+ */
+#ifndef COUNTERD_BASE_HASH_H
+#define COUNTERD_BASE_HASH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+uint64_t siphash13(const void *data, size_t len, const uint8_t key[16]);
+
+/* Fills the process-wide key from the OS' random source (once; later calls do nothing). */
+void hash_seed_init(void);
+/* SipHash-1-3 of data under the process-wide key. */
+uint64_t hash_bytes(const void *data, size_t len);
+
+/* 64 random bits from the OS (getrandom), for incarnation ids and seeds. */
+uint64_t random_u64(void);
+
+#endif

@@ -1,0 +1,324 @@
+/*
+ * host.c - the LuaJIT host: state, sandbox, watchdog, policy loading (see host.h).
+ *
+ * Registry layout: the `counterd` API table (built once), the shared table behind
+ * counterd.shared, and one entry per loaded policy (its module table), referenced by
+ * name from h->policies.
+ */
+#include "host.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <luajit.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../base/clock.h"
+#include "../base/log.h"
+#include "../base/mem.h"
+#include "../obs/metrics.h"
+
+#define MAX_POLICIES 8
+
+struct policy {
+    char name[32];
+    int ref; /* module table in the registry */
+    char path[512];
+};
+
+struct lua_host {
+    lua_State *L;
+    char *dir;
+    int api_ref; /* the counterd table */
+    struct policy policies[MAX_POLICIES];
+    int npolicies;
+    int budget_ms;
+    double deadline_ms; /* 0: no call running under the watchdog */
+    struct metric *m_errors;
+};
+
+/* The hook runs every HOOK_EVERY VM instructions of non-compiled code. */
+#define HOOK_EVERY 1000
+
+static struct lua_host *host_of(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, "counterd.host");
+    struct lua_host *h = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return h;
+}
+
+static void watchdog(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    struct lua_host *h = host_of(L);
+    if (h && h->deadline_ms && clock_mono_ms() > h->deadline_ms)
+        luaL_error(L, "policy ran longer than its budget of %d ms", h->budget_ms);
+}
+
+/* Message handler for lua_pcall: keeps the message (which carries file:line). */
+static int on_error(lua_State *L)
+{
+    if (!lua_isstring(L, 1)) {
+        lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+        return 1;
+    }
+    return 1;
+}
+
+/* ---------------------------------------------------------------- sandbox */
+
+static void copy_global(lua_State *L, int env, const char *name)
+{
+    lua_getglobal(L, name);
+    lua_setfield(L, env, name);
+}
+
+static void copy_field(lua_State *L, int dst, const char *lib, const char *name)
+{
+    lua_getglobal(L, lib);
+    lua_getfield(L, -1, name);
+    lua_setfield(L, dst, name);
+    lua_pop(L, 1);
+}
+
+/* Pushes a fresh environment for one policy file. */
+static void push_sandbox(struct lua_host *h)
+{
+    lua_State *L = h->L;
+    static const char *globals[] = {"assert", "error",    "ipairs",   "next",         "pairs",
+                                    "pcall",  "xpcall",   "select",   "tonumber",     "tostring",
+                                    "type",   "unpack",   "rawequal", "rawget",       "rawset",
+                                    "setmetatable", "getmetatable", "string", "table", "math",
+                                    "bit",    NULL};
+    lua_newtable(L);
+    int env = lua_gettop(L);
+    for (const char **g = globals; *g; g++)
+        copy_global(L, env, *g);
+    lua_newtable(L); /* os: time only */
+    int os = lua_gettop(L);
+    copy_field(L, os, "os", "time");
+    copy_field(L, os, "os", "clock");
+    copy_field(L, os, "os", "date");
+    lua_setfield(L, env, "os");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->api_ref);
+    lua_setfield(L, env, "counterd");
+    lua_pushvalue(L, env);
+    lua_setfield(L, env, "_G");
+}
+
+/* ---------------------------------------------------------------- set-up */
+
+static int api_now_ms(lua_State *L)
+{
+    lua_pushnumber(L, clock_mono_ms());
+    return 1;
+}
+
+struct lua_host *lua_host_new(const char *lua_dir, const struct lua_host_info *info,
+                              struct metrics *metrics)
+{
+    struct lua_host *h = xcalloc(1, sizeof *h);
+    h->dir = xstrdup(lua_dir);
+    h->budget_ms = info->budget_ms > 0 ? info->budget_ms : 50;
+    h->L = luaL_newstate();
+    if (!h->L) {
+        log_error("cannot create the Lua state");
+        abort();
+    }
+    lua_State *L = h->L;
+    luaL_openlibs(L);
+    lua_pushlightuserdata(L, h);
+    lua_setfield(L, LUA_REGISTRYINDEX, "counterd.host");
+
+    /* The single counterd table every policy sees. */
+    lua_newtable(L);
+    lua_pushstring(L, info->role ? info->role : "");
+    lua_setfield(L, -2, "role");
+    lua_pushstring(L, info->node_id ? info->node_id : "");
+    lua_setfield(L, -2, "node_id");
+    lua_pushstring(L, info->region ? info->region : "");
+    lua_setfield(L, -2, "region");
+    lua_pushcfunction(L, api_now_ms);
+    lua_setfield(L, -2, "now_ms");
+    lua_api_log_inject(L);
+    lua_api_shared_inject(L);
+    lua_pushvalue(L, -1);
+    lua_setglobal(L, "counterd");
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaded");
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "counterd");
+    lua_pop(L, 2);
+    h->api_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+    lua_sethook(L, watchdog, LUA_MASKCOUNT, HOOK_EVERY);
+    if (metrics)
+        h->m_errors = metrics_add(metrics, METRIC_COUNTER, "counterd_policy_errors_total",
+                                  "Lua policy calls that failed and fell back to the default",
+                                  "policy", NULL, 0);
+    return h;
+}
+
+void lua_host_free(struct lua_host *h)
+{
+    if (!h)
+        return;
+    lua_close(h->L);
+    free(h->dir);
+    free(h);
+}
+
+const char *lua_host_dir(const struct lua_host *h) { return h->dir; }
+lua_State *lua_host_state(struct lua_host *h) { return h->L; }
+
+static struct policy *find_policy(struct lua_host *h, const char *name)
+{
+    for (int i = 0; i < h->npolicies; i++)
+        if (strcmp(h->policies[i].name, name) == 0)
+            return &h->policies[i];
+    return NULL;
+}
+
+int lua_host_has_policy(struct lua_host *h, const char *name) { return find_policy(h, name) != NULL; }
+
+static void count_error(struct lua_host *h, const char *policy)
+{
+    if (h->m_errors) {
+        const char *v[1] = {policy};
+        metric_add(metric_series(h->m_errors, v), 1);
+    }
+}
+
+/* Runs the function on top of the stack (below it its nargs arguments) under the
+ * watchdog. @return 0, or -1 with the message on top of the stack. */
+static int guarded_call(struct lua_host *h, int nargs, int nresults)
+{
+    lua_State *L = h->L;
+    int base = lua_gettop(L) - nargs;
+    lua_pushcfunction(L, on_error);
+    lua_insert(L, base);
+    h->deadline_ms = clock_mono_ms() + h->budget_ms;
+    int rc = lua_pcall(L, nargs, nresults, base);
+    h->deadline_ms = 0;
+    lua_remove(L, base);
+    return rc == 0 ? 0 : -1;
+}
+
+int lua_host_load_policy(struct lua_host *h, const char *name, char *err, size_t errlen)
+{
+    lua_State *L = h->L;
+    int top = lua_gettop(L);
+    char path[512];
+    snprintf(path, sizeof path, "%s/policies/%s.lua", h->dir, name);
+    if (luaL_loadfile(L, path) != 0) {
+        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+        goto fail;
+    }
+    /* Interpreted only, so the watchdog hook sees every instruction. */
+    luaJIT_setmode(L, -1, LUAJIT_MODE_ALLFUNC | LUAJIT_MODE_OFF);
+    push_sandbox(h);
+    lua_setfenv(L, -2);
+    if (guarded_call(h, 0, 1) != 0) {
+        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+        goto fail;
+    }
+    if (!lua_istable(L, -1)) {
+        snprintf(err, errlen, "%s: the file must return a table of functions (it returned %s)",
+                 path, luaL_typename(L, -1));
+        goto fail;
+    }
+    /* Optional init(): runs before the swap, so a failing one keeps the old version. */
+    lua_getfield(L, -1, "init");
+    if (lua_isfunction(L, -1)) {
+        if (guarded_call(h, 0, 0) != 0) {
+            snprintf(err, errlen, "%s", lua_tostring(L, -1));
+            goto fail;
+        }
+    } else {
+        lua_pop(L, 1);
+    }
+    struct policy *p = find_policy(h, name);
+    if (!p) {
+        if (h->npolicies == MAX_POLICIES) {
+            snprintf(err, errlen, "too many policies (at most %d)", MAX_POLICIES);
+            goto fail;
+        }
+        p = &h->policies[h->npolicies++];
+        snprintf(p->name, sizeof p->name, "%s", name);
+    } else {
+        luaL_unref(L, LUA_REGISTRYINDEX, p->ref);
+    }
+    p->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    snprintf(p->path, sizeof p->path, "%s", path);
+    lua_settop(L, top);
+    log_info("policy %s loaded from %s", name, path);
+    return 0;
+fail:
+    lua_settop(L, top);
+    return -1;
+}
+
+/* Pushes policy.fn; @return 0, or -1 (nothing pushed) when either is missing. */
+static int push_policy_fn(struct lua_host *h, const char *policy, const char *fn)
+{
+    struct policy *p = find_policy(h, policy);
+    if (!p)
+        return -1;
+    lua_rawgeti(h->L, LUA_REGISTRYINDEX, p->ref);
+    lua_getfield(h->L, -1, fn);
+    lua_remove(h->L, -2);
+    if (!lua_isfunction(h->L, -1)) {
+        lua_pop(h->L, 1);
+        return -1;
+    }
+    return 0;
+}
+
+int lua_host_faults_decide(struct lua_host *h, const char *dir, const char *from, const char *to,
+                           const char *kind, int partitioned, int *delay_ms)
+{
+    lua_State *L = h->L;
+    int top = lua_gettop(L);
+    if (push_policy_fn(h, "faults", "decide") < 0)
+        return -1;
+    lua_pushstring(L, dir);
+    lua_pushstring(L, from);
+    lua_pushstring(L, to);
+    lua_pushstring(L, kind);
+    lua_pushboolean(L, partitioned);
+    int rc = -1;
+    if (guarded_call(h, 5, 2) != 0) {
+        log_error("faults.decide failed, delivering as if there were no policy: %s",
+                  lua_tostring(L, -1));
+        count_error(h, "faults");
+        goto out;
+    }
+    const char *action = lua_tostring(L, -2);
+    if (!action) {
+        log_error("faults.decide returned %s, not an action; delivering",
+                  luaL_typename(L, -2));
+    } else if (strcmp(action, "deliver") == 0) {
+        rc = 0;
+    } else if (strcmp(action, "drop") == 0) {
+        rc = 1;
+    } else if (strcmp(action, "delay") == 0) {
+        double ms = lua_tonumber(L, -1);
+        if (ms > 0 && ms <= 600000) {
+            *delay_ms = (int)ms;
+            rc = 2;
+        } else {
+            log_error("faults.decide asked for a delay of %g ms (must be 0 < ms <= 600000); "
+                      "delivering", ms);
+        }
+    } else {
+        log_error("faults.decide returned unknown action '%s'; delivering", action);
+    }
+    if (rc < 0)
+        count_error(h, "faults");
+out:
+    lua_settop(L, top);
+    return rc;
+}

@@ -1,0 +1,76 @@
+/*
+ * main.c - counterd's entry point: configuration, signals, the event loop, one role.
+ *
+ * Everything runs on one libevent loop in one thread. SIGTERM and SIGINT stop the loop;
+ * the role is then torn down in order and the process exits 0.
+ */
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+
+#include "base/hash.h"
+#include "base/log.h"
+#include "roles/config.h"
+#include "roles/region.h"
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    log_info("signal %d: stopping", (int)sig);
+    event_base_loopexit(arg, NULL);
+}
+
+/* Ten thousand client connections need more descriptors than the usual soft limit. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    struct config cfg;
+    char err[512];
+    int rc = config_load(&cfg, argc, argv, err, sizeof err);
+    if (rc != 0) {
+        if (rc < 0)
+            fprintf(stderr, "counterd: %s\n", err);
+        config_free(&cfg);
+        return rc < 0 ? 2 : 0;
+    }
+    char name[256];
+    snprintf(name, sizeof name, "%s %s", cfg.role, cfg.node_id);
+    log_init(name);
+    signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
+    hash_seed_init();
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+
+    struct event_base *base = event_base_new();
+    struct event *sigterm = evsignal_new(base, SIGTERM, on_signal, base);
+    struct event *sigint = evsignal_new(base, SIGINT, on_signal, base);
+    event_add(sigterm, NULL);
+    event_add(sigint, NULL);
+
+    struct region *rg = region_new(base, &cfg, err, sizeof err);
+    if (!rg) {
+        log_error("cannot start: %s", err);
+        rc = 1;
+    } else {
+        event_base_dispatch(base);
+        region_free(rg);
+    }
+    event_free(sigterm);
+    event_free(sigint);
+    event_base_free(base);
+    config_free(&cfg);
+    curl_global_cleanup();
+    libevent_global_shutdown();
+    return rc;
+}

@@ -1,0 +1,54 @@
+/*
+ * client.h - asynchronous HTTP client: libcurl's multi socket API on the libevent loop.
+ *
+ * Every outgoing call of counterd (replication, the coordinator's fan-out, the gateway's
+ * forwarding) goes through here. Calls never block the loop: curl tells us which sockets
+ * to watch and when to wake it, and the loop drives it. Connections to the same host are
+ * kept alive and reused by the multi handle's connection cache.
+ */
+#ifndef COUNTERD_NET_CLIENT_H
+#define COUNTERD_NET_CLIENT_H
+
+#include <stddef.h>
+
+struct event_base;
+struct http_client;
+struct http_call;
+
+struct http_result {
+    int status;        /* HTTP status, or 0 when no answer came (see error) */
+    const char *body;  /* NUL-terminated */
+    size_t len;
+    const char *error; /* transport error when status is 0, else NULL */
+    double elapsed_ms;
+};
+
+/* Called once per call, from the loop, unless the call was cancelled. */
+typedef void (*http_client_cb)(const struct http_result *res, void *arg);
+
+struct http_call_opts {
+    const char *method; /* "GET" (default), "POST", ... */
+    const char *url;
+    const char *body; /* copied; sent as application/json unless a header says otherwise */
+    size_t body_len;
+    const char *const *headers; /* NULL-terminated "Name: value" lines, or NULL */
+    int timeout_ms;             /* whole call; default 5000 */
+    int connect_timeout_ms;     /* default: timeout_ms */
+};
+
+struct http_client *http_client_new(struct event_base *base);
+/* Cancels every pending call without calling back. */
+void http_client_free(struct http_client *cl);
+
+/*
+ * Starts a call.
+ * @return a handle valid until the callback returns or http_client_cancel; NULL when
+ *         curl refuses the options (the callback is then not called).
+ */
+struct http_call *http_client_request(struct http_client *cl, const struct http_call_opts *o,
+                                      http_client_cb cb, void *arg);
+void http_client_cancel(struct http_call *call);
+/* Number of calls in flight. */
+int http_client_pending(const struct http_client *cl);
+
+#endif

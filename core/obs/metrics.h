@@ -1,0 +1,57 @@
+/*
+ * metrics.h - Prometheus metrics: counters, gauges, histograms with labels, rendered in
+ * the text exposition format (`promtool check metrics` clean).
+ *
+ * A family is registered once with its label names; a series is found by its label
+ * values and kept, so a hot path can hold the series pointer, or look it up per event
+ * (one hash of the values). A family can bound its cardinality: past max_series distinct
+ * series, the value of one chosen label is replaced by "_other", so a client inventing
+ * counter names cannot grow /metrics without end.
+ *
+ * Plain C: no libevent, Lua or curl.
+ */
+#ifndef COUNTERD_OBS_METRICS_H
+#define COUNTERD_OBS_METRICS_H
+
+#include "../base/buf.h"
+
+struct metrics;
+struct metric;
+struct metric_series;
+
+enum metric_type { METRIC_COUNTER, METRIC_GAUGE, METRIC_HISTOGRAM };
+
+struct metrics *metrics_new(void);
+void metrics_free(struct metrics *reg);
+
+/*
+ * Registers a family. labels is a comma-separated list of label names ("" or NULL for
+ * none). buckets (histograms only) are upper bounds in increasing order; +Inf is added.
+ * @return the family; the registry owns it.
+ */
+struct metric *metrics_add(struct metrics *reg, enum metric_type type, const char *name,
+                           const char *help, const char *labels, const double *buckets,
+                           int nbuckets);
+
+/* Bounds the family to max_series series; beyond, label number label_index becomes "_other". */
+void metric_limit(struct metric *m, int max_series, int label_index);
+
+/* The series with these label values (one per label name), created on first use. */
+struct metric_series *metric_series(struct metric *m, const char *const *values);
+/* Shortcut for families with no labels. */
+struct metric_series *metric_only(struct metric *m);
+
+void metric_add(struct metric_series *s, double v);     /* counters and gauges */
+void metric_set(struct metric_series *s, double v);     /* gauges */
+void metric_observe(struct metric_series *s, double v); /* histograms */
+
+/* A gauge whose value is read at render time. */
+void metric_set_fn(struct metric_series *s, double (*fn)(void *arg), void *arg);
+
+void metrics_render(const struct metrics *reg, struct buf *out);
+
+/* Histogram buckets for latencies in seconds (1 ms .. 10 s). */
+extern const double metrics_latency_buckets[];
+extern const int metrics_latency_nbuckets;
+
+#endif

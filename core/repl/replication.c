@@ -1,0 +1,963 @@
+/*
+ * replication.c - push-pull anti-entropy over HTTP /sync (see replication.h).
+ *
+ * Wire format (API.md, "POST /sync"), one JSON object each way:
+ *   {"node_id": "...", "incarnation": "<hex>", "timestamp": <unix s>,
+ *    "counts": {"<counter>": {"<replica>": <increments>, ...}, ...},
+ *    "decrements": {...same shape, only when some exist...},
+ *    "since": "<cursor>"            (request: the cursor the peer gave us last time)
+ *    "cursor": "<cursor>", "more": <bool>   (answer)}
+ *
+ * Cursors are opaque to the peer. "D.<incarnation>.<seq>" means "everything changed after
+ * seq"; "F.<incarnation>.<seq>.<id>" means "a full walk started at seq, continue at
+ * counter id". A cursor from another incarnation of this node is answered with full state.
+ *
+ * Delivery guarantee: a push is acknowledged (peer->acked advances) only when the peer
+ * answered 200, so a lost message is simply sent again next round. The store's change
+ * list makes "counters changed after seq" cost the number of changes.
+ */
+#include "replication.h"
+
+#include <event2/event.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../base/buf.h"
+#include "../base/clock.h"
+#include "../base/hash.h"
+#include "../base/json.h"
+#include "../base/log.h"
+#include "../base/mem.h"
+#include "../net/client.h"
+#include "../obs/metrics.h"
+#include "../store/gcounter.h"
+
+#define MAX_EXCHANGES 100000 /* per peer per round: a runaway guard, not a tuning knob */
+
+enum peer_status { ST_SUCCESS, ST_ERROR, ST_PARTITION };
+
+struct repl;
+
+struct peer {
+    struct repl *r;
+    char *url, *sync_url;
+    char node_id[GSTORE_REPLICA_NAME_MAX + 1]; /* learned from its answers */
+    char incarnation[40];
+    char cursor[128]; /* the peer's cursor for our next pull; "" = full state */
+    uint64_t acked;   /* our changes up to this seq are on the peer */
+    int full_push;    /* push full state (a walk by id) instead of a delta */
+    uint32_t full_next;
+    uint64_t full_s0;
+    int rounds_since_full;
+    /* The exchange in flight. */
+    struct http_call *call;
+    struct event *delay_ev;
+    uint64_t sent_acked;   /* acked value once this push is acknowledged */
+    uint32_t sent_next;    /* full walk position once acknowledged */
+    int sent_full_done, push_more;
+    size_t sent_bytes;
+    int in_round, exchanges;
+    double round_start_ms, last_ok_ms;
+    int failures;
+};
+
+struct waiter {
+    void (*done)(void *arg, int completed);
+    void *arg;
+    struct waiter *next;
+};
+
+/* A /sync received while the faults policy delays it. */
+struct delayed_in {
+    struct repl *r;
+    struct http_request *req;
+    struct buf body;
+    struct event *ev;
+    struct delayed_in *prev, *next;
+};
+
+/* One counter of an incoming body: its entries are entries[first .. first+n). */
+struct in_item {
+    const char *name;
+    uint32_t len, first, n;
+    uint32_t id;
+    uint8_t in_counts, in_decs;
+};
+
+struct repl {
+    struct event_base *base;
+    struct http_client *client;
+    struct gstore *store;
+    struct repl_hooks hooks;
+    char *node_id, *region, *service;
+    char incarnation[17];
+    int interval_ms, timeout_ms, full_every;
+    size_t page_bytes;
+    struct peer *peers;
+    int npeers;
+    int partitioned;
+    double last_sync_unix, start_ms;
+    struct event *tick;
+    /* Rounds. */
+    int round_running, round_left, round_starting;
+    struct waiter *waiters, *next_waiters;
+    struct delayed_in *delayed;
+    /* Scratch for parsing and merging bodies. */
+    struct json_parser parser;
+    struct in_item *items;
+    size_t nitems, items_cap;
+    struct gentry *raw, *entries; /* as read, and grouped by item */
+    uint32_t *raw_item;
+    size_t nraw, raw_cap;
+    uint32_t *seen;
+    size_t seen_cap;
+    struct buf out, counts, decs;
+    /* Metrics. */
+    struct metric_series *m_ok, *m_err, *m_part, *m_conflicts, *m_latency, *m_bytes_sent,
+        *m_bytes_recv, *m_lag;
+};
+
+/* ---------------------------------------------------------------- encoding */
+
+static void append_counter(struct repl *r, const struct gcounter *c, struct buf *counts,
+                           struct buf *decs)
+{
+    size_t nlen;
+    const char *name = gcounter_name(c, &nlen);
+    unsigned n = gcounter_entries(c);
+    struct gentry e;
+
+    if (counts->len > 1)
+        buf_putc(counts, ',');
+    buf_json_str(counts, name, nlen);
+    buf_puts(counts, ":{");
+    for (unsigned i = 0; i < n; i++) {
+        gcounter_entry(c, i, &e);
+        if (i)
+            buf_putc(counts, ',');
+        const char *rn = gstore_replica_name(r->store, e.rep);
+        buf_json_str(counts, rn, strlen(rn));
+        buf_putc(counts, ':');
+        buf_i64(counts, e.pos);
+    }
+    buf_putc(counts, '}');
+    if (!gcounter_has_neg(c))
+        return;
+    if (decs->len > 1)
+        buf_putc(decs, ',');
+    buf_json_str(decs, name, nlen);
+    buf_puts(decs, ":{");
+    int first = 1;
+    for (unsigned i = 0; i < n; i++) {
+        gcounter_entry(c, i, &e);
+        if (!e.neg)
+            continue;
+        if (!first)
+            buf_putc(decs, ',');
+        first = 0;
+        const char *rn = gstore_replica_name(r->store, e.rep);
+        buf_json_str(decs, rn, strlen(rn));
+        buf_putc(decs, ':');
+        buf_i64(decs, e.neg);
+    }
+    buf_putc(decs, '}');
+}
+
+/* A page of the full state, by id from *next; sets *next to where the next page starts. */
+static void page_full(struct repl *r, uint32_t *next)
+{
+    uint32_t id = *next, count = gstore_count(r->store);
+    for (; id < count; id++) {
+        if (r->counts.len + r->decs.len >= r->page_bytes)
+            break;
+        append_counter(r, gstore_counter(r->store, id), &r->counts, &r->decs);
+    }
+    *next = id;
+}
+
+/*
+ * A page of the counters changed after since. Sets *upto to the seq the page covers:
+ * every change up to it is in this page or an earlier one. @return 1 when more remain.
+ */
+static int page_delta(struct repl *r, uint64_t since, uint64_t *upto)
+{
+    uint32_t id = gstore_changed_after(r->store, since);
+    uint64_t last = since;
+    for (; id != GSTORE_NONE; id = gstore_changed_next(r->store, id)) {
+        const struct gcounter *c = gstore_counter(r->store, id);
+        if (r->counts.len + r->decs.len >= r->page_bytes) {
+            *upto = last;
+            return 1;
+        }
+        append_counter(r, c, &r->counts, &r->decs);
+        last = gcounter_mseq(c);
+    }
+    *upto = gstore_seq(r->store);
+    return 0;
+}
+
+static void page_begin(struct repl *r)
+{
+    buf_reset(&r->counts);
+    buf_reset(&r->decs);
+    buf_putc(&r->counts, '{');
+    buf_putc(&r->decs, '{');
+}
+
+/* Writes the envelope around the page in counts/decs into r->out. */
+static void body_finish(struct repl *r, const char *since, const char *cursor, int more)
+{
+    struct buf *o = &r->out;
+    buf_reset(o);
+    buf_puts(o, "{\"node_id\":");
+    buf_json_str(o, r->node_id, strlen(r->node_id));
+    buf_puts(o, ",\"incarnation\":\"");
+    buf_puts(o, r->incarnation);
+    buf_puts(o, "\",\"timestamp\":");
+    buf_printf(o, "%.3f", clock_unix_s());
+    buf_puts(o, ",\"counts\":");
+    buf_append(o, r->counts.data, r->counts.len);
+    buf_putc(o, '}');
+    if (r->decs.len > 1) {
+        buf_puts(o, ",\"decrements\":");
+        buf_append(o, r->decs.data, r->decs.len);
+        buf_putc(o, '}');
+    }
+    if (since && *since) {
+        buf_puts(o, ",\"since\":");
+        buf_json_str(o, since, strlen(since));
+    }
+    if (cursor) {
+        buf_puts(o, ",\"cursor\":");
+        buf_json_str(o, cursor, strlen(cursor));
+        buf_puts(o, more ? ",\"more\":true" : ",\"more\":false");
+    }
+    buf_putc(o, '}');
+}
+
+/* ---------------------------------------------------------------- decoding and merging */
+
+struct merge_error {
+    int status;
+    const char *code;
+    char detail[256];
+};
+
+static int merr(struct merge_error *e, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int merr(struct merge_error *e, int status, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    e->status = status;
+    e->code = code;
+    vsnprintf(e->detail, sizeof e->detail, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* Index of the item called name, adding it when absent (open addressing over items). */
+static uint32_t item_slot(struct repl *r, const char *name, uint32_t len)
+{
+    uint32_t mask = (uint32_t)r->seen_cap - 1;
+    uint32_t i = (uint32_t)hash_bytes(name, len) & mask;
+    for (;; i = (i + 1) & mask) {
+        uint32_t v = r->seen[i];
+        if (v == 0) {
+            if (r->nitems == r->items_cap) {
+                r->items_cap = r->items_cap ? r->items_cap * 2 : 256;
+                r->items = xrealloc(r->items, r->items_cap * sizeof *r->items);
+            }
+            struct in_item *it = &r->items[r->nitems];
+            memset(it, 0, sizeof *it);
+            it->name = name;
+            it->len = len;
+            it->id = GSTORE_NONE;
+            r->seen[i] = (uint32_t)++r->nitems;
+            return (uint32_t)r->nitems - 1;
+        }
+        struct in_item *it = &r->items[v - 1];
+        if (it->len == len && memcmp(it->name, name, len) == 0)
+            return v - 1;
+    }
+}
+
+static void push_raw(struct repl *r, uint32_t item, int rep, int64_t pos, int64_t neg)
+{
+    if (r->nraw == r->raw_cap) {
+        r->raw_cap = r->raw_cap ? r->raw_cap * 2 : 1024;
+        r->raw = xrealloc(r->raw, r->raw_cap * sizeof *r->raw);
+        r->entries = xrealloc(r->entries, r->raw_cap * sizeof *r->entries);
+        r->raw_item = xrealloc(r->raw_item, r->raw_cap * sizeof *r->raw_item);
+    }
+    r->raw[r->nraw].rep = rep;
+    r->raw[r->nraw].pos = pos;
+    r->raw[r->nraw].neg = neg;
+    r->raw_item[r->nraw] = item;
+    r->nraw++;
+}
+
+/* Reads one map ("counts" or "decrements") of a /sync body into items and raw entries. */
+static int read_map(struct repl *r, const struct json *map, const char *what, int is_neg,
+                    struct merge_error *e)
+{
+    if (!map)
+        return 0;
+    if (map->type != JSON_OBJ)
+        return merr(e, 400, "bad_field", "%s must be an object of counters", what);
+    for (uint32_t i = 0; i < map->len; i++) {
+        const struct json_member *m = &map->u.members[i];
+        if (!gcounter_name_valid(m->key, m->key_len))
+            return merr(e, 400, "bad_name",
+                        "%s: counter names are 1-200 bytes of [A-Za-z0-9_.:-]", what);
+        if (m->val.type != JSON_OBJ)
+            return merr(e, 400, "bad_field", "%s.%s must be an object of node counts", what,
+                        m->key);
+        uint32_t idx = item_slot(r, m->key, m->key_len);
+        struct in_item *it = &r->items[idx];
+        uint8_t *seen = is_neg ? &it->in_decs : &it->in_counts;
+        if (*seen)
+            return merr(e, 400, "bad_json", "%s: counter %s appears more than once", what,
+                        m->key);
+        *seen = 1;
+        const struct json *vec = &m->val;
+        for (uint32_t k = 0; k < vec->len; k++) {
+            const struct json_member *en = &vec->u.members[k];
+            if (!gcounter_name_valid(en->key, en->key_len))
+                return merr(e, 400, "bad_field",
+                            "%s.%s: node ids are 1-200 bytes of [A-Za-z0-9_.:-]", what, m->key);
+            if (en->val.type != JSON_INT || en->val.u.i < 0)
+                return merr(e, 400, "bad_field",
+                            "%s.%s.%s must be a non-negative integer (got %s)", what, m->key,
+                            en->key,
+                            en->val.type == JSON_INT ? "a negative one"
+                                                     : json_type_name(en->val.type));
+            int rep = gstore_replica(r->store, en->key, en->key_len);
+            if (rep < 0)
+                return merr(e, 409, "too_many_replicas", "too many distinct node ids");
+            push_raw(r, idx, rep, is_neg ? 0 : en->val.u.i, is_neg ? en->val.u.i : 0);
+            it->n++;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Merges a /sync body (request or answer) into the store, all or nothing.
+ * @return the number of replica entries that changed, or -1 with e filled.
+ */
+static int merge_body(struct repl *r, const struct json *root, struct merge_error *e)
+{
+    const struct json *counts = json_get(root, "counts");
+    const struct json *decs = json_get(root, "decrements");
+    if (!counts || counts->type != JSON_OBJ)
+        return merr(e, 400, "bad_field", "counts must be an object of counters");
+    if (decs && decs->type == JSON_NULL)
+        decs = NULL;
+
+    size_t want = (size_t)counts->len + (decs && decs->type == JSON_OBJ ? decs->len : 0);
+    size_t cap = 16;
+    while (cap < want * 2)
+        cap *= 2;
+    if (cap > r->seen_cap) {
+        free(r->seen);
+        r->seen = xmalloc(cap * sizeof *r->seen);
+    }
+    r->seen_cap = cap;
+    memset(r->seen, 0, cap * sizeof *r->seen);
+    r->nitems = r->nraw = 0;
+
+    if (read_map(r, counts, "counts", 0, e) < 0 || read_map(r, decs, "decrements", 1, e) < 0)
+        return -1;
+
+    /* Group the entries by counter (a counting sort), so each item's run is contiguous. */
+    uint32_t off = 0;
+    for (size_t i = 0; i < r->nitems; i++) {
+        r->items[i].first = off;
+        off += r->items[i].n;
+        r->items[i].n = 0;
+    }
+    for (size_t k = 0; k < r->nraw; k++) {
+        struct in_item *it = &r->items[r->raw_item[k]];
+        r->entries[it->first + it->n++] = r->raw[k];
+    }
+
+    for (size_t i = 0; i < r->nitems; i++) {
+        struct in_item *it = &r->items[i];
+        it->id = gstore_find(r->store, it->name, it->len);
+        int rc = gstore_merge_check(r->store, it->id, r->entries + it->first, it->n);
+        if (rc == GSTORE_EOVERFLOW)
+            return merr(e, 409, "overflow",
+                        "merging counter %.*s would leave the signed 64-bit range",
+                        (int)it->len, it->name);
+        if (rc == GSTORE_EFULL)
+            return merr(e, 409, "too_many_replicas", "counter %.*s has too many node ids",
+                        (int)it->len, it->name);
+    }
+    int changed = 0;
+    for (size_t i = 0; i < r->nitems; i++) {
+        struct in_item *it = &r->items[i];
+        if (it->id == GSTORE_NONE)
+            it->id = gstore_create(r->store, it->name, it->len);
+        int rc = gstore_merge(r->store, it->id, r->entries + it->first, it->n);
+        if (rc > 0)
+            changed += rc;
+    }
+    return changed;
+}
+
+/* ---------------------------------------------------------------- decisions */
+
+static int decide(struct repl *r, const char *dir, const char *from, const char *to,
+                  int *delay_ms)
+{
+    *delay_ms = 0;
+    /* The partition is enforced here whatever a policy says: API.md promises it. */
+    if (r->partitioned)
+        return REPL_DROP;
+    if (!r->hooks.decide)
+        return REPL_DELIVER;
+    int a = r->hooks.decide(r->hooks.arg, dir, from, to, "sync", r->partitioned, delay_ms);
+    if (a == REPL_DELAY && *delay_ms <= 0)
+        a = REPL_DELIVER;
+    return a < 0 ? REPL_DELIVER : a;
+}
+
+static const char *peer_name(const struct peer *p) { return p->node_id[0] ? p->node_id : p->url; }
+
+/* ---------------------------------------------------------------- rounds */
+
+static void exchange_start(struct peer *p);
+
+static void round_finish(struct repl *r)
+{
+    r->round_running = 0;
+    struct waiter *w = r->waiters;
+    r->waiters = NULL;
+    while (w) {
+        struct waiter *next = w->next;
+        w->done(w->arg, 1);
+        free(w);
+        w = next;
+    }
+}
+
+static void round_start(struct repl *r);
+
+static void maybe_next_round(struct repl *r)
+{
+    if (!r->round_running && r->next_waiters)
+        round_start(r);
+}
+
+static void peer_round_end(struct peer *p, enum peer_status st)
+{
+    struct repl *r = p->r;
+    p->in_round = 0;
+    double ms = clock_mono_ms() - p->round_start_ms;
+    if (st == ST_SUCCESS) {
+        metric_add(r->m_ok, 1);
+        metric_observe(r->m_latency, ms / 1000.0);
+        p->last_ok_ms = clock_mono_ms();
+        r->last_sync_unix = clock_unix_s();
+        if (p->failures)
+            log_info("sync with %s works again after %d failed rounds", peer_name(p),
+                     p->failures);
+        p->failures = 0;
+    } else if (st == ST_PARTITION) {
+        metric_add(r->m_part, 1);
+    } else {
+        metric_add(r->m_err, 1);
+    }
+    if (--r->round_left == 0 && !r->round_starting) {
+        round_finish(r);
+        maybe_next_round(r);
+    }
+}
+
+static void peer_failed(struct peer *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void peer_failed(struct peer *p, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    /* Log the first failure and then about once a minute, not every round. */
+    if (p->failures == 0 || p->failures % 12 == 0)
+        log_error("sync with %s (%s) failed: %s", peer_name(p), p->sync_url, msg);
+    p->failures++;
+    peer_round_end(p, ST_ERROR);
+}
+
+static void on_exchange_done(const struct http_result *res, void *arg)
+{
+    struct peer *p = arg;
+    struct repl *r = p->r;
+    p->call = NULL;
+    metric_add(r->m_bytes_recv, (double)res->len);
+    if (res->status == 0) {
+        peer_failed(p, "%s", res->error ? res->error : "no answer");
+        return;
+    }
+    const struct json *root = json_parse(&r->parser, res->body, res->len);
+    if (res->status == 503 && root) {
+        const struct json *code = json_get(root, "error");
+        if (code && code->type == JSON_STR && strcmp(code->u.s, "partitioned") == 0) {
+            peer_round_end(p, ST_PARTITION);
+            return;
+        }
+    }
+    if (res->status != 200) {
+        const struct json *d = root ? json_get(root, "detail") : NULL;
+        peer_failed(p, "HTTP %d%s%s", res->status, d && d->type == JSON_STR ? ": " : "",
+                    d && d->type == JSON_STR ? d->u.s : "");
+        return;
+    }
+    if (!root || root->type != JSON_OBJ) {
+        peer_failed(p, "the answer is not a JSON object%s%s", root ? "" : ": ",
+                    root ? "" : r->parser.err);
+        return;
+    }
+    const struct json *nid = json_get(root, "node_id");
+    const struct json *inc = json_get(root, "incarnation");
+    const struct json *cursor = json_get(root, "cursor");
+    const struct json *more = json_get(root, "more");
+
+    struct merge_error e;
+    int changed = merge_body(r, root, &e);
+    if (changed < 0) {
+        peer_failed(p, "cannot merge the answer: %s", e.detail);
+        return;
+    }
+    metric_add(r->m_conflicts, changed);
+
+    /* The push is on the peer now. */
+    if (p->full_push) {
+        p->full_next = p->sent_next;
+        if (p->sent_full_done) {
+            p->full_push = 0;
+            p->acked = p->full_s0;
+        }
+    } else if (p->sent_acked > p->acked) {
+        p->acked = p->sent_acked;
+    }
+    if (nid && nid->type == JSON_STR && gcounter_name_valid(nid->u.s, nid->len))
+        snprintf(p->node_id, sizeof p->node_id, "%s", nid->u.s);
+    if (inc && inc->type == JSON_STR && inc->len < sizeof p->incarnation) {
+        if (p->incarnation[0] && strcmp(p->incarnation, inc->u.s) != 0) {
+            /* The peer restarted: it may have lost what it acknowledged. */
+            log_info("peer %s restarted (incarnation %s -> %s): pushing full state",
+                     peer_name(p), p->incarnation, inc->u.s);
+            p->full_push = 1;
+            p->full_next = 0;
+            p->acked = 0;
+        }
+        snprintf(p->incarnation, sizeof p->incarnation, "%s", inc->u.s);
+    }
+    int pull_more = 0;
+    if (cursor && cursor->type == JSON_STR && cursor->len < sizeof p->cursor) {
+        snprintf(p->cursor, sizeof p->cursor, "%s", cursor->u.s);
+        pull_more = more && more->type == JSON_TRUE;
+    } else {
+        p->cursor[0] = '\0'; /* a peer without cursors (the lab's) answers full state */
+    }
+    if ((p->push_more || p->full_push || pull_more) && ++p->exchanges < MAX_EXCHANGES) {
+        exchange_start(p);
+        return;
+    }
+    peer_round_end(p, ST_SUCCESS);
+}
+
+static void exchange_send(struct peer *p)
+{
+    struct repl *r = p->r;
+    page_begin(r);
+    p->push_more = 0;
+    if (p->full_push) {
+        if (p->full_next == 0)
+            p->full_s0 = gstore_seq(r->store); /* a walk starts: later changes go by delta */
+        uint32_t next = p->full_next;
+        page_full(r, &next);
+        p->sent_next = next;
+        p->sent_full_done = next >= gstore_count(r->store);
+        p->push_more = !p->sent_full_done;
+    } else {
+        p->push_more = page_delta(r, p->acked, &p->sent_acked);
+    }
+    body_finish(r, p->cursor, NULL, 0);
+    struct http_call_opts o = {.method = "POST",
+                               .url = p->sync_url,
+                               .body = r->out.data,
+                               .body_len = r->out.len,
+                               .timeout_ms = r->timeout_ms};
+    metric_add(r->m_bytes_sent, (double)r->out.len);
+    p->sent_bytes = r->out.len;
+    p->call = http_client_request(r->client, &o, on_exchange_done, p);
+    if (!p->call)
+        peer_failed(p, "cannot start the HTTP call");
+}
+
+static void on_delay_out(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    exchange_send(arg);
+}
+
+static void exchange_start(struct peer *p)
+{
+    struct repl *r = p->r;
+    int delay_ms;
+    int a = decide(r, "out", r->node_id, peer_name(p), &delay_ms);
+    if (a == REPL_DROP) {
+        peer_round_end(p, ST_PARTITION);
+        return;
+    }
+    if (a == REPL_DELAY) {
+        struct timeval tv = {delay_ms / 1000, (delay_ms % 1000) * 1000};
+        evtimer_add(p->delay_ev, &tv);
+        return;
+    }
+    exchange_send(p);
+}
+
+static void round_start(struct repl *r)
+{
+    r->round_running = 1;
+    r->waiters = r->next_waiters;
+    r->next_waiters = NULL;
+    r->round_left = r->npeers;
+    r->round_starting = 1;
+    for (int i = 0; i < r->npeers; i++) {
+        struct peer *p = &r->peers[i];
+        p->in_round = 1;
+        p->exchanges = 0;
+        p->round_start_ms = clock_mono_ms();
+        if (++p->rounds_since_full >= r->full_every) {
+            p->rounds_since_full = 0;
+            p->full_push = 1;
+            p->full_next = 0;
+            p->cursor[0] = '\0';
+        }
+        exchange_start(p);
+    }
+    r->round_starting = 0;
+    if (r->round_left == 0) {
+        round_finish(r);
+        maybe_next_round(r);
+    }
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct repl *r = arg;
+    if (!r->round_running)
+        round_start(r);
+}
+
+void repl_sync_now(struct repl *r, void (*done)(void *arg, int completed), void *arg)
+{
+    struct waiter *w = xcalloc(1, sizeof *w);
+    w->done = done;
+    w->arg = arg;
+    w->next = r->next_waiters;
+    r->next_waiters = w;
+    maybe_next_round(r);
+}
+
+/* ---------------------------------------------------------------- incoming /sync */
+
+static int parse_cursor(struct repl *r, const char *s, int *full, uint64_t *seq, uint32_t *next)
+{
+    char kind, inc[17];
+    unsigned long long a = 0, b = 0;
+    int n = 0;
+    if (sscanf(s, "%c.%16[0-9a-f].%llu%n", &kind, inc, &a, &n) != 3)
+        return -1;
+    if (strcmp(inc, r->incarnation) != 0)
+        return -1;
+    if (kind == 'D' && s[n] == '\0') {
+        *full = 0;
+        *seq = a;
+        return 0;
+    }
+    if (kind == 'F' && s[n] == '.' && sscanf(s + n + 1, "%llu", &b) == 1 && b <= UINT32_MAX) {
+        *full = 1;
+        *seq = a;
+        *next = (uint32_t)b;
+        return 0;
+    }
+    return -1;
+}
+
+static void answer_sync(struct repl *r, struct http_request *req, const char *body, size_t len)
+{
+    const struct json *root = json_parse(&r->parser, body, len);
+    if (!root) {
+        http_respond_error(req, 400, "bad_json", "body is not valid JSON: %s", r->parser.err);
+        return;
+    }
+    struct merge_error e;
+    int changed = merge_body(r, root, &e);
+    if (changed < 0) {
+        http_respond_error(req, e.status, e.code, "%s", e.detail);
+        return;
+    }
+    metric_add(r->m_conflicts, changed);
+    metric_add(r->m_bytes_recv, (double)len);
+
+    int full = 1;
+    uint64_t seq = 0;
+    uint32_t next = 0;
+    const struct json *since = json_get(root, "since");
+    if (!since || since->type != JSON_STR || parse_cursor(r, since->u.s, &full, &seq, &next) < 0) {
+        full = 1;
+        seq = gstore_seq(r->store);
+        next = 0;
+    }
+    char cursor[96];
+    int more;
+    page_begin(r);
+    if (full) {
+        page_full(r, &next);
+        more = next < gstore_count(r->store);
+        if (more)
+            snprintf(cursor, sizeof cursor, "F.%s.%" PRIu64 ".%u", r->incarnation, seq, next);
+        else
+            snprintf(cursor, sizeof cursor, "D.%s.%" PRIu64, r->incarnation, seq);
+    } else {
+        uint64_t upto;
+        more = page_delta(r, seq, &upto);
+        snprintf(cursor, sizeof cursor, "D.%s.%" PRIu64, r->incarnation, upto);
+    }
+    body_finish(r, NULL, cursor, more);
+    metric_add(r->m_bytes_sent, (double)r->out.len);
+    r->last_sync_unix = clock_unix_s();
+    http_respond_json(req, 200, r->out.data, r->out.len);
+}
+
+static void delayed_free(struct delayed_in *d)
+{
+    struct repl *r = d->r;
+    if (d->prev)
+        d->prev->next = d->next;
+    else
+        r->delayed = d->next;
+    if (d->next)
+        d->next->prev = d->prev;
+    event_free(d->ev);
+    buf_free(&d->body);
+    free(d);
+}
+
+static void on_delay_in(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct delayed_in *d = arg;
+    struct repl *r = d->r;
+    if (r->partitioned)
+        http_respond_error(d->req, 503, "partitioned",
+                           "this node is partitioned and does not accept replication");
+    else
+        answer_sync(r, d->req, d->body.data, d->body.len);
+    delayed_free(d);
+}
+
+void repl_handle_sync(struct repl *r, struct http_request *req)
+{
+    if (r->partitioned) {
+        http_respond_error(req, 503, "partitioned",
+                           "this node is partitioned and does not accept replication");
+        return;
+    }
+    const struct json *root = json_parse(&r->parser, req->body, req->body_len);
+    if (!root) {
+        http_respond_error(req, 400, "bad_json", "body is not valid JSON: %s", r->parser.err);
+        return;
+    }
+    if (root->type != JSON_OBJ) {
+        http_respond_error(req, 400, "bad_json", "body must be a JSON object");
+        return;
+    }
+    const struct json *nid = json_get(root, "node_id");
+    if (!nid || nid->type != JSON_STR || !gcounter_name_valid(nid->u.s, nid->len)) {
+        http_respond_error(req, 400, "bad_field",
+                           "node_id must be a string of 1-200 bytes of [A-Za-z0-9_.:-]");
+        return;
+    }
+    int delay_ms;
+    int a = decide(r, "in", nid->u.s, r->node_id, &delay_ms);
+    if (a == REPL_DROP) {
+        metric_add(r->m_part, 1);
+        http_respond_error(req, 503, "partitioned",
+                           "the faults policy drops replication from %s to %s", nid->u.s,
+                           r->node_id);
+        return;
+    }
+    if (a == REPL_DELAY) {
+        struct delayed_in *d = xcalloc(1, sizeof *d);
+        d->r = r;
+        d->req = req;
+        buf_append(&d->body, req->body, req->body_len);
+        d->ev = evtimer_new(r->base, on_delay_in, d);
+        d->next = r->delayed;
+        if (r->delayed)
+            r->delayed->prev = d;
+        r->delayed = d;
+        struct timeval tv = {delay_ms / 1000, (delay_ms % 1000) * 1000};
+        evtimer_add(d->ev, &tv);
+        return;
+    }
+    answer_sync(r, req, req->body, req->body_len);
+}
+
+/* ---------------------------------------------------------------- set-up */
+
+static double lag_ms(void *arg)
+{
+    struct repl *r = arg;
+    double now = clock_mono_ms(), worst = 0;
+    for (int i = 0; i < r->npeers; i++) {
+        double since = r->peers[i].last_ok_ms ? r->peers[i].last_ok_ms : r->start_ms;
+        if (now - since > worst)
+            worst = now - since;
+    }
+    return worst;
+}
+
+struct repl *repl_new(struct event_base *base, struct http_client *client, struct gstore *store,
+                      struct metrics *reg, const struct repl_config *cfg,
+                      const struct repl_hooks *hooks)
+{
+    struct repl *r = xcalloc(1, sizeof *r);
+    r->base = base;
+    r->client = client;
+    r->store = store;
+    if (hooks)
+        r->hooks = *hooks;
+    r->node_id = xstrdup(cfg->node_id);
+    r->region = xstrdup(cfg->region);
+    r->service = xstrdup(cfg->service ? cfg->service : "counter");
+    snprintf(r->incarnation, sizeof r->incarnation, "%016" PRIx64, random_u64());
+    r->interval_ms = cfg->interval_ms > 0 ? cfg->interval_ms : 5000;
+    r->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 3000;
+    r->full_every = cfg->full_every > 0 ? cfg->full_every : 12;
+    r->page_bytes = cfg->page_bytes ? cfg->page_bytes : (1u << 20);
+    r->start_ms = clock_mono_ms();
+    json_parser_init(&r->parser);
+
+    r->npeers = cfg->npeers;
+    r->peers = xcalloc((size_t)(r->npeers ? r->npeers : 1), sizeof *r->peers);
+    for (int i = 0; i < r->npeers; i++) {
+        struct peer *p = &r->peers[i];
+        p->r = r;
+        size_t n = strlen(cfg->peers[i]);
+        while (n && cfg->peers[i][n - 1] == '/')
+            n--;
+        p->url = xstrndup(cfg->peers[i], n);
+        p->sync_url = xmalloc(n + 6);
+        snprintf(p->sync_url, n + 6, "%s/sync", p->url);
+        p->full_push = 1; /* first contact: full state both ways */
+        p->delay_ev = evtimer_new(base, on_delay_out, p);
+    }
+
+    const char *lv[3] = {r->service, r->region, "success"};
+    struct metric *ops = metrics_add(reg, METRIC_COUNTER, "counter_sync_operations_total",
+                                     "Sync exchanges with peers by outcome",
+                                     "service,region,status", NULL, 0);
+    r->m_ok = metric_series(ops, lv);
+    lv[2] = "error";
+    r->m_err = metric_series(ops, lv);
+    lv[2] = "partition";
+    r->m_part = metric_series(ops, lv);
+    r->m_conflicts = metric_series(
+        metrics_add(reg, METRIC_COUNTER, "counter_conflicts_resolved_total",
+                    "Replica entries a merge changed (the other side's value was higher)",
+                    "service,region", NULL, 0),
+        lv);
+    r->m_latency = metric_series(metrics_add(reg, METRIC_HISTOGRAM, "counter_sync_latency_seconds",
+                                             "Time of a complete sync round with one peer",
+                                             "service,region", metrics_latency_buckets,
+                                             metrics_latency_nbuckets),
+                                 lv);
+    r->m_lag = metric_series(metrics_add(reg, METRIC_GAUGE, "counter_sync_lag_ms",
+                                         "Milliseconds since the least recently synced peer "
+                                         "was last synced",
+                                         "service,region", NULL, 0),
+                             lv);
+    metric_set_fn(r->m_lag, lag_ms, r);
+    struct metric *bytes = metrics_add(reg, METRIC_COUNTER, "counterd_sync_bytes_total",
+                                       "Bytes of /sync bodies sent and received", "direction",
+                                       NULL, 0);
+    const char *d1[1] = {"sent"};
+    r->m_bytes_sent = metric_series(bytes, d1);
+    d1[0] = "received";
+    r->m_bytes_recv = metric_series(bytes, d1);
+
+    r->tick = event_new(base, -1, EV_PERSIST, on_tick, r);
+    struct timeval tv = {r->interval_ms / 1000, (r->interval_ms % 1000) * 1000};
+    if (r->npeers)
+        event_add(r->tick, &tv);
+    return r;
+}
+
+void repl_free(struct repl *r)
+{
+    if (!r)
+        return;
+    event_free(r->tick);
+    for (int i = 0; i < r->npeers; i++) {
+        struct peer *p = &r->peers[i];
+        if (p->call)
+            http_client_cancel(p->call);
+        event_free(p->delay_ev);
+        free(p->url);
+        free(p->sync_url);
+    }
+    while (r->delayed)
+        delayed_free(r->delayed);
+    struct waiter *lists[2] = {r->waiters, r->next_waiters};
+    for (int i = 0; i < 2; i++)
+        while (lists[i]) {
+            struct waiter *next = lists[i]->next;
+            lists[i]->done(lists[i]->arg, 0);
+            free(lists[i]);
+            lists[i] = next;
+        }
+    free(r->peers);
+    json_parser_free(&r->parser);
+    free(r->items);
+    free(r->raw);
+    free(r->raw_item);
+    free(r->entries);
+    free(r->seen);
+    buf_free(&r->out);
+    buf_free(&r->counts);
+    buf_free(&r->decs);
+    free(r->node_id);
+    free(r->region);
+    free(r->service);
+    free(r);
+}
+
+void repl_set_partition(struct repl *r, int on)
+{
+    if (r->partitioned != !!on)
+        log_info("network partition %s", on ? "enabled" : "disabled");
+    r->partitioned = !!on;
+    if (!on) {
+        /* Whatever was pulled before may be stale on the other side: start afresh. */
+        for (int i = 0; i < r->npeers; i++)
+            r->peers[i].rounds_since_full = r->full_every;
+    }
+}
+
+int repl_partitioned(const struct repl *r) { return r->partitioned; }
+double repl_last_sync_time(const struct repl *r) { return r->last_sync_unix; }
+const char *repl_incarnation(const struct repl *r) { return r->incarnation; }

@@ -1,0 +1,79 @@
+/*
+ * replication.h - push-pull anti-entropy between region nodes over HTTP /sync.
+ *
+ * Every interval (and on demand, for force-sync) a round runs: with each peer, one or
+ * more exchanges, each a POST /sync that pushes what the peer has not acknowledged and
+ * pulls what this node has not seen (the peer's answer). Both directions are deltas
+ * after first contact: pushes start at the sequence number the peer last acknowledged,
+ * pulls at the opaque cursor the peer gave us last time. Large states travel in pages.
+ * A full-state exchange (anti-entropy) runs on first contact, after a peer restarts, and
+ * every full_every rounds.
+ *
+ * Every message passes through a decision hook (the faults policy): deliver, drop or
+ * delay. A partitioned node neither sends nor accepts replication, whatever the hook
+ * says: the partition of API.md is symmetric.
+ */
+#ifndef COUNTERD_REPL_REPLICATION_H
+#define COUNTERD_REPL_REPLICATION_H
+
+#include <stddef.h>
+
+#include "../net/server.h"
+
+struct event_base;
+struct http_client;
+struct gstore;
+struct metrics;
+struct repl;
+
+enum repl_action { REPL_DELIVER, REPL_DROP, REPL_DELAY };
+
+struct repl_hooks {
+    /*
+     * Decides the fate of one message. dir is "out" (this node sends) or "in" (this node
+     * received it); from/to are node ids (a peer's URL until its id is known).
+     * @return an enum repl_action (REPL_DELAY sets *delay_ms), or -1 when the hook
+     *         failed: the message is then treated as if there were no hook.
+     */
+    int (*decide)(void *arg, const char *dir, const char *from, const char *to,
+                  const char *kind, int partitioned, int *delay_ms);
+    void *arg;
+};
+
+struct repl_config {
+    const char *node_id, *region, *service;
+    const char *const *peers; /* base URLs, e.g. http://127.0.0.1:8002 */
+    int npeers;
+    int interval_ms;   /* default 5000 */
+    int timeout_ms;    /* one exchange; default 3000 */
+    int full_every;    /* a full-state round every N rounds; default 12 */
+    size_t page_bytes; /* target size of one /sync body; default 1 MiB */
+};
+
+/* The largest /sync body a node accepts. */
+#define REPL_MAX_BODY (16u << 20)
+
+struct repl *repl_new(struct event_base *base, struct http_client *client, struct gstore *store,
+                      struct metrics *metrics, const struct repl_config *cfg,
+                      const struct repl_hooks *hooks);
+/* Stops rounds; waiters are called with completed = 0. */
+void repl_free(struct repl *r);
+
+void repl_set_partition(struct repl *r, int on);
+int repl_partitioned(const struct repl *r);
+/* Unix time of the last successful exchange with any peer; 0 if none yet. */
+double repl_last_sync_time(const struct repl *r);
+/* This process' incarnation id (hex), sent with every message. */
+const char *repl_incarnation(const struct repl *r);
+
+/*
+ * Runs a complete round with every peer, starting now or right after the round in
+ * flight, and calls done(arg, 1) once it has finished (whatever each peer answered), or
+ * done(arg, 0) from repl_free if it never will.
+ */
+void repl_sync_now(struct repl *r, void (*done)(void *arg, int completed), void *arg);
+
+/* Answers POST /sync: merges the body and answers this node's state (API.md). */
+void repl_handle_sync(struct repl *r, struct http_request *req);
+
+#endif

@@ -1,0 +1,188 @@
+/*
+ * config.c - environment variables and flags (see config.h).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../base/mem.h"
+#include "../store/gcounter.h"
+
+#ifndef COUNTERD_DEFAULT_LUA_DIR
+#define COUNTERD_DEFAULT_LUA_DIR "lua"
+#endif
+
+enum kind { K_STR, K_INT, K_PEERS };
+
+struct option {
+    const char *flag, *env;
+    enum kind kind;
+    size_t off, size; /* K_STR: buffer size */
+    int min, max;
+    const char *help;
+};
+
+#define STR(field, flag, env, help) {flag, env, K_STR, offsetof(struct config, field), sizeof(((struct config *)0)->field), 0, 0, help}
+#define INT(field, flag, env, lo, hi, help) {flag, env, K_INT, offsetof(struct config, field), 0, lo, hi, help}
+
+static const struct option options[] = {
+    STR(role, "--role", "COUNTERD_ROLE", "role of this process: region"),
+    STR(bind, "--bind", "COUNTERD_BIND", "address to listen on (default 127.0.0.1)"),
+    INT(port, "--port", "SERVICE_PORT", 1, 65535, "port to listen on (default 8000)"),
+    STR(region, "--region", "REGION", "region name (default us-east)"),
+    STR(node_id, "--node-id", "NODE_ID", "node id (default <region>-1)"),
+    {"--peers", "PEER_ENDPOINTS", K_PEERS, 0, 0, 0, 0,
+     "comma-separated base URLs of the peers, e.g. http://127.0.0.1:8002"},
+    INT(sync_interval_ms, "--sync-interval-ms", "SYNC_INTERVAL_MS", 10, 86400000,
+        "ms between sync rounds (default 5000)"),
+    INT(sync_timeout_ms, "--sync-timeout-ms", "SYNC_TIMEOUT_MS", 10, 600000,
+        "ms one sync exchange may take (default 3000)"),
+    STR(lua_dir, "--lua-dir", "COUNTERD_LUA_DIR", "folder of the Lua policies"),
+    INT(max_conns, "--max-conns", "COUNTERD_MAX_CONNS", 1, 1000000,
+        "open client connections at most (default 10000)"),
+    INT(idle_timeout_ms, "--idle-timeout-ms", "COUNTERD_IDLE_TIMEOUT_MS", 10, 86400000,
+        "close keep-alive connections idle this long (default 60000)"),
+    INT(request_timeout_ms, "--request-timeout-ms", "COUNTERD_REQUEST_TIMEOUT_MS", 10,
+        86400000, "a request must arrive whole within this (default 10000)"),
+    INT(metrics_top_n, "--metrics-top-n", "COUNTERD_METRICS_TOP_N", 1, 100000,
+        "counter names with their own metric series; the rest are _other (default 100)"),
+    INT(policy_budget_ms, "--policy-budget-ms", "COUNTERD_POLICY_BUDGET_MS", 1, 10000,
+        "longest a Lua policy call may run (default 50)"),
+};
+#define NOPTIONS (sizeof options / sizeof *options)
+
+void config_usage(FILE *out)
+{
+    fprintf(out, "usage: counterd [options]\n\n");
+    for (size_t i = 0; i < NOPTIONS; i++)
+        fprintf(out, "  %-22s %-28s %s\n", options[i].flag, options[i].env, options[i].help);
+}
+
+static int set_peers(struct config *c, const char *v, char *err, size_t errlen)
+{
+    for (int i = 0; i < c->npeers; i++)
+        free(c->peers[i]);
+    c->npeers = 0;
+    const char *p = v;
+    while (*p) {
+        while (*p == ',' || *p == ' ')
+            p++;
+        if (!*p)
+            break;
+        size_t n = strcspn(p, ", ");
+        if (c->npeers == CONFIG_MAX_PEERS) {
+            snprintf(err, errlen, "PEER_ENDPOINTS: at most %d peers", CONFIG_MAX_PEERS);
+            return -1;
+        }
+        if (strncmp(p, "http://", 7) != 0 && strncmp(p, "https://", 8) != 0) {
+            snprintf(err, errlen, "PEER_ENDPOINTS: '%.*s' is not an http:// URL", (int)n, p);
+            return -1;
+        }
+        c->peers[c->npeers++] = xstrndup(p, n);
+        p += n;
+    }
+    return 0;
+}
+
+static int set_option(struct config *c, const struct option *o, const char *name, const char *v,
+                      char *err, size_t errlen)
+{
+    char *base = (char *)c;
+    if (o->kind == K_PEERS)
+        return set_peers(c, v, err, errlen);
+    if (o->kind == K_STR) {
+        if (strlen(v) >= o->size) {
+            snprintf(err, errlen, "%s: value longer than %zu bytes", name, o->size - 1);
+            return -1;
+        }
+        snprintf(base + o->off, o->size, "%s", v);
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (errno || end == v || *end || n < o->min || n > o->max) {
+        snprintf(err, errlen, "%s must be an integer from %d to %d, not '%s'", name, o->min,
+                 o->max, v);
+        return -1;
+    }
+    *(int *)(base + o->off) = (int)n;
+    return 0;
+}
+
+int config_load(struct config *c, int argc, char **argv, char *err, size_t errlen)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->role, sizeof c->role, "region");
+    snprintf(c->bind, sizeof c->bind, "127.0.0.1");
+    c->port = 8000;
+    snprintf(c->region, sizeof c->region, "us-east");
+    snprintf(c->lua_dir, sizeof c->lua_dir, "%s", COUNTERD_DEFAULT_LUA_DIR);
+    c->sync_interval_ms = 5000;
+    c->sync_timeout_ms = 3000;
+    c->max_conns = 10000;
+    c->idle_timeout_ms = 60000;
+    c->request_timeout_ms = 10000;
+    c->metrics_top_n = 100;
+    c->policy_budget_ms = 50;
+
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        const char *v = getenv(options[i].env);
+        if (v && *v && set_option(c, &options[i], options[i].env, v, err, errlen) < 0)
+            return -1;
+    }
+    for (int a = 1; a < argc; a++) {
+        const char *arg = argv[a];
+        if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
+            config_usage(stdout);
+            return 1;
+        }
+        const struct option *o = NULL;
+        const char *value = NULL;
+        for (size_t i = 0; i < NOPTIONS && !o; i++) {
+            size_t fl = strlen(options[i].flag);
+            if (!strncmp(arg, options[i].flag, fl) && (arg[fl] == '\0' || arg[fl] == '=')) {
+                o = &options[i];
+                value = arg[fl] == '=' ? arg + fl + 1 : NULL;
+            }
+        }
+        if (!o) {
+            snprintf(err, errlen, "unknown option '%s' (see --help)", arg);
+            return -1;
+        }
+        if (!value) {
+            if (a + 1 >= argc) {
+                snprintf(err, errlen, "%s needs a value", o->flag);
+                return -1;
+            }
+            value = argv[++a];
+        }
+        if (set_option(c, o, o->flag, value, err, errlen) < 0)
+            return -1;
+    }
+    if (!c->node_id[0])
+        snprintf(c->node_id, sizeof c->node_id, "%.60s-1", c->region);
+    if (strcmp(c->role, "region") != 0) {
+        snprintf(err, errlen, "unknown role '%s' (this build runs: region)", c->role);
+        return -1;
+    }
+    if (!gcounter_name_valid(c->node_id, strlen(c->node_id))) {
+        snprintf(err, errlen, "node id '%s' must be 1-200 bytes of [A-Za-z0-9_.:-]", c->node_id);
+        return -1;
+    }
+    if (!gcounter_name_valid(c->region, strlen(c->region))) {
+        snprintf(err, errlen, "region '%s' must be 1-200 bytes of [A-Za-z0-9_.:-]", c->region);
+        return -1;
+    }
+    return 0;
+}
+
+void config_free(struct config *c)
+{
+    for (int i = 0; i < c->npeers; i++)
+        free(c->peers[i]);
+    c->npeers = 0;
+}

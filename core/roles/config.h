@@ -1,0 +1,38 @@
+/*
+ * config.h - a node's configuration, from the lab's environment variables and flags.
+ *
+ * The same binary runs under scripts/lab and under docker compose, so every setting has
+ * an environment variable (the lab's names where it had one) and a flag; flags win.
+ */
+#ifndef COUNTERD_ROLES_CONFIG_H
+#define COUNTERD_ROLES_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#define CONFIG_MAX_PEERS 16
+
+struct config {
+    char role[16];
+    char bind[64];
+    int port;
+    char region[64];
+    char node_id[201];
+    char *peers[CONFIG_MAX_PEERS];
+    int npeers;
+    int sync_interval_ms, sync_timeout_ms;
+    char lua_dir[512];
+    int max_conns, idle_timeout_ms, request_timeout_ms;
+    int metrics_top_n;
+    int policy_budget_ms;
+};
+
+/*
+ * Reads the environment, then argv.
+ * @return 0; 1 when --help was asked (usage printed); -1 with a sentence in err.
+ */
+int config_load(struct config *c, int argc, char **argv, char *err, size_t errlen);
+void config_free(struct config *c);
+void config_usage(FILE *out);
+
+#endif

@@ -1,0 +1,594 @@
+/*
+ * region.c - the region role (see region.h).
+ *
+ * Every answer is written straight into a reusable buffer: no DOM on the way out.
+ * Every request that fails validation is answered before anything is changed.
+ */
+#include "region.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../base/buf.h"
+#include "../base/clock.h"
+#include "../base/json.h"
+#include "../base/log.h"
+#include "../base/mem.h"
+#include "../lua/host.h"
+#include "../net/client.h"
+#include "../net/server.h"
+#include "../net/url.h"
+#include "../obs/metrics.h"
+#include "../repl/replication.h"
+#include "../store/dedup.h"
+#include "../store/gcounter.h"
+#include "config.h"
+
+#define DEDUP_MAX 200000
+#define DEDUP_WINDOW_S 600.0
+
+struct region {
+    char *node_id, *region;
+    int self; /* this node's replica id in the store */
+    struct gstore *store;
+    struct dedup *dedup;
+    struct metrics *metrics;
+    struct lua_host *lua;
+    struct http_client *client;
+    struct repl *repl;
+    struct http_server *server;
+    struct json_parser parser;
+    struct buf out;
+    struct metric *m_incr;
+    struct metric_series *m_local, *m_synced;
+};
+
+/* ---------------------------------------------------------------- JSON views */
+
+static void put_str(struct buf *b, const char *s) { buf_json_str(b, s, strlen(s)); }
+
+/* "region":..,"node_id":.. (no braces) */
+static void put_identity(struct region *rg, struct buf *b)
+{
+    buf_puts(b, "\"region\":");
+    put_str(b, rg->region);
+    buf_puts(b, ",\"node_id\":");
+    put_str(b, rg->node_id);
+}
+
+/* {"us-east-1":15,...}: each node's net contribution. */
+static void put_nodes(struct region *rg, struct buf *b, const struct gcounter *c)
+{
+    buf_putc(b, '{');
+    unsigned n = c ? gcounter_entries(c) : 0;
+    struct gentry e;
+    for (unsigned i = 0; i < n; i++) {
+        gcounter_entry(c, i, &e);
+        if (i)
+            buf_putc(b, ',');
+        put_str(b, gstore_replica_name(rg->store, e.rep));
+        buf_putc(b, ':');
+        buf_i64(b, e.pos - e.neg);
+    }
+    buf_putc(b, '}');
+}
+
+/* "local_count":..,"total_count":..,"nodes":{..} (no braces) */
+static void put_counts(struct region *rg, struct buf *b, const struct gcounter *c)
+{
+    buf_puts(b, "\"local_count\":");
+    buf_i64(b, c ? gcounter_net(c, rg->self) : 0);
+    buf_puts(b, ",\"total_count\":");
+    buf_i64(b, c ? gcounter_value(c) : 0);
+    buf_puts(b, ",\"nodes\":");
+    put_nodes(rg, b, c);
+}
+
+/* {"views":{"local_count","total_count","nodes"},...} */
+static void put_all_counters(struct region *rg, struct buf *b)
+{
+    buf_putc(b, '{');
+    uint32_t n = gstore_count(rg->store);
+    for (uint32_t id = 0; id < n; id++) {
+        const struct gcounter *c = gstore_counter(rg->store, id);
+        size_t len;
+        const char *name = gcounter_name(c, &len);
+        if (id)
+            buf_putc(b, ',');
+        buf_json_str(b, name, len);
+        buf_puts(b, ":{");
+        put_counts(rg, b, c);
+        buf_putc(b, '}');
+    }
+    buf_putc(b, '}');
+}
+
+static void respond_out(struct http_request *req, struct region *rg, int status)
+{
+    http_respond_json(req, status, rg->out.data, rg->out.len);
+}
+
+/* ---------------------------------------------------------------- handlers */
+
+static void h_health(struct region *rg, struct http_request *req)
+{
+    struct buf *b = &rg->out;
+    buf_puts(b, "{\"status\":\"ok\",\"service\":\"counter\",");
+    put_identity(rg, b);
+    buf_putc(b, '}');
+    respond_out(req, rg, 200);
+}
+
+static void h_metrics(struct region *rg, struct http_request *req)
+{
+    metrics_render(rg->metrics, &rg->out);
+    http_respond_ex(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, rg->out.data,
+                    rg->out.len);
+}
+
+/* Answers 400 unless body is empty or a JSON object; @return the object, or NULL. */
+static const struct json *parse_object(struct region *rg, struct http_request *req, int *answered)
+{
+    static const struct json empty = {.type = JSON_OBJ};
+    *answered = 0;
+    size_t i = 0;
+    while (i < req->body_len && (req->body[i] == ' ' || req->body[i] == '\n' ||
+                                 req->body[i] == '\r' || req->body[i] == '\t'))
+        i++;
+    if (i == req->body_len)
+        return &empty;
+    const struct json *root = json_parse(&rg->parser, req->body, req->body_len);
+    if (!root) {
+        http_respond_error(req, 400, "bad_json", "body is not valid JSON: %s", rg->parser.err);
+        *answered = 1;
+        return NULL;
+    }
+    if (root->type != JSON_OBJ) {
+        http_respond_error(req, 400, "bad_json", "body must be a JSON object, not %s",
+                           json_type_name(root->type) /* "array", "string", ... */);
+        *answered = 1;
+        return NULL;
+    }
+    return root;
+}
+
+static void h_increment(struct region *rg, struct http_request *req)
+{
+    int answered;
+    const struct json *root = parse_object(rg, req, &answered);
+    if (!root)
+        return;
+
+    const char *name = "views";
+    size_t nlen = 5;
+    const struct json *v = json_get(root, "counter_name");
+    if (v && v->type != JSON_NULL) {
+        if (v->type != JSON_STR) {
+            http_respond_error(req, 400, "bad_field", "counter_name must be a string, not %s",
+                               json_type_name(v->type));
+            return;
+        }
+        name = v->u.s;
+        nlen = v->len;
+    }
+    if (!gcounter_name_valid(name, nlen)) {
+        http_respond_error(req, 400, "bad_name",
+                           "counter_name must be 1-200 bytes of [A-Za-z0-9_.:-]");
+        return;
+    }
+    int64_t amount = 1;
+    v = json_get(root, "amount");
+    if (v && v->type != JSON_NULL) {
+        if (v->type != JSON_INT) {
+            if (v->flags & JSON_F_BIGINT)
+                http_respond_error(req, 400, "bad_field",
+                                   "amount must be an integer in the signed 64-bit range");
+            else if (v->type == JSON_NUM)
+                http_respond_error(req, 400, "bad_field",
+                                   "amount must be an integer, without fraction or exponent");
+            else
+                http_respond_error(req, 400, "bad_field", "amount must be an integer, not %s",
+                                   json_type_name(v->type));
+            return;
+        }
+        amount = v->u.i;
+    }
+    const char *token = NULL;
+    size_t tlen = 0;
+    v = json_get(root, "idempotency_token");
+    if (v && v->type != JSON_NULL) {
+        if (v->type != JSON_STR || v->len == 0 || v->len > DEDUP_TOKEN_MAX ||
+            (v->flags & JSON_F_HAS_NUL)) {
+            http_respond_error(req, 400, "bad_field",
+                               "idempotency_token must be a string of 1-%d bytes",
+                               DEDUP_TOKEN_MAX);
+            return;
+        }
+        token = v->u.s;
+        tlen = v->len;
+    }
+
+    struct dedup_answer prev;
+    double now = clock_unix_s();
+    if (token && dedup_get(rg->dedup, name, nlen, token, tlen, now, &prev)) {
+        if (prev.amount != amount) {
+            http_respond_error(req, 409, "idempotency_conflict",
+                               "idempotency_token was used with amount %" PRId64
+                               " on this counter, not %" PRId64,
+                               prev.amount, amount);
+            return;
+        }
+        struct buf *b = &rg->out;
+        buf_puts(b, "{\"counter\":");
+        buf_json_str(b, name, nlen);
+        buf_puts(b, ",\"local_count\":");
+        buf_i64(b, prev.local_count);
+        buf_puts(b, ",\"total_count\":");
+        buf_i64(b, prev.total_count);
+        buf_puts(b, ",\"node_id\":");
+        put_str(b, rg->node_id);
+        buf_puts(b, ",\"region\":");
+        put_str(b, rg->region);
+        buf_puts(b, ",\"duplicate\":true}");
+        respond_out(req, rg, 200);
+        return;
+    }
+
+    uint32_t id = gstore_find(rg->store, name, nlen);
+    if (id == GSTORE_NONE && amount == INT64_MIN) {
+        http_respond_error(req, 409, "overflow",
+                           "counter %s would leave the signed 64-bit range", name);
+        return;
+    }
+    if (id == GSTORE_NONE)
+        id = gstore_create(rg->store, name, nlen);
+    int rc = gstore_incr(rg->store, id, rg->self, amount);
+    if (rc == GSTORE_EOVERFLOW) {
+        http_respond_error(req, 409, "overflow",
+                           "counter %s would leave the signed 64-bit range; nothing was applied",
+                           name);
+        return;
+    }
+    if (rc == GSTORE_EFULL) {
+        http_respond_error(req, 409, "too_many_replicas", "counter %s has too many node ids",
+                           name);
+        return;
+    }
+    const struct gcounter *c = gstore_counter(rg->store, id);
+    struct dedup_answer a = {amount, gcounter_net(c, rg->self), gcounter_value(c)};
+    if (token)
+        dedup_put(rg->dedup, name, nlen, token, tlen, now, &a);
+
+    const char *labels[3] = {"counter", rg->region, name};
+    metric_add(metric_series(rg->m_incr, labels), 1);
+
+    struct buf *b = &rg->out;
+    buf_puts(b, "{\"counter\":");
+    buf_json_str(b, name, nlen);
+    buf_puts(b, ",\"local_count\":");
+    buf_i64(b, a.local_count);
+    buf_puts(b, ",\"total_count\":");
+    buf_i64(b, a.total_count);
+    buf_puts(b, ",\"node_id\":");
+    put_str(b, rg->node_id);
+    buf_puts(b, ",\"region\":");
+    put_str(b, rg->region);
+    buf_putc(b, '}');
+    respond_out(req, rg, 200);
+}
+
+static void h_counter(struct region *rg, struct http_request *req, const char *raw, size_t rlen)
+{
+    char name[256];
+    long n = url_decode(raw, rlen, name, sizeof name);
+    if (n < 0 || !gcounter_name_valid(name, (size_t)n)) {
+        http_respond_error(req, 400, "bad_name",
+                           "counter names are 1-200 bytes of [A-Za-z0-9_.:-]");
+        return;
+    }
+    uint32_t id = gstore_find(rg->store, name, (size_t)n);
+    const struct gcounter *c = id == GSTORE_NONE ? NULL : gstore_counter(rg->store, id);
+    struct buf *b = &rg->out;
+    buf_puts(b, "{\"counter\":");
+    buf_json_str(b, name, (size_t)n);
+    buf_putc(b, ',');
+    put_counts(rg, b, c);
+    buf_putc(b, ',');
+    put_identity(rg, b);
+    buf_putc(b, '}');
+    respond_out(req, rg, 200);
+}
+
+static void h_counters(struct region *rg, struct http_request *req)
+{
+    struct buf *b = &rg->out;
+    buf_putc(b, '{');
+    put_identity(rg, b);
+    buf_puts(b, repl_partitioned(rg->repl) ? ",\"network_partition\":true"
+                                           : ",\"network_partition\":false");
+    buf_puts(b, ",\"last_sync_time\":");
+    buf_printf(b, "%.3f", repl_last_sync_time(rg->repl));
+    buf_puts(b, ",\"counters\":");
+    put_all_counters(rg, b);
+    buf_putc(b, '}');
+    respond_out(req, rg, 200);
+}
+
+static void put_partition(struct region *rg, struct buf *b)
+{
+    buf_puts(b, repl_partitioned(rg->repl) ? "{\"network_partition\":true,"
+                                           : "{\"network_partition\":false,");
+    put_identity(rg, b);
+}
+
+static void h_partition_get(struct region *rg, struct http_request *req)
+{
+    put_partition(rg, &rg->out);
+    buf_putc(&rg->out, '}');
+    respond_out(req, rg, 200);
+}
+
+static void h_partition_set(struct region *rg, struct http_request *req)
+{
+    int answered, enabled;
+    const struct json *root = parse_object(rg, req, &answered);
+    if (!root)
+        return;
+    const struct json *v = json_get(root, "enabled");
+    char q[16];
+    if (v && (v->type == JSON_TRUE || v->type == JSON_FALSE)) {
+        enabled = v->type == JSON_TRUE;
+    } else if (!v && url_query_get(req->query, "enabled", q, sizeof q) >= 0 &&
+               (!strcmp(q, "true") || !strcmp(q, "false"))) {
+        enabled = !strcmp(q, "true"); /* the coordinator's query form */
+    } else {
+        http_respond_error(req, 400, "bad_field", "enabled must be true or false");
+        return;
+    }
+    repl_set_partition(rg->repl, enabled);
+    struct buf *b = &rg->out;
+    put_partition(rg, b);
+    buf_puts(b, enabled ? ",\"message\":\"Network partition enabled\"}"
+                        : ",\"message\":\"Network partition disabled\"}");
+    respond_out(req, rg, 200);
+}
+
+struct force_sync {
+    struct region *rg;
+    struct http_request *req;
+};
+
+static void force_sync_done(void *arg, int completed)
+{
+    struct force_sync *fs = arg;
+    struct region *rg = fs->rg;
+    if (!completed) {
+        free(fs); /* shutting down: the connection is closed unanswered */
+        return;
+    }
+    buf_reset(&rg->out);
+    struct buf *b = &rg->out;
+    buf_puts(b, "{\"status\":\"sync_completed\",");
+    put_identity(rg, b);
+    buf_puts(b, ",\"counters\":");
+    put_all_counters(rg, b);
+    buf_putc(b, '}');
+    respond_out(fs->req, rg, 200);
+    free(fs);
+}
+
+static void h_force_sync(struct region *rg, struct http_request *req)
+{
+    if (repl_partitioned(rg->repl)) {
+        http_respond_error(req, 503, "partitioned",
+                           "this node is partitioned: it does not replicate until healed");
+        return;
+    }
+    struct force_sync *fs = xmalloc(sizeof *fs);
+    fs->rg = rg;
+    fs->req = req;
+    repl_sync_now(rg->repl, force_sync_done, fs);
+}
+
+/* ---------------------------------------------------------------- routing */
+
+static int path_is(const struct http_request *req, const char *p)
+{
+    size_t n = strlen(p);
+    return req->path_len == n && memcmp(req->path, p, n) == 0;
+}
+
+static void method_not_allowed(struct http_request *req, const char *allow)
+{
+    char hdr[64], body[160];
+    snprintf(hdr, sizeof hdr, "Allow: %s\r\n", allow);
+    int n = snprintf(body, sizeof body,
+                     "{\"detail\":\"%s is not allowed on this path (allowed: %s)\","
+                     "\"error\":\"method_not_allowed\"}",
+                     req->method_name, allow);
+    http_respond_ex(req, 405, "application/json", hdr, body, (size_t)n);
+}
+
+static void handle(struct http_request *req, void *arg)
+{
+    struct region *rg = arg;
+    enum http_verb m = req->method;
+    int get = m == HTTP_M_GET || m == HTTP_M_HEAD, post = m == HTTP_M_POST;
+    buf_reset(&rg->out);
+
+    if (path_is(req, "/increment")) {
+        if (!post)
+            return method_not_allowed(req, "POST");
+        return h_increment(rg, req);
+    }
+    if (req->path_len > 9 && memcmp(req->path, "/counter/", 9) == 0) {
+        if (!get)
+            return method_not_allowed(req, "GET, HEAD");
+        return h_counter(rg, req, req->path + 9, req->path_len - 9);
+    }
+    if (path_is(req, "/health")) {
+        if (!get)
+            return method_not_allowed(req, "GET, HEAD");
+        return h_health(rg, req);
+    }
+    if (path_is(req, "/sync")) {
+        if (!post)
+            return method_not_allowed(req, "POST");
+        return repl_handle_sync(rg->repl, req);
+    }
+    if (path_is(req, "/counters")) {
+        if (!get)
+            return method_not_allowed(req, "GET, HEAD");
+        return h_counters(rg, req);
+    }
+    if (path_is(req, "/metrics")) {
+        if (!get)
+            return method_not_allowed(req, "GET, HEAD");
+        return h_metrics(rg, req);
+    }
+    if (path_is(req, "/admin/partition")) {
+        if (get)
+            return h_partition_get(rg, req);
+        if (post)
+            return h_partition_set(rg, req);
+        return method_not_allowed(req, "GET, HEAD, POST");
+    }
+    if (path_is(req, "/admin/force-sync")) {
+        if (!post)
+            return method_not_allowed(req, "POST");
+        return h_force_sync(rg, req);
+    }
+    http_respond_error(req, 404, "not_found", "no endpoint %s %.200s", req->method_name,
+                       req->path);
+}
+
+static size_t body_limit(const char *path, size_t len, void *arg)
+{
+    (void)arg;
+    return len == 5 && memcmp(path, "/sync", 5) == 0 ? REPL_MAX_BODY : 0;
+}
+
+/* ---------------------------------------------------------------- set-up */
+
+static int faults_decide(void *arg, const char *dir, const char *from, const char *to,
+                         const char *kind, int partitioned, int *delay_ms)
+{
+    struct region *rg = arg;
+    return lua_host_faults_decide(rg->lua, dir, from, to, kind, partitioned, delay_ms);
+}
+
+static double local_total(void *arg)
+{
+    struct region *rg = arg;
+    return gstore_replica_net(rg->store, rg->self);
+}
+
+static double synced_total(void *arg) { return gstore_total(((struct region *)arg)->store); }
+static double store_counters(void *arg) { return gstore_count(((struct region *)arg)->store); }
+static double store_bytes(void *arg) { return (double)gstore_memory(((struct region *)arg)->store); }
+
+static double rss_bytes(void *arg)
+{
+    (void)arg;
+    long pages = 0, rss = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+            rss = 0;
+        fclose(f);
+    }
+    return (double)rss * 4096.0;
+}
+
+struct region *region_new(struct event_base *base, const struct config *cfg, char *err,
+                          size_t errlen)
+{
+    struct region *rg = xcalloc(1, sizeof *rg);
+    rg->node_id = xstrdup(cfg->node_id);
+    rg->region = xstrdup(cfg->region);
+    rg->store = gstore_new();
+    rg->self = gstore_replica(rg->store, cfg->node_id, strlen(cfg->node_id));
+    rg->dedup = dedup_new(DEDUP_MAX, DEDUP_WINDOW_S);
+    rg->metrics = metrics_new();
+    json_parser_init(&rg->parser);
+
+    const char *id3[3] = {"counter", cfg->region, cfg->node_id};
+    rg->m_local = metric_series(metrics_add(rg->metrics, METRIC_GAUGE, "counter_local_count",
+                                            "This node's own contribution, summed over counters",
+                                            "service,region,node_id", NULL, 0),
+                                id3);
+    metric_set_fn(rg->m_local, local_total, rg);
+    rg->m_synced = metric_series(metrics_add(rg->metrics, METRIC_GAUGE, "counter_synced_count",
+                                             "Total of every counter as this node sees it",
+                                             "service,region", NULL, 0),
+                                 id3);
+    metric_set_fn(rg->m_synced, synced_total, rg);
+    rg->m_incr = metrics_add(rg->metrics, METRIC_COUNTER, "counter_increments_total",
+                             "Increment requests applied, by counter (top names; the rest _other)",
+                             "service,region,counter_name", NULL, 0);
+    metric_limit(rg->m_incr, cfg->metrics_top_n, 2);
+    metric_set_fn(metric_only(metrics_add(rg->metrics, METRIC_GAUGE, "counterd_store_counters",
+                                          "Counters held", NULL, NULL, 0)),
+                  store_counters, rg);
+    metric_set_fn(metric_only(metrics_add(rg->metrics, METRIC_GAUGE, "counterd_store_bytes",
+                                          "Bytes the counter store holds", NULL, NULL, 0)),
+                  store_bytes, rg);
+    metric_set_fn(metric_only(metrics_add(rg->metrics, METRIC_GAUGE,
+                                          "process_resident_memory_bytes",
+                                          "Resident memory of this process", NULL, NULL, 0)),
+                  rss_bytes, rg);
+
+    struct lua_host_info li = {"region", cfg->node_id, cfg->region, cfg->policy_budget_ms};
+    rg->lua = lua_host_new(cfg->lua_dir, &li, rg->metrics);
+    char lerr[512];
+    if (lua_host_load_policy(rg->lua, "faults", lerr, sizeof lerr) < 0)
+        log_error("faults policy not loaded, replication runs without it: %s", lerr);
+
+    rg->client = http_client_new(base);
+    struct repl_config rc = {.node_id = cfg->node_id,
+                             .region = cfg->region,
+                             .service = "counter",
+                             .peers = (const char *const *)cfg->peers,
+                             .npeers = cfg->npeers,
+                             .interval_ms = cfg->sync_interval_ms,
+                             .timeout_ms = cfg->sync_timeout_ms};
+    struct repl_hooks hooks = {faults_decide, rg};
+    rg->repl = repl_new(base, rg->client, rg->store, rg->metrics, &rc, &hooks);
+
+    struct http_server_opts so = {.bind_addr = cfg->bind,
+                                  .port = cfg->port,
+                                  .max_conns = cfg->max_conns,
+                                  .idle_timeout_ms = cfg->idle_timeout_ms,
+                                  .request_timeout_ms = cfg->request_timeout_ms,
+                                  .body_limit = body_limit};
+    rg->server = http_server_new(base, &so, handle, rg, err, errlen);
+    if (!rg->server) {
+        region_free(rg);
+        return NULL;
+    }
+    log_info("region %s node %s listening on %s:%d with %d peer(s), sync every %d ms",
+             cfg->region, cfg->node_id, cfg->bind, http_server_port(rg->server), cfg->npeers,
+             cfg->sync_interval_ms);
+    return rg;
+}
+
+void region_free(struct region *rg)
+{
+    if (!rg)
+        return;
+    /* Owners of pending answers first, then the server holding their connections. */
+    repl_free(rg->repl);
+    http_server_free(rg->server);
+    http_client_free(rg->client);
+    lua_host_free(rg->lua);
+    metrics_free(rg->metrics);
+    dedup_free(rg->dedup);
+    gstore_free(rg->store);
+    json_parser_free(&rg->parser);
+    buf_free(&rg->out);
+    free(rg->node_id);
+    free(rg->region);
+    free(rg);
+}

@@ -1,0 +1,36 @@
+/*
+ * dedup.h - the idempotency window: which (counter, token) increments were already applied.
+ *
+ * A client (or the gateway, failing over to another region) may send the same increment
+ * twice; with an idempotency_token the second one must return the first answer and count
+ * nothing. Entries are remembered for a bounded time and a bounded number; the oldest go
+ * first. Plain C: no libevent, Lua or curl.
+ */
+#ifndef COUNTERD_STORE_DEDUP_H
+#define COUNTERD_STORE_DEDUP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define DEDUP_TOKEN_MAX 128
+
+struct dedup;
+
+/* What the first request with a token was answered. */
+struct dedup_answer {
+    int64_t amount, local_count, total_count;
+};
+
+/* max_entries: at most this many remembered; window_s: each is forgotten after this long. */
+struct dedup *dedup_new(size_t max_entries, double window_s);
+void dedup_free(struct dedup *d);
+
+/* @return 1 and the first answer when (counter, token) was seen within the window, else 0. */
+int dedup_get(struct dedup *d, const char *counter, size_t clen, const char *token, size_t tlen,
+              double now_s, struct dedup_answer *out);
+/* Remembers an applied increment (evicting the oldest entries to stay in bounds). */
+void dedup_put(struct dedup *d, const char *counter, size_t clen, const char *token, size_t tlen,
+               double now_s, const struct dedup_answer *a);
+size_t dedup_count(const struct dedup *d);
+
+#endif

@@ -1,0 +1,471 @@
+/*
+ * gcounter.c - the CRDT store (see gcounter.h).
+ *
+ * Memory is the constraint that shapes this file: a region must hold a million counters
+ * in well under 128 MB. Each counter is one malloc'd block: a 24-byte header, then the
+ * arrays pos[cap], neg[cap] (only once the counter has been decremented), rep[cap], and
+ * the name. The table holds 32-bit ids, not pointers, and the change list links ids.
+ */
+#include "gcounter.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../base/hash.h"
+#include "../base/mem.h"
+
+#define F_NEG 1u /* the neg array exists */
+
+struct gcounter {
+    uint64_t mseq;       /* sequence number of the last change */
+    uint32_t prev, next; /* change list, oldest first */
+    uint32_t hash;       /* low bits of the name's hash */
+    uint8_t name_len;
+    uint8_t n;   /* entries in use */
+    uint8_t cap; /* entries allocated */
+    uint8_t flags;
+    /* int64_t pos[cap]; int64_t neg[cap] if F_NEG; uint16_t rep[cap]; char name[name_len+1] */
+};
+
+struct gstore {
+    struct gcounter **by_id;
+    uint32_t count, id_cap;
+    uint32_t *slots; /* open addressing, linear probing; GSTORE_NONE = empty */
+    uint32_t mask;
+    uint64_t seq;
+    uint32_t head, tail; /* change list */
+    char **rep_names;
+    int nrep, rep_cap;
+    struct gentry *scratch; /* merge workspace */
+    size_t scratch_cap;
+    size_t bytes; /* counter blocks */
+    /* Aggregates for metrics, kept as doubles: their exact sum may leave int64 range. */
+    double total;
+    double *rep_net;
+};
+
+/* ---------------------------------------------------------------- counter layout */
+
+static inline int64_t *c_pos(const struct gcounter *c) { return (int64_t *)(c + 1); }
+static inline int64_t *c_neg(const struct gcounter *c)
+{
+    return (c->flags & F_NEG) ? c_pos(c) + c->cap : NULL;
+}
+static inline uint16_t *c_rep(const struct gcounter *c)
+{
+    return (uint16_t *)(c_pos(c) + (size_t)c->cap * ((c->flags & F_NEG) ? 2 : 1));
+}
+static inline char *c_name(const struct gcounter *c) { return (char *)(c_rep(c) + c->cap); }
+
+static size_t c_size(unsigned cap, unsigned flags, unsigned name_len)
+{
+    return sizeof(struct gcounter) + (size_t)cap * 8 * ((flags & F_NEG) ? 2 : 1) +
+           (size_t)cap * 2 + name_len + 1;
+}
+
+/* Copies c into a new block with room for cap entries and the given flags. */
+static struct gcounter *c_reshape(struct gstore *st, struct gcounter *c, unsigned cap,
+                                  unsigned flags)
+{
+    size_t sz = c_size(cap, flags, c->name_len);
+    struct gcounter *d = xmalloc(sz);
+    *d = *c;
+    d->cap = (uint8_t)cap;
+    d->flags = (uint8_t)flags;
+    memcpy(c_pos(d), c_pos(c), (size_t)c->n * 8);
+    if (flags & F_NEG) {
+        if (c->flags & F_NEG)
+            memcpy(c_neg(d), c_neg(c), (size_t)c->n * 8);
+        else
+            memset(c_neg(d), 0, (size_t)cap * 8);
+    }
+    memcpy(c_rep(d), c_rep(c), (size_t)c->n * 2);
+    memcpy(c_name(d), c_name(c), (size_t)c->name_len + 1);
+    st->bytes += sz;
+    st->bytes -= c_size(c->cap, c->flags, c->name_len);
+    free(c);
+    return d;
+}
+
+static int c_find_rep(const struct gcounter *c, int rep)
+{
+    const uint16_t *r = c_rep(c);
+    for (unsigned i = 0; i < c->n; i++)
+        if (r[i] == rep)
+            return (int)i;
+    return -1;
+}
+
+/* ---------------------------------------------------------------- change list */
+
+static void list_unlink(struct gstore *st, uint32_t id)
+{
+    struct gcounter *c = st->by_id[id];
+    if (c->prev != GSTORE_NONE)
+        st->by_id[c->prev]->next = c->next;
+    else
+        st->head = c->next;
+    if (c->next != GSTORE_NONE)
+        st->by_id[c->next]->prev = c->prev;
+    else
+        st->tail = c->prev;
+}
+
+static void list_append(struct gstore *st, uint32_t id)
+{
+    struct gcounter *c = st->by_id[id];
+    c->prev = st->tail;
+    c->next = GSTORE_NONE;
+    if (st->tail != GSTORE_NONE)
+        st->by_id[st->tail]->next = id;
+    else
+        st->head = id;
+    st->tail = id;
+}
+
+static void touch(struct gstore *st, uint32_t id)
+{
+    st->by_id[id]->mseq = ++st->seq;
+    if (st->tail != id) {
+        list_unlink(st, id);
+        list_append(st, id);
+    }
+}
+
+/* ---------------------------------------------------------------- store */
+
+struct gstore *gstore_new(void)
+{
+    struct gstore *st = xcalloc(1, sizeof *st);
+    st->mask = 1023;
+    st->slots = xmalloc((st->mask + 1) * sizeof *st->slots);
+    memset(st->slots, 0xff, (st->mask + 1) * sizeof *st->slots);
+    st->head = st->tail = GSTORE_NONE;
+    return st;
+}
+
+void gstore_free(struct gstore *st)
+{
+    if (!st)
+        return;
+    for (uint32_t i = 0; i < st->count; i++)
+        free(st->by_id[i]);
+    for (int i = 0; i < st->nrep; i++)
+        free(st->rep_names[i]);
+    free(st->rep_names);
+    free(st->rep_net);
+    free(st->by_id);
+    free(st->slots);
+    free(st->scratch);
+    free(st);
+}
+
+int gstore_replica(struct gstore *st, const char *name, size_t len)
+{
+    if (len == 0 || len > GSTORE_REPLICA_NAME_MAX)
+        return -1;
+    for (int i = 0; i < st->nrep; i++)
+        if (strlen(st->rep_names[i]) == len && memcmp(st->rep_names[i], name, len) == 0)
+            return i;
+    if (st->nrep >= GSTORE_MAX_REPLICAS)
+        return -1;
+    if (st->nrep == st->rep_cap) {
+        st->rep_cap = st->rep_cap ? st->rep_cap * 2 : 8;
+        st->rep_names = xrealloc(st->rep_names, (size_t)st->rep_cap * sizeof *st->rep_names);
+        st->rep_net = xrealloc(st->rep_net, (size_t)st->rep_cap * sizeof *st->rep_net);
+    }
+    st->rep_names[st->nrep] = xstrndup(name, len);
+    st->rep_net[st->nrep] = 0;
+    return st->nrep++;
+}
+
+const char *gstore_replica_name(const struct gstore *st, int rep)
+{
+    return rep >= 0 && rep < st->nrep ? st->rep_names[rep] : NULL;
+}
+
+int gstore_replica_count(const struct gstore *st) { return st->nrep; }
+
+uint32_t gstore_find(const struct gstore *st, const char *name, size_t len)
+{
+    if (len == 0 || len > GCOUNTER_NAME_MAX)
+        return GSTORE_NONE;
+    uint32_t h = (uint32_t)hash_bytes(name, len);
+    for (uint32_t i = h & st->mask;; i = (i + 1) & st->mask) {
+        uint32_t id = st->slots[i];
+        if (id == GSTORE_NONE)
+            return GSTORE_NONE;
+        const struct gcounter *c = st->by_id[id];
+        if (c->hash == h && c->name_len == len && memcmp(c_name(c), name, len) == 0)
+            return id;
+    }
+}
+
+static void table_grow(struct gstore *st)
+{
+    uint32_t nmask = st->mask * 2 + 1;
+    uint32_t *ns = xmalloc(((size_t)nmask + 1) * sizeof *ns);
+    memset(ns, 0xff, ((size_t)nmask + 1) * sizeof *ns);
+    for (uint32_t id = 0; id < st->count; id++) {
+        uint32_t i = st->by_id[id]->hash & nmask;
+        while (ns[i] != GSTORE_NONE)
+            i = (i + 1) & nmask;
+        ns[i] = id;
+    }
+    free(st->slots);
+    st->slots = ns;
+    st->mask = nmask;
+}
+
+uint32_t gstore_create(struct gstore *st, const char *name, size_t len)
+{
+    uint32_t id = gstore_find(st, name, len);
+    if (id != GSTORE_NONE || len == 0 || len > GCOUNTER_NAME_MAX)
+        return id;
+    if (st->count == GSTORE_NONE - 1)
+        return GSTORE_NONE;
+    if ((uint64_t)(st->count + 1) * 4 > (uint64_t)(st->mask + 1) * 3)
+        table_grow(st);
+    if (st->count == st->id_cap) {
+        st->id_cap = st->id_cap ? st->id_cap * 2 : 1024;
+        st->by_id = xrealloc(st->by_id, (size_t)st->id_cap * sizeof *st->by_id);
+    }
+    /* Room for every replica known so far: in a steady cluster a counter gets an entry
+     * from each node, and sizing it once avoids a realloc per new entry. */
+    unsigned cap = st->nrep < 1 ? 1 : st->nrep > GCOUNTER_MAX_ENTRIES ? GCOUNTER_MAX_ENTRIES
+                                                                        : (unsigned)st->nrep;
+    size_t sz = c_size(cap, 0, (unsigned)len);
+    struct gcounter *c = xmalloc(sz);
+    memset(c, 0, sizeof *c);
+    c->hash = (uint32_t)hash_bytes(name, len);
+    c->name_len = (uint8_t)len;
+    c->cap = (uint8_t)cap;
+    memcpy(c_name(c), name, len);
+    c_name(c)[len] = '\0';
+    st->bytes += sz;
+
+    id = st->count++;
+    st->by_id[id] = c;
+    uint32_t i = c->hash & st->mask;
+    while (st->slots[i] != GSTORE_NONE)
+        i = (i + 1) & st->mask;
+    st->slots[i] = id;
+    c->mseq = ++st->seq;
+    list_append(st, id);
+    return id;
+}
+
+const struct gcounter *gstore_counter(const struct gstore *st, uint32_t id) { return st->by_id[id]; }
+
+uint32_t gstore_count(const struct gstore *st) { return st->count; }
+
+static int64_t sum_pos(const struct gcounter *c)
+{
+    int64_t s = 0;
+    for (unsigned i = 0; i < c->n; i++)
+        s += c_pos(c)[i]; /* the invariant keeps this in range */
+    return s;
+}
+
+static int64_t sum_neg(const struct gcounter *c)
+{
+    int64_t s = 0;
+    const int64_t *neg = c_neg(c);
+    if (neg)
+        for (unsigned i = 0; i < c->n; i++)
+            s += neg[i];
+    return s;
+}
+
+int gstore_incr(struct gstore *st, uint32_t id, int rep, int64_t amount)
+{
+    struct gcounter *c = st->by_id[id];
+    if (amount == 0)
+        return 0;
+    int64_t sum = amount > 0 ? sum_pos(c) : sum_neg(c), mag, tmp;
+    if (amount == INT64_MIN)
+        return GSTORE_EOVERFLOW;
+    mag = amount > 0 ? amount : -amount;
+    if (__builtin_add_overflow(sum, mag, &tmp))
+        return GSTORE_EOVERFLOW;
+    int i = c_find_rep(c, rep);
+    if (i < 0 && c->n == GCOUNTER_MAX_ENTRIES)
+        return GSTORE_EFULL;
+
+    unsigned flags = c->flags | (amount < 0 ? F_NEG : 0);
+    if ((i < 0 && c->n == c->cap) || flags != c->flags)
+        c = st->by_id[id] = c_reshape(st, c, i < 0 && c->n == c->cap ? c->cap + 1u : c->cap, flags);
+    if (i < 0) {
+        i = c->n++;
+        c_rep(c)[i] = (uint16_t)rep;
+        c_pos(c)[i] = 0;
+        if (c->flags & F_NEG)
+            c_neg(c)[i] = 0;
+    }
+    if (amount > 0)
+        c_pos(c)[i] += mag;
+    else
+        c_neg(c)[i] += mag;
+    st->total += (double)amount;
+    st->rep_net[rep] += (double)amount;
+    touch(st, id);
+    return 0;
+}
+
+/*
+ * Computes the merge of counter id (or nothing) with in[0..n) into st->scratch.
+ * @return the number of merged entries, or an error.
+ */
+static int merge_compute(struct gstore *st, uint32_t id, const struct gentry *in, size_t n)
+{
+    const struct gcounter *c = id == GSTORE_NONE ? NULL : st->by_id[id];
+    size_t need = (c ? c->n : 0) + n;
+    if (need > st->scratch_cap) {
+        st->scratch_cap = need < 64 ? 64 : need;
+        st->scratch = xrealloc(st->scratch, st->scratch_cap * sizeof *st->scratch);
+    }
+    struct gentry *m = st->scratch;
+    size_t k = 0;
+    if (c) {
+        const int64_t *neg = c_neg(c);
+        for (unsigned i = 0; i < c->n; i++) {
+            m[k].rep = c_rep(c)[i];
+            m[k].pos = c_pos(c)[i];
+            m[k].neg = neg ? neg[i] : 0;
+            k++;
+        }
+    }
+    for (size_t j = 0; j < n; j++) {
+        size_t i = 0;
+        while (i < k && m[i].rep != in[j].rep)
+            i++;
+        if (i == k) {
+            if (k == GCOUNTER_MAX_ENTRIES)
+                return GSTORE_EFULL;
+            m[k].rep = in[j].rep;
+            m[k].pos = m[k].neg = 0;
+            k++;
+        }
+        if (in[j].pos > m[i].pos)
+            m[i].pos = in[j].pos;
+        if (in[j].neg > m[i].neg)
+            m[i].neg = in[j].neg;
+    }
+    int64_t sp = 0, sn = 0;
+    for (size_t i = 0; i < k; i++)
+        if (__builtin_add_overflow(sp, m[i].pos, &sp) || __builtin_add_overflow(sn, m[i].neg, &sn))
+            return GSTORE_EOVERFLOW;
+    return (int)k;
+}
+
+int gstore_merge_check(struct gstore *st, uint32_t id, const struct gentry *in, size_t n)
+{
+    int k = merge_compute(st, id, in, n);
+    return k < 0 ? k : 0;
+}
+
+int gstore_merge(struct gstore *st, uint32_t id, const struct gentry *in, size_t n)
+{
+    int k = merge_compute(st, id, in, n);
+    if (k < 0)
+        return k;
+    struct gcounter *c = st->by_id[id];
+    const struct gentry *m = st->scratch;
+    unsigned flags = c->flags;
+    for (int i = 0; i < k; i++)
+        if (m[i].neg)
+            flags |= F_NEG;
+    if ((unsigned)k > c->cap || flags != c->flags)
+        c = st->by_id[id] = c_reshape(st, c, (unsigned)k > c->cap ? (unsigned)k : c->cap, flags);
+
+    /* The first c->n merged entries are the counter's own, in the same order. */
+    int changed = 0;
+    int64_t *pos = c_pos(c), *neg = c_neg(c);
+    uint16_t *rep = c_rep(c);
+    for (int i = 0; i < k; i++) {
+        int64_t old_pos = 0, old_neg = 0;
+        if ((unsigned)i >= c->n) {
+            rep[i] = (uint16_t)m[i].rep;
+        } else {
+            old_pos = pos[i];
+            old_neg = neg ? neg[i] : 0;
+            if (old_pos == m[i].pos && old_neg == m[i].neg)
+                continue;
+        }
+        pos[i] = m[i].pos;
+        if (neg)
+            neg[i] = m[i].neg;
+        double d = (double)(m[i].pos - old_pos) - (double)(m[i].neg - old_neg);
+        st->total += d;
+        st->rep_net[m[i].rep] += d;
+        changed++;
+    }
+    c->n = (uint8_t)k;
+    if (changed)
+        touch(st, id);
+    return changed;
+}
+
+uint64_t gstore_seq(const struct gstore *st) { return st->seq; }
+
+double gstore_total(const struct gstore *st) { return st->total; }
+
+double gstore_replica_net(const struct gstore *st, int rep)
+{
+    return rep >= 0 && rep < st->nrep ? st->rep_net[rep] : 0;
+}
+
+uint32_t gstore_changed_after(const struct gstore *st, uint64_t seq)
+{
+    uint32_t id = st->tail;
+    if (id == GSTORE_NONE || st->by_id[id]->mseq <= seq)
+        return GSTORE_NONE;
+    for (;;) {
+        uint32_t prev = st->by_id[id]->prev;
+        if (prev == GSTORE_NONE || st->by_id[prev]->mseq <= seq)
+            return id;
+        id = prev;
+    }
+}
+
+uint32_t gstore_changed_next(const struct gstore *st, uint32_t id) { return st->by_id[id]->next; }
+
+size_t gstore_memory(const struct gstore *st)
+{
+    return st->bytes + ((size_t)st->mask + 1) * sizeof *st->slots +
+           (size_t)st->id_cap * sizeof *st->by_id;
+}
+
+/* ---------------------------------------------------------------- reading */
+
+const char *gcounter_name(const struct gcounter *c, size_t *len)
+{
+    if (len)
+        *len = c->name_len;
+    return c_name(c);
+}
+
+uint64_t gcounter_mseq(const struct gcounter *c) { return c->mseq; }
+
+int64_t gcounter_value(const struct gcounter *c) { return sum_pos(c) - sum_neg(c); }
+
+int64_t gcounter_net(const struct gcounter *c, int rep)
+{
+    int i = c_find_rep(c, rep);
+    if (i < 0)
+        return 0;
+    const int64_t *neg = c_neg(c);
+    return c_pos(c)[i] - (neg ? neg[i] : 0);
+}
+
+unsigned gcounter_entries(const struct gcounter *c) { return c->n; }
+
+void gcounter_entry(const struct gcounter *c, unsigned i, struct gentry *out)
+{
+    const int64_t *neg = c_neg(c);
+    out->rep = c_rep(c)[i];
+    out->pos = c_pos(c)[i];
+    out->neg = neg ? neg[i] : 0;
+}
+
+int gcounter_has_neg(const struct gcounter *c) { return (c->flags & F_NEG) != 0; }

@@ -1,0 +1,128 @@
+/*
+ * gcounter.h - the CRDT store: one PN-counter per name, keyed by replica.
+ *
+ * A counter is two G-Counters side by side: per replica, the total of its increments
+ * (pos) and the total of its decrements (neg). Merge takes the per-replica maximum of
+ * each, so it is commutative, associative and idempotent; the value is sum(pos) -
+ * sum(neg). Both sums always fit in int64_t: an increment or merge that would leave that
+ * range is refused whole (GSTORE_EOVERFLOW) and changes nothing.
+ *
+ * Replica ids (node ids, or one id per incarnation of a node) are interned to small
+ * integers. Counters are addressed by a dense uint32_t id that never changes, and every
+ * change gives the counter a new sequence number and moves it to the tail of a change
+ * list, so "what changed after seq S" costs the number of changed counters, not the size
+ * of the store. That is what replication deltas and sync cursors are built on.
+ *
+ * Plain C: no libevent, Lua or curl. Not thread-safe; one event loop owns it.
+ */
+#ifndef COUNTERD_STORE_GCOUNTER_H
+#define COUNTERD_STORE_GCOUNTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define GSTORE_NONE UINT32_MAX
+#define GSTORE_MAX_REPLICAS 65535
+#define GSTORE_REPLICA_NAME_MAX 200
+#define GCOUNTER_MAX_ENTRIES 255
+#define GCOUNTER_NAME_MAX 255
+
+/* Errors returned by the mutating calls; nothing is applied when one is returned. */
+#define GSTORE_EOVERFLOW (-1) /* a sum would leave the signed 64-bit range */
+#define GSTORE_EFULL (-2)     /* more than GCOUNTER_MAX_ENTRIES replicas in one counter */
+
+struct gstore;
+struct gcounter;
+
+/* API.md's rule for counter names and replica ids: 1-200 bytes of [A-Za-z0-9_.:-]. */
+static inline int gcounter_name_valid(const char *s, size_t n)
+{
+    if (n == 0 || n > 200)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '.' || c == ':' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+/* One replica's totals, as merged: both are >= 0. */
+struct gentry {
+    int rep;
+    int64_t pos;
+    int64_t neg;
+};
+
+struct gstore *gstore_new(void);
+void gstore_free(struct gstore *st);
+
+/*
+ * Interns a replica id.
+ * @return its small integer (>= 0), or -1 when name is empty, longer than
+ *         GSTORE_REPLICA_NAME_MAX, or the table is full.
+ */
+int gstore_replica(struct gstore *st, const char *name, size_t len);
+/* @return the replica's id string (NUL-terminated), or NULL when rep is not interned. */
+const char *gstore_replica_name(const struct gstore *st, int rep);
+int gstore_replica_count(const struct gstore *st);
+
+/* @return the id of the counter called name, or GSTORE_NONE. */
+uint32_t gstore_find(const struct gstore *st, const char *name, size_t len);
+/*
+ * Finds or creates the counter called name (1..GCOUNTER_NAME_MAX bytes; the caller
+ * validates the alphabet). A new counter has no entries and value 0.
+ * @return its id, or GSTORE_NONE when len is out of range.
+ */
+uint32_t gstore_create(struct gstore *st, const char *name, size_t len);
+/* @return the counter with this id; id must be < gstore_count(). */
+const struct gcounter *gstore_counter(const struct gstore *st, uint32_t id);
+uint32_t gstore_count(const struct gstore *st);
+
+/*
+ * Adds amount (negative: a decrement) to replica rep of counter id.
+ * @return 0, or GSTORE_EOVERFLOW / GSTORE_EFULL with nothing applied.
+ */
+int gstore_incr(struct gstore *st, uint32_t id, int rep, int64_t amount);
+
+/*
+ * Checks that merging in[0..n) into counter id (GSTORE_NONE: a counter not created yet)
+ * would succeed. Entries must have pos, neg >= 0; a replica may appear more than once.
+ * @return 0, or GSTORE_EOVERFLOW / GSTORE_EFULL.
+ */
+int gstore_merge_check(struct gstore *st, uint32_t id, const struct gentry *in, size_t n);
+/*
+ * Merges in[0..n) into counter id (per replica: max of pos, max of neg).
+ * @return the number of replica entries that changed (>= 0), or GSTORE_EOVERFLOW /
+ *         GSTORE_EFULL with nothing applied.
+ */
+int gstore_merge(struct gstore *st, uint32_t id, const struct gentry *in, size_t n);
+
+/* The sequence number of the latest change (0 for an empty store). */
+uint64_t gstore_seq(const struct gstore *st);
+/* The first counter, in change order, whose last change is after seq; or GSTORE_NONE. */
+uint32_t gstore_changed_after(const struct gstore *st, uint64_t seq);
+/* The counter changed next after id, or GSTORE_NONE. */
+uint32_t gstore_changed_next(const struct gstore *st, uint32_t id);
+
+/* Sum of every counter's value, and one replica's net contribution summed over every
+ * counter: aggregates for metrics (doubles, since exact sums may leave int64 range). */
+double gstore_total(const struct gstore *st);
+double gstore_replica_net(const struct gstore *st, int rep);
+
+/* Bytes the store holds (counters, table, index), for metrics and benchmarks. */
+size_t gstore_memory(const struct gstore *st);
+
+/* Reading one counter. */
+const char *gcounter_name(const struct gcounter *c, size_t *len);
+uint64_t gcounter_mseq(const struct gcounter *c);
+int64_t gcounter_value(const struct gcounter *c);
+/* Replica rep's net contribution: its pos minus its neg (0 when absent). */
+int64_t gcounter_net(const struct gcounter *c, int rep);
+unsigned gcounter_entries(const struct gcounter *c);
+void gcounter_entry(const struct gcounter *c, unsigned i, struct gentry *out);
+/* Whether any replica has decremented this counter. */
+int gcounter_has_neg(const struct gcounter *c);
+
+#endif

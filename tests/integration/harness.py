@@ -1,0 +1,661 @@
+"""
+harness.py - start real counterd processes on loopback for the integration tests.
+
+Like Redis' start_server: pick free loopback ports, start the binary with flags, send its
+stderr to a log file in a temporary folder, wait until GET /health answers, and on the
+way out stop it with SIGTERM and insist on a clean exit (status 0, no sanitizer report).
+Servers are always stopped, even when a test fails, and every test has a hard time limit.
+
+Python 3 standard library only. The binary comes from $COUNTERD_BIN (default
+build/counterd-san under the repository root).
+"""
+
+import atexit
+import contextlib
+import ctypes
+import http.client
+import json
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN = os.environ.get("COUNTERD_BIN") or os.path.join(REPO_ROOT, "build", "counterd-san")
+HOST = "127.0.0.1"
+
+START_TIMEOUT_S = 10.0  # until GET /health answers
+STOP_TIMEOUT_S = 15.0  # SIGTERM to exit, LeakSanitizer included
+SOCKET_TIMEOUT_S = 5.0  # any single read or write of a test client
+TEST_TIMEOUT_S = 40  # hard limit of one test method (SIGALRM)
+SUITE_TIMEOUT_S = 110  # hard limit of one test file (ctest's own limit is 120)
+
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
+
+_live_servers = []
+_live_lock = threading.Lock()
+
+
+class HarnessError(AssertionError):
+    """A server could not be started or did not stop cleanly."""
+
+
+# ---------------------------------------------------------------------------------------
+# Ports and processes
+# ---------------------------------------------------------------------------------------
+
+
+def free_ports(n):
+    """n distinct loopback TCP ports that were free a moment ago."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((HOST, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _die_with_parent():
+    """Runs in the child before exec: get SIGKILL if the test process dies."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except Exception:
+        pass
+
+
+def log_tail(path, lines=60):
+    try:
+        with open(path, "r", errors="replace") as f:
+            text = f.read()
+    except OSError as e:
+        return "<no log: %s>" % e
+    tail = text.splitlines()[-lines:]
+    return "\n".join(tail)
+
+
+class Server:
+    """One counterd process. Use start_server() or ServerTestCase.start_server()."""
+
+    def __init__(self, args=(), port=None, name="counterd", tmpdir=None):
+        self.port = port if port is not None else free_ports(1)[0]
+        self.args = list(args)
+        self.name = name
+        self._own_tmp = None
+        if tmpdir is None:
+            self._own_tmp = tempfile.mkdtemp(prefix="counterd-it-")
+            tmpdir = self._own_tmp
+        self.tmpdir = tmpdir
+        self.proc = None
+        self.log_path = None
+        self.runs = 0
+
+    @property
+    def url(self):
+        return "http://%s:%d" % (HOST, self.port)
+
+    def command(self):
+        return [BIN, "--bind", HOST, "--port", str(self.port)] + self.args
+
+    def start(self, wait=True):
+        if not os.access(BIN, os.X_OK):
+            raise HarnessError("counterd binary not found or not executable: %s "
+                               "(set COUNTERD_BIN or build it: cmake -S . -B build && "
+                               "cmake --build build -j2)" % BIN)
+        self.runs += 1
+        self.log_path = os.path.join(self.tmpdir, "%s-%d.%d.log" % (self.name, self.port,
+                                                                     self.runs))
+        env = dict(os.environ)
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        logf = open(self.log_path, "wb")
+        try:
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+                                         stdout=logf, stderr=logf, env=env,
+                                         cwd=self.tmpdir, preexec_fn=_die_with_parent)
+        finally:
+            logf.close()
+        with _live_lock:
+            _live_servers.append(self)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout=START_TIMEOUT_S):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            rc = self.proc.poll()
+            if rc is not None:
+                self._forget()
+                self.proc = None
+                raise HarnessError("%s exited with status %s before answering /health\n"
+                                   "command: %s\n--- log tail (%s) ---\n%s"
+                                   % (self.name, rc, " ".join(self.command()),
+                                      self.log_path, log_tail(self.log_path)))
+            try:
+                conn = http.client.HTTPConnection(HOST, self.port, timeout=1.0)
+                try:
+                    conn.request("GET", "/health")
+                    resp = conn.getresponse()
+                    resp.read()
+                    if resp.status == 200:
+                        return self
+                    last = "status %d" % resp.status
+                finally:
+                    conn.close()
+            except (OSError, http.client.HTTPException) as e:
+                last = repr(e)
+            time.sleep(0.05)
+        self.kill()
+        raise HarnessError("%s did not answer GET /health within %.0f s (last: %s)\n"
+                           "--- log tail (%s) ---\n%s"
+                           % (self.name, timeout, last, self.log_path,
+                              log_tail(self.log_path)))
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def _forget(self):
+        with _live_lock:
+            if self in _live_servers:
+                _live_servers.remove(self)
+
+    def kill(self):
+        """SIGKILL without checks (used on the way out of a broken run)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        self.proc = None
+        self._forget()
+
+    def stop(self, check=True):
+        """SIGTERM, wait, then (check) assert exit status 0 and a log free of sanitizer
+        reports. Safe to call twice."""
+        if self.proc is None:
+            return
+        proc = self.proc
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+                self._forget()
+                self.proc = None
+                if check:
+                    raise HarnessError("%s did not exit within %.0f s of SIGTERM (killed)\n"
+                                       "--- log tail (%s) ---\n%s"
+                                       % (self.name, STOP_TIMEOUT_S, self.log_path,
+                                          log_tail(self.log_path)))
+                return
+        self._forget()
+        self.proc = None
+        if not check:
+            return
+        rc = proc.returncode
+        with open(self.log_path, "r", errors="replace") as f:
+            log = f.read()
+        marks = [m for m in SANITIZER_MARKS if m in log]
+        if rc != 0 or marks:
+            raise HarnessError("%s (port %d) stopped badly: exit status %s%s\n"
+                               "--- log tail (%s) ---\n%s"
+                               % (self.name, self.port, rc,
+                                  ", sanitizer report: %s" % ", ".join(marks) if marks else "",
+                                  self.log_path, log_tail(self.log_path, 80)))
+
+    def log_text(self):
+        with open(self.log_path, "r", errors="replace") as f:
+            return f.read()
+
+    # Convenience: a fresh keep-alive client on this server.
+    def client(self, timeout=SOCKET_TIMEOUT_S):
+        return Client(self.port, timeout=timeout)
+
+    def raw(self, timeout=SOCKET_TIMEOUT_S):
+        return RawConn(self.port, timeout=timeout)
+
+
+@contextlib.contextmanager
+def start_server(args=(), port=None, name="counterd"):
+    """with start_server([...flags]) as srv: ... ; stops and checks srv on the way out.
+    When the body already failed, a bad stop is printed rather than hiding that failure."""
+    srv = Server(args, port=port, name=name).start()
+    failed = False
+    try:
+        yield srv
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        try:
+            srv.stop()
+        except HarnessError as e:
+            if not failed:
+                raise
+            print("\n[harness] also: %s" % e, file=sys.stderr)
+
+
+def start_many(specs):
+    """Starts several servers at once (spec: dict(args=..., port=..., name=...)) and waits
+    for all of them. On failure every started one is killed."""
+    servers = [Server(**spec) for spec in specs]
+    try:
+        for s in servers:
+            s.start(wait=False)
+        for s in servers:
+            s.wait_ready()
+    except BaseException:
+        for s in servers:
+            s.kill()
+        raise
+    return servers
+
+
+def _kill_all():
+    with _live_lock:
+        servers = list(_live_servers)
+    for s in servers:
+        try:
+            s.kill()
+        except Exception:
+            pass
+
+
+atexit.register(_kill_all)
+
+
+# ---------------------------------------------------------------------------------------
+# Clients
+# ---------------------------------------------------------------------------------------
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers  # dict, lower-case names
+        self.body = body  # bytes
+
+    @property
+    def content_type(self):
+        return self.headers.get("content-type", "")
+
+    def text(self):
+        return self.body.decode("utf-8", errors="replace")
+
+    def json(self):
+        try:
+            return json.loads(self.body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise AssertionError("response body is not JSON (%s): status %d body %r"
+                                 % (e, self.status, self.body[:500]))
+
+    def __repr__(self):
+        return "<Response %d %r>" % (self.status, self.body[:300])
+
+
+class Client:
+    """A keep-alive HTTP/1.1 client (http.client) with JSON helpers."""
+
+    def __init__(self, port, timeout=SOCKET_TIMEOUT_S):
+        self.port = port
+        self.timeout = timeout
+        self.conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+
+    def close(self):
+        self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def request(self, method, path, body=None, headers=None, raw_body=False):
+        """body: None (no body), bytes/str (sent as is), anything else (sent as JSON)."""
+        hdrs = dict(headers or {})
+        data = None
+        if body is not None:
+            if isinstance(body, bytes):
+                data = body
+            elif isinstance(body, str) and raw_body:
+                data = body.encode("utf-8")
+            else:
+                data = json.dumps(body).encode("utf-8")
+            hdrs.setdefault("Content-Type", "application/json")
+        try:
+            self.conn.request(method, path, body=data, headers=hdrs)
+            resp = self.conn.getresponse()
+            payload = resp.read()
+        except (OSError, http.client.HTTPException):
+            self.conn.close()
+            raise
+        headers_out = {k.lower(): v for k, v in resp.getheaders()}
+        return Response(resp.status, headers_out, payload)
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path, body=None, **kw):
+        return self.request("POST", path, body=body, **kw)
+
+    def get_json(self, path, status=200):
+        r = self.get(path)
+        assert_json_response(r, status, "GET %s" % path)
+        return r.json()
+
+    def post_json(self, path, body=None, status=200):
+        r = self.post(path, body)
+        assert_json_response(r, status, "POST %s %r" % (path, body))
+        return r.json()
+
+
+def assert_json_response(r, status, what):
+    if r.status != status:
+        raise AssertionError("%s: expected status %d, got %d, body %r"
+                             % (what, status, r.status, r.body[:500]))
+    if not r.content_type.startswith("application/json"):
+        raise AssertionError("%s: expected Content-Type application/json, got %r"
+                             % (what, r.content_type))
+
+
+class RawConn:
+    """A plain socket for malformed or hand-framed HTTP, with a response reader."""
+
+    def __init__(self, port, timeout=SOCKET_TIMEOUT_S):
+        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+        self.eof = False
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode("latin-1")
+        self.sock.sendall(data)
+
+    def try_send(self, data):
+        """Sends, tolerating a peer that already answered and closed."""
+        try:
+            self.send(data)
+            return True
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+
+    def _fill(self):
+        if self.eof:
+            return False
+        try:
+            chunk = self.sock.recv(65536)
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            self.eof = True
+            return False
+        self.buf += chunk
+        return True
+
+    def _read_until(self, marker):
+        while marker not in self.buf:
+            if not self._fill():
+                raise AssertionError("connection closed before %r; got %r"
+                                     % (marker, self.buf[:300]))
+        i = self.buf.index(marker) + len(marker)
+        out, self.buf = self.buf[:i], self.buf[i:]
+        return out
+
+    def _read_exact(self, n):
+        while len(self.buf) < n:
+            if not self._fill():
+                raise AssertionError("connection closed after %d of %d body bytes"
+                                     % (len(self.buf), n))
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read_response(self):
+        """Reads one response (status line, headers, Content-Length or chunked body)."""
+        head = self._read_until(b"\r\n\r\n").decode("latin-1")
+        lines = head.split("\r\n")
+        m = re.match(r"HTTP/1\.[01] (\d{3})(?: .*)?$", lines[0])
+        if not m:
+            raise AssertionError("bad status line %r" % lines[0])
+        status = int(m.group(1))
+        headers = {}
+        for line in lines[1:]:
+            if not line:
+                continue
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            body = b""
+            while True:
+                size = int(self._read_until(b"\r\n").strip().split(b";")[0], 16)
+                if size == 0:
+                    self._read_until(b"\r\n")
+                    break
+                body += self._read_exact(size)
+                self._read_exact(2)
+        elif "content-length" in headers:
+            body = self._read_exact(int(headers["content-length"]))
+        else:
+            while self._fill():
+                pass
+            body, self.buf = self.buf, b""
+        return Response(status, headers, body)
+
+    def readable(self, timeout):
+        """True when bytes (or a close) are waiting within timeout."""
+        if self.buf or self.eof:
+            return True
+        r, _, _ = select.select([self.sock], [], [], timeout)
+        return bool(r)
+
+    def closed_by_peer(self, timeout=2.0):
+        """True when the server closes the connection within timeout and sends nothing
+        more; raises if unexpected bytes arrive."""
+        if self.eof:
+            return True
+        if self.buf:
+            raise AssertionError("unexpected bytes after the response: %r" % self.buf[:200])
+        old = self.sock.gettimeout()
+        self.sock.settimeout(timeout)
+        try:
+            try:
+                chunk = self.sock.recv(4096)
+            except ConnectionResetError:
+                chunk = b""
+            except socket.timeout:
+                return False
+        finally:
+            self.sock.settimeout(old)
+        if chunk:
+            raise AssertionError("unexpected bytes instead of a close: %r" % chunk[:200])
+        self.eof = True
+        return True
+
+
+def http_request_bytes(method, path, body=None, headers=None, host="localhost"):
+    """A well-formed HTTP/1.1 request as bytes (body: bytes, str or JSON-able)."""
+    if body is not None and not isinstance(body, (bytes, str)):
+        body = json.dumps(body)
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    lines = ["%s %s HTTP/1.1" % (method, path), "Host: %s" % host]
+    for k, v in (headers or {}).items():
+        lines.append("%s: %s" % (k, v))
+    if body is not None:
+        if not any(k.lower() == "content-type" for k in (headers or {})):
+            lines.append("Content-Type: application/json")
+        lines.append("Content-Length: %d" % len(body))
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+
+
+# ---------------------------------------------------------------------------------------
+# Metrics
+# ---------------------------------------------------------------------------------------
+
+_SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+-?\d+)?$')
+_LABEL_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"\s*(,|$)')
+
+
+def parse_labels(s):
+    labels = {}
+    pos = 0
+    while pos < len(s):
+        m = _LABEL_RE.match(s, pos)
+        if not m or m.end() == pos:
+            raise AssertionError("bad label set {%s} at %d" % (s, pos))
+        labels[m.group(1)] = m.group(2)
+        pos = m.end()
+    return labels
+
+
+def parse_metrics(text):
+    """Parses the Prometheus text format strictly enough to catch broken output.
+    Returns a list of (name, labels dict, float value)."""
+    samples = []
+    typed = {}
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        if line.startswith("#"):
+            parts = line.split(None, 3)
+            if len(parts) >= 2 and parts[1] == "TYPE":
+                if len(parts) != 4 or parts[3] not in ("counter", "gauge", "histogram",
+                                                        "summary", "untyped"):
+                    raise AssertionError("line %d: bad TYPE line %r" % (n, line))
+                if parts[2] in typed:
+                    raise AssertionError("line %d: second TYPE for %s" % (n, parts[2]))
+                typed[parts[2]] = parts[3]
+            continue
+        m = _SAMPLE_RE.match(line)
+        if not m:
+            raise AssertionError("line %d: not a metric sample: %r" % (n, line))
+        labels = parse_labels(m.group(3) or "")
+        try:
+            value = float(m.group(4))
+        except ValueError:
+            raise AssertionError("line %d: bad value %r" % (n, m.group(4)))
+        samples.append((m.group(1), labels, value))
+    return samples
+
+
+def metric_values(samples, name, **labels):
+    return [v for (n, l, v) in samples
+            if n == name and all(l.get(k) == want for k, want in labels.items())]
+
+
+# ---------------------------------------------------------------------------------------
+# Test case base: servers stopped and checked as cleanups, hard time limits
+# ---------------------------------------------------------------------------------------
+
+
+def canon(obj):
+    """JSON text with sorted keys: 7 and 7.0, 1 and true compare different."""
+    return json.dumps(obj, sort_keys=True, indent=1, ensure_ascii=False)
+
+
+class _TestTimeout(AssertionError):
+    pass
+
+
+def _on_alarm(signum, frame):
+    raise _TestTimeout("test exceeded its hard limit of %d s" % TEST_TIMEOUT_S)
+
+
+class ServerTestCase(unittest.TestCase):
+    """Servers started with self.start_server() / cls.start_class_server() are stopped
+    and checked (exit 0, no sanitizer report) even when the test fails; a failed check
+    is reported as its own error."""
+
+    maxDiff = None
+
+    def setUp(self):
+        signal.signal(signal.SIGALRM, _on_alarm)
+        signal.alarm(TEST_TIMEOUT_S)
+        self.addCleanup(signal.alarm, 0)
+
+    def start_server(self, args=(), port=None, name="counterd"):
+        srv = Server(args, port=port, name=name)
+        self.addCleanup(srv.stop)
+        return srv.start()
+
+    def start_servers(self, specs):
+        servers = start_many(specs)
+        for s in servers:
+            self.addCleanup(s.stop)
+        return servers
+
+    @classmethod
+    def start_class_server(cls, args=(), port=None, name="counterd"):
+        srv = Server(args, port=port, name=name)
+        cls.addClassCleanup(srv.stop)
+        return srv.start()
+
+    # Assertions on JSON bodies.
+
+    def assertJsonEqual(self, got, expected, msg=None):
+        self.assertEqual(canon(got), canon(expected), msg)
+
+    def assertIsCount(self, v, what="value"):
+        self.assertTrue(type(v) is int, "%s must be a JSON integer, got %r" % (what, v))
+
+    def assertError(self, r, status, codes, what="", detail_contains=None):
+        """r is a Response; codes is one code or a tuple of acceptable codes."""
+        if isinstance(codes, str):
+            codes = (codes,)
+        label = what or "request"
+        self.assertEqual(r.status, status, "%s: expected status %d, got %d, body %r"
+                         % (label, status, r.status, r.body[:300]))
+        self.assertTrue(r.content_type.startswith("application/json"),
+                        "%s: error body must be JSON, Content-Type %r" % (label, r.content_type))
+        body = r.json()
+        self.assertIsInstance(body, dict, "%s: error body %r" % (label, body))
+        self.assertIn(body.get("error"), codes, "%s: error code %r, expected %s; body %r"
+                      % (label, body.get("error"), " or ".join(codes), body))
+        self.assertIsInstance(body.get("detail"), str, "%s: detail %r" % (label, body))
+        self.assertTrue(body["detail"].strip(), "%s: empty detail" % label)
+        if status != 503:
+            self.assertEqual(set(body), {"detail", "error"},
+                             "%s: error body must be exactly {detail, error}: %r" % (label, body))
+        if detail_contains is not None:
+            self.assertIn(detail_contains, body["detail"],
+                          "%s: detail should mention %r: %r" % (label, detail_contains, body))
+        return body
+
+
+def _suite_watchdog():
+    time.sleep(SUITE_TIMEOUT_S)
+    sys.stderr.write("\n[harness] suite exceeded its hard limit of %d s: killing servers\n"
+                     % SUITE_TIMEOUT_S)
+    sys.stderr.flush()
+    _kill_all()
+    os._exit(3)
+
+
+# Importing the harness arms the suite-wide hard limit: a hung test file cannot outlive it.
+threading.Thread(target=_suite_watchdog, name="suite-watchdog", daemon=True).start()
