@@ -49,6 +49,7 @@ declare -A SENT=([counterd]=0 [nginx]=0) RUNS=([counterd]=0 [nginx]=0)
 declare -A BEST_RPS=([counterd]=0 [nginx]=0) BEST_P50 BEST_P99 BEST_RUN
 ROWS=()
 CLIENT_BOUND=""
+DISTURBED=""
 
 log "pinning: $BENCH_PIN_DESC; wrk -t1 -c$CONNS, warm-up ${WARMUP}s + ${DURATION}s, $ROUNDS rounds"
 for ((r = 1; r <= ROUNDS; r++)); do
@@ -57,14 +58,19 @@ for ((r = 1; r <= ROUNDS; r++)); do
     bench_wrk "$out.warm" -t1 -c"$CONNS" -d"${WARMUP}s" -s "$SCRIPT" "${URL[$srv]}/increment"
     bench_wrk_check "$out.warm" "$srv warm-up $r"
     bench_children_cpu c0
-    t0=$(date +%s.%N) s0=$(bench_proc_ticks "${PID[$srv]}")
+    t0=$(date +%s.%N) s0=$(bench_proc_ticks "${PID[$srv]}") y0=$(bench_sys_busy_ticks)
     bench_wrk "$out" -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$SCRIPT" "${URL[$srv]}/increment"
     bench_children_cpu c1
-    t1=$(date +%s.%N) s1=$(bench_proc_ticks "${PID[$srv]}")
+    t1=$(date +%s.%N) s1=$(bench_proc_ticks "${PID[$srv]}") y1=$(bench_sys_busy_ticks)
     srv_cpu=$(awk -v a="$s0" -v b="$s1" -v t0="$t0" -v t1="$t1" -v hz="$BENCH_CLK_TCK" \
       'BEGIN { printf "%.0f", 100 * (b - a) / hz / (t1 - t0) }')
     wrk_cpu=$(awk -v a="$c0" -v b="$c1" -v t0="$t0" -v t1="$t1" \
       'BEGIN { printf "%.0f", 100 * (b - a) / (t1 - t0) }')
+    # Everything else the machine ran meanwhile, in % of one core.
+    oth_cpu=$(awk -v y0="$y0" -v y1="$y1" -v s0="$s0" -v s1="$s1" -v c0="$c0" -v c1="$c1" \
+      -v t0="$t0" -v t1="$t1" -v hz="$BENCH_CLK_TCK" 'BEGIN {
+        o = ((y1 - y0) - (s1 - s0)) / hz - (c1 - c0); if (o < 0) o = 0
+        printf "%.0f", 100 * o / (t1 - t0) }')
     bench_wrk_check "$out" "$srv run $r"
     bench_alive "${PID[$srv]}" "$srv"
     SENT[$srv]=$((SENT[$srv] + $(bench_wrkstat "$out.warm" requests) + $(bench_wrkstat "$out" requests)))
@@ -72,9 +78,10 @@ for ((r = 1; r <= ROUNDS; r++)); do
     rps=$(bench_wrkstat "$out" rps)
     p50=$(us_to_ms "$(bench_wrkstat "$out" p50_us)")
     p99=$(us_to_ms "$(bench_wrkstat "$out" p99_us)")
-    ROWS+=("$(printf '%-9s %5s %12s %9s %9s %9s %9s' "$srv" "$r" "$rps" "$p50" "$p99" \
-      "$srv_cpu" "$wrk_cpu")")
-    log "$srv run $r: $rps req/s, p50 $p50 ms, p99 $p99 ms, server CPU $srv_cpu%, wrk CPU $wrk_cpu%"
+    ROWS+=("$(printf '%-9s %5s %12s %9s %9s %9s %9s %9s' "$srv" "$r" "$rps" "$p50" "$p99" \
+      "$srv_cpu" "$wrk_cpu" "$oth_cpu")")
+    log "$srv run $r: $rps req/s, p50 $p50 ms, p99 $p99 ms, CPU: server $srv_cpu%, wrk $wrk_cpu%, other $oth_cpu%"
+    ((oth_cpu < 15)) || DISTURBED+=" $srv/$r"
     ((wrk_cpu < 95)) || CLIENT_BOUND+=" $srv/$r"
     if awk -v a="$rps" -v b="${BEST_RPS[$srv]}" 'BEGIN { exit !(a > b) }'; then
       BEST_RPS[$srv]=$rps BEST_P50[$srv]=$p50 BEST_P99[$srv]=$p99 BEST_RUN[$srv]=$r
@@ -100,10 +107,11 @@ verdict=$(awk -v r="$ratio" 'BEGIN { print (r >= 1.0) ? "met" : "NOT met" }')
 echo
 echo "POST /increment {\"counter_name\":\"bench\",\"amount\":1}: wrk -t1 -c$CONNS, ${DURATION}s per run after ${WARMUP}s warm-up, $BENCH_PIN_DESC"
 echo
-printf '%-9s %5s %12s %9s %9s %9s %9s\n' server run 'req/s' 'p50 ms' 'p99 ms' 'srv CPU%' 'wrk CPU%'
+printf '%-9s %5s %12s %9s %9s %9s %9s %9s\n' server run 'req/s' 'p50 ms' 'p99 ms' 'srv CPU%' \
+  'wrk CPU%' 'oth CPU%'
 printf '%s\n' "${ROWS[@]}"
 echo
-echo "best of $ROUNDS runs (highest req/s, with that run's latencies):"
+echo "best of $ROUNDS runs (highest req/s, with that run's latencies; best run: counterd #${BEST_RUN[counterd]}, nginx #${BEST_RUN[nginx]}):"
 printf '%-9s %12s %9s %9s\n' server 'req/s' 'p50 ms' 'p99 ms'
 for srv in counterd nginx; do
   printf '%-9s %12s %9s %9s\n' "$srv" "${BEST_RPS[$srv]}" "${BEST_P50[$srv]}" "${BEST_P99[$srv]}"
@@ -111,4 +119,6 @@ done
 echo "ratio counterd/nginx: $ratio (target >= 1.0: $verdict)"
 [[ -z $CLIENT_BOUND ]] ||
   echo "WARNING: wrk used >= 95% of its core in:$CLIENT_BOUND: those runs may be client-bound"
+[[ -z $DISTURBED ]] ||
+  echo "WARNING: other processes used >= 15% of a core during:$DISTURBED: those runs are noisy"
 echo "RESULT increment counterd_rps=${BEST_RPS[counterd]} nginx_rps=${BEST_RPS[nginx]} ratio=$ratio counterd_p50_ms=${BEST_P50[counterd]} counterd_p99_ms=${BEST_P99[counterd]} nginx_p50_ms=${BEST_P50[nginx]} nginx_p99_ms=${BEST_P99[nginx]}"

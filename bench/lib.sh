@@ -258,6 +258,13 @@ bench_proc_ticks() {
 }
 BENCH_CLK_TCK=$(getconf CLK_TCK)
 
+# bench_sys_busy_ticks: busy CPU time of the whole machine (all CPUs, clock ticks; steal
+# included), from /proc/stat. Minus what the server and wrk used, it tells whether
+# something else ran during a measurement.
+bench_sys_busy_ticks() {
+  awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
+}
+
 # bench_children_cpu VAR: CPU seconds (user+system) of this shell's finished children,
 # from the "times" builtin (run in this shell, not in a $(...) subshell, which would only
 # see its own children); the difference around a foreground wrk is wrk's CPU time.

@@ -34,27 +34,34 @@ M.latency_ms = {
 }
 M.default_latency_ms = 0
 
-local function link(a, b)
-  if a < b then return a .. "|" .. b end
-  return b .. "|" .. a
+-- A run-time override from counterd.shared, or nil.
+local function shared(name)
+  local s = counterd and counterd.shared
+  if s then return s.get("faults." .. name) end
+  return nil
 end
 
--- A run-time override from counterd.shared, or the value in this file.
+-- The setting for link a-b, written "a|b" or "b|a", in counterd.shared or in the table.
+local function per_link(table_, name, a, b)
+  local ab, ba = a .. "|" .. b, b .. "|" .. a
+  local v = shared(name .. "." .. ab)
+  if v == nil then v = shared(name .. "." .. ba) end
+  if v == nil then v = table_[ab] end
+  if v == nil then v = table_[ba] end
+  return v
+end
+
 local function setting(name, default)
-  local shared = counterd and counterd.shared
-  if shared then
-    local v = shared.get("faults." .. name)
-    if v ~= nil then return v end
-  end
-  return default
+  local v = shared(name)
+  if v == nil then return default end
+  return v
 end
 
 function M.decide(dir, from, to, kind, partitioned)
   if partitioned then
     return "drop"
   end
-  local l = link(from, to)
-  if M.cut[l] or setting("cut." .. l, false) then
+  if per_link(M.cut, "cut", from, to) then
     return "drop"
   end
   local rate = setting("drop_rate", M.drop_rate)
@@ -63,7 +70,8 @@ function M.decide(dir, from, to, kind, partitioned)
   end
   -- Latency is added once per message, where it leaves.
   if dir == "out" then
-    local ms = setting("latency_ms." .. l, M.latency_ms[l] or setting("default_latency_ms", M.default_latency_ms))
+    local ms = per_link(M.latency_ms, "latency_ms", from, to)
+    if ms == nil then ms = setting("default_latency_ms", M.default_latency_ms) end
     if ms > 0 then
       return "delay", ms
     end

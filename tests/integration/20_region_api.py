@@ -7,6 +7,7 @@ it aimed at did not move and that /health still answers (nothing is half-applied
 """
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -17,6 +18,13 @@ import harness
 REGION = "ap-south"
 NODE = "ap-south-7"
 I64_MAX = 2**63 - 1
+
+# The region metrics whose names API.md fixes (section "Metrics").
+API_METRIC_NAMES = {"counter_local_count", "counter_synced_count", "counter_sync_lag_ms",
+                    "counter_conflicts_resolved_total", "counter_increments_total",
+                    "counter_sync_operations_total", "counter_sync_latency_seconds"}
+NAMING_LINT_RE = re.compile(r'should not have "_\w+" suffix|should have "_total" suffix|'
+                            r'abbreviated units|should not contain metric type|base unit')
 
 
 class RegionApi(harness.ServerTestCase):
@@ -245,15 +253,33 @@ class RegionApi(harness.ServerTestCase):
                          "%r" % incs)
         self.assertGreater(incs[0], 0)
         promtool = shutil.which("promtool")
-        if promtool:
-            p = subprocess.run([promtool, "check", "metrics"], input=r.body,
-                               capture_output=True, timeout=20)
-            self.assertEqual(p.returncode, 0, "promtool check metrics:\n%s%s"
-                             % (p.stdout.decode(errors="replace"),
-                                p.stderr.decode(errors="replace")))
-        else:
+        if not promtool:
             print("\n[20_region_api] promtool not on PATH: checked with the built-in "
                   "parser only")
+            return
+        p = subprocess.run([promtool, "check", "metrics"], input=r.body,
+                           capture_output=True, timeout=20)
+        out = (p.stdout + p.stderr).decode(errors="replace")
+        # promtool exits 1 when the text does not parse and 3 when it only has lint
+        # problems. API.md fixes the lab's metric names, and promtool's naming lint
+        # objects to some of them (counter_local_count: "_count" suffix, ...): those exact
+        # problems on those exact names are the contract's, not the server's, and are
+        # printed rather than failed. Anything else fails.
+        tolerated, other = [], []
+        for line in out.splitlines():
+            if not line.strip():
+                continue
+            name = line.split(None, 1)[0]
+            if (p.returncode == 3 and name in API_METRIC_NAMES
+                    and NAMING_LINT_RE.search(line)):
+                tolerated.append(line)
+            else:
+                other.append(line)
+        self.assertIn(p.returncode, (0, 3), "promtool check metrics failed to parse:\n" + out)
+        self.assertEqual(other, [], "promtool check metrics:\n" + out)
+        if tolerated:
+            print("\n[20_region_api] promtool lint on metric names fixed by API.md "
+                  "(not failed):\n  " + "\n  ".join(tolerated))
 
     # Bad input ---------------------------------------------------------------------------
 

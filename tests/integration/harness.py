@@ -30,6 +30,7 @@ import unittest
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("COUNTERD_BIN") or os.path.join(REPO_ROOT, "build", "counterd-san")
 HOST = "127.0.0.1"
+KEEP_LOGS = bool(os.environ.get("COUNTERD_KEEP_LOGS"))  # keep logs of clean runs too
 
 START_TIMEOUT_S = 10.0  # until GET /health answers
 STOP_TIMEOUT_S = 15.0  # SIGTERM to exit, LeakSanitizer included
@@ -115,6 +116,7 @@ class Server:
                                "(set COUNTERD_BIN or build it: cmake -S . -B build && "
                                "cmake --build build -j2)" % BIN)
         self.runs += 1
+        os.makedirs(self.tmpdir, exist_ok=True)
         self.log_path = os.path.join(self.tmpdir, "%s-%d.%d.log" % (self.name, self.port,
                                                                      self.runs))
         env = dict(os.environ)
@@ -219,6 +221,12 @@ class Server:
                                % (self.name, self.port, rc,
                                   ", sanitizer report: %s" % ", ".join(marks) if marks else "",
                                   self.log_path, log_tail(self.log_path, 80)))
+        if not KEEP_LOGS:  # a clean run leaves nothing behind; a bad one keeps its log
+            with contextlib.suppress(OSError):
+                os.remove(self.log_path)
+            if self._own_tmp:
+                with contextlib.suppress(OSError):
+                    os.rmdir(self._own_tmp)
 
     def log_text(self):
         with open(self.log_path, "r", errors="replace") as f:

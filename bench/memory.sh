@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# Memory and replication cost of counterd with many counters: three region nodes peered
+# with each other, N distinct counters (default 1,000,000) each incremented once on every
+# node, then:
+#   - full-state sync: POST /admin/force-sync on each node in turn, timed;
+#   - RSS (VmRSS) of one node and its counterd_store_bytes (target: RSS <= 128 MB);
+#   - delta sync: CHANGED (default 1,000) counters changed on one node, bytes its next
+#     force-sync round sent (counterd_sync_bytes_total{direction="sent"} before/after);
+#   - anchor: Redis' RSS for N plain integer keys, when redis-server is installed.
+#
+#   bench/memory.sh              # N=1000000 CHANGED=1000 by default
+#
+# Env: N, CHANGED, CONNS (wrk connections per node, default 32), LOAD_TIMEOUT (s, default
+# 150) for loading the counters, SYNC_TIMEOUT_MS (default 60000, counterd's
+# --sync-timeout-ms, so a full-state round of N counters is not cut short).
+# See bench/README.md.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+N=${N:-1000000}
+CHANGED=${CHANGED:-1000}
+CONNS=${CONNS:-32}
+LOAD_TIMEOUT=${LOAD_TIMEOUT:-150}
+SYNC_TIMEOUT_MS=${SYNC_TIMEOUT_MS:-60000}
+TARGET_MB=128
+((CHANGED <= N)) || die "CHANGED ($CHANGED) must be <= N ($N)"
+
+bench_need_debs wrk jq curl iproute2 util-linux procps
+bench_need_counterd
+
+# -------------------------------------------------------------- three peered nodes
+NODES=(a b c)
+declare -A PORT URL PID
+for n in "${NODES[@]}"; do
+  bench_free_port "PORT[$n]"
+  URL[$n]=http://127.0.0.1:${PORT[$n]}
+done
+for n in "${NODES[@]}"; do
+  peers=""
+  for m in "${NODES[@]}"; do
+    [[ $m == "$n" ]] || peers+="${peers:+,}${URL[$m]}"
+  done
+  bench_start "node-$n" env -u PEER_ENDPOINTS -u SERVICE_PORT -u COUNTERD_ROLE -u REGION \
+    -u NODE_ID -u SYNC_INTERVAL_MS COUNTERD_LOG=warn "$COUNTERD_BIN" --role region \
+    --port "${PORT[$n]}" --region "bench-$n" --node-id "bench-$n-1" --peers "$peers" \
+    --sync-interval-ms 3600000 --sync-timeout-ms "$SYNC_TIMEOUT_MS"
+  PID[$n]=$BENCH_PID
+done
+for n in "${NODES[@]}"; do bench_wait_health "${URL[$n]}" "${PID[$n]}" "node-$n"; done
+RSS0_KB=$(bench_rss_kb "${PID[a]}")
+log "3 nodes up (${URL[a]} ${URL[b]} ${URL[c]}), node a RSS at start: $((RSS0_KB / 1024)) MB"
+
+# ------------------------------------------ N distinct counters, incremented on every node
+# One wrk (1 thread, distinct.lua) per node, all three at once; each stops itself once
+# every name has had its answer (see bench/wrk/distinct.lua) and we then SIGINT it.
+log "loading $N counters on each of the 3 nodes (wrk -t1 -c$CONNS per node, in parallel)"
+declare -A WRK_PID
+t0=$(date +%s.%N)
+for n in "${NODES[@]}"; do
+  rm -f "$BENCH_TMP/done-$n"
+  bench_start "wrk-$n" env BENCH_FIRST=0 BENCH_COUNT="$N" BENCH_THREADS=1 \
+    BENCH_DONE_FILE="$BENCH_TMP/done-$n" wrk -t1 -c"$CONNS" -d"$((LOAD_TIMEOUT + 5))s" \
+    -s "$BENCH_DIR/wrk/distinct.lua" "${URL[$n]}/"
+  WRK_PID[$n]=$BENCH_PID
+done
+declare -A LOAD_S
+deadline=$(($(date +%s) + LOAD_TIMEOUT))
+pending=("${NODES[@]}")
+while ((${#pending[@]} > 0)); do
+  left=()
+  for n in "${pending[@]}"; do
+    if [[ -s $BENCH_TMP/done-$n ]]; then
+      LOAD_S[$n]=$(awk -v t0="$t0" -v t1="$(date +%s.%N)" 'BEGIN { printf "%.1f", t1 - t0 }')
+      kill -INT "${WRK_PID[$n]}" 2>/dev/null || true
+    elif ! kill -0 "${WRK_PID[$n]}" 2>/dev/null; then
+      cat "$BENCH_TMP/wrk-$n.log" >&2
+      die "wrk on node $n ended before all $N names were answered"
+    else
+      left+=("$n")
+    fi
+  done
+  pending=("${left[@]}")
+  if ((${#pending[@]} > 0)); then
+    if (($(date +%s) > deadline)); then
+      for n in "${pending[@]}"; do
+        kill -INT "${WRK_PID[$n]}" 2>/dev/null || true
+        wait "${WRK_PID[$n]}" 2>/dev/null || true
+        tail -n 15 "$BENCH_TMP/wrk-$n.log" >&2
+      done
+      die "loading $N counters took more than ${LOAD_TIMEOUT}s on node(s): ${pending[*]}"
+    fi
+    for n in "${NODES[@]}"; do bench_alive "${PID[$n]}" "node-$n"; done
+    sleep 0.2
+  fi
+done
+for n in "${NODES[@]}"; do
+  wait "${WRK_PID[$n]}" 2>/dev/null || true
+  f=$BENCH_TMP/wrk-$n.log
+  bench_wrk_check "$f" "loading node $n"
+  read -r ok failed < <(awk '/^DISTINCT / { split($2, a, "="); split($3, b, "=");
+    print a[2], b[2] }' "$f")
+  [[ $ok == "$N" && $failed == 0 ]] ||
+    { cat "$f" >&2; die "node $n: $ok of $N increments answered 200, $failed failed"; }
+  log "node $n: $N increments in ${LOAD_S[$n]} s ($(bench_wrkstat "$f" rps) req/s, p99 $(us_to_ms "$(bench_wrkstat "$f" p99_us)") ms)"
+done
+for n in "${NODES[@]}"; do
+  got=$(bench_metric "${URL[$n]}" counterd_store_counters)
+  [[ $got == "$N" ]] || die "node $n: counterd_store_counters is '${got}', expected $N"
+done
+RSS_LOADED_KB=$(bench_rss_kb "${PID[a]}")
+log "all 3 nodes hold exactly $N counters; node a RSS before any sync: $((RSS_LOADED_KB / 1024)) MB"
+
+# ---------------------------------------------------------------- full-state sync
+# Nothing has been replicated yet (interval 1 h): each force-sync is one complete
+# push-pull round with both peers. Its answer lists every counter: kept in a file.
+force_sync() { # force_sync NODE -> prints seconds; fails on anything but 200 sync_completed
+  local n=$1 out=$BENCH_TMP/force-sync-$1.json code secs
+  read -r code secs < <(curl -sS -o "$out" -w '%{http_code} %{time_total}\n' --max-time 300 \
+    -X POST "${URL[$n]}/admin/force-sync") || die "node $n: POST /admin/force-sync failed (curl)"
+  [[ $code == 200 ]] || die "node $n: POST /admin/force-sync answered $code: $(head -c 500 "$out")"
+  [[ $(jq -r .status "$out") == sync_completed ]] ||
+    die "node $n: force-sync answer is not sync_completed: $(head -c 500 "$out")"
+  echo "$secs"
+}
+FULL_SENT0=$(bench_metric "${URL[a]}" counterd_sync_bytes_total 'direction="sent"')
+FULL_TOTAL=0
+FULL_ROWS=()
+for n in "${NODES[@]}"; do
+  s=$(force_sync "$n")
+  FULL_TOTAL=$(awk -v a="$FULL_TOTAL" -v b="$s" 'BEGIN { printf "%.3f", a + b }')
+  FULL_ROWS+=("node $n: $(printf '%.3f' "$s") s (answer $(($(stat -c %s "$BENCH_TMP/force-sync-$n.json") / 1024)) KiB)")
+  log "force-sync on node $n: $s s"
+  if [[ $n == a ]]; then
+    FULL_SENT1=$(bench_metric "${URL[a]}" counterd_sync_bytes_total 'direction="sent"')
+  fi
+done
+FULL_SENT_A=$((${FULL_SENT1:-0} - ${FULL_SENT0:-0}))
+
+# Every node must now see all three contributions (1 each) on every counter: checked on
+# the first and last names, and via the totals of the force-sync answers.
+last=$(printf 'c%07d' $((N - 1)))
+for n in "${NODES[@]}"; do
+  for k in c0000000 "$last"; do
+    body=$(curl -fsS --max-time 5 "${URL[$n]}/counter/$k")
+    jq -e '.total_count == 3 and (.nodes | length) == 3' <<<"$body" >/dev/null ||
+      die "node $n after full sync: $k is $body (expected total 3 from 3 nodes)"
+  done
+  got=$(bench_metric "${URL[$n]}" counterd_store_counters)
+  [[ $got == "$N" ]] || die "node $n after full sync: counterd_store_counters is '${got}', expected $N"
+done
+log "full sync checked: every node sees total_count 3 from 3 nodes"
+
+# ------------------------------------------------------------------------- memory
+RSS_KB=$(bench_rss_kb "${PID[a]}")
+RSS_MB=$(awk -v k="$RSS_KB" 'BEGIN { printf "%.1f", k / 1024 }')
+STORE_BYTES=$(bench_metric "${URL[a]}" counterd_store_bytes)
+STORE_MB=$(awk -v b="${STORE_BYTES:-0}" 'BEGIN { printf "%.1f", b / 1048576 }')
+PRM=$(bench_metric "${URL[a]}" process_resident_memory_bytes)
+mem_verdict=$(awk -v r="$RSS_MB" -v t="$TARGET_MB" 'BEGIN { print (r <= t) ? "met" : "NOT met" }')
+
+# --------------------------------------------------------------------- delta sync
+# CHANGED counters spread over the whole name range, +1 each on node a, through one curl
+# process (keep-alive), then one force-sync round of node a.
+cfg=$BENCH_TMP/changes.curl
+awk -v n="$N" -v c="$CHANGED" -v url="${URL[a]}/increment" 'BEGIN {
+  for (i = 0; i < c; i++) {
+    k = sprintf("c%07d", int(i * n / c))
+    if (i) print "next"
+    printf "url = \"%s\"\nrequest = \"POST\"\nheader = \"Content-Type: application/json\"\n", url
+    printf "data = \"{\\\"counter_name\\\":\\\"%s\\\",\\\"amount\\\":1}\"\n", k
+    print "output = \"/dev/null\""
+    print "write-out = \"%{http_code}\\n\""
+  } }' >"$cfg"
+codes=$(curl -sS -K "$cfg" | sort | uniq -c | awk '{ printf "%s:%s ", $2, $1 }')
+[[ $codes == "200:$CHANGED " ]] || die "changing $CHANGED counters on node a: statuses $codes"
+first_changed=c0000000
+SENT0=$(bench_metric "${URL[a]}" counterd_sync_bytes_total 'direction="sent"')
+RECV0=$(bench_metric "${URL[a]}" counterd_sync_bytes_total 'direction="received"')
+DELTA_S=$(force_sync a)
+SENT1=$(bench_metric "${URL[a]}" counterd_sync_bytes_total 'direction="sent"')
+RECV1=$(bench_metric "${URL[a]}" counterd_sync_bytes_total 'direction="received"')
+[[ -n $SENT0 && -n $SENT1 ]] || die "node a: no counterd_sync_bytes_total{direction=\"sent\"} in /metrics"
+DELTA_BYTES=$((SENT1 - SENT0))
+DELTA_RECV=$((${RECV1:-0} - ${RECV0:-0}))
+PER_COUNTER=$(awk -v b="$DELTA_BYTES" -v c="$CHANGED" 'BEGIN { printf "%.1f", b / c }')
+for n in b c; do
+  body=$(curl -fsS --max-time 5 "${URL[$n]}/counter/$first_changed")
+  jq -e '.total_count == 4' <<<"$body" >/dev/null ||
+    die "node $n after the delta round: $first_changed is $body (expected total 4)"
+done
+log "delta round: node a sent $DELTA_BYTES bytes ($PER_COUNTER per changed counter) in $DELTA_S s"
+
+# --------------------------------------------------------------------- Redis anchor
+REDIS_MB=none
+if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
+  bench_free_port REDIS_PORT
+  bench_start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" \
+    --appendonly no --daemonize no
+  REDIS_PID=$BENCH_PID
+  for ((i = 0; i < 100; i++)); do
+    redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && break
+    bench_alive "$REDIS_PID" redis
+    sleep 0.1
+  done
+  awk -v n="$N" 'BEGIN { for (i = 0; i < n; i++) { k = sprintf("c%07d", i);
+    printf "*2\r\n$4\r\nINCR\r\n$%d\r\n%s\r\n", length(k), k } }' |
+    redis-cli -p "$REDIS_PORT" --pipe >"$BENCH_TMP/redis-pipe.log" 2>&1 ||
+    { cat "$BENCH_TMP/redis-pipe.log" >&2; die "redis-cli --pipe failed"; }
+  keys=$(redis-cli -p "$REDIS_PORT" dbsize)
+  [[ $keys == "$N" ]] || die "redis holds $keys keys, expected $N"
+  REDIS_RSS=$(redis-cli -p "$REDIS_PORT" info memory | tr -d '\r' | awk -F: '$1 == "used_memory_rss" { print $2 }')
+  REDIS_MB=$(awk -v b="$REDIS_RSS" 'BEGIN { printf "%.1f", b / 1048576 }')
+  bench_stop "$REDIS_PID"
+  log "redis: $N keys (INCR), used_memory_rss $REDIS_MB MB"
+else
+  log "redis-server not installed: no Redis anchor"
+fi
+
+# -------------------------------------------------------------------------- report
+echo
+echo "counterd, 3 region nodes, $N distinct counters incremented once on every node"
+echo
+echo "loading (3 x $N POST /increment, 3 wrk in parallel): a ${LOAD_S[a]} s, b ${LOAD_S[b]} s, c ${LOAD_S[c]} s"
+echo "full-state sync (POST /admin/force-sync on each node in turn): total $FULL_TOTAL s"
+printf '  %s\n' "${FULL_ROWS[@]}"
+echo "  bytes node a sent in its full-state round: $FULL_SENT_A"
+echo
+printf '%-44s %12s\n' "memory of node a (after the full sync)" ""
+printf '  %-42s %9s MB   (target <= %s MB: %s)\n' "VmRSS" "$RSS_MB" "$TARGET_MB" "$mem_verdict"
+printf '  %-42s %9s MB\n' "counterd_store_bytes" "$STORE_MB"
+printf '  %-42s %9s MB\n' "process_resident_memory_bytes" \
+  "$(awk -v b="${PRM:-0}" 'BEGIN { printf "%.1f", b / 1048576 }')"
+printf '  %-42s %9s MB\n' "VmRSS at start / after loading, before sync" \
+  "$((RSS0_KB / 1024)) / $((RSS_LOADED_KB / 1024))"
+printf '  %-42s %9s MB\n' "Redis used_memory_rss, $N INCR keys" "$REDIS_MB"
+echo
+echo "delta sync: $CHANGED counters changed on node a, one force-sync round of node a"
+echo "  sent $DELTA_BYTES bytes = $PER_COUNTER bytes per changed counter (received $DELTA_RECV) in $DELTA_S s"
+echo "  vs $FULL_SENT_A bytes sent by node a in its full-state round ($N counters)"
+echo "RESULT memory counters=$N rss_mb=$RSS_MB full_sync_s=$FULL_TOTAL delta_bytes=$DELTA_BYTES redis_rss_mb=$REDIS_MB store_mb=$STORE_MB delta_bytes_per_counter=$PER_COUNTER changed=$CHANGED"
