@@ -579,12 +579,15 @@ static void conn_close(struct http_conn *c)
 
 static void reject_over_cap(int fd)
 {
-    static const char msg[] =
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-        "Content-Length: 78\r\nConnection: close\r\n\r\n"
+    static const char body[] =
         "{\"detail\":\"too many open connections, try again later\",\"error\":\"unavailable\"}";
-    ssize_t n = write(fd, msg, sizeof msg - 1);
-    (void)n; /* best effort: the socket is closed either way */
+    char msg[256];
+    int n = snprintf(msg, sizeof msg,
+                     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                     sizeof body - 1, body);
+    ssize_t w = write(fd, msg, (size_t)n);
+    (void)w; /* best effort: the socket is closed either way */
     close(fd);
 }
 

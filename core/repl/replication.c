@@ -325,9 +325,11 @@ static int read_map(struct repl *r, const struct json *map, const char *what, in
         const struct json *vec = &m->val;
         for (uint32_t k = 0; k < vec->len; k++) {
             const struct json_member *en = &vec->u.members[k];
-            if (!gcounter_name_valid(en->key, en->key_len))
+            if (!gcounter_replica_node_len(en->key, en->key_len))
                 return merr(e, 400, "bad_field",
-                            "%s.%s: node ids are 1-200 bytes of [A-Za-z0-9_.:-]", what, m->key);
+                            "%s.%s: node ids are 1-200 bytes of [A-Za-z0-9_.:-], optionally "
+                            "followed by ~ and an incarnation of [A-Za-z0-9]",
+                            what, m->key);
             if (en->val.type != JSON_INT || en->val.u.i < 0)
                 return merr(e, 400, "bad_field",
                             "%s.%s.%s must be a non-negative integer (got %s)", what, m->key,

@@ -13,6 +13,7 @@
 
 #include "../base/buf.h"
 #include "../base/clock.h"
+#include "../base/hash.h"
 #include "../base/json.h"
 #include "../base/log.h"
 #include "../base/mem.h"
@@ -31,7 +32,13 @@
 
 struct region {
     char *node_id, *region;
-    int self; /* this node's replica id in the store */
+    char *replica_id; /* "<node_id>~<incarnation>": where this process counts */
+    int self;         /* replica_id interned in the store */
+    /* Replicas grouped by node id for the API's "nodes" and "local_count". */
+    int *rep_node;
+    int rep_node_len;
+    char **node_names;
+    int nnodes, self_node;
     struct gstore *store;
     struct dedup *dedup;
     struct metrics *metrics;
@@ -58,19 +65,73 @@ static void put_identity(struct region *rg, struct buf *b)
     put_str(b, rg->node_id);
 }
 
-/* {"us-east-1":15,...}: each node's net contribution. */
-static void put_nodes(struct region *rg, struct buf *b, const struct gcounter *c)
+/* The node a replica belongs to: its id up to '~' (see gcounter_replica_node_len). */
+static int node_of(struct region *rg, int rep)
 {
-    buf_putc(b, '{');
+    if (rep >= rg->rep_node_len) {
+        int n = gstore_replica_count(rg->store);
+        rg->rep_node = xrealloc(rg->rep_node, (size_t)n * sizeof *rg->rep_node);
+        for (int r = rg->rep_node_len; r < n; r++) {
+            const char *name = gstore_replica_name(rg->store, r);
+            size_t len = gcounter_replica_node_len(name, strlen(name));
+            if (!len)
+                len = strlen(name);
+            int k = 0;
+            while (k < rg->nnodes &&
+                   !(strlen(rg->node_names[k]) == len && !memcmp(rg->node_names[k], name, len)))
+                k++;
+            if (k == rg->nnodes) {
+                rg->node_names = xrealloc(rg->node_names,
+                                          (size_t)(rg->nnodes + 1) * sizeof *rg->node_names);
+                rg->node_names[rg->nnodes++] = xstrndup(name, len);
+            }
+            rg->rep_node[r] = k;
+        }
+        rg->rep_node_len = n;
+    }
+    return rg->rep_node[rep];
+}
+
+/* This node's net contribution to c, over all its incarnations. */
+static int64_t local_of(struct region *rg, const struct gcounter *c)
+{
+    int64_t sum = 0;
     unsigned n = c ? gcounter_entries(c) : 0;
     struct gentry e;
     for (unsigned i = 0; i < n; i++) {
         gcounter_entry(c, i, &e);
-        if (i)
+        if (node_of(rg, e.rep) == rg->self_node)
+            sum += e.pos - e.neg;
+    }
+    return sum;
+}
+
+/* {"us-east-1":15,...}: each node's net contribution, incarnations summed. */
+static void put_nodes(struct region *rg, struct buf *b, const struct gcounter *c)
+{
+    int node[GCOUNTER_MAX_ENTRIES];
+    int64_t net[GCOUNTER_MAX_ENTRIES];
+    unsigned n = c ? gcounter_entries(c) : 0, k = 0;
+    struct gentry e;
+    for (unsigned i = 0; i < n; i++) {
+        gcounter_entry(c, i, &e);
+        int nd = node_of(rg, e.rep);
+        unsigned j = 0;
+        while (j < k && node[j] != nd)
+            j++;
+        if (j == k) {
+            node[k] = nd;
+            net[k++] = 0;
+        }
+        net[j] += e.pos - e.neg;
+    }
+    buf_putc(b, '{');
+    for (unsigned j = 0; j < k; j++) {
+        if (j)
             buf_putc(b, ',');
-        put_str(b, gstore_replica_name(rg->store, e.rep));
+        put_str(b, rg->node_names[node[j]]);
         buf_putc(b, ':');
-        buf_i64(b, e.pos - e.neg);
+        buf_i64(b, net[j]);
     }
     buf_putc(b, '}');
 }
@@ -79,7 +140,7 @@ static void put_nodes(struct region *rg, struct buf *b, const struct gcounter *c
 static void put_counts(struct region *rg, struct buf *b, const struct gcounter *c)
 {
     buf_puts(b, "\"local_count\":");
-    buf_i64(b, c ? gcounter_net(c, rg->self) : 0);
+    buf_i64(b, local_of(rg, c));
     buf_puts(b, ",\"total_count\":");
     buf_i64(b, c ? gcounter_value(c) : 0);
     buf_puts(b, ",\"nodes\":");
@@ -257,7 +318,7 @@ static void h_increment(struct region *rg, struct http_request *req)
         return;
     }
     const struct gcounter *c = gstore_counter(rg->store, id);
-    struct dedup_answer a = {amount, gcounter_net(c, rg->self), gcounter_value(c)};
+    struct dedup_answer a = {amount, local_of(rg, c), gcounter_value(c)};
     if (token)
         dedup_put(rg->dedup, name, nlen, token, tlen, now, &a);
 
@@ -482,7 +543,12 @@ static int faults_decide(void *arg, const char *dir, const char *from, const cha
 static double local_total(void *arg)
 {
     struct region *rg = arg;
-    return gstore_replica_net(rg->store, rg->self);
+    double sum = 0;
+    int n = gstore_replica_count(rg->store);
+    for (int r = 0; r < n; r++)
+        if (node_of(rg, r) == rg->self_node)
+            sum += gstore_replica_net(rg->store, r);
+    return sum;
 }
 
 static double synced_total(void *arg) { return gstore_total(((struct region *)arg)->store); }
@@ -509,7 +575,13 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
     rg->node_id = xstrdup(cfg->node_id);
     rg->region = xstrdup(cfg->region);
     rg->store = gstore_new();
-    rg->self = gstore_replica(rg->store, cfg->node_id, strlen(cfg->node_id));
+    /* A process without durable state is a new incarnation: it must not count under an
+     * id whose old value its peers may hold higher (they would swallow its increments). */
+    char rid[GSTORE_REPLICA_NAME_MAX + 1];
+    snprintf(rid, sizeof rid, "%s~%08" PRIx32, cfg->node_id, (uint32_t)random_u64());
+    rg->replica_id = xstrdup(rid);
+    rg->self = gstore_replica(rg->store, rid, strlen(rid));
+    rg->self_node = node_of(rg, rg->self);
     rg->dedup = dedup_new(DEDUP_MAX, DEDUP_WINDOW_S);
     rg->metrics = metrics_new();
     json_parser_init(&rg->parser);
@@ -568,9 +640,10 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
         region_free(rg);
         return NULL;
     }
-    log_info("region %s node %s listening on %s:%d with %d peer(s), sync every %d ms",
-             cfg->region, cfg->node_id, cfg->bind, http_server_port(rg->server), cfg->npeers,
-             cfg->sync_interval_ms);
+    log_info("region %s node %s (replica %s) listening on %s:%d with %d peer(s), sync every "
+             "%d ms",
+             cfg->region, cfg->node_id, rg->replica_id, cfg->bind, http_server_port(rg->server),
+             cfg->npeers, cfg->sync_interval_ms);
     return rg;
 }
 
@@ -588,6 +661,11 @@ void region_free(struct region *rg)
     gstore_free(rg->store);
     json_parser_free(&rg->parser);
     buf_free(&rg->out);
+    for (int i = 0; i < rg->nnodes; i++)
+        free(rg->node_names[i]);
+    free(rg->node_names);
+    free(rg->rep_node);
+    free(rg->replica_id);
     free(rg->node_id);
     free(rg->region);
     free(rg);

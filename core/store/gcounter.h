@@ -23,7 +23,7 @@
 
 #define GSTORE_NONE UINT32_MAX
 #define GSTORE_MAX_REPLICAS 65535
-#define GSTORE_REPLICA_NAME_MAX 200
+#define GSTORE_REPLICA_NAME_MAX 240
 #define GCOUNTER_MAX_ENTRIES 255
 #define GCOUNTER_NAME_MAX 255
 
@@ -46,6 +46,32 @@ static inline int gcounter_name_valid(const char *s, size_t n)
             return 0;
     }
     return 1;
+}
+
+/*
+ * A replica id is a node id, optionally followed by "~" and 1-32 bytes of [A-Za-z0-9]
+ * naming one incarnation of that node (a node that lost its data comes back as a new
+ * replica, so the per-replica max of a merge never swallows its new increments).
+ * @return the length of the node id part, or 0 when the id is not valid.
+ */
+static inline size_t gcounter_replica_node_len(const char *s, size_t n)
+{
+    size_t k = 0;
+    while (k < n && s[k] != '~')
+        k++;
+    if (!gcounter_name_valid(s, k))
+        return 0;
+    if (k == n)
+        return k;
+    size_t tail = n - k - 1;
+    if (tail == 0 || tail > 32)
+        return 0;
+    for (size_t i = k + 1; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')))
+            return 0;
+    }
+    return k;
 }
 
 /* One replica's totals, as merged: both are >= 0. */

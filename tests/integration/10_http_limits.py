@@ -194,20 +194,36 @@ class HttpLimits(harness.ServerTestCase):
     # Slow clients and the request timeout ---------------------------------------------
 
     def test_slow_but_complete_request_works(self):
-        before = self.counter_total("slow")
+        # About 12 pieces spread over 0.3 s of a 1 s request timeout. The pieces follow a
+        # schedule from the start so that a loaded machine does not stretch the total; an
+        # attempt the client itself could not send within 0.7 s proves nothing and is
+        # retried (at most 3 attempts).
         data = req_bytes("POST", "/increment", {"counter_name": "slow", "amount": 3})
-        with self.srv.raw() as raw:
-            t0 = time.monotonic()
-            step = max(1, len(data) // 12)
-            for i in range(0, len(data), step):  # ~12 pieces, 40 ms apart: ~0.5 s in all
-                raw.send(data[i:i + step])
-                time.sleep(0.04)
-            elapsed = time.monotonic() - t0
-            self.assertLess(elapsed, 0.8 * REQUEST_TIMEOUT_MS / 1000.0, "test itself too slow")
-            r = raw.read_response()
-            self.assertEqual(r.status, 200, "slow complete request: %r" % r)
-            self.assertEqual(r.json()["local_count"], before + 3)
-            self.assertHealthy(raw, "after the slow request")
+        step = max(1, len(data) // 12)
+        pieces = [data[i:i + step] for i in range(0, len(data), step)]
+        slow_attempts = []
+        for attempt in range(3):
+            before = self.counter_total("slow")
+            with self.srv.raw() as raw:
+                t0 = time.monotonic()
+                for i, piece in enumerate(pieces):
+                    delay = t0 + 0.3 * i / len(pieces) - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    raw.send(piece)
+                elapsed = time.monotonic() - t0
+                r = raw.read_response()
+                if elapsed > 0.7 * REQUEST_TIMEOUT_MS / 1000.0:
+                    slow_attempts.append((elapsed, r.status))
+                    continue
+                self.assertEqual(r.status, 200, "request sent in %d pieces over %.2f s "
+                                 "(timeout %d ms): %r" % (len(pieces), elapsed,
+                                                          REQUEST_TIMEOUT_MS, r))
+                self.assertEqual(r.json()["local_count"], before + 3)
+                self.assertHealthy(raw, "after the slow request")
+                return
+        self.fail("the test client could not send the request within 0.7 s in 3 attempts "
+                  "(machine too loaded): %r" % slow_attempts)
 
     def check_half_request(self, payload, what):
         with self.srv.raw(timeout=6.0) as raw:

@@ -6,7 +6,6 @@ Every bad input is checked for its status and error code, and afterwards that th
 it aimed at did not move and that /health still answers (nothing is half-applied).
 """
 
-import json
 import re
 import shutil
 import subprocess

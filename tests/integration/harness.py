@@ -336,7 +336,8 @@ class Client:
         self.close()
 
     def request(self, method, path, body=None, headers=None, raw_body=False):
-        """body: None (no body), bytes/str (sent as is), anything else (sent as JSON)."""
+        """body: None (no body), bytes (sent as is; also a str with raw_body=True),
+        anything else (sent as JSON)."""
         hdrs = dict(headers or {})
         data = None
         if body is not None:
