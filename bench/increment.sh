@@ -2,7 +2,7 @@
 # Throughput of POST /increment on one counterd region node, against an anchor: nginx
 # (1 worker) + ngx_http_lua serving the same JSON contract from a lua_shared_dict.
 #
-#   bench/increment.sh            # DURATION=10 ROUNDS=2 CONNS=32 by default
+#   bench/increment.sh            # DURATION=10 ROUNDS=3 CONNS=32 by default
 #
 # Env: DURATION (s, default 10) per measured run, WARMUP (s, default 2) before each,
 # ROUNDS (default 3): runs alternate counterd, nginx, counterd, nginx, ...; the figure
@@ -16,7 +16,7 @@ ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-32}
 SCRIPT=$BENCH_DIR/wrk/increment.lua
 
-bench_need_debs wrk nginx libnginx-mod-http-lua lua-cjson jq curl iproute2 util-linux
+bench_need_debs wrk nginx libnginx-mod-http-lua lua-cjson jq curl iproute2 util-linux procps
 bench_need_counterd
 
 # ---------------------------------------------------------------- counterd, one node
@@ -64,6 +64,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     t1=$(date +%s.%N) s1=$(bench_proc_ticks "${PID[$srv]}") y1=$(bench_sys_busy_ticks)
     srv_cpu=$(awk -v a="$s0" -v b="$s1" -v t0="$t0" -v t1="$t1" -v hz="$BENCH_CLK_TCK" \
       'BEGIN { printf "%.0f", 100 * (b - a) / hz / (t1 - t0) }')
+    # shellcheck disable=SC2154 # c0/c1 are set by bench_children_cpu (printf -v)
     wrk_cpu=$(awk -v a="$c0" -v b="$c1" -v t0="$t0" -v t1="$t1" \
       'BEGIN { printf "%.0f", 100 * (b - a) / (t1 - t0) }')
     # Everything else the machine ran meanwhile, in % of one core.

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # variables set here are used by the scripts that source it
 # Shared helpers of bench/*.sh. Source it: it sets strict mode, makes a temp folder and
 # installs an EXIT trap that stops every process started through bench_start (and wrk
 # runs started through bench_wrk_bg) and removes the temp folder, on success or failure.

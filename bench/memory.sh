@@ -11,8 +11,8 @@
 #   bench/memory.sh              # N=1000000 CHANGED=1000 by default
 #
 # Env: N, CHANGED, CONNS (wrk connections per node, default 32), LOAD_TIMEOUT (s, default
-# 150) for loading the counters, SYNC_TIMEOUT_MS (default 60000, counterd's
-# --sync-timeout-ms, so a full-state round of N counters is not cut short).
+# 150) for loading the counters, SYNC_TIMEOUT_MS (counterd's --sync-timeout-ms, per
+# exchange; default: counterd's own default).
 # See bench/README.md.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -20,7 +20,8 @@ N=${N:-1000000}
 CHANGED=${CHANGED:-1000}
 CONNS=${CONNS:-32}
 LOAD_TIMEOUT=${LOAD_TIMEOUT:-150}
-SYNC_TIMEOUT_MS=${SYNC_TIMEOUT_MS:-60000}
+SYNC_ARGS=()
+[[ -z ${SYNC_TIMEOUT_MS:-} ]] || SYNC_ARGS=(--sync-timeout-ms "$SYNC_TIMEOUT_MS")
 TARGET_MB=128
 ((CHANGED <= N)) || die "CHANGED ($CHANGED) must be <= N ($N)"
 
@@ -40,9 +41,9 @@ for n in "${NODES[@]}"; do
     [[ $m == "$n" ]] || peers+="${peers:+,}${URL[$m]}"
   done
   bench_start "node-$n" env -u PEER_ENDPOINTS -u SERVICE_PORT -u COUNTERD_ROLE -u REGION \
-    -u NODE_ID -u SYNC_INTERVAL_MS COUNTERD_LOG=warn "$COUNTERD_BIN" --role region \
+    -u NODE_ID -u SYNC_INTERVAL_MS -u SYNC_TIMEOUT_MS COUNTERD_LOG=warn "$COUNTERD_BIN" --role region \
     --port "${PORT[$n]}" --region "bench-$n" --node-id "bench-$n-1" --peers "$peers" \
-    --sync-interval-ms 3600000 --sync-timeout-ms "$SYNC_TIMEOUT_MS"
+    --sync-interval-ms 3600000 "${SYNC_ARGS[@]}"
   PID[$n]=$BENCH_PID
 done
 for n in "${NODES[@]}"; do bench_wait_health "${URL[$n]}" "${PID[$n]}" "node-$n"; done
@@ -117,7 +118,8 @@ force_sync() { # force_sync NODE -> prints seconds; fails on anything but 200 sy
   read -r code secs < <(curl -sS -o "$out" -w '%{http_code} %{time_total}\n' --max-time 300 \
     -X POST "${URL[$n]}/admin/force-sync") || die "node $n: POST /admin/force-sync failed (curl)"
   [[ $code == 200 ]] || die "node $n: POST /admin/force-sync answered $code: $(head -c 500 "$out")"
-  [[ $(jq -r .status "$out") == sync_completed ]] ||
+  # The answer lists every counter (~100 MB at 1M): look at its head, not a jq parse.
+  head -c 4096 "$out" | grep -q '"status" *: *"sync_completed"' ||
     die "node $n: force-sync answer is not sync_completed: $(head -c 500 "$out")"
   echo "$secs"
 }
@@ -149,45 +151,76 @@ for n in "${NODES[@]}"; do
 done
 log "full sync checked: every node sees total_count 3 from 3 nodes"
 
+# Settle: one more force-sync of each node with nothing changed. A round may leave for the
+# next one the counters it merged during itself (counterd pushes back what it merged);
+# those bytes are the settle figure, so the delta rounds below carry only their change.
+SETTLE_SENT0=$(bench_metric "${URL[a]}" counterd_sync_bytes_total 'direction="sent"')
+SETTLE_TOTAL=0
+for n in "${NODES[@]}"; do
+  s=$(force_sync "$n")
+  SETTLE_TOTAL=$(awk -v a="$SETTLE_TOTAL" -v b="$s" 'BEGIN { printf "%.3f", a + b }')
+  if [[ $n == a ]]; then
+    SETTLE_SENT_A=$(($(bench_metric "${URL[a]}" counterd_sync_bytes_total 'direction="sent"') - SETTLE_SENT0))
+  fi
+done
+log "settle rounds (nothing changed): $SETTLE_TOTAL s; node a sent $SETTLE_SENT_A bytes in its round"
+
 # ------------------------------------------------------------------------- memory
 RSS_KB=$(bench_rss_kb "${PID[a]}")
 RSS_MB=$(awk -v k="$RSS_KB" 'BEGIN { printf "%.1f", k / 1024 }')
 STORE_BYTES=$(bench_metric "${URL[a]}" counterd_store_bytes)
 STORE_MB=$(awk -v b="${STORE_BYTES:-0}" 'BEGIN { printf "%.1f", b / 1048576 }')
 PRM=$(bench_metric "${URL[a]}" process_resident_memory_bytes)
+# The force-sync answer lists every counter: how much of its time is that answer alone
+# (GET /counters builds and sends the same list, without any replication).
+read -r GC_S GC_BYTES < <(curl -fsS -o /dev/null -w '%{time_total} %{size_download}\n' \
+  --max-time 120 "${URL[a]}/counters") || die "node a: GET /counters failed"
 mem_verdict=$(awk -v r="$RSS_MB" -v t="$TARGET_MB" 'BEGIN { print (r <= t) ? "met" : "NOT met" }')
 
 # --------------------------------------------------------------------- delta sync
-# CHANGED counters spread over the whole name range, +1 each on node a, through one curl
-# process (keep-alive), then one force-sync round of node a.
-cfg=$BENCH_TMP/changes.curl
-awk -v n="$N" -v c="$CHANGED" -v url="${URL[a]}/increment" 'BEGIN {
-  for (i = 0; i < c; i++) {
-    k = sprintf("c%07d", int(i * n / c))
-    if (i) print "next"
-    printf "url = \"%s\"\nrequest = \"POST\"\nheader = \"Content-Type: application/json\"\n", url
-    printf "data = \"{\\\"counter_name\\\":\\\"%s\\\",\\\"amount\\\":1}\"\n", k
-    print "output = \"/dev/null\""
-    print "write-out = \"%{http_code}\\n\""
-  } }' >"$cfg"
-codes=$(curl -sS -K "$cfg" | sort | uniq -c | awk '{ printf "%s:%s ", $2, $1 }')
-[[ $codes == "200:$CHANGED " ]] || die "changing $CHANGED counters on node a: statuses $codes"
-first_changed=c0000000
-SENT0=$(bench_metric "${URL[a]}" counterd_sync_bytes_total 'direction="sent"')
-RECV0=$(bench_metric "${URL[a]}" counterd_sync_bytes_total 'direction="received"')
-DELTA_S=$(force_sync a)
-SENT1=$(bench_metric "${URL[a]}" counterd_sync_bytes_total 'direction="sent"')
-RECV1=$(bench_metric "${URL[a]}" counterd_sync_bytes_total 'direction="received"')
-[[ -n $SENT0 && -n $SENT1 ]] || die "node a: no counterd_sync_bytes_total{direction=\"sent\"} in /metrics"
-DELTA_BYTES=$((SENT1 - SENT0))
-DELTA_RECV=$((${RECV1:-0} - ${RECV0:-0}))
+# delta_round K OFFSET: K counters spread over the whole name range (index i*N/K+OFFSET),
+# +1 each on node a through one curl process (keep-alive), then one force-sync round of
+# node a. Sets D_SENT, D_RECV (bytes node a sent / received in that round), D_S (time).
+delta_round() {
+  local k=$1 off=$2 cfg=$BENCH_TMP/changes.curl codes s0 s1 r0 r1 first body n want
+  awk -v n="$N" -v c="$k" -v off="$off" -v url="${URL[a]}/increment" 'BEGIN {
+    for (i = 0; i < c; i++) {
+      x = int(i * n / c) + off; if (x >= n) x = n - 1
+      name = sprintf("c%07d", x)
+      if (i) print "next"
+      printf "url = \"%s\"\nrequest = \"POST\"\nheader = \"Content-Type: application/json\"\n", url
+      printf "data = \"{\\\"counter_name\\\":\\\"%s\\\",\\\"amount\\\":1}\"\n", name
+      print "output = \"/dev/null\""
+      print "write-out = \"%{http_code}\\n\""
+    } }' >"$cfg"
+  codes=$(curl -sS -K "$cfg" | sort | uniq -c | awk '{ printf "%s:%s ", $2, $1 }')
+  [[ $codes == "200:$k " ]] || die "changing $k counters on node a: statuses $codes"
+  s0=$(bench_metric "${URL[a]}" counterd_sync_bytes_total 'direction="sent"')
+  r0=$(bench_metric "${URL[a]}" counterd_sync_bytes_total 'direction="received"')
+  D_S=$(force_sync a)
+  s1=$(bench_metric "${URL[a]}" counterd_sync_bytes_total 'direction="sent"')
+  r1=$(bench_metric "${URL[a]}" counterd_sync_bytes_total 'direction="received"')
+  [[ -n $s0 && -n $s1 ]] || die "node a: no counterd_sync_bytes_total{direction=\"sent\"} in /metrics"
+  D_SENT=$((s1 - s0))
+  D_RECV=$((${r1:-0} - ${r0:-0}))
+  first=$(printf 'c%07d' "$off")
+  want=$(curl -fsS --max-time 5 "${URL[a]}/counter/$first" | jq -r .total_count)
+  ((want >= 4)) || die "node a after the delta round: $first has total $want (expected >= 4)"
+  for n in b c; do
+    body=$(curl -fsS --max-time 5 "${URL[$n]}/counter/$first")
+    jq -e --argjson w "$want" '.total_count == $w' <<<"$body" >/dev/null ||
+      die "node $n after the delta round: $first is $body (node a has total $want)"
+  done
+  log "delta round, $k counters: node a sent $D_SENT bytes, received $D_RECV, in $D_S s"
+}
+# A second, 10x smaller round on other counters shows the bytes scale with the change.
+CHANGED2=$(((CHANGED + 9) / 10))
+delta_round "$CHANGED" 0
+DELTA_BYTES=$D_SENT DELTA_RECV=$D_RECV DELTA_S=$D_S
+delta_round "$CHANGED2" 1
+DELTA2_BYTES=$D_SENT DELTA2_RECV=$D_RECV DELTA2_S=$D_S
 PER_COUNTER=$(awk -v b="$DELTA_BYTES" -v c="$CHANGED" 'BEGIN { printf "%.1f", b / c }')
-for n in b c; do
-  body=$(curl -fsS --max-time 5 "${URL[$n]}/counter/$first_changed")
-  jq -e '.total_count == 4' <<<"$body" >/dev/null ||
-    die "node $n after the delta round: $first_changed is $body (expected total 4)"
-done
-log "delta round: node a sent $DELTA_BYTES bytes ($PER_COUNTER per changed counter) in $DELTA_S s"
+PER_COUNTER2=$(awk -v b="$DELTA2_BYTES" -v c="$CHANGED2" 'BEGIN { printf "%.1f", b / c }')
 
 # --------------------------------------------------------------------- Redis anchor
 REDIS_MB=none
@@ -223,6 +256,8 @@ echo "loading (3 x $N POST /increment, 3 wrk in parallel): a ${LOAD_S[a]} s, b $
 echo "full-state sync (POST /admin/force-sync on each node in turn): total $FULL_TOTAL s"
 printf '  %s\n' "${FULL_ROWS[@]}"
 echo "  bytes node a sent in its full-state round: $FULL_SENT_A"
+echo "  then a second force-sync of each, nothing changed: total $SETTLE_TOTAL s, node a sent $SETTLE_SENT_A bytes"
+echo "  (for scale: GET /counters on node a, $((GC_BYTES / 1024)) KiB, the list a force-sync answer carries, takes $(printf '%.3f' "$GC_S") s)"
 echo
 printf '%-44s %12s\n' "memory of node a (after the full sync)" ""
 printf '  %-42s %9s MB   (target <= %s MB: %s)\n' "VmRSS" "$RSS_MB" "$TARGET_MB" "$mem_verdict"
@@ -233,7 +268,9 @@ printf '  %-42s %9s MB\n' "VmRSS at start / after loading, before sync" \
   "$((RSS0_KB / 1024)) / $((RSS_LOADED_KB / 1024))"
 printf '  %-42s %9s MB\n' "Redis used_memory_rss, $N INCR keys" "$REDIS_MB"
 echo
-echo "delta sync: $CHANGED counters changed on node a, one force-sync round of node a"
-echo "  sent $DELTA_BYTES bytes = $PER_COUNTER bytes per changed counter (received $DELTA_RECV) in $DELTA_S s"
+echo "delta sync: K counters changed on node a, then one force-sync round of node a (2 peers)"
+printf '  %-8s %14s %16s %14s %10s\n' K 'bytes sent' 'per counter' 'bytes recv' seconds
+printf '  %-8s %14s %16s %14s %10s\n' "$CHANGED" "$DELTA_BYTES" "$PER_COUNTER" "$DELTA_RECV" "$DELTA_S"
+printf '  %-8s %14s %16s %14s %10s\n' "$CHANGED2" "$DELTA2_BYTES" "$PER_COUNTER2" "$DELTA2_RECV" "$DELTA2_S"
 echo "  vs $FULL_SENT_A bytes sent by node a in its full-state round ($N counters)"
-echo "RESULT memory counters=$N rss_mb=$RSS_MB full_sync_s=$FULL_TOTAL delta_bytes=$DELTA_BYTES redis_rss_mb=$REDIS_MB store_mb=$STORE_MB delta_bytes_per_counter=$PER_COUNTER changed=$CHANGED"
+echo "RESULT memory counters=$N rss_mb=$RSS_MB full_sync_s=$FULL_TOTAL delta_bytes=$DELTA_BYTES redis_rss_mb=$REDIS_MB store_mb=$STORE_MB delta_bytes_per_counter=$PER_COUNTER changed=$CHANGED delta_bytes_small=$DELTA2_BYTES changed_small=$CHANGED2"

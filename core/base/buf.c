@@ -89,6 +89,14 @@ void buf_i64(struct buf *b, int64_t v)
     }
 }
 
+void buf_trim(struct buf *b, size_t keep)
+{
+    if (b->cap > keep)
+        buf_free(b);
+    else
+        b->len = 0;
+}
+
 void buf_consume(struct buf *b, size_t n)
 {
     if (n >= b->len) {

@@ -32,6 +32,9 @@ void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(print
 void buf_vprintf(struct buf *b, const char *fmt, va_list ap);
 void buf_i64(struct buf *b, int64_t v);
 void buf_u64(struct buf *b, uint64_t v);
+/* Frees the storage when it grew past keep bytes (after a one-off large answer), so one
+ * big request does not pin its memory for the life of the process. Empties b. */
+void buf_trim(struct buf *b, size_t keep);
 /* Removes the first n bytes, moving the rest to the front. */
 void buf_consume(struct buf *b, size_t n);
 /* Returns a NUL-terminated view of the contents (the NUL is not counted in len). */

@@ -39,6 +39,7 @@
 #define READ_CHUNK 65536
 #define MAX_HEADERS 64
 #define OUT_HIGH_WATER (4u << 20) /* stop reading a client that leaves this much unread */
+#define KEEP_BYTES (64u << 10)     /* buffers larger than this are freed once used */
 
 /* Connection flags. */
 #define C_PENDING 1u      /* a request is waiting for its answer; parsing is held */
@@ -244,7 +245,7 @@ static int on_message_begin(http_parser *p)
     struct http_conn *c = p->data;
     buf_reset(&c->url);
     buf_reset(&c->hdrs);
-    buf_reset(&c->body);
+    buf_trim(&c->body, KEEP_BYTES);
     c->nhdr = 0;
     c->header_bytes = 0;
     c->flags &= ~(C_HDR_VALUE | C_EXPECT);
@@ -466,7 +467,7 @@ static void conn_feed(struct http_conn *c, const char *data, size_t len)
         }
         set_read(c, 0);
     } else if (data == c->in.data) {
-        buf_reset(&c->in);
+        buf_trim(&c->in, KEEP_BYTES);
     }
 }
 
@@ -494,7 +495,7 @@ static void conn_flush(struct http_conn *c)
         c->flags |= C_CLOSING;
         break;
     }
-    buf_reset(&c->out);
+    buf_trim(&c->out, KEEP_BYTES);
     c->out_off = 0;
     if (c->flags & C_WRITING) {
         event_del(&c->ev_write);

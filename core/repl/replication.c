@@ -178,10 +178,11 @@ static void page_full(struct repl *r, uint32_t *next)
 }
 
 /*
- * A page of the counters changed after since. Sets *upto to the seq the page covers:
+ * A page of the counters changed after since, leaving out those whose last change came
+ * whole from the receiver (origin tag skip_origin; 0 skips nothing). Sets *upto to the seq the page covers:
  * every change up to it is in this page or an earlier one. @return 1 when more remain.
  */
-static int page_delta(struct repl *r, uint64_t since, uint64_t *upto)
+static int page_delta(struct repl *r, uint64_t since, int skip_origin, uint64_t *upto)
 {
     uint32_t id = gstore_changed_after(r->store, since);
     uint64_t last = since;
@@ -191,7 +192,9 @@ static int page_delta(struct repl *r, uint64_t since, uint64_t *upto)
             *upto = last;
             return 1;
         }
-        append_counter(r, c, &r->counts, &r->decs);
+        /* The receiver sent us exactly this state: it need not come back. */
+        if (!skip_origin || gcounter_origin(c) != skip_origin)
+            append_counter(r, c, &r->counts, &r->decs);
         last = gcounter_mseq(c);
     }
     *upto = gstore_seq(r->store);
@@ -347,10 +350,11 @@ static int read_map(struct repl *r, const struct json *map, const char *what, in
 }
 
 /*
- * Merges a /sync body (request or answer) into the store, all or nothing.
+ * Merges a /sync body (request or answer) into the store, all or nothing, tagging what it
+ * changes with origin (the sender's peer number + 1, or 0).
  * @return the number of replica entries that changed, or -1 with e filled.
  */
-static int merge_body(struct repl *r, const struct json *root, struct merge_error *e)
+static int merge_body(struct repl *r, const struct json *root, int origin, struct merge_error *e)
 {
     const struct json *counts = json_get(root, "counts");
     const struct json *decs = json_get(root, "decrements");
@@ -403,7 +407,7 @@ static int merge_body(struct repl *r, const struct json *root, struct merge_erro
         struct in_item *it = &r->items[i];
         if (it->id == GSTORE_NONE)
             it->id = gstore_create(r->store, it->name, it->len);
-        int rc = gstore_merge(r->store, it->id, r->entries + it->first, it->n);
+        int rc = gstore_merge_from(r->store, it->id, r->entries + it->first, it->n, origin);
         if (rc > 0)
             changed += rc;
     }
@@ -428,6 +432,18 @@ static int decide(struct repl *r, const char *dir, const char *from, const char 
 }
 
 static const char *peer_name(const struct peer *p) { return p->node_id[0] ? p->node_id : p->url; }
+
+/* The origin tag of what a peer sends us: its position + 1. */
+static int peer_origin(const struct peer *p) { return (int)(p - p->r->peers) + 1; }
+
+/* The origin tag of a node that sent us a /sync: a configured peer's, or 0. */
+static int origin_of_node(const struct repl *r, const char *node_id)
+{
+    for (int i = 0; i < r->npeers; i++)
+        if (r->peers[i].node_id[0] && strcmp(r->peers[i].node_id, node_id) == 0)
+            return i + 1;
+    return 0;
+}
 
 /* ---------------------------------------------------------------- rounds */
 
@@ -529,7 +545,7 @@ static void on_exchange_done(const struct http_result *res, void *arg)
     const struct json *more = json_get(root, "more");
 
     struct merge_error e;
-    int changed = merge_body(r, root, &e);
+    int changed = merge_body(r, root, peer_origin(p), &e);
     if (changed < 0) {
         peer_failed(p, "cannot merge the answer: %s", e.detail);
         return;
@@ -587,7 +603,7 @@ static void exchange_send(struct peer *p)
         p->sent_full_done = next >= gstore_count(r->store);
         p->push_more = !p->sent_full_done;
     } else {
-        p->push_more = page_delta(r, p->acked, &p->sent_acked);
+        p->push_more = page_delta(r, p->acked, peer_origin(p), &p->sent_acked);
     }
     body_finish(r, p->cursor, NULL, 0);
     struct http_call_opts o = {.method = "POST",
@@ -704,8 +720,10 @@ static void answer_sync(struct repl *r, struct http_request *req, const char *bo
         http_respond_error(req, 400, "bad_json", "body is not valid JSON: %s", r->parser.err);
         return;
     }
+    const struct json *nid = json_get(root, "node_id");
+    int origin = nid && nid->type == JSON_STR ? origin_of_node(r, nid->u.s) : 0;
     struct merge_error e;
-    int changed = merge_body(r, root, &e);
+    int changed = merge_body(r, root, origin, &e);
     if (changed < 0) {
         http_respond_error(req, e.status, e.code, "%s", e.detail);
         return;
@@ -734,7 +752,7 @@ static void answer_sync(struct repl *r, struct http_request *req, const char *bo
             snprintf(cursor, sizeof cursor, "D.%s.%" PRIu64, r->incarnation, seq);
     } else {
         uint64_t upto;
-        more = page_delta(r, seq, &upto);
+        more = page_delta(r, seq, origin, &upto);
         snprintf(cursor, sizeof cursor, "D.%s.%" PRIu64, r->incarnation, upto);
     }
     body_finish(r, NULL, cursor, more);

@@ -169,6 +169,7 @@ static void put_all_counters(struct region *rg, struct buf *b)
 static void respond_out(struct http_request *req, struct region *rg, int status)
 {
     http_respond_json(req, status, rg->out.data, rg->out.len);
+    buf_trim(&rg->out, 1u << 20); /* a /counters answer can be 100 MB: do not keep it */
 }
 
 /* ---------------------------------------------------------------- handlers */
@@ -187,6 +188,7 @@ static void h_metrics(struct region *rg, struct http_request *req)
     metrics_render(rg->metrics, &rg->out);
     http_respond_ex(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, rg->out.data,
                     rg->out.len);
+    buf_trim(&rg->out, 1u << 20);
 }
 
 /* Answers 400 unless body is empty or a JSON object; @return the object, or NULL. */
@@ -575,6 +577,7 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
     rg->node_id = xstrdup(cfg->node_id);
     rg->region = xstrdup(cfg->region);
     rg->store = gstore_new();
+    gstore_expect_replicas(rg->store, cfg->npeers + 1);
     /* A process without durable state is a new incarnation: it must not count under an
      * id whose old value its peers may hold higher (they would swallow its increments). */
     char rid[GSTORE_REPLICA_NAME_MAX + 1];

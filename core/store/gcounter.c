@@ -15,6 +15,7 @@
 #include "../base/mem.h"
 
 #define F_NEG 1u /* the neg array exists */
+#define ORIGIN_SHIFT 1 /* flags bits 1-7: the origin tag of the last change */
 
 struct gcounter {
     uint64_t mseq;       /* sequence number of the last change */
@@ -23,7 +24,7 @@ struct gcounter {
     uint8_t name_len;
     uint8_t n;   /* entries in use */
     uint8_t cap; /* entries allocated */
-    uint8_t flags;
+    uint8_t flags; /* F_NEG, origin tag */
     /* int64_t pos[cap]; int64_t neg[cap] if F_NEG; uint16_t rep[cap]; char name[name_len+1] */
 };
 
@@ -36,6 +37,7 @@ struct gstore {
     uint32_t head, tail; /* change list */
     char **rep_names;
     int nrep, rep_cap;
+    int expect_reps; /* entries a new counter gets room for; 0: nrep */
     struct gentry *scratch; /* merge workspace */
     size_t scratch_cap;
     size_t bytes; /* counter blocks */
@@ -186,6 +188,8 @@ const char *gstore_replica_name(const struct gstore *st, int rep)
 
 int gstore_replica_count(const struct gstore *st) { return st->nrep; }
 
+void gstore_expect_replicas(struct gstore *st, int n) { st->expect_reps = n; }
+
 uint32_t gstore_find(const struct gstore *st, const char *name, size_t len)
 {
     if (len == 0 || len > GCOUNTER_NAME_MAX)
@@ -230,10 +234,11 @@ uint32_t gstore_create(struct gstore *st, const char *name, size_t len)
         st->id_cap = st->id_cap ? st->id_cap * 2 : 1024;
         st->by_id = xrealloc(st->by_id, (size_t)st->id_cap * sizeof *st->by_id);
     }
-    /* Room for every replica known so far: in a steady cluster a counter gets an entry
-     * from each node, and sizing it once avoids a realloc per new entry. */
-    unsigned cap = st->nrep < 1 ? 1 : st->nrep > GCOUNTER_MAX_ENTRIES ? GCOUNTER_MAX_ENTRIES
-                                                                        : (unsigned)st->nrep;
+    /* In a steady cluster a counter gets an entry from each node: sizing it once avoids
+     * a realloc per new entry. */
+    int want = st->expect_reps > 0 ? st->expect_reps : st->nrep;
+    unsigned cap = want < 1 ? 1 : want > GCOUNTER_MAX_ENTRIES ? GCOUNTER_MAX_ENTRIES
+                                                               : (unsigned)want;
     size_t sz = c_size(cap, 0, (unsigned)len);
     struct gcounter *c = xmalloc(sz);
     memset(c, 0, sizeof *c);
@@ -292,9 +297,10 @@ int gstore_incr(struct gstore *st, uint32_t id, int rep, int64_t amount)
     if (i < 0 && c->n == GCOUNTER_MAX_ENTRIES)
         return GSTORE_EFULL;
 
-    unsigned flags = c->flags | (amount < 0 ? F_NEG : 0);
-    if ((i < 0 && c->n == c->cap) || flags != c->flags)
+    unsigned flags = (c->flags & F_NEG) | (amount < 0 ? F_NEG : 0); /* clears the origin */
+    if ((i < 0 && c->n == c->cap) || (flags & F_NEG) != (c->flags & F_NEG))
         c = st->by_id[id] = c_reshape(st, c, i < 0 && c->n == c->cap ? c->cap + 1u : c->cap, flags);
+    c->flags = (uint8_t)flags;
     if (i < 0) {
         i = c->n++;
         c_rep(c)[i] = (uint16_t)rep;
@@ -364,7 +370,34 @@ int gstore_merge_check(struct gstore *st, uint32_t id, const struct gentry *in, 
     return k < 0 ? k : 0;
 }
 
+/* Whether the merged entries m[0..k) are exactly the state in[0..n) describes. */
+static int equals_input(const struct gentry *m, int k, const struct gentry *in, size_t n)
+{
+    for (int i = 0; i < k; i++) {
+        int64_t pos = 0, neg = 0;
+        int seen = 0;
+        for (size_t j = 0; j < n; j++) {
+            if (in[j].rep != m[i].rep)
+                continue;
+            seen = 1;
+            if (in[j].pos > pos)
+                pos = in[j].pos;
+            if (in[j].neg > neg)
+                neg = in[j].neg;
+        }
+        if (!seen || pos != m[i].pos || neg != m[i].neg)
+            return 0;
+    }
+    return 1;
+}
+
 int gstore_merge(struct gstore *st, uint32_t id, const struct gentry *in, size_t n)
+{
+    return gstore_merge_from(st, id, in, n, 0);
+}
+
+int gstore_merge_from(struct gstore *st, uint32_t id, const struct gentry *in, size_t n,
+                      int origin)
 {
     int k = merge_compute(st, id, in, n);
     if (k < 0)
@@ -401,8 +434,11 @@ int gstore_merge(struct gstore *st, uint32_t id, const struct gentry *in, size_t
         changed++;
     }
     c->n = (uint8_t)k;
-    if (changed)
+    if (changed) {
+        int tag = origin > 0 && origin <= GCOUNTER_MAX_ORIGIN && equals_input(m, k, in, n) ? origin : 0;
+        c->flags = (uint8_t)((c->flags & F_NEG) | (unsigned)tag << ORIGIN_SHIFT);
         touch(st, id);
+    }
     return changed;
 }
 
@@ -469,3 +505,5 @@ void gcounter_entry(const struct gcounter *c, unsigned i, struct gentry *out)
 }
 
 int gcounter_has_neg(const struct gcounter *c) { return (c->flags & F_NEG) != 0; }
+
+int gcounter_origin(const struct gcounter *c) { return c->flags >> ORIGIN_SHIFT; }

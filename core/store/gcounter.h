@@ -94,6 +94,13 @@ int gstore_replica(struct gstore *st, const char *name, size_t len);
 const char *gstore_replica_name(const struct gstore *st, int rep);
 int gstore_replica_count(const struct gstore *st);
 
+/*
+ * How many replica entries a new counter gets room for (default: every replica interned
+ * so far). A region sets it to the number of nodes: counters then never reallocate as
+ * the peers' entries arrive, which would leave a freed block per counter behind.
+ */
+void gstore_expect_replicas(struct gstore *st, int n);
+
 /* @return the id of the counter called name, or GSTORE_NONE. */
 uint32_t gstore_find(const struct gstore *st, const char *name, size_t len);
 /*
@@ -125,6 +132,16 @@ int gstore_merge_check(struct gstore *st, uint32_t id, const struct gentry *in, 
  */
 int gstore_merge(struct gstore *st, uint32_t id, const struct gentry *in, size_t n);
 
+/*
+ * gstore_merge that also remembers where the state came from: when the merge changes the
+ * counter and leaves it exactly equal to in (the sender has all of it), the counter is
+ * tagged with origin (1..GCOUNTER_MAX_ORIGIN) until its next change, so replication need
+ * not send it back to that sender. Any other change clears the tag.
+ */
+#define GCOUNTER_MAX_ORIGIN 127
+int gstore_merge_from(struct gstore *st, uint32_t id, const struct gentry *in, size_t n,
+                      int origin);
+
 /* The sequence number of the latest change (0 for an empty store). */
 uint64_t gstore_seq(const struct gstore *st);
 /* The first counter, in change order, whose last change is after seq; or GSTORE_NONE. */
@@ -150,5 +167,7 @@ unsigned gcounter_entries(const struct gcounter *c);
 void gcounter_entry(const struct gcounter *c, unsigned i, struct gentry *out);
 /* Whether any replica has decremented this counter. */
 int gcounter_has_neg(const struct gcounter *c);
+/* The origin tag of the counter's last change (see gstore_merge_from), or 0. */
+int gcounter_origin(const struct gcounter *c);
 
 #endif
