@@ -374,7 +374,9 @@ static int on_headers_complete(http_parser *p)
             strcasecmp(c->hdrs.data + c->hdr[i].value_off, "100-continue") == 0)
             c->flags |= C_EXPECT;
     }
-    if ((c->flags & C_EXPECT) && p->content_length > 0 && p->content_length != ULLONG_MAX)
+    int has_body = (p->flags & F_CHUNKED) ||
+                   (p->content_length > 0 && p->content_length != ULLONG_MAX);
+    if ((c->flags & C_EXPECT) && has_body)
         buf_puts(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
     return 0;
 }
@@ -517,8 +519,17 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
     ssize_t n = read(fd, read_chunk, sizeof read_chunk);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return;
-    if (n <= 0) {
+    if (n < 0) {
         conn_close(c);
+        return;
+    }
+    if (n == 0) {
+        /* The client is done sending (it may still read, as `nc -N` does): answer what
+         * is pending or unwritten, then close. */
+        set_read(c, 0);
+        c->flags |= C_CLOSING;
+        if (!(c->flags & C_PENDING) && c->out_off == c->out.len)
+            conn_close(c);
         return;
     }
     c->last_active_ms = clock_mono_ms();

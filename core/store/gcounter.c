@@ -345,6 +345,8 @@ static int merge_compute(struct gstore *st, uint32_t id, const struct gentry *in
         size_t i = 0;
         while (i < k && m[i].rep != in[j].rep)
             i++;
+        if (i == k && in[j].pos == 0 && in[j].neg == 0)
+            continue; /* an absent replica already counts 0: nothing to add */
         if (i == k) {
             if (k == GCOUNTER_MAX_ENTRIES)
                 return GSTORE_EFULL;
