@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <sys/resource.h>
 
+#include "base/fault.h"
 #include "base/hash.h"
 #include "base/log.h"
 #include "roles/config.h"
@@ -48,6 +49,11 @@ int main(int argc, char **argv)
     char name[256];
     snprintf(name, sizeof name, "%s %s", cfg.role, cfg.node_id);
     log_init(name);
+    if (fault_init(err, sizeof err) < 0) {
+        fprintf(stderr, "counterd: %s\n", err);
+        config_free(&cfg);
+        return 2;
+    }
     signal(SIGPIPE, SIG_IGN);
     /* A fixed mmap threshold: large one-off buffers (a full-state answer) go back to the
      * OS when freed, instead of raising glibc's dynamic threshold and staying in the heap. */

@@ -61,7 +61,9 @@ struct http_conn {
     int fd;
     unsigned flags;
     struct event ev_read, ev_write, ev_resume;
-    struct http_conn *prev, *next;
+    struct http_conn *prev, *next;   /* all live connections */
+    struct http_conn *fprev, *fnext; /* connections with answers to write this iteration */
+    int queued;
     http_parser parser;
     struct buf in;  /* unparsed bytes held behind an asynchronous answer */
     struct buf out; /* answers not yet written */
@@ -80,6 +82,9 @@ struct http_server {
     struct event_base *base;
     struct evconnlistener *listener;
     struct event *sweep;
+    struct event *flush_ev; /* writes the answers of one loop iteration */
+    struct http_conn *flush_head;
+    int flush_active;
     struct http_server_opts opts;
     http_handler_fn handler;
     void *arg;
@@ -433,6 +438,57 @@ static void set_read(struct http_conn *c, int on)
     }
 }
 
+/* Answers are written once per loop iteration, after the before_flush hook (see server.h). */
+static void conn_queue_flush(struct http_conn *c)
+{
+    struct http_server *srv = c->srv;
+    if (!c->queued) {
+        c->queued = 1;
+        c->fprev = NULL;
+        c->fnext = srv->flush_head;
+        if (srv->flush_head)
+            srv->flush_head->fprev = c;
+        srv->flush_head = c;
+    }
+    if (!srv->flush_active) {
+        srv->flush_active = 1;
+        event_active(srv->flush_ev, 0, 0);
+    }
+}
+
+static void flush_unlink(struct http_conn *c)
+{
+    if (!c->queued)
+        return;
+    if (c->fprev)
+        c->fprev->fnext = c->fnext;
+    else
+        c->srv->flush_head = c->fnext;
+    if (c->fnext)
+        c->fnext->fprev = c->fprev;
+    c->queued = 0;
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct http_server *srv = arg;
+    srv->flush_active = 0;
+    int ok = srv->opts.before_flush ? srv->opts.before_flush(srv->opts.before_flush_arg) : 0;
+    while (srv->flush_head) {
+        struct http_conn *c = srv->flush_head;
+        flush_unlink(c);
+        if (ok == 0) {
+            conn_flush(c);
+        } else {
+            buf_trim(&c->out, KEEP_BYTES); /* not acknowledged: the client sees a close */
+            c->out_off = 0;
+            conn_close(c);
+        }
+    }
+}
+
 static void conn_feed(struct http_conn *c, const char *data, size_t len)
 {
     size_t off = 0;
@@ -536,7 +592,7 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
     conn_feed(c, read_chunk, (size_t)n);
     if (c->flags & C_DEAD)
         return;
-    conn_flush(c);
+    conn_queue_flush(c);
 }
 
 static void on_write(evutil_socket_t fd, short what, void *arg)
@@ -556,7 +612,7 @@ static void on_resume(evutil_socket_t fd, short what, void *arg)
     struct http_conn *c = arg;
     if (c->in.len && !(c->flags & C_CLOSING))
         conn_feed(c, c->in.data, c->in.len);
-    conn_flush(c);
+    conn_queue_flush(c);
 }
 
 static void list_remove(struct http_server *srv, struct http_conn *c)
@@ -577,6 +633,7 @@ static void conn_close(struct http_conn *c)
     event_del(&c->ev_read);
     event_del(&c->ev_write);
     event_del(&c->ev_resume);
+    flush_unlink(c);
     close(c->fd);
     c->fd = -1;
     list_remove(c->srv, c);
@@ -603,20 +660,15 @@ static void reject_over_cap(int fd)
     close(fd);
 }
 
-static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
-                      int salen, void *arg)
+int http_server_adopt(struct http_server *srv, int fd)
 {
-    (void)l;
-    (void)sa;
-    (void)salen;
-    struct http_server *srv = arg;
     if (srv->stats.open >= srv->opts.max_conns) {
         srv->stats.rejected++;
         reject_over_cap(fd);
-        return;
+        return -1;
     }
     int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* fails on a socketpair */
 
     struct http_conn *c = xcalloc(1, sizeof *c);
     c->srv = srv;
@@ -634,6 +686,16 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     srv->conns = c;
     srv->stats.accepted++;
     srv->stats.open++;
+    return 0;
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    (void)l;
+    (void)sa;
+    (void)salen;
+    http_server_adopt(arg, fd);
 }
 
 static void on_accept_error(struct evconnlistener *l, void *arg)
@@ -741,6 +803,7 @@ struct http_server *http_server_new(struct event_base *base, const struct http_s
     srv->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                                   : ((struct sockaddr_in *)&bound)->sin_port);
 
+    srv->flush_ev = event_new(base, -1, 0, on_flush, srv);
     srv->sweep = event_new(base, -1, EV_PERSIST, on_sweep, srv);
     struct timeval tv = {1, 0};
     event_add(srv->sweep, &tv);
@@ -753,6 +816,7 @@ void http_server_free(struct http_server *srv)
         return;
     evconnlistener_free(srv->listener);
     event_free(srv->sweep);
+    event_free(srv->flush_ev);
     while (srv->conns) {
         struct http_conn *c = srv->conns;
         c->flags &= ~C_PENDING; /* owners are gone (see server.h) */

@@ -58,6 +58,13 @@ struct http_server_opts {
     /* Optional: a larger body limit for some paths (e.g. /sync). Return 0 for the default. */
     size_t (*body_limit)(const char *path, size_t path_len, void *arg);
     void *body_limit_arg;
+    /*
+     * Optional: called once per loop iteration before any answer of that iteration is
+     * written to a socket (a log that must be written before an acknowledgement leaves).
+     * Returning -1 drops those answers: their connections are closed unanswered.
+     */
+    int (*before_flush)(void *arg);
+    void *before_flush_arg;
 };
 
 /*
@@ -81,6 +88,12 @@ struct http_server *http_server_new(struct event_base *base, const struct http_s
  * their owners must have been stopped first. */
 void http_server_free(struct http_server *srv);
 int http_server_port(const struct http_server *srv);
+/*
+ * Serves an already connected, non-blocking socket as if it had been accepted (tests and
+ * fuzzing feed requests through a socketpair this way). The server owns fd from now on.
+ * @return 0, or -1 when the connection cap is reached (fd is then closed).
+ */
+int http_server_adopt(struct http_server *srv, int fd);
 void http_server_stats(const struct http_server *srv, struct http_server_stats *out);
 
 /* The value of a request header (name compared case-insensitively), or NULL. */

@@ -92,6 +92,7 @@ struct repl {
     struct gstore *store;
     struct repl_hooks hooks;
     char *node_id, *region, *service;
+    char *auth_header;
     char incarnation[17];
     int interval_ms, timeout_ms, full_every;
     size_t page_bytes;
@@ -408,8 +409,11 @@ static int merge_body(struct repl *r, const struct json *root, int origin, struc
         if (it->id == GSTORE_NONE)
             it->id = gstore_create(r->store, it->name, it->len);
         int rc = gstore_merge_from(r->store, it->id, r->entries + it->first, it->n, origin);
-        if (rc > 0)
+        if (rc > 0) {
             changed += rc;
+            if (r->hooks.changed)
+                r->hooks.changed(r->hooks.arg, it->id);
+        }
     }
     return changed;
 }
@@ -606,10 +610,12 @@ static void exchange_send(struct peer *p)
         p->push_more = page_delta(r, p->acked, peer_origin(p), &p->sent_acked);
     }
     body_finish(r, p->cursor, NULL, 0);
+    const char *headers[2] = {r->auth_header, NULL};
     struct http_call_opts o = {.method = "POST",
                                .url = p->sync_url,
                                .body = r->out.data,
                                .body_len = r->out.len,
+                               .headers = headers,
                                .timeout_ms = r->timeout_ms};
     metric_add(r->m_bytes_sent, (double)r->out.len);
     p->sent_bytes = r->out.len;
@@ -864,6 +870,7 @@ struct repl *repl_new(struct event_base *base, struct http_client *client, struc
     r->node_id = xstrdup(cfg->node_id);
     r->region = xstrdup(cfg->region);
     r->service = xstrdup(cfg->service ? cfg->service : "counter");
+    r->auth_header = cfg->auth_header ? xstrdup(cfg->auth_header) : NULL;
     snprintf(r->incarnation, sizeof r->incarnation, "%016" PRIx64, random_u64());
     r->interval_ms = cfg->interval_ms > 0 ? cfg->interval_ms : 5000;
     r->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 3000;
@@ -963,6 +970,7 @@ void repl_free(struct repl *r)
     free(r->node_id);
     free(r->region);
     free(r->service);
+    free(r->auth_header);
     free(r);
 }
 

@@ -17,6 +17,7 @@
 #define COUNTERD_REPL_REPLICATION_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "../net/server.h"
 
@@ -37,6 +38,8 @@ struct repl_hooks {
      */
     int (*decide)(void *arg, const char *dir, const char *from, const char *to,
                   const char *kind, int partitioned, int *delay_ms);
+    /* Called for every counter a merge changed (to persist it); may be NULL. */
+    void (*changed)(void *arg, uint32_t id);
     void *arg;
 };
 
@@ -48,6 +51,7 @@ struct repl_config {
     int timeout_ms;    /* one exchange; default 3000 */
     int full_every;    /* a full-state round every N rounds; default 12 */
     size_t page_bytes; /* target size of one /sync body; default 1 MiB */
+    const char *auth_header; /* sent with every /sync, e.g. "Authorization: Bearer x" */
 };
 
 /* The largest /sync body a node accepts. */

@@ -51,6 +51,13 @@ static const struct option options[] = {
         "counter names with their own metric series; the rest are _other (default 100)"),
     INT(policy_budget_ms, "--policy-budget-ms", "COUNTERD_POLICY_BUDGET_MS", 1, 10000,
         "longest a Lua policy call may run (default 50)"),
+    STR(data_dir, "--data-dir", "DATA_DIR",
+        "folder of the durable log and snapshots (default: none, memory only)"),
+    STR(fsync, "--fsync", "FSYNC_POLICY", "always | everysec (default) | no"),
+    INT(snapshot_bytes, "--snapshot-bytes", "COUNTERD_SNAPSHOT_BYTES", 4096, 2147483647,
+        "log bytes between snapshots (default 67108864)"),
+    STR(admin_token, "--admin-token", "COUNTERD_ADMIN_TOKEN",
+        "when set, /admin/* and /sync need Authorization: Bearer <token>"),
 };
 #define NOPTIONS (sizeof options / sizeof *options)
 
@@ -128,6 +135,8 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
     c->request_timeout_ms = 10000;
     c->metrics_top_n = 100;
     c->policy_budget_ms = 50;
+    snprintf(c->fsync, sizeof c->fsync, "everysec");
+    c->snapshot_bytes = 64 << 20;
 
     for (size_t i = 0; i < NOPTIONS; i++) {
         const char *v = getenv(options[i].env);
@@ -173,6 +182,15 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
         snprintf(err, errlen, "node id '%s' must be 1-200 bytes of [A-Za-z0-9_.:-]", c->node_id);
         return -1;
     }
+    if (strcmp(c->fsync, "always") && strcmp(c->fsync, "everysec") && strcmp(c->fsync, "no")) {
+        snprintf(err, errlen, "--fsync must be always, everysec or no, not '%s'", c->fsync);
+        return -1;
+    }
+    for (const char *t = c->admin_token; *t; t++)
+        if (*t <= ' ' || *t > '~') {
+            snprintf(err, errlen, "the admin token must be printable ASCII without spaces");
+            return -1;
+        }
     if (!gcounter_name_valid(c->region, strlen(c->region))) {
         snprintf(err, errlen, "region '%s' must be 1-200 bytes of [A-Za-z0-9_.:-]", c->region);
         return -1;

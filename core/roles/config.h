@@ -25,6 +25,10 @@ struct config {
     int max_conns, idle_timeout_ms, request_timeout_ms;
     int metrics_top_n;
     int policy_budget_ms;
+    char data_dir[512];   /* "" : memory only */
+    char fsync[16];       /* always | everysec | no */
+    int snapshot_bytes;
+    char admin_token[256]; /* "" : admin endpoints and /sync are open */
 };
 
 /*

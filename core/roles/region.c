@@ -25,7 +25,10 @@
 #include "../repl/replication.h"
 #include "../store/dedup.h"
 #include "../store/gcounter.h"
+#include "../store/wal.h"
 #include "config.h"
+
+#include <event2/event.h>
 
 #define DEDUP_MAX 200000
 #define DEDUP_WINDOW_S 600.0
@@ -48,6 +51,11 @@ struct region {
     struct http_server *server;
     struct json_parser parser;
     struct buf out;
+    /* Durability: the log, and answers held until their records are fsynced. */
+    struct wal *wal;
+    struct event *wal_notify, *wal_timer;
+    struct durable_wait *waits, *waits_tail;
+    char *admin_token;
     struct metric *m_incr;
     struct metric_series *m_local, *m_synced;
 };
@@ -172,6 +180,91 @@ static void respond_out(struct http_request *req, struct region *rg, int status)
     buf_trim(&rg->out, 1u << 20); /* a /counters answer can be 100 MB: do not keep it */
 }
 
+/* ---------------------------------------------------------------- durability */
+
+/* An answer held until the record it acknowledges is fsynced (fsync=always). */
+struct durable_wait {
+    struct durable_wait *next;
+    struct http_request *req;
+    uint64_t pos;
+    size_t len;
+    char body[];
+};
+
+/* Answers rg->out for req once the log is durable up to pos (now, unless fsync=always). */
+static void respond_durable(struct region *rg, struct http_request *req, uint64_t pos)
+{
+    if (!rg->wal || wal_policy(rg->wal) != WAL_FSYNC_ALWAYS) {
+        /* The server writes the log (before_flush) before this answer leaves. */
+        http_respond_json(req, 200, rg->out.data, rg->out.len);
+        buf_trim(&rg->out, 1u << 20);
+        return;
+    }
+    struct durable_wait *w = xmalloc(sizeof *w + rg->out.len);
+    w->next = NULL;
+    w->req = req;
+    w->pos = pos;
+    w->len = rg->out.len;
+    memcpy(w->body, rg->out.data, rg->out.len);
+    if (rg->waits_tail)
+        rg->waits_tail->next = w;
+    else
+        rg->waits = w;
+    rg->waits_tail = w;
+}
+
+/* Releases the held answers whose records are durable now (they are in log order). */
+static void release_durable(struct region *rg)
+{
+    uint64_t durable = wal_durable(rg->wal);
+    int failed = wal_failed(rg->wal);
+    while (rg->waits && (rg->waits->pos <= durable || failed)) {
+        struct durable_wait *w = rg->waits;
+        rg->waits = w->next;
+        if (!rg->waits)
+            rg->waits_tail = NULL;
+        if (w->pos <= durable)
+            http_respond_json(w->req, 200, w->body, w->len);
+        else
+            http_respond_error(w->req, 503, "unavailable",
+                               "the increment was applied but could not be made durable "
+                               "(disk error); retry with the same idempotency_token");
+        free(w);
+    }
+}
+
+static void on_wal_notify(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct region *rg = arg;
+    wal_notified(rg->wal);
+    release_durable(rg);
+}
+
+static void on_wal_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct region *rg = arg;
+    wal_tick(rg->wal, rg->store, rg->dedup);
+    if (rg->waits)
+        release_durable(rg); /* a failed fsync is only noticed here */
+}
+
+/* The server calls this before any answer of a loop iteration leaves: the log first. */
+static int before_flush(void *arg)
+{
+    struct region *rg = arg;
+    return rg->wal ? wal_write(rg->wal) : 0;
+}
+
+static void persist_changed(struct region *rg, uint32_t id)
+{
+    if (rg->wal)
+        wal_append(rg->wal, rg->store, id, NULL, 0, NULL, 0);
+}
+
 /* ---------------------------------------------------------------- handlers */
 
 static void h_health(struct region *rg, struct http_request *req)
@@ -273,6 +366,11 @@ static void h_increment(struct region *rg, struct http_request *req)
         tlen = v->len;
     }
 
+    if (rg->wal && wal_failed(rg->wal)) {
+        http_respond_error(req, 503, "unavailable",
+                           "this node cannot write its log (disk error); it accepts no writes");
+        return;
+    }
     struct dedup_answer prev;
     double now = clock_unix_s();
     if (token && dedup_get(rg->dedup, name, nlen, token, tlen, now, &prev)) {
@@ -295,7 +393,8 @@ static void h_increment(struct region *rg, struct http_request *req)
         buf_puts(b, ",\"region\":");
         put_str(b, rg->region);
         buf_puts(b, ",\"duplicate\":true}");
-        respond_out(req, rg, 200);
+        /* The first request's record may not be durable yet: neither is this answer. */
+        respond_durable(rg, req, rg->wal ? wal_position(rg->wal) : 0);
         return;
     }
 
@@ -323,6 +422,7 @@ static void h_increment(struct region *rg, struct http_request *req)
     struct dedup_answer a = {amount, local_of(rg, c), gcounter_value(c)};
     if (token)
         dedup_put(rg->dedup, name, nlen, token, tlen, now, &a);
+    uint64_t pos = rg->wal ? wal_append(rg->wal, rg->store, id, token, tlen, &a, now) : 0;
 
     const char *labels[3] = {"counter", rg->region, name};
     metric_add(metric_series(rg->m_incr, labels), 1);
@@ -339,7 +439,7 @@ static void h_increment(struct region *rg, struct http_request *req)
     buf_puts(b, ",\"region\":");
     put_str(b, rg->region);
     buf_putc(b, '}');
-    respond_out(req, rg, 200);
+    respond_durable(rg, req, pos);
 }
 
 static void h_counter(struct region *rg, struct http_request *req, const char *raw, size_t rlen)
@@ -474,12 +574,40 @@ static void method_not_allowed(struct http_request *req, const char *allow)
     http_respond_ex(req, 405, "application/json", hdr, body, (size_t)n);
 }
 
+/* Compares in time that depends only on the lengths, not on where they differ. */
+static int token_equal(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    unsigned char diff = (unsigned char)(la != lb);
+    for (size_t i = 0; i < la; i++)
+        diff |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
+    return diff == 0;
+}
+
+/* Admin endpoints and /sync need the token when one is set. @return 1 when answered. */
+static int refuse_unauthorized(struct region *rg, struct http_request *req)
+{
+    if (!rg->admin_token)
+        return 0;
+    const char *h = http_request_header(req, "authorization");
+    if (h && strncmp(h, "Bearer ", 7) == 0 && token_equal(h + 7, rg->admin_token))
+        return 0;
+    static const char body[] = "{\"detail\":\"this endpoint needs Authorization: Bearer <admin "
+                               "token>\",\"error\":\"unauthorized\"}";
+    http_respond_ex(req, 401, "application/json", "WWW-Authenticate: Bearer\r\n", body,
+                    sizeof body - 1);
+    return 1;
+}
+
 static void handle(struct http_request *req, void *arg)
 {
     struct region *rg = arg;
     enum http_verb m = req->method;
     int get = m == HTTP_M_GET || m == HTTP_M_HEAD, post = m == HTTP_M_POST;
     buf_reset(&rg->out);
+    if (((req->path_len >= 7 && memcmp(req->path, "/admin/", 7) == 0) || path_is(req, "/sync")) &&
+        refuse_unauthorized(rg, req))
+        return;
 
     if (path_is(req, "/increment")) {
         if (!post)
@@ -542,6 +670,8 @@ static int faults_decide(void *arg, const char *dir, const char *from, const cha
     return lua_host_faults_decide(rg->lua, dir, from, to, kind, partitioned, delay_ms);
 }
 
+static void merged(void *arg, uint32_t id) { persist_changed(arg, id); }
+
 static double local_total(void *arg)
 {
     struct region *rg = arg;
@@ -578,14 +708,33 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
     rg->region = xstrdup(cfg->region);
     rg->store = gstore_new();
     gstore_expect_replicas(rg->store, cfg->npeers + 1);
-    /* A process without durable state is a new incarnation: it must not count under an
-     * id whose old value its peers may hold higher (they would swallow its increments). */
+    rg->dedup = dedup_new(DEDUP_MAX, DEDUP_WINDOW_S);
+    rg->admin_token = cfg->admin_token[0] ? xstrdup(cfg->admin_token) : NULL;
     char rid[GSTORE_REPLICA_NAME_MAX + 1];
-    snprintf(rid, sizeof rid, "%s~%08" PRIx32, cfg->node_id, (uint32_t)random_u64());
+    if (cfg->data_dir[0]) {
+        struct wal_opts wo = {cfg->data_dir, cfg->node_id, (enum wal_fsync)wal_parse_fsync(cfg->fsync),
+                              (size_t)cfg->snapshot_bytes};
+        struct wal_info info;
+        rg->wal = wal_open(&wo, rg->store, rg->dedup, &info, err, errlen);
+        if (!rg->wal) {
+            region_free(rg);
+            return NULL;
+        }
+        snprintf(rid, sizeof rid, "%s", info.replica_id);
+        log_info("data directory %s: %u counters from %" PRIu64 " records in %.0f ms; last stop "
+                 "%s; fsync %s", cfg->data_dir, gstore_count(rg->store), info.records, info.ms,
+                 info.clean ? "clean" : "not clean (or a new directory): new replica id",
+                 cfg->fsync);
+    } else {
+        /* Nothing survives this process: it is a new incarnation, which must not count
+         * under an id whose old value its peers may hold higher (they would swallow its
+         * increments). */
+        snprintf(rid, sizeof rid, "%s~%08" PRIx32, cfg->node_id, (uint32_t)random_u64());
+        log_warn("no data directory (--data-dir / DATA_DIR): counts live in memory only");
+    }
     rg->replica_id = xstrdup(rid);
     rg->self = gstore_replica(rg->store, rid, strlen(rid));
     rg->self_node = node_of(rg, rg->self);
-    rg->dedup = dedup_new(DEDUP_MAX, DEDUP_WINDOW_S);
     rg->metrics = metrics_new();
     json_parser_init(&rg->parser);
 
@@ -622,14 +771,17 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
         log_error("faults policy not loaded, replication runs without it: %s", lerr);
 
     rg->client = http_client_new(base);
+    char auth[300];
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", cfg->admin_token);
     struct repl_config rc = {.node_id = cfg->node_id,
                              .region = cfg->region,
                              .service = "counter",
                              .peers = (const char *const *)cfg->peers,
                              .npeers = cfg->npeers,
                              .interval_ms = cfg->sync_interval_ms,
-                             .timeout_ms = cfg->sync_timeout_ms};
-    struct repl_hooks hooks = {faults_decide, rg};
+                             .timeout_ms = cfg->sync_timeout_ms,
+                             .auth_header = cfg->admin_token[0] ? auth : NULL};
+    struct repl_hooks hooks = {faults_decide, merged, rg};
     rg->repl = repl_new(base, rg->client, rg->store, rg->metrics, &rc, &hooks);
 
     struct http_server_opts so = {.bind_addr = cfg->bind,
@@ -637,11 +789,21 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
                                   .max_conns = cfg->max_conns,
                                   .idle_timeout_ms = cfg->idle_timeout_ms,
                                   .request_timeout_ms = cfg->request_timeout_ms,
-                                  .body_limit = body_limit};
+                                  .body_limit = body_limit,
+                                  .before_flush = before_flush,
+                                  .before_flush_arg = rg};
     rg->server = http_server_new(base, &so, handle, rg, err, errlen);
     if (!rg->server) {
         region_free(rg);
         return NULL;
+    }
+    if (rg->wal) {
+        rg->wal_notify = event_new(base, wal_notify_fd(rg->wal), EV_READ | EV_PERSIST,
+                                   on_wal_notify, rg);
+        event_add(rg->wal_notify, NULL);
+        rg->wal_timer = event_new(base, -1, EV_PERSIST, on_wal_timer, rg);
+        struct timeval tv = {0, 200 * 1000};
+        event_add(rg->wal_timer, &tv);
     }
     log_info("region %s node %s (replica %s) listening on %s:%d with %d peer(s), sync every "
              "%d ms",
@@ -656,7 +818,18 @@ void region_free(struct region *rg)
         return;
     /* Owners of pending answers first, then the server holding their connections. */
     repl_free(rg->repl);
+    while (rg->waits) {
+        struct durable_wait *w = rg->waits;
+        rg->waits = w->next;
+        free(w); /* its connection is closed unanswered below */
+    }
     http_server_free(rg->server);
+    if (rg->wal_notify)
+        event_free(rg->wal_notify);
+    if (rg->wal_timer)
+        event_free(rg->wal_timer);
+    if (rg->wal)
+        wal_close(rg->wal); /* writes the rest, fsyncs, marks the directory clean */
     http_client_free(rg->client);
     lua_host_free(rg->lua);
     metrics_free(rg->metrics);
@@ -669,6 +842,7 @@ void region_free(struct region *rg)
     free(rg->node_names);
     free(rg->rep_node);
     free(rg->replica_id);
+    free(rg->admin_token);
     free(rg->node_id);
     free(rg->region);
     free(rg);

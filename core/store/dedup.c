@@ -143,3 +143,14 @@ void dedup_put(struct dedup *d, const char *counter, size_t clen, const char *to
 }
 
 size_t dedup_count(const struct dedup *d) { return d->count; }
+
+void dedup_foreach(const struct dedup *d,
+                   void (*fn)(void *arg, const char *counter, size_t clen, const char *token,
+                              size_t tlen, double at, const struct dedup_answer *a),
+                   void *arg)
+{
+    for (const struct dentry *e = d->oldest; e; e = e->newer) {
+        size_t clen = strlen(e->key);
+        fn(arg, e->key, clen, e->key + clen + 1, e->klen - clen - 1, e->at, &e->answer);
+    }
+}

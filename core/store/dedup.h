@@ -33,4 +33,10 @@ void dedup_put(struct dedup *d, const char *counter, size_t clen, const char *to
                double now_s, const struct dedup_answer *a);
 size_t dedup_count(const struct dedup *d);
 
+/* Calls fn for every remembered entry, oldest first (for snapshots). */
+void dedup_foreach(const struct dedup *d,
+                   void (*fn)(void *arg, const char *counter, size_t clen, const char *token,
+                              size_t tlen, double at, const struct dedup_answer *a),
+                   void *arg);
+
 #endif

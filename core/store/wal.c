@@ -1,0 +1,1160 @@
+/*
+ * wal.c - the durable log and snapshots (see wal.h).
+ *
+ * Threads: the event loop's thread does everything but fdatasync, which a second thread
+ * runs so the loop keeps serving while the disk works. Under "always" that thread is the
+ * group commit: every record written before it starts an fdatasync shares that one call.
+ * The two share w->mu for: want, synced, shared_written, busy, stop, sync_errno, and the
+ * current segment's fd while it is being replaced.
+ *
+ * Positions: a global count of record bytes appended since wal_open (headers excluded),
+ * so "is record R durable" is one comparison whatever segment R went to.
+ */
+#define _GNU_SOURCE
+#include "wal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../base/buf.h"
+#include "../base/clock.h"
+#include "../base/crc32c.h"
+#include "../base/fault.h"
+#include "../base/hash.h"
+#include "../base/log.h"
+#include "../base/mem.h"
+
+#define LOG_MAGIC "CNTDLOG1"
+#define SNAP_MAGIC "CNTDSNP1"
+#define MAGIC_LEN 8
+#define MAX_RECORD (1u << 20)
+#define REC_COUNTER 'C'
+#define REC_DEDUP 'D'
+#define REC_END 'E'
+#define SNAPSHOT_RETRY_S 10.0
+
+struct wal {
+    char *dir, *node_id;
+    enum wal_fsync policy;
+    size_t snapshot_bytes;
+    int dir_fd, lock_fd, notify_fd;
+    uint64_t seg; /* number of the segment being written */
+    int fd;
+    struct buf buf;          /* records not yet written */
+    uint64_t appended;       /* position after the last buffered record */
+    uint64_t written;        /* position written to the file */
+    uint64_t since_snapshot; /* bytes written since the last snapshot began */
+    int failed;
+    /* Shared with the fsync thread, under mu. */
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t wake, idle;
+    uint64_t want, synced, shared_written;
+    int busy, stop, sync_errno;
+    double last_sync_ms;
+    /* Snapshot child. */
+    pid_t snap_pid;
+    uint64_t snap_seg;
+    uint64_t snap_size; /* bytes of the last snapshot: the log may grow as much again */
+    double retry_after;
+};
+
+int wal_parse_fsync(const char *s)
+{
+    if (!strcmp(s, "always"))
+        return WAL_FSYNC_ALWAYS;
+    if (!strcmp(s, "everysec"))
+        return WAL_FSYNC_EVERYSEC;
+    if (!strcmp(s, "no"))
+        return WAL_FSYNC_NO;
+    return -1;
+}
+
+const char *wal_fsync_name(enum wal_fsync f)
+{
+    return f == WAL_FSYNC_ALWAYS ? "always" : f == WAL_FSYNC_EVERYSEC ? "everysec" : "no";
+}
+
+/* ---------------------------------------------------------------- encoding */
+
+static void put_u8(struct buf *b, unsigned v) { buf_putc(b, (char)(uint8_t)v); }
+
+static void put_u32(struct buf *b, uint32_t v)
+{
+    unsigned char t[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16),
+                          (unsigned char)(v >> 24)};
+    buf_append(b, t, 4);
+}
+
+static void put_u64(struct buf *b, uint64_t v)
+{
+    put_u32(b, (uint32_t)v);
+    put_u32(b, (uint32_t)(v >> 32));
+}
+
+static void put_f64(struct buf *b, double d)
+{
+    uint64_t v;
+    memcpy(&v, &d, 8);
+    put_u64(b, v);
+}
+
+static void put_str8(struct buf *b, const char *s, size_t n)
+{
+    put_u8(b, (unsigned)n);
+    buf_append(b, s, n);
+}
+
+/* Frames the payload that starts at b->data[start] (after 8 reserved bytes). */
+static void frame(struct buf *b, size_t start)
+{
+    uint32_t len = (uint32_t)(b->len - start - 8);
+    uint32_t crc = crc32c(0, b->data + start + 8, len);
+    unsigned char h[8] = {(unsigned char)len,        (unsigned char)(len >> 8),
+                          (unsigned char)(len >> 16), (unsigned char)(len >> 24),
+                          (unsigned char)crc,        (unsigned char)(crc >> 8),
+                          (unsigned char)(crc >> 16), (unsigned char)(crc >> 24)};
+    memcpy(b->data + start, h, 8);
+}
+
+static void encode_counter(struct buf *b, const struct gstore *st, uint32_t id, const char *token,
+                           size_t tlen, const struct dedup_answer *a, double at)
+{
+    size_t start = b->len;
+    buf_append(b, "\0\0\0\0\0\0\0\0", 8);
+    const struct gcounter *c = gstore_counter(st, id);
+    size_t nlen;
+    const char *name = gcounter_name(c, &nlen);
+    unsigned n = gcounter_entries(c);
+    put_u8(b, REC_COUNTER);
+    put_str8(b, name, nlen);
+    put_u8(b, n);
+    for (unsigned i = 0; i < n; i++) {
+        struct gentry e;
+        gcounter_entry(c, i, &e);
+        const char *rn = gstore_replica_name(st, e.rep);
+        put_str8(b, rn, strlen(rn));
+        put_u64(b, (uint64_t)e.pos);
+        put_u64(b, (uint64_t)e.neg);
+    }
+    put_u8(b, token ? 1 : 0);
+    if (token) {
+        put_str8(b, token, tlen);
+        put_u64(b, (uint64_t)a->amount);
+        put_u64(b, (uint64_t)a->local_count);
+        put_u64(b, (uint64_t)a->total_count);
+        put_f64(b, at);
+    }
+    frame(b, start);
+}
+
+/* ---------------------------------------------------------------- decoding */
+
+struct reader {
+    const unsigned char *p, *end;
+    int bad;
+};
+
+static unsigned get_u8(struct reader *r)
+{
+    if (r->p >= r->end) {
+        r->bad = 1;
+        return 0;
+    }
+    return *r->p++;
+}
+
+static uint32_t get_u32(struct reader *r)
+{
+    if (r->end - r->p < 4) {
+        r->bad = 1;
+        r->p = r->end;
+        return 0;
+    }
+    uint32_t v = (uint32_t)r->p[0] | (uint32_t)r->p[1] << 8 | (uint32_t)r->p[2] << 16 |
+                 (uint32_t)r->p[3] << 24;
+    r->p += 4;
+    return v;
+}
+
+static uint64_t get_u64(struct reader *r)
+{
+    uint64_t lo = get_u32(r);
+    return lo | (uint64_t)get_u32(r) << 32;
+}
+
+static double get_f64(struct reader *r)
+{
+    uint64_t v = get_u64(r);
+    double d;
+    memcpy(&d, &v, 8);
+    return d;
+}
+
+static const char *get_str8(struct reader *r, size_t *len)
+{
+    size_t n = get_u8(r);
+    if ((size_t)(r->end - r->p) < n) {
+        r->bad = 1;
+        r->p = r->end;
+        *len = 0;
+        return "";
+    }
+    const char *s = (const char *)r->p;
+    r->p += n;
+    *len = n;
+    return s;
+}
+
+/* State of one recovery. */
+struct recovery {
+    struct gstore *st;
+    struct dedup *d;
+    double now;
+    uint64_t records;
+    struct gentry entries[GCOUNTER_MAX_ENTRIES];
+    uint64_t end_counters, end_dedups; /* from a snapshot's END record */
+    int seen_end;
+    char why[160]; /* why a payload was refused */
+};
+
+/* Applies one record's payload. @return 0, or -1 with rc->why. */
+static int apply(struct recovery *rc, const unsigned char *p, size_t len, int in_snapshot)
+{
+    struct reader r = {p, p + len, 0};
+    unsigned type = get_u8(&r);
+    if (type == REC_END && in_snapshot) {
+        rc->end_counters = get_u64(&r);
+        rc->end_dedups = get_u64(&r);
+        rc->seen_end = 1;
+        return r.bad || r.p != r.end ? (snprintf(rc->why, sizeof rc->why, "bad end record"), -1)
+                                     : 0;
+    }
+    if (type == REC_DEDUP && in_snapshot) {
+        size_t clen, tlen;
+        const char *counter = get_str8(&r, &clen);
+        const char *token = get_str8(&r, &tlen);
+        struct dedup_answer a;
+        a.amount = (int64_t)get_u64(&r);
+        a.local_count = (int64_t)get_u64(&r);
+        a.total_count = (int64_t)get_u64(&r);
+        double at = get_f64(&r);
+        if (r.bad || r.p != r.end || !gcounter_name_valid(counter, clen) || !tlen) {
+            snprintf(rc->why, sizeof rc->why, "bad idempotency record");
+            return -1;
+        }
+        dedup_put(rc->d, counter, clen, token, tlen, at, &a); /* it expires by its window */
+        rc->records++;
+        return 0;
+    }
+    if (type != REC_COUNTER) {
+        snprintf(rc->why, sizeof rc->why, "unknown record type 0x%02x", type);
+        return -1;
+    }
+    size_t nlen;
+    const char *name = get_str8(&r, &nlen);
+    unsigned n = get_u8(&r);
+    for (unsigned i = 0; i < n && !r.bad; i++) {
+        size_t rlen;
+        const char *rn = get_str8(&r, &rlen);
+        int64_t pos = (int64_t)get_u64(&r), neg = (int64_t)get_u64(&r);
+        if (r.bad)
+            break;
+        if (!gcounter_replica_node_len(rn, rlen) || pos < 0 || neg < 0) {
+            snprintf(rc->why, sizeof rc->why, "bad replica entry in counter record");
+            return -1;
+        }
+        rc->entries[i].rep = gstore_replica(rc->st, rn, rlen);
+        rc->entries[i].pos = pos;
+        rc->entries[i].neg = neg;
+        if (rc->entries[i].rep < 0) {
+            snprintf(rc->why, sizeof rc->why, "too many replica ids");
+            return -1;
+        }
+    }
+    unsigned has_token = get_u8(&r);
+    size_t tlen = 0;
+    const char *token = NULL;
+    struct dedup_answer a = {0, 0, 0};
+    double at = 0;
+    if (has_token == 1) {
+        token = get_str8(&r, &tlen);
+        a.amount = (int64_t)get_u64(&r);
+        a.local_count = (int64_t)get_u64(&r);
+        a.total_count = (int64_t)get_u64(&r);
+        at = get_f64(&r);
+    } else if (has_token != 0) {
+        r.bad = 1;
+    }
+    if (r.bad || r.p != r.end || !gcounter_name_valid(name, nlen) || (token && !tlen)) {
+        snprintf(rc->why, sizeof rc->why, "malformed counter record");
+        return -1;
+    }
+    uint32_t id = gstore_find(rc->st, name, nlen);
+    if (gstore_merge_check(rc->st, id, rc->entries, n) != 0) {
+        snprintf(rc->why, sizeof rc->why, "counter %.*s cannot be merged (out of range)",
+                 (int)nlen, name);
+        return -1;
+    }
+    if (id == GSTORE_NONE)
+        id = gstore_create(rc->st, name, nlen);
+    gstore_merge(rc->st, id, rc->entries, n);
+    if (token)
+        dedup_put(rc->d, name, nlen, token, tlen, at, &a);
+    rc->records++;
+    return 0;
+}
+
+/* Whether a well-formed record (valid length, CRC and payload) starts at off. */
+static int record_at(const unsigned char *data, size_t size, size_t off)
+{
+    if (size - off < 9)
+        return 0;
+    struct reader r = {data + off, data + size, 0};
+    uint32_t len = get_u32(&r), crc = get_u32(&r);
+    if (len == 0 || len > MAX_RECORD || len > size - off - 8)
+        return 0;
+    if (crc32c(0, data + off + 8, len) != crc)
+        return 0;
+    unsigned type = data[off + 8];
+    return type == REC_COUNTER || type == REC_DEDUP || type == REC_END;
+}
+
+static int read_file(int dir_fd, const char *name, unsigned char **data, size_t *size,
+                     char *err, size_t errlen)
+{
+    int fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) < 0) {
+        snprintf(err, errlen, "cannot read %s: %s", name, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    *size = (size_t)sb.st_size;
+    *data = xmalloc(*size ? *size : 1);
+    size_t got = 0;
+    while (got < *size) {
+        ssize_t n = read(fd, *data + got, *size - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            snprintf(err, errlen, "cannot read %s: %s", name, n < 0 ? strerror(errno) : "short");
+            close(fd);
+            free(*data);
+            return -1;
+        }
+        got += (size_t)n;
+    }
+    close(fd);
+    return 0;
+}
+
+/*
+ * Replays one file. last: the newest log segment, whose bad tail may be a torn write.
+ * @return 0 (with *cut_at set to where a torn tail starts, or to the size), or -1.
+ */
+static int replay_file(struct recovery *rc, int dir_fd, const char *dir, const char *name,
+                       int is_snapshot, int last, size_t *cut_at, char *err, size_t errlen)
+{
+    unsigned char *data;
+    size_t size;
+    if (read_file(dir_fd, name, &data, &size, err, errlen) < 0)
+        return -1;
+    const char *magic = is_snapshot ? SNAP_MAGIC : LOG_MAGIC;
+    size_t off = MAGIC_LEN;
+    int rcode = 0;
+    *cut_at = size;
+    if (size < MAGIC_LEN || memcmp(data, magic, MAGIC_LEN) != 0) {
+        if (last && !is_snapshot && size < MAGIC_LEN &&
+            memcmp(data, magic, size) == 0) { /* created, header not finished: torn */
+            *cut_at = 0;
+            goto out;
+        }
+        snprintf(err, errlen,
+                 "%s/%s is not a counterd %s (bad header). Move it out of the directory if it "
+                 "does not belong there.",
+                 dir, name, is_snapshot ? "snapshot" : "log segment");
+        rcode = -1;
+        goto out;
+    }
+    while (off < size) {
+        int good = record_at(data, size, off);
+        if (good) {
+            uint32_t len = (uint32_t)data[off] | (uint32_t)data[off + 1] << 8 |
+                           (uint32_t)data[off + 2] << 16 | (uint32_t)data[off + 3] << 24;
+            if (apply(rc, data + off + 8, len, is_snapshot) < 0) {
+                snprintf(err, errlen,
+                         "%s/%s: record at offset %zu has a valid checksum but cannot be "
+                         "applied (%s). This is a bug or deliberate damage: keep a copy of the "
+                         "directory and report it; to start anyway, move the file aside (the "
+                         "node will count under a new replica id and its peers re-send what "
+                         "they hold).",
+                         dir, name, off, rc->why);
+                rcode = -1;
+                goto out;
+            }
+            off += 8 + len;
+            continue;
+        }
+        /* A bad record: torn tail, or damage with good data after it? */
+        size_t next = off + 1;
+        while (next < size && !record_at(data, size, next))
+            next++;
+        if (next >= size && last && !is_snapshot) {
+            *cut_at = off;
+            goto out;
+        }
+        snprintf(err, errlen,
+                 "%s/%s is damaged at offset %zu (%s). counterd does not drop acknowledged "
+                 "data silently, so it will not start. To recover: keep a copy of the data "
+                 "directory; then truncate the file there (truncate -s %zu %s/%s), losing "
+                 "the %zu bytes after it unless the peers still hold them, or move the file "
+                 "aside. The node then counts under a new replica id and its peers re-send "
+                 "what they have.",
+                 dir, name, off,
+                 next < size ? "valid records follow the damage" : "the file ends damaged",
+                 off, dir, name, size - off);
+        rcode = -1;
+        goto out;
+    }
+out:
+    free(data);
+    return rcode;
+}
+
+/* ---------------------------------------------------------------- directory */
+
+static int fsync_dir(struct wal *w) { return fsync(w->dir_fd); }
+
+static int mkdir_p(const char *path)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    return mkdir(tmp, 0755) < 0 && errno != EEXIST ? -1 : 0;
+}
+
+static int write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n) {
+        ssize_t k = write(fd, c, n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return -1;
+        c += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+/* Writes a small file atomically (temp, fsync, rename, fsync dir). */
+static int write_small(struct wal *w, const char *name, const char *text)
+{
+    char tmp[64];
+    snprintf(tmp, sizeof tmp, "%s.tmp", name);
+    int fd = openat(w->dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    int rc = write_all(fd, text, strlen(text)) == 0 && fsync(fd) == 0 ? 0 : -1;
+    close(fd);
+    if (rc == 0)
+        rc = renameat(w->dir_fd, tmp, w->dir_fd, name);
+    if (rc == 0)
+        rc = fsync_dir(w);
+    return rc;
+}
+
+static int open_segment(struct wal *w, uint64_t seg)
+{
+    char name[64];
+    snprintf(name, sizeof name, "wal-%08" PRIu64 ".log", seg);
+    int fd = openat(w->dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    if (write_all(fd, LOG_MAGIC, MAGIC_LEN) < 0 || fdatasync(fd) < 0 || fsync_dir(w) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+struct listing {
+    uint64_t *segs, *snaps;
+    size_t nsegs, nsnaps;
+    int has_meta, has_clean;
+};
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int list_dir(int dir_fd, struct listing *l, int remove_tmp)
+{
+    memset(l, 0, sizeof *l);
+    int fd = dup(dir_fd);
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return -1;
+    }
+    rewinddir(d);
+    size_t cs = 0, cn = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        uint64_t n;
+        char tail[8];
+        if (sscanf(e->d_name, "wal-%" SCNu64 ".lo%1[g]%c", &n, tail, tail + 1) == 2) {
+            if (l->nsegs == cs)
+                l->segs = xrealloc(l->segs, (cs = cs ? cs * 2 : 16) * sizeof *l->segs);
+            l->segs[l->nsegs++] = n;
+        } else if (sscanf(e->d_name, "snapshot-%" SCNu64 ".sna%1[p]%c", &n, tail, tail + 1) == 2) {
+            if (l->nsnaps == cn)
+                l->snaps = xrealloc(l->snaps, (cn = cn ? cn * 2 : 4) * sizeof *l->snaps);
+            l->snaps[l->nsnaps++] = n;
+        } else if (!strcmp(e->d_name, "meta")) {
+            l->has_meta = 1;
+        } else if (!strcmp(e->d_name, "clean")) {
+            l->has_clean = 1;
+        } else if (remove_tmp && strlen(e->d_name) > 4 &&
+                   !strcmp(e->d_name + strlen(e->d_name) - 4, ".tmp")) {
+            unlinkat(dir_fd, e->d_name, 0);
+        }
+    }
+    closedir(d);
+    if (l->nsegs)
+        qsort(l->segs, l->nsegs, sizeof *l->segs, cmp_u64);
+    if (l->nsnaps)
+        qsort(l->snaps, l->nsnaps, sizeof *l->snaps, cmp_u64);
+    return 0;
+}
+
+static void listing_free(struct listing *l)
+{
+    free(l->segs);
+    free(l->snaps);
+}
+
+static int read_meta(struct wal *w, char *node, size_t nlen, char *replica, size_t rlen)
+{
+    unsigned char *data;
+    size_t size;
+    char err[256];
+    if (read_file(w->dir_fd, "meta", &data, &size, err, sizeof err) < 0)
+        return -1;
+    char *text = xstrndup((const char *)data, size);
+    free(data);
+    int ok = 0;
+    node[0] = replica[0] = '\0';
+    for (char *save = NULL, *line = strtok_r(text, "\n", &save); line;
+         line = strtok_r(NULL, "\n", &save)) {
+        if (!strcmp(line, "counterd-data 1"))
+            ok = 1;
+        else if (!strncmp(line, "node_id=", 8))
+            snprintf(node, nlen, "%s", line + 8);
+        else if (!strncmp(line, "replica_id=", 11))
+            snprintf(replica, rlen, "%s", line + 11);
+    }
+    free(text);
+    return ok && node[0] && replica[0] ? 0 : -1;
+}
+
+/* ---------------------------------------------------------------- fsync thread */
+
+static void *sync_main(void *arg)
+{
+    struct wal *w = arg;
+    pthread_mutex_lock(&w->mu);
+    while (!w->stop) {
+        uint64_t target = 0;
+        double now = clock_mono_ms();
+        if (w->policy == WAL_FSYNC_ALWAYS && w->want > w->synced)
+            target = w->want;
+        else if (w->policy == WAL_FSYNC_EVERYSEC && w->shared_written > w->synced &&
+                 now - w->last_sync_ms >= 1000)
+            target = w->shared_written;
+        if (!target) {
+            if (w->policy == WAL_FSYNC_EVERYSEC) {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_nsec += 200 * 1000000L;
+                if (ts.tv_nsec >= 1000000000L) {
+                    ts.tv_sec++;
+                    ts.tv_nsec -= 1000000000L;
+                }
+                pthread_cond_timedwait(&w->wake, &w->mu, &ts);
+            } else {
+                pthread_cond_wait(&w->wake, &w->mu);
+            }
+            continue;
+        }
+        int fd = w->fd;
+        w->busy = 1;
+        pthread_mutex_unlock(&w->mu);
+        int rc = fdatasync(fd);
+        int e = errno;
+        if (rc == 0)
+            fault_hit(FAULT_WAL_AFTER_FSYNC);
+        pthread_mutex_lock(&w->mu);
+        w->busy = 0;
+        w->last_sync_ms = clock_mono_ms();
+        if (rc == 0) {
+            if (target > w->synced)
+                w->synced = target;
+        } else {
+            w->sync_errno = e;
+        }
+        pthread_cond_broadcast(&w->idle);
+        if (w->policy == WAL_FSYNC_ALWAYS) {
+            uint64_t one = 1;
+            ssize_t k = write(w->notify_fd, &one, sizeof one);
+            (void)k;
+        }
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- open and close */
+
+static int replica_known(const struct gstore *st, const char *id)
+{
+    for (int r = 0; r < gstore_replica_count(st); r++)
+        if (!strcmp(gstore_replica_name(st, r), id))
+            return 1;
+    return 0;
+}
+
+struct wal *wal_open(const struct wal_opts *o, struct gstore *st, struct dedup *d,
+                     struct wal_info *info, char *err, size_t errlen)
+{
+    double t0 = clock_mono_ms();
+    memset(info, 0, sizeof *info);
+    struct wal *w = xcalloc(1, sizeof *w);
+    w->dir = xstrdup(o->dir);
+    w->node_id = xstrdup(o->node_id);
+    w->policy = o->fsync;
+    w->snapshot_bytes = o->snapshot_bytes ? o->snapshot_bytes : (64u << 20);
+    w->fd = w->lock_fd = w->notify_fd = w->dir_fd = -1;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->wake, NULL);
+    pthread_cond_init(&w->idle, NULL);
+    struct listing l = {0};
+
+    if (mkdir_p(o->dir) < 0 ||
+        (w->dir_fd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        snprintf(err, errlen, "cannot use data directory %s: %s", o->dir, strerror(errno));
+        goto fail;
+    }
+    w->lock_fd = openat(w->dir_fd, "LOCK", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (w->lock_fd < 0 || flock(w->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+        snprintf(err, errlen, "data directory %s is in use by another counterd process", o->dir);
+        goto fail;
+    }
+    if (list_dir(w->dir_fd, &l, 0) < 0) {
+        snprintf(err, errlen, "cannot list %s: %s", o->dir, strerror(errno));
+        goto fail;
+    }
+
+    /* Who this directory belongs to, and whether its last run ended cleanly. */
+    char meta_node[256], meta_replica[GSTORE_REPLICA_NAME_MAX + 1];
+    if (l.has_meta) {
+        if (read_meta(w, meta_node, sizeof meta_node, meta_replica, sizeof meta_replica) < 0) {
+            snprintf(err, errlen, "%s/meta is damaged; move the directory aside to start afresh "
+                     "(the node then counts under a new replica id)", o->dir);
+            goto fail;
+        }
+        if (strcmp(meta_node, o->node_id) != 0) {
+            snprintf(err, errlen, "data directory %s belongs to node %s, not %s", o->dir,
+                     meta_node, o->node_id);
+            goto fail;
+        }
+    } else if (l.nsegs || l.nsnaps) {
+        snprintf(err, errlen, "data directory %s has log files but no meta file; it is "
+                 "damaged or not counterd's", o->dir);
+        goto fail;
+    }
+
+    /* Recover: the newest snapshot, then every newer segment. Nothing is changed on disk
+     * until all of it has been read. */
+    struct recovery rc;
+    memset(&rc, 0, sizeof rc);
+    rc.st = st;
+    rc.d = d;
+    rc.now = clock_unix_s();
+    uint64_t snap = l.nsnaps ? l.snaps[l.nsnaps - 1] : 0;
+    char name[64];
+    size_t cut_at = 0;
+    if (snap) {
+        snprintf(name, sizeof name, "snapshot-%08" PRIu64 ".snap", snap);
+        if (replay_file(&rc, w->dir_fd, o->dir, name, 1, 0, &cut_at, err, errlen) < 0)
+            goto fail;
+        if (!rc.seen_end || rc.end_counters != gstore_count(st)) {
+            snprintf(err, errlen, "%s/%s is incomplete (no end record, or a count that does not "
+                     "match). Move it aside to fall back on older files, if any.", o->dir, name);
+            goto fail;
+        }
+        info->snapshot_seg = snap;
+        struct stat sb;
+        if (fstatat(w->dir_fd, name, &sb, 0) == 0)
+            w->snap_size = (uint64_t)sb.st_size;
+    }
+    uint64_t prev = snap, torn_seg = 0;
+    size_t torn_at = 0, torn_size = 0;
+    for (size_t i = 0; i < l.nsegs; i++) {
+        uint64_t s = l.segs[i];
+        if (s <= snap)
+            continue;
+        if (!prev)
+            prev = s - 1; /* no snapshot: the log starts at its oldest segment */
+        if (s != prev + 1) {
+            snprintf(err, errlen, "data directory %s: log segment %08" PRIu64 " is missing "
+                     "(found %08" PRIu64 " after %08" PRIu64 "); the log cannot be replayed "
+                     "past the gap", o->dir, prev + 1, s, prev);
+            goto fail;
+        }
+        snprintf(name, sizeof name, "wal-%08" PRIu64 ".log", s);
+        int is_last = i + 1 == l.nsegs;
+        if (replay_file(&rc, w->dir_fd, o->dir, name, 0, is_last, &cut_at, err, errlen) < 0)
+            goto fail;
+        if (is_last) {
+            struct stat sb;
+            if (fstatat(w->dir_fd, name, &sb, 0) == 0 && (size_t)sb.st_size > cut_at) {
+                torn_seg = s;
+                torn_at = cut_at;
+                torn_size = (size_t)sb.st_size;
+            }
+        }
+        prev = s;
+    }
+    info->records = rc.records;
+
+    /* Now the directory may change: cut the torn tail, settle the replica id. */
+    struct listing tmp;
+    if (list_dir(w->dir_fd, &tmp, 1) == 0) /* removes *.tmp left by a crashed write */
+        listing_free(&tmp);
+    if (torn_seg) {
+        snprintf(name, sizeof name, "wal-%08" PRIu64 ".log", torn_seg);
+        int fd = openat(w->dir_fd, name, O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || ftruncate(fd, (off_t)torn_at) < 0 || fsync(fd) < 0) {
+            snprintf(err, errlen, "cannot cut the torn tail of %s/%s: %s", o->dir, name,
+                     strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            goto fail;
+        }
+        close(fd);
+        info->torn_bytes = torn_size - torn_at;
+        log_warn("cut a torn tail of %zu bytes at offset %zu in %s/%s (a write the crash "
+                 "interrupted; it was never acknowledged under fsync=always)",
+                 torn_size - torn_at, torn_at, o->dir, name);
+    }
+    info->clean = l.has_meta && l.has_clean;
+    if (info->clean) {
+        snprintf(info->replica_id, sizeof info->replica_id, "%s", meta_replica);
+    } else {
+        /* A fresh incarnation, distinct from every replica id the store already knows. */
+        do {
+            snprintf(info->replica_id, sizeof info->replica_id, "%s~%08" PRIx32, o->node_id,
+                     (uint32_t)random_u64());
+        } while (replica_known(st, info->replica_id));
+        info->new_replica = 1;
+        char text[512];
+        snprintf(text, sizeof text, "counterd-data 1\nnode_id=%s\nreplica_id=%s\n", o->node_id,
+                 info->replica_id);
+        if (write_small(w, "meta", text) < 0) {
+            snprintf(err, errlen, "cannot write %s/meta: %s", o->dir, strerror(errno));
+            goto fail;
+        }
+    }
+    if (l.has_clean && (unlinkat(w->dir_fd, "clean", 0) < 0 || fsync_dir(w) < 0)) {
+        snprintf(err, errlen, "cannot remove %s/clean: %s", o->dir, strerror(errno));
+        goto fail;
+    }
+
+    w->seg = (l.nsegs ? l.segs[l.nsegs - 1] : 0);
+    if (w->seg < snap)
+        w->seg = snap;
+    w->seg++;
+    if ((w->fd = open_segment(w, w->seg)) < 0) {
+        snprintf(err, errlen, "cannot create log segment %" PRIu64 " in %s: %s", w->seg, o->dir,
+                 strerror(errno));
+        goto fail;
+    }
+    /* Segments the snapshot covers are left over from a stop between a snapshot and
+     * their deletion. */
+    for (size_t i = 0; i < l.nsegs; i++)
+        if (l.segs[i] <= snap) {
+            snprintf(name, sizeof name, "wal-%08" PRIu64 ".log", l.segs[i]);
+            unlinkat(w->dir_fd, name, 0);
+        }
+    for (size_t i = 0; i + 1 < l.nsnaps; i++) {
+        snprintf(name, sizeof name, "snapshot-%08" PRIu64 ".snap", l.snaps[i]);
+        unlinkat(w->dir_fd, name, 0);
+    }
+    /* The segments replayed since the snapshot count toward the next one. */
+    for (size_t i = 0; i < l.nsegs; i++)
+        if (l.segs[i] > snap) {
+            struct stat sb;
+            snprintf(name, sizeof name, "wal-%08" PRIu64 ".log", l.segs[i]);
+            if (fstatat(w->dir_fd, name, &sb, 0) == 0)
+                w->since_snapshot += (uint64_t)sb.st_size;
+        }
+
+    w->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    w->last_sync_ms = clock_mono_ms();
+    if (w->notify_fd < 0 || pthread_create(&w->thread, NULL, sync_main, w) != 0) {
+        snprintf(err, errlen, "cannot start the fsync thread: %s", strerror(errno));
+        goto fail;
+    }
+    listing_free(&l);
+    info->ms = clock_mono_ms() - t0;
+    return w;
+fail:
+    listing_free(&l);
+    if (w->fd >= 0)
+        close(w->fd);
+    if (w->notify_fd >= 0)
+        close(w->notify_fd);
+    if (w->lock_fd >= 0)
+        close(w->lock_fd);
+    if (w->dir_fd >= 0)
+        close(w->dir_fd);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->wake);
+    pthread_cond_destroy(&w->idle);
+    free(w->dir);
+    free(w->node_id);
+    free(w);
+    return NULL;
+}
+
+static void stop_thread(struct wal *w)
+{
+    pthread_mutex_lock(&w->mu);
+    w->stop = 1;
+    pthread_cond_broadcast(&w->wake);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thread, NULL);
+}
+
+static void reap_snapshot(struct wal *w, int block);
+
+static void release(struct wal *w)
+{
+    if (w->snap_pid > 0) {
+        kill(w->snap_pid, SIGKILL);
+        reap_snapshot(w, 1);
+    }
+    close(w->fd);
+    close(w->notify_fd);
+    close(w->lock_fd); /* releases the flock */
+    close(w->dir_fd);
+    buf_free(&w->buf);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->wake);
+    pthread_cond_destroy(&w->idle);
+    free(w->dir);
+    free(w->node_id);
+    free(w);
+}
+
+int wal_close(struct wal *w)
+{
+    if (!w)
+        return 0;
+    int rc = wal_write(w);
+    stop_thread(w);
+    if (rc == 0 && !w->failed && fdatasync(w->fd) == 0) {
+        char text[GSTORE_REPLICA_NAME_MAX + 2] = "";
+        rc = write_small(w, "clean", text);
+    } else {
+        rc = -1;
+    }
+    if (rc < 0)
+        log_error("data directory %s: the final write failed; the next start will use a new "
+                  "replica id", w->dir);
+    release(w);
+    return rc;
+}
+
+void wal_abandon(struct wal *w)
+{
+    if (!w)
+        return;
+    stop_thread(w);
+    release(w);
+}
+
+/* ---------------------------------------------------------------- writing */
+
+uint64_t wal_append(struct wal *w, const struct gstore *st, uint32_t id, const char *token,
+                    size_t tlen, const struct dedup_answer *a, double at)
+{
+    size_t before = w->buf.len;
+    encode_counter(&w->buf, st, id, token, tlen, a, at);
+    w->appended += w->buf.len - before;
+    return w->appended;
+}
+
+int wal_write(struct wal *w)
+{
+    if (w->failed)
+        return -1;
+    if (w->buf.len == 0)
+        return 0;
+    fault_hit(FAULT_WAL_BEFORE_WRITE);
+    if (write_all(w->fd, w->buf.data, w->buf.len) < 0) {
+        w->failed = 1;
+        log_error("cannot write the log in %s: %s; this node stops acknowledging writes",
+                  w->dir, strerror(errno));
+        return -1;
+    }
+    fault_hit(FAULT_WAL_AFTER_WRITE);
+    w->written = w->appended;
+    w->since_snapshot += w->buf.len;
+    buf_trim(&w->buf, 4u << 20);
+    pthread_mutex_lock(&w->mu);
+    w->shared_written = w->written;
+    if (w->policy == WAL_FSYNC_ALWAYS) {
+        w->want = w->written;
+        pthread_cond_signal(&w->wake);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return 0;
+}
+
+int wal_failed(const struct wal *w) { return w->failed; }
+
+uint64_t wal_position(const struct wal *w) { return w->appended; }
+
+uint64_t wal_durable(struct wal *w)
+{
+    if (w->policy != WAL_FSYNC_ALWAYS)
+        return w->written;
+    pthread_mutex_lock(&w->mu);
+    uint64_t v = w->synced;
+    int e = w->sync_errno;
+    pthread_mutex_unlock(&w->mu);
+    if (e && !w->failed) {
+        w->failed = 1;
+        log_error("fdatasync failed in %s: %s; this node stops acknowledging writes", w->dir,
+                  strerror(e));
+    }
+    return v;
+}
+
+int wal_notify_fd(const struct wal *w) { return w->notify_fd; }
+
+void wal_notified(struct wal *w)
+{
+    uint64_t v;
+    ssize_t k = read(w->notify_fd, &v, sizeof v);
+    (void)k;
+}
+
+enum wal_fsync wal_policy(const struct wal *w) { return w->policy; }
+
+/* ---------------------------------------------------------------- snapshots */
+
+struct snap_writer {
+    int fd;
+    struct buf b;
+    int failed;
+    uint64_t dedups;
+};
+
+static void snap_flush(struct snap_writer *sw, int force)
+{
+    if (sw->b.len < (1u << 20) && !force)
+        return;
+    if (!sw->failed && write_all(sw->fd, sw->b.data, sw->b.len) < 0)
+        sw->failed = 1;
+    buf_reset(&sw->b);
+}
+
+static void snap_dedup(void *arg, const char *counter, size_t clen, const char *token, size_t tlen,
+                       double at, const struct dedup_answer *a)
+{
+    struct snap_writer *sw = arg;
+    size_t start = sw->b.len;
+    buf_append(&sw->b, "\0\0\0\0\0\0\0\0", 8);
+    put_u8(&sw->b, REC_DEDUP);
+    put_str8(&sw->b, counter, clen);
+    put_str8(&sw->b, token, tlen);
+    put_u64(&sw->b, (uint64_t)a->amount);
+    put_u64(&sw->b, (uint64_t)a->local_count);
+    put_u64(&sw->b, (uint64_t)a->total_count);
+    put_f64(&sw->b, at);
+    frame(&sw->b, start);
+    sw->dedups++;
+    snap_flush(sw, 0);
+}
+
+/* Runs in the forked child: writes the snapshot and puts it in place. Never returns. */
+static void snapshot_child(struct wal *w, const struct gstore *st, const struct dedup *d,
+                           uint64_t seg)
+{
+    char tmp[96], name[64];
+    snprintf(name, sizeof name, "snapshot-%08" PRIu64 ".snap", seg);
+    snprintf(tmp, sizeof tmp, "%s.tmp", name);
+    struct snap_writer sw = {0};
+    sw.fd = openat(w->dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (sw.fd < 0)
+        _exit(2);
+    buf_append(&sw.b, SNAP_MAGIC, MAGIC_LEN);
+    uint32_t n = gstore_count(st);
+    for (uint32_t id = 0; id < n; id++) {
+        encode_counter(&sw.b, st, id, NULL, 0, NULL, 0);
+        snap_flush(&sw, 0);
+    }
+    dedup_foreach(d, snap_dedup, &sw);
+    size_t start = sw.b.len;
+    buf_append(&sw.b, "\0\0\0\0\0\0\0\0", 8);
+    put_u8(&sw.b, REC_END);
+    put_u64(&sw.b, n);
+    put_u64(&sw.b, sw.dedups);
+    frame(&sw.b, start);
+    snap_flush(&sw, 1);
+    if (sw.failed || fsync(sw.fd) < 0)
+        _exit(3);
+    close(sw.fd);
+    fault_hit(FAULT_SNAPSHOT_BEFORE_RENAME);
+    if (renameat(w->dir_fd, tmp, w->dir_fd, name) < 0 || fsync(w->dir_fd) < 0)
+        _exit(4);
+    _exit(0);
+}
+
+/* Closes the current segment (durably) and starts the next. */
+static int rotate(struct wal *w)
+{
+    if (wal_write(w) < 0)
+        return -1;
+    pthread_mutex_lock(&w->mu);
+    while (w->busy)
+        pthread_cond_wait(&w->idle, &w->mu);
+    int old = w->fd, rc = -1;
+    if (fdatasync(old) == 0) {
+        int fd = open_segment(w, w->seg + 1);
+        if (fd >= 0) {
+            w->fd = fd;
+            w->seg++;
+            if (w->written > w->synced)
+                w->synced = w->written;
+            rc = 0;
+        }
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (rc == 0) {
+        close(old);
+        uint64_t one = 1;
+        ssize_t k = write(w->notify_fd, &one, sizeof one);
+        (void)k;
+    } else {
+        log_error("cannot start a new log segment in %s: %s", w->dir, strerror(errno));
+    }
+    return rc;
+}
+
+int wal_snapshot(struct wal *w, const struct gstore *st, const struct dedup *d)
+{
+    if (w->snap_pid > 0 || w->failed)
+        return -1;
+    if (rotate(w) < 0)
+        return -1;
+    uint64_t covers = w->seg - 1;
+    pid_t pid = fork();
+    if (pid < 0) {
+        log_error("cannot fork for a snapshot: %s", strerror(errno));
+        w->retry_after = clock_unix_s() + SNAPSHOT_RETRY_S;
+        return -1;
+    }
+    if (pid == 0)
+        snapshot_child(w, st, d, covers);
+    w->snap_pid = pid;
+    w->snap_seg = covers;
+    w->since_snapshot = 0;
+    log_info("snapshot of %u counters started (pid %d), covering log segments up to %" PRIu64,
+             gstore_count(st), (int)pid, covers);
+    return 0;
+}
+
+int wal_snapshot_running(const struct wal *w) { return w->snap_pid > 0; }
+
+static void reap_snapshot(struct wal *w, int block)
+{
+    int status;
+    pid_t r = waitpid(w->snap_pid, &status, block ? 0 : WNOHANG);
+    if (r == 0 || (r < 0 && errno == EINTR))
+        return;
+    pid_t pid = w->snap_pid;
+    w->snap_pid = 0;
+    if (r < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        if (!block)
+            log_error("snapshot (pid %d) failed (status 0x%x); retrying in %.0f s", (int)pid,
+                      status, SNAPSHOT_RETRY_S);
+        w->retry_after = clock_unix_s() + SNAPSHOT_RETRY_S;
+        return;
+    }
+    /* Everything the snapshot covers is now redundant. */
+    struct listing l;
+    if (list_dir(w->dir_fd, &l, 0) == 0) {
+        char name[64];
+        for (size_t i = 0; i < l.nsegs; i++)
+            if (l.segs[i] <= w->snap_seg) {
+                snprintf(name, sizeof name, "wal-%08" PRIu64 ".log", l.segs[i]);
+                unlinkat(w->dir_fd, name, 0);
+            }
+        for (size_t i = 0; i < l.nsnaps; i++)
+            if (l.snaps[i] < w->snap_seg) {
+                snprintf(name, sizeof name, "snapshot-%08" PRIu64 ".snap", l.snaps[i]);
+                unlinkat(w->dir_fd, name, 0);
+            }
+        fsync_dir(w);
+        listing_free(&l);
+    }
+    char name[64];
+    struct stat sb;
+    snprintf(name, sizeof name, "snapshot-%08" PRIu64 ".snap", w->snap_seg);
+    if (fstatat(w->dir_fd, name, &sb, 0) == 0)
+        w->snap_size = (uint64_t)sb.st_size;
+    log_info("snapshot covering log segments up to %" PRIu64 " is in place (%" PRIu64 " bytes)",
+             w->snap_seg, w->snap_size);
+}
+
+void wal_tick(struct wal *w, const struct gstore *st, const struct dedup *d)
+{
+    if (w->snap_pid > 0) {
+        reap_snapshot(w, 0);
+        return;
+    }
+    /* Like Redis' AOF rewrite: not before the log is as big as the last snapshot, so a
+     * large store is not rewritten over and over (write amplification stays under 2x). */
+    uint64_t due = w->snapshot_bytes > w->snap_size ? w->snapshot_bytes : w->snap_size;
+    if (w->since_snapshot >= due && clock_unix_s() >= w->retry_after)
+        wal_snapshot(w, st, d);
+}

@@ -1,0 +1,116 @@
+/*
+ * wal.h - durability: an append-only log of framed records, and snapshots that let it be
+ * cut short.
+ *
+ * A data directory holds:
+ *   meta                  node id and the replica id this node counts under
+ *   wal-NNNNNNNN.log      log segments; a record is [u32 length][u32 CRC-32C][payload]
+ *   snapshot-NNNNNNNN.snap  every counter and idempotency entry, as of the end of
+ *                         segment NNNNNNNN (written by a forked child, like Redis' RDB)
+ *   clean                 present only between a graceful stop and the next start
+ *   LOCK                  held (flock) while a process uses the directory
+ *
+ * A record carries a counter's whole state (its per-replica totals), so replaying it is a
+ * merge: idempotent, order-free, safe to repeat. An increment's record also carries its
+ * idempotency token and first answer, so a retry after a crash is still recognised.
+ *
+ * Start-up (wal_open) loads the newest snapshot, replays the newer segments, cuts a torn
+ * tail of the last segment, and refuses a damaged record that has valid data after it
+ * (corruption, not a torn write), naming the file, the offset and how to recover.
+ *
+ * A node that did not stop cleanly, or whose directory is new or lost, gets a new replica
+ * id: its peers may hold more of its old id than its disk does, and a max-merge would
+ * swallow new increments counted under that id.
+ *
+ * Plain C (and one thread for fsync); no libevent, Lua or curl.
+ */
+#ifndef COUNTERD_STORE_WAL_H
+#define COUNTERD_STORE_WAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dedup.h"
+#include "gcounter.h"
+
+enum wal_fsync {
+    WAL_FSYNC_NO,       /* write(2) before acknowledging; the OS flushes when it likes */
+    WAL_FSYNC_EVERYSEC, /* write(2) before acknowledging; fdatasync once a second */
+    WAL_FSYNC_ALWAYS,   /* acknowledge after fdatasync (concurrent writes share one) */
+};
+
+struct wal_opts {
+    const char *dir;
+    const char *node_id;
+    enum wal_fsync fsync;
+    size_t snapshot_bytes; /* log bytes between snapshots; default 64 MiB */
+};
+
+/* What wal_open found and did. */
+struct wal_info {
+    char replica_id[GSTORE_REPLICA_NAME_MAX + 1];
+    int new_replica;       /* a new incarnation (new directory, or an unclean stop) */
+    int clean;             /* the last run stopped gracefully */
+    uint64_t snapshot_seg; /* segment the loaded snapshot covers (0: none) */
+    uint64_t records;      /* records replayed from snapshot and log */
+    uint64_t torn_bytes;   /* bytes cut from the end of the last segment */
+    double ms;             /* time recovery took */
+};
+
+struct wal;
+
+/* @return "no" / "everysec" / "always" as enum wal_fsync, or -1. */
+int wal_parse_fsync(const char *s);
+const char *wal_fsync_name(enum wal_fsync f);
+
+/*
+ * Opens (creating if needed) the data directory, recovers its state into st and d (both
+ * empty), and starts a new log segment.
+ * @return the log, or NULL with a sentence in err (damage: which file, which offset, how
+ *         to recover; the directory is left as it was).
+ */
+struct wal *wal_open(const struct wal_opts *o, struct gstore *st, struct dedup *d,
+                     struct wal_info *info, char *err, size_t errlen);
+/*
+ * Writes what is buffered, fsyncs, marks the directory clean and closes it.
+ * @return 0, or -1 when the final write or fsync failed (the directory is then not clean).
+ */
+int wal_close(struct wal *w);
+/* Closes without writing or marking anything, as a crash would (for tests). */
+void wal_abandon(struct wal *w);
+
+/*
+ * Buffers a record of counter id's current state; with token (NULL for none), also the
+ * increment's first answer a, applied at unix time at.
+ * @return the log position at the end of the record: it is on disk (per the fsync policy)
+ *         once wal_durable() >= it.
+ */
+uint64_t wal_append(struct wal *w, const struct gstore *st, uint32_t id, const char *token,
+                    size_t tlen, const struct dedup_answer *a, double at);
+/*
+ * Writes the buffered records to the file (write(2)); under "always" also asks the fsync
+ * thread to make them durable.
+ * @return 0, or -1 after an I/O error (logged; wal_failed() is then true for good).
+ */
+int wal_write(struct wal *w);
+int wal_failed(const struct wal *w);
+/* Position after the last record appended (buffered or not). */
+uint64_t wal_position(const struct wal *w);
+/* Position up to which records are as durable as the policy promises. */
+uint64_t wal_durable(struct wal *w);
+/* Becomes readable when wal_durable() advanced under "always"; wal_notified() drains it. */
+int wal_notify_fd(const struct wal *w);
+void wal_notified(struct wal *w);
+enum wal_fsync wal_policy(const struct wal *w);
+
+/*
+ * Housekeeping, called a few times a second: starts a snapshot when the log has grown past
+ * snapshot_bytes, reaps a finished one and deletes what it made obsolete.
+ */
+void wal_tick(struct wal *w, const struct gstore *st, const struct dedup *d);
+/* Starts a snapshot now unless one is running. @return 0, or -1 (logged). */
+int wal_snapshot(struct wal *w, const struct gstore *st, const struct dedup *d);
+/* Whether a snapshot child is running. */
+int wal_snapshot_running(const struct wal *w);
+
+#endif

@@ -1,0 +1,352 @@
+/*
+ * test_wal.c - the durable log and snapshots: what survives a clean stop, a crash, a
+ * torn write and damage, and what wal_open refuses.
+ *
+ * Each test works in its own temporary data directory; a "crash" is wal_abandon (the
+ * process state is thrown away without the final write, fsync or clean marker).
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../../core/store/wal.h"
+#include "unit.h"
+
+static char root[256];
+
+static void make_root(void)
+{
+    snprintf(root, sizeof root, "/tmp/counterd-test-wal-XXXXXX");
+    if (!mkdtemp(root))
+        abort();
+}
+
+static void rm_rf(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char path[512];
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            unlink(path);
+        }
+    closedir(d);
+    rmdir(dir);
+}
+
+/* A node's state: store, dedup window and log, opened on dir. */
+struct node {
+    struct gstore *st;
+    struct dedup *d;
+    struct wal *w;
+    struct wal_info info;
+    int self;
+    char err[1024];
+};
+
+static int node_open(struct node *n, const char *dir, enum wal_fsync f, size_t snap_bytes)
+{
+    memset(n, 0, sizeof *n);
+    n->st = gstore_new();
+    n->d = dedup_new(1000, 600);
+    struct wal_opts o = {dir, "us-east-1", f, snap_bytes};
+    n->w = wal_open(&o, n->st, n->d, &n->info, n->err, sizeof n->err);
+    if (!n->w)
+        return -1;
+    n->self = gstore_replica(n->st, n->info.replica_id, strlen(n->info.replica_id));
+    return 0;
+}
+
+static void node_free(struct node *n)
+{
+    gstore_free(n->st);
+    dedup_free(n->d);
+}
+
+static uint64_t incr(struct node *n, const char *name, int64_t amount, const char *token)
+{
+    uint32_t id = gstore_create(n->st, name, strlen(name));
+    CHECK_EQ_I64(gstore_incr(n->st, id, n->self, amount), 0);
+    struct dedup_answer a = {amount, 0, gcounter_value(gstore_counter(n->st, id))};
+    if (token)
+        dedup_put(n->d, name, strlen(name), token, strlen(token), 1e9, &a);
+    return wal_append(n->w, n->st, id, token, token ? strlen(token) : 0, &a, 1e9);
+}
+
+static int64_t value(struct node *n, const char *name)
+{
+    uint32_t id = gstore_find(n->st, name, strlen(name));
+    return id == GSTORE_NONE ? -1 : gcounter_value(gstore_counter(n->st, id));
+}
+
+static char *newest_segment(const char *dir, char *out, size_t cap)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char best[256] = "";
+    while (d && (e = readdir(d)))
+        if (!strncmp(e->d_name, "wal-", 4) && strcmp(e->d_name, best) > 0)
+            snprintf(best, sizeof best, "%s", e->d_name);
+    if (d)
+        closedir(d);
+    snprintf(out, cap, "%s/%s", dir, best);
+    return out;
+}
+
+static long file_size(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 ? (long)sb.st_size : -1;
+}
+
+static void test_clean_stop_keeps_state_and_replica_id(void)
+{
+    make_root();
+    struct node n;
+    REQUIRE(node_open(&n, root, WAL_FSYNC_EVERYSEC, 0) == 0);
+    CHECK_EQ_I64(n.info.new_replica, 1);
+    char rid[256];
+    snprintf(rid, sizeof rid, "%s", n.info.replica_id);
+    CHECK(strncmp(rid, "us-east-1~", 10) == 0);
+    for (int i = 0; i < 100; i++)
+        incr(&n, i % 2 ? "odd" : "even", i, NULL);
+    incr(&n, "down", -7, NULL);
+    CHECK_EQ_I64(wal_write(n.w), 0);
+    CHECK_EQ_I64(wal_close(n.w), 0);
+    node_free(&n);
+
+    REQUIRE(node_open(&n, root, WAL_FSYNC_EVERYSEC, 0) == 0);
+    CHECK_EQ_I64(n.info.clean, 1);
+    CHECK_EQ_I64(n.info.new_replica, 0);
+    CHECK_STR_EQ(n.info.replica_id, rid);
+    CHECK_EQ_I64(value(&n, "odd"), 2500);
+    CHECK_EQ_I64(value(&n, "even"), 2450);
+    CHECK_EQ_I64(value(&n, "down"), -7);
+    wal_close(n.w);
+    node_free(&n);
+    rm_rf(root);
+}
+
+static void test_crash_keeps_written_records_and_changes_replica_id(void)
+{
+    make_root();
+    struct node n;
+    REQUIRE(node_open(&n, root, WAL_FSYNC_NO, 0) == 0);
+    char rid[256];
+    snprintf(rid, sizeof rid, "%s", n.info.replica_id);
+    incr(&n, "a", 5, "tok-1");
+    CHECK_EQ_I64(wal_write(n.w), 0);
+    incr(&n, "a", 100, NULL); /* buffered, never written: lost with the crash */
+    wal_abandon(n.w);
+    node_free(&n);
+
+    REQUIRE(node_open(&n, root, WAL_FSYNC_NO, 0) == 0);
+    CHECK_EQ_I64(n.info.clean, 0);
+    CHECK_EQ_I64(n.info.new_replica, 1);
+    CHECK(strcmp(n.info.replica_id, rid) != 0);
+    CHECK_EQ_I64(value(&n, "a"), 5);
+    struct dedup_answer a;
+    CHECK_EQ_I64(dedup_get(n.d, "a", 1, "tok-1", 5, 1e9 + 1, &a), 1);
+    CHECK_EQ_I64(a.amount, 5);
+    /* The new incarnation counts beside the old one; both are kept. */
+    incr(&n, "a", 1, NULL);
+    CHECK_EQ_I64(value(&n, "a"), 6);
+    CHECK_EQ_I64(gcounter_entries(gstore_counter(n.st, gstore_find(n.st, "a", 1))), 2);
+    wal_close(n.w);
+    node_free(&n);
+    rm_rf(root);
+}
+
+static void test_torn_tail_is_cut(void)
+{
+    make_root();
+    struct node n;
+    REQUIRE(node_open(&n, root, WAL_FSYNC_ALWAYS, 0) == 0);
+    for (int i = 0; i < 10; i++)
+        incr(&n, "t", 1, NULL);
+    CHECK_EQ_I64(wal_write(n.w), 0);
+    wal_abandon(n.w);
+    node_free(&n);
+
+    char seg[512];
+    newest_segment(root, seg, sizeof seg);
+    long before = file_size(seg);
+    int fd = open(seg, O_WRONLY | O_APPEND);
+    REQUIRE(fd >= 0);
+    /* Half a record: a length, a checksum and a few payload bytes. */
+    static const unsigned char half[] = {40, 0, 0, 0, 1, 2, 3, 4, 'C', 1, 't'};
+    CHECK_EQ_I64(write(fd, half, sizeof half), (int64_t)sizeof half);
+    close(fd);
+
+    REQUIRE(node_open(&n, root, WAL_FSYNC_ALWAYS, 0) == 0);
+    CHECK_EQ_U64(n.info.torn_bytes, sizeof half);
+    CHECK_EQ_I64(file_size(seg), before);
+    CHECK_EQ_I64(value(&n, "t"), 10);
+    wal_close(n.w);
+    node_free(&n);
+    rm_rf(root);
+}
+
+static void test_damage_in_the_middle_is_refused_and_left_alone(void)
+{
+    make_root();
+    struct node n;
+    REQUIRE(node_open(&n, root, WAL_FSYNC_ALWAYS, 0) == 0);
+    for (int i = 0; i < 50; i++) {
+        incr(&n, "m", 1, NULL);
+        CHECK_EQ_I64(wal_write(n.w), 0); /* one write per record */
+    }
+    wal_abandon(n.w);
+    node_free(&n);
+
+    char seg[512];
+    newest_segment(root, seg, sizeof seg);
+    long size = file_size(seg);
+    int fd = open(seg, O_RDWR);
+    REQUIRE(fd >= 0);
+    unsigned char byte;
+    off_t at = size / 2;
+    REQUIRE(pread(fd, &byte, 1, at) == 1);
+    byte ^= 0x40;
+    REQUIRE(pwrite(fd, &byte, 1, at) == 1);
+    close(fd);
+
+    CHECK_EQ_I64(node_open(&n, root, WAL_FSYNC_ALWAYS, 0), -1);
+    const char *base = strrchr(seg, '/') + 1;
+    CHECK(strstr(n.err, base) != NULL);
+    CHECK(strstr(n.err, "offset") != NULL);
+    CHECK(strstr(n.err, "truncate -s") != NULL);
+    CHECK_EQ_I64(file_size(seg), size);
+    /* Nothing was written: the directory has no clean marker and the same meta. */
+    char path[512];
+    snprintf(path, sizeof path, "%s/clean", root);
+    CHECK_EQ_I64(file_size(path), -1);
+    node_free(&n);
+    rm_rf(root);
+}
+
+static void test_snapshot_replaces_old_segments(void)
+{
+    make_root();
+    struct node n;
+    REQUIRE(node_open(&n, root, WAL_FSYNC_EVERYSEC, 4096) == 0);
+    char name[32];
+    for (int i = 0; i < 2000; i++) {
+        snprintf(name, sizeof name, "s%d", i % 300);
+        char tok[32];
+        snprintf(tok, sizeof tok, "k%d", i);
+        incr(&n, name, 1, i % 10 == 0 ? tok : NULL);
+        if (i % 50 == 0) {
+            CHECK_EQ_I64(wal_write(n.w), 0);
+            wal_tick(n.w, n.st, n.d);
+        }
+    }
+    CHECK_EQ_I64(wal_write(n.w), 0);
+    CHECK_EQ_I64(wal_snapshot(n.w, n.st, n.d) == 0 || wal_snapshot_running(n.w), 1);
+    for (int i = 0; i < 500 && wal_snapshot_running(n.w); i++) {
+        usleep(10000);
+        wal_tick(n.w, n.st, n.d);
+    }
+    CHECK_EQ_I64(wal_snapshot_running(n.w), 0);
+    incr(&n, "after", 3, NULL);
+    CHECK_EQ_I64(wal_write(n.w), 0);
+    wal_abandon(n.w);
+    node_free(&n);
+
+    /* Only the newest snapshot and the segments after it remain. */
+    DIR *d = opendir(root);
+    struct dirent *e;
+    int snaps = 0, segs = 0;
+    while ((e = readdir(d))) {
+        snaps += !strncmp(e->d_name, "snapshot-", 9);
+        segs += !strncmp(e->d_name, "wal-", 4);
+    }
+    closedir(d);
+    CHECK_EQ_I64(snaps, 1);
+    CHECK(segs <= 2);
+
+    REQUIRE(node_open(&n, root, WAL_FSYNC_EVERYSEC, 4096) == 0);
+    CHECK(n.info.snapshot_seg > 0);
+    CHECK_EQ_U64(gstore_count(n.st), 301);
+    int64_t total = 0;
+    for (int i = 0; i < 300; i++) {
+        snprintf(name, sizeof name, "s%d", i);
+        total += value(&n, name);
+    }
+    CHECK_EQ_I64(total, 2000);
+    CHECK_EQ_I64(value(&n, "after"), 3);
+    struct dedup_answer a;
+    CHECK_EQ_I64(dedup_get(n.d, "s0", 2, "k0", 2, 1e9 + 1, &a), 1);
+    CHECK_EQ_I64(dedup_get(n.d, "s10", 3, "k10", 3, 1e9 + 1, &a), 1);
+    wal_close(n.w);
+    node_free(&n);
+    rm_rf(root);
+}
+
+static void test_always_reports_durability(void)
+{
+    make_root();
+    struct node n;
+    REQUIRE(node_open(&n, root, WAL_FSYNC_ALWAYS, 0) == 0);
+    uint64_t pos = incr(&n, "d", 1, NULL);
+    CHECK(wal_durable(n.w) < pos);
+    CHECK_EQ_I64(wal_write(n.w), 0);
+    struct pollfd p = {wal_notify_fd(n.w), POLLIN, 0};
+    for (int i = 0; i < 100 && wal_durable(n.w) < pos; i++) {
+        poll(&p, 1, 50);
+        if (p.revents)
+            wal_notified(n.w);
+    }
+    CHECK(wal_durable(n.w) >= pos);
+    wal_close(n.w);
+    node_free(&n);
+    rm_rf(root);
+}
+
+static void test_refusals(void)
+{
+    make_root();
+    struct node a, b;
+    REQUIRE(node_open(&a, root, WAL_FSYNC_NO, 0) == 0);
+    /* A second process on the same directory. */
+    CHECK_EQ_I64(node_open(&b, root, WAL_FSYNC_NO, 0), -1);
+    CHECK(strstr(b.err, "in use") != NULL);
+    node_free(&b);
+    incr(&a, "x", 1, NULL);
+    wal_close(a.w);
+    node_free(&a);
+
+    /* Another node's directory. */
+    struct gstore *st = gstore_new();
+    struct dedup *d = dedup_new(10, 60);
+    struct wal_info info;
+    char err[512];
+    struct wal_opts o = {root, "eu-west-1", WAL_FSYNC_NO, 0};
+    CHECK(wal_open(&o, st, d, &info, err, sizeof err) == NULL);
+    CHECK(strstr(err, "belongs to node us-east-1") != NULL);
+    gstore_free(st);
+    dedup_free(d);
+
+    /* A gap in the segments. */
+    char path[512];
+    snprintf(path, sizeof path, "%s/wal-00000009.log", root);
+    int fd = open(path, O_WRONLY | O_CREAT, 0644);
+    CHECK_EQ_I64(write(fd, "CNTDLOG1", 8), 8);
+    close(fd);
+    CHECK_EQ_I64(node_open(&a, root, WAL_FSYNC_NO, 0), -1);
+    CHECK(strstr(a.err, "missing") != NULL);
+    node_free(&a);
+    rm_rf(root);
+}
+
+UNIT_MAIN("test_wal", UNIT_CASE(test_clean_stop_keeps_state_and_replica_id),
+          UNIT_CASE(test_crash_keeps_written_records_and_changes_replica_id),
+          UNIT_CASE(test_torn_tail_is_cut),
+          UNIT_CASE(test_damage_in_the_middle_is_refused_and_left_alone),
+          UNIT_CASE(test_snapshot_replaces_old_segments),
+          UNIT_CASE(test_always_reports_durability), UNIT_CASE(test_refusals))
