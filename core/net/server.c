@@ -129,6 +129,7 @@ const char *http_status_text(int status)
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
     default: return "Unknown";
     }
 }
@@ -280,6 +281,8 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
         }
         if (add_header_bytes(c, 4) < 0) /* ": " and CRLF */
             return -1;
+        if (c->nhdr > 0)
+            buf_putc(&c->hdrs, '\0'); /* ends the previous header's value */
         struct hdr *h = &c->hdr[c->nhdr++];
         h->name_off = (uint32_t)c->hdrs.len;
         h->name_len = 0;
@@ -334,6 +337,10 @@ static int on_headers_complete(http_parser *p)
     buf_putc(&c->hdrs, '\0');
     buf_putc(&c->url, '\0');
 
+    if (p->http_major != 1) {
+        c->err_status = 505;
+        return -1;
+    }
     /* Split the target into path and query (origin or absolute form). */
     struct http_parser_url u;
     http_parser_url_init(&u);
@@ -506,6 +513,8 @@ static void conn_feed(struct http_conn *c, const char *data, size_t len)
                           "request headers are larger than the limit of 8 KiB");
             else if (c->err_status == 413)
                 conn_fail(c, 413, "too_large", "request body is larger than the limit");
+            else if (c->err_status == 505)
+                conn_fail(c, 505, "bad_request", "only HTTP/1.0 and HTTP/1.1 are served");
             else {
                 char d[160];
                 snprintf(d, sizeof d, "malformed HTTP request: %s", http_errno_description(e));
