@@ -10,12 +10,14 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 
 #include "base/fault.h"
 #include "base/hash.h"
 #include "base/log.h"
 #include "roles/config.h"
+#include "roles/luarole.h"
 #include "roles/region.h"
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -47,7 +49,10 @@ int main(int argc, char **argv)
         return rc < 0 ? 2 : 0;
     }
     char name[256];
-    snprintf(name, sizeof name, "%s %s", cfg.role, cfg.node_id);
+    if (!strcmp(cfg.role, "region"))
+        snprintf(name, sizeof name, "%s %s", cfg.role, cfg.node_id);
+    else
+        snprintf(name, sizeof name, "%s", cfg.role);
     log_init(name);
     if (fault_init(err, sizeof err) < 0) {
         fprintf(stderr, "counterd: %s\n", err);
@@ -69,13 +74,19 @@ int main(int argc, char **argv)
     event_add(sigterm, NULL);
     event_add(sigint, NULL);
 
-    struct region *rg = region_new(base, &cfg, err, sizeof err);
-    if (!rg) {
+    struct region *rg = NULL;
+    struct luarole *lr = NULL;
+    if (!strcmp(cfg.role, "region"))
+        rg = region_new(base, &cfg, err, sizeof err);
+    else
+        lr = luarole_new(base, &cfg, err, sizeof err);
+    if (!rg && !lr) {
         log_error("cannot start: %s", err);
         rc = 1;
     } else {
         event_base_dispatch(base);
         region_free(rg);
+        luarole_free(lr);
     }
     event_free(sigterm);
     event_free(sigint);

@@ -28,9 +28,30 @@ struct policy {
     char path[512];
 };
 
+struct lua_task {
+    struct lua_host *h;
+    lua_State *co;
+    int ref; /* anchors the coroutine in the registry while it runs */
+    lua_task_done_fn done;
+    void *arg;
+    struct lua_task *prev, *next;
+};
+
+struct lua_pending {
+    void (*cancel)(void *arg);
+    void *arg;
+    struct lua_pending *prev, *next;
+};
+
 struct lua_host {
     lua_State *L;
     char *dir;
+    struct lua_task *tasks; /* running or waiting */
+    struct lua_pending *pending;
+    int role_ref;
+    struct http_client *client;
+    struct event_base *base;
+    struct metrics *metrics;
     int api_ref; /* the counterd table */
     struct policy policies[MAX_POLICIES];
     int npolicies;
@@ -49,6 +70,8 @@ static struct lua_host *host_of(lua_State *L)
     lua_pop(L, 1);
     return h;
 }
+
+struct lua_host *lua_host_of(lua_State *L) { return host_of(L); }
 
 static void watchdog(lua_State *L, lua_Debug *ar)
 {
@@ -117,6 +140,48 @@ static int api_now_ms(lua_State *L)
     return 1;
 }
 
+static int api_unix_time(lua_State *L)
+{
+    lua_pushnumber(L, clock_unix_s());
+    return 1;
+}
+
+/* Runs <lua_dir>/<folder>/<name>.lua in a sandbox and pushes what it returns. */
+static int load_sandboxed(lua_State *L, const char *folder)
+{
+    const char *name = luaL_checkstring(L, 1);
+    for (const char *c = name; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_'))
+            return luaL_error(L, "bad module name '%s'", name);
+    struct lua_host *h = host_of(L);
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s/%s.lua", h->dir, folder, name);
+    if (luaL_loadfile(L, path) != 0)
+        return lua_error(L);
+    push_sandbox(h);
+    lua_setfenv(L, -2);
+    lua_call(L, 0, 1);
+    return 1;
+}
+
+/* counterd.conf(name): the value <lua_dir>/conf/<name>.lua returns, read afresh. */
+static int api_conf(lua_State *L) { return load_sandboxed(L, "conf"); }
+
+/* counterd.require(name): the module <lua_dir>/lib/<name>.lua, loaded once. */
+static int api_require(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    lua_getfield(L, LUA_REGISTRYINDEX, "counterd.modules");
+    lua_getfield(L, -1, name);
+    if (!lua_isnil(L, -1))
+        return 1;
+    lua_pop(L, 1); /* stack: name, modules */
+    load_sandboxed(L, "lib"); /* reads the name at index 1, pushes the module */
+    lua_pushvalue(L, -1);
+    lua_setfield(L, 2, name);
+    return 1;
+}
+
 struct lua_host *lua_host_new(const char *lua_dir, const struct lua_host_info *info,
                               struct metrics *metrics)
 {
@@ -143,8 +208,18 @@ struct lua_host *lua_host_new(const char *lua_dir, const struct lua_host_info *i
     lua_setfield(L, -2, "region");
     lua_pushcfunction(L, api_now_ms);
     lua_setfield(L, -2, "now_ms");
+    lua_pushcfunction(L, api_unix_time);
+    lua_setfield(L, -2, "time");
+    lua_pushcfunction(L, api_conf);
+    lua_setfield(L, -2, "conf");
+    lua_pushcfunction(L, api_require);
+    lua_setfield(L, -2, "require");
     lua_api_log_inject(L);
     lua_api_shared_inject(L);
+    lua_api_json_inject(L);
+    lua_api_http_inject(L);
+    lua_api_timer_inject(L);
+    lua_api_metrics_inject(L);
     lua_pushvalue(L, -1);
     lua_setglobal(L, "counterd");
     lua_getglobal(L, "package");
@@ -153,6 +228,13 @@ struct lua_host *lua_host_new(const char *lua_dir, const struct lua_host_info *i
     lua_setfield(L, -2, "counterd");
     lua_pop(L, 2);
     h->api_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+    h->role_ref = LUA_NOREF;
+    lua_newtable(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, "counterd.modules");
+    lua_newtable(L); /* coroutine -> its task */
+    lua_setfield(L, LUA_REGISTRYINDEX, "counterd.tasks");
+    h->metrics = metrics;
 
     lua_sethook(L, watchdog, LUA_MASKCOUNT, HOOK_EVERY);
     if (metrics)
@@ -166,6 +248,17 @@ void lua_host_free(struct lua_host *h)
 {
     if (!h)
         return;
+    while (h->pending) { /* timers and calls tasks wait for */
+        struct lua_pending *p = h->pending;
+        h->pending = p->next;
+        p->cancel(p->arg);
+        free(p);
+    }
+    while (h->tasks) { /* waiting on events that will not come any more */
+        struct lua_task *t = h->tasks;
+        h->tasks = t->next;
+        free(t);
+    }
     lua_close(h->L);
     free(h->dir);
     free(h);
@@ -261,6 +354,54 @@ fail:
     return -1;
 }
 
+int lua_host_load_role(struct lua_host *h, const char *name, char *err, size_t errlen)
+{
+    lua_State *L = h->L;
+    int top = lua_gettop(L);
+    char path[512];
+    snprintf(path, sizeof path, "%s/roles/%s.lua", h->dir, name);
+    if (luaL_loadfile(L, path) != 0) {
+        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+        goto fail;
+    }
+    push_sandbox(h);
+    lua_setfenv(L, -2);
+    if (guarded_call(h, 0, 1) != 0) {
+        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+        goto fail;
+    }
+    lua_getfield(L, -1, "handle");
+    if (!lua_istable(L, -2) || !lua_isfunction(L, -1)) {
+        snprintf(err, errlen, "%s: the file must return a table with a handle(req) function",
+                 path);
+        goto fail;
+    }
+    lua_pop(L, 1);
+    if (h->role_ref != LUA_NOREF)
+        luaL_unref(L, LUA_REGISTRYINDEX, h->role_ref);
+    h->role_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_settop(L, top);
+    log_info("role %s loaded from %s", name, path);
+    return 0;
+fail:
+    lua_settop(L, top);
+    return -1;
+}
+
+int lua_host_push_role_fn(struct lua_host *h, const char *fn)
+{
+    if (h->role_ref == LUA_NOREF)
+        return -1;
+    lua_rawgeti(h->L, LUA_REGISTRYINDEX, h->role_ref);
+    lua_getfield(h->L, -1, fn);
+    lua_remove(h->L, -2);
+    if (!lua_isfunction(h->L, -1)) {
+        lua_pop(h->L, 1);
+        return -1;
+    }
+    return 0;
+}
+
 /* Pushes policy.fn; @return 0, or -1 (nothing pushed) when either is missing. */
 static int push_policy_fn(struct lua_host *h, const char *policy, const char *fn)
 {
@@ -321,4 +462,111 @@ int lua_host_faults_decide(struct lua_host *h, const char *dir, const char *from
 out:
     lua_settop(L, top);
     return rc;
+}
+
+/* ---------------------------------------------------------------- tasks */
+
+void lua_host_set_client(struct lua_host *h, struct http_client *client) { h->client = client; }
+struct http_client *lua_host_client(struct lua_host *h) { return h->client; }
+void lua_host_set_base(struct lua_host *h, struct event_base *base) { h->base = base; }
+struct event_base *lua_host_base(struct lua_host *h) { return h->base; }
+struct metrics *lua_host_metrics(struct lua_host *h) { return h->metrics; }
+lua_State *lua_task_state(struct lua_task *t) { return t->co; }
+
+struct lua_task *lua_task_of(lua_State *co)
+{
+    lua_getfield(co, LUA_REGISTRYINDEX, "counterd.tasks");
+    lua_pushthread(co);
+    lua_rawget(co, -2);
+    struct lua_task *t = lua_touserdata(co, -1);
+    lua_pop(co, 2);
+    return t;
+}
+
+static void task_end(struct lua_task *t, int status)
+{
+    struct lua_host *h = t->h;
+    lua_State *co = t->co;
+    if (status == 0) {
+        if (t->done)
+            t->done(co, lua_gettop(co), NULL, t->arg);
+    } else {
+        const char *msg = lua_tostring(co, -1);
+        if (!msg)
+            msg = "(error object is not a string)";
+        if (t->done)
+            t->done(co, 0, msg, t->arg);
+        else
+            log_error("lua task failed: %s", msg);
+    }
+    lua_settop(co, 0);
+    lua_getfield(h->L, LUA_REGISTRYINDEX, "counterd.tasks");
+    lua_pushthread(co);
+    lua_xmove(co, h->L, 1);
+    lua_pushnil(h->L);
+    lua_rawset(h->L, -3);
+    lua_pop(h->L, 1);
+    luaL_unref(h->L, LUA_REGISTRYINDEX, t->ref);
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        h->tasks = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    free(t);
+}
+
+void lua_task_resume(struct lua_task *t, int nargs)
+{
+    int status = lua_resume(t->co, nargs);
+    if (status == LUA_YIELD)
+        return; /* waiting for its next event */
+    task_end(t, status);
+}
+
+void lua_host_spawn(struct lua_host *h, int nargs, lua_task_done_fn done, void *arg)
+{
+    lua_State *L = h->L;
+    lua_State *co = lua_newthread(L);
+    struct lua_task *t = xcalloc(1, sizeof *t);
+    t->h = h;
+    t->co = co;
+    t->done = done;
+    t->arg = arg;
+    /* Anchor the coroutine, and map it to its task. */
+    lua_getfield(L, LUA_REGISTRYINDEX, "counterd.tasks");
+    lua_pushvalue(L, -2);
+    lua_pushlightuserdata(L, t);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    t->ref = luaL_ref(L, LUA_REGISTRYINDEX); /* pops the thread */
+    lua_xmove(L, co, nargs + 1);             /* the function and its arguments */
+    t->next = h->tasks;
+    if (h->tasks)
+        h->tasks->prev = t;
+    h->tasks = t;
+    lua_task_resume(t, nargs);
+}
+
+struct lua_pending *lua_host_pending_add(struct lua_host *h, void (*cancel)(void *arg), void *arg)
+{
+    struct lua_pending *p = xcalloc(1, sizeof *p);
+    p->cancel = cancel;
+    p->arg = arg;
+    p->next = h->pending;
+    if (h->pending)
+        h->pending->prev = p;
+    h->pending = p;
+    return p;
+}
+
+void lua_host_pending_remove(struct lua_host *h, struct lua_pending *p)
+{
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        h->pending = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    free(p);
 }

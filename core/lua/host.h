@@ -47,8 +47,62 @@ int lua_host_has_policy(struct lua_host *h, const char *name);
 int lua_host_faults_decide(struct lua_host *h, const char *dir, const char *from, const char *to,
                            const char *kind, int partitioned, int *delay_ms);
 
+/*
+ * Loads <lua_dir>/roles/<name>.lua (sandboxed like a policy, but with the JIT on: it is
+ * the product's own code, and it runs as tasks). It must return a table with handle(req).
+ * @return 0, or -1 with "file:line: message" in err.
+ */
+int lua_host_load_role(struct lua_host *h, const char *name, char *err, size_t errlen);
+/* Pushes the loaded role's function fn on the main stack. @return 0, or -1 (nothing pushed). */
+int lua_host_push_role_fn(struct lua_host *h, const char *fn);
+
+/*
+ * Tasks: coroutines the event loop drives (request handlers of Lua roles, timers).
+ * Inside a task, counterd.http.request() and counterd.sleep() yield until their event
+ * comes, like OpenResty's cosockets; outside one they raise an error.
+ */
+struct lua_task;
+
+/* Called once when a task ends: nresults values are on top of co (err is NULL), or the
+ * task failed with err ("file:line: message"). co's stack is cleared afterwards. */
+typedef void (*lua_task_done_fn)(struct lua_State *co, int nresults, const char *err, void *arg);
+
+/*
+ * Runs the function below nargs arguments on top of the host's main stack (both are
+ * popped) in a new task. done may be NULL (errors are then logged).
+ */
+void lua_host_spawn(struct lua_host *h, int nargs, lua_task_done_fn done, void *arg);
+/* The task running on co, or NULL when co is not a task (a plain pcall, a policy). */
+struct lua_task *lua_task_of(struct lua_State *co);
+struct lua_State *lua_task_state(struct lua_task *t);
+/* Resumes a task that yielded, with nargs values already pushed on its state. */
+void lua_task_resume(struct lua_task *t, int nargs);
+struct lua_host *lua_host_of(struct lua_State *L);
+
+/*
+ * Work a task waits for (a timer, an HTTP call) registers how to cancel it, so that
+ * closing the host while tasks wait frees everything. Remove it when it completes.
+ */
+struct lua_pending;
+struct lua_pending *lua_host_pending_add(struct lua_host *h, void (*cancel)(void *arg),
+                                         void *arg);
+void lua_host_pending_remove(struct lua_host *h, struct lua_pending *p);
+
+/* Outgoing HTTP for counterd.http (the host does not own it). */
+struct http_client;
+void lua_host_set_client(struct lua_host *h, struct http_client *client);
+struct http_client *lua_host_client(struct lua_host *h);
+struct event_base;
+void lua_host_set_base(struct lua_host *h, struct event_base *base);
+struct event_base *lua_host_base(struct lua_host *h);
+struct metrics *lua_host_metrics(struct lua_host *h);
+
 /* Binding injectors (one file per API area): each adds its functions to the table on top. */
 void lua_api_log_inject(struct lua_State *L);
 void lua_api_shared_inject(struct lua_State *L);
+void lua_api_json_inject(struct lua_State *L);
+void lua_api_http_inject(struct lua_State *L);
+void lua_api_timer_inject(struct lua_State *L);
+void lua_api_metrics_inject(struct lua_State *L);
 
 #endif

@@ -111,6 +111,17 @@ struct metric *metrics_add(struct metrics *reg, enum metric_type type, const cha
     return m;
 }
 
+struct metric *metrics_find(struct metrics *reg, const char *name)
+{
+    for (struct metric *m = reg->first; m; m = m->next)
+        if (!strcmp(m->name, name))
+            return m;
+    return NULL;
+}
+
+enum metric_type metric_type_of(const struct metric *m) { return m->type; }
+int metric_label_count(const struct metric *m) { return m->nlabels; }
+
 void metric_limit(struct metric *m, int max_series, int label_index)
 {
     m->max_series = max_series;

@@ -33,6 +33,11 @@ struct metric *metrics_add(struct metrics *reg, enum metric_type type, const cha
                            const char *help, const char *labels, const double *buckets,
                            int nbuckets);
 
+/* The family registered under name, or NULL. */
+struct metric *metrics_find(struct metrics *reg, const char *name);
+enum metric_type metric_type_of(const struct metric *m);
+int metric_label_count(const struct metric *m);
+
 /* Bounds the family to max_series series; beyond, label number label_index becomes "_other". */
 void metric_limit(struct metric *m, int max_series, int label_index);
 

@@ -29,7 +29,7 @@ struct option {
 #define INT(field, flag, env, lo, hi, help) {flag, env, K_INT, offsetof(struct config, field), 0, lo, hi, help}
 
 static const struct option options[] = {
-    STR(role, "--role", "COUNTERD_ROLE", "role of this process: region"),
+    STR(role, "--role", "COUNTERD_ROLE", "role of this process: region | coordinator | gateway"),
     STR(bind, "--bind", "COUNTERD_BIND", "address to listen on (default 127.0.0.1)"),
     INT(port, "--port", "SERVICE_PORT", 1, 65535, "port to listen on (default 8000)"),
     STR(region, "--region", "REGION", "region name (default us-east)"),
@@ -58,6 +58,12 @@ static const struct option options[] = {
         "log bytes between snapshots (default 67108864)"),
     STR(admin_token, "--admin-token", "COUNTERD_ADMIN_TOKEN",
         "when set, /admin/* and /sync need Authorization: Bearer <token>"),
+    STR(region_endpoints, "--regions", "REGION_ENDPOINTS",
+        "coordinator, gateway: name=url,... of the regions (default: lua/conf/lab.lua)"),
+    STR(coordinator_url, "--coordinator", "COORDINATOR_URL",
+        "gateway: the coordinator's base URL (default: lua/conf/lab.lua)"),
+    INT(request_timeout_up_ms, "--upstream-timeout-ms", "COUNTERD_UPSTREAM_TIMEOUT_MS", 10,
+        600000, "coordinator, gateway: timeout of a call to a region (default 2000)"),
 };
 #define NOPTIONS (sizeof options / sizeof *options)
 
@@ -136,6 +142,11 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
     c->metrics_top_n = 100;
     c->policy_budget_ms = 50;
     snprintf(c->fsync, sizeof c->fsync, "everysec");
+    c->request_timeout_up_ms = 2000;
+    /* The lab's own name for the regions list. */
+    const char *alias = getenv("COUNTER_ENDPOINTS");
+    if (alias && strlen(alias) < sizeof c->region_endpoints)
+        snprintf(c->region_endpoints, sizeof c->region_endpoints, "%s", alias);
     c->snapshot_bytes = 64 << 20;
 
     for (size_t i = 0; i < NOPTIONS; i++) {
@@ -174,8 +185,8 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
     }
     if (!c->node_id[0])
         snprintf(c->node_id, sizeof c->node_id, "%.60s-1", c->region);
-    if (strcmp(c->role, "region") != 0) {
-        snprintf(err, errlen, "unknown role '%s' (this build runs: region)", c->role);
+    if (strcmp(c->role, "region") && strcmp(c->role, "coordinator") && strcmp(c->role, "gateway")) {
+        snprintf(err, errlen, "unknown role '%s' (region, coordinator or gateway)", c->role);
         return -1;
     }
     if (!gcounter_name_valid(c->node_id, strlen(c->node_id))) {

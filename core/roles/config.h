@@ -29,6 +29,11 @@ struct config {
     char fsync[16];       /* always | everysec | no */
     int snapshot_bytes;
     char admin_token[256]; /* "" : admin endpoints and /sync are open */
+    /* Lua roles (coordinator, gateway): "name=url,..." and the coordinator's URL; empty
+     * means lua/conf/lab.lua's topology. */
+    char region_endpoints[2048];
+    char coordinator_url[256];
+    int request_timeout_up_ms; /* calls from a role to the services behind it */
 };
 
 /*

@@ -1,0 +1,157 @@
+/*
+ * api_timer.c - counterd.sleep, counterd.spawn, counterd.every: time for Lua tasks.
+ *
+ *   counterd.sleep(ms)            yields the calling task for ms milliseconds
+ *   counterd.spawn(fn, ...)       runs fn(...) as a new task now (errors are logged)
+ *   counterd.every(ms, fn)        runs fn() as a task every ms milliseconds; a run still
+ *                                 going when the next is due makes that one skip
+ */
+#include <event2/event.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdlib.h>
+
+#include "../base/log.h"
+#include "../base/mem.h"
+#include "host.h"
+
+struct sleeper {
+    struct lua_host *h;
+    struct lua_task *task;
+    struct event *ev;
+    struct lua_pending *pending;
+};
+
+static void sleeper_cancel(void *arg)
+{
+    struct sleeper *s = arg;
+    event_free(s->ev);
+    free(s);
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct sleeper *s = arg;
+    struct lua_task *t = s->task;
+    lua_host_pending_remove(s->h, s->pending);
+    event_free(s->ev);
+    free(s);
+    lua_task_resume(t, 0);
+}
+
+static int l_sleep(lua_State *L)
+{
+    double ms = luaL_checknumber(L, 1);
+    struct lua_task *t = lua_task_of(L);
+    if (!t)
+        return luaL_error(L, "counterd.sleep can only be called from a request handler or task");
+    struct sleeper *s = xcalloc(1, sizeof *s);
+    s->h = lua_host_of(L);
+    s->task = t;
+    s->ev = evtimer_new(lua_host_base(s->h), on_wake, s);
+    s->pending = lua_host_pending_add(s->h, sleeper_cancel, s);
+    if (ms < 0)
+        ms = 0;
+    struct timeval tv = {(long)(ms / 1000), (long)((long)ms % 1000) * 1000};
+    evtimer_add(s->ev, &tv);
+    return lua_yield(L, 0);
+}
+
+static int l_spawn(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    struct lua_host *h = lua_host_of(L);
+    int n = lua_gettop(L);
+    lua_State *main = lua_host_state(h);
+    /* Copy the function and its arguments to the main state, which spawns from there. */
+    for (int i = 1; i <= n; i++)
+        lua_pushvalue(L, i);
+    lua_xmove(L, main, n);
+    lua_host_spawn(h, n - 1, NULL, NULL);
+    return 0;
+}
+
+struct ticker {
+    struct lua_host *h;
+    int fn_ref;
+    int running;
+    struct event *ev;
+};
+
+static void ticker_done(lua_State *co, int nresults, const char *err, void *arg)
+{
+    (void)co;
+    (void)nresults;
+    struct ticker *tk = arg;
+    tk->running = 0;
+    if (err)
+        log_error("periodic lua task failed: %s", err);
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct ticker *tk = arg;
+    if (tk->running)
+        return;
+    tk->running = 1;
+    lua_State *L = lua_host_state(tk->h);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, tk->fn_ref);
+    lua_host_spawn(tk->h, 0, ticker_done, tk);
+}
+
+static int ticker_gc(lua_State *L)
+{
+    struct ticker **p = lua_touserdata(L, 1);
+    if (*p) {
+        event_free((*p)->ev);
+        free(*p);
+        *p = NULL;
+    }
+    return 0;
+}
+
+static int l_every(lua_State *L)
+{
+    double ms = luaL_checknumber(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (ms < 1)
+        return luaL_error(L, "counterd.every: the period must be at least 1 ms");
+    struct lua_host *h = lua_host_of(L);
+    struct ticker *tk = xcalloc(1, sizeof *tk);
+    tk->h = h;
+    lua_pushvalue(L, 2);
+    tk->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    tk->ev = event_new(lua_host_base(h), -1, EV_PERSIST, on_tick, tk);
+    struct timeval tv = {(long)(ms / 1000), (long)((long)ms % 1000) * 1000};
+    event_add(tk->ev, &tv);
+    /* Owned by the Lua state: freed when it closes. */
+    struct ticker **p = lua_newuserdata(L, sizeof *p);
+    *p = tk;
+    luaL_getmetatable(L, "counterd.ticker");
+    lua_setmetatable(L, -2);
+    lua_getfield(L, LUA_REGISTRYINDEX, "counterd.tickers");
+    lua_pushvalue(L, -2);
+    lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+    lua_pop(L, 1);
+    return 1;
+}
+
+void lua_api_timer_inject(lua_State *L)
+{
+    luaL_newmetatable(L, "counterd.ticker");
+    lua_pushcfunction(L, ticker_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, "counterd.tickers");
+    lua_pushcfunction(L, l_sleep);
+    lua_setfield(L, -2, "sleep");
+    lua_pushcfunction(L, l_spawn);
+    lua_setfield(L, -2, "spawn");
+    lua_pushcfunction(L, l_every);
+    lua_setfield(L, -2, "every");
+}

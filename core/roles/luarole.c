@@ -1,0 +1,250 @@
+/*
+ * luarole.c - roles written in Lua (see luarole.h).
+ *
+ * counterd.config, as a role sees it:
+ *   role, node_id, region, port          this process
+ *   regions = {{name=, url=}, ...}       from REGION_ENDPOINTS, else nil (use conf/lab.lua)
+ *   coordinator_url                       from COORDINATOR_URL, else nil
+ *   admin_token                           COUNTERD_ADMIN_TOKEN, or nil
+ *   upstream_timeout_ms                   calls to the services behind this one
+ */
+#include "luarole.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../base/buf.h"
+#include "../base/log.h"
+#include "../base/mem.h"
+#include "../lua/host.h"
+#include "../net/client.h"
+#include "../net/server.h"
+#include "../obs/metrics.h"
+#include "config.h"
+
+int lua_api_json_encode_at(lua_State *L, int idx, struct buf *b);
+
+struct luarole {
+    struct metrics *metrics;
+    struct lua_host *lua;
+    struct http_client *client;
+    struct http_server *server;
+    struct buf out;
+};
+
+/* ---------------------------------------------------------------- requests */
+
+static void push_request(lua_State *L, struct http_request *req)
+{
+    lua_createtable(L, 0, 6);
+    lua_pushstring(L, req->method_name);
+    lua_setfield(L, -2, "method");
+    lua_pushlstring(L, req->path, req->path_len);
+    lua_setfield(L, -2, "path");
+    lua_pushlstring(L, req->query, req->query_len);
+    lua_setfield(L, -2, "query");
+    lua_pushlstring(L, req->body, req->body_len);
+    lua_setfield(L, -2, "body");
+    lua_pushnumber(L, req->start_ms);
+    lua_setfield(L, -2, "start_ms");
+    /* The headers a role needs, by lower-case name. */
+    static const char *wanted[] = {"x-client-region", "traceparent", "authorization",
+                                   "content-type", "x-request-id", NULL};
+    lua_createtable(L, 0, 4);
+    for (const char **w = wanted; *w; w++) {
+        const char *v = http_request_header(req, *w);
+        if (v) {
+            lua_pushstring(L, v);
+            lua_setfield(L, -2, *w);
+        }
+    }
+    lua_setfield(L, -2, "headers");
+}
+
+struct answer_ctx {
+    struct luarole *lr;
+    struct http_request *req;
+};
+
+/* Encodes the body (a table) under protection: a bad value is a 500, not a crash. */
+static int encode_body(lua_State *L)
+{
+    struct buf *b = lua_touserdata(L, 2);
+    lua_api_json_encode_at(L, 1, b);
+    return 0;
+}
+
+static void on_answer(lua_State *co, int nresults, const char *err, void *arg)
+{
+    struct answer_ctx *ctx = arg;
+    struct luarole *lr = ctx->lr;
+    struct http_request *req = ctx->req;
+    free(ctx);
+    if (err) {
+        log_error("request %s %s failed in Lua: %s", req->method_name, req->path, err);
+        http_respond_error(req, 500, "internal", "the %s handler failed: %s", req->method_name,
+                           err);
+        return;
+    }
+    int status = nresults >= 1 ? (int)lua_tointeger(co, 1) : 0;
+    if (status < 100 || status > 599) {
+        http_respond_error(req, 500, "internal", "the handler returned no valid status");
+        return;
+    }
+    const char *ctype = nresults >= 3 && lua_isstring(co, 3) ? lua_tostring(co, 3)
+                                                              : "application/json";
+    const char *extra = nresults >= 4 && lua_isstring(co, 4) ? lua_tostring(co, 4) : NULL;
+    buf_reset(&lr->out);
+    if (nresults >= 2 && lua_type(co, 2) == LUA_TSTRING) {
+        size_t len;
+        const char *s = lua_tolstring(co, 2, &len);
+        http_respond_ex(req, status, ctype, extra, s, len);
+        return;
+    }
+    if (nresults >= 2 && lua_istable(co, 2)) {
+        lua_State *L = lua_host_state(lr->lua);
+        lua_pushcfunction(L, encode_body);
+        lua_pushvalue(co, 2);
+        lua_xmove(co, L, 1);
+        lua_pushlightuserdata(L, &lr->out);
+        if (lua_pcall(L, 2, 0, 0) != 0) {
+            const char *msg = lua_tostring(L, -1);
+            log_error("cannot encode the answer to %s %s: %s", req->method_name, req->path, msg);
+            http_respond_error(req, 500, "internal", "cannot encode the answer: %s", msg);
+            lua_pop(L, 1);
+            buf_trim(&lr->out, 1u << 20);
+            return;
+        }
+    }
+    http_respond_ex(req, status, ctype, extra, lr->out.data ? lr->out.data : "", lr->out.len);
+    buf_trim(&lr->out, 1u << 20);
+}
+
+static void handle(struct http_request *req, void *arg)
+{
+    struct luarole *lr = arg;
+    if (req->path_len == 8 && !memcmp(req->path, "/metrics", 8) &&
+        (req->method == HTTP_M_GET || req->method == HTTP_M_HEAD)) {
+        buf_reset(&lr->out);
+        metrics_render(lr->metrics, &lr->out);
+        http_respond_ex(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, lr->out.data,
+                        lr->out.len);
+        buf_trim(&lr->out, 1u << 20);
+        return;
+    }
+    lua_State *L = lua_host_state(lr->lua);
+    if (lua_host_push_role_fn(lr->lua, "handle") < 0) {
+        http_respond_error(req, 503, "unavailable", "no role is loaded");
+        return;
+    }
+    push_request(L, req);
+    struct answer_ctx *ctx = xmalloc(sizeof *ctx);
+    ctx->lr = lr;
+    ctx->req = req;
+    lua_host_spawn(lr->lua, 1, on_answer, ctx);
+}
+
+/* ---------------------------------------------------------------- set-up */
+
+/* counterd.config from the process' configuration. */
+static int push_config(lua_State *L, const struct config *cfg, char *err, size_t errlen)
+{
+    lua_getglobal(L, "counterd");
+    lua_createtable(L, 0, 8);
+    lua_pushstring(L, cfg->role);
+    lua_setfield(L, -2, "role");
+    lua_pushstring(L, cfg->node_id);
+    lua_setfield(L, -2, "node_id");
+    lua_pushstring(L, cfg->region);
+    lua_setfield(L, -2, "region");
+    lua_pushinteger(L, cfg->port);
+    lua_setfield(L, -2, "port");
+    lua_pushinteger(L, cfg->request_timeout_up_ms);
+    lua_setfield(L, -2, "upstream_timeout_ms");
+    if (cfg->admin_token[0]) {
+        lua_pushstring(L, cfg->admin_token);
+        lua_setfield(L, -2, "admin_token");
+    }
+    if (cfg->coordinator_url[0]) {
+        lua_pushstring(L, cfg->coordinator_url);
+        lua_setfield(L, -2, "coordinator_url");
+    }
+    if (cfg->region_endpoints[0]) {
+        lua_newtable(L);
+        int i = 0;
+        const char *p = cfg->region_endpoints;
+        while (*p) {
+            while (*p == ',' || *p == ' ')
+                p++;
+            if (!*p)
+                break;
+            size_t n = strcspn(p, ", ");
+            const char *eq = memchr(p, '=', n);
+            if (!eq || eq == p || (strncmp(eq + 1, "http://", 7) && strncmp(eq + 1, "https://", 8))) {
+                snprintf(err, errlen,
+                         "REGION_ENDPOINTS: '%.*s' is not name=http://host:port", (int)n, p);
+                lua_pop(L, 3);
+                return -1;
+            }
+            lua_createtable(L, 0, 2);
+            lua_pushlstring(L, p, (size_t)(eq - p));
+            lua_setfield(L, -2, "name");
+            size_t ulen = n - (size_t)(eq + 1 - p);
+            while (ulen && eq[ulen] == '/')
+                ulen--;
+            lua_pushlstring(L, eq + 1, ulen);
+            lua_setfield(L, -2, "url");
+            lua_rawseti(L, -2, ++i);
+            p += n;
+        }
+        lua_setfield(L, -2, "regions");
+    }
+    lua_setfield(L, -2, "config");
+    lua_pop(L, 1);
+    return 0;
+}
+
+struct luarole *luarole_new(struct event_base *base, const struct config *cfg, char *err,
+                            size_t errlen)
+{
+    struct luarole *lr = xcalloc(1, sizeof *lr);
+    lr->metrics = metrics_new();
+    lr->client = http_client_new(base);
+    struct lua_host_info li = {cfg->role, cfg->node_id, cfg->region, cfg->policy_budget_ms};
+    lr->lua = lua_host_new(cfg->lua_dir, &li, lr->metrics);
+    lua_host_set_client(lr->lua, lr->client);
+    lua_host_set_base(lr->lua, base);
+    if (push_config(lua_host_state(lr->lua), cfg, err, errlen) < 0 ||
+        lua_host_load_role(lr->lua, cfg->role, err, errlen) < 0) {
+        luarole_free(lr);
+        return NULL;
+    }
+    struct http_server_opts so = {.bind_addr = cfg->bind,
+                                  .port = cfg->port,
+                                  .max_conns = cfg->max_conns,
+                                  .idle_timeout_ms = cfg->idle_timeout_ms,
+                                  .request_timeout_ms = cfg->request_timeout_ms};
+    lr->server = http_server_new(base, &so, handle, lr, err, errlen);
+    if (!lr->server) {
+        luarole_free(lr);
+        return NULL;
+    }
+    log_info("%s listening on %s:%d", cfg->role, cfg->bind, http_server_port(lr->server));
+    return lr;
+}
+
+void luarole_free(struct luarole *lr)
+{
+    if (!lr)
+        return;
+    /* Tasks first (they own pending answers and calls), then the server, then curl. */
+    lua_host_free(lr->lua);
+    http_server_free(lr->server);
+    http_client_free(lr->client);
+    metrics_free(lr->metrics);
+    buf_free(&lr->out);
+    free(lr);
+}

@@ -1,0 +1,78 @@
+--[[
+web.lua - small helpers the Lua roles share: errors in API.md's shape, query strings,
+counter names, rounding, and the upstream call options.
+]]
+
+local json = counterd.json
+local M = {}
+
+-- An error answer: status, {"detail": ..., "error": code}.
+function M.err(status, code, detail)
+  return status, { detail = detail, error = code }
+end
+
+function M.not_found(req)
+  return M.err(404, "not_found", "no endpoint " .. req.method .. " " .. req.path)
+end
+
+function M.method_not_allowed(req, allowed)
+  return 405, { detail = req.method .. " is not allowed on this path (allowed: " .. allowed .. ")",
+                error = "method_not_allowed" }, "application/json", "Allow: " .. allowed .. "\r\n"
+end
+
+local function unescape(s)
+  return (s:gsub("+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+-- "a=1&b=x" -> { a = "1", b = "x" }
+function M.query(q)
+  local t = {}
+  for pair in (q or ""):gmatch("[^&]+") do
+    local k, v = pair:match("^([^=]*)=?(.*)$")
+    if k and k ~= "" then t[unescape(k)] = unescape(v) end
+  end
+  return t
+end
+
+-- API.md's rule: 1-200 bytes of [A-Za-z0-9_.:-].
+function M.valid_name(s)
+  return type(s) == "string" and #s >= 1 and #s <= 200 and not s:find("[^%w_.:%-]")
+end
+
+-- Milliseconds rounded to 2 decimals, as API.md asks.
+function M.ms(x)
+  return math.floor(x * 100 + 0.5) / 100
+end
+
+-- Decodes a JSON object body ("" is {}). Returns the table, or nil and an error answer.
+function M.body(req)
+  if not req.body:find("%S") then return {} end
+  local v, e = json.decode(req.body)
+  if v == nil then
+    return nil, { M.err(400, "bad_json", "body is not valid JSON: " .. e) }
+  end
+  if type(v) ~= "table" or getmetatable(v) then
+    return nil, { M.err(400, "bad_json", "body must be a JSON object") }
+  end
+  return v
+end
+
+-- Headers for calls to the services behind a role (the admin token when there is one).
+function M.upstream_headers()
+  local token = counterd.config.admin_token
+  if token then return { "Authorization: Bearer " .. token } end
+  return nil
+end
+
+function M.timeout()
+  return counterd.config.upstream_timeout_ms or 2000
+end
+
+-- The regions this process talks to: REGION_ENDPOINTS, else the lab's topology.
+function M.regions()
+  local r = counterd.config.regions
+  if r then return r end
+  return counterd.conf("lab").regions()
+end
+
+return M

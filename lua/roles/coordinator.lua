@@ -1,0 +1,213 @@
+--[[
+coordinator.lua - the coordinator (port 8000): the global view across the regions, and the
+partition and force-sync fan-out (API.md, "Coordinator").
+
+Every question to the regions goes to all of them at once (counterd.http.multi) with a
+timeout; a region that does not answer in time is reported unhealthy and left out, and
+the answer still comes.
+]]
+
+local json, http, metrics = counterd.json, counterd.http, counterd.metrics
+local web = counterd.require("web")
+
+local M = {}
+
+local regions = web.regions()
+local by_name = {}
+for _, r in ipairs(regions) do by_name[r.name] = r end
+
+local m_global = metrics.gauge("coordinator_global_count", "Global count of a counter (max of region totals)",
+                               "counter_name"):limit(100, 1)
+local m_region = metrics.gauge("coordinator_region_count", "A region's total of a counter",
+                               "counter_name,region"):limit(300, 1)
+local m_lag = metrics.gauge("coordinator_convergence_lag", "Max minus min of the region totals",
+                            "counter_name"):limit(100, 1)
+local m_latency = metrics.histogram("coordinator_query_latency_seconds",
+                                    "Time to answer a global query", "operation")
+local m_healthy = metrics.gauge("coordinator_healthy_regions", "Regions that answered the last query")
+
+-- Calls every region; returns the answers, in the order of `regions`.
+local function fan_out(method, path, body, timeout_ms)
+  local calls = {}
+  for i, r in ipairs(regions) do
+    calls[i] = { url = r.url .. path, method = method, body = body,
+                 headers = web.upstream_headers(), timeout_ms = timeout_ms or web.timeout() }
+  end
+  return http.multi(calls)
+end
+
+-- The decoded JSON of a 200 answer, or nil.
+local function ok_json(res)
+  if res.status ~= 200 then return nil end
+  local v = json.decode(res.body)
+  if type(v) ~= "table" then return nil end
+  return v
+end
+
+local function global_counter(req, name)
+  local t0 = counterd.now_ms()
+  if not web.valid_name(name) then
+    return web.err(400, "bad_name", "counter names are 1-200 bytes of [A-Za-z0-9_.:-]")
+  end
+  local answers = fan_out("GET", "/counter/" .. name)
+  local out_regions, healthy = {}, 0
+  local maxc, minc
+  for i, r in ipairs(regions) do
+    local v = ok_json(answers[i])
+    if v then
+      healthy = healthy + 1
+      out_regions[r.name] = { local_count = v.local_count, total_count = v.total_count,
+                              nodes = v.nodes or {} }
+      local total = v.total_count or 0
+      maxc = maxc and math.max(maxc, total) or total
+      minc = minc and math.min(minc, total) or total
+      m_region:set(total, name, r.name)
+    end
+  end
+  maxc, minc = maxc or 0, minc or 0
+  local ms = counterd.now_ms() - t0
+  m_global:set(maxc, name)
+  m_lag:set(maxc - minc, name)
+  m_healthy:set(healthy)
+  m_latency:observe(ms / 1000, "global_counter")
+  return 200, {
+    counter = name,
+    global_count = maxc,
+    regions = out_regions,
+    convergence = { converged = healthy > 0 and maxc == minc, lag = maxc - minc,
+                    max_count = maxc, min_count = minc },
+    healthy_regions = healthy,
+    total_regions = #regions,
+    query_time_ms = web.ms(ms),
+  }
+end
+
+local function global_counters()
+  local t0 = counterd.now_ms()
+  local answers = fan_out("GET", "/counters")
+  local out, names, seen, healthy = {}, {}, {}, 0
+  for i, r in ipairs(regions) do
+    local v = ok_json(answers[i])
+    if v then
+      healthy = healthy + 1
+      out[r.name] = v
+      for name in pairs(v.counters or {}) do
+        if not seen[name] then
+          seen[name] = true
+          names[#names + 1] = name
+        end
+      end
+    end
+  end
+  table.sort(names)
+  local ms = counterd.now_ms() - t0
+  m_healthy:set(healthy)
+  m_latency:observe(ms / 1000, "global_counters")
+  return 200, { regions = out, counter_names = json.array(names), healthy_regions = healthy,
+                total_regions = #regions, query_time_ms = web.ms(ms) }
+end
+
+local function global_status()
+  local t0 = counterd.now_ms()
+  local answers = fan_out("GET", "/admin/partition")
+  local out, healthy, partitioned = {}, 0, 0
+  for i, r in ipairs(regions) do
+    local v = ok_json(answers[i])
+    if v then
+      healthy = healthy + 1
+      if v.network_partition then partitioned = partitioned + 1 end
+      out[r.name] = { status = "healthy", node_id = v.node_id,
+                      network_partition = v.network_partition == true }
+    else
+      out[r.name] = { status = "unhealthy" }
+    end
+  end
+  m_healthy:set(healthy)
+  m_latency:observe((counterd.now_ms() - t0) / 1000, "global_status")
+  return 200, { regions = out, healthy_count = healthy, partitioned_count = partitioned }
+end
+
+local function set_partition(req)
+  local body, e = web.body(req)
+  if not body then return unpack(e) end
+  if type(body.region) ~= "string" then
+    return web.err(400, "bad_field", "region must be a string naming a region")
+  end
+  local r = by_name[body.region]
+  if not r then
+    return web.err(404, "not_found", "unknown region " .. body.region)
+  end
+  if type(body.enabled) ~= "boolean" then
+    return web.err(400, "bad_field", "enabled must be true or false")
+  end
+  local res, err = http.request{ url = r.url .. "/admin/partition", method = "POST",
+                                 body = json.encode({ enabled = body.enabled }),
+                                 headers = web.upstream_headers(), timeout_ms = web.timeout() }
+  if not res or res.status ~= 200 then
+    return web.err(503, "unavailable", "region " .. r.name .. " did not take the change: " ..
+                   (err or ("HTTP " .. res.status)))
+  end
+  local v = ok_json(res) or {}
+  return 200, { status = "success", region = r.name, network_partition = v.network_partition == true }
+end
+
+local function set_partition_all(req)
+  local q = web.query(req.query)
+  if q.enabled ~= "true" and q.enabled ~= "false" then
+    return web.err(400, "bad_field", "enabled must be true or false (query parameter)")
+  end
+  local enabled = q.enabled == "true"
+  local answers = fan_out("POST", "/admin/partition", json.encode({ enabled = enabled }))
+  local updated = 0
+  for i = 1, #regions do
+    if answers[i].status == 200 then updated = updated + 1 end
+  end
+  return 200, { status = "success", partition_enabled = enabled, regions_updated = updated }
+end
+
+local function force_sync()
+  -- A force-sync answers after a complete round, which may take long on a big store.
+  local answers = fan_out("POST", "/admin/force-sync", nil, math.max(web.timeout(), 30000))
+  local synced = 0
+  for i = 1, #regions do
+    if answers[i].status == 200 then synced = synced + 1 end
+  end
+  return 200, { status = "sync_initiated", regions_synced = synced }
+end
+
+function M.handle(req)
+  local path, method = req.path, req.method
+  local get = method == "GET" or method == "HEAD"
+  if path == "/health" then
+    if not get then return web.method_not_allowed(req, "GET, HEAD") end
+    return 200, { status = "ok", service = "coordinator" }
+  end
+  local name = path:match("^/global/counter/(.+)$")
+  if name then
+    if not get then return web.method_not_allowed(req, "GET, HEAD") end
+    return global_counter(req, name)
+  end
+  if path == "/global/counters" then
+    if not get then return web.method_not_allowed(req, "GET, HEAD") end
+    return global_counters()
+  end
+  if path == "/global/status" then
+    if not get then return web.method_not_allowed(req, "GET, HEAD") end
+    return global_status()
+  end
+  if path == "/global/partition" then
+    if method ~= "POST" then return web.method_not_allowed(req, "POST") end
+    return set_partition(req)
+  end
+  if path == "/global/partition/all" then
+    if method ~= "POST" then return web.method_not_allowed(req, "POST") end
+    return set_partition_all(req)
+  end
+  if path == "/global/force-sync" then
+    if method ~= "POST" then return web.method_not_allowed(req, "POST") end
+    return force_sync()
+  end
+  return web.not_found(req)
+end
+
+return M
