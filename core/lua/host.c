@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../base/clock.h"
+#include "../base/hash.h"
 #include "../base/log.h"
 #include "../base/mem.h"
 #include "../obs/metrics.h"
@@ -134,9 +135,20 @@ static void push_sandbox(struct lua_host *h)
 
 /* ---------------------------------------------------------------- set-up */
 
+static int api_policy(lua_State *L);
+
 static int api_now_ms(lua_State *L)
 {
     lua_pushnumber(L, clock_mono_ms());
+    return 1;
+}
+
+/* counterd.token(): 16 random hex digits (an idempotency token, a request id). */
+static int api_token(lua_State *L)
+{
+    char t[17];
+    snprintf(t, sizeof t, "%016llx", (unsigned long long)random_u64());
+    lua_pushstring(L, t);
     return 1;
 }
 
@@ -210,6 +222,10 @@ struct lua_host *lua_host_new(const char *lua_dir, const struct lua_host_info *i
     lua_setfield(L, -2, "now_ms");
     lua_pushcfunction(L, api_unix_time);
     lua_setfield(L, -2, "time");
+    lua_pushcfunction(L, api_token);
+    lua_setfield(L, -2, "token");
+    lua_pushcfunction(L, api_policy);
+    lua_setfield(L, -2, "policy");
     lua_pushcfunction(L, api_conf);
     lua_setfield(L, -2, "conf");
     lua_pushcfunction(L, api_require);
@@ -402,6 +418,17 @@ int lua_host_push_role_fn(struct lua_host *h, const char *fn)
     return 0;
 }
 
+void lua_host_push_role_field(struct lua_host *h, const char *field)
+{
+    if (h->role_ref == LUA_NOREF) {
+        lua_pushnil(h->L);
+        return;
+    }
+    lua_rawgeti(h->L, LUA_REGISTRYINDEX, h->role_ref);
+    lua_getfield(h->L, -1, field);
+    lua_remove(h->L, -2);
+}
+
 /* Pushes policy.fn; @return 0, or -1 (nothing pushed) when either is missing. */
 static int push_policy_fn(struct lua_host *h, const char *policy, const char *fn)
 {
@@ -462,6 +489,86 @@ int lua_host_faults_decide(struct lua_host *h, const char *dir, const char *from
 out:
     lua_settop(L, top);
     return rc;
+}
+
+/* ---------------------------------------------------------------- policies from Lua */
+
+/*
+ * counterd.policy(name) gives a role a policy as a proxy: policy.fn(...) calls the loaded
+ * version of fn under the time budget; an error or overrun returns nil, "policy failed:
+ * file:line: message" (logged and counted) instead of raising, so the caller can fall
+ * back to a safe default. A reloaded policy is picked up at the next call.
+ */
+static int policy_call(lua_State *L)
+{
+    struct lua_host *h = host_of(L);
+    const char *policy = lua_tostring(L, lua_upvalueindex(1));
+    const char *fn = lua_tostring(L, lua_upvalueindex(2));
+    struct policy *p = find_policy(h, policy);
+    int nargs = lua_gettop(L);
+    if (!p) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "policy failed: policy %s is not loaded", policy);
+        return 2;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref);
+    lua_getfield(L, -1, fn);
+    lua_remove(L, -2);
+    lua_insert(L, 1);
+    lua_pushcfunction(L, on_error);
+    lua_insert(L, 1);
+    double saved = h->deadline_ms;
+    if (!saved)
+        h->deadline_ms = clock_mono_ms() + h->budget_ms;
+    int rc = lua_pcall(L, nargs, LUA_MULTRET, 1);
+    h->deadline_ms = saved;
+    if (rc != 0) {
+        const char *msg = lua_tostring(L, -1);
+        log_error("%s.%s failed: %s", policy, fn, msg ? msg : "?");
+        count_error(h, policy);
+        lua_pushnil(L);
+        lua_pushfstring(L, "policy failed: %s", msg ? msg : "?");
+        return 2;
+    }
+    return lua_gettop(L) - 1;
+}
+
+static int policy_index(lua_State *L)
+{
+    struct lua_host *h = host_of(L);
+    lua_getfield(L, 1, "__name");
+    const char *policy = lua_tostring(L, -1);
+    struct policy *p = find_policy(h, policy);
+    if (!p)
+        return 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref);
+    lua_pushvalue(L, 2);
+    lua_rawget(L, -2);
+    if (!lua_isfunction(L, -1))
+        return 1; /* a plain field, as it is now */
+    lua_pushstring(L, policy);
+    lua_pushvalue(L, 2);
+    lua_pushcclosure(L, policy_call, 2);
+    return 1;
+}
+
+static int api_policy(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    struct lua_host *h = host_of(L);
+    if (!find_policy(h, name)) {
+        char err[512];
+        if (lua_host_load_policy(h, name, err, sizeof err) < 0)
+            return luaL_error(L, "policy %s: %s", name, err);
+    }
+    lua_createtable(L, 0, 1);
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "__name");
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, policy_index);
+    lua_setfield(L, -2, "__index");
+    lua_setmetatable(L, -2);
+    return 1;
 }
 
 /* ---------------------------------------------------------------- tasks */
@@ -569,4 +676,57 @@ void lua_host_pending_remove(struct lua_host *h, struct lua_pending *p)
     if (p->next)
         p->next->prev = p->prev;
     free(p);
+}
+
+int lua_host_route(struct lua_host *h, const char *policy, const char *counter,
+                   const char *client_region, const char *const *names, const int *healthy,
+                   int n, char *err, size_t errlen)
+{
+    lua_State *L = h->L;
+    int top = lua_gettop(L);
+    if (!find_policy(h, "routing")) {
+        char lerr[512];
+        if (lua_host_load_policy(h, "routing", lerr, sizeof lerr) < 0) {
+            log_error("routing policy not loaded: %s", lerr);
+            return -3;
+        }
+    }
+    if (push_policy_fn(h, "routing", "route") < 0)
+        return -3;
+    lua_pushstring(L, policy);
+    lua_pushstring(L, counter);
+    if (client_region)
+        lua_pushstring(L, client_region);
+    else
+        lua_pushnil(L);
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_pushstring(L, names[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_pushboolean(L, healthy[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    int rc;
+    if (guarded_call(h, 5, 2) != 0) {
+        log_error("routing.route failed, choosing a healthy region instead: %s",
+                  lua_tostring(L, -1));
+        count_error(h, "routing");
+        rc = -3;
+    } else if (lua_isnumber(L, -2)) {
+        int i = (int)lua_tointeger(L, -2);
+        rc = i >= 1 && i <= n ? i - 1 : -3;
+        if (rc == -3) {
+            log_error("routing.route returned %d, not a region index 1..%d", i, n);
+            count_error(h, "routing");
+        }
+    } else {
+        const char *msg = lua_tostring(L, -1);
+        snprintf(err, errlen, "%s", msg ? msg : "no region");
+        rc = msg && !strncmp(msg, "unknown routing policy", 22) ? -1 : -2;
+    }
+    lua_settop(L, top);
+    return rc;
 }

@@ -55,6 +55,8 @@ int lua_host_faults_decide(struct lua_host *h, const char *dir, const char *from
 int lua_host_load_role(struct lua_host *h, const char *name, char *err, size_t errlen);
 /* Pushes the loaded role's function fn on the main stack. @return 0, or -1 (nothing pushed). */
 int lua_host_push_role_fn(struct lua_host *h, const char *fn);
+/* Pushes the loaded role's field (any value, nil when absent) on the main stack. */
+void lua_host_push_role_field(struct lua_host *h, const char *field);
 
 /*
  * Tasks: coroutines the event loop drives (request handlers of Lua roles, timers).
@@ -96,6 +98,18 @@ struct event_base;
 void lua_host_set_base(struct lua_host *h, struct event_base *base);
 struct event_base *lua_host_base(struct lua_host *h);
 struct metrics *lua_host_metrics(struct lua_host *h);
+
+/*
+ * Asks the routing policy where an increment goes (see lua/policies/routing.lua):
+ * routing.route(policy, counter, client_region, names, healthy), with names and healthy
+ * built from the arguments. client_region may be NULL.
+ * @return the region's index (0-based); -1 for an unknown policy (err says why, for a
+ *         400); -2 when no region is healthy; -3 when the policy failed or is missing
+ *         (logged and counted; the caller picks a healthy region itself).
+ */
+int lua_host_route(struct lua_host *h, const char *policy, const char *counter,
+                   const char *client_region, const char *const *names, const int *healthy,
+                   int n, char *err, size_t errlen);
 
 /* Binding injectors (one file per API area): each adds its functions to the table on top. */
 void lua_api_log_inject(struct lua_State *L);

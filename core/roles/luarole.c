@@ -24,10 +24,12 @@
 #include "../net/server.h"
 #include "../obs/metrics.h"
 #include "config.h"
+#include "gateway.h"
 
 int lua_api_json_encode_at(lua_State *L, int idx, struct buf *b);
 
 struct luarole {
+    struct gateway *gateway; /* the gateway's C hot path, for that role */
     struct metrics *metrics;
     struct lua_host *lua;
     struct http_client *client;
@@ -126,6 +128,8 @@ static void on_answer(lua_State *co, int nresults, const char *err, void *arg)
 static void handle(struct http_request *req, void *arg)
 {
     struct luarole *lr = arg;
+    if (lr->gateway && gateway_handle(lr->gateway, req))
+        return;
     if (req->path_len == 8 && !memcmp(req->path, "/metrics", 8) &&
         (req->method == HTTP_M_GET || req->method == HTTP_M_HEAD)) {
         buf_reset(&lr->out);
@@ -207,6 +211,46 @@ static int push_config(lua_State *L, const struct config *cfg, char *err, size_t
     return 0;
 }
 
+/* The gateway's hot path, on the regions the Lua role resolved (its M.regions). */
+static int start_gateway(struct luarole *lr, struct event_base *base, const struct config *cfg,
+                         char *err, size_t errlen)
+{
+    lua_State *L = lua_host_state(lr->lua);
+    struct gateway_region regions[16];
+    int n = 0, rc = -1;
+    lua_pushnil(L); /* keeps the pops below symmetric */
+    lua_host_push_role_field(lr->lua, "regions");
+    if (!lua_istable(L, -1)) {
+        snprintf(err, errlen, "gateway.lua has no regions table (M.regions)");
+        lua_pop(L, 2);
+        goto out;
+    }
+    for (int i = 1; n < 16; i++) {
+        lua_rawgeti(L, -1, i);
+        if (!lua_istable(L, -1)) {
+            lua_pop(L, 1);
+            break;
+        }
+        lua_getfield(L, -1, "name");
+        lua_getfield(L, -2, "url");
+        regions[n].name = lua_tostring(L, -2);
+        regions[n].url = lua_tostring(L, -1);
+        if (!regions[n].name || !regions[n].url) {
+            snprintf(err, errlen, "gateway.lua: region %d has no name or url", i);
+            lua_pop(L, 5);
+            goto out;
+        }
+        n++;
+        lua_pop(L, 3); /* the strings stay alive: the table holds them */
+    }
+    lr->gateway = gateway_new(base, lr->lua, lr->metrics, regions, n, cfg->request_timeout_up_ms,
+                              err, errlen);
+    lua_pop(L, 2);
+    rc = lr->gateway ? 0 : -1;
+out:
+    return rc;
+}
+
 struct luarole *luarole_new(struct event_base *base, const struct config *cfg, char *err,
                             size_t errlen)
 {
@@ -219,6 +263,10 @@ struct luarole *luarole_new(struct event_base *base, const struct config *cfg, c
     lua_host_set_base(lr->lua, base);
     if (push_config(lua_host_state(lr->lua), cfg, err, errlen) < 0 ||
         lua_host_load_role(lr->lua, cfg->role, err, errlen) < 0) {
+        luarole_free(lr);
+        return NULL;
+    }
+    if (!strcmp(cfg->role, "gateway") && start_gateway(lr, base, cfg, err, errlen) < 0) {
         luarole_free(lr);
         return NULL;
     }
@@ -241,6 +289,7 @@ void luarole_free(struct luarole *lr)
     if (!lr)
         return;
     /* Tasks first (they own pending answers and calls), then the server, then curl. */
+    gateway_free(lr->gateway);
     lua_host_free(lr->lua);
     http_server_free(lr->server);
     http_client_free(lr->client);

@@ -1,0 +1,45 @@
+/*
+ * upstream.h - a pooled keep-alive HTTP/1.1 client for one hot path: the gateway
+ * forwarding increments to a region.
+ *
+ * libcurl serves every other outgoing call; its per-transfer set-up cost halves the
+ * gateway's forwarding rate, so this client keeps a pool of open connections per target
+ * and writes prepared request bytes on them, one request in flight per connection,
+ * parsing answers with http-parser. When every connection is busy, requests wait in order.
+ *
+ * A request that fails on a reused connection before any byte of the answer arrived (the
+ * target had closed it while idle) is sent once more on a fresh connection: the gateway's
+ * requests carry an idempotency token, so this never counts twice.
+ */
+#ifndef COUNTERD_NET_UPSTREAM_H
+#define COUNTERD_NET_UPSTREAM_H
+
+#include <stddef.h>
+
+struct event_base;
+struct upstream;
+struct upstream_req;
+
+/* status 0: no answer (err says why). body is the answer's body. */
+typedef void (*upstream_cb)(int status, const char *body, size_t len, const char *err, void *arg);
+
+/*
+ * A pool for http://host:port (resolved now; numeric addresses need no lookup).
+ * @return the pool, or NULL with a sentence in err.
+ */
+struct upstream *upstream_new(struct event_base *base, const char *url, int max_conns,
+                              char *err, size_t errlen);
+/* Closes every connection; pending requests are dropped without their callbacks. */
+void upstream_free(struct upstream *u);
+
+/*
+ * Sends the request req[0..len) (a complete HTTP/1.1 request, keep-alive) and calls cb
+ * once with the answer, from the loop (never from inside this call).
+ * @return a handle valid until the callback, for upstream_cancel.
+ */
+struct upstream_req *upstream_send(struct upstream *u, const char *req, size_t len,
+                                   int timeout_ms, upstream_cb cb, void *arg);
+/* Drops a request: its callback will not be called. */
+void upstream_cancel(struct upstream_req *r);
+
+#endif

@@ -1,0 +1,366 @@
+/*
+ * gateway.c - the gateway's increment path (see gateway.h).
+ *
+ * Failover: a region that does not answer, or answers 5xx, is skipped for DOWN_MS and the
+ * increment goes to the next region the routing policy picks among the others, with the
+ * same idempotency token. Every increment carries a token (the client's, or one made
+ * here), and the regions replicate which tokens they applied: should the first region
+ * have applied it before failing, the two regions find out when they sync and exactly
+ * one of them takes its application back (see repl/replication.c), so a failover never
+ * counts twice.
+ */
+#include "gateway.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../base/buf.h"
+#include "../base/clock.h"
+#include "../base/hash.h"
+#include "../base/json.h"
+#include "../base/log.h"
+#include "../base/mem.h"
+#include "../lua/host.h"
+#include "../net/server.h"
+#include "../net/upstream.h"
+#include "../obs/metrics.h"
+
+#define MAX_REGIONS 16
+#define DOWN_MS 2000.0
+#define POOL_CONNS 64
+
+struct gw_region {
+    char *name, *url, *host;
+    struct upstream *pool;
+    double down_until;
+    struct metric_series *m_routed;
+};
+
+struct forward;
+
+struct gateway {
+    struct lua_host *lua;
+    struct gw_region regions[MAX_REGIONS];
+    const char *names[MAX_REGIONS];
+    int n, timeout_ms;
+    struct json_parser parser;
+    struct buf tmp;
+    struct forward *inflight;
+    struct metric *m_requests;
+    struct metric_series *m_duration;
+};
+
+/* One increment on its way: kept for failover. */
+struct forward {
+    struct gateway *g;
+    struct http_request *req;
+    struct upstream_req *ureq;
+    int region;
+    unsigned tried; /* bit per region */
+    char routing[64];
+    char counter[256];
+    char client_region[64];
+    int has_client_region;
+    struct buf body; /* the body to forward, token included */
+    struct forward *prev, *next;
+};
+
+/* ---------------------------------------------------------------- answers */
+
+static void count(struct gateway *g, struct http_request *req, int status)
+{
+    char st[8];
+    snprintf(st, sizeof st, "%d", status);
+    const char *labels[3] = {"POST", "/api/increment", st};
+    metric_add(metric_series(g->m_requests, labels), 1);
+    metric_observe(g->m_duration, (clock_mono_ms() - req->start_ms) / 1000.0);
+}
+
+static void forward_free(struct forward *f)
+{
+    struct gateway *g = f->g;
+    if (f->prev)
+        f->prev->next = f->next;
+    else
+        g->inflight = f->next;
+    if (f->next)
+        f->next->prev = f->prev;
+    buf_free(&f->body);
+    free(f);
+}
+
+static void fail(struct forward *f, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void fail(struct forward *f, int status, const char *code, const char *fmt, ...)
+{
+    char detail[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    count(f->g, f->req, status);
+    http_respond_error(f->req, status, code, "%s", detail);
+    forward_free(f);
+}
+
+/* ---------------------------------------------------------------- forwarding */
+
+static void send_to(struct forward *f, int i);
+
+/* Picks the next region for f: the policy's choice among those not yet tried and up. */
+static int pick(struct forward *f, char *err, size_t errlen)
+{
+    struct gateway *g = f->g;
+    int healthy[MAX_REGIONS], any = 0;
+    double now = clock_mono_ms();
+    for (int i = 0; i < g->n; i++) {
+        healthy[i] = !(f->tried & (1u << i)) && now >= g->regions[i].down_until;
+        any |= healthy[i];
+    }
+    if (!any) {
+        snprintf(err, errlen, "no healthy region");
+        return -2;
+    }
+    int i = lua_host_route(g->lua, f->routing, f->counter,
+                           f->has_client_region ? f->client_region : NULL, g->names, healthy,
+                           g->n, err, errlen);
+    if (i == -3) {
+        /* The policy failed (logged and counted): any healthy region is a safe answer. */
+        int up[MAX_REGIONS], k = 0;
+        for (int j = 0; j < g->n; j++)
+            if (healthy[j])
+                up[k++] = j;
+        i = up[random_u64() % (uint64_t)k];
+    }
+    return i;
+}
+
+static void on_answer(int status, const char *body, size_t len, const char *err, void *arg)
+{
+    struct forward *f = arg;
+    struct gateway *g = f->g;
+    struct gw_region *r = &g->regions[f->region];
+    f->ureq = NULL;
+    if (status == 0 || status >= 500) {
+        r->down_until = clock_mono_ms() + DOWN_MS;
+        log_warn("increment on %s failed (%s); failing over", r->name,
+                 err ? err : http_status_text(status));
+        char perr[256];
+        int i = pick(f, perr, sizeof perr);
+        if (i < 0) {
+            fail(f, 503, "unavailable", "no region took the increment (last: %s: %s)", r->name,
+                 err ? err : http_status_text(status));
+            return;
+        }
+        send_to(f, i);
+        return;
+    }
+    if (status != 200) {
+        /* The region's own verdict (a bad field, an overflow): passed on as it is. */
+        count(g, f->req, status);
+        http_respond_json(f->req, status, body, len);
+        forward_free(f);
+        return;
+    }
+    metric_add(r->m_routed, 1);
+    /* The region's answer plus routing, routed_to_endpoint, latency_ms: spliced, so its
+     * integers stay exact. */
+    size_t end = len;
+    while (end && (body[end - 1] == ' ' || body[end - 1] == '\n' || body[end - 1] == '\r'))
+        end--;
+    if (!end || body[end - 1] != '}') {
+        fail(f, 502, "unavailable", "region %s answered something that is not a JSON object",
+             r->name);
+        return;
+    }
+    struct buf *b = &g->tmp;
+    buf_reset(b);
+    buf_append(b, body, end - 1);
+    buf_puts(b, ",\"latency_ms\":");
+    buf_json_ms(b, clock_mono_ms() - f->req->start_ms);
+    buf_puts(b, ",\"routed_to_endpoint\":");
+    buf_json_str(b, r->url, strlen(r->url));
+    buf_puts(b, ",\"routing\":");
+    buf_json_str(b, f->routing, strlen(f->routing));
+    buf_putc(b, '}');
+    count(g, f->req, 200);
+    http_respond_json(f->req, 200, b->data, b->len);
+    forward_free(f);
+}
+
+static void send_to(struct forward *f, int i)
+{
+    struct gateway *g = f->g;
+    struct gw_region *r = &g->regions[i];
+    f->region = i;
+    f->tried |= 1u << i;
+    struct buf *b = &g->tmp;
+    buf_reset(b);
+    buf_puts(b, "POST /increment HTTP/1.1\r\nHost: ");
+    buf_puts(b, r->host);
+    buf_puts(b, "\r\nContent-Type: application/json\r\nContent-Length: ");
+    buf_u64(b, f->body.len);
+    buf_puts(b, "\r\n\r\n");
+    buf_append(b, f->body.data, f->body.len);
+    f->ureq = upstream_send(r->pool, b->data, b->len, g->timeout_ms, on_answer, f);
+}
+
+/* The client's body, as written (exact integers), with an idempotency token when it has
+ * none, so a retry on another region is recognised. */
+static void body_with_token(struct buf *out, const struct http_request *req, const struct json *root,
+                            const char *token)
+{
+    if (token) {
+        buf_append(out, req->body, req->body_len);
+        return;
+    }
+    char tok[17];
+    snprintf(tok, sizeof tok, "%016" PRIx64, random_u64());
+    if (root->len == 0) {
+        buf_printf(out, "{\"idempotency_token\":\"%s\"}", tok);
+        return;
+    }
+    const char *brace = memchr(req->body, '{', req->body_len); /* the object's first byte */
+    size_t at = (size_t)(brace - req->body);
+    buf_append(out, req->body, at + 1);
+    buf_printf(out, "\"idempotency_token\":\"%s\",", tok);
+    buf_append(out, brace + 1, req->body_len - at - 1);
+}
+
+int gateway_handle(struct gateway *g, struct http_request *req)
+{
+    if (req->method != HTTP_M_POST || req->path_len != 14 || memcmp(req->path, "/api/increment", 14))
+        return 0;
+    static const struct json empty = {.type = JSON_OBJ};
+    const struct json *root = &empty;
+    size_t k = 0;
+    while (k < req->body_len && strchr(" \t\r\n", req->body[k]))
+        k++;
+    if (k < req->body_len) {
+        root = json_parse(&g->parser, req->body, req->body_len);
+        if (!root || root->type != JSON_OBJ) {
+            count(g, req, 400);
+            if (!root)
+                http_respond_error(req, 400, "bad_json", "body is not valid JSON: %s",
+                                   g->parser.err);
+            else
+                http_respond_error(req, 400, "bad_json", "body must be a JSON object");
+            return 1;
+        }
+    }
+    const struct json *routing = json_get(root, "routing");
+    if (routing && routing->type != JSON_NULL &&
+        (routing->type != JSON_STR || routing->len == 0 || routing->len > 63)) {
+        count(g, req, 400);
+        http_respond_error(req, 400, "bad_field",
+                           "routing must be a string naming a routing policy");
+        return 1;
+    }
+    const struct json *name = json_get(root, "counter_name");
+    const struct json *token = json_get(root, "idempotency_token");
+
+    struct forward *f = xcalloc(1, sizeof *f);
+    f->g = g;
+    f->req = req;
+    snprintf(f->routing, sizeof f->routing, "%s",
+             routing && routing->type == JSON_STR ? routing->u.s : "random");
+    snprintf(f->counter, sizeof f->counter, "%s",
+             name && name->type == JSON_STR && name->len < sizeof f->counter ? name->u.s : "views");
+    const char *cr = http_request_header(req, "x-client-region");
+    if (cr) {
+        f->has_client_region = 1;
+        snprintf(f->client_region, sizeof f->client_region, "%s", cr);
+    }
+    body_with_token(&f->body, req, root, token && token->type != JSON_NULL ? "" : NULL);
+    f->next = g->inflight;
+    if (g->inflight)
+        g->inflight->prev = f;
+    g->inflight = f;
+
+    char err[512];
+    int i = pick(f, err, sizeof err);
+    if (i == -1) {
+        fail(f, 400, "bad_field", "routing: %s", err);
+        return 1;
+    }
+    if (i < 0) {
+        fail(f, 503, "unavailable", "no region can take the increment: %s", err);
+        return 1;
+    }
+    send_to(f, i);
+    return 1;
+}
+
+/* ---------------------------------------------------------------- set-up */
+
+struct gateway *gateway_new(struct event_base *base, struct lua_host *lua,
+                            struct metrics *metrics, const struct gateway_region *regions,
+                            int nregions, int timeout_ms, char *err, size_t errlen)
+{
+    if (nregions < 1 || nregions > MAX_REGIONS) {
+        snprintf(err, errlen, "the gateway needs 1 to %d regions, not %d", MAX_REGIONS, nregions);
+        return NULL;
+    }
+    struct gateway *g = xcalloc(1, sizeof *g);
+    g->lua = lua;
+    g->n = nregions;
+    g->timeout_ms = timeout_ms;
+    json_parser_init(&g->parser);
+    struct metric *routed = metrics_find(metrics, "gateway_routed_to_region_total");
+    if (!routed)
+        routed = metrics_add(metrics, METRIC_COUNTER, "gateway_routed_to_region_total",
+                             "Increments forwarded, by the region that took them", "region",
+                             NULL, 0);
+    g->m_requests = metrics_find(metrics, "gateway_requests_total");
+    if (!g->m_requests)
+        g->m_requests = metrics_add(metrics, METRIC_COUNTER, "gateway_requests_total",
+                                    "Requests answered by the gateway", "method,endpoint,status",
+                                    NULL, 0);
+    struct metric *dur = metrics_find(metrics, "gateway_request_duration_seconds");
+    if (!dur)
+        dur = metrics_add(metrics, METRIC_HISTOGRAM, "gateway_request_duration_seconds",
+                          "Time the gateway took to answer", "endpoint", metrics_latency_buckets,
+                          metrics_latency_nbuckets);
+    const char *ep[1] = {"/api/increment"};
+    g->m_duration = metric_series(dur, ep);
+    for (int i = 0; i < nregions; i++) {
+        struct gw_region *r = &g->regions[i];
+        r->name = xstrdup(regions[i].name);
+        r->url = xstrdup(regions[i].url);
+        const char *h = strstr(r->url, "://");
+        r->host = xstrdup(h ? h + 3 : r->url);
+        g->names[i] = r->name;
+        const char *lv[1] = {r->name};
+        r->m_routed = metric_series(routed, lv);
+        r->pool = upstream_new(base, r->url, POOL_CONNS, err, errlen);
+        if (!r->pool) {
+            g->n = i + 1;
+            gateway_free(g);
+            return NULL;
+        }
+    }
+    return g;
+}
+
+void gateway_free(struct gateway *g)
+{
+    if (!g)
+        return;
+    while (g->inflight) {
+        struct forward *f = g->inflight;
+        if (f->ureq)
+            upstream_cancel(f->ureq);
+        forward_free(f);
+    }
+    for (int i = 0; i < g->n; i++) {
+        upstream_free(g->regions[i].pool);
+        free(g->regions[i].name);
+        free(g->regions[i].url);
+        free(g->regions[i].host);
+    }
+    json_parser_free(&g->parser);
+    buf_free(&g->tmp);
+    free(g);
+}

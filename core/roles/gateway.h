@@ -1,0 +1,33 @@
+/*
+ * gateway.h - the gateway's hot path in C: POST /api/increment.
+ *
+ * The rest of the gateway is lua/roles/gateway.lua. Forwarding increments is the one
+ * path that must keep up with the regions, so it is C: parse and check the body, ask
+ * lua/policies/routing.lua for a region, forward on a pooled keep-alive connection,
+ * fail over with the same idempotency token, and add the gateway's fields to the answer.
+ */
+#ifndef COUNTERD_ROLES_GATEWAY_H
+#define COUNTERD_ROLES_GATEWAY_H
+
+#include <stddef.h>
+
+struct event_base;
+struct lua_host;
+struct metrics;
+struct http_request;
+struct gateway;
+
+struct gateway_region {
+    const char *name, *url;
+};
+
+/* @return the hot path, or NULL with a sentence in err. */
+struct gateway *gateway_new(struct event_base *base, struct lua_host *lua,
+                            struct metrics *metrics, const struct gateway_region *regions,
+                            int nregions, int timeout_ms, char *err, size_t errlen);
+/* Cancels what is in flight (their connections are closed by the server). */
+void gateway_free(struct gateway *g);
+/* @return 1 when req was taken (POST /api/increment), 0 to let the Lua role answer. */
+int gateway_handle(struct gateway *g, struct http_request *req);
+
+#endif

@@ -1,0 +1,111 @@
+--[[
+gateway.lua - the gateway (port 8080): the API entry point (API.md, "Gateway").
+
+POST /api/increment is the hot path and is answered in C (core/roles/gateway.c): it asks
+lua/policies/routing.lua for a region, forwards on pooled keep-alive connections, and
+fails over with the same idempotency token. Everything else is here: reads and admin
+calls go to the coordinator, whose answers are relayed.
+]]
+
+local json, http, metrics = counterd.json, counterd.http, counterd.metrics
+local web = counterd.require("web")
+
+local M = {}
+
+local regions = web.regions()
+M.regions = regions -- the C hot path (POST /api/increment, core/roles/gateway.c) uses these
+local coordinator = counterd.config.coordinator_url or counterd.conf("lab").url("coordinator")
+
+-- The C hot path counts its requests into these same families (found by name).
+local m_requests = metrics.counter("gateway_requests_total", "Requests answered by the gateway",
+                                   "method,endpoint,status")
+local m_duration = metrics.histogram("gateway_request_duration_seconds",
+                                     "Time the gateway took to answer", "endpoint")
+
+-- Adds fields to a JSON object's text, keeping what it had byte for byte.
+local function splice(text, fields)
+  local head = text:match("^(.*)}%s*$")
+  if not head then return text end
+  local parts = {}
+  for k, v in pairs(fields) do parts[#parts + 1] = json.encode(k) .. ":" .. json.encode(v) end
+  table.sort(parts)
+  local sep = head:match("{%s*$") and "" or ","
+  return head .. sep .. table.concat(parts, ",") .. "}"
+end
+
+-- Forwards to the coordinator and relays its answer; extra fields are spliced in.
+local function via_coordinator(method, path, body, extra)
+  local t0 = counterd.now_ms()
+  local timeout = path == "/global/force-sync" and math.max(web.timeout(), 35000) or
+                  web.timeout() + 1000
+  local res, err = http.request{ url = coordinator .. path, method = method, body = body,
+                                 headers = web.upstream_headers(), timeout_ms = timeout }
+  if not res then
+    return web.err(503, "unavailable", "the coordinator did not answer: " .. err)
+  end
+  if extra and res.status == 200 then
+    extra.gateway_latency_ms = web.ms(counterd.now_ms() - t0)
+    return 200, splice(res.body, extra)
+  end
+  return res.status, res.body
+end
+
+local function partition(req, region)
+  local q = web.query(req.query)
+  if q.enabled ~= "true" and q.enabled ~= "false" then
+    return web.err(400, "bad_field", "enabled must be true or false (query parameter)")
+  end
+  if region == "all" then
+    return via_coordinator("POST", "/global/partition/all?enabled=" .. q.enabled)
+  end
+  return via_coordinator("POST", "/global/partition",
+                         json.encode({ region = region, enabled = q.enabled == "true" }))
+end
+
+local function route(req)
+  local path, method = req.path, req.method
+  local get = method == "GET" or method == "HEAD"
+  if path == "/api/increment" then -- POST is answered in C (core/roles/gateway.c)
+    return "/api/increment", web.method_not_allowed(req, "POST")
+  end
+  if path == "/health" then
+    if not get then return path, web.method_not_allowed(req, "GET, HEAD") end
+    return path, 200, { status = "ok", service = "gateway" }
+  end
+  local name = path:match("^/api/counter/(.+)$")
+  if name then
+    if not get then return "/api/counter/{name}", web.method_not_allowed(req, "GET, HEAD") end
+    if not web.valid_name(name) then
+      return "/api/counter/{name}", web.err(400, "bad_name",
+                                            "counter names are 1-200 bytes of [A-Za-z0-9_.:-]")
+    end
+    return "/api/counter/{name}", via_coordinator("GET", "/global/counter/" .. name, nil, {})
+  end
+  if path == "/api/counters" then
+    if not get then return path, web.method_not_allowed(req, "GET, HEAD") end
+    return path, via_coordinator("GET", "/global/counters")
+  end
+  if path == "/api/status" then
+    if not get then return path, web.method_not_allowed(req, "GET, HEAD") end
+    return path, via_coordinator("GET", "/global/status")
+  end
+  local region = path:match("^/admin/partition/([%w_.:%-]+)$")
+  if region then
+    if method ~= "POST" then return "/admin/partition/{region}", web.method_not_allowed(req, "POST") end
+    return "/admin/partition/{region}", partition(req, region)
+  end
+  if path == "/admin/force-sync" then
+    if method ~= "POST" then return path, web.method_not_allowed(req, "POST") end
+    return path, via_coordinator("POST", "/global/force-sync")
+  end
+  return "other", web.not_found(req)
+end
+
+function M.handle(req)
+  local endpoint, status, body, ctype, headers = route(req)
+  m_requests:inc(1, req.method, endpoint, tostring(status))
+  m_duration:observe((counterd.now_ms() - req.start_ms) / 1000, endpoint)
+  return status, body, ctype, headers
+end
+
+return M
