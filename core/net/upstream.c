@@ -33,6 +33,7 @@ struct upstream_req {
     upstream_cb cb;
     void *arg;
     int retried;
+    int was_sent;      /* some attempt wrote the whole request */
     int connect_errno; /* why no connection could be opened */
     struct uconn *conn; /* while sent */
     struct upstream_req *next; /* in the wait queue */
@@ -69,14 +70,15 @@ static void start(struct upstream *u, struct upstream_req *r);
 
 /* ---------------------------------------------------------------- completion */
 
-static void finish(struct upstream_req *r, int status, const char *body, size_t len, const char *err)
+static void finish(struct upstream_req *r, int status, const char *body, size_t len,
+                   const char *err, int sent)
 {
     upstream_cb cb = r->cb;
     void *arg = r->arg;
     buf_free(&r->bytes);
     free(r);
     if (cb)
-        cb(status, body, len, err, arg);
+        cb(status, body, len, err, sent, arg);
 }
 
 /* A connection that cannot take (or finish) its request. */
@@ -85,6 +87,9 @@ static void conn_fail(struct uconn *c, const char *why)
     struct upstream_req *r = c->req;
     struct upstream *u = c->u;
     int may_retry = r && c->reused && !c->got_bytes && !r->retried;
+    if (r && c->out_off >= r->bytes.len)
+        r->was_sent = 1; /* remembered across the retry below */
+    int sent = r && r->was_sent;
     c->req = NULL;
     conn_close(c);
     if (!r)
@@ -98,7 +103,7 @@ static void conn_fail(struct uconn *c, const char *why)
     }
     char msg[512];
     snprintf(msg, sizeof msg, "%s: %s", u->url, why);
-    finish(r, 0, NULL, 0, msg);
+    finish(r, 0, NULL, 0, msg, sent);
 }
 
 /* ---------------------------------------------------------------- parser callbacks */
@@ -219,7 +224,7 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
         release(c);
     else
         conn_close(c);
-    finish(r, status, body.data ? body.data : "", body.len, NULL);
+    finish(r, status, body.data ? body.data : "", body.len, NULL, 1);
     buf_free(&body);
 }
 
@@ -345,7 +350,7 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
             u->done_tail = NULL;
         char msg[300];
         snprintf(msg, sizeof msg, "%s: cannot connect: %s", u->url, strerror(r->connect_errno));
-        finish(r, 0, NULL, 0, msg);
+        finish(r, 0, NULL, 0, msg, r->was_sent);
     }
 }
 

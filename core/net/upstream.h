@@ -20,8 +20,12 @@ struct event_base;
 struct upstream;
 struct upstream_req;
 
-/* status 0: no answer (err says why). body is the answer's body. */
-typedef void (*upstream_cb)(int status, const char *body, size_t len, const char *err, void *arg);
+/*
+ * status 0: no answer (err says why); then sent tells whether the whole request had been
+ * written (the target may have acted on it) or not (it certainly did not).
+ */
+typedef void (*upstream_cb)(int status, const char *body, size_t len, const char *err, int sent,
+                            void *arg);
 
 /*
  * A pool for http://host:port (resolved now; numeric addresses need no lookup).

@@ -6,6 +6,8 @@
  *    "counts": {"<counter>": {"<replica>": <increments>, ...}, ...},
  *    "decrements": {...same shape, only when some exist...},
  *    "since": "<cursor>"            (request: the cursor the peer gave us last time)
+ *    "failovers": [{"counter","token","amount","from":[regions]}]   (request: records the
+ *                                   peer has not acknowledged; see store/failover.h)
  *    "cursor": "<cursor>", "more": <bool>   (answer)}
  *
  * Cursors are opaque to the peer. "D.<incarnation>.<seq>" means "everything changed after
@@ -32,6 +34,7 @@
 #include "../base/mem.h"
 #include "../net/client.h"
 #include "../obs/metrics.h"
+#include "../store/failover.h"
 #include "../store/gcounter.h"
 
 #define MAX_EXCHANGES 100000 /* per peer per round: a runaway guard, not a tuning knob */
@@ -61,6 +64,8 @@ struct peer {
     int in_round, exchanges;
     double round_start_ms, last_ok_ms;
     int failures;
+    uint64_t fo_acked, fo_sent; /* failover records on the peer / in the push in flight */
+    int fo_count, fo_more;      /* records in this push; more are waiting */
 };
 
 struct waiter {
@@ -114,7 +119,8 @@ struct repl {
     size_t nraw, raw_cap;
     uint32_t *seen;
     size_t seen_cap;
-    struct buf out, counts, decs;
+    struct buf out, counts, decs, fos;
+    struct failovers *failovers;
     /* Metrics. */
     struct metric_series *m_ok, *m_err, *m_part, *m_conflicts, *m_latency, *m_bytes_sent,
         *m_bytes_recv, *m_lag;
@@ -232,6 +238,11 @@ static void body_finish(struct repl *r, const char *since, const char *cursor, i
     if (since && *since) {
         buf_puts(o, ",\"since\":");
         buf_json_str(o, since, strlen(since));
+    }
+    if (r->fos.len) {
+        buf_puts(o, ",\"failovers\":[");
+        buf_append(o, r->fos.data, r->fos.len);
+        buf_putc(o, ']');
     }
     if (cursor) {
         buf_puts(o, ",\"cursor\":");
@@ -418,6 +429,62 @@ static int merge_body(struct repl *r, const struct json *root, int origin, struc
     return changed;
 }
 
+/* A "failovers" list: [{"counter","token","amount","from":[region, ...]}, ...]. */
+static int check_failovers(const struct json *fos, struct merge_error *e)
+{
+    if (!fos || fos->type == JSON_NULL)
+        return 0;
+    if (fos->type != JSON_ARR)
+        return merr(e, 400, "bad_field", "failovers must be an array of records");
+    for (uint32_t i = 0; i < fos->len; i++) {
+        const struct json *f = &fos->u.items[i];
+        const struct json *c = json_get(f, "counter"), *t = json_get(f, "token");
+        const struct json *a = json_get(f, "amount"), *from = json_get(f, "from");
+        if (!c || c->type != JSON_STR || !gcounter_name_valid(c->u.s, c->len))
+            return merr(e, 400, "bad_name", "failovers[%u].counter is not a counter name", i);
+        if (!t || t->type != JSON_STR || t->len == 0 || t->len > 128 || (t->flags & JSON_F_HAS_NUL))
+            return merr(e, 400, "bad_field", "failovers[%u].token must be 1-128 bytes", i);
+        if (!a || a->type != JSON_INT || a->u.i == INT64_MIN)
+            return merr(e, 400, "bad_field", "failovers[%u].amount must be an integer", i);
+        if (!from || from->type != JSON_ARR || from->len == 0 || from->len > 8)
+            return merr(e, 400, "bad_field", "failovers[%u].from must list 1-8 regions", i);
+        size_t total = 0;
+        for (uint32_t k = 0; k < from->len; k++) {
+            const struct json *n = &from->u.items[k];
+            if (n->type != JSON_STR || !gcounter_name_valid(n->u.s, n->len))
+                return merr(e, 400, "bad_field", "failovers[%u].from[%u] is not a region name",
+                            i, k);
+            total += n->len + 1;
+        }
+        if (total >= FAILOVER_FROM_MAX)
+            return merr(e, 400, "bad_field", "failovers[%u].from is too long", i);
+    }
+    return 0;
+}
+
+static void apply_failovers(struct repl *r, const struct json *fos)
+{
+    if (!fos || fos->type != JSON_ARR || !r->hooks.failover)
+        return;
+    for (uint32_t i = 0; i < fos->len; i++) {
+        const struct json *f = &fos->u.items[i];
+        const struct json *c = json_get(f, "counter"), *t = json_get(f, "token");
+        const struct json *from = json_get(f, "from");
+        char names[FAILOVER_FROM_MAX];
+        size_t n = 0;
+        for (uint32_t k = 0; k < from->len; k++) {
+            const struct json *x = &from->u.items[k];
+            if (k)
+                names[n++] = ',';
+            memcpy(names + n, x->u.s, x->len);
+            n += x->len;
+        }
+        names[n] = '\0';
+        r->hooks.failover(r->hooks.arg, c->u.s, c->len, t->u.s, t->len,
+                          json_get(f, "amount")->u.i, names);
+    }
+}
+
 /* ---------------------------------------------------------------- decisions */
 
 static int decide(struct repl *r, const char *dir, const char *from, const char *to,
@@ -557,6 +624,7 @@ static void on_exchange_done(const struct http_result *res, void *arg)
     metric_add(r->m_conflicts, changed);
 
     /* The push is on the peer now. */
+    p->fo_acked = p->fo_sent;
     if (p->full_push) {
         p->full_next = p->sent_next;
         if (p->sent_full_done) {
@@ -576,6 +644,7 @@ static void on_exchange_done(const struct http_result *res, void *arg)
             p->full_push = 1;
             p->full_next = 0;
             p->acked = 0;
+            p->fo_acked = 0;
         }
         snprintf(p->incarnation, sizeof p->incarnation, "%s", inc->u.s);
     }
@@ -586,11 +655,46 @@ static void on_exchange_done(const struct http_result *res, void *arg)
     } else {
         p->cursor[0] = '\0'; /* a peer without cursors (the lab's) answers full state */
     }
-    if ((p->push_more || p->full_push || pull_more) && ++p->exchanges < MAX_EXCHANGES) {
+    if ((p->push_more || p->full_push || pull_more || p->fo_more) &&
+        ++p->exchanges < MAX_EXCHANGES) {
         exchange_start(p);
         return;
     }
     peer_round_end(p, ST_SUCCESS);
+}
+
+#define FAILOVERS_PER_EXCHANGE 1000
+
+static void append_failover(void *arg, const char *counter, size_t clen, const char *token,
+                            size_t tlen, double at, const struct failover_rec *rec, uint64_t seq)
+{
+    (void)at;
+    struct peer *p = arg;
+    struct repl *r = p->r;
+    if (p->fo_count >= FAILOVERS_PER_EXCHANGE) {
+        p->fo_more = 1; /* the rest goes in the next exchange */
+        return;
+    }
+    p->fo_count++;
+    struct buf *b = &r->fos;
+    if (b->len)
+        buf_putc(b, ',');
+    buf_puts(b, "{\"counter\":");
+    buf_json_str(b, counter, clen);
+    buf_puts(b, ",\"token\":");
+    buf_json_str(b, token, tlen);
+    buf_puts(b, ",\"amount\":");
+    buf_i64(b, rec->amount);
+    buf_puts(b, ",\"from\":[");
+    for (const char *q = rec->from; *q;) {
+        size_t n = strcspn(q, ",");
+        if (q != rec->from)
+            buf_putc(b, ',');
+        buf_json_str(b, q, n);
+        q += n + (q[n] == ',');
+    }
+    buf_puts(b, "]}");
+    p->fo_sent = seq;
 }
 
 static void exchange_send(struct peer *p)
@@ -609,7 +713,13 @@ static void exchange_send(struct peer *p)
     } else {
         p->push_more = page_delta(r, p->acked, peer_origin(p), &p->sent_acked);
     }
+    buf_reset(&r->fos);
+    p->fo_sent = p->fo_acked;
+    p->fo_count = p->fo_more = 0;
+    if (r->failovers)
+        failovers_foreach(r->failovers, p->fo_acked, append_failover, p);
     body_finish(r, p->cursor, NULL, 0);
+    buf_reset(&r->fos);
     const char *headers[2] = {r->auth_header, NULL};
     struct http_call_opts o = {.method = "POST",
                                .url = p->sync_url,
@@ -729,11 +839,17 @@ static void answer_sync(struct repl *r, struct http_request *req, const char *bo
     const struct json *nid = json_get(root, "node_id");
     int origin = nid && nid->type == JSON_STR ? origin_of_node(r, nid->u.s) : 0;
     struct merge_error e;
+    const struct json *fos = json_get(root, "failovers");
+    if (check_failovers(fos, &e) < 0) {
+        http_respond_error(req, e.status, e.code, "%s", e.detail);
+        return;
+    }
     int changed = merge_body(r, root, origin, &e);
     if (changed < 0) {
         http_respond_error(req, e.status, e.code, "%s", e.detail);
         return;
     }
+    apply_failovers(r, fos);
     metric_add(r->m_conflicts, changed);
     metric_add(r->m_bytes_recv, (double)len);
 
@@ -871,6 +987,7 @@ struct repl *repl_new(struct event_base *base, struct http_client *client, struc
     r->region = xstrdup(cfg->region);
     r->service = xstrdup(cfg->service ? cfg->service : "counter");
     r->auth_header = cfg->auth_header ? xstrdup(cfg->auth_header) : NULL;
+    r->failovers = cfg->failovers;
     snprintf(r->incarnation, sizeof r->incarnation, "%016" PRIx64, random_u64());
     r->interval_ms = cfg->interval_ms > 0 ? cfg->interval_ms : 5000;
     r->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 3000;
@@ -967,6 +1084,7 @@ void repl_free(struct repl *r)
     buf_free(&r->out);
     buf_free(&r->counts);
     buf_free(&r->decs);
+    buf_free(&r->fos);
     free(r->node_id);
     free(r->region);
     free(r->service);

@@ -25,6 +25,7 @@ struct event_base;
 struct http_client;
 struct gstore;
 struct metrics;
+struct failovers;
 struct repl;
 
 enum repl_action { REPL_DELIVER, REPL_DROP, REPL_DELAY };
@@ -40,6 +41,9 @@ struct repl_hooks {
                   const char *kind, int partitioned, int *delay_ms);
     /* Called for every counter a merge changed (to persist it); may be NULL. */
     void (*changed)(void *arg, uint32_t id);
+    /* Called for every failover record a peer sent (see store/failover.h); may be NULL. */
+    void (*failover)(void *arg, const char *counter, size_t clen, const char *token,
+                     size_t tlen, int64_t amount, const char *from);
     void *arg;
 };
 
@@ -52,6 +56,7 @@ struct repl_config {
     int full_every;    /* a full-state round every N rounds; default 12 */
     size_t page_bytes; /* target size of one /sync body; default 1 MiB */
     const char *auth_header; /* sent with every /sync, e.g. "Authorization: Bearer x" */
+    struct failovers *failovers; /* pushed to every peer; may be NULL */
 };
 
 /* The largest /sync body a node accepts. */

@@ -58,7 +58,8 @@ struct forward {
     struct http_request *req;
     struct upstream_req *ureq;
     int region;
-    unsigned tried; /* bit per region */
+    unsigned tried;     /* bit per region */
+    unsigned ambiguous; /* regions that may have applied it: sent, but no answer */
     char routing[64];
     char counter[256];
     char client_region[64];
@@ -137,7 +138,8 @@ static int pick(struct forward *f, char *err, size_t errlen)
     return i;
 }
 
-static void on_answer(int status, const char *body, size_t len, const char *err, void *arg)
+static void on_answer(int status, const char *body, size_t len, const char *err, int sent,
+                      void *arg)
 {
     struct forward *f = arg;
     struct gateway *g = f->g;
@@ -145,6 +147,8 @@ static void on_answer(int status, const char *body, size_t len, const char *err,
     f->ureq = NULL;
     if (status == 0 || status >= 500) {
         r->down_until = clock_mono_ms() + DOWN_MS;
+        if (sent || status >= 500)
+            f->ambiguous |= 1u << f->region; /* it may have counted it: say so on the retry */
         log_warn("increment on %s failed (%s); failing over", r->name,
                  err ? err : http_status_text(status));
         char perr[256];
@@ -200,10 +204,31 @@ static void send_to(struct forward *f, int i)
     buf_reset(b);
     buf_puts(b, "POST /increment HTTP/1.1\r\nHost: ");
     buf_puts(b, r->host);
+    /* A retry after an unanswered attempt names the regions that may have applied it, so
+     * they take theirs back when they learn of this one (store/failover.h). */
+    struct buf from = BUF_INIT;
+    if (f->ambiguous) {
+        buf_puts(&from, "\"failover_from\":[");
+        for (int k = 0, first = 1; k < g->n; k++)
+            if (f->ambiguous & (1u << k)) {
+                if (!first)
+                    buf_putc(&from, ',');
+                first = 0;
+                buf_json_str(&from, g->regions[k].name, strlen(g->regions[k].name));
+            }
+        buf_puts(&from, "],");
+    }
     buf_puts(b, "\r\nContent-Type: application/json\r\nContent-Length: ");
-    buf_u64(b, f->body.len);
+    buf_u64(b, f->body.len + from.len);
     buf_puts(b, "\r\n\r\n");
-    buf_append(b, f->body.data, f->body.len);
+    /* f->body starts with '{' (body_with_token puts the token first when it adds one; a
+     * client's own body may start with blanks). */
+    const char *brace = memchr(f->body.data, '{', f->body.len);
+    size_t at = (size_t)(brace - f->body.data) + 1;
+    buf_append(b, f->body.data, at);
+    buf_append(b, from.data ? from.data : "", from.len);
+    buf_append(b, f->body.data + at, f->body.len - at);
+    buf_free(&from);
     f->ureq = upstream_send(r->pool, b->data, b->len, g->timeout_ms, on_answer, f);
 }
 

@@ -24,6 +24,7 @@
 #include "../obs/metrics.h"
 #include "../repl/replication.h"
 #include "../store/dedup.h"
+#include "../store/failover.h"
 #include "../store/gcounter.h"
 #include "../store/wal.h"
 #include "config.h"
@@ -44,6 +45,7 @@ struct region {
     int nnodes, self_node;
     struct gstore *store;
     struct dedup *dedup;
+    struct failovers *failovers;
     struct metrics *metrics;
     struct lua_host *lua;
     struct http_client *client;
@@ -57,7 +59,7 @@ struct region {
     struct durable_wait *waits, *waits_tail;
     char *admin_token;
     struct metric *m_incr;
-    struct metric_series *m_local, *m_synced;
+    struct metric_series *m_local, *m_synced, *m_compensated;
 };
 
 /* ---------------------------------------------------------------- JSON views */
@@ -365,6 +367,32 @@ static void h_increment(struct region *rg, struct http_request *req)
         token = v->u.s;
         tlen = v->len;
     }
+    /* Sent by the gateway when another region failed to answer this increment. */
+    struct failover_rec fo = {amount, ""};
+    v = json_get(root, "failover_from");
+    if (v && v->type != JSON_NULL) {
+        size_t n = 0;
+        if (v->type != JSON_ARR || v->len == 0 || v->len > 8 || !token) {
+            http_respond_error(req, 400, "bad_field",
+                               "failover_from must list 1-8 region names, with an "
+                               "idempotency_token");
+            return;
+        }
+        for (uint32_t i = 0; i < v->len; i++) {
+            const struct json *x = &v->u.items[i];
+            if (x->type != JSON_STR || !gcounter_name_valid(x->u.s, x->len) ||
+                n + x->len + 1 >= sizeof fo.from) {
+                http_respond_error(req, 400, "bad_field",
+                                   "failover_from[%u] must be a region name", i);
+                return;
+            }
+            if (n)
+                fo.from[n++] = ',';
+            memcpy(fo.from + n, x->u.s, x->len);
+            n += x->len;
+        }
+        fo.from[n] = '\0';
+    }
 
     if (rg->wal && wal_failed(rg->wal)) {
         http_respond_error(req, 503, "unavailable",
@@ -380,6 +408,13 @@ static void h_increment(struct region *rg, struct http_request *req)
                                " on this counter, not %" PRId64,
                                prev.amount, amount);
             return;
+        }
+        if (prev.local_count == DEDUP_ELSEWHERE) {
+            /* Applied by another region (a failover): answer with the counts here. */
+            uint32_t pid = gstore_find(rg->store, name, nlen);
+            const struct gcounter *pc = pid == GSTORE_NONE ? NULL : gstore_counter(rg->store, pid);
+            prev.local_count = local_of(rg, pc);
+            prev.total_count = pc ? gcounter_value(pc) : 0;
         }
         struct buf *b = &rg->out;
         buf_puts(b, "{\"counter\":");
@@ -423,6 +458,12 @@ static void h_increment(struct region *rg, struct http_request *req)
     if (token)
         dedup_put(rg->dedup, name, nlen, token, tlen, now, &a);
     uint64_t pos = rg->wal ? wal_append(rg->wal, rg->store, id, token, tlen, &a, now) : 0;
+    if (fo.from[0]) {
+        failovers_record(rg->failovers, name, nlen, token, tlen, &fo, now);
+        if (rg->wal)
+            pos = wal_append_failover(rg->wal, name, nlen, token, tlen, &fo, now);
+        log_info("took increment %s/%s over from %s", name, token, fo.from);
+    }
 
     const char *labels[3] = {"counter", rg->region, name};
     metric_add(metric_series(rg->m_incr, labels), 1);
@@ -672,6 +713,56 @@ static int faults_decide(void *arg, const char *dir, const char *from, const cha
 
 static void merged(void *arg, uint32_t id) { persist_changed(arg, id); }
 
+/*
+ * A peer tells us a region took an increment over from the regions in `from` (see
+ * store/failover.h). If we are one of them, we settle it once: had we applied the token,
+ * we take our application back; either way a retry here is a duplicate from now on.
+ */
+static void failover_learned(void *arg, const char *counter, size_t clen, const char *token,
+                             size_t tlen, int64_t amount, const char *from)
+{
+    struct region *rg = arg;
+    double now = clock_unix_s();
+    struct failover_rec rec = {amount, ""};
+    snprintf(rec.from, sizeof rec.from, "%s", from);
+    if (failovers_record(rg->failovers, counter, clen, token, tlen, &rec, now) && rg->wal)
+        wal_append_failover(rg->wal, counter, clen, token, tlen, &rec, now); /* to relay it */
+    struct dedup_answer mine;
+    int applied_here = dedup_get(rg->dedup, counter, clen, token, tlen, now, &mine) &&
+                       mine.local_count != DEDUP_ELSEWHERE;
+    if (!failover_names(from, rg->region)) {
+        if (!applied_here) {
+            struct dedup_answer elsewhere = {amount, DEDUP_ELSEWHERE, 0};
+            dedup_put(rg->dedup, counter, clen, token, tlen, now, &elsewhere);
+        }
+        return;
+    }
+    if (failovers_settled(rg->failovers, counter, clen, token, tlen, now))
+        return;
+    if (applied_here) {
+        uint32_t id = gstore_find(rg->store, counter, clen);
+        int rc = id == GSTORE_NONE ? GSTORE_EOVERFLOW
+                                   : gstore_incr(rg->store, id, rg->self, -mine.amount);
+        if (rc != 0) {
+            log_error("cannot take back increment %.*s/%.*s (%s): it stays counted twice",
+                      (int)clen, counter, (int)tlen, token,
+                      rc == GSTORE_EOVERFLOW ? "out of range" : "too many replicas");
+        } else {
+            persist_changed(rg, id);
+            metric_add(rg->m_compensated, 1);
+            log_warn("increment %.*s/%.*s of %" PRId64 " was also taken over by another region "
+                     "after we failed to answer: taken back here so it counts once",
+                     (int)clen, counter, (int)tlen, token, mine.amount);
+        }
+    } else {
+        struct dedup_answer elsewhere = {amount, DEDUP_ELSEWHERE, 0};
+        dedup_put(rg->dedup, counter, clen, token, tlen, now, &elsewhere);
+    }
+    failovers_settle(rg->failovers, counter, clen, token, tlen, now);
+    if (rg->wal)
+        wal_append_settle(rg->wal, counter, clen, token, tlen, now);
+}
+
 static double local_total(void *arg)
 {
     struct region *rg = arg;
@@ -709,11 +800,13 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
     rg->store = gstore_new();
     gstore_expect_replicas(rg->store, cfg->npeers + 1);
     rg->dedup = dedup_new(DEDUP_MAX, DEDUP_WINDOW_S);
+    rg->failovers = failovers_new();
     rg->admin_token = cfg->admin_token[0] ? xstrdup(cfg->admin_token) : NULL;
     char rid[GSTORE_REPLICA_NAME_MAX + 1];
     if (cfg->data_dir[0]) {
-        struct wal_opts wo = {cfg->data_dir, cfg->node_id, (enum wal_fsync)wal_parse_fsync(cfg->fsync),
-                              (size_t)cfg->snapshot_bytes};
+        struct wal_opts wo = {cfg->data_dir, cfg->node_id,
+                              (enum wal_fsync)wal_parse_fsync(cfg->fsync),
+                              (size_t)cfg->snapshot_bytes, rg->failovers};
         struct wal_info info;
         rg->wal = wal_open(&wo, rg->store, rg->dedup, &info, err, errlen);
         if (!rg->wal) {
@@ -749,6 +842,10 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
                                              "service,region", NULL, 0),
                                  id3);
     metric_set_fn(rg->m_synced, synced_total, rg);
+    rg->m_compensated = metric_only(metrics_add(
+        rg->metrics, METRIC_COUNTER, "counterd_failover_takebacks_total",
+        "Increments this node had applied and took back because a failover applied them too",
+        NULL, NULL, 0));
     rg->m_incr = metrics_add(rg->metrics, METRIC_COUNTER, "counter_increments_total",
                              "Increment requests applied, by counter (top names; the rest _other)",
                              "service,region,counter_name", NULL, 0);
@@ -780,8 +877,9 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
                              .npeers = cfg->npeers,
                              .interval_ms = cfg->sync_interval_ms,
                              .timeout_ms = cfg->sync_timeout_ms,
-                             .auth_header = cfg->admin_token[0] ? auth : NULL};
-    struct repl_hooks hooks = {faults_decide, merged, rg};
+                             .auth_header = cfg->admin_token[0] ? auth : NULL,
+                             .failovers = rg->failovers};
+    struct repl_hooks hooks = {faults_decide, merged, failover_learned, rg};
     rg->repl = repl_new(base, rg->client, rg->store, rg->metrics, &rc, &hooks);
 
     struct http_server_opts so = {.bind_addr = cfg->bind,
@@ -834,6 +932,7 @@ void region_free(struct region *rg)
     lua_host_free(rg->lua);
     metrics_free(rg->metrics);
     dedup_free(rg->dedup);
+    failovers_free(rg->failovers);
     gstore_free(rg->store);
     json_parser_free(&rg->parser);
     buf_free(&rg->out);

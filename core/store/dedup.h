@@ -16,6 +16,10 @@
 
 struct dedup;
 
+/* local_count of an entry for a token another region applied (a failover): a retry here
+ * is a duplicate, answered with the counts of the moment. */
+#define DEDUP_ELSEWHERE INT64_MIN
+
 /* What the first request with a token was answered. */
 struct dedup_answer {
     int64_t amount, local_count, total_count;

@@ -44,10 +44,13 @@
 #define REC_COUNTER 'C'
 #define REC_DEDUP 'D'
 #define REC_END 'E'
+#define REC_FAILOVER 'F'
+#define REC_SETTLE 'S'
 #define SNAPSHOT_RETRY_S 10.0
 
 struct wal {
     char *dir, *node_id;
+    struct failovers *failovers;
     enum wal_fsync policy;
     size_t snapshot_bytes;
     int dir_fd, lock_fd, notify_fd;
@@ -161,6 +164,32 @@ static void encode_counter(struct buf *b, const struct gstore *st, uint32_t id, 
     frame(b, start);
 }
 
+static void encode_failover(struct buf *b, const char *counter, size_t clen, const char *token,
+                            size_t tlen, const struct failover_rec *rec, double at)
+{
+    size_t start = b->len;
+    buf_append(b, "\0\0\0\0\0\0\0\0", 8);
+    put_u8(b, REC_FAILOVER);
+    put_str8(b, counter, clen);
+    put_str8(b, token, tlen);
+    put_u64(b, (uint64_t)rec->amount);
+    put_str8(b, rec->from, strnlen(rec->from, FAILOVER_FROM_MAX - 1));
+    put_f64(b, at);
+    frame(b, start);
+}
+
+static void encode_settle(struct buf *b, const char *counter, size_t clen, const char *token,
+                          size_t tlen, double at)
+{
+    size_t start = b->len;
+    buf_append(b, "\0\0\0\0\0\0\0\0", 8);
+    put_u8(b, REC_SETTLE);
+    put_str8(b, counter, clen);
+    put_str8(b, token, tlen);
+    put_f64(b, at);
+    frame(b, start);
+}
+
 /* ---------------------------------------------------------------- decoding */
 
 struct reader {
@@ -223,6 +252,7 @@ static const char *get_str8(struct reader *r, size_t *len)
 struct recovery {
     struct gstore *st;
     struct dedup *d;
+    struct failovers *fo;
     double now;
     uint64_t records;
     struct gentry entries[GCOUNTER_MAX_ENTRIES];
@@ -257,6 +287,31 @@ static int apply(struct recovery *rc, const unsigned char *p, size_t len, int in
             return -1;
         }
         dedup_put(rc->d, counter, clen, token, tlen, at, &a); /* it expires by its window */
+        rc->records++;
+        return 0;
+    }
+    if (type == REC_FAILOVER || type == REC_SETTLE) {
+        size_t clen, tlen, flen = 0;
+        const char *counter = get_str8(&r, &clen);
+        const char *token = get_str8(&r, &tlen);
+        struct failover_rec rec;
+        memset(&rec, 0, sizeof rec);
+        if (type == REC_FAILOVER) {
+            rec.amount = (int64_t)get_u64(&r);
+            const char *from = get_str8(&r, &flen);
+            if (flen < FAILOVER_FROM_MAX)
+                memcpy(rec.from, from, flen);
+        }
+        double at = get_f64(&r);
+        if (r.bad || r.p != r.end || !gcounter_name_valid(counter, clen) || !tlen ||
+            flen >= FAILOVER_FROM_MAX) {
+            snprintf(rc->why, sizeof rc->why, "bad failover record");
+            return -1;
+        }
+        if (rc->fo && type == REC_FAILOVER)
+            failovers_record(rc->fo, counter, clen, token, tlen, &rec, at);
+        else if (rc->fo)
+            failovers_settle(rc->fo, counter, clen, token, tlen, at);
         rc->records++;
         return 0;
     }
@@ -330,7 +385,8 @@ static int record_at(const unsigned char *data, size_t size, size_t off)
     if (crc32c(0, data + off + 8, len) != crc)
         return 0;
     unsigned type = data[off + 8];
-    return type == REC_COUNTER || type == REC_DEDUP || type == REC_END;
+    return type == REC_COUNTER || type == REC_DEDUP || type == REC_END ||
+           type == REC_FAILOVER || type == REC_SETTLE;
 }
 
 static int read_file(int dir_fd, const char *name, unsigned char **data, size_t *size,
@@ -657,6 +713,7 @@ struct wal *wal_open(const struct wal_opts *o, struct gstore *st, struct dedup *
     struct wal *w = xcalloc(1, sizeof *w);
     w->dir = xstrdup(o->dir);
     w->node_id = xstrdup(o->node_id);
+    w->failovers = o->failovers;
     w->policy = o->fsync;
     w->snapshot_bytes = o->snapshot_bytes ? o->snapshot_bytes : (64u << 20);
     w->fd = w->lock_fd = w->notify_fd = w->dir_fd = -1;
@@ -705,6 +762,7 @@ struct wal *wal_open(const struct wal_opts *o, struct gstore *st, struct dedup *
     memset(&rc, 0, sizeof rc);
     rc.st = st;
     rc.d = d;
+    rc.fo = o->failovers;
     rc.now = clock_unix_s();
     uint64_t snap = l.nsnaps ? l.snaps[l.nsnaps - 1] : 0;
     char name[64];
@@ -948,6 +1006,24 @@ int wal_write(struct wal *w)
     return 0;
 }
 
+uint64_t wal_append_failover(struct wal *w, const char *counter, size_t clen, const char *token,
+                             size_t tlen, const struct failover_rec *rec, double at)
+{
+    size_t before = w->buf.len;
+    encode_failover(&w->buf, counter, clen, token, tlen, rec, at);
+    w->appended += w->buf.len - before;
+    return w->appended;
+}
+
+uint64_t wal_append_settle(struct wal *w, const char *counter, size_t clen, const char *token,
+                           size_t tlen, double at)
+{
+    size_t before = w->buf.len;
+    encode_settle(&w->buf, counter, clen, token, tlen, at);
+    w->appended += w->buf.len - before;
+    return w->appended;
+}
+
 int wal_failed(const struct wal *w) { return w->failed; }
 
 uint64_t wal_position(const struct wal *w) { return w->appended; }
@@ -1015,6 +1091,23 @@ static void snap_dedup(void *arg, const char *counter, size_t clen, const char *
     snap_flush(sw, 0);
 }
 
+static void snap_failover(void *arg, const char *counter, size_t clen, const char *token,
+                          size_t tlen, double at, const struct failover_rec *rec, uint64_t seq)
+{
+    (void)seq;
+    struct snap_writer *sw = arg;
+    encode_failover(&sw->b, counter, clen, token, tlen, rec, at);
+    snap_flush(sw, 0);
+}
+
+static void snap_settled(void *arg, const char *counter, size_t clen, const char *token,
+                         size_t tlen, double at)
+{
+    struct snap_writer *sw = arg;
+    encode_settle(&sw->b, counter, clen, token, tlen, at);
+    snap_flush(sw, 0);
+}
+
 /* Runs in the forked child: writes the snapshot and puts it in place. Never returns. */
 static void snapshot_child(struct wal *w, const struct gstore *st, const struct dedup *d,
                            uint64_t seg)
@@ -1033,6 +1126,10 @@ static void snapshot_child(struct wal *w, const struct gstore *st, const struct 
         snap_flush(&sw, 0);
     }
     dedup_foreach(d, snap_dedup, &sw);
+    if (w->failovers) {
+        failovers_foreach(w->failovers, 0, snap_failover, &sw);
+        failovers_foreach_settled(w->failovers, snap_settled, &sw);
+    }
     size_t start = sw.b.len;
     buf_append(&sw.b, "\0\0\0\0\0\0\0\0", 8);
     put_u8(&sw.b, REC_END);

@@ -31,6 +31,7 @@
 #include <stdint.h>
 
 #include "dedup.h"
+#include "failover.h"
 #include "gcounter.h"
 
 enum wal_fsync {
@@ -44,6 +45,7 @@ struct wal_opts {
     const char *node_id;
     enum wal_fsync fsync;
     size_t snapshot_bytes; /* log bytes between snapshots; default 64 MiB */
+    struct failovers *failovers; /* recovered and snapshotted too, when not NULL */
 };
 
 /* What wal_open found and did. */
@@ -93,6 +95,11 @@ uint64_t wal_append(struct wal *w, const struct gstore *st, uint32_t id, const c
  * @return 0, or -1 after an I/O error (logged; wal_failed() is then true for good).
  */
 int wal_write(struct wal *w);
+/* Buffers a failover record / a settlement (see failover.h). @return as wal_append. */
+uint64_t wal_append_failover(struct wal *w, const char *counter, size_t clen, const char *token,
+                             size_t tlen, const struct failover_rec *rec, double at);
+uint64_t wal_append_settle(struct wal *w, const char *counter, size_t clen, const char *token,
+                           size_t tlen, double at);
 int wal_failed(const struct wal *w);
 /* Position after the last record appended (buffered or not). */
 uint64_t wal_position(const struct wal *w);

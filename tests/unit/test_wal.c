@@ -54,7 +54,7 @@ static int node_open(struct node *n, const char *dir, enum wal_fsync f, size_t s
     memset(n, 0, sizeof *n);
     n->st = gstore_new();
     n->d = dedup_new(1000, 600);
-    struct wal_opts o = {dir, "us-east-1", f, snap_bytes};
+    struct wal_opts o = {dir, "us-east-1", f, snap_bytes, NULL};
     n->w = wal_open(&o, n->st, n->d, &n->info, n->err, sizeof n->err);
     if (!n->w)
         return -1;
@@ -326,7 +326,7 @@ static void test_refusals(void)
     struct dedup *d = dedup_new(10, 60);
     struct wal_info info;
     char err[512];
-    struct wal_opts o = {root, "eu-west-1", WAL_FSYNC_NO, 0};
+    struct wal_opts o = {root, "eu-west-1", WAL_FSYNC_NO, 0, NULL};
     CHECK(wal_open(&o, st, d, &info, err, sizeof err) == NULL);
     CHECK(strstr(err, "belongs to node us-east-1") != NULL);
     gstore_free(st);
