@@ -14,6 +14,9 @@
 #ifndef COUNTERD_DEFAULT_LUA_DIR
 #define COUNTERD_DEFAULT_LUA_DIR "lua"
 #endif
+#ifndef COUNTERD_DEFAULT_WEB_DIR
+#define COUNTERD_DEFAULT_WEB_DIR "web"
+#endif
 
 enum kind { K_STR, K_INT, K_PEERS };
 
@@ -64,6 +67,8 @@ static const struct option options[] = {
         "gateway: the coordinator's base URL (default: lua/conf/lab.lua)"),
     INT(request_timeout_up_ms, "--upstream-timeout-ms", "COUNTERD_UPSTREAM_TIMEOUT_MS", 10,
         600000, "coordinator, gateway: timeout of a call to a region (default 2000)"),
+    STR(web_dir, "--web-dir", "COUNTERD_WEB_DIR",
+        "gateway: folder of the dashboard served at / (default: the source tree's web/)"),
 };
 #define NOPTIONS (sizeof options / sizeof *options)
 
@@ -134,6 +139,7 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
     c->port = 8000;
     snprintf(c->region, sizeof c->region, "us-east");
     snprintf(c->lua_dir, sizeof c->lua_dir, "%s", COUNTERD_DEFAULT_LUA_DIR);
+    snprintf(c->web_dir, sizeof c->web_dir, "%s", COUNTERD_DEFAULT_WEB_DIR);
     c->sync_interval_ms = 5000;
     c->sync_timeout_ms = 3000;
     c->max_conns = 10000;

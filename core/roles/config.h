@@ -34,6 +34,7 @@ struct config {
     char region_endpoints[2048];
     char coordinator_url[256];
     int request_timeout_up_ms; /* calls from a role to the services behind it */
+    char web_dir[512];         /* gateway: the dashboard's files (web/) */
 };
 
 /*

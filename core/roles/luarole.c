@@ -30,6 +30,7 @@ int lua_api_json_encode_at(lua_State *L, int idx, struct buf *b);
 
 struct luarole {
     struct gateway *gateway; /* the gateway's C hot path, for that role */
+    char *web_dir;           /* the gateway's dashboard files, or NULL */
     struct metrics *metrics;
     struct lua_host *lua;
     struct http_client *client;
@@ -125,10 +126,66 @@ static void on_answer(lua_State *co, int nresults, const char *err, void *arg)
     buf_trim(&lr->out, 1u << 20);
 }
 
+/* The dashboard: GET / is web/index.html, GET /web/<file> the files beside it. */
+static int serve_static(struct luarole *lr, struct http_request *req)
+{
+    if (!lr->web_dir || (req->method != HTTP_M_GET && req->method != HTTP_M_HEAD))
+        return 0;
+    const char *file;
+    size_t flen;
+    if (req->path_len == 1 && req->path[0] == '/') {
+        file = "index.html";
+        flen = 10;
+    } else if (req->path_len > 5 && !memcmp(req->path, "/web/", 5)) {
+        file = req->path + 5;
+        flen = req->path_len - 5;
+    } else {
+        return 0;
+    }
+    for (size_t i = 0; i < flen; i++) /* no '/', no "..": one flat folder */
+        if (!((file[i] >= 'a' && file[i] <= 'z') || (file[i] >= '0' && file[i] <= '9') ||
+              file[i] == '-' || file[i] == '_' || (file[i] == '.' && i > 0))) {
+            http_respond_error(req, 404, "not_found", "no such file");
+            return 1;
+        }
+    static const struct {
+        const char *ext, *type;
+    } types[] = {{".html", "text/html; charset=utf-8"},
+                 {".js", "text/javascript; charset=utf-8"},
+                 {".css", "text/css; charset=utf-8"},
+                 {".svg", "image/svg+xml"},
+                 {".json", "application/json"}};
+    const char *type = NULL;
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
+        size_t el = strlen(types[i].ext);
+        if (flen > el && !memcmp(file + flen - el, types[i].ext, el))
+            type = types[i].type;
+    }
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%.*s", lr->web_dir, (int)flen, file);
+    FILE *f = type ? fopen(path, "rb") : NULL;
+    if (!f) {
+        http_respond_error(req, 404, "not_found", "no such file");
+        return 1;
+    }
+    buf_reset(&lr->out);
+    char chunk[8192];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        buf_append(&lr->out, chunk, n);
+    fclose(f);
+    http_respond_ex(req, 200, type, "Cache-Control: no-cache\r\n", lr->out.data ? lr->out.data : "",
+                    lr->out.len);
+    buf_trim(&lr->out, 1u << 20);
+    return 1;
+}
+
 static void handle(struct http_request *req, void *arg)
 {
     struct luarole *lr = arg;
     if (lr->gateway && gateway_handle(lr->gateway, req))
+        return;
+    if (serve_static(lr, req))
         return;
     if (req->path_len == 8 && !memcmp(req->path, "/metrics", 8) &&
         (req->method == HTTP_M_GET || req->method == HTTP_M_HEAD)) {
@@ -266,9 +323,12 @@ struct luarole *luarole_new(struct event_base *base, const struct config *cfg, c
         luarole_free(lr);
         return NULL;
     }
-    if (!strcmp(cfg->role, "gateway") && start_gateway(lr, base, cfg, err, errlen) < 0) {
-        luarole_free(lr);
-        return NULL;
+    if (!strcmp(cfg->role, "gateway")) {
+        if (start_gateway(lr, base, cfg, err, errlen) < 0) {
+            luarole_free(lr);
+            return NULL;
+        }
+        lr->web_dir = xstrdup(cfg->web_dir);
     }
     struct http_server_opts so = {.bind_addr = cfg->bind,
                                   .port = cfg->port,
@@ -295,5 +355,6 @@ void luarole_free(struct luarole *lr)
     http_client_free(lr->client);
     metrics_free(lr->metrics);
     buf_free(&lr->out);
+    free(lr->web_dir);
     free(lr);
 }
