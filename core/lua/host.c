@@ -316,24 +316,38 @@ static int guarded_call(struct lua_host *h, int nargs, int nresults)
     return rc == 0 ? 0 : -1;
 }
 
+/*
+ * Runs <lua_dir>/<folder>/<name>.lua in a fresh sandbox under the budget and leaves what
+ * it returned on the stack; interpreted only (jit_off) for policies, so the watchdog sees
+ * every instruction. @return 0, or -1 with "file:line: message" in err.
+ */
+static int run_file(struct lua_host *h, const char *folder, const char *name, int jit_off,
+                    char *path, size_t pathlen, char *err, size_t errlen)
+{
+    lua_State *L = h->L;
+    snprintf(path, pathlen, "%s/%s/%s.lua", h->dir, folder, name);
+    if (luaL_loadfile(L, path) != 0) {
+        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+        return -1;
+    }
+    if (jit_off)
+        luaJIT_setmode(L, -1, LUAJIT_MODE_ALLFUNC | LUAJIT_MODE_OFF);
+    push_sandbox(h);
+    lua_setfenv(L, -2);
+    if (guarded_call(h, 0, 1) != 0) {
+        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+        return -1;
+    }
+    return 0;
+}
+
 int lua_host_load_policy(struct lua_host *h, const char *name, char *err, size_t errlen)
 {
     lua_State *L = h->L;
     int top = lua_gettop(L);
     char path[512];
-    snprintf(path, sizeof path, "%s/policies/%s.lua", h->dir, name);
-    if (luaL_loadfile(L, path) != 0) {
-        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+    if (run_file(h, "policies", name, 1, path, sizeof path, err, errlen) < 0)
         goto fail;
-    }
-    /* Interpreted only, so the watchdog hook sees every instruction. */
-    luaJIT_setmode(L, -1, LUAJIT_MODE_ALLFUNC | LUAJIT_MODE_OFF);
-    push_sandbox(h);
-    lua_setfenv(L, -2);
-    if (guarded_call(h, 0, 1) != 0) {
-        snprintf(err, errlen, "%s", lua_tostring(L, -1));
-        goto fail;
-    }
     if (!lua_istable(L, -1)) {
         snprintf(err, errlen, "%s: the file must return a table of functions (it returned %s)",
                  path, luaL_typename(L, -1));
@@ -375,17 +389,8 @@ int lua_host_load_role(struct lua_host *h, const char *name, char *err, size_t e
     lua_State *L = h->L;
     int top = lua_gettop(L);
     char path[512];
-    snprintf(path, sizeof path, "%s/roles/%s.lua", h->dir, name);
-    if (luaL_loadfile(L, path) != 0) {
-        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+    if (run_file(h, "roles", name, 0, path, sizeof path, err, errlen) < 0)
         goto fail;
-    }
-    push_sandbox(h);
-    lua_setfenv(L, -2);
-    if (guarded_call(h, 0, 1) != 0) {
-        snprintf(err, errlen, "%s", lua_tostring(L, -1));
-        goto fail;
-    }
     lua_getfield(L, -1, "handle");
     if (!lua_istable(L, -2) || !lua_isfunction(L, -1)) {
         snprintf(err, errlen, "%s: the file must return a table with a handle(req) function",
