@@ -409,11 +409,12 @@ fail:
     return -1;
 }
 
-int lua_host_push_role_fn(struct lua_host *h, const char *fn)
+/* Pushes the function fn of the module table behind ref. @return 0, or -1 (nothing pushed). */
+static int push_module_fn(struct lua_host *h, int ref, const char *fn)
 {
-    if (h->role_ref == LUA_NOREF)
+    if (ref == LUA_NOREF)
         return -1;
-    lua_rawgeti(h->L, LUA_REGISTRYINDEX, h->role_ref);
+    lua_rawgeti(h->L, LUA_REGISTRYINDEX, ref);
     lua_getfield(h->L, -1, fn);
     lua_remove(h->L, -2);
     if (!lua_isfunction(h->L, -1)) {
@@ -421,6 +422,11 @@ int lua_host_push_role_fn(struct lua_host *h, const char *fn)
         return -1;
     }
     return 0;
+}
+
+int lua_host_push_role_fn(struct lua_host *h, const char *fn)
+{
+    return push_module_fn(h, h->role_ref, fn);
 }
 
 void lua_host_push_role_field(struct lua_host *h, const char *field)
@@ -438,16 +444,7 @@ void lua_host_push_role_field(struct lua_host *h, const char *field)
 static int push_policy_fn(struct lua_host *h, const char *policy, const char *fn)
 {
     struct policy *p = find_policy(h, policy);
-    if (!p)
-        return -1;
-    lua_rawgeti(h->L, LUA_REGISTRYINDEX, p->ref);
-    lua_getfield(h->L, -1, fn);
-    lua_remove(h->L, -2);
-    if (!lua_isfunction(h->L, -1)) {
-        lua_pop(h->L, 1);
-        return -1;
-    }
-    return 0;
+    return p ? push_module_fn(h, p->ref, fn) : -1;
 }
 
 int lua_host_faults_decide(struct lua_host *h, const char *dir, const char *from, const char *to,

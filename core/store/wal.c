@@ -705,6 +705,28 @@ static int replica_known(const struct gstore *st, const char *id)
     return 0;
 }
 
+static void reap_snapshot(struct wal *w, int block);
+
+/* Frees w and closes what it holds (the fsync thread must be stopped already). */
+static void release(struct wal *w)
+{
+    if (w->snap_pid > 0) {
+        kill(w->snap_pid, SIGKILL);
+        reap_snapshot(w, 1);
+    }
+    int fds[4] = {w->fd, w->notify_fd, w->lock_fd /* releases the flock */, w->dir_fd};
+    for (int i = 0; i < 4; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    buf_free(&w->buf);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->wake);
+    pthread_cond_destroy(&w->idle);
+    free(w->dir);
+    free(w->node_id);
+    free(w);
+}
+
 struct wal *wal_open(const struct wal_opts *o, struct gstore *st, struct dedup *d,
                      struct wal_info *info, char *err, size_t errlen)
 {
@@ -894,20 +916,7 @@ struct wal *wal_open(const struct wal_opts *o, struct gstore *st, struct dedup *
     return w;
 fail:
     listing_free(&l);
-    if (w->fd >= 0)
-        close(w->fd);
-    if (w->notify_fd >= 0)
-        close(w->notify_fd);
-    if (w->lock_fd >= 0)
-        close(w->lock_fd);
-    if (w->dir_fd >= 0)
-        close(w->dir_fd);
-    pthread_mutex_destroy(&w->mu);
-    pthread_cond_destroy(&w->wake);
-    pthread_cond_destroy(&w->idle);
-    free(w->dir);
-    free(w->node_id);
-    free(w);
+    release(w);
     return NULL;
 }
 
@@ -918,27 +927,6 @@ static void stop_thread(struct wal *w)
     pthread_cond_broadcast(&w->wake);
     pthread_mutex_unlock(&w->mu);
     pthread_join(w->thread, NULL);
-}
-
-static void reap_snapshot(struct wal *w, int block);
-
-static void release(struct wal *w)
-{
-    if (w->snap_pid > 0) {
-        kill(w->snap_pid, SIGKILL);
-        reap_snapshot(w, 1);
-    }
-    close(w->fd);
-    close(w->notify_fd);
-    close(w->lock_fd); /* releases the flock */
-    close(w->dir_fd);
-    buf_free(&w->buf);
-    pthread_mutex_destroy(&w->mu);
-    pthread_cond_destroy(&w->wake);
-    pthread_cond_destroy(&w->idle);
-    free(w->dir);
-    free(w->node_id);
-    free(w);
 }
 
 int wal_close(struct wal *w)
