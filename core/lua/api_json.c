@@ -1,77 +1,95 @@
 /*
- * api_json.c - counterd.json: JSON for Lua roles, on cJSON.
+ * api_json.c - counterd.json: JSON for Lua roles.
  *
- *   counterd.json.decode(text) -> value, or nil, "error at offset N"
- *   counterd.json.encode(value) -> text       (raises on cycles, functions, NaN keys...)
+ *   counterd.json.decode(text) -> value, or nil, "... at offset N"
+ *   counterd.json.encode(value) -> text       (raises on cycles, functions, NaN...)
  *   counterd.json.null                        decodes from null, encodes to null
  *   counterd.json.array(t) -> t               marks t to encode as an array even if empty
  *
- * Encoding: a table whose keys are exactly 1..n is an array; any other table an object
- * with its keys sorted, so answers are stable; an empty unmarked table is {}. Numbers
- * that are integers up to 2^53 are written without a fraction. Lua numbers are doubles,
- * so counts past 2^53 lose precision here: the C core keeps exact ones.
+ * Decoding uses the core's strict reader (base/json.h), which keeps integers exact: an
+ * integer beyond 2^53, which a Lua number cannot hold, becomes a LuaJIT int64_t cdata
+ * (it compares and adds with numbers) and is encoded back digit for digit, so counts
+ * relayed through Lua stay exact. Encoding: a table whose keys are exactly 1..n is an
+ * array; any other table an object with its keys sorted, so answers are stable; an empty
+ * unmarked table is {}. Integral numbers up to 2^53 are written without a fraction.
  */
-#include <cjson/cJSON.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../base/buf.h"
+#include "../base/json.h"
 #include "host.h"
 
 #define ARRAY_MARK "counterd.json.array"
+#define INT64_MAKER "counterd.json.int64"
 #define MAX_DEPTH 64
+#define LUA_TCDATA_ 10 /* LuaJIT's type number for cdata */
+#define EXACT_DOUBLE 9007199254740992.0 /* 2^53 */
 
-static void push_value(lua_State *L, const cJSON *v, int depth)
+static void push_value(lua_State *L, const struct json *v)
 {
-    luaL_checkstack(L, 4, "json too deep");
-    if (cJSON_IsNull(v)) {
-        lua_pushlightuserdata(L, NULL);
-    } else if (cJSON_IsBool(v)) {
-        lua_pushboolean(L, cJSON_IsTrue(v));
-    } else if (cJSON_IsNumber(v)) {
-        lua_pushnumber(L, v->valuedouble);
-    } else if (cJSON_IsString(v)) {
-        lua_pushstring(L, v->valuestring);
-    } else if (cJSON_IsArray(v)) {
-        lua_createtable(L, cJSON_GetArraySize(v), 0);
-        int i = 1;
-        for (const cJSON *c = v->child; c; c = c->next) {
-            push_value(L, c, depth + 1);
-            lua_rawseti(L, -2, i++);
+    luaL_checkstack(L, 6, "json too deep");
+    switch (v->type) {
+    case JSON_NULL: lua_pushlightuserdata(L, NULL); break;
+    case JSON_TRUE: lua_pushboolean(L, 1); break;
+    case JSON_FALSE: lua_pushboolean(L, 0); break;
+    case JSON_INT:
+        if (v->u.i >= -(int64_t)EXACT_DOUBLE && v->u.i <= (int64_t)EXACT_DOUBLE) {
+            lua_pushnumber(L, (double)v->u.i);
+        } else {
+            /* hi * 2^32 + lo, computed in int64_t by the maker (see json_inject). */
+            lua_getfield(L, LUA_REGISTRYINDEX, INT64_MAKER);
+            lua_pushnumber(L, (double)(v->u.i >> 32));
+            lua_pushnumber(L, (double)(uint32_t)(v->u.i & 0xffffffff));
+            lua_call(L, 2, 1);
+        }
+        break;
+    case JSON_NUM: lua_pushnumber(L, v->num); break;
+    case JSON_STR: lua_pushlstring(L, v->u.s, v->len); break;
+    case JSON_ARR:
+        lua_createtable(L, (int)v->len, 0);
+        for (uint32_t i = 0; i < v->len; i++) {
+            push_value(L, &v->u.items[i]);
+            lua_rawseti(L, -2, (int)i + 1);
         }
         luaL_getmetatable(L, ARRAY_MARK);
         lua_setmetatable(L, -2);
-    } else if (cJSON_IsObject(v)) {
-        lua_createtable(L, 0, 8);
-        for (const cJSON *c = v->child; c; c = c->next) {
-            push_value(L, c, depth + 1);
-            lua_setfield(L, -2, c->string);
+        break;
+    case JSON_OBJ:
+        lua_createtable(L, 0, (int)v->len);
+        for (uint32_t i = 0; i < v->len; i++) {
+            const struct json_member *m = &v->u.members[i];
+            lua_pushlstring(L, m->key, m->key_len);
+            push_value(L, &m->val);
+            lua_rawset(L, -3);
         }
-    } else {
-        lua_pushnil(L);
+        break;
+    default: lua_pushnil(L);
     }
+}
+
+static int parser_gc(lua_State *L)
+{
+    json_parser_free(lua_touserdata(L, 1));
+    return 0;
 }
 
 static int l_decode(lua_State *L)
 {
     size_t len;
     const char *text = luaL_checklstring(L, 1, &len);
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    /* cJSON's own "nothing after the value" check wants a NUL inside len: do it here. */
-    while (root && end < text + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
-        end++;
-    if (!root || end != text + len) {
-        cJSON_Delete(root);
+    struct json_parser *p = lua_touserdata(L, lua_upvalueindex(1));
+    const struct json *root = json_parse(p, text, len);
+    if (!root) {
         lua_pushnil(L);
-        lua_pushfstring(L, "invalid JSON at offset %d", end ? (int)(end - text) : 0);
+        lua_pushstring(L, p->err);
         return 2;
     }
-    push_value(L, root, 0);
-    cJSON_Delete(root);
+    push_value(L, root);
     return 1;
 }
 
@@ -81,7 +99,7 @@ static void encode_number(lua_State *L, struct buf *b, lua_Number n)
 {
     if (!isfinite(n))
         luaL_error(L, "counterd.json.encode: cannot encode %f", n);
-    if (n == floor(n) && fabs(n) <= 9007199254740992.0) {
+    if (n == floor(n) && fabs(n) <= EXACT_DOUBLE) {
         buf_i64(b, (int64_t)n);
         return;
     }
@@ -93,6 +111,23 @@ static void encode_number(lua_State *L, struct buf *b, lua_Number n)
             break;
     }
     buf_puts(b, tmp);
+}
+
+/* An int64_t/uint64_t cdata: tostring gives "123LL" or "123ULL"; the digits are the value. */
+static void encode_cdata(lua_State *L, int idx, struct buf *b)
+{
+    lua_getglobal(L, "tostring");
+    lua_pushvalue(L, idx);
+    lua_call(L, 1, 1);
+    size_t n;
+    const char *s = lua_tolstring(L, -1, &n);
+    size_t digits = 0;
+    while (digits < n && (s[digits] == '-' || (s[digits] >= '0' && s[digits] <= '9')))
+        digits++;
+    if (!digits || (strcmp(s + digits, "LL") && strcmp(s + digits, "ULL")))
+        luaL_error(L, "counterd.json.encode: cannot encode cdata %s", s);
+    buf_append(b, s, digits);
+    lua_pop(L, 1);
 }
 
 /* Whether the table at idx is an array: marked, or keys exactly 1..n with n > 0. */
@@ -184,6 +219,7 @@ static void encode(lua_State *L, int idx, struct buf *b, int depth)
         buf_json_str(b, s, len);
         break;
     }
+    case LUA_TCDATA_: encode_cdata(L, idx, b); break;
     case LUA_TLIGHTUSERDATA:
         if (lua_touserdata(L, idx) == NULL) {
             buf_puts(b, "null");
@@ -233,12 +269,24 @@ void lua_api_json_inject(lua_State *L)
 {
     luaL_newmetatable(L, ARRAY_MARK);
     lua_pop(L, 1);
+    /* Exact big integers as int64_t cdata. */
+    if (luaL_dostring(L, "local ffi = require('ffi') "
+                         "return function(hi, lo) return ffi.new('int64_t', hi) * 4294967296 + lo end"))
+        lua_error(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, INT64_MAKER);
     luaL_newmetatable(L, "counterd.json.buf");
     lua_pushcfunction(L, buf_gc);
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
     lua_newtable(L);
-    lua_pushcfunction(L, l_decode);
+    /* One reusable parser, freed with the state. */
+    struct json_parser *p = lua_newuserdata(L, sizeof *p);
+    json_parser_init(p);
+    lua_newtable(L);
+    lua_pushcfunction(L, parser_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_pushcclosure(L, l_decode, 1);
     lua_setfield(L, -2, "decode");
     lua_pushcfunction(L, l_encode);
     lua_setfield(L, -2, "encode");

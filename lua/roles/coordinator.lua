@@ -58,16 +58,17 @@ local function global_counter(req, name)
       healthy = healthy + 1
       out_regions[r.name] = { local_count = v.local_count, total_count = v.total_count,
                               nodes = v.nodes or {} }
+      -- Counts past 2^53 arrive as int64 cdata: compare with <, not math.max.
       local total = v.total_count or 0
-      maxc = maxc and math.max(maxc, total) or total
-      minc = minc and math.min(minc, total) or total
-      m_region:set(total, name, r.name)
+      if maxc == nil or total > maxc then maxc = total end
+      if minc == nil or total < minc then minc = total end
+      m_region:set(tonumber(total), name, r.name)
     end
   end
   maxc, minc = maxc or 0, minc or 0
   local ms = counterd.now_ms() - t0
-  m_global:set(maxc, name)
-  m_lag:set(maxc - minc, name)
+  m_global:set(tonumber(maxc), name)
+  m_lag:set(tonumber(maxc - minc), name)
   m_healthy:set(healthy)
   m_latency:observe(ms / 1000, "global_counter")
   return 200, {
