@@ -51,6 +51,7 @@
 #define C_HDR_VALUE 64u   /* the last header callback was a value */
 #define C_EXPECT 128u     /* the request asked for 100-continue */
 #define C_IN_HANDLER 256u /* inside the handler call: an answer now is synchronous */
+#define C_HEADERS_DONE 512u /* what header callbacks report now are a chunked body's trailers */
 
 struct hdr {
     uint32_t name_off, name_len, value_off, value_len;
@@ -254,7 +255,7 @@ static int on_message_begin(http_parser *p)
     buf_trim(&c->body, KEEP_BYTES);
     c->nhdr = 0;
     c->header_bytes = 0;
-    c->flags &= ~(C_HDR_VALUE | C_EXPECT);
+    c->flags &= ~(C_HDR_VALUE | C_EXPECT | C_HEADERS_DONE);
     c->flags |= C_IN_REQUEST;
     c->req.start_ms = clock_mono_ms();
     return 0;
@@ -274,6 +275,8 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     struct http_conn *c = p->data;
     if (add_header_bytes(c, len) < 0)
         return -1;
+    if (c->flags & C_HEADERS_DONE)
+        return 0; /* trailers count toward the limit but are not headers */
     if (c->nhdr == 0 || (c->flags & C_HDR_VALUE)) {
         if (c->nhdr == MAX_HEADERS) {
             c->err_status = 431;
@@ -301,6 +304,8 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     struct http_conn *c = p->data;
     if (add_header_bytes(c, len) < 0)
         return -1;
+    if (c->flags & C_HEADERS_DONE)
+        return 0;
     struct hdr *h = &c->hdr[c->nhdr - 1];
     if (!(c->flags & C_HDR_VALUE)) {
         buf_putc(&c->hdrs, '\0'); /* terminate the name */
@@ -336,6 +341,7 @@ static int on_headers_complete(http_parser *p)
     }
     buf_putc(&c->hdrs, '\0');
     buf_putc(&c->url, '\0');
+    c->flags |= C_HEADERS_DONE;
 
     if (p->http_major != 1) {
         c->err_status = 505;

@@ -823,7 +823,9 @@ struct wal *wal_open(const struct wal_opts *o, struct gstore *st, struct dedup *
             goto fail;
         if (is_last) {
             struct stat sb;
-            if (fstatat(w->dir_fd, name, &sb, 0) == 0 && (size_t)sb.st_size > cut_at) {
+            /* A tail to cut, or no whole header at all (an empty segment included). */
+            if (fstatat(w->dir_fd, name, &sb, 0) == 0 &&
+                ((size_t)sb.st_size > cut_at || cut_at < MAGIC_LEN)) {
                 torn_seg = s;
                 torn_at = cut_at;
                 torn_size = (size_t)sb.st_size;
@@ -837,6 +839,21 @@ struct wal *wal_open(const struct wal_opts *o, struct gstore *st, struct dedup *
     struct listing tmp;
     if (list_dir(w->dir_fd, &tmp, 1) == 0) /* removes *.tmp left by a crashed write */
         listing_free(&tmp);
+    if (torn_seg && torn_at <= MAGIC_LEN) {
+        /* Nothing but a (partial) header: the crash came as the segment was created.
+         * Remove it, or it would sit before the next segment with a bad header. */
+        snprintf(name, sizeof name, "wal-%08" PRIu64 ".log", torn_seg);
+        if (unlinkat(w->dir_fd, name, 0) < 0 || fsync_dir(w) < 0) {
+            snprintf(err, errlen, "cannot remove the empty %s/%s: %s", o->dir, name,
+                     strerror(errno));
+            goto fail;
+        }
+        info->torn_bytes = torn_size;
+        log_warn("removed %s/%s: a log segment the crash left without records (%zu bytes)",
+                 o->dir, name, torn_size);
+        l.nsegs--; /* it was the newest: the next segment takes its number */
+        torn_seg = 0;
+    }
     if (torn_seg) {
         snprintf(name, sizeof name, "wal-%08" PRIu64 ".log", torn_seg);
         int fd = openat(w->dir_fd, name, O_WRONLY | O_CLOEXEC);
