@@ -207,6 +207,12 @@ struct lua_host *lua_host_new(const char *lua_dir, const struct lua_host_info *i
     }
     lua_State *L = h->L;
     luaL_openlibs(L);
+    /* LuaJIT's math.random starts from a fixed seed: every gateway would route the same. */
+    lua_getglobal(L, "math");
+    lua_getfield(L, -1, "randomseed");
+    lua_pushnumber(L, (double)(random_u64() >> 12));
+    lua_call(L, 1, 0);
+    lua_pop(L, 1);
     lua_pushlightuserdata(L, h);
     lua_setfield(L, LUA_REGISTRYINDEX, "counterd.host");
 
@@ -681,8 +687,8 @@ void lua_host_pending_remove(struct lua_host *h, struct lua_pending *p)
 }
 
 int lua_host_route(struct lua_host *h, const char *policy, const char *counter,
-                   const char *client_region, const char *const *names, const int *healthy,
-                   int n, char *err, size_t errlen)
+                   const char *client_region, const char *token, const char *const *names,
+                   const int *healthy, int n, char *err, size_t errlen)
 {
     lua_State *L = h->L;
     int top = lua_gettop(L);
@@ -711,8 +717,12 @@ int lua_host_route(struct lua_host *h, const char *policy, const char *counter,
         lua_pushboolean(L, healthy[i]);
         lua_rawseti(L, -2, i + 1);
     }
+    if (token)
+        lua_pushstring(L, token);
+    else
+        lua_pushnil(L);
     int rc;
-    if (guarded_call(h, 5, 2) != 0) {
+    if (guarded_call(h, 6, 2) != 0) {
         log_error("routing.route failed, choosing a healthy region instead: %s",
                   lua_tostring(L, -1));
         count_error(h, "routing");

@@ -101,15 +101,16 @@ struct metrics *lua_host_metrics(struct lua_host *h);
 
 /*
  * Asks the routing policy where an increment goes (see lua/policies/routing.lua):
- * routing.route(policy, counter, client_region, names, healthy), with names and healthy
- * built from the arguments. client_region may be NULL.
+ * routing.route(policy, counter, client_region, names, healthy, token), with names and
+ * healthy built from the arguments. client_region and token (the client's idempotency
+ * token) may be NULL.
  * @return the region's index (0-based); -1 for an unknown policy (err says why, for a
  *         400); -2 when no region is healthy; -3 when the policy failed or is missing
  *         (logged and counted; the caller picks a healthy region itself).
  */
 int lua_host_route(struct lua_host *h, const char *policy, const char *counter,
-                   const char *client_region, const char *const *names, const int *healthy,
-                   int n, char *err, size_t errlen);
+                   const char *client_region, const char *token, const char *const *names,
+                   const int *healthy, int n, char *err, size_t errlen);
 
 /* Binding injectors (one file per API area): each adds its functions to the table on top. */
 void lua_api_log_inject(struct lua_State *L);

@@ -64,6 +64,7 @@ struct forward {
     char counter[256];
     char client_region[64];
     int has_client_region;
+    char token[129]; /* the client's idempotency token, "" when it gave none */
     struct buf body; /* the body to forward, token included */
     struct forward *prev, *next;
 };
@@ -125,8 +126,8 @@ static int pick(struct forward *f, char *err, size_t errlen)
         return -2;
     }
     int i = lua_host_route(g->lua, f->routing, f->counter,
-                           f->has_client_region ? f->client_region : NULL, g->names, healthy,
-                           g->n, err, errlen);
+                           f->has_client_region ? f->client_region : NULL,
+                           f->token[0] ? f->token : NULL, g->names, healthy, g->n, err, errlen);
     if (i == -3) {
         /* The policy failed (logged and counted): any healthy region is a safe answer. */
         int up[MAX_REGIONS], k = 0;
@@ -293,6 +294,8 @@ int gateway_handle(struct gateway *g, struct http_request *req)
              routing && routing->type == JSON_STR ? routing->u.s : "random");
     snprintf(f->counter, sizeof f->counter, "%s",
              name && name->type == JSON_STR && name->len < sizeof f->counter ? name->u.s : "views");
+    if (token && token->type == JSON_STR && token->len < sizeof f->token)
+        memcpy(f->token, token->u.s, token->len + 1);
     const char *cr = http_request_header(req, "x-client-region");
     if (cr) {
         f->has_client_region = 1;

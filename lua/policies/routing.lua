@@ -3,13 +3,18 @@ routing.lua - which region the gateway sends an increment to.
 
 The gateway calls, for each POST /api/increment:
 
-  route(policy, counter_name, client_region, names, healthy) -> index | nil, error
+  route(policy, counter_name, client_region, names, healthy, token) -> index | nil, error
 
   policy         the request's "routing" field (default "random")
   counter_name   the counter being incremented
   client_region  the X-Client-Region header, or nil
   names          the region names, in a fixed order: {"us-east", "us-west", "eu-west"}
   healthy        healthy[i] is true when region i is believed up
+  token          the client's idempotency_token, or nil
+
+A request that carries its own idempotency token is placed by a hash of the token
+wherever a policy would pick at random: a client's retry then reaches the region that
+holds the token in its de-duplication window (while that region is up).
 
 It returns the index of the region to use. When that region then fails, the gateway
 marks it down and calls route again, so every policy fails over to a healthy region.
@@ -41,9 +46,12 @@ local function healthy_list(healthy, n)
   return out
 end
 
-local function random_healthy(healthy, n)
+local hash
+
+local function random_healthy(healthy, n, token)
   local up = healthy_list(healthy, n)
   if #up == 0 then return nil, "no healthy region" end
+  if token then return up[hash(token) % #up + 1] end
   return up[math.random(#up)]
 end
 
@@ -58,7 +66,7 @@ end
 
 -- FNV-1a, 32 bits: the same name always lands on the same region. The prime is
 -- 2^24 + 403, so h * prime mod 2^32 is computed without leaving the exact range of a double.
-local function hash(s)
+function hash(s)
   local h = bit.tobit(2166136261)
   for i = 1, #s do
     h = bit.bxor(h, s:byte(i))
@@ -75,11 +83,14 @@ local function index_of(names, name)
   return nil
 end
 
-function M.route(policy, counter_name, client_region, names, healthy)
+function M.route(policy, counter_name, client_region, names, healthy, token)
   local n = #names
   policy = policy or "random"
   if policy == "random" then
-    return random_healthy(healthy, n)
+    return random_healthy(healthy, n, token)
+  end
+  if policy == "round-robin" and token then
+    return next_healthy(hash(token) % n + 1, healthy, n)
   end
   if policy == "round-robin" then
     local k = counterd and counterd.shared and counterd.shared.incr("routing.round_robin", 1)
@@ -104,7 +115,7 @@ function M.route(policy, counter_name, client_region, names, healthy)
         end
       end
     end
-    return random_healthy(healthy, n)
+    return random_healthy(healthy, n, token)
   end
   local i = index_of(names, policy)
   if i then

@@ -657,6 +657,211 @@ class ServerTestCase(unittest.TestCase):
         return body
 
 
+# ---------------------------------------------------------------------------------------
+# The lab's topology: region nodes, a coordinator and a gateway (added for 65-75)
+# ---------------------------------------------------------------------------------------
+
+LAB_REGIONS = (("us-east", "us-east-1"), ("us-west", "us-west-1"), ("eu-west", "eu-west-1"))
+
+
+@contextlib.contextmanager
+def environ(**kv):
+    """Sets environment variables around a Server.start() (the child copies os.environ)."""
+    old = {k: os.environ.get(k) for k in kv}
+    os.environ.update({k: str(v) for k, v in kv.items()})
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class Topology:
+    """Region nodes (each one the others' peer), a coordinator (--role coordinator
+    --regions ...) and a gateway (--role gateway --regions ... --coordinator ...) on free
+    loopback ports. Nothing runs until start().
+
+    region_args: extra flags of every region, or a function (index) -> flags.
+    region_env: {index: {VAR: value}} set while that region starts (first start only).
+    Each region Server gets .region and .node_id attributes."""
+
+    def __init__(self, region_args=(), coordinator_args=(), gateway_args=(),
+                 sync_interval_ms=60000, regions=LAB_REGIONS, region_env=None):
+        n = len(regions)
+        ports = free_ports(n + 2)
+        self.region_env = dict(region_env or {})
+        self.regions = []
+        for i, (region, node_id) in enumerate(regions):
+            peers = ",".join("http://%s:%d" % (HOST, ports[j]) for j in range(n) if j != i)
+            extra = region_args(i) if callable(region_args) else region_args
+            srv = Server(["--region", region, "--node-id", node_id, "--peers", peers,
+                          "--sync-interval-ms", str(sync_interval_ms),
+                          "--sync-timeout-ms", "2000"] + list(extra),
+                         port=ports[i], name=node_id)
+            srv.region, srv.node_id = region, node_id
+            self.regions.append(srv)
+        self.endpoints = ",".join("%s=%s" % (r.region, r.url) for r in self.regions)
+        self.coordinator = Server(["--role", "coordinator", "--regions", self.endpoints] +
+                                  list(coordinator_args), port=ports[n], name="coordinator")
+        self.gateway = Server(["--role", "gateway", "--regions", self.endpoints,
+                               "--coordinator", "http://%s:%d" % (HOST, ports[n])] +
+                              list(gateway_args), port=ports[n + 1], name="gateway")
+
+    @property
+    def servers(self):
+        return self.regions + [self.coordinator, self.gateway]
+
+    def region(self, name):
+        for r in self.regions:
+            if r.region == name:
+                return r
+        raise KeyError(name)
+
+    def start(self, add_cleanup):
+        """Starts every server and waits for all; add_cleanup(srv.stop) is called for each
+        (regions first, so that a LIFO cleanup stops the gateway first). On a failed start
+        every started one is killed."""
+        try:
+            for i, s in enumerate(self.servers):
+                with environ(**self.region_env.get(i, {})):
+                    s.start(wait=False)
+            for s in self.servers:
+                s.wait_ready()
+        except BaseException:
+            for s in self.servers:
+                s.kill()
+            raise
+        for s in self.servers:
+            add_cleanup(s.stop)
+        return self
+
+
+class IncrementLoad:
+    """Load through one port: `threads` threads, each with its own keep-alive connection,
+    send POST `path` with `body` back to back (one request in flight per connection) until
+    `total` requests were sent (None: until stop()). Per thread it counts the 2xx answers
+    (ok[t]) and keeps their times (ok_times[t], monotonic); every other outcome goes to
+    `problems` as (time, thread, status or None, body or exception text). A request whose
+    connection broke before its answer is recorded with status None (its outcome is
+    unknown) and the thread reconnects."""
+
+    def __init__(self, port, body, threads=32, total=None, path="/api/increment",
+                 timeout=SOCKET_TIMEOUT_S):
+        if not isinstance(body, bytes):
+            body = json.dumps(body).encode("utf-8")
+        self.port, self.total, self.timeout = port, total, timeout
+        self.request = ("POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+                        "Content-Length: %d\r\n\r\n" % (path, HOST, port, len(body))
+                        ).encode("latin-1") + body
+        self.nthreads = threads
+        self.ok = [0] * threads
+        self.ok_times = [[] for _ in range(threads)]
+        self.problems = []
+        self.sent = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = []
+
+    def _ticket(self):
+        with self._lock:
+            if self._stop.is_set() or (self.total is not None and self.sent >= self.total):
+                return False
+            self.sent += 1
+            return True
+
+    def _connect(self):
+        s = socket.create_connection((HOST, self.port), timeout=self.timeout)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return s
+
+    @staticmethod
+    def _read_answer(sock, buf):
+        """(status, body, keep_alive, rest of buf)."""
+        while b"\r\n\r\n" not in buf:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed before the answer's head")
+            buf += chunk
+        head, _, buf = buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        length, keep = 0, True
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            k = k.strip().lower()
+            if k == "content-length":
+                length = int(v.strip())
+            elif k == "connection" and v.strip().lower() == "close":
+                keep = False
+            elif k == "transfer-encoding":
+                raise ConnectionError("unexpected Transfer-Encoding: %s" % v.strip())
+        while len(buf) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed in the answer's body")
+            buf += chunk
+        return status, buf[:length], keep, buf[length:]
+
+    def _run(self, t):
+        sock, buf = None, b""
+        try:
+            while self._ticket():
+                try:
+                    if sock is None:
+                        sock, buf = self._connect(), b""
+                    sock.sendall(self.request)
+                    status, body, keep, buf = self._read_answer(sock, buf)
+                except (OSError, ValueError, IndexError) as e:
+                    self.problems.append((time.monotonic(), t, None, repr(e)))
+                    if sock is not None:
+                        sock.close()
+                    sock = None
+                    time.sleep(0.01)
+                    continue
+                if 200 <= status < 300:
+                    self.ok[t] += 1
+                    self.ok_times[t].append(time.monotonic())
+                else:
+                    self.problems.append((time.monotonic(), t, status,
+                                          body[:300].decode("utf-8", "replace")))
+                if not keep:
+                    sock.close()
+                    sock = None
+        finally:
+            if sock is not None:
+                sock.close()
+
+    def start(self):
+        for t in range(self.nthreads):
+            th = threading.Thread(target=self._run, args=(t,), name="load-%d" % t, daemon=True)
+            th.start()
+            self._threads.append(th)
+        return self
+
+    def stop(self):
+        self._stop.set()
+
+    def join(self, timeout):
+        """Waits for every thread (at most timeout seconds in all); True when all ended."""
+        deadline = time.monotonic() + timeout
+        for th in self._threads:
+            th.join(max(0.0, deadline - time.monotonic()))
+        return not any(th.is_alive() for th in self._threads)
+
+    def ok_total(self):
+        return sum(self.ok)
+
+    def ok_after(self, t0):
+        return sum(1 for times in self.ok_times for x in times if x > t0)
+
+    def unknown(self):
+        """Requests whose outcome is unknown (no answer)."""
+        return [p for p in self.problems if p[2] is None]
+
+
 def _suite_watchdog():
     time.sleep(SUITE_TIMEOUT_S)
     sys.stderr.write("\n[harness] suite exceeded its hard limit of %d s: killing servers\n"
