@@ -20,6 +20,7 @@
 #include "../base/log.h"
 #include "../base/mem.h"
 #include "../lua/host.h"
+#include "../net/auth.h"
 #include "../net/client.h"
 #include "../net/server.h"
 #include "../obs/metrics.h"
@@ -30,6 +31,7 @@ int lua_api_json_encode_at(lua_State *L, int idx, struct buf *b);
 
 struct luarole {
     struct gateway *gateway; /* the gateway's C hot path, for that role */
+    char *admin_token;       /* guards the admin endpoints when set */
     char *web_dir;           /* the gateway's dashboard files, or NULL */
     struct metrics *metrics;
     struct lua_host *lua;
@@ -180,9 +182,24 @@ static int serve_static(struct luarole *lr, struct http_request *req)
     return 1;
 }
 
+/* The endpoints that change what the cluster does: everything under the gateway's
+ * /admin/, and the coordinator's partition and force-sync fan-outs. */
+static int is_admin(const struct http_request *req)
+{
+    static const char *prefixes[] = {"/admin/", "/global/partition", "/global/force-sync", NULL};
+    for (const char **p = prefixes; *p; p++) {
+        size_t n = strlen(*p);
+        if (req->path_len >= n && !memcmp(req->path, *p, n))
+            return 1;
+    }
+    return 0;
+}
+
 static void handle(struct http_request *req, void *arg)
 {
     struct luarole *lr = arg;
+    if (is_admin(req) && http_refuse_unauthorized(req, lr->admin_token))
+        return;
     if (lr->gateway && gateway_handle(lr->gateway, req))
         return;
     if (serve_static(lr, req))
@@ -313,6 +330,7 @@ struct luarole *luarole_new(struct event_base *base, const struct config *cfg, c
 {
     struct luarole *lr = xcalloc(1, sizeof *lr);
     lr->metrics = metrics_new();
+    lr->admin_token = cfg->admin_token[0] ? xstrdup(cfg->admin_token) : NULL;
     lr->client = http_client_new(base);
     struct lua_host_info li = {cfg->role, cfg->node_id, cfg->region, cfg->policy_budget_ms};
     lr->lua = lua_host_new(cfg->lua_dir, &li, lr->metrics);
@@ -356,5 +374,6 @@ void luarole_free(struct luarole *lr)
     metrics_free(lr->metrics);
     buf_free(&lr->out);
     free(lr->web_dir);
+    free(lr->admin_token);
     free(lr);
 }

@@ -18,6 +18,7 @@
 #include "../base/log.h"
 #include "../base/mem.h"
 #include "../lua/host.h"
+#include "../net/auth.h"
 #include "../net/client.h"
 #include "../net/server.h"
 #include "../net/url.h"
@@ -615,31 +616,6 @@ static void method_not_allowed(struct http_request *req, const char *allow)
     http_respond_ex(req, 405, "application/json", hdr, body, (size_t)n);
 }
 
-/* Compares in time that depends only on the lengths, not on where they differ. */
-static int token_equal(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    unsigned char diff = (unsigned char)(la != lb);
-    for (size_t i = 0; i < la; i++)
-        diff |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
-    return diff == 0;
-}
-
-/* Admin endpoints and /sync need the token when one is set. @return 1 when answered. */
-static int refuse_unauthorized(struct region *rg, struct http_request *req)
-{
-    if (!rg->admin_token)
-        return 0;
-    const char *h = http_request_header(req, "authorization");
-    if (h && strncmp(h, "Bearer ", 7) == 0 && token_equal(h + 7, rg->admin_token))
-        return 0;
-    static const char body[] = "{\"detail\":\"this endpoint needs Authorization: Bearer <admin "
-                               "token>\",\"error\":\"unauthorized\"}";
-    http_respond_ex(req, 401, "application/json", "WWW-Authenticate: Bearer\r\n", body,
-                    sizeof body - 1);
-    return 1;
-}
-
 static void handle(struct http_request *req, void *arg)
 {
     struct region *rg = arg;
@@ -647,7 +623,7 @@ static void handle(struct http_request *req, void *arg)
     int get = m == HTTP_M_GET || m == HTTP_M_HEAD, post = m == HTTP_M_POST;
     buf_reset(&rg->out);
     if (((req->path_len >= 7 && memcmp(req->path, "/admin/", 7) == 0) || path_is(req, "/sync")) &&
-        refuse_unauthorized(rg, req))
+        http_refuse_unauthorized(req, rg->admin_token))
         return;
 
     if (path_is(req, "/increment")) {

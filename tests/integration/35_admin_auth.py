@@ -339,5 +339,51 @@ class BindAddress(harness.ServerTestCase):
                          % (self.addr, srv.port, status, body[:200]))
 
 
+class AdminTokenLab(harness.ServerTestCase):
+    """The coordinator's fan-outs and the gateway's /admin/* are admin endpoints too: with
+    the token set they refuse without it, and with it they reach the regions (which check
+    it again)."""
+
+    def test_coordinator_and_gateway_guard_their_admin_endpoints(self):
+        token = ["--admin-token", "labsecret"]
+        topo = harness.Topology(region_args=token, coordinator_args=token,
+                                gateway_args=token).start(self.addCleanup)
+        gw, coord = topo.gateway.client(), topo.coordinator.client()
+        self.addCleanup(gw.close)
+        self.addCleanup(coord.close)
+        bearer = {"Authorization": "Bearer labsecret"}
+        refused = [
+            (gw, "POST", "/admin/partition/us-east?enabled=true", None),
+            (gw, "POST", "/admin/partition/all?enabled=false", None),
+            (gw, "POST", "/admin/force-sync", None),
+            (coord, "POST", "/global/partition", {"region": "us-east", "enabled": True}),
+            (coord, "POST", "/global/partition/all?enabled=true", None),
+            (coord, "POST", "/global/force-sync", None),
+        ]
+        for client, method, path, body in refused:
+            for headers in ({}, {"Authorization": "Bearer wrong"}):
+                r = client.request(method, path, body=body, headers=headers)
+                self.assertError(r, 401, "unauthorized", "%s %s %r" % (method, path, headers))
+        # Nothing was changed by the refused calls.
+        status = gw.get_json("/api/status")
+        self.assertEqual(status["partitioned_count"], 0)
+        # With the token, the gateway's call goes through the coordinator to the region.
+        r = gw.request("POST", "/admin/partition/us-east?enabled=true", headers=bearer)
+        harness.assert_json_response(r, 200, "gateway partition with the token")
+        self.assertEqual(r.json(), {"status": "success", "region": "us-east",
+                                    "network_partition": True})
+        self.assertEqual(gw.get_json("/api/status")["partitioned_count"], 1)
+        r = coord.request("POST", "/global/partition/all?enabled=false", headers=bearer)
+        harness.assert_json_response(r, 200, "coordinator heal-all with the token")
+        self.assertEqual(r.json()["regions_updated"], 3)
+        r = gw.request("POST", "/admin/force-sync", headers=bearer)
+        harness.assert_json_response(r, 200, "gateway force-sync with the token")
+        self.assertEqual(r.json(), {"status": "sync_initiated", "regions_synced": 3})
+        # Client endpoints stay open.
+        inc = gw.post_json("/api/increment", {"counter_name": "open_lab", "amount": 2})
+        self.assertEqual(inc["total_count"], 2)
+        self.assertEqual(gw.get_json("/api/counter/open_lab")["global_count"], 2)
+
+
 if __name__ == "__main__":
     unittest.main()
