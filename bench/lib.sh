@@ -185,6 +185,43 @@ bench_check_increment() {
   log "$name: POST /increment ok: $body2"
 }
 
+# bench_check_gateway_increment URL NAME NODE_ID REGION ROUTING ENDPOINT: two POST
+# /api/increment (amount 1, "routing": ROUTING) on the counter "bench-check" through a
+# gateway must answer 200, Content-Type application/json, the region's answer (fields and
+# types as bench_check_increment, node_id NODE_ID, region REGION) plus "routing" equal to
+# ROUTING, "routed_to_endpoint" equal to ENDPOINT and a number "latency_ms" >= 0, and
+# local_count must grow by exactly 1.
+bench_check_gateway_increment() {
+  local url=$1 name=$2 node=$3 region=$4 routing=$5 endpoint=$6 out hdr body1 body2 c1 c2 code i b
+  out="$BENCH_TMP/check-$name"
+  for i in 1 2; do
+    code=$(curl -sS -o "$out.body$i" -D "$out.hdr$i" -w '%{http_code}' --max-time 5 \
+      -X POST -H 'Content-Type: application/json' \
+      --data "{\"counter_name\":\"bench-check\",\"amount\":1,\"routing\":\"$routing\"}" \
+      "$url/api/increment") || die "$name: POST /api/increment failed (curl)"
+    [[ $code == 200 ]] || die "$name: POST /api/increment answered $code: $(cat "$out.body$i")"
+  done
+  hdr=$(tr -d '\r' <"$out.hdr1" | grep -i '^content-type:' || true)
+  [[ ${hdr,,} == "content-type: application/json"* ]] ||
+    die "$name: POST /api/increment Content-Type is '${hdr}', not application/json"
+  body1=$(cat "$out.body1")
+  body2=$(cat "$out.body2")
+  for b in "$body1" "$body2"; do
+    jq -e --arg node "$node" --arg region "$region" --arg routing "$routing" \
+      --arg endpoint "$endpoint" '
+        .counter == "bench-check" and (.local_count | type) == "number"
+        and (.local_count | floor) == .local_count and (.total_count | type) == "number"
+        and .total_count >= .local_count and .node_id == $node and .region == $region
+        and .routing == $routing and .routed_to_endpoint == $endpoint
+        and (.latency_ms | type) == "number" and .latency_ms >= 0' \
+      <<<"$b" >/dev/null || die "$name: wrong POST /api/increment body: $b"
+  done
+  c1=$(jq -r .local_count <<<"$body1")
+  c2=$(jq -r .local_count <<<"$body2")
+  ((c2 == c1 + 1)) || die "$name: local_count went $c1 -> $c2 on +1: $body1 / $body2"
+  log "$name: POST /api/increment ok: $body2"
+}
+
 # bench_metric URL NAME [FILTER]: the value of a Prometheus sample of URL/metrics whose
 # name is NAME and whose line contains FILTER (e.g. 'direction="sent"'); several matching
 # lines are summed. Prints an integer; empty when absent.
