@@ -189,9 +189,17 @@ void buf_json_str(struct buf *b, const char *s, size_t n)
 
 void buf_json_ms(struct buf *b, double ms)
 {
-    if (!isfinite(ms))
+    if (!isfinite(ms) || fabs(ms) > 1e15)
         ms = 0;
-    buf_printf(b, "%.2f", round(ms * 100.0) / 100.0);
+    /* Fixed point, two decimals: this is on every gateway answer, printf is not needed. */
+    int64_t h = (int64_t)llround(ms * 100.0);
+    if (h < 0) {
+        buf_putc(b, '-');
+        h = -h;
+    }
+    buf_i64(b, h / 100);
+    char frac[3] = {'.', (char)('0' + h % 100 / 10), (char)('0' + h % 10)};
+    buf_append(b, frac, 3);
 }
 
 void buf_json_double(struct buf *b, double v)

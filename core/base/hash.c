@@ -104,3 +104,24 @@ uint64_t hash_bytes(const void *data, size_t len)
         hash_seed_init();
     return siphash13(data, len, process_key);
 }
+
+uint64_t fast_random_u64(void)
+{
+    static __thread uint64_t s[4];
+    static __thread int seeded;
+    if (!seeded) {
+        do {
+            for (int i = 0; i < 4; i++)
+                s[i] = random_u64();
+        } while (!(s[0] | s[1] | s[2] | s[3]));
+        seeded = 1;
+    }
+    uint64_t result = ROTL(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = ROTL(s[3], 45);
+    return result;
+}

@@ -100,6 +100,7 @@ static char read_chunk[READ_CHUNK];
 
 static void conn_close(struct http_conn *c);
 static void conn_flush(struct http_conn *c);
+static void conn_queue_flush(struct http_conn *c);
 static void conn_feed(struct http_conn *c, const char *data, size_t len);
 
 /* ---------------------------------------------------------------- answers */
@@ -185,9 +186,12 @@ void http_respond_ex(struct http_request *req, int status, const char *content_t
     c->last_active_ms = clock_mono_ms();
     c->flags &= ~C_PENDING;
     if (!(c->flags & C_IN_HANDLER)) {
-        /* An asynchronous answer: resume parsing from the loop, not from inside
-         * whoever answered. */
-        event_active(&c->ev_resume, 0, 0);
+        /* An asynchronous answer: resume parsing from the loop, not from inside whoever
+         * answered; with nothing held back, the answer only needs writing. */
+        if (c->in.len)
+            event_active(&c->ev_resume, 0, 0);
+        else
+            conn_queue_flush(c);
     }
 }
 

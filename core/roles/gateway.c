@@ -49,7 +49,7 @@ struct gateway {
     struct buf tmp;
     struct forward *inflight;
     struct metric *m_requests;
-    struct metric_series *m_duration;
+    struct metric_series *m_duration, *m_ok; /* m_ok: requests answered 200 */
 };
 
 /* One increment on its way: kept for failover. */
@@ -73,10 +73,14 @@ struct forward {
 
 static void count(struct gateway *g, struct http_request *req, int status)
 {
-    char st[8];
-    snprintf(st, sizeof st, "%d", status);
-    const char *labels[3] = {"POST", "/api/increment", st};
-    metric_add(metric_series(g->m_requests, labels), 1);
+    if (status == 200) {
+        metric_add(g->m_ok, 1);
+    } else {
+        char st[8];
+        snprintf(st, sizeof st, "%d", status);
+        const char *labels[3] = {"POST", "/api/increment", st};
+        metric_add(metric_series(g->m_requests, labels), 1);
+    }
     metric_observe(g->m_duration, (clock_mono_ms() - req->start_ms) / 1000.0);
 }
 
@@ -134,7 +138,7 @@ static int pick(struct forward *f, char *err, size_t errlen)
         for (int j = 0; j < g->n; j++)
             if (healthy[j])
                 up[k++] = j;
-        i = up[random_u64() % (uint64_t)k];
+        i = up[fast_random_u64() % (uint64_t)k];
     }
     return i;
 }
@@ -242,16 +246,24 @@ static void body_with_token(struct buf *out, const struct http_request *req, con
         buf_append(out, req->body, req->body_len);
         return;
     }
+    static const char hex[] = "0123456789abcdef";
     char tok[17];
-    snprintf(tok, sizeof tok, "%016" PRIx64, random_u64());
+    uint64_t v = fast_random_u64();
+    for (int i = 15; i >= 0; i--, v >>= 4)
+        tok[i] = hex[v & 15];
+    tok[16] = '\0';
     if (root->len == 0) {
-        buf_printf(out, "{\"idempotency_token\":\"%s\"}", tok);
+        buf_puts(out, "{\"idempotency_token\":\"");
+        buf_puts(out, tok);
+        buf_puts(out, "\"}");
         return;
     }
     const char *brace = memchr(req->body, '{', req->body_len); /* the object's first byte */
     size_t at = (size_t)(brace - req->body);
     buf_append(out, req->body, at + 1);
-    buf_printf(out, "\"idempotency_token\":\"%s\",", tok);
+    buf_puts(out, "\"idempotency_token\":\"");
+    buf_puts(out, tok);
+    buf_puts(out, "\",");
     buf_append(out, brace + 1, req->body_len - at - 1);
 }
 
@@ -353,6 +365,8 @@ struct gateway *gateway_new(struct event_base *base, struct lua_host *lua,
                           metrics_latency_nbuckets);
     const char *ep[1] = {"/api/increment"};
     g->m_duration = metric_series(dur, ep);
+    const char *ok[3] = {"POST", "/api/increment", "200"};
+    g->m_ok = metric_series(g->m_requests, ok);
     for (int i = 0; i < nregions; i++) {
         struct gw_region *r = &g->regions[i];
         r->name = xstrdup(regions[i].name);
