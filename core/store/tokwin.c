@@ -28,6 +28,12 @@ struct tokwin {
     double window_s;
     uint64_t seq;
     struct tentry *oldest, *newest;
+    /* The last key a get did not find, while no put came since: the usual "get, miss,
+     * apply, put" of an idempotent increment then hashes and searches once, not twice. */
+    char miss_key[TOKWIN_KEY_MAX + 1];
+    size_t miss_klen;
+    uint64_t miss_hash, miss_seq;
+    int miss_valid;
 };
 
 struct tokwin *tokwin_new(size_t max_entries, double window_s)
@@ -102,9 +108,16 @@ const void *tokwin_get(struct tokwin *w, const char *counter, size_t clen, const
         return NULL;
     expire(w, now_s);
     size_t klen = make_key(key, counter, clen, token, tlen);
-    struct tentry *e = find(w, key, klen, hash_bytes(key, klen));
-    if (!e)
+    uint64_t h = hash_bytes(key, klen);
+    struct tentry *e = find(w, key, klen, h);
+    if (!e) {
+        memcpy(w->miss_key, key, klen);
+        w->miss_klen = klen;
+        w->miss_hash = h;
+        w->miss_seq = w->seq;
+        w->miss_valid = 1;
         return NULL;
+    }
     if (len)
         *len = e->plen;
     if (at)
@@ -134,10 +147,16 @@ uint64_t tokwin_put(struct tokwin *w, const char *counter, size_t clen, const ch
     e->klen = (uint16_t)make_key(e->data, counter, clen, token, tlen);
     e->plen = (uint16_t)len;
     memcpy(e->data + e->klen, payload, len);
-    e->hash = hash_bytes(e->data, e->klen);
-    struct tentry *old = find(w, e->data, e->klen, e->hash);
-    if (old)
-        unlink_entry(w, old);
+    if (w->miss_valid && w->miss_seq == w->seq && w->miss_klen == e->klen &&
+        memcmp(w->miss_key, e->data, e->klen) == 0) {
+        e->hash = w->miss_hash; /* just looked up and absent */
+    } else {
+        e->hash = hash_bytes(e->data, e->klen);
+        struct tentry *old = find(w, e->data, e->klen, e->hash);
+        if (old)
+            unlink_entry(w, old);
+    }
+    w->miss_valid = 0;
     e->at = now_s;
     e->seq = ++w->seq;
     e->newer = NULL;
