@@ -36,7 +36,10 @@ void buf_append(struct buf *b, const void *p, size_t n)
     b->len += n;
 }
 
-void buf_puts(struct buf *b, const char *s) { buf_append(b, s, strlen(s)); }
+void buf_puts(struct buf *b, const char *s)
+{
+    buf_append(b, s, strlen(s));
+}
 
 void buf_putc(struct buf *b, char c)
 {

@@ -18,10 +18,16 @@ struct buf {
     size_t cap;
 };
 
-#define BUF_INIT {NULL, 0, 0}
+#define BUF_INIT                                                                                   \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 
 void buf_free(struct buf *b);
-static inline void buf_reset(struct buf *b) { b->len = 0; }
+static inline void buf_reset(struct buf *b)
+{
+    b->len = 0;
+}
 
 /* Makes room for n more bytes and returns where they go; the caller then adds n to len. */
 char *buf_reserve(struct buf *b, size_t n);

@@ -8,10 +8,10 @@
 #ifndef COUNTERD_BASE_FAULT_H
 #define COUNTERD_BASE_FAULT_H
 
-#define FAULT_POINTS(X)                                                                        \
-    X(WAL_BEFORE_WRITE, "wal_before_write")     /* records buffered, not yet written */        \
-    X(WAL_AFTER_WRITE, "wal_after_write")       /* written to the file, not yet fsynced */     \
-    X(WAL_AFTER_FSYNC, "wal_after_fsync")       /* durable, not yet acknowledged */            \
+#define FAULT_POINTS(X)                                                                            \
+    X(WAL_BEFORE_WRITE, "wal_before_write")             /* records buffered, not yet written */    \
+    X(WAL_AFTER_WRITE, "wal_after_write")               /* written to the file, not yet fsynced */ \
+    X(WAL_AFTER_FSYNC, "wal_after_fsync")               /* durable, not yet acknowledged */        \
     X(SNAPSHOT_BEFORE_RENAME, "snapshot_before_rename") /* snapshot written, not in place */
 
 enum fault_point {

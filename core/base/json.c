@@ -65,7 +65,10 @@ static void arena_reset(struct json_parser *p)
     p->chunks = keep;
 }
 
-void json_parser_init(struct json_parser *p) { memset(p, 0, sizeof *p); }
+void json_parser_init(struct json_parser *p)
+{
+    memset(p, 0, sizeof *p);
+}
 
 void json_parser_free(struct json_parser *p)
 {
@@ -90,8 +93,8 @@ static int fail(struct cursor *c, const char *what)
         snprintf(c->p->err, sizeof c->p->err, "%s: unexpected end of input at offset %zu", what,
                  off);
     else if (*c->s >= 0x20 && *c->s < 0x7f)
-        snprintf(c->p->err, sizeof c->p->err, "%s: unexpected character '%c' at offset %zu",
-                 what, *c->s, off);
+        snprintf(c->p->err, sizeof c->p->err, "%s: unexpected character '%c' at offset %zu", what,
+                 *c->s, off);
     else
         snprintf(c->p->err, sizeof c->p->err, "%s: unexpected byte 0x%02x at offset %zu", what,
                  *c->s, off);
@@ -277,15 +280,16 @@ static int parse_string(struct cursor *c, const char **out, uint32_t *out_len, u
             o += put_utf8(o, cp);
             break;
         }
-        default:
-            c->s--;
-            return fail(c, "bad escape");
+        default: c->s--; return fail(c, "bad escape");
         }
     }
     return fail(c, "unterminated string");
 }
 
-static int is_digit(unsigned char ch) { return ch >= '0' && ch <= '9'; }
+static int is_digit(unsigned char ch)
+{
+    return ch >= '0' && ch <= '9';
+}
 
 static int parse_number(struct cursor *c, struct json *v)
 {
@@ -495,7 +499,7 @@ const struct json *json_get(const struct json *obj, const char *key)
 
 const char *json_type_name(int type)
 {
-    static const char *names[] = {"null", "boolean", "boolean", "integer",
-                                  "number", "string", "array", "object"};
+    static const char *names[] = {"null",   "boolean", "boolean", "integer",
+                                  "number", "string",  "array",   "object"};
     return type >= 0 && type <= JSON_OBJ ? names[type] : "unknown";
 }

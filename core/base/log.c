@@ -27,7 +27,10 @@ void log_init(const char *name)
         log_min = LOG_ERROR;
 }
 
-int log_enabled(enum log_level level) { return level >= log_min; }
+int log_enabled(enum log_level level)
+{
+    return level >= log_min;
+}
 
 void log_msg(enum log_level level, const char *fmt, ...)
 {
@@ -40,8 +43,8 @@ void log_msg(enum log_level level, const char *fmt, ...)
     gmtime_r(&tv.tv_sec, &tm);
     char line[1024];
     int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s [%s] ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, (long)(tv.tv_usec / 1000), names[level], log_name);
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     (long)(tv.tv_usec / 1000), names[level], log_name);
     va_list ap;
     va_start(ap, fmt);
     if (n > 0 && (size_t)n < sizeof line)

@@ -28,7 +28,7 @@ struct op;
 
 struct call {
     struct op *op;
-    int index; /* 1-based slot in the results */
+    int index;                /* 1-based slot in the results */
     struct http_call *handle; /* NULL once answered */
 };
 
@@ -144,8 +144,10 @@ static struct lua_task *need_task(lua_State *L, const char *fn)
 {
     struct lua_task *t = lua_task_of(L);
     if (!t)
-        luaL_error(L, "counterd.http.%s can only be called from a request handler or task "
-                      "(it yields)", fn);
+        luaL_error(L,
+                   "counterd.http.%s can only be called from a request handler or task "
+                   "(it yields)",
+                   fn);
     return t;
 }
 

@@ -27,7 +27,7 @@
 #define ARRAY_MARK "counterd.json.array"
 #define INT64_MAKER "counterd.json.int64"
 #define MAX_DEPTH 64
-#define LUA_TCDATA_ 10 /* LuaJIT's type number for cdata */
+#define LUA_TCDATA_ 10                  /* LuaJIT's type number for cdata */
 #define EXACT_DOUBLE 9007199254740992.0 /* 2^53 */
 
 static void push_value(lua_State *L, const struct json *v)
@@ -270,8 +270,9 @@ void lua_api_json_inject(lua_State *L)
     luaL_newmetatable(L, ARRAY_MARK);
     lua_pop(L, 1);
     /* Exact big integers as int64_t cdata. */
-    if (luaL_dostring(L, "local ffi = require('ffi') "
-                         "return function(hi, lo) return ffi.new('int64_t', hi) * 4294967296 + lo end"))
+    if (luaL_dostring(
+            L, "local ffi = require('ffi') "
+               "return function(hi, lo) return ffi.new('int64_t', hi) * 4294967296 + lo end"))
         lua_error(L);
     lua_setfield(L, LUA_REGISTRYINDEX, INT64_MAKER);
     luaL_newmetatable(L, "counterd.json.buf");

@@ -27,10 +27,22 @@ static int log_at(lua_State *L, enum log_level level)
     return 0;
 }
 
-static int l_debug(lua_State *L) { return log_at(L, LOG_DEBUG); }
-static int l_info(lua_State *L) { return log_at(L, LOG_INFO); }
-static int l_warn(lua_State *L) { return log_at(L, LOG_WARN); }
-static int l_error(lua_State *L) { return log_at(L, LOG_ERROR); }
+static int l_debug(lua_State *L)
+{
+    return log_at(L, LOG_DEBUG);
+}
+static int l_info(lua_State *L)
+{
+    return log_at(L, LOG_INFO);
+}
+static int l_warn(lua_State *L)
+{
+    return log_at(L, LOG_WARN);
+}
+static int l_error(lua_State *L)
+{
+    return log_at(L, LOG_ERROR);
+}
 
 static int l_call(lua_State *L)
 {

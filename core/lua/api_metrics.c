@@ -59,9 +59,18 @@ static int add(lua_State *L, enum metric_type type)
     return 1;
 }
 
-static int l_counter(lua_State *L) { return add(L, METRIC_COUNTER); }
-static int l_gauge(lua_State *L) { return add(L, METRIC_GAUGE); }
-static int l_histogram(lua_State *L) { return add(L, METRIC_HISTOGRAM); }
+static int l_counter(lua_State *L)
+{
+    return add(L, METRIC_COUNTER);
+}
+static int l_gauge(lua_State *L)
+{
+    return add(L, METRIC_GAUGE);
+}
+static int l_histogram(lua_State *L)
+{
+    return add(L, METRIC_HISTOGRAM);
+}
 
 static struct metric_series *series_of(lua_State *L, struct metric **out)
 {

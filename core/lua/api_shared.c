@@ -35,8 +35,10 @@ static int l_set(lua_State *L)
     luaL_checkstring(L, 1);
     int t = lua_type(L, 2);
     if (t != LUA_TSTRING && t != LUA_TNUMBER && t != LUA_TBOOLEAN && t != LUA_TNIL)
-        return luaL_error(L, "counterd.shared.set: values must be strings, numbers, booleans "
-                             "or nil, not %s", lua_typename(L, t));
+        return luaL_error(L,
+                          "counterd.shared.set: values must be strings, numbers, booleans "
+                          "or nil, not %s",
+                          lua_typename(L, t));
     push_data(L);
     lua_pushvalue(L, 1);
     lua_pushvalue(L, 2);

@@ -72,7 +72,10 @@ static struct lua_host *host_of(lua_State *L)
     return h;
 }
 
-struct lua_host *lua_host_of(lua_State *L) { return host_of(L); }
+struct lua_host *lua_host_of(lua_State *L)
+{
+    return host_of(L);
+}
 
 static void watchdog(lua_State *L, lua_Debug *ar)
 {
@@ -112,11 +115,11 @@ static void copy_field(lua_State *L, int dst, const char *lib, const char *name)
 static void push_sandbox(struct lua_host *h)
 {
     lua_State *L = h->L;
-    static const char *globals[] = {"assert", "error",    "ipairs",   "next",         "pairs",
-                                    "pcall",  "xpcall",   "select",   "tonumber",     "tostring",
-                                    "type",   "unpack",   "rawequal", "rawget",       "rawset",
-                                    "setmetatable", "getmetatable", "string", "table", "math",
-                                    "bit",    NULL};
+    static const char *globals[] = {
+        "assert", "error",        "ipairs",       "next",   "pairs",  "pcall",    "xpcall",
+        "select", "tonumber",     "tostring",     "type",   "unpack", "rawequal", "rawget",
+        "rawset", "setmetatable", "getmetatable", "string", "table",  "math",     "bit",
+        NULL};
     lua_newtable(L);
     int env = lua_gettop(L);
     for (const char **g = globals; *g; g++)
@@ -177,7 +180,10 @@ static int load_sandboxed(lua_State *L, const char *folder)
 }
 
 /* counterd.conf(name): the value <lua_dir>/conf/<name>.lua returns, read afresh. */
-static int api_conf(lua_State *L) { return load_sandboxed(L, "conf"); }
+static int api_conf(lua_State *L)
+{
+    return load_sandboxed(L, "conf");
+}
 
 /* counterd.require(name): the module <lua_dir>/lib/<name>.lua, loaded once. */
 static int api_require(lua_State *L)
@@ -187,7 +193,7 @@ static int api_require(lua_State *L)
     lua_getfield(L, -1, name);
     if (!lua_isnil(L, -1))
         return 1;
-    lua_pop(L, 1); /* stack: name, modules */
+    lua_pop(L, 1);            /* stack: name, modules */
     load_sandboxed(L, "lib"); /* reads the name at index 1, pushes the module */
     lua_pushvalue(L, -1);
     lua_setfield(L, 2, name);
@@ -286,8 +292,14 @@ void lua_host_free(struct lua_host *h)
     free(h);
 }
 
-const char *lua_host_dir(const struct lua_host *h) { return h->dir; }
-lua_State *lua_host_state(struct lua_host *h) { return h->L; }
+const char *lua_host_dir(const struct lua_host *h)
+{
+    return h->dir;
+}
+lua_State *lua_host_state(struct lua_host *h)
+{
+    return h->L;
+}
 
 static struct policy *find_policy(struct lua_host *h, const char *name)
 {
@@ -297,7 +309,10 @@ static struct policy *find_policy(struct lua_host *h, const char *name)
     return NULL;
 }
 
-int lua_host_has_policy(struct lua_host *h, const char *name) { return find_policy(h, name) != NULL; }
+int lua_host_has_policy(struct lua_host *h, const char *name)
+{
+    return find_policy(h, name) != NULL;
+}
 
 static void count_error(struct lua_host *h, const char *policy)
 {
@@ -399,8 +414,7 @@ int lua_host_load_role(struct lua_host *h, const char *name, char *err, size_t e
         goto fail;
     lua_getfield(L, -1, "handle");
     if (!lua_istable(L, -2) || !lua_isfunction(L, -1)) {
-        snprintf(err, errlen, "%s: the file must return a table with a handle(req) function",
-                 path);
+        snprintf(err, errlen, "%s: the file must return a table with a handle(req) function", path);
         goto fail;
     }
     lua_pop(L, 1);
@@ -474,8 +488,7 @@ int lua_host_faults_decide(struct lua_host *h, const char *dir, const char *from
     }
     const char *action = lua_tostring(L, -2);
     if (!action) {
-        log_error("faults.decide returned %s, not an action; delivering",
-                  luaL_typename(L, -2));
+        log_error("faults.decide returned %s, not an action; delivering", luaL_typename(L, -2));
     } else if (strcmp(action, "deliver") == 0) {
         rc = 0;
     } else if (strcmp(action, "drop") == 0) {
@@ -487,7 +500,8 @@ int lua_host_faults_decide(struct lua_host *h, const char *dir, const char *from
             rc = 2;
         } else {
             log_error("faults.decide asked for a delay of %g ms (must be 0 < ms <= 600000); "
-                      "delivering", ms);
+                      "delivering",
+                      ms);
         }
     } else {
         log_error("faults.decide returned unknown action '%s'; delivering", action);
@@ -581,12 +595,30 @@ static int api_policy(lua_State *L)
 
 /* ---------------------------------------------------------------- tasks */
 
-void lua_host_set_client(struct lua_host *h, struct http_client *client) { h->client = client; }
-struct http_client *lua_host_client(struct lua_host *h) { return h->client; }
-void lua_host_set_base(struct lua_host *h, struct event_base *base) { h->base = base; }
-struct event_base *lua_host_base(struct lua_host *h) { return h->base; }
-struct metrics *lua_host_metrics(struct lua_host *h) { return h->metrics; }
-lua_State *lua_task_state(struct lua_task *t) { return t->co; }
+void lua_host_set_client(struct lua_host *h, struct http_client *client)
+{
+    h->client = client;
+}
+struct http_client *lua_host_client(struct lua_host *h)
+{
+    return h->client;
+}
+void lua_host_set_base(struct lua_host *h, struct event_base *base)
+{
+    h->base = base;
+}
+struct event_base *lua_host_base(struct lua_host *h)
+{
+    return h->base;
+}
+struct metrics *lua_host_metrics(struct lua_host *h)
+{
+    return h->metrics;
+}
+lua_State *lua_task_state(struct lua_task *t)
+{
+    return t->co;
+}
 
 struct lua_task *lua_task_of(lua_State *co)
 {

@@ -86,8 +86,7 @@ struct lua_host *lua_host_of(struct lua_State *L);
  * closing the host while tasks wait frees everything. Remove it when it completes.
  */
 struct lua_pending;
-struct lua_pending *lua_host_pending_add(struct lua_host *h, void (*cancel)(void *arg),
-                                         void *arg);
+struct lua_pending *lua_host_pending_add(struct lua_host *h, void (*cancel)(void *arg), void *arg);
 void lua_host_pending_remove(struct lua_host *h, struct lua_pending *p);
 
 /* Outgoing HTTP for counterd.http (the host does not own it). */

@@ -57,7 +57,8 @@ static void check_done(struct http_client *cl);
 static void on_socket_event(evutil_socket_t fd, short what, void *arg)
 {
     struct http_client *cl = arg;
-    int action = ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    int action =
+        ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
     int running;
     curl_multi_socket_action(cl->multi, fd, action, &running);
     check_done(cl);
@@ -171,7 +172,8 @@ static void check_done(struct http_client *cl)
         res.status = rc == CURLE_OK ? (int)status : 0;
         res.body = buf_cstr(&call->resp);
         res.len = call->resp.len;
-        res.error = rc == CURLE_OK ? NULL : (call->errbuf[0] ? call->errbuf : curl_easy_strerror(rc));
+        res.error =
+            rc == CURLE_OK ? NULL : (call->errbuf[0] ? call->errbuf : curl_easy_strerror(rc));
         res.elapsed_ms = clock_mono_ms() - call->start_ms;
         call->cb(&res, call->arg);
         call_free(call);
@@ -279,4 +281,7 @@ void http_client_cancel(struct http_call *call)
     call_free(call);
 }
 
-int http_client_pending(const struct http_client *cl) { return cl->pending; }
+int http_client_pending(const struct http_client *cl)
+{
+    return cl->pending;
+}

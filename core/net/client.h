@@ -16,8 +16,8 @@ struct http_client;
 struct http_call;
 
 struct http_result {
-    int status;        /* HTTP status, or 0 when no answer came (see error) */
-    const char *body;  /* NUL-terminated */
+    int status;       /* HTTP status, or 0 when no answer came (see error) */
+    const char *body; /* NUL-terminated */
     size_t len;
     const char *error; /* transport error when status is 0, else NULL */
     double elapsed_ms;

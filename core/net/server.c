@@ -39,18 +39,18 @@
 #define READ_CHUNK 65536
 #define MAX_HEADERS 64
 #define OUT_HIGH_WATER (4u << 20) /* stop reading a client that leaves this much unread */
-#define KEEP_BYTES (64u << 10)     /* buffers larger than this are freed once used */
+#define KEEP_BYTES (64u << 10)    /* buffers larger than this are freed once used */
 
 /* Connection flags. */
-#define C_PENDING 1u      /* a request is waiting for its answer; parsing is held */
-#define C_CLOSING 2u      /* close once out is written; read nothing more */
-#define C_DEAD 4u         /* socket closed; memory kept until the pending answer arrives */
-#define C_WRITING 8u      /* ev_write is armed */
-#define C_READ_OFF 16u    /* ev_read is disarmed (async or back-pressure) */
-#define C_IN_REQUEST 32u  /* between a request's first byte and its end */
-#define C_HDR_VALUE 64u   /* the last header callback was a value */
-#define C_EXPECT 128u     /* the request asked for 100-continue */
-#define C_IN_HANDLER 256u /* inside the handler call: an answer now is synchronous */
+#define C_PENDING 1u        /* a request is waiting for its answer; parsing is held */
+#define C_CLOSING 2u        /* close once out is written; read nothing more */
+#define C_DEAD 4u           /* socket closed; memory kept until the pending answer arrives */
+#define C_WRITING 8u        /* ev_write is armed */
+#define C_READ_OFF 16u      /* ev_read is disarmed (async or back-pressure) */
+#define C_IN_REQUEST 32u    /* between a request's first byte and its end */
+#define C_HDR_VALUE 64u     /* the last header callback was a value */
+#define C_EXPECT 128u       /* the request asked for 100-continue */
+#define C_IN_HANDLER 256u   /* inside the handler call: an answer now is synchronous */
 #define C_HEADERS_DONE 512u /* what header callbacks report now are a chunked body's trailers */
 
 struct hdr {
@@ -136,8 +136,8 @@ const char *http_status_text(int status)
     }
 }
 
-static void write_head(struct buf *o, int status, const char *ctype, const char *extra,
-                       size_t len, int keep_alive, int http10)
+static void write_head(struct buf *o, int status, const char *ctype, const char *extra, size_t len,
+                       int keep_alive, int http10)
 {
     buf_puts(o, "HTTP/1.1 ");
     buf_u64(o, (uint64_t)status);
@@ -396,8 +396,8 @@ static int on_headers_complete(http_parser *p)
             strcasecmp(c->hdrs.data + c->hdr[i].value_off, "100-continue") == 0)
             c->flags |= C_EXPECT;
     }
-    int has_body = (p->flags & F_CHUNKED) ||
-                   (p->content_length > 0 && p->content_length != ULLONG_MAX);
+    int has_body =
+        (p->flags & F_CHUNKED) || (p->content_length > 0 && p->content_length != ULLONG_MAX);
     if ((c->flags & C_EXPECT) && has_body)
         buf_puts(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
     return 0;
@@ -708,8 +708,8 @@ int http_server_adopt(struct http_server *srv, int fd)
     return 0;
 }
 
-static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
-                      int salen, void *arg)
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+                      void *arg)
 {
     (void)l;
     (void)sa;
@@ -799,15 +799,13 @@ struct http_server *http_server_new(struct event_base *base, const struct http_s
         sin6->sin6_port = htons((uint16_t)opts->port);
         sslen = sizeof *sin6;
     } else {
-        snprintf(err, errlen, "bind address '%s' is not an IPv4 or IPv6 address",
-                 srv->bind_addr);
+        snprintf(err, errlen, "bind address '%s' is not an IPv4 or IPv6 address", srv->bind_addr);
         free(srv);
         return NULL;
     }
-    srv->listener = evconnlistener_new_bind(base, on_accept, srv,
-                                            LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-                                                LEV_OPT_CLOSE_ON_EXEC,
-                                            1024, (struct sockaddr *)&ss, (int)sslen);
+    srv->listener = evconnlistener_new_bind(
+        base, on_accept, srv, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+        1024, (struct sockaddr *)&ss, (int)sslen);
     if (!srv->listener) {
         snprintf(err, errlen, "cannot listen on %s:%d: %s", srv->bind_addr, opts->port,
                  strerror(errno));
@@ -844,7 +842,10 @@ void http_server_free(struct http_server *srv)
     free(srv);
 }
 
-int http_server_port(const struct http_server *srv) { return srv->port; }
+int http_server_port(const struct http_server *srv)
+{
+    return srv->port;
+}
 
 void http_server_stats(const struct http_server *srv, struct http_server_stats *out)
 {

@@ -43,18 +43,18 @@ struct http_request {
     const char *body; /* NUL-terminated for convenience; may contain NUL bytes */
     size_t body_len;
     int keep_alive;
-    double start_ms; /* monotonic time the first byte of the request arrived */
+    double start_ms;        /* monotonic time the first byte of the request arrived */
     struct http_conn *conn; /* private */
 };
 
 struct http_server_opts {
-    const char *bind_addr;       /* default "127.0.0.1" */
-    int port;                    /* 0: an ephemeral port (see http_server_port) */
-    int max_conns;               /* default 10000 */
-    size_t max_header_bytes;     /* default 8192 */
-    size_t max_body_bytes;       /* default 65536 */
-    int idle_timeout_ms;         /* keep-alive connection with nothing pending; default 60000 */
-    int request_timeout_ms;      /* from a request's first byte to its end; default 10000 */
+    const char *bind_addr;   /* default "127.0.0.1" */
+    int port;                /* 0: an ephemeral port (see http_server_port) */
+    int max_conns;           /* default 10000 */
+    size_t max_header_bytes; /* default 8192 */
+    size_t max_body_bytes;   /* default 65536 */
+    int idle_timeout_ms;     /* keep-alive connection with nothing pending; default 60000 */
+    int request_timeout_ms;  /* from a request's first byte to its end; default 10000 */
     /* Optional: a larger body limit for some paths (e.g. /sync). Return 0 for the default. */
     size_t (*body_limit)(const char *path, size_t path_len, void *arg);
     void *body_limit_arg;
@@ -108,8 +108,8 @@ void http_respond_ex(struct http_request *req, int status, const char *content_t
 /* Answers with a JSON body. */
 void http_respond_json(struct http_request *req, int status, const char *body, size_t len);
 /* Answers {"detail": <formatted sentence>, "error": code}. */
-void http_respond_error(struct http_request *req, int status, const char *code,
-                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void http_respond_error(struct http_request *req, int status, const char *code, const char *fmt,
+                        ...) __attribute__((format(printf, 4, 5)));
 
 const char *http_status_text(int status);
 

@@ -33,9 +33,9 @@ struct upstream_req {
     upstream_cb cb;
     void *arg;
     int retried;
-    int was_sent;      /* some attempt wrote the whole request */
-    int connect_errno; /* why no connection could be opened */
-    struct uconn *conn; /* while sent */
+    int was_sent;              /* some attempt wrote the whole request */
+    int connect_errno;         /* why no connection could be opened */
+    struct uconn *conn;        /* while sent */
     struct upstream_req *next; /* in the wait queue */
 };
 
@@ -412,8 +412,8 @@ void upstream_free(struct upstream *u)
     free(u);
 }
 
-struct upstream_req *upstream_send(struct upstream *u, const char *req, size_t len,
-                                   int timeout_ms, upstream_cb cb, void *arg)
+struct upstream_req *upstream_send(struct upstream *u, const char *req, size_t len, int timeout_ms,
+                                   upstream_cb cb, void *arg)
 {
     struct upstream_req *r = xcalloc(1, sizeof *r);
     r->u = u;

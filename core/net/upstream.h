@@ -31,8 +31,8 @@ typedef void (*upstream_cb)(int status, const char *body, size_t len, const char
  * A pool for http://host:port (resolved now; numeric addresses need no lookup).
  * @return the pool, or NULL with a sentence in err.
  */
-struct upstream *upstream_new(struct event_base *base, const char *url, int max_conns,
-                              char *err, size_t errlen);
+struct upstream *upstream_new(struct event_base *base, const char *url, int max_conns, char *err,
+                              size_t errlen);
 /* Closes every connection; pending requests are dropped without their callbacks. */
 void upstream_free(struct upstream *u);
 
@@ -41,8 +41,8 @@ void upstream_free(struct upstream *u);
  * once with the answer, from the loop (never from inside this call).
  * @return a handle valid until the callback, for upstream_cancel.
  */
-struct upstream_req *upstream_send(struct upstream *u, const char *req, size_t len,
-                                   int timeout_ms, upstream_cb cb, void *arg);
+struct upstream_req *upstream_send(struct upstream *u, const char *req, size_t len, int timeout_ms,
+                                   upstream_cb cb, void *arg);
 /* Drops a request: its callback will not be called. */
 void upstream_cancel(struct upstream_req *r);
 

@@ -15,7 +15,8 @@
 
 const double metrics_latency_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                           0.1,    0.25,  0.5,    1,     2.5,  5,     10};
-const int metrics_latency_nbuckets = sizeof metrics_latency_buckets / sizeof *metrics_latency_buckets;
+const int metrics_latency_nbuckets =
+    sizeof metrics_latency_buckets / sizeof *metrics_latency_buckets;
 
 struct metric_series {
     const struct metric *family;
@@ -47,7 +48,10 @@ struct metrics {
     struct metric *first, *last;
 };
 
-struct metrics *metrics_new(void) { return xcalloc(1, sizeof(struct metrics)); }
+struct metrics *metrics_new(void)
+{
+    return xcalloc(1, sizeof(struct metrics));
+}
 
 void metrics_free(struct metrics *reg)
 {
@@ -119,8 +123,14 @@ struct metric *metrics_find(struct metrics *reg, const char *name)
     return NULL;
 }
 
-enum metric_type metric_type_of(const struct metric *m) { return m->type; }
-int metric_label_count(const struct metric *m) { return m->nlabels; }
+enum metric_type metric_type_of(const struct metric *m)
+{
+    return m->type;
+}
+int metric_label_count(const struct metric *m)
+{
+    return m->nlabels;
+}
 
 void metric_limit(struct metric *m, int max_series, int label_index)
 {
@@ -218,8 +228,14 @@ struct metric_series *metric_only(struct metric *m)
     return metric_series(m, none);
 }
 
-void metric_add(struct metric_series *s, double v) { s->value += v; }
-void metric_set(struct metric_series *s, double v) { s->value = v; }
+void metric_add(struct metric_series *s, double v)
+{
+    s->value += v;
+}
+void metric_set(struct metric_series *s, double v)
+{
+    s->value = v;
+}
 
 void metric_observe(struct metric_series *s, double v)
 {

@@ -57,8 +57,8 @@ struct peer {
     /* The exchange in flight. */
     struct http_call *call;
     struct event *delay_ev;
-    uint64_t sent_acked;   /* acked value once this push is acknowledged */
-    uint32_t sent_next;    /* full walk position once acknowledged */
+    uint64_t sent_acked; /* acked value once this push is acknowledged */
+    uint32_t sent_next;  /* full walk position once acknowledged */
     int sent_full_done, push_more;
     size_t sent_bytes;
     int in_round, exchanges;
@@ -186,8 +186,8 @@ static void page_full(struct repl *r, uint32_t *next)
 
 /*
  * A page of the counters changed after since, leaving out those whose last change came
- * whole from the receiver (origin tag skip_origin; 0 skips nothing). Sets *upto to the seq the page covers:
- * every change up to it is in this page or an earlier one. @return 1 when more remain.
+ * whole from the receiver (origin tag skip_origin; 0 skips nothing). Sets *upto to the seq the page
+ * covers: every change up to it is in this page or an earlier one. @return 1 when more remain.
  */
 static int page_delta(struct repl *r, uint64_t since, int skip_origin, uint64_t *upto)
 {
@@ -325,8 +325,8 @@ static int read_map(struct repl *r, const struct json *map, const char *what, in
     for (uint32_t i = 0; i < map->len; i++) {
         const struct json_member *m = &map->u.members[i];
         if (!gcounter_name_valid(m->key, m->key_len))
-            return merr(e, 400, "bad_name",
-                        "%s: counter names are 1-200 bytes of [A-Za-z0-9_.:-]", what);
+            return merr(e, 400, "bad_name", "%s: counter names are 1-200 bytes of [A-Za-z0-9_.:-]",
+                        what);
         if (m->val.type != JSON_OBJ)
             return merr(e, 400, "bad_field", "%s.%s must be an object of node counts", what,
                         m->key);
@@ -334,8 +334,7 @@ static int read_map(struct repl *r, const struct json *map, const char *what, in
         struct in_item *it = &r->items[idx];
         uint8_t *seen = is_neg ? &it->in_decs : &it->in_counts;
         if (*seen)
-            return merr(e, 400, "bad_json", "%s: counter %s appears more than once", what,
-                        m->key);
+            return merr(e, 400, "bad_json", "%s: counter %s appears more than once", what, m->key);
         *seen = 1;
         const struct json *vec = &m->val;
         for (uint32_t k = 0; k < vec->len; k++) {
@@ -346,9 +345,8 @@ static int read_map(struct repl *r, const struct json *map, const char *what, in
                             "followed by ~ and an incarnation of [A-Za-z0-9]",
                             what, m->key);
             if (en->val.type != JSON_INT || en->val.u.i < 0)
-                return merr(e, 400, "bad_field",
-                            "%s.%s.%s must be a non-negative integer (got %s)", what, m->key,
-                            en->key,
+                return merr(e, 400, "bad_field", "%s.%s.%s must be a non-negative integer (got %s)",
+                            what, m->key, en->key,
                             en->val.type == JSON_INT ? "a negative one"
                                                      : json_type_name(en->val.type));
             int rep = gstore_replica(r->store, en->key, en->key_len);
@@ -408,8 +406,8 @@ static int merge_body(struct repl *r, const struct json *root, int origin, struc
         int rc = gstore_merge_check(r->store, it->id, r->entries + it->first, it->n);
         if (rc == GSTORE_EOVERFLOW)
             return merr(e, 409, "overflow",
-                        "merging counter %.*s would leave the signed 64-bit range",
-                        (int)it->len, it->name);
+                        "merging counter %.*s would leave the signed 64-bit range", (int)it->len,
+                        it->name);
         if (rc == GSTORE_EFULL)
             return merr(e, 409, "too_many_replicas", "counter %.*s has too many node ids",
                         (int)it->len, it->name);
@@ -452,8 +450,8 @@ static int check_failovers(const struct json *fos, struct merge_error *e)
         for (uint32_t k = 0; k < from->len; k++) {
             const struct json *n = &from->u.items[k];
             if (n->type != JSON_STR || !gcounter_name_valid(n->u.s, n->len))
-                return merr(e, 400, "bad_field", "failovers[%u].from[%u] is not a region name",
-                            i, k);
+                return merr(e, 400, "bad_field", "failovers[%u].from[%u] is not a region name", i,
+                            k);
             total += n->len + 1;
         }
         if (total >= FAILOVER_FROM_MAX)
@@ -480,15 +478,14 @@ static void apply_failovers(struct repl *r, const struct json *fos)
             n += x->len;
         }
         names[n] = '\0';
-        r->hooks.failover(r->hooks.arg, c->u.s, c->len, t->u.s, t->len,
-                          json_get(f, "amount")->u.i, names);
+        r->hooks.failover(r->hooks.arg, c->u.s, c->len, t->u.s, t->len, json_get(f, "amount")->u.i,
+                          names);
     }
 }
 
 /* ---------------------------------------------------------------- decisions */
 
-static int decide(struct repl *r, const char *dir, const char *from, const char *to,
-                  int *delay_ms)
+static int decide(struct repl *r, const char *dir, const char *from, const char *to, int *delay_ms)
 {
     *delay_ms = 0;
     /* The partition is enforced here whatever a policy says: API.md promises it. */
@@ -502,10 +499,16 @@ static int decide(struct repl *r, const char *dir, const char *from, const char 
     return a < 0 ? REPL_DELIVER : a;
 }
 
-static const char *peer_name(const struct peer *p) { return p->node_id[0] ? p->node_id : p->url; }
+static const char *peer_name(const struct peer *p)
+{
+    return p->node_id[0] ? p->node_id : p->url;
+}
 
 /* The origin tag of what a peer sends us: its position + 1. */
-static int peer_origin(const struct peer *p) { return (int)(p - p->r->peers) + 1; }
+static int peer_origin(const struct peer *p)
+{
+    return (int)(p - p->r->peers) + 1;
+}
 
 /* The origin tag of a node that sent us a /sync: a configured peer's, or 0. */
 static int origin_of_node(const struct repl *r, const char *node_id)
@@ -552,8 +555,7 @@ static void peer_round_end(struct peer *p, enum peer_status st)
         p->last_ok_ms = clock_mono_ms();
         r->last_sync_unix = clock_unix_s();
         if (p->failures)
-            log_info("sync with %s works again after %d failed rounds", peer_name(p),
-                     p->failures);
+            log_info("sync with %s works again after %d failed rounds", peer_name(p), p->failures);
         p->failures = 0;
     } else if (st == ST_PARTITION) {
         metric_add(r->m_part, 1);
@@ -639,8 +641,8 @@ static void on_exchange_done(const struct http_result *res, void *arg)
     if (inc && inc->type == JSON_STR && inc->len < sizeof p->incarnation) {
         if (p->incarnation[0] && strcmp(p->incarnation, inc->u.s) != 0) {
             /* The peer restarted: it may have lost what it acknowledged. */
-            log_info("peer %s restarted (incarnation %s -> %s): pushing full state",
-                     peer_name(p), p->incarnation, inc->u.s);
+            log_info("peer %s restarted (incarnation %s -> %s): pushing full state", peer_name(p),
+                     p->incarnation, inc->u.s);
             p->full_push = 1;
             p->full_next = 0;
             p->acked = 0;
@@ -1012,9 +1014,9 @@ struct repl *repl_new(struct event_base *base, struct http_client *client, struc
     }
 
     const char *lv[3] = {r->service, r->region, "success"};
-    struct metric *ops = metrics_add(reg, METRIC_COUNTER, "counter_sync_operations_total",
-                                     "Sync exchanges with peers by outcome",
-                                     "service,region,status", NULL, 0);
+    struct metric *ops =
+        metrics_add(reg, METRIC_COUNTER, "counter_sync_operations_total",
+                    "Sync exchanges with peers by outcome", "service,region,status", NULL, 0);
     r->m_ok = metric_series(ops, lv);
     lv[2] = "error";
     r->m_err = metric_series(ops, lv);
@@ -1025,20 +1027,20 @@ struct repl *repl_new(struct event_base *base, struct http_client *client, struc
                     "Replica entries a merge changed (the other side's value was higher)",
                     "service,region", NULL, 0),
         lv);
-    r->m_latency = metric_series(metrics_add(reg, METRIC_HISTOGRAM, "counter_sync_latency_seconds",
-                                             "Time of a complete sync round with one peer",
-                                             "service,region", metrics_latency_buckets,
-                                             metrics_latency_nbuckets),
-                                 lv);
+    r->m_latency =
+        metric_series(metrics_add(reg, METRIC_HISTOGRAM, "counter_sync_latency_seconds",
+                                  "Time of a complete sync round with one peer", "service,region",
+                                  metrics_latency_buckets, metrics_latency_nbuckets),
+                      lv);
     r->m_lag = metric_series(metrics_add(reg, METRIC_GAUGE, "counter_sync_lag_ms",
                                          "Milliseconds since the least recently synced peer "
                                          "was last synced",
                                          "service,region", NULL, 0),
                              lv);
     metric_set_fn(r->m_lag, lag_ms, r);
-    struct metric *bytes = metrics_add(reg, METRIC_COUNTER, "counterd_sync_bytes_total",
-                                       "Bytes of /sync bodies sent and received", "direction",
-                                       NULL, 0);
+    struct metric *bytes =
+        metrics_add(reg, METRIC_COUNTER, "counterd_sync_bytes_total",
+                    "Bytes of /sync bodies sent and received", "direction", NULL, 0);
     const char *d1[1] = {"sent"};
     r->m_bytes_sent = metric_series(bytes, d1);
     d1[0] = "received";
@@ -1104,6 +1106,15 @@ void repl_set_partition(struct repl *r, int on)
     }
 }
 
-int repl_partitioned(const struct repl *r) { return r->partitioned; }
-double repl_last_sync_time(const struct repl *r) { return r->last_sync_unix; }
-const char *repl_incarnation(const struct repl *r) { return r->incarnation; }
+int repl_partitioned(const struct repl *r)
+{
+    return r->partitioned;
+}
+double repl_last_sync_time(const struct repl *r)
+{
+    return r->last_sync_unix;
+}
+const char *repl_incarnation(const struct repl *r)
+{
+    return r->incarnation;
+}

@@ -37,13 +37,13 @@ struct repl_hooks {
      * @return an enum repl_action (REPL_DELAY sets *delay_ms), or -1 when the hook
      *         failed: the message is then treated as if there were no hook.
      */
-    int (*decide)(void *arg, const char *dir, const char *from, const char *to,
-                  const char *kind, int partitioned, int *delay_ms);
+    int (*decide)(void *arg, const char *dir, const char *from, const char *to, const char *kind,
+                  int partitioned, int *delay_ms);
     /* Called for every counter a merge changed (to persist it); may be NULL. */
     void (*changed)(void *arg, uint32_t id);
     /* Called for every failover record a peer sent (see store/failover.h); may be NULL. */
-    void (*failover)(void *arg, const char *counter, size_t clen, const char *token,
-                     size_t tlen, int64_t amount, const char *from);
+    void (*failover)(void *arg, const char *counter, size_t clen, const char *token, size_t tlen,
+                     int64_t amount, const char *from);
     void *arg;
 };
 
@@ -51,11 +51,11 @@ struct repl_config {
     const char *node_id, *region, *service;
     const char *const *peers; /* base URLs, e.g. http://127.0.0.1:8002 */
     int npeers;
-    int interval_ms;   /* default 5000 */
-    int timeout_ms;    /* one exchange; default 3000 */
-    int full_every;    /* a full-state round every N rounds; default 12 */
-    size_t page_bytes; /* target size of one /sync body; default 1 MiB */
-    const char *auth_header; /* sent with every /sync, e.g. "Authorization: Bearer x" */
+    int interval_ms;             /* default 5000 */
+    int timeout_ms;              /* one exchange; default 3000 */
+    int full_every;              /* a full-state round every N rounds; default 12 */
+    size_t page_bytes;           /* target size of one /sync body; default 1 MiB */
+    const char *auth_header;     /* sent with every /sync, e.g. "Authorization: Bearer x" */
     struct failovers *failovers; /* pushed to every peer; may be NULL */
 };
 

@@ -28,8 +28,15 @@ struct option {
     const char *help;
 };
 
-#define STR(field, flag, env, help) {flag, env, K_STR, offsetof(struct config, field), sizeof(((struct config *)0)->field), 0, 0, help}
-#define INT(field, flag, env, lo, hi, help) {flag, env, K_INT, offsetof(struct config, field), 0, lo, hi, help}
+#define STR(field, flag, env, help)                                                                \
+    {                                                                                              \
+        flag, env, K_STR, offsetof(struct config, field), sizeof(((struct config *)0)->field), 0,  \
+            0, help                                                                                \
+    }
+#define INT(field, flag, env, lo, hi, help)                                                        \
+    {                                                                                              \
+        flag, env, K_INT, offsetof(struct config, field), 0, lo, hi, help                          \
+    }
 
 static const struct option options[] = {
     STR(role, "--role", "COUNTERD_ROLE", "role of this process: region | coordinator | gateway"),
@@ -48,8 +55,8 @@ static const struct option options[] = {
         "open client connections at most (default 10000)"),
     INT(idle_timeout_ms, "--idle-timeout-ms", "COUNTERD_IDLE_TIMEOUT_MS", 10, 86400000,
         "close keep-alive connections idle this long (default 60000)"),
-    INT(request_timeout_ms, "--request-timeout-ms", "COUNTERD_REQUEST_TIMEOUT_MS", 10,
-        86400000, "a request must arrive whole within this (default 10000)"),
+    INT(request_timeout_ms, "--request-timeout-ms", "COUNTERD_REQUEST_TIMEOUT_MS", 10, 86400000,
+        "a request must arrive whole within this (default 10000)"),
     INT(metrics_top_n, "--metrics-top-n", "COUNTERD_METRICS_TOP_N", 1, 100000,
         "counter names with their own metric series; the rest are _other (default 100)"),
     INT(policy_budget_ms, "--policy-budget-ms", "COUNTERD_POLICY_BUDGET_MS", 1, 10000,
@@ -65,8 +72,8 @@ static const struct option options[] = {
         "coordinator, gateway: name=url,... of the regions (default: lua/conf/lab.lua)"),
     STR(coordinator_url, "--coordinator", "COORDINATOR_URL",
         "gateway: the coordinator's base URL (default: lua/conf/lab.lua)"),
-    INT(request_timeout_up_ms, "--upstream-timeout-ms", "COUNTERD_UPSTREAM_TIMEOUT_MS", 10,
-        600000, "coordinator, gateway: timeout of a call to a region (default 2000)"),
+    INT(request_timeout_up_ms, "--upstream-timeout-ms", "COUNTERD_UPSTREAM_TIMEOUT_MS", 10, 600000,
+        "coordinator, gateway: timeout of a call to a region (default 2000)"),
     STR(web_dir, "--web-dir", "COUNTERD_WEB_DIR",
         "gateway: folder of the dashboard served at / (default: the source tree's web/)"),
 };
@@ -123,8 +130,8 @@ static int set_option(struct config *c, const struct option *o, const char *name
     errno = 0;
     long n = strtol(v, &end, 10);
     if (errno || end == v || *end || n < o->min || n > o->max) {
-        snprintf(err, errlen, "%s must be an integer from %d to %d, not '%s'", name, o->min,
-                 o->max, v);
+        snprintf(err, errlen, "%s must be an integer from %d to %d, not '%s'", name, o->min, o->max,
+                 v);
         return -1;
     }
     *(int *)(base + o->off) = (int)n;

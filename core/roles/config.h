@@ -25,8 +25,8 @@ struct config {
     int max_conns, idle_timeout_ms, request_timeout_ms;
     int metrics_top_n;
     int policy_budget_ms;
-    char data_dir[512];   /* "" : memory only */
-    char fsync[16];       /* always | everysec | no */
+    char data_dir[512]; /* "" : memory only */
+    char fsync[16];     /* always | everysec | no */
     int snapshot_bytes;
     char admin_token[256]; /* "" : admin endpoints and /sync are open */
     /* Lua roles (coordinator, gateway): "name=url,..." and the coordinator's URL; empty

@@ -239,8 +239,8 @@ static void send_to(struct forward *f, int i)
 
 /* The client's body, as written (exact integers), with an idempotency token when it has
  * none, so a retry on another region is recognised. */
-static void body_with_token(struct buf *out, const struct http_request *req, const struct json *root,
-                            const char *token)
+static void body_with_token(struct buf *out, const struct http_request *req,
+                            const struct json *root, const char *token)
 {
     if (token) {
         buf_append(out, req->body, req->body_len);
@@ -269,7 +269,8 @@ static void body_with_token(struct buf *out, const struct http_request *req, con
 
 int gateway_handle(struct gateway *g, struct http_request *req)
 {
-    if (req->method != HTTP_M_POST || req->path_len != 14 || memcmp(req->path, "/api/increment", 14))
+    if (req->method != HTTP_M_POST || req->path_len != 14 ||
+        memcmp(req->path, "/api/increment", 14))
         return 0;
     static const struct json empty = {.type = JSON_OBJ};
     const struct json *root = &empty;
@@ -335,9 +336,9 @@ int gateway_handle(struct gateway *g, struct http_request *req)
 
 /* ---------------------------------------------------------------- set-up */
 
-struct gateway *gateway_new(struct event_base *base, struct lua_host *lua,
-                            struct metrics *metrics, const struct gateway_region *regions,
-                            int nregions, int timeout_ms, char *err, size_t errlen)
+struct gateway *gateway_new(struct event_base *base, struct lua_host *lua, struct metrics *metrics,
+                            const struct gateway_region *regions, int nregions, int timeout_ms,
+                            char *err, size_t errlen)
 {
     if (nregions < 1 || nregions > MAX_REGIONS) {
         snprintf(err, errlen, "the gateway needs 1 to %d regions, not %d", MAX_REGIONS, nregions);
@@ -350,14 +351,14 @@ struct gateway *gateway_new(struct event_base *base, struct lua_host *lua,
     json_parser_init(&g->parser);
     struct metric *routed = metrics_find(metrics, "gateway_routed_to_region_total");
     if (!routed)
-        routed = metrics_add(metrics, METRIC_COUNTER, "gateway_routed_to_region_total",
-                             "Increments forwarded, by the region that took them", "region",
-                             NULL, 0);
+        routed =
+            metrics_add(metrics, METRIC_COUNTER, "gateway_routed_to_region_total",
+                        "Increments forwarded, by the region that took them", "region", NULL, 0);
     g->m_requests = metrics_find(metrics, "gateway_requests_total");
     if (!g->m_requests)
-        g->m_requests = metrics_add(metrics, METRIC_COUNTER, "gateway_requests_total",
-                                    "Requests answered by the gateway", "method,endpoint,status",
-                                    NULL, 0);
+        g->m_requests =
+            metrics_add(metrics, METRIC_COUNTER, "gateway_requests_total",
+                        "Requests answered by the gateway", "method,endpoint,status", NULL, 0);
     struct metric *dur = metrics_find(metrics, "gateway_request_duration_seconds");
     if (!dur)
         dur = metrics_add(metrics, METRIC_HISTOGRAM, "gateway_request_duration_seconds",

@@ -22,9 +22,9 @@ struct gateway_region {
 };
 
 /* @return the hot path, or NULL with a sentence in err. */
-struct gateway *gateway_new(struct event_base *base, struct lua_host *lua,
-                            struct metrics *metrics, const struct gateway_region *regions,
-                            int nregions, int timeout_ms, char *err, size_t errlen);
+struct gateway *gateway_new(struct event_base *base, struct lua_host *lua, struct metrics *metrics,
+                            const struct gateway_region *regions, int nregions, int timeout_ms,
+                            char *err, size_t errlen);
 /* Cancels what is in flight (their connections are closed by the server). */
 void gateway_free(struct gateway *g);
 /* @return 1 when req was taken (POST /api/increment), 0 to let the Lua role answer. */

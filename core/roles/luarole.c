@@ -56,8 +56,8 @@ static void push_request(lua_State *L, struct http_request *req)
     lua_pushnumber(L, req->start_ms);
     lua_setfield(L, -2, "start_ms");
     /* The headers a role needs, by lower-case name. */
-    static const char *wanted[] = {"x-client-region", "traceparent", "authorization",
-                                   "content-type", "x-request-id", NULL};
+    static const char *wanted[] = {"x-client-region", "traceparent",  "authorization",
+                                   "content-type",    "x-request-id", NULL};
     lua_createtable(L, 0, 4);
     for (const char **w = wanted; *w; w++) {
         const char *v = http_request_header(req, *w);
@@ -99,8 +99,8 @@ static void on_answer(lua_State *co, int nresults, const char *err, void *arg)
         http_respond_error(req, 500, "internal", "the handler returned no valid status");
         return;
     }
-    const char *ctype = nresults >= 3 && lua_isstring(co, 3) ? lua_tostring(co, 3)
-                                                              : "application/json";
+    const char *ctype =
+        nresults >= 3 && lua_isstring(co, 3) ? lua_tostring(co, 3) : "application/json";
     const char *extra = nresults >= 4 && lua_isstring(co, 4) ? lua_tostring(co, 4) : NULL;
     buf_reset(&lr->out);
     if (nresults >= 2 && lua_type(co, 2) == LUA_TSTRING) {
@@ -261,9 +261,10 @@ static int push_config(lua_State *L, const struct config *cfg, char *err, size_t
                 break;
             size_t n = strcspn(p, ", ");
             const char *eq = memchr(p, '=', n);
-            if (!eq || eq == p || (strncmp(eq + 1, "http://", 7) && strncmp(eq + 1, "https://", 8))) {
-                snprintf(err, errlen,
-                         "REGION_ENDPOINTS: '%.*s' is not name=http://host:port", (int)n, p);
+            if (!eq || eq == p ||
+                (strncmp(eq + 1, "http://", 7) && strncmp(eq + 1, "https://", 8))) {
+                snprintf(err, errlen, "REGION_ENDPOINTS: '%.*s' is not name=http://host:port",
+                         (int)n, p);
                 lua_pop(L, 3);
                 return -1;
             }

@@ -65,7 +65,10 @@ struct region {
 
 /* ---------------------------------------------------------------- JSON views */
 
-static void put_str(struct buf *b, const char *s) { buf_json_str(b, s, strlen(s)); }
+static void put_str(struct buf *b, const char *s)
+{
+    buf_json_str(b, s, strlen(s));
+}
 
 /* "region":..,"node_id":.. (no braces) */
 static void put_identity(struct region *rg, struct buf *b)
@@ -92,8 +95,8 @@ static int node_of(struct region *rg, int rep)
                    !(strlen(rg->node_names[k]) == len && !memcmp(rg->node_names[k], name, len)))
                 k++;
             if (k == rg->nnodes) {
-                rg->node_names = xrealloc(rg->node_names,
-                                          (size_t)(rg->nnodes + 1) * sizeof *rg->node_names);
+                rg->node_names =
+                    xrealloc(rg->node_names, (size_t)(rg->nnodes + 1) * sizeof *rg->node_names);
                 rg->node_names[rg->nnodes++] = xstrndup(name, len);
             }
             rg->rep_node[r] = k;
@@ -361,8 +364,7 @@ static void h_increment(struct region *rg, struct http_request *req)
         if (v->type != JSON_STR || v->len == 0 || v->len > DEDUP_TOKEN_MAX ||
             (v->flags & JSON_F_HAS_NUL)) {
             http_respond_error(req, 400, "bad_field",
-                               "idempotency_token must be a string of 1-%d bytes",
-                               DEDUP_TOKEN_MAX);
+                               "idempotency_token must be a string of 1-%d bytes", DEDUP_TOKEN_MAX);
             return;
         }
         token = v->u.s;
@@ -383,8 +385,8 @@ static void h_increment(struct region *rg, struct http_request *req)
             const struct json *x = &v->u.items[i];
             if (x->type != JSON_STR || !gcounter_name_valid(x->u.s, x->len) ||
                 n + x->len + 1 >= sizeof fo.from) {
-                http_respond_error(req, 400, "bad_field",
-                                   "failover_from[%u] must be a region name", i);
+                http_respond_error(req, 400, "bad_field", "failover_from[%u] must be a region name",
+                                   i);
                 return;
             }
             if (n)
@@ -436,8 +438,8 @@ static void h_increment(struct region *rg, struct http_request *req)
 
     uint32_t id = gstore_find(rg->store, name, nlen);
     if (id == GSTORE_NONE && amount == INT64_MIN) {
-        http_respond_error(req, 409, "overflow",
-                           "counter %s would leave the signed 64-bit range", name);
+        http_respond_error(req, 409, "overflow", "counter %s would leave the signed 64-bit range",
+                           name);
         return;
     }
     if (id == GSTORE_NONE)
@@ -450,8 +452,7 @@ static void h_increment(struct region *rg, struct http_request *req)
         return;
     }
     if (rc == GSTORE_EFULL) {
-        http_respond_error(req, 409, "too_many_replicas", "counter %s has too many node ids",
-                           name);
+        http_respond_error(req, 409, "too_many_replicas", "counter %s has too many node ids", name);
         return;
     }
     const struct gcounter *c = gstore_counter(rg->store, id);
@@ -668,8 +669,7 @@ static void handle(struct http_request *req, void *arg)
             return method_not_allowed(req, "POST");
         return h_force_sync(rg, req);
     }
-    http_respond_error(req, 404, "not_found", "no endpoint %s %.200s", req->method_name,
-                       req->path);
+    http_respond_error(req, 404, "not_found", "no endpoint %s %.200s", req->method_name, req->path);
 }
 
 static size_t body_limit(const char *path, size_t len, void *arg)
@@ -687,7 +687,10 @@ static int faults_decide(void *arg, const char *dir, const char *from, const cha
     return lua_host_faults_decide(rg->lua, dir, from, to, kind, partitioned, delay_ms);
 }
 
-static void merged(void *arg, uint32_t id) { persist_changed(arg, id); }
+static void merged(void *arg, uint32_t id)
+{
+    persist_changed(arg, id);
+}
 
 /*
  * A peer tells us a region took an increment over from the regions in `from` (see
@@ -750,9 +753,18 @@ static double local_total(void *arg)
     return sum;
 }
 
-static double synced_total(void *arg) { return gstore_total(((struct region *)arg)->store); }
-static double store_counters(void *arg) { return gstore_count(((struct region *)arg)->store); }
-static double store_bytes(void *arg) { return (double)gstore_memory(((struct region *)arg)->store); }
+static double synced_total(void *arg)
+{
+    return gstore_total(((struct region *)arg)->store);
+}
+static double store_counters(void *arg)
+{
+    return gstore_count(((struct region *)arg)->store);
+}
+static double store_bytes(void *arg)
+{
+    return (double)gstore_memory(((struct region *)arg)->store);
+}
 
 static double rss_bytes(void *arg)
 {
@@ -791,7 +803,8 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
         }
         snprintf(rid, sizeof rid, "%s", info.replica_id);
         log_info("data directory %s: %u counters from %" PRIu64 " records in %.0f ms; last stop "
-                 "%s; fsync %s", cfg->data_dir, gstore_count(rg->store), info.records, info.ms,
+                 "%s; fsync %s",
+                 cfg->data_dir, gstore_count(rg->store), info.records, info.ms,
                  info.clean ? "clean" : "not clean (or a new directory): new replica id",
                  cfg->fsync);
     } else {
@@ -820,8 +833,8 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
     metric_set_fn(rg->m_synced, synced_total, rg);
     rg->m_compensated = metric_only(metrics_add(
         rg->metrics, METRIC_COUNTER, "counterd_failover_takebacks_total",
-        "Increments this node had applied and took back because a failover applied them too",
-        NULL, NULL, 0));
+        "Increments this node had applied and took back because a failover applied them too", NULL,
+        NULL, 0));
     rg->m_incr = metrics_add(rg->metrics, METRIC_COUNTER, "counter_increments_total",
                              "Increment requests applied, by counter (top names; the rest _other)",
                              "service,region,counter_name", NULL, 0);
@@ -832,10 +845,10 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
     metric_set_fn(metric_only(metrics_add(rg->metrics, METRIC_GAUGE, "counterd_store_bytes",
                                           "Bytes the counter store holds", NULL, NULL, 0)),
                   store_bytes, rg);
-    metric_set_fn(metric_only(metrics_add(rg->metrics, METRIC_GAUGE,
-                                          "process_resident_memory_bytes",
-                                          "Resident memory of this process", NULL, NULL, 0)),
-                  rss_bytes, rg);
+    metric_set_fn(
+        metric_only(metrics_add(rg->metrics, METRIC_GAUGE, "process_resident_memory_bytes",
+                                "Resident memory of this process", NULL, NULL, 0)),
+        rss_bytes, rg);
 
     struct lua_host_info li = {"region", cfg->node_id, cfg->region, cfg->policy_budget_ms};
     rg->lua = lua_host_new(cfg->lua_dir, &li, rg->metrics);
@@ -872,8 +885,8 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
         return NULL;
     }
     if (rg->wal) {
-        rg->wal_notify = event_new(base, wal_notify_fd(rg->wal), EV_READ | EV_PERSIST,
-                                   on_wal_notify, rg);
+        rg->wal_notify =
+            event_new(base, wal_notify_fd(rg->wal), EV_READ | EV_PERSIST, on_wal_notify, rg);
         event_add(rg->wal_notify, NULL);
         rg->wal_timer = event_new(base, -1, EV_PERSIST, on_wal_timer, rg);
         struct timeval tv = {0, 200 * 1000};

@@ -46,7 +46,10 @@ void dedup_put(struct dedup *d, const char *counter, size_t clen, const char *to
     tokwin_put(d->w, counter, clen, token, tlen, now_s, a, sizeof *a);
 }
 
-size_t dedup_count(const struct dedup *d) { return tokwin_count(d->w); }
+size_t dedup_count(const struct dedup *d)
+{
+    return tokwin_count(d->w);
+}
 
 struct each {
     void (*fn)(void *arg, const char *counter, size_t clen, const char *token, size_t tlen,

@@ -46,7 +46,10 @@ int failovers_record(struct failovers *f, const char *counter, size_t clen, cons
     return tokwin_put(f->records, counter, clen, token, tlen, now_s, payload, 8 + n) != 0;
 }
 
-uint64_t failovers_seq(const struct failovers *f) { return tokwin_seq(f->records); }
+uint64_t failovers_seq(const struct failovers *f)
+{
+    return tokwin_seq(f->records);
+}
 
 struct each {
     void (*fn)(void *arg, const char *counter, size_t clen, const char *token, size_t tlen,
@@ -56,8 +59,8 @@ struct each {
     void *arg;
 };
 
-static void each_record(void *arg, const char *counter, size_t clen, const char *token,
-                        size_t tlen, double at, const void *payload, size_t len, uint64_t seq)
+static void each_record(void *arg, const char *counter, size_t clen, const char *token, size_t tlen,
+                        double at, const void *payload, size_t len, uint64_t seq)
 {
     struct each *e = arg;
     struct failover_rec rec;

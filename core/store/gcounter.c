@@ -14,7 +14,7 @@
 #include "../base/hash.h"
 #include "../base/mem.h"
 
-#define F_NEG 1u /* the neg array exists */
+#define F_NEG 1u       /* the neg array exists */
 #define ORIGIN_SHIFT 1 /* flags bits 1-7: the origin tag of the last change */
 
 struct gcounter {
@@ -22,8 +22,8 @@ struct gcounter {
     uint32_t prev, next; /* change list, oldest first */
     uint32_t hash;       /* low bits of the name's hash */
     uint8_t name_len;
-    uint8_t n;   /* entries in use */
-    uint8_t cap; /* entries allocated */
+    uint8_t n;     /* entries in use */
+    uint8_t cap;   /* entries allocated */
     uint8_t flags; /* F_NEG, origin tag */
     /* int64_t pos[cap]; int64_t neg[cap] if F_NEG; uint16_t rep[cap]; char name[name_len+1] */
 };
@@ -37,7 +37,7 @@ struct gstore {
     uint32_t head, tail; /* change list */
     char **rep_names;
     int nrep, rep_cap;
-    int expect_reps; /* entries a new counter gets room for; 0: nrep */
+    int expect_reps;        /* entries a new counter gets room for; 0: nrep */
     struct gentry *scratch; /* merge workspace */
     size_t scratch_cap;
     size_t bytes; /* counter blocks */
@@ -48,7 +48,10 @@ struct gstore {
 
 /* ---------------------------------------------------------------- counter layout */
 
-static inline int64_t *c_pos(const struct gcounter *c) { return (int64_t *)(c + 1); }
+static inline int64_t *c_pos(const struct gcounter *c)
+{
+    return (int64_t *)(c + 1);
+}
 static inline int64_t *c_neg(const struct gcounter *c)
 {
     return (c->flags & F_NEG) ? c_pos(c) + c->cap : NULL;
@@ -57,12 +60,15 @@ static inline uint16_t *c_rep(const struct gcounter *c)
 {
     return (uint16_t *)(c_pos(c) + (size_t)c->cap * ((c->flags & F_NEG) ? 2 : 1));
 }
-static inline char *c_name(const struct gcounter *c) { return (char *)(c_rep(c) + c->cap); }
+static inline char *c_name(const struct gcounter *c)
+{
+    return (char *)(c_rep(c) + c->cap);
+}
 
 static size_t c_size(unsigned cap, unsigned flags, unsigned name_len)
 {
-    return sizeof(struct gcounter) + (size_t)cap * 8 * ((flags & F_NEG) ? 2 : 1) +
-           (size_t)cap * 2 + name_len + 1;
+    return sizeof(struct gcounter) + (size_t)cap * 8 * ((flags & F_NEG) ? 2 : 1) + (size_t)cap * 2 +
+           name_len + 1;
 }
 
 /* Copies c into a new block with room for cap entries and the given flags. */
@@ -186,9 +192,15 @@ const char *gstore_replica_name(const struct gstore *st, int rep)
     return rep >= 0 && rep < st->nrep ? st->rep_names[rep] : NULL;
 }
 
-int gstore_replica_count(const struct gstore *st) { return st->nrep; }
+int gstore_replica_count(const struct gstore *st)
+{
+    return st->nrep;
+}
 
-void gstore_expect_replicas(struct gstore *st, int n) { st->expect_reps = n; }
+void gstore_expect_replicas(struct gstore *st, int n)
+{
+    st->expect_reps = n;
+}
 
 uint32_t gstore_find(const struct gstore *st, const char *name, size_t len)
 {
@@ -237,8 +249,9 @@ uint32_t gstore_create(struct gstore *st, const char *name, size_t len)
     /* In a steady cluster a counter gets an entry from each node: sizing it once avoids
      * a realloc per new entry. */
     int want = st->expect_reps > 0 ? st->expect_reps : st->nrep;
-    unsigned cap = want < 1 ? 1 : want > GCOUNTER_MAX_ENTRIES ? GCOUNTER_MAX_ENTRIES
-                                                               : (unsigned)want;
+    unsigned cap = want < 1                      ? 1
+                   : want > GCOUNTER_MAX_ENTRIES ? GCOUNTER_MAX_ENTRIES
+                                                 : (unsigned)want;
     size_t sz = c_size(cap, 0, (unsigned)len);
     struct gcounter *c = xmalloc(sz);
     memset(c, 0, sizeof *c);
@@ -260,9 +273,15 @@ uint32_t gstore_create(struct gstore *st, const char *name, size_t len)
     return id;
 }
 
-const struct gcounter *gstore_counter(const struct gstore *st, uint32_t id) { return st->by_id[id]; }
+const struct gcounter *gstore_counter(const struct gstore *st, uint32_t id)
+{
+    return st->by_id[id];
+}
 
-uint32_t gstore_count(const struct gstore *st) { return st->count; }
+uint32_t gstore_count(const struct gstore *st)
+{
+    return st->count;
+}
 
 static int64_t sum_pos(const struct gcounter *c)
 {
@@ -398,8 +417,7 @@ int gstore_merge(struct gstore *st, uint32_t id, const struct gentry *in, size_t
     return gstore_merge_from(st, id, in, n, 0);
 }
 
-int gstore_merge_from(struct gstore *st, uint32_t id, const struct gentry *in, size_t n,
-                      int origin)
+int gstore_merge_from(struct gstore *st, uint32_t id, const struct gentry *in, size_t n, int origin)
 {
     int k = merge_compute(st, id, in, n);
     if (k < 0)
@@ -437,16 +455,23 @@ int gstore_merge_from(struct gstore *st, uint32_t id, const struct gentry *in, s
     }
     c->n = (uint8_t)k;
     if (changed) {
-        int tag = origin > 0 && origin <= GCOUNTER_MAX_ORIGIN && equals_input(m, k, in, n) ? origin : 0;
+        int tag =
+            origin > 0 && origin <= GCOUNTER_MAX_ORIGIN && equals_input(m, k, in, n) ? origin : 0;
         c->flags = (uint8_t)((c->flags & F_NEG) | (unsigned)tag << ORIGIN_SHIFT);
         touch(st, id);
     }
     return changed;
 }
 
-uint64_t gstore_seq(const struct gstore *st) { return st->seq; }
+uint64_t gstore_seq(const struct gstore *st)
+{
+    return st->seq;
+}
 
-double gstore_total(const struct gstore *st) { return st->total; }
+double gstore_total(const struct gstore *st)
+{
+    return st->total;
+}
 
 double gstore_replica_net(const struct gstore *st, int rep)
 {
@@ -466,7 +491,10 @@ uint32_t gstore_changed_after(const struct gstore *st, uint64_t seq)
     }
 }
 
-uint32_t gstore_changed_next(const struct gstore *st, uint32_t id) { return st->by_id[id]->next; }
+uint32_t gstore_changed_next(const struct gstore *st, uint32_t id)
+{
+    return st->by_id[id]->next;
+}
 
 size_t gstore_memory(const struct gstore *st)
 {
@@ -483,9 +511,15 @@ const char *gcounter_name(const struct gcounter *c, size_t *len)
     return c_name(c);
 }
 
-uint64_t gcounter_mseq(const struct gcounter *c) { return c->mseq; }
+uint64_t gcounter_mseq(const struct gcounter *c)
+{
+    return c->mseq;
+}
 
-int64_t gcounter_value(const struct gcounter *c) { return sum_pos(c) - sum_neg(c); }
+int64_t gcounter_value(const struct gcounter *c)
+{
+    return sum_pos(c) - sum_neg(c);
+}
 
 int64_t gcounter_net(const struct gcounter *c, int rep)
 {
@@ -496,7 +530,10 @@ int64_t gcounter_net(const struct gcounter *c, int rep)
     return c_pos(c)[i] - (neg ? neg[i] : 0);
 }
 
-unsigned gcounter_entries(const struct gcounter *c) { return c->n; }
+unsigned gcounter_entries(const struct gcounter *c)
+{
+    return c->n;
+}
 
 void gcounter_entry(const struct gcounter *c, unsigned i, struct gentry *out)
 {
@@ -506,6 +543,12 @@ void gcounter_entry(const struct gcounter *c, unsigned i, struct gentry *out)
     out->neg = neg ? neg[i] : 0;
 }
 
-int gcounter_has_neg(const struct gcounter *c) { return (c->flags & F_NEG) != 0; }
+int gcounter_has_neg(const struct gcounter *c)
+{
+    return (c->flags & F_NEG) != 0;
+}
 
-int gcounter_origin(const struct gcounter *c) { return c->flags >> ORIGIN_SHIFT; }
+int gcounter_origin(const struct gcounter *c)
+{
+    return c->flags >> ORIGIN_SHIFT;
+}

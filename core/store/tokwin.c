@@ -177,8 +177,14 @@ uint64_t tokwin_put(struct tokwin *w, const char *counter, size_t clen, const ch
     return seq;
 }
 
-size_t tokwin_count(const struct tokwin *w) { return w->count; }
-uint64_t tokwin_seq(const struct tokwin *w) { return w->seq; }
+size_t tokwin_count(const struct tokwin *w)
+{
+    return w->count;
+}
+uint64_t tokwin_seq(const struct tokwin *w)
+{
+    return w->seq;
+}
 
 void tokwin_foreach(const struct tokwin *w, uint64_t after, tokwin_fn fn, void *arg)
 {

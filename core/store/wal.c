@@ -93,7 +93,10 @@ const char *wal_fsync_name(enum wal_fsync f)
 
 /* ---------------------------------------------------------------- encoding */
 
-static void put_u8(struct buf *b, unsigned v) { buf_putc(b, (char)(uint8_t)v); }
+static void put_u8(struct buf *b, unsigned v)
+{
+    buf_putc(b, (char)(uint8_t)v);
+}
 
 static void put_u32(struct buf *b, uint32_t v)
 {
@@ -126,9 +129,9 @@ static void frame(struct buf *b, size_t start)
 {
     uint32_t len = (uint32_t)(b->len - start - 8);
     uint32_t crc = crc32c(0, b->data + start + 8, len);
-    unsigned char h[8] = {(unsigned char)len,        (unsigned char)(len >> 8),
+    unsigned char h[8] = {(unsigned char)len,         (unsigned char)(len >> 8),
                           (unsigned char)(len >> 16), (unsigned char)(len >> 24),
-                          (unsigned char)crc,        (unsigned char)(crc >> 8),
+                          (unsigned char)crc,         (unsigned char)(crc >> 8),
                           (unsigned char)(crc >> 16), (unsigned char)(crc >> 24)};
     memcpy(b->data + start, h, 8);
 }
@@ -360,8 +363,8 @@ static int apply(struct recovery *rc, const unsigned char *p, size_t len, int in
     }
     uint32_t id = gstore_find(rc->st, name, nlen);
     if (gstore_merge_check(rc->st, id, rc->entries, n) != 0) {
-        snprintf(rc->why, sizeof rc->why, "counter %.*s cannot be merged (out of range)",
-                 (int)nlen, name);
+        snprintf(rc->why, sizeof rc->why, "counter %.*s cannot be merged (out of range)", (int)nlen,
+                 name);
         return -1;
     }
     if (id == GSTORE_NONE)
@@ -385,12 +388,12 @@ static int record_at(const unsigned char *data, size_t size, size_t off)
     if (crc32c(0, data + off + 8, len) != crc)
         return 0;
     unsigned type = data[off + 8];
-    return type == REC_COUNTER || type == REC_DEDUP || type == REC_END ||
-           type == REC_FAILOVER || type == REC_SETTLE;
+    return type == REC_COUNTER || type == REC_DEDUP || type == REC_END || type == REC_FAILOVER ||
+           type == REC_SETTLE;
 }
 
-static int read_file(int dir_fd, const char *name, unsigned char **data, size_t *size,
-                     char *err, size_t errlen)
+static int read_file(int dir_fd, const char *name, unsigned char **data, size_t *size, char *err,
+                     size_t errlen)
 {
     int fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC);
     struct stat sb;
@@ -482,8 +485,8 @@ static int replay_file(struct recovery *rc, int dir_fd, const char *dir, const c
                  "aside. The node then counts under a new replica id and its peers re-send "
                  "what they have.",
                  dir, name, off,
-                 next < size ? "valid records follow the damage" : "the file ends damaged",
-                 off, dir, name, size - off);
+                 next < size ? "valid records follow the damage" : "the file ends damaged", off,
+                 dir, name, size - off);
         rcode = -1;
         goto out;
     }
@@ -494,7 +497,10 @@ out:
 
 /* ---------------------------------------------------------------- directory */
 
-static int fsync_dir(struct wal *w) { return fsync(w->dir_fd); }
+static int fsync_dir(struct wal *w)
+{
+    return fsync(w->dir_fd);
+}
 
 static int mkdir_p(const char *path)
 {
@@ -744,8 +750,7 @@ struct wal *wal_open(const struct wal_opts *o, struct gstore *st, struct dedup *
     pthread_cond_init(&w->idle, NULL);
     struct listing l = {0};
 
-    if (mkdir_p(o->dir) < 0 ||
-        (w->dir_fd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+    if (mkdir_p(o->dir) < 0 || (w->dir_fd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
         snprintf(err, errlen, "cannot use data directory %s: %s", o->dir, strerror(errno));
         goto fail;
     }
@@ -763,18 +768,22 @@ struct wal *wal_open(const struct wal_opts *o, struct gstore *st, struct dedup *
     char meta_node[256], meta_replica[GSTORE_REPLICA_NAME_MAX + 1];
     if (l.has_meta) {
         if (read_meta(w, meta_node, sizeof meta_node, meta_replica, sizeof meta_replica) < 0) {
-            snprintf(err, errlen, "%s/meta is damaged; move the directory aside to start afresh "
-                     "(the node then counts under a new replica id)", o->dir);
+            snprintf(err, errlen,
+                     "%s/meta is damaged; move the directory aside to start afresh "
+                     "(the node then counts under a new replica id)",
+                     o->dir);
             goto fail;
         }
         if (strcmp(meta_node, o->node_id) != 0) {
-            snprintf(err, errlen, "data directory %s belongs to node %s, not %s", o->dir,
-                     meta_node, o->node_id);
+            snprintf(err, errlen, "data directory %s belongs to node %s, not %s", o->dir, meta_node,
+                     o->node_id);
             goto fail;
         }
     } else if (l.nsegs || l.nsnaps) {
-        snprintf(err, errlen, "data directory %s has log files but no meta file; it is "
-                 "damaged or not counterd's", o->dir);
+        snprintf(err, errlen,
+                 "data directory %s has log files but no meta file; it is "
+                 "damaged or not counterd's",
+                 o->dir);
         goto fail;
     }
 
@@ -794,8 +803,10 @@ struct wal *wal_open(const struct wal_opts *o, struct gstore *st, struct dedup *
         if (replay_file(&rc, w->dir_fd, o->dir, name, 1, 0, &cut_at, err, errlen) < 0)
             goto fail;
         if (!rc.seen_end || rc.end_counters != gstore_count(st)) {
-            snprintf(err, errlen, "%s/%s is incomplete (no end record, or a count that does not "
-                     "match). Move it aside to fall back on older files, if any.", o->dir, name);
+            snprintf(err, errlen,
+                     "%s/%s is incomplete (no end record, or a count that does not "
+                     "match). Move it aside to fall back on older files, if any.",
+                     o->dir, name);
             goto fail;
         }
         info->snapshot_seg = snap;
@@ -812,9 +823,11 @@ struct wal *wal_open(const struct wal_opts *o, struct gstore *st, struct dedup *
         if (!prev)
             prev = s - 1; /* no snapshot: the log starts at its oldest segment */
         if (s != prev + 1) {
-            snprintf(err, errlen, "data directory %s: log segment %08" PRIu64 " is missing "
+            snprintf(err, errlen,
+                     "data directory %s: log segment %08" PRIu64 " is missing "
                      "(found %08" PRIu64 " after %08" PRIu64 "); the log cannot be replayed "
-                     "past the gap", o->dir, prev + 1, s, prev);
+                     "past the gap",
+                     o->dir, prev + 1, s, prev);
             goto fail;
         }
         snprintf(name, sizeof name, "wal-%08" PRIu64 ".log", s);
@@ -849,8 +862,8 @@ struct wal *wal_open(const struct wal_opts *o, struct gstore *st, struct dedup *
             goto fail;
         }
         info->torn_bytes = torn_size;
-        log_warn("removed %s/%s: a log segment the crash left without records (%zu bytes)",
-                 o->dir, name, torn_size);
+        log_warn("removed %s/%s: a log segment the crash left without records (%zu bytes)", o->dir,
+                 name, torn_size);
         l.nsegs--; /* it was the newest: the next segment takes its number */
         torn_seg = 0;
     }
@@ -960,7 +973,8 @@ int wal_close(struct wal *w)
     }
     if (rc < 0)
         log_error("data directory %s: the final write failed; the next start will use a new "
-                  "replica id", w->dir);
+                  "replica id",
+                  w->dir);
     release(w);
     return rc;
 }
@@ -993,8 +1007,8 @@ int wal_write(struct wal *w)
     fault_hit(FAULT_WAL_BEFORE_WRITE);
     if (write_all(w->fd, w->buf.data, w->buf.len) < 0) {
         w->failed = 1;
-        log_error("cannot write the log in %s: %s; this node stops acknowledging writes",
-                  w->dir, strerror(errno));
+        log_error("cannot write the log in %s: %s; this node stops acknowledging writes", w->dir,
+                  strerror(errno));
         return -1;
     }
     fault_hit(FAULT_WAL_AFTER_WRITE);
@@ -1029,9 +1043,15 @@ uint64_t wal_append_settle(struct wal *w, const char *counter, size_t clen, cons
     return w->appended;
 }
 
-int wal_failed(const struct wal *w) { return w->failed; }
+int wal_failed(const struct wal *w)
+{
+    return w->failed;
+}
 
-uint64_t wal_position(const struct wal *w) { return w->appended; }
+uint64_t wal_position(const struct wal *w)
+{
+    return w->appended;
+}
 
 uint64_t wal_durable(struct wal *w)
 {
@@ -1049,7 +1069,10 @@ uint64_t wal_durable(struct wal *w)
     return v;
 }
 
-int wal_notify_fd(const struct wal *w) { return w->notify_fd; }
+int wal_notify_fd(const struct wal *w)
+{
+    return w->notify_fd;
+}
 
 void wal_notified(struct wal *w)
 {
@@ -1058,7 +1081,10 @@ void wal_notified(struct wal *w)
     (void)k;
 }
 
-enum wal_fsync wal_policy(const struct wal *w) { return w->policy; }
+enum wal_fsync wal_policy(const struct wal *w)
+{
+    return w->policy;
+}
 
 /* ---------------------------------------------------------------- snapshots */
 
@@ -1205,7 +1231,10 @@ int wal_snapshot(struct wal *w, const struct gstore *st, const struct dedup *d)
     return 0;
 }
 
-int wal_snapshot_running(const struct wal *w) { return w->snap_pid > 0; }
+int wal_snapshot_running(const struct wal *w)
+{
+    return w->snap_pid > 0;
+}
 
 static void reap_snapshot(struct wal *w, int block)
 {

@@ -44,7 +44,7 @@ struct wal_opts {
     const char *dir;
     const char *node_id;
     enum wal_fsync fsync;
-    size_t snapshot_bytes; /* log bytes between snapshots; default 64 MiB */
+    size_t snapshot_bytes;       /* log bytes between snapshots; default 64 MiB */
     struct failovers *failovers; /* recovered and snapshotted too, when not NULL */
 };
 

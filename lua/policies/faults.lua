@@ -57,7 +57,7 @@ local function setting(name, default)
   return v
 end
 
-function M.decide(dir, from, to, kind, partitioned)
+function M.decide(dir, from, to, _kind, partitioned) -- kind: every message is "sync" today
   if partitioned then
     return "drop"
   end

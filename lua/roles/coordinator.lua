@@ -44,7 +44,7 @@ local function ok_json(res)
   return v
 end
 
-local function global_counter(req, name)
+local function global_counter(name)
   local t0 = counterd.now_ms()
   if not web.valid_name(name) then
     return web.err(400, "bad_name", "counter names are 1-200 bytes of [A-Za-z0-9_.:-]")
@@ -186,7 +186,7 @@ function M.handle(req)
   local name = path:match("^/global/counter/(.+)$")
   if name then
     if not get then return web.method_not_allowed(req, "GET, HEAD") end
-    return global_counter(req, name)
+    return global_counter(name)
   end
   if path == "/global/counters" then
     if not get then return web.method_not_allowed(req, "GET, HEAD") end

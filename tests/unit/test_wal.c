@@ -348,5 +348,5 @@ UNIT_MAIN("test_wal", UNIT_CASE(test_clean_stop_keeps_state_and_replica_id),
           UNIT_CASE(test_crash_keeps_written_records_and_changes_replica_id),
           UNIT_CASE(test_torn_tail_is_cut),
           UNIT_CASE(test_damage_in_the_middle_is_refused_and_left_alone),
-          UNIT_CASE(test_snapshot_replaces_old_segments),
-          UNIT_CASE(test_always_reports_durability), UNIT_CASE(test_refusals))
+          UNIT_CASE(test_snapshot_replaces_old_segments), UNIT_CASE(test_always_reports_durability),
+          UNIT_CASE(test_refusals))
