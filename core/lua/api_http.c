@@ -5,6 +5,8 @@
  *                                          body = "...", headers = {"X-A: b"},
  *                                          timeout_ms = 2000}
  *     res = {status = 200, body = "...", elapsed_ms = 1.25}; no answer: nil, "reason"
+ *   counterd.http.get(url [, opts]), counterd.http.post(url, body [, opts]): the same, with
+ *     the method, url (and body) given as arguments
  *   local all = counterd.http.multi{ {url = ...}, {url = ..., method = "POST"} }
  *     all[i] = a res table, or {error = "reason"}; the calls run in parallel
  *
@@ -236,11 +238,42 @@ static int l_multi(lua_State *L)
     return lua_yield(L, 0);
 }
 
+/* get(url [, opts]) and post(url, body [, opts]): request() with the table filled in. */
+static int shortcut(lua_State *L, const char *method, int has_body)
+{
+    luaL_checkstring(L, 1);
+    int opts = has_body ? 3 : 2;
+    lua_settop(L, opts);
+    if (lua_isnil(L, opts)) {
+        lua_newtable(L);
+        lua_replace(L, opts);
+    }
+    luaL_checktype(L, opts, LUA_TTABLE);
+    lua_pushvalue(L, 1);
+    lua_setfield(L, opts, "url");
+    lua_pushstring(L, method);
+    lua_setfield(L, opts, "method");
+    if (has_body) {
+        lua_pushvalue(L, 2);
+        lua_setfield(L, opts, "body");
+    }
+    lua_replace(L, 1); /* the options table becomes the only argument */
+    lua_settop(L, 1);
+    return l_request(L);
+}
+
+static int l_get(lua_State *L) { return shortcut(L, "GET", 0); }
+static int l_post(lua_State *L) { return shortcut(L, "POST", 1); }
+
 void lua_api_http_inject(lua_State *L)
 {
     lua_newtable(L);
     lua_pushcfunction(L, l_request);
     lua_setfield(L, -2, "request");
+    lua_pushcfunction(L, l_get);
+    lua_setfield(L, -2, "get");
+    lua_pushcfunction(L, l_post);
+    lua_setfield(L, -2, "post");
     lua_pushcfunction(L, l_multi);
     lua_setfield(L, -2, "multi");
     lua_setfield(L, -2, "http");

@@ -141,9 +141,8 @@ local function set_partition(req)
   if type(body.enabled) ~= "boolean" then
     return web.err(400, "bad_field", "enabled must be true or false")
   end
-  local res, err = http.request{ url = r.url .. "/admin/partition", method = "POST",
-                                 body = json.encode({ enabled = body.enabled }),
-                                 headers = web.upstream_headers(), timeout_ms = web.timeout() }
+  local res, err = http.post(r.url .. "/admin/partition", json.encode({ enabled = body.enabled }),
+                             { headers = web.upstream_headers(), timeout_ms = web.timeout() })
   if not res or res.status ~= 200 then
     return web.err(503, "unavailable", "region " .. r.name .. " did not take the change: " ..
                    (err or ("HTTP " .. res.status)))
