@@ -262,8 +262,14 @@ static int shortcut(lua_State *L, const char *method, int has_body)
     return l_request(L);
 }
 
-static int l_get(lua_State *L) { return shortcut(L, "GET", 0); }
-static int l_post(lua_State *L) { return shortcut(L, "POST", 1); }
+static int l_get(lua_State *L)
+{
+    return shortcut(L, "GET", 0);
+}
+static int l_post(lua_State *L)
+{
+    return shortcut(L, "POST", 1);
+}
 
 void lua_api_http_inject(lua_State *L)
 {
