@@ -26,6 +26,7 @@
 #include "../net/server.h"
 #include "../net/upstream.h"
 #include "../obs/metrics.h"
+#include "../store/tokwin.h"
 
 #define MAX_REGIONS 16
 #define DOWN_MS 2000.0
@@ -48,6 +49,9 @@ struct gateway {
     struct json_parser parser;
     struct buf tmp;
     struct forward *inflight;
+    /* Client tokens whose increment got no answer from some regions and then failed
+     * everywhere (503): the client's retry must name those regions too. */
+    struct tokwin *unsettled;
     struct metric *m_requests;
     struct metric_series *m_duration, *m_ok; /* m_ok: requests answered 200 */
 };
@@ -159,6 +163,9 @@ static void on_answer(int status, const char *body, size_t len, const char *err,
         char perr[256];
         int i = pick(f, perr, sizeof perr);
         if (i < 0) {
+            if (f->token[0] && f->ambiguous)
+                tokwin_put(g->unsettled, f->counter, strlen(f->counter), f->token, strlen(f->token),
+                           clock_unix_s(), &f->ambiguous, sizeof f->ambiguous);
             fail(f, 503, "unavailable", "no region took the increment (last: %s: %s)", r->name,
                  err ? err : http_status_text(status));
             return;
@@ -212,10 +219,11 @@ static void send_to(struct forward *f, int i)
     /* A retry after an unanswered attempt names the regions that may have applied it, so
      * they take theirs back when they learn of this one (store/failover.h). */
     struct buf from = BUF_INIT;
-    if (f->ambiguous) {
+    unsigned others = f->ambiguous & ~(1u << i); /* a region is never told it failed itself */
+    if (others) {
         buf_puts(&from, "\"failover_from\":[");
         for (int k = 0, first = 1; k < g->n; k++)
-            if (f->ambiguous & (1u << k)) {
+            if (others & (1u << k)) {
                 if (!first)
                     buf_putc(&from, ',');
                 first = 0;
@@ -307,8 +315,16 @@ int gateway_handle(struct gateway *g, struct http_request *req)
              routing && routing->type == JSON_STR ? routing->u.s : "random");
     snprintf(f->counter, sizeof f->counter, "%s",
              name && name->type == JSON_STR && name->len < sizeof f->counter ? name->u.s : "views");
-    if (token && token->type == JSON_STR && token->len < sizeof f->token)
+    if (token && token->type == JSON_STR && token->len < sizeof f->token) {
         memcpy(f->token, token->u.s, token->len + 1);
+        /* A retry of an increment that failed everywhere after some regions did not
+         * answer: it goes on naming them. */
+        size_t plen;
+        const void *mask = tokwin_get(g->unsettled, f->counter, strlen(f->counter), f->token,
+                                      strlen(f->token), clock_unix_s(), &plen, NULL);
+        if (mask && plen == sizeof f->ambiguous)
+            memcpy(&f->ambiguous, mask, sizeof f->ambiguous);
+    }
     const char *cr = http_request_header(req, "x-client-region");
     if (cr) {
         f->has_client_region = 1;
@@ -348,6 +364,7 @@ struct gateway *gateway_new(struct event_base *base, struct lua_host *lua, struc
     g->lua = lua;
     g->n = nregions;
     g->timeout_ms = timeout_ms;
+    g->unsettled = tokwin_new(100000, 600);
     json_parser_init(&g->parser);
     struct metric *routed = metrics_find(metrics, "gateway_routed_to_region_total");
     if (!routed)
@@ -404,6 +421,7 @@ void gateway_free(struct gateway *g)
         free(g->regions[i].host);
     }
     json_parser_free(&g->parser);
+    tokwin_free(g->unsettled);
     buf_free(&g->tmp);
     free(g);
 }

@@ -389,6 +389,8 @@ static void h_increment(struct region *rg, struct http_request *req)
                                    i);
                 return;
             }
+            if (x->len == strlen(rg->region) && !memcmp(x->u.s, rg->region, x->len))
+                continue; /* we are taking it: we did not fail it */
             if (n)
                 fo.from[n++] = ',';
             memcpy(fo.from + n, x->u.s, x->len);
@@ -412,6 +414,11 @@ static void h_increment(struct region *rg, struct http_request *req)
                                prev.amount, amount);
             return;
         }
+        if (fo.from[0] &&
+            failovers_record(rg->failovers, name, nlen, token, tlen, &fo, now) && rg->wal)
+            /* Already applied (here, or elsewhere): the regions named must still learn
+             * that it was, and settle theirs. */
+            wal_append_failover(rg->wal, name, nlen, token, tlen, &fo, now);
         if (prev.local_count == DEDUP_ELSEWHERE) {
             /* Applied by another region (a failover): answer with the counts here. */
             uint32_t pid = gstore_find(rg->store, name, nlen);
@@ -460,8 +467,7 @@ static void h_increment(struct region *rg, struct http_request *req)
     if (token)
         dedup_put(rg->dedup, name, nlen, token, tlen, now, &a);
     uint64_t pos = rg->wal ? wal_append(rg->wal, rg->store, id, token, tlen, &a, now) : 0;
-    if (fo.from[0]) {
-        failovers_record(rg->failovers, name, nlen, token, tlen, &fo, now);
+    if (fo.from[0] && failovers_record(rg->failovers, name, nlen, token, tlen, &fo, now)) {
         if (rg->wal)
             pos = wal_append_failover(rg->wal, name, nlen, token, tlen, &fo, now);
         log_info("took increment %s/%s over from %s", name, token, fo.from);

@@ -174,5 +174,42 @@ class GatewayFailover(harness.ServerTestCase):
                            "them must be taken back: %r" % takebacks)
 
 
+    def test_client_retry_after_every_region_failed(self):
+        """Every region is frozen when a client's increment (with its own token) arrives:
+        the gateway times out on each (all three may have applied it: they have the whole
+        request) and answers 503. The regions thaw and do apply it. The client retries with
+        the same token: the region that gets the retry answers it as a duplicate, and names
+        the other two, which take their applications back. It counts once."""
+        name = "fo_retry"
+        topo, gw = self.topology()
+        body = {"counter_name": name, "amount": 7, "idempotency_token": "client-retry-1"}
+        for r in topo.regions:
+            r.proc.send_signal(signal.SIGSTOP)
+        try:
+            r1 = gw.post("/api/increment", body)
+        finally:
+            for r in topo.regions:
+                r.proc.send_signal(signal.SIGCONT)
+        self.assertError(r1, 503, "unavailable", "increment while every region is frozen")
+        time.sleep(2.5)  # the gateway skips a failed region for 2 s
+        r2 = gw.post_json("/api/increment", body)
+        self.assertIs(r2.get("duplicate"), True, "the retry found the token: %r" % r2)
+        for _ in range(2):
+            self.assertJsonEqual(gw.post_json("/admin/force-sync"),
+                                 {"status": "sync_initiated", "regions_synced": 3})
+        got = gw.get_json("/api/counter/%s" % name)
+        takebacks = 0
+        for r in topo.regions:
+            with r.client() as c:
+                samples = harness.parse_metrics(c.get("/metrics").text())
+            takebacks += int(sum(harness.metric_values(samples,
+                                                       "counterd_failover_takebacks_total")))
+        print("[75 retry] global %r, takebacks %d, regions %r" % (
+            got["global_count"], takebacks,
+            {k: v["total_count"] for k, v in got["regions"].items()}))
+        self.assertEqual(got["global_count"], 7, "applied by all three, counted once")
+        self.assertIs(got["convergence"]["converged"], True)
+        self.assertEqual(takebacks, 2)
+
 if __name__ == "__main__":
     unittest.main()
