@@ -414,8 +414,8 @@ static void h_increment(struct region *rg, struct http_request *req)
                                prev.amount, amount);
             return;
         }
-        if (fo.from[0] &&
-            failovers_record(rg->failovers, name, nlen, token, tlen, &fo, now) && rg->wal)
+        if (fo.from[0] && failovers_record(rg->failovers, name, nlen, token, tlen, &fo, now) &&
+            rg->wal)
             /* Already applied (here, or elsewhere): the regions named must still learn
              * that it was, and settle theirs. */
             wal_append_failover(rg->wal, name, nlen, token, tlen, &fo, now);
