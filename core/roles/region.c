@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../base/buf.h"
 #include "../base/clock.h"
@@ -782,7 +783,7 @@ static double rss_bytes(void *arg)
             rss = 0;
         fclose(f);
     }
-    return (double)rss * 4096.0;
+    return (double)rss * (double)sysconf(_SC_PAGESIZE);
 }
 
 struct region *region_new(struct event_base *base, const struct config *cfg, char *err,
