@@ -314,3 +314,58 @@ bench_children_cpu() {
 
 # us_to_ms N: microseconds -> milliseconds with 2 decimals.
 us_to_ms() { awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }'; }
+
+# ----------------------------------------------------------------- disks and fsync
+
+# bench_fs_of PATH: "<fstype> on <source> (mounted at <target>)" of the filesystem holding
+# PATH.
+bench_fs_of() {
+  findmnt -n -o FSTYPE,SOURCE,TARGET -T "$1" |
+    awk 'NR == 1 { printf "%s on %s (mounted at %s)\n", $1, $2, $3 }'
+}
+
+# bench_blockdev_of PATH: the block device (its name in /proc/diskstats, e.g. vda, dm-0)
+# under the filesystem holding PATH; empty when there is none (tmpfs, overlay, ...).
+bench_blockdev_of() {
+  local src
+  src=$(findmnt -n -o SOURCE -T "$1" | head -n 1)
+  [[ $src == /dev/* ]] || return 0
+  src=$(basename "$(readlink -f "$src")")
+  awk -v d="$src" '$3 == d { print d; exit }' /proc/diskstats
+}
+
+# bench_dev_flushes DEV: "FLUSHES MS": flush requests completed by DEV and milliseconds
+# spent on them, from /proc/diskstats (fields 15-16 of the stats; "0 0" when DEV is
+# empty or the kernel does not report flushes).
+bench_dev_flushes() {
+  awk -v d="$1" '$3 == d && NF >= 20 { print $19, $20; f = 1; exit }
+    END { if (!f) print "0 0" }' /proc/diskstats
+}
+
+# bench_fdatasync_us DIR [COUNT]: mean microseconds of one synchronous 4 KiB append in a
+# scratch file of DIR (dd oflag=dsync: each write returns once the data and the size
+# are on stable storage, i.e. write + fdatasync), over COUNT (300) appends.
+bench_fdatasync_us() {
+  local dir=$1 n=${2:-300} f out s
+  f=$(mktemp "$dir/fsync-probe.XXXXXX")
+  out=$(LC_ALL=C dd if=/dev/zero of="$f" bs=4k count="$n" oflag=dsync 2>&1) ||
+    { rm -f "$f"; die "dd oflag=dsync in $dir failed: $out"; }
+  rm -f "$f"
+  s=$(awk '/ copied, / { for (i = 1; i < NF; i++) if ($(i + 1) == "s,") print $i }' <<<"$out")
+  [[ -n $s ]] || die "cannot read the time in dd's output: $out"
+  awk -v s="$s" -v n="$n" 'BEGIN { printf "%.0f\n", s * 1e6 / n }'
+}
+
+# ---------------------------------------------------------------------------- Redis
+
+# bench_wait_redis PORT PID NAME [TIMEOUT_S]: waits until redis-server answers PING.
+bench_wait_redis() {
+  local port=$1 pid=$2 name=$3 timeout=${4:-15} i
+  for ((i = 0; i < timeout * 10; i++)); do
+    redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && return 0
+    bench_alive "$pid" "$name"
+    sleep 0.1
+  done
+  tail -n 30 "$BENCH_TMP/$name.log" >&2 || true
+  die "$name: no PONG on port $port within ${timeout}s"
+}
