@@ -67,6 +67,14 @@ struct wal {
     pthread_cond_t wake, idle;
     uint64_t want, synced, shared_written;
     int busy, stop, sync_errno;
+    int dir_dirty; /* a new segment's directory entry is not yet fsynced */
+    /* Segments replaced by rotate(), for the thread to fsync (per policy) and close: the
+     * loop never waits for a disk flush. upto: the position their records end at. */
+    struct {
+        int fd;
+        uint64_t upto;
+    } old[8];
+    int nold;
     double last_sync_ms;
     /* Snapshot child. */
     pid_t snap_pid;
@@ -549,6 +557,9 @@ static int write_small(struct wal *w, const char *name, const char *text)
     return rc;
 }
 
+/* Creates a segment with its header. Its directory entry is fsynced by the fsync thread
+ * before the first fsync of its records (w->dir_dirty); a torn header is handled at
+ * start-up. Call with w->mu held once the thread runs. */
 static int open_segment(struct wal *w, uint64_t seg)
 {
     char name[64];
@@ -556,10 +567,11 @@ static int open_segment(struct wal *w, uint64_t seg)
     int fd = openat(w->dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0)
         return -1;
-    if (write_all(fd, LOG_MAGIC, MAGIC_LEN) < 0 || fdatasync(fd) < 0 || fsync_dir(w) < 0) {
+    if (write_all(fd, LOG_MAGIC, MAGIC_LEN) < 0) {
         close(fd);
         return -1;
     }
+    w->dir_dirty = 1;
     return fd;
 }
 
@@ -647,11 +659,42 @@ static int read_meta(struct wal *w, char *node, size_t nlen, char *replica, size
 
 /* ---------------------------------------------------------------- fsync thread */
 
+/* Flushes and closes the segments rotate() handed over. Called with w->mu held; drops it
+ * around the system calls. */
+static void settle_old(struct wal *w)
+{
+    while (w->nold) {
+        int fd = w->old[0].fd;
+        uint64_t upto = w->old[0].upto;
+        memmove(w->old, w->old + 1, (size_t)--w->nold * sizeof w->old[0]);
+        w->busy = 1;
+        pthread_mutex_unlock(&w->mu);
+        int rc = w->policy == WAL_FSYNC_NO ? 0 : fdatasync(fd);
+        int e = errno;
+        close(fd);
+        pthread_mutex_lock(&w->mu);
+        w->busy = 0;
+        if (rc != 0)
+            w->sync_errno = e;
+        else if (w->policy != WAL_FSYNC_NO && upto > w->synced)
+            w->synced = upto;
+    }
+}
+
 static void *sync_main(void *arg)
 {
     struct wal *w = arg;
     pthread_mutex_lock(&w->mu);
     while (!w->stop) {
+        if (w->nold) {
+            settle_old(w);
+            if (w->policy == WAL_FSYNC_ALWAYS) {
+                uint64_t one = 1;
+                ssize_t k = write(w->notify_fd, &one, sizeof one);
+                (void)k;
+            }
+            continue;
+        }
         uint64_t target = 0;
         double now = clock_mono_ms();
         if (w->policy == WAL_FSYNC_ALWAYS && w->want > w->synced)
@@ -674,10 +717,13 @@ static void *sync_main(void *arg)
             }
             continue;
         }
-        int fd = w->fd;
+        int fd = w->fd, dir = w->dir_dirty;
+        w->dir_dirty = 0;
         w->busy = 1;
         pthread_mutex_unlock(&w->mu);
-        int rc = fdatasync(fd);
+        int rc = dir ? fsync(w->dir_fd) : 0;
+        if (rc == 0)
+            rc = fdatasync(fd);
         int e = errno;
         if (rc == 0)
             fault_hit(FAULT_WAL_AFTER_FSYNC);
@@ -697,6 +743,7 @@ static void *sync_main(void *arg)
             (void)k;
         }
     }
+    settle_old(w); /* what rotate() handed over just before the stop */
     pthread_mutex_unlock(&w->mu);
     return NULL;
 }
@@ -1177,34 +1224,31 @@ static void snapshot_child(struct wal *w, const struct gstore *st, const struct 
     _exit(0);
 }
 
-/* Closes the current segment (durably) and starts the next. */
+/* Starts the next segment; the fsync thread flushes (per policy) and closes the old one,
+ * so the loop never waits for the disk here. */
 static int rotate(struct wal *w)
 {
     if (wal_write(w) < 0)
         return -1;
     pthread_mutex_lock(&w->mu);
-    while (w->busy)
-        pthread_cond_wait(&w->idle, &w->mu);
-    int old = w->fd, rc = -1;
-    if (fdatasync(old) == 0) {
+    int rc = -1;
+    if (w->nold < (int)(sizeof w->old / sizeof w->old[0])) {
         int fd = open_segment(w, w->seg + 1);
         if (fd >= 0) {
+            w->old[w->nold].fd = w->fd;
+            w->old[w->nold].upto = w->written;
+            w->nold++;
             w->fd = fd;
             w->seg++;
-            if (w->written > w->synced)
-                w->synced = w->written;
+            pthread_cond_signal(&w->wake);
             rc = 0;
         }
+    } else {
+        errno = EBUSY; /* the disk is far behind: snapshot later */
     }
     pthread_mutex_unlock(&w->mu);
-    if (rc == 0) {
-        close(old);
-        uint64_t one = 1;
-        ssize_t k = write(w->notify_fd, &one, sizeof one);
-        (void)k;
-    } else {
+    if (rc < 0)
         log_error("cannot start a new log segment in %s: %s", w->dir, strerror(errno));
-    }
     return rc;
 }
 
