@@ -16,7 +16,6 @@ acked or acked + the in-flight ones, never less, never more.
 The seed of the random kill moments is printed; COUNTERD_SEED=<n> replays it.
 """
 
-import contextlib
 import glob
 import http.client
 import os
@@ -33,21 +32,6 @@ import harness
 NODES = [("us-east", "us-east-1"), ("us-west", "us-west-1"), ("eu-west", "eu-west-1")]
 SEED = int(os.environ.get("COUNTERD_SEED") or random.SystemRandom().randrange(1 << 30))
 print("[60_crash] seed %d (replay with COUNTERD_SEED=%d)" % (SEED, SEED))
-
-
-@contextlib.contextmanager
-def environ(**kv):
-    """Sets environment variables around a Server.start() (the child copies os.environ)."""
-    old = {k: os.environ.get(k) for k in kv}
-    os.environ.update({k: str(v) for k, v in kv.items()})
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def dir_bytes(d):
@@ -160,7 +144,7 @@ class Durability(harness.ServerTestCase):
     def start_node(self, data_dir, name="node", port=None, env=None, **kw):
         srv = harness.Server(self.node_args(data_dir, **kw), port=port, name=name)
         self.addCleanup(srv.stop)
-        with environ(**(env or {})):
+        with harness.environ(**(env or {})):
             srv.start()
         return srv
 

@@ -33,6 +33,18 @@ VICTIM = "us-west"
 MAX_NON_2XX = 10  # answers other than 2xx tolerated while a region dies (all printed)
 
 
+def takebacks_of(topo):
+    """{region: counterd_failover_takebacks_total} read from each region's /metrics."""
+    out = {}
+    for r in topo.regions:
+        with r.client() as c:
+            samples = harness.parse_metrics(c.get("/metrics").text())
+        v = harness.metric_values(samples, "counterd_failover_takebacks_total")
+        assert len(v) == 1, "counterd_failover_takebacks_total on %s: %r" % (r.region, v)
+        out[r.region] = int(v[0])
+    return out
+
+
 class GatewayFailover(harness.ServerTestCase):
     def topology(self, region_env=None):
         dirs = [tempfile.mkdtemp(prefix="counterd-it-fo-") for _ in harness.LAB_REGIONS]
@@ -79,13 +91,7 @@ class GatewayFailover(harness.ServerTestCase):
                                  {"status": "sync_initiated", "regions_synced": 3})
         got = gw.get_json("/api/counter/%s" % name)
         totals = {r: v["total_count"] for r, v in got["regions"].items()}
-        takebacks = {}
-        for r in topo.regions:
-            with r.client() as c:
-                samples = harness.parse_metrics(c.get("/metrics").text())
-            v = harness.metric_values(samples, "counterd_failover_takebacks_total")
-            self.assertEqual(len(v), 1, "counterd_failover_takebacks_total on %s: %r" % (r.region, v))
-            takebacks[r.region] = int(v[0])
+        takebacks = takebacks_of(topo)
         print("[75 %s] after restart + 2 force-syncs: global_count %d, 2xx %d, regions %r, "
               "nodes %r, takebacks %r" % (tag, got["global_count"], ok, totals,
                                           got["regions"]["us-east"]["nodes"], takebacks))
@@ -157,12 +163,7 @@ class GatewayFailover(harness.ServerTestCase):
                                  {"status": "sync_initiated", "regions_synced": 3})
         got = gw.get_json("/api/counter/%s" % name)
         totals = {r: v["total_count"] for r, v in got["regions"].items()}
-        takebacks = {}
-        for r in topo.regions:
-            with r.client() as c:
-                samples = harness.parse_metrics(c.get("/metrics").text())
-            takebacks[r.region] = int(sum(harness.metric_values(
-                samples, "counterd_failover_takebacks_total")))
+        takebacks = takebacks_of(topo)
         print("[75 frozen] after 2 force-syncs: global_count %d, 2xx %d, regions %r, nodes %r, "
               "takebacks %r" % (got["global_count"], ok, totals,
                                 got["regions"]["us-east"]["nodes"], takebacks))
@@ -198,12 +199,7 @@ class GatewayFailover(harness.ServerTestCase):
             self.assertJsonEqual(gw.post_json("/admin/force-sync"),
                                  {"status": "sync_initiated", "regions_synced": 3})
         got = gw.get_json("/api/counter/%s" % name)
-        takebacks = 0
-        for r in topo.regions:
-            with r.client() as c:
-                samples = harness.parse_metrics(c.get("/metrics").text())
-            takebacks += int(sum(harness.metric_values(samples,
-                                                       "counterd_failover_takebacks_total")))
+        takebacks = sum(takebacks_of(topo).values())
         print("[75 retry] global %r, takebacks %d, regions %r" % (
             got["global_count"], takebacks,
             {k: v["total_count"] for k, v in got["regions"].items()}))
