@@ -72,16 +72,7 @@ bench_start gateway "${CLEAN_ENV[@]}" "${BENCH_SERVER_PIN[@]}" "$COUNTERD_BIN" -
 GW_PID=$BENCH_PID
 
 # ------------------------------------------------------------------ nginx anchor
-NGX_PREFIX=$BENCH_TMP/nginx
-mkdir -p "$NGX_PREFIX/conf" "$NGX_PREFIX/logs" "$NGX_PREFIX/tmp"
-cp "$BENCH_DIR/nginx/proxy.conf" "$NGX_PREFIX/conf/proxy.conf"
-bench_free_port NGX_PORT
-NGX_URL=http://127.0.0.1:$NGX_PORT
-echo "listen 127.0.0.1:$NGX_PORT;" >"$NGX_PREFIX/conf/listen.inc"
-echo "server 127.0.0.1:$RG_PORT;" >"$NGX_PREFIX/conf/upstream.inc"
-bench_start nginx "${BENCH_SERVER_PIN[@]}" nginx -p "$NGX_PREFIX/" -c conf/proxy.conf \
-  -e stderr -g 'daemon off;'
-NGX_PID=$BENCH_PID
+bench_start_nginx proxy.conf "upstream.inc=server 127.0.0.1:$RG_PORT;"
 
 bench_wait_health "$RG_URL" "$RG_PID" region
 bench_wait_health "$GW_URL" "$GW_PID" gateway

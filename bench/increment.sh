@@ -28,15 +28,7 @@ bench_start counterd env -u PEER_ENDPOINTS -u SERVICE_PORT -u COUNTERD_ROLE -u R
 CD_PID=$BENCH_PID
 
 # ------------------------------------------------------------------ nginx anchor
-NGX_PREFIX=$BENCH_TMP/nginx
-mkdir -p "$NGX_PREFIX/conf" "$NGX_PREFIX/logs" "$NGX_PREFIX/tmp"
-cp "$BENCH_DIR/nginx/increment.conf" "$NGX_PREFIX/conf/increment.conf"
-bench_free_port NGX_PORT
-NGX_URL=http://127.0.0.1:$NGX_PORT
-echo "listen 127.0.0.1:$NGX_PORT;" >"$NGX_PREFIX/conf/listen.inc"
-bench_start nginx "${BENCH_SERVER_PIN[@]}" nginx -p "$NGX_PREFIX/" -c conf/increment.conf \
-  -e stderr -g 'daemon off;'
-NGX_PID=$BENCH_PID
+bench_start_nginx increment.conf
 
 bench_wait_health "$CD_URL" "$CD_PID" counterd
 bench_wait_health "$NGX_URL" "$NGX_PID" nginx

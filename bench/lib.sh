@@ -369,3 +369,24 @@ bench_wait_redis() {
   tail -n 30 "$BENCH_TMP/$name.log" >&2 || true
   die "$name: no PONG on port $port within ${timeout}s"
 }
+
+# bench_start_nginx CONF [NAME=LINE ...]: the nginx anchor, 1 worker, from bench/nginx/CONF
+# in a temp prefix (nothing written to root-owned paths), listening on a free port written
+# to conf/listen.inc; each NAME=LINE writes LINE to conf/NAME first (e.g. the upstream).
+# Sets NGX_PREFIX, NGX_PORT, NGX_URL and NGX_PID.
+bench_start_nginx() {
+  local conf=$1 inc
+  shift
+  NGX_PREFIX=$BENCH_TMP/nginx
+  mkdir -p "$NGX_PREFIX/conf" "$NGX_PREFIX/logs" "$NGX_PREFIX/tmp"
+  cp "$BENCH_DIR/nginx/$conf" "$NGX_PREFIX/conf/$conf"
+  bench_free_port NGX_PORT
+  NGX_URL=http://127.0.0.1:$NGX_PORT
+  echo "listen 127.0.0.1:$NGX_PORT;" >"$NGX_PREFIX/conf/listen.inc"
+  for inc in "$@"; do
+    echo "${inc#*=}" >"$NGX_PREFIX/conf/${inc%%=*}"
+  done
+  bench_start nginx "${BENCH_SERVER_PIN[@]}" nginx -p "$NGX_PREFIX/" -c "conf/$conf" \
+    -e stderr -g 'daemon off;'
+  NGX_PID=$BENCH_PID
+}
