@@ -46,11 +46,14 @@
 #define REC_END 'E'
 #define REC_FAILOVER 'F'
 #define REC_SETTLE 'S'
+#define REC_STRONG 'A'  /* a strong-counter proposal this replica accepted */
+#define REC_PROMISE 'P' /* a strong-counter epoch this replica promised */
 #define SNAPSHOT_RETRY_S 10.0
 
 struct wal {
     char *dir, *node_id;
     struct failovers *failovers;
+    struct strongrep *strong;
     enum wal_fsync policy;
     size_t snapshot_bytes;
     int dir_fd, lock_fd, notify_fd;
@@ -189,6 +192,28 @@ static void encode_failover(struct buf *b, const char *counter, size_t clen, con
     frame(b, start);
 }
 
+static void encode_strong(struct buf *b, const char *counter, size_t clen,
+                          const struct strong_entry *e)
+{
+    size_t start = b->len;
+    buf_append(b, "\0\0\0\0\0\0\0\0", 8);
+    put_u8(b, REC_STRONG);
+    put_str8(b, counter, clen);
+    put_u64(b, e->epoch);
+    put_u64(b, e->round);
+    put_u64(b, (uint64_t)e->value);
+    frame(b, start);
+}
+
+static void encode_promise(struct buf *b, uint64_t epoch)
+{
+    size_t start = b->len;
+    buf_append(b, "\0\0\0\0\0\0\0\0", 8);
+    put_u8(b, REC_PROMISE);
+    put_u64(b, epoch);
+    frame(b, start);
+}
+
 static void encode_settle(struct buf *b, const char *counter, size_t clen, const char *token,
                           size_t tlen, double at)
 {
@@ -264,6 +289,7 @@ struct recovery {
     struct gstore *st;
     struct dedup *d;
     struct failovers *fo;
+    struct strongrep *strong;
     double now;
     uint64_t records;
     struct gentry entries[GCOUNTER_MAX_ENTRIES];
@@ -323,6 +349,24 @@ static int apply(struct recovery *rc, const unsigned char *p, size_t len, int in
             failovers_record(rc->fo, counter, clen, token, tlen, &rec, at);
         else if (rc->fo)
             failovers_settle(rc->fo, counter, clen, token, tlen, at);
+        rc->records++;
+        return 0;
+    }
+    if (type == REC_STRONG || type == REC_PROMISE) {
+        size_t clen = 0;
+        const char *counter = type == REC_STRONG ? get_str8(&r, &clen) : NULL;
+        struct strong_entry e;
+        e.epoch = get_u64(&r);
+        e.round = type == REC_STRONG ? get_u64(&r) : 0;
+        e.value = type == REC_STRONG ? (int64_t)get_u64(&r) : 0;
+        if (r.bad || r.p != r.end || (counter && !gcounter_name_valid(counter, clen))) {
+            snprintf(rc->why, sizeof rc->why, "bad strong-counter record");
+            return -1;
+        }
+        if (rc->strong && counter)
+            strongrep_accept(rc->strong, counter, clen, e.epoch, e.round, e.value);
+        else if (rc->strong)
+            strongrep_promise(rc->strong, e.epoch);
         rc->records++;
         return 0;
     }
@@ -397,7 +441,7 @@ static int record_at(const unsigned char *data, size_t size, size_t off)
         return 0;
     unsigned type = data[off + 8];
     return type == REC_COUNTER || type == REC_DEDUP || type == REC_END || type == REC_FAILOVER ||
-           type == REC_SETTLE;
+           type == REC_SETTLE || type == REC_STRONG || type == REC_PROMISE;
 }
 
 static int read_file(int dir_fd, const char *name, unsigned char **data, size_t *size, char *err,
@@ -697,7 +741,8 @@ static void *sync_main(void *arg)
         }
         uint64_t target = 0;
         double now = clock_mono_ms();
-        if (w->policy == WAL_FSYNC_ALWAYS && w->want > w->synced)
+        /* want is raised under "always", and under any policy by wal_write_sync(). */
+        if (w->want > w->synced)
             target = w->want;
         else if (w->policy == WAL_FSYNC_EVERYSEC && w->shared_written > w->synced &&
                  now - w->last_sync_ms >= 1000)
@@ -737,7 +782,7 @@ static void *sync_main(void *arg)
             w->sync_errno = e;
         }
         pthread_cond_broadcast(&w->idle);
-        if (w->policy == WAL_FSYNC_ALWAYS) {
+        if (w->policy == WAL_FSYNC_ALWAYS || target == w->want) {
             uint64_t one = 1;
             ssize_t k = write(w->notify_fd, &one, sizeof one);
             (void)k;
@@ -789,6 +834,7 @@ struct wal *wal_open(const struct wal_opts *o, struct gstore *st, struct dedup *
     w->dir = xstrdup(o->dir);
     w->node_id = xstrdup(o->node_id);
     w->failovers = o->failovers;
+    w->strong = o->strong;
     w->policy = o->fsync;
     w->snapshot_bytes = o->snapshot_bytes ? o->snapshot_bytes : (64u << 20);
     w->fd = w->lock_fd = w->notify_fd = w->dir_fd = -1;
@@ -841,6 +887,7 @@ struct wal *wal_open(const struct wal_opts *o, struct gstore *st, struct dedup *
     rc.st = st;
     rc.d = d;
     rc.fo = o->failovers;
+    rc.strong = o->strong;
     rc.now = clock_unix_s();
     uint64_t snap = l.nsnaps ? l.snaps[l.nsnaps - 1] : 0;
     char name[64];
@@ -1081,6 +1128,50 @@ uint64_t wal_append_failover(struct wal *w, const char *counter, size_t clen, co
     return w->appended;
 }
 
+uint64_t wal_append_strong(struct wal *w, const char *counter, size_t clen,
+                           const struct strong_entry *e)
+{
+    size_t before = w->buf.len;
+    encode_strong(&w->buf, counter, clen, e);
+    w->appended += w->buf.len - before;
+    return w->appended;
+}
+
+uint64_t wal_append_promise(struct wal *w, uint64_t epoch)
+{
+    size_t before = w->buf.len;
+    encode_promise(&w->buf, epoch);
+    w->appended += w->buf.len - before;
+    return w->appended;
+}
+
+int wal_write_sync(struct wal *w)
+{
+    if (wal_write(w) < 0)
+        return -1;
+    pthread_mutex_lock(&w->mu);
+    if (w->want < w->written) {
+        w->want = w->written;
+        pthread_cond_signal(&w->wake);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return 0;
+}
+
+uint64_t wal_synced(struct wal *w)
+{
+    pthread_mutex_lock(&w->mu);
+    uint64_t v = w->synced;
+    int e = w->sync_errno;
+    pthread_mutex_unlock(&w->mu);
+    if (e && !w->failed) {
+        w->failed = 1;
+        log_error("fdatasync failed in %s: %s; this node stops acknowledging writes", w->dir,
+                  strerror(e));
+    }
+    return v;
+}
+
 uint64_t wal_append_settle(struct wal *w, const char *counter, size_t clen, const char *token,
                            size_t tlen, double at)
 {
@@ -1178,6 +1269,13 @@ static void snap_failover(void *arg, const char *counter, size_t clen, const cha
     snap_flush(sw, 0);
 }
 
+static void snap_strong(void *arg, const char *name, size_t len, const struct strong_entry *e)
+{
+    struct snap_writer *sw = arg;
+    encode_strong(&sw->b, name, len, e);
+    snap_flush(sw, 0);
+}
+
 static void snap_settled(void *arg, const char *counter, size_t clen, const char *token,
                          size_t tlen, double at)
 {
@@ -1207,6 +1305,10 @@ static void snapshot_child(struct wal *w, const struct gstore *st, const struct 
     if (w->failovers) {
         failovers_foreach(w->failovers, 0, snap_failover, &sw);
         failovers_foreach_settled(w->failovers, snap_settled, &sw);
+    }
+    if (w->strong) {
+        encode_promise(&sw.b, strongrep_promised(w->strong));
+        strongrep_each(w->strong, snap_strong, &sw);
     }
     size_t start = sw.b.len;
     buf_append(&sw.b, "\0\0\0\0\0\0\0\0", 8);

@@ -33,6 +33,7 @@
 #include "dedup.h"
 #include "failover.h"
 #include "gcounter.h"
+#include "strongrep.h"
 
 enum wal_fsync {
     WAL_FSYNC_NO,       /* write(2) before acknowledging; the OS flushes when it likes */
@@ -46,6 +47,7 @@ struct wal_opts {
     enum wal_fsync fsync;
     size_t snapshot_bytes;       /* log bytes between snapshots; default 64 MiB */
     struct failovers *failovers; /* recovered and snapshotted too, when not NULL */
+    struct strongrep *strong;    /* likewise: this node's strong-counter replica */
 };
 
 /* What wal_open found and did. */
@@ -100,6 +102,18 @@ uint64_t wal_append_failover(struct wal *w, const char *counter, size_t clen, co
                              size_t tlen, const struct failover_rec *rec, double at);
 uint64_t wal_append_settle(struct wal *w, const char *counter, size_t clen, const char *token,
                            size_t tlen, double at);
+/* Buffers a strong-counter proposal accepted / an epoch promised (see strongrep.h). */
+uint64_t wal_append_strong(struct wal *w, const char *counter, size_t clen,
+                           const struct strong_entry *e);
+uint64_t wal_append_promise(struct wal *w, uint64_t epoch);
+/*
+ * wal_write(), then asks the fsync thread to make everything written durable whatever the
+ * policy (a strong-counter replica acknowledges only what is on disk); wal_notify_fd()
+ * becomes readable when it is. @return as wal_write.
+ */
+int wal_write_sync(struct wal *w);
+/* Position up to which records are fsynced (whatever the policy). */
+uint64_t wal_synced(struct wal *w);
 int wal_failed(const struct wal *w);
 /* Position after the last record appended (buffered or not). */
 uint64_t wal_position(const struct wal *w);

@@ -43,6 +43,7 @@ static void rm_rf(const char *dir)
 struct node {
     struct gstore *st;
     struct dedup *d;
+    struct strongrep *sr;
     struct wal *w;
     struct wal_info info;
     int self;
@@ -54,7 +55,8 @@ static int node_open(struct node *n, const char *dir, enum wal_fsync f, size_t s
     memset(n, 0, sizeof *n);
     n->st = gstore_new();
     n->d = dedup_new(1000, 600);
-    struct wal_opts o = {dir, "us-east-1", f, snap_bytes, NULL};
+    n->sr = strongrep_new();
+    struct wal_opts o = {dir, "us-east-1", f, snap_bytes, NULL, n->sr};
     n->w = wal_open(&o, n->st, n->d, &n->info, n->err, sizeof n->err);
     if (!n->w)
         return -1;
@@ -66,6 +68,7 @@ static void node_free(struct node *n)
 {
     gstore_free(n->st);
     dedup_free(n->d);
+    strongrep_free(n->sr);
 }
 
 static uint64_t incr(struct node *n, const char *name, int64_t amount, const char *token)
@@ -308,6 +311,61 @@ static void test_always_reports_durability(void)
     rm_rf(root);
 }
 
+/* What a strong-counter replica accepted survives a crash, from the log and from a
+ * snapshot, and wal_write_sync makes it durable even under fsync=no. */
+static void test_strong_replica_records(void)
+{
+    make_root();
+    struct node n;
+    REQUIRE(node_open(&n, root, WAL_FSYNC_NO, 4096) == 0);
+    strongrep_promise(n.sr, 3);
+    wal_append_promise(n.w, 3);
+    struct strong_entry e = {3, 1, 10};
+    strongrep_accept(n.sr, "s", 1, 3, 1, 10);
+    wal_append_strong(n.w, "s", 1, &e);
+    e = (struct strong_entry){3, 2, 12};
+    strongrep_accept(n.sr, "s", 1, 3, 2, 12);
+    uint64_t pos = wal_append_strong(n.w, "s", 1, &e);
+    CHECK(wal_synced(n.w) < pos);
+    CHECK_EQ_I64(wal_write_sync(n.w), 0);
+    struct pollfd p = {wal_notify_fd(n.w), POLLIN, 0};
+    for (int i = 0; i < 100 && wal_synced(n.w) < pos; i++) {
+        poll(&p, 1, 50);
+        if (p.revents)
+            wal_notified(n.w);
+    }
+    CHECK(wal_synced(n.w) >= pos);
+    wal_abandon(n.w);
+    node_free(&n);
+
+    REQUIRE(node_open(&n, root, WAL_FSYNC_NO, 4096) == 0);
+    CHECK_EQ_U64(strongrep_promised(n.sr), 3);
+    const struct strong_entry *got = strongrep_get(n.sr, "s", 1);
+    REQUIRE(got != NULL);
+    CHECK_EQ_I64(got->value, 12);
+    CHECK_EQ_U64(got->round, 2);
+    /* Into a snapshot, and back. */
+    strongrep_promise(n.sr, 4);
+    wal_append_promise(n.w, 4);
+    CHECK_EQ_I64(wal_write(n.w), 0);
+    CHECK_EQ_I64(wal_snapshot(n.w, n.st, n.d), 0);
+    for (int i = 0; i < 500 && wal_snapshot_running(n.w); i++) {
+        usleep(10000);
+        wal_tick(n.w, n.st, n.d);
+    }
+    wal_close(n.w);
+    node_free(&n);
+    REQUIRE(node_open(&n, root, WAL_FSYNC_NO, 4096) == 0);
+    CHECK(n.info.snapshot_seg > 0);
+    CHECK_EQ_U64(strongrep_promised(n.sr), 4);
+    got = strongrep_get(n.sr, "s", 1);
+    REQUIRE(got != NULL);
+    CHECK_EQ_I64(got->value, 12);
+    wal_close(n.w);
+    node_free(&n);
+    rm_rf(root);
+}
+
 static void test_refusals(void)
 {
     make_root();
@@ -326,7 +384,7 @@ static void test_refusals(void)
     struct dedup *d = dedup_new(10, 60);
     struct wal_info info;
     char err[512];
-    struct wal_opts o = {root, "eu-west-1", WAL_FSYNC_NO, 0, NULL};
+    struct wal_opts o = {root, "eu-west-1", WAL_FSYNC_NO, 0, NULL, NULL};
     CHECK(wal_open(&o, st, d, &info, err, sizeof err) == NULL);
     CHECK(strstr(err, "belongs to node us-east-1") != NULL);
     gstore_free(st);
@@ -349,4 +407,4 @@ UNIT_MAIN("test_wal", UNIT_CASE(test_clean_stop_keeps_state_and_replica_id),
           UNIT_CASE(test_torn_tail_is_cut),
           UNIT_CASE(test_damage_in_the_middle_is_refused_and_left_alone),
           UNIT_CASE(test_snapshot_replaces_old_segments), UNIT_CASE(test_always_reports_durability),
-          UNIT_CASE(test_refusals))
+          UNIT_CASE(test_strong_replica_records), UNIT_CASE(test_refusals))
