@@ -1,0 +1,33 @@
+/*
+ * reqbody.h - reading the body of an increment, shared by the region and strong roles.
+ *
+ * API.md: {"counter_name":"views","amount":1}, both optional (defaults "views" and 1); an
+ * empty body is an empty object. Every mistake is answered 400 with a detail naming the
+ * field and the reason, before anything changes.
+ */
+#ifndef COUNTERD_ROLES_REQBODY_H
+#define COUNTERD_ROLES_REQBODY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../base/json.h"
+#include "../net/server.h"
+
+struct incr_body {
+    const struct json *root; /* the whole object, for fields a role adds */
+    const char *name;
+    size_t nlen;
+    int64_t amount;
+};
+
+/*
+ * Parses req's body as a JSON object (empty: {}).
+ * @return the object, or NULL after answering 400 bad_json.
+ */
+const struct json *reqbody_object(struct json_parser *p, struct http_request *req);
+
+/* @return 0 with out filled, or -1 after answering 400 (bad_json, bad_field, bad_name). */
+int reqbody_increment(struct json_parser *p, struct http_request *req, struct incr_body *out);
+
+#endif
