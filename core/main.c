@@ -17,6 +17,7 @@
 #include "base/hash.h"
 #include "base/log.h"
 #include "roles/config.h"
+#include "roles/consistent.h"
 #include "roles/luarole.h"
 #include "roles/region.h"
 
@@ -76,17 +77,21 @@ int main(int argc, char **argv)
 
     struct region *rg = NULL;
     struct luarole *lr = NULL;
+    struct consistent *cs = NULL;
     if (!strcmp(cfg.role, "region"))
         rg = region_new(base, &cfg, err, sizeof err);
+    else if (!strcmp(cfg.role, "strong"))
+        cs = consistent_new(base, &cfg, err, sizeof err);
     else
         lr = luarole_new(base, &cfg, err, sizeof err);
-    if (!rg && !lr) {
+    if (!rg && !lr && !cs) {
         log_error("cannot start: %s", err);
         rc = 1;
     } else {
         event_base_dispatch(base);
         region_free(rg);
         luarole_free(lr);
+        consistent_free(cs);
     }
     event_free(sigterm);
     event_free(sigint);

@@ -13,6 +13,7 @@ local lab = {
     { name = "us-east", role = "region", offset = 1, node_id = "us-east-1" },
     { name = "us-west", role = "region", offset = 2, node_id = "us-west-1" },
     { name = "eu-west", role = "region", offset = 3, node_id = "eu-west-1" },
+    { name = "strong", role = "strong", offset = 4, region = "us-east" },
     { name = "gateway", role = "gateway", offset = 80 },
   },
 }

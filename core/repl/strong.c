@@ -1,0 +1,740 @@
+/*
+ * strong.c - the strong counter's leader (see strong.h for the protocol).
+ *
+ * An exchange sends one message to every replica and gathers the answers; each leg
+ * waits out the simulated delay (a libevent timer, never a sleep) before the message
+ * leaves and again before its answer counts. An exchange is decided as soon as a
+ * majority answered, or too many failed to ever make one; its stragglers still run to
+ * the end (a slow replica should still learn the value) and the exchange is freed after
+ * the last one.
+ */
+#include "strong.h"
+
+#include <event2/event.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../base/buf.h"
+#include "../base/clock.h"
+#include "../base/json.h"
+#include "../base/log.h"
+#include "../base/mem.h"
+#include "../net/client.h"
+#include "../store/strongrep.h"
+
+#define MAX_OPS_PER_ROUND 10000
+#define RETRY_MS 500
+
+struct op {
+    struct op *next;
+    int64_t amount, value;
+    double arrived_ms, started_ms;
+    strong_done_fn done;
+    void *arg;
+    size_t len;
+    char name[];
+};
+
+enum ex_kind { EX_PREPARE, EX_ACCEPT };
+
+struct leg {
+    struct exchange *ex;
+    int idx;
+    struct event *timer;
+    struct http_call *call;
+    int status; /* HTTP status once answered; 0 none */
+    char *body; /* the answer, kept while its return delay runs */
+    int done;
+};
+
+struct exchange {
+    struct exchange *prev, *next; /* every exchange not yet freed, for strong_free */
+    struct strong *s;
+    enum ex_kind kind;
+    uint64_t epoch, round;
+    char *msg;
+    size_t msg_len;
+    struct leg legs[STRONG_MAX_REPLICAS];
+    int ok, failed, stale, outstanding, decided;
+    uint64_t stale_promised;
+    struct buf why; /* "us-west: partitioned; ..." */
+    double start_ms;
+    struct event *timeout;
+    /* Accept: the increments it carries and the values it proposes. */
+    struct op *ops;
+    struct strongrep *proposed;
+    /* Prepare: the highest-ballot entry per counter among the answers. */
+    struct strongrep *found;
+};
+
+struct strong {
+    struct event_base *base;
+    struct http_client *client;
+    struct strong_config cfg;
+    char *node_id;
+    char *replica_ids[STRONG_MAX_REPLICAS]; /* node ids, learned from answers */
+    int replica_up[STRONG_MAX_REPLICAS];
+    struct strong_hooks hooks;
+    const char *headers[4];
+    char from_header[256];
+    int majority;
+    int ready;
+    uint64_t epoch, round, next_epoch;
+    struct strongrep *committed;
+    struct strongrep *repair; /* counters a failed round touched: propose them again */
+    struct op *queue, *queue_tail;
+    struct exchange *current; /* the undecided exchange, or NULL */
+    struct exchange *live;    /* every exchange not yet freed */
+    struct event *retry;
+    uint64_t rounds_ok, rounds_failed;
+    double last_round_ms;
+    int freeing;
+};
+
+static void start_next(struct strong *s);
+
+/* ---------------------------------------------------------------- answering */
+
+static void finish_op(struct op *o, enum strong_status st, double round_ms, const char *detail)
+{
+    struct strong_result r = {st, o->value, o->started_ms ? o->started_ms - o->arrived_ms : 0,
+                              round_ms, detail};
+    o->done(o->arg, &r);
+    free(o);
+}
+
+static void fail_ops(struct op *o, double round_ms, const char *detail)
+{
+    while (o) {
+        struct op *next = o->next;
+        finish_op(o, STRONG_NO_QUORUM, round_ms, detail);
+        o = next;
+    }
+}
+
+/* ---------------------------------------------------------------- exchanges */
+
+static void ex_destroy(struct exchange *ex)
+{
+    struct strong *s = ex->s;
+    if (ex->prev)
+        ex->prev->next = ex->next;
+    else
+        s->live = ex->next;
+    if (ex->next)
+        ex->next->prev = ex->prev;
+    if (ex->timeout)
+        event_free(ex->timeout);
+    strongrep_free(ex->proposed);
+    strongrep_free(ex->found);
+    buf_free(&ex->why);
+    free(ex->msg);
+    free(ex);
+}
+
+static void ex_maybe_free(struct exchange *ex)
+{
+    if (ex->decided && !ex->outstanding)
+        ex_destroy(ex);
+}
+
+static const char *replica_label(struct strong *s, int i)
+{
+    return s->replica_ids[i] ? s->replica_ids[i] : s->cfg.replica_names[i];
+}
+
+static void on_decided(struct exchange *ex, int success);
+
+/* Records one leg's end and decides the exchange once the outcome is certain. */
+static void leg_end(struct leg *l, int ok, const char *why)
+{
+    struct exchange *ex = l->ex;
+    struct strong *s = ex->s;
+    l->done = 1;
+    ex->outstanding--;
+    s->replica_up[l->idx] = ok;
+    if (ok) {
+        ex->ok++;
+    } else {
+        ex->failed++;
+        buf_printf(&ex->why, "%s%s: %s", ex->why.len ? "; " : "", s->cfg.replica_names[l->idx],
+                   why);
+    }
+    if (!ex->decided && !s->freeing) {
+        int n = s->cfg.nreplicas;
+        if (ex->ok >= s->majority)
+            on_decided(ex, 1);
+        else if (ex->failed > n - s->majority)
+            on_decided(ex, 0);
+    }
+    ex_maybe_free(ex);
+}
+
+/* Reads a prepare answer into ex->found. @return 0, or -1 (malformed). */
+static int read_prepare(struct exchange *ex, const struct json *root)
+{
+    const struct json *entries = json_get(root, "entries");
+    if (!entries || entries->type != JSON_ARR)
+        return -1;
+    for (uint32_t i = 0; i < entries->len; i++) {
+        const struct json *e = &entries->u.items[i];
+        if (e->type != JSON_ARR || e->len != 4 || e->u.items[0].type != JSON_STR)
+            return -1;
+        for (int k = 1; k < 4; k++)
+            if (e->u.items[k].type != JSON_INT)
+                return -1;
+        if (e->u.items[1].u.i < 0 || e->u.items[2].u.i < 0)
+            return -1;
+        strongrep_accept(ex->found, e->u.items[0].u.s, e->u.items[0].len,
+                         (uint64_t)e->u.items[1].u.i, (uint64_t)e->u.items[2].u.i,
+                         e->u.items[3].u.i);
+    }
+    return 0;
+}
+
+/* The answer of a leg, after its return delay. */
+static void leg_answer(struct leg *l)
+{
+    struct exchange *ex = l->ex;
+    struct strong *s = ex->s;
+    char why[160];
+    struct json_parser p;
+    json_parser_init(&p);
+    const struct json *root = l->body ? json_parse(&p, l->body, strlen(l->body)) : NULL;
+    const struct json *nid = root ? json_get(root, "node_id") : NULL;
+    if (nid && nid->type == JSON_STR &&
+        (!s->replica_ids[l->idx] || strcmp(s->replica_ids[l->idx], nid->u.s) != 0)) {
+        free(s->replica_ids[l->idx]);
+        s->replica_ids[l->idx] = xstrdup(nid->u.s);
+    }
+    if (l->status == 200 && root && root->type == JSON_OBJ &&
+        (ex->kind == EX_ACCEPT || read_prepare(ex, root) == 0)) {
+        json_parser_free(&p);
+        leg_end(l, 1, NULL);
+        return;
+    }
+    const struct json *err = root ? json_get(root, "error") : NULL;
+    if (l->status == 409 && err && err->type == JSON_STR && !strcmp(err->u.s, "stale_epoch")) {
+        const struct json *pr = json_get(root, "promised");
+        if (pr && pr->type == JSON_INT && pr->u.i > 0 && (uint64_t)pr->u.i > ex->stale_promised)
+            ex->stale_promised = (uint64_t)pr->u.i;
+        ex->stale++;
+        snprintf(why, sizeof why, "promised a newer epoch");
+    } else if (err && err->type == JSON_STR) {
+        snprintf(why, sizeof why, "%d %s", l->status, err->u.s);
+    } else {
+        snprintf(why, sizeof why, "answered %d", l->status);
+    }
+    json_parser_free(&p);
+    leg_end(l, 0, why);
+}
+
+static void on_return_delay(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct leg *l = arg;
+    event_free(l->timer);
+    l->timer = NULL;
+    leg_answer(l);
+    free(l->body);
+    l->body = NULL;
+}
+
+static void on_leg_result(const struct http_result *res, void *arg)
+{
+    struct leg *l = arg;
+    struct strong *s = l->ex->s;
+    l->call = NULL;
+    if (res->status == 0) {
+        char why[200];
+        snprintf(why, sizeof why, "unreachable (%s)", res->error ? res->error : "no answer");
+        leg_end(l, 0, why);
+        return;
+    }
+    l->status = res->status;
+    /* The answer crosses the same link back: the policy decides its fate too. */
+    int delay_ms = 0;
+    int a = s->hooks.decide ? s->hooks.decide(s->hooks.arg, "out", replica_label(s, l->idx),
+                                              s->node_id, "strong-ack", &delay_ms)
+                            : 0;
+    if (a == 1) {
+        leg_end(l, 0, "answer dropped by the faults policy");
+        return;
+    }
+    l->body = xstrndup(res->body, res->len);
+    if (a == 2 && delay_ms > 0) {
+        l->timer = evtimer_new(s->base, on_return_delay, l);
+        struct timeval tv = {delay_ms / 1000, (delay_ms % 1000) * 1000};
+        evtimer_add(l->timer, &tv);
+        return;
+    }
+    leg_answer(l);
+    free(l->body);
+    l->body = NULL;
+}
+
+static void leg_send(struct leg *l)
+{
+    struct exchange *ex = l->ex;
+    struct strong *s = ex->s;
+    char url[600];
+    snprintf(url, sizeof url, "%s%s", s->cfg.replica_urls[l->idx],
+             ex->kind == EX_PREPARE ? "/strong/prepare" : "/strong/accept");
+    int wait = s->cfg.timeout_ms;
+    struct http_call_opts o = {.method = "POST",
+                               .url = url,
+                               .body = ex->msg,
+                               .body_len = ex->msg_len,
+                               .headers = s->headers,
+                               .timeout_ms = wait};
+    l->call = http_client_request(s->client, &o, on_leg_result, l);
+    if (!l->call)
+        leg_end(l, 0, "the request could not be started");
+}
+
+static void on_send_delay(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct leg *l = arg;
+    event_free(l->timer);
+    l->timer = NULL;
+    leg_send(l);
+}
+
+static void on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct exchange *ex = arg;
+    if (!ex->decided) {
+        buf_printf(&ex->why, "%sno majority within %d ms", ex->why.len ? "; " : "",
+                   ex->s->cfg.timeout_ms);
+        on_decided(ex, 0);
+        ex_maybe_free(ex);
+    }
+}
+
+/* Sends ex->msg to every replica. The exchange may be decided before this returns. */
+static void ex_start(struct exchange *ex)
+{
+    struct strong *s = ex->s;
+    s->current = ex;
+    ex->start_ms = clock_mono_ms();
+    int n = s->cfg.nreplicas;
+    ex->outstanding = n;
+    int max_delay = 0;
+    for (int i = 0; i < n; i++) {
+        struct leg *l = &ex->legs[i];
+        l->ex = ex;
+        l->idx = i;
+    }
+    /* The round's deadline: the timeout plus the longest simulated delay both ways. */
+    ex->timeout = evtimer_new(s->base, on_timeout, ex);
+    ex->outstanding++; /* held while legs start, so no leg frees ex under us */
+    for (int i = 0; i < n && !s->freeing; i++) {
+        struct leg *l = &ex->legs[i];
+        int delay_ms = 0;
+        int a = s->hooks.decide ? s->hooks.decide(s->hooks.arg, "out", s->node_id,
+                                                  replica_label(s, i), "strong", &delay_ms)
+                                : 0;
+        if (a == 1) {
+            leg_end(l, 0, "dropped by the faults policy (partition or cut link)");
+        } else if (a == 2 && delay_ms > 0) {
+            if (delay_ms > max_delay)
+                max_delay = delay_ms;
+            l->timer = evtimer_new(s->base, on_send_delay, l);
+            struct timeval tv = {delay_ms / 1000, (delay_ms % 1000) * 1000};
+            evtimer_add(l->timer, &tv);
+        } else {
+            leg_send(l);
+        }
+    }
+    int total = s->cfg.timeout_ms + 2 * max_delay;
+    struct timeval tv = {total / 1000, (total % 1000) * 1000};
+    evtimer_add(ex->timeout, &tv);
+    ex->outstanding--;
+    ex_maybe_free(ex);
+}
+
+static struct exchange *ex_new(struct strong *s, enum ex_kind kind)
+{
+    struct exchange *ex = xcalloc(1, sizeof *ex);
+    ex->s = s;
+    ex->kind = kind;
+    ex->next = s->live;
+    if (s->live)
+        s->live->prev = ex;
+    s->live = ex;
+    return ex;
+}
+
+/* ---------------------------------------------------------------- recovery (prepare) */
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    start_next(arg);
+}
+
+static void schedule_retry(struct strong *s)
+{
+    if (s->freeing || evtimer_pending(s->retry, NULL))
+        return;
+    struct timeval tv = {0, RETRY_MS * 1000};
+    evtimer_add(s->retry, &tv);
+}
+
+static void start_prepare(struct strong *s)
+{
+    struct exchange *ex = ex_new(s, EX_PREPARE);
+    ex->epoch = s->next_epoch;
+    ex->found = strongrep_new();
+    struct buf b = {0};
+    buf_printf(&b, "{\"epoch\":%" PRIu64 ",\"leader\":", ex->epoch);
+    buf_json_str(&b, s->node_id, strlen(s->node_id));
+    buf_putc(&b, '}');
+    ex->msg = b.data;
+    ex->msg_len = b.len;
+    ex_start(ex);
+}
+
+static void copy_found(void *arg, const char *name, size_t len, const struct strong_entry *e)
+{
+    struct strong *s = arg;
+    strongrep_accept(s->committed, name, len, e->epoch, e->round, e->value);
+    strongrep_accept(s->repair, name, len, 0, 0, 0);
+}
+
+static void prepare_decided(struct exchange *ex, int success)
+{
+    struct strong *s = ex->s;
+    if (success) {
+        /* The new epoch's values: what the highest ballot of a majority says. */
+        strongrep_free(s->committed);
+        strongrep_free(s->repair);
+        s->committed = strongrep_new();
+        s->repair = strongrep_new();
+        strongrep_each(ex->found, copy_found, s);
+        s->epoch = ex->epoch;
+        s->round = 0;
+        s->ready = 1;
+        log_info("strong leader %s: epoch %" PRIu64 ", %zu counter(s) recovered from %d of %d "
+                 "replicas",
+                 s->node_id, s->epoch, strongrep_count(s->committed), ex->ok, s->cfg.nreplicas);
+        return;
+    }
+    if (ex->stale && ex->stale_promised >= s->next_epoch) {
+        s->next_epoch = ex->stale_promised + 1; /* retried at once by start_next */
+        return;
+    }
+    s->next_epoch++;
+    /* No majority: the queued increments cannot be served now. */
+    struct op *q = s->queue;
+    s->queue = s->queue_tail = NULL;
+    char detail[600];
+    snprintf(detail, sizeof detail,
+             "no quorum: the strong leader needs %d of %d replicas to start and reached %d (%s)",
+             s->majority, s->cfg.nreplicas, ex->ok, ex->why.len ? buf_cstr(&ex->why) : "-");
+    fail_ops(q, clock_mono_ms() - ex->start_ms, detail);
+    schedule_retry(s);
+}
+
+/* ---------------------------------------------------------------- rounds (accept) */
+
+struct round_build {
+    struct buf *b;
+    struct strong *s;
+    struct strongrep *proposed;
+};
+
+static void put_proposal(void *arg, const char *name, size_t len, const struct strong_entry *e)
+{
+    struct buf *b = arg;
+    if (b->data[b->len - 1] != '[')
+        buf_putc(b, ',');
+    buf_putc(b, '[');
+    buf_json_str(b, name, len);
+    buf_printf(b, ",%" PRId64 "]", e->value);
+}
+
+static void add_repair(void *arg, const char *name, size_t len, const struct strong_entry *e)
+{
+    (void)e;
+    struct round_build *rb = arg;
+    if (strongrep_get(rb->proposed, name, len))
+        return;
+    const struct strong_entry *c = strongrep_get(rb->s->committed, name, len);
+    strongrep_accept(rb->proposed, name, len, 0, 0, c ? c->value : 0);
+}
+
+static void start_round(struct strong *s)
+{
+    struct exchange *ex = ex_new(s, EX_ACCEPT);
+    ex->epoch = s->epoch;
+    ex->round = ++s->round;
+    ex->proposed = strongrep_new();
+    double now = clock_mono_ms();
+    /* Take the queue, in arrival order; an increment that would overflow fails alone. */
+    struct op **tail = &ex->ops;
+    int taken = 0;
+    while (s->queue && taken < MAX_OPS_PER_ROUND) {
+        struct op *o = s->queue;
+        s->queue = o->next;
+        o->next = NULL;
+        const struct strong_entry *p = strongrep_get(ex->proposed, o->name, o->len);
+        const struct strong_entry *c = p ? p : strongrep_get(s->committed, o->name, o->len);
+        int64_t cur = c ? c->value : 0, next;
+        if (__builtin_add_overflow(cur, o->amount, &next)) {
+            o->started_ms = now;
+            finish_op(o, STRONG_OVERFLOW, 0, "the counter would leave the signed 64-bit range");
+            continue;
+        }
+        strongrep_accept(ex->proposed, o->name, o->len, 0, 0, next);
+        o->value = next;
+        o->started_ms = now;
+        *tail = o;
+        tail = &o->next;
+        taken++;
+    }
+    if (!s->queue)
+        s->queue_tail = NULL;
+    struct round_build rb = {NULL, s, ex->proposed};
+    strongrep_each(s->repair, add_repair, &rb);
+    strongrep_free(s->repair);
+    s->repair = strongrep_new();
+    if (strongrep_count(ex->proposed) == 0) {
+        s->round--;
+        ex->decided = 1;
+        ex_maybe_free(ex);
+        return;
+    }
+    struct buf b = {0};
+    buf_printf(&b, "{\"epoch\":%" PRIu64 ",\"round\":%" PRIu64 ",\"leader\":", ex->epoch,
+               ex->round);
+    buf_json_str(&b, s->node_id, strlen(s->node_id));
+    buf_puts(&b, ",\"entries\":[");
+    strongrep_each(ex->proposed, put_proposal, &b);
+    buf_puts(&b, "]}");
+    ex->msg = b.data;
+    ex->msg_len = b.len;
+    ex_start(ex);
+}
+
+static void commit_one(void *arg, const char *name, size_t len, const struct strong_entry *e)
+{
+    struct exchange *ex = arg;
+    strongrep_accept(ex->s->committed, name, len, ex->epoch, ex->round, e->value);
+}
+
+static void mark_repair(void *arg, const char *name, size_t len, const struct strong_entry *e)
+{
+    (void)e;
+    strongrep_accept(((struct strong *)arg)->repair, name, len, 0, 0, 0);
+}
+
+static void round_decided(struct exchange *ex, int success)
+{
+    struct strong *s = ex->s;
+    double ms = clock_mono_ms() - ex->start_ms;
+    s->last_round_ms = ms;
+    struct op *ops = ex->ops;
+    ex->ops = NULL;
+    if (success) {
+        s->rounds_ok++;
+        strongrep_each(ex->proposed, commit_one, ex);
+        while (ops) {
+            struct op *next = ops->next;
+            finish_op(ops, STRONG_OK, ms, NULL);
+            ops = next;
+        }
+        return;
+    }
+    s->rounds_failed++;
+    strongrep_each(ex->proposed, mark_repair, s);
+    char detail[700];
+    snprintf(detail, sizeof detail,
+             "no quorum: an increment needs %d of %d replicas to accept it and %d did (%s); "
+             "nothing was applied",
+             s->majority, s->cfg.nreplicas, ex->ok, ex->why.len ? buf_cstr(&ex->why) : "-");
+    fail_ops(ops, ms, detail);
+    if (ex->stale) {
+        /* A replica promised a newer epoch: another leader ran. Recover before going on. */
+        s->ready = 0;
+        if (ex->stale_promised >= s->next_epoch)
+            s->next_epoch = ex->stale_promised + 1;
+        log_warn("strong leader %s: a replica promised epoch %" PRIu64 "; recovering", s->node_id,
+                 ex->stale_promised);
+    }
+    schedule_retry(s); /* the repair round, if nothing else comes first */
+}
+
+static void on_decided(struct exchange *ex, int success)
+{
+    struct strong *s = ex->s;
+    ex->decided = 1;
+    if (s->current == ex)
+        s->current = NULL;
+    if (ex->kind == EX_PREPARE)
+        prepare_decided(ex, success);
+    else
+        round_decided(ex, success);
+    start_next(s);
+}
+
+/*
+ * Starts whatever should run next, unless an exchange is undecided. After a failure the
+ * retry timer holds back a new prepare and a repair-only round; increments still start
+ * a round at once (each learns quickly whether a majority is back).
+ */
+static void start_next(struct strong *s)
+{
+    if (s->current || s->freeing)
+        return;
+    int waiting = evtimer_pending(s->retry, NULL);
+    if (!s->ready) {
+        if (!waiting)
+            start_prepare(s);
+        return;
+    }
+    if (s->queue || (strongrep_count(s->repair) && !waiting))
+        start_round(s);
+}
+
+/* ---------------------------------------------------------------- public */
+
+struct strong *strong_new(struct event_base *base, struct http_client *client,
+                          const struct strong_config *cfg, const struct strong_hooks *hooks)
+{
+    struct strong *s = xcalloc(1, sizeof *s);
+    s->base = base;
+    s->client = client;
+    s->cfg = *cfg;
+    if (s->cfg.timeout_ms <= 0)
+        s->cfg.timeout_ms = 3000;
+    s->node_id = xstrdup(cfg->node_id);
+    for (int i = 0; i < cfg->nreplicas; i++) {
+        s->cfg.replica_names[i] = xstrdup(cfg->replica_names[i]);
+        s->cfg.replica_urls[i] = xstrdup(cfg->replica_urls[i]);
+    }
+    if (hooks)
+        s->hooks = *hooks;
+    snprintf(s->from_header, sizeof s->from_header, "X-Counterd-Node: %s", cfg->node_id);
+    int h = 0;
+    s->headers[h++] = s->from_header;
+    if (cfg->auth_header)
+        s->headers[h++] = cfg->auth_header;
+    s->headers[h] = NULL;
+    s->cfg.auth_header = NULL;
+    s->majority = cfg->nreplicas / 2 + 1;
+    s->next_epoch = 1;
+    s->committed = strongrep_new();
+    s->repair = strongrep_new();
+    s->retry = evtimer_new(base, on_retry, s);
+    start_next(s);
+    return s;
+}
+
+void strong_free(struct strong *s)
+{
+    if (!s)
+        return;
+    s->freeing = 1;
+    fail_ops(s->queue, 0, "the strong leader is stopping");
+    s->queue = NULL;
+    /* Every exchange still alive: cancel its calls and timers, answer its increments. */
+    while (s->live) {
+        struct exchange *ex = s->live;
+        for (int i = 0; i < s->cfg.nreplicas; i++) {
+            struct leg *l = &ex->legs[i];
+            if (l->call)
+                http_client_cancel(l->call);
+            if (l->timer)
+                event_free(l->timer);
+            free(l->body);
+        }
+        fail_ops(ex->ops, 0, "the strong leader is stopping");
+        ex_destroy(ex);
+    }
+    event_free(s->retry);
+    strongrep_free(s->committed);
+    strongrep_free(s->repair);
+    for (int i = 0; i < s->cfg.nreplicas; i++) {
+        free((char *)s->cfg.replica_names[i]);
+        free((char *)s->cfg.replica_urls[i]);
+        free(s->replica_ids[i]);
+    }
+    free(s->node_id);
+    free(s);
+}
+
+void strong_increment(struct strong *s, const char *name, size_t len, int64_t amount,
+                      strong_done_fn done, void *arg)
+{
+    struct op *o = xmalloc(sizeof *o + len + 1);
+    o->next = NULL;
+    o->amount = amount;
+    o->value = 0;
+    o->arrived_ms = clock_mono_ms();
+    o->started_ms = 0;
+    o->done = done;
+    o->arg = arg;
+    o->len = len;
+    memcpy(o->name, name, len);
+    o->name[len] = '\0';
+    if (s->queue_tail)
+        s->queue_tail->next = o;
+    else
+        s->queue = o;
+    s->queue_tail = o;
+    start_next(s);
+}
+
+int strong_ready(const struct strong *s)
+{
+    return s->ready;
+}
+
+int64_t strong_value(const struct strong *s, const char *name, size_t len)
+{
+    const struct strong_entry *e = strongrep_get(s->committed, name, len);
+    return e ? e->value : 0;
+}
+
+struct each_ctx {
+    void (*fn)(void *arg, const char *name, size_t len, int64_t value);
+    void *arg;
+};
+
+static void each_one(void *arg, const char *name, size_t len, const struct strong_entry *e)
+{
+    struct each_ctx *c = arg;
+    c->fn(c->arg, name, len, e->value);
+}
+
+void strong_each(const struct strong *s,
+                 void (*fn)(void *arg, const char *name, size_t len, int64_t value), void *arg)
+{
+    struct each_ctx c = {fn, arg};
+    strongrep_each(s->committed, each_one, &c);
+}
+
+void strong_stats(const struct strong *s, struct strong_stats *out)
+{
+    out->epoch = s->epoch;
+    out->rounds_committed = s->rounds_ok;
+    out->rounds_failed = s->rounds_failed;
+    out->last_round_ms = s->last_round_ms;
+    out->replicas_up = 0;
+    for (int i = 0; i < s->cfg.nreplicas; i++)
+        out->replicas_up += s->replica_up[i];
+}
+
+int strong_replica_up(const struct strong *s, int i)
+{
+    return i >= 0 && i < s->cfg.nreplicas && s->replica_up[i];
+}

@@ -1,0 +1,100 @@
+/*
+ * strong.h - the strong counter's leader: increments acknowledged by a majority.
+ *
+ * One leader (the strong service, port 8004) orders every increment and replicates it to
+ * the replicas, one per region node (repl/replica.c). An increment is acknowledged only
+ * after a majority of the replicas has fsynced the counter's new value; without one it
+ * fails with no_quorum and the leader's value does not move.
+ *
+ * The protocol is single-decree Paxos per counter, with one stable leader:
+ *   - A starting leader picks an epoch higher than any replica promised (prepare), reads
+ *     what a majority accepted and keeps, per counter, the value of the highest ballot
+ *     (epoch, round): every acknowledged value was accepted by a majority, and any two
+ *     majorities meet, so none is lost. It then proposes those values again in its epoch.
+ *   - Increments queue while a round is in flight and go out together in the next round
+ *     (group commit); inside a round they are ordered as they arrived, so each answer
+ *     carries the value right after its own increment. "lock_wait_ms" is the time an
+ *     increment waited for the round in flight: the leader's lock.
+ *   - A round that misses its majority leaves the committed values as they were; the next
+ *     round (with a higher ballot) proposes the committed value again for every counter
+ *     it touched, so a replica that accepted the failed proposal forgets it.
+ *   - A replica refusing an epoch (stale_epoch) means another leader took over: this one
+ *     prepares again with a higher epoch.
+ *
+ * Every message passes through a decision hook (the faults policy: drop or delay, both
+ * ways), so partitions cut strong replication and the WAN latency model slows it.
+ */
+#ifndef COUNTERD_REPL_STRONG_H
+#define COUNTERD_REPL_STRONG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct http_client;
+struct strong;
+
+#define STRONG_MAX_REPLICAS 16
+
+struct strong_config {
+    const char *node_id, *region;
+    const char *replica_names[STRONG_MAX_REPLICAS]; /* regions, e.g. "us-west" */
+    const char *replica_urls[STRONG_MAX_REPLICAS];  /* base URLs */
+    int nreplicas;
+    int timeout_ms;          /* one round, not counting simulated delays; default 3000 */
+    const char *auth_header; /* "Authorization: Bearer x", or NULL */
+};
+
+struct strong_hooks {
+    /*
+     * Decides the fate of one message: dir "out", from/to node ids (a replica's region
+     * until its node id is known), kind "strong" (leader to replica) or "strong-ack" (the
+     * answer). @return 0 deliver, 1 drop, 2 delay (*delay_ms set), -1 no decision.
+     */
+    int (*decide)(void *arg, const char *dir, const char *from, const char *to, const char *kind,
+                  int *delay_ms);
+    void *arg;
+};
+
+enum strong_status { STRONG_OK, STRONG_NO_QUORUM, STRONG_OVERFLOW };
+
+struct strong_result {
+    enum strong_status status;
+    int64_t value;       /* the counter right after this increment (STRONG_OK) */
+    double lock_wait_ms; /* queued behind the round in flight */
+    double round_ms;     /* the replication round that decided it */
+    const char *detail;  /* why it failed (NULL when it did not) */
+};
+
+typedef void (*strong_done_fn)(void *arg, const struct strong_result *r);
+
+struct strong *strong_new(struct event_base *base, struct http_client *client,
+                          const struct strong_config *cfg, const struct strong_hooks *hooks);
+/* Stops; every pending increment is answered STRONG_NO_QUORUM first. */
+void strong_free(struct strong *s);
+
+/*
+ * Queues an increment (name must be valid); done is called exactly once, later (never
+ * from inside this call).
+ */
+void strong_increment(struct strong *s, const char *name, size_t len, int64_t amount,
+                      strong_done_fn done, void *arg);
+
+/* Whether the leader has recovered from a majority and serves. */
+int strong_ready(const struct strong *s);
+/* The committed value of name (0 when unknown). Only meaningful when ready. */
+int64_t strong_value(const struct strong *s, const char *name, size_t len);
+/* Calls fn for every committed counter. */
+void strong_each(const struct strong *s,
+                 void (*fn)(void *arg, const char *name, size_t len, int64_t value), void *arg);
+
+struct strong_stats {
+    uint64_t epoch, rounds_committed, rounds_failed;
+    int replicas_up; /* replicas whose last exchange succeeded */
+    double last_round_ms;
+};
+void strong_stats(const struct strong *s, struct strong_stats *out);
+/* Whether replica i answered its last exchange. */
+int strong_replica_up(const struct strong *s, int i);
+
+#endif

@@ -1,0 +1,430 @@
+/*
+ * consistent.c - the strong counter's service (port 8004, "counter-consistent").
+ *
+ * The HTTP face of repl/strong.c: increments wait for a majority of the replicas, reads
+ * answer the committed value. The faults policy (lua/policies/faults.lua) decides the
+ * fate and the delay of every replication message, as it does between region nodes.
+ */
+#include "consistent.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../base/buf.h"
+#include "../base/clock.h"
+#include "../base/json.h"
+#include "../base/log.h"
+#include "../base/mem.h"
+#include "../lua/host.h"
+#include "../net/auth.h"
+#include "../net/client.h"
+#include "../net/server.h"
+#include "../net/url.h"
+#include "../obs/metrics.h"
+#include "../repl/strong.h"
+#include "../store/gcounter.h"
+#include "config.h"
+#include "reqbody.h"
+#include "reload.h"
+
+struct consistent {
+    struct strong *strong;
+    struct lua_host *lua;
+    struct http_client *client;
+    struct http_server *server;
+    struct metrics *metrics;
+    struct json_parser parser;
+    struct buf out;
+    char *admin_token;
+    struct reload *reload;
+    struct metric *m_value, *m_incr;
+    struct metric_series *m_latency, *m_lock;
+    char replica_names[STRONG_MAX_REPLICAS][64];
+};
+
+/* One increment waiting for its round. */
+struct pending {
+    struct consistent *c;
+    struct http_request *req;
+    double start_ms;
+    size_t len;
+    char name[];
+};
+
+static void respond_out(struct consistent *c, struct http_request *req, int status)
+{
+    http_respond_json(req, status, c->out.data, c->out.len);
+    buf_trim(&c->out, 1u << 20);
+}
+
+static void increment_done(void *arg, const struct strong_result *r)
+{
+    struct pending *p = arg;
+    struct consistent *c = p->c;
+    double total = clock_mono_ms() - p->start_ms;
+    const char *labels[1] = {p->name};
+    if (r->status == STRONG_OK) {
+        metric_add(metric_series(c->m_incr, labels), 1);
+        metric_set(metric_series(c->m_value, labels), (double)r->value);
+        metric_observe(c->m_latency, total / 1000);
+        metric_observe(c->m_lock, r->lock_wait_ms / 1000);
+        struct buf *b = &c->out;
+        buf_reset(b);
+        buf_puts(b, "{\"counter\":");
+        buf_json_str(b, p->name, p->len);
+        buf_puts(b, ",\"value\":");
+        buf_i64(b, r->value);
+        buf_puts(b, ",\"consistency\":\"strong\",\"lock_wait_ms\":");
+        buf_json_ms(b, r->lock_wait_ms);
+        buf_puts(b, ",\"coordination_delay_ms\":");
+        buf_json_ms(b, r->round_ms);
+        buf_puts(b, ",\"total_latency_ms\":");
+        buf_json_ms(b, total);
+        buf_putc(b, '}');
+        respond_out(c, p->req, 200);
+    } else if (r->status == STRONG_OVERFLOW) {
+        http_respond_error(p->req, 409, "overflow",
+                           "counter %s would leave the signed 64-bit range; nothing was applied",
+                           p->name);
+    } else {
+        http_respond_error(p->req, 503, "no_quorum", "%s", r->detail ? r->detail : "no quorum");
+    }
+    free(p);
+}
+
+static void h_increment(struct consistent *c, struct http_request *req)
+{
+    struct incr_body ib;
+    if (reqbody_increment(&c->parser, req, &ib) < 0)
+        return;
+    struct pending *p = xmalloc(sizeof *p + ib.nlen + 1);
+    p->c = c;
+    p->req = req;
+    p->start_ms = req->start_ms;
+    p->len = ib.nlen;
+    memcpy(p->name, ib.name, ib.nlen);
+    p->name[ib.nlen] = '\0';
+    strong_increment(c->strong, p->name, p->len, ib.amount, increment_done, p);
+}
+
+static int not_ready(struct consistent *c, struct http_request *req)
+{
+    if (strong_ready(c->strong))
+        return 0;
+    http_respond_error(req, 503, "no_quorum",
+                       "the strong leader has not yet heard from a majority of its replicas, "
+                       "so it cannot tell the committed value");
+    return 1;
+}
+
+static void h_counter(struct consistent *c, struct http_request *req, const char *raw, size_t rlen)
+{
+    char name[256];
+    long n = url_decode(raw, rlen, name, sizeof name);
+    if (n < 0 || !gcounter_name_valid(name, (size_t)n)) {
+        http_respond_error(req, 400, "bad_name",
+                           "counter names are 1-200 bytes of [A-Za-z0-9_.:-]");
+        return;
+    }
+    if (not_ready(c, req))
+        return;
+    struct buf *b = &c->out;
+    buf_puts(b, "{\"counter\":");
+    buf_json_str(b, name, (size_t)n);
+    buf_puts(b, ",\"value\":");
+    buf_i64(b, strong_value(c->strong, name, (size_t)n));
+    buf_puts(b, ",\"consistency\":\"strong\",\"note\":\"This value is guaranteed to be the "
+                "latest\"}");
+    respond_out(c, req, 200);
+}
+
+static void put_counter(void *arg, const char *name, size_t len, int64_t value)
+{
+    struct buf *b = arg;
+    if (b->data[b->len - 1] != '{')
+        buf_putc(b, ',');
+    buf_json_str(b, name, len);
+    buf_putc(b, ':');
+    buf_i64(b, value);
+}
+
+static void h_counters(struct consistent *c, struct http_request *req)
+{
+    if (not_ready(c, req))
+        return;
+    struct buf *b = &c->out;
+    buf_puts(b, "{\"counters\":{");
+    strong_each(c->strong, put_counter, b);
+    buf_puts(b, "},\"consistency\":\"strong\"}");
+    respond_out(c, req, 200);
+}
+
+static void h_health(struct consistent *c, struct http_request *req)
+{
+    struct strong_stats st;
+    strong_stats(c->strong, &st);
+    struct buf *b = &c->out;
+    buf_printf(b,
+               "{\"status\":\"ok\",\"service\":\"counter-consistent\",\"ready\":%s,"
+               "\"epoch\":%" PRIu64 ",\"replicas_up\":%d}",
+               strong_ready(c->strong) ? "true" : "false", st.epoch, st.replicas_up);
+    respond_out(c, req, 200);
+}
+
+/*
+ * POST /admin/coordination-delay?delay_ms=N sets the one-way delay the faults policy
+ * applies to strong replication (faults.coordination_delay_ms in counterd.shared);
+ * delay_ms=default goes back to the WAN latency model. GET shows it.
+ */
+static void h_coordination_delay(struct consistent *c, struct http_request *req, int set)
+{
+    if (set) {
+        char q[32];
+        if (url_query_get(req->query, "delay_ms", q, sizeof q) < 0) {
+            http_respond_error(req, 400, "bad_field",
+                               "delay_ms is required (query parameter): 0-60000, or default");
+            return;
+        }
+        char *end;
+        long v = strcmp(q, "default") ? strtol(q, &end, 10) : -1;
+        if (v != -1 && (end == q || *end || v < 0 || v > 60000)) {
+            http_respond_error(req, 400, "bad_field",
+                               "delay_ms must be an integer from 0 to 60000, or default");
+            return;
+        }
+        lua_host_shared_set_number(c->lua, "faults.coordination_delay_ms", v < 0 ? NAN : (double)v);
+    }
+    double v = lua_host_shared_get_number(c->lua, "faults.coordination_delay_ms");
+    struct buf *b = &c->out;
+    buf_puts(b, "{\"coordination_delay_ms\":");
+    if (v == v) {
+        buf_printf(b,
+                   "%.0f,\"message\":\"Strong replication now waits %.0f ms each way on "
+                   "every link between regions\"}",
+                   v, v);
+    } else {
+        buf_puts(b, "null,\"message\":\"Strong replication follows the WAN latency model of "
+                    "lua/policies/faults.lua\"}");
+    }
+    respond_out(c, req, 200);
+}
+
+static void h_metrics(struct consistent *c, struct http_request *req)
+{
+    metrics_render(c->metrics, &c->out);
+    http_respond_ex(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, c->out.data,
+                    c->out.len);
+    buf_trim(&c->out, 1u << 20);
+}
+
+static int path_is(const struct http_request *req, const char *p)
+{
+    size_t n = strlen(p);
+    return req->path_len == n && memcmp(req->path, p, n) == 0;
+}
+
+static void not_allowed(struct http_request *req, const char *allow)
+{
+    http_respond_error(req, 405, "method_not_allowed",
+                       "%s is not allowed on this path (allowed: %s)", req->method_name, allow);
+}
+
+static void handle(struct http_request *req, void *arg)
+{
+    struct consistent *c = arg;
+    int get = req->method == HTTP_M_GET || req->method == HTTP_M_HEAD;
+    int post = req->method == HTTP_M_POST;
+    buf_reset(&c->out);
+    if (req->path_len >= 7 && memcmp(req->path, "/admin/", 7) == 0 &&
+        http_refuse_unauthorized(req, c->admin_token))
+        return;
+    if (path_is(req, "/increment"))
+        return post ? h_increment(c, req) : not_allowed(req, "POST");
+    if (req->path_len > 9 && memcmp(req->path, "/counter/", 9) == 0)
+        return get ? h_counter(c, req, req->path + 9, req->path_len - 9)
+                   : not_allowed(req, "GET, HEAD");
+    if (path_is(req, "/counters"))
+        return get ? h_counters(c, req) : not_allowed(req, "GET, HEAD");
+    if (path_is(req, "/health"))
+        return get ? h_health(c, req) : not_allowed(req, "GET, HEAD");
+    if (path_is(req, "/metrics"))
+        return get ? h_metrics(c, req) : not_allowed(req, "GET, HEAD");
+    if (path_is(req, "/admin/coordination-delay"))
+        return get || post ? h_coordination_delay(c, req, post)
+                           : not_allowed(req, "GET, HEAD, POST");
+    if (path_is(req, "/admin/reload"))
+        return post ? reload_handle(c->reload, req) : not_allowed(req, "POST");
+    http_respond_error(req, 404, "not_found", "no endpoint %s %.200s", req->method_name, req->path);
+}
+
+/* ---------------------------------------------------------------- set-up */
+
+static int decide(void *arg, const char *dir, const char *from, const char *to, const char *kind,
+                  int *delay_ms)
+{
+    struct consistent *c = arg;
+    return lua_host_faults_decide(c->lua, dir, from, to, kind, 0, delay_ms);
+}
+
+static double epoch_of(void *arg)
+{
+    struct strong_stats st;
+    strong_stats(((struct consistent *)arg)->strong, &st);
+    return (double)st.epoch;
+}
+
+struct replica_gauge {
+    struct consistent *c;
+    int i;
+};
+
+static double replica_up(void *arg)
+{
+    struct replica_gauge *g = arg;
+    return strong_replica_up(g->c->strong, g->i);
+}
+
+static struct replica_gauge gauges[STRONG_MAX_REPLICAS];
+
+static void register_metrics(struct consistent *c, const struct config *cfg, int n)
+{
+    static const double buckets[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1,
+                                     0.15,  0.25,  0.5,  1,     2.5,  5};
+    int nb = (int)(sizeof buckets / sizeof buckets[0]);
+    c->m_value = metrics_add(c->metrics, METRIC_GAUGE, "consistent_counter_value",
+                             "Committed value of each strong counter (top names; the rest _other)",
+                             "counter_name", NULL, 0);
+    metric_limit(c->m_value, cfg->metrics_top_n, 0);
+    c->m_incr = metrics_add(c->metrics, METRIC_COUNTER, "consistent_counter_increments_total",
+                            "Strong increments acknowledged (top names; the rest _other)",
+                            "counter_name", NULL, 0);
+    metric_limit(c->m_incr, cfg->metrics_top_n, 0);
+    c->m_latency = metric_only(metrics_add(
+        c->metrics, METRIC_HISTOGRAM, "consistent_counter_increment_latency_seconds",
+        "Time from a strong increment's arrival to its acknowledgement", NULL, buckets, nb));
+    c->m_lock = metric_only(metrics_add(
+        c->metrics, METRIC_HISTOGRAM, "consistent_counter_lock_wait_seconds",
+        "Time a strong increment waited for the replication round in flight", NULL, buckets, nb));
+    metric_set_fn(
+        metric_only(metrics_add(c->metrics, METRIC_GAUGE, "counterd_strong_epoch",
+                                "The strong leader's epoch (0 while recovering)", NULL, NULL, 0)),
+        epoch_of, c);
+    struct metric *up = metrics_add(c->metrics, METRIC_GAUGE, "counterd_strong_replica_up",
+                                    "Whether the replica answered its last replication message",
+                                    "replica", NULL, 0);
+    for (int i = 0; i < n; i++) {
+        gauges[i] = (struct replica_gauge){c, i};
+        const char *labels[1] = {c->replica_names[i]};
+        metric_set_fn(metric_series(up, labels), replica_up, &gauges[i]);
+    }
+}
+
+/* Fills names/urls from REGION_ENDPOINTS, else from lua/conf/lab.lua. @return the count. */
+static int replicas_of(struct consistent *c, const struct config *cfg, char urls[][512], char *err,
+                       size_t errlen)
+{
+    int n = 0;
+    if (cfg->region_endpoints[0]) {
+        const char *p = cfg->region_endpoints;
+        while (*p && n < STRONG_MAX_REPLICAS) {
+            p += strspn(p, ", ");
+            if (!*p)
+                break;
+            size_t len = strcspn(p, ", ");
+            const char *eq = memchr(p, '=', len);
+            if (!eq || eq == p || (size_t)(eq - p) >= sizeof c->replica_names[0] ||
+                len - (size_t)(eq + 1 - p) >= 512 || strncmp(eq + 1, "http", 4)) {
+                snprintf(err, errlen, "REGION_ENDPOINTS: '%.*s' is not name=http://host:port",
+                         (int)len, p);
+                return -1;
+            }
+            snprintf(c->replica_names[n], sizeof c->replica_names[n], "%.*s", (int)(eq - p), p);
+            snprintf(urls[n], 512, "%.*s", (int)(len - (size_t)(eq + 1 - p)), eq + 1);
+            n++;
+            p += len;
+        }
+        return n;
+    }
+    n = lua_host_lab_regions(c->lua, c->replica_names, urls, STRONG_MAX_REPLICAS);
+    if (n <= 0)
+        snprintf(err, errlen, "no replicas: set REGION_ENDPOINTS (or fix lua/conf/lab.lua)");
+    return n;
+}
+
+struct consistent *consistent_new(struct event_base *base, const struct config *cfg, char *err,
+                                  size_t errlen)
+{
+    struct consistent *c = xcalloc(1, sizeof *c);
+    c->metrics = metrics_new();
+    json_parser_init(&c->parser);
+    c->admin_token = cfg->admin_token[0] ? xstrdup(cfg->admin_token) : NULL;
+    c->client = http_client_new(base);
+    char node_id[128];
+    snprintf(node_id, sizeof node_id, "%s-strong", cfg->region);
+    struct lua_host_info li = {"strong", node_id, cfg->region, cfg->policy_budget_ms};
+    c->lua = lua_host_new(cfg->lua_dir, &li, c->metrics);
+    lua_host_set_base(c->lua, base);
+    lua_host_set_client(c->lua, c->client);
+    char lerr[512];
+    if (lua_host_load_policy(c->lua, "faults", lerr, sizeof lerr) < 0)
+        log_error("faults policy not loaded, strong replication runs without it: %s", lerr);
+    c->reload = reload_new(base, c->lua, cfg, c->metrics);
+
+    char urls[STRONG_MAX_REPLICAS][512];
+    int n = replicas_of(c, cfg, urls, err, errlen);
+    if (n <= 0) {
+        consistent_free(c);
+        return NULL;
+    }
+    struct strong_config sc = {
+        .node_id = node_id,
+        .region = cfg->region,
+        .nreplicas = n,
+        .timeout_ms = cfg->request_timeout_up_ms > 0 ? cfg->request_timeout_up_ms : 3000};
+    char auth[300];
+    if (cfg->admin_token[0]) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", cfg->admin_token);
+        sc.auth_header = auth;
+    }
+    for (int i = 0; i < n; i++) {
+        sc.replica_names[i] = c->replica_names[i];
+        sc.replica_urls[i] = urls[i];
+    }
+    register_metrics(c, cfg, n);
+    struct strong_hooks hooks = {decide, c};
+    c->strong = strong_new(base, c->client, &sc, &hooks);
+
+    struct http_server_opts so = {.bind_addr = cfg->bind,
+                                  .port = cfg->port,
+                                  .max_conns = cfg->max_conns,
+                                  .idle_timeout_ms = cfg->idle_timeout_ms,
+                                  .request_timeout_ms = cfg->request_timeout_ms};
+    c->server = http_server_new(base, &so, handle, c, err, errlen);
+    if (!c->server) {
+        consistent_free(c);
+        return NULL;
+    }
+    log_info("strong counter %s listening on %s:%d, %d replica(s), a majority is %d", node_id,
+             cfg->bind, http_server_port(c->server), n, n / 2 + 1);
+    return c;
+}
+
+void consistent_free(struct consistent *c)
+{
+    if (!c)
+        return;
+    /* The leader answers what it holds while the server still has the connections. */
+    strong_free(c->strong);
+    reload_free(c->reload);
+    http_server_free(c->server);
+    lua_host_free(c->lua);
+    http_client_free(c->client);
+    metrics_free(c->metrics);
+    json_parser_free(&c->parser);
+    buf_free(&c->out);
+    free(c->admin_token);
+    free(c);
+}
