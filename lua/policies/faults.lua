@@ -1,26 +1,34 @@
 --[[
-faults.lua - what happens to every replication message between region nodes.
+faults.lua - what happens to every replication message between regions: the region
+nodes' /sync and the strong counter's quorum rounds.
 
-The C core asks decide() about each /sync message, once where it leaves a node
-(dir = "out") and once where it arrives (dir = "in"), and does what it answers:
+The C core asks decide() about each message and does what it answers:
 
   decide(dir, from, to, kind, partitioned) -> "deliver" | "drop" | "delay", ms
 
-  dir          "out" or "in"
-  from, to     node ids ("us-east-1"); a peer's URL until its id is known
-  kind         "sync"
+  dir          "out" (the message leaves this process) or "in" (it arrived here)
+  from, to     node ids ("us-east-1", "us-east-strong"); a peer's URL or region name
+               until its node id is known
+  kind         "sync" (region to region), "strong" (strong leader to a replica) or
+               "strong-ack" (a replica's answer, as the leader receives it)
   partitioned  true when this node's partition switch (POST /admin/partition) is on
 
-Edit the settings below to cut links, drop a share of messages or add WAN latency. A
-setting can also be changed at run time through counterd.shared (the same names with a
-"faults." prefix), which survives a reload of this file. If this file fails, the node
-logs file:line and delivers the message as if no policy existed (a partitioned node still
-drops: the core enforces the partition switch itself).
+WAN latency model: a one-way delay per link between regions, added where a message
+leaves (dir "out"). The default matrix is close to real inter-region figures; a link
+inside one region is local (0 ms). Clients, the gateway and their nearest region are
+local too: only replication crosses the WAN.
+
+Every setting can be changed at run time through counterd.shared with a "faults." prefix
+(e.g. faults.drop_rate, faults.latency_ms.us-east|eu-west, faults.wan = false): those
+values survive a reload of this file. POST /admin/coordination-delay on the strong
+service sets faults.coordination_delay_ms, which replaces the matrix for strong traffic.
+If this file fails, the node logs file:line and delivers the message as if no policy
+existed (a partitioned node still drops: the core enforces the partition switch itself).
 ]]
 
 local M = {}
 
--- Links cut in both directions, as "a|b" with the two node ids in any order.
+-- Links cut in both directions, as "a|b" with two node ids or two regions, in any order.
 M.cut = {
   -- ["us-east-1|eu-west-1"] = true,
 }
@@ -28,11 +36,20 @@ M.cut = {
 -- Share of messages dropped at random (0 = none, 1 = all).
 M.drop_rate = 0
 
--- One-way latency added per link in ms, as "a|b" = ms; default_latency_ms for the rest.
+-- The WAN: one-way delay in ms between two regions ("a|b" in any order).
+M.wan = true
+M.region_latency_ms = {
+  ["us-east|us-west"] = 35,
+  ["us-east|eu-west"] = 40,
+  ["us-west|eu-west"] = 70,
+}
+-- Between two regions the matrix does not name.
+M.default_latency_ms = 0
+
+-- One-way delay per link of two node ids ("a|b"): overrides the matrix for that link.
 M.latency_ms = {
   -- ["us-east-1|eu-west-1"] = 40,
 }
-M.default_latency_ms = 0
 
 -- A run-time override from counterd.shared, or nil.
 local function shared(name)
@@ -57,11 +74,36 @@ local function setting(name, default)
   return v
 end
 
-function M.decide(dir, from, to, _kind, partitioned) -- kind: every message is "sync" today
+-- The region of a node id: "us-east-1" and "us-east-1~3fa2" -> "us-east",
+-- "us-east-strong" -> "us-east"; a region name stays itself.
+function M.region_of(id)
+  local base = id:gsub("~.*$", "")
+  local region = base:match("^(.-)%-%d+$") or base:match("^(.-)%-strong$")
+  return region or base
+end
+
+-- One-way WAN delay from node a to node b, in ms.
+function M.latency(a, b, kind)
+  local ms = per_link(M.latency_ms, "latency_ms", a, b)
+  if ms ~= nil then return ms end
+  local ra, rb = M.region_of(a), M.region_of(b)
+  if ra == rb then return 0 end
+  if kind == "strong" or kind == "strong-ack" then
+    local override = shared("coordination_delay_ms")
+    if override ~= nil then return override end
+  end
+  if not setting("wan", M.wan) then return 0 end
+  ms = per_link(M.region_latency_ms, "region_latency_ms", ra, rb)
+  if ms == nil then ms = setting("default_latency_ms", M.default_latency_ms) end
+  return ms
+end
+
+function M.decide(dir, from, to, kind, partitioned)
   if partitioned then
     return "drop"
   end
-  if per_link(M.cut, "cut", from, to) then
+  if per_link(M.cut, "cut", from, to) or
+     per_link(M.cut, "cut", M.region_of(from), M.region_of(to)) then
     return "drop"
   end
   local rate = setting("drop_rate", M.drop_rate)
@@ -70,8 +112,7 @@ function M.decide(dir, from, to, _kind, partitioned) -- kind: every message is "
   end
   -- Latency is added once per message, where it leaves.
   if dir == "out" then
-    local ms = per_link(M.latency_ms, "latency_ms", from, to)
-    if ms == nil then ms = setting("default_latency_ms", M.default_latency_ms) end
+    local ms = M.latency(from, to, kind)
     if ms > 0 then
       return "delay", ms
     end

@@ -20,8 +20,8 @@ end
 describe("faults.decide", function()
   after_each(function() _G.counterd = nil end)
 
-  it("delivers by default, both ways", function()
-    local f = load_policy()
+  it("delivers by default, both ways (with the WAN model off)", function()
+    local f = load_policy({ ["faults.wan"] = false })
     assert.are.equal("deliver", (f.decide("out", "us-east-1", "us-west-1", "sync", false)))
     assert.are.equal("deliver", (f.decide("in", "us-west-1", "us-east-1", "sync", false)))
   end)
@@ -38,14 +38,14 @@ describe("faults.decide", function()
     assert.are.equal("drop", (f.decide("out", "us-east-1", "eu-west-1", "sync", false)))
     assert.are.equal("drop", (f.decide("out", "eu-west-1", "us-east-1", "sync", false)))
     assert.are.equal("drop", (f.decide("in", "eu-west-1", "us-east-1", "sync", false)))
-    assert.are.equal("deliver", (f.decide("out", "us-east-1", "us-west-1", "sync", false)))
+    assert.are.equal("delay", (f.decide("out", "us-east-1", "us-west-1", "sync", false)))
   end)
 
   it("takes a cut from counterd.shared, whichever order the ids are written in", function()
     local f = load_policy({ ["faults.cut.eu-west-1|us-west-1"] = true })
     assert.are.equal("drop", (f.decide("out", "us-west-1", "eu-west-1", "sync", false)))
     assert.are.equal("drop", (f.decide("in", "eu-west-1", "us-west-1", "sync", false)))
-    assert.are.equal("deliver", (f.decide("out", "us-west-1", "us-east-1", "sync", false)))
+    assert.are.equal("delay", (f.decide("out", "us-west-1", "us-east-1", "sync", false)))
   end)
 
   it("drops a share of messages given by drop_rate", function()
@@ -79,7 +79,8 @@ describe("faults.decide", function()
     assert.are.equal("delay", action)
     assert.are.equal(40, ms)
     assert.are.equal("deliver", (f.decide("in", "eu-west-1", "us-east-1", "sync", false)))
-    assert.are.equal("deliver", (f.decide("out", "us-east-1", "us-west-1", "sync", false)))
+    -- Another link keeps the matrix's figure.
+    assert.are.same({ "delay", 35 }, { f.decide("out", "us-east-1", "us-west-1", "sync", false) })
   end)
 
   it("applies default_latency_ms to every other link, and a shared per-link override", function()
@@ -90,6 +91,55 @@ describe("faults.decide", function()
     shared["faults.latency_ms.a|b"] = 70
     action, ms = f.decide("out", "b", "a", "sync", false)
     assert.are.same({ "delay", 70 }, { action, ms })
+  end)
+
+  it("applies the default WAN matrix between regions, in both directions", function()
+    local f = load_policy()
+    local function one_way(a, b, kind)
+      local action, ms = f.decide("out", a, b, kind or "sync", false)
+      return action == "delay" and ms or 0
+    end
+    assert.are.equal(35, one_way("us-east-1", "us-west-1"))
+    assert.are.equal(35, one_way("us-west-1", "us-east-1"))
+    assert.are.equal(40, one_way("us-east-1", "eu-west-1"))
+    assert.are.equal(70, one_way("eu-west-1", "us-west-1"))
+    -- Node incarnations and the strong leader map to their regions.
+    assert.are.equal(70, one_way("us-west-1~3fa2", "eu-west-1"))
+    assert.are.equal(40, one_way("us-east-strong", "eu-west-1", "strong"))
+    assert.are.equal(40, one_way("eu-west-1", "us-east-strong", "strong-ack"))
+    -- Inside a region the link is local.
+    assert.are.equal(0, one_way("us-east-strong", "us-east-1", "strong"))
+    assert.are.equal(0, one_way("us-east-1", "us-east-2"))
+    -- Regions the matrix does not know get default_latency_ms (0).
+    assert.are.equal(0, one_way("ap-south-1", "us-east-1"))
+  end)
+
+  it("never delays a message on arrival", function()
+    local f = load_policy()
+    assert.are.equal("deliver", (f.decide("in", "eu-west-1", "us-west-1", "sync", false)))
+    assert.are.equal("deliver", (f.decide("in", "us-east-strong", "eu-west-1", "strong", false)))
+  end)
+
+  it("lets coordination_delay_ms replace the matrix for strong traffic only", function()
+    local f, shared = load_policy({ ["faults.coordination_delay_ms"] = 5 })
+    assert.are.same({ "delay", 5 }, { f.decide("out", "us-east-strong", "eu-west-1", "strong", false) })
+    assert.are.same({ "delay", 5 }, { f.decide("out", "us-west-1", "us-east-strong", "strong-ack", false) })
+    assert.are.same({ "delay", 70 }, { f.decide("out", "us-west-1", "eu-west-1", "sync", false) })
+    -- Zero means no delay at all; a link inside one region stays local.
+    shared["faults.coordination_delay_ms"] = 0
+    assert.are.equal("deliver", (f.decide("out", "us-east-strong", "eu-west-1", "strong", false)))
+    shared["faults.coordination_delay_ms"] = 80
+    assert.are.equal("deliver", (f.decide("out", "us-east-strong", "us-east-1", "strong", false)))
+  end)
+
+  it("turns the WAN off with faults.wan = false, and a region-level cut drops every node", function()
+    local f, shared = load_policy({ ["faults.wan"] = false })
+    assert.are.equal("deliver", (f.decide("out", "us-east-1", "eu-west-1", "sync", false)))
+    shared["faults.wan"] = nil
+    shared["faults.cut.us-east|eu-west"] = true
+    assert.are.equal("drop", (f.decide("out", "eu-west-1~ab", "us-east-1", "sync", false)))
+    assert.are.equal("drop", (f.decide("out", "us-east-strong", "eu-west-1", "strong", false)))
+    assert.are.equal("delay", (f.decide("out", "us-east-strong", "us-west-1", "strong", false)))
   end)
 
   it("a partition wins over latency", function()
