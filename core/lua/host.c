@@ -11,10 +11,12 @@
 #include <lua.h>
 #include <luajit.h>
 #include <lualib.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../base/buf.h"
 #include "../base/clock.h"
 #include "../base/hash.h"
 #include "../base/log.h"
@@ -27,6 +29,7 @@ struct policy {
     char name[32];
     int ref; /* module table in the registry */
     char path[512];
+    struct metric_series *m_calls;
 };
 
 struct lua_task {
@@ -50,6 +53,7 @@ struct lua_host {
     struct lua_task *tasks; /* running or waiting */
     struct lua_pending *pending;
     int role_ref;
+    char role_name[32]; /* "" until a role is loaded */
     struct http_client *client;
     struct event_base *base;
     struct metrics *metrics;
@@ -58,7 +62,7 @@ struct lua_host {
     int npolicies;
     int budget_ms;
     double deadline_ms; /* 0: no call running under the watchdog */
-    struct metric *m_errors;
+    struct metric *m_errors, *m_calls, *m_reloads;
 };
 
 /* The hook runs every HOOK_EVERY VM instructions of non-compiled code. */
@@ -162,9 +166,8 @@ static int api_unix_time(lua_State *L)
 }
 
 /* Runs <lua_dir>/<folder>/<name>.lua in a sandbox and pushes what it returns. */
-static int load_sandboxed(lua_State *L, const char *folder)
+static int load_file_sandboxed(lua_State *L, const char *folder, const char *name)
 {
-    const char *name = luaL_checkstring(L, 1);
     for (const char *c = name; *c; c++)
         if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_'))
             return luaL_error(L, "bad module name '%s'", name);
@@ -179,22 +182,34 @@ static int load_sandboxed(lua_State *L, const char *folder)
     return 1;
 }
 
+static int load_sandboxed(lua_State *L, const char *folder)
+{
+    return load_file_sandboxed(L, folder, luaL_checkstring(L, 1));
+}
+
 /* counterd.conf(name): the value <lua_dir>/conf/<name>.lua returns, read afresh. */
 static int api_conf(lua_State *L)
 {
     return load_sandboxed(L, "conf");
 }
 
-/* counterd.require(name): the module <lua_dir>/lib/<name>.lua, loaded once. */
+/*
+ * counterd.require(name): the module <lua_dir>/lib/<name>.lua, loaded once (until a
+ * reload); "bench/<name>" loads <lua_dir>/bench/<name>.lua the same way.
+ */
 static int api_require(lua_State *L)
 {
     const char *name = luaL_checkstring(L, 1);
+    lua_settop(L, 1);
     lua_getfield(L, LUA_REGISTRYINDEX, "counterd.modules");
     lua_getfield(L, -1, name);
     if (!lua_isnil(L, -1))
         return 1;
-    lua_pop(L, 1);            /* stack: name, modules */
-    load_sandboxed(L, "lib"); /* reads the name at index 1, pushes the module */
+    lua_pop(L, 1); /* stack: name, modules */
+    if (!strncmp(name, "bench/", 6))
+        load_file_sandboxed(L, "bench", name + 6);
+    else
+        load_file_sandboxed(L, "lib", name);
     lua_pushvalue(L, -1);
     lua_setfield(L, 2, name);
     return 1;
@@ -265,10 +280,16 @@ struct lua_host *lua_host_new(const char *lua_dir, const struct lua_host_info *i
     h->metrics = metrics;
 
     lua_sethook(L, watchdog, LUA_MASKCOUNT, HOOK_EVERY);
-    if (metrics)
+    if (metrics) {
         h->m_errors = metrics_add(metrics, METRIC_COUNTER, "counterd_policy_errors_total",
                                   "Lua policy calls that failed and fell back to the default",
                                   "policy", NULL, 0);
+        h->m_calls = metrics_add(metrics, METRIC_COUNTER, "counterd_lua_policy_calls_total",
+                                 "Calls into Lua policies", "policy", NULL, 0);
+        h->m_reloads =
+            metrics_add(metrics, METRIC_COUNTER, "counterd_lua_reloads_total",
+                        "Reloads of the Lua files, by result (ok, error)", "result", NULL, 0);
+    }
     return h;
 }
 
@@ -362,19 +383,22 @@ static int run_file(struct lua_host *h, const char *folder, const char *name, in
     return 0;
 }
 
-int lua_host_load_policy(struct lua_host *h, const char *name, char *err, size_t errlen)
+/*
+ * Runs policies/<name>.lua and its init() and leaves the module table on the stack.
+ * @return 0, or -1 with "file:line: message" in err (the stack as it was).
+ */
+static int stage_policy(struct lua_host *h, const char *name, char *path, size_t pathlen, char *err,
+                        size_t errlen)
 {
     lua_State *L = h->L;
     int top = lua_gettop(L);
-    char path[512];
-    if (run_file(h, "policies", name, 1, path, sizeof path, err, errlen) < 0)
+    if (run_file(h, "policies", name, 1, path, pathlen, err, errlen) < 0)
         goto fail;
     if (!lua_istable(L, -1)) {
         snprintf(err, errlen, "%s: the file must return a table of functions (it returned %s)",
                  path, luaL_typename(L, -1));
         goto fail;
     }
-    /* Optional init(): runs before the swap, so a failing one keeps the old version. */
     lua_getfield(L, -1, "init");
     if (lua_isfunction(L, -1)) {
         if (guarded_call(h, 0, 0) != 0) {
@@ -384,6 +408,154 @@ int lua_host_load_policy(struct lua_host *h, const char *name, char *err, size_t
     } else {
         lua_pop(L, 1);
     }
+    return 0;
+fail:
+    lua_settop(L, top);
+    return -1;
+}
+
+/*
+ * Runs roles/<name>.lua and leaves its module table on the stack.
+ * @return 0, or -1 with "file:line: message" in err (the stack as it was).
+ */
+static int stage_role(struct lua_host *h, const char *name, char *path, size_t pathlen, char *err,
+                      size_t errlen)
+{
+    lua_State *L = h->L;
+    int top = lua_gettop(L);
+    if (run_file(h, "roles", name, 0, path, pathlen, err, errlen) < 0)
+        goto fail;
+    lua_getfield(L, -1, "handle");
+    if (!lua_istable(L, -2) || !lua_isfunction(L, -1)) {
+        snprintf(err, errlen, "%s: the file must return a table with a handle(req) function", path);
+        goto fail;
+    }
+    lua_pop(L, 1);
+    return 0;
+fail:
+    lua_settop(L, top);
+    return -1;
+}
+
+int lua_host_reload(struct lua_host *h, struct buf *files, char *err, size_t errlen)
+{
+    lua_State *L = h->L;
+    int top = lua_gettop(L);
+    char path[512];
+    int refs[MAX_POLICIES], role = LUA_NOREF, n = 0;
+    /* Library modules are read afresh: the new role must not run on the old helpers. A
+     * fresh cache is installed while staging and the old one put back on failure. */
+    lua_getfield(L, LUA_REGISTRYINDEX, "counterd.modules");
+    int old_modules = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_newtable(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, "counterd.modules");
+    for (; n < h->npolicies; n++) {
+        if (stage_policy(h, h->policies[n].name, path, sizeof path, err, errlen) < 0)
+            goto fail;
+        refs[n] = luaL_ref(L, LUA_REGISTRYINDEX);
+        if (files)
+            buf_printf(files, "%s%s", files->len ? "\n" : "", path);
+    }
+    if (h->role_name[0]) {
+        if (stage_role(h, h->role_name, path, sizeof path, err, errlen) < 0)
+            goto fail;
+        role = luaL_ref(L, LUA_REGISTRYINDEX);
+        if (files)
+            buf_printf(files, "%s%s", files->len ? "\n" : "", path);
+    }
+    /* Everything compiled and initialised: swap. */
+    for (int i = 0; i < n; i++) {
+        luaL_unref(L, LUA_REGISTRYINDEX, h->policies[i].ref);
+        h->policies[i].ref = refs[i];
+    }
+    if (role != LUA_NOREF) {
+        luaL_unref(L, LUA_REGISTRYINDEX, h->role_ref);
+        h->role_ref = role;
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, old_modules);
+    lua_settop(L, top);
+    if (h->m_reloads) {
+        const char *v[1] = {"ok"};
+        metric_add(metric_series(h->m_reloads, v), 1);
+    }
+    log_info("reloaded %d policy file(s)%s", n, h->role_name[0] ? " and the role" : "");
+    return 0;
+fail:
+    for (int i = 0; i < n; i++)
+        luaL_unref(L, LUA_REGISTRYINDEX, refs[i]);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, old_modules);
+    lua_setfield(L, LUA_REGISTRYINDEX, "counterd.modules");
+    luaL_unref(L, LUA_REGISTRYINDEX, old_modules);
+    lua_settop(L, top);
+    if (h->m_reloads) {
+        const char *v[1] = {"error"};
+        metric_add(metric_series(h->m_reloads, v), 1);
+    }
+    log_error("reload failed, the old Lua files keep serving: %s", err);
+    return -1;
+}
+
+void lua_host_shared_set_number(struct lua_host *h, const char *key, double v)
+{
+    lua_State *L = h->L;
+    lua_getfield(L, LUA_REGISTRYINDEX, "counterd.shared.data");
+    if (v == v)
+        lua_pushnumber(L, v);
+    else
+        lua_pushnil(L);
+    lua_setfield(L, -2, key);
+    lua_pop(L, 1);
+}
+
+double lua_host_shared_get_number(struct lua_host *h, const char *key)
+{
+    lua_State *L = h->L;
+    lua_getfield(L, LUA_REGISTRYINDEX, "counterd.shared.data");
+    lua_getfield(L, -1, key);
+    double v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : NAN;
+    lua_pop(L, 2);
+    return v;
+}
+
+int lua_host_lab_regions(struct lua_host *h, char names[][64], char urls[][512], int max)
+{
+    lua_State *L = h->L;
+    int top = lua_gettop(L), n = 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->api_ref);
+    lua_getfield(L, -1, "conf");
+    lua_pushstring(L, "lab");
+    if (guarded_call(h, 1, 1) != 0 || !lua_istable(L, -1)) {
+        log_error("lua/conf/lab.lua: %s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "no table");
+        goto out;
+    }
+    lua_getfield(L, -1, "regions");
+    if (guarded_call(h, 0, 1) != 0 || !lua_istable(L, -1))
+        goto out;
+    for (int i = 1; n < max; i++) {
+        lua_rawgeti(L, -1, i);
+        if (!lua_istable(L, -1))
+            break;
+        lua_getfield(L, -1, "name");
+        lua_getfield(L, -2, "url");
+        if (lua_isstring(L, -2) && lua_isstring(L, -1)) {
+            snprintf(names[n], 64, "%s", lua_tostring(L, -2));
+            snprintf(urls[n], 512, "%s", lua_tostring(L, -1));
+            n++;
+        }
+        lua_pop(L, 3);
+    }
+out:
+    lua_settop(L, top);
+    return n;
+}
+
+int lua_host_load_policy(struct lua_host *h, const char *name, char *err, size_t errlen)
+{
+    lua_State *L = h->L;
+    int top = lua_gettop(L);
+    char path[512];
+    if (stage_policy(h, name, path, sizeof path, err, errlen) < 0)
+        goto fail;
     struct policy *p = find_policy(h, name);
     if (!p) {
         if (h->npolicies == MAX_POLICIES) {
@@ -410,17 +582,12 @@ int lua_host_load_role(struct lua_host *h, const char *name, char *err, size_t e
     lua_State *L = h->L;
     int top = lua_gettop(L);
     char path[512];
-    if (run_file(h, "roles", name, 0, path, sizeof path, err, errlen) < 0)
+    if (stage_role(h, name, path, sizeof path, err, errlen) < 0)
         goto fail;
-    lua_getfield(L, -1, "handle");
-    if (!lua_istable(L, -2) || !lua_isfunction(L, -1)) {
-        snprintf(err, errlen, "%s: the file must return a table with a handle(req) function", path);
-        goto fail;
-    }
-    lua_pop(L, 1);
     if (h->role_ref != LUA_NOREF)
         luaL_unref(L, LUA_REGISTRYINDEX, h->role_ref);
     h->role_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    snprintf(h->role_name, sizeof h->role_name, "%s", name);
     lua_settop(L, top);
     log_info("role %s loaded from %s", name, path);
     return 0;
@@ -460,10 +627,23 @@ void lua_host_push_role_field(struct lua_host *h, const char *field)
     lua_remove(h->L, -2);
 }
 
+static void count_call(struct lua_host *h, struct policy *p)
+{
+    if (!h->m_calls)
+        return;
+    if (!p->m_calls) {
+        const char *v[1] = {p->name};
+        p->m_calls = metric_series(h->m_calls, v);
+    }
+    metric_add(p->m_calls, 1);
+}
+
 /* Pushes policy.fn; @return 0, or -1 (nothing pushed) when either is missing. */
 static int push_policy_fn(struct lua_host *h, const char *policy, const char *fn)
 {
     struct policy *p = find_policy(h, policy);
+    if (p)
+        count_call(h, p);
     return p ? push_module_fn(h, p->ref, fn) : -1;
 }
 
@@ -533,6 +713,7 @@ static int policy_call(lua_State *L)
         lua_pushfstring(L, "policy failed: policy %s is not loaded", policy);
         return 2;
     }
+    count_call(h, p);
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref);
     lua_getfield(L, -1, fn);
     lua_remove(L, -2);

@@ -35,6 +35,23 @@ struct lua_State *lua_host_state(struct lua_host *h);
  * @return 0, or -1 with "file:line: message" in err (the old version keeps serving).
  */
 int lua_host_load_policy(struct lua_host *h, const char *name, char *err, size_t errlen);
+/*
+ * Reloads every loaded policy file and the role file (a transaction): all are compiled
+ * and initialised first (library modules read afresh); only if all succeed do they replace
+ * the old ones. Tasks already running finish on the code they started with.
+ * @return 0 with the files' paths appended to files (one a line; files may be NULL), or
+ *         -1 with "file:line: message" in err: the old versions keep serving.
+ */
+struct buf;
+int lua_host_reload(struct lua_host *h, struct buf *files, char *err, size_t errlen);
+
+/* counterd.shared from C: a number, or NaN to delete / for a missing or non-number key. */
+void lua_host_shared_set_number(struct lua_host *h, const char *key, double v);
+double lua_host_shared_get_number(struct lua_host *h, const char *key);
+
+/* The regions of lua/conf/lab.lua (names and URLs). @return how many (0 on error, logged). */
+int lua_host_lab_regions(struct lua_host *h, char names[][64], char urls[][512], int max);
+
 /* Whether a policy of that name is loaded. */
 int lua_host_has_policy(struct lua_host *h, const char *name);
 

@@ -18,7 +18,7 @@
 #define COUNTERD_DEFAULT_WEB_DIR "web"
 #endif
 
-enum kind { K_STR, K_INT, K_PEERS };
+enum kind { K_STR, K_INT, K_PEERS, K_BOOL };
 
 struct option {
     const char *flag, *env;
@@ -39,7 +39,8 @@ struct option {
     }
 
 static const struct option options[] = {
-    STR(role, "--role", "COUNTERD_ROLE", "role of this process: region | coordinator | gateway"),
+    STR(role, "--role", "COUNTERD_ROLE",
+        "role of this process: region | coordinator | gateway | strong"),
     STR(bind, "--bind", "COUNTERD_BIND", "address to listen on (default 127.0.0.1)"),
     INT(port, "--port", "SERVICE_PORT", 1, 65535, "port to listen on (default 8000)"),
     STR(region, "--region", "REGION", "region name (default us-east)"),
@@ -76,6 +77,10 @@ static const struct option options[] = {
         "coordinator, gateway: timeout of a call to a region (default 2000)"),
     STR(web_dir, "--web-dir", "COUNTERD_WEB_DIR",
         "gateway: folder of the dashboard served at / (default: the source tree's web/)"),
+    STR(strong_url, "--strong", "STRONG_URL",
+        "gateway: the strong counter's base URL (default: lua/conf/lab.lua)"),
+    {"--watch", "COUNTERD_WATCH", K_BOOL, offsetof(struct config, watch), 0, 0, 1,
+     "reload the Lua files when one changes (flag; env: 1)"},
 };
 #define NOPTIONS (sizeof options / sizeof *options)
 
@@ -118,6 +123,14 @@ static int set_option(struct config *c, const struct option *o, const char *name
     char *base = (char *)c;
     if (o->kind == K_PEERS)
         return set_peers(c, v, err, errlen);
+    if (o->kind == K_BOOL) {
+        if (strcmp(v, "1") && strcmp(v, "true") && strcmp(v, "0") && strcmp(v, "false")) {
+            snprintf(err, errlen, "%s must be 1, true, 0 or false, not '%s'", name, v);
+            return -1;
+        }
+        *(int *)(base + o->off) = !strcmp(v, "1") || !strcmp(v, "true");
+        return 0;
+    }
     if (o->kind == K_STR) {
         if (strlen(v) >= o->size) {
             snprintf(err, errlen, "%s: value longer than %zu bytes", name, o->size - 1);
@@ -186,6 +199,8 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
             snprintf(err, errlen, "unknown option '%s' (see --help)", arg);
             return -1;
         }
+        if (!value && o->kind == K_BOOL)
+            value = "1";
         if (!value) {
             if (a + 1 >= argc) {
                 snprintf(err, errlen, "%s needs a value", o->flag);
@@ -198,8 +213,10 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
     }
     if (!c->node_id[0])
         snprintf(c->node_id, sizeof c->node_id, "%.60s-1", c->region);
-    if (strcmp(c->role, "region") && strcmp(c->role, "coordinator") && strcmp(c->role, "gateway")) {
-        snprintf(err, errlen, "unknown role '%s' (region, coordinator or gateway)", c->role);
+    if (strcmp(c->role, "region") && strcmp(c->role, "coordinator") && strcmp(c->role, "gateway") &&
+        strcmp(c->role, "strong")) {
+        snprintf(err, errlen, "unknown role '%s' (region, coordinator, gateway or strong)",
+                 c->role);
         return -1;
     }
     if (!gcounter_name_valid(c->node_id, strlen(c->node_id))) {

@@ -35,6 +35,8 @@ struct config {
     char coordinator_url[256];
     int request_timeout_up_ms; /* calls from a role to the services behind it */
     char web_dir[512];         /* gateway: the dashboard's files (web/) */
+    char strong_url[256];      /* gateway: the strong counter, for /api/compare */
+    int watch;                 /* reload the Lua files when one changes */
 };
 
 /*

@@ -26,6 +26,7 @@
 #include "../obs/metrics.h"
 #include "config.h"
 #include "gateway.h"
+#include "reload.h"
 
 int lua_api_json_encode_at(lua_State *L, int idx, struct buf *b);
 
@@ -37,6 +38,7 @@ struct luarole {
     struct lua_host *lua;
     struct http_client *client;
     struct http_server *server;
+    struct reload *reload;
     struct buf out;
 };
 
@@ -204,6 +206,13 @@ static void handle(struct http_request *req, void *arg)
         return;
     if (serve_static(lr, req))
         return;
+    if (req->path_len == 13 && !memcmp(req->path, "/admin/reload", 13)) {
+        if (req->method == HTTP_M_POST)
+            reload_handle(lr->reload, req);
+        else
+            http_respond_error(req, 405, "method_not_allowed", "use POST");
+        return;
+    }
     if (req->path_len == 8 && !memcmp(req->path, "/metrics", 8) &&
         (req->method == HTTP_M_GET || req->method == HTTP_M_HEAD)) {
         buf_reset(&lr->out);
@@ -249,6 +258,10 @@ static int push_config(lua_State *L, const struct config *cfg, char *err, size_t
     if (cfg->coordinator_url[0]) {
         lua_pushstring(L, cfg->coordinator_url);
         lua_setfield(L, -2, "coordinator_url");
+    }
+    if (cfg->strong_url[0]) {
+        lua_pushstring(L, cfg->strong_url);
+        lua_setfield(L, -2, "strong_url");
     }
     if (cfg->region_endpoints[0]) {
         lua_newtable(L);
@@ -349,6 +362,7 @@ struct luarole *luarole_new(struct event_base *base, const struct config *cfg, c
         }
         lr->web_dir = xstrdup(cfg->web_dir);
     }
+    lr->reload = reload_new(base, lr->lua, cfg, lr->metrics);
     struct http_server_opts so = {.bind_addr = cfg->bind,
                                   .port = cfg->port,
                                   .max_conns = cfg->max_conns,
@@ -369,6 +383,7 @@ void luarole_free(struct luarole *lr)
         return;
     /* Tasks first (they own pending answers and calls), then the server, then curl. */
     gateway_free(lr->gateway);
+    reload_free(lr->reload);
     lua_host_free(lr->lua);
     http_server_free(lr->server);
     http_client_free(lr->client);

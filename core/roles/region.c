@@ -24,12 +24,16 @@
 #include "../net/server.h"
 #include "../net/url.h"
 #include "../obs/metrics.h"
+#include "../repl/replica.h"
 #include "../repl/replication.h"
 #include "../store/dedup.h"
 #include "../store/failover.h"
 #include "../store/gcounter.h"
+#include "../store/strongrep.h"
 #include "../store/wal.h"
 #include "config.h"
+#include "reqbody.h"
+#include "reload.h"
 
 #include <event2/event.h>
 
@@ -48,6 +52,9 @@ struct region {
     struct gstore *store;
     struct dedup *dedup;
     struct failovers *failovers;
+    struct strongrep *strong; /* this node's replica of the strong counter */
+    struct replica replica;
+    struct reload *reload;
     struct metrics *metrics;
     struct lua_host *lua;
     struct http_client *client;
@@ -189,19 +196,23 @@ static void respond_out(struct http_request *req, struct region *rg, int status)
 
 /* ---------------------------------------------------------------- durability */
 
-/* An answer held until the record it acknowledges is fsynced (fsync=always). */
+/* An answer held until the record it acknowledges is durable: under fsync=always, or
+ * (need_sync) a strong-counter replica's answer, which waits for fsync under any policy. */
 struct durable_wait {
     struct durable_wait *next;
     struct http_request *req;
     uint64_t pos;
+    int need_sync;
     size_t len;
     char body[];
 };
 
-/* Answers rg->out for req once the log is durable up to pos (now, unless fsync=always). */
-static void respond_durable(struct region *rg, struct http_request *req, uint64_t pos)
+/* Answers rg->out for req once the log is durable up to pos (now, unless fsync=always
+ * or need_sync). */
+static void respond_durable_ex(struct region *rg, struct http_request *req, uint64_t pos,
+                               int need_sync)
 {
-    if (!rg->wal || wal_policy(rg->wal) != WAL_FSYNC_ALWAYS) {
+    if (!rg->wal || (wal_policy(rg->wal) != WAL_FSYNC_ALWAYS && !need_sync) || pos == 0) {
         /* The server writes the log (before_flush) before this answer leaves. */
         http_respond_json(req, 200, rg->out.data, rg->out.len);
         buf_trim(&rg->out, 1u << 20);
@@ -211,6 +222,7 @@ static void respond_durable(struct region *rg, struct http_request *req, uint64_
     w->next = NULL;
     w->req = req;
     w->pos = pos;
+    w->need_sync = need_sync;
     w->len = rg->out.len;
     memcpy(w->body, rg->out.data, rg->out.len);
     if (rg->waits_tail)
@@ -220,17 +232,25 @@ static void respond_durable(struct region *rg, struct http_request *req, uint64_
     rg->waits_tail = w;
 }
 
-/* Releases the held answers whose records are durable now (they are in log order). */
+static void respond_durable(struct region *rg, struct http_request *req, uint64_t pos)
+{
+    respond_durable_ex(rg, req, pos, 0);
+}
+
+/*
+ * Releases the held answers whose records are durable now. They are in log order, and
+ * the fsynced position never passes the durable one, so the head is always the next.
+ */
 static void release_durable(struct region *rg)
 {
-    uint64_t durable = wal_durable(rg->wal);
+    uint64_t durable = wal_durable(rg->wal), synced = wal_synced(rg->wal);
     int failed = wal_failed(rg->wal);
-    while (rg->waits && (rg->waits->pos <= durable || failed)) {
+    while (rg->waits && (rg->waits->pos <= (rg->waits->need_sync ? synced : durable) || failed)) {
         struct durable_wait *w = rg->waits;
         rg->waits = w->next;
         if (!rg->waits)
             rg->waits_tail = NULL;
-        if (w->pos <= durable)
+        if (w->pos <= (w->need_sync ? synced : durable))
             http_respond_json(w->req, 200, w->body, w->len);
         else
             http_respond_error(w->req, 503, "unavailable",
@@ -291,73 +311,15 @@ static void h_metrics(struct region *rg, struct http_request *req)
     buf_trim(&rg->out, 1u << 20);
 }
 
-/* Answers 400 unless body is empty or a JSON object; @return the object, or NULL. */
-static const struct json *parse_object(struct region *rg, struct http_request *req, int *answered)
-{
-    static const struct json empty = {.type = JSON_OBJ};
-    *answered = 0;
-    size_t i = 0;
-    while (i < req->body_len && (req->body[i] == ' ' || req->body[i] == '\n' ||
-                                 req->body[i] == '\r' || req->body[i] == '\t'))
-        i++;
-    if (i == req->body_len)
-        return &empty;
-    const struct json *root = json_parse(&rg->parser, req->body, req->body_len);
-    if (!root) {
-        http_respond_error(req, 400, "bad_json", "body is not valid JSON: %s", rg->parser.err);
-        *answered = 1;
-        return NULL;
-    }
-    if (root->type != JSON_OBJ) {
-        http_respond_error(req, 400, "bad_json", "body must be a JSON object, not %s",
-                           json_type_name(root->type) /* "array", "string", ... */);
-        *answered = 1;
-        return NULL;
-    }
-    return root;
-}
-
 static void h_increment(struct region *rg, struct http_request *req)
 {
-    int answered;
-    const struct json *root = parse_object(rg, req, &answered);
-    if (!root)
+    struct incr_body ib;
+    if (reqbody_increment(&rg->parser, req, &ib) < 0)
         return;
-
-    const char *name = "views";
-    size_t nlen = 5;
-    const struct json *v = json_get(root, "counter_name");
-    if (v && v->type != JSON_NULL) {
-        if (v->type != JSON_STR) {
-            http_respond_error(req, 400, "bad_field", "counter_name must be a string, not %s",
-                               json_type_name(v->type));
-            return;
-        }
-        name = v->u.s;
-        nlen = v->len;
-    }
-    if (!gcounter_name_valid(name, nlen)) {
-        http_respond_error(req, 400, "bad_name",
-                           "counter_name must be 1-200 bytes of [A-Za-z0-9_.:-]");
-        return;
-    }
-    int64_t amount = 1;
-    v = json_get(root, "amount");
-    if (v && v->type != JSON_NULL) {
-        if (v->type != JSON_INT) {
-            if (v->flags & JSON_F_BIGINT)
-                http_respond_error(req, 400, "bad_field",
-                                   "amount must be an integer in the signed 64-bit range");
-            else if (v->type == JSON_NUM)
-                http_respond_error(req, 400, "bad_field",
-                                   "amount must be an integer, without fraction or exponent");
-            else
-                http_respond_error(req, 400, "bad_field", "amount must be an integer, not %s",
-                                   json_type_name(v->type));
-            return;
-        }
-        amount = v->u.i;
-    }
+    const struct json *root = ib.root, *v;
+    const char *name = ib.name;
+    size_t nlen = ib.nlen;
+    int64_t amount = ib.amount;
     const char *token = NULL;
     size_t tlen = 0;
     v = json_get(root, "idempotency_token");
@@ -545,8 +507,8 @@ static void h_partition_get(struct region *rg, struct http_request *req)
 
 static void h_partition_set(struct region *rg, struct http_request *req)
 {
-    int answered, enabled;
-    const struct json *root = parse_object(rg, req, &answered);
+    int enabled;
+    const struct json *root = reqbody_object(&rg->parser, req);
     if (!root)
         return;
     const struct json *v = json_get(root, "enabled");
@@ -605,6 +567,33 @@ static void h_force_sync(struct region *rg, struct http_request *req)
     repl_sync_now(rg->repl, force_sync_done, fs);
 }
 
+/* ---------------------------------------------------------------- strong replica */
+
+/*
+ * POST /strong/prepare and /strong/accept from the strong leader: replication like /sync,
+ * so the partition switch and the faults policy apply to it the same way.
+ */
+static void h_strong(struct region *rg, struct http_request *req)
+{
+    const char *from = http_request_header(req, "X-Counterd-Node");
+    if (!from)
+        from = "strong";
+    int partitioned = repl_partitioned(rg->repl), delay_ms = 0;
+    int a =
+        lua_host_faults_decide(rg->lua, "in", from, rg->node_id, "strong", partitioned, &delay_ms);
+    if (partitioned || a == 1) {
+        http_respond_error(req, 503, "partitioned",
+                           partitioned ? "this node is partitioned: it takes no replication"
+                                       : "the faults policy drops strong replication from %s",
+                           from);
+        return;
+    }
+    int64_t pos = replica_handle(&rg->replica, req, &rg->out);
+    if (pos < 0)
+        return;
+    respond_durable_ex(rg, req, (uint64_t)pos, 1);
+}
+
 /* ---------------------------------------------------------------- routing */
 
 static int path_is(const struct http_request *req, const char *p)
@@ -630,9 +619,13 @@ static void handle(struct http_request *req, void *arg)
     enum http_verb m = req->method;
     int get = m == HTTP_M_GET || m == HTTP_M_HEAD, post = m == HTTP_M_POST;
     buf_reset(&rg->out);
-    if (((req->path_len >= 7 && memcmp(req->path, "/admin/", 7) == 0) || path_is(req, "/sync")) &&
+    int strong = req->path_len > 8 && memcmp(req->path, "/strong/", 8) == 0;
+    if (((req->path_len >= 7 && memcmp(req->path, "/admin/", 7) == 0) || path_is(req, "/sync") ||
+         strong) &&
         http_refuse_unauthorized(req, rg->admin_token))
         return;
+    if (strong)
+        return h_strong(rg, req);
 
     if (path_is(req, "/increment")) {
         if (!post)
@@ -670,6 +663,11 @@ static void handle(struct http_request *req, void *arg)
         if (post)
             return h_partition_set(rg, req);
         return method_not_allowed(req, "GET, HEAD, POST");
+    }
+    if (path_is(req, "/admin/reload")) {
+        if (!post)
+            return method_not_allowed(req, "POST");
+        return reload_handle(rg->reload, req);
     }
     if (path_is(req, "/admin/force-sync")) {
         if (!post)
@@ -796,12 +794,16 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
     gstore_expect_replicas(rg->store, cfg->npeers + 1);
     rg->dedup = dedup_new(DEDUP_MAX, DEDUP_WINDOW_S);
     rg->failovers = failovers_new();
+    rg->strong = strongrep_new();
     rg->admin_token = cfg->admin_token[0] ? xstrdup(cfg->admin_token) : NULL;
     char rid[GSTORE_REPLICA_NAME_MAX + 1];
     if (cfg->data_dir[0]) {
-        struct wal_opts wo = {cfg->data_dir, cfg->node_id,
+        struct wal_opts wo = {cfg->data_dir,
+                              cfg->node_id,
                               (enum wal_fsync)wal_parse_fsync(cfg->fsync),
-                              (size_t)cfg->snapshot_bytes, rg->failovers};
+                              (size_t)cfg->snapshot_bytes,
+                              rg->failovers,
+                              rg->strong};
         struct wal_info info;
         rg->wal = wal_open(&wo, rg->store, rg->dedup, &info, err, errlen);
         if (!rg->wal) {
@@ -826,6 +828,7 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
     rg->self_node = node_of(rg, rg->self);
     rg->metrics = metrics_new();
     json_parser_init(&rg->parser);
+    rg->replica = (struct replica){rg->strong, rg->wal, rg->node_id, rg->region, &rg->parser};
 
     const char *id3[3] = {"counter", cfg->region, cfg->node_id};
     rg->m_local = metric_series(metrics_add(rg->metrics, METRIC_GAUGE, "counter_local_count",
@@ -863,6 +866,7 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
     if (lua_host_load_policy(rg->lua, "faults", lerr, sizeof lerr) < 0)
         log_error("faults policy not loaded, replication runs without it: %s", lerr);
 
+    rg->reload = reload_new(base, rg->lua, cfg, rg->metrics);
     rg->client = http_client_new(base);
     char auth[300];
     snprintf(auth, sizeof auth, "Authorization: Bearer %s", cfg->admin_token);
@@ -925,10 +929,12 @@ void region_free(struct region *rg)
     if (rg->wal)
         wal_close(rg->wal); /* writes the rest, fsyncs, marks the directory clean */
     http_client_free(rg->client);
+    reload_free(rg->reload);
     lua_host_free(rg->lua);
     metrics_free(rg->metrics);
     dedup_free(rg->dedup);
     failovers_free(rg->failovers);
+    strongrep_free(rg->strong);
     gstore_free(rg->store);
     json_parser_free(&rg->parser);
     buf_free(&rg->out);
