@@ -686,12 +686,15 @@ class Topology:
 
     region_args: extra flags of every region, or a function (index) -> flags.
     region_env: {index: {VAR: value}} set while that region starts (first start only).
+    strong: also start the strong counter (--role strong, replicas on the regions) as
+    .strong; the gateway is told its URL either way.
     Each region Server gets .region and .node_id attributes."""
 
     def __init__(self, region_args=(), coordinator_args=(), gateway_args=(),
-                 sync_interval_ms=60000, regions=LAB_REGIONS, region_env=None):
+                 sync_interval_ms=60000, regions=LAB_REGIONS, region_env=None,
+                 strong=False, strong_args=()):
         n = len(regions)
-        ports = free_ports(n + 2)
+        ports = free_ports(n + 3)
         self.region_env = dict(region_env or {})
         self.regions = []
         for i, (region, node_id) in enumerate(regions):
@@ -706,13 +709,20 @@ class Topology:
         self.endpoints = ",".join("%s=%s" % (r.region, r.url) for r in self.regions)
         self.coordinator = Server(["--role", "coordinator", "--regions", self.endpoints] +
                                   list(coordinator_args), port=ports[n], name="coordinator")
+        self.strong = None
+        if strong:
+            self.strong = Server(["--role", "strong", "--region", regions[0][0], "--regions",
+                                  self.endpoints] + list(strong_args), port=ports[n + 2],
+                                 name="strong")
         self.gateway = Server(["--role", "gateway", "--regions", self.endpoints,
-                               "--coordinator", "http://%s:%d" % (HOST, ports[n])] +
+                               "--coordinator", "http://%s:%d" % (HOST, ports[n]),
+                               "--strong", "http://%s:%d" % (HOST, ports[n + 2])] +
                               list(gateway_args), port=ports[n + 1], name="gateway")
 
     @property
     def servers(self):
-        return self.regions + [self.coordinator, self.gateway]
+        extra = [self.strong] if self.strong else []
+        return self.regions + [self.coordinator] + extra + [self.gateway]
 
     def region(self, name):
         for r in self.regions:
