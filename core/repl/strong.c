@@ -194,15 +194,16 @@ static int read_prepare(struct exchange *ex, const struct json *root)
     return 0;
 }
 
-/* The answer of a leg, after its return delay. */
-static void leg_answer(struct leg *l)
+/* The answer of a leg, after its return delay. The leg (and its exchange) may be freed
+ * by the time this returns; body is the caller's. */
+static void leg_answer(struct leg *l, const char *body)
 {
     struct exchange *ex = l->ex;
     struct strong *s = ex->s;
     char why[160];
     struct json_parser p;
     json_parser_init(&p);
-    const struct json *root = l->body ? json_parse(&p, l->body, strlen(l->body)) : NULL;
+    const struct json *root = body ? json_parse(&p, body, strlen(body)) : NULL;
     const struct json *nid = root ? json_get(root, "node_id") : NULL;
     if (nid && nid->type == JSON_STR &&
         (!s->replica_ids[l->idx] || strcmp(s->replica_ids[l->idx], nid->u.s) != 0)) {
@@ -238,9 +239,10 @@ static void on_return_delay(evutil_socket_t fd, short what, void *arg)
     struct leg *l = arg;
     event_free(l->timer);
     l->timer = NULL;
-    leg_answer(l);
-    free(l->body);
+    char *body = l->body;
     l->body = NULL;
+    leg_answer(l, body);
+    free(body);
 }
 
 static void on_leg_result(const struct http_result *res, void *arg)
@@ -264,16 +266,14 @@ static void on_leg_result(const struct http_result *res, void *arg)
         leg_end(l, 0, "answer dropped by the faults policy");
         return;
     }
-    l->body = xstrndup(res->body, res->len);
     if (a == 2 && delay_ms > 0) {
+        l->body = xstrndup(res->body, res->len);
         l->timer = evtimer_new(s->base, on_return_delay, l);
         struct timeval tv = {delay_ms / 1000, (delay_ms % 1000) * 1000};
         evtimer_add(l->timer, &tv);
         return;
     }
-    leg_answer(l);
-    free(l->body);
-    l->body = NULL;
+    leg_answer(l, res->body);
 }
 
 static void leg_send(struct leg *l)

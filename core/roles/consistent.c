@@ -188,9 +188,10 @@ static void h_coordination_delay(struct consistent *c, struct http_request *req,
                                "delay_ms is required (query parameter): 0-60000, or default");
             return;
         }
-        char *end;
-        long v = strcmp(q, "default") ? strtol(q, &end, 10) : -1;
-        if (v != -1 && (end == q || *end || v < 0 || v > 60000)) {
+        char *end = q;
+        int dflt = !strcmp(q, "default");
+        long v = dflt ? -1 : strtol(q, &end, 10);
+        if (!dflt && (end == q || *end || v < 0 || v > 60000)) {
             http_respond_error(req, 400, "bad_field",
                                "delay_ms must be an integer from 0 to 60000, or default");
             return;

@@ -1,0 +1,258 @@
+"""
+85_strong_quorum.py - the strong counter: API.md's endpoints field by field, and the
+quorum guarantee through the real binaries.
+
+Three region nodes (each hosting one replica, with a data dir), a coordinator, the strong
+leader (--role strong) and a gateway. The WAN latency model of lua/policies/faults.lua is
+on, as in the lab.
+
+- The API: /health, /increment (defaults), /counter/{name}, /counters, errors.
+- Quorum: with two regions partitioned, strong increments fail with 503 no_quorum and
+  change nothing, while eventual increments through the gateway keep succeeding; one
+  partitioned region is fine (2 of 3 is a majority); after healing the value is exact.
+- Latency: a strong increment waits for a majority round across the WAN (us-east's leader
+  and the nearest other region, us-west, ~35 ms each way), so it is much slower than an
+  eventual one; POST /admin/coordination-delay replaces the model for strong traffic.
+- Concurrency: increments from many clients are ordered: every answer's value is distinct
+  and the final value is the sum.
+- Durability: after SIGKILL of the leader and of every region, all restarted, the value
+  is every acknowledged increment exactly (replicas fsync before they accept).
+- Two leaders: a second leader takes over with a higher epoch; the first one's next round
+  is refused (stale epoch), it recovers, and its following increments include the second
+  leader's: no acknowledged increment is lost.
+"""
+
+import concurrent.futures
+import shutil
+import tempfile
+import time
+import unittest
+
+import harness
+
+
+def strong_incr(srv, name, amount=1, status=200):
+    with srv.client(timeout=15) as c:
+        return c.post_json("/increment", {"counter_name": name, "amount": amount}, status)
+
+
+def strong_value(srv, name):
+    with srv.client() as c:
+        return c.get_json("/counter/%s" % name)["value"]
+
+
+def set_partition(topo, region, on):
+    with topo.region(region).client() as c:
+        c.post_json("/admin/partition", {"enabled": on})
+
+
+class StrongTest(harness.ServerTestCase):
+    def setUp(self):
+        super().setUp()
+        self.data = tempfile.mkdtemp(prefix="counterd-strong-")
+        self.addCleanup(shutil.rmtree, self.data, True)
+        self.topo = harness.Topology(
+            region_args=lambda i: ["--data-dir", "%s/r%d" % (self.data, i)], strong=True)
+        self.topo.start(self.addCleanup)
+        self.strong = self.topo.strong
+        self.wait_ready(self.strong)
+
+    def wait_ready(self, srv, timeout=10):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with srv.client() as c:
+                h = c.get_json("/health")
+            if h.get("ready"):
+                return h
+            time.sleep(0.05)
+        self.fail("the strong leader did not recover from a majority in %d s" % timeout)
+
+    def test_api_fields(self):
+        with self.strong.client() as c:
+            h = c.get_json("/health")
+            self.assertEqual(h["status"], "ok")
+            self.assertEqual(h["service"], "counter-consistent")
+            a = c.post_json("/increment", {"counter_name": "s1", "amount": 5})
+            self.assertEqual(set(a), {"counter", "value", "consistency", "lock_wait_ms",
+                                      "coordination_delay_ms", "total_latency_ms"})
+            self.assertEqual(a["counter"], "s1")
+            self.assertEqual(a["value"], 5)
+            self.assertIsCount(a["value"])
+            self.assertEqual(a["consistency"], "strong")
+            for k in ("lock_wait_ms", "coordination_delay_ms", "total_latency_ms"):
+                self.assertIsInstance(a[k], (int, float), k)
+                self.assertGreaterEqual(a[k], 0, k)
+            self.assertGreaterEqual(a["total_latency_ms"], a["coordination_delay_ms"])
+            # Defaults: counter "views", amount 1.
+            d = c.post_json("/increment", {})
+            self.assertEqual((d["counter"], d["value"]), ("views", 1))
+            r = c.get_json("/counter/s1")
+            self.assertEqual(r, {"counter": "s1", "value": 5, "consistency": "strong",
+                                 "note": "This value is guaranteed to be the latest"})
+            self.assertEqual(c.get_json("/counter/never")["value"], 0)
+            all_ = c.get_json("/counters")
+            self.assertEqual(all_, {"counters": {"s1": 5, "views": 1},
+                                    "consistency": "strong"})
+            # Bad input: 400 with a detail naming the field; nothing changes.
+            self.assertError(c.post("/increment", {"counter_name": "s1", "amount": 1.5}), 400,
+                             "bad_field", detail_contains="amount")
+            self.assertError(c.post("/increment", {"counter_name": "s1", "amount": "2"}), 400,
+                             "bad_field", detail_contains="amount")
+            self.assertError(c.post("/increment", {"counter_name": "bad name"}), 400,
+                             "bad_name", detail_contains="counter_name")
+            self.assertError(c.post("/increment", b"{nope"), 400, "bad_json")
+            self.assertError(c.post("/increment", {"counter_name": "s1",
+                                                   "amount": 2 ** 63}), 400, "bad_field")
+            self.assertError(c.get("/increment"), 405, "method_not_allowed")
+            self.assertError(c.get("/nowhere"), 404, "not_found")
+            self.assertError(c.get("/counter/a%20b"), 400, "bad_name")
+            self.assertEqual(c.get_json("/counter/s1")["value"], 5)
+            # Overflow: 409, nothing applied.
+            c.post_json("/increment", {"counter_name": "big", "amount": 2 ** 63 - 1})
+            self.assertError(c.post("/increment", {"counter_name": "big", "amount": 1}), 409,
+                             "overflow")
+            self.assertEqual(c.get_json("/counter/big")["value"], 2 ** 63 - 1)
+            # Metrics of API.md.
+            text = c.get("/metrics").text()
+        samples = harness.parse_metrics(text)
+        self.assertEqual(harness.metric_values(samples, "consistent_counter_value",
+                                               counter_name="s1"), [5.0])
+        self.assertEqual(harness.metric_values(samples, "consistent_counter_increments_total",
+                                               counter_name="s1"), [1.0])
+        for name in ("consistent_counter_increment_latency_seconds_count",
+                     "consistent_counter_lock_wait_seconds_count"):
+            self.assertEqual(harness.metric_values(samples, name), [3.0], name)
+
+    def test_no_quorum_without_a_majority_and_exact_after_heal(self):
+        strong_incr(self.strong, "q", 3)
+        # One region partitioned: 2 of 3 replicas still make a majority.
+        set_partition(self.topo, "eu-west", True)
+        self.assertEqual(strong_incr(self.strong, "q", 1)["value"], 4)
+        # Two partitioned: no majority. Strong fails and applies nothing...
+        set_partition(self.topo, "us-west", True)
+        for _ in range(3):
+            with self.strong.client(timeout=15) as c:
+                body = self.assertError(c.post("/increment", {"counter_name": "q", "amount": 100}),
+                                        503, "no_quorum")
+            self.assertIn("nothing was applied", body["detail"])
+            self.assertIn("us-west", body["detail"])
+        self.assertEqual(strong_value(self.strong, "q"), 4)
+        # ...while eventual increments through the gateway keep succeeding (AP beside CP).
+        with self.topo.gateway.client() as g:
+            for _ in range(10):
+                g.post_json("/api/increment", {"counter_name": "q_eventual", "amount": 1})
+        # Heal: strong works again, and its value is exact.
+        set_partition(self.topo, "us-west", False)
+        set_partition(self.topo, "eu-west", False)
+        self.assertEqual(strong_incr(self.strong, "q", 1)["value"], 5)
+        self.assertEqual(strong_value(self.strong, "q"), 5)
+        # The failed proposals are gone from the replicas too: a new leader, recovering
+        # from them, finds 5.
+        self.strong.stop()
+        self.strong.start()
+        self.wait_ready(self.strong)
+        self.assertEqual(strong_value(self.strong, "q"), 5)
+
+    def test_strong_is_slower_than_eventual_by_the_wan_round(self):
+        strong_ms = [strong_incr(self.strong, "lat")["total_latency_ms"] for _ in range(5)]
+        with self.topo.gateway.client() as g:
+            eventual_ms = [g.post_json("/api/increment", {"counter_name": "lat"})["latency_ms"]
+                           for _ in range(5)]
+        # us-east's leader needs us-west (35 ms each way) for its majority.
+        self.assertGreater(min(strong_ms), 60, strong_ms)
+        self.assertGreater(min(strong_ms), 5 * max(eventual_ms), (strong_ms, eventual_ms))
+        with self.strong.client() as c:
+            r = c.post_json("/admin/coordination-delay?delay_ms=0")
+            self.assertEqual(r["coordination_delay_ms"], 0)
+            self.assertIsInstance(r["message"], str)
+            fast = [c.post_json("/increment", {"counter_name": "lat"})["coordination_delay_ms"]
+                    for _ in range(5)]
+            self.assertLess(min(fast), 30, fast)
+            c.post_json("/admin/coordination-delay?delay_ms=100")
+            slow = c.post_json("/increment", {"counter_name": "lat"})
+            self.assertGreaterEqual(slow["coordination_delay_ms"], 195)
+            back = c.post_json("/admin/coordination-delay?delay_ms=default")
+            self.assertIsNone(back["coordination_delay_ms"])
+            self.assertError(c.post("/admin/coordination-delay?delay_ms=-1"), 400, "bad_field",
+                             detail_contains="delay_ms")
+            self.assertError(c.post("/admin/coordination-delay"), 400, "bad_field",
+                             detail_contains="delay_ms")
+        self.assertEqual(strong_value(self.strong, "lat"), 11)
+
+    def test_concurrent_increments_are_ordered(self):
+        threads, each = 16, 8
+
+        def worker(_):
+            return [strong_incr(self.strong, "order")["value"] for _ in range(each)]
+
+        with concurrent.futures.ThreadPoolExecutor(threads) as ex:
+            values = [v for vs in ex.map(worker, range(threads)) for v in vs]
+        self.assertEqual(sorted(values), list(range(1, threads * each + 1)))
+        self.assertEqual(strong_value(self.strong, "order"), threads * each)
+
+    def test_kill_everything_loses_no_acknowledged_increment(self):
+        acked = sum(strong_incr(self.strong, "dur", 2)["value"] > 0 for _ in range(20)) * 2
+        self.assertEqual(acked, 40)
+        self.strong.kill()
+        for r in self.topo.regions:
+            r.kill()
+        for r in self.topo.regions:
+            r.start(wait=False)
+        for r in self.topo.regions:
+            r.wait_ready()
+        self.strong.start()
+        self.wait_ready(self.strong)
+        self.assertEqual(strong_value(self.strong, "dur"), acked)
+        self.assertEqual(strong_incr(self.strong, "dur", 1)["value"], acked + 1)
+
+    def test_a_second_leader_takes_over_without_losing_increments(self):
+        strong_incr(self.strong, "two", 10)
+        b = self.start_server(["--role", "strong", "--region", "us-east", "--regions",
+                               self.topo.endpoints], name="strong-b")
+        self.wait_ready(b)
+        self.assertEqual(strong_value(b, "two"), 10)
+        self.assertEqual(strong_incr(b, "two", 5)["value"], 15)
+        # The first leader's next round meets promises of a newer epoch: refused, nothing
+        # applied; it recovers and goes on from the value the second one committed.
+        with self.strong.client(timeout=15) as c:
+            r = c.post("/increment", {"counter_name": "two", "amount": 1})
+        self.assertIn(r.status, (200, 503), r.body)
+        deadline = time.monotonic() + 10
+        while True:
+            with self.strong.client(timeout=15) as c:
+                r2 = c.post("/increment", {"counter_name": "two", "amount": 1})
+            if r2.status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertEqual(r2.status, 200, r2.body)
+        expected = 15 + (1 if r.status == 200 else 0) + 1
+        self.assertEqual(r2.json()["value"], expected)
+        with self.strong.client() as c:
+            self.assertGreater(c.get_json("/health")["epoch"], 2)
+
+
+class StrongStartupTest(harness.ServerTestCase):
+    def test_without_replicas_it_refuses_then_serves_when_they_come(self):
+        topo = harness.Topology(strong=True)
+        # Start only the strong leader first: its replicas are not there yet.
+        topo.strong.start(wait=False)
+        self.addCleanup(topo.strong.stop)
+        topo.strong.wait_ready()
+        with topo.strong.client(timeout=15) as c:
+            self.assertEqual(c.get_json("/health")["ready"], False)
+            self.assertError(c.post("/increment", {"counter_name": "x"}), 503, "no_quorum")
+            self.assertError(c.get("/counter/x"), 503, "no_quorum")
+        for r in topo.regions[:2]:
+            r.start()
+            self.addCleanup(r.stop)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with topo.strong.client() as c:
+                if c.get_json("/health")["ready"]:
+                    break
+            time.sleep(0.1)
+        self.assertEqual(strong_incr(topo.strong, "x", 2)["value"], 2)
+
+
+if __name__ == "__main__":
+    unittest.main()
