@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# runbook.sh - runs parts 2, 3, 4, 5 and 7 of demos/runbook.md against a running lab and
+# runbook.sh - runs parts 2 to 7 of demos/runbook.md against a running lab and
 # checks every answer.
 #
 #   ./scripts/lab up && demos/runbook.sh
 #   ./scripts/lab up --base-port 9100 && BASE_PORT=9100 demos/runbook.sh
 #
 # Each step is a ```bash block of runbook.md, found by its name and run exactly as the
-# document shows it; only localhost:8080/8000/8001/8002/8003 are rewritten to the lab's
-# ports when BASE_PORT is not 8000 (gateway BASE_PORT+80, coordinator BASE_PORT, regions
-# BASE_PORT+1..3). The output of the block is then checked with jq against
+# document shows it; only localhost:8080/8000-8004 are rewritten to the lab's ports when
+# BASE_PORT is not 8000 (gateway BASE_PORT+80, coordinator BASE_PORT, regions
+# BASE_PORT+1..3, the strong counter BASE_PORT+4). The output of the block is then checked with jq against
 # ../shared/API.md. Prints one PASS/FAIL line per step (the block's output too on a
 # failure, or always with VERBOSE=1) and exits 1 when any step failed, 2 when the lab is
 # not there.
@@ -38,6 +38,7 @@ P_CO=$BASE_PORT
 P_EAST=$((BASE_PORT + 1))
 P_WEST=$((BASE_PORT + 2))
 P_EU=$((BASE_PORT + 3))
+P_STRONG=$((BASE_PORT + 4))
 REGIONS=(us-east us-west eu-west)
 declare -A PORT_OF=([us-east]=$P_EAST [us-west]=$P_WEST [eu-west]=$P_EU)
 
@@ -58,9 +59,9 @@ block() {
 # The lab's ports instead of the default ones (in one pass, so nothing is rewritten twice).
 rewrite() {
   sed -E -e "s#localhost:8080([^0-9]|\$)#localhost:@P80@\\1#g" \
-         -e "s#localhost:800([0-3])([^0-9]|\$)#localhost:@P0\\1@\\2#g" |
+         -e "s#localhost:800([0-4])([^0-9]|\$)#localhost:@P0\\1@\\2#g" |
     sed -e "s#@P80@#$P_GW#g" -e "s#@P00@#$P_CO#g" -e "s#@P01@#$P_EAST#g" \
-        -e "s#@P02@#$P_WEST#g" -e "s#@P03@#$P_EU#g"
+        -e "s#@P02@#$P_WEST#g" -e "s#@P03@#$P_EU#g" -e "s#@P04@#$P_STRONG#g"
 }
 
 # Runs block $1; its output is left in $OUT, its exit status in $RC.
@@ -426,6 +427,50 @@ for r in "${REGIONS[@]}"; do
     '.total_count == $want' --argjson want "$want"
 done
 finish_step verify-convergence "global_count $(jq -c '.[0].global_count' <<< "$v" 2> /dev/null)"
+
+# ------------------------------------------------------------------------ part 6
+
+strong_before=$(get "$P_STRONG" /counter/strong_test | jq -e '.value') || strong_before=x
+run_block run-comparison
+v=$(json_values)
+check "one answer with iterations, eventual_consistency, strong_consistency, speedup, conclusion" "$v" \
+  'length == 1 and (.[0] | has("iterations") and has("eventual_consistency") and has("strong_consistency") and has("speedup") and has("conclusion"))'
+check "iterations 30" "$v" '.[0].iterations == 30'
+for side in eventual_consistency strong_consistency; do
+  check "$side: description and avg/min/max/p50/p99 in ms, min <= p50 <= p99 <= max" "$v" \
+    '.[0][$s] | (.description | type == "string") and
+       all(.avg_ms, .min_ms, .max_ms, .p50_ms, .p99_ms; type == "number" and . >= 0) and
+       .min_ms <= .p50_ms and .p50_ms <= .p99_ms and .p99_ms <= .max_ms and
+       .min_ms <= .avg_ms and .avg_ms <= .max_ms' --arg s "$side"
+done
+check "strong is several times slower (speedup > 3): a quorum round across the WAN" "$v" \
+  '.[0] | .speedup > 3 and .strong_consistency.avg_ms > 3 * .eventual_consistency.avg_ms'
+check "conclusion 'Eventual consistency is ~Nx faster'" "$v" \
+  '.[0].conclusion | test("^Eventual consistency is ~[0-9]+[.][0-9]x faster$")'
+finish_step run-comparison "$(jq -r '.[0].conclusion' <<< "$v" 2> /dev/null)"
+
+run_block increment-consistent
+v=$(json_values)
+check "one answer: counter, value, consistency strong, lock_wait_ms, coordination_delay_ms, total_latency_ms" "$v" \
+  'length == 1 and (.[0] | keys == ["consistency","coordination_delay_ms","counter","lock_wait_ms","total_latency_ms","value"]) and .[0].consistency == "strong" and .[0].counter == "strong_test"'
+if [[ "$strong_before" == x ]]; then
+  fail_check "could not read strong_test before the step"
+else
+  check "value is the one before + 1 ($((strong_before + 1)))" "$v" '.[0].value == $w' \
+    --argjson w $((strong_before + 1))
+fi
+check "the block printed the time it took" "$(jq -Rn --arg o "$OUT" '$o')" 'test("real")'
+finish_step increment-consistent
+
+run_block compare-latencies
+ev=$(printf '%s\n' "$OUT" | sed -n '/Eventual/,/Strong/p' | sed -n 's/^Request [0-9]: \([0-9.]*\)s$/\1/p')
+st=$(printf '%s\n' "$OUT" | sed -n '/=== Strong/,$p' | sed -n 's/^Request [0-9]: \([0-9.]*\)s$/\1/p')
+check "five timings each side" "$(jq -n --arg e "$ev" --arg s "$st" '[$e, $s]')" \
+  'map(split("\n") | map(select(. != "")) | length) == [5, 5]'
+check "every strong request slower than the slowest eventual one" \
+  "$(jq -n --arg e "$ev" --arg s "$st" '[$e, $s] | map(split("\n") | map(select(. != "") | tonumber))')" \
+  '(.[1] | min) > (.[0] | max)'
+finish_step compare-latencies
 
 # ------------------------------------------------------------------------ part 7
 

@@ -2,15 +2,15 @@
 80_runbook.py - the demo runbook (demos/runbook.md, run and checked by demos/runbook.sh)
 against a whole lab started by ./scripts/lab, and the lab script's own promises.
 
-The lab runs on a free base port (base..base+3 and base+80 free, .lab/<base> absent),
+The lab runs on a free base port (base..base+4 and base+80 free, .lab/<base> absent),
 with the binary the test was given ($COUNTERD_BIN, the -san build under ctest) and
 SYNC_INTERVAL_MS=5000 (the runbook's "sleep 6" waits for one sync round):
 
   down with nothing running      exit 0, no output at all
-  up                             five services, each a live counterd with its pid file
-  up again                       "already running", the same five processes, no sixth
+  up                             six services, each a live counterd with its pid file
+  up again                       "already running", the same six processes, no seventh
   status                         one line per service: name, port, pid, healthy
-  demos/runbook.sh               every step PASS (parts 2, 3, 4, 5 and 7)
+  demos/runbook.sh               every step PASS (parts 2 to 7)
   logs us-east, restart us-east  the troubleshooting steps: us-east's log; a new pid, the
                                  others untouched, its data kept, all healthy again
   down                           exit 0, quiet; every process gone, every port free,
@@ -37,7 +37,8 @@ import harness
 ROOT = harness.REPO_ROOT
 LAB = os.path.join(ROOT, "scripts", "lab")
 RUNBOOK = os.path.join(ROOT, "demos", "runbook.sh")
-SERVICES = [("us-east", 1), ("us-west", 2), ("eu-west", 3), ("coordinator", 0), ("gateway", 80)]
+SERVICES = [("us-east", 1), ("us-west", 2), ("eu-west", 3), ("coordinator", 0), ("strong", 4),
+            ("gateway", 80)]
 TIME_LIMIT_S = 58  # the whole test; it takes 15-30 s under ASan
 
 
@@ -74,7 +75,7 @@ def free_base():
             continue
         if all(port_free(base + off) for _, off in SERVICES):
             return base
-    raise harness.HarnessError("no free base port (base..base+3 and base+80) found")
+    raise harness.HarnessError("no free base port (base..base+4 and base+80) found")
 
 
 def pid_state(pid):
@@ -216,7 +217,7 @@ class Runbook(unittest.TestCase):
                   % (time.monotonic() - t1, out, p.stderr.decode(errors="replace")))
             self.assertEqual(p.returncode, 0, "demos/runbook.sh failed (see above)")
             self.assertNotIn("FAIL", out)
-            self.assertEqual(len(re.findall(r"^PASS ", out, re.M)), 18, "PASS lines")
+            self.assertEqual(len(re.findall(r"^PASS ", out, re.M)), 21, "PASS lines")
 
             # The lab stayed as it was.
             self.assertEqual(self.pids(), first, "pid files after the runbook")
