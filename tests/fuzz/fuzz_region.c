@@ -11,6 +11,8 @@
  *   5     POST /admin/partition?<rest>
  *   6     rest is the raw byte stream (any endpoint, pipelining, framing)
  *   7     POST /increment (body = rest), then GET /metrics on the same connection
+ *   8     POST /strong/accept            body = rest (the strong counter's replica)
+ *   9     POST /strong/prepare           body = rest
  * The request is then sent in chunks like fuzz_http's (see drive.h). After an input that
  * may have switched the partition on, a second request switches it off, so each input
  * starts from a node that replicates.
@@ -191,7 +193,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         region_free(rg);
         region_start();
     }
-    unsigned sel = data[0] % 8;
+    unsigned sel = data[0] % 10;
     const uint8_t *rest = data + 1;
     size_t n = size - 1;
     buf_reset(&req);
@@ -211,6 +213,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         buf_puts(&req, " HTTP/1.1\r\nHost: fuzz\r\nContent-Length: 0\r\n" AUTH "\r\n");
         break;
     case 6: buf_append(&req, rest, n); break;
+    case 8: put_post(&req, "/strong/accept", rest, n); break;
+    case 9: put_post(&req, "/strong/prepare", rest, n); break;
     default:
         put_post(&req, "/increment", rest, n);
         buf_puts(&req, "GET /metrics HTTP/1.1\r\nHost: fuzz\r\n\r\n");
