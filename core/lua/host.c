@@ -177,6 +177,10 @@ static int load_file_sandboxed(lua_State *L, const char *folder, const char *nam
     if (luaL_loadfile(L, path) != 0)
         return lua_error(L);
     push_sandbox(h);
+    /* The sandbox is built on the main stack; a task (a coroutine) calling us needs it on
+     * its own. */
+    if (L != h->L)
+        lua_xmove(h->L, L, 1);
     lua_setfenv(L, -2);
     lua_call(L, 0, 1);
     return 1;
@@ -594,6 +598,18 @@ int lua_host_load_role(struct lua_host *h, const char *name, char *err, size_t e
 fail:
     lua_settop(L, top);
     return -1;
+}
+
+int lua_host_load_module(struct lua_host *h, const char *folder, const char *name, char *err,
+                         size_t errlen)
+{
+    int top = lua_gettop(h->L);
+    char path[512];
+    if (run_file(h, folder, name, 0, path, sizeof path, err, errlen) < 0) {
+        lua_settop(h->L, top);
+        return -1;
+    }
+    return 0;
 }
 
 /* Pushes the function fn of the module table behind ref. @return 0, or -1 (nothing pushed). */

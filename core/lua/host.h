@@ -70,6 +70,13 @@ int lua_host_faults_decide(struct lua_host *h, const char *dir, const char *from
  * @return 0, or -1 with "file:line: message" in err.
  */
 int lua_host_load_role(struct lua_host *h, const char *name, char *err, size_t errlen);
+/*
+ * Runs <lua_dir>/<folder>/<name>.lua in a fresh sandbox (JIT on) and pushes what it
+ * returns on the main stack: a module that is neither a role nor a policy (the scenario
+ * runner's files). @return 0, or -1 with "file:line: message" in err (nothing pushed).
+ */
+int lua_host_load_module(struct lua_host *h, const char *folder, const char *name, char *err,
+                         size_t errlen);
 /* Pushes the loaded role's function fn on the main stack. @return 0, or -1 (nothing pushed). */
 int lua_host_push_role_fn(struct lua_host *h, const char *fn);
 /* Pushes the loaded role's field (any value, nil when absent) on the main stack. */
