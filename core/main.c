@@ -20,6 +20,7 @@
 #include "roles/consistent.h"
 #include "roles/luarole.h"
 #include "roles/region.h"
+#include "roles/scenario.h"
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
@@ -78,20 +79,31 @@ int main(int argc, char **argv)
     struct region *rg = NULL;
     struct luarole *lr = NULL;
     struct consistent *cs = NULL;
+    struct scenario *sc = NULL;
+    int is_scenario = !strcmp(cfg.role, "scenario");
     if (!strcmp(cfg.role, "region"))
         rg = region_new(base, &cfg, err, sizeof err);
     else if (!strcmp(cfg.role, "strong"))
         cs = consistent_new(base, &cfg, err, sizeof err);
+    else if (is_scenario)
+        sc = scenario_new(base, &cfg, err, sizeof err);
     else
         lr = luarole_new(base, &cfg, err, sizeof err);
-    if (!rg && !lr && !cs) {
-        log_error("cannot start: %s", err);
-        rc = 1;
+    if (!rg && !lr && !cs && !sc) {
+        /* A scenario that cannot be loaded is a usage error (2), told without log noise. */
+        if (is_scenario)
+            fprintf(stderr, "scenario %s: %s\n", cfg.script, err);
+        else
+            log_error("cannot start: %s", err);
+        rc = is_scenario ? 2 : 1;
     } else {
         event_base_dispatch(base);
+        if (sc)
+            rc = scenario_status(sc);
         region_free(rg);
         luarole_free(lr);
         consistent_free(cs);
+        scenario_free(sc);
     }
     event_free(sigterm);
     event_free(sigint);

@@ -40,7 +40,7 @@ struct option {
 
 static const struct option options[] = {
     STR(role, "--role", "COUNTERD_ROLE",
-        "role of this process: region | coordinator | gateway | strong"),
+        "role of this process: region | coordinator | gateway | strong | scenario"),
     STR(bind, "--bind", "COUNTERD_BIND", "address to listen on (default 127.0.0.1)"),
     INT(port, "--port", "SERVICE_PORT", 1, 65535, "port to listen on (default 8000)"),
     STR(region, "--region", "REGION", "region name (default us-east)"),
@@ -81,6 +81,9 @@ static const struct option options[] = {
         "gateway: the strong counter's base URL (default: lua/conf/lab.lua)"),
     {"--watch", "COUNTERD_WATCH", K_BOOL, offsetof(struct config, watch), 0, 0, 1,
      "reload the Lua files when one changes (flag; env: 1)"},
+    STR(script, "--script", "COUNTERD_SCRIPT", "scenario: the Lua scenario file to run"),
+    INT(base_port, "--base-port", "COUNTERD_BASE_PORT", 1, 65455,
+        "scenario: base port of the lab it drives (default 8000)"),
 };
 #define NOPTIONS (sizeof options / sizeof *options)
 
@@ -169,6 +172,7 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
     c->policy_budget_ms = 50;
     snprintf(c->fsync, sizeof c->fsync, "everysec");
     c->request_timeout_up_ms = 2000;
+    c->base_port = 8000;
     /* The lab's own name for the regions list. */
     const char *alias = getenv("COUNTER_ENDPOINTS");
     if (alias && strlen(alias) < sizeof c->region_endpoints)
@@ -214,9 +218,13 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
     if (!c->node_id[0])
         snprintf(c->node_id, sizeof c->node_id, "%.60s-1", c->region);
     if (strcmp(c->role, "region") && strcmp(c->role, "coordinator") && strcmp(c->role, "gateway") &&
-        strcmp(c->role, "strong")) {
-        snprintf(err, errlen, "unknown role '%s' (region, coordinator, gateway or strong)",
-                 c->role);
+        strcmp(c->role, "strong") && strcmp(c->role, "scenario")) {
+        snprintf(err, errlen,
+                 "unknown role '%s' (region, coordinator, gateway, strong or scenario)", c->role);
+        return -1;
+    }
+    if (!strcmp(c->role, "scenario") && !c->script[0]) {
+        snprintf(err, errlen, "the scenario role needs --script FILE.lua");
         return -1;
     }
     if (!gcounter_name_valid(c->node_id, strlen(c->node_id))) {
