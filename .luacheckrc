@@ -2,3 +2,11 @@ std = "luajit"
 globals = { "counterd" }
 max_line_length = 120
 files["tests/lua/"] = { std = "+busted" }
+-- Scenario files: the functions lua/scenario/lib.lua gives them (see README.md, "Scenarios").
+files["demos/"] = {
+  read_globals = {
+    "increment", "counter", "region_counter", "counters", "status", "partition", "heal",
+    "force_sync", "compare", "strong_increment", "strong_counter", "request", "sleep", "log",
+    "unique", "finally", "expect", "eventually", "REGIONS",
+  },
+}
