@@ -6,7 +6,7 @@ files["tests/lua/"] = { std = "+busted" }
 files["demos/"] = {
   read_globals = {
     "increment", "counter", "region_counter", "counters", "status", "partition", "heal",
-    "force_sync", "compare", "strong_increment", "strong_counter", "request", "sleep", "log",
+    "force_sync", "compare", "strong_increment", "strong_counter", "request", "sleep", "now", "log",
     "unique", "finally", "expect", "eventually", "REGIONS",
   },
 }

@@ -16,7 +16,7 @@ to drive a running lab and check what it answers.
   strong_increment(counter, amount, opts), strong_counter(name)   the strong service
   request(target, method, path, body, opts)   anything else; target is "gateway",
                                      "coordinator", "strong" or a region's name
-  sleep(seconds), log(...), unique(prefix), finally(fn), REGIONS
+  sleep(seconds), now(), log(...), unique(prefix), finally(fn), REGIONS
 
 Every call that talks to the lab fails the scenario when it gets no answer or an answer
 outside 2xx, unless opts.expect_status names the status wanted; it returns the decoded
@@ -295,6 +295,11 @@ function M.new(t)
       misuse("sleep: seconds must be a number >= 0, not " .. show(seconds))
     end
     t.sleep(seconds)
+  end
+
+  -- Seconds since the scenario started (a monotonic clock), to time things yourself.
+  function api.now()
+    return t.now() - t0
   end
 
   function api.log(...)
