@@ -27,8 +27,8 @@ FROM debian:12
 ARG DEBIAN_FRONTEND=noninteractive
 # Run-time libraries of the binary, and curl for the health checks.
 RUN apt-get update -q \
- && apt-get install -y -q --no-install-recommends libevent-core-2.1-7 libevent-extra-2.1-7 \
-      libhttp-parser2.9 libcurl4 libluajit2-5.1-2 curl ca-certificates \
+ && apt-get install -y -q --no-install-recommends libevent-core-2.1-7 libhttp-parser2.9 \
+      libcurl4 libluajit2-5.1-2 curl ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/usr/local/ /usr/local/
 # A named volume mounted on /data starts with this directory's owner, so the unprivileged
