@@ -10,3 +10,8 @@ files["demos/"] = {
     "unique", "finally", "expect", "eventually", "REGIONS",
   },
 }
+-- wrk scripts: wrk calls these globals, and each of its threads has its own Lua state.
+files["scripts/wrk/"] = {
+  globals = { "wrk", "setup", "init", "delay", "request", "response", "done", "statuses" },
+  read_globals = { "tid" },
+}

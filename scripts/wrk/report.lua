@@ -20,7 +20,7 @@ function M.setup(thread)
 end
 
 -- Each wrk thread has its own Lua state, so these are per-thread and read back in done().
-statuses = {} -- luacheck: ignore 111
+statuses = {}
 
 function M.response(status)
   statuses[status] = (statuses[status] or 0) + 1
@@ -65,7 +65,7 @@ end
 function M.cycle(reqs)
   local i
   return function()
-    i = (i or tid or 0) % #reqs + 1 -- luacheck: ignore 113 (tid is set by setup)
+    i = (i or tid or 0) % #reqs + 1 -- tid: set by setup() through thread:set
     return reqs[i]
   end
 end
@@ -73,7 +73,7 @@ end
 -- Installs the functions wrk looks for as globals; it looks when it loads the script, so
 -- call this at the top level, not in init().
 function M.install(request_fn)
-  setup, response, done, request = M.setup, M.response, M.done, request_fn -- luacheck: ignore 111
+  setup, response, done, request = M.setup, M.response, M.done, request_fn
 end
 
 return M
