@@ -85,8 +85,14 @@ static void watchdog(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
     struct lua_host *h = host_of(L);
-    if (h && h->deadline_ms && clock_mono_ms() > h->deadline_ms)
-        luaL_error(L, "policy ran longer than its budget of %d ms", h->budget_ms);
+    if (h && h->deadline_ms && clock_mono_ms() > h->deadline_ms) {
+        /* Level 0 is the Lua function the hook interrupted: its file:line tells the reader
+         * where the policy was looping (luaL_error would name the caller, often C). */
+        luaL_where(L, 0);
+        lua_pushfstring(L, "policy ran longer than its budget of %d ms", h->budget_ms);
+        lua_concat(L, 2);
+        lua_error(L);
+    }
 }
 
 /* Message handler for lua_pcall: keeps the message (which carries file:line). */
@@ -388,6 +394,20 @@ static int run_file(struct lua_host *h, const char *folder, const char *name, in
 }
 
 /*
+ * The function the C core calls in each policy it knows: a file without it is refused
+ * when loaded, so that a misspelt name is an error at reload time rather than a silent
+ * fallback on every later call.
+ */
+static const char *entry_point(const char *policy)
+{
+    if (strcmp(policy, "routing") == 0)
+        return "route";
+    if (strcmp(policy, "faults") == 0)
+        return "decide";
+    return NULL;
+}
+
+/*
  * Runs policies/<name>.lua and its init() and leaves the module table on the stack.
  * @return 0, or -1 with "file:line: message" in err (the stack as it was).
  */
@@ -402,6 +422,17 @@ static int stage_policy(struct lua_host *h, const char *name, char *path, size_t
         snprintf(err, errlen, "%s: the file must return a table of functions (it returned %s)",
                  path, luaL_typename(L, -1));
         goto fail;
+    }
+    const char *fn = entry_point(name);
+    if (fn) {
+        lua_getfield(L, -1, fn);
+        int ok = lua_isfunction(L, -1);
+        lua_pop(L, 1);
+        if (!ok) {
+            snprintf(err, errlen, "%s: the file must return a table with a %s() function", path,
+                     fn);
+            goto fail;
+        }
     }
     lua_getfield(L, -1, "init");
     if (lua_isfunction(L, -1)) {
@@ -928,8 +959,12 @@ int lua_host_route(struct lua_host *h, const char *policy, const char *counter,
             return -3;
         }
     }
-    if (push_policy_fn(h, "routing", "route") < 0)
+    if (push_policy_fn(h, "routing", "route") < 0) {
+        /* Only a policy that removed its own route() gets here (loading checks it). */
+        log_error("routing.route is not a function any more; choosing a healthy region instead");
+        count_error(h, "routing");
         return -3;
+    }
     lua_pushstring(L, policy);
     lua_pushstring(L, counter);
     if (client_region)
