@@ -79,6 +79,7 @@ struct strong {
     struct strong_hooks hooks;
     const char *headers[4];
     char from_header[256];
+    char *auth_header; /* a copy: the caller's string need not outlive strong_new() */
     int majority;
     int ready;
     uint64_t epoch, round, next_epoch;
@@ -626,8 +627,10 @@ struct strong *strong_new(struct event_base *base, struct http_client *client,
     snprintf(s->from_header, sizeof s->from_header, "X-Counterd-Node: %s", cfg->node_id);
     int h = 0;
     s->headers[h++] = s->from_header;
-    if (cfg->auth_header)
-        s->headers[h++] = cfg->auth_header;
+    if (cfg->auth_header) {
+        s->auth_header = xstrdup(cfg->auth_header);
+        s->headers[h++] = s->auth_header;
+    }
     s->headers[h] = NULL;
     s->cfg.auth_header = NULL;
     s->majority = cfg->nreplicas / 2 + 1;
@@ -669,6 +672,7 @@ void strong_free(struct strong *s)
         free(s->replica_ids[i]);
     }
     free(s->node_id);
+    free(s->auth_header);
     free(s);
 }
 

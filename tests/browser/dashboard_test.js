@@ -1,16 +1,24 @@
-// Real-browser test of the dashboard (web/): starts its own lab on free ports, drives the
-// page in Debian's Chromium through playwright-core, and checks what a person would see:
-// healthy regions, an increment and where it went, a partition and the divergence it
-// causes, heal + force-sync and convergence. Always stops the lab. Bounded by BUDGET_MS.
+// Real-browser test of the dashboard (web/): starts its own lab on free ports, with an
+// admin token, drives the page in Debian's Chromium through playwright-core, and checks
+// what a person would see: healthy regions, an increment and where it went, the admin
+// token asked for on 401 and then used, a partition and the divergence it causes, heal +
+// force-sync and convergence (lag 0) with the per-node vectors and the sync lag, a region
+// that stops answering shown as unreachable while the page keeps working, the comparison
+// run (against the lab's strong service) with its chart and numbers, and the rate chart
+// following a load. Checks the layout at 1280x800 and at a phone's width. Always
+// stops the lab. Bounded by BUDGET_MS.
 //
 //   node tests/browser/dashboard_test.js      (tests/browser/run.sh installs what it needs)
 //   env: COUNTERD_BIN (the binary the lab runs), CHROMIUM (default /usr/bin/chromium),
-//        SCREENSHOT_DIR (default the system temp folder)
+//        SCREENSHOT_DIR (default the system temp folder; ctest gives the build tree's),
+//        README_SCREENSHOT (a path, relative to the repository: also save the whole page,
+//        1280 wide, there while the load runs, e.g. docs/dashboard.png)
 'use strict';
 
 const { chromium } = require('playwright-core');
 const assert = require('node:assert/strict');
 const { spawnSync } = require('node:child_process');
+const crypto = require('node:crypto');
 const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
@@ -20,7 +28,8 @@ const ROOT = path.resolve(__dirname, '..', '..');
 const LAB = path.join(ROOT, 'scripts', 'lab');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const REGIONS = ['us-east', 'us-west', 'eu-west'];
-const BUDGET_MS = 55000;
+const BUDGET_MS = 150000;
+const TOKEN = crypto.randomBytes(12).toString('hex');
 const t0 = Date.now();
 
 const log = (msg) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${msg}`);
@@ -34,13 +43,13 @@ function portFree(port) {
   });
 }
 
-// A base port whose lab ports (base+0..3, base+80) are all free.
+// A base port whose lab ports (base+0..4, base+80) are all free.
 async function freeBase() {
   for (let i = 0; i < 100; i++) {
     const base = 20000 + Math.floor(Math.random() * 40000);
     if (fs.existsSync(path.join(ROOT, '.lab', String(base)))) continue;
     let ok = true;
-    for (const p of [base, base + 1, base + 2, base + 3, base + 80]) {
+    for (const p of [base, base + 1, base + 2, base + 3, base + 4, base + 80]) {
       if (!(await portFree(p))) { ok = false; break; }
     }
     if (ok) return base;
@@ -50,13 +59,19 @@ async function freeBase() {
 
 function lab(cmd, base, timeoutMs) {
   // Replication only on demand (force-sync), so what the page shows is deterministic.
-  const env = { ...process.env, SYNC_INTERVAL_MS: '600000' };
+  const env = { ...process.env, SYNC_INTERVAL_MS: '600000', COUNTERD_ADMIN_TOKEN: TOKEN };
   const r = spawnSync(LAB, [cmd, '--base-port', String(base), '--no-build'],
     { cwd: ROOT, env, encoding: 'utf8', timeout: timeoutMs });
   if (r.status !== 0) {
     throw new Error(`lab ${cmd} failed (status ${r.status}${r.error ? `, ${r.error.message}` : ''}):\n` +
       `${r.stdout || ''}${r.stderr || ''}`);
   }
+}
+
+// The pid of one of the lab's services (the lab started it for this test).
+function labPid(base, service) {
+  const f = path.join(ROOT, '.lab', String(base), 'pids', `${service}.pid`);
+  return fs.existsSync(f) ? Number(fs.readFileSync(f, 'utf8').trim()) : null;
 }
 
 // Polls fn until it returns a truthy value; fails with the last value seen.
@@ -75,43 +90,81 @@ async function until(desc, fn, ms = 10000) {
   throw new Error(`timed out waiting for ${desc} (last seen: ${JSON.stringify(last)})`);
 }
 
-async function scenario(page, gw, shots) {
+// Increments through the API from this process (not the page) until stopped; counts what
+// was acknowledged, with the time of each, so the page's rate can be checked against it.
+function load(gw, name, amount) {
+  const acks = [];
+  let stop = false;
+  const done = (async () => {
+    while (!stop) {
+      const r = await fetch(`${gw}/api/increment`, {
+        method: 'POST', headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ counter_name: name, amount, routing: 'round-robin' }),
+      });
+      await r.text();
+      if (r.ok) acks.push(Date.now());
+      await sleep(20);
+    }
+  })();
+  return {
+    perSecond: (ms) => (acks.filter((t) => t >= Date.now() - ms).length * amount * 1000) / ms,
+    stop: async () => { stop = true; await done; },
+  };
+}
+
+async function scenario(page, gw, base, shots, sigs) {
   const tid = (id) => page.getByTestId(id);
   const text = async (id) => ((await tid(id).textContent({ timeout: 2000 })) || '').trim();
   const apiStatus = async () => (await fetch(`${gw}/api/status`)).json();
-  // Waits until the counters table shows these totals, and whether the regions agree.
-  const totals = (name, want, agree) => until(`counter ${name} at ${JSON.stringify(want)}`, async () => {
+  const noSideScroll = async (what) => {
+    const [sw, iw] = await page.evaluate(() => [document.documentElement.scrollWidth, innerWidth]);
+    assert.ok(sw <= iw, `${what}: the page scrolls sideways (${sw} px wide in ${iw})`);
+  };
+  // Waits until the counters table shows these totals and this convergence lag.
+  const totals = (name, want, lag) => until(`counter ${name} at ${JSON.stringify(want)}, lag ${lag}`, async () => {
     const seen = {};
     for (const r of REGIONS) seen[r] = await text(`counter-${name}-${r}`);
-    const a = await text(`counter-${name}-agree`);
-    const good = REGIONS.every((r) => seen[r] === String(want[r])) && a.startsWith(agree ? 'yes' : 'no');
-    return good || `${JSON.stringify(seen)} agree: ${a}`;
+    const l = await text(`counter-${name}-lag`), a = await text(`counter-${name}-agree`);
+    const good = REGIONS.every((r) => seen[r] === String(want[r])) && l === String(lag) &&
+      a.startsWith(lag === 0 ? 'converged' : 'diverged');
+    return good || `${JSON.stringify(seen)} lag: ${l} ${a}`;
   });
+  const vector = async (name, region) => (await tid(`counter-${name}-${region}-nodes`).locator('li').allTextContents())
+    .map((s) => s.trim());
+  const partitionSwitch = (r) => page.getByRole('switch', { name: `Partition ${r}` });
 
+  // ---- the page, healthy ---------------------------------------------------------------
   await page.goto(`${gw}/`);
   assert.equal(await page.title(), 'counterd dashboard');
-  await until('three healthy, connected regions', async () => {
+  await until('three healthy regions', async () => {
     for (const r of REGIONS) {
-      const s = await text(`region-${r}-status`), p = await text(`region-${r}-partition`);
-      if (s !== 'healthy' || p !== 'connected') return `${r}: ${s}, ${p}`;
+      const s = await text(`region-${r}-status`);
+      if (s !== 'healthy') return `${r}: ${s}`;
       if (await text(`region-${r}-node`) !== `${r}-1`) return `${r}: node id`;
+      if (await partitionSwitch(r).getAttribute('aria-checked') !== 'false') return `${r}: switch`;
     }
     return (await text('live')).startsWith('Live') || 'not live';
   });
-  log('ok: the three regions show healthy and connected, with their node ids');
+  // Every form control has a label, every button a name (what a screen reader announces).
+  const unnamed = await page.evaluate(() => [...document.querySelectorAll('input, select, button')]
+    .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())
+    .map((e) => e.outerHTML.slice(0, 80)));
+  assert.deepEqual(unnamed, [], 'controls without a label');
+  await noSideScroll('1280x800');
+  log('ok: three regions healthy with their node ids; every control is labelled; fits 1280x800');
 
   // An API error is shown with its detail.
   await tid('inc-name').fill('not a valid name!');
-  await tid('inc-submit').click();
+  await page.getByRole('button', { name: 'Increment' }).click();
   await until('the bad_name error', async () => {
     const t = await text('error-text');
     return (await tid('error').isVisible() && /bad_name/.test(t) && /1-200 bytes/.test(t)) || t;
   });
   log(`ok: the API's error is shown: ${await text('error-text')}`);
 
-  // An increment through the page: where it went, its latency, and the count.
+  // ---- an increment through the page ---------------------------------------------------
   const name = 'pageviews';
-  await tid('inc-name').fill(name);
+  await page.getByLabel('Counter', { exact: true }).first().fill(name);
   await tid('inc-amount').fill('3');
   await tid('inc-routing').selectOption('random');
   await tid('inc-submit').click();
@@ -121,61 +174,217 @@ async function scenario(page, gw, shots) {
   });
   assert.match(await text('inc-latency'), /^\d+(\.\d+)? ms$/);
   assert.equal(await tid('error').isVisible(), false, 'a success clears the error');
-  const want = Object.fromEntries(REGIONS.map((r) => [r, r === routed ? 3 : 0]));
-  await totals(name, want, false);
-  await until('the global view of the counter', async () =>
-    (await text('global-name')) === name && (await text('global-count')) === '3');
-  log(`ok: increment of 3 routed to ${routed} (${await text('inc-latency')}) and counted there`);
+  await totals(name, Object.fromEntries(REGIONS.map((r) => [r, r === routed ? 3 : 0])), 3);
+  assert.deepEqual(await vector(name, routed), [`${routed}-1: 3`]);
+  for (const r of REGIONS.filter((x) => x !== routed)) {
+    assert.deepEqual(await vector(name, r), [`${routed}-1: 0 ▾`], `${r} shows ${routed}-1 behind`);
+  }
+  log(`ok: increment of 3 routed to ${routed} (${await text('inc-latency')}); counted there, vector ` +
+    `{${routed}-1: 3}, the others behind, lag 3`);
 
+  // ---- the admin token ---------------------------------------------------------------------
+  assert.equal(await text('token-state'), 'none');
   await tid('force-sync').click();
-  await totals(name, { 'us-east': 3, 'us-west': 3, 'eu-west': 3 }, true);
-  log('ok: force-sync spreads it to every region');
+  await until('the 401 explained', async () => {
+    const t = await text('error-text');
+    return (/needs the admin token/.test(t) && /401/.test(t) && /COUNTERD_ADMIN_TOKEN/.test(t)) || t;
+  });
+  assert.equal(await tid('token-box').getAttribute('open'), '', 'the token field is opened');
+  await until('focus in the token field', async () =>
+    (await page.evaluate(() => document.activeElement && document.activeElement.id)) === 'token-input');
+  await totals(name, Object.fromEntries(REGIONS.map((r) => [r, r === routed ? 3 : 0])), 3);
+  log(`ok: force-sync without the token: ${await text('error-text')}`);
 
-  // Partition us-east through the page; the API agrees.
-  await tid('partition-us-east').click();
+  await tid('token-input').fill('wrong-token');
+  await tid('token-save').click();
+  await tid('force-sync').click();
+  await until('a wrong token explained', async () => /not the gateway's/.test(await text('error-text')) ||
+    await text('error-text'));
+  await tid('token-input').fill(TOKEN);
+  await tid('token-save').click();
+  assert.equal(await text('token-state'), 'set');
+  await page.reload();
+  await until('the token kept across a reload', async () => (await text('token-state')) === 'set');
+  await tid('inc-name').fill(name); // the reload reset the form
+  assert.equal(await page.evaluate(() => localStorage.getItem('counterd.adminToken')), TOKEN);
+  await tid('force-sync').click();
+  await totals(name, { 'us-east': 3, 'us-west': 3, 'eu-west': 3 }, 0);
+  assert.match(await text('admin-result'), /^Force sync done/);
+  assert.equal(await tid('error').isVisible(), false);
+  for (const r of REGIONS) assert.deepEqual(await vector(name, r), [`${routed}-1: 3`]);
+  // Sync lag: now - last_sync_time, just after the sync and then growing.
+  const lagSeconds = async (r) => {
+    const t = await text(`region-${r}-sync-lag`);
+    if (t === 'just now') return 0;
+    const m = /^(\d+(?:\.\d+)?) s ago$/.exec(t);
+    return m ? Number(m[1]) : t;
+  };
+  for (const r of REGIONS) {
+    const l = await lagSeconds(r);
+    assert.ok(typeof l === 'number' && l < 5, `${r} synced just now (shows ${l})`);
+  }
+  await until('the sync lag growing', async () => {
+    const l = await lagSeconds('us-west');
+    return (typeof l === 'number' && l >= 2) || `us-west: ${l}`;
+  });
+  log('ok: a 401 names the token; wrong token explained; saved token survives a reload; ' +
+    'force-sync converges (3 everywhere, lag 0); sync lag restarts from 0 and grows');
+
+  // ---- partition us-east through the page; the API agrees --------------------------------
+  await partitionSwitch('us-east').click();
   await until('us-east marked partitioned', async () =>
-    (await text('region-us-east-partition')) === 'partitioned' || await text('region-us-east-partition'));
+    (await text('region-us-east-status')) === 'partitioned' || await text('region-us-east-status'));
+  assert.equal(await partitionSwitch('us-east').getAttribute('aria-checked'), 'true');
+  assert.equal(await partitionSwitch('us-west').getAttribute('aria-checked'), 'false');
   const st = await apiStatus();
   assert.equal(st.regions['us-east'].network_partition, true);
   assert.equal(st.regions['us-west'].network_partition, false);
-  assert.equal(await tid('partition-us-east').isDisabled(), true);
-  assert.equal(await tid('heal-us-east').isEnabled(), true);
-  log('ok: us-east shows partitioned, and GET /api/status agrees');
+  log('ok: us-east shows partitioned (switch on), and GET /api/status agrees');
 
   // An increment in the partitioned region: the regions diverge, even after a force-sync.
   await tid('inc-amount').fill('5');
   await tid('inc-routing').selectOption('us-east');
   await tid('inc-submit').click();
   await until('routed to us-east', async () => (await text('inc-result')).includes('us-east now counts 8'));
-  await totals(name, { 'us-east': 8, 'us-west': 3, 'eu-west': 3 }, false);
+  await totals(name, { 'us-east': 8, 'us-west': 3, 'eu-west': 3 }, 5);
   assert.match(await tid(`counter-row-${name}`).getAttribute('class'), /diverged/);
-  await until('not converged', async () =>
-    (await text('global-converged')) === 'not converged' && (await text('global-lag')).startsWith('5 '));
   await tid('force-sync').click();
   await until('the force-sync answer', async () => (await text('admin-result')).startsWith('Force sync done'));
   await sleep(1200);
-  await totals(name, { 'us-east': 8, 'us-west': 3, 'eu-west': 3 }, false);
+  await totals(name, { 'us-east': 8, 'us-west': 3, 'eu-west': 3 }, 5);
   await page.screenshot({ path: shots.diverged, fullPage: true });
-  log('ok: divergence is shown (us-east 8, the others 3) and a partition holds through force-sync');
+  log('ok: divergence shown (us-east 8, the others 3, lag 5) and the partition holds through force-sync');
 
-  // Heal, force-sync, convergence.
-  await tid('heal-us-east').click();
-  await until('us-east healed', async () => (await text('region-us-east-partition')) === 'connected');
+  // ---- heal, force-sync, convergence -------------------------------------------------------
+  await partitionSwitch('us-east').click();
+  await until('us-east healed', async () => (await text('region-us-east-status')) === 'healthy');
+  assert.equal(await partitionSwitch('us-east').getAttribute('aria-checked'), 'false');
   assert.equal((await apiStatus()).regions['us-east'].network_partition, false);
   await tid('force-sync').click();
-  await totals(name, { 'us-east': 8, 'us-west': 8, 'eu-west': 8 }, true);
-  await until('converged in the global view', async () => {
-    if ((await text('global-converged')) !== 'converged') return await text('global-converged');
-    if ((await text('global-count')) !== '8' || !(await text('global-lag')).startsWith('0 ')) return 'count/lag';
-    for (const r of REGIONS) if ((await text(`global-region-${r}-total`)) !== '8') return `${r} total`;
-    return true;
-  });
-  log('ok: after heal + force-sync every region counts 8 and the page shows converged');
+  await totals(name, { 'us-east': 8, 'us-west': 8, 'eu-west': 8 }, 0);
+  const wantVec = routed === 'us-east' ? ['us-east-1: 8'] : ['us-east-1: 5', `${routed}-1: 3`];
+  for (const r of REGIONS) assert.deepEqual(await vector(name, r), wantVec, `${r}'s vector`);
+  log(`ok: after heal + force-sync every region counts 8, lag 0, vector ${JSON.stringify(wantVec)}`);
+
+  // ---- a region that stops answering ------------------------------------------------------
+  // SIGSTOP: the worst kind of down (connections hang until the coordinator's 2 s timeout).
+  const westPid = labPid(base, 'us-west');
+  assert.ok(westPid, 'the lab has a pid for us-west');
+  process.kill(westPid, 'SIGSTOP');
+  sigs.stopped = westPid;
+  await until('us-west unreachable', async () => (await text('region-us-west-status')) === 'unreachable' ||
+    await text('region-us-west-status'), 15000);
+  await until('us-west without an answer in the table', async () => (await text(`counter-${name}-us-west`)) === 'no answer');
+  await tid('inc-amount').fill('2');
+  await tid('inc-routing').selectOption('eu-west');
+  const tClick = Date.now();
+  await tid('inc-submit').click();
+  await until('routed to eu-west', async () => (await text('inc-result')).includes('eu-west now counts 10'));
+  const took = Date.now() - tClick;
+  assert.ok(took < 1500, `an increment with us-west down answered in ${took} ms`);
+  await until('eu-west 10 on the page', async () => (await text(`counter-${name}-eu-west`)) === '10');
+  assert.match(await text(`counter-${name}-agree`), /^diverged \(2 of 3 answering\)$/);
+  assert.match(await text('live'), /^Live/);
+  await page.screenshot({ path: shots.unreachable, fullPage: true });
+  process.kill(westPid, 'SIGCONT');
+  sigs.stopped = null;
+  await until('us-west back', async () => (await text('region-us-west-status')) === 'healthy', 15000);
+  await tid('force-sync').click();
+  await totals(name, { 'us-east': 10, 'us-west': 10, 'eu-west': 10 }, 0);
+  log(`ok: us-west stopped shows unreachable / no answer; the page stays live and an increment ` +
+    `answers in ${took} ms; back and converged at 10`);
+
+  // ---- the comparison ---------------------------------------------------------------------
+  assert.ok(labPid(base, 'strong'), 'the lab runs the strong service');
+  await tid('cmp-iterations').fill('20');
+  const answer = page.waitForResponse((r) => r.url().endsWith('/api/compare'), { timeout: 60000 });
+  await page.getByRole('button', { name: 'Run comparison' }).click();
+  const res = await answer;
+  assert.equal(res.status(), 200, `POST /api/compare answered ${res.status()}: ${await res.text()}`);
+  const r = await res.json();
+  await until('the comparison shown', async () => tid('cmp-result').isVisible());
+  assert.equal(await text('cmp-conclusion'), r.conclusion);
+  assert.match(r.conclusion, /faster|slower/);
+  assert.equal(await text('cmp-speedup'), `${r.speedup}×`);
+  assert.equal(await text('cmp-iter'), '20');
+  for (const [side, key] of [['eventual', 'eventual_consistency'], ['strong', 'strong_consistency']]) {
+    for (const s of ['avg', 'p50', 'p99', 'min', 'max']) {
+      assert.equal(await text(`cmp-${side}-${s}`), String(r[key][`${s}_ms`]), `${side} ${s}`);
+    }
+  }
+  // The bars are drawn to scale: their widths keep the ratio of the values.
+  const w99 = Number(await tid('cmp-bar-strong-p99').getAttribute('width'));
+  for (const s of ['avg', 'p50', 'p99']) {
+    const ws = Number(await tid(`cmp-bar-strong-${s}`).getAttribute('width'));
+    const want = w99 * (r.strong_consistency[`${s}_ms`] / r.strong_consistency.p99_ms);
+    assert.ok(Math.abs(ws - want) <= 1, `strong ${s}: ${ws} px, ${want.toFixed(1)} px to scale with p99`);
+  }
+  for (const s of ['avg', 'p50', 'p99']) {
+    const we = Number(await tid(`cmp-bar-eventual-${s}`).getAttribute('width'));
+    const ws = Number(await tid(`cmp-bar-strong-${s}`).getAttribute('width'));
+    const ve = r.eventual_consistency[`${s}_ms`], vs = r.strong_consistency[`${s}_ms`];
+    assert.ok(ws > 1, `${s}: the strong bar is drawn (${ws} px for ${vs} ms)`);
+    if (we > 1) { // a bar under 1 px is drawn 1 px wide
+      assert.ok(Math.abs(ws / we - vs / ve) <= 0.02 * (vs / ve), `${s}: bars ${we} and ${ws} px for ${ve} and ${vs} ms`);
+    }
+  }
+  log(`ok: comparison shown: ${r.conclusion}; eventual avg ${r.eventual_consistency.avg_ms} ms, ` +
+    `strong avg ${r.strong_consistency.avg_ms} ms, bars to scale`);
+
+  // ---- the rate chart follows a load ---------------------------------------------------------
+  const gen = load(gw, 'load', 2);
+  try {
+    const allLine = () => tid('rate-line-all').getAttribute('points');
+    await until('the rate up', async () => Number((await text('rate-now')).replace(/,/g, '')) > 5 ||
+      await text('rate-now'), 15000);
+    await sleep(1500); // steady load
+    // The page's rate, read over 3 s, against what the load had acknowledged in those 3 s.
+    const reads = [];
+    for (let i = 0; i < 6; i++) {
+      reads.push(Number((await text('rate-now')).replace(/,/g, '')));
+      await sleep(500);
+    }
+    const seen = Number((reads.reduce((a, b) => a + b) / reads.length).toFixed(1));
+    const sent = gen.perSecond(3000);
+    assert.ok(seen > sent * 0.7 && seen < sent * 1.4, `the page shows ${seen}/s while the load sends ${sent}/s`);
+    const p1 = await allLine();
+    await sleep(1500);
+    assert.notEqual(await allLine(), p1, 'the rate line moves');
+    for (const r of REGIONS) {
+      assert.ok(Number(await tid(`rate-line-${r}`).count()) === 1, `a line for ${r}`);
+    }
+    const legend = await tid('rate-chart').locator('.legend li').allTextContents();
+    for (const r of REGIONS) {
+      const li = legend.find((t) => t.includes(r));
+      assert.ok(li && !/ 0\/s$/.test(li.trim()), `round-robin reaches ${r}: ${li}`);
+    }
+    log(`ok: rate chart moves: ${seen}/s shown while the load sends ${sent.toFixed(1)}/s (amount 2), ` +
+      'every region\'s line above 0');
+    await page.screenshot({ path: shots.wide, fullPage: true });
+    if (process.env.README_SCREENSHOT) { // the whole page, 1280 wide
+      const to = path.resolve(ROOT, process.env.README_SCREENSHOT);
+      await page.screenshot({ path: to, fullPage: true });
+      log(`saved ${to}`);
+    }
+    await page.setViewportSize({ width: 390, height: 844 });
+    await sleep(300);
+    await noSideScroll('390x844');
+    const cell = tid(`counter-${name}-us-west`).locator('xpath=..');
+    assert.equal(await cell.evaluate((e) => getComputedStyle(e, '::before').content), '"us-west"',
+      'narrow: each counter cell is labelled by its region');
+    await page.screenshot({ path: shots.narrow, fullPage: true });
+    await page.setViewportSize({ width: 1280, height: 800 });
+    log('ok: at 390x844 nothing scrolls sideways and the counters become labelled cards');
+  } finally {
+    await gen.stop();
+  }
+  await until('the rate back to 0', async () => (await text('rate-now')) === '0' || await text('rate-now'));
+  log('ok: the rate returns to 0 when the load stops');
 
   await tid('heal-all').click();
   await until('heal all answered', async () => /All regions healed \(3 updated\)/.test(await text('admin-result')));
   await page.screenshot({ path: shots.converged, fullPage: true });
-  log(`ok: heal all; screenshots ${shots.diverged} ${shots.converged}`);
+  log(`ok: heal all; screenshots in ${path.dirname(shots.converged)}`);
 }
 
 async function main() {
@@ -183,11 +392,13 @@ async function main() {
   const gw = `http://127.0.0.1:${base + 80}`;
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'counterd-browser-'));
   const shotDir = process.env.SCREENSHOT_DIR || os.tmpdir();
-  const shots = {
-    diverged: path.join(shotDir, `counterd-dashboard-${base}-diverged.png`),
-    converged: path.join(shotDir, `counterd-dashboard-${base}.png`),
-  };
+  fs.mkdirSync(shotDir, { recursive: true });
+  const shot = (what) => path.join(shotDir, `dashboard-${what}.png`);
+  const shots = { diverged: shot('diverged'), unreachable: shot('unreachable'), wide: shot('1280'),
+    narrow: shot('390'), converged: shot('converged') };
+  const sigs = { stopped: null }; // a service this test SIGSTOPped, to resume before stopping
   const down = () => {
+    if (sigs.stopped) { try { process.kill(sigs.stopped, 'SIGCONT'); } catch (_) { /* gone */ } }
     try { lab('down', base, 40000); } catch (e) { console.error(e.message); } // <= 5 s a service
   };
   for (const sig of ['SIGINT', 'SIGTERM']) {
@@ -201,11 +412,11 @@ async function main() {
   let context, failure = null;
   const pageErrors = [];
   try {
-    log(`lab on base port ${base} (${process.env.COUNTERD_BIN || 'build/counterd'})`);
+    log(`lab on base port ${base} (${process.env.COUNTERD_BIN || 'build/counterd'}), with an admin token`);
     lab('up', base, 30000);
     context = await chromium.launchPersistentContext(path.join(tmp, 'profile'), {
       executablePath: CHROMIUM, headless: true, timeout: 20000,
-      viewport: { width: 1200, height: 900 },
+      viewport: { width: 1280, height: 800 }, colorScheme: 'light',
       args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
         '--disable-background-networking', '--disable-component-update', '--disable-sync'],
     });
@@ -216,12 +427,16 @@ async function main() {
       // The browser logs every non-2xx answer; the API's errors are expected, JS errors are not.
       if (m.type() === 'error' && !/Failed to load resource/.test(m.text())) pageErrors.push(m.text());
     });
+    // Nothing but the gateway: no CDN, no other host.
+    page.on('request', (req) => {
+      if (!req.url().startsWith(`${gw}/`)) pageErrors.push(`request outside the gateway: ${req.url()}`);
+    });
     let timer;
     const budget = new Promise((_, reject) => {
       timer = setTimeout(() => reject(new Error(`over the ${BUDGET_MS / 1000} s budget`)), BUDGET_MS - (Date.now() - t0));
     });
     try {
-      await Promise.race([scenario(page, gw, shots), budget]);
+      await Promise.race([scenario(page, gw, base, shots, sigs), budget]);
     } finally {
       clearTimeout(timer);
     }
@@ -248,7 +463,7 @@ async function main() {
     process.exit(1);
   }
   fs.rmSync(path.join(ROOT, '.lab', String(base)), { recursive: true, force: true });
-  log(`browser.dashboard passed in ${((Date.now() - t0) / 1000).toFixed(1)} s; screenshot ${shots.converged}`);
+  log(`browser.dashboard passed in ${((Date.now() - t0) / 1000).toFixed(1)} s; screenshots in ${shotDir}`);
   console.log('1 passed, 0 failed');
 }
 

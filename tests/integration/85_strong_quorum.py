@@ -254,5 +254,29 @@ class StrongStartupTest(harness.ServerTestCase):
         self.assertEqual(strong_incr(topo.strong, "x", 2)["value"], 2)
 
 
+class StrongWithTokenTest(harness.ServerTestCase):
+    """Every service with the same --admin-token: the leader sends it to the replicas'
+    /strong/* endpoints, which refuse calls without it."""
+
+    def test_the_leader_carries_the_admin_token_to_its_replicas(self):
+        auth = ["--admin-token", "t0ken"]
+        topo = harness.Topology(region_args=auth, coordinator_args=auth, gateway_args=auth,
+                                strong=True, strong_args=auth)
+        topo.start(self.addCleanup)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with topo.strong.client() as c:
+                if c.get_json("/health").get("ready"):
+                    break
+            time.sleep(0.05)
+        for i in range(1, 4):
+            self.assertEqual(strong_incr(topo.strong, "tok")["value"], i)
+        with topo.region("us-west").client() as c:
+            self.assertError(c.post("/strong/prepare", {}), 401, "unauthorized")
+        with topo.gateway.client(timeout=30) as c:
+            r = c.post_json("/api/compare", {"counter_name": "tokb", "iterations": 3})
+        self.assertEqual(r["strong_consistency"]["samples"], 3)
+
+
 if __name__ == "__main__":
     unittest.main()
