@@ -91,9 +91,15 @@ struct http_server {
     void *arg;
     struct http_conn *conns; /* list of live (not dead) connections */
     struct http_server_stats stats;
+    struct http_answer_stats answers;
     int port;
     char bind_addr[64];
 };
+
+/* From 10 us (a region's increment) to 10 s (a gateway waiting on a slow upstream). */
+const double http_duration_bounds_s[HTTP_DURATION_NBOUNDS] = {
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+    0.025,   0.05,     0.1,     0.25,   0.5,     1,      2.5,   5,      10};
 
 static http_parser_settings parser_settings;
 static char read_chunk[READ_CHUNK];
@@ -157,6 +163,19 @@ static void write_head(struct buf *o, int status, const char *ctype, const char 
     buf_puts(o, "\r\n");
 }
 
+/* Tallies one answer; on every request's path, so a few additions and no more. */
+static void count_answer(struct http_server *srv, int status, double seconds)
+{
+    struct http_answer_stats *a = &srv->answers;
+    if (status >= 100 && status < 600)
+        a->by_status[status - 100]++;
+    int b = 0;
+    while (b < HTTP_DURATION_NBOUNDS && seconds > http_duration_bounds_s[b])
+        b++;
+    a->by_duration[b]++;
+    a->duration_sum_s += seconds;
+}
+
 static void conn_free(struct http_conn *c)
 {
     buf_free(&c->in);
@@ -176,6 +195,8 @@ void http_respond_ex(struct http_request *req, int status, const char *content_t
         conn_free(c);
         return;
     }
+    double now = clock_mono_ms();
+    count_answer(c->srv, status, (now - req->start_ms) / 1000.0);
     int http10 = c->parser.http_major == 1 && c->parser.http_minor == 0;
     write_head(&c->out, status, content_type, extra_headers, len, req->keep_alive, http10);
     if (req->method != HTTP_M_HEAD)
@@ -183,7 +204,7 @@ void http_respond_ex(struct http_request *req, int status, const char *content_t
     if (!req->keep_alive)
         c->flags |= C_CLOSING;
     c->flags &= ~C_IN_REQUEST;
-    c->last_active_ms = clock_mono_ms();
+    c->last_active_ms = now;
     c->flags &= ~C_PENDING;
     if (!(c->flags & C_IN_HANDLER)) {
         /* An asynchronous answer: resume parsing from the loop, not from inside whoever
@@ -226,6 +247,8 @@ void http_respond_error(struct http_request *req, int status, const char *code, 
 /* Answers outside any request (bad framing, limits, time-outs) and closes. */
 static void conn_fail(struct http_conn *c, int status, const char *code, const char *detail)
 {
+    count_answer(c->srv, status,
+                 c->flags & C_IN_REQUEST ? (clock_mono_ms() - c->req.start_ms) / 1000.0 : 0);
     struct buf b = BUF_INIT;
     error_body(&b, code, detail);
     write_head(&c->out, status, "application/json", NULL, b.len, 0, 0);
@@ -683,6 +706,7 @@ int http_server_adopt(struct http_server *srv, int fd)
 {
     if (srv->stats.open >= srv->opts.max_conns) {
         srv->stats.rejected++;
+        count_answer(srv, 503, 0);
         reject_over_cap(fd);
         return -1;
     }
@@ -850,4 +874,9 @@ int http_server_port(const struct http_server *srv)
 void http_server_stats(const struct http_server *srv, struct http_server_stats *out)
 {
     *out = srv->stats;
+}
+
+const struct http_answer_stats *http_server_answers(const struct http_server *srv)
+{
+    return &srv->answers;
 }

@@ -79,6 +79,20 @@ struct http_server_stats {
 };
 
 /*
+ * The answers written so far, by status code and by the time from the request's first
+ * byte to its answer (0 for an answer to no request, such as a refusal at the connection
+ * cap). The buckets' upper bounds, in seconds, are the same for every server.
+ */
+#define HTTP_DURATION_NBOUNDS 19
+extern const double http_duration_bounds_s[HTTP_DURATION_NBOUNDS];
+
+struct http_answer_stats {
+    uint64_t by_status[500];                         /* [status - 100], 100..599 */
+    uint64_t by_duration[HTTP_DURATION_NBOUNDS + 1]; /* per bucket; the last: slower */
+    double duration_sum_s;
+};
+
+/*
  * Starts listening.
  * @return the server, or NULL with a message in err (e.g. the port is taken).
  */
@@ -95,6 +109,8 @@ int http_server_port(const struct http_server *srv);
  */
 int http_server_adopt(struct http_server *srv, int fd);
 void http_server_stats(const struct http_server *srv, struct http_server_stats *out);
+/* The server's answer tallies (live: they change as it answers). */
+const struct http_answer_stats *http_server_answers(const struct http_server *srv);
 
 /* The value of a request header (name compared case-insensitively), or NULL. */
 const char *http_request_header(const struct http_request *req, const char *name);

@@ -44,8 +44,16 @@ struct metric {
     struct metric *next;
 };
 
+struct collector {
+    void (*fn)(void *arg);
+    void *arg;
+    void (*free_arg)(void *arg);
+};
+
 struct metrics {
     struct metric *first, *last;
+    struct collector *collectors;
+    int ncollectors;
 };
 
 struct metrics *metrics_new(void)
@@ -79,6 +87,10 @@ void metrics_free(struct metrics *reg)
         free(m);
         m = next;
     }
+    for (int i = 0; i < reg->ncollectors; i++)
+        if (reg->collectors[i].free_arg)
+            reg->collectors[i].free_arg(reg->collectors[i].arg);
+    free(reg->collectors);
     free(reg);
 }
 
@@ -248,6 +260,26 @@ void metric_observe(struct metric_series *s, double v)
     s->count++;
 }
 
+void metric_load_histogram(struct metric_series *s, const uint64_t *counts, double sum)
+{
+    const struct metric *m = s->family;
+    uint64_t n = 0;
+    for (int b = 0; b <= m->nbounds; b++) {
+        s->buckets[b] = counts[b];
+        n += counts[b];
+    }
+    s->count = n;
+    s->value = sum;
+}
+
+void metrics_add_collector(struct metrics *reg, void (*fn)(void *arg), void *arg,
+                           void (*free_arg)(void *arg))
+{
+    reg->collectors =
+        xrealloc(reg->collectors, (size_t)(reg->ncollectors + 1) * sizeof *reg->collectors);
+    reg->collectors[reg->ncollectors++] = (struct collector){fn, arg, free_arg};
+}
+
 void metric_set_fn(struct metric_series *s, double (*fn)(void *arg), void *arg)
 {
     s->fn = fn;
@@ -316,9 +348,29 @@ static void put_help(struct buf *out, const char *help)
     }
 }
 
+static int has_suffix(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !memcmp(s + n - k, suffix, k);
+}
+
+/* The TYPE a family declares (see metrics.h for the untyped gauges). */
+static const char *type_name(const struct metric *m)
+{
+    if (m->type == METRIC_COUNTER)
+        return "counter";
+    if (m->type == METRIC_HISTOGRAM)
+        return "histogram";
+    if (has_suffix(m->name, "_count") || has_suffix(m->name, "_sum") ||
+        has_suffix(m->name, "_bucket"))
+        return "untyped";
+    return "gauge";
+}
+
 void metrics_render(const struct metrics *reg, struct buf *out)
 {
-    static const char *types[] = {"counter", "gauge", "histogram"};
+    for (int i = 0; i < reg->ncollectors; i++)
+        reg->collectors[i].fn(reg->collectors[i].arg);
     for (const struct metric *m = reg->first; m; m = m->next) {
         buf_puts(out, "# HELP ");
         buf_puts(out, m->name);
@@ -327,7 +379,7 @@ void metrics_render(const struct metrics *reg, struct buf *out)
         buf_puts(out, "\n# TYPE ");
         buf_puts(out, m->name);
         buf_putc(out, ' ');
-        buf_puts(out, types[m->type]);
+        buf_puts(out, type_name(m));
         buf_putc(out, '\n');
         for (int i = 0; i < m->nseries; i++) {
             const struct metric_series *s = m->series[i];

@@ -8,10 +8,18 @@
  * series, the value of one chosen label is replaced by "_other", so a client inventing
  * counter names cannot grow /metrics without end.
  *
+ * A gauge whose name ends in _count, _sum or _bucket (API.md's counter_local_count,
+ * coordinator_global_count, ...) is declared "untyped": the text format reserves those
+ * suffixes for the samples of histograms and summaries, and `promtool check metrics`
+ * rejects a gauge so named but exempts an untyped family. PromQL does not care; only the
+ * type shown in Prometheus' metadata changes (unknown instead of gauge).
+ *
  * Plain C: no libevent, Lua or curl.
  */
 #ifndef COUNTERD_OBS_METRICS_H
 #define COUNTERD_OBS_METRICS_H
+
+#include <stdint.h>
 
 #include "../base/buf.h"
 
@@ -47,8 +55,24 @@ struct metric_series *metric_series(struct metric *m, const char *const *values)
 struct metric_series *metric_only(struct metric *m);
 
 void metric_add(struct metric_series *s, double v);     /* counters and gauges */
-void metric_set(struct metric_series *s, double v);     /* gauges */
+void metric_set(struct metric_series *s, double v);     /* gauges; counters kept elsewhere */
 void metric_observe(struct metric_series *s, double v); /* histograms */
+
+/*
+ * Sets a histogram series from tallies kept elsewhere: counts[i] observations fell in
+ * bucket i (not cumulative; counts[nbuckets] are those above the last bound), sum is
+ * their total. The family's bounds must be the ones the tallies were kept with.
+ */
+void metric_load_histogram(struct metric_series *s, const uint64_t *counts, double sum);
+
+/*
+ * Registers fn to run at the start of every render, before anything is written: it
+ * copies values a hot path keeps in its own plain fields (the HTTP server's tallies)
+ * into series, so that path pays nothing for the registry. free_arg (or NULL) is called
+ * on arg when the registry is freed.
+ */
+void metrics_add_collector(struct metrics *reg, void (*fn)(void *arg), void *arg,
+                           void (*free_arg)(void *arg));
 
 /* A gauge whose value is read at render time. */
 void metric_set_fn(struct metric_series *s, double (*fn)(void *arg), void *arg);

@@ -7,6 +7,7 @@
  *   coordinator_url                       from COORDINATOR_URL, else nil
  *   admin_token                           COUNTERD_ADMIN_TOKEN, or nil
  *   upstream_timeout_ms                   calls to the services behind this one
+ *   metrics_top_n                         counter names a metric labels before "_other"
  */
 #include "luarole.h"
 
@@ -23,6 +24,7 @@
 #include "../net/auth.h"
 #include "../net/client.h"
 #include "../net/server.h"
+#include "../obs/httpmetrics.h"
 #include "../obs/metrics.h"
 #include "config.h"
 #include "gateway.h"
@@ -251,6 +253,8 @@ static int push_config(lua_State *L, const struct config *cfg, char *err, size_t
     lua_setfield(L, -2, "port");
     lua_pushinteger(L, cfg->request_timeout_up_ms);
     lua_setfield(L, -2, "upstream_timeout_ms");
+    lua_pushinteger(L, cfg->metrics_top_n);
+    lua_setfield(L, -2, "metrics_top_n");
     if (cfg->admin_token[0]) {
         lua_pushstring(L, cfg->admin_token);
         lua_setfield(L, -2, "admin_token");
@@ -373,6 +377,7 @@ struct luarole *luarole_new(struct event_base *base, const struct config *cfg, c
         luarole_free(lr);
         return NULL;
     }
+    http_metrics_register(lr->metrics, lr->server);
     log_info("%s listening on %s:%d", cfg->role, cfg->bind, http_server_port(lr->server));
     return lr;
 }

@@ -23,6 +23,7 @@
 #include "../net/client.h"
 #include "../net/server.h"
 #include "../net/url.h"
+#include "../obs/httpmetrics.h"
 #include "../obs/metrics.h"
 #include "../repl/replica.h"
 #include "../repl/replication.h"
@@ -895,6 +896,7 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
         region_free(rg);
         return NULL;
     }
+    http_metrics_register(rg->metrics, rg->server);
     if (rg->wal) {
         rg->wal_notify =
             event_new(base, wal_notify_fd(rg->wal), EV_READ | EV_PERSIST, on_wal_notify, rg);

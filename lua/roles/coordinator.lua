@@ -16,12 +16,14 @@ local regions = web.regions()
 local by_name = {}
 for _, r in ipairs(regions) do by_name[r.name] = r end
 
+-- Counter names are labels up to --metrics-top-n of them (the rest read "_other").
+local top_n = counterd.config.metrics_top_n or 100
 local m_global = metrics.gauge("coordinator_global_count", "Global count of a counter (max of region totals)",
-                               "counter_name"):limit(100, 1)
+                               "counter_name"):limit(top_n, 1)
 local m_region = metrics.gauge("coordinator_region_count", "A region's total of a counter",
-                               "counter_name,region"):limit(300, 1)
+                               "counter_name,region"):limit(top_n * math.max(#regions, 1), 1)
 local m_lag = metrics.gauge("coordinator_convergence_lag", "Max minus min of the region totals",
-                            "counter_name"):limit(100, 1)
+                            "counter_name"):limit(top_n, 1)
 local m_latency = metrics.histogram("coordinator_query_latency_seconds",
                                     "Time to answer a global query", "operation")
 local m_healthy = metrics.gauge("coordinator_healthy_regions", "Regions that answered the last query")

@@ -6,9 +6,6 @@ Every bad input is checked for its status and error code, and afterwards that th
 it aimed at did not move and that /health still answers (nothing is half-applied).
 """
 
-import re
-import shutil
-import subprocess
 import time
 import unittest
 
@@ -17,13 +14,6 @@ import harness
 REGION = "ap-south"
 NODE = "ap-south-7"
 I64_MAX = 2**63 - 1
-
-# The region metrics whose names API.md fixes (section "Metrics").
-API_METRIC_NAMES = {"counter_local_count", "counter_synced_count", "counter_sync_lag_ms",
-                    "counter_conflicts_resolved_total", "counter_increments_total",
-                    "counter_sync_operations_total", "counter_sync_latency_seconds"}
-NAMING_LINT_RE = re.compile(r'should not have "_\w+" suffix|should have "_total" suffix|'
-                            r'abbreviated units|should not contain metric type|base unit')
 
 
 class RegionApi(harness.ServerTestCase):
@@ -251,34 +241,13 @@ class RegionApi(harness.ServerTestCase):
         self.assertEqual(len(incs), 1, "counter_increments_total{counter_name=\"metric_me\"}: "
                          "%r" % incs)
         self.assertGreater(incs[0], 0)
-        promtool = shutil.which("promtool")
-        if not promtool:
+        if not harness.promtool_path():
             print("\n[20_region_api] promtool not on PATH: checked with the built-in "
                   "parser only")
             return
-        p = subprocess.run([promtool, "check", "metrics"], input=r.body,
-                           capture_output=True, timeout=20)
-        out = (p.stdout + p.stderr).decode(errors="replace")
-        # promtool exits 1 when the text does not parse and 3 when it only has lint
-        # problems. API.md fixes the lab's metric names, and promtool's naming lint
-        # objects to some of them (counter_local_count: "_count" suffix, ...): those exact
-        # problems on those exact names are the contract's, not the server's, and are
-        # printed rather than failed. Anything else fails.
-        tolerated, other = [], []
-        for line in out.splitlines():
-            if not line.strip():
-                continue
-            name = line.split(None, 1)[0]
-            if (p.returncode == 3 and name in API_METRIC_NAMES
-                    and NAMING_LINT_RE.search(line)):
-                tolerated.append(line)
-            else:
-                other.append(line)
-        self.assertIn(p.returncode, (0, 3), "promtool check metrics failed to parse:\n" + out)
-        self.assertEqual(other, [], "promtool check metrics:\n" + out)
-        if tolerated:
-            print("\n[20_region_api] promtool lint on metric names fixed by API.md "
-                  "(not failed):\n  " + "\n  ".join(tolerated))
+        tolerated = harness.assert_promtool_clean(self, r.body, "region")
+        self.assertEqual(tolerated, [("counter_sync_lag_ms",
+                                      "metric names should not contain abbreviated units")])
 
     # Bad input ---------------------------------------------------------------------------
 

@@ -16,10 +16,7 @@ arithmetic, a region's 409/413 verdicts are relayed, a stopped region, a frozen 
 """
 
 import os
-import re
-import shutil
 import signal
-import subprocess
 import time
 import unittest
 
@@ -32,17 +29,6 @@ REGION_ANSWER_KEYS = {"counter", "local_count", "total_count", "node_id", "regio
 GATEWAY_EXTRA_KEYS = {"routing", "routed_to_endpoint", "latency_ms"}
 GLOBAL_KEYS = {"counter", "global_count", "regions", "convergence", "healthy_regions",
                "total_regions", "query_time_ms"}
-
-# Metric names API.md fixes for the gateway and the coordinator: promtool's naming lint on
-# these exact names is the contract's, not the server's (see 20_region_api.py).
-API_METRIC_NAMES = {"gateway_requests_total", "gateway_request_duration_seconds",
-                    "gateway_routed_to_region_total", "gateway_consistency_comparison_seconds",
-                    "coordinator_global_count", "coordinator_region_count",
-                    "coordinator_convergence_lag", "coordinator_query_latency_seconds",
-                    "coordinator_healthy_regions"}
-NAMING_LINT_RE = re.compile(r'should not have "_\w+" suffix|should have "_total" suffix|'
-                            r'abbreviated units|should not contain metric type|base unit')
-
 
 def fnv1a32(s):
     h = 2166136261
@@ -119,28 +105,10 @@ class Base(harness.ServerTestCase):
         self.assertJsonEqual(got, want, "/global/counter/%s" % name)
 
     def promtool(self, text, what):
-        promtool = shutil.which("promtool")
-        if not promtool:
+        if not harness.promtool_path():
             print("\n[65] promtool not on PATH: %s checked with the built-in parser only" % what)
             return
-        p = subprocess.run([promtool, "check", "metrics"], input=text.encode(),
-                           capture_output=True, timeout=20)
-        out = (p.stdout + p.stderr).decode(errors="replace")
-        tolerated, other = [], []
-        for line in out.splitlines():
-            if not line.strip():
-                continue
-            name = line.split(None, 1)[0]
-            if p.returncode == 3 and name in API_METRIC_NAMES and NAMING_LINT_RE.search(line):
-                tolerated.append(line)
-            else:
-                other.append(line)
-        self.assertIn(p.returncode, (0, 3), "promtool check metrics (%s) failed to parse:\n%s"
-                      % (what, out))
-        self.assertEqual(other, [], "promtool check metrics (%s):\n%s" % (what, out))
-        if tolerated:
-            print("\n[65] promtool lint on %s metric names fixed by API.md (not failed):\n  %s"
-                  % (what, "\n  ".join(tolerated)))
+        self.assertEqual(harness.assert_promtool_clean(self, text, what), [])
 
 
 class Shared(Base):

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/mem.h"
 #include "obs/metrics.h"
 #include "unit.h"
 
@@ -280,6 +281,80 @@ static void test_many_series(void)
     metrics_free(reg);
 }
 
+/* Gauges named like a histogram's samples are declared untyped (promtool's lint). */
+static void test_reserved_suffixes(void)
+{
+    struct metrics *reg = metrics_new();
+    metric_set(metric_only(metrics_add(reg, METRIC_GAUGE, "local_count", "A gauge.", "", NULL, 0)),
+               3);
+    metric_only(metrics_add(reg, METRIC_GAUGE, "x_sum", "A gauge.", "", NULL, 0));
+    metric_only(metrics_add(reg, METRIC_GAUGE, "x_bucket", "A gauge.", "", NULL, 0));
+    metric_only(metrics_add(reg, METRIC_GAUGE, "x_counted", "A gauge.", "", NULL, 0));
+    metric_only(metrics_add(reg, METRIC_COUNTER, "x_count_total", "A counter.", "", NULL, 0));
+    struct buf b = BUF_INIT;
+    render(reg, &b);
+    CHECK_LINE(b.data, "# TYPE local_count untyped");
+    CHECK_LINE(b.data, "local_count 3");
+    CHECK_LINE(b.data, "# TYPE x_sum untyped");
+    CHECK_LINE(b.data, "# TYPE x_bucket untyped");
+    CHECK_LINE(b.data, "# TYPE x_counted gauge");
+    CHECK_LINE(b.data, "# TYPE x_count_total counter");
+    buf_free(&b);
+    metrics_free(reg);
+}
+
+/* A collector runs before each render; a loaded histogram renders like an observed one. */
+struct tallies {
+    int runs;
+    uint64_t hits;
+    uint64_t counts[4];
+    double sum;
+    struct metric_series *hits_s, *hist_s;
+};
+
+static void collect(void *arg)
+{
+    struct tallies *t = arg;
+    t->runs++;
+    metric_set(t->hits_s, (double)t->hits);
+    metric_load_histogram(t->hist_s, t->counts, t->sum);
+}
+
+static void test_collector(void)
+{
+    struct metrics *reg = metrics_new();
+    static const double bounds[] = {0.5, 1, 2.5};
+    struct tallies *t = xcalloc(1, sizeof *t);
+    t->hits_s = metric_only(metrics_add(reg, METRIC_COUNTER, "hits_total", "Hits.", "", NULL, 0));
+    t->hist_s =
+        metric_only(metrics_add(reg, METRIC_HISTOGRAM, "lat_seconds", "Latency.", "", bounds, 3));
+    metrics_add_collector(reg, collect, t, free); /* the registry frees t */
+    struct buf b = BUF_INIT;
+    render(reg, &b);
+    CHECK_EQ_I64(t->runs, 1);
+    CHECK_LINE(b.data, "hits_total 0");
+    CHECK_LINE(b.data, "lat_seconds_count 0");
+    t->hits = 7;
+    t->counts[0] = 2; /* <= 0.5 */
+    t->counts[2] = 1; /* <= 2.5 */
+    t->counts[3] = 4; /* above */
+    t->sum = 25.5;
+    CHECK_STR_EQ(render(reg, &b), "# HELP hits_total Hits.\n"
+                                  "# TYPE hits_total counter\n"
+                                  "hits_total 7\n"
+                                  "# HELP lat_seconds Latency.\n"
+                                  "# TYPE lat_seconds histogram\n"
+                                  "lat_seconds_bucket{le=\"0.5\"} 2\n"
+                                  "lat_seconds_bucket{le=\"1\"} 2\n"
+                                  "lat_seconds_bucket{le=\"2.5\"} 3\n"
+                                  "lat_seconds_bucket{le=\"+Inf\"} 7\n"
+                                  "lat_seconds_sum 25.5\n"
+                                  "lat_seconds_count 7\n");
+    CHECK_EQ_I64(t->runs, 2);
+    buf_free(&b);
+    metrics_free(reg);
+}
+
 UNIT_MAIN("test_metrics", UNIT_CASE(test_render_small), UNIT_CASE(test_histogram_cumulative),
           UNIT_CASE(test_escaping), UNIT_CASE(test_limit), UNIT_CASE(test_set_fn),
-          UNIT_CASE(test_many_series))
+          UNIT_CASE(test_many_series), UNIT_CASE(test_reserved_suffixes), UNIT_CASE(test_collector))

@@ -49,6 +49,7 @@ struct env {
     int async_pending; /* main thread only */
     void (*client)(struct env *);
     struct http_server_stats st_srv, st_cap, st_slow; /* read after the run */
+    struct http_answer_stats an_srv, an_cap, an_slow;
 };
 
 struct pending {
@@ -180,12 +181,35 @@ static void run_with_servers(void (*client)(struct env *), struct env *e)
     http_server_stats(e->srv, &e->st_srv);
     http_server_stats(e->cap, &e->st_cap);
     http_server_stats(e->slow, &e->st_slow);
+    e->an_srv = *http_server_answers(e->srv);
+    e->an_cap = *http_server_answers(e->cap);
+    e->an_slow = *http_server_answers(e->slow);
 out:
     http_server_free(e->srv);
     http_server_free(e->cap);
     http_server_free(e->slow);
     event_base_free(e->base);
 }
+
+/* Answers in the tallies, and those that took longer than min_s (a bucket bound). */
+static uint64_t answers_total(const struct http_answer_stats *a)
+{
+    uint64_t n = 0;
+    for (int b = 0; b <= HTTP_DURATION_NBOUNDS; b++)
+        n += a->by_duration[b];
+    return n;
+}
+
+static uint64_t answers_slower(const struct http_answer_stats *a, double min_s)
+{
+    uint64_t n = 0;
+    for (int b = 0; b <= HTTP_DURATION_NBOUNDS; b++)
+        if (b > 0 && http_duration_bounds_s[b - 1] >= min_s)
+            n += a->by_duration[b];
+    return n;
+}
+
+#define STATUS(a, code) ((a).by_status[(code)-100])
 
 /* ---------------------------------------------------------------- the client side */
 
@@ -498,6 +522,13 @@ static void test_keep_alive(void)
     run_with_servers(client_keep_alive, &e);
     CHECK_EQ_U64(e.st_srv.requests, 13);
     CHECK_EQ_U64(e.st_srv.bad_requests, 0);
+    /* Every answer is tallied once, by its status and in one duration bucket. */
+    CHECK_EQ_U64(STATUS(e.an_srv, 200), 12);
+    CHECK_EQ_U64(STATUS(e.an_srv, 422), 1);
+    CHECK_EQ_U64(answers_total(&e.an_srv), 13);
+    CHECK(e.an_srv.duration_sum_s >= 0 && e.an_srv.duration_sum_s < 13 * 1.0);
+    for (int b = 1; b < HTTP_DURATION_NBOUNDS; b++)
+        CHECK(http_duration_bounds_s[b] > http_duration_bounds_s[b - 1]);
 }
 
 static void read_paths(struct cli *c, struct resp *r, const char *const *paths, int n)
@@ -581,6 +612,12 @@ static void test_pipelining(void)
     struct env e;
     run_with_servers(client_pipelining, &e);
     CHECK_EQ_U64(e.st_srv.requests, 7 + 2 + 3 + 2 + 200);
+    CHECK_EQ_U64(STATUS(e.an_srv, 200), 7 + 2 + 3 + 2 + 200);
+    CHECK_EQ_U64(answers_total(&e.an_srv), 7 + 2 + 3 + 2 + 200);
+    /* The five answered 50 ms later took at least that; the others are held behind them
+     * but start their clock when they are parsed. */
+    CHECK(answers_slower(&e.an_srv, 0.025) >= 5);
+    CHECK(e.an_srv.duration_sum_s >= 5 * 0.05);
 }
 
 static void client_headers_too_large(struct env *e)
@@ -651,6 +688,10 @@ static void test_headers_too_large(void)
     run_with_servers(client_headers_too_large, &e);
     CHECK_EQ_U64(e.st_srv.bad_requests, 3);
     CHECK_EQ_U64(e.st_srv.requests, 1);
+    /* Answers the server gives on its own (no handler) are tallied too. */
+    CHECK_EQ_U64(STATUS(e.an_srv, 431), 3);
+    CHECK_EQ_U64(STATUS(e.an_srv, 200), 1);
+    CHECK_EQ_U64(answers_total(&e.an_srv), 4);
 }
 
 static void client_body_limits(struct env *e)
@@ -918,6 +959,7 @@ static void test_max_conns(void)
     run_with_servers(client_max_conns, &e);
     CHECK(e.st_cap.rejected >= 1);
     CHECK(e.st_cap.accepted >= 4);
+    CHECK_EQ_U64(STATUS(e.an_cap, 503), e.st_cap.rejected);
 }
 
 static void client_timeouts(struct env *e)
@@ -975,6 +1017,11 @@ static void test_timeouts(void)
     run_with_servers(client_timeouts, &e);
     CHECK_EQ_U64(e.st_slow.timeouts, 1);
     CHECK_EQ_U64(e.st_slow.requests, 3);
+    CHECK_EQ_U64(STATUS(e.an_slow, 408), 1);
+    CHECK_EQ_U64(STATUS(e.an_slow, 200), 3);
+    /* The 408 waited out the request timeout; /slow took its 120 ms of pauses. */
+    CHECK(answers_slower(&e.an_slow, 0.25) >= 1);
+    CHECK(answers_slower(&e.an_slow, 0.1) >= 2);
 }
 
 static void client_expect(struct env *e)
