@@ -23,6 +23,7 @@
 #include "../net/client.h"
 #include "../net/server.h"
 #include "../net/url.h"
+#include "../obs/httpmetrics.h"
 #include "../obs/metrics.h"
 #include "../repl/strong.h"
 #include "../store/gcounter.h"
@@ -408,6 +409,7 @@ struct consistent *consistent_new(struct event_base *base, const struct config *
         consistent_free(c);
         return NULL;
     }
+    http_metrics_register(c->metrics, c->server);
     log_info("strong counter %s listening on %s:%d, %d replica(s), a majority is %d", node_id,
              cfg->bind, http_server_port(c->server), n, n / 2 + 1);
     return c;

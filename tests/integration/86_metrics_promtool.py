@@ -2,8 +2,8 @@
 86_metrics_promtool.py - /metrics on every role, against ../shared/API.md ("Metrics") and
 `promtool check metrics` (Debian's prometheus package: scripts/setup --test).
 
-Three regions (syncing every 200 ms), a coordinator, a gateway and, when the harness can
-start it, the strong counter. Traffic goes through the gateway to every region, the
+Three regions (syncing every 200 ms), a coordinator, a gateway and the strong counter
+(--role strong). Traffic goes through the gateway to every region, the
 coordinator answers global reads, the strong counter takes increments. Then:
 
 - every service's /metrics parses and promtool finds nothing in it but the problems
@@ -17,7 +17,6 @@ coordinator answers global reads, the strong counter takes increments. Then:
 - the coordinator's counter-name labels are bounded by --metrics-top-n.
 """
 
-import inspect
 import time
 import unittest
 
@@ -67,9 +66,6 @@ HTTP_METRICS = {
     "counterd_http_connections_rejected_total": "counter",
 }
 
-# The strong counter (--role strong) is started when the harness knows how.
-HAVE_STRONG = "strong" in inspect.signature(harness.Topology.__init__).parameters
-
 
 def declared_types(text):
     types = {}
@@ -101,24 +97,19 @@ class MetricsTest(harness.ServerTestCase):
                       "scripts/setup --test)")
 
     def start_topology(self, **kw):
-        if HAVE_STRONG:
-            kw["strong"] = True
-        topo = harness.Topology(**kw)
+        topo = harness.Topology(strong=True, **kw)
         topo.start(self.addCleanup)
         services = [("region", r) for r in topo.regions]
-        services += [("coordinator", topo.coordinator), ("gateway", topo.gateway)]
-        if HAVE_STRONG:
-            services.append(("strong", topo.strong))
-        else:
-            print("\n[86] the harness cannot start --role strong yet: its metrics are not "
-                  "checked")
+        services += [("coordinator", topo.coordinator), ("gateway", topo.gateway),
+                     ("strong", topo.strong)]
+        self.wait_strong_ready(topo.strong)
         return topo, services
 
     def wait_strong_ready(self, srv, timeout=10):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with srv.client() as c:
-                if c.get_json("/health").get("ready", True):
+                if c.get_json("/health").get("ready"):
                     return
             time.sleep(0.05)
         self.fail("the strong counter was not ready in %d s" % timeout)
@@ -136,11 +127,9 @@ class MetricsTest(harness.ServerTestCase):
             g.get_json("/api/counters")
             g.get_json("/api/status")
             g.post_json("/admin/force-sync")
-        if HAVE_STRONG:
-            self.wait_strong_ready(topo.strong)
-            with topo.strong.client(timeout=15) as s:
-                for _ in range(3):
-                    s.post_json("/increment", {"counter_name": "m_strong", "amount": 1})
+        with topo.strong.client(timeout=15) as s:
+            for _ in range(3):
+                s.post_json("/increment", {"counter_name": "m_strong", "amount": 1})
 
     def test_every_service(self):
         topo, services = self.start_topology(sync_interval_ms=200)
@@ -169,10 +158,8 @@ class MetricsTest(harness.ServerTestCase):
                              total(samples, "counterd_http_requests_total"), what)
             self.assertGreater(total(samples, "counterd_http_requests_total", code="200"), 0,
                                what)
-        # The name-only problems seen are those of the names these roles carry.
-        want = {p for p in harness.PROMTOOL_NAME_LINT
-                if p[0] == "counter_sync_lag_ms" or (HAVE_STRONG and p[0].startswith("consistent_"))}
-        self.assertEqual(tolerated_seen, want)
+        # Every name-only problem is seen: each name is on some role.
+        self.assertEqual(tolerated_seen, harness.PROMTOOL_NAME_LINT)
 
         # API.md's values for this traffic.
         _, gw = scrape(topo.gateway)
@@ -188,8 +175,6 @@ class MetricsTest(harness.ServerTestCase):
 
     def test_http_metrics_move(self):
         topo, services = self.start_topology()
-        if HAVE_STRONG:
-            self.wait_strong_ready(topo.strong)
         for role, srv in services:
             what = "%s (%s)" % (srv.name, role)
             _, before = scrape(srv)
