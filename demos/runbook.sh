@@ -6,10 +6,10 @@
 #   ./scripts/lab up --base-port 9100 && BASE_PORT=9100 demos/runbook.sh
 #
 # Each step is a ```bash block of runbook.md, found by its name and run exactly as the
-# document shows it; only localhost:8080/8000-8004 are rewritten to the lab's ports when
-# BASE_PORT is not 8000 (gateway BASE_PORT+80, coordinator BASE_PORT, regions
-# BASE_PORT+1..3, the strong counter BASE_PORT+4). The output of the block is then checked with jq against
-# ../shared/API.md. Prints one PASS/FAIL line per step (the block's output too on a
+# document shows it; only localhost:8080/8000-8004/9090 are rewritten to the lab's ports
+# when BASE_PORT is not 8000 (gateway BASE_PORT+80, coordinator BASE_PORT, regions
+# BASE_PORT+1..3, the strong counter BASE_PORT+4, Prometheus BASE_PORT+1090). The output
+# of the block is then checked with jq against ../shared/API.md. Prints one PASS/FAIL line per step (the block's output too on a
 # failure, or always with VERBOSE=1) and exits 1 when any step failed, 2 when the lab is
 # not there.
 #
@@ -39,6 +39,7 @@ P_EAST=$((BASE_PORT + 1))
 P_WEST=$((BASE_PORT + 2))
 P_EU=$((BASE_PORT + 3))
 P_STRONG=$((BASE_PORT + 4))
+P_PROM=$((BASE_PORT + 1090))
 REGIONS=(us-east us-west eu-west)
 declare -A PORT_OF=([us-east]=$P_EAST [us-west]=$P_WEST [eu-west]=$P_EU)
 
@@ -59,9 +60,11 @@ block() {
 # The lab's ports instead of the default ones (in one pass, so nothing is rewritten twice).
 rewrite() {
   sed -E -e "s#localhost:8080([^0-9]|\$)#localhost:@P80@\\1#g" \
+         -e "s#localhost:9090([^0-9]|\$)#localhost:@P9090@\\1#g" \
          -e "s#localhost:800([0-4])([^0-9]|\$)#localhost:@P0\\1@\\2#g" |
     sed -e "s#@P80@#$P_GW#g" -e "s#@P00@#$P_CO#g" -e "s#@P01@#$P_EAST#g" \
-        -e "s#@P02@#$P_WEST#g" -e "s#@P03@#$P_EU#g" -e "s#@P04@#$P_STRONG#g"
+        -e "s#@P02@#$P_WEST#g" -e "s#@P03@#$P_EU#g" -e "s#@P04@#$P_STRONG#g" \
+        -e "s#@P9090@#$P_PROM#g"
 }
 
 # Runs block $1; its output is left in $OUT, its exit status in $RC.
@@ -192,7 +195,11 @@ for want in "Gateway API:     http://localhost:$P_GW" "Coordinator:     http://l
             "EU-West Counter: http://localhost:$P_EU"; do
   grep -qF -- "$want" <<< "$OUT" || fail_check "no line '$want'"
 done
-for tool in Jaeger Grafana Prometheus; do
+# The lab runs Prometheus itself (scripts/lab, base+1090).
+grep -qxF -- "  Prometheus:      http://localhost:$P_PROM" <<< "$OUT" ||
+  fail_check "no line 'Prometheus:      http://localhost:$P_PROM'"
+
+for tool in Jaeger Grafana; do
   grep -E "^  $tool:.*\(docker compose only\)$" <<< "$OUT" > /dev/null ||
     fail_check "$tool is not marked docker compose only"
 done

@@ -2,13 +2,15 @@
 80_runbook.py - the demo runbook (demos/runbook.md, run and checked by demos/runbook.sh)
 against a whole lab started by ./scripts/lab, and the lab script's own promises.
 
-The lab runs on a free base port (base..base+4 and base+80 free, .lab/<base> absent),
+The lab runs on a free base port (base..base+4, base+80 and Prometheus' base+1090 free,
+.lab/<base> absent),
 with the binary the test was given ($COUNTERD_BIN, the -san build under ctest) and
 SYNC_INTERVAL_MS=5000 (the runbook's "sleep 6" waits for one sync round):
 
   down with nothing running      exit 0, no output at all
-  up                             six services, each a live counterd with its pid file
-  up again                       "already running", the same six processes, no seventh
+  up                             six counterd services and Prometheus, each live with its
+                                 pid file
+  up again                       "already running", the same seven processes, no eighth
   status                         one line per service: name, port, pid, healthy
   demos/runbook.sh               every step PASS (parts 2 to 7)
   logs us-east, restart us-east  the troubleshooting steps: us-east's log; a new pid, the
@@ -38,7 +40,8 @@ ROOT = harness.REPO_ROOT
 LAB = os.path.join(ROOT, "scripts", "lab")
 RUNBOOK = os.path.join(ROOT, "demos", "runbook.sh")
 SERVICES = [("us-east", 1), ("us-west", 2), ("eu-west", 3), ("coordinator", 0), ("strong", 4),
-            ("gateway", 80)]
+            ("gateway", 80), ("prometheus", 1090)]
+COUNTERD_SERVICES = [s for s in SERVICES if s[0] != "prometheus"]
 TIME_LIMIT_S = 58  # the whole test; it takes 15-30 s under ASan
 
 
@@ -69,13 +72,13 @@ def free_base():
     rng = random.SystemRandom()
     for _ in range(200):
         # Below the ephemeral range (32768+), where the lab's own outgoing connections
-        # could take one of its ports first.
-        base = rng.randrange(20000, 32600, 100)
+        # could take one of its ports first (Prometheus' base+1090 included).
+        base = rng.randrange(20000, 31600, 100)
         if os.path.exists(os.path.join(ROOT, ".lab", str(base))):
             continue
         if all(port_free(base + off) for _, off in SERVICES):
             return base
-    raise harness.HarnessError("no free base port (base..base+4 and base+80) found")
+    raise harness.HarnessError("no free base port (base..base+4, base+80, base+1090) found")
 
 
 def pid_state(pid):
@@ -93,7 +96,7 @@ def pid_state(pid):
 def lab_processes(base):
     """pid -> SERVICE_PORT of every live process whose environment puts it on one of this
     lab's ports (whoever started it)."""
-    ports = {str(base + off) for _, off in SERVICES}
+    ports = {str(base + off) for _, off in COUNTERD_SERVICES}
     found = {}
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -186,7 +189,8 @@ class Runbook(unittest.TestCase):
             for name, pid in first.items():
                 self.assertEqual(pid_state(pid), "alive", "%s (pid %d) after up" % (name, pid))
             procs = lab_processes(self.base)
-            self.assertEqual(sorted(procs), sorted(first.values()),
+            counterd_pids = sorted(first[n] for n, _ in COUNTERD_SERVICES)
+            self.assertEqual(sorted(procs), counterd_pids,
                              "processes on the lab's ports after up: %r, pid files %r"
                              % (procs, first))
             print("[80_runbook] up: %.1f s" % (time.monotonic() - t0))
@@ -197,7 +201,7 @@ class Runbook(unittest.TestCase):
             self.assertTrue(out.startswith("lab: already running\n"), "second up said %r" % out)
             self.assertEqual(err, "", "second up, stderr")
             self.assertEqual(self.pids(), first, "pid files after a second up")
-            self.assertEqual(sorted(lab_processes(self.base)), sorted(first.values()),
+            self.assertEqual(sorted(lab_processes(self.base)), counterd_pids,
                              "a second up started another process")
 
             rc, out, err = self.lab("status")
