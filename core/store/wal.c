@@ -1083,13 +1083,19 @@ void wal_abandon(struct wal *w)
 
 /* ---------------------------------------------------------------- writing */
 
+/* Counts the bytes an encode_* call just buffered. @return the position after them. */
+static uint64_t appended(struct wal *w, size_t before)
+{
+    w->appended += w->buf.len - before;
+    return w->appended;
+}
+
 uint64_t wal_append(struct wal *w, const struct gstore *st, uint32_t id, const char *token,
                     size_t tlen, const struct dedup_answer *a, double at)
 {
     size_t before = w->buf.len;
     encode_counter(&w->buf, st, id, token, tlen, a, at);
-    w->appended += w->buf.len - before;
-    return w->appended;
+    return appended(w, before);
 }
 
 int wal_write(struct wal *w)
@@ -1124,8 +1130,7 @@ uint64_t wal_append_failover(struct wal *w, const char *counter, size_t clen, co
 {
     size_t before = w->buf.len;
     encode_failover(&w->buf, counter, clen, token, tlen, rec, at);
-    w->appended += w->buf.len - before;
-    return w->appended;
+    return appended(w, before);
 }
 
 uint64_t wal_append_strong(struct wal *w, const char *counter, size_t clen,
@@ -1133,16 +1138,14 @@ uint64_t wal_append_strong(struct wal *w, const char *counter, size_t clen,
 {
     size_t before = w->buf.len;
     encode_strong(&w->buf, counter, clen, e);
-    w->appended += w->buf.len - before;
-    return w->appended;
+    return appended(w, before);
 }
 
 uint64_t wal_append_promise(struct wal *w, uint64_t epoch)
 {
     size_t before = w->buf.len;
     encode_promise(&w->buf, epoch);
-    w->appended += w->buf.len - before;
-    return w->appended;
+    return appended(w, before);
 }
 
 int wal_write_sync(struct wal *w)
@@ -1177,8 +1180,7 @@ uint64_t wal_append_settle(struct wal *w, const char *counter, size_t clen, cons
 {
     size_t before = w->buf.len;
     encode_settle(&w->buf, counter, clen, token, tlen, at);
-    w->appended += w->buf.len - before;
-    return w->appended;
+    return appended(w, before);
 }
 
 int wal_failed(const struct wal *w)

@@ -15,10 +15,8 @@ binary, COUNTERD_RELEASE_BIN) and stops with `scripts/lab down`.
 """
 
 import os
-import random
 import re
 import shutil
-import socket
 import subprocess
 import unittest
 
@@ -32,23 +30,6 @@ OFFSETS = (0, 1, 2, 3, 4, 80)  # coordinator, regions, strong, gateway
 ROW = re.compile(r"^(\S+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+(\d+)\s+(\S+)")
 
 
-def free_base():
-    """A base port whose lab ports are all free a moment ago."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000)
-        socks = []
-        try:
-            for off in OFFSETS:
-                s = socket.socket()
-                socks.append(s)
-                s.bind((harness.HOST, base + off))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise AssertionError("no free base port found")
 
 
 def table(out):
@@ -69,7 +50,7 @@ class Loadtest(harness.ServerTestCase):
     def setUpClass(cls):
         if not shutil.which("wrk"):
             raise AssertionError("wrk is missing: ./scripts/setup --test installs it")
-        cls.base = free_base()
+        cls.base = harness.free_lab_base()
         cls.env = {k: v for k, v in os.environ.items()
                    if not k.startswith(("COUNTERD_", "LOADTEST_"))}
         cls.env.update(COUNTERD_BIN=RELEASE_BIN, COUNTERD_WATCH="0")

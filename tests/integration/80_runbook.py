@@ -24,11 +24,9 @@ The lab is always brought down (try/finally, and by the harness' suite watchdog)
 """
 
 import os
-import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -45,40 +43,8 @@ COUNTERD_SERVICES = [s for s in SERVICES if s[0] != "prometheus"]
 TIME_LIMIT_S = 58  # the whole test; it takes 15-30 s under ASan
 
 
-def port_free(port):
-    """Nothing listens on the port and a server could bind it (TIME_WAIT leftovers of
-    closed connections do not count: counterd binds with SO_REUSEADDR)."""
-    c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    c.settimeout(1.0)
-    try:
-        c.connect((harness.HOST, port))
-        return False
-    except OSError:
-        pass
-    finally:
-        c.close()
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        s.bind((harness.HOST, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
-def free_base():
-    rng = random.SystemRandom()
-    for _ in range(200):
-        # Below the ephemeral range (32768+), where the lab's own outgoing connections
-        # could take one of its ports first (Prometheus' base+1090 included).
-        base = rng.randrange(20000, 31600, 100)
-        if os.path.exists(os.path.join(ROOT, ".lab", str(base))):
-            continue
-        if all(port_free(base + off) for _, off in SERVICES):
-            return base
-    raise harness.HarnessError("no free base port (base..base+4, base+80, base+1090) found")
 
 
 def pid_state(pid):
@@ -163,7 +129,7 @@ class Runbook(unittest.TestCase):
 
     def test_lab_and_runbook(self):
         t0 = time.monotonic()
-        self.base = free_base()
+        self.base = harness.free_lab_base()
         self.state = os.path.join(ROOT, ".lab", str(self.base))
         self.env = dict(os.environ, COUNTERD_BIN=harness.BIN, SYNC_INTERVAL_MS="5000")
         self.env.pop("FSYNC_POLICY", None)
@@ -273,7 +239,7 @@ class Runbook(unittest.TestCase):
             self.assertIn(pid_state(pid), ("gone", "zombie"), "%s (pid %d) after down" % (name, pid))
         self.assertEqual(lab_processes(self.base), {}, "processes left on the lab's ports")
         for name, off in SERVICES:
-            self.assertTrue(port_free(self.base + off),
+            self.assertTrue(harness.port_free(self.base + off),
                             "port %d (%s) still taken after down" % (self.base + off, name))
         self.assertEqual(os.listdir(os.path.join(self.state, "pids")), [], "pid files left")
 

@@ -13,7 +13,6 @@ sanitizer reports.
 
 import json
 import os
-import random
 import shutil
 import signal
 import socket
@@ -30,35 +29,13 @@ PROMETHEUS = os.environ.get("PROMETHEUS_BIN", "/usr/bin/prometheus")
 REGIONS = [r for r, _ in harness.LAB_REGIONS]
 # Offsets scripts/lab adds to the base port (the strong service's 4 included: a port the
 # lab may use must be free too).
-OFFSETS = (0, 1, 2, 3, 4, 80, 1090)
+OFFSETS = harness.LAB_OFFSETS
 PROM_OFFSET = 1090
 WAIT_S = 30  # for Prometheus to have scraped what the load did
 
 
-def port_free(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the services bind
-    try:
-        s.bind((harness.HOST, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
-def free_base():
-    """A base port whose every lab port is free, all of them below the ephemeral range
-    (32768+), where other tests' servers and the lab's own outgoing connections take
-    theirs."""
-    rng = random.SystemRandom()
-    for _ in range(200):
-        base = rng.randrange(20000, 32700 - PROM_OFFSET, 10)
-        if os.path.exists(os.path.join(harness.REPO_ROOT, ".lab", str(base))):
-            continue
-        if all(port_free(base + o) for o in OFFSETS):
-            return base
-    raise AssertionError("no base port with every lab port free")
 
 
 def listening(port):
@@ -88,7 +65,7 @@ class LabPrometheus(harness.ServerTestCase):
         if not os.access(PROMETHEUS, os.X_OK):
             self.fail("%s is not installed (Debian package prometheus: scripts/setup)"
                       % PROMETHEUS)
-        self.base = free_base()
+        self.base = harness.free_lab_base()
         self.state = os.path.join(harness.REPO_ROOT, ".lab", str(self.base))
         self.env = dict(os.environ, COUNTERD_BIN=harness.BIN, LAB_SCRAPE_INTERVAL="1s",
                         SYNC_INTERVAL_MS="500", FSYNC_POLICY="no", PROMETHEUS_BIN=PROMETHEUS)

@@ -23,10 +23,8 @@ and kept (path printed) after a failure.
 """
 
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,43 +37,12 @@ ROOT = harness.REPO_ROOT
 LAB = os.path.join(ROOT, "scripts", "lab")
 SCENARIO = os.path.join(ROOT, "scripts", "scenario")
 DEMOS = os.path.join(ROOT, "demos")
-OFFSETS = (0, 1, 2, 3, 4, 80)
 WANTED_DEMOS = {"basic.lua", "eventual.lua", "partition.lua", "compare.lua", "crdt_state.lua"}
 TIME_LIMIT_S = 100  # the whole file (the harness' suite watchdog stops it at 110)
 
 
-def port_free(port):
-    c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    c.settimeout(1.0)
-    try:
-        c.connect((harness.HOST, port))
-        return False
-    except OSError:
-        pass
-    finally:
-        c.close()
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        s.bind((harness.HOST, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
-def free_base(avoid=()):
-    rng = random.SystemRandom()
-    for _ in range(200):
-        # Below the ephemeral range (32768+), where outgoing connections could take one of
-        # the lab's ports first.
-        base = rng.randrange(20000, 32600, 100)
-        if base in avoid or os.path.exists(os.path.join(ROOT, ".lab", str(base))):
-            continue
-        if all(port_free(base + off) for off in OFFSETS):
-            return base
-    raise harness.HarnessError("no free base port (base..base+4 and base+80) found")
 
 
 class _LabGuard:
@@ -105,7 +72,7 @@ class Scenarios(unittest.TestCase):
         signal.signal(signal.SIGALRM, on_alarm)
         signal.alarm(TIME_LIMIT_S)
         cls.t0 = time.monotonic()
-        cls.base = free_base()
+        cls.base = harness.free_lab_base()
         cls.state = os.path.join(ROOT, ".lab", str(cls.base))
         cls.env = dict(os.environ, COUNTERD_BIN=harness.BIN, SYNC_INTERVAL_MS="1000",
                        BASE_PORT="1")  # BASE_PORT must lose to --base-port
@@ -272,7 +239,7 @@ class Scenarios(unittest.TestCase):
         self.assertIn("no lab is running on base port 1:", err)
 
     def test_6_no_lab(self):
-        base = free_base(avoid=(self.base,))
+        base = harness.free_lab_base(avoid=(self.base,))
         ok = self.write("ok.lua", "expect(1).to_be(1)\n")
         t = time.monotonic()
         rc, out, err = self.scenario(ok, base=base)

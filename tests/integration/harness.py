@@ -16,6 +16,7 @@ import ctypes
 import http.client
 import json
 import os
+import random
 import re
 import select
 import shutil
@@ -935,3 +936,48 @@ def _suite_watchdog():
 
 # Importing the harness arms the suite-wide hard limit: a hung test file cannot outlive it.
 threading.Thread(target=_suite_watchdog, name="suite-watchdog", daemon=True).start()
+
+
+# ---------------------------------------------------------------------------------------
+# Labs started by ./scripts/lab (80, 88, 90, tests/ecosystem)
+# ---------------------------------------------------------------------------------------
+
+# Port offsets of a lab from its base: coordinator, regions, strong, gateway, Prometheus.
+LAB_OFFSETS = (0, 1, 2, 3, 4, 80, 1090)
+
+
+def port_free(port):
+    """Nothing listens on the port and a server could bind it (TIME_WAIT leftovers of
+    closed connections do not count: counterd binds with SO_REUSEADDR)."""
+    c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    c.settimeout(1.0)
+    try:
+        c.connect((HOST, port))
+        return False
+    except OSError:
+        pass
+    finally:
+        c.close()
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind((HOST, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def free_lab_base(avoid=()):
+    """A base port for ./scripts/lab --base-port whose every lab port is free, all below
+    the ephemeral range (32768+), where other servers' and the lab's own outgoing
+    connections take theirs; .lab/<base> must not exist yet."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        base = rng.randrange(20000, 32768 - max(LAB_OFFSETS), 10)
+        if base in avoid or os.path.exists(os.path.join(REPO_ROOT, ".lab", str(base))):
+            continue
+        if all(port_free(base + off) for off in LAB_OFFSETS):
+            return base
+    raise HarnessError("no free lab base port (base..base+4, base+80, base+1090) found")
