@@ -13,14 +13,20 @@
  * The calling task yields while curl works; the loop resumes it with the answer. Calling
  * these outside a task (in a policy, or at a file's top level) raises an error. Expected
  * failures (refused, timeout) are returned, not raised.
+ *
+ * With tracing on, every call is a client span, a child of the span of the request the
+ * task serves (a new trace otherwise), and carries its traceparent header.
  */
 #include <lauxlib.h>
 #include <lua.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "../base/mem.h"
 #include "../net/client.h"
+#include "../obs/trace.h"
 #include "host.h"
 
 #define MAX_HEADERS 16
@@ -32,6 +38,7 @@ struct call {
     struct op *op;
     int index;                /* 1-based slot in the results */
     struct http_call *handle; /* NULL once answered */
+    struct trace_span *span;  /* the call's client span, when tracing */
 };
 
 /* One yield: n calls whose answers resume the task when the last arrives. */
@@ -49,8 +56,11 @@ static void op_cancel(void *arg)
 {
     struct op *op = arg;
     for (int i = 0; i < op->n; i++)
-        if (op->calls[i].handle)
+        if (op->calls[i].handle) {
             http_client_cancel(op->calls[i].handle);
+            trace_span_error(op->calls[i].span, "cancelled");
+            trace_span_end(op->calls[i].span);
+        }
     free(op);
 }
 
@@ -77,6 +87,11 @@ static void on_done(const struct http_result *res, void *arg)
     struct op *op = c->op;
     lua_State *co = lua_task_state(op->task);
     c->handle = NULL;
+    if (c->span) {
+        trace_span_http_status(c->span, res->status, res->error);
+        trace_span_end(c->span);
+        c->span = NULL;
+    }
     if (!op->multi) {
         int nret;
         if (res->status) {
@@ -109,6 +124,44 @@ static void on_done(const struct http_result *res, void *arg)
     luaL_unref(co, LUA_REGISTRYINDEX, op->results_ref);
     op_free(op);
     lua_task_resume(t, 1);
+}
+
+/*
+ * Starts c's call: with tracing on, as a client span of the task's request whose
+ * traceparent is added to headers (which has a free slot after its NULL).
+ */
+static struct http_call *start_call(struct lua_host *h, struct lua_task *t, struct call *c,
+                                    struct http_call_opts *o, const char **headers)
+{
+    char tp[TRACE_HEADER_LEN + 1];
+    if (trace_enabled()) {
+        /* Named by method and path: "GET /counter/views", not the whole URL. */
+        const char *path = strstr(o->url, "://");
+        path = path ? strchr(path + 3, '/') : NULL;
+        char name[160];
+        snprintf(name, sizeof name, "%s %.*s", o->method, path ? (int)strcspn(path, "?") : 1,
+                 path ? path : "/");
+        c->span = trace_span_child(lua_task_span(t), name, TRACE_CLIENT);
+        trace_span_attr_cstr(c->span, "http.method", o->method);
+        trace_span_attr_cstr(c->span, "http.url", o->url);
+        memcpy(tp, "traceparent: ", 13);
+        trace_span_traceparent(c->span, tp + 13);
+        int n = 0, own = 0; /* a traceparent the caller set itself wins */
+        for (; headers[n]; n++)
+            own |= strncasecmp(headers[n], "traceparent:", 12) == 0;
+        if (!own) {
+            headers[n] = tp;
+            headers[n + 1] = NULL;
+            o->headers = headers;
+        }
+    }
+    struct http_call *call = http_client_request(lua_host_client(h), o, on_done, c);
+    if (!call && c->span) {
+        trace_span_error(c->span, "the request could not be started");
+        trace_span_end(c->span);
+        c->span = NULL;
+    }
+    return call;
 }
 
 /* Reads the request table at idx into o (strings stay on L's stack, valid until return). */
@@ -158,7 +211,7 @@ static int l_request(lua_State *L)
     struct lua_task *t = need_task(L, "request");
     struct lua_host *h = lua_host_of(L);
     struct http_call_opts o;
-    const char *headers[MAX_HEADERS + 1];
+    const char *headers[MAX_HEADERS + 2];
     read_opts(L, 1, &o, headers);
     struct op *op = xcalloc(1, sizeof *op + sizeof(struct call));
     op->h = h;
@@ -166,7 +219,7 @@ static int l_request(lua_State *L)
     op->n = op->left = 1;
     op->calls[0].op = op;
     op->calls[0].index = 1;
-    op->calls[0].handle = http_client_request(lua_host_client(h), &o, on_done, &op->calls[0]);
+    op->calls[0].handle = start_call(h, t, &op->calls[0], &o, headers);
     if (!op->calls[0].handle) {
         free(op);
         lua_pushnil(L);
@@ -210,12 +263,11 @@ static int l_multi(lua_State *L)
         int top = lua_gettop(L);
         lua_rawgeti(L, 1, i);
         struct http_call_opts o;
-        const char *headers[MAX_HEADERS + 1];
+        const char *headers[MAX_HEADERS + 2];
         read_opts(L, lua_gettop(L), &o, headers);
         op->calls[i - 1].op = op;
         op->calls[i - 1].index = i;
-        op->calls[i - 1].handle =
-            http_client_request(lua_host_client(h), &o, on_done, &op->calls[i - 1]);
+        op->calls[i - 1].handle = start_call(h, t, &op->calls[i - 1], &o, headers);
         if (!op->calls[i - 1].handle) {
             /* Counts as answered with an error, now. */
             lua_rawgeti(L, LUA_REGISTRYINDEX, op->results_ref);

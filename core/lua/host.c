@@ -38,6 +38,7 @@ struct lua_task {
     int ref; /* anchors the coroutine in the registry while it runs */
     lua_task_done_fn done;
     void *arg;
+    struct trace_span *span; /* the request it serves, when traced */
     struct lua_task *prev, *next;
 };
 
@@ -273,6 +274,7 @@ struct lua_host *lua_host_new(const char *lua_dir, const struct lua_host_info *i
     lua_api_http_inject(L);
     lua_api_timer_inject(L);
     lua_api_metrics_inject(L);
+    lua_api_trace_inject(L);
     lua_pushvalue(L, -1);
     lua_setglobal(L, "counterd");
     lua_getglobal(L, "package");
@@ -901,6 +903,17 @@ void lua_task_resume(struct lua_task *t, int nargs)
 
 void lua_host_spawn(struct lua_host *h, int nargs, lua_task_done_fn done, void *arg)
 {
+    lua_host_spawn_traced(h, nargs, done, arg, NULL);
+}
+
+struct trace_span *lua_task_span(struct lua_task *t)
+{
+    return t ? t->span : NULL;
+}
+
+void lua_host_spawn_traced(struct lua_host *h, int nargs, lua_task_done_fn done, void *arg,
+                           struct trace_span *span)
+{
     lua_State *L = h->L;
     lua_State *co = lua_newthread(L);
     struct lua_task *t = xcalloc(1, sizeof *t);
@@ -908,6 +921,7 @@ void lua_host_spawn(struct lua_host *h, int nargs, lua_task_done_fn done, void *
     t->co = co;
     t->done = done;
     t->arg = arg;
+    t->span = span;
     /* Anchor the coroutine, and map it to its task. */
     lua_getfield(L, LUA_REGISTRYINDEX, "counterd.tasks");
     lua_pushvalue(L, -2);

@@ -98,6 +98,16 @@ typedef void (*lua_task_done_fn)(struct lua_State *co, int nresults, const char 
  * popped) in a new task. done may be NULL (errors are then logged).
  */
 void lua_host_spawn(struct lua_host *h, int nargs, lua_task_done_fn done, void *arg);
+/*
+ * The same for a task serving a request traced by span (may be NULL): the task's
+ * counterd.http calls become its children, and counterd.trace names it. span must stay
+ * open until the task ends (a request's span ends with its answer, which done gives).
+ */
+struct trace_span;
+void lua_host_spawn_traced(struct lua_host *h, int nargs, lua_task_done_fn done, void *arg,
+                           struct trace_span *span);
+/* The span of the request a task serves, or NULL. */
+struct trace_span *lua_task_span(struct lua_task *t);
 /* The task running on co, or NULL when co is not a task (a plain pcall, a policy). */
 struct lua_task *lua_task_of(struct lua_State *co);
 struct lua_State *lua_task_state(struct lua_task *t);
@@ -142,5 +152,6 @@ void lua_api_json_inject(struct lua_State *L);
 void lua_api_http_inject(struct lua_State *L);
 void lua_api_timer_inject(struct lua_State *L);
 void lua_api_metrics_inject(struct lua_State *L);
+void lua_api_trace_inject(struct lua_State *L);
 
 #endif

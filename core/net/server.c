@@ -35,6 +35,7 @@
 #include "../base/clock.h"
 #include "../base/log.h"
 #include "../base/mem.h"
+#include "../obs/trace.h"
 
 #define READ_CHUNK 65536
 #define MAX_HEADERS 64
@@ -178,6 +179,10 @@ static void count_answer(struct http_server *srv, int status, double seconds)
 
 static void conn_free(struct http_conn *c)
 {
+    if (c->req.span) { /* a request that will never be answered */
+        trace_span_error(c->req.span, "closed unanswered");
+        trace_span_end(c->req.span);
+    }
     buf_free(&c->in);
     buf_free(&c->out);
     buf_free(&c->url);
@@ -190,6 +195,11 @@ void http_respond_ex(struct http_request *req, int status, const char *content_t
                      const char *extra_headers, const char *body, size_t len)
 {
     struct http_conn *c = req->conn;
+    if (req->span) {
+        trace_span_http_status(req->span, status, NULL);
+        trace_span_end(req->span);
+        req->span = NULL;
+    }
     if (c->flags & C_DEAD) {
         /* The client left while we worked on its answer. */
         conn_free(c);
@@ -437,6 +447,20 @@ static int on_body(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+/* The request's span: a child of the caller's traceparent, or the root of a new trace. */
+static struct trace_span *server_span(struct http_request *r)
+{
+    struct trace_ctx parent;
+    const char *tp = http_request_header(r, "traceparent");
+    int has_parent = tp && trace_parse_traceparent(tp, strlen(tp), &parent) == 0;
+    char name[160];
+    snprintf(name, sizeof name, "%s %.120s", r->method_name, r->path);
+    struct trace_span *s = trace_span_start(name, TRACE_SERVER, has_parent ? &parent : NULL);
+    trace_span_attr_cstr(s, "http.method", r->method_name);
+    trace_span_attr_str(s, "http.target", r->path, r->path_len);
+    return s;
+}
+
 static int on_message_complete(http_parser *p)
 {
     struct http_conn *c = p->data;
@@ -446,6 +470,7 @@ static int on_message_complete(http_parser *p)
     r->body_len = c->body.len - 1;
     r->keep_alive = http_should_keep_alive(p);
     r->conn = c;
+    r->span = trace_enabled() ? server_span(r) : NULL;
     c->srv->stats.requests++;
     c->flags |= C_PENDING | C_IN_HANDLER; /* C_PENDING is cleared by the answer */
     c->srv->handler(r, c->srv->arg);

@@ -21,6 +21,7 @@
 struct event_base;
 struct http_server;
 struct http_conn;
+struct trace_span;
 
 enum http_verb {
     HTTP_M_OTHER,
@@ -43,7 +44,10 @@ struct http_request {
     const char *body; /* NUL-terminated for convenience; may contain NUL bytes */
     size_t body_len;
     int keep_alive;
-    double start_ms;        /* monotonic time the first byte of the request arrived */
+    double start_ms; /* monotonic time the first byte of the request arrived */
+    /* The request's server span when tracing is on (a child of the caller's traceparent),
+     * else NULL; the answer ends it. Handlers add attributes and name its route. */
+    struct trace_span *span;
     struct http_conn *conn; /* private */
 };
 

@@ -34,6 +34,7 @@
 #include "../base/mem.h"
 #include "../net/client.h"
 #include "../obs/metrics.h"
+#include "../obs/trace.h"
 #include "../store/failover.h"
 #include "../store/gcounter.h"
 
@@ -66,11 +67,14 @@ struct peer {
     int failures;
     uint64_t fo_acked, fo_sent; /* failover records on the peer / in the push in flight */
     int fo_count, fo_more;      /* records in this push; more are waiting */
+    struct trace_span *span;    /* the exchange's client span, when tracing */
 };
 
 struct waiter {
     void (*done)(void *arg, int completed);
     void *arg;
+    struct trace_ctx parent; /* the request that asked for the round, when traced */
+    int has_parent;
     struct waiter *next;
 };
 
@@ -120,7 +124,9 @@ struct repl {
     uint32_t *seen;
     size_t seen_cap;
     struct buf out, counts, decs, fos;
+    int page_counters; /* counters in the page being built */
     struct failovers *failovers;
+    struct trace_span *round_span; /* the round in progress, when tracing */
     /* Metrics. */
     struct metric_series *m_ok, *m_err, *m_part, *m_conflicts, *m_latency, *m_bytes_sent,
         *m_bytes_recv, *m_lag;
@@ -136,6 +142,7 @@ static void append_counter(struct repl *r, const struct gcounter *c, struct buf 
     unsigned n = gcounter_entries(c);
     struct gentry e;
 
+    r->page_counters++;
     if (counts->len > 1)
         buf_putc(counts, ',');
     buf_json_str(counts, name, nlen);
@@ -210,6 +217,7 @@ static int page_delta(struct repl *r, uint64_t since, int skip_origin, uint64_t 
 
 static void page_begin(struct repl *r)
 {
+    r->page_counters = 0;
     buf_reset(&r->counts);
     buf_reset(&r->decs);
     buf_putc(&r->counts, '{');
@@ -526,6 +534,8 @@ static void exchange_start(struct peer *p);
 static void round_finish(struct repl *r)
 {
     r->round_running = 0;
+    trace_span_end(r->round_span);
+    r->round_span = NULL;
     struct waiter *w = r->waiters;
     r->waiters = NULL;
     while (w) {
@@ -583,11 +593,9 @@ static void peer_failed(struct peer *p, const char *fmt, ...)
     peer_round_end(p, ST_ERROR);
 }
 
-static void on_exchange_done(const struct http_result *res, void *arg)
+static void exchange_done(struct peer *p, const struct http_result *res, struct trace_span *sp)
 {
-    struct peer *p = arg;
     struct repl *r = p->r;
-    p->call = NULL;
     metric_add(r->m_bytes_recv, (double)res->len);
     if (res->status == 0) {
         peer_failed(p, "%s", res->error ? res->error : "no answer");
@@ -624,6 +632,7 @@ static void on_exchange_done(const struct http_result *res, void *arg)
         return;
     }
     metric_add(r->m_conflicts, changed);
+    trace_span_attr_int(sp, "sync.counters_received", (int64_t)r->nitems);
 
     /* The push is on the peer now. */
     p->fo_acked = p->fo_sent;
@@ -663,6 +672,20 @@ static void on_exchange_done(const struct http_result *res, void *arg)
         return;
     }
     peer_round_end(p, ST_SUCCESS);
+}
+
+/* The exchange's span ends here, after what the answer did has been recorded on it. */
+static void on_exchange_done(const struct http_result *res, void *arg)
+{
+    struct peer *p = arg;
+    struct trace_span *sp = p->span;
+    p->call = NULL;
+    p->span = NULL;
+    trace_span_http_status(sp, res->status, res->error);
+    exchange_done(p, res, sp);
+    /* Named after the exchange: a first answer is what tells us the peer's node id. */
+    trace_span_attr_cstr(sp, "sync.peer", peer_name(p));
+    trace_span_end(sp);
 }
 
 #define FAILOVERS_PER_EXCHANGE 1000
@@ -722,7 +745,17 @@ static void exchange_send(struct peer *p)
         failovers_foreach(r->failovers, p->fo_acked, append_failover, p);
     body_finish(r, p->cursor, NULL, 0);
     buf_reset(&r->fos);
-    const char *headers[2] = {r->auth_header, NULL};
+    const char *headers[3] = {r->auth_header, NULL, NULL};
+    char tp[TRACE_HEADER_LEN + 1];
+    if (p->span) {
+        trace_span_attr_int(p->span, "sync.counters_sent", p->r->page_counters);
+        trace_span_attr_int(p->span, "sync.failovers_sent", p->fo_count);
+        trace_span_attr_int(p->span, "sync.bytes_sent", (int64_t)r->out.len);
+        trace_span_attr_bool(p->span, "sync.full", p->full_push);
+        memcpy(tp, "traceparent: ", 13);
+        trace_span_traceparent(p->span, tp + 13);
+        headers[r->auth_header ? 1 : 0] = tp;
+    }
     struct http_call_opts o = {.method = "POST",
                                .url = p->sync_url,
                                .body = r->out.data,
@@ -732,8 +765,13 @@ static void exchange_send(struct peer *p)
     metric_add(r->m_bytes_sent, (double)r->out.len);
     p->sent_bytes = r->out.len;
     p->call = http_client_request(r->client, &o, on_exchange_done, p);
-    if (!p->call)
+    if (!p->call) {
+        trace_span_attr_cstr(p->span, "sync.peer", peer_name(p));
+        trace_span_error(p->span, "cannot start the HTTP call");
+        trace_span_end(p->span);
+        p->span = NULL;
         peer_failed(p, "cannot start the HTTP call");
+    }
 }
 
 static void on_delay_out(evutil_socket_t fd, short what, void *arg)
@@ -748,7 +786,19 @@ static void exchange_start(struct peer *p)
     struct repl *r = p->r;
     int delay_ms;
     int a = decide(r, "out", r->node_id, peer_name(p), &delay_ms);
+    if (trace_enabled()) {
+        /* The span covers the policy's delay too: WAN latency shows in the trace. */
+        p->span = trace_span_child(r->round_span, "POST /sync", TRACE_CLIENT);
+        trace_span_attr_cstr(p->span, "http.method", "POST");
+        trace_span_attr_cstr(p->span, "http.url", p->sync_url);
+        if (a == REPL_DELAY)
+            trace_span_attr_int(p->span, "sync.delay_ms", delay_ms);
+    }
     if (a == REPL_DROP) {
+        trace_span_attr_cstr(p->span, "sync.peer", peer_name(p));
+        trace_span_error(p->span, r->partitioned ? "partitioned" : "dropped by the faults policy");
+        trace_span_end(p->span);
+        p->span = NULL;
         peer_round_end(p, ST_PARTITION);
         return;
     }
@@ -767,6 +817,18 @@ static void round_start(struct repl *r)
     r->next_waiters = NULL;
     r->round_left = r->npeers;
     r->round_starting = 1;
+    if (trace_enabled()) {
+        /* A round asked for by a traced request (force-sync) belongs to its trace. */
+        const struct trace_ctx *parent = NULL;
+        for (struct waiter *w = r->waiters; w && !parent; w = w->next)
+            if (w->has_parent)
+                parent = &w->parent;
+        r->round_span = trace_span_start("sync round", TRACE_INTERNAL, parent);
+        trace_span_attr_cstr(r->round_span, "node_id", r->node_id);
+        trace_span_attr_cstr(r->round_span, "region", r->region);
+        trace_span_attr_int(r->round_span, "sync.peers", r->npeers);
+        trace_span_attr_cstr(r->round_span, "sync.trigger", r->waiters ? "request" : "interval");
+    }
     for (int i = 0; i < r->npeers; i++) {
         struct peer *p = &r->peers[i];
         p->in_round = 1;
@@ -798,9 +860,19 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
 void repl_sync_now(struct repl *r, void (*done)(void *arg, int completed), void *arg)
 {
+    repl_sync_now_traced(r, NULL, done, arg);
+}
+
+void repl_sync_now_traced(struct repl *r, const struct trace_span *parent,
+                          void (*done)(void *arg, int completed), void *arg)
+{
     struct waiter *w = xcalloc(1, sizeof *w);
     w->done = done;
     w->arg = arg;
+    if (parent) {
+        w->parent = *trace_span_ctx(parent);
+        w->has_parent = 1;
+    }
     w->next = r->next_waiters;
     r->next_waiters = w;
     maybe_next_round(r);
@@ -854,6 +926,12 @@ static void answer_sync(struct repl *r, struct http_request *req, const char *bo
     apply_failovers(r, fos);
     metric_add(r->m_conflicts, changed);
     metric_add(r->m_bytes_recv, (double)len);
+    if (req->span) {
+        if (nid && nid->type == JSON_STR)
+            trace_span_attr_str(req->span, "sync.peer", nid->u.s, nid->len);
+        trace_span_attr_int(req->span, "sync.counters_received", (int64_t)r->nitems);
+        trace_span_attr_int(req->span, "sync.conflicts_resolved", changed);
+    }
 
     int full = 1;
     uint64_t seq = 0;
@@ -879,6 +957,7 @@ static void answer_sync(struct repl *r, struct http_request *req, const char *bo
         more = page_delta(r, seq, origin, &upto);
         snprintf(cursor, sizeof cursor, "D.%s.%" PRIu64, r->incarnation, upto);
     }
+    trace_span_attr_int(req->span, "sync.counters_sent", r->page_counters);
     body_finish(r, NULL, cursor, more);
     metric_add(r->m_bytes_sent, (double)r->out.len);
     r->last_sync_unix = clock_unix_s();
@@ -1062,6 +1141,8 @@ void repl_free(struct repl *r)
         struct peer *p = &r->peers[i];
         if (p->call)
             http_client_cancel(p->call);
+        trace_span_error(p->span, "stopped");
+        trace_span_end(p->span);
         event_free(p->delay_ev);
         free(p->url);
         free(p->sync_url);
@@ -1076,6 +1157,7 @@ void repl_free(struct repl *r)
             free(lists[i]);
             lists[i] = next;
         }
+    trace_span_end(r->round_span);
     free(r->peers);
     json_parser_free(&r->parser);
     free(r->items);

@@ -27,6 +27,7 @@ struct gstore;
 struct metrics;
 struct failovers;
 struct repl;
+struct trace_span;
 
 enum repl_action { REPL_DELIVER, REPL_DROP, REPL_DELAY };
 
@@ -81,6 +82,10 @@ const char *repl_incarnation(const struct repl *r);
  * done(arg, 0) from repl_free if it never will.
  */
 void repl_sync_now(struct repl *r, void (*done)(void *arg, int completed), void *arg);
+/* The same, for a traced request (parent may be NULL): the round's spans join its trace
+ * (when several requests wait for one round, the first traced one's). */
+void repl_sync_now_traced(struct repl *r, const struct trace_span *parent,
+                          void (*done)(void *arg, int completed), void *arg);
 
 /* Answers POST /sync: merges the body and answers this node's state (API.md). */
 void repl_handle_sync(struct repl *r, struct http_request *req);

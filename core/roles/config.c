@@ -84,6 +84,18 @@ static const struct option options[] = {
     STR(script, "--script", "COUNTERD_SCRIPT", "scenario: the Lua scenario file to run"),
     INT(base_port, "--base-port", "COUNTERD_BASE_PORT", 1, 65455,
         "scenario: base port of the lab it drives (default 8000)"),
+    STR(otlp_endpoint, "--otlp-endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "send spans as OTLP/HTTP JSON to <url>/v1/traces (default: tracing off)"),
+    STR(service_name, "--service-name", "OTEL_SERVICE_NAME",
+        "service.name of the spans (default: counter-<region>, coordinator, gateway)"),
+    INT(trace_batch, "--trace-batch", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 1, 100000,
+        "spans per export (default 512)"),
+    INT(trace_queue, "--trace-queue", "OTEL_BSP_MAX_QUEUE_SIZE", 1, 1000000,
+        "spans waiting for export at most; more are dropped (default 2048)"),
+    INT(trace_delay_ms, "--trace-delay-ms", "OTEL_BSP_SCHEDULE_DELAY", 10, 600000,
+        "ms between exports (default 1000)"),
+    INT(trace_timeout_ms, "--trace-timeout-ms", "OTEL_BSP_EXPORT_TIMEOUT", 10, 600000,
+        "ms one export may take before its spans are dropped (default 5000)"),
 };
 #define NOPTIONS (sizeof options / sizeof *options)
 
@@ -173,6 +185,10 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
     snprintf(c->fsync, sizeof c->fsync, "everysec");
     c->request_timeout_up_ms = 2000;
     c->base_port = 8000;
+    c->trace_batch = 512;
+    c->trace_queue = 2048;
+    c->trace_delay_ms = 1000;
+    c->trace_timeout_ms = 5000;
     /* The lab's own name for the regions list. */
     const char *alias = getenv("COUNTER_ENDPOINTS");
     if (alias && strlen(alias) < sizeof c->region_endpoints)

@@ -40,6 +40,10 @@ struct config {
     /* Scenario runner: the Lua scenario file, and the base port of the lab it drives. */
     char script[1024];
     int base_port;
+    /* Tracing: spans go to <otlp_endpoint>/v1/traces; "" : tracing off. */
+    char otlp_endpoint[512];
+    char service_name[128]; /* "" : the role's (counter-<region>, coordinator, gateway) */
+    int trace_batch, trace_queue, trace_delay_ms, trace_timeout_ms;
 };
 
 /*

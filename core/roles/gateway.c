@@ -26,6 +26,7 @@
 #include "../net/server.h"
 #include "../net/upstream.h"
 #include "../obs/metrics.h"
+#include "../obs/trace.h"
 #include "../store/tokwin.h"
 
 #define MAX_REGIONS 16
@@ -68,8 +69,9 @@ struct forward {
     char counter[256];
     char client_region[64];
     int has_client_region;
-    char token[129]; /* the client's idempotency token, "" when it gave none */
-    struct buf body; /* the body to forward, token included */
+    char token[129];         /* the client's idempotency token, "" when it gave none */
+    struct buf body;         /* the body to forward, token included */
+    struct trace_span *span; /* the attempt in flight (client span), when tracing */
     struct forward *prev, *next;
 };
 
@@ -97,6 +99,10 @@ static void forward_free(struct forward *f)
         g->inflight = f->next;
     if (f->next)
         f->next->prev = f->prev;
+    if (f->span) { /* cancelled */
+        trace_span_error(f->span, "cancelled");
+        trace_span_end(f->span);
+    }
     buf_free(&f->body);
     free(f);
 }
@@ -154,6 +160,11 @@ static void on_answer(int status, const char *body, size_t len, const char *err,
     struct gateway *g = f->g;
     struct gw_region *r = &g->regions[f->region];
     f->ureq = NULL;
+    if (f->span) {
+        trace_span_http_status(f->span, status, err);
+        trace_span_end(f->span);
+        f->span = NULL;
+    }
     if (status == 0 || status >= 500) {
         r->down_until = clock_mono_ms() + DOWN_MS;
         if (sent || status >= 500)
@@ -181,6 +192,7 @@ static void on_answer(int status, const char *body, size_t len, const char *err,
         return;
     }
     metric_add(r->m_routed, 1);
+    trace_span_attr_cstr(f->req->span, "counter.routed_to", r->name);
     /* The region's answer plus routing, routed_to_endpoint, latency_ms: spliced, so its
      * integers stay exact. */
     size_t end = len;
@@ -216,6 +228,18 @@ static void send_to(struct forward *f, int i)
     buf_reset(b);
     buf_puts(b, "POST /increment HTTP/1.1\r\nHost: ");
     buf_puts(b, r->host);
+    if (f->req->span) {
+        /* One client span per attempt: a failover shows as a second one. */
+        f->span = trace_span_child(f->req->span, "POST /increment", TRACE_CLIENT);
+        trace_span_attr_cstr(f->span, "counter.name", f->counter);
+        trace_span_attr_cstr(f->span, "counter.routed_to", r->name);
+        trace_span_attr_cstr(f->span, "http.method", "POST");
+        trace_span_attr_cstr(f->span, "http.url", r->url);
+        char tp[TRACEPARENT_LEN + 1];
+        trace_span_traceparent(f->span, tp);
+        buf_puts(b, "\r\ntraceparent: ");
+        buf_puts(b, tp);
+    }
     /* A retry after an unanswered attempt names the regions that may have applied it, so
      * they take theirs back when they learn of this one (store/failover.h). */
     struct buf from = BUF_INIT;
@@ -275,6 +299,23 @@ static void body_with_token(struct buf *out, const struct http_request *req,
     buf_append(out, brace + 1, req->body_len - at - 1);
 }
 
+/* The gateway's span of an increment: what the client asked for. */
+static void trace_increment(struct http_request *req, const struct json *name,
+                            const struct json *amount, const struct json *routing)
+{
+    trace_span_route(req->span, "POST", "/api/increment");
+    if (name && name->type == JSON_STR)
+        trace_span_attr_str(req->span, "counter.name", name->u.s, name->len);
+    else if (!name || name->type == JSON_NULL)
+        trace_span_attr_cstr(req->span, "counter.name", "views");
+    if (amount && amount->type == JSON_INT)
+        trace_span_attr_int(req->span, "counter.amount", amount->u.i);
+    else if (!amount || amount->type == JSON_NULL)
+        trace_span_attr_int(req->span, "counter.amount", 1);
+    trace_span_attr_cstr(req->span, "routing",
+                         routing && routing->type == JSON_STR ? routing->u.s : "random");
+}
+
 int gateway_handle(struct gateway *g, struct http_request *req)
 {
     if (req->method != HTTP_M_POST || req->path_len != 14 ||
@@ -307,6 +348,8 @@ int gateway_handle(struct gateway *g, struct http_request *req)
     }
     const struct json *name = json_get(root, "counter_name");
     const struct json *token = json_get(root, "idempotency_token");
+    if (req->span)
+        trace_increment(req, name, json_get(root, "amount"), routing);
 
     struct forward *f = xcalloc(1, sizeof *f);
     f->g = g;

@@ -23,12 +23,14 @@
 #include "../lua/host.h"
 #include "../net/auth.h"
 #include "../net/client.h"
+#include "../net/otlp.h"
 #include "../net/server.h"
 #include "../obs/httpmetrics.h"
 #include "../obs/metrics.h"
 #include "config.h"
 #include "gateway.h"
 #include "reload.h"
+#include "tracing.h"
 
 int lua_api_json_encode_at(lua_State *L, int idx, struct buf *b);
 
@@ -41,6 +43,7 @@ struct luarole {
     struct http_client *client;
     struct http_server *server;
     struct reload *reload;
+    struct otlp *otlp; /* span export, when tracing is on */
     struct buf out;
 };
 
@@ -233,7 +236,7 @@ static void handle(struct http_request *req, void *arg)
     struct answer_ctx *ctx = xmalloc(sizeof *ctx);
     ctx->lr = lr;
     ctx->req = req;
-    lua_host_spawn(lr->lua, 1, on_answer, ctx);
+    lua_host_spawn_traced(lr->lua, 1, on_answer, ctx, req->span);
 }
 
 /* ---------------------------------------------------------------- set-up */
@@ -348,6 +351,10 @@ struct luarole *luarole_new(struct event_base *base, const struct config *cfg, c
 {
     struct luarole *lr = xcalloc(1, sizeof *lr);
     lr->metrics = metrics_new();
+    if (tracing_start(base, cfg, lr->metrics, &lr->otlp, err, errlen) < 0) {
+        luarole_free(lr);
+        return NULL;
+    }
     lr->admin_token = cfg->admin_token[0] ? xstrdup(cfg->admin_token) : NULL;
     lr->client = http_client_new(base);
     struct lua_host_info li = {cfg->role, cfg->node_id, cfg->region, cfg->policy_budget_ms};
@@ -392,6 +399,7 @@ void luarole_free(struct luarole *lr)
     lua_host_free(lr->lua);
     http_server_free(lr->server);
     http_client_free(lr->client);
+    otlp_stop(lr->otlp); /* after everything that could still end a span */
     metrics_free(lr->metrics);
     buf_free(&lr->out);
     free(lr->web_dir);

@@ -21,10 +21,12 @@
 #include "../lua/host.h"
 #include "../net/auth.h"
 #include "../net/client.h"
+#include "../net/otlp.h"
 #include "../net/server.h"
 #include "../net/url.h"
 #include "../obs/httpmetrics.h"
 #include "../obs/metrics.h"
+#include "../obs/trace.h"
 #include "../repl/replica.h"
 #include "../repl/replication.h"
 #include "../store/dedup.h"
@@ -35,6 +37,7 @@
 #include "config.h"
 #include "reqbody.h"
 #include "reload.h"
+#include "tracing.h"
 
 #include <event2/event.h>
 
@@ -68,6 +71,7 @@ struct region {
     struct event *wal_notify, *wal_timer;
     struct durable_wait *waits, *waits_tail;
     char *admin_token;
+    struct otlp *otlp; /* span export, when tracing is on */
     struct metric *m_incr;
     struct metric_series *m_local, *m_synced, *m_compensated;
 };
@@ -363,6 +367,10 @@ static void h_increment(struct region *rg, struct http_request *req)
         fo.from[n] = '\0';
     }
 
+    if (req->span) {
+        trace_span_attr_str(req->span, "counter.name", name, nlen);
+        trace_span_attr_int(req->span, "counter.amount", amount);
+    }
     if (rg->wal && wal_failed(rg->wal)) {
         http_respond_error(req, 503, "unavailable",
                            "this node cannot write its log (disk error); it accepts no writes");
@@ -565,7 +573,7 @@ static void h_force_sync(struct region *rg, struct http_request *req)
     struct force_sync *fs = xmalloc(sizeof *fs);
     fs->rg = rg;
     fs->req = req;
-    repl_sync_now(rg->repl, force_sync_done, fs);
+    repl_sync_now_traced(rg->repl, req->span, force_sync_done, fs);
 }
 
 /* ---------------------------------------------------------------- strong replica */
@@ -614,9 +622,39 @@ static void method_not_allowed(struct http_request *req, const char *allow)
     http_respond_ex(req, 405, "application/json", hdr, body, (size_t)n);
 }
 
+/* Names the request's span after its route and says which node answered it. */
+static void trace_request(struct region *rg, struct http_request *req)
+{
+    static const char *const routes[] = {"/increment",
+                                         "/health",
+                                         "/sync",
+                                         "/counters",
+                                         "/metrics",
+                                         "/admin/partition",
+                                         "/admin/reload",
+                                         "/strong/accept",
+                                         "/strong/prepare",
+                                         "/admin/force-sync",
+                                         NULL};
+    const char *route = NULL;
+    for (const char *const *r = routes; *r && !route; r++)
+        if (path_is(req, *r))
+            route = *r;
+    if (!route && req->path_len > 9 && memcmp(req->path, "/counter/", 9) == 0) {
+        route = "/counter/{name}";
+        trace_span_attr_str(req->span, "counter.name", req->path + 9, req->path_len - 9);
+    }
+    if (route)
+        trace_span_route(req->span, req->method_name, route);
+    trace_span_attr_cstr(req->span, "region", rg->region);
+    trace_span_attr_cstr(req->span, "node_id", rg->node_id);
+}
+
 static void handle(struct http_request *req, void *arg)
 {
     struct region *rg = arg;
+    if (req->span)
+        trace_request(rg, req);
     enum http_verb m = req->method;
     int get = m == HTTP_M_GET || m == HTTP_M_HEAD, post = m == HTTP_M_POST;
     buf_reset(&rg->out);
@@ -861,6 +899,10 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
                                 "Resident memory of this process", NULL, NULL, 0)),
         rss_bytes, rg);
 
+    if (tracing_start(base, cfg, rg->metrics, &rg->otlp, err, errlen) < 0) {
+        region_free(rg);
+        return NULL;
+    }
     struct lua_host_info li = {"region", cfg->node_id, cfg->region, cfg->policy_budget_ms};
     rg->lua = lua_host_new(cfg->lua_dir, &li, rg->metrics);
     char lerr[512];
@@ -933,6 +975,7 @@ void region_free(struct region *rg)
     http_client_free(rg->client);
     reload_free(rg->reload);
     lua_host_free(rg->lua);
+    otlp_stop(rg->otlp); /* after everything that could still end a span */
     metrics_free(rg->metrics);
     dedup_free(rg->dedup);
     failovers_free(rg->failovers);

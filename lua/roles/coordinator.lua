@@ -7,7 +7,7 @@ timeout; a region that does not answer in time is reported unhealthy and left ou
 the answer still comes.
 ]]
 
-local json, http, metrics = counterd.json, counterd.http, counterd.metrics
+local json, http, metrics, trace = counterd.json, counterd.http, counterd.metrics, counterd.trace
 local web = counterd.require("web")
 
 local M = {}
@@ -186,6 +186,8 @@ function M.handle(req)
   end
   local name = path:match("^/global/counter/(.+)$")
   if name then
+    trace.route("/global/counter/{name}")
+    trace.attr("counter.name", name)
     if not get then return web.method_not_allowed(req, "GET, HEAD") end
     return global_counter(name)
   end

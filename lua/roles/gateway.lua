@@ -7,7 +7,7 @@ fails over with the same idempotency token. Everything else is here: reads and a
 calls go to the coordinator, whose answers are relayed.
 ]]
 
-local json, http, metrics = counterd.json, counterd.http, counterd.metrics
+local json, http, metrics, trace = counterd.json, counterd.http, counterd.metrics, counterd.trace
 local web = counterd.require("web")
 local compare = counterd.require("bench/compare")
 local routing = counterd.policy("routing")
@@ -149,6 +149,7 @@ local function route(req)
   local name = path:match("^/api/counter/(.+)$")
   if name then
     if not get then return "/api/counter/{name}", web.method_not_allowed(req, "GET, HEAD") end
+    trace.attr("counter.name", name)
     if not web.valid_name(name) then
       return "/api/counter/{name}", web.err(400, "bad_name",
                                             "counter names are 1-200 bytes of [A-Za-z0-9_.:-]")
@@ -181,6 +182,7 @@ end
 
 function M.handle(req)
   local endpoint, status, body, ctype, headers = route(req)
+  if endpoint ~= "other" then trace.route(endpoint) end
   m_requests:inc(1, req.method, endpoint, tostring(status))
   m_duration:observe((counterd.now_ms() - req.start_ms) / 1000, endpoint)
   return status, body, ctype, headers
