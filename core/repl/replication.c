@@ -748,7 +748,7 @@ static void exchange_send(struct peer *p)
     const char *headers[3] = {r->auth_header, NULL, NULL};
     char tp[TRACE_HEADER_LEN + 1];
     if (p->span) {
-        trace_span_attr_int(p->span, "sync.counters_sent", p->r->page_counters);
+        trace_span_attr_int(p->span, "sync.counters_sent", r->page_counters);
         trace_span_attr_int(p->span, "sync.failovers_sent", p->fo_count);
         trace_span_attr_int(p->span, "sync.bytes_sent", (int64_t)r->out.len);
         trace_span_attr_bool(p->span, "sync.full", p->full_push);

@@ -20,6 +20,8 @@ int tracing_start(struct event_base *base, const struct config *cfg, struct metr
         snprintf(service, sizeof service, "%s", cfg->service_name);
     else if (!strcmp(cfg->role, "region"))
         snprintf(service, sizeof service, "counter-%s", cfg->region);
+    else if (!strcmp(cfg->role, "strong"))
+        snprintf(service, sizeof service, "counter-consistent");
     else
         snprintf(service, sizeof service, "%s", cfg->role);
     /* A coordinator or gateway has no region or node id of its own. */

@@ -14,7 +14,8 @@ struct otlp;
 
 /*
  * Starts exporting spans when cfg names an OTLP endpoint. The default service name is
- * the lab's: counter-<region> for a region node, else the role's name.
+ * the lab's: counter-<region> for a region node, counter-consistent for the strong
+ * counter, else the role's name.
  * @return 0 (*out is NULL when tracing stays off), or -1 with a sentence in err.
  */
 int tracing_start(struct event_base *base, const struct config *cfg, struct metrics *metrics,
