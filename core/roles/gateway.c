@@ -192,7 +192,8 @@ static void on_answer(int status, const char *body, size_t len, const char *err,
         return;
     }
     metric_add(r->m_routed, 1);
-    trace_span_attr_cstr(f->req->span, "counter.routed_to", r->name);
+    if (f->req->span)
+        trace_span_attr_cstr(f->req->span, "counter.routed_to", r->name);
     /* The region's answer plus routing, routed_to_endpoint, latency_ms: spliced, so its
      * integers stay exact. */
     size_t end = len;
