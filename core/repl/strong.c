@@ -22,6 +22,7 @@
 #include "../base/log.h"
 #include "../base/mem.h"
 #include "../net/client.h"
+#include "../obs/trace.h"
 #include "../store/strongrep.h"
 
 #define MAX_OPS_PER_ROUND 10000
@@ -33,6 +34,8 @@ struct op {
     double arrived_ms, started_ms;
     strong_done_fn done;
     void *arg;
+    struct trace_ctx trace; /* the request's span, when traced (has_trace) */
+    int has_trace;
     size_t len;
     char name[];
 };
@@ -47,6 +50,7 @@ struct leg {
     int status; /* HTTP status once answered; 0 none */
     char *body; /* the answer, kept while its return delay runs */
     int done;
+    struct trace_span *span; /* this message's client span, when tracing */
 };
 
 struct exchange {
@@ -67,6 +71,7 @@ struct exchange {
     struct strongrep *proposed;
     /* Prepare: the highest-ballot entry per counter among the answers. */
     struct strongrep *found;
+    struct trace_span *span; /* the round (or prepare), when tracing */
 };
 
 struct strong {
@@ -128,6 +133,7 @@ static void ex_destroy(struct exchange *ex)
         ex->next->prev = ex->prev;
     if (ex->timeout)
         event_free(ex->timeout);
+    trace_span_end(ex->span);
     strongrep_free(ex->proposed);
     strongrep_free(ex->found);
     buf_free(&ex->why);
@@ -154,6 +160,15 @@ static void leg_end(struct leg *l, int ok, const char *why)
     struct exchange *ex = l->ex;
     struct strong *s = ex->s;
     l->done = 1;
+    if (l->span) {
+        trace_span_attr_cstr(l->span, "strong.replica", replica_label(s, l->idx));
+        if (l->status)
+            trace_span_attr_int(l->span, "http.status_code", l->status);
+        if (!ok)
+            trace_span_error(l->span, why);
+        trace_span_end(l->span);
+        l->span = NULL;
+    }
     ex->outstanding--;
     s->replica_up[l->idx] = ok;
     if (ok) {
@@ -285,11 +300,22 @@ static void leg_send(struct leg *l)
     snprintf(url, sizeof url, "%s%s", s->cfg.replica_urls[l->idx],
              ex->kind == EX_PREPARE ? "/strong/prepare" : "/strong/accept");
     int wait = s->cfg.timeout_ms;
+    const char *headers[5];
+    char tp[TRACE_HEADER_LEN + 1];
+    int h = 0;
+    for (; s->headers[h]; h++)
+        headers[h] = s->headers[h];
+    if (l->span) {
+        memcpy(tp, "traceparent: ", 13);
+        trace_span_traceparent(l->span, tp + 13);
+        headers[h++] = tp;
+    }
+    headers[h] = NULL;
     struct http_call_opts o = {.method = "POST",
                                .url = url,
                                .body = ex->msg,
                                .body_len = ex->msg_len,
-                               .headers = s->headers,
+                               .headers = headers,
                                .timeout_ms = wait};
     l->call = http_client_request(s->client, &o, on_leg_result, l);
     if (!l->call)
@@ -332,6 +358,14 @@ static void ex_start(struct exchange *ex)
         struct leg *l = &ex->legs[i];
         l->ex = ex;
         l->idx = i;
+        if (ex->span) {
+            /* From the policy's delay to the answer's: the WAN model shows in the trace. */
+            l->span = trace_span_child(
+                ex->span, ex->kind == EX_PREPARE ? "POST /strong/prepare" : "POST /strong/accept",
+                TRACE_CLIENT);
+            trace_span_attr_cstr(l->span, "http.method", "POST");
+            trace_span_attr_cstr(l->span, "http.url", s->cfg.replica_urls[i]);
+        }
     }
     /* The round's deadline: the timeout plus the longest simulated delay both ways. */
     ex->timeout = evtimer_new(s->base, on_timeout, ex);
@@ -395,6 +429,11 @@ static void start_prepare(struct strong *s)
     struct exchange *ex = ex_new(s, EX_PREPARE);
     ex->epoch = s->next_epoch;
     ex->found = strongrep_new();
+    if (trace_enabled()) {
+        ex->span = trace_span_start("strong prepare", TRACE_INTERNAL, NULL);
+        trace_span_attr_int(ex->span, "strong.epoch", (int64_t)ex->epoch);
+        trace_span_attr_int(ex->span, "strong.replicas", s->cfg.nreplicas);
+    }
     struct buf b = {0};
     buf_printf(&b, "{\"epoch\":%" PRIu64 ",\"leader\":", ex->epoch);
     buf_json_str(&b, s->node_id, strlen(s->node_id));
@@ -514,6 +553,19 @@ static void start_round(struct strong *s)
         ex_maybe_free(ex);
         return;
     }
+    if (trace_enabled()) {
+        /* One round carries many increments: it joins the first traced one's trace. */
+        const struct trace_ctx *parent = NULL;
+        for (struct op *o = ex->ops; o && !parent; o = o->next)
+            if (o->has_trace)
+                parent = &o->trace;
+        ex->span = trace_span_start("strong round", TRACE_INTERNAL, parent);
+        trace_span_attr_int(ex->span, "strong.epoch", (int64_t)ex->epoch);
+        trace_span_attr_int(ex->span, "strong.round", (int64_t)ex->round);
+        trace_span_attr_int(ex->span, "strong.increments", taken);
+        trace_span_attr_int(ex->span, "strong.counters", (int64_t)strongrep_count(ex->proposed));
+        trace_span_attr_int(ex->span, "strong.replicas", s->cfg.nreplicas);
+    }
     struct buf b = {0};
     buf_printf(&b, "{\"epoch\":%" PRIu64 ",\"round\":%" PRIu64 ",\"leader\":", ex->epoch,
                ex->round);
@@ -580,6 +632,13 @@ static void on_decided(struct exchange *ex, int success)
     ex->decided = 1;
     if (s->current == ex)
         s->current = NULL;
+    if (ex->span) {
+        trace_span_attr_int(ex->span, "strong.acks", ex->ok);
+        if (!success)
+            trace_span_error(ex->span, ex->why.len ? buf_cstr(&ex->why) : "no majority");
+        trace_span_end(ex->span);
+        ex->span = NULL;
+    }
     if (ex->kind == EX_PREPARE)
         prepare_decided(ex, success);
     else
@@ -659,6 +718,8 @@ void strong_free(struct strong *s)
             if (l->timer)
                 event_free(l->timer);
             free(l->body);
+            trace_span_error(l->span, "the strong leader is stopping");
+            trace_span_end(l->span);
         }
         fail_ops(ex->ops, 0, "the strong leader is stopping");
         ex_destroy(ex);
@@ -679,7 +740,16 @@ void strong_free(struct strong *s)
 void strong_increment(struct strong *s, const char *name, size_t len, int64_t amount,
                       strong_done_fn done, void *arg)
 {
+    strong_increment_traced(s, name, len, amount, NULL, done, arg);
+}
+
+void strong_increment_traced(struct strong *s, const char *name, size_t len, int64_t amount,
+                             const struct trace_span *span, strong_done_fn done, void *arg)
+{
     struct op *o = xmalloc(sizeof *o + len + 1);
+    o->has_trace = span != NULL;
+    if (span)
+        o->trace = *trace_span_ctx(span);
     o->next = NULL;
     o->amount = amount;
     o->value = 0;

@@ -33,6 +33,7 @@
 struct event_base;
 struct http_client;
 struct strong;
+struct trace_span;
 
 #define STRONG_MAX_REPLICAS 16
 
@@ -79,6 +80,11 @@ void strong_free(struct strong *s);
  */
 void strong_increment(struct strong *s, const char *name, size_t len, int64_t amount,
                       strong_done_fn done, void *arg);
+/* The same for a traced request (span may be NULL): the round that carries it, and its
+ * messages to the replicas, join the request's trace (the first traced one's, when a
+ * round carries several). */
+void strong_increment_traced(struct strong *s, const char *name, size_t len, int64_t amount,
+                             const struct trace_span *span, strong_done_fn done, void *arg);
 
 /* Whether the leader has recovered from a majority and serves. */
 int strong_ready(const struct strong *s);

@@ -21,15 +21,18 @@
 #include "../lua/host.h"
 #include "../net/auth.h"
 #include "../net/client.h"
+#include "../net/otlp.h"
 #include "../net/server.h"
 #include "../net/url.h"
 #include "../obs/httpmetrics.h"
 #include "../obs/metrics.h"
+#include "../obs/trace.h"
 #include "../repl/strong.h"
 #include "../store/gcounter.h"
 #include "config.h"
 #include "reqbody.h"
 #include "reload.h"
+#include "tracing.h"
 
 struct consistent {
     struct strong *strong;
@@ -41,6 +44,7 @@ struct consistent {
     struct buf out;
     char *admin_token;
     struct reload *reload;
+    struct otlp *otlp; /* span export, when tracing is on */
     struct metric *m_value, *m_incr;
     struct metric_series *m_latency, *m_lock;
     char replica_names[STRONG_MAX_REPLICAS][64];
@@ -108,7 +112,11 @@ static void h_increment(struct consistent *c, struct http_request *req)
     p->len = ib.nlen;
     memcpy(p->name, ib.name, ib.nlen);
     p->name[ib.nlen] = '\0';
-    strong_increment(c->strong, p->name, p->len, ib.amount, increment_done, p);
+    if (req->span) {
+        trace_span_attr_str(req->span, "counter.name", p->name, p->len);
+        trace_span_attr_int(req->span, "counter.amount", ib.amount);
+    }
+    strong_increment_traced(c->strong, p->name, p->len, ib.amount, req->span, increment_done, p);
 }
 
 static int not_ready(struct consistent *c, struct http_request *req)
@@ -245,9 +253,11 @@ static void handle(struct http_request *req, void *arg)
         return;
     if (path_is(req, "/increment"))
         return post ? h_increment(c, req) : not_allowed(req, "POST");
-    if (req->path_len > 9 && memcmp(req->path, "/counter/", 9) == 0)
+    if (req->path_len > 9 && memcmp(req->path, "/counter/", 9) == 0) {
+        trace_span_route(req->span, req->method_name, "/counter/{name}");
         return get ? h_counter(c, req, req->path + 9, req->path_len - 9)
                    : not_allowed(req, "GET, HEAD");
+    }
     if (path_is(req, "/counters"))
         return get ? h_counters(c, req) : not_allowed(req, "GET, HEAD");
     if (path_is(req, "/health"))
@@ -362,6 +372,10 @@ struct consistent *consistent_new(struct event_base *base, const struct config *
     struct consistent *c = xcalloc(1, sizeof *c);
     c->metrics = metrics_new();
     json_parser_init(&c->parser);
+    if (tracing_start(base, cfg, c->metrics, &c->otlp, err, errlen) < 0) {
+        consistent_free(c);
+        return NULL;
+    }
     c->admin_token = cfg->admin_token[0] ? xstrdup(cfg->admin_token) : NULL;
     c->client = http_client_new(base);
     char node_id[128];
@@ -425,6 +439,7 @@ void consistent_free(struct consistent *c)
     http_server_free(c->server);
     lua_host_free(c->lua);
     http_client_free(c->client);
+    otlp_stop(c->otlp); /* after everything that could still end a span */
     metrics_free(c->metrics);
     json_parser_free(&c->parser);
     buf_free(&c->out);

@@ -587,6 +587,7 @@ static void h_strong(struct region *rg, struct http_request *req)
     const char *from = http_request_header(req, "X-Counterd-Node");
     if (!from)
         from = "strong";
+    trace_span_attr_cstr(req->span, "strong.leader", from);
     int partitioned = repl_partitioned(rg->repl), delay_ms = 0;
     int a =
         lua_host_faults_decide(rg->lua, "in", from, rg->node_id, "strong", partitioned, &delay_ms);

@@ -1,8 +1,8 @@
 """
-85_tracing.py - W3C traceparent on every hop and OTLP/HTTP JSON export, against a small
+88_tracing.py - W3C traceparent on every hop and OTLP/HTTP JSON export, against a small
 OTLP receiver run by the test (http.server on a free loopback port).
 
-A topology of three regions, a coordinator and a gateway starts with
+A topology of three regions, a coordinator, a gateway and the strong counter starts with
 OTEL_EXPORTER_OTLP_ENDPOINT pointing at the receiver (exports every 100 ms). Then:
 
 - one POST /api/increment with a traceparent gives one trace: the gateway's server span
@@ -11,7 +11,9 @@ OTEL_EXPORTER_OTLP_ENDPOINT pointing at the receiver (exports every 100 ms). The
 - an increment without traceparent starts a new trace that still spans both services;
 - GET /api/counter/x gives gateway -> coordinator -> every region in one trace;
 - a force-sync gives sync rounds and /sync exchanges (client and server side) in the
-  force-sync's trace, with the peer and the number of counters on them.
+  force-sync's trace, with the peer and the number of counters on them;
+- a strong increment gives the leader's round and its accept to every replica, each
+  replica's span a child of the leader's message to it.
 
 Then, with a collector that sleeps before answering and then one whose port is closed,
 increments still succeed fast and counterd_trace_spans_dropped_total rises, while the
@@ -133,7 +135,7 @@ class Tracing(harness.ServerTestCase):
         cls.addClassCleanup(cls.rx.stop)  # after the servers (cleanups run last first)
         with harness.environ(OTEL_EXPORTER_OTLP_ENDPOINT=cls.rx.url + "/",
                              OTEL_BSP_SCHEDULE_DELAY="100"):
-            cls.topo = harness.Topology()
+            cls.topo = harness.Topology(strong=True)
             cls.topo.start(cls.addClassCleanup)
 
     def setUp(self):
@@ -346,6 +348,50 @@ class Tracing(harness.ServerTestCase):
             if svc == "counter-us-west":
                 west_sent += a["sync.counters_sent"]
         self.assertGreaterEqual(west_sent, 2)  # tr-sync went to both peers
+
+
+    def test_strong_increment_reaches_every_replica(self):
+        st = self.topo.strong.client()
+        self.addCleanup(st.close)
+        trace_id, caller = new_ids()
+        r = st.post("/increment", {"counter_name": "tr-strong", "amount": 2},
+                    headers={"traceparent": "00-%s-%s-01" % (trace_id, caller)})
+        harness.assert_json_response(r, 200, "traced strong increment")
+        self.assertEqual(r.json()["value"], 2)
+        spans = self.wait_trace(trace_id, lambda s: len(s) >= 8)
+        time.sleep(0.3)
+        spans = self.rx.trace(trace_id)
+        self.assertEqual(len(spans), 8, describe(spans))
+
+        ss = self.one(spans, "counter-consistent", "POST /increment", kind=2)
+        rd = self.one(spans, "counter-consistent", "strong round", kind=1)
+        self.assertEqual(ss["parentSpanId"], caller)
+        self.assertEqual(rd["parentSpanId"], ss["spanId"])
+        self.assertInside(rd, ss)
+        sa = attrs_of(ss["attributes"])
+        self.assertEqual((sa["counter.name"], sa["counter.amount"], sa["http.status_code"]),
+                         ("tr-strong", 2, 200))
+        ra = attrs_of(rd["attributes"])
+        self.assertEqual((ra["strong.increments"], ra["strong.counters"], ra["strong.replicas"]),
+                         (1, 1, 3))
+        self.assertGreaterEqual(ra["strong.acks"], 2)  # a majority decided it
+        legs = [sp for (svc, sp) in spans if svc == "counter-consistent" and sp["kind"] == 3]
+        self.assertEqual(sorted(sp["name"] for sp in legs), ["POST /strong/accept"] * 3)
+        node_of = {x.region: x.node_id for x in self.topo.regions}
+        for region in node_of:
+            rs = self.one(spans, "counter-" + region, "POST /strong/accept", kind=2)
+            leg = [sp for sp in legs if sp["spanId"] == rs["parentSpanId"]]
+            self.assertEqual(len(leg), 1, "the %s replica's parent is a leader's message" % region)
+            self.assertEqual(leg[0]["parentSpanId"], rd["spanId"])
+            la = attrs_of(leg[0]["attributes"])
+            self.assertEqual(la["http.url"], self.topo.region(region).url)
+            self.assertEqual(la["strong.replica"], node_of[region])
+            self.assertEqual(la["http.status_code"], 200)
+            self.assertInside(rs, leg[0])
+            a = attrs_of(rs["attributes"])
+            self.assertEqual((a["region"], a["http.route"], a["http.status_code"]),
+                             (region, "/strong/accept", 200))
+            self.assertIn("strong.leader", a)
 
 
 def describe(spans):
