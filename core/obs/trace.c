@@ -2,10 +2,11 @@
  * trace.c - traceparent, spans, and OTLP/HTTP JSON batches (see trace.h).
  *
  * A span is encoded into JSON when it ends and appended to the batch being filled; the
- * batches form a ring of queue_spans / batch_spans slots. trace_flush wraps the oldest
- * batch in the resourceSpans/scopeSpans envelope and hands it to the sender, which copies
- * it; the slot is free again at once, and the spans count as exported or dropped when the
- * sender reports back. Must never include net/ or block: the sender does the I/O.
+ * batches form a ring of queue_spans / batch_spans slots, each one a request body in the
+ * making (it starts with the resourceSpans/scopeSpans envelope). trace_flush closes the
+ * oldest and hands it to the sender, which copies it; the slot is free again at once, and
+ * the spans count as exported or dropped when the sender reports back. Must never include
+ * net/ or block: the sender does the I/O.
  */
 #include "trace.h"
 
@@ -37,7 +38,7 @@ struct trace_span {
 };
 
 struct batch {
-    struct buf spans; /* JSON span objects, comma-separated */
+    struct buf body; /* the envelope's head, then JSON span objects, comma-separated */
     int n;
 };
 
@@ -47,7 +48,6 @@ static struct {
     int nbatches, batch_spans;
     int head, count; /* ring[head] is the oldest; count slots in use (the last is filling) */
     int queued, inflight;
-    struct buf out;
     struct trace_sender sender;
     struct trace_stats stats;
     struct metric_series *m_exported, *m_dropped_full, *m_dropped_failed;
@@ -228,11 +228,10 @@ void trace_shutdown(void)
         return;
     trace__on = 0;
     for (int i = 0; i < T.nbatches; i++)
-        buf_free(&T.ring[i].spans);
+        buf_free(&T.ring[i].body);
     free(T.ring);
     T.ring = NULL;
     buf_free(&T.envelope_head);
-    buf_free(&T.out);
 }
 
 static void count_dropped(int full, int n)
@@ -255,21 +254,17 @@ int trace_flush(int only_full)
     struct batch *b = &T.ring[T.head];
     if (b->n == 0 || (only_full && b->n < T.batch_spans))
         return 0;
-    struct buf *o = &T.out;
-    buf_reset(o);
-    buf_append(o, T.envelope_head.data, T.envelope_head.len);
-    buf_append(o, b->spans.data, b->spans.len);
-    buf_puts(o, "]}]}]}");
+    buf_puts(&b->body, "]}]}]}");
     int n = b->n;
-    buf_reset(&b->spans);
-    buf_trim(&b->spans, 1u << 20);
     b->n = 0;
     T.head = (T.head + 1) % T.nbatches;
     T.count--;
     T.queued -= n;
     T.inflight = n;
-    int rc = T.sender.send(T.sender.arg, o->data, o->len);
-    buf_trim(o, 4u << 20);
+    /* The slot is not reused before this returns: nothing here ends a span. */
+    int rc = T.sender.send(T.sender.arg, b->body.data, b->body.len);
+    buf_reset(&b->body);
+    buf_trim(&b->body, 1u << 20);
     if (rc < 0) {
         if (T.inflight) { /* not already reported by the sender */
             T.inflight = 0;
@@ -313,10 +308,11 @@ static void enqueue(const struct trace_span *s, uint64_t end_ns)
         }
         b = &T.ring[(T.head + T.count) % T.nbatches];
         T.count++;
-        buf_reset(&b->spans);
+        buf_reset(&b->body);
+        buf_append(&b->body, T.envelope_head.data, T.envelope_head.len);
         b->n = 0;
     }
-    struct buf *o = &b->spans;
+    struct buf *o = &b->body;
     if (b->n)
         buf_putc(o, ',');
     buf_puts(o, "{\"traceId\":");
@@ -352,6 +348,15 @@ static void enqueue(const struct trace_span *s, uint64_t end_ns)
 
 /* ---------------------------------------------------------------- spans */
 
+/* Copies name[0..len) into dst (NAME_MAX_BYTES + 1 bytes), cut to fit, NUL-terminated. */
+static void copy_name(char *dst, const char *name, size_t len)
+{
+    if (len > NAME_MAX_BYTES)
+        len = NAME_MAX_BYTES;
+    memcpy(dst, name, len);
+    dst[len] = '\0';
+}
+
 /* A random id; all zeros is invalid in W3C Trace Context, so it is never returned. */
 static void random_id(uint8_t *out, size_t n)
 {
@@ -384,7 +389,7 @@ struct trace_span *trace_span_start(const char *name, enum trace_kind kind,
     random_id(s->ctx.span_id, sizeof s->ctx.span_id);
     s->kind = (uint8_t)kind;
     s->start_ns = now_ns();
-    snprintf(s->name, sizeof s->name, "%s", name);
+    copy_name(s->name, name, strlen(name));
     return s;
 }
 
@@ -412,19 +417,26 @@ int trace_span_traceparent(const struct trace_span *s, char *out)
 void trace_span_set_name(struct trace_span *s, const char *name)
 {
     if (s)
-        snprintf(s->name, sizeof s->name, "%s", name);
+        copy_name(s->name, name, strlen(name));
 }
 
 void trace_span_route(struct trace_span *s, const char *method, const char *route)
 {
     if (!s)
         return;
-    char m[32];
-    if (!method) { /* the first word of the name: a server span is named "<METHOD> <path>" */
-        snprintf(m, sizeof m, "%.*s", (int)strcspn(s->name, " "), s->name);
-        method = m;
-    }
-    snprintf(s->name, sizeof s->name, "%s %s", method, route);
+    /* A server span is named "<METHOD> <path>": method NULL keeps its first word. */
+    char name[NAME_MAX_BYTES + 1];
+    size_t ml = method ? strlen(method) : strcspn(s->name, " ");
+    if (ml > 31)
+        ml = 31;
+    size_t rl = strlen(route);
+    if (ml + 1 + rl > NAME_MAX_BYTES)
+        rl = NAME_MAX_BYTES - ml - 1;
+    memcpy(name, method ? method : s->name, ml);
+    name[ml] = ' ';
+    memcpy(name + ml + 1, route, rl);
+    name[ml + 1 + rl] = '\0';
+    memcpy(s->name, name, ml + rl + 2);
     trace_span_attr_cstr(s, "http.route", route);
 }
 
