@@ -1,5 +1,5 @@
 """
-88_tracing.py - W3C traceparent on every hop and OTLP/HTTP JSON export, against a small
+89_tracing.py - W3C traceparent on every hop and OTLP/HTTP JSON export, against a small
 OTLP receiver run by the test (http.server on a free loopback port).
 
 A topology of three regions, a coordinator, a gateway and the strong counter starts with
