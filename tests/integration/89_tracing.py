@@ -394,6 +394,24 @@ class Tracing(harness.ServerTestCase):
             self.assertIn("strong.leader", a)
 
 
+    def test_metrics_with_tracing_on(self):
+        """Every service exports the tracer's metrics, and promtool accepts them."""
+        self.assertTrue(harness.promtool_path(), "promtool is not installed (Debian package "
+                        "prometheus: run scripts/setup --test)")
+        for srv in self.topo.servers:
+            with srv.client() as c:
+                text = c.get("/metrics").text()
+            harness.assert_promtool_clean(self, text, srv.name)
+            samples = harness.parse_metrics(text)
+            for name in ("counterd_trace_spans_exported_total", "counterd_trace_spans_queued"):
+                self.assertEqual(len(harness.metric_values(samples, name)), 1,
+                                 "%s on %s" % (name, srv.name))
+            for reason in ("queue_full", "export_failed"):
+                self.assertEqual(harness.metric_values(
+                    samples, "counterd_trace_spans_dropped_total", reason=reason), [0.0],
+                    "%s drops on %s with a collector that works" % (reason, srv.name))
+
+
 def describe(spans):
     return "\n" + "\n".join("  %s %s kind=%s id=%s parent=%s" % (
         svc, sp["name"], sp["kind"], sp["spanId"], sp.get("parentSpanId"))
