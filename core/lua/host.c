@@ -12,6 +12,7 @@
 #include <luajit.h>
 #include <lualib.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,11 +63,21 @@ struct lua_host {
     int npolicies;
     int budget_ms;
     double deadline_ms; /* 0: no call running under the watchdog */
+    /* The Lua heap as the allocator sees it, and the most a policy call may grow it to
+     * (0 outside one); heap_hit says the cap refused an allocation. */
+    lua_Alloc alloc;
+    void *alloc_ud;
+    int64_t heap, heap_limit;
+    int heap_hit;
     struct metric *m_errors, *m_calls, *m_reloads;
 };
 
 /* The hook runs every HOOK_EVERY VM instructions of non-compiled code. */
 #define HOOK_EVERY 1000
+/* How far one policy call may grow the Lua heap. Past it allocations fail ("not enough
+ * memory"): a string or table built in a loop, table.concat, string.format or gsub
+ * cannot take the node's memory, nor the seconds it takes to fill it. */
+#define POLICY_HEAP_MAX ((int64_t)64 << 20)
 
 static struct lua_host *host_of(lua_State *L)
 {
@@ -95,6 +106,120 @@ static void watchdog(lua_State *L, lua_Debug *ar)
     }
 }
 
+static int past_deadline(const struct lua_host *h)
+{
+    return h->deadline_ms && clock_mono_ms() > h->deadline_ms;
+}
+
+void lua_host_check_budget(lua_State *L)
+{
+    lua_checkstack(L, 2);
+    struct lua_host *h = host_of(L);
+    if (h && past_deadline(h))
+        luaL_error(L, "policy ran longer than its budget of %d ms", h->budget_ms);
+}
+
+double lua_host_deadline_ms(lua_State *L)
+{
+    lua_checkstack(L, 2);
+    struct lua_host *h = host_of(L);
+    return h ? h->deadline_ms : 0;
+}
+
+/* LuaJIT's allocator, counted, refusing to grow the heap past the running call's cap. */
+static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    struct lua_host *h = ud;
+    int64_t grow = (int64_t)nsize - (int64_t)osize;
+    if (grow > 0 && h->heap_limit && h->heap + grow > h->heap_limit) {
+        h->heap_hit = 1;
+        return NULL;
+    }
+    void *p = h->alloc(h->alloc_ud, ptr, osize, nsize);
+    if (p || nsize == 0)
+        h->heap += grow;
+    return p;
+}
+
+/* What a call under the watchdog replaced, to put back when it ends. */
+struct watch {
+    double deadline_ms;
+    int64_t heap_limit;
+};
+
+/* Starts a call's budget of time and heap, unless it runs inside a call that has one
+ * (a policy loading another): the outer budget then covers both. */
+static void watch_begin(struct lua_host *h, struct watch *outer)
+{
+    outer->deadline_ms = h->deadline_ms;
+    outer->heap_limit = h->heap_limit;
+    if (!h->deadline_ms)
+        h->deadline_ms = clock_mono_ms() + h->budget_ms;
+    if (!h->heap_limit) {
+        h->heap_limit = h->heap + POLICY_HEAP_MAX;
+        h->heap_hit = 0;
+    }
+}
+
+/* Ends it; a failed call's "not enough memory" becomes a message saying which limit. */
+static void watch_end(struct lua_host *h, lua_State *L, const struct watch *outer, int failed)
+{
+    if (failed && h->heap_hit && !outer->heap_limit) {
+        const char *msg = lua_tostring(L, -1);
+        if (msg && strcmp(msg, "not enough memory") == 0) {
+            lua_pop(L, 1);
+            lua_pushfstring(L,
+                            "policy grew the Lua heap past its limit of %d MiB (not enough "
+                            "memory)",
+                            (int)(POLICY_HEAP_MAX >> 20));
+        }
+    }
+    h->deadline_ms = outer->deadline_ms;
+    h->heap_limit = outer->heap_limit;
+}
+
+/*
+ * What the sandbox's pcall and xpcall return through: a call past its deadline must not
+ * be able to catch the watchdog's error and go on looping, so once the budget is spent a
+ * caught error is raised again. Upvalue 1 is the host.
+ */
+static int budget_check(lua_State *L)
+{
+    if (lua_toboolean(L, 1))
+        return lua_gettop(L);
+    struct lua_host *h = lua_touserdata(L, lua_upvalueindex(1));
+    if (!past_deadline(h))
+        return lua_gettop(L);
+    const char *msg = lua_tostring(L, 2);
+    if (msg && strstr(msg, "policy ran longer than its budget")) {
+        lua_settop(L, 2);
+        return lua_error(L);
+    }
+    return luaL_error(L, "policy ran longer than its budget of %d ms", h->budget_ms);
+}
+
+/* The sandbox's pcall and xpcall: the built-in ones (a task may yield inside them),
+ * their results passed through budget_check. */
+static const char guards_lua[] = "local pcall, xpcall, check = ...\n"
+                                 "return function(...) return check(pcall(...)) end,\n"
+                                 "  function(...) return check(xpcall(...)) end\n";
+
+static void make_guards(struct lua_host *h)
+{
+    lua_State *L = h->L;
+    if (luaL_loadbuffer(L, guards_lua, sizeof guards_lua - 1, "=counterd") != 0) {
+        log_error("cannot compile the pcall guards: %s", lua_tostring(L, -1));
+        abort();
+    }
+    lua_getglobal(L, "pcall");
+    lua_getglobal(L, "xpcall");
+    lua_pushlightuserdata(L, h);
+    lua_pushcclosure(L, budget_check, 1);
+    lua_call(L, 3, 2);
+    lua_setfield(L, LUA_REGISTRYINDEX, "counterd.xpcall");
+    lua_setfield(L, LUA_REGISTRYINDEX, "counterd.pcall");
+}
+
 /* Message handler for lua_pcall: keeps the message (which carries file:line). */
 static int on_error(lua_State *L)
 {
@@ -121,19 +246,42 @@ static void copy_field(lua_State *L, int dst, const char *lib, const char *name)
     lua_pop(L, 1);
 }
 
+/* Puts a copy of the global library table lib into env: a file that replaces string.find
+ * or math.random replaces it for itself only. */
+static void copy_library(lua_State *L, int env, const char *lib)
+{
+    lua_getglobal(L, lib);
+    int src = lua_gettop(L);
+    lua_newtable(L);
+    lua_pushnil(L);
+    while (lua_next(L, src)) {
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, -4);
+    }
+    lua_setfield(L, env, lib);
+    lua_pop(L, 1);
+}
+
 /* Pushes a fresh environment for one policy file. */
 static void push_sandbox(struct lua_host *h)
 {
     lua_State *L = h->L;
-    static const char *globals[] = {
-        "assert", "error",        "ipairs",       "next",   "pairs",  "pcall",    "xpcall",
-        "select", "tonumber",     "tostring",     "type",   "unpack", "rawequal", "rawget",
-        "rawset", "setmetatable", "getmetatable", "string", "table",  "math",     "bit",
-        NULL};
+    static const char *globals[] = {"assert", "error",        "ipairs",       "next",
+                                    "pairs",  "select",       "tonumber",     "tostring",
+                                    "type",   "unpack",       "rawequal",     "rawget",
+                                    "rawset", "setmetatable", "getmetatable", NULL};
+    static const char *libraries[] = {"string", "table", "math", "bit", NULL};
     lua_newtable(L);
     int env = lua_gettop(L);
     for (const char **g = globals; *g; g++)
         copy_global(L, env, *g);
+    for (const char **l = libraries; *l; l++)
+        copy_library(L, env, *l);
+    lua_getfield(L, LUA_REGISTRYINDEX, "counterd.pcall");
+    lua_setfield(L, env, "pcall");
+    lua_getfield(L, LUA_REGISTRYINDEX, "counterd.xpcall");
+    lua_setfield(L, env, "xpcall");
     lua_newtable(L); /* os: time only */
     int os = lua_gettop(L);
     copy_field(L, os, "os", "time");
@@ -237,7 +385,22 @@ struct lua_host *lua_host_new(const char *lua_dir, const struct lua_host_info *i
         abort();
     }
     lua_State *L = h->L;
+    /* Count the heap from here on: LuaJIT's own allocator behind a counter. */
+    h->alloc = lua_getallocf(L, &h->alloc_ud);
+    h->heap = (int64_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + lua_gc(L, LUA_GCCOUNTB, 0);
+    lua_setallocf(L, host_alloc, h);
     luaL_openlibs(L);
+    /* Matching and the other library functions a policy could keep busy for seconds,
+     * bounded by the budget; installed in the real tables, so that s:find() and the
+     * copies each sandbox gets use them too. */
+    lua_api_pattern_inject(L);
+    lua_api_limits_inject(L);
+    /* getmetatable("") would hand out the real string table, shared by every file. */
+    lua_pushliteral(L, "");
+    lua_getmetatable(L, -1);
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 2);
     /* LuaJIT's math.random starts from a fixed seed: every gateway would route the same. */
     lua_getglobal(L, "math");
     lua_getfield(L, -1, "randomseed");
@@ -246,6 +409,7 @@ struct lua_host *lua_host_new(const char *lua_dir, const struct lua_host_info *i
     lua_pop(L, 1);
     lua_pushlightuserdata(L, h);
     lua_setfield(L, LUA_REGISTRYINDEX, "counterd.host");
+    make_guards(h);
 
     /* The single counterd table every policy sees. */
     lua_newtable(L);
@@ -361,9 +525,10 @@ static int guarded_call(struct lua_host *h, int nargs, int nresults)
     int base = lua_gettop(L) - nargs;
     lua_pushcfunction(L, on_error);
     lua_insert(L, base);
-    h->deadline_ms = clock_mono_ms() + h->budget_ms;
+    struct watch outer;
+    watch_begin(h, &outer);
     int rc = lua_pcall(L, nargs, nresults, base);
-    h->deadline_ms = 0;
+    watch_end(h, L, &outer, rc != 0);
     lua_remove(L, base);
     return rc == 0 ? 0 : -1;
 }
@@ -767,12 +932,14 @@ static int policy_call(lua_State *L)
     lua_insert(L, 1);
     lua_pushcfunction(L, on_error);
     lua_insert(L, 1);
-    double saved = h->deadline_ms;
-    if (!saved)
-        h->deadline_ms = clock_mono_ms() + h->budget_ms;
+    struct watch outer;
+    watch_begin(h, &outer);
     int rc = lua_pcall(L, nargs, LUA_MULTRET, 1);
-    h->deadline_ms = saved;
+    watch_end(h, L, &outer, rc != 0);
     if (rc != 0) {
+        /* Called from a policy whose own budget is spent: that call must end too. */
+        if (past_deadline(h))
+            return lua_error(L);
         const char *msg = lua_tostring(L, -1);
         log_error("%s.%s failed: %s", policy, fn, msg ? msg : "?");
         count_error(h, policy);
