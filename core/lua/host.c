@@ -69,6 +69,7 @@ struct lua_host {
     void *alloc_ud;
     int64_t heap, heap_limit;
     int heap_hit;
+    int policies_running; /* policy calls on the C stack now (they nest) */
     struct metric *m_errors, *m_calls, *m_reloads;
 };
 
@@ -126,6 +127,13 @@ double lua_host_deadline_ms(lua_State *L)
     return h ? h->deadline_ms : 0;
 }
 
+int lua_host_in_policy(lua_State *L)
+{
+    lua_checkstack(L, 2);
+    struct lua_host *h = host_of(L);
+    return h && h->policies_running > 0;
+}
+
 /* LuaJIT's allocator, counted, refusing to grow the heap past the running call's cap. */
 static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
@@ -145,12 +153,16 @@ static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 struct watch {
     double deadline_ms;
     int64_t heap_limit;
+    int policy;
 };
 
 /* Starts a call's budget of time and heap, unless it runs inside a call that has one
- * (a policy loading another): the outer budget then covers both. */
-static void watch_begin(struct lua_host *h, struct watch *outer)
+ * (a policy loading another): the outer budget then covers both. policy: the call runs
+ * policy code (rather than a role or configuration file being loaded). */
+static void watch_begin(struct lua_host *h, struct watch *outer, int policy)
 {
+    outer->policy = policy;
+    h->policies_running += policy;
     outer->deadline_ms = h->deadline_ms;
     outer->heap_limit = h->heap_limit;
     if (!h->deadline_ms)
@@ -176,6 +188,7 @@ static void watch_end(struct lua_host *h, lua_State *L, const struct watch *oute
     }
     h->deadline_ms = outer->deadline_ms;
     h->heap_limit = outer->heap_limit;
+    h->policies_running -= outer->policy;
 }
 
 /*
@@ -518,15 +531,16 @@ static void count_error(struct lua_host *h, const char *policy)
 }
 
 /* Runs the function on top of the stack (below it its nargs arguments) under the
- * watchdog. @return 0, or -1 with the message on top of the stack. */
-static int guarded_call(struct lua_host *h, int nargs, int nresults)
+ * watchdog; policy says it is policy code. @return 0, or -1 with the message on top of
+ * the stack. */
+static int guarded_call(struct lua_host *h, int nargs, int nresults, int policy)
 {
     lua_State *L = h->L;
     int base = lua_gettop(L) - nargs;
     lua_pushcfunction(L, on_error);
     lua_insert(L, base);
     struct watch outer;
-    watch_begin(h, &outer);
+    watch_begin(h, &outer, policy);
     int rc = lua_pcall(L, nargs, nresults, base);
     watch_end(h, L, &outer, rc != 0);
     lua_remove(L, base);
@@ -551,7 +565,7 @@ static int run_file(struct lua_host *h, const char *folder, const char *name, in
         luaJIT_setmode(L, -1, LUAJIT_MODE_ALLFUNC | LUAJIT_MODE_OFF);
     push_sandbox(h);
     lua_setfenv(L, -2);
-    if (guarded_call(h, 0, 1) != 0) {
+    if (guarded_call(h, 0, 1, jit_off) != 0) {
         snprintf(err, errlen, "%s", lua_tostring(L, -1));
         return -1;
     }
@@ -601,7 +615,7 @@ static int stage_policy(struct lua_host *h, const char *name, char *path, size_t
     }
     lua_getfield(L, -1, "init");
     if (lua_isfunction(L, -1)) {
-        if (guarded_call(h, 0, 0) != 0) {
+        if (guarded_call(h, 0, 0, 1) != 0) {
             snprintf(err, errlen, "%s", lua_tostring(L, -1));
             goto fail;
         }
@@ -724,12 +738,12 @@ int lua_host_lab_regions(struct lua_host *h, char names[][64], char urls[][512],
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->api_ref);
     lua_getfield(L, -1, "conf");
     lua_pushstring(L, "lab");
-    if (guarded_call(h, 1, 1) != 0 || !lua_istable(L, -1)) {
+    if (guarded_call(h, 1, 1, 0) != 0 || !lua_istable(L, -1)) {
         log_error("lua/conf/lab.lua: %s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "no table");
         goto out;
     }
     lua_getfield(L, -1, "regions");
-    if (guarded_call(h, 0, 1) != 0 || !lua_istable(L, -1))
+    if (guarded_call(h, 0, 1, 0) != 0 || !lua_istable(L, -1))
         goto out;
     for (int i = 1; n < max; i++) {
         lua_rawgeti(L, -1, i);
@@ -872,7 +886,7 @@ int lua_host_faults_decide(struct lua_host *h, const char *dir, const char *from
     lua_pushstring(L, kind);
     lua_pushboolean(L, partitioned);
     int rc = -1;
-    if (guarded_call(h, 5, 2) != 0) {
+    if (guarded_call(h, 5, 2, 1) != 0) {
         log_error("faults.decide failed, delivering as if there were no policy: %s",
                   lua_tostring(L, -1));
         count_error(h, "faults");
@@ -933,7 +947,7 @@ static int policy_call(lua_State *L)
     lua_pushcfunction(L, on_error);
     lua_insert(L, 1);
     struct watch outer;
-    watch_begin(h, &outer);
+    watch_begin(h, &outer, 1);
     int rc = lua_pcall(L, nargs, LUA_MULTRET, 1);
     watch_end(h, L, &outer, rc != 0);
     if (rc != 0) {
@@ -1153,7 +1167,7 @@ int lua_host_route(struct lua_host *h, const char *policy, const char *counter,
     else
         lua_pushnil(L);
     int rc;
-    if (guarded_call(h, 6, 2) != 0) {
+    if (guarded_call(h, 6, 2, 1) != 0) {
         log_error("routing.route failed, choosing a healthy region instead: %s",
                   lua_tostring(L, -1));
         count_error(h, "routing");

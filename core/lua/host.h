@@ -144,6 +144,9 @@ int lua_host_route(struct lua_host *h, const char *policy, const char *counter,
  */
 double lua_host_deadline_ms(struct lua_State *L);
 void lua_host_check_budget(struct lua_State *L);
+/* Whether policy code is running (a policy file loading, or a call into a policy): what
+ * it starts must end with the call. */
+int lua_host_in_policy(struct lua_State *L);
 
 /* Binding injectors (one file per API area): each adds its functions to the table on top. */
 void lua_api_log_inject(struct lua_State *L);
