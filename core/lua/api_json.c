@@ -205,8 +205,23 @@ static void encode_table(lua_State *L, int idx, struct buf *b, int depth)
     lua_pop(L, 1);
 }
 
+/*
+ * The text a policy call may encode. The buffer is C memory, which the cap on a policy
+ * call's Lua heap does not see: without this, a table holding one 1 MiB string ten
+ * thousand times would take seconds and 10 GB before the budget could stop it.
+ */
+#define POLICY_MAX_TEXT ((size_t)64 << 20)
+
+static void check_room(lua_State *L, const struct buf *b, size_t more)
+{
+    if (b->len + more > POLICY_MAX_TEXT && lua_host_deadline_ms(L))
+        luaL_error(L, "counterd.json.encode: a policy may encode at most %d MiB of text",
+                   (int)(POLICY_MAX_TEXT >> 20));
+}
+
 static void encode(lua_State *L, int idx, struct buf *b, int depth)
 {
+    check_room(L, b, 0);
     if (depth > MAX_DEPTH)
         luaL_error(L, "counterd.json.encode: nesting deeper than %d (a cycle?)", MAX_DEPTH);
     switch (lua_type(L, idx)) {
@@ -216,6 +231,7 @@ static void encode(lua_State *L, int idx, struct buf *b, int depth)
     case LUA_TSTRING: {
         size_t len;
         const char *s = lua_tolstring(L, idx, &len);
+        check_room(L, b, len);
         buf_json_str(b, s, len);
         break;
     }

@@ -5,6 +5,8 @@
  *   counterd.spawn(fn, ...)       runs fn(...) as a new task now (errors are logged)
  *   counterd.every(ms, fn)        runs fn() as a task every ms milliseconds; a run still
  *                                 going when the next is due makes that one skip
+ *
+ * Policies cannot call spawn or every: the tasks would run outside their time budget.
  */
 #include <event2/event.h>
 #include <lauxlib.h>
@@ -59,9 +61,21 @@ static int l_sleep(lua_State *L)
     return lua_yield(L, 0);
 }
 
+/* A task or a timer started by a policy would run after the policy call, outside its
+ * budget, where a loop holds the event loop for good: policies cannot start them. */
+static void refuse_in_policy(lua_State *L, const char *fn)
+{
+    if (lua_host_in_policy(L))
+        luaL_error(L,
+                   "counterd.%s: a policy cannot start tasks (they would run outside its "
+                   "time budget)",
+                   fn);
+}
+
 static int l_spawn(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TFUNCTION);
+    refuse_in_policy(L, "spawn");
     struct lua_host *h = lua_host_of(L);
     int n = lua_gettop(L);
     lua_State *main = lua_host_state(h);
@@ -120,6 +134,7 @@ static int l_every(lua_State *L)
     luaL_checktype(L, 2, LUA_TFUNCTION);
     if (ms < 1)
         return luaL_error(L, "counterd.every: the period must be at least 1 ms");
+    refuse_in_policy(L, "every");
     struct lua_host *h = lua_host_of(L);
     struct ticker *tk = xcalloc(1, sizeof *tk);
     tk->h = h;

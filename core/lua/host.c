@@ -12,6 +12,7 @@
 #include <luajit.h>
 #include <lualib.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,11 +64,22 @@ struct lua_host {
     int npolicies;
     int budget_ms;
     double deadline_ms; /* 0: no call running under the watchdog */
+    /* The Lua heap as the allocator sees it, and the most a policy call may grow it to
+     * (0 outside one); heap_hit says the cap refused an allocation. */
+    lua_Alloc alloc;
+    void *alloc_ud;
+    int64_t heap, heap_limit;
+    int heap_hit;
+    int policies_running; /* policy calls on the C stack now (they nest) */
     struct metric *m_errors, *m_calls, *m_reloads;
 };
 
 /* The hook runs every HOOK_EVERY VM instructions of non-compiled code. */
 #define HOOK_EVERY 1000
+/* How far one policy call may grow the Lua heap. Past it allocations fail ("not enough
+ * memory"): a string or table built in a loop, table.concat, string.format or gsub
+ * cannot take the node's memory, nor the seconds it takes to fill it. */
+#define POLICY_HEAP_MAX ((int64_t)64 << 20)
 
 static struct lua_host *host_of(lua_State *L)
 {
@@ -96,6 +108,132 @@ static void watchdog(lua_State *L, lua_Debug *ar)
     }
 }
 
+static int past_deadline(const struct lua_host *h)
+{
+    return h->deadline_ms && clock_mono_ms() > h->deadline_ms;
+}
+
+void lua_host_check_budget(lua_State *L)
+{
+    lua_checkstack(L, 2);
+    struct lua_host *h = host_of(L);
+    if (h && past_deadline(h))
+        luaL_error(L, "policy ran longer than its budget of %d ms", h->budget_ms);
+}
+
+double lua_host_deadline_ms(lua_State *L)
+{
+    lua_checkstack(L, 2);
+    struct lua_host *h = host_of(L);
+    return h ? h->deadline_ms : 0;
+}
+
+int lua_host_in_policy(lua_State *L)
+{
+    lua_checkstack(L, 2);
+    struct lua_host *h = host_of(L);
+    return h && h->policies_running > 0;
+}
+
+/* LuaJIT's allocator, counted, refusing to grow the heap past the running call's cap. */
+static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    struct lua_host *h = ud;
+    int64_t grow = (int64_t)nsize - (int64_t)osize;
+    if (grow > 0 && h->heap_limit && h->heap + grow > h->heap_limit) {
+        h->heap_hit = 1;
+        return NULL;
+    }
+    void *p = h->alloc(h->alloc_ud, ptr, osize, nsize);
+    if (p || nsize == 0)
+        h->heap += grow;
+    return p;
+}
+
+/* What a call under the watchdog replaced, to put back when it ends. */
+struct watch {
+    double deadline_ms;
+    int64_t heap_limit;
+    int policy;
+};
+
+/* Starts a call's budget of time and heap, unless it runs inside a call that has one
+ * (a policy loading another): the outer budget then covers both. policy: the call runs
+ * policy code (rather than a role or configuration file being loaded). */
+static void watch_begin(struct lua_host *h, struct watch *outer, int policy)
+{
+    outer->policy = policy;
+    h->policies_running += policy;
+    outer->deadline_ms = h->deadline_ms;
+    outer->heap_limit = h->heap_limit;
+    if (!h->deadline_ms)
+        h->deadline_ms = clock_mono_ms() + h->budget_ms;
+    if (!h->heap_limit) {
+        h->heap_limit = h->heap + POLICY_HEAP_MAX;
+        h->heap_hit = 0;
+    }
+}
+
+/* Ends it; a failed call's "not enough memory" becomes a message saying which limit. */
+static void watch_end(struct lua_host *h, lua_State *L, const struct watch *outer, int failed)
+{
+    if (failed && h->heap_hit && !outer->heap_limit) {
+        const char *msg = lua_tostring(L, -1);
+        if (msg && strcmp(msg, "not enough memory") == 0) {
+            lua_pop(L, 1);
+            lua_pushfstring(L,
+                            "policy grew the Lua heap past its limit of %d MiB (not enough "
+                            "memory)",
+                            (int)(POLICY_HEAP_MAX >> 20));
+        }
+    }
+    h->deadline_ms = outer->deadline_ms;
+    h->heap_limit = outer->heap_limit;
+    h->policies_running -= outer->policy;
+}
+
+/*
+ * What the sandbox's pcall and xpcall return through: a call past its deadline must not
+ * be able to catch the watchdog's error and go on looping, so once the budget is spent a
+ * caught error is raised again. Upvalue 1 is the host.
+ */
+static int budget_check(lua_State *L)
+{
+    if (lua_toboolean(L, 1))
+        return lua_gettop(L);
+    struct lua_host *h = lua_touserdata(L, lua_upvalueindex(1));
+    if (!past_deadline(h))
+        return lua_gettop(L);
+    const char *msg = lua_tostring(L, 2);
+    if (msg && strstr(msg, "policy ran longer than its budget")) {
+        lua_settop(L, 2);
+        return lua_error(L);
+    }
+    return luaL_error(L, "policy ran longer than its budget of %d ms", h->budget_ms);
+}
+
+/* The sandbox's pcall and xpcall: the built-in ones (a task may yield inside them),
+ * their results passed through budget_check. */
+static const char guards_lua[] = "local pcall, xpcall, check = ...\n"
+                                 "return function(...) return check(pcall(...)) end,\n"
+                                 "  function(...) return check(xpcall(...)) end\n";
+
+static void make_guards(struct lua_host *h)
+{
+    lua_State *L = h->L;
+    if (luaL_loadbuffer(L, guards_lua, sizeof guards_lua - 1, "=counterd") != 0) {
+        log_error("cannot compile the pcall guards: %s", lua_tostring(L, -1));
+        abort();
+    }
+    lua_getglobal(L, "pcall");
+    lua_getglobal(L, "xpcall");
+    lua_pushlightuserdata(L, h);
+    lua_pushcclosure(L, budget_check, 1);
+    lua_call(L, 3, 2);
+    lua_setfield(L, LUA_REGISTRYINDEX, "counterd.xpcall");
+    lua_setfield(L, LUA_REGISTRYINDEX, "counterd.pcall");
+}
+
 /* Message handler for lua_pcall: keeps the message (which carries file:line). */
 static int on_error(lua_State *L)
 {
@@ -122,19 +260,42 @@ static void copy_field(lua_State *L, int dst, const char *lib, const char *name)
     lua_pop(L, 1);
 }
 
+/* Puts a copy of the global library table lib into env: a file that replaces string.find
+ * or math.random replaces it for itself only. */
+static void copy_library(lua_State *L, int env, const char *lib)
+{
+    lua_getglobal(L, lib);
+    int src = lua_gettop(L);
+    lua_newtable(L);
+    lua_pushnil(L);
+    while (lua_next(L, src)) {
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, -4);
+    }
+    lua_setfield(L, env, lib);
+    lua_pop(L, 1);
+}
+
 /* Pushes a fresh environment for one policy file. */
 static void push_sandbox(struct lua_host *h)
 {
     lua_State *L = h->L;
-    static const char *globals[] = {
-        "assert", "error",        "ipairs",       "next",   "pairs",  "pcall",    "xpcall",
-        "select", "tonumber",     "tostring",     "type",   "unpack", "rawequal", "rawget",
-        "rawset", "setmetatable", "getmetatable", "string", "table",  "math",     "bit",
-        NULL};
+    static const char *globals[] = {"assert", "error",        "ipairs",       "next",
+                                    "pairs",  "select",       "tonumber",     "tostring",
+                                    "type",   "unpack",       "rawequal",     "rawget",
+                                    "rawset", "setmetatable", "getmetatable", NULL};
+    static const char *libraries[] = {"string", "table", "math", "bit", NULL};
     lua_newtable(L);
     int env = lua_gettop(L);
     for (const char **g = globals; *g; g++)
         copy_global(L, env, *g);
+    for (const char **l = libraries; *l; l++)
+        copy_library(L, env, *l);
+    lua_getfield(L, LUA_REGISTRYINDEX, "counterd.pcall");
+    lua_setfield(L, env, "pcall");
+    lua_getfield(L, LUA_REGISTRYINDEX, "counterd.xpcall");
+    lua_setfield(L, env, "xpcall");
     lua_newtable(L); /* os: time only */
     int os = lua_gettop(L);
     copy_field(L, os, "os", "time");
@@ -238,7 +399,22 @@ struct lua_host *lua_host_new(const char *lua_dir, const struct lua_host_info *i
         abort();
     }
     lua_State *L = h->L;
+    /* Count the heap from here on: LuaJIT's own allocator behind a counter. */
+    h->alloc = lua_getallocf(L, &h->alloc_ud);
+    h->heap = (int64_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + lua_gc(L, LUA_GCCOUNTB, 0);
+    lua_setallocf(L, host_alloc, h);
     luaL_openlibs(L);
+    /* Matching and the other library functions a policy could keep busy for seconds,
+     * bounded by the budget; installed in the real tables, so that s:find() and the
+     * copies each sandbox gets use them too. */
+    lua_api_pattern_inject(L);
+    lua_api_limits_inject(L);
+    /* getmetatable("") would hand out the real string table, shared by every file. */
+    lua_pushliteral(L, "");
+    lua_getmetatable(L, -1);
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 2);
     /* LuaJIT's math.random starts from a fixed seed: every gateway would route the same. */
     lua_getglobal(L, "math");
     lua_getfield(L, -1, "randomseed");
@@ -247,6 +423,7 @@ struct lua_host *lua_host_new(const char *lua_dir, const struct lua_host_info *i
     lua_pop(L, 1);
     lua_pushlightuserdata(L, h);
     lua_setfield(L, LUA_REGISTRYINDEX, "counterd.host");
+    make_guards(h);
 
     /* The single counterd table every policy sees. */
     lua_newtable(L);
@@ -356,16 +533,18 @@ static void count_error(struct lua_host *h, const char *policy)
 }
 
 /* Runs the function on top of the stack (below it its nargs arguments) under the
- * watchdog. @return 0, or -1 with the message on top of the stack. */
-static int guarded_call(struct lua_host *h, int nargs, int nresults)
+ * watchdog; policy says it is policy code. @return 0, or -1 with the message on top of
+ * the stack. */
+static int guarded_call(struct lua_host *h, int nargs, int nresults, int policy)
 {
     lua_State *L = h->L;
     int base = lua_gettop(L) - nargs;
     lua_pushcfunction(L, on_error);
     lua_insert(L, base);
-    h->deadline_ms = clock_mono_ms() + h->budget_ms;
+    struct watch outer;
+    watch_begin(h, &outer, policy);
     int rc = lua_pcall(L, nargs, nresults, base);
-    h->deadline_ms = 0;
+    watch_end(h, L, &outer, rc != 0);
     lua_remove(L, base);
     return rc == 0 ? 0 : -1;
 }
@@ -388,7 +567,7 @@ static int run_file(struct lua_host *h, const char *folder, const char *name, in
         luaJIT_setmode(L, -1, LUAJIT_MODE_ALLFUNC | LUAJIT_MODE_OFF);
     push_sandbox(h);
     lua_setfenv(L, -2);
-    if (guarded_call(h, 0, 1) != 0) {
+    if (guarded_call(h, 0, 1, jit_off) != 0) {
         snprintf(err, errlen, "%s", lua_tostring(L, -1));
         return -1;
     }
@@ -438,7 +617,7 @@ static int stage_policy(struct lua_host *h, const char *name, char *path, size_t
     }
     lua_getfield(L, -1, "init");
     if (lua_isfunction(L, -1)) {
-        if (guarded_call(h, 0, 0) != 0) {
+        if (guarded_call(h, 0, 0, 1) != 0) {
             snprintf(err, errlen, "%s", lua_tostring(L, -1));
             goto fail;
         }
@@ -561,12 +740,12 @@ int lua_host_lab_regions(struct lua_host *h, char names[][64], char urls[][512],
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->api_ref);
     lua_getfield(L, -1, "conf");
     lua_pushstring(L, "lab");
-    if (guarded_call(h, 1, 1) != 0 || !lua_istable(L, -1)) {
+    if (guarded_call(h, 1, 1, 0) != 0 || !lua_istable(L, -1)) {
         log_error("lua/conf/lab.lua: %s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "no table");
         goto out;
     }
     lua_getfield(L, -1, "regions");
-    if (guarded_call(h, 0, 1) != 0 || !lua_istable(L, -1))
+    if (guarded_call(h, 0, 1, 0) != 0 || !lua_istable(L, -1))
         goto out;
     for (int i = 1; n < max; i++) {
         lua_rawgeti(L, -1, i);
@@ -709,7 +888,7 @@ int lua_host_faults_decide(struct lua_host *h, const char *dir, const char *from
     lua_pushstring(L, kind);
     lua_pushboolean(L, partitioned);
     int rc = -1;
-    if (guarded_call(h, 5, 2) != 0) {
+    if (guarded_call(h, 5, 2, 1) != 0) {
         log_error("faults.decide failed, delivering as if there were no policy: %s",
                   lua_tostring(L, -1));
         count_error(h, "faults");
@@ -769,12 +948,14 @@ static int policy_call(lua_State *L)
     lua_insert(L, 1);
     lua_pushcfunction(L, on_error);
     lua_insert(L, 1);
-    double saved = h->deadline_ms;
-    if (!saved)
-        h->deadline_ms = clock_mono_ms() + h->budget_ms;
+    struct watch outer;
+    watch_begin(h, &outer, 1);
     int rc = lua_pcall(L, nargs, LUA_MULTRET, 1);
-    h->deadline_ms = saved;
+    watch_end(h, L, &outer, rc != 0);
     if (rc != 0) {
+        /* Called from a policy whose own budget is spent: that call must end too. */
+        if (past_deadline(h))
+            return lua_error(L);
         const char *msg = lua_tostring(L, -1);
         log_error("%s.%s failed: %s", policy, fn, msg ? msg : "?");
         count_error(h, policy);
@@ -1000,7 +1181,7 @@ int lua_host_route(struct lua_host *h, const char *policy, const char *counter,
     else
         lua_pushnil(L);
     int rc;
-    if (guarded_call(h, 6, 2) != 0) {
+    if (guarded_call(h, 6, 2, 1) != 0) {
         log_error("routing.route failed, choosing a healthy region instead: %s",
                   lua_tostring(L, -1));
         count_error(h, "routing");

@@ -145,6 +145,19 @@ int lua_host_route(struct lua_host *h, const char *policy, const char *counter,
                    const char *client_region, const char *token, const char *const *names,
                    const int *healthy, int n, char *err, size_t errlen);
 
+/*
+ * The budget of the policy call running, for C functions that can run long: the
+ * monotonic time (ms) it must end by, or 0 outside a policy call (a role's task, the
+ * host's own work). lua_host_check_budget raises "policy ran longer than its budget of
+ * N ms" (with the caller's file:line) once that time has passed; otherwise it returns.
+ * Both work on any state: without a host there is no budget.
+ */
+double lua_host_deadline_ms(struct lua_State *L);
+void lua_host_check_budget(struct lua_State *L);
+/* Whether policy code is running (a policy file loading, or a call into a policy): what
+ * it starts must end with the call. */
+int lua_host_in_policy(struct lua_State *L);
+
 /* Binding injectors (one file per API area): each adds its functions to the table on top. */
 void lua_api_log_inject(struct lua_State *L);
 void lua_api_shared_inject(struct lua_State *L);
@@ -153,5 +166,10 @@ void lua_api_http_inject(struct lua_State *L);
 void lua_api_timer_inject(struct lua_State *L);
 void lua_api_metrics_inject(struct lua_State *L);
 void lua_api_trace_inject(struct lua_State *L);
+/* These two replace functions of the global string and table tables instead:
+ * string.find, match, gmatch and gsub with a matcher the budget can stop (api_pattern.c),
+ * string.rep and table.sort bounded in policy calls (api_limits.c). */
+void lua_api_pattern_inject(struct lua_State *L);
+void lua_api_limits_inject(struct lua_State *L);
 
 #endif
