@@ -35,6 +35,7 @@
 #include "../base/clock.h"
 #include "../base/log.h"
 #include "../base/mem.h"
+#include "../obs/metrics.h"
 #include "../obs/trace.h"
 
 #define READ_CHUNK 65536
@@ -224,6 +225,15 @@ void http_respond_ex(struct http_request *req, int status, const char *content_t
         else
             conn_queue_flush(c);
     }
+}
+
+void http_respond_metrics(struct http_request *req, const struct metrics *reg, struct buf *scratch)
+{
+    buf_reset(scratch);
+    metrics_render(reg, scratch);
+    http_respond_ex(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, scratch->data,
+                    scratch->len);
+    buf_trim(scratch, 1u << 20);
 }
 
 void http_respond_json(struct http_request *req, int status, const char *body, size_t len)

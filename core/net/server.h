@@ -127,6 +127,9 @@ void http_respond_ex(struct http_request *req, int status, const char *content_t
                      const char *extra_headers, const char *body, size_t len);
 /* Answers with a JSON body. */
 void http_respond_json(struct http_request *req, int status, const char *body, size_t len);
+/* Answers GET /metrics: reg rendered in Prometheus' text format into scratch. */
+struct metrics;
+void http_respond_metrics(struct http_request *req, const struct metrics *reg, struct buf *scratch);
 /* Answers {"detail": <formatted sentence>, "error": code}. */
 void http_respond_error(struct http_request *req, int status, const char *code, const char *fmt,
                         ...) __attribute__((format(printf, 4, 5)));

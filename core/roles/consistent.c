@@ -224,10 +224,7 @@ static void h_coordination_delay(struct consistent *c, struct http_request *req,
 
 static void h_metrics(struct consistent *c, struct http_request *req)
 {
-    metrics_render(c->metrics, &c->out);
-    http_respond_ex(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, c->out.data,
-                    c->out.len);
-    buf_trim(&c->out, 1u << 20);
+    http_respond_metrics(req, c->metrics, &c->out);
 }
 
 static int path_is(const struct http_request *req, const char *p)

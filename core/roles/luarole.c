@@ -220,11 +220,7 @@ static void handle(struct http_request *req, void *arg)
     }
     if (req->path_len == 8 && !memcmp(req->path, "/metrics", 8) &&
         (req->method == HTTP_M_GET || req->method == HTTP_M_HEAD)) {
-        buf_reset(&lr->out);
-        metrics_render(lr->metrics, &lr->out);
-        http_respond_ex(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, lr->out.data,
-                        lr->out.len);
-        buf_trim(&lr->out, 1u << 20);
+        http_respond_metrics(req, lr->metrics, &lr->out);
         return;
     }
     lua_State *L = lua_host_state(lr->lua);

@@ -310,10 +310,7 @@ static void h_health(struct region *rg, struct http_request *req)
 
 static void h_metrics(struct region *rg, struct http_request *req)
 {
-    metrics_render(rg->metrics, &rg->out);
-    http_respond_ex(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, rg->out.data,
-                    rg->out.len);
-    buf_trim(&rg->out, 1u << 20);
+    http_respond_metrics(req, rg->metrics, &rg->out);
 }
 
 static void h_increment(struct region *rg, struct http_request *req)

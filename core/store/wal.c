@@ -1167,7 +1167,7 @@ uint64_t wal_synced(struct wal *w)
     uint64_t v = w->synced;
     int e = w->sync_errno;
     pthread_mutex_unlock(&w->mu);
-    if (e && !w->failed) {
+    if (e && !w->failed) { /* the fsync thread cannot log from under the lock: we do */
         w->failed = 1;
         log_error("fdatasync failed in %s: %s; this node stops acknowledging writes", w->dir,
                   strerror(e));
@@ -1197,16 +1197,7 @@ uint64_t wal_durable(struct wal *w)
 {
     if (w->policy != WAL_FSYNC_ALWAYS)
         return w->written;
-    pthread_mutex_lock(&w->mu);
-    uint64_t v = w->synced;
-    int e = w->sync_errno;
-    pthread_mutex_unlock(&w->mu);
-    if (e && !w->failed) {
-        w->failed = 1;
-        log_error("fdatasync failed in %s: %s; this node stops acknowledging writes", w->dir,
-                  strerror(e));
-    }
-    return v;
+    return wal_synced(w);
 }
 
 int wal_notify_fd(const struct wal *w)
