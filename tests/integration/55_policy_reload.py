@@ -30,6 +30,8 @@ import unittest
 
 import harness
 
+read, write = harness.read_text, harness.write_atomic
+
 LUA_SRC = os.environ.get("COUNTERD_LUA_DIR") or os.path.join(harness.REPO_ROOT, "lua")
 REGIONS = ("us-east", "us-west", "eu-west")
 
@@ -38,17 +40,6 @@ ROUTE_HEAD = '  policy = policy or "random"\n'
 ROUTE_TO_US_WEST = ('  policy = "us-west" -- edited live: every increment goes to us-west\n')
 
 
-def read(path):
-    with open(path) as f:
-        return f.read()
-
-
-def write(path, text):
-    """Replaces the file in one step, so that a watcher never reads half of it."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def metric(srv, name, **labels):

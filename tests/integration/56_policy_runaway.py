@@ -25,6 +25,8 @@ import unittest
 
 import harness
 
+read, write = harness.read_text, harness.write_atomic
+
 LUA_SRC = os.environ.get("COUNTERD_LUA_DIR") or os.path.join(harness.REPO_ROOT, "lua")
 REGIONS = ("us-east", "us-west", "eu-west")
 NODES = ("us-east-1", "us-west-1", "eu-west-1")
@@ -73,16 +75,6 @@ return M
 """
 
 
-def read(path):
-    with open(path) as f:
-        return f.read()
-
-
-def write(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def line_of(text, fragment):

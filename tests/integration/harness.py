@@ -981,3 +981,16 @@ def free_lab_base(avoid=()):
         if all(port_free(base + off) for off in LAB_OFFSETS):
             return base
     raise HarnessError("no free lab base port (base..base+4, base+80, base+1090) found")
+
+
+def read_text(path):
+    with open(path) as f:
+        return f.read()
+
+
+def write_atomic(path, text):
+    """Replaces the file in one step, so that a watcher (--watch) never reads half of it."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
