@@ -132,12 +132,9 @@ static int not_ready(struct consistent *c, struct http_request *req)
 static void h_counter(struct consistent *c, struct http_request *req, const char *raw, size_t rlen)
 {
     char name[256];
-    long n = url_decode(raw, rlen, name, sizeof name);
-    if (n < 0 || !gcounter_name_valid(name, (size_t)n)) {
-        http_respond_error(req, 400, "bad_name",
-                           "counter names are 1-200 bytes of [A-Za-z0-9_.:-]");
+    long n = reqbody_path_name(req, raw, rlen, name, sizeof name);
+    if (n < 0)
         return;
-    }
     if (not_ready(c, req))
         return;
     struct buf *b = &c->out;

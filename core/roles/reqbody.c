@@ -3,6 +3,7 @@
  */
 #include "reqbody.h"
 
+#include "../net/url.h"
 #include "../store/gcounter.h"
 
 const struct json *reqbody_object(struct json_parser *p, struct http_request *req)
@@ -68,4 +69,16 @@ int reqbody_increment(struct json_parser *p, struct http_request *req, struct in
         out->amount = v->u.i;
     }
     return 0;
+}
+
+long reqbody_path_name(struct http_request *req, const char *raw, size_t rlen, char *name,
+                       size_t cap)
+{
+    long n = url_decode(raw, rlen, name, cap);
+    if (n < 0 || !gcounter_name_valid(name, (size_t)n)) {
+        http_respond_error(req, 400, "bad_name",
+                           "counter names are 1-200 bytes of [A-Za-z0-9_.:-]");
+        return -1;
+    }
+    return n;
 }

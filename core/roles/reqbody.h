@@ -27,6 +27,13 @@ struct incr_body {
  */
 const struct json *reqbody_object(struct json_parser *p, struct http_request *req);
 
+/*
+ * The counter name at the end of a path (/counter/<raw>), percent-decoded into name
+ * (at least 256 bytes). @return its length, or -1 after answering 400 bad_name.
+ */
+long reqbody_path_name(struct http_request *req, const char *raw, size_t rlen, char *name,
+                       size_t cap);
+
 /* @return 0 with out filled, or -1 after answering 400 (bad_json, bad_field, bad_name). */
 int reqbody_increment(struct json_parser *p, struct http_request *req, struct incr_body *out);
 

@@ -84,18 +84,6 @@ def lab_processes(base):
     return found
 
 
-class _LabGuard:
-    """Registered with the harness' list of live servers, so that its suite watchdog
-    (and atexit) also brings the lab down."""
-
-    def __init__(self, base, env):
-        self.base, self.env = base, env
-
-    def kill(self):
-        subprocess.run([LAB, "down", "--base-port", str(self.base)], env=self.env,
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=40)
-
 
 class _Timeout(AssertionError):
     pass
@@ -137,9 +125,7 @@ class Runbook(unittest.TestCase):
         self.env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
         self.env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
         print("\n[80_runbook] lab on base port %d with %s" % (self.base, harness.BIN))
-        guard = _LabGuard(self.base, self.env)
-        with harness._live_lock:
-            harness._live_servers.append(guard)
+        guard = harness.LabGuard(LAB, self.base, self.env)
         ok = False
         try:
             # down with nothing running: quiet.
@@ -215,9 +201,7 @@ class Runbook(unittest.TestCase):
             ok = True
         finally:
             rc, out, err = self.lab("down", timeout=40)
-            with harness._live_lock:
-                if guard in harness._live_servers:
-                    harness._live_servers.remove(guard)
+            guard.forget()
             if ok:  # checked only when the rest passed (else the first failure is reported)
                 self.assertEqual((rc, out, err), (0, "", ""), "down")
             else:

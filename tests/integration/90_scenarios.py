@@ -45,18 +45,6 @@ TIME_LIMIT_S = 100  # the whole file (the harness' suite watchdog stops it at 11
 
 
 
-class _LabGuard:
-    """In the harness' list of live servers, so its suite watchdog (and atexit) also
-    brings the lab down."""
-
-    def __init__(self, base, env):
-        self.base, self.env = base, env
-
-    def kill(self):
-        subprocess.run([LAB, "down", "--base-port", str(self.base)], env=self.env,
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=40)
-
 
 class _Timeout(AssertionError):
     pass
@@ -81,9 +69,7 @@ class Scenarios(unittest.TestCase):
         cls.env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
         cls.env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
         cls.tmp = tempfile.mkdtemp(prefix="counterd-scen-")
-        cls.guard = _LabGuard(cls.base, cls.env)
-        with harness._live_lock:
-            harness._live_servers.append(cls.guard)
+        cls.guard = harness.LabGuard(LAB, cls.base, cls.env)
         cls.failed = False
         print("\n[90_scenarios] lab on base port %d with %s" % (cls.base, harness.BIN))
         p = subprocess.run([LAB, "up", "--no-build", "--base-port", str(cls.base)], env=cls.env,
@@ -98,9 +84,7 @@ class Scenarios(unittest.TestCase):
     def tearDownClass(cls):
         p = subprocess.run([LAB, "down", "--base-port", str(cls.base)], env=cls.env,
                            stdin=subprocess.DEVNULL, capture_output=True, timeout=40)
-        with harness._live_lock:
-            if cls.guard in harness._live_servers:
-                harness._live_servers.remove(cls.guard)
+        cls.guard.forget()
         signal.alarm(0)
         shutil.rmtree(cls.tmp, ignore_errors=True)
         reports = []

@@ -994,3 +994,23 @@ def write_atomic(path, text):
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+class LabGuard:
+    """A lab started by ./scripts/lab, registered with the harness' list of live servers
+    so that the suite watchdog (and atexit) also brings it down."""
+
+    def __init__(self, lab_script, base, env):
+        self.lab_script, self.base, self.env = lab_script, base, env
+        with _live_lock:
+            _live_servers.append(self)
+
+    def kill(self):
+        subprocess.run([self.lab_script, "down", "--base-port", str(self.base)], env=self.env,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=40)
+
+    def forget(self):
+        with _live_lock:
+            if self in _live_servers:
+                _live_servers.remove(self)
