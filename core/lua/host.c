@@ -277,6 +277,60 @@ static void copy_library(lua_State *L, int env, const char *lib)
     lua_pop(L, 1);
 }
 
+static int readonly_newindex(lua_State *L)
+{
+    return luaL_error(L,
+                      "counterd.%s cannot be changed from a sandbox (it is shared by every "
+                      "policy and role); keep state in counterd.shared",
+                      lua_isstring(L, 2) ? lua_tostring(L, 2) : "?");
+}
+
+/* Pushes an empty table that reads through to the table at idx and refuses writes. */
+static void push_readonly(lua_State *L, int idx)
+{
+    lua_newtable(L);
+    lua_createtable(L, 0, 3);
+    lua_pushvalue(L, idx);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, readonly_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);
+}
+
+/*
+ * Pushes this sandbox's view of the counterd table: every field reads through to the one
+ * shared table, and neither it nor its plain sub-tables (counterd.shared, counterd.json,
+ * counterd.config, ...) can be written, so no file can change the API under another.
+ * A rawset on the view only changes this sandbox's own copy.
+ */
+static void push_api_view(struct lua_host *h)
+{
+    lua_State *L = h->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->api_ref);
+    int api = lua_gettop(L);
+    lua_newtable(L);
+    int content = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, api)) {
+        if (lua_type(L, -1) == LUA_TTABLE) {
+            if (lua_getmetatable(L, -1)) { /* an object of its own kind: kept as it is */
+                lua_pop(L, 1);
+            } else {
+                push_readonly(L, lua_gettop(L));
+                lua_remove(L, -2);
+            }
+        }
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, content);
+    }
+    push_readonly(L, content);
+    lua_replace(L, api);
+    lua_settop(L, api);
+}
+
 /* Pushes a fresh environment for one policy file. */
 static void push_sandbox(struct lua_host *h)
 {
@@ -302,7 +356,7 @@ static void push_sandbox(struct lua_host *h)
     copy_field(L, os, "os", "clock");
     copy_field(L, os, "os", "date");
     lua_setfield(L, env, "os");
-    lua_rawgeti(L, LUA_REGISTRYINDEX, h->api_ref);
+    push_api_view(h);
     lua_setfield(L, env, "counterd");
     lua_pushvalue(L, env);
     lua_setfield(L, env, "_G");

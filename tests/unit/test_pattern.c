@@ -931,6 +931,42 @@ static void test_sandbox_libraries_are_copies(void)
     lua_host_free(h);
 }
 
+/* The counterd table is shared by every sandbox: a policy reads it but cannot change it,
+ * nor its sub-tables, for the others. */
+static void test_sandbox_cannot_change_the_api(void)
+{
+    struct lua_host *h = runaway_host(50);
+    write_file(
+        host_dir, "faults.lua",
+        "local M = {}\n"
+        "local function try(f) local ok, e = pcall(f) return ok and 'changed' or e end\n"
+        "function M.init()\n"
+        "  M.top = try(function() counterd.now_ms = function() return 0 end end)\n"
+        "  M.sub = try(function() counterd.shared.get = function() return 'evil' end end)\n"
+        "  M.new = try(function() counterd.extra = 1 end)\n"
+        "  rawset(counterd, 'now_ms', function() return -1 end) -- its own view only\n"
+        "  M.own = counterd.now_ms()\n"
+        "  counterd.shared.set('k', 'v')\n"
+        "end\n"
+        "function M.decide() return 'deliver' end\n"
+        "function M.probe() return M.top .. '|' .. M.sub .. '|' .. M.new .. '|' .. M.own end\n"
+        "return M\n");
+    char err[512];
+    CHECK(lua_host_load_policy(h, "faults", err, sizeof err) == 0);
+    lua_State *L = lua_host_state(h);
+    const char *probe = eval(L, "return counterd.policy('faults').probe()");
+    CHECK(strstr(probe, "cannot be changed from a sandbox") != NULL);
+    CHECK(strstr(probe, "counterd.now_ms cannot") != NULL);
+    CHECK(strstr(probe, "counterd.get cannot") != NULL || strstr(probe, ".get cannot") != NULL);
+    CHECK(strstr(probe, "counterd.extra cannot") != NULL);
+    CHECK(strstr(probe, "|-1") != NULL);
+    /* The shared table is intact for everyone else, and writes through its functions work. */
+    CHECK_STR_EQ(eval(L, "return tostring(counterd.now_ms() > 0) .. counterd.shared.get('k') "
+                         ".. tostring(counterd.extra)"),
+                 "truevnil");
+    lua_host_free(h);
+}
+
 /* ---------------------------------------------------------------- speed */
 
 /* ns per iteration of code (a chunk taking the iteration count and returning a number,
@@ -1025,4 +1061,4 @@ static void test_speed_against_luajit(void)
 UNIT_MAIN("pattern", UNIT_CASE(test_installed_and_right), UNIT_CASE(test_find_and_match_cases),
           UNIT_CASE(test_gsub_and_gmatch_cases), UNIT_CASE(test_generated_against_luajit),
           UNIT_CASE(test_budget_stops_runaway_calls), UNIT_CASE(test_sandbox_libraries_are_copies),
-          UNIT_CASE(test_speed_against_luajit))
+          UNIT_CASE(test_sandbox_cannot_change_the_api), UNIT_CASE(test_speed_against_luajit))
