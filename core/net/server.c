@@ -227,6 +227,23 @@ void http_respond_ex(struct http_request *req, int status, const char *content_t
     }
 }
 
+int http_path_is(const struct http_request *req, const char *p)
+{
+    size_t n = strlen(p);
+    return req->path_len == n && memcmp(req->path, p, n) == 0;
+}
+
+void http_respond_not_allowed(struct http_request *req, const char *allow)
+{
+    char hdr[64], body[160];
+    snprintf(hdr, sizeof hdr, "Allow: %s\r\n", allow);
+    int n = snprintf(body, sizeof body,
+                     "{\"detail\":\"%s is not allowed on this path (allowed: %s)\","
+                     "\"error\":\"method_not_allowed\"}",
+                     req->method_name, allow);
+    http_respond_ex(req, 405, "application/json", hdr, body, (size_t)n);
+}
+
 void http_respond_metrics(struct http_request *req, const struct metrics *reg, struct buf *scratch)
 {
     buf_reset(scratch);

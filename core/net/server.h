@@ -127,6 +127,10 @@ void http_respond_ex(struct http_request *req, int status, const char *content_t
                      const char *extra_headers, const char *body, size_t len);
 /* Answers with a JSON body. */
 void http_respond_json(struct http_request *req, int status, const char *body, size_t len);
+/* Whether req's path is exactly p (no query, no decoding). */
+int http_path_is(const struct http_request *req, const char *p);
+/* Answers 405 method_not_allowed with an Allow header listing allow (e.g. "GET, HEAD"). */
+void http_respond_not_allowed(struct http_request *req, const char *allow);
 /* Answers GET /metrics: reg rendered in Prometheus' text format into scratch. */
 struct metrics;
 void http_respond_metrics(struct http_request *req, const struct metrics *reg, struct buf *scratch);

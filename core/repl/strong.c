@@ -299,7 +299,6 @@ static void leg_send(struct leg *l)
     char url[600];
     snprintf(url, sizeof url, "%s%s", s->cfg.replica_urls[l->idx],
              ex->kind == EX_PREPARE ? "/strong/prepare" : "/strong/accept");
-    int wait = s->cfg.timeout_ms;
     const char *headers[5];
     char tp[TRACE_HEADER_LEN + 1];
     int h = 0;
@@ -316,7 +315,7 @@ static void leg_send(struct leg *l)
                                .body = ex->msg,
                                .body_len = ex->msg_len,
                                .headers = headers,
-                               .timeout_ms = wait};
+                               .timeout_ms = s->cfg.timeout_ms};
     l->call = http_client_request(s->client, &o, on_leg_result, l);
     if (!l->call)
         leg_end(l, 0, "the request could not be started");

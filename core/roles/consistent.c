@@ -34,6 +34,12 @@
 #include "reload.h"
 #include "tracing.h"
 
+/* What a counterd_strong_replica_up series reads. */
+struct replica_gauge {
+    struct consistent *c;
+    int i;
+};
+
 struct consistent {
     struct strong *strong;
     struct lua_host *lua;
@@ -48,6 +54,7 @@ struct consistent {
     struct metric *m_value, *m_incr;
     struct metric_series *m_latency, *m_lock;
     char replica_names[STRONG_MAX_REPLICAS][64];
+    struct replica_gauge gauges[STRONG_MAX_REPLICAS];
 };
 
 /* One increment waiting for its round. */
@@ -224,18 +231,6 @@ static void h_metrics(struct consistent *c, struct http_request *req)
     http_respond_metrics(req, c->metrics, &c->out);
 }
 
-static int path_is(const struct http_request *req, const char *p)
-{
-    size_t n = strlen(p);
-    return req->path_len == n && memcmp(req->path, p, n) == 0;
-}
-
-static void not_allowed(struct http_request *req, const char *allow)
-{
-    http_respond_error(req, 405, "method_not_allowed",
-                       "%s is not allowed on this path (allowed: %s)", req->method_name, allow);
-}
-
 static void handle(struct http_request *req, void *arg)
 {
     struct consistent *c = arg;
@@ -245,24 +240,24 @@ static void handle(struct http_request *req, void *arg)
     if (req->path_len >= 7 && memcmp(req->path, "/admin/", 7) == 0 &&
         http_refuse_unauthorized(req, c->admin_token))
         return;
-    if (path_is(req, "/increment"))
-        return post ? h_increment(c, req) : not_allowed(req, "POST");
+    if (http_path_is(req, "/increment"))
+        return post ? h_increment(c, req) : http_respond_not_allowed(req, "POST");
     if (req->path_len > 9 && memcmp(req->path, "/counter/", 9) == 0) {
         trace_span_route(req->span, req->method_name, "/counter/{name}");
         return get ? h_counter(c, req, req->path + 9, req->path_len - 9)
-                   : not_allowed(req, "GET, HEAD");
+                   : http_respond_not_allowed(req, "GET, HEAD");
     }
-    if (path_is(req, "/counters"))
-        return get ? h_counters(c, req) : not_allowed(req, "GET, HEAD");
-    if (path_is(req, "/health"))
-        return get ? h_health(c, req) : not_allowed(req, "GET, HEAD");
-    if (path_is(req, "/metrics"))
-        return get ? h_metrics(c, req) : not_allowed(req, "GET, HEAD");
-    if (path_is(req, "/admin/coordination-delay"))
+    if (http_path_is(req, "/counters"))
+        return get ? h_counters(c, req) : http_respond_not_allowed(req, "GET, HEAD");
+    if (http_path_is(req, "/health"))
+        return get ? h_health(c, req) : http_respond_not_allowed(req, "GET, HEAD");
+    if (http_path_is(req, "/metrics"))
+        return get ? h_metrics(c, req) : http_respond_not_allowed(req, "GET, HEAD");
+    if (http_path_is(req, "/admin/coordination-delay"))
         return get || post ? h_coordination_delay(c, req, post)
-                           : not_allowed(req, "GET, HEAD, POST");
-    if (path_is(req, "/admin/reload"))
-        return post ? reload_handle(c->reload, req) : not_allowed(req, "POST");
+                           : http_respond_not_allowed(req, "GET, HEAD, POST");
+    if (http_path_is(req, "/admin/reload"))
+        return post ? reload_handle(c->reload, req) : http_respond_not_allowed(req, "POST");
     http_respond_error(req, 404, "not_found", "no endpoint %s %.200s", req->method_name, req->path);
 }
 
@@ -282,18 +277,11 @@ static double epoch_of(void *arg)
     return (double)st.epoch;
 }
 
-struct replica_gauge {
-    struct consistent *c;
-    int i;
-};
-
 static double replica_up(void *arg)
 {
     struct replica_gauge *g = arg;
     return strong_replica_up(g->c->strong, g->i);
 }
-
-static struct replica_gauge gauges[STRONG_MAX_REPLICAS];
 
 static void register_metrics(struct consistent *c, const struct config *cfg, int n)
 {
@@ -322,9 +310,9 @@ static void register_metrics(struct consistent *c, const struct config *cfg, int
                                     "Whether the replica answered its last replication message",
                                     "replica", NULL, 0);
     for (int i = 0; i < n; i++) {
-        gauges[i] = (struct replica_gauge){c, i};
+        c->gauges[i] = (struct replica_gauge){c, i};
         const char *labels[1] = {c->replica_names[i]};
-        metric_set_fn(metric_series(up, labels), replica_up, &gauges[i]);
+        metric_set_fn(metric_series(up, labels), replica_up, &c->gauges[i]);
     }
 }
 
@@ -381,7 +369,7 @@ struct consistent *consistent_new(struct event_base *base, const struct config *
     char lerr[512];
     if (lua_host_load_policy(c->lua, "faults", lerr, sizeof lerr) < 0)
         log_error("faults policy not loaded, strong replication runs without it: %s", lerr);
-    c->reload = reload_new(base, c->lua, cfg, c->metrics);
+    c->reload = reload_new(base, c->lua, cfg);
 
     char urls[STRONG_MAX_REPLICAS][512];
     int n = replicas_of(c, cfg, urls, err, errlen);

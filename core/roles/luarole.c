@@ -369,7 +369,7 @@ struct luarole *luarole_new(struct event_base *base, const struct config *cfg, c
         }
         lr->web_dir = xstrdup(cfg->web_dir);
     }
-    lr->reload = reload_new(base, lr->lua, cfg, lr->metrics);
+    lr->reload = reload_new(base, lr->lua, cfg);
     struct http_server_opts so = {.bind_addr = cfg->bind,
                                   .port = cfg->port,
                                   .max_conns = cfg->max_conns,

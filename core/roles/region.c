@@ -600,23 +600,6 @@ static void h_strong(struct region *rg, struct http_request *req)
 
 /* ---------------------------------------------------------------- routing */
 
-static int path_is(const struct http_request *req, const char *p)
-{
-    size_t n = strlen(p);
-    return req->path_len == n && memcmp(req->path, p, n) == 0;
-}
-
-static void method_not_allowed(struct http_request *req, const char *allow)
-{
-    char hdr[64], body[160];
-    snprintf(hdr, sizeof hdr, "Allow: %s\r\n", allow);
-    int n = snprintf(body, sizeof body,
-                     "{\"detail\":\"%s is not allowed on this path (allowed: %s)\","
-                     "\"error\":\"method_not_allowed\"}",
-                     req->method_name, allow);
-    http_respond_ex(req, 405, "application/json", hdr, body, (size_t)n);
-}
-
 /* Names the request's span after its route and says which node answered it. */
 static void trace_request(struct region *rg, struct http_request *req)
 {
@@ -633,7 +616,7 @@ static void trace_request(struct region *rg, struct http_request *req)
                                          NULL};
     const char *route = NULL;
     for (const char *const *r = routes; *r && !route; r++)
-        if (path_is(req, *r))
+        if (http_path_is(req, *r))
             route = *r;
     if (!route && req->path_len > 9 && memcmp(req->path, "/counter/", 9) == 0) {
         route = "/counter/{name}";
@@ -654,58 +637,58 @@ static void handle(struct http_request *req, void *arg)
     int get = m == HTTP_M_GET || m == HTTP_M_HEAD, post = m == HTTP_M_POST;
     buf_reset(&rg->out);
     int strong = req->path_len > 8 && memcmp(req->path, "/strong/", 8) == 0;
-    if (((req->path_len >= 7 && memcmp(req->path, "/admin/", 7) == 0) || path_is(req, "/sync") ||
-         strong) &&
+    if (((req->path_len >= 7 && memcmp(req->path, "/admin/", 7) == 0) ||
+         http_path_is(req, "/sync") || strong) &&
         http_refuse_unauthorized(req, rg->admin_token))
         return;
     if (strong)
         return h_strong(rg, req);
 
-    if (path_is(req, "/increment")) {
+    if (http_path_is(req, "/increment")) {
         if (!post)
-            return method_not_allowed(req, "POST");
+            return http_respond_not_allowed(req, "POST");
         return h_increment(rg, req);
     }
     if (req->path_len > 9 && memcmp(req->path, "/counter/", 9) == 0) {
         if (!get)
-            return method_not_allowed(req, "GET, HEAD");
+            return http_respond_not_allowed(req, "GET, HEAD");
         return h_counter(rg, req, req->path + 9, req->path_len - 9);
     }
-    if (path_is(req, "/health")) {
+    if (http_path_is(req, "/health")) {
         if (!get)
-            return method_not_allowed(req, "GET, HEAD");
+            return http_respond_not_allowed(req, "GET, HEAD");
         return h_health(rg, req);
     }
-    if (path_is(req, "/sync")) {
+    if (http_path_is(req, "/sync")) {
         if (!post)
-            return method_not_allowed(req, "POST");
+            return http_respond_not_allowed(req, "POST");
         return repl_handle_sync(rg->repl, req);
     }
-    if (path_is(req, "/counters")) {
+    if (http_path_is(req, "/counters")) {
         if (!get)
-            return method_not_allowed(req, "GET, HEAD");
+            return http_respond_not_allowed(req, "GET, HEAD");
         return h_counters(rg, req);
     }
-    if (path_is(req, "/metrics")) {
+    if (http_path_is(req, "/metrics")) {
         if (!get)
-            return method_not_allowed(req, "GET, HEAD");
+            return http_respond_not_allowed(req, "GET, HEAD");
         return h_metrics(rg, req);
     }
-    if (path_is(req, "/admin/partition")) {
+    if (http_path_is(req, "/admin/partition")) {
         if (get)
             return h_partition_get(rg, req);
         if (post)
             return h_partition_set(rg, req);
-        return method_not_allowed(req, "GET, HEAD, POST");
+        return http_respond_not_allowed(req, "GET, HEAD, POST");
     }
-    if (path_is(req, "/admin/reload")) {
+    if (http_path_is(req, "/admin/reload")) {
         if (!post)
-            return method_not_allowed(req, "POST");
+            return http_respond_not_allowed(req, "POST");
         return reload_handle(rg->reload, req);
     }
-    if (path_is(req, "/admin/force-sync")) {
+    if (http_path_is(req, "/admin/force-sync")) {
         if (!post)
-            return method_not_allowed(req, "POST");
+            return http_respond_not_allowed(req, "POST");
         return h_force_sync(rg, req);
     }
     http_respond_error(req, 404, "not_found", "no endpoint %s %.200s", req->method_name, req->path);
@@ -904,7 +887,7 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
     if (lua_host_load_policy(rg->lua, "faults", lerr, sizeof lerr) < 0)
         log_error("faults policy not loaded, replication runs without it: %s", lerr);
 
-    rg->reload = reload_new(base, rg->lua, cfg, rg->metrics);
+    rg->reload = reload_new(base, rg->lua, cfg);
     rg->client = http_client_new(base);
     char auth[300];
     snprintf(auth, sizeof auth, "Authorization: Bearer %s", cfg->admin_token);

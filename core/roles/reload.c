@@ -78,10 +78,8 @@ static void on_watch(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-struct reload *reload_new(struct event_base *base, struct lua_host *lua, const struct config *cfg,
-                          struct metrics *metrics)
+struct reload *reload_new(struct event_base *base, struct lua_host *lua, const struct config *cfg)
 {
-    (void)metrics; /* the host counts reloads */
     struct reload *r = xcalloc(1, sizeof *r);
     r->lua = lua;
     if (cfg->watch) {

@@ -12,13 +12,11 @@
 struct event_base;
 struct lua_host;
 struct config;
-struct metrics;
 struct http_request;
 struct reload;
 
 /* @return the reloader (watching when cfg->watch is set). */
-struct reload *reload_new(struct event_base *base, struct lua_host *lua, const struct config *cfg,
-                          struct metrics *metrics);
+struct reload *reload_new(struct event_base *base, struct lua_host *lua, const struct config *cfg);
 void reload_free(struct reload *r);
 
 /*

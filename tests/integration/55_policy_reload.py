@@ -30,7 +30,7 @@ import unittest
 
 import harness
 
-read, write = harness.read_text, harness.write_atomic
+read, write, line_of = harness.read_text, harness.write_atomic, harness.line_of
 
 LUA_SRC = os.environ.get("COUNTERD_LUA_DIR") or os.path.join(harness.REPO_ROOT, "lua")
 REGIONS = ("us-east", "us-west", "eu-west")
@@ -38,8 +38,6 @@ REGIONS = ("us-east", "us-west", "eu-west")
 # The edit that sends every increment to us-west, whatever policy the request names.
 ROUTE_HEAD = '  policy = policy or "random"\n'
 ROUTE_TO_US_WEST = ('  policy = "us-west" -- edited live: every increment goes to us-west\n')
-
-
 
 
 def metric(srv, name, **labels):
@@ -60,14 +58,6 @@ def local_counts(topo, counter):
         with r.client() as c:
             out[r.region] = c.get_json("/counter/%s" % counter)["local_count"]
     return out
-
-
-def line_of(text, fragment):
-    """The 1-based line of the first line containing fragment."""
-    for n, line in enumerate(text.split("\n"), 1):
-        if fragment in line:
-            return n
-    raise AssertionError("%r not in the file" % fragment)
 
 
 class ReloadTest(harness.ServerTestCase):

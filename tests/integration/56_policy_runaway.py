@@ -25,7 +25,7 @@ import unittest
 
 import harness
 
-read, write = harness.read_text, harness.write_atomic
+read, write, line_of = harness.read_text, harness.write_atomic, harness.line_of
 
 LUA_SRC = os.environ.get("COUNTERD_LUA_DIR") or os.path.join(harness.REPO_ROOT, "lua")
 REGIONS = ("us-east", "us-west", "eu-west")
@@ -73,15 +73,6 @@ function M.decide(dir, from, to, kind, partitioned)
 end
 return M
 """
-
-
-
-
-def line_of(text, fragment):
-    for n, line in enumerate(text.split("\n"), 1):
-        if fragment in line:
-            return n
-    raise AssertionError("%r not in the file" % fragment)
 
 
 def metric(srv, name, **labels):

@@ -1014,3 +1014,11 @@ class LabGuard:
         with _live_lock:
             if self in _live_servers:
                 _live_servers.remove(self)
+
+
+def line_of(text, fragment):
+    """The 1-based line of the first line of text containing fragment."""
+    for n, line in enumerate(text.split("\n"), 1):
+        if fragment in line:
+            return n
+    raise AssertionError("%r not in the file" % fragment)
