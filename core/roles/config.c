@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "../base/mem.h"
+#include "../net/endpoint.h"
 #include "../store/gcounter.h"
 
 #ifndef COUNTERD_DEFAULT_LUA_DIR
@@ -46,7 +47,7 @@ static const struct option options[] = {
     STR(region, "--region", "REGION", "region name (default us-east)"),
     STR(node_id, "--node-id", "NODE_ID", "node id (default <region>-1)"),
     {"--peers", "PEER_ENDPOINTS", K_PEERS, 0, 0, 0, 0,
-     "comma-separated base URLs of the peers, e.g. http://127.0.0.1:8002"},
+     "comma-separated peers: host:port or http://host:port, e.g. 127.0.0.1:8002"},
     INT(sync_interval_ms, "--sync-interval-ms", "SYNC_INTERVAL_MS", 10, 86400000,
         "ms between sync rounds (default 5000)"),
     INT(sync_timeout_ms, "--sync-timeout-ms", "SYNC_TIMEOUT_MS", 10, 600000,
@@ -70,7 +71,8 @@ static const struct option options[] = {
     STR(admin_token, "--admin-token", "COUNTERD_ADMIN_TOKEN",
         "when set, /admin/* and /sync need Authorization: Bearer <token>"),
     STR(region_endpoints, "--regions", "REGION_ENDPOINTS",
-        "coordinator, gateway: name=url,... of the regions (default: lua/conf/lab.lua)"),
+        "coordinator, gateway, strong: the regions, name=http://host:port or host:port "
+        "(name from /health), comma-separated (default: lua/conf/lab.lua)"),
     STR(coordinator_url, "--coordinator", "COORDINATOR_URL",
         "gateway: the coordinator's base URL (default: lua/conf/lab.lua)"),
     INT(request_timeout_up_ms, "--upstream-timeout-ms", "COUNTERD_UPSTREAM_TIMEOUT_MS", 10, 600000,
@@ -111,24 +113,14 @@ static int set_peers(struct config *c, const char *v, char *err, size_t errlen)
     for (int i = 0; i < c->npeers; i++)
         free(c->peers[i]);
     c->npeers = 0;
-    const char *p = v;
-    while (*p) {
-        while (*p == ',' || *p == ' ')
-            p++;
-        if (!*p)
-            break;
-        size_t n = strcspn(p, ", ");
-        if (c->npeers == CONFIG_MAX_PEERS) {
-            snprintf(err, errlen, "PEER_ENDPOINTS: at most %d peers", CONFIG_MAX_PEERS);
-            return -1;
-        }
-        if (strncmp(p, "http://", 7) != 0 && strncmp(p, "https://", 8) != 0) {
-            snprintf(err, errlen, "PEER_ENDPOINTS: '%.*s' is not an http:// URL", (int)n, p);
-            return -1;
-        }
-        c->peers[c->npeers++] = xstrndup(p, n);
-        p += n;
-    }
+    /* Peers' names are not needed: replication learns each peer's node id from its
+     * /sync answers. */
+    struct endpoint eps[CONFIG_MAX_PEERS];
+    int n = endpoint_list_parse("PEER_ENDPOINTS", v, eps, CONFIG_MAX_PEERS, err, errlen);
+    if (n < 0)
+        return -1;
+    for (int i = 0; i < n; i++)
+        c->peers[c->npeers++] = xstrdup(eps[i].url);
     return 0;
 }
 

@@ -144,7 +144,7 @@ local function route(req)
   end
   if path == "/health" then
     if not get then return path, web.method_not_allowed(req, "GET, HEAD") end
-    return path, 200, { status = "ok", service = "gateway" }
+    return path, 200, web.health("gateway", regions)
   end
   local name = path:match("^/api/counter/(.+)$")
   if name then
