@@ -72,7 +72,7 @@ end
 local function eventual_once(counter, policy)
   local names, healthy = {}, {}
   for i, r in ipairs(regions) do
-    names[i], healthy[i] = r.name, true
+    names[i], healthy[i] = r.name, r.name_known ~= false -- as the C hot path does
   end
   local i = routing.route(policy, counter, nil, names, healthy, nil) or math.random(#regions)
   local t0 = counterd.now_ms()
