@@ -120,8 +120,8 @@ static const char *parse_item(const char *p, size_t n, struct endpoint *e)
     return NULL;
 }
 
-int endpoint_list_parse(const char *var, const char *list, struct endpoint *out, int max,
-                        char *err, size_t errlen)
+int endpoint_list_parse(const char *var, const char *list, struct endpoint *out, int max, char *err,
+                        size_t errlen)
 {
     int count = 0;
     const char *p = list ? list : "";

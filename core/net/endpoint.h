@@ -30,8 +30,8 @@ struct endpoint {
  * @return the number of endpoints (0 for an empty or blank list), or -1 with a sentence
  *         in err naming var, the item and what is wrong with it.
  */
-int endpoint_list_parse(const char *var, const char *list, struct endpoint *out, int max,
-                        char *err, size_t errlen);
+int endpoint_list_parse(const char *var, const char *list, struct endpoint *out, int max, char *err,
+                        size_t errlen);
 
 /* @return 1 when s is a valid region name (1-200 bytes of [A-Za-z0-9_.:-]), else 0. */
 int endpoint_name_valid(const char *s, size_t len);

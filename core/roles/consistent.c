@@ -326,8 +326,8 @@ static int replicas_of(struct consistent *c, const struct config *cfg, char urls
         /* A replica given as host:port is labelled by its address (metrics, errors) until
          * its first answer gives its node id (strong.c's replica_ids). */
         struct endpoint eps[STRONG_MAX_REPLICAS];
-        n = endpoint_list_parse("REGION_ENDPOINTS", cfg->region_endpoints, eps,
-                                STRONG_MAX_REPLICAS, err, errlen);
+        n = endpoint_list_parse("REGION_ENDPOINTS", cfg->region_endpoints, eps, STRONG_MAX_REPLICAS,
+                                err, errlen);
         for (int i = 0; i < n; i++) {
             const char *label = eps[i].name[0] ? eps[i].name : eps[i].addr;
             if (strlen(label) >= sizeof c->replica_names[i]) {

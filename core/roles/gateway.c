@@ -55,7 +55,7 @@ struct gateway {
     /* Client tokens whose increment got no answer from some regions and then failed
      * everywhere (503): the client's retry must name those regions too. */
     struct tokwin *unsettled;
-    struct metric *m_requests, *m_routed; /* m_routed: by region */
+    struct metric *m_requests, *m_routed;    /* m_routed: by region */
     struct metric_series *m_duration, *m_ok; /* m_ok: requests answered 200 */
 };
 

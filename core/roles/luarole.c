@@ -275,7 +275,8 @@ static int push_config(lua_State *L, const struct config *cfg, char *err, size_t
     }
     if (cfg->region_endpoints[0]) {
         struct endpoint eps[16];
-        int n = endpoint_list_parse("REGION_ENDPOINTS", cfg->region_endpoints, eps, 16, err, errlen);
+        int n =
+            endpoint_list_parse("REGION_ENDPOINTS", cfg->region_endpoints, eps, 16, err, errlen);
         if (n < 0) {
             lua_pop(L, 2);
             return -1;
@@ -374,17 +375,18 @@ static double names_unknown(void *arg)
 /* Starts learning the names of the regions REGION_ENDPOINTS gives as host:port. */
 static void start_discovery(struct luarole *lr, struct event_base *base, const struct config *cfg)
 {
-    metric_set_fn(metric_only(metrics_add(lr->metrics, METRIC_GAUGE,
-                                          "counterd_region_names_unknown",
-                                          "Regions given as host:port whose /health has not "
-                                          "told their name yet",
-                                          NULL, NULL, 0)),
-                  names_unknown, lr);
+    metric_set_fn(
+        metric_only(metrics_add(lr->metrics, METRIC_GAUGE, "counterd_region_names_unknown",
+                                "Regions given as host:port whose /health has not "
+                                "told their name yet",
+                                NULL, NULL, 0)),
+        names_unknown, lr);
     if (!cfg->region_endpoints[0])
         return;
     struct endpoint eps[16];
     char err[512];
-    int n = endpoint_list_parse("REGION_ENDPOINTS", cfg->region_endpoints, eps, 16, err, sizeof err);
+    int n =
+        endpoint_list_parse("REGION_ENDPOINTS", cfg->region_endpoints, eps, 16, err, sizeof err);
     if (n > 0) /* push_config already refused a bad list */
         lr->discover = discover_start(base, lr->client, eps, n, NULL, on_region_name, lr);
 }

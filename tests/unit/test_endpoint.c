@@ -62,8 +62,9 @@ static void bad(const char *list, const char *item, const char *why)
 {
     int n = parse(list);
     char what[600];
-    snprintf(what, sizeof what, "PEER_ENDPOINTS: '%s' is not host:port, http://host:port or "
-                                "name=http://host:port: %s",
+    snprintf(what, sizeof what,
+             "PEER_ENDPOINTS: '%s' is not host:port, http://host:port or "
+             "name=http://host:port: %s",
              item, why);
     if (n != -1 || strcmp(err, what) != 0)
         unit_fail(__FILE__, __LINE__, "parse(\"%s\") = %d, \"%s\"; expected -1, \"%s\"", list, n,
@@ -85,8 +86,7 @@ static void test_bad(void)
     bad("ftp://h:1", "ftp://h:1", "its scheme is not http:// or https://");
     bad("http://", "http://", "its host is empty");
     bad("h:1/x", "h:1/x", "it has a path but no http:// scheme");
-    bad("h@x:1", "h@x:1",
-        "its host has a character other than letters, digits, '.', '-' and '_'");
+    bad("h@x:1", "h@x:1", "its host has a character other than letters, digits, '.', '-' and '_'");
     bad("[::1", "[::1", "its IPv6 address is not closed by ']'");
     bad("[::1]x", "[::1]x", "something follows its IPv6 address other than :port");
     /* Too many, and a name given twice. */
