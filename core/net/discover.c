@@ -77,7 +77,8 @@ static void on_health(const struct http_result *res, void *arg)
         if (i != a->index && !strcmp(d->names[i], name)) {
             snprintf(why, sizeof why, "it says region '%s', which endpoint %d already is", name,
                      i + 1);
-            log_error("%s: %s; leaving it unnamed", a->ep.addr, why);
+            if (!a->logged)
+                log_error("%s: %s; leaving it unnamed", a->ep.addr, why);
             a->logged = 1;
             return again(a, why);
         }

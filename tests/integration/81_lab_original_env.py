@@ -15,6 +15,7 @@ COUNTER_ENDPOINTS as host:port lists without names. On a free base port:
   down -v              the data and Prometheus' data are deleted (the folders are gone)
   up                   "starting with empty data"; no counter anywhere
   down                 every process gone, no sanitizer report in any log
+  down -v, down -v     with nothing running: deletes what is left, then says there is none
 
 The lab is always brought down (try/finally, and by the harness' lab guard); .lab/<base>
 is removed after a clean run and kept (path printed) after a failure.
@@ -162,6 +163,14 @@ class LabOriginalEnv(unittest.TestCase):
             marks = [m for m in harness.SANITIZER_MARKS if m in text]
             self.assertEqual(marks, [], "%s has a sanitizer report:\n%s"
                              % (f, harness.log_tail(os.path.join(logs, f), 80)))
+        # down -v with nothing running still deletes what is left, then says there is none.
+        left = [d for d in (os.path.join(self.state, "data"),
+                            os.path.join(self.state, "prometheus")) if os.path.exists(d)]
+        self.assertIn(os.path.join(self.state, "data"), left)
+        out, err = self.lab("down", "-v")
+        self.assertEqual((out, err), ("lab: deleted the lab's data (%s)\n" % " ".join(left), ""))
+        out, err = self.lab("down", "-v")
+        self.assertEqual((out, err), ("lab: no data to delete in %s\n" % self.state, ""))
         shutil.rmtree(self.state, ignore_errors=True)
         print("[81] total %.1f s" % (time.monotonic() - t0))
 
