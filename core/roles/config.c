@@ -158,6 +158,15 @@ static int set_option(struct config *c, const struct option *o, const char *name
     return 0;
 }
 
+/* The --regions option, whose source is remembered for the parser's errors. */
+static const struct option *regions_option(void)
+{
+    for (size_t i = 0; i < NOPTIONS; i++)
+        if (options[i].kind == K_STR && options[i].off == offsetof(struct config, region_endpoints))
+            return &options[i];
+    return NULL;
+}
+
 int config_load(struct config *c, int argc, char **argv, char *err, size_t errlen)
 {
     memset(c, 0, sizeof *c);
@@ -183,14 +192,21 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
     c->trace_timeout_ms = 5000;
     /* The lab's own name for the regions list. */
     const char *alias = getenv("COUNTER_ENDPOINTS");
-    if (alias && strlen(alias) < sizeof c->region_endpoints)
-        snprintf(c->region_endpoints, sizeof c->region_endpoints, "%s", alias);
+    snprintf(c->region_endpoints_from, sizeof c->region_endpoints_from, "REGION_ENDPOINTS");
+    if (alias && *alias) {
+        if (set_option(c, regions_option(), "COUNTER_ENDPOINTS", alias, err, errlen) < 0)
+            return -1;
+        snprintf(c->region_endpoints_from, sizeof c->region_endpoints_from, "COUNTER_ENDPOINTS");
+    }
     c->snapshot_bytes = 64 << 20;
 
     for (size_t i = 0; i < NOPTIONS; i++) {
         const char *v = getenv(options[i].env);
         if (v && *v && set_option(c, &options[i], options[i].env, v, err, errlen) < 0)
             return -1;
+        if (v && *v && &options[i] == regions_option())
+            snprintf(c->region_endpoints_from, sizeof c->region_endpoints_from, "%s",
+                     options[i].env);
     }
     for (int a = 1; a < argc; a++) {
         const char *arg = argv[a];
@@ -222,6 +238,8 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
         }
         if (set_option(c, o, o->flag, value, err, errlen) < 0)
             return -1;
+        if (o == regions_option())
+            snprintf(c->region_endpoints_from, sizeof c->region_endpoints_from, "%s", o->flag);
     }
     if (!c->node_id[0])
         snprintf(c->node_id, sizeof c->node_id, "%.60s-1", c->region);

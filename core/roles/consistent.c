@@ -326,20 +326,20 @@ static int replicas_of(struct consistent *c, const struct config *cfg, char urls
         /* A replica given as host:port is labelled by its address (metrics, errors) until
          * its first answer gives its node id (strong.c's replica_ids). */
         struct endpoint eps[STRONG_MAX_REPLICAS];
-        n = endpoint_list_parse("REGION_ENDPOINTS", cfg->region_endpoints, eps, STRONG_MAX_REPLICAS,
-                                err, errlen);
+        n = endpoint_list_parse(cfg->region_endpoints_from, cfg->region_endpoints, eps,
+                                STRONG_MAX_REPLICAS, err, errlen);
         for (int i = 0; i < n; i++) {
             const char *label = eps[i].name[0] ? eps[i].name : eps[i].addr;
             if (strlen(label) >= sizeof c->replica_names[i]) {
-                snprintf(err, errlen, "REGION_ENDPOINTS: '%s' is longer than %zu bytes", label,
-                         sizeof c->replica_names[i] - 1);
+                snprintf(err, errlen, "%s: '%s' is longer than %zu bytes",
+                         cfg->region_endpoints_from, label, sizeof c->replica_names[i] - 1);
                 return -1;
             }
             snprintf(c->replica_names[i], sizeof c->replica_names[i], "%s", label);
             snprintf(urls[i], 512, "%s", eps[i].url);
         }
         if (n == 0)
-            snprintf(err, errlen, "REGION_ENDPOINTS has no endpoint");
+            snprintf(err, errlen, "%s has no endpoint", cfg->region_endpoints_from);
         return n;
     }
     n = lua_host_lab_regions(c->lua, c->replica_names, urls, STRONG_MAX_REPLICAS);

@@ -275,8 +275,8 @@ static int push_config(lua_State *L, const struct config *cfg, char *err, size_t
     }
     if (cfg->region_endpoints[0]) {
         struct endpoint eps[16];
-        int n =
-            endpoint_list_parse("REGION_ENDPOINTS", cfg->region_endpoints, eps, 16, err, errlen);
+        int n = endpoint_list_parse(cfg->region_endpoints_from, cfg->region_endpoints, eps, 16, err,
+                                    errlen);
         if (n < 0) {
             lua_pop(L, 2);
             return -1;
@@ -385,8 +385,8 @@ static void start_discovery(struct luarole *lr, struct event_base *base, const s
         return;
     struct endpoint eps[16];
     char err[512];
-    int n =
-        endpoint_list_parse("REGION_ENDPOINTS", cfg->region_endpoints, eps, 16, err, sizeof err);
+    int n = endpoint_list_parse(cfg->region_endpoints_from, cfg->region_endpoints, eps, 16, err,
+                                sizeof err);
     if (n > 0) /* push_config already refused a bad list */
         lr->discover = discover_start(base, lr->client, eps, n, NULL, on_region_name, lr);
 }

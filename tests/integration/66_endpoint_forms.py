@@ -164,7 +164,10 @@ class EndpointForms(harness.ServerTestCase):
                      "REGION_ENDPOINTS: 'us-east=ftp://h:1' %s: its scheme is not http:// or "
                      "https://" % forms)
         self.refused(["--role", "gateway"], {"COUNTER_ENDPOINTS": "a:1,=b:2"},
-                     "REGION_ENDPOINTS: '=b:2' %s: its name (before '=') is empty" % forms)
+                     "COUNTER_ENDPOINTS: '=b:2' %s: its name (before '=') is empty" % forms)
+        self.refused(["--role", "coordinator", "--regions", "counter-us-east"],
+                     {"REGION_ENDPOINTS": "a:1"},
+                     "--regions: 'counter-us-east' %s: it has no port" % forms)
         self.refused(["--role", "strong"], {"REGION_ENDPOINTS": "a:1,b:2/x"},
                      "REGION_ENDPOINTS: 'b:2/x' %s: it has a path but no http:// scheme" % forms)
 
