@@ -16,6 +16,7 @@ COUNTER_ENDPOINTS as host:port lists without names, each region's name learned f
                       is the original's exact answer again, routing "us-west" reaches it,
                       the regions (peers given as host:port) converge on every increment
                       acknowledged, and the strong counter takes increments
+  not a region        an address whose /health names no region stays unnamed, said once
   bad lists           each role refuses a bad list at start with one line naming the
                       variable, the item and what is wrong; nothing starts
 """
@@ -143,6 +144,23 @@ class EndpointForms(harness.ServerTestCase):
         log = co.log_text()
         self.assertIn("region name of %s not known yet" % west, log)
         self.assertIn("region name of %s is 'us-west'" % west, log)
+
+    def test_not_a_region_stays_unnamed(self):
+        # An address whose /health names no region (here the coordinator's own) is never
+        # given a name: it stays listed as unnamed, and the log says why, once.
+        east = self.start_server(["--region", "us-east", "--node-id", "us-east-1"],
+                                 name="us-east-1")
+        co_port = harness.free_ports(1)[0]
+        with harness.environ(REGION_ENDPOINTS="%s,%s" % (addr(east.port), addr(co_port))):
+            co = self.start_server(["--role", "coordinator"], port=co_port, name="coordinator")
+        self.wait_for("us-east named", lambda: self.health(co).get("regions_unnamed") ==
+                      [addr(co_port)] or self.health(co))
+        time.sleep(2.5)  # a few more attempts (they are at most 2 s apart)
+        self.assertEqual(self.health(co)["regions_unnamed"], [addr(co_port)])
+        log = co.log_text()
+        why = "region name of %s not known yet (its /health: its answer has no \"region\"" \
+            % addr(co_port)
+        self.assertEqual(log.count(why), 1, log)
 
     def refused(self, args, env, expect):
         env = dict(os.environ, **env)
