@@ -94,10 +94,9 @@ function M.mark_unnamed(r, entry)
   return entry
 end
 
--- The /health answer of a role that calls regions: regions_unnamed lists the addresses
--- whose name is not known yet (only while there are any).
-function M.health(service, regions)
-  local out = { status = "ok", service = service }
+-- The /health answer `out` of a role that calls regions, plus regions_unnamed: the
+-- addresses whose name is not known yet (only while there are any).
+function M.health(regions, out)
   for _, r in ipairs(regions) do
     if r.name_known == false then
       out.regions_unnamed = out.regions_unnamed or json.array({})

@@ -137,7 +137,7 @@ local function set_partition(req)
   end
   local r = web.region_named(regions, body.region)
   if not r then
-    local pending = web.health("coordinator", regions).regions_unnamed
+    local pending = web.health(regions, {}).regions_unnamed
     return web.err(404, "not_found", "unknown region " .. body.region ..
                    (pending and " (names not known yet, their /health has not answered: " ..
                     table.concat(pending, ", ") .. ")" or ""))
@@ -184,7 +184,7 @@ function M.handle(req)
   local get = method == "GET" or method == "HEAD"
   if path == "/health" then
     if not get then return web.method_not_allowed(req, "GET, HEAD") end
-    return 200, web.health("coordinator", regions)
+    return 200, web.health(regions, { status = "ok", service = "coordinator" })
   end
   local name = path:match("^/global/counter/(.+)$")
   if name then

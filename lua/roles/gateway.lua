@@ -144,7 +144,7 @@ local function route(req)
   end
   if path == "/health" then
     if not get then return path, web.method_not_allowed(req, "GET, HEAD") end
-    return path, 200, web.health("gateway", regions)
+    return path, 200, web.health(regions, { status = "ok", service = "gateway" })
   end
   local name = path:match("^/api/counter/(.+)$")
   if name then
