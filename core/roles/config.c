@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "../base/mem.h"
+#include "../net/endpoint.h"
 #include "../store/gcounter.h"
 
 #ifndef COUNTERD_DEFAULT_LUA_DIR
@@ -46,7 +47,7 @@ static const struct option options[] = {
     STR(region, "--region", "REGION", "region name (default us-east)"),
     STR(node_id, "--node-id", "NODE_ID", "node id (default <region>-1)"),
     {"--peers", "PEER_ENDPOINTS", K_PEERS, 0, 0, 0, 0,
-     "comma-separated base URLs of the peers, e.g. http://127.0.0.1:8002"},
+     "comma-separated peers: host:port or http://host:port, e.g. 127.0.0.1:8002"},
     INT(sync_interval_ms, "--sync-interval-ms", "SYNC_INTERVAL_MS", 10, 86400000,
         "ms between sync rounds (default 5000)"),
     INT(sync_timeout_ms, "--sync-timeout-ms", "SYNC_TIMEOUT_MS", 10, 600000,
@@ -70,7 +71,8 @@ static const struct option options[] = {
     STR(admin_token, "--admin-token", "COUNTERD_ADMIN_TOKEN",
         "when set, /admin/* and /sync need Authorization: Bearer <token>"),
     STR(region_endpoints, "--regions", "REGION_ENDPOINTS",
-        "coordinator, gateway: name=url,... of the regions (default: lua/conf/lab.lua)"),
+        "coordinator, gateway, strong: the regions, name=http://host:port or host:port "
+        "(name from /health), comma-separated (default: lua/conf/lab.lua)"),
     STR(coordinator_url, "--coordinator", "COORDINATOR_URL",
         "gateway: the coordinator's base URL (default: lua/conf/lab.lua)"),
     INT(request_timeout_up_ms, "--upstream-timeout-ms", "COUNTERD_UPSTREAM_TIMEOUT_MS", 10, 600000,
@@ -111,24 +113,14 @@ static int set_peers(struct config *c, const char *v, char *err, size_t errlen)
     for (int i = 0; i < c->npeers; i++)
         free(c->peers[i]);
     c->npeers = 0;
-    const char *p = v;
-    while (*p) {
-        while (*p == ',' || *p == ' ')
-            p++;
-        if (!*p)
-            break;
-        size_t n = strcspn(p, ", ");
-        if (c->npeers == CONFIG_MAX_PEERS) {
-            snprintf(err, errlen, "PEER_ENDPOINTS: at most %d peers", CONFIG_MAX_PEERS);
-            return -1;
-        }
-        if (strncmp(p, "http://", 7) != 0 && strncmp(p, "https://", 8) != 0) {
-            snprintf(err, errlen, "PEER_ENDPOINTS: '%.*s' is not an http:// URL", (int)n, p);
-            return -1;
-        }
-        c->peers[c->npeers++] = xstrndup(p, n);
-        p += n;
-    }
+    /* Peers' names are not needed: replication learns each peer's node id from its
+     * /sync answers. */
+    struct endpoint eps[CONFIG_MAX_PEERS];
+    int n = endpoint_list_parse("PEER_ENDPOINTS", v, eps, CONFIG_MAX_PEERS, err, errlen);
+    if (n < 0)
+        return -1;
+    for (int i = 0; i < n; i++)
+        c->peers[c->npeers++] = xstrdup(eps[i].url);
     return 0;
 }
 
@@ -166,6 +158,15 @@ static int set_option(struct config *c, const struct option *o, const char *name
     return 0;
 }
 
+/* The --regions option, whose source is remembered for the parser's errors. */
+static const struct option *regions_option(void)
+{
+    for (size_t i = 0; i < NOPTIONS; i++)
+        if (options[i].kind == K_STR && options[i].off == offsetof(struct config, region_endpoints))
+            return &options[i];
+    return NULL;
+}
+
 int config_load(struct config *c, int argc, char **argv, char *err, size_t errlen)
 {
     memset(c, 0, sizeof *c);
@@ -191,14 +192,21 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
     c->trace_timeout_ms = 5000;
     /* The lab's own name for the regions list. */
     const char *alias = getenv("COUNTER_ENDPOINTS");
-    if (alias && strlen(alias) < sizeof c->region_endpoints)
-        snprintf(c->region_endpoints, sizeof c->region_endpoints, "%s", alias);
+    snprintf(c->region_endpoints_from, sizeof c->region_endpoints_from, "REGION_ENDPOINTS");
+    if (alias && *alias) {
+        if (set_option(c, regions_option(), "COUNTER_ENDPOINTS", alias, err, errlen) < 0)
+            return -1;
+        snprintf(c->region_endpoints_from, sizeof c->region_endpoints_from, "COUNTER_ENDPOINTS");
+    }
     c->snapshot_bytes = 64 << 20;
 
     for (size_t i = 0; i < NOPTIONS; i++) {
         const char *v = getenv(options[i].env);
         if (v && *v && set_option(c, &options[i], options[i].env, v, err, errlen) < 0)
             return -1;
+        if (v && *v && &options[i] == regions_option())
+            snprintf(c->region_endpoints_from, sizeof c->region_endpoints_from, "%s",
+                     options[i].env);
     }
     for (int a = 1; a < argc; a++) {
         const char *arg = argv[a];
@@ -230,6 +238,8 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
         }
         if (set_option(c, o, o->flag, value, err, errlen) < 0)
             return -1;
+        if (o == regions_option())
+            snprintf(c->region_endpoints_from, sizeof c->region_endpoints_from, "%s", o->flag);
     }
     if (!c->node_id[0])
         snprintf(c->node_id, sizeof c->node_id, "%.60s-1", c->region);

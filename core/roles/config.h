@@ -32,6 +32,7 @@ struct config {
     /* Lua roles (coordinator, gateway): "name=url,..." and the coordinator's URL; empty
      * means lua/conf/lab.lua's topology. */
     char region_endpoints[2048];
+    char region_endpoints_from[24]; /* the variable or flag that gave it, for errors */
     char coordinator_url[256];
     int request_timeout_up_ms; /* calls from a role to the services behind it */
     char web_dir[512];         /* gateway: the dashboard's files (web/) */

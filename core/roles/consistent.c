@@ -21,6 +21,7 @@
 #include "../lua/host.h"
 #include "../net/auth.h"
 #include "../net/client.h"
+#include "../net/endpoint.h"
 #include "../net/otlp.h"
 #include "../net/server.h"
 #include "../net/url.h"
@@ -322,24 +323,23 @@ static int replicas_of(struct consistent *c, const struct config *cfg, char urls
 {
     int n = 0;
     if (cfg->region_endpoints[0]) {
-        const char *p = cfg->region_endpoints;
-        while (*p && n < STRONG_MAX_REPLICAS) {
-            p += strspn(p, ", ");
-            if (!*p)
-                break;
-            size_t len = strcspn(p, ", ");
-            const char *eq = memchr(p, '=', len);
-            if (!eq || eq == p || (size_t)(eq - p) >= sizeof c->replica_names[0] ||
-                len - (size_t)(eq + 1 - p) >= 512 || strncmp(eq + 1, "http", 4)) {
-                snprintf(err, errlen, "REGION_ENDPOINTS: '%.*s' is not name=http://host:port",
-                         (int)len, p);
+        /* A replica given as host:port is labelled by its address (metrics, errors) until
+         * its first answer gives its node id (strong.c's replica_ids). */
+        struct endpoint eps[STRONG_MAX_REPLICAS];
+        n = endpoint_list_parse(cfg->region_endpoints_from, cfg->region_endpoints, eps,
+                                STRONG_MAX_REPLICAS, err, errlen);
+        for (int i = 0; i < n; i++) {
+            const char *label = eps[i].name[0] ? eps[i].name : eps[i].addr;
+            if (strlen(label) >= sizeof c->replica_names[i]) {
+                snprintf(err, errlen, "%s: '%s' is longer than %zu bytes",
+                         cfg->region_endpoints_from, label, sizeof c->replica_names[i] - 1);
                 return -1;
             }
-            snprintf(c->replica_names[n], sizeof c->replica_names[n], "%.*s", (int)(eq - p), p);
-            snprintf(urls[n], 512, "%.*s", (int)(len - (size_t)(eq + 1 - p)), eq + 1);
-            n++;
-            p += len;
+            snprintf(c->replica_names[i], sizeof c->replica_names[i], "%s", label);
+            snprintf(urls[i], 512, "%s", eps[i].url);
         }
+        if (n == 0)
+            snprintf(err, errlen, "%s has no endpoint", cfg->region_endpoints_from);
         return n;
     }
     n = lua_host_lab_regions(c->lua, c->replica_names, urls, STRONG_MAX_REPLICAS);

@@ -12,6 +12,7 @@
 #include "gateway.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,7 @@ struct gw_region {
     char *name, *url, *host;
     struct upstream *pool;
     double down_until;
+    int unnamed; /* known by its address only: down until gateway_name_region */
     struct metric_series *m_routed;
 };
 
@@ -53,7 +55,7 @@ struct gateway {
     /* Client tokens whose increment got no answer from some regions and then failed
      * everywhere (503): the client's retry must name those regions too. */
     struct tokwin *unsettled;
-    struct metric *m_requests;
+    struct metric *m_requests, *m_routed;    /* m_routed: by region */
     struct metric_series *m_duration, *m_ok; /* m_ok: requests answered 200 */
 };
 
@@ -415,6 +417,7 @@ struct gateway *gateway_new(struct event_base *base, struct lua_host *lua, struc
         routed =
             metrics_add(metrics, METRIC_COUNTER, "gateway_routed_to_region_total",
                         "Increments forwarded, by the region that took them", "region", NULL, 0);
+    g->m_routed = routed;
     g->m_requests = metrics_find(metrics, "gateway_requests_total");
     if (!g->m_requests)
         g->m_requests =
@@ -437,7 +440,13 @@ struct gateway *gateway_new(struct event_base *base, struct lua_host *lua, struc
         r->host = xstrdup(h ? h + 3 : r->url);
         g->names[i] = r->name;
         const char *lv[1] = {r->name};
-        r->m_routed = metric_series(routed, lv);
+        /* A region known only by its address is not routed to until its name is known:
+         * failover_from must name it, and the routing policy chooses by names. */
+        r->unnamed = regions[i].unnamed;
+        if (r->unnamed)
+            r->down_until = INFINITY;
+        else
+            r->m_routed = metric_series(routed, lv);
         r->pool = upstream_new(base, r->url, POOL_CONNS, err, errlen);
         if (!r->pool) {
             g->n = i + 1;
@@ -446,6 +455,22 @@ struct gateway *gateway_new(struct event_base *base, struct lua_host *lua, struc
         }
     }
     return g;
+}
+
+void gateway_name_region(struct gateway *g, const char *url, const char *name)
+{
+    for (int i = 0; i < g->n; i++) {
+        struct gw_region *r = &g->regions[i];
+        if (!r->unnamed || strcmp(r->url, url) != 0)
+            continue;
+        r->unnamed = 0;
+        free(r->name);
+        r->name = xstrdup(name);
+        g->names[i] = r->name;
+        const char *lv[1] = {r->name};
+        r->m_routed = metric_series(g->m_routed, lv);
+        r->down_until = 0;
+    }
 }
 
 void gateway_free(struct gateway *g)

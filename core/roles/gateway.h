@@ -19,12 +19,15 @@ struct gateway;
 
 struct gateway_region {
     const char *name, *url;
+    int unnamed; /* name is only the address: not routed to until gateway_name_region */
 };
 
 /* @return the hot path, or NULL with a sentence in err. */
 struct gateway *gateway_new(struct event_base *base, struct lua_host *lua, struct metrics *metrics,
                             const struct gateway_region *regions, int nregions, int timeout_ms,
                             char *err, size_t errlen);
+/* Names the region at url (given as host:port) and routes to it from now on. */
+void gateway_name_region(struct gateway *g, const char *url, const char *name);
 /* Cancels what is in flight (their connections are closed by the server). */
 void gateway_free(struct gateway *g);
 /* @return 1 when req was taken (POST /api/increment), 0 to let the Lua role answer. */

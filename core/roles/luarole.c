@@ -3,7 +3,11 @@
  *
  * counterd.config, as a role sees it:
  *   role, node_id, region, port          this process
- *   regions = {{name=, url=}, ...}       from REGION_ENDPOINTS, else nil (use conf/lab.lua)
+ *   regions = {{name=, url=, endpoint=, name_known=}, ...}
+ *                                         from REGION_ENDPOINTS, else nil (use conf/lab.lua);
+ *                                         an item given as host:port has name = endpoint
+ *                                         and name_known = false until its /health tells
+ *                                         the name (net/discover.h), then both are updated
  *   coordinator_url                       from COORDINATOR_URL, else nil
  *   admin_token                           COUNTERD_ADMIN_TOKEN, or nil
  *   upstream_timeout_ms                   calls to the services behind this one
@@ -23,6 +27,8 @@
 #include "../lua/host.h"
 #include "../net/auth.h"
 #include "../net/client.h"
+#include "../net/discover.h"
+#include "../net/endpoint.h"
 #include "../net/otlp.h"
 #include "../net/server.h"
 #include "../obs/httpmetrics.h"
@@ -45,6 +51,7 @@ struct luarole {
     struct reload *reload;
     struct otlp *otlp; /* span export, when tracing is on */
     struct buf out;
+    struct discover *discover; /* names of the regions given as host:port, or NULL */
 };
 
 /* ---------------------------------------------------------------- requests */
@@ -267,33 +274,25 @@ static int push_config(lua_State *L, const struct config *cfg, char *err, size_t
         lua_setfield(L, -2, "strong_url");
     }
     if (cfg->region_endpoints[0]) {
-        lua_newtable(L);
-        int i = 0;
-        const char *p = cfg->region_endpoints;
-        while (*p) {
-            while (*p == ',' || *p == ' ')
-                p++;
-            if (!*p)
-                break;
-            size_t n = strcspn(p, ", ");
-            const char *eq = memchr(p, '=', n);
-            if (!eq || eq == p ||
-                (strncmp(eq + 1, "http://", 7) && strncmp(eq + 1, "https://", 8))) {
-                snprintf(err, errlen, "REGION_ENDPOINTS: '%.*s' is not name=http://host:port",
-                         (int)n, p);
-                lua_pop(L, 3);
-                return -1;
-            }
-            lua_createtable(L, 0, 2);
-            lua_pushlstring(L, p, (size_t)(eq - p));
+        struct endpoint eps[16];
+        int n = endpoint_list_parse(cfg->region_endpoints_from, cfg->region_endpoints, eps, 16, err,
+                                    errlen);
+        if (n < 0) {
+            lua_pop(L, 2);
+            return -1;
+        }
+        lua_createtable(L, n, 0);
+        for (int i = 0; i < n; i++) {
+            lua_createtable(L, 0, 4);
+            lua_pushstring(L, eps[i].name[0] ? eps[i].name : eps[i].addr);
             lua_setfield(L, -2, "name");
-            size_t ulen = n - (size_t)(eq + 1 - p);
-            while (ulen && eq[ulen] == '/')
-                ulen--;
-            lua_pushlstring(L, eq + 1, ulen);
+            lua_pushstring(L, eps[i].url);
             lua_setfield(L, -2, "url");
-            lua_rawseti(L, -2, ++i);
-            p += n;
+            lua_pushstring(L, eps[i].addr);
+            lua_setfield(L, -2, "endpoint");
+            lua_pushboolean(L, eps[i].name[0] != '\0');
+            lua_setfield(L, -2, "name_known");
+            lua_rawseti(L, -2, i + 1);
         }
         lua_setfield(L, -2, "regions");
     }
@@ -326,6 +325,9 @@ static int start_gateway(struct luarole *lr, struct event_base *base, const stru
         lua_getfield(L, -2, "url");
         regions[n].name = lua_tostring(L, -2);
         regions[n].url = lua_tostring(L, -1);
+        lua_getfield(L, -3, "name_known");
+        regions[n].unnamed = lua_isboolean(L, -1) && !lua_toboolean(L, -1);
+        lua_pop(L, 1);
         if (!regions[n].name || !regions[n].url) {
             snprintf(err, errlen, "gateway.lua: region %d has no name or url", i);
             lua_pop(L, 5);
@@ -340,6 +342,53 @@ static int start_gateway(struct luarole *lr, struct event_base *base, const stru
     rc = lr->gateway ? 0 : -1;
 out:
     return rc;
+}
+
+/* A region's name came from its /health: the Lua roles and the gateway's hot path see it
+ * from now on (counterd.config.regions[i] is the table web.regions() hands out). */
+static void on_region_name(void *arg, int i, const char *name)
+{
+    struct luarole *lr = arg;
+    lua_State *L = lua_host_state(lr->lua);
+    lua_getglobal(L, "counterd");
+    lua_getfield(L, -1, "config");
+    lua_getfield(L, -1, "regions");
+    lua_rawgeti(L, -1, i + 1);
+    if (lua_istable(L, -1)) {
+        lua_pushstring(L, name);
+        lua_setfield(L, -2, "name");
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "name_known");
+        lua_getfield(L, -1, "url");
+        if (lr->gateway && lua_isstring(L, -1))
+            gateway_name_region(lr->gateway, lua_tostring(L, -1), name);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 4);
+}
+
+static double names_unknown(void *arg)
+{
+    return discover_pending(((struct luarole *)arg)->discover);
+}
+
+/* Starts learning the names of the regions REGION_ENDPOINTS gives as host:port. */
+static void start_discovery(struct luarole *lr, struct event_base *base, const struct config *cfg)
+{
+    metric_set_fn(
+        metric_only(metrics_add(lr->metrics, METRIC_GAUGE, "counterd_region_names_unknown",
+                                "Regions given as host:port whose /health has not "
+                                "told their name yet",
+                                NULL, NULL, 0)),
+        names_unknown, lr);
+    if (!cfg->region_endpoints[0])
+        return;
+    struct endpoint eps[16];
+    char err[512];
+    int n = endpoint_list_parse(cfg->region_endpoints_from, cfg->region_endpoints, eps, 16, err,
+                                sizeof err);
+    if (n > 0) /* push_config already refused a bad list */
+        lr->discover = discover_start(base, lr->client, eps, n, NULL, on_region_name, lr);
 }
 
 struct luarole *luarole_new(struct event_base *base, const struct config *cfg, char *err,
@@ -369,6 +418,7 @@ struct luarole *luarole_new(struct event_base *base, const struct config *cfg, c
         }
         lr->web_dir = xstrdup(cfg->web_dir);
     }
+    start_discovery(lr, base, cfg);
     lr->reload = reload_new(base, lr->lua, cfg);
     struct http_server_opts so = {.bind_addr = cfg->bind,
                                   .port = cfg->port,
@@ -390,6 +440,7 @@ void luarole_free(struct luarole *lr)
     if (!lr)
         return;
     /* Tasks first (they own pending answers and calls), then the server, then curl. */
+    discover_free(lr->discover);
     gateway_free(lr->gateway);
     reload_free(lr->reload);
     lua_host_free(lr->lua);

@@ -68,11 +68,42 @@ function M.timeout()
   return counterd.config.upstream_timeout_ms or 2000
 end
 
--- The regions this process talks to: REGION_ENDPOINTS, else the lab's topology.
+-- The regions this process talks to: REGION_ENDPOINTS, else the lab's topology. A region
+-- given as host:port has name = endpoint and name_known = false until its /health tells
+-- its name (core/net/discover.c), which then changes these same tables.
 function M.regions()
   local r = counterd.config.regions
   if r then return r end
   return counterd.conf("lab").regions()
+end
+
+-- The region called name (a name or, while it is not known, the address), or nil.
+function M.region_named(regions, name)
+  for _, r in ipairs(regions) do
+    if r.name == name then return r end
+  end
+  return nil
+end
+
+-- Marks a view's entry of a region whose name is not known yet (keyed by its address).
+function M.mark_unnamed(r, entry)
+  if r.name_known == false then
+    entry.name_known = false
+    entry.endpoint = r.endpoint
+  end
+  return entry
+end
+
+-- The /health answer `out` of a role that calls regions, plus regions_unnamed: the
+-- addresses whose name is not known yet (only while there are any).
+function M.health(regions, out)
+  for _, r in ipairs(regions) do
+    if r.name_known == false then
+      out.regions_unnamed = out.regions_unnamed or json.array({})
+      out.regions_unnamed[#out.regions_unnamed + 1] = r.endpoint
+    end
+  end
+  return out
 end
 
 return M

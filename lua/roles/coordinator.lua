@@ -13,8 +13,6 @@ local web = counterd.require("web")
 local M = {}
 
 local regions = web.regions()
-local by_name = {}
-for _, r in ipairs(regions) do by_name[r.name] = r end
 
 -- Counter names are labels up to --metrics-top-n of them (the rest read "_other").
 local top_n = counterd.config.metrics_top_n or 100
@@ -58,8 +56,9 @@ local function global_counter(name)
     local v = ok_json(answers[i])
     if v then
       healthy = healthy + 1
-      out_regions[r.name] = { local_count = v.local_count, total_count = v.total_count,
-                              nodes = v.nodes or {} }
+      out_regions[r.name] = web.mark_unnamed(r, { local_count = v.local_count,
+                                                  total_count = v.total_count,
+                                                  nodes = v.nodes or {} })
       -- Counts past 2^53 arrive as int64 cdata: compare with <, not math.max.
       local total = v.total_count or 0
       if maxc == nil or total > maxc then maxc = total end
@@ -93,7 +92,7 @@ local function global_counters()
     local v = ok_json(answers[i])
     if v then
       healthy = healthy + 1
-      out[r.name] = v
+      out[r.name] = web.mark_unnamed(r, v)
       for name in pairs(v.counters or {}) do
         if not seen[name] then
           seen[name] = true
@@ -119,10 +118,10 @@ local function global_status()
     if v then
       healthy = healthy + 1
       if v.network_partition then partitioned = partitioned + 1 end
-      out[r.name] = { status = "healthy", node_id = v.node_id,
-                      network_partition = v.network_partition == true }
+      out[r.name] = web.mark_unnamed(r, { status = "healthy", node_id = v.node_id,
+                                          network_partition = v.network_partition == true })
     else
-      out[r.name] = { status = "unhealthy" }
+      out[r.name] = web.mark_unnamed(r, { status = "unhealthy" })
     end
   end
   m_healthy:set(healthy)
@@ -136,9 +135,12 @@ local function set_partition(req)
   if type(body.region) ~= "string" then
     return web.err(400, "bad_field", "region must be a string naming a region")
   end
-  local r = by_name[body.region]
+  local r = web.region_named(regions, body.region)
   if not r then
-    return web.err(404, "not_found", "unknown region " .. body.region)
+    local pending = web.health(regions, {}).regions_unnamed
+    return web.err(404, "not_found", "unknown region " .. body.region ..
+                   (pending and " (names not known yet, their /health has not answered: " ..
+                    table.concat(pending, ", ") .. ")" or ""))
   end
   if type(body.enabled) ~= "boolean" then
     return web.err(400, "bad_field", "enabled must be true or false")
@@ -182,7 +184,7 @@ function M.handle(req)
   local get = method == "GET" or method == "HEAD"
   if path == "/health" then
     if not get then return web.method_not_allowed(req, "GET, HEAD") end
-    return 200, { status = "ok", service = "coordinator" }
+    return 200, web.health(regions, { status = "ok", service = "coordinator" })
   end
   local name = path:match("^/global/counter/(.+)$")
   if name then

@@ -72,7 +72,7 @@ end
 local function eventual_once(counter, policy)
   local names, healthy = {}, {}
   for i, r in ipairs(regions) do
-    names[i], healthy[i] = r.name, true
+    names[i], healthy[i] = r.name, r.name_known ~= false -- as the C hot path does
   end
   local i = routing.route(policy, counter, nil, names, healthy, nil) or math.random(#regions)
   local t0 = counterd.now_ms()
@@ -144,7 +144,7 @@ local function route(req)
   end
   if path == "/health" then
     if not get then return path, web.method_not_allowed(req, "GET, HEAD") end
-    return path, 200, { status = "ok", service = "gateway" }
+    return path, 200, web.health(regions, { status = "ok", service = "gateway" })
   end
   local name = path:match("^/api/counter/(.+)$")
   if name then
