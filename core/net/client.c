@@ -234,6 +234,9 @@ struct http_call *http_client_request(struct http_client *cl, const struct http_
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
                      (long)(o->connect_timeout_ms > 0 ? o->connect_timeout_ms : timeout));
+    /* A peer's container may come back with a new address: names are looked up again
+     * after 2 s rather than curl's default 60. */
+    curl_easy_setopt(e, CURLOPT_DNS_CACHE_TIMEOUT, 2L);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, call);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");

@@ -4,7 +4,13 @@
  * Each connection is idle (in the pool), connecting, or busy with exactly one request.
  * Requests wait in a FIFO when max_conns are busy. Answers are parsed in place with
  * http-parser; the body is gathered in the connection's buffer.
+ *
+ * A target named by host name is looked up again while the pool lives (its container may
+ * be recreated with a new address): after a connection could not be opened, and every
+ * RESOLVE_EVERY_S anyway. Those lookups use glibc's getaddrinfo_a, polled from a timer,
+ * so a slow name server never blocks the loop.
  */
+#define _GNU_SOURCE /* getaddrinfo_a */
 #include "upstream.h"
 
 #include <errno.h>
@@ -15,6 +21,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +29,12 @@
 #include <unistd.h>
 
 #include "../base/buf.h"
+#include "../base/clock.h"
 #include "../base/mem.h"
+
+#define RESOLVE_EVERY_S 10.0    /* a host name is looked up again this often */
+#define RESOLVE_RETRY_S 1.0     /* and at most this often after failures */
+#define RESOLVE_POLL_MS 20      /* how often a lookup in flight is checked */
 
 struct uconn;
 
@@ -62,11 +74,20 @@ struct upstream {
     struct event *kick; /* runs callbacks from the loop */
     struct upstream_req *done_head, *done_tail;
     char url[256];
+    /* Lookups of a target named by host name (numeric == 0). */
+    char host[200], port[16];
+    int numeric;
+    struct gaicb gai;      /* the lookup in flight, when resolving */
+    struct addrinfo hints; /* its hints (getaddrinfo_a keeps a pointer) */
+    int resolving;
+    double resolved_at;    /* when the last lookup ended (0: never) */
+    struct event *resolve_timer;
 };
 
 static http_parser_settings settings;
 static void conn_close(struct uconn *c);
 static void start(struct upstream *u, struct upstream_req *r);
+static void resolve_soon(struct upstream *u);
 
 /* ---------------------------------------------------------------- completion */
 
@@ -90,6 +111,8 @@ static void conn_fail(struct uconn *c, const char *why)
     if (r && c->out_off >= r->bytes.len)
         r->was_sent = 1; /* remembered across the retry below */
     int sent = r && r->was_sent;
+    if (!c->connected)
+        resolve_soon(u); /* the address may have moved */
     c->req = NULL;
     conn_close(c);
     if (!r)
@@ -284,6 +307,10 @@ static void conn_close(struct uconn *c)
 
 static struct uconn *conn_open(struct upstream *u)
 {
+    if (u->addrlen == 0) { /* the name has not resolved yet */
+        errno = EHOSTUNREACH;
+        return NULL;
+    }
     int fd = socket(u->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return NULL;
@@ -315,6 +342,7 @@ static void start(struct upstream *u, struct upstream_req *r)
         c = conn_open(u);
         if (!c) {
             r->connect_errno = errno;
+            resolve_soon(u);
             /* Reported from the loop, like every other outcome. */
             r->next = NULL;
             if (u->done_tail)
@@ -348,10 +376,86 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
         u->done_head = r->next;
         if (!u->done_head)
             u->done_tail = NULL;
-        char msg[300];
-        snprintf(msg, sizeof msg, "%s: cannot connect: %s", u->url, strerror(r->connect_errno));
+        char msg[512];
+        if (u->addrlen == 0)
+            snprintf(msg, sizeof msg, "%s: cannot connect: %s does not resolve", u->url, u->host);
+        else
+            snprintf(msg, sizeof msg, "%s: cannot connect: %s", u->url,
+                     strerror(r->connect_errno));
         finish(r, 0, NULL, 0, msg, r->was_sent);
     }
+}
+
+/* ---------------------------------------------------------------- pool */
+
+/* ---------------------------------------------------------------- lookups */
+
+static double mono_s(void)
+{
+    return clock_mono_ms() / 1e3;
+}
+
+/* Takes the first address of a finished lookup, if any; new connections use it. */
+static void resolve_take(struct upstream *u, const struct addrinfo *res)
+{
+    if (!res || res->ai_addrlen > sizeof u->addr)
+        return;
+    memcpy(&u->addr, res->ai_addr, res->ai_addrlen);
+    u->addrlen = res->ai_addrlen;
+}
+
+static void resolve_done(struct upstream *u)
+{
+    u->resolving = 0;
+    u->resolved_at = mono_s();
+    if (gai_error(&u->gai) == 0)
+        resolve_take(u, u->gai.ar_result);
+    if (u->gai.ar_result)
+        freeaddrinfo(u->gai.ar_result);
+    u->gai.ar_result = NULL;
+}
+
+/* The timer: polls a lookup in flight, or starts the periodic one. */
+static void on_resolve_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct upstream *u = arg;
+    struct timeval poll = {0, RESOLVE_POLL_MS * 1000};
+    if (u->resolving) {
+        if (gai_error(&u->gai) == EAI_INPROGRESS) {
+            evtimer_add(u->resolve_timer, &poll);
+            return;
+        }
+        resolve_done(u);
+    } else if (mono_s() - u->resolved_at >= RESOLVE_EVERY_S) {
+        resolve_soon(u);
+        return;
+    }
+    struct timeval every = {(long)RESOLVE_EVERY_S, 0};
+    evtimer_add(u->resolve_timer, &every);
+}
+
+/* Starts a lookup of the target's name unless one runs or one ended a moment ago. */
+static void resolve_soon(struct upstream *u)
+{
+    if (u->numeric || u->resolving || mono_s() - u->resolved_at < RESOLVE_RETRY_S)
+        return;
+    memset(&u->gai, 0, sizeof u->gai);
+    u->gai.ar_name = u->host;
+    u->gai.ar_service = u->port;
+    u->gai.ar_request = &u->hints;
+    struct gaicb *list[1] = {&u->gai};
+    struct sigevent none;
+    memset(&none, 0, sizeof none);
+    none.sigev_notify = SIGEV_NONE;
+    if (getaddrinfo_a(GAI_NOWAIT, list, 1, &none) != 0) {
+        u->resolved_at = mono_s();
+        return;
+    }
+    u->resolving = 1;
+    struct timeval poll = {0, RESOLVE_POLL_MS * 1000};
+    evtimer_add(u->resolve_timer, &poll);
 }
 
 /* ---------------------------------------------------------------- pool */
@@ -365,23 +469,30 @@ struct upstream *upstream_new(struct event_base *base, const char *url, int max_
         snprintf(err, errlen, "'%s' is not an http://host:port URL", url);
         return NULL;
     }
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_socktype = SOCK_STREAM;
-    char ports[16];
-    snprintf(ports, sizeof ports, "%d", port);
-    int rc = getaddrinfo(host, ports, &hints, &res);
-    if (rc != 0 || !res) {
-        snprintf(err, errlen, "cannot resolve %s: %s", host, gai_strerror(rc));
-        return NULL;
-    }
     struct upstream *u = xcalloc(1, sizeof *u);
     u->base = base;
-    memcpy(&u->addr, res->ai_addr, res->ai_addrlen);
-    u->addrlen = res->ai_addrlen;
-    freeaddrinfo(res);
+    snprintf(u->host, sizeof u->host, "%s", host);
+    snprintf(u->port, sizeof u->port, "%d", port);
+    u->hints.ai_socktype = SOCK_STREAM;
+    /* A numeric address needs no lookup, now or later. */
+    struct addrinfo numeric = u->hints, *res = NULL;
+    numeric.ai_flags = AI_NUMERICHOST;
+    if (getaddrinfo(u->host, u->port, &numeric, &res) == 0) {
+        u->numeric = 1;
+    } else if (getaddrinfo(u->host, u->port, &u->hints, &res) != 0) {
+        res = NULL; /* not yet resolvable: looked up again until it is */
+    }
+    resolve_take(u, res);
+    if (res)
+        freeaddrinfo(res);
+    u->resolved_at = mono_s();
     u->max_conns = max_conns > 0 ? max_conns : 64;
     u->kick = event_new(base, -1, 0, on_kick, u);
+    u->resolve_timer = evtimer_new(base, on_resolve_timer, u);
+    if (!u->numeric) {
+        struct timeval every = {u->addrlen ? (long)RESOLVE_EVERY_S : (long)RESOLVE_RETRY_S, 0};
+        evtimer_add(u->resolve_timer, &every);
+    }
     snprintf(u->url, sizeof u->url, "%s", url);
     settings.on_message_begin = on_status_begin;
     settings.on_body = on_body;
@@ -407,6 +518,17 @@ void upstream_free(struct upstream *u)
             free(r);
         }
     event_free(u->kick);
+    event_free(u->resolve_timer);
+    if (u->resolving) {
+        /* getaddrinfo_a writes into u->gai until it ends: cancel it, or wait for it. */
+        if (gai_cancel(&u->gai) == EAI_NOTCANCELED) {
+            const struct gaicb *list[1] = {&u->gai};
+            while (gai_error(&u->gai) == EAI_INPROGRESS)
+                gai_suspend(list, 1, NULL);
+        }
+        if (u->gai.ar_result)
+            freeaddrinfo(u->gai.ar_result);
+    }
     /* Busy connections belong to requests still in flight: upstream_cancel frees them,
      * and the owner cancels before freeing the pool. */
     free(u);
