@@ -8,7 +8,8 @@ does not wait for fsync). COUNTERD_BOOT_ID (test-only) stands in for
 /proc/sys/kernel/random/boot_id, so a reboot is simulated by changing it.
 
 (a) restart loop: node A is SIGKILLed and restarted COUNTERD_RESTARTS times (default 270,
-    1000 for the issue's figure), with increments on A (and one on B every 10th time)
+    1000 for the issue's figure: run this file with COUNTERD_RESTARTS=1000 and
+    COUNTERD_SUITE_TIMEOUT_S=900), with increments on A (and one on B every 10th time)
     between restarts while the two sync every 100 ms. Afterwards every counter is
     writable, both nodes read exactly what was acknowledged, and each counter holds at most
     a few replica entries. Before replica ids were kept, the 255th restart's increment
