@@ -801,6 +801,17 @@ static double store_counters(void *arg)
 {
     return gstore_count(((struct region *)arg)->store);
 }
+/* This node's replica ids in the store: the current one and the retired ones (one per
+ * reboot, lost directory or failed log write; see store/wal.h). */
+static double incarnations(void *arg)
+{
+    struct region *rg = arg;
+    int n = gstore_replica_count(rg->store), k = 0;
+    for (int r = 0; r < n; r++)
+        if (node_of(rg, r) == rg->self_node)
+            k++;
+    return k;
+}
 static double store_bytes(void *arg)
 {
     return (double)gstore_memory(((struct region *)arg)->store);
@@ -887,6 +898,12 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
     metric_set_fn(metric_only(metrics_add(rg->metrics, METRIC_GAUGE, "counterd_store_counters",
                                           "Counters held", NULL, NULL, 0)),
                   store_counters, rg);
+    metric_set_fn(
+        metric_only(metrics_add(rg->metrics, METRIC_GAUGE, "counterd_replica_incarnations",
+                                "This node's replica ids the store holds: the current "
+                                "one and retired ones",
+                                NULL, NULL, 0)),
+        incarnations, rg);
     metric_set_fn(metric_only(metrics_add(rg->metrics, METRIC_GAUGE, "counterd_store_bytes",
                                           "Bytes the counter store holds", NULL, NULL, 0)),
                   store_bytes, rg);

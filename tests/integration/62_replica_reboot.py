@@ -7,8 +7,8 @@ between two runs of a node simulates a reboot.
 (a) A SIGKILL on the same boot keeps the replica id (the log says why); a simulated reboot
     mints a new one, under --fsync everysec and under --fsync always alike (a /sync push
     does not wait for fsync, so "always" does not prove the peers hold nothing more). After
-    three reboots both nodes read exactly what was acknowledged, and the counter holds one
-    entry per incarnation of A plus B's.
+    three reboots both nodes read exactly what was acknowledged, the counter holds one
+    entry per incarnation of A plus B's, and counterd_replica_incarnations says how many.
 (b) A node that starts with a directory of the previous format (no run file) mints.
 """
 
@@ -114,6 +114,10 @@ class ReplicaReboot(harness.ServerTestCase):
         acked += 1
         self.force_sync(a)
         self.force_sync(b)
+        with a.client() as c:
+            r = c.get("/metrics")
+        got = harness.metric_values(harness.parse_metrics(r.text()), "counterd_replica_incarnations")
+        self.assertEqual(got, [float(len(ids))], "counterd_replica_incarnations on A")
         for s in (a, b):
             self.assertEqual(self.total(s, "c"), acked, "%s reads a wrong total" % s.name)
             held = sorted(replicas_of(s)["c"])
