@@ -233,6 +233,61 @@ static void test_crash_after_reboot_or_failed_write_changes_replica_id(void)
     unsetenv("COUNTERD_BOOT_ID");
 }
 
+/* Points the log's open segment at /dev/full: the next write(2) fails with ENOSPC. */
+static int break_segment(const char *dir)
+{
+    char seg[512], fdpath[300], target[512];
+    newest_segment(dir, seg, sizeof seg);
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int found = -1;
+    while (d && (e = readdir(d))) {
+        snprintf(fdpath, sizeof fdpath, "/proc/self/fd/%s", e->d_name);
+        ssize_t n = readlink(fdpath, target, sizeof target - 1);
+        if (n > 0) {
+            target[n] = '\0';
+            if (!strcmp(target, seg))
+                found = atoi(e->d_name);
+        }
+    }
+    if (d)
+        closedir(d);
+    int full = open("/dev/full", O_WRONLY);
+    if (found < 0 || full < 0 || dup2(full, found) < 0)
+        return -1;
+    close(full);
+    return 0;
+}
+
+/* A real failed write removes the run file at once: a crash after it mints a new id. */
+static void test_failed_write_forgets_the_run(void)
+{
+    make_root();
+    setenv("COUNTERD_BOOT_ID", "boot-a", 1);
+    struct node n;
+    REQUIRE(node_open(&n, root, WAL_FSYNC_NO, 0) == 0);
+    char rid[256], run[512];
+    snprintf(rid, sizeof rid, "%s", n.info.replica_id);
+    snprintf(run, sizeof run, "%s/run", root);
+    incr(&n, "a", 5, NULL);
+    CHECK_EQ_I64(wal_write(n.w), 0);
+    CHECK_EQ_I64(file_size(run) > 0, 1);
+    REQUIRE(break_segment(root) == 0);
+    incr(&n, "a", 1, NULL);
+    CHECK_EQ_I64(wal_write(n.w), -1);
+    CHECK_EQ_I64(wal_failed(n.w), 1);
+    CHECK_EQ_I64(file_size(run), -1);
+    wal_abandon(n.w);
+    node_free(&n);
+
+    reopen_expect_new_id(&n, rid, "failed log write");
+    CHECK_EQ_I64(value(&n, "a"), 5);
+    wal_close(n.w);
+    node_free(&n);
+    rm_rf(root);
+    unsetenv("COUNTERD_BOOT_ID");
+}
+
 static void test_torn_tail_is_cut(void)
 {
     make_root();
@@ -475,7 +530,7 @@ static void test_refusals(void)
 UNIT_MAIN("test_wal", UNIT_CASE(test_clean_stop_keeps_state_and_replica_id),
           UNIT_CASE(test_crash_keeps_written_records_and_replica_id),
           UNIT_CASE(test_crash_after_reboot_or_failed_write_changes_replica_id),
-          UNIT_CASE(test_torn_tail_is_cut),
+          UNIT_CASE(test_failed_write_forgets_the_run), UNIT_CASE(test_torn_tail_is_cut),
           UNIT_CASE(test_damage_in_the_middle_is_refused_and_left_alone),
           UNIT_CASE(test_snapshot_replaces_old_segments), UNIT_CASE(test_always_reports_durability),
           UNIT_CASE(test_strong_replica_records), UNIT_CASE(test_refusals))
