@@ -725,6 +725,15 @@ static void append_failover(void *arg, const char *counter, size_t clen, const c
 static void exchange_send(struct peer *p)
 {
     struct repl *r = p->r;
+    if (r->hooks.before_send && r->hooks.before_send(r->hooks.arg) < 0) {
+        trace_span_attr_cstr(p->span, "sync.peer", peer_name(p));
+        trace_span_error(p->span, "the log cannot be written");
+        trace_span_end(p->span);
+        p->span = NULL;
+        peer_failed(p, "this node's log cannot be written: nothing is sent that a crash "
+                       "could take back");
+        return;
+    }
     page_begin(r);
     p->push_more = 0;
     if (p->full_push) {

@@ -46,6 +46,13 @@ struct repl_hooks {
     void (*failover)(void *arg, const char *counter, size_t clen, const char *token, size_t tlen,
                      int64_t amount, const char *from);
     void *arg;
+    /*
+     * Called before a /sync push is built: writes this node's log, so that no change
+     * leaves for a peer before it is in the log (a node keeps its replica id after a
+     * crash only on that condition; see store/wal.h). May be NULL.
+     * @return 0, or -1 to fail the exchange (it is retried next round).
+     */
+    int (*before_send)(void *arg);
 };
 
 struct repl_config {

@@ -291,6 +291,24 @@ static int before_flush(void *arg)
     return rg->wal ? wal_write(rg->wal) : 0;
 }
 
+/*
+ * Before a /sync push leaves: the log first, as for an answer, so a crash never takes
+ * back a change a peer holds (that is what lets a restart keep the replica id). After a
+ * failed write the push may go only once the run file is gone (the next start then mints
+ * a new id).
+ */
+static int before_send(void *arg)
+{
+    struct region *rg = arg;
+    if (!rg->wal)
+        return 0;
+    int rc = wal_write(rg->wal);
+    wal_synced(rg->wal); /* notices a failed fsync */
+    if (rc < 0 || wal_failed(rg->wal))
+        return wal_forget_run(rg->wal);
+    return 0;
+}
+
 static void persist_changed(struct region *rg, uint32_t id)
 {
     if (rg->wal)
@@ -783,6 +801,17 @@ static double store_counters(void *arg)
 {
     return gstore_count(((struct region *)arg)->store);
 }
+/* This node's replica ids in the store: the current one and the retired ones (one per
+ * reboot, lost directory or failed log write; see store/wal.h). */
+static double incarnations(void *arg)
+{
+    struct region *rg = arg;
+    int n = gstore_replica_count(rg->store), k = 0;
+    for (int r = 0; r < n; r++)
+        if (node_of(rg, r) == rg->self_node)
+            k++;
+    return k;
+}
 static double store_bytes(void *arg)
 {
     return (double)gstore_memory(((struct region *)arg)->store);
@@ -829,10 +858,10 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
         }
         snprintf(rid, sizeof rid, "%s", info.replica_id);
         log_info("data directory %s: %u counters from %" PRIu64 " records in %.0f ms; last stop "
-                 "%s; fsync %s",
+                 "%s; fsync %s; %s",
                  cfg->data_dir, gstore_count(rg->store), info.records, info.ms,
-                 info.clean ? "clean" : "not clean (or a new directory): new replica id",
-                 cfg->fsync);
+                 info.clean ? "clean" : "not clean (or a new directory)", cfg->fsync,
+                 info.id_reason);
     } else {
         /* Nothing survives this process: it is a new incarnation, which must not count
          * under an id whose old value its peers may hold higher (they would swallow its
@@ -869,6 +898,12 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
     metric_set_fn(metric_only(metrics_add(rg->metrics, METRIC_GAUGE, "counterd_store_counters",
                                           "Counters held", NULL, NULL, 0)),
                   store_counters, rg);
+    metric_set_fn(
+        metric_only(metrics_add(rg->metrics, METRIC_GAUGE, "counterd_replica_incarnations",
+                                "This node's replica ids the store holds: the current "
+                                "one and retired ones",
+                                NULL, NULL, 0)),
+        incarnations, rg);
     metric_set_fn(metric_only(metrics_add(rg->metrics, METRIC_GAUGE, "counterd_store_bytes",
                                           "Bytes the counter store holds", NULL, NULL, 0)),
                   store_bytes, rg);
@@ -900,7 +935,11 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
                              .timeout_ms = cfg->sync_timeout_ms,
                              .auth_header = cfg->admin_token[0] ? auth : NULL,
                              .failovers = rg->failovers};
-    struct repl_hooks hooks = {faults_decide, merged, failover_learned, rg};
+    struct repl_hooks hooks = {.decide = faults_decide,
+                               .changed = merged,
+                               .failover = failover_learned,
+                               .arg = rg,
+                               .before_send = before_send};
     rg->repl = repl_new(base, rg->client, rg->store, rg->metrics, &rc, &hooks);
 
     struct http_server_opts so = {.bind_addr = cfg->bind,

@@ -64,6 +64,7 @@ struct wal {
     uint64_t written;        /* position written to the file */
     uint64_t since_snapshot; /* bytes written since the last snapshot began */
     int failed;
+    int run_forgotten; /* the run file is removed: the next unclean start mints an id */
     /* Shared with the fsync thread, under mu. */
     pthread_t thread;
     pthread_mutex_t mu;
@@ -701,6 +702,95 @@ static int read_meta(struct wal *w, char *node, size_t nlen, char *replica, size
     return ok && node[0] && replica[0] ? 0 : -1;
 }
 
+/*
+ * The boot this process runs in: /proc/sys/kernel/random/boot_id, or COUNTERD_BOOT_ID
+ * (test-only: a test changes it to simulate a reboot). "" when unknown.
+ */
+static void read_boot_id(char *out, size_t len)
+{
+    const char *env = getenv("COUNTERD_BOOT_ID");
+    out[0] = '\0';
+    if (env && *env) {
+        snprintf(out, len, "%s", env);
+    } else {
+        FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+        if (f) {
+            if (!fgets(out, (int)len, f))
+                out[0] = '\0';
+            fclose(f);
+        }
+    }
+    out[strcspn(out, "\r\n")] = '\0';
+    for (char *p = out; *p; p++)
+        if (*p == '=' || (unsigned char)*p < ' ')
+            *p = '_';
+}
+
+/*
+ * Whether the last run's log holds everything it acknowledged or replicated, so its
+ * replica id may be kept after an unclean stop (see wal.h). The "run" file is written at
+ * every start with the boot id and the replica id, and removed (wal_forget_run) the moment
+ * a log write or fsync fails. @return NULL when the id may be kept, or why not.
+ */
+static const char *run_proves_complete(struct wal *w, const char *replica, const char *boot)
+{
+    unsigned char *data;
+    size_t size;
+    char err[256];
+    if (!boot[0])
+        return "the boot id is unknown";
+    if (read_file(w->dir_fd, "run", &data, &size, err, sizeof err) < 0)
+        return "the last run recorded a failed log write, or predates the run file";
+    char *text = xstrndup((const char *)data, size);
+    free(data);
+    int ok = 0, same_replica = 0, same_boot = 0;
+    for (char *save = NULL, *line = strtok_r(text, "\n", &save); line;
+         line = strtok_r(NULL, "\n", &save)) {
+        if (!strcmp(line, "counterd-run 1"))
+            ok = 1;
+        else if (!strncmp(line, "replica_id=", 11))
+            same_replica = !strcmp(line + 11, replica);
+        else if (!strncmp(line, "boot_id=", 8))
+            same_boot = !strcmp(line + 8, boot);
+    }
+    free(text);
+    if (!ok || !same_replica)
+        return "the run file does not match the meta file";
+    /* After a reboot, what was written but not fsynced may be gone, and a /sync push does
+     * not wait for fsync even under "always": a peer may hold more of the old id than
+     * the log does. */
+    if (!same_boot)
+        return "the machine rebooted since the last run (a /sync push may have carried "
+               "changes the reboot lost)";
+    return NULL;
+}
+
+/* Records this run: boot id and replica id (see run_proves_complete). @return 0 or -1. */
+static int write_run(struct wal *w, const char *replica, const char *boot)
+{
+    char text[512];
+    snprintf(text, sizeof text, "counterd-run 1\nreplica_id=%s\nboot_id=%s\n", replica, boot);
+    return write_small(w, "run", text);
+}
+
+int wal_forget_run(struct wal *w)
+{
+    if (w->run_forgotten)
+        return 0;
+    if ((unlinkat(w->dir_fd, "run", 0) < 0 && errno != ENOENT) || fsync_dir(w) < 0) {
+        log_error("data directory %s: cannot remove the run file after a failed log write "
+                  "(%s); a crash now could make the next start keep a replica id whose "
+                  "changes its log does not hold",
+                  w->dir, strerror(errno));
+        return -1;
+    }
+    w->run_forgotten = 1;
+    log_warn("data directory %s: a log write failed; the next unclean start counts under a "
+             "new replica id",
+             w->dir);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- fsync thread */
 
 /* Flushes and closes the segments rotate() handed over. Called with w->mu held; drops it
@@ -977,9 +1067,27 @@ struct wal *wal_open(const struct wal_opts *o, struct gstore *st, struct dedup *
                  "interrupted; it was never acknowledged under fsync=always)",
                  torn_size - torn_at, torn_at, o->dir, name);
     }
+    /*
+     * Settle the replica id. A stop that was clean, or a crash whose log provably holds
+     * everything the run acknowledged or sent to a peer, keeps it: every change is
+     * written (write(2)) before its answer or any /sync carrying it leaves, and a process
+     * crash loses nothing the kernel has. A torn tail on the same boot is no exception:
+     * the write that tore had not returned, so nothing in it had left. Otherwise a peer
+     * may hold more of the old id than this log, and its max-merge would swallow new
+     * increments: mint a new incarnation.
+     */
     info->clean = l.has_meta && l.has_clean;
-    if (info->clean) {
+    char boot[128];
+    read_boot_id(boot, sizeof boot);
+    const char *mint_why = !l.has_meta ? "a new data directory" : NULL;
+    if (l.has_meta && !info->clean)
+        mint_why = run_proves_complete(w, meta_replica, boot);
+    if (!mint_why) {
         snprintf(info->replica_id, sizeof info->replica_id, "%s", meta_replica);
+        snprintf(info->id_reason, sizeof info->id_reason, "kept replica id %s: %s", meta_replica,
+                 info->clean ? "the last stop was clean"
+                             : "the last stop was a crash on the same boot, and its log holds "
+                               "everything it acknowledged or replicated");
     } else {
         /* A fresh incarnation, distinct from every replica id the store already knows. */
         do {
@@ -994,6 +1102,18 @@ struct wal *wal_open(const struct wal_opts *o, struct gstore *st, struct dedup *
             snprintf(err, errlen, "cannot write %s/meta: %s", o->dir, strerror(errno));
             goto fail;
         }
+        snprintf(info->id_reason, sizeof info->id_reason, "new replica id %s: %s", info->replica_id,
+                 mint_why);
+    }
+    if (write_run(w, info->replica_id, boot) < 0) {
+        log_warn("cannot write %s/run (%s): the next unclean start will count under a new "
+                 "replica id",
+                 o->dir, strerror(errno));
+        if (unlinkat(w->dir_fd, "run", 0) < 0 && errno != ENOENT) {
+            snprintf(err, errlen, "cannot replace %s/run: %s", o->dir, strerror(errno));
+            goto fail;
+        }
+        w->run_forgotten = 1;
     }
     if (l.has_clean && (unlinkat(w->dir_fd, "clean", 0) < 0 || fsync_dir(w) < 0)) {
         snprintf(err, errlen, "cannot remove %s/clean: %s", o->dir, strerror(errno));
@@ -1109,6 +1229,7 @@ int wal_write(struct wal *w)
         w->failed = 1;
         log_error("cannot write the log in %s: %s; this node stops acknowledging writes", w->dir,
                   strerror(errno));
+        wal_forget_run(w);
         return -1;
     }
     fault_hit(FAULT_WAL_AFTER_WRITE);
@@ -1171,6 +1292,7 @@ uint64_t wal_synced(struct wal *w)
         w->failed = 1;
         log_error("fdatasync failed in %s: %s; this node stops acknowledging writes", w->dir,
                   strerror(e));
+        wal_forget_run(w);
     }
     return v;
 }

@@ -8,6 +8,7 @@
  *   snapshot-NNNNNNNN.snap  every counter and idempotency entry, as of the end of
  *                         segment NNNNNNNN (written by a forked child, like Redis' RDB)
  *   clean                 present only between a graceful stop and the next start
+ *   run                   this run's boot id and replica id; removed when a write fails
  *   LOCK                  held (flock) while a process uses the directory
  *
  * A record carries a counter's whole state (its per-replica totals), so replaying it is a
@@ -18,9 +19,12 @@
  * tail of the last segment, and refuses a damaged record that has valid data after it
  * (corruption, not a torn write), naming the file, the offset and how to recover.
  *
- * A node that did not stop cleanly, or whose directory is new or lost, gets a new replica
- * id: its peers may hold more of its old id than its disk does, and a max-merge would
- * swallow new increments counted under that id.
+ * A node keeps its replica id across a clean stop, and across a crash on the same boot
+ * when its log holds everything it acknowledged or replicated (the "run" file, written at
+ * start with the boot id, proves it; a failed log write or fsync removes it). Otherwise
+ * (new or lost directory, a reboot, a failed write) it gets a new replica id: its peers
+ * may hold more of its old id than its disk does, and a max-merge would swallow new
+ * increments counted under that id.
  *
  * Plain C (and one thread for fsync); no libevent, Lua or curl.
  */
@@ -53,7 +57,8 @@ struct wal_opts {
 /* What wal_open found and did. */
 struct wal_info {
     char replica_id[GSTORE_REPLICA_NAME_MAX + 1];
-    int new_replica;       /* a new incarnation (new directory, or an unclean stop) */
+    int new_replica;       /* a new incarnation (new directory, reboot, failed write) */
+    char id_reason[512];   /* which case applied: "kept replica id X: ..." / "new ..." */
     int clean;             /* the last run stopped gracefully */
     uint64_t snapshot_seg; /* segment the loaded snapshot covers (0: none) */
     uint64_t records;      /* records replayed from snapshot and log */
@@ -115,6 +120,12 @@ int wal_write_sync(struct wal *w);
 /* Position up to which records are fsynced (whatever the policy). */
 uint64_t wal_synced(struct wal *w);
 int wal_failed(const struct wal *w);
+/*
+ * Removes the run file, so that the next start after a crash mints a new replica id:
+ * called once a log write or fsync failed, before anything else leaves the process.
+ * Idempotent. @return 0, or -1 when the file could not be removed (logged).
+ */
+int wal_forget_run(struct wal *w);
 /* Position after the last record appended (buffered or not). */
 uint64_t wal_position(const struct wal *w);
 /* Position up to which records are as durable as the policy promises. */

@@ -135,9 +135,12 @@ static void test_clean_stop_keeps_state_and_replica_id(void)
     rm_rf(root);
 }
 
-static void test_crash_keeps_written_records_and_changes_replica_id(void)
+/* A crash on the same boot: every record written (write(2)) survives, and so does the
+ * replica id, since nothing unwritten ever left the process. */
+static void test_crash_keeps_written_records_and_replica_id(void)
 {
     make_root();
+    setenv("COUNTERD_BOOT_ID", "boot-a", 1);
     struct node n;
     REQUIRE(node_open(&n, root, WAL_FSYNC_NO, 0) == 0);
     char rid[256];
@@ -150,19 +153,139 @@ static void test_crash_keeps_written_records_and_changes_replica_id(void)
 
     REQUIRE(node_open(&n, root, WAL_FSYNC_NO, 0) == 0);
     CHECK_EQ_I64(n.info.clean, 0);
-    CHECK_EQ_I64(n.info.new_replica, 1);
-    CHECK(strcmp(n.info.replica_id, rid) != 0);
+    CHECK_EQ_I64(n.info.new_replica, 0);
+    CHECK_STR_EQ(n.info.replica_id, rid);
+    CHECK(strstr(n.info.id_reason, "kept replica id") != NULL);
     CHECK_EQ_I64(value(&n, "a"), 5);
     struct dedup_answer a;
     CHECK_EQ_I64(dedup_get(n.d, "a", 1, "tok-1", 5, 1e9 + 1, &a), 1);
     CHECK_EQ_I64(a.amount, 5);
-    /* The new incarnation counts beside the old one; both are kept. */
     incr(&n, "a", 1, NULL);
     CHECK_EQ_I64(value(&n, "a"), 6);
-    CHECK_EQ_I64(gcounter_entries(gstore_counter(n.st, gstore_find(n.st, "a", 1))), 2);
+    CHECK_EQ_I64(gcounter_entries(gstore_counter(n.st, gstore_find(n.st, "a", 1))), 1);
     wal_close(n.w);
     node_free(&n);
     rm_rf(root);
+    unsetenv("COUNTERD_BOOT_ID");
+}
+
+/* Opens root again after a crash and checks that a new incarnation was minted. */
+static void reopen_expect_new_id(struct node *n, const char *old, const char *why)
+{
+    REQUIRE(node_open(n, root, WAL_FSYNC_NO, 0) == 0);
+    CHECK_EQ_I64(n->info.new_replica, 1);
+    CHECK(strcmp(n->info.replica_id, old) != 0);
+    CHECK(strstr(n->info.id_reason, why) != NULL);
+    if (!strstr(n->info.id_reason, why))
+        fprintf(stderr, "id_reason: %s\n", n->info.id_reason);
+}
+
+/* A reboot, a failed log write, or a directory without a run file: a peer may hold more
+ * of the old id than the log, so the next start counts under a new one, beside the old. */
+static void test_crash_after_reboot_or_failed_write_changes_replica_id(void)
+{
+    make_root();
+    setenv("COUNTERD_BOOT_ID", "boot-a", 1);
+    struct node n;
+    REQUIRE(node_open(&n, root, WAL_FSYNC_NO, 0) == 0);
+    char rid[256];
+    snprintf(rid, sizeof rid, "%s", n.info.replica_id);
+    incr(&n, "a", 5, NULL);
+    CHECK_EQ_I64(wal_write(n.w), 0);
+    wal_abandon(n.w);
+    node_free(&n);
+
+    setenv("COUNTERD_BOOT_ID", "boot-b", 1); /* a reboot */
+    reopen_expect_new_id(&n, rid, "rebooted");
+    CHECK_EQ_I64(value(&n, "a"), 5);
+    incr(&n, "a", 1, NULL);
+    CHECK_EQ_I64(value(&n, "a"), 6);
+    CHECK_EQ_I64(gcounter_entries(gstore_counter(n.st, gstore_find(n.st, "a", 1))), 2);
+    snprintf(rid, sizeof rid, "%s", n.info.replica_id);
+    CHECK_EQ_I64(wal_write(n.w), 0);
+    CHECK_EQ_I64(wal_forget_run(n.w), 0); /* what a failed write or fsync does */
+    CHECK_EQ_I64(wal_forget_run(n.w), 0);
+    wal_abandon(n.w);
+    node_free(&n);
+
+    reopen_expect_new_id(&n, rid, "failed log write");
+    CHECK_EQ_I64(value(&n, "a"), 6);
+    snprintf(rid, sizeof rid, "%s", n.info.replica_id);
+    wal_abandon(n.w);
+    node_free(&n);
+
+    /* The crash itself keeps the id; a run file of another id does not. */
+    REQUIRE(node_open(&n, root, WAL_FSYNC_NO, 0) == 0);
+    CHECK_EQ_I64(n.info.new_replica, 0);
+    CHECK_STR_EQ(n.info.replica_id, rid);
+    wal_abandon(n.w);
+    node_free(&n);
+    char path[512];
+    snprintf(path, sizeof path, "%s/run", root);
+    FILE *f = fopen(path, "w");
+    REQUIRE(f != NULL);
+    fprintf(f, "counterd-run 1\nreplica_id=us-east-1~other\nboot_id=boot-b\n");
+    fclose(f);
+    reopen_expect_new_id(&n, rid, "does not match");
+    wal_close(n.w);
+    node_free(&n);
+    rm_rf(root);
+    unsetenv("COUNTERD_BOOT_ID");
+}
+
+/* Points the log's open segment at /dev/full: the next write(2) fails with ENOSPC. */
+static int break_segment(const char *dir)
+{
+    char seg[512], fdpath[300], target[512];
+    newest_segment(dir, seg, sizeof seg);
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int found = -1;
+    while (d && (e = readdir(d))) {
+        snprintf(fdpath, sizeof fdpath, "/proc/self/fd/%s", e->d_name);
+        ssize_t n = readlink(fdpath, target, sizeof target - 1);
+        if (n > 0) {
+            target[n] = '\0';
+            if (!strcmp(target, seg))
+                found = atoi(e->d_name);
+        }
+    }
+    if (d)
+        closedir(d);
+    int full = open("/dev/full", O_WRONLY);
+    if (found < 0 || full < 0 || dup2(full, found) < 0)
+        return -1;
+    close(full);
+    return 0;
+}
+
+/* A real failed write removes the run file at once: a crash after it mints a new id. */
+static void test_failed_write_forgets_the_run(void)
+{
+    make_root();
+    setenv("COUNTERD_BOOT_ID", "boot-a", 1);
+    struct node n;
+    REQUIRE(node_open(&n, root, WAL_FSYNC_NO, 0) == 0);
+    char rid[256], run[512];
+    snprintf(rid, sizeof rid, "%s", n.info.replica_id);
+    snprintf(run, sizeof run, "%s/run", root);
+    incr(&n, "a", 5, NULL);
+    CHECK_EQ_I64(wal_write(n.w), 0);
+    CHECK_EQ_I64(file_size(run) > 0, 1);
+    REQUIRE(break_segment(root) == 0);
+    incr(&n, "a", 1, NULL);
+    CHECK_EQ_I64(wal_write(n.w), -1);
+    CHECK_EQ_I64(wal_failed(n.w), 1);
+    CHECK_EQ_I64(file_size(run), -1);
+    wal_abandon(n.w);
+    node_free(&n);
+
+    reopen_expect_new_id(&n, rid, "failed log write");
+    CHECK_EQ_I64(value(&n, "a"), 5);
+    wal_close(n.w);
+    node_free(&n);
+    rm_rf(root);
+    unsetenv("COUNTERD_BOOT_ID");
 }
 
 static void test_torn_tail_is_cut(void)
@@ -188,6 +311,8 @@ static void test_torn_tail_is_cut(void)
 
     REQUIRE(node_open(&n, root, WAL_FSYNC_ALWAYS, 0) == 0);
     CHECK_EQ_U64(n.info.torn_bytes, sizeof half);
+    /* The write that tore never returned, so nothing in it left: same boot, same id. */
+    CHECK_EQ_I64(n.info.new_replica, 0);
     CHECK_EQ_I64(file_size(seg), before);
     CHECK_EQ_I64(value(&n, "t"), 10);
     wal_close(n.w);
@@ -403,8 +528,9 @@ static void test_refusals(void)
 }
 
 UNIT_MAIN("test_wal", UNIT_CASE(test_clean_stop_keeps_state_and_replica_id),
-          UNIT_CASE(test_crash_keeps_written_records_and_changes_replica_id),
-          UNIT_CASE(test_torn_tail_is_cut),
+          UNIT_CASE(test_crash_keeps_written_records_and_replica_id),
+          UNIT_CASE(test_crash_after_reboot_or_failed_write_changes_replica_id),
+          UNIT_CASE(test_failed_write_forgets_the_run), UNIT_CASE(test_torn_tail_is_cut),
           UNIT_CASE(test_damage_in_the_middle_is_refused_and_left_alone),
           UNIT_CASE(test_snapshot_replaces_old_segments), UNIT_CASE(test_always_reports_durability),
           UNIT_CASE(test_strong_replica_records), UNIT_CASE(test_refusals))
