@@ -68,6 +68,7 @@ struct exchange {
     int ok_durable;  /* of ok: replicas that said they keep their data on disk */
     int success;     /* once decided */
     int repair_only; /* an accept round that proposes committed values again, no increment */
+    int settles;     /* the repair round that answers a failed round's increments */
     uint64_t stale_promised;
     struct buf why; /* "us-west: partitioned; ..." */
     double start_ms;
@@ -222,8 +223,8 @@ static int never_delivered(const char *error)
 }
 
 /* Records one leg's end and decides the exchange once the outcome is certain. A round
- * that carries increments waits for all its answers before it fails (or for its
- * deadline): each refusal it hears makes the increments' answer more certain. */
+ * that carries increments, or settles a failed one's, waits for all its answers before
+ * it fails (or for its deadline): each answer makes the increments' answer more certain. */
 static void leg_end(struct leg *l, int ok, const char *why)
 {
     struct exchange *ex = l->ex;
@@ -251,7 +252,8 @@ static void leg_end(struct leg *l, int ok, const char *why)
         int n = s->cfg.nreplicas;
         if (ex->ok >= s->majority)
             on_decided(ex, 1);
-        else if (ex->failed > n - s->majority && (!ex->ops || ex->outstanding == 0))
+        else if (ex->failed > n - s->majority &&
+                 (!(ex->ops || ex->settles) || ex->outstanding == 0))
             on_decided(ex, 0);
     }
     ex_maybe_free(ex);
@@ -646,6 +648,7 @@ static void start_round(struct strong *s)
     /* A round that repairs carries no increment: were it to fail too, the increments
      * waiting were never sent, so their no_quorum is certain. */
     ex->repair_only = strongrep_count(s->repair) > 0;
+    ex->settles = s->unsettled != NULL;
     /* Take the queue, in arrival order; an increment that would overflow fails alone. */
     struct op **tail = &ex->ops;
     int taken = 0;

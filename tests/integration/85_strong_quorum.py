@@ -31,6 +31,7 @@ on, as in the lab.
 import concurrent.futures
 import os
 import shutil
+import signal
 import tempfile
 import time
 import unittest
@@ -397,6 +398,37 @@ class StrongAmbiguousTest(harness.ServerTestCase):
         strong.start()
         wait_health(self, strong, lambda h: h["ready"])
         self.assertEqual(strong_value(strong, "amb"), 11)
+
+    def test_a_frozen_replica_makes_the_outcome_unknown(self):
+        data = tempfile.mkdtemp(prefix="counterd-strong-")
+        self.addCleanup(shutil.rmtree, data, True)
+        topo = harness.Topology(region_args=lambda i: ["--data-dir", "%s/r%d" % (data, i)],
+                                strong=True, strong_args=["--upstream-timeout-ms", "400"])
+        topo.start(self.addCleanup)
+        strong = topo.strong
+        wait_health(self, strong, lambda h: h["ready"])
+        self.assertEqual(strong_incr(strong, "frz", 7)["value"], 7)
+        # us-west frozen (SIGSTOP): what it got, it may have taken; eu-west partitioned.
+        west = topo.region("us-west")
+        set_partition(topo, "eu-west", True)
+        west.proc.send_signal(signal.SIGSTOP)
+        try:
+            with strong.client(timeout=15) as c:
+                body = self.assertError(c.post("/increment", {"counter_name": "frz"}), 503,
+                                        "ambiguous")
+        finally:
+            west.proc.send_signal(signal.SIGCONT)
+        self.assertIn("us-west may hold its proposal", body["detail"])
+        self.assertIn("us-west: unreachable (Operation timed out", body["detail"])
+        self.assertEqual(failures(strong, "ambiguous"), 1)
+        set_partition(topo, "eu-west", False)
+        # Thawed, us-west takes the repair's higher ballot too: the increment is not applied,
+        # and nothing is counted twice.
+        self.assertEqual(strong_incr(strong, "frz", 1)["value"], 8)
+        strong.stop()
+        strong.start()
+        wait_health(self, strong, lambda h: h["ready"])
+        self.assertEqual(strong_value(strong, "frz"), 8)
 
 
 class StrongDurabilityTest(harness.ServerTestCase):
