@@ -303,8 +303,9 @@ static void leg_answer(struct leg *l, const char *body)
         note_durable(s, l->idx, durable);
         if (!durable && !s->cfg.allow_volatile) {
             json_parser_free(&p);
-            leg_end(l, 0, "keeps no data (its region node has no DATA_DIR), so it counts "
-                          "toward no majority");
+            leg_end(l, 0,
+                    "keeps no data (its region node has no DATA_DIR), so it counts "
+                    "toward no majority");
             return;
         }
         if (ex->kind == EX_ACCEPT || read_prepare(ex, root) == 0) {

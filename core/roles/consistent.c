@@ -354,10 +354,10 @@ static void register_metrics(struct consistent *c, const struct config *cfg, int
     struct metric *up = metrics_add(c->metrics, METRIC_GAUGE, "counterd_strong_replica_up",
                                     "Whether the replica answered its last replication message",
                                     "replica", NULL, 0);
-    struct metric *durable = metrics_add(
-        c->metrics, METRIC_GAUGE, "counterd_strong_replica_durable",
-        "Whether the replica's last answer said it keeps its data on disk (a DATA_DIR)",
-        "replica", NULL, 0);
+    struct metric *durable =
+        metrics_add(c->metrics, METRIC_GAUGE, "counterd_strong_replica_durable",
+                    "Whether the replica's last answer said it keeps its data on disk (a DATA_DIR)",
+                    "replica", NULL, 0);
     for (int i = 0; i < n; i++) {
         c->gauges[i] = (struct replica_gauge){c, i};
         const char *labels[1] = {c->replica_names[i]};
