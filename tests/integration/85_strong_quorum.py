@@ -223,6 +223,22 @@ class StrongTest(harness.ServerTestCase):
         self.wait_ready(self.strong)
         self.assertEqual(strong_value(self.strong, "n"), 3)
 
+    def test_no_quorum_with_two_regions_down(self):
+        self.assertEqual(strong_incr(self.strong, "d", 4)["value"], 4)
+        # Killed: their connections are refused, so they provably never got the proposal;
+        # us-east took it and then the repair's higher ballot.
+        for name in ("us-west", "eu-west"):
+            self.topo.region(name).kill()
+        with self.strong.client(timeout=15) as c:
+            body = self.assertError(c.post("/increment", {"counter_name": "d", "amount": 9}),
+                                    503, "no_quorum")
+        self.assertIn("us-west: unreachable", body["detail"])
+        self.assertIn("replaced its proposal on every replica that had taken it", body["detail"])
+        for name in ("us-west", "eu-west"):
+            self.topo.region(name).start()
+        self.assertEqual(strong_incr(self.strong, "d", 1)["value"], 5)
+        self.assertEqual(failures(self.strong, "ambiguous"), 0)
+
     def test_strong_is_slower_than_eventual_by_the_wan_round(self):
         strong_ms = [strong_incr(self.strong, "lat")["total_latency_ms"] for _ in range(5)]
         with self.topo.gateway.client() as g:
