@@ -461,8 +461,8 @@ finish_step run-comparison "$(jq -r '.[0].conclusion' <<< "$v" 2> /dev/null)"
 
 run_block increment-consistent
 v=$(json_values)
-check "one answer: counter, value, consistency strong, lock_wait_ms, coordination_delay_ms, total_latency_ms" "$v" \
-  'length == 1 and (.[0] | keys == ["consistency","coordination_delay_ms","counter","lock_wait_ms","total_latency_ms","value"]) and .[0].consistency == "strong" and .[0].counter == "strong_test"'
+check "one answer: counter, value, consistency strong, durable true, lock_wait_ms, coordination_delay_ms, total_latency_ms" "$v" \
+  'length == 1 and (.[0] | keys == ["consistency","coordination_delay_ms","counter","durable","lock_wait_ms","total_latency_ms","value"]) and .[0].consistency == "strong" and .[0].durable == true and .[0].counter == "strong_test"'
 if [[ "$strong_before" == x ]]; then
   fail_check "could not read strong_test before the step"
 else

@@ -54,12 +54,15 @@ static void refuse_stale(struct replica *r, struct http_request *req, uint64_t e
     buf_free(&b);
 }
 
+/* Who answers, and whether what it accepts survives its restart: the leader counts a
+ * replica without a log toward no majority unless told to (see strong.h). */
 static void put_identity(struct replica *r, struct buf *out)
 {
     buf_puts(out, "{\"node_id\":");
     buf_json_str(out, r->node_id, strlen(r->node_id));
     buf_puts(out, ",\"region\":");
     buf_json_str(out, r->region, strlen(r->region));
+    buf_puts(out, r->wal ? ",\"durable\":true" : ",\"durable\":false");
 }
 
 static void put_entry(void *arg, const char *name, size_t len, const struct strong_entry *e)

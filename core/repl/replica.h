@@ -6,11 +6,14 @@
  *   /strong/prepare {"epoch":E,"leader":"<id>"}
  *       A leader starting up asks for a promise: this replica refuses every message of an
  *       epoch below E from now on, and answers what it has accepted:
- *       {"node_id","region","promised":E,"entries":[["name",epoch,round,value],...]}
+ *       {"node_id","region","durable","promised":E,"entries":[["name",epoch,round,value],...]}
  *   /strong/accept {"epoch":E,"round":R,"leader":"<id>","entries":[["name",value],...]}
  *       The leader proposes new values; the replica stores each unless it holds a higher
- *       ballot for that counter and answers {"node_id","region","accepted":n,"epoch":E}
+ *       ballot for that counter and answers {"node_id","region","durable","accepted":n,"epoch":E}
  *       once the proposal is fsynced (under any fsync policy).
+ *
+ * "durable" is false on a node without a data directory: what it accepts lives in memory
+ * and is gone when it restarts (the leader then counts it toward no majority, see strong.h).
  *
  * A message of an epoch below the promise is refused with 409
  * {"error":"stale_epoch","promised":P,"detail"}. Partitions and the faults policy are the

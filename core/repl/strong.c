@@ -6,7 +6,8 @@
  * leaves and again before its answer counts. An exchange is decided as soon as a
  * majority answered, or too many failed to ever make one; its stragglers still run to
  * the end (a slow replica should still learn the value) and the exchange is freed after
- * the last one.
+ * the last one. A failed accept round is the exception: its legs that have not left yet
+ * never do, so fewer replicas can hold a proposal that no majority took.
  */
 #include "strong.h"
 
@@ -31,6 +32,7 @@
 struct op {
     struct op *next;
     int64_t amount, value;
+    int durable; /* its round's majority keeps its data on disk */
     double arrived_ms, started_ms;
     strong_done_fn done;
     void *arg;
@@ -48,6 +50,7 @@ struct leg {
     struct event *timer;
     struct http_call *call;
     int status; /* HTTP status once answered; 0 none */
+    int held;   /* the replica may hold this message's proposal: sent and not refused */
     char *body; /* the answer, kept while its return delay runs */
     int done;
     struct trace_span *span; /* this message's client span, when tracing */
@@ -62,6 +65,10 @@ struct exchange {
     size_t msg_len;
     struct leg legs[STRONG_MAX_REPLICAS];
     int ok, failed, stale, outstanding, decided;
+    int ok_durable;  /* of ok: replicas that said they keep their data on disk */
+    int success;     /* once decided */
+    int repair_only; /* an accept round that proposes committed values again, no increment */
+    int settles;     /* the repair round that answers a failed round's increments */
     uint64_t stale_promised;
     struct buf why; /* "us-west: partitioned; ..." */
     double start_ms;
@@ -94,6 +101,14 @@ struct strong {
     struct exchange *current; /* the undecided exchange, or NULL */
     struct exchange *live;    /* every exchange not yet freed */
     struct event *retry;
+    signed char durable[STRONG_MAX_REPLICAS]; /* -1 not known yet, 0 keeps no data, 1 on disk */
+    int rested_on_volatile; /* a decision counted a replica without data (allow_volatile) */
+    /* A failed round's increments whose outcome the repair round settles, the replicas
+     * that may hold their proposal, and what the failed round met. */
+    struct op *unsettled;
+    int unsettled_held[STRONG_MAX_REPLICAS];
+    char *unsettled_why;
+    char last_error[1024]; /* why the last exchange failed */
     uint64_t rounds_ok, rounds_failed;
     double last_round_ms;
     int freeing;
@@ -105,17 +120,28 @@ static void start_next(struct strong *s);
 
 static void finish_op(struct op *o, enum strong_status st, double round_ms, const char *detail)
 {
-    struct strong_result r = {st, o->value, o->started_ms ? o->started_ms - o->arrived_ms : 0,
-                              round_ms, detail};
+    struct strong_result r = {.status = st,
+                              .value = o->value,
+                              .durable = o->durable,
+                              .lock_wait_ms = o->started_ms ? o->started_ms - o->arrived_ms : 0,
+                              .round_ms = round_ms,
+                              .detail = detail};
     o->done(o->arg, &r);
     free(o);
 }
 
-static void fail_ops(struct op *o, double round_ms, const char *detail)
+/* Answers every op of the list with st (STRONG_NO_QUORUM or STRONG_AMBIGUOUS). */
+static void fail_ops(struct op *o, enum strong_status st, double round_ms, const char *detail)
 {
+    if (o && st == STRONG_AMBIGUOUS) {
+        int n = 0;
+        for (struct op *x = o; x; x = x->next)
+            n++;
+        log_warn("strong: %d increment(s) answered ambiguous: %s", n, detail);
+    }
     while (o) {
         struct op *next = o->next;
-        finish_op(o, STRONG_NO_QUORUM, round_ms, detail);
+        finish_op(o, st, round_ms, detail);
         o = next;
     }
 }
@@ -154,7 +180,51 @@ static const char *replica_label(struct strong *s, int i)
 
 static void on_decided(struct exchange *ex, int success);
 
-/* Records one leg's end and decides the exchange once the outcome is certain. */
+/* Remembers whether replica i keeps its data, and says so in the log when that changes. */
+static void note_durable(struct strong *s, int i, int durable)
+{
+    if (s->durable[i] == durable)
+        return;
+    s->durable[i] = (signed char)durable;
+    if (durable)
+        log_info("strong replica %s keeps its data on disk", s->cfg.replica_names[i]);
+    else if (s->cfg.allow_volatile)
+        log_warn("strong replica %s keeps no data (no DATA_DIR): it counts toward a majority "
+                 "because volatile replicas are allowed, and answers that rest on it say "
+                 "\"durable\": false",
+                 s->cfg.replica_names[i]);
+    else
+        log_error("strong replica %s keeps no data (no DATA_DIR): it counts toward no majority; "
+                  "give its region node a DATA_DIR, or start the strong counter with "
+                  "--allow-volatile-replicas",
+                  s->cfg.replica_names[i]);
+}
+
+/*
+ * Whether a replica that answered status (error code err, or NULL) may have stored the
+ * message. Every 4xx, and 503 "partitioned", come before a replica changes anything; a
+ * 503 "unavailable" may come after (its log failed once the proposal was in memory).
+ */
+static int may_hold(int status, const char *err)
+{
+    if (status == 200)
+        return 1;
+    if (status >= 400 && status < 500)
+        return 0;
+    return !(status == 503 && err && !strcmp(err, "partitioned"));
+}
+
+/* Whether a transport error proves the message never reached the replica: it failed
+ * before a connection existed. */
+static int never_delivered(const char *error)
+{
+    return error && (strstr(error, "Failed to connect") || strstr(error, "Couldn't connect") ||
+                     strstr(error, "Could not resolve") || strstr(error, "Couldn't resolve"));
+}
+
+/* Records one leg's end and decides the exchange once the outcome is certain. A round
+ * that carries increments, or settles a failed one's, waits for all its answers before
+ * it fails (or for its deadline): each answer makes the increments' answer more certain. */
 static void leg_end(struct leg *l, int ok, const char *why)
 {
     struct exchange *ex = l->ex;
@@ -182,7 +252,8 @@ static void leg_end(struct leg *l, int ok, const char *why)
         int n = s->cfg.nreplicas;
         if (ex->ok >= s->majority)
             on_decided(ex, 1);
-        else if (ex->failed > n - s->majority)
+        else if (ex->failed > n - s->majority &&
+                 (!(ex->ops || ex->settles) || ex->outstanding == 0))
             on_decided(ex, 0);
     }
     ex_maybe_free(ex);
@@ -226,13 +297,26 @@ static void leg_answer(struct leg *l, const char *body)
         free(s->replica_ids[l->idx]);
         s->replica_ids[l->idx] = xstrdup(nid->u.s);
     }
-    if (l->status == 200 && root && root->type == JSON_OBJ &&
-        (ex->kind == EX_ACCEPT || read_prepare(ex, root) == 0)) {
-        json_parser_free(&p);
-        leg_end(l, 1, NULL);
-        return;
+    if (l->status == 200 && root && root->type == JSON_OBJ) {
+        const struct json *d = json_get(root, "durable");
+        int durable = d && d->type == JSON_TRUE;
+        note_durable(s, l->idx, durable);
+        if (!durable && !s->cfg.allow_volatile) {
+            json_parser_free(&p);
+            leg_end(l, 0,
+                    "keeps no data (its region node has no DATA_DIR), so it counts "
+                    "toward no majority");
+            return;
+        }
+        if (ex->kind == EX_ACCEPT || read_prepare(ex, root) == 0) {
+            ex->ok_durable += durable;
+            json_parser_free(&p);
+            leg_end(l, 1, NULL);
+            return;
+        }
     }
     const struct json *err = root ? json_get(root, "error") : NULL;
+    l->held = may_hold(l->status, err && err->type == JSON_STR ? err->u.s : NULL);
     if (l->status == 409 && err && err->type == JSON_STR && !strcmp(err->u.s, "stale_epoch")) {
         const struct json *pr = json_get(root, "promised");
         if (pr && pr->type == JSON_INT && pr->u.i > 0 && (uint64_t)pr->u.i > ex->stale_promised)
@@ -267,6 +351,7 @@ static void on_leg_result(const struct http_result *res, void *arg)
     struct strong *s = l->ex->s;
     l->call = NULL;
     if (res->status == 0) {
+        l->held = !never_delivered(res->error);
         char why[200];
         snprintf(why, sizeof why, "unreachable (%s)", res->error ? res->error : "no answer");
         leg_end(l, 0, why);
@@ -279,6 +364,8 @@ static void on_leg_result(const struct http_result *res, void *arg)
                                               s->node_id, "strong-ack", &delay_ms)
                             : 0;
     if (a == 1) {
+        /* The leader never learns what the replica answered: it may hold the proposal. */
+        l->status = 0;
         leg_end(l, 0, "answer dropped by the faults policy");
         return;
     }
@@ -319,6 +406,35 @@ static void leg_send(struct leg *l)
     l->call = http_client_request(s->client, &o, on_leg_result, l);
     if (!l->call)
         leg_end(l, 0, "the request could not be started");
+    else
+        l->held = 1;
+}
+
+/* Ends a leg that will never be sent, without counting it as the replica's failure. The
+ * caller frees the exchange (ex_maybe_free) when it can. */
+static void leg_skip(struct leg *l)
+{
+    if (l->timer) {
+        event_free(l->timer);
+        l->timer = NULL;
+    }
+    l->done = 1;
+    if (l->span) {
+        trace_span_error(l->span, "not sent: the round had already failed");
+        trace_span_end(l->span);
+        l->span = NULL;
+    }
+    l->ex->outstanding--;
+}
+
+/* A failed accept round's legs still waiting out their send delay never leave. */
+static void cancel_unsent(struct exchange *ex)
+{
+    for (int i = 0; i < ex->s->cfg.nreplicas; i++) {
+        struct leg *l = &ex->legs[i];
+        if (l->timer && !l->done && !l->call && l->status == 0)
+            leg_skip(l);
+    }
 }
 
 static void on_send_delay(evutil_socket_t fd, short what, void *arg)
@@ -371,6 +487,10 @@ static void ex_start(struct exchange *ex)
     ex->outstanding++; /* held while legs start, so no leg frees ex under us */
     for (int i = 0; i < n && !s->freeing; i++) {
         struct leg *l = &ex->legs[i];
+        if (ex->decided && !ex->success && ex->kind == EX_ACCEPT) {
+            leg_skip(l); /* the round failed before this leg left */
+            continue;
+        }
         int delay_ms = 0;
         int a = s->hooks.decide ? s->hooks.decide(s->hooks.arg, "out", s->node_id,
                                                   replica_label(s, i), "strong", &delay_ms)
@@ -391,6 +511,9 @@ static void ex_start(struct exchange *ex)
     struct timeval tv = {total / 1000, (total % 1000) * 1000};
     evtimer_add(ex->timeout, &tv);
     ex->outstanding--;
+    if (!ex->decided && !s->freeing && !ex->outstanding &&
+        ex->failed > n - s->majority) /* every leg ended while they started */
+        on_decided(ex, 0);
     ex_maybe_free(ex);
 }
 
@@ -462,6 +585,9 @@ static void prepare_decided(struct exchange *ex, int success)
         s->epoch = ex->epoch;
         s->round = 0;
         s->ready = 1;
+        if (ex->ok_durable < s->majority)
+            s->rested_on_volatile = 1;
+        s->last_error[0] = '\0';
         log_info("strong leader %s: epoch %" PRIu64 ", %zu counter(s) recovered from %d of %d "
                  "replicas",
                  s->node_id, s->epoch, strongrep_count(s->committed), ex->ok, s->cfg.nreplicas);
@@ -477,9 +603,11 @@ static void prepare_decided(struct exchange *ex, int success)
     s->queue = s->queue_tail = NULL;
     char detail[600];
     snprintf(detail, sizeof detail,
-             "no quorum: the strong leader needs %d of %d replicas to start and reached %d (%s)",
+             "no quorum: the strong leader needs %d of %d replicas to start and reached %d (%s); "
+             "nothing was applied",
              s->majority, s->cfg.nreplicas, ex->ok, ex->why.len ? buf_cstr(&ex->why) : "-");
-    fail_ops(q, clock_mono_ms() - ex->start_ms, detail);
+    snprintf(s->last_error, sizeof s->last_error, "%s", detail);
+    fail_ops(q, STRONG_NO_QUORUM, clock_mono_ms() - ex->start_ms, detail);
     schedule_retry(s);
 }
 
@@ -518,10 +646,14 @@ static void start_round(struct strong *s)
     ex->round = ++s->round;
     ex->proposed = strongrep_new();
     double now = clock_mono_ms();
+    /* A round that repairs carries no increment: were it to fail too, the increments
+     * waiting were never sent, so their no_quorum is certain. */
+    ex->repair_only = strongrep_count(s->repair) > 0;
+    ex->settles = s->unsettled != NULL;
     /* Take the queue, in arrival order; an increment that would overflow fails alone. */
     struct op **tail = &ex->ops;
     int taken = 0;
-    while (s->queue && taken < MAX_OPS_PER_ROUND) {
+    while (s->queue && taken < MAX_OPS_PER_ROUND && !ex->repair_only) {
         struct op *o = s->queue;
         s->queue = o->next;
         o->next = NULL;
@@ -589,6 +721,57 @@ static void mark_repair(void *arg, const char *name, size_t len, const struct st
     strongrep_accept(((struct strong *)arg)->repair, name, len, 0, 0, 0);
 }
 
+/* Names the replicas of held[] into b ("us-east, us-west"). @return how many. */
+static int held_names(struct strong *s, const int *held, struct buf *b)
+{
+    int n = 0;
+    for (int i = 0; i < s->cfg.nreplicas; i++) {
+        if (held[i]) {
+            buf_printf(b, "%s%s", n ? ", " : "", s->cfg.replica_names[i]);
+            n++;
+        }
+    }
+    return n;
+}
+
+/*
+ * Answers the failed round's increments (s->unsettled) once the repair round ex is
+ * decided: no replica can hold their proposal any more when the repair reached a majority
+ * or every replica that may have held it (its 200 means it took the higher ballot).
+ */
+static void settle(struct exchange *ex, int success, double ms)
+{
+    struct strong *s = ex->s;
+    struct op *ops = s->unsettled;
+    if (!ops)
+        return;
+    s->unsettled = NULL;
+    int still[STRONG_MAX_REPLICAS] = {0};
+    for (int i = 0; i < s->cfg.nreplicas; i++)
+        still[i] = s->unsettled_held[i] && !(ex->legs[i].done && ex->legs[i].status == 200);
+    struct buf names = {0}, detail = {0};
+    if (success || held_names(s, still, &names) == 0) {
+        buf_printf(&detail,
+                   "no quorum: %s; the leader's next round replaced its proposal %s: nothing "
+                   "was applied",
+                   s->unsettled_why,
+                   success ? "at a majority" : "on every replica that had taken it");
+        fail_ops(ops, STRONG_NO_QUORUM, ms, buf_cstr(&detail));
+    } else {
+        buf_printf(&detail,
+                   "outcome unknown: %s; %s may hold its proposal and no later round has "
+                   "replaced it at a majority yet, so it may or may not have been applied (a "
+                   "leader recovering from that replica may adopt it). Strong increments take "
+                   "no idempotency token: a retry may count it twice",
+                   s->unsettled_why, buf_cstr(&names));
+        fail_ops(ops, STRONG_AMBIGUOUS, ms, buf_cstr(&detail));
+    }
+    free(s->unsettled_why);
+    s->unsettled_why = NULL;
+    buf_free(&names);
+    buf_free(&detail);
+}
+
 static void round_decided(struct exchange *ex, int success)
 {
     struct strong *s = ex->s;
@@ -598,22 +781,23 @@ static void round_decided(struct exchange *ex, int success)
     ex->ops = NULL;
     if (success) {
         s->rounds_ok++;
+        s->last_error[0] = '\0';
+        int durable = ex->ok_durable >= s->majority;
+        if (!durable)
+            s->rested_on_volatile = 1;
         strongrep_each(ex->proposed, commit_one, ex);
         while (ops) {
             struct op *next = ops->next;
+            ops->durable = durable;
             finish_op(ops, STRONG_OK, ms, NULL);
             ops = next;
         }
+        if (ex->repair_only)
+            settle(ex, 1, ms);
         return;
     }
     s->rounds_failed++;
     strongrep_each(ex->proposed, mark_repair, s);
-    char detail[700];
-    snprintf(detail, sizeof detail,
-             "no quorum: an increment needs %d of %d replicas to accept it and %d did (%s); "
-             "nothing was applied",
-             s->majority, s->cfg.nreplicas, ex->ok, ex->why.len ? buf_cstr(&ex->why) : "-");
-    fail_ops(ops, ms, detail);
     if (ex->stale) {
         /* A replica promised a newer epoch: another leader ran. Recover before going on. */
         s->ready = 0;
@@ -622,6 +806,51 @@ static void round_decided(struct exchange *ex, int success)
         log_warn("strong leader %s: a replica promised epoch %" PRIu64 "; recovering", s->node_id,
                  ex->stale_promised);
     }
+    /* What the round met, then what that means for its increments. */
+    struct buf base = {0}, detail = {0};
+    buf_printf(&base, "%s needs %d of %d replicas to accept it and %d did (%s)",
+               ex->repair_only ? "the leader's repair round" : "an increment", s->majority,
+               s->cfg.nreplicas, ex->ok, ex->why.len ? buf_cstr(&ex->why) : "-");
+    snprintf(s->last_error, sizeof s->last_error, "no quorum: %s", buf_cstr(&base));
+    if (ex->repair_only) {
+        settle(ex, 0, ms);
+        /* What waits behind a failed repair was never sent. */
+        struct op *q = s->queue;
+        s->queue = s->queue_tail = NULL;
+        buf_printf(&detail,
+                   "no quorum: %s; increments wait until it succeeds, so this one was not "
+                   "sent: nothing was applied",
+                   buf_cstr(&base));
+        fail_ops(q, STRONG_NO_QUORUM, ms, buf_cstr(&detail));
+    } else {
+        cancel_unsent(ex);
+        int held[STRONG_MAX_REPLICAS] = {0}, nheld = 0;
+        for (int i = 0; i < s->cfg.nreplicas; i++)
+            nheld += held[i] = ex->legs[i].held;
+        if (nheld == 0) {
+            buf_printf(&detail, "no quorum: %s; no replica took it: nothing was applied",
+                       buf_cstr(&base));
+            fail_ops(ops, STRONG_NO_QUORUM, ms, buf_cstr(&detail));
+        } else if (!s->ready) {
+            struct buf names = {0};
+            held_names(s, held, &names);
+            buf_printf(&detail,
+                       "outcome unknown: %s; %s may hold its proposal and the leader must "
+                       "recover before a round can replace it, so it may or may not have been "
+                       "applied. Strong increments take no idempotency token: a retry may count "
+                       "it twice",
+                       buf_cstr(&base), buf_cstr(&names));
+            buf_free(&names);
+            fail_ops(ops, STRONG_AMBIGUOUS, ms, buf_cstr(&detail));
+        } else if (ops) {
+            /* The repair round, which starts next, settles them. */
+            s->unsettled = ops;
+            memcpy(s->unsettled_held, held, sizeof held);
+            s->unsettled_why = xstrdup(buf_cstr(&base));
+        }
+    }
+    buf_free(&base);
+    buf_free(&detail);
     schedule_retry(s); /* the repair round, if nothing else comes first */
 }
 
@@ -629,6 +858,7 @@ static void on_decided(struct exchange *ex, int success)
 {
     struct strong *s = ex->s;
     ex->decided = 1;
+    ex->success = success;
     if (s->current == ex)
         s->current = NULL;
     if (ex->span) {
@@ -647,8 +877,9 @@ static void on_decided(struct exchange *ex, int success)
 
 /*
  * Starts whatever should run next, unless an exchange is undecided. After a failure the
- * retry timer holds back a new prepare and a repair-only round; increments still start
- * a round at once (each learns quickly whether a majority is back).
+ * retry timer holds back a new prepare and a repair-only round, unless increments wait
+ * for it: those of the failed round (the repair settles them) or new ones (each learns
+ * quickly whether a majority is back).
  */
 static void start_next(struct strong *s)
 {
@@ -660,7 +891,7 @@ static void start_next(struct strong *s)
             start_prepare(s);
         return;
     }
-    if (s->queue || (strongrep_count(s->repair) && !waiting))
+    if (s->queue || s->unsettled || (strongrep_count(s->repair) && !waiting))
         start_round(s);
 }
 
@@ -692,6 +923,7 @@ struct strong *strong_new(struct event_base *base, struct http_client *client,
     s->headers[h] = NULL;
     s->cfg.auth_header = NULL;
     s->majority = cfg->nreplicas / 2 + 1;
+    memset(s->durable, -1, sizeof s->durable);
     s->next_epoch = 1;
     s->committed = strongrep_new();
     s->repair = strongrep_new();
@@ -705,13 +937,21 @@ void strong_free(struct strong *s)
     if (!s)
         return;
     s->freeing = 1;
-    fail_ops(s->queue, 0, "the strong leader is stopping");
+    fail_ops(s->queue, STRONG_NO_QUORUM, 0,
+             "no quorum: the strong leader is stopping; this increment was not sent: nothing was "
+             "applied");
     s->queue = NULL;
+    fail_ops(s->unsettled, STRONG_AMBIGUOUS, 0,
+             "outcome unknown: the strong leader is stopping before a majority confirmed this "
+             "increment or a later round replaced it, so it may or may not have been applied");
+    s->unsettled = NULL;
     /* Every exchange still alive: cancel its calls and timers, answer its increments. */
     while (s->live) {
         struct exchange *ex = s->live;
+        int held = 0;
         for (int i = 0; i < s->cfg.nreplicas; i++) {
             struct leg *l = &ex->legs[i];
+            held += l->held;
             if (l->call)
                 http_client_cancel(l->call);
             if (l->timer)
@@ -720,10 +960,18 @@ void strong_free(struct strong *s)
             trace_span_error(l->span, "the strong leader is stopping");
             trace_span_end(l->span);
         }
-        fail_ops(ex->ops, 0, "the strong leader is stopping");
+        if (held)
+            fail_ops(ex->ops, STRONG_AMBIGUOUS, 0,
+                     "outcome unknown: the strong leader is stopping while replicas may hold "
+                     "this increment's proposal, so it may or may not have been applied");
+        else
+            fail_ops(ex->ops, STRONG_NO_QUORUM, 0,
+                     "no quorum: the strong leader is stopping and no replica took this "
+                     "increment: nothing was applied");
         ex_destroy(ex);
     }
     event_free(s->retry);
+    free(s->unsettled_why);
     strongrep_free(s->committed);
     strongrep_free(s->repair);
     for (int i = 0; i < s->cfg.nreplicas; i++) {
@@ -752,6 +1000,7 @@ void strong_increment_traced(struct strong *s, const char *name, size_t len, int
     o->next = NULL;
     o->amount = amount;
     o->value = 0;
+    o->durable = 0;
     o->arrived_ms = clock_mono_ms();
     o->started_ms = 0;
     o->done = done;
@@ -810,4 +1059,19 @@ void strong_stats(const struct strong *s, struct strong_stats *out)
 int strong_replica_up(const struct strong *s, int i)
 {
     return i >= 0 && i < s->cfg.nreplicas && s->replica_up[i];
+}
+
+int strong_replica_durable(const struct strong *s, int i)
+{
+    return i >= 0 && i < s->cfg.nreplicas ? s->durable[i] : -1;
+}
+
+int strong_durable(const struct strong *s)
+{
+    return !s->rested_on_volatile;
+}
+
+const char *strong_last_error(const struct strong *s)
+{
+    return s->last_error;
 }

@@ -3,8 +3,24 @@
  *
  * One leader (the strong service, port 8004) orders every increment and replicates it to
  * the replicas, one per region node (repl/replica.c). An increment is acknowledged only
- * after a majority of the replicas has fsynced the counter's new value; without one it
- * fails with no_quorum and the leader's value does not move.
+ * after a majority of the replicas has fsynced the counter's new value. Without one it
+ * fails, and the leader's value does not move; the failure says what is known:
+ *   - STRONG_NO_QUORUM: provably not applied. The proposal never left the leader, every
+ *     replica refused it, or every replica that may hold it has since taken the next
+ *     round's higher ballot (or a majority has), so no later leader can adopt it.
+ *   - STRONG_AMBIGUOUS: a replica may hold the proposal (it accepted it, or its answer
+ *     never came) and no later round has yet replaced it at a majority: a leader that
+ *     recovers from that replica may adopt it, so it may or may not be applied.
+ * After a failed round the next one repairs (proposes the committed values again) before
+ * it carries new increments, and a failed round's increments get their answer from that
+ * repair: a repair that reaches a majority, or every replica that held the proposal,
+ * turns an unknown outcome into a certain no_quorum.
+ *
+ * Replicas without a log (a region node without DATA_DIR) say "durable": false in their
+ * answers. Such an answer counts toward no majority, since what it accepted is gone after
+ * the node restarts and a recovering leader would read older values back, unless the
+ * leader was started with allow_volatile: then it counts, and answers that rest on it say
+ * durable 0.
  *
  * The protocol is single-decree Paxos per counter, with one stable leader:
  *   - A starting leader picks an epoch higher than any replica promised (prepare), reads
@@ -44,6 +60,7 @@ struct strong_config {
     int nreplicas;
     int timeout_ms;          /* one round, not counting simulated delays; default 3000 */
     const char *auth_header; /* "Authorization: Bearer x", or NULL */
+    int allow_volatile;      /* count replicas that keep no data toward a majority */
 };
 
 struct strong_hooks {
@@ -57,11 +74,12 @@ struct strong_hooks {
     void *arg;
 };
 
-enum strong_status { STRONG_OK, STRONG_NO_QUORUM, STRONG_OVERFLOW };
+enum strong_status { STRONG_OK, STRONG_NO_QUORUM, STRONG_OVERFLOW, STRONG_AMBIGUOUS };
 
 struct strong_result {
     enum strong_status status;
     int64_t value;       /* the counter right after this increment (STRONG_OK) */
+    int durable;         /* STRONG_OK: a majority that keeps its data on disk accepted it */
     double lock_wait_ms; /* queued behind the round in flight */
     double round_ms;     /* the replication round that decided it */
     const char *detail;  /* why it failed (NULL when it did not) */
@@ -71,7 +89,8 @@ typedef void (*strong_done_fn)(void *arg, const struct strong_result *r);
 
 struct strong *strong_new(struct event_base *base, struct http_client *client,
                           const struct strong_config *cfg, const struct strong_hooks *hooks);
-/* Stops; every pending increment is answered STRONG_NO_QUORUM first. */
+/* Stops; every pending increment is answered first: STRONG_NO_QUORUM when it was not
+ * sent, STRONG_AMBIGUOUS when it was. */
 void strong_free(struct strong *s);
 
 /*
@@ -102,5 +121,13 @@ struct strong_stats {
 void strong_stats(const struct strong *s, struct strong_stats *out);
 /* Whether replica i answered its last exchange. */
 int strong_replica_up(const struct strong *s, int i);
+/* Whether replica i said it keeps its data on disk: 1 yes, 0 no, -1 not known yet. */
+int strong_replica_durable(const struct strong *s, int i);
+/* Whether every value the leader holds rests on a majority that keeps its data on disk:
+ * always 1 unless allow_volatile; then 0 from the first recovery or round that counted a
+ * replica without data toward its majority, until the leader restarts. */
+int strong_durable(const struct strong *s);
+/* Why the last exchange failed ("" when none has, or one succeeded since). */
+const char *strong_last_error(const struct strong *s);
 
 #endif

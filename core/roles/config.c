@@ -83,6 +83,10 @@ static const struct option options[] = {
         "gateway: the strong counter's base URL (default: lua/conf/lab.lua)"),
     {"--watch", "COUNTERD_WATCH", K_BOOL, offsetof(struct config, watch), 0, 0, 1,
      "reload the Lua files when one changes (flag; env: 1)"},
+    {"--allow-volatile-replicas", "STRONG_ALLOW_VOLATILE", K_BOOL,
+     offsetof(struct config, allow_volatile_replicas), 0, 0, 1,
+     "strong: count replicas without DATA_DIR toward a majority; answers say durable false "
+     "(flag; env: 1)"},
     STR(script, "--script", "COUNTERD_SCRIPT", "scenario: the Lua scenario file to run"),
     INT(base_port, "--base-port", "COUNTERD_BASE_PORT", 1, 65455,
         "scenario: base port of the lab it drives (default 8000)"),

@@ -38,6 +38,8 @@ struct config {
     char web_dir[512];         /* gateway: the dashboard's files (web/) */
     char strong_url[256];      /* gateway: the strong counter, for /api/compare */
     int watch;                 /* reload the Lua files when one changes */
+    /* strong: replicas without a data dir count toward a majority (answers: not durable) */
+    int allow_volatile_replicas;
     /* Scenario runner: the Lua scenario file, and the base port of the lab it drives. */
     char script[1024];
     int base_port;

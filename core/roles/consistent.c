@@ -4,6 +4,11 @@
  * The HTTP face of repl/strong.c: increments wait for a majority of the replicas, reads
  * answer the committed value. The faults policy (lua/policies/faults.lua) decides the
  * fate and the delay of every replication message, as it does between region nodes.
+ *
+ * A failed increment says what is known (strong.h): 503 no_quorum when it was provably
+ * not applied, 503 ambiguous when it may have been. Every 200 says "durable": whether it
+ * rests on replicas that keep their data on disk (false only with
+ * --allow-volatile-replicas, which lets replicas without DATA_DIR count).
  */
 #include "consistent.h"
 
@@ -53,9 +58,12 @@ struct consistent {
     struct reload *reload;
     struct otlp *otlp; /* span export, when tracing is on */
     struct metric *m_value, *m_incr;
+    struct metric_series *m_failed[3]; /* by error: no_quorum, ambiguous, overflow */
     struct metric_series *m_latency, *m_lock;
     char replica_names[STRONG_MAX_REPLICAS][64];
     struct replica_gauge gauges[STRONG_MAX_REPLICAS];
+    int nreplicas;
+    int allow_volatile;
 };
 
 /* One increment waiting for its round. */
@@ -72,6 +80,8 @@ static void respond_out(struct consistent *c, struct http_request *req, int stat
     http_respond_json(req, status, c->out.data, c->out.len);
     buf_trim(&c->out, 1u << 20);
 }
+
+static const char *const failure_names[3] = {"no_quorum", "ambiguous", "overflow"};
 
 static void increment_done(void *arg, const struct strong_result *r)
 {
@@ -90,7 +100,9 @@ static void increment_done(void *arg, const struct strong_result *r)
         buf_json_str(b, p->name, p->len);
         buf_puts(b, ",\"value\":");
         buf_i64(b, r->value);
-        buf_puts(b, ",\"consistency\":\"strong\",\"lock_wait_ms\":");
+        buf_puts(b, ",\"consistency\":\"strong\",\"durable\":");
+        buf_puts(b, r->durable ? "true" : "false");
+        buf_puts(b, ",\"lock_wait_ms\":");
         buf_json_ms(b, r->lock_wait_ms);
         buf_puts(b, ",\"coordination_delay_ms\":");
         buf_json_ms(b, r->round_ms);
@@ -99,10 +111,16 @@ static void increment_done(void *arg, const struct strong_result *r)
         buf_putc(b, '}');
         respond_out(c, p->req, 200);
     } else if (r->status == STRONG_OVERFLOW) {
+        metric_add(c->m_failed[2], 1);
         http_respond_error(p->req, 409, "overflow",
                            "counter %s would leave the signed 64-bit range; nothing was applied",
                            p->name);
+    } else if (r->status == STRONG_AMBIGUOUS) {
+        metric_add(c->m_failed[1], 1);
+        http_respond_error(p->req, 503, "ambiguous", "%s",
+                           r->detail ? r->detail : "outcome unknown: it may have been applied");
     } else {
+        metric_add(c->m_failed[0], 1);
         http_respond_error(p->req, 503, "no_quorum", "%s", r->detail ? r->detail : "no quorum");
     }
     free(p);
@@ -131,9 +149,11 @@ static int not_ready(struct consistent *c, struct http_request *req)
 {
     if (strong_ready(c->strong))
         return 0;
+    const char *why = strong_last_error(c->strong);
     http_respond_error(req, 503, "no_quorum",
                        "the strong leader has not yet heard from a majority of its replicas, "
-                       "so it cannot tell the committed value");
+                       "so it cannot tell the committed value%s%s",
+                       *why ? "; last attempt: " : "", why);
     return 1;
 }
 
@@ -151,7 +171,8 @@ static void h_counter(struct consistent *c, struct http_request *req, const char
     buf_puts(b, ",\"value\":");
     buf_i64(b, strong_value(c->strong, name, (size_t)n));
     buf_puts(b, ",\"consistency\":\"strong\",\"note\":\"This value is guaranteed to be the "
-                "latest\"}");
+                "latest\",\"durable\":");
+    buf_puts(b, strong_durable(c->strong) ? "true}" : "false}");
     respond_out(c, req, 200);
 }
 
@@ -172,7 +193,8 @@ static void h_counters(struct consistent *c, struct http_request *req)
     struct buf *b = &c->out;
     buf_puts(b, "{\"counters\":{");
     strong_each(c->strong, put_counter, b);
-    buf_puts(b, "},\"consistency\":\"strong\"}");
+    buf_puts(b, "},\"consistency\":\"strong\",\"durable\":");
+    buf_puts(b, strong_durable(c->strong) ? "true}" : "false}");
     respond_out(c, req, 200);
 }
 
@@ -183,8 +205,25 @@ static void h_health(struct consistent *c, struct http_request *req)
     struct buf *b = &c->out;
     buf_printf(b,
                "{\"status\":\"ok\",\"service\":\"counter-consistent\",\"ready\":%s,"
-               "\"epoch\":%" PRIu64 ",\"replicas_up\":%d}",
-               strong_ready(c->strong) ? "true" : "false", st.epoch, st.replicas_up);
+               "\"epoch\":%" PRIu64 ",\"replicas_up\":%d,\"durable\":%s,"
+               "\"allow_volatile_replicas\":%s,\"volatile_replicas\":[",
+               strong_ready(c->strong) ? "true" : "false", st.epoch, st.replicas_up,
+               strong_durable(c->strong) ? "true" : "false", c->allow_volatile ? "true" : "false");
+    int k = 0;
+    for (int i = 0; i < c->nreplicas; i++) {
+        if (strong_replica_durable(c->strong, i) == 0) {
+            if (k++)
+                buf_putc(b, ',');
+            buf_json_str(b, c->replica_names[i], strlen(c->replica_names[i]));
+        }
+    }
+    const char *why = strong_last_error(c->strong);
+    buf_puts(b, "],\"last_error\":");
+    if (*why)
+        buf_json_str(b, why, strlen(why));
+    else
+        buf_puts(b, "null");
+    buf_putc(b, '}');
     respond_out(c, req, 200);
 }
 
@@ -284,6 +323,12 @@ static double replica_up(void *arg)
     return strong_replica_up(g->c->strong, g->i);
 }
 
+static double replica_durable(void *arg)
+{
+    struct replica_gauge *g = arg;
+    return strong_replica_durable(g->c->strong, g->i) == 1;
+}
+
 static void register_metrics(struct consistent *c, const struct config *cfg, int n)
 {
     static const double buckets[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1,
@@ -310,10 +355,24 @@ static void register_metrics(struct consistent *c, const struct config *cfg, int
     struct metric *up = metrics_add(c->metrics, METRIC_GAUGE, "counterd_strong_replica_up",
                                     "Whether the replica answered its last replication message",
                                     "replica", NULL, 0);
+    struct metric *durable =
+        metrics_add(c->metrics, METRIC_GAUGE, "counterd_strong_replica_durable",
+                    "Whether the replica's last answer said it keeps its data on disk (a DATA_DIR)",
+                    "replica", NULL, 0);
     for (int i = 0; i < n; i++) {
         c->gauges[i] = (struct replica_gauge){c, i};
         const char *labels[1] = {c->replica_names[i]};
         metric_set_fn(metric_series(up, labels), replica_up, &c->gauges[i]);
+        metric_set_fn(metric_series(durable, labels), replica_durable, &c->gauges[i]);
+    }
+    struct metric *failed = metrics_add(
+        c->metrics, METRIC_COUNTER, "counterd_strong_increment_failures_total",
+        "Strong increments not acknowledged, by error: no_quorum (provably not applied), "
+        "ambiguous (may have been applied), overflow",
+        "error", NULL, 0);
+    for (int i = 0; i < 3; i++) {
+        const char *labels[1] = {failure_names[i]};
+        c->m_failed[i] = metric_series(failed, labels);
     }
 }
 
@@ -381,7 +440,14 @@ struct consistent *consistent_new(struct event_base *base, const struct config *
         .node_id = node_id,
         .region = cfg->region,
         .nreplicas = n,
-        .timeout_ms = cfg->request_timeout_up_ms > 0 ? cfg->request_timeout_up_ms : 3000};
+        .timeout_ms = cfg->request_timeout_up_ms > 0 ? cfg->request_timeout_up_ms : 3000,
+        .allow_volatile = cfg->allow_volatile_replicas};
+    c->nreplicas = n;
+    c->allow_volatile = cfg->allow_volatile_replicas;
+    if (c->allow_volatile)
+        log_warn("--allow-volatile-replicas: replicas without DATA_DIR count toward a majority; "
+                 "what rests on them is lost when they restart, and answers say \"durable\": "
+                 "false");
     char auth[300];
     if (cfg->admin_token[0]) {
         snprintf(auth, sizeof auth, "Authorization: Bearer %s", cfg->admin_token);

@@ -10,6 +10,12 @@ on, as in the lab.
 - Quorum: with two regions partitioned, strong increments fail with 503 no_quorum and
   change nothing, while eventual increments through the gateway keep succeeding; one
   partitioned region is fine (2 of 3 is a majority); after healing the value is exact.
+- no_quorum only when provably nothing was applied (no replica took the proposal, or the
+  next round replaced it); 503 ambiguous when a replica may hold it and the leader cannot
+  tell (its answers lost): counted in counterd_strong_increment_failures_total.
+- Durability: replicas without a data dir count toward no majority (503 no_quorum naming
+  them, /health and metrics list them) unless --allow-volatile-replicas, and then every
+  answer says "durable": false, and a restart of everything indeed loses the values.
 - Latency: a strong increment waits for a majority round across the WAN (us-east's leader
   and the nearest other region, us-west, ~35 ms each way), so it is much slower than an
   eventual one; POST /admin/coordination-delay replaces the model for strong traffic.
@@ -23,7 +29,9 @@ on, as in the lab.
 """
 
 import concurrent.futures
+import os
 import shutil
+import signal
 import tempfile
 import time
 import unittest
@@ -44,6 +52,29 @@ def strong_value(srv, name):
 def set_partition(topo, region, on):
     with topo.region(region).client() as c:
         c.post_json("/admin/partition", {"enabled": on})
+
+
+def strong_metrics(srv):
+    with srv.client() as c:
+        return harness.parse_metrics(c.get("/metrics").text())
+
+
+def failures(srv, error):
+    return harness.metric_values(strong_metrics(srv), "counterd_strong_increment_failures_total",
+                                 error=error)[0]
+
+
+def wait_health(test, srv, pred, timeout=10):
+    """Polls the strong counter's /health until pred(health) holds; returns the health."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with srv.client() as c:
+            h = c.get_json("/health")
+        if pred(h):
+            return h
+        if time.monotonic() > deadline:
+            test.fail("the strong counter's /health never got there: %r" % h)
+        time.sleep(0.05)
 
 
 class StrongTest(harness.ServerTestCase):
@@ -72,9 +103,12 @@ class StrongTest(harness.ServerTestCase):
             h = c.get_json("/health")
             self.assertEqual(h["status"], "ok")
             self.assertEqual(h["service"], "counter-consistent")
+            self.assertEqual((h["durable"], h["allow_volatile_replicas"], h["volatile_replicas"]),
+                             (True, False, []))
             a = c.post_json("/increment", {"counter_name": "s1", "amount": 5})
-            self.assertEqual(set(a), {"counter", "value", "consistency", "lock_wait_ms",
+            self.assertEqual(set(a), {"counter", "value", "consistency", "durable", "lock_wait_ms",
                                       "coordination_delay_ms", "total_latency_ms"})
+            self.assertIs(a["durable"], True)
             self.assertEqual(a["counter"], "s1")
             self.assertEqual(a["value"], 5)
             self.assertIsCount(a["value"])
@@ -88,11 +122,12 @@ class StrongTest(harness.ServerTestCase):
             self.assertEqual((d["counter"], d["value"]), ("views", 1))
             r = c.get_json("/counter/s1")
             self.assertEqual(r, {"counter": "s1", "value": 5, "consistency": "strong",
-                                 "note": "This value is guaranteed to be the latest"})
+                                 "note": "This value is guaranteed to be the latest",
+                                 "durable": True})
             self.assertEqual(c.get_json("/counter/never")["value"], 0)
             all_ = c.get_json("/counters")
             self.assertEqual(all_, {"counters": {"s1": 5, "views": 1},
-                                    "consistency": "strong"})
+                                    "consistency": "strong", "durable": True})
             # Bad input: 400 with a detail naming the field; nothing changes.
             self.assertError(c.post("/increment", {"counter_name": "s1", "amount": 1.5}), 400,
                              "bad_field", detail_contains="amount")
@@ -122,6 +157,12 @@ class StrongTest(harness.ServerTestCase):
         for name in ("consistent_counter_increment_latency_seconds_count",
                      "consistent_counter_lock_wait_seconds_count"):
             self.assertEqual(harness.metric_values(samples, name), [3.0], name)
+        for error, n in (("overflow", 1), ("no_quorum", 0), ("ambiguous", 0)):
+            self.assertEqual(harness.metric_values(
+                samples, "counterd_strong_increment_failures_total", error=error), [n], error)
+        for r in self.topo.regions:
+            self.assertEqual(harness.metric_values(samples, "counterd_strong_replica_durable",
+                                                   replica=r.region), [1.0], r.region)
 
     def test_no_quorum_without_a_majority_and_exact_after_heal(self):
         strong_incr(self.strong, "q", 3)
@@ -130,13 +171,23 @@ class StrongTest(harness.ServerTestCase):
         self.assertEqual(strong_incr(self.strong, "q", 1)["value"], 4)
         # Two partitioned: no majority. Strong fails and applies nothing...
         set_partition(self.topo, "us-west", True)
+        details = []
         for _ in range(3):
             with self.strong.client(timeout=15) as c:
                 body = self.assertError(c.post("/increment", {"counter_name": "q", "amount": 100}),
                                         503, "no_quorum")
             self.assertIn("nothing was applied", body["detail"])
             self.assertIn("us-west", body["detail"])
+            details.append(body["detail"])
+        # The first one reached us-east, which took it; the leader's next round (the repair)
+        # replaced it there before the answer: provably not applied. The next ones wait
+        # behind a repair that finds no majority: never sent.
+        self.assertIn("replaced its proposal on every replica that had taken it", details[0])
+        for d in details[1:]:
+            self.assertIn("was not sent", d)
         self.assertEqual(strong_value(self.strong, "q"), 4)
+        self.assertEqual(failures(self.strong, "no_quorum"), 3)
+        self.assertEqual(failures(self.strong, "ambiguous"), 0)
         # ...while eventual increments through the gateway keep succeeding (AP beside CP).
         with self.topo.gateway.client() as g:
             for _ in range(10):
@@ -152,6 +203,41 @@ class StrongTest(harness.ServerTestCase):
         self.strong.start()
         self.wait_ready(self.strong)
         self.assertEqual(strong_value(self.strong, "q"), 5)
+
+    def test_no_quorum_when_no_replica_takes_it(self):
+        self.assertEqual(strong_incr(self.strong, "n", 2)["value"], 2)
+        for r in self.topo.regions:
+            set_partition(self.topo, r.region, True)
+        with self.strong.client(timeout=15) as c:
+            body = self.assertError(c.post("/increment", {"counter_name": "n", "amount": 5}),
+                                    503, "no_quorum")
+        self.assertIn("no replica took it: nothing was applied", body["detail"])
+        for r in self.topo.regions:
+            self.assertIn(r.region + ": 503 partitioned", body["detail"])
+        for r in self.topo.regions:
+            set_partition(self.topo, r.region, False)
+        self.assertEqual(strong_incr(self.strong, "n", 1)["value"], 3)
+        # A new leader recovering from the replicas finds the same.
+        self.strong.stop()
+        self.strong.start()
+        self.wait_ready(self.strong)
+        self.assertEqual(strong_value(self.strong, "n"), 3)
+
+    def test_no_quorum_with_two_regions_down(self):
+        self.assertEqual(strong_incr(self.strong, "d", 4)["value"], 4)
+        # Killed: their connections are refused, so they provably never got the proposal;
+        # us-east took it and then the repair's higher ballot.
+        for name in ("us-west", "eu-west"):
+            self.topo.region(name).kill()
+        with self.strong.client(timeout=15) as c:
+            body = self.assertError(c.post("/increment", {"counter_name": "d", "amount": 9}),
+                                    503, "no_quorum")
+        self.assertIn("us-west: unreachable", body["detail"])
+        self.assertIn("replaced its proposal on every replica that had taken it", body["detail"])
+        for name in ("us-west", "eu-west"):
+            self.topo.region(name).start()
+        self.assertEqual(strong_incr(self.strong, "d", 1)["value"], 5)
+        self.assertEqual(failures(self.strong, "ambiguous"), 0)
 
     def test_strong_is_slower_than_eventual_by_the_wan_round(self):
         strong_ms = [strong_incr(self.strong, "lat")["total_latency_ms"] for _ in range(5)]
@@ -276,6 +362,159 @@ class StrongWithTokenTest(harness.ServerTestCase):
         with topo.gateway.client(timeout=30) as c:
             r = c.post_json("/api/compare", {"counter_name": "tokb", "iterations": 3})
         self.assertEqual(r["strong_consistency"]["samples"], 3)
+
+
+class StrongAmbiguousTest(harness.ServerTestCase):
+    """Answers lost on the way back: the leader cannot tell whether a replica holds its
+    proposal, so the increment's outcome is unknown (503 ambiguous), not no_quorum."""
+
+    def test_a_lost_answer_makes_the_outcome_unknown(self):
+        data = tempfile.mkdtemp(prefix="counterd-strong-")
+        self.addCleanup(shutil.rmtree, data, True)
+        lua = os.path.join(data, "lua")
+        shutil.copytree(os.environ.get("COUNTERD_LUA_DIR") or
+                        os.path.join(harness.REPO_ROOT, "lua"), lua)
+        topo = harness.Topology(region_args=lambda i: ["--data-dir", "%s/r%d" % (data, i)],
+                                strong=True, strong_args=["--lua-dir", lua])
+        topo.start(self.addCleanup)
+        strong = topo.strong
+        wait_health(self, strong, lambda h: h["ready"])
+        self.assertEqual(strong_incr(strong, "amb", 10)["value"], 10)
+        # us-west's answers are lost on their way back (it still stores what it gets), and
+        # eu-west is partitioned: no majority, and us-west may hold the proposal.
+        faults = os.path.join(lua, "policies", "faults.lua")
+        good = harness.read_text(faults)
+        decide = "function M.decide(dir, from, to, kind, partitioned)\n"
+        self.assertEqual(good.count(decide), 1)
+        harness.write_atomic(faults, good.replace(decide, decide +
+                             '  if kind == "strong-ack" and M.region_of(from) == "us-west" then\n'
+                             '    return "drop"\n  end\n'))
+        with strong.client(timeout=10) as c:
+            harness.assert_json_response(c.post("/admin/reload"), 200, "reload")
+        set_partition(topo, "eu-west", True)
+        with strong.client(timeout=15) as c:
+            body = self.assertError(c.post("/increment", {"counter_name": "amb", "amount": 5}),
+                                    503, "ambiguous")
+        self.assertIn("may or may not have been applied", body["detail"])
+        self.assertIn("us-west may hold its proposal", body["detail"])
+        self.assertIn("answer dropped by the faults policy", body["detail"])
+        self.assertEqual(failures(strong, "ambiguous"), 1)
+        self.assertEqual(failures(strong, "no_quorum"), 0)
+        self.assertIn("answered ambiguous", strong.log_text())
+        # Reads still answer the committed value.
+        self.assertEqual(strong_value(strong, "amb"), 10)
+        # Healed, the leader's repair round settles it at a majority: not applied, and the
+        # next increment counts from the committed value.
+        harness.write_atomic(faults, good)
+        with strong.client(timeout=10) as c:
+            harness.assert_json_response(c.post("/admin/reload"), 200, "reload")
+        set_partition(topo, "eu-west", False)
+        self.assertEqual(strong_incr(strong, "amb", 1)["value"], 11)
+        strong.stop()
+        strong.start()
+        wait_health(self, strong, lambda h: h["ready"])
+        self.assertEqual(strong_value(strong, "amb"), 11)
+
+    def test_a_frozen_replica_makes_the_outcome_unknown(self):
+        data = tempfile.mkdtemp(prefix="counterd-strong-")
+        self.addCleanup(shutil.rmtree, data, True)
+        topo = harness.Topology(region_args=lambda i: ["--data-dir", "%s/r%d" % (data, i)],
+                                strong=True, strong_args=["--upstream-timeout-ms", "400"])
+        topo.start(self.addCleanup)
+        strong = topo.strong
+        wait_health(self, strong, lambda h: h["ready"])
+        self.assertEqual(strong_incr(strong, "frz", 7)["value"], 7)
+        # us-west frozen (SIGSTOP): what it got, it may have taken; eu-west partitioned.
+        west = topo.region("us-west")
+        set_partition(topo, "eu-west", True)
+        west.proc.send_signal(signal.SIGSTOP)
+        try:
+            with strong.client(timeout=15) as c:
+                body = self.assertError(c.post("/increment", {"counter_name": "frz"}), 503,
+                                        "ambiguous")
+        finally:
+            west.proc.send_signal(signal.SIGCONT)
+        self.assertIn("us-west may hold its proposal", body["detail"])
+        self.assertIn("us-west: unreachable (Operation timed out", body["detail"])
+        self.assertEqual(failures(strong, "ambiguous"), 1)
+        set_partition(topo, "eu-west", False)
+        # Thawed, us-west takes the repair's higher ballot too: the increment is not applied,
+        # and nothing is counted twice.
+        self.assertEqual(strong_incr(strong, "frz", 1)["value"], 8)
+        strong.stop()
+        strong.start()
+        wait_health(self, strong, lambda h: h["ready"])
+        self.assertEqual(strong_value(strong, "frz"), 8)
+
+
+class StrongDurabilityTest(harness.ServerTestCase):
+    """Region nodes without DATA_DIR keep the strong counter's replicas in memory only."""
+
+    def test_replicas_without_data_are_refused(self):
+        # The issue's case: acknowledged as stored by a majority, gone after a restart. Now
+        # the leader counts replicas that keep no data toward no majority.
+        topo = harness.Topology(strong=True, strong_args=["--allow-volatile-replicas=0"])
+        topo.start(self.addCleanup)
+        h = wait_health(self, topo.strong, lambda h: len(h["volatile_replicas"]) == 3)
+        self.assertEqual((h["ready"], h["allow_volatile_replicas"]), (False, False), h)
+        self.assertEqual(sorted(h["volatile_replicas"]), ["eu-west", "us-east", "us-west"])
+        self.assertIn("DATA_DIR", h["last_error"])
+        with topo.strong.client(timeout=15) as c:
+            body = self.assertError(c.post("/increment", {"counter_name": "v"}), 503,
+                                    "no_quorum")
+            self.assertIn("us-west: keeps no data (its region node has no DATA_DIR)",
+                          body["detail"])
+            self.assertIn("nothing was applied", body["detail"])
+            body = self.assertError(c.get("/counter/v"), 503, "no_quorum")
+            self.assertIn("DATA_DIR", body["detail"])
+        samples = strong_metrics(topo.strong)
+        for r in topo.regions:
+            self.assertEqual(harness.metric_values(samples, "counterd_strong_replica_durable",
+                                                   replica=r.region), [0.0], r.region)
+        self.assertIn("--allow-volatile-replicas", topo.strong.log_text())
+
+    def test_one_replica_without_data_leaves_a_durable_majority(self):
+        data = tempfile.mkdtemp(prefix="counterd-strong-")
+        self.addCleanup(shutil.rmtree, data, True)
+        topo = harness.Topology(
+            region_args=lambda i: ["--data-dir", "%s/r%d" % (data, i)] if i < 2 else [],
+            strong=True, strong_args=["--allow-volatile-replicas=0"])
+        topo.start(self.addCleanup)
+        wait_health(self, topo.strong, lambda h: h["ready"])
+        a = strong_incr(topo.strong, "m", 3)
+        self.assertEqual((a["value"], a["durable"]), (3, True))
+        h = wait_health(self, topo.strong, lambda h: h["volatile_replicas"] == ["eu-west"])
+        self.assertIs(h["durable"], True)
+        # eu-west does not count: with us-west partitioned there is no majority.
+        set_partition(topo, "us-west", True)
+        with topo.strong.client(timeout=15) as c:
+            body = self.assertError(c.post("/increment", {"counter_name": "m"}), 503,
+                                    "no_quorum")
+        self.assertIn("eu-west: keeps no data", body["detail"])
+        set_partition(topo, "us-west", False)
+        self.assertEqual(strong_incr(topo.strong, "m", 1)["value"], 4)
+
+    def test_allowed_volatile_replicas_say_durable_false(self):
+        topo = harness.Topology(strong=True, strong_args=["--allow-volatile-replicas"])
+        topo.start(self.addCleanup)
+        h = wait_health(self, topo.strong, lambda h: h["ready"])
+        self.assertEqual((h["durable"], h["allow_volatile_replicas"]), (False, True), h)
+        for i in range(1, 21):
+            a = strong_incr(topo.strong, "vol", 2)
+            self.assertEqual((a["value"], a["durable"]), (2 * i, False))
+        with topo.strong.client() as c:
+            self.assertIs(c.get_json("/counter/vol")["durable"], False)
+            self.assertIs(c.get_json("/counters")["durable"], False)
+        self.assertIn("keeps no data", topo.strong.log_text())
+        # What "durable": false means: restart everything and the values are gone.
+        topo.strong.stop()
+        for r in topo.regions:
+            r.stop()
+        for r in topo.regions:
+            r.start()
+        topo.strong.start()
+        wait_health(self, topo.strong, lambda h: h["ready"])
+        self.assertEqual(strong_value(topo.strong, "vol"), 0)
 
 
 if __name__ == "__main__":

@@ -741,7 +741,8 @@ class Topology:
     region_args: extra flags of every region, or a function (index) -> flags.
     region_env: {index: {VAR: value}} set while that region starts (first start only).
     strong: also start the strong counter (--role strong, replicas on the regions) as
-    .strong; the gateway is told its URL either way.
+    .strong, with --allow-volatile-replicas unless every region has a --data-dir; the
+    gateway is told its URL either way.
     Each region Server gets .region and .node_id attributes."""
 
     def __init__(self, region_args=(), coordinator_args=(), gateway_args=(),
@@ -765,9 +766,15 @@ class Topology:
                                   list(coordinator_args), port=ports[n], name="coordinator")
         self.strong = None
         if strong:
+            # Replicas without a data dir keep nothing: the strong counter refuses them
+            # unless told; a test that does not look at durability tells it.
+            volatile = not all("--data-dir" in (region_args(i) if callable(region_args)
+                                                else region_args) or
+                               "DATA_DIR" in self.region_env.get(i, {}) for i in range(n))
+            allow = ["--allow-volatile-replicas"] if volatile else []
             self.strong = Server(["--role", "strong", "--region", regions[0][0], "--regions",
-                                  self.endpoints] + list(strong_args), port=ports[n + 2],
-                                 name="strong")
+                                  self.endpoints] + allow + list(strong_args),
+                                 port=ports[n + 2], name="strong")
         self.gateway = Server(["--role", "gateway", "--regions", self.endpoints,
                                "--coordinator", "http://%s:%d" % (HOST, ports[n]),
                                "--strong", "http://%s:%d" % (HOST, ports[n + 2])] +
