@@ -815,7 +815,7 @@ static void exchange_done(struct peer *p, const struct http_result *res, struct 
     enum peer_format fmt = inc && inc->type == JSON_STR ? FMT_COUNTERD : FMT_ORIGINAL;
     if (fmt != p->format && fmt == FMT_ORIGINAL)
         log_warn("peer %s (%s) speaks the original lab's /sync: it gets each node's "
-                 "incarnations summed under the node id, and it cannot take decrements",
+                 "incarnations summed under the node id, increments only",
                  peer_name(p), p->url);
     p->format = fmt;
 
