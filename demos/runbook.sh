@@ -409,8 +409,8 @@ finish_step heal-partition
 
 run_block force-sync
 v=$(json_values)
-check "answer {status: sync_initiated, regions_synced: 3}" "$v" \
-  '. == [{"status":"sync_initiated","regions_synced":3}]'
+check "answer {status: sync_initiated, regions_synced: 3} (and each region's outcome)" "$v" \
+  'map({status, regions_synced}) == [{"status":"sync_initiated","regions_synced":3}] and (.[0].regions | map(.status) | unique) == ["sync_completed"]'
 finish_step force-sync
 
 run_block verify-convergence
