@@ -88,6 +88,7 @@ struct peer {
     char last_error[512];         /* the last failure, or why it was partitioned */
     double last_ok_unix, last_error_unix;
     enum peer_format format;
+    int probed; /* its format is known from an answer since it last failed */
 };
 
 /* One entry a message carried that this node did not take. */
@@ -770,6 +771,7 @@ static void peer_failed(struct peer *p, const char *fmt, ...)
     p->failures++;
     snprintf(p->last_error, sizeof p->last_error, "%s", msg);
     p->last_error_unix = clock_unix_s();
+    p->probed = 0;
     peer_round_end(p, ST_ERROR);
 }
 
@@ -818,6 +820,7 @@ static void exchange_done(struct peer *p, const struct http_result *res, struct 
                  "incarnations summed under the node id, increments only",
                  peer_name(p), p->url);
     p->format = fmt;
+    p->probed = 1;
 
     struct merge_error e;
     r->merge_peer = peer_name(p);
@@ -922,9 +925,10 @@ static void exchange_send(struct peer *p)
     page_begin(r);
     p->push_more = 0;
     r->original_out = p->format == FMT_ORIGINAL;
-    if (p->format == FMT_UNKNOWN) {
-        /* First contact: push nothing until the answer says which format the peer speaks
-         * (an original-format peer would keep our replica ids as node ids for ever). */
+    if (!p->probed) {
+        /* First contact, or back after a failure (it may be another program now): push
+         * nothing until the answer says which format the peer speaks (an original-format
+         * peer would keep our replica ids as node ids for ever). */
         p->push_more = 1;
         p->sent_next = p->full_next;
         p->sent_full_done = 0;

@@ -59,7 +59,9 @@ local INT64_MAX, INT64_MIN = 0x7fffffffffffffffLL, -0x7fffffffffffffffLL - 1
 local function add_clamped(a, b)
   if b > 0 and a > INT64_MAX - b then return INT64_MAX, true end
   if b < 0 and a < INT64_MIN - b then return INT64_MIN, true end
-  return a + b, false
+  local s = a + b
+  if type(s) == "number" and (s >= 2^53 or s <= -2^53) then s = 0LL + a + b end -- exact
+  return s, false
 end
 
 -- Whether two `nodes` vectors hold the same entries.
