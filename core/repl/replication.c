@@ -159,7 +159,8 @@ struct repl {
     /* Entries the message being merged carried and this node did not take. */
     const char *merge_peer; /* its sender, for the metric and the log */
     struct reject rejects[REJECT_LIST_MAX];
-    uint64_t nrejects;
+    int nlisted;       /* rejects[] in use */
+    uint64_t nrejects; /* entries skipped */
     uint32_t logged[REJECT_LOGGED_MAX]; /* hashes of (peer, reason) already logged */
     int nlogged;
     struct metric *m_rejected, *m_decs;
@@ -441,8 +442,8 @@ static void reject(struct repl *r, const char *counter, size_t clen, const char 
     const char *peer = r->merge_peer ? r->merge_peer : "unknown";
     const char *lv[2] = {peer, reason};
     metric_add(metric_series(r->m_rejected, lv), (double)entries);
-    if (r->nrejects < REJECT_LIST_MAX) {
-        struct reject *x = &r->rejects[r->nrejects];
+    if (r->nlisted < REJECT_LIST_MAX) {
+        struct reject *x = &r->rejects[r->nlisted++];
         copy_cut(x->counter, sizeof x->counter, counter, clen);
         copy_cut(x->node, sizeof x->node, node ? node : "", node ? nlen : 0);
         x->reason = reason;
@@ -531,6 +532,7 @@ static int merge_body(struct repl *r, const struct json *root, int origin, struc
     const struct json *counts = json_get(root, "counts");
     const struct json *decs = json_get(root, "decrements");
     r->nrejects = 0;
+    r->nlisted = 0;
     r->nitems = r->nraw = 0;
     if (!counts || counts->type != JSON_OBJ)
         return merr(e, 400, "bad_field", "counts must be an object of counters");
@@ -595,7 +597,7 @@ static void put_rejects(struct repl *r)
         return;
     r->out.len--; /* the closing brace */
     buf_puts(&r->out, ",\"rejected\":[");
-    for (uint64_t i = 0; i < r->nrejects && i < REJECT_LIST_MAX; i++) {
+    for (int i = 0; i < r->nlisted; i++) {
         const struct reject *x = &r->rejects[i];
         if (i)
             buf_putc(&r->out, ',');
@@ -832,6 +834,12 @@ static void exchange_done(struct peer *p, const struct http_result *res, struct 
     }
     metric_add(r->m_conflicts, changed);
     trace_span_attr_int(sp, "sync.counters_received", (int64_t)r->nitems);
+    const struct json *refused = json_get(root, "rejected_count");
+    if (refused && refused->type == JSON_INT && refused->u.i > 0 &&
+        first_time(r, peer_name(p), "refused"))
+        log_warn("peer %s skipped %" PRId64 " entries of our push as entries it cannot hold "
+                 "(its answer lists them; logged once per peer)",
+                 peer_name(p), refused->u.i);
 
     /* The push is on the peer now. */
     p->fo_acked = p->fo_sent;

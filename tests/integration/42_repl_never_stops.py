@@ -120,6 +120,13 @@ class NeverStops(harness.ServerTestCase):
         for reason in ("bad_name", "negative", "out_of_range", "bad_node_id"):
             self.assertEqual(log.count("sync from peer-x: skipped entries it sent (%s)" % reason),
                              1, "logged once: %s\n%s" % (reason, log[-3000:]))
+        # The list is bounded; the count is of entries.
+        many = {"bad %d" % i: {"peer-x": 1, "peer-y": 2} for i in range(30)}
+        many["ok3"] = {"peer-x": 3}
+        a = c.post_json("/sync", {"node_id": "peer-x", "counts": many})
+        self.assertEqual((len(a["rejected"]), a["rejected_count"]), (20, 60), a)
+        self.assertEqual({x["reason"] for x in a["rejected"]}, {"bad_name"})
+        self.assertEqual(c.get_json("/counter/ok3")["total_count"], 3)
         # A body that is not a /sync message at all still gets 400, and merges nothing.
         self.assertError(c.post("/sync", {"node_id": "peer-x", "counts": []}), 400, "bad_field")
 
