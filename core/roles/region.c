@@ -866,20 +866,40 @@ static void failover_learned(void *arg, const char *counter, size_t clen, const 
         wal_append_settle(rg->wal, counter, clen, token, tlen, now);
 }
 
+/*
+ * The replicas' net contributions summed (mine: this node's only), for the gauges. A bare
+ * node id (an original-format peer's sum of that node's incarnations) of a node whose
+ * incarnations this store holds too is left out, as reads leave it out wherever the
+ * incarnations sum at least as much.
+ */
+static double replicas_total(struct region *rg, int mine)
+{
+    int n = gstore_replica_count(rg->store);
+    char *has_inc = xcalloc((size_t)(n ? n : 1), 1); /* node indexes are below n */
+    for (int r = 0; r < n; r++)
+        if (strchr(gstore_replica_name(rg->store, r), '~'))
+            has_inc[gstore_replica_node(rg->store, r)] = 1;
+    double sum = 0;
+    for (int r = 0; r < n; r++) {
+        if (mine && node_of(rg, r) != rg->self_node)
+            continue;
+        if (!strchr(gstore_replica_name(rg->store, r), '~') &&
+            has_inc[gstore_replica_node(rg->store, r)])
+            continue;
+        sum += gstore_replica_net(rg->store, r);
+    }
+    free(has_inc);
+    return sum;
+}
+
 static double local_total(void *arg)
 {
-    struct region *rg = arg;
-    double sum = 0;
-    int n = gstore_replica_count(rg->store);
-    for (int r = 0; r < n; r++)
-        if (node_of(rg, r) == rg->self_node)
-            sum += gstore_replica_net(rg->store, r);
-    return sum;
+    return replicas_total(arg, 1);
 }
 
 static double synced_total(void *arg)
 {
-    return gstore_total(((struct region *)arg)->store);
+    return replicas_total(arg, 0);
 }
 static double store_counters(void *arg)
 {

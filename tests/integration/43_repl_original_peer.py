@@ -205,6 +205,9 @@ class MixedCluster(harness.ServerTestCase):
         samples = harness.parse_metrics(self.c["us-east"].get("/metrics").text())
         self.assertEqual(harness.metric_values(samples, "counterd_sync_peer_original_format",
                                                peer=self.orig.url), [1.0])
+        # The gauges do not count the original region's echo of our own sums.
+        self.assertEqual(harness.metric_values(samples, "counter_synced_count"), [25.0])
+        self.assertEqual(harness.metric_values(samples, "counter_local_count"), [4.0])
 
     def test_a_restarted_incarnation_reaches_it_summed(self):
         # us-east without a data directory: each start is a new incarnation. After a
