@@ -54,7 +54,7 @@
 enum peer_status { ST_NONE, ST_SUCCESS, ST_ERROR, ST_PARTITION };
 enum peer_format { FMT_UNKNOWN, FMT_COUNTERD, FMT_ORIGINAL };
 
-#define REJECT_LIST_MAX 20 /* rejected entries listed in an answer */
+#define REJECT_LIST_MAX 20    /* rejected entries listed in an answer */
 #define REJECT_LOGGED_MAX 256 /* (peer, reason) pairs remembered as logged */
 
 struct repl;
@@ -159,8 +159,8 @@ struct repl {
     /* Entries the message being merged carried and this node did not take. */
     const char *merge_peer; /* its sender, for the metric and the log */
     struct reject rejects[REJECT_LIST_MAX];
-    int nlisted;       /* rejects[] in use */
-    uint64_t nrejects; /* entries skipped */
+    int nlisted;                        /* rejects[] in use */
+    uint64_t nrejects;                  /* entries skipped */
     uint32_t logged[REJECT_LOGGED_MAX]; /* hashes of (peer, reason) already logged */
     int nlogged;
     struct metric *m_rejected, *m_decs;
@@ -436,8 +436,8 @@ static void decs_unsent(struct repl *r, const char *peer, int n)
  * Skips one entry (node NULL: every entry of the counter) a message carried: counted per
  * sender and reason, logged once per sender and reason, and listed in the answer.
  */
-static void reject(struct repl *r, const char *counter, size_t clen, const char *node,
-                   size_t nlen, const char *reason, uint64_t entries)
+static void reject(struct repl *r, const char *counter, size_t clen, const char *node, size_t nlen,
+                   const char *reason, uint64_t entries)
 {
     const char *peer = r->merge_peer ? r->merge_peer : "unknown";
     const char *lv[2] = {peer, reason};
@@ -1389,15 +1389,16 @@ struct repl *repl_new(struct event_base *base, struct http_client *client, struc
                             "Counters sent to an original-format peer without their decrements",
                             "peer", NULL, 0);
     metric_limit(r->m_decs, 64, 0);
-    struct metric *last_ok = metrics_add(
-        reg, METRIC_GAUGE, "counterd_sync_peer_last_success_timestamp_seconds",
-        "Unix time of the last successful sync round with each peer (0: none yet)", "peer", NULL, 0);
-    struct metric *fails = metrics_add(reg, METRIC_GAUGE, "counterd_sync_peer_failed_rounds",
-                                       "Consecutive failed sync rounds with each peer", "peer",
-                                       NULL, 0);
-    struct metric *orig = metrics_add(reg, METRIC_GAUGE, "counterd_sync_peer_original_format",
-                                      "1 when the peer speaks the original lab's /sync", "peer",
-                                      NULL, 0);
+    struct metric *last_ok =
+        metrics_add(reg, METRIC_GAUGE, "counterd_sync_peer_last_success_timestamp_seconds",
+                    "Unix time of the last successful sync round with each peer (0: none yet)",
+                    "peer", NULL, 0);
+    struct metric *fails =
+        metrics_add(reg, METRIC_GAUGE, "counterd_sync_peer_failed_rounds",
+                    "Consecutive failed sync rounds with each peer", "peer", NULL, 0);
+    struct metric *orig =
+        metrics_add(reg, METRIC_GAUGE, "counterd_sync_peer_original_format",
+                    "1 when the peer speaks the original lab's /sync", "peer", NULL, 0);
     for (int i = 0; i < r->npeers; i++) {
         const char *pv[1] = {r->peers[i].url};
         metric_set_fn(metric_series(last_ok, pv), peer_last_ok, &r->peers[i]);
@@ -1497,5 +1498,7 @@ void repl_peer_info(const struct repl *r, int i, struct repl_peer_info *out)
     out->last_ok = p->last_ok_unix;
     out->last_error_time = p->last_error_unix;
     out->failed_rounds = p->failures;
-    out->format = p->format == FMT_ORIGINAL ? "original" : p->format == FMT_COUNTERD ? "counterd" : NULL;
+    out->format = p->format == FMT_ORIGINAL   ? "original"
+                  : p->format == FMT_COUNTERD ? "counterd"
+                                              : NULL;
 }

@@ -582,8 +582,8 @@ static int put_peers(struct region *rg, struct buf *b, const char **first_error)
             put_str(b, pi.format);
         else
             buf_puts(b, "null");
-        buf_printf(b, ",\"last_success\":%.3f,\"failed_rounds\":%d,\"last_error\":",
-                   pi.last_ok, pi.failed_rounds);
+        buf_printf(b, ",\"last_success\":%.3f,\"failed_rounds\":%d,\"last_error\":", pi.last_ok,
+                   pi.failed_rounds);
         if (pi.last_error)
             put_str(b, pi.last_error);
         else
@@ -709,12 +709,13 @@ static void trace_request(struct region *rg, struct http_request *req)
                                          "/strong/accept",
                                          "/strong/prepare",
                                          "/admin/force-sync",
-                                         "/admin/sync",
                                          NULL};
     const char *route = NULL;
     for (const char *const *r = routes; *r && !route; r++)
         if (http_path_is(req, *r))
             route = *r;
+    if (!route && http_path_is(req, "/admin/sync"))
+        route = "/admin/sync";
     if (!route && req->path_len > 9 && memcmp(req->path, "/counter/", 9) == 0) {
         route = "/counter/{name}";
         trace_span_attr_str(req->span, "counter.name", req->path + 9, req->path_len - 9);

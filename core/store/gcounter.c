@@ -321,7 +321,6 @@ uint32_t gstore_count(const struct gstore *st)
     return st->count;
 }
 
-
 int gstore_incr(struct gstore *st, uint32_t id, int rep, int64_t amount)
 {
     struct gcounter *c = st->by_id[id];

@@ -1094,7 +1094,6 @@ static void test_name_valid(void)
 UNIT_MAIN("test_gcounter", UNIT_CASE(test_merge_laws), UNIT_CASE(test_merge_overflow_random),
           UNIT_CASE(test_incr_basic), UNIT_CASE(test_incr_overflow),
           UNIT_CASE(test_merge_overflow_edges), UNIT_CASE(test_bare_node_entries),
-          UNIT_CASE(test_full),
-          UNIT_CASE(test_merge_zero_entry), UNIT_CASE(test_delta_tracking),
+          UNIT_CASE(test_full), UNIT_CASE(test_merge_zero_entry), UNIT_CASE(test_delta_tracking),
           UNIT_CASE(test_many_counters), UNIT_CASE(test_name_limits), UNIT_CASE(test_replicas),
           UNIT_CASE(test_aggregates), UNIT_CASE(test_name_valid))
