@@ -330,7 +330,9 @@ function renderCounters() {
     });
     const partial = known.length < regions.length;
     setText(row.querySelector(`[data-testid="counter-${name}-lag"]`), lag === null ? '–' : lag);
-    const converged = lag !== null && same(lag, 0);
+    // Converged as the coordinator says it: equal totals and equal vectors.
+    const equal = known.every((v) => nodeNames.every((n) => (v.nodes || {})[n] === top[n]));
+    const converged = lag !== null && same(lag, 0) && equal;
     setText(row.querySelector(`[data-testid="counter-${name}-agree"]`),
       lag === null ? 'no region answers' : `${converged ? 'converged' : 'diverged'}` +
         `${partial ? ` (${known.length} of ${regions.length} answering)` : ''}`,

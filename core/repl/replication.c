@@ -14,6 +14,17 @@
  * seq"; "F.<incarnation>.<seq>.<id>" means "a full walk started at seq, continue at
  * counter id". A cursor from another incarnation of this node is answered with full state.
  *
+ * A peer whose answers carry no "incarnation" speaks the original lab's /sync: it holds one
+ * value per node id and knows no decrements. Its format is learned from a first exchange
+ * that pushes nothing; from then on it gets, per counter, each node's incarnations summed
+ * under the node id (a value that only grows, so its max-merge stays right) and no
+ * decrements; a /sync it sends us is answered the same way, in full.
+ *
+ * Entries a message carries that this node cannot hold (a name outside the charset, a
+ * negative or non-integer count, one beyond int64, a counter with too many replicas) are
+ * skipped, counted per peer and reason, logged once per peer and reason, and listed in the
+ * answer ("rejected", the first REJECT_LIST_MAX); everything else is merged.
+ *
  * Delivery guarantee: a push is acknowledged (peer->acked advances) only when the peer
  * answered 200, so a lost message is simply sent again next round. The store's change
  * list makes "counters changed after seq" cost the number of changes.
@@ -40,7 +51,11 @@
 
 #define MAX_EXCHANGES 100000 /* per peer per round: a runaway guard, not a tuning knob */
 
-enum peer_status { ST_SUCCESS, ST_ERROR, ST_PARTITION };
+enum peer_status { ST_NONE, ST_SUCCESS, ST_ERROR, ST_PARTITION };
+enum peer_format { FMT_UNKNOWN, FMT_COUNTERD, FMT_ORIGINAL };
+
+#define REJECT_LIST_MAX 20    /* rejected entries listed in an answer */
+#define REJECT_LOGGED_MAX 256 /* (peer, reason) pairs remembered as logged */
 
 struct repl;
 
@@ -68,6 +83,18 @@ struct peer {
     uint64_t fo_acked, fo_sent; /* failover records on the peer / in the push in flight */
     int fo_count, fo_more;      /* records in this push; more are waiting */
     struct trace_span *span;    /* the exchange's client span, when tracing */
+    /* What the status views show. */
+    enum peer_status last_status; /* of the last finished round */
+    char last_error[512];         /* the last failure, or why it was partitioned */
+    double last_ok_unix, last_error_unix;
+    enum peer_format format;
+    int probed; /* its format is known from an answer since it last failed */
+};
+
+/* One entry a message carried that this node did not take. */
+struct reject {
+    char counter[64], node[64];
+    const char *reason;
 };
 
 struct waiter {
@@ -124,15 +151,53 @@ struct repl {
     uint32_t *seen;
     size_t seen_cap;
     struct buf out, counts, decs, fos;
-    int page_counters; /* counters in the page being built */
+    int page_counters;    /* counters in the page being built */
+    int page_decs_unsent; /* of which with decrements an original-format peer cannot take */
     struct failovers *failovers;
     struct trace_span *round_span; /* the round in progress, when tracing */
+    int original_out;              /* the page being built is for an original-format peer */
+    /* Entries the message being merged carried and this node did not take. */
+    const char *merge_peer; /* its sender, for the metric and the log */
+    struct reject rejects[REJECT_LIST_MAX];
+    int nlisted;                        /* rejects[] in use */
+    uint64_t nrejects;                  /* entries skipped */
+    uint32_t logged[REJECT_LOGGED_MAX]; /* hashes of (peer, reason) already logged */
+    int nlogged;
+    struct metric *m_rejected, *m_decs;
     /* Metrics. */
     struct metric_series *m_ok, *m_err, *m_part, *m_conflicts, *m_latency, *m_bytes_sent,
         *m_bytes_recv, *m_lag;
 };
 
 /* ---------------------------------------------------------------- encoding */
+
+/*
+ * A counter for an original-format peer: per node, its incarnations summed (the bare
+ * entry where that is higher, see gcounter_nodes), increments only.
+ */
+static void append_counter_original(struct repl *r, const struct gcounter *c, struct buf *counts)
+{
+    struct gnode nodes[GCOUNTER_MAX_ENTRIES];
+    size_t nlen;
+    const char *name = gcounter_name(c, &nlen);
+    unsigned k = gcounter_nodes(r->store, c, nodes);
+    r->page_counters++;
+    if (counts->len > 1)
+        buf_putc(counts, ',');
+    buf_json_str(counts, name, nlen);
+    buf_puts(counts, ":{");
+    for (unsigned j = 0; j < k; j++) {
+        const char *node = gstore_node_name(r->store, nodes[j].node);
+        if (j)
+            buf_putc(counts, ',');
+        buf_json_str(counts, node, strlen(node));
+        buf_putc(counts, ':');
+        buf_i64(counts, gcount_clamp(nodes[j].pos, NULL)); /* clamped: still never shrinks */
+    }
+    buf_putc(counts, '}');
+    if (gcounter_has_neg(c))
+        r->page_decs_unsent++;
+}
 
 static void append_counter(struct repl *r, const struct gcounter *c, struct buf *counts,
                            struct buf *decs)
@@ -142,6 +207,10 @@ static void append_counter(struct repl *r, const struct gcounter *c, struct buf 
     unsigned n = gcounter_entries(c);
     struct gentry e;
 
+    if (r->original_out) {
+        append_counter_original(r, c, counts);
+        return;
+    }
     r->page_counters++;
     if (counts->len > 1)
         buf_putc(counts, ',');
@@ -218,6 +287,7 @@ static int page_delta(struct repl *r, uint64_t since, int skip_origin, uint64_t 
 static void page_begin(struct repl *r)
 {
     r->page_counters = 0;
+    r->page_decs_unsent = 0;
     buf_reset(&r->counts);
     buf_reset(&r->decs);
     buf_putc(&r->counts, '{');
@@ -322,7 +392,83 @@ static void push_raw(struct repl *r, uint32_t item, int rep, int64_t pos, int64_
     r->nraw++;
 }
 
-/* Reads one map ("counts" or "decrements") of a /sync body into items and raw entries. */
+/* s[0..n) cut to fit dst (at a UTF-8 boundary), NUL-terminated. */
+static void copy_cut(char *dst, size_t cap, const char *s, size_t n)
+{
+    if (n >= cap) {
+        n = cap - 1;
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+            n--;
+    }
+    memcpy(dst, s, n);
+    dst[n] = '\0';
+}
+
+/* Whether (peer, what) is new: what is logged once per peer, in at most REJECT_LOGGED_MAX
+ * pairs (beyond, the metrics still count). */
+static int first_time(struct repl *r, const char *peer, const char *what)
+{
+    uint32_t h = (uint32_t)(hash_bytes(peer, strlen(peer)) * 31 + hash_bytes(what, strlen(what)));
+    for (int i = 0; i < r->nlogged; i++)
+        if (r->logged[i] == h)
+            return 0;
+    if (r->nlogged == REJECT_LOGGED_MAX)
+        return 0;
+    r->logged[r->nlogged++] = h;
+    return 1;
+}
+
+/* Counters sent to an original-format peer without their decrements: counted, logged once. */
+static void decs_unsent(struct repl *r, const char *peer, int n)
+{
+    if (!n)
+        return;
+    const char *lv[1] = {peer};
+    metric_add(metric_series(r->m_decs, lv), n);
+    if (first_time(r, peer, "decrements"))
+        log_warn("peer %s speaks the original lab's /sync and cannot take decrements: "
+                 "counters with decrements reach it as their increments only, and its totals "
+                 "of those differ (counterd_sync_decrements_unsent_total)",
+                 peer);
+}
+
+/*
+ * Skips one entry (node NULL: every entry of the counter) a message carried: counted per
+ * sender and reason, logged once per sender and reason, and listed in the answer.
+ */
+static void reject(struct repl *r, const char *counter, size_t clen, const char *node, size_t nlen,
+                   const char *reason, uint64_t entries)
+{
+    const char *peer = r->merge_peer ? r->merge_peer : "unknown";
+    const char *lv[2] = {peer, reason};
+    metric_add(metric_series(r->m_rejected, lv), (double)entries);
+    if (r->nlisted < REJECT_LIST_MAX) {
+        struct reject *x = &r->rejects[r->nlisted++];
+        copy_cut(x->counter, sizeof x->counter, counter, clen);
+        copy_cut(x->node, sizeof x->node, node ? node : "", node ? nlen : 0);
+        x->reason = reason;
+    }
+    r->nrejects += entries;
+    if (!first_time(r, peer, reason))
+        return;
+    char cn[64], nn[64];
+    copy_cut(cn, sizeof cn, counter, clen);
+    copy_cut(nn, sizeof nn, node ? node : "*", node ? nlen : 1);
+    for (char *q = cn; *q; q++)
+        *q = (unsigned char)*q < 0x20 ? '?' : *q;
+    for (char *q = nn; *q; q++)
+        *q = (unsigned char)*q < 0x20 ? '?' : *q;
+    log_warn("sync from %s: skipped entries it sent (%s), first counter \"%s\" node \"%s\"; the "
+             "rest of its messages is merged (counterd_sync_rejected_entries_total counts them; "
+             "logged once per peer and reason)",
+             peer, reason, cn, nn);
+}
+
+/*
+ * Reads one map ("counts" or "decrements") of a /sync body into items and raw entries.
+ * Entries this node cannot hold are skipped (see reject()); only a map that is not an
+ * object fails the message.
+ */
 static int read_map(struct repl *r, const struct json *map, const char *what, int is_neg,
                     struct merge_error *e)
 {
@@ -332,35 +478,42 @@ static int read_map(struct repl *r, const struct json *map, const char *what, in
         return merr(e, 400, "bad_field", "%s must be an object of counters", what);
     for (uint32_t i = 0; i < map->len; i++) {
         const struct json_member *m = &map->u.members[i];
-        if (!gcounter_name_valid(m->key, m->key_len))
-            return merr(e, 400, "bad_name", "%s: counter names are 1-200 bytes of [A-Za-z0-9_.:-]",
-                        what);
-        if (m->val.type != JSON_OBJ)
-            return merr(e, 400, "bad_field", "%s.%s must be an object of node counts", what,
-                        m->key);
+        const struct json *vec = &m->val;
+        if (!gcounter_name_valid(m->key, m->key_len)) {
+            reject(r, m->key, m->key_len, NULL, 0, "bad_name",
+                   vec->type == JSON_OBJ && vec->len ? vec->len : 1);
+            continue;
+        }
+        if (vec->type != JSON_OBJ) {
+            reject(r, m->key, m->key_len, NULL, 0, "not_an_object", 1);
+            continue;
+        }
         uint32_t idx = item_slot(r, m->key, m->key_len);
         struct in_item *it = &r->items[idx];
-        uint8_t *seen = is_neg ? &it->in_decs : &it->in_counts;
-        if (*seen)
-            return merr(e, 400, "bad_json", "%s: counter %s appears more than once", what, m->key);
-        *seen = 1;
-        const struct json *vec = &m->val;
+        if (is_neg)
+            it->in_decs = 1;
+        else
+            it->in_counts = 1; /* a name given twice: both merge, by max */
         for (uint32_t k = 0; k < vec->len; k++) {
             const struct json_member *en = &vec->u.members[k];
+            const struct json *v = &en->val;
+            const char *why = NULL;
             if (!gcounter_replica_node_len(en->key, en->key_len))
-                return merr(e, 400, "bad_field",
-                            "%s.%s: node ids are 1-200 bytes of [A-Za-z0-9_.:-], optionally "
-                            "followed by ~ and an incarnation of [A-Za-z0-9]",
-                            what, m->key);
-            if (en->val.type != JSON_INT || en->val.u.i < 0)
-                return merr(e, 400, "bad_field", "%s.%s.%s must be a non-negative integer (got %s)",
-                            what, m->key, en->key,
-                            en->val.type == JSON_INT ? "a negative one"
-                                                     : json_type_name(en->val.type));
-            int rep = gstore_replica(r->store, en->key, en->key_len);
-            if (rep < 0)
-                return merr(e, 409, "too_many_replicas", "too many distinct node ids");
-            push_raw(r, idx, rep, is_neg ? 0 : en->val.u.i, is_neg ? en->val.u.i : 0);
+                why = "bad_node_id";
+            else if (v->type == JSON_INT && v->u.i < 0)
+                why = "negative";
+            else if (v->type == JSON_NUM && (v->flags & JSON_F_BIGINT))
+                why = v->num < 0 ? "negative" : "out_of_range";
+            else if (v->type != JSON_INT)
+                why = "not_an_integer";
+            int rep = why ? -1 : gstore_replica(r->store, en->key, en->key_len);
+            if (!why && rep < 0)
+                why = "too_many_replicas";
+            if (why) {
+                reject(r, m->key, m->key_len, en->key, en->key_len, why, 1);
+                continue;
+            }
+            push_raw(r, idx, rep, is_neg ? 0 : v->u.i, is_neg ? v->u.i : 0);
             it->n++;
         }
     }
@@ -368,20 +521,27 @@ static int read_map(struct repl *r, const struct json *map, const char *what, in
 }
 
 /*
- * Merges a /sync body (request or answer) into the store, all or nothing, tagging what it
- * changes with origin (the sender's peer number + 1, or 0).
- * @return the number of replica entries that changed, or -1 with e filled.
+ * Merges a /sync body (request or answer) into the store, tagging what it changes with
+ * origin (the sender's peer number + 1, or 0). Entries it cannot hold are skipped and
+ * recorded (r->rejects, r->nrejects); the rest is merged.
+ * @return the number of replica entries that changed, or -1 with e filled when the
+ *         message itself is malformed (nothing merged).
  */
 static int merge_body(struct repl *r, const struct json *root, int origin, struct merge_error *e)
 {
     const struct json *counts = json_get(root, "counts");
     const struct json *decs = json_get(root, "decrements");
+    r->nrejects = 0;
+    r->nlisted = 0;
+    r->nitems = r->nraw = 0;
     if (!counts || counts->type != JSON_OBJ)
         return merr(e, 400, "bad_field", "counts must be an object of counters");
     if (decs && decs->type == JSON_NULL)
         decs = NULL;
+    if (decs && decs->type != JSON_OBJ)
+        return merr(e, 400, "bad_field", "decrements must be an object of counters");
 
-    size_t want = (size_t)counts->len + (decs && decs->type == JSON_OBJ ? decs->len : 0);
+    size_t want = (size_t)counts->len + (decs ? decs->len : 0);
     size_t cap = 16;
     while (cap < want * 2)
         cap *= 2;
@@ -391,7 +551,6 @@ static int merge_body(struct repl *r, const struct json *root, int origin, struc
     }
     r->seen_cap = cap;
     memset(r->seen, 0, cap * sizeof *r->seen);
-    r->nitems = r->nraw = 0;
 
     if (read_map(r, counts, "counts", 0, e) < 0 || read_map(r, decs, "decrements", 1, e) < 0)
         return -1;
@@ -408,21 +567,16 @@ static int merge_body(struct repl *r, const struct json *root, int origin, struc
         r->entries[it->first + it->n++] = r->raw[k];
     }
 
-    for (size_t i = 0; i < r->nitems; i++) {
-        struct in_item *it = &r->items[i];
-        it->id = gstore_find(r->store, it->name, it->len);
-        int rc = gstore_merge_check(r->store, it->id, r->entries + it->first, it->n);
-        if (rc == GSTORE_EOVERFLOW)
-            return merr(e, 409, "overflow",
-                        "merging counter %.*s would leave the signed 64-bit range", (int)it->len,
-                        it->name);
-        if (rc == GSTORE_EFULL)
-            return merr(e, 409, "too_many_replicas", "counter %.*s has too many node ids",
-                        (int)it->len, it->name);
-    }
     int changed = 0;
     for (size_t i = 0; i < r->nitems; i++) {
         struct in_item *it = &r->items[i];
+        it->id = gstore_find(r->store, it->name, it->len);
+        if (it->n == 0 && it->id == GSTORE_NONE)
+            continue; /* nothing to hold (or every entry skipped): create nothing */
+        if (gstore_merge_check(r->store, it->id, r->entries + it->first, it->n) == GSTORE_EFULL) {
+            reject(r, it->name, it->len, NULL, 0, "too_many_replicas", it->n);
+            continue;
+        }
         if (it->id == GSTORE_NONE)
             it->id = gstore_create(r->store, it->name, it->len);
         int rc = gstore_merge_from(r->store, it->id, r->entries + it->first, it->n, origin);
@@ -433,6 +587,31 @@ static int merge_body(struct repl *r, const struct json *root, int origin, struc
         }
     }
     return changed;
+}
+
+/* ,"rejected":[{"counter","node_id","reason"},...],"rejected_count":N into r->out, whose
+ * closing brace it moves to the end; nothing when the last merge skipped nothing. */
+static void put_rejects(struct repl *r)
+{
+    if (!r->nrejects || !r->out.len)
+        return;
+    r->out.len--; /* the closing brace */
+    buf_puts(&r->out, ",\"rejected\":[");
+    for (int i = 0; i < r->nlisted; i++) {
+        const struct reject *x = &r->rejects[i];
+        if (i)
+            buf_putc(&r->out, ',');
+        buf_puts(&r->out, "{\"counter\":");
+        buf_json_str(&r->out, x->counter, strlen(x->counter));
+        if (x->node[0]) {
+            buf_puts(&r->out, ",\"node_id\":");
+            buf_json_str(&r->out, x->node, strlen(x->node));
+        }
+        buf_puts(&r->out, ",\"reason\":\"");
+        buf_puts(&r->out, x->reason);
+        buf_puts(&r->out, "\"}");
+    }
+    buf_printf(&r->out, "],\"rejected_count\":%" PRIu64 "}", r->nrejects);
 }
 
 /* A "failovers" list: [{"counter","token","amount","from":[region, ...]}, ...]. */
@@ -558,12 +737,14 @@ static void peer_round_end(struct peer *p, enum peer_status st)
 {
     struct repl *r = p->r;
     p->in_round = 0;
+    p->last_status = st;
     double ms = clock_mono_ms() - p->round_start_ms;
     if (st == ST_SUCCESS) {
         metric_add(r->m_ok, 1);
         metric_observe(r->m_latency, ms / 1000.0);
         p->last_ok_ms = clock_mono_ms();
         r->last_sync_unix = clock_unix_s();
+        p->last_ok_unix = r->last_sync_unix;
         if (p->failures)
             log_info("sync with %s works again after %d failed rounds", peer_name(p), p->failures);
         p->failures = 0;
@@ -590,6 +771,9 @@ static void peer_failed(struct peer *p, const char *fmt, ...)
     if (p->failures == 0 || p->failures % 12 == 0)
         log_error("sync with %s (%s) failed: %s", peer_name(p), p->sync_url, msg);
     p->failures++;
+    snprintf(p->last_error, sizeof p->last_error, "%s", msg);
+    p->last_error_unix = clock_unix_s();
+    p->probed = 0;
     peer_round_end(p, ST_ERROR);
 }
 
@@ -605,6 +789,10 @@ static void exchange_done(struct peer *p, const struct http_result *res, struct 
     if (res->status == 503 && root) {
         const struct json *code = json_get(root, "error");
         if (code && code->type == JSON_STR && strcmp(code->u.s, "partitioned") == 0) {
+            const struct json *d = json_get(root, "detail");
+            snprintf(p->last_error, sizeof p->last_error, "the peer refused: %s",
+                     d && d->type == JSON_STR ? d->u.s : "partitioned");
+            p->last_error_unix = clock_unix_s();
             peer_round_end(p, ST_PARTITION);
             return;
         }
@@ -625,14 +813,33 @@ static void exchange_done(struct peer *p, const struct http_result *res, struct 
     const struct json *cursor = json_get(root, "cursor");
     const struct json *more = json_get(root, "more");
 
+    if (nid && nid->type == JSON_STR && gcounter_name_valid(nid->u.s, nid->len))
+        snprintf(p->node_id, sizeof p->node_id, "%s", nid->u.s);
+    /* counterd always says its incarnation; the original lab's region never does. */
+    enum peer_format fmt = inc && inc->type == JSON_STR ? FMT_COUNTERD : FMT_ORIGINAL;
+    if (fmt != p->format && fmt == FMT_ORIGINAL)
+        log_warn("peer %s (%s) speaks the original lab's /sync: it gets each node's "
+                 "incarnations summed under the node id, increments only",
+                 peer_name(p), p->url);
+    p->format = fmt;
+    p->probed = 1;
+
     struct merge_error e;
+    r->merge_peer = peer_name(p);
     int changed = merge_body(r, root, peer_origin(p), &e);
+    r->merge_peer = NULL;
     if (changed < 0) {
         peer_failed(p, "cannot merge the answer: %s", e.detail);
         return;
     }
     metric_add(r->m_conflicts, changed);
     trace_span_attr_int(sp, "sync.counters_received", (int64_t)r->nitems);
+    const struct json *refused = json_get(root, "rejected_count");
+    if (refused && refused->type == JSON_INT && refused->u.i > 0 &&
+        first_time(r, peer_name(p), "refused"))
+        log_warn("peer %s skipped %" PRId64 " entries of our push as entries it cannot hold "
+                 "(its answer lists them; logged once per peer)",
+                 peer_name(p), refused->u.i);
 
     /* The push is on the peer now. */
     p->fo_acked = p->fo_sent;
@@ -645,8 +852,6 @@ static void exchange_done(struct peer *p, const struct http_result *res, struct 
     } else if (p->sent_acked > p->acked) {
         p->acked = p->sent_acked;
     }
-    if (nid && nid->type == JSON_STR && gcounter_name_valid(nid->u.s, nid->len))
-        snprintf(p->node_id, sizeof p->node_id, "%s", nid->u.s);
     if (inc && inc->type == JSON_STR && inc->len < sizeof p->incarnation) {
         if (p->incarnation[0] && strcmp(p->incarnation, inc->u.s) != 0) {
             /* The peer restarted: it may have lost what it acknowledged. */
@@ -736,7 +941,16 @@ static void exchange_send(struct peer *p)
     }
     page_begin(r);
     p->push_more = 0;
-    if (p->full_push) {
+    r->original_out = p->format == FMT_ORIGINAL;
+    if (!p->probed) {
+        /* First contact, or back after a failure (it may be another program now): push
+         * nothing until the answer says which format the peer speaks (an original-format
+         * peer would keep our replica ids as node ids for ever). */
+        p->push_more = 1;
+        p->sent_next = p->full_next;
+        p->sent_full_done = 0;
+        p->sent_acked = p->acked;
+    } else if (p->full_push) {
         if (p->full_next == 0)
             p->full_s0 = gstore_seq(r->store); /* a walk starts: later changes go by delta */
         uint32_t next = p->full_next;
@@ -747,10 +961,12 @@ static void exchange_send(struct peer *p)
     } else {
         p->push_more = page_delta(r, p->acked, peer_origin(p), &p->sent_acked);
     }
+    r->original_out = 0;
+    decs_unsent(r, peer_name(p), r->page_decs_unsent);
     buf_reset(&r->fos);
     p->fo_sent = p->fo_acked;
     p->fo_count = p->fo_more = 0;
-    if (r->failovers)
+    if (r->failovers && p->format == FMT_COUNTERD)
         failovers_foreach(r->failovers, p->fo_acked, append_failover, p);
     body_finish(r, p->cursor, NULL, 0);
     buf_reset(&r->fos);
@@ -804,6 +1020,9 @@ static void exchange_start(struct peer *p)
             trace_span_attr_int(p->span, "sync.delay_ms", delay_ms);
     }
     if (a == REPL_DROP) {
+        snprintf(p->last_error, sizeof p->last_error, "%s",
+                 r->partitioned ? "this node is partitioned" : "dropped by the faults policy");
+        p->last_error_unix = clock_unix_s();
         trace_span_attr_cstr(p->span, "sync.peer", peer_name(p));
         trace_span_error(p->span, r->partitioned ? "partitioned" : "dropped by the faults policy");
         trace_span_end(p->span);
@@ -927,7 +1146,9 @@ static void answer_sync(struct repl *r, struct http_request *req, const char *bo
         http_respond_error(req, e.status, e.code, "%s", e.detail);
         return;
     }
+    r->merge_peer = nid && nid->type == JSON_STR ? nid->u.s : NULL;
     int changed = merge_body(r, root, origin, &e);
+    r->merge_peer = NULL;
     if (changed < 0) {
         http_respond_error(req, e.status, e.code, "%s", e.detail);
         return;
@@ -954,6 +1175,26 @@ static void answer_sync(struct repl *r, struct http_request *req, const char *bo
     char cursor[96];
     int more;
     page_begin(r);
+    const struct json *inc = json_get(root, "incarnation");
+    if ((!inc || inc->type != JSON_STR) && !json_get(root, "decrements")) {
+        /* The original lab's region (neither an incarnation nor decrements): our state in
+         * its format, whole, without a cursor. */
+        size_t page = r->page_bytes;
+        uint32_t from = 0;
+        r->original_out = 1;
+        r->page_bytes = SIZE_MAX;
+        page_full(r, &from);
+        r->page_bytes = page;
+        r->original_out = 0;
+        decs_unsent(r, nid->u.s, r->page_decs_unsent);
+        trace_span_attr_int(req->span, "sync.counters_sent", r->page_counters);
+        body_finish(r, NULL, NULL, 0);
+        put_rejects(r);
+        metric_add(r->m_bytes_sent, (double)r->out.len);
+        r->last_sync_unix = clock_unix_s();
+        http_respond_json(req, 200, r->out.data, r->out.len);
+        return;
+    }
     if (full) {
         page_full(r, &next);
         more = next < gstore_count(r->store);
@@ -968,6 +1209,7 @@ static void answer_sync(struct repl *r, struct http_request *req, const char *bo
     }
     trace_span_attr_int(req->span, "sync.counters_sent", r->page_counters);
     body_finish(r, NULL, cursor, more);
+    put_rejects(r);
     metric_add(r->m_bytes_sent, (double)r->out.len);
     r->last_sync_unix = clock_unix_s();
     http_respond_json(req, 200, r->out.data, r->out.len);
@@ -1063,6 +1305,19 @@ static double lag_ms(void *arg)
     return worst;
 }
 
+static double peer_last_ok(void *arg)
+{
+    return ((struct peer *)arg)->last_ok_unix;
+}
+static double peer_failures(void *arg)
+{
+    return ((struct peer *)arg)->failures;
+}
+static double peer_original(void *arg)
+{
+    return ((struct peer *)arg)->format == FMT_ORIGINAL;
+}
+
 struct repl *repl_new(struct event_base *base, struct http_client *client, struct gstore *store,
                       struct metrics *reg, const struct repl_config *cfg,
                       const struct repl_hooks *hooks)
@@ -1133,6 +1388,32 @@ struct repl *repl_new(struct event_base *base, struct http_client *client, struc
     r->m_bytes_sent = metric_series(bytes, d1);
     d1[0] = "received";
     r->m_bytes_recv = metric_series(bytes, d1);
+
+    r->m_rejected = metrics_add(reg, METRIC_COUNTER, "counterd_sync_rejected_entries_total",
+                                "Entries of /sync messages skipped because this node cannot hold "
+                                "them, by sender and reason",
+                                "peer,reason", NULL, 0);
+    metric_limit(r->m_rejected, 256, 0);
+    r->m_decs = metrics_add(reg, METRIC_COUNTER, "counterd_sync_decrements_unsent_total",
+                            "Counters sent to an original-format peer without their decrements",
+                            "peer", NULL, 0);
+    metric_limit(r->m_decs, 64, 0);
+    struct metric *last_ok =
+        metrics_add(reg, METRIC_GAUGE, "counterd_sync_peer_last_success_timestamp_seconds",
+                    "Unix time of the last successful sync round with each peer (0: none yet)",
+                    "peer", NULL, 0);
+    struct metric *fails =
+        metrics_add(reg, METRIC_GAUGE, "counterd_sync_peer_failed_rounds",
+                    "Consecutive failed sync rounds with each peer", "peer", NULL, 0);
+    struct metric *orig =
+        metrics_add(reg, METRIC_GAUGE, "counterd_sync_peer_original_format",
+                    "1 when the peer speaks the original lab's /sync", "peer", NULL, 0);
+    for (int i = 0; i < r->npeers; i++) {
+        const char *pv[1] = {r->peers[i].url};
+        metric_set_fn(metric_series(last_ok, pv), peer_last_ok, &r->peers[i]);
+        metric_set_fn(metric_series(fails, pv), peer_failures, &r->peers[i]);
+        metric_set_fn(metric_series(orig, pv), peer_original, &r->peers[i]);
+    }
 
     r->tick = event_new(base, -1, EV_PERSIST, on_tick, r);
     struct timeval tv = {r->interval_ms / 1000, (r->interval_ms % 1000) * 1000};
@@ -1208,4 +1489,25 @@ double repl_last_sync_time(const struct repl *r)
 const char *repl_incarnation(const struct repl *r)
 {
     return r->incarnation;
+}
+
+int repl_peer_count(const struct repl *r)
+{
+    return r->npeers;
+}
+
+void repl_peer_info(const struct repl *r, int i, struct repl_peer_info *out)
+{
+    static const char *const names[] = {"never", "ok", "failed", "partitioned"};
+    const struct peer *p = &r->peers[i];
+    out->url = p->url;
+    out->node_id = p->node_id[0] ? p->node_id : NULL;
+    out->status = names[p->last_status];
+    out->last_error = p->last_error[0] ? p->last_error : NULL;
+    out->last_ok = p->last_ok_unix;
+    out->last_error_time = p->last_error_unix;
+    out->failed_rounds = p->failures;
+    out->format = p->format == FMT_ORIGINAL   ? "original"
+                  : p->format == FMT_COUNTERD ? "counterd"
+                                              : NULL;
 }

@@ -94,6 +94,22 @@ void repl_sync_now(struct repl *r, void (*done)(void *arg, int completed), void 
 void repl_sync_now_traced(struct repl *r, const struct trace_span *parent,
                           void (*done)(void *arg, int completed), void *arg);
 
+/* What the status views say of one peer. */
+struct repl_peer_info {
+    const char *url;
+    const char *node_id;    /* NULL until it has answered */
+    const char *status;     /* of the last finished round: "ok", "failed", "partitioned",
+                               "never" (no round finished yet) */
+    const char *last_error; /* the last failure, or why the last partitioned round was; NULL */
+    double last_ok;         /* unix time of the last successful round; 0: none */
+    double last_error_time; /* unix time of last_error; 0: none */
+    int failed_rounds;      /* consecutive */
+    const char *format;     /* "counterd", "original" (the original lab's /sync), NULL: unknown */
+};
+int repl_peer_count(const struct repl *r);
+/* Fills out for peer i (0 <= i < repl_peer_count); the strings live until the next round. */
+void repl_peer_info(const struct repl *r, int i, struct repl_peer_info *out);
+
 /* Answers POST /sync: merges the body and answers this node's state (API.md). */
 void repl_handle_sync(struct repl *r, struct http_request *req);
 

@@ -119,59 +119,79 @@ static int node_of(struct region *rg, int rep)
     return rg->rep_node[rep];
 }
 
-/* This node's net contribution to c, over all its incarnations. */
-static int64_t local_of(struct region *rg, const struct gcounter *c)
+/* This node's net contribution to c, over all its incarnations, exact. */
+static gcount_wide local_wide(struct region *rg, const struct gcounter *c)
 {
-    int64_t sum = 0;
-    unsigned n = c ? gcounter_entries(c) : 0;
-    struct gentry e;
-    for (unsigned i = 0; i < n; i++) {
-        gcounter_entry(c, i, &e);
-        if (node_of(rg, e.rep) == rg->self_node)
-            sum += e.pos - e.neg;
-    }
-    return sum;
+    struct gnode nodes[GCOUNTER_MAX_ENTRIES];
+    unsigned k = c ? gcounter_nodes(rg->store, c, nodes) : 0;
+    int self = gstore_replica_node(rg->store, rg->self);
+    for (unsigned j = 0; j < k; j++)
+        if (nodes[j].node == self)
+            return nodes[j].pos - nodes[j].neg;
+    return 0;
 }
 
-/* {"us-east-1":15,...}: each node's net contribution, incarnations summed. */
-static void put_nodes(struct region *rg, struct buf *b, const struct gcounter *c)
+/* The same, clamped to int64 (see API.md, "Totals beyond int64"). */
+static int64_t local_of(struct region *rg, const struct gcounter *c)
 {
-    int node[GCOUNTER_MAX_ENTRIES];
-    int64_t net[GCOUNTER_MAX_ENTRIES];
-    unsigned n = c ? gcounter_entries(c) : 0, k = 0;
-    struct gentry e;
-    for (unsigned i = 0; i < n; i++) {
-        gcounter_entry(c, i, &e);
-        int nd = node_of(rg, e.rep);
-        unsigned j = 0;
-        while (j < k && node[j] != nd)
-            j++;
-        if (j == k) {
-            node[k] = nd;
-            net[k++] = 0;
-        }
-        net[j] += e.pos - e.neg;
-    }
-    buf_putc(b, '{');
+    return gcount_clamp(local_wide(rg, c), NULL);
+}
+
+static int64_t total_of(struct region *rg, const struct gcounter *c)
+{
+    return gcount_clamp(gstore_value(rg->store, c), NULL);
+}
+
+static void put_wide_str(struct buf *b, gcount_wide v)
+{
+    char s[48];
+    buf_putc(b, '"');
+    buf_append(b, s, gcount_str(v, s));
+    buf_putc(b, '"');
+}
+
+/*
+ * "local_count":..,"total_count":..,"nodes":{"us-east-1":15,...} (no braces): each node's
+ * net contribution, incarnations summed. A count beyond int64 is clamped to its range,
+ * and "beyond_int64":true with "exact" (the same three as decimal strings) follow.
+ */
+static void put_counts(struct region *rg, struct buf *b, const struct gcounter *c)
+{
+    struct gnode nodes[GCOUNTER_MAX_ENTRIES];
+    unsigned k = c ? gcounter_nodes(rg->store, c, nodes) : 0;
+    gcount_wide local = local_wide(rg, c), total = gstore_value(rg->store, c);
+    int beyond = 0, any = 0;
+    buf_puts(b, "\"local_count\":");
+    buf_i64(b, gcount_clamp(local, &beyond));
+    any |= beyond;
+    buf_puts(b, ",\"total_count\":");
+    buf_i64(b, gcount_clamp(total, &beyond));
+    any |= beyond;
+    buf_puts(b, ",\"nodes\":{");
     for (unsigned j = 0; j < k; j++) {
         if (j)
             buf_putc(b, ',');
-        put_str(b, rg->node_names[node[j]]);
+        put_str(b, gstore_node_name(rg->store, nodes[j].node));
         buf_putc(b, ':');
-        buf_i64(b, net[j]);
+        buf_i64(b, gcount_clamp(nodes[j].pos - nodes[j].neg, &beyond));
+        any |= beyond;
     }
     buf_putc(b, '}');
-}
-
-/* "local_count":..,"total_count":..,"nodes":{..} (no braces) */
-static void put_counts(struct region *rg, struct buf *b, const struct gcounter *c)
-{
-    buf_puts(b, "\"local_count\":");
-    buf_i64(b, local_of(rg, c));
+    if (!any)
+        return;
+    buf_puts(b, ",\"beyond_int64\":true,\"exact\":{\"local_count\":");
+    put_wide_str(b, local);
     buf_puts(b, ",\"total_count\":");
-    buf_i64(b, c ? gcounter_value(c) : 0);
-    buf_puts(b, ",\"nodes\":");
-    put_nodes(rg, b, c);
+    put_wide_str(b, total);
+    buf_puts(b, ",\"nodes\":{");
+    for (unsigned j = 0; j < k; j++) {
+        if (j)
+            buf_putc(b, ',');
+        put_str(b, gstore_node_name(rg->store, nodes[j].node));
+        buf_putc(b, ':');
+        put_wide_str(b, nodes[j].pos - nodes[j].neg);
+    }
+    buf_puts(b, "}}");
 }
 
 /* {"views":{"local_count","total_count","nodes"},...} */
@@ -411,7 +431,7 @@ static void h_increment(struct region *rg, struct http_request *req)
             uint32_t pid = gstore_find(rg->store, name, nlen);
             const struct gcounter *pc = pid == GSTORE_NONE ? NULL : gstore_counter(rg->store, pid);
             prev.local_count = local_of(rg, pc);
-            prev.total_count = pc ? gcounter_value(pc) : 0;
+            prev.total_count = total_of(rg, pc);
         }
         struct buf *b = &rg->out;
         buf_puts(b, "{\"counter\":");
@@ -450,7 +470,7 @@ static void h_increment(struct region *rg, struct http_request *req)
         return;
     }
     const struct gcounter *c = gstore_counter(rg->store, id);
-    struct dedup_answer a = {amount, local_of(rg, c), gcounter_value(c)};
+    struct dedup_answer a = {amount, local_of(rg, c), total_of(rg, c)};
     if (token)
         dedup_put(rg->dedup, name, nlen, token, tlen, now, &a);
     uint64_t pos = rg->wal ? wal_append(rg->wal, rg->store, id, token, tlen, &a, now) : 0;
@@ -556,6 +576,52 @@ struct force_sync {
     struct http_request *req;
 };
 
+/*
+ * "peers":{"us-west-1":{"url","status","format","last_success","last_error",...},...}: per
+ * peer, the last finished round (for a force-sync: its own round) and the last failure.
+ * @return the number of peers whose last round failed.
+ */
+static int put_peers(struct region *rg, struct buf *b, const char **first_error)
+{
+    int failed = 0;
+    buf_puts(b, "\"peers\":{");
+    for (int i = 0; i < repl_peer_count(rg->repl); i++) {
+        struct repl_peer_info pi;
+        repl_peer_info(rg->repl, i, &pi);
+        if (i)
+            buf_putc(b, ',');
+        put_str(b, pi.node_id ? pi.node_id : pi.url);
+        buf_puts(b, ":{\"url\":");
+        put_str(b, pi.url);
+        buf_puts(b, ",\"status\":");
+        put_str(b, pi.status);
+        buf_puts(b, ",\"format\":");
+        if (pi.format)
+            put_str(b, pi.format);
+        else
+            buf_puts(b, "null");
+        buf_printf(b, ",\"last_success\":%.3f,\"failed_rounds\":%d,\"last_error\":", pi.last_ok,
+                   pi.failed_rounds);
+        if (pi.last_error)
+            put_str(b, pi.last_error);
+        else
+            buf_puts(b, "null");
+        buf_printf(b, ",\"last_error_time\":%.3f}", pi.last_error_time);
+        if (!strcmp(pi.status, "failed")) {
+            if (!failed && first_error)
+                *first_error = pi.last_error;
+            failed++;
+        }
+    }
+    buf_putc(b, '}');
+    return failed;
+}
+
+/*
+ * The round is over. 200 "sync_completed" when no exchange failed (a partitioned peer is
+ * not a failure: the partition says so); else 502 "sync_failed", with error and detail as
+ * every error, and the same fields (API.md, "POST /admin/force-sync").
+ */
 static void force_sync_done(void *arg, int completed)
 {
     struct force_sync *fs = arg;
@@ -566,13 +632,43 @@ static void force_sync_done(void *arg, int completed)
     }
     buf_reset(&rg->out);
     struct buf *b = &rg->out;
-    buf_puts(b, "{\"status\":\"sync_completed\",");
+    struct buf peers = {0};
+    const char *why = NULL;
+    int failed = put_peers(rg, &peers, &why);
+    if (failed) {
+        buf_puts(b, "{\"status\":\"sync_failed\",\"error\":\"sync_failed\",\"detail\":");
+        char detail[700];
+        snprintf(detail, sizeof detail, "%d of %d peer exchange(s) failed; first: %s", failed,
+                 repl_peer_count(rg->repl), why ? why : "no answer");
+        put_str(b, detail);
+        buf_putc(b, ',');
+    } else {
+        buf_puts(b, "{\"status\":\"sync_completed\",");
+    }
     put_identity(rg, b);
     buf_puts(b, ",\"counters\":");
     put_all_counters(rg, b);
+    buf_putc(b, ',');
+    buf_append(b, peers.data, peers.len);
     buf_putc(b, '}');
-    respond_out(fs->req, rg, 200);
+    buf_free(&peers);
+    respond_out(fs->req, rg, failed ? 502 : 200);
     free(fs);
+}
+
+/* GET /admin/sync: this node's replication as the coordinator's /global/status shows it. */
+static void h_sync_status(struct region *rg, struct http_request *req)
+{
+    struct buf *b = &rg->out;
+    buf_putc(b, '{');
+    put_identity(rg, b);
+    buf_puts(b, repl_partitioned(rg->repl) ? ",\"network_partition\":true"
+                                           : ",\"network_partition\":false");
+    buf_puts(b, ",\"last_sync_time\":");
+    buf_printf(b, "%.3f,", repl_last_sync_time(rg->repl));
+    put_peers(rg, b, NULL);
+    buf_putc(b, '}');
+    respond_out(req, rg, 200);
 }
 
 static void h_force_sync(struct region *rg, struct http_request *req)
@@ -636,6 +732,8 @@ static void trace_request(struct region *rg, struct http_request *req)
     for (const char *const *r = routes; *r && !route; r++)
         if (http_path_is(req, *r))
             route = *r;
+    if (!route && http_path_is(req, "/admin/sync"))
+        route = "/admin/sync";
     if (!route && req->path_len > 9 && memcmp(req->path, "/counter/", 9) == 0) {
         route = "/counter/{name}";
         trace_span_attr_str(req->span, "counter.name", req->path + 9, req->path_len - 9);
@@ -708,6 +806,11 @@ static void handle(struct http_request *req, void *arg)
         if (!post)
             return http_respond_not_allowed(req, "POST");
         return h_force_sync(rg, req);
+    }
+    if (http_path_is(req, "/admin/sync")) {
+        if (!get)
+            return http_respond_not_allowed(req, "GET, HEAD");
+        return h_sync_status(rg, req);
     }
     http_respond_error(req, 404, "not_found", "no endpoint %s %.200s", req->method_name, req->path);
 }
@@ -782,20 +885,40 @@ static void failover_learned(void *arg, const char *counter, size_t clen, const 
         wal_append_settle(rg->wal, counter, clen, token, tlen, now);
 }
 
+/*
+ * The replicas' net contributions summed (mine: this node's only), for the gauges. A bare
+ * node id (an original-format peer's sum of that node's incarnations) of a node whose
+ * incarnations this store holds too is left out, as reads leave it out wherever the
+ * incarnations sum at least as much.
+ */
+static double replicas_total(struct region *rg, int mine)
+{
+    int n = gstore_replica_count(rg->store);
+    char *has_inc = xcalloc((size_t)(n ? n : 1), 1); /* node indexes are below n */
+    for (int r = 0; r < n; r++)
+        if (strchr(gstore_replica_name(rg->store, r), '~'))
+            has_inc[gstore_replica_node(rg->store, r)] = 1;
+    double sum = 0;
+    for (int r = 0; r < n; r++) {
+        if (mine && node_of(rg, r) != rg->self_node)
+            continue;
+        if (!strchr(gstore_replica_name(rg->store, r), '~') &&
+            has_inc[gstore_replica_node(rg->store, r)])
+            continue;
+        sum += gstore_replica_net(rg->store, r);
+    }
+    free(has_inc);
+    return sum;
+}
+
 static double local_total(void *arg)
 {
-    struct region *rg = arg;
-    double sum = 0;
-    int n = gstore_replica_count(rg->store);
-    for (int r = 0; r < n; r++)
-        if (node_of(rg, r) == rg->self_node)
-            sum += gstore_replica_net(rg->store, r);
-    return sum;
+    return replicas_total(arg, 1);
 }
 
 static double synced_total(void *arg)
 {
-    return gstore_total(((struct region *)arg)->store);
+    return replicas_total(arg, 0);
 }
 static double store_counters(void *arg)
 {

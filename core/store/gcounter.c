@@ -37,6 +37,10 @@ struct gstore {
     uint32_t head, tail; /* change list */
     char **rep_names;
     int nrep, rep_cap;
+    int *rep_node;     /* replica -> node index (its id up to '~') */
+    uint8_t *rep_bare; /* the replica id is a bare node id (no '~') */
+    char **node_names;
+    int nnode, node_cap;
     int expect_reps;        /* entries a new counter gets room for; 0: nrep */
     struct gentry *scratch; /* merge workspace */
     size_t scratch_cap;
@@ -161,6 +165,11 @@ void gstore_free(struct gstore *st)
     for (int i = 0; i < st->nrep; i++)
         free(st->rep_names[i]);
     free(st->rep_names);
+    for (int i = 0; i < st->nnode; i++)
+        free(st->node_names[i]);
+    free(st->node_names);
+    free(st->rep_node);
+    free(st->rep_bare);
     free(st->rep_net);
     free(st->by_id);
     free(st->slots);
@@ -181,15 +190,44 @@ int gstore_replica(struct gstore *st, const char *name, size_t len)
         st->rep_cap = st->rep_cap ? st->rep_cap * 2 : 8;
         st->rep_names = xrealloc(st->rep_names, (size_t)st->rep_cap * sizeof *st->rep_names);
         st->rep_net = xrealloc(st->rep_net, (size_t)st->rep_cap * sizeof *st->rep_net);
+        st->rep_node = xrealloc(st->rep_node, (size_t)st->rep_cap * sizeof *st->rep_node);
+        st->rep_bare = xrealloc(st->rep_bare, (size_t)st->rep_cap * sizeof *st->rep_bare);
     }
     st->rep_names[st->nrep] = xstrndup(name, len);
     st->rep_net[st->nrep] = 0;
+    size_t nlen = gcounter_replica_node_len(name, len);
+    if (!nlen)
+        nlen = len;
+    int k = 0;
+    while (k < st->nnode &&
+           !(strlen(st->node_names[k]) == nlen && memcmp(st->node_names[k], name, nlen) == 0))
+        k++;
+    if (k == st->nnode) {
+        if (st->nnode == st->node_cap) {
+            st->node_cap = st->node_cap ? st->node_cap * 2 : 8;
+            st->node_names =
+                xrealloc(st->node_names, (size_t)st->node_cap * sizeof *st->node_names);
+        }
+        st->node_names[st->nnode++] = xstrndup(name, nlen);
+    }
+    st->rep_node[st->nrep] = k;
+    st->rep_bare[st->nrep] = nlen == len;
     return st->nrep++;
 }
 
 const char *gstore_replica_name(const struct gstore *st, int rep)
 {
     return rep >= 0 && rep < st->nrep ? st->rep_names[rep] : NULL;
+}
+
+int gstore_replica_node(const struct gstore *st, int rep)
+{
+    return rep >= 0 && rep < st->nrep ? st->rep_node[rep] : -1;
+}
+
+const char *gstore_node_name(const struct gstore *st, int node)
+{
+    return node >= 0 && node < st->nnode ? st->node_names[node] : NULL;
 }
 
 int gstore_replica_count(const struct gstore *st)
@@ -283,36 +321,19 @@ uint32_t gstore_count(const struct gstore *st)
     return st->count;
 }
 
-static int64_t sum_pos(const struct gcounter *c)
-{
-    int64_t s = 0;
-    for (unsigned i = 0; i < c->n; i++)
-        s += c_pos(c)[i]; /* the invariant keeps this in range */
-    return s;
-}
-
-static int64_t sum_neg(const struct gcounter *c)
-{
-    int64_t s = 0;
-    const int64_t *neg = c_neg(c);
-    if (neg)
-        for (unsigned i = 0; i < c->n; i++)
-            s += neg[i];
-    return s;
-}
-
 int gstore_incr(struct gstore *st, uint32_t id, int rep, int64_t amount)
 {
     struct gcounter *c = st->by_id[id];
     if (amount == 0)
         return 0;
-    int64_t sum = amount > 0 ? sum_pos(c) : sum_neg(c), mag, tmp;
     if (amount == INT64_MIN)
         return GSTORE_EOVERFLOW;
-    mag = amount > 0 ? amount : -amount;
-    if (__builtin_add_overflow(sum, mag, &tmp))
-        return GSTORE_EOVERFLOW;
+    int64_t mag = amount > 0 ? amount : -amount, tmp;
     int i = c_find_rep(c, rep);
+    /* Only this replica's own entry must stay in range: totals are computed wide. */
+    int64_t mine = i < 0 ? 0 : amount > 0 ? c_pos(c)[i] : (c_neg(c) ? c_neg(c)[i] : 0);
+    if (__builtin_add_overflow(mine, mag, &tmp))
+        return GSTORE_EOVERFLOW;
     if (i < 0 && c->n == GCOUNTER_MAX_ENTRIES)
         return GSTORE_EFULL;
 
@@ -378,10 +399,6 @@ static int merge_compute(struct gstore *st, uint32_t id, const struct gentry *in
         if (in[j].neg > m[i].neg)
             m[i].neg = in[j].neg;
     }
-    int64_t sp = 0, sn = 0;
-    for (size_t i = 0; i < k; i++)
-        if (__builtin_add_overflow(sp, m[i].pos, &sp) || __builtin_add_overflow(sn, m[i].neg, &sn))
-            return GSTORE_EOVERFLOW;
     return (int)k;
 }
 
@@ -518,7 +535,74 @@ uint64_t gcounter_mseq(const struct gcounter *c)
 
 int64_t gcounter_value(const struct gcounter *c)
 {
-    return sum_pos(c) - sum_neg(c);
+    gcount_wide v = 0;
+    const int64_t *neg = c_neg(c);
+    for (unsigned i = 0; i < c->n; i++)
+        v += (gcount_wide)c_pos(c)[i] - (neg ? neg[i] : 0);
+    return gcount_clamp(v, NULL);
+}
+
+unsigned gcounter_nodes(const struct gstore *st, const struct gcounter *c, struct gnode *out)
+{
+    /* Per node: incarnations summed, and apart the bare entry (an original-format peer's
+     * sum of that node's incarnations, which it learned from us or another region). */
+    gcount_wide bare_pos[GCOUNTER_MAX_ENTRIES], bare_neg[GCOUNTER_MAX_ENTRIES];
+    const int64_t *neg = c_neg(c);
+    unsigned k = 0;
+    for (unsigned i = 0; i < c->n; i++) {
+        int rep = c_rep(c)[i];
+        int node = st->rep_node[rep];
+        unsigned j = 0;
+        while (j < k && out[j].node != node)
+            j++;
+        if (j == k) {
+            out[k].node = node;
+            out[k].pos = out[k].neg = bare_pos[k] = bare_neg[k] = 0;
+            k++;
+        }
+        int64_t p = c_pos(c)[i], q = neg ? neg[i] : 0;
+        if (st->rep_bare[rep]) {
+            bare_pos[j] = p;
+            bare_neg[j] = q;
+        } else {
+            out[j].pos += p;
+            out[j].neg += q;
+        }
+    }
+    for (unsigned j = 0; j < k; j++) {
+        if (bare_pos[j] > out[j].pos)
+            out[j].pos = bare_pos[j];
+        if (bare_neg[j] > out[j].neg)
+            out[j].neg = bare_neg[j];
+    }
+    return k;
+}
+
+size_t gcount_str(gcount_wide v, char *out)
+{
+    char tmp[48];
+    size_t n = 0, k = 0;
+    unsigned __int128 u = v < 0 ? -(unsigned __int128)v : (unsigned __int128)v;
+    do {
+        tmp[n++] = (char)('0' + (int)(u % 10));
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        out[k++] = '-';
+    while (n)
+        out[k++] = tmp[--n];
+    out[k] = '\0';
+    return k;
+}
+
+gcount_wide gstore_value(const struct gstore *st, const struct gcounter *c)
+{
+    struct gnode nodes[GCOUNTER_MAX_ENTRIES];
+    unsigned k = c ? gcounter_nodes(st, c, nodes) : 0;
+    gcount_wide v = 0;
+    for (unsigned j = 0; j < k; j++)
+        v += nodes[j].pos - nodes[j].neg;
+    return v;
 }
 
 int64_t gcounter_net(const struct gcounter *c, int rep)

@@ -4,8 +4,10 @@
  * A counter is two G-Counters side by side: per replica, the total of its increments
  * (pos) and the total of its decrements (neg). Merge takes the per-replica maximum of
  * each, so it is commutative, associative and idempotent; the value is sum(pos) -
- * sum(neg). Both sums always fit in int64_t: an increment or merge that would leave that
- * range is refused whole (GSTORE_EOVERFLOW) and changes nothing.
+ * sum(neg). Each entry is an exact int64_t: an increment that would take its replica's
+ * own entry out of that range is refused (GSTORE_EOVERFLOW) and changes nothing. Sums are
+ * never refused: they are computed in 128 bits (255 entries of up to 2^63-1 fit), so a
+ * merge never fails for the range of a total, and readers clamp or print them exactly.
  *
  * Replica ids (node ids, or one id per incarnation of a node) are interned to small
  * integers. Counters are addressed by a dense uint32_t id that never changes, and every
@@ -28,11 +30,23 @@
 #define GCOUNTER_NAME_MAX 255
 
 /* Errors returned by the mutating calls; nothing is applied when one is returned. */
-#define GSTORE_EOVERFLOW (-1) /* a sum would leave the signed 64-bit range */
+#define GSTORE_EOVERFLOW (-1) /* the replica's own entry would leave the int64 range */
 #define GSTORE_EFULL (-2)     /* more than GCOUNTER_MAX_ENTRIES replicas in one counter */
 
 struct gstore;
 struct gcounter;
+
+/* Totals, exact: up to 255 entries of up to 2^63-1 each always fit 128 bits. */
+__extension__ typedef __int128 gcount_wide;
+
+/* v clamped to the int64_t range; *beyond (may be NULL) says whether it was clamped. */
+static inline int64_t gcount_clamp(gcount_wide v, int *beyond)
+{
+    int out = v > INT64_MAX || v < INT64_MIN;
+    if (beyond)
+        *beyond = out;
+    return v > INT64_MAX ? INT64_MAX : v < INT64_MIN ? INT64_MIN : (int64_t)v;
+}
 
 /* API.md's rule for counter names and replica ids: 1-200 bytes of [A-Za-z0-9_.:-]. */
 static inline int gcounter_name_valid(const char *s, size_t n)
@@ -92,6 +106,10 @@ void gstore_free(struct gstore *st);
 int gstore_replica(struct gstore *st, const char *name, size_t len);
 /* @return the replica's id string (NUL-terminated), or NULL when rep is not interned. */
 const char *gstore_replica_name(const struct gstore *st, int rep);
+/* @return the node a replica belongs to (its id up to '~'), or -1 when rep is not
+ *         interned; gstore_node_name names it. */
+int gstore_replica_node(const struct gstore *st, int rep);
+const char *gstore_node_name(const struct gstore *st, int node);
 int gstore_replica_count(const struct gstore *st);
 
 /*
@@ -122,13 +140,13 @@ int gstore_incr(struct gstore *st, uint32_t id, int rep, int64_t amount);
 /*
  * Checks that merging in[0..n) into counter id (GSTORE_NONE: a counter not created yet)
  * would succeed. Entries must have pos, neg >= 0; a replica may appear more than once.
- * @return 0, or GSTORE_EOVERFLOW / GSTORE_EFULL.
+ * @return 0, or GSTORE_EFULL (the range of a sum never refuses a merge).
  */
 int gstore_merge_check(struct gstore *st, uint32_t id, const struct gentry *in, size_t n);
 /*
  * Merges in[0..n) into counter id (per replica: max of pos, max of neg).
- * @return the number of replica entries that changed (>= 0), or GSTORE_EOVERFLOW /
- *         GSTORE_EFULL with nothing applied.
+ * @return the number of replica entries that changed (>= 0), or GSTORE_EFULL with
+ *         nothing applied.
  */
 int gstore_merge(struct gstore *st, uint32_t id, const struct gentry *in, size_t n);
 
@@ -160,7 +178,27 @@ size_t gstore_memory(const struct gstore *st);
 /* Reading one counter. */
 const char *gcounter_name(const struct gcounter *c, size_t *len);
 uint64_t gcounter_mseq(const struct gcounter *c);
+/* sum(pos) - sum(neg) over the entries as they are, clamped to int64_t (see gstore_value). */
 int64_t gcounter_value(const struct gcounter *c);
+
+/*
+ * One node's part of a counter: its incarnations ("node~x") summed. A bare entry "node"
+ * (what a peer in the original lab's format sends: it holds one value per node id, the
+ * sum of that node's incarnations it learned) counts only where it is above that sum,
+ * so its echo of our own sums never counts twice, and it still carries what we have not
+ * yet heard from the incarnations themselves.
+ */
+struct gnode {
+    int node; /* gstore_node_name() */
+    gcount_wide pos, neg;
+};
+/* Fills out[] (room for gcounter_entries(c)) with c's nodes. @return how many. */
+unsigned gcounter_nodes(const struct gstore *st, const struct gcounter *c, struct gnode *out);
+/* Writes v in decimal into out (room for 41 bytes). @return its length. */
+size_t gcount_str(gcount_wide v, char *out);
+/* The counter's value as the API answers it: the sum of its nodes' pos - neg, exact.
+ * c may be NULL (0). */
+gcount_wide gstore_value(const struct gstore *st, const struct gcounter *c);
 /* Replica rep's net contribution: its pos minus its neg (0 when absent). */
 int64_t gcounter_net(const struct gcounter *c, int rep);
 unsigned gcounter_entries(const struct gcounter *c);

@@ -22,6 +22,12 @@ local m_region = metrics.gauge("coordinator_region_count", "A region's total of 
                                "counter_name,region"):limit(top_n * math.max(#regions, 1), 1)
 local m_lag = metrics.gauge("coordinator_convergence_lag", "Max minus min of the region totals",
                             "counter_name"):limit(top_n, 1)
+local m_merged = metrics.gauge("coordinator_merged_count",
+                               "Join of the regions' vectors (per node the largest), summed",
+                               "counter_name"):limit(top_n, 1)
+local m_converged = metrics.gauge("coordinator_converged",
+                                  "1 when every healthy region holds the same vector", "counter_name")
+                           :limit(top_n, 1)
 local m_latency = metrics.histogram("coordinator_query_latency_seconds",
                                     "Time to answer a global query", "operation")
 local m_healthy = metrics.gauge("coordinator_healthy_regions", "Regions that answered the last query")
@@ -44,6 +50,29 @@ local function ok_json(res)
   return v
 end
 
+local INT64_MAX, INT64_MIN = 0x7fffffffffffffffLL, -0x7fffffffffffffffLL - 1
+
+-- a + b clamped to the int64 range; the second result says whether it was clamped. Counts
+-- past 2^53 arrive as int64 cdata, whose own arithmetic would wrap.
+local function add_clamped(a, b)
+  if b > 0 and a > INT64_MAX - b then return INT64_MAX, true end
+  if b < 0 and a < INT64_MIN - b then return INT64_MIN, true end
+  local s = a + b
+  if type(s) == "number" and (s >= 2^53 or s <= -2^53) then s = 0LL + a + b end -- exact
+  return s, false
+end
+
+-- Whether two `nodes` vectors hold the same entries.
+local function same_vector(a, b)
+  for k, v in pairs(a) do
+    if b[k] == nil or b[k] ~= v then return false end
+  end
+  for k in pairs(b) do
+    if a[k] == nil then return false end
+  end
+  return true
+end
+
 local function global_counter(name)
   local t0 = counterd.now_ms()
   if not web.valid_name(name) then
@@ -52,13 +81,21 @@ local function global_counter(name)
   local answers = fan_out("GET", "/counter/" .. name)
   local out_regions, healthy = {}, 0
   local maxc, minc
+  local join, vectors, beyond = {}, {}, false
   for i, r in ipairs(regions) do
     local v = ok_json(answers[i])
     if v then
       healthy = healthy + 1
+      local nodes = type(v.nodes) == "table" and v.nodes or {}
       out_regions[r.name] = web.mark_unnamed(r, { local_count = v.local_count,
-                                                  total_count = v.total_count,
-                                                  nodes = v.nodes or {} })
+                                                  total_count = v.total_count, nodes = nodes,
+                                                  beyond_int64 = v.beyond_int64,
+                                                  exact = v.exact })
+      vectors[#vectors + 1] = nodes
+      if v.beyond_int64 then beyond = true end
+      for node, c in pairs(nodes) do
+        if join[node] == nil or c > join[node] then join[node] = c end
+      end
       -- Counts past 2^53 arrive as int64 cdata: compare with <, not math.max.
       local total = v.total_count or 0
       if maxc == nil or total > maxc then maxc = total end
@@ -67,17 +104,33 @@ local function global_counter(name)
     end
   end
   maxc, minc = maxc or 0, minc or 0
+  -- Converged: every healthy region holds the same vector (equal totals are not enough).
+  local converged = healthy > 0 and maxc == minc
+  for k = 2, #vectors do
+    if not same_vector(vectors[1], vectors[k]) then converged = false end
+  end
+  -- The value the cluster converges to: per node the largest count any region holds.
+  local merged = 0
+  for _, c in pairs(join) do
+    local clamped
+    merged, clamped = add_clamped(merged, c)
+    if clamped then beyond = true end
+  end
   local ms = counterd.now_ms() - t0
   m_global:set(tonumber(maxc), name)
   m_lag:set(tonumber(maxc - minc), name)
+  m_merged:set(tonumber(merged), name)
+  m_converged:set(converged and 1 or 0, name)
   m_healthy:set(healthy)
   m_latency:observe(ms / 1000, "global_counter")
   return 200, {
     counter = name,
     global_count = maxc,
+    merged_count = merged,
+    beyond_int64 = beyond or nil,
     regions = out_regions,
-    convergence = { converged = healthy > 0 and maxc == minc, lag = maxc - minc,
-                    max_count = maxc, min_count = minc },
+    convergence = { converged = converged, lag = maxc - minc, max_count = maxc,
+                    min_count = minc },
     healthy_regions = healthy,
     total_regions = #regions,
     query_time_ms = web.ms(ms),
@@ -111,7 +164,21 @@ end
 
 local function global_status()
   local t0 = counterd.now_ms()
-  local answers = fan_out("GET", "/admin/partition")
+  -- GET /admin/sync: partition state, and per peer the last success and the last error. A
+  -- region of the original lab has no such endpoint: its /admin/partition answers instead.
+  local answers = fan_out("GET", "/admin/sync")
+  local old, at = {}, {}
+  for i, r in ipairs(regions) do
+    if answers[i].status == 404 then
+      old[#old + 1] = { url = r.url .. "/admin/partition", method = "GET",
+                        headers = web.upstream_headers(), timeout_ms = web.timeout() }
+      at[#old] = i
+    end
+  end
+  if #old > 0 then
+    local more = http.multi(old)
+    for k = 1, #old do answers[at[k]] = more[k] end
+  end
   local out, healthy, partitioned = {}, 0, 0
   for i, r in ipairs(regions) do
     local v = ok_json(answers[i])
@@ -119,7 +186,9 @@ local function global_status()
       healthy = healthy + 1
       if v.network_partition then partitioned = partitioned + 1 end
       out[r.name] = web.mark_unnamed(r, { status = "healthy", node_id = v.node_id,
-                                          network_partition = v.network_partition == true })
+                                          network_partition = v.network_partition == true,
+                                          last_sync_time = v.last_sync_time,
+                                          peers = v.peers })
     else
       out[r.name] = web.mark_unnamed(r, { status = "unhealthy" })
     end
@@ -169,14 +238,44 @@ local function set_partition_all(req)
   return 200, { status = "success", partition_enabled = enabled, regions_updated = updated }
 end
 
+-- A region's answer to /admin/force-sync, as force_sync reports it.
+local function sync_outcome(res)
+  local v = res.status and json.decode(res.body or "") or nil
+  if type(v) ~= "table" then v = {} end
+  local peers = type(v.peers) == "table" and v.peers or nil
+  if res.status == 200 then return { status = "sync_completed", peers = peers } end
+  if res.status == 503 and v.error == "partitioned" then
+    return { status = "partitioned", detail = v.detail }
+  end
+  if not res.status then
+    return { status = "unreachable", detail = "no answer: " .. tostring(res.error) }
+  end
+  return { status = v.status == "sync_failed" and "sync_failed" or "error",
+           detail = v.detail or ("HTTP " .. res.status), peers = peers }
+end
+
+-- 200 "sync_initiated" when every region completed its round or is partitioned; else 502
+-- "sync_failed" naming what failed. Either way, per region what happened.
 local function force_sync()
   -- A force-sync answers after a complete round, which may take long on a big store.
   local answers = fan_out("POST", "/admin/force-sync", nil, math.max(web.timeout(), 30000))
-  local synced = 0
-  for i = 1, #regions do
-    if answers[i].status == 200 then synced = synced + 1 end
+  local synced, out, failed = 0, {}, {}
+  for i, r in ipairs(regions) do
+    local o = sync_outcome(answers[i])
+    out[r.name] = o
+    if o.status == "sync_completed" then
+      synced = synced + 1
+    elseif o.status ~= "partitioned" then
+      failed[#failed + 1] = r.name .. ": " .. tostring(o.detail)
+    end
   end
-  return 200, { status = "sync_initiated", regions_synced = synced }
+  if #failed == 0 then
+    return 200, { status = "sync_initiated", regions_synced = synced, regions = out }
+  end
+  table.sort(failed)
+  return 502, { status = "sync_failed", error = "sync_failed", regions_synced = synced,
+                regions = out, detail = #failed .. " region(s) did not complete the sync: " ..
+                table.concat(failed, "; ") }
 end
 
 function M.handle(req)

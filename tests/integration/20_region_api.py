@@ -373,25 +373,31 @@ class RegionApi(harness.ServerTestCase):
             self.bad_sync(body, 400, codes, "POST /sync %r" % body)
         self.bad_sync({"counts": [1], "node_id": "peer-z", "timestamp": ts}, 400, "bad_field",
                       "counts is a list")
-        self.bad_sync({"counts": {"bad_target": {"peer-z": -5}}, "node_id": "peer-z",
-                       "timestamp": ts}, 400, "bad_field", "negative counts entry")
-        self.bad_sync({"counts": {"bad_target": {"peer-z": 1.5}}, "node_id": "peer-z",
-                       "timestamp": ts}, 400, "bad_field", "float counts entry")
-        self.bad_sync({"counts": {"bad_target": {"peer-z": "5"}}, "node_id": "peer-z",
-                       "timestamp": ts}, 400, "bad_field", "string counts entry")
-        self.bad_sync({"counts": {"bad_target": {"peer-z": 2**63}}, "node_id": "peer-z",
-                       "timestamp": ts}, 400, "bad_field", "counts entry 2**63")
-        self.bad_sync({"counts": {"bad_target": {"peer-z": 1}},
-                       "decrements": {"bad_target": {"peer-z": -1}},
+        # An entry counterd cannot hold is skipped and listed; the rest of the body merges.
+        for entry, reason in ((-5, "negative"), (1.5, "not_an_integer"), ("5", "not_an_integer"),
+                              (2**63, "out_of_range")):
+            self.prime("bad_target", 10)
+            before = self.counter("bad_target")
+            r = self.c.post_json("/sync", {"counts": {"bad_target": {"peer-z": entry},
+                                                      "good_z": {"peer-z": 5}},
+                                           "node_id": "peer-z", "timestamp": ts})
+            self.assertEqual(r["rejected"], [{"counter": "bad_target", "node_id": "peer-z",
+                                              "reason": reason}], "entry %r" % (entry,))
+            self.assertEqual(r["rejected_count"], 1)
+            self.assertUnchanged("bad_target", before, "entry %r" % (entry,))
+            self.assertEqual(self.counter("good_z")["nodes"], {"peer-z": 5})
+        r = self.c.post_json("/sync", {"counts": {"bad_target": {"peer-z": 1}},
+                                       "decrements": {"bad_target": {"peer-z": -1}},
+                                       "node_id": "peer-z", "timestamp": ts})
+        self.assertEqual([x["reason"] for x in r["rejected"]], ["negative"])
+        self.assertEqual(self.counter("bad_target")["nodes"]["peer-z"], 1)
+        r = self.c.post_json("/sync", {"counts": {"good_y": {"peer-z": 5}, "a b": {"peer-z": 1}},
+                                       "node_id": "peer-z", "timestamp": ts})
+        self.assertEqual(r["rejected"], [{"counter": "a b", "reason": "bad_name"}])
+        self.assertEqual(self.counter("good_y")["total_count"], 5)
+        self.bad_sync({"counts": {"bad_other": {"peer-z": 5}}, "decrements": [1],
                        "node_id": "peer-z", "timestamp": ts}, 400, "bad_field",
-                      "negative decrements entry")
-        # Nothing half-applied: a good entry before a bad one is not merged either.
-        self.bad_sync({"counts": {"bad_other": {"peer-z": 5}, "bad_target": {"peer-z": -1}},
-                       "node_id": "peer-z", "timestamp": ts}, 400, "bad_field",
-                      "good entry then negative entry")
-        self.bad_sync({"counts": {"bad_other": {"peer-z": 5}, "a b": {"peer-z": 1}},
-                       "node_id": "peer-z", "timestamp": ts}, 400, "bad_name",
-                      "good entry then a bad counter name")
+                      "decrements is a list")
 
 
 if __name__ == "__main__":

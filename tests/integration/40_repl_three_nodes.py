@@ -77,11 +77,16 @@ class ThreeNodes(harness.ServerTestCase):
         if status == 200:
             harness.assert_json_response(r, 200, "%r POST /admin/force-sync" % node)
             body = r.json()
-            self.assertEqual(set(body), {"status", "region", "node_id", "counters"},
+            self.assertEqual(set(body), {"status", "region", "node_id", "counters", "peers"},
                              "%r force-sync answer keys: %r" % (node, body))
             self.assertEqual(body["status"], "sync_completed")
             self.assertEqual((body["region"], body["node_id"]), (node.region, node.node_id))
             self.assertIsInstance(body["counters"], dict)
+        elif status == 502:  # a peer exchange failed: the answer says which
+            harness.assert_json_response(r, 502, "%r POST /admin/force-sync" % node)
+            body = r.json()
+            self.assertEqual((body["status"], body["error"]), ("sync_failed", "sync_failed"))
+            self.assertIn("failed", [p["status"] for p in body["peers"].values()])
         else:
             body = self.assertError(r, status, "partitioned", "%r force-sync" % node)
         return body, elapsed
@@ -233,7 +238,7 @@ class ThreeNodes(harness.ServerTestCase):
         c.srv.stop()  # SIGTERM; asserts a clean exit
         self.incr(a, "r", 8)
 
-        body, elapsed = self.force_sync(a)
+        body, elapsed = self.force_sync(a, status=502)
         self.assertLess(elapsed, 5.0, "force-sync with a peer down took %.2f s" % elapsed)
         self.assertJsonEqual(body["counters"].get("r"),
                              {"local_count": 9, "total_count": 15,

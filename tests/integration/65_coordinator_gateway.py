@@ -15,6 +15,7 @@ arithmetic, a region's 409/413 verdicts are relayed, a stopped region, a frozen 
 (SIGSTOP), every region down, and the coordinator down (reads 503, increments still 200).
 """
 
+import json
 import os
 import signal
 import time
@@ -27,8 +28,24 @@ NODE_OF = dict(harness.LAB_REGIONS)
 
 REGION_ANSWER_KEYS = {"counter", "local_count", "total_count", "node_id", "region"}
 GATEWAY_EXTRA_KEYS = {"routing", "routed_to_endpoint", "latency_ms"}
-GLOBAL_KEYS = {"counter", "global_count", "regions", "convergence", "healthy_regions",
-               "total_regions", "query_time_ms"}
+GLOBAL_KEYS = {"counter", "global_count", "merged_count", "regions", "convergence",
+               "healthy_regions", "total_regions", "query_time_ms"}
+PEER_KEYS = {"url", "status", "format", "last_success", "failed_rounds", "last_error",
+             "last_error_time"}
+
+
+def status_view(test, st):
+    """/global/status without each healthy region's replication detail (checked here:
+    last_sync_time, and per peer PEER_KEYS), for exact comparisons."""
+    st = json.loads(json.dumps(st))
+    for name, r in st["regions"].items():
+        if r["status"] == "healthy":
+            test.assertIn(type(r.pop("last_sync_time")), (int, float), name)
+            peers = r.pop("peers")
+            test.assertEqual(len(peers), len(NAMES) - 1, "%s peers %r" % (name, peers))
+            for p in peers.values():
+                test.assertEqual(set(p), PEER_KEYS, "%s peer %r" % (name, p))
+    return st
 
 def fnv1a32(s):
     h = 2166136261
@@ -79,9 +96,14 @@ class Base(harness.ServerTestCase):
     def global_counter(self, name, client=None):
         return (client or self.co).get_json("/global/counter/%s" % name)
 
-    def force_sync(self, expect_synced=3):
-        r = self.co.post_json("/global/force-sync")
-        self.assertJsonEqual(r, {"status": "sync_initiated", "regions_synced": expect_synced})
+    def force_sync(self, expect_synced=3, status=200):
+        r = self.co.post("/global/force-sync")
+        harness.assert_json_response(r, status, "POST /global/force-sync")
+        got = r.json()
+        self.assertEqual(got["status"], "sync_initiated" if status == 200 else "sync_failed", got)
+        self.assertEqual(got["regions_synced"], expect_synced, got)
+        self.assertEqual(set(got["regions"]), set(NAMES), got)
+        return got
 
     def totals(self, name):
         return {reg: self.rc[reg].get_json("/counter/%s" % name)["total_count"]
@@ -97,8 +119,16 @@ class Base(harness.ServerTestCase):
         self.assertEqual(round(qt, 2), qt, "query_time_ms rounded to 2 decimals: %r" % qt)
         totals = [v["total_count"] for v in per_region.values()]
         mx, mn = (max(totals), min(totals)) if totals else (0, 0)
-        want = {"counter": name, "global_count": mx, "regions": per_region,
-                "convergence": {"converged": bool(totals) and mx == mn, "lag": mx - mn,
+        vectors = [v["nodes"] for v in per_region.values()]
+        join = {}
+        for vec in vectors:
+            for node, c in vec.items():
+                join[node] = max(join.get(node, c), c)
+        want = {"counter": name, "global_count": mx, "merged_count": sum(join.values()),
+                "regions": per_region,
+                "convergence": {"converged": bool(totals) and all(v == vectors[0]
+                                                                  for v in vectors),
+                                "lag": mx - mn,
                                 "max_count": mx, "min_count": mn},
                 "healthy_regions": len(per_region) if healthy is None else healthy,
                 "total_regions": len(self.t.regions)}
@@ -212,7 +242,7 @@ class Shared(Base):
     def test_global_status_and_partition(self):
         want_ok = {r: {"status": "healthy", "node_id": NODE_OF[r], "network_partition": False}
                    for r in NAMES}
-        self.assertJsonEqual(self.co.get_json("/global/status"),
+        self.assertJsonEqual(status_view(self, self.co.get_json("/global/status")),
                              {"regions": want_ok, "healthy_count": 3, "partitioned_count": 0})
         r = self.co.post_json("/global/partition", {"region": "us-west", "enabled": True})
         self.assertJsonEqual(r, {"status": "success", "region": "us-west", "network_partition": True})
@@ -221,7 +251,7 @@ class Shared(Base):
             self.assertIs(self.rc["us-east"].get_json("/admin/partition")["network_partition"], False)
             want = dict(want_ok)
             want["us-west"] = dict(want_ok["us-west"], network_partition=True)
-            self.assertJsonEqual(self.co.get_json("/global/status"),
+            self.assertJsonEqual(status_view(self, self.co.get_json("/global/status")),
                                  {"regions": want, "healthy_count": 3, "partitioned_count": 1})
         finally:
             r = self.co.post_json("/global/partition", {"region": "us-west", "enabled": False})
@@ -516,8 +546,8 @@ class Shared(Base):
         name = "gw_sync"
         self.incr_region("us-east", name, 1)
         self.incr_region("eu-west", name, 2)
-        self.assertJsonEqual(self.gw.post_json("/admin/force-sync"),
-                             {"status": "sync_initiated", "regions_synced": 3})
+        fs = self.gw.post_json("/admin/force-sync")
+        self.assertEqual((fs["status"], fs["regions_synced"]), ("sync_initiated", 3), fs)
         self.assertEqual(self.totals(name), {r: 3 for r in NAMES})
 
     def test_dashboard_page(self):
@@ -629,7 +659,7 @@ class RegionDown(Base):
 
         st, took = self.timed(self.co.get_json, "/global/status")
         self.assertLess(took, 3.0)
-        self.assertJsonEqual(st, {"regions": {
+        self.assertJsonEqual(status_view(self, st), {"regions": {
             "us-east": {"status": "healthy", "node_id": "us-east-1", "network_partition": False},
             "us-west": {"status": "unhealthy"},
             "eu-west": {"status": "healthy", "node_id": "eu-west-1", "network_partition": False},
@@ -649,8 +679,10 @@ class RegionDown(Base):
             self.assertIn(self.region_of(a), ("us-east", "eu-west"),
                           "policy %s with us-west down: %r" % (policy, a))
             self.assertEqual(a["routing"], policy)
-        self.assertEqual(self.co.post_json("/global/force-sync"),
-                         {"status": "sync_initiated", "regions_synced": 2})
+        # The regions that are up cannot reach us-west: the sync failed, and says where.
+        fs = self.force_sync(expect_synced=0, status=502)
+        self.assertEqual(fs["regions"]["us-west"]["status"], "unreachable", fs)
+        self.assertEqual(fs["regions"]["us-east"]["status"], "sync_failed", fs)
         r = self.co.post_json("/global/partition/all?enabled=false")
         self.assertJsonEqual(r, {"status": "success", "partition_enabled": False,
                                  "regions_updated": 2})
@@ -687,8 +719,8 @@ class RegionDown(Base):
                                   "healthy_count": 0, "partitioned_count": 0})
         gc = self.co.get_json("/global/counters")
         self.assertEqual((gc["regions"], gc["counter_names"], gc["healthy_regions"]), ({}, [], 0))
-        self.assertJsonEqual(self.co.post_json("/global/force-sync"),
-                             {"status": "sync_initiated", "regions_synced": 0})
+        fs = self.force_sync(expect_synced=0, status=502)
+        self.assertEqual({r["status"] for r in fs["regions"].values()}, {"unreachable"}, fs)
         self.assertJsonEqual(self.gw.get_json("/health"), {"status": "ok", "service": "gateway"})
 
     def test_coordinator_down(self):
