@@ -863,6 +863,17 @@ uint64_t wal_errors(const struct wal *w, enum wal_error e)
     return (unsigned)e < WAL_ERR_COUNT ? w->errors[e] : 0;
 }
 
+/* The log's own write and fdatasync: fault points for the tests (COUNTERD_FAULTS). */
+static int log_write(struct wal *w)
+{
+    return fault_error(FAULT_WAL_WRITE) ? -1 : write_all(w->fd, w->buf.data, w->buf.len);
+}
+
+static int log_fdatasync(int fd)
+{
+    return fault_error(FAULT_WAL_FSYNC) ? -1 : fdatasync(fd);
+}
+
 /* ---------------------------------------------------------------- fsync thread */
 
 /* Flushes and closes the segments rotate() handed over. Called with w->mu held; drops it
@@ -879,7 +890,7 @@ static void settle_old(struct wal *w)
         memmove(w->old, w->old + 1, (size_t)--w->nold * sizeof w->old[0]);
         w->busy = 1;
         pthread_mutex_unlock(&w->mu);
-        int rc = skip ? 0 : fdatasync(fd);
+        int rc = skip ? 0 : log_fdatasync(fd);
         int e = errno;
         close(fd);
         pthread_mutex_lock(&w->mu);
@@ -939,7 +950,7 @@ static void *sync_main(void *arg)
         pthread_mutex_unlock(&w->mu);
         int rc = dir ? fsync(w->dir_fd) : 0;
         if (rc == 0)
-            rc = fdatasync(fd);
+            rc = log_fdatasync(fd);
         int e = errno;
         if (rc == 0)
             fault_hit(FAULT_WAL_AFTER_FSYNC);
@@ -1249,7 +1260,7 @@ int wal_close(struct wal *w)
     if (rc == 0 && !w->failed)
         release_room(w->fd, w->seg_size, w->reserved);
     stop_thread(w);
-    if (rc == 0 && !w->failed && fdatasync(w->fd) == 0) {
+    if (rc == 0 && !w->failed && log_fdatasync(w->fd) == 0) {
         char text[GSTORE_REPLICA_NAME_MAX + 2] = "";
         rc = write_small(w, "clean", text);
     } else {
@@ -1332,7 +1343,7 @@ int wal_write(struct wal *w)
     if (w->buf.len == 0)
         return 0;
     fault_hit(FAULT_WAL_BEFORE_WRITE);
-    if (write_all(w->fd, w->buf.data, w->buf.len) < 0) {
+    if (log_write(w) < 0) {
         write_failed(w, errno);
         return -1;
     }
@@ -1762,7 +1773,7 @@ static void recover_space(struct wal *w)
         return;
     }
     if (w->buf.len) {
-        if (write_all(w->fd, w->buf.data, w->buf.len) < 0) {
+        if (log_write(w) < 0) {
             int e = errno;
             if (ftruncate(w->fd, (off_t)w->seg_size) < 0 || !space_errno(e))
                 wal_fail(w, WAL_ERR_IO, e, "cannot write the log");

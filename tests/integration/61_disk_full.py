@@ -13,6 +13,12 @@ file of its own, then increments until the node refuses:
 then frees the space: the node takes writes again without a restart, its snapshots work
 again, replication with its peer resumes both ways, and after a SIGKILL and a restart
 every acknowledged increment is there.
+
+Disk errors (COUNTERD_FAULTS wal_fsync=eio@N, wal_write=eio@N; no root needed): after a
+failed fdatasync the answers that waited for it are 503 (applied, not known durable), and
+the node takes writes again only once a fresh log segment and a snapshot are on disk; a
+failed write closes the connections whose answers needed it. Either way the increment
+concerned is there, once, after the recovery and after a restart.
 """
 
 import errno
@@ -231,6 +237,79 @@ class DiskFull(harness.ServerTestCase):
                                    "idempotency_token": "%s-1" % TOKEN})
         self.assertEqual(r.status, 200)
         self.assertTrue(r.json().get("duplicate"), r.json())
+
+
+class DiskError(harness.ServerTestCase):
+    def start_node(self, data, fsync, faults):
+        srv = harness.Server(["--region", "us-east", "--node-id", "us-east-1",
+                              "--data-dir", data, "--fsync", fsync,
+                              "--sync-interval-ms", "60000"], name="eio-us-east-1")
+        self.addCleanup(srv.stop)
+        with harness.environ(COUNTERD_FAULTS=faults):
+            srv.start()
+        return srv
+
+    def run_case(self, fsync, faults, reason):
+        data = tempfile.mkdtemp(prefix="counterd-data-eio-")
+        self.addCleanup(shutil.rmtree, data, True)
+        srv = self.start_node(data, fsync, faults)
+        c = srv.client()
+        self.addCleanup(lambda: c.close())
+        acked, k, failed_token = 0, 0, None
+        while failed_token is None:
+            k += 1
+            self.assertLess(k, 50, "the fault point was not reached")
+            token = "tok-%d" % k
+            try:
+                r = c.post("/increment", {"counter_name": "v", "idempotency_token": token})
+            except (OSError, harness.http.client.HTTPException):
+                self.assertEqual(reason, "io_error", "a closed connection after a failed fsync")
+                c.close()
+                c = srv.client()
+                failed_token = token
+                break
+            if r.status == 200:
+                acked += 1
+                continue
+            self.assertError(r, 503, "unavailable", "increment whose fsync failed",
+                             detail_contains="could not be made durable")
+            failed_token = token
+        health = c.get_json("/health")
+        self.assertEqual(health["status"], "degraded", health)
+        self.assertTrue(health["degraded"][0].startswith(reason + ":"), health)
+        r = c.post("/increment", {"counter_name": "v"})
+        self.assertError(r, 503, "unavailable", "increment after a disk error",
+                         detail_contains="disk error")
+        t0 = time.monotonic()
+        while c.get_json("/health")["status"] != "ok":
+            self.assertLess(time.monotonic() - t0, 10, "no recovery within 10 s")
+            time.sleep(0.1)
+        print("\n[61_disk_full] %s: recovered %.1f s after the failure" %
+              (reason, time.monotonic() - t0))
+        m = harness.parse_metrics(c.get("/metrics").text())
+        self.assertEqual(harness.metric_values(m, "counterd_wal_write_errors_total",
+                                               reason=reason), [1.0])
+        self.assertEqual(harness.metric_values(m, "counterd_wal_writable"), [1.0])
+        self.assertIn("takes writes again", srv.log_text())
+        # The increment whose answer failed was applied; its retry counts nothing more.
+        r = c.post("/increment", {"counter_name": "v", "idempotency_token": failed_token})
+        self.assertEqual(r.status, 200, r.body)
+        self.assertTrue(r.json().get("duplicate"), r.json())
+        for _ in range(3):
+            c.post_json("/increment", {"counter_name": "v"})
+            acked += 1
+        self.assertEqual(c.get_json("/counter/v")["total_count"], acked + 1)
+        c.close()
+        srv.kill()
+        srv.start()
+        c = srv.client()
+        self.assertEqual(c.get_json("/counter/v")["total_count"], acked + 1)
+
+    def test_fsync_error(self):
+        self.run_case("always", "wal_fsync=eio@6", "fsync")
+
+    def test_write_error(self):
+        self.run_case("everysec", "wal_write=eio@6", "io_error")
 
 
 if __name__ == "__main__":
