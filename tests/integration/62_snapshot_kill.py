@@ -11,6 +11,7 @@ the dead snapshot behind, and hold every counter the killed run acknowledged.
 import os
 import re
 import shutil
+import signal
 import tempfile
 import time
 import unittest
@@ -37,6 +38,10 @@ def pid_alive(pid):
 
 
 class SnapshotKill(harness.ServerTestCase):
+    def setUp(self):
+        super().setUp()
+        signal.alarm(90)  # loading 400,000 counters takes a while on a busy machine
+
     def test_restart_after_kill_during_snapshot(self):
         d = tempfile.mkdtemp(prefix="counterd-data-snapkill-")
         self.addCleanup(shutil.rmtree, d, True)
