@@ -62,8 +62,10 @@ class DiskFull(harness.ServerTestCase):
         self.addCleanup(shutil.rmtree, self.top, True)
         self.mnt = os.path.join(self.top, "mnt")
         os.mkdir(self.mnt)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", self.mnt],
-                       check=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", self.mnt],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, "root, but cannot mount a 2 MiB tmpfs on %s: %s"
+                         % (self.mnt, r.stderr.strip()))
         self.addCleanup(subprocess.run, ["umount", "-l", self.mnt], check=False)
         self.data = os.path.join(self.mnt, "data")
         self.filler = os.path.join(self.mnt, "filler")
