@@ -3,6 +3,7 @@
  */
 #include "fault.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,9 @@ static const char *names[FAULT_COUNT] = {
 };
 static long crash_at[FAULT_COUNT]; /* 0: off */
 static long hits[FAULT_COUNT];
+static long fail_at[FAULT_COUNT]; /* 0: off */
+static int fail_errno[FAULT_COUNT];
+static long calls[FAULT_COUNT]; /* fault_error() calls, counted atomically */
 
 int fault_init(char *err, unsigned long errlen)
 {
@@ -31,8 +35,16 @@ int fault_init(char *err, unsigned long errlen)
         char *eq = strchr(item, '=');
         long n = 0;
         char tail;
-        if (!eq || sscanf(eq + 1, "crash@%ld%c", &n, &tail) != 1 || n < 1) {
-            snprintf(err, errlen, "COUNTERD_FAULTS: '%s' is not point=crash@N", item);
+        int e = 0;
+        if (eq && sscanf(eq + 1, "eio@%ld%c", &n, &tail) == 1)
+            e = EIO;
+        else if (eq && sscanf(eq + 1, "enospc@%ld%c", &n, &tail) == 1)
+            e = ENOSPC;
+        else if (!eq || sscanf(eq + 1, "crash@%ld%c", &n, &tail) != 1)
+            n = 0;
+        if (n < 1) {
+            snprintf(err, errlen, "COUNTERD_FAULTS: '%s' is not point=crash@N, eio@N or enospc@N",
+                     item);
             return -1;
         }
         *eq = '\0';
@@ -43,7 +55,12 @@ int fault_init(char *err, unsigned long errlen)
             snprintf(err, errlen, "COUNTERD_FAULTS: unknown fault point '%s'", item);
             return -1;
         }
-        crash_at[p] = n;
+        if (e) {
+            fail_at[p] = n;
+            fail_errno[p] = e;
+        } else {
+            crash_at[p] = n;
+        }
         fault_armed = 1;
     }
     return 0;
@@ -57,4 +74,12 @@ void fault__hit(enum fault_point p)
         (void)w;
         kill(getpid(), SIGKILL);
     }
+}
+
+int fault__error(enum fault_point p)
+{
+    if (!fail_at[p] || __atomic_add_fetch(&calls[p], 1, __ATOMIC_RELAXED) != fail_at[p])
+        return 0;
+    errno = fail_errno[p];
+    return fail_errno[p];
 }

@@ -4,6 +4,8 @@
  * Declared once here; switched on by the environment, COUNTERD_FAULTS="point=crash@N,...":
  * the Nth time the point is reached, the process sends itself SIGKILL (no clean-up, like
  * a power cut for everything not yet on disk). Off, a point costs one predictable branch.
+ * Points that stand for a system call (fault_error) also take "point=eio@N" or
+ * "point=enospc@N": the Nth call fails with that errno instead.
  */
 #ifndef COUNTERD_BASE_FAULT_H
 #define COUNTERD_BASE_FAULT_H
@@ -12,7 +14,9 @@
     X(WAL_BEFORE_WRITE, "wal_before_write")             /* records buffered, not yet written */    \
     X(WAL_AFTER_WRITE, "wal_after_write")               /* written to the file, not yet fsynced */ \
     X(WAL_AFTER_FSYNC, "wal_after_fsync")               /* durable, not yet acknowledged */        \
-    X(SNAPSHOT_BEFORE_RENAME, "snapshot_before_rename") /* snapshot written, not in place */
+    X(SNAPSHOT_BEFORE_RENAME, "snapshot_before_rename") /* snapshot written, not in place */       \
+    X(WAL_WRITE, "wal_write")                           /* the log's write(2) */                   \
+    X(WAL_FSYNC, "wal_fsync")                           /* the log's fdatasync */
 
 enum fault_point {
 #define FAULT_ENUM(id, name) FAULT_##id,
@@ -31,6 +35,17 @@ static inline void fault_hit(enum fault_point p)
 {
     if (__builtin_expect(fault_armed, 0))
         fault__hit(p);
+}
+
+int fault__error(enum fault_point p);
+
+/* Reached before the system call p stands for. @return 0, or the errno it must fail with
+ * (errno is then set too). Thread-safe. */
+static inline int fault_error(enum fault_point p)
+{
+    if (__builtin_expect(fault_armed, 0))
+        return fault__error(p);
+    return 0;
 }
 
 #endif

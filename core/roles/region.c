@@ -70,6 +70,10 @@ struct region {
     struct wal *wal;
     struct event *wal_notify, *wal_timer;
     struct durable_wait *waits, *waits_tail;
+    struct wal_metric {
+        struct region *rg;
+        enum wal_error kind;
+    } wal_metrics[WAL_ERR_COUNT];
     char *admin_token;
     struct otlp *otlp; /* span export, when tracing is on */
     struct metric *m_incr;
@@ -269,7 +273,7 @@ static void respond_durable(struct region *rg, struct http_request *req, uint64_
 static void release_durable(struct region *rg)
 {
     uint64_t durable = wal_durable(rg->wal), synced = wal_synced(rg->wal);
-    int failed = wal_failed(rg->wal);
+    int failed = wal_sync_failed(rg->wal); /* a full disk only delays them */
     while (rg->waits && (rg->waits->pos <= (rg->waits->need_sync ? synced : durable) || failed)) {
         struct durable_wait *w = rg->waits;
         rg->waits = w->next;
@@ -299,9 +303,34 @@ static void on_wal_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct region *rg = arg;
+    wal_write(rg->wal); /* what merges of answers to our own /sync changed */
     wal_tick(rg->wal, rg->store, rg->dedup);
     if (rg->waits)
         release_durable(rg); /* a failed fsync is only noticed here */
+}
+
+/*
+ * Whether the log can take need more bytes: asked before a write applies anything. On a
+ * full or failed disk it answers 503 unavailable (nothing applied) and returns -1.
+ */
+static int reserve_log(struct region *rg, struct http_request *req, size_t need)
+{
+    if (!rg->wal || wal_reserve(rg->wal, need) == 0)
+        return 0;
+    const char *why = wal_status(rg->wal);
+    http_respond_error(req, 503, "unavailable",
+                       "%s: this node cannot write its log, so it applies no writes until it "
+                       "can (it retries by itself); nothing was applied (%s)",
+                       strncmp(why, "disk_full", 9) == 0 ? "the disk is full" : "disk error", why);
+    return -1;
+}
+
+/* Log bytes one increment may take: its counter's record (one entry more than now), token
+ * and answer, and a failover note. */
+static size_t incr_record_max(const struct gcounter *c, size_t nlen, size_t tlen)
+{
+    size_t entries = (c ? gcounter_entries(c) : 0) + 1;
+    return 256 + 2 * (nlen + tlen) + FAILOVER_FROM_MAX + entries * (GSTORE_REPLICA_NAME_MAX + 18);
 }
 
 /* The server calls this before any answer of a loop iteration leaves: the log first. */
@@ -337,11 +366,28 @@ static void persist_changed(struct region *rg, uint32_t id)
 
 /* ---------------------------------------------------------------- handlers */
 
+/* "ok", or "degraded" with the reasons: the node still answers reads (so 200). */
 static void h_health(struct region *rg, struct http_request *req)
 {
     struct buf *b = &rg->out;
-    buf_puts(b, "{\"status\":\"ok\",\"service\":\"counter\",");
+    const char *why[2];
+    int n = 0;
+    if (rg->wal && (why[n] = wal_status(rg->wal)))
+        n++;
+    if (rg->wal && (why[n] = wal_snapshot_status(rg->wal)))
+        n++;
+    buf_puts(b, n ? "{\"status\":\"degraded\"," : "{\"status\":\"ok\",");
+    buf_puts(b, "\"service\":\"counter\",");
     put_identity(rg, b);
+    if (n) {
+        buf_puts(b, ",\"degraded\":[");
+        for (int i = 0; i < n; i++) {
+            if (i)
+                buf_putc(b, ',');
+            put_str(b, why[i]);
+        }
+        buf_putc(b, ']');
+    }
     buf_putc(b, '}');
     respond_out(req, rg, 200);
 }
@@ -406,10 +452,12 @@ static void h_increment(struct region *rg, struct http_request *req)
         trace_span_attr_str(req->span, "counter.name", name, nlen);
         trace_span_attr_int(req->span, "counter.amount", amount);
     }
-    if (rg->wal && wal_failed(rg->wal)) {
-        http_respond_error(req, 503, "unavailable",
-                           "this node cannot write its log (disk error); it accepts no writes");
-        return;
+    if (rg->wal) {
+        uint32_t fid = gstore_find(rg->store, name, nlen);
+        if (reserve_log(rg, req,
+                        incr_record_max(fid == GSTORE_NONE ? NULL : gstore_counter(rg->store, fid),
+                                        nlen, tlen)) < 0)
+            return;
     }
     struct dedup_answer prev;
     double now = clock_unix_s();
@@ -706,6 +754,9 @@ static void h_strong(struct region *rg, struct http_request *req)
                            from);
         return;
     }
+    /* An accept's records are smaller than its JSON entries, plus a promise. */
+    if (req->method == HTTP_M_POST && reserve_log(rg, req, 2 * req->body_len + 4096) < 0)
+        return;
     int64_t pos = replica_handle(&rg->replica, req, &rg->out);
     if (pos < 0)
         return;
@@ -778,6 +829,9 @@ static void handle(struct http_request *req, void *arg)
     if (http_path_is(req, "/sync")) {
         if (!post)
             return http_respond_not_allowed(req, "POST");
+        /* What a merge changes is logged: a peer's records take about their JSON size. */
+        if (reserve_log(rg, req, 2 * req->body_len + (64u << 10)) < 0)
+            return;
         return repl_handle_sync(rg->repl, req);
     }
     if (http_path_is(req, "/counters")) {
@@ -827,6 +881,9 @@ static int faults_decide(void *arg, const char *dir, const char *from, const cha
                          const char *kind, int partitioned, int *delay_ms)
 {
     struct region *rg = arg;
+    /* A node that cannot log does not pull either: merging the answer would need it. */
+    if (rg->wal && wal_failed(rg->wal) && !strcmp(dir, "out"))
+        return REPL_DROP;
     return lua_host_faults_decide(rg->lua, dir, from, to, kind, partitioned, delay_ms);
 }
 
@@ -919,6 +976,15 @@ static double local_total(void *arg)
 static double synced_total(void *arg)
 {
     return replicas_total(arg, 0);
+}
+static double wal_writable(void *arg)
+{
+    return !wal_failed(((struct region *)arg)->wal);
+}
+static double wal_error_count(void *arg)
+{
+    const struct wal_metric *m = arg;
+    return (double)wal_errors(m->rg->wal, m->kind);
 }
 static double store_counters(void *arg)
 {
@@ -1035,6 +1101,23 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
                                 "Resident memory of this process", NULL, NULL, 0)),
         rss_bytes, rg);
 
+    if (rg->wal) {
+        metric_set_fn(metric_only(metrics_add(rg->metrics, METRIC_GAUGE, "counterd_wal_writable",
+                                              "1 when the log takes writes, 0 when the disk is "
+                                              "full or failed (writes answer 503)",
+                                              NULL, NULL, 0)),
+                      wal_writable, rg);
+        struct metric *m =
+            metrics_add(rg->metrics, METRIC_COUNTER, "counterd_wal_write_errors_total",
+                        "Failed log reservations, writes, fsyncs and snapshots, by "
+                        "reason (disk_full, io_error, fsync, snapshot)",
+                        "reason", NULL, 0);
+        for (int k = 0; k < WAL_ERR_COUNT; k++) {
+            const char *reason[1] = {wal_error_name((enum wal_error)k)};
+            rg->wal_metrics[k] = (struct wal_metric){rg, (enum wal_error)k};
+            metric_set_fn(metric_series(m, reason), wal_error_count, &rg->wal_metrics[k]);
+        }
+    }
     if (tracing_start(base, cfg, rg->metrics, &rg->otlp, err, errlen) < 0) {
         region_free(rg);
         return NULL;
@@ -1103,7 +1186,9 @@ void region_free(struct region *rg)
     while (rg->waits) {
         struct durable_wait *w = rg->waits;
         rg->waits = w->next;
-        free(w); /* its connection is closed unanswered below */
+        /* Never sent (the server is freed below); frees a connection its client closed. */
+        http_respond_error(w->req, 503, "unavailable", "the node is stopping");
+        free(w);
     }
     http_server_free(rg->server);
     if (rg->wal_notify)

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -48,7 +49,16 @@
 #define REC_SETTLE 'S'
 #define REC_STRONG 'A'  /* a strong-counter proposal this replica accepted */
 #define REC_PROMISE 'P' /* a strong-counter epoch this replica promised */
-#define SNAPSHOT_RETRY_S 10.0
+
+#define SNAPSHOT_RETRY_S 2.0 /* after a failed snapshot; doubled each time, up to: */
+#define SNAPSHOT_RETRY_MAX_S 60.0
+#define RESERVE_CHUNK (256u << 10) /* log space reserved ahead at a time (fallocate) */
+#define RECOVER_ROOM (64u << 10)   /* room a failed log must find again to take writes */
+#define RETRY_MS 1000.0            /* a failed log tries to recover this often */
+#define SNAP_PARENT_GONE 125       /* a snapshot child's exit status: its parent died */
+
+/* Why the log takes no writes (w->failed). */
+enum { FAIL_NONE, FAIL_SPACE, FAIL_IO };
 
 struct wal {
     char *dir, *node_id;
@@ -63,7 +73,19 @@ struct wal {
     uint64_t appended;       /* position after the last buffered record */
     uint64_t written;        /* position written to the file */
     uint64_t since_snapshot; /* bytes written since the last snapshot began */
-    int failed;
+    /* Failure (see wal.h "Failures"): loop thread only. */
+    int failed; /* FAIL_* */
+    char fail_text[320];
+    double fail_since, retry_at; /* unix s; monotonic ms */
+    size_t held;                 /* buffered bytes whose write failed: written on recovery */
+    int write_failed;            /* a write(2) failed (not only a reservation) */
+    int recovering;              /* the running snapshot re-establishes a failed log */
+    uint64_t recover_upto;       /* position that snapshot makes durable */
+    uint64_t errors[WAL_ERR_COUNT];
+    /* Space reserved ahead in the current segment, as file offsets: seg_size is where the
+     * next write lands, reserved how far fallocate has backed the file. */
+    uint64_t seg_size, reserved;
+    int no_prealloc; /* the file system cannot reserve: ENOSPC shows at write(2) */
     int run_forgotten; /* the run file is removed: the next unclean start mints an id */
     /* Shared with the fsync thread, under mu. */
     pthread_t thread;
@@ -72,11 +94,14 @@ struct wal {
     uint64_t want, synced, shared_written;
     int busy, stop, sync_errno;
     int dir_dirty; /* a new segment's directory entry is not yet fsynced */
+    /* Bumped when a recovery drops the segment a failed fsync was on. */
+    unsigned sync_gen;
     /* Segments replaced by rotate(), for the thread to fsync (per policy) and close: the
      * loop never waits for a disk flush. upto: the position their records end at. */
     struct {
         int fd;
         uint64_t upto;
+        int discard; /* close without fsync: a recovery snapshot covers its records */
     } old[8];
     int nold;
     double last_sync_ms;
@@ -85,6 +110,8 @@ struct wal {
     uint64_t snap_seg;
     uint64_t snap_size; /* bytes of the last snapshot: the log may grow as much again */
     double retry_after;
+    int snap_fails; /* consecutive failed snapshots (the retry backs off) */
+    char snap_text[320];
 };
 
 int wal_parse_fsync(const char *s)
@@ -597,6 +624,11 @@ static int write_small(struct wal *w, const char *name, const char *text)
     close(fd);
     if (rc == 0)
         rc = renameat(w->dir_fd, tmp, w->dir_fd, name);
+    if (rc < 0) {
+        int e = errno;
+        unlinkat(w->dir_fd, tmp, 0);
+        errno = e;
+    }
     if (rc == 0)
         rc = fsync_dir(w);
     return rc;
@@ -613,7 +645,10 @@ static int open_segment(struct wal *w, uint64_t seg)
     if (fd < 0)
         return -1;
     if (write_all(fd, LOG_MAGIC, MAGIC_LEN) < 0) {
+        int e = errno;
         close(fd);
+        unlinkat(w->dir_fd, name, 0); /* or the next try finds it there (a full disk) */
+        errno = e;
         return -1;
     }
     w->dir_dirty = 1;
@@ -661,7 +696,10 @@ static int list_dir(int dir_fd, struct listing *l, int remove_tmp)
             l->has_clean = 1;
         } else if (remove_tmp && strlen(e->d_name) > 4 &&
                    !strcmp(e->d_name + strlen(e->d_name) - 4, ".tmp")) {
-            unlinkat(dir_fd, e->d_name, 0);
+            if (unlinkat(dir_fd, e->d_name, 0) == 0)
+                log_warn("removed %s: a temporary file of a snapshot (or meta file) that never "
+                         "finished, left by a process that died",
+                         e->d_name);
         }
     }
     closedir(d);
@@ -791,6 +829,146 @@ int wal_forget_run(struct wal *w)
     return 0;
 }
 
+/* ---------------------------------------------------------------- failures */
+
+static const char *const kind_names[WAL_ERR_COUNT] = {"disk_full", "io_error", "fsync", "snapshot"};
+
+const char *wal_error_name(enum wal_error e)
+{
+    return (unsigned)e < WAL_ERR_COUNT ? kind_names[e] : "unknown";
+}
+
+/* Errors that more free space cures; anything else may have left data behind it unsure. */
+static int space_errno(int e)
+{
+    return e == ENOSPC || e == EDQUOT;
+}
+
+static enum wal_error kind_of(int e)
+{
+    return space_errno(e) ? WAL_ERR_DISK_FULL : WAL_ERR_IO;
+}
+
+/*
+ * Counts an error of kind and, on the first one, stops the log taking writes: one log line
+ * per transition. A later I/O or fsync error turns a full disk into the graver state.
+ */
+static void wal_fail(struct wal *w, enum wal_error kind, int e, const char *what)
+{
+    w->errors[kind]++;
+    int to = kind == WAL_ERR_DISK_FULL ? FAIL_SPACE : FAIL_IO;
+    if (w->failed >= to)
+        return;
+    if (!w->failed)
+        w->fail_since = clock_unix_s();
+    /* Records applied but not in the log (a failed write), or not surely on disk (a failed
+     * fsync): a crash now must not keep the replica id. A refused reservation applied
+     * nothing. */
+    if (kind != WAL_ERR_DISK_FULL || w->write_failed)
+        wal_forget_run(w);
+    w->failed = to;
+    w->retry_at = clock_mono_ms() + RETRY_MS;
+    snprintf(w->fail_text, sizeof w->fail_text, "%s: %s in %s: %s", kind_names[kind], what, w->dir,
+             strerror(e));
+    log_error("%s; this node answers writes 503 until %s", w->fail_text,
+              to == FAIL_SPACE ? "there is room again (it retries every second)"
+                               : "a fresh snapshot and log segment are on disk (it retries)");
+}
+
+static void wal_recovered(struct wal *w)
+{
+    log_info("the log in %s takes writes again, %.1f s after \"%s\"", w->dir,
+             clock_unix_s() - w->fail_since, w->fail_text);
+    w->failed = FAIL_NONE;
+    w->fail_text[0] = '\0';
+    w->held = 0;
+    w->write_failed = 0;
+}
+
+/*
+ * Makes the current segment's space up to file offset end allocated (fallocate keeping the
+ * size, so a crash leaves no zeros in the log), a chunk at a time and then, when the disk
+ * is nearly full, exactly what is needed. @return 0, or -1 with errno.
+ */
+static int reserve_room(struct wal *w, uint64_t end)
+{
+    uint64_t from = w->reserved > w->seg_size ? w->reserved : w->seg_size;
+    if (w->no_prealloc || end <= from)
+        return 0;
+    uint64_t len = end - from < RESERVE_CHUNK ? RESERVE_CHUNK : end - from;
+    int rc;
+    while ((rc = fallocate(w->fd, FALLOC_FL_KEEP_SIZE, (off_t)from, (off_t)len)) < 0 &&
+           errno == EINTR)
+        ;
+    if (rc < 0 && space_errno(errno) && len > end - from) {
+        len = end - from;
+        rc = fallocate(w->fd, FALLOC_FL_KEEP_SIZE, (off_t)from, (off_t)len);
+    }
+    if (rc == 0) {
+        w->reserved = from + len;
+        return 0;
+    }
+    if (errno == EOPNOTSUPP || errno == ENOSYS) {
+        w->no_prealloc = 1;
+        log_warn("the file system of %s cannot reserve space ahead (fallocate: %s): a full disk "
+                 "is noticed only when a write fails, and the writes of that moment are applied "
+                 "but not acknowledged",
+                 w->dir, strerror(errno));
+        return 0;
+    }
+    return -1;
+}
+
+/* Gives back the space reserved past the end of a segment (it is being left). */
+static void release_room(int fd, uint64_t size, uint64_t reserved)
+{
+    if (reserved > size)
+        (void)fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)size,
+                        (off_t)(reserved - size));
+}
+
+int wal_reserve(struct wal *w, size_t need)
+{
+    if (w->failed)
+        return -1;
+    if (reserve_room(w, w->seg_size + w->buf.len + need) == 0)
+        return 0;
+    int e = errno;
+    wal_fail(w, kind_of(e), e, "cannot reserve space for the log");
+    return -1;
+}
+
+const char *wal_status(const struct wal *w)
+{
+    return w->failed ? w->fail_text : NULL;
+}
+
+const char *wal_snapshot_status(const struct wal *w)
+{
+    return w->snap_text[0] ? w->snap_text : NULL;
+}
+
+int wal_sync_failed(const struct wal *w)
+{
+    return w->failed == FAIL_IO;
+}
+
+uint64_t wal_errors(const struct wal *w, enum wal_error e)
+{
+    return (unsigned)e < WAL_ERR_COUNT ? w->errors[e] : 0;
+}
+
+/* The log's own write and fdatasync: fault points for the tests (COUNTERD_FAULTS). */
+static int log_write(struct wal *w)
+{
+    return fault_error(FAULT_WAL_WRITE) ? -1 : write_all(w->fd, w->buf.data, w->buf.len);
+}
+
+static int log_fdatasync(int fd)
+{
+    return fault_error(FAULT_WAL_FSYNC) ? -1 : fdatasync(fd);
+}
+
 /* ---------------------------------------------------------------- fsync thread */
 
 /* Flushes and closes the segments rotate() handed over. Called with w->mu held; drops it
@@ -800,17 +978,23 @@ static void settle_old(struct wal *w)
     while (w->nold) {
         int fd = w->old[0].fd;
         uint64_t upto = w->old[0].upto;
+        /* After a failed fsync nothing is fsynced until a recovery snapshot covers it:
+         * a second fdatasync may "succeed" on pages the kernel already dropped. */
+        int skip = w->old[0].discard || w->sync_errno || w->policy == WAL_FSYNC_NO;
+        unsigned gen = w->sync_gen;
         memmove(w->old, w->old + 1, (size_t)--w->nold * sizeof w->old[0]);
         w->busy = 1;
         pthread_mutex_unlock(&w->mu);
-        int rc = w->policy == WAL_FSYNC_NO ? 0 : fdatasync(fd);
+        int rc = skip ? 0 : log_fdatasync(fd);
         int e = errno;
         close(fd);
         pthread_mutex_lock(&w->mu);
         w->busy = 0;
+        if (skip || gen != w->sync_gen)
+            continue;
         if (rc != 0)
             w->sync_errno = e;
-        else if (w->policy != WAL_FSYNC_NO && upto > w->synced)
+        else if (upto > w->synced)
             w->synced = upto;
     }
 }
@@ -832,7 +1016,9 @@ static void *sync_main(void *arg)
         uint64_t target = 0;
         double now = clock_mono_ms();
         /* want is raised under "always", and under any policy by wal_write_sync(). */
-        if (w->want > w->synced)
+        if (w->sync_errno)
+            target = 0; /* see settle_old: wait for a recovery */
+        else if (w->want > w->synced)
             target = w->want;
         else if (w->policy == WAL_FSYNC_EVERYSEC && w->shared_written > w->synced &&
                  now - w->last_sync_ms >= 1000)
@@ -853,19 +1039,22 @@ static void *sync_main(void *arg)
             continue;
         }
         int fd = w->fd, dir = w->dir_dirty;
+        unsigned gen = w->sync_gen;
         w->dir_dirty = 0;
         w->busy = 1;
         pthread_mutex_unlock(&w->mu);
         int rc = dir ? fsync(w->dir_fd) : 0;
         if (rc == 0)
-            rc = fdatasync(fd);
+            rc = log_fdatasync(fd);
         int e = errno;
         if (rc == 0)
             fault_hit(FAULT_WAL_AFTER_FSYNC);
         pthread_mutex_lock(&w->mu);
         w->busy = 0;
         w->last_sync_ms = clock_mono_ms();
-        if (rc == 0) {
+        if (gen != w->sync_gen) {
+            /* A recovery replaced the segment meanwhile: this result is about old data. */
+        } else if (rc == 0) {
             if (target > w->synced)
                 w->synced = target;
         } else {
@@ -938,7 +1127,15 @@ struct wal *wal_open(const struct wal_opts *o, struct gstore *st, struct dedup *
         goto fail;
     }
     w->lock_fd = openat(w->dir_fd, "LOCK", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (w->lock_fd < 0 || flock(w->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+    /* A snapshot child of a process that just died may hold the lock for the moment it
+     * takes to drop it (see snapshot_child): wait up to a second. */
+    int locked = -1;
+    for (int i = 0; w->lock_fd >= 0 && i < 20; i++) {
+        if ((locked = flock(w->lock_fd, LOCK_EX | LOCK_NB)) == 0 || errno != EWOULDBLOCK)
+            break;
+        usleep(50 * 1000);
+    }
+    if (w->lock_fd < 0 || locked < 0) {
         snprintf(err, errlen, "data directory %s is in use by another counterd process", o->dir);
         goto fail;
     }
@@ -1129,6 +1326,7 @@ struct wal *wal_open(const struct wal_opts *o, struct gstore *st, struct dedup *
                  strerror(errno));
         goto fail;
     }
+    w->seg_size = MAGIC_LEN;
     /* Segments the snapshot covers are left over from a stop between a snapshot and
      * their deletion. */
     for (size_t i = 0; i < l.nsegs; i++)
@@ -1173,13 +1371,21 @@ static void stop_thread(struct wal *w)
     pthread_join(w->thread, NULL);
 }
 
+static void recover_space(struct wal *w);
+
 int wal_close(struct wal *w)
 {
     if (!w)
         return 0;
+    if (w->failed == FAIL_SPACE) {
+        w->retry_at = 0; /* one last try: a clean stop keeps the replica id */
+        recover_space(w);
+    }
     int rc = wal_write(w);
+    if (rc == 0 && !w->failed)
+        release_room(w->fd, w->seg_size, w->reserved);
     stop_thread(w);
-    if (rc == 0 && !w->failed && fdatasync(w->fd) == 0) {
+    if (rc == 0 && !w->failed && log_fdatasync(w->fd) == 0) {
         char text[GSTORE_REPLICA_NAME_MAX + 2] = "";
         rc = write_small(w, "clean", text);
     } else {
@@ -1218,22 +1424,11 @@ uint64_t wal_append(struct wal *w, const struct gstore *st, uint32_t id, const c
     return appended(w, before);
 }
 
-int wal_write(struct wal *w)
+/* The buffer reached the file: account for it. */
+static void wrote(struct wal *w)
 {
-    if (w->failed)
-        return -1;
-    if (w->buf.len == 0)
-        return 0;
-    fault_hit(FAULT_WAL_BEFORE_WRITE);
-    if (write_all(w->fd, w->buf.data, w->buf.len) < 0) {
-        w->failed = 1;
-        log_error("cannot write the log in %s: %s; this node stops acknowledging writes", w->dir,
-                  strerror(errno));
-        wal_forget_run(w);
-        return -1;
-    }
-    fault_hit(FAULT_WAL_AFTER_WRITE);
     w->written = w->appended;
+    w->seg_size += w->buf.len;
     w->since_snapshot += w->buf.len;
     buf_trim(&w->buf, 4u << 20);
     pthread_mutex_lock(&w->mu);
@@ -1243,6 +1438,42 @@ int wal_write(struct wal *w)
         pthread_cond_signal(&w->wake);
     }
     pthread_mutex_unlock(&w->mu);
+}
+
+/* A write failed with e: cut what part of it reached the file, so the records written
+ * again later follow a whole one, and keep them buffered. */
+static void write_failed(struct wal *w, int e)
+{
+    int cut = ftruncate(w->fd, (off_t)w->seg_size) == 0;
+    w->held = w->buf.len;
+    w->write_failed = 1;
+    if (cut)
+        wal_fail(w, kind_of(e), e, "cannot write the log");
+    else
+        wal_fail(w, WAL_ERR_IO, e, "cannot write the log nor cut the partial write");
+}
+
+int wal_write(struct wal *w)
+{
+    /* A refused reservation leaves what was reserved before it writable: only a failed
+     * write or fsync stops the log writing. */
+    if (w->failed == FAIL_IO || w->write_failed) {
+        /* Records appended since the failure (callers check wal_reserve first, so there
+         * should be none) wait with the others; only their answers are refused. */
+        if (w->buf.len <= w->held)
+            return 0;
+        w->held = w->buf.len;
+        return -1;
+    }
+    if (w->buf.len == 0)
+        return 0;
+    fault_hit(FAULT_WAL_BEFORE_WRITE);
+    if (log_write(w) < 0) {
+        write_failed(w, errno);
+        return -1;
+    }
+    fault_hit(FAULT_WAL_AFTER_WRITE);
+    wrote(w);
     return 0;
 }
 
@@ -1288,12 +1519,10 @@ uint64_t wal_synced(struct wal *w)
     uint64_t v = w->synced;
     int e = w->sync_errno;
     pthread_mutex_unlock(&w->mu);
-    if (e && !w->failed) { /* the fsync thread cannot log from under the lock: we do */
-        w->failed = 1;
-        log_error("fdatasync failed in %s: %s; this node stops acknowledging writes", w->dir,
-                  strerror(e));
-        wal_forget_run(w);
-    }
+    if (e && w->failed != FAIL_IO) /* the fsync thread cannot log from under the lock */
+        wal_fail(w, WAL_ERR_FSYNC, e,
+                 "fdatasync of the log failed (what it covered may not be "
+                 "on disk)");
     return v;
 }
 
@@ -1344,7 +1573,7 @@ enum wal_fsync wal_policy(const struct wal *w)
 struct snap_writer {
     int fd;
     struct buf b;
-    int failed;
+    int failed, err;
     uint64_t dedups;
 };
 
@@ -1352,8 +1581,10 @@ static void snap_flush(struct snap_writer *sw, int force)
 {
     if (sw->b.len < (1u << 20) && !force)
         return;
-    if (!sw->failed && write_all(sw->fd, sw->b.data, sw->b.len) < 0)
+    if (!sw->failed && write_all(sw->fd, sw->b.data, sw->b.len) < 0) {
         sw->failed = 1;
+        sw->err = errno ? errno : EIO;
+    }
     buf_reset(&sw->b);
 }
 
@@ -1399,20 +1630,40 @@ static void snap_settled(void *arg, const char *counter, size_t clen, const char
     snap_flush(sw, 0);
 }
 
-/* Runs in the forked child: writes the snapshot and puts it in place. Never returns. */
-static void snapshot_child(struct wal *w, const struct gstore *st, const struct dedup *d,
-                           uint64_t seg)
+/* The exit status of a snapshot child that failed with errno e. */
+static int child_status(int e)
 {
+    return e > 0 && e < SNAP_PARENT_GONE ? e : SNAP_PARENT_GONE - 1;
+}
+
+/*
+ * Runs in the forked child: writes the snapshot and puts it in place. Never returns.
+ *
+ * The child keeps no descriptor but the directory's: not the LOCK (flock locks are shared
+ * by the descriptors fork copies), not the listening sockets nor the log. It dies with its
+ * parent (PR_SET_PDEATHSIG), and a parent that is gone gets no snapshot renamed into
+ * place: the next process owns the directory the moment its predecessor is dead.
+ * A failed snapshot removes its temporary file; its exit status is the errno.
+ */
+static void snapshot_child(struct wal *w, const struct gstore *st, const struct dedup *d,
+                           uint64_t seg, pid_t parent)
+{
+    int dir_fd = w->dir_fd;
+    if (dir_fd > 3)
+        close_range(3, (unsigned)dir_fd - 1, 0);
+    close_range((unsigned)dir_fd + 1, ~0u, 0);
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+        _exit(SNAP_PARENT_GONE);
     char tmp[96], name[64];
     snprintf(name, sizeof name, "snapshot-%08" PRIu64 ".snap", seg);
     snprintf(tmp, sizeof tmp, "%s.tmp", name);
     struct snap_writer sw = {0};
-    sw.fd = openat(w->dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    sw.fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (sw.fd < 0)
-        _exit(2);
+        _exit(child_status(errno));
     buf_append(&sw.b, SNAP_MAGIC, MAGIC_LEN);
     uint32_t n = gstore_count(st);
-    for (uint32_t id = 0; id < n; id++) {
+    for (uint32_t id = 0; id < n && !sw.failed; id++) {
         encode_counter(&sw.b, st, id, NULL, 0, NULL, 0);
         snap_flush(&sw, 0);
     }
@@ -1432,31 +1683,90 @@ static void snapshot_child(struct wal *w, const struct gstore *st, const struct 
     put_u64(&sw.b, sw.dedups);
     frame(&sw.b, start);
     snap_flush(&sw, 1);
-    if (sw.failed || fsync(sw.fd) < 0)
-        _exit(3);
+    int e = sw.failed ? sw.err : 0;
+    if (!e && fsync(sw.fd) < 0)
+        e = errno;
     close(sw.fd);
+    if (e) {
+        unlinkat(dir_fd, tmp, 0);
+        _exit(child_status(e));
+    }
     fault_hit(FAULT_SNAPSHOT_BEFORE_RENAME);
-    if (renameat(w->dir_fd, tmp, w->dir_fd, name) < 0 || fsync(w->dir_fd) < 0)
-        _exit(4);
+    if (getppid() != parent) {
+        unlinkat(dir_fd, tmp, 0);
+        _exit(SNAP_PARENT_GONE);
+    }
+    if (renameat(dir_fd, tmp, dir_fd, name) < 0) {
+        e = errno;
+        unlinkat(dir_fd, tmp, 0);
+        _exit(child_status(e));
+    }
+    if (fsync(dir_fd) < 0)
+        _exit(child_status(errno));
     _exit(0);
 }
 
-/* Starts the next segment; the fsync thread flushes (per policy) and closes the old one,
- * so the loop never waits for the disk here. */
-static int rotate(struct wal *w)
+/* A snapshot could not be made: say so in the status, count it, retry later (backing
+ * off), and leave no temporary file behind. */
+static void snapshot_failed(struct wal *w, uint64_t covers, const char *why)
 {
-    if (wal_write(w) < 0)
+    char tmp[96];
+    snprintf(tmp, sizeof tmp, "snapshot-%08" PRIu64 ".snap.tmp", covers);
+    unlinkat(w->dir_fd, tmp, 0); /* the child removes it, unless it was killed */
+    w->errors[WAL_ERR_SNAPSHOT]++;
+    double wait = SNAPSHOT_RETRY_S;
+    for (int i = 0; i < w->snap_fails && wait < SNAPSHOT_RETRY_MAX_S; i++)
+        wait *= 2;
+    if (wait > SNAPSHOT_RETRY_MAX_S)
+        wait = SNAPSHOT_RETRY_MAX_S;
+    w->snap_fails++;
+    w->retry_after = clock_unix_s() + wait;
+    snprintf(w->snap_text, sizeof w->snap_text,
+             "snapshot_failed: the snapshot covering log segments up to %" PRIu64 " in %s "
+             "failed (%s); %d in a row, next try in %.0f s",
+             covers, w->dir, why, w->snap_fails, wait);
+    log_error("%s", w->snap_text); /* at most one a minute: the retry backs off */
+}
+
+/*
+ * Drops what a failed log holds: the records that could not be written, and the fsync
+ * error (the thread fsyncs again, but claims nothing about older positions). What they
+ * covered is in the memory the recovery snapshot is taken from. Call with w->mu held.
+ */
+static void forget_failed(struct wal *w)
+{
+    buf_reset(&w->buf);
+    w->held = 0;
+    w->write_failed = 0;
+    w->written = w->appended;
+    w->shared_written = w->want = w->synced;
+    w->sync_errno = 0;
+    w->sync_gen++;
+}
+
+/* Starts the next segment; the fsync thread flushes (per policy) and closes the old one,
+ * so the loop never waits for the disk here. discard: the old one's records need no
+ * fsync (a recovery snapshot covers them); its buffered records are dropped too. */
+static int rotate_ex(struct wal *w, int discard)
+{
+    if (!discard && wal_write(w) < 0)
         return -1;
     pthread_mutex_lock(&w->mu);
     int rc = -1;
     if (w->nold < (int)(sizeof w->old / sizeof w->old[0])) {
         int fd = open_segment(w, w->seg + 1);
         if (fd >= 0) {
+            release_room(w->fd, w->seg_size, w->reserved);
             w->old[w->nold].fd = w->fd;
             w->old[w->nold].upto = w->written;
+            w->old[w->nold].discard = discard;
             w->nold++;
             w->fd = fd;
             w->seg++;
+            w->seg_size = MAGIC_LEN;
+            w->reserved = 0;
+            if (discard)
+                forget_failed(w);
             pthread_cond_signal(&w->wake);
             rc = 0;
         }
@@ -1464,32 +1774,46 @@ static int rotate(struct wal *w)
         errno = EBUSY; /* the disk is far behind: snapshot later */
     }
     pthread_mutex_unlock(&w->mu);
-    if (rc < 0)
+    if (rc < 0 && !discard)
         log_error("cannot start a new log segment in %s: %s", w->dir, strerror(errno));
     return rc;
 }
 
-int wal_snapshot(struct wal *w, const struct gstore *st, const struct dedup *d)
+static int rotate(struct wal *w)
 {
-    if (w->snap_pid > 0 || w->failed)
-        return -1;
-    if (rotate(w) < 0)
-        return -1;
-    uint64_t covers = w->seg - 1;
+    return rotate_ex(w, 0);
+}
+
+/* Forks the child that snapshots the memory as of the end of segment covers. */
+static int fork_snapshot(struct wal *w, const struct gstore *st, const struct dedup *d,
+                         uint64_t covers)
+{
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
-        log_error("cannot fork for a snapshot: %s", strerror(errno));
-        w->retry_after = clock_unix_s() + SNAPSHOT_RETRY_S;
+        snapshot_failed(w, covers, strerror(errno));
         return -1;
     }
     if (pid == 0)
-        snapshot_child(w, st, d, covers);
+        snapshot_child(w, st, d, covers, parent);
     w->snap_pid = pid;
     w->snap_seg = covers;
     w->since_snapshot = 0;
     log_info("snapshot of %u counters started (pid %d), covering log segments up to %" PRIu64,
              gstore_count(st), (int)pid, covers);
     return 0;
+}
+
+int wal_snapshot(struct wal *w, const struct gstore *st, const struct dedup *d)
+{
+    if (w->snap_pid > 0 || w->failed)
+        return -1;
+    if (rotate(w) < 0) {
+        if (!w->failed)
+            snapshot_failed(w, w->seg, "cannot start a new log segment");
+        return -1;
+    }
+    return fork_snapshot(w, st, d, w->seg - 1);
 }
 
 int wal_snapshot_running(const struct wal *w)
@@ -1505,12 +1829,34 @@ static void reap_snapshot(struct wal *w, int block)
         return;
     pid_t pid = w->snap_pid;
     w->snap_pid = 0;
+    int recovering = w->recovering;
+    w->recovering = 0;
     if (r < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        if (!block)
-            log_error("snapshot (pid %d) failed (status 0x%x); retrying in %.0f s", (int)pid,
-                      status, SNAPSHOT_RETRY_S);
-        w->retry_after = clock_unix_s() + SNAPSHOT_RETRY_S;
+        if (!block) {
+            char why[160];
+            if (r >= 0 && WIFEXITED(status) && WEXITSTATUS(status) < SNAP_PARENT_GONE - 1)
+                snprintf(why, sizeof why, "pid %d: %s", (int)pid, strerror(WEXITSTATUS(status)));
+            else
+                snprintf(why, sizeof why, "pid %d: status 0x%x", (int)pid, r < 0 ? 0 : status);
+            snapshot_failed(w, w->snap_seg, why);
+        } else {
+            char tmp[96]; /* killed on the way out: leave no temporary file */
+            snprintf(tmp, sizeof tmp, "snapshot-%08" PRIu64 ".snap.tmp", w->snap_seg);
+            unlinkat(w->dir_fd, tmp, 0);
+        }
         return;
+    }
+    if (w->snap_text[0])
+        log_info("snapshots work again in %s after %d failed", w->dir, w->snap_fails);
+    w->snap_text[0] = '\0';
+    w->snap_fails = 0;
+    if (recovering) {
+        pthread_mutex_lock(&w->mu);
+        if (w->recover_upto > w->synced)
+            w->synced = w->recover_upto;
+        w->shared_written = w->written;
+        pthread_mutex_unlock(&w->mu);
+        wal_recovered(w);
     }
     /* Everything the snapshot covers is now redundant. */
     struct listing l;
@@ -1538,15 +1884,76 @@ static void reap_snapshot(struct wal *w, int block)
              w->snap_seg, w->snap_size);
 }
 
+/* A full disk: write what is held once there is room for it and some more. */
+static void recover_space(struct wal *w)
+{
+    if (clock_mono_ms() < w->retry_at)
+        return;
+    w->retry_at = clock_mono_ms() + RETRY_MS;
+    if (reserve_room(w, w->seg_size + w->buf.len + RECOVER_ROOM) < 0) {
+        int e = errno;
+        w->errors[kind_of(e)]++;
+        if (!space_errno(e))
+            wal_fail(w, WAL_ERR_IO, e, "cannot reserve space for the log");
+        return;
+    }
+    if (w->buf.len) {
+        if (log_write(w) < 0) {
+            int e = errno;
+            if (ftruncate(w->fd, (off_t)w->seg_size) < 0 || !space_errno(e))
+                wal_fail(w, WAL_ERR_IO, e, "cannot write the log");
+            else
+                w->errors[WAL_ERR_DISK_FULL]++;
+            return;
+        }
+        wrote(w);
+    }
+    wal_recovered(w);
+}
+
+/*
+ * An I/O or fsync error: what was written since the last good fsync may never reach the
+ * disk, and a second fsync cannot be trusted to say so. The memory is right, so a snapshot
+ * of it, after a fresh segment, makes everything durable again; writes wait for it.
+ */
+static void recover_io(struct wal *w, const struct gstore *st, const struct dedup *d)
+{
+    if (clock_mono_ms() < w->retry_at || clock_unix_s() < w->retry_after)
+        return;
+    w->retry_at = clock_mono_ms() + RETRY_MS;
+    /* A fresh segment, unless no record went to the current one (then the snapshot of
+     * the segments before it covers everything). */
+    if (w->seg_size > MAGIC_LEN || w->buf.len || w->seg == 1) {
+        if (rotate_ex(w, 1) < 0) {
+            int e = errno;
+            w->errors[kind_of(e)]++;
+            return;
+        }
+    } else {
+        pthread_mutex_lock(&w->mu);
+        forget_failed(w);
+        pthread_mutex_unlock(&w->mu);
+    }
+    w->recover_upto = w->appended;
+    if (fork_snapshot(w, st, d, w->seg - 1) == 0)
+        w->recovering = 1;
+}
+
 void wal_tick(struct wal *w, const struct gstore *st, const struct dedup *d)
 {
     if (w->snap_pid > 0) {
         reap_snapshot(w, 0);
         return;
     }
+    if (w->failed == FAIL_SPACE)
+        recover_space(w);
+    else if (w->failed == FAIL_IO)
+        recover_io(w, st, d);
+    if (w->failed)
+        return;
     /* Like Redis' AOF rewrite: not before the log is as big as the last snapshot, so a
      * large store is not rewritten over and over (write amplification stays under 2x). */
     uint64_t due = w->snapshot_bytes > w->snap_size ? w->snapshot_bytes : w->snap_size;
-    if (w->since_snapshot >= due && clock_unix_s() >= w->retry_after)
-        wal_snapshot(w, st, d);
+    if ((w->since_snapshot >= due || w->snap_text[0]) && clock_unix_s() >= w->retry_after)
+        wal_snapshot(w, st, d); /* a failed one is retried whatever the log's size */
 }

@@ -9,7 +9,8 @@
  *                         segment NNNNNNNN (written by a forked child, like Redis' RDB)
  *   clean                 present only between a graceful stop and the next start
  *   run                   this run's boot id and replica id; removed when a write fails
- *   LOCK                  held (flock) while a process uses the directory
+ *   LOCK                  held (flock) while a process uses the directory (never by the
+ *                         snapshot child, which also dies with its parent)
  *
  * A record carries a counter's whole state (its per-replica totals), so replaying it is a
  * merge: idempotent, order-free, safe to repeat. An increment's record also carries its
@@ -25,6 +26,20 @@
  * (new or lost directory, a reboot, a failed write) it gets a new replica id: its peers
  * may hold more of its old id than its disk does, and a max-merge would swallow new
  * increments counted under that id.
+ *
+ * Failures. A write (increment, merge, strong record) first asks wal_reserve() whether the
+ * log has room for it; the log keeps space reserved ahead (fallocate), so a full disk is
+ * seen there, before anything is applied, and the write is refused. What makes the log
+ * fail, and how it recovers by itself (wal_tick):
+ *   disk_full  ENOSPC/EDQUOT reserving or writing: a partial write is cut off the file,
+ *              its records stay buffered; once there is room again they are written
+ *              and writes are taken again.
+ *   io_error   any other write error (or a partial write that could not be cut)
+ *   fsync      fdatasync failed: what it covered may never reach the disk, and a second
+ *              fsync cannot be trusted to say so. Answers waiting for it fail; the log
+ *              takes writes again only after a fresh segment and a snapshot of the memory
+ *              (which holds everything) are on disk and fsynced.
+ * A failed snapshot leaves no temporary file; it is retried, backing off from 2 s to 60 s.
  *
  * Plain C (and one thread for fsync); no libevent, Lua or curl.
  */
@@ -68,6 +83,15 @@ struct wal_info {
 
 struct wal;
 
+/* What went wrong, for counterd_wal_write_errors_total{reason}. */
+enum wal_error {
+    WAL_ERR_DISK_FULL, /* "disk_full": ENOSPC or EDQUOT */
+    WAL_ERR_IO,        /* "io_error": any other write error */
+    WAL_ERR_FSYNC,     /* "fsync" */
+    WAL_ERR_SNAPSHOT,  /* "snapshot": a snapshot could not be written */
+    WAL_ERR_COUNT
+};
+
 /* @return "no" / "everysec" / "always" as enum wal_fsync, or -1. */
 int wal_parse_fsync(const char *s);
 const char *wal_fsync_name(enum wal_fsync f);
@@ -99,7 +123,9 @@ uint64_t wal_append(struct wal *w, const struct gstore *st, uint32_t id, const c
 /*
  * Writes the buffered records to the file (write(2)); under "always" also asks the fsync
  * thread to make them durable.
- * @return 0, or -1 after an I/O error (logged; wal_failed() is then true for good).
+ * @return 0 (also when the log has failed and nothing new was appended since), or -1
+ *         when this call's records could not be written (the answers that acknowledge
+ *         them must not leave; wal_failed() is then true until the log recovers).
  */
 int wal_write(struct wal *w);
 /* Buffers a failover record / a settlement (see failover.h). @return as wal_append. */
@@ -119,6 +145,7 @@ uint64_t wal_append_promise(struct wal *w, uint64_t epoch);
 int wal_write_sync(struct wal *w);
 /* Position up to which records are fsynced (whatever the policy). */
 uint64_t wal_synced(struct wal *w);
+/* Whether the log takes no writes now (see "Failures"). */
 int wal_failed(const struct wal *w);
 /*
  * Removes the run file, so that the next start after a crash mints a new replica id:
@@ -126,6 +153,23 @@ int wal_failed(const struct wal *w);
  * Idempotent. @return 0, or -1 when the file could not be removed (logged).
  */
 int wal_forget_run(struct wal *w);
+/*
+ * Whether the log can take need more bytes of records than are buffered. Call it before
+ * applying a change that will be logged: on -1 apply nothing and answer 503.
+ * @return 0, or -1 when the log has failed (wal_status() says why).
+ */
+int wal_reserve(struct wal *w, size_t need);
+/* Why the log takes no writes ("disk_full: cannot ... in DIR: No space left on device"),
+ * or NULL when it does. */
+const char *wal_status(const struct wal *w);
+/* Why snapshots fail ("snapshot_failed: ..."), or NULL when the last one worked. */
+const char *wal_snapshot_status(const struct wal *w);
+/* Whether an fsync failed: records not durable yet may never be (until the recovery). */
+int wal_sync_failed(const struct wal *w);
+/* Errors of one kind since wal_open. */
+uint64_t wal_errors(const struct wal *w, enum wal_error e);
+/* "disk_full", "io_error", "fsync", "snapshot". */
+const char *wal_error_name(enum wal_error e);
 /* Position after the last record appended (buffered or not). */
 uint64_t wal_position(const struct wal *w);
 /* Position up to which records are as durable as the policy promises. */
@@ -137,7 +181,8 @@ enum wal_fsync wal_policy(const struct wal *w);
 
 /*
  * Housekeeping, called a few times a second: starts a snapshot when the log has grown past
- * snapshot_bytes, reaps a finished one and deletes what it made obsolete.
+ * snapshot_bytes, reaps a finished one and deletes what it made obsolete, and tries to
+ * recover a failed log (at most once a second).
  */
 void wal_tick(struct wal *w, const struct gstore *st, const struct dedup *d);
 /* Starts a snapshot now unless one is running. @return 0, or -1 (logged). */

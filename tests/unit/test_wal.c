@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../../core/base/fault.h"
 #include "../../core/store/wal.h"
 #include "unit.h"
 
@@ -527,10 +528,111 @@ static void test_refusals(void)
     rm_rf(root);
 }
 
+/* Space reserved ahead of the log does not change its size: a crash leaves no zeros. */
+static void test_reserved_room_is_not_log(void)
+{
+    make_root();
+    struct node n;
+    REQUIRE(node_open(&n, root, WAL_FSYNC_EVERYSEC, 0) == 0);
+    CHECK_EQ_I64(wal_reserve(n.w, 1000), 0);
+    uint64_t pos = incr(&n, "r", 2, NULL);
+    CHECK_EQ_I64(wal_write(n.w), 0);
+    char seg[512];
+    newest_segment(root, seg, sizeof seg);
+    CHECK_EQ_I64(file_size(seg), 8 + (long)pos);
+    CHECK_EQ_I64(wal_failed(n.w), 0);
+    CHECK(wal_status(n.w) == NULL);
+    wal_abandon(n.w);
+    node_free(&n);
+    REQUIRE(node_open(&n, root, WAL_FSYNC_EVERYSEC, 0) == 0);
+    CHECK_EQ_U64(n.info.torn_bytes, 0);
+    CHECK_EQ_I64(value(&n, "r"), 2);
+    wal_close(n.w);
+    node_free(&n);
+    rm_rf(root);
+}
+
+/* What a snapshot child that died left behind is removed at the next start. */
+static void test_stale_snapshot_tmp_is_removed(void)
+{
+    make_root();
+    struct node n;
+    REQUIRE(node_open(&n, root, WAL_FSYNC_NO, 0) == 0);
+    incr(&n, "s", 1, NULL);
+    CHECK_EQ_I64(wal_write(n.w), 0);
+    wal_abandon(n.w);
+    node_free(&n);
+    char path[512];
+    snprintf(path, sizeof path, "%s/snapshot-00000001.snap.tmp", root);
+    int fd = open(path, O_WRONLY | O_CREAT, 0644);
+    CHECK_EQ_I64(write(fd, "CNTDSNP1partial", 15), 15);
+    close(fd);
+    REQUIRE(node_open(&n, root, WAL_FSYNC_NO, 0) == 0);
+    CHECK_EQ_I64(file_size(path), -1);
+    CHECK_EQ_I64(value(&n, "s"), 1);
+    wal_close(n.w);
+    node_free(&n);
+    rm_rf(root);
+}
+
+/*
+ * A failed fdatasync: what it covered may not be on disk, so the log takes no writes
+ * until a fresh segment and a snapshot of the memory are; then everything is there.
+ * Arms a fault point for the rest of the process: keep it the last case.
+ */
+static void test_fsync_error_recovers_through_a_snapshot(void)
+{
+    setenv("COUNTERD_FAULTS", "wal_fsync=eio@2", 1);
+    char ferr[256];
+    REQUIRE(fault_init(ferr, sizeof ferr) == 0);
+    make_root();
+    struct node n;
+    REQUIRE(node_open(&n, root, WAL_FSYNC_ALWAYS, 0) == 0);
+    uint64_t pos = incr(&n, "f", 1, NULL);
+    CHECK_EQ_I64(wal_write(n.w), 0);
+    for (int i = 0; i < 500 && wal_durable(n.w) < pos; i++)
+        usleep(2000);
+    CHECK(wal_durable(n.w) >= pos);
+    pos = incr(&n, "f", 1, NULL); /* its fdatasync fails */
+    CHECK_EQ_I64(wal_write(n.w), 0);
+    for (int i = 0; i < 500 && !wal_failed(n.w); i++) {
+        usleep(2000);
+        wal_synced(n.w);
+    }
+    CHECK_EQ_I64(wal_sync_failed(n.w), 1);
+    CHECK(wal_durable(n.w) < pos);
+    CHECK(wal_status(n.w) && !strncmp(wal_status(n.w), "fsync: ", 7));
+    CHECK_EQ_I64(wal_reserve(n.w, 100), -1);
+    CHECK_EQ_U64(wal_errors(n.w, WAL_ERR_FSYNC), 1);
+    /* The recovery starts within a second or so, and takes a snapshot. */
+    for (int i = 0; i < 400 && wal_failed(n.w); i++) {
+        usleep(10000);
+        wal_tick(n.w, n.st, n.d);
+    }
+    CHECK_EQ_I64(wal_failed(n.w), 0);
+    CHECK(wal_durable(n.w) >= pos);
+    CHECK_EQ_I64(wal_reserve(n.w, 100), 0);
+    pos = incr(&n, "f", 1, NULL);
+    CHECK_EQ_I64(wal_write(n.w), 0);
+    for (int i = 0; i < 500 && wal_durable(n.w) < pos; i++)
+        usleep(2000);
+    CHECK(wal_durable(n.w) >= pos);
+    wal_abandon(n.w);
+    node_free(&n);
+    REQUIRE(node_open(&n, root, WAL_FSYNC_ALWAYS, 0) == 0);
+    CHECK(n.info.snapshot_seg > 0);
+    CHECK_EQ_I64(value(&n, "f"), 3);
+    wal_close(n.w);
+    node_free(&n);
+    rm_rf(root);
+}
+
 UNIT_MAIN("test_wal", UNIT_CASE(test_clean_stop_keeps_state_and_replica_id),
           UNIT_CASE(test_crash_keeps_written_records_and_replica_id),
           UNIT_CASE(test_crash_after_reboot_or_failed_write_changes_replica_id),
           UNIT_CASE(test_failed_write_forgets_the_run), UNIT_CASE(test_torn_tail_is_cut),
           UNIT_CASE(test_damage_in_the_middle_is_refused_and_left_alone),
           UNIT_CASE(test_snapshot_replaces_old_segments), UNIT_CASE(test_always_reports_durability),
-          UNIT_CASE(test_strong_replica_records), UNIT_CASE(test_refusals))
+          UNIT_CASE(test_strong_replica_records), UNIT_CASE(test_refusals),
+          UNIT_CASE(test_reserved_room_is_not_log), UNIT_CASE(test_stale_snapshot_tmp_is_removed),
+          UNIT_CASE(test_fsync_error_recovers_through_a_snapshot))
