@@ -570,9 +570,9 @@ static int merge_body(struct repl *r, const struct json *root, int origin, struc
     int changed = 0;
     for (size_t i = 0; i < r->nitems; i++) {
         struct in_item *it = &r->items[i];
+        if (it->n == 0)
+            continue; /* nothing to merge (or every entry skipped): change and create nothing */
         it->id = gstore_find(r->store, it->name, it->len);
-        if (it->n == 0 && it->id == GSTORE_NONE)
-            continue; /* nothing to hold (or every entry skipped): create nothing */
         if (gstore_merge_check(r->store, it->id, r->entries + it->first, it->n) == GSTORE_EFULL) {
             reject(r, it->name, it->len, NULL, 0, "too_many_replicas", it->n);
             continue;
