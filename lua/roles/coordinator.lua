@@ -58,8 +58,9 @@ local function global_counter(name)
     local v = ok_json(answers[i])
     if v then
       healthy = healthy + 1
+      -- pending: increments taken for their tokens' homes, not yet in nodes (absent: 0).
       out_regions[r.name] = { local_count = v.local_count, total_count = v.total_count,
-                              nodes = v.nodes or {} }
+                              nodes = v.nodes or {}, pending = v.pending }
       -- Counts past 2^53 arrive as int64 cdata: compare with <, not math.max.
       local total = v.total_count or 0
       if maxc == nil or total > maxc then maxc = total end
