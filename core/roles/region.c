@@ -179,9 +179,13 @@ static int64_t total_of(struct region *rg, const struct gcounter *c, uint32_t id
     return (int64_t)((uint64_t)v + (uint64_t)p);
 }
 
-/* Whether this node is the home of a token: never while it does not know every region. */
+/* Whether this node is the home of a token: one that names it ("<our node id>/..."), or one
+ * hashed to it among every region, never while it does not know them all. */
 static int is_home(struct region *rg, const char *tok, size_t tlen)
 {
+    size_t n = strlen(rg->node_id);
+    if (tlen > n && tok[n] == '/' && !memcmp(tok, rg->node_id, n))
+        return 1;
     return rg->home_known && tokset_home(tok, tlen, rg->home_ids, rg->nhome) == 0;
 }
 
