@@ -3,10 +3,13 @@
  * a token, the join, the pending sum, walking by sequence number, and collection of settled
  * elements. Never include this from core/.
  */
+#include <dirent.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "store/tokset.h"
+#include "store/wal.h"
 #include "unit.h"
 
 static int merge(struct tokset *ts, uint32_t id, const char *tok, int64_t amount, int settled,
@@ -193,5 +196,120 @@ static void test_random_joins(void)
     tokset_free(b);
 }
 
+/* ---------------------------------------------------------------- durability */
+
+static void rm_rf(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char path[512];
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            unlink(path);
+        }
+    closedir(d);
+    rmdir(dir);
+}
+
+struct node {
+    struct gstore *st;
+    struct dedup *d;
+    struct tokset *ts;
+    struct wal *w;
+    struct wal_info info;
+    char err[1024];
+};
+
+static int node_open(struct node *n, const char *dir)
+{
+    memset(n, 0, sizeof *n);
+    n->st = gstore_new();
+    n->d = dedup_new(1000, 600);
+    n->ts = tokset_new();
+    struct wal_opts o = {dir, "us-west-1", WAL_FSYNC_NO, 4096, n->ts, NULL};
+    n->w = wal_open(&o, n->st, n->d, &n->info, n->err, sizeof n->err);
+    return n->w ? 0 : -1;
+}
+
+static void node_free(struct node *n)
+{
+    gstore_free(n->st);
+    dedup_free(n->d);
+    tokset_free(n->ts);
+}
+
+/* A pending element taken as a region takes it: one change of the counter, one record. */
+static void take(struct node *n, const char *name, const char *tok, int64_t amount, int settled)
+{
+    uint32_t id = gstore_create(n->st, name, strlen(name));
+    tokset_merge(n->ts, id, tok, strlen(tok), amount, settled, gstore_touch(n->st, id));
+    wal_append(n->w, n->st, id, NULL, 0, NULL, 0);
+}
+
+/* Pending and settled elements come back from the log (after a crash: nothing but what was
+ * written), from records split because one counter has too many elements for one, and from
+ * a snapshot. */
+static void test_log_and_snapshot(void)
+{
+    char dir[] = "/tmp/counterd-test-tokset-XXXXXX";
+    REQUIRE(mkdtemp(dir) != NULL);
+    struct node n;
+    REQUIRE(node_open(&n, dir) == 0);
+    take(&n, "views", "us-east-1/a", 3, 0);
+    take(&n, "views", "us-east-1/b", 4, 0);
+    take(&n, "views", "us-east-1/b", 4, 1); /* settled later: a second record */
+    /* 12,000 elements of ~100 bytes in one change: more than one record can hold. */
+    uint32_t big = gstore_create(n.st, "big", 3);
+    uint64_t before = gstore_seq(n.st), seq = gstore_touch(n.st, big);
+    char tok[TOKSET_TOKEN_MAX];
+    for (int i = 0; i < 12000; i++) {
+        int len = snprintf(tok, sizeof tok, "eu-west-1/%090d", i);
+        tokset_merge(n.ts, big, tok, (size_t)len, 1, i % 3 == 0, seq);
+    }
+    wal_append_tokens(n.w, n.st, big, before);
+    CHECK_EQ_I64(wal_write(n.w), 0);
+    wal_abandon(n.w);
+    node_free(&n);
+
+    REQUIRE(node_open(&n, dir) == 0);
+    uint32_t views = gstore_find(n.st, "views", 5);
+    REQUIRE(views != GSTORE_NONE);
+    int64_t amount = 0;
+    int settled = -1;
+    CHECK(tokset_get(n.ts, views, "us-east-1/a", 11, &amount, &settled) && amount == 3 &&
+          !settled);
+    CHECK(tokset_get(n.ts, views, "us-east-1/b", 11, &amount, &settled) && amount == 4 &&
+          settled);
+    CHECK_EQ_I64(tokset_pending(n.ts, views), 3);
+    big = gstore_find(n.st, "big", 3);
+    REQUIRE(big != GSTORE_NONE);
+    CHECK_EQ_U64(tokset_elements(n.ts, big), 12000);
+    CHECK_EQ_I64(tokset_pending(n.ts, big), 8000);
+    /* A snapshot, then the log it covers is gone: the same state from the snapshot. */
+    REQUIRE(wal_snapshot(n.w, n.st, n.d) == 0);
+    for (int i = 0; i < 500 && wal_snapshot_running(n.w); i++) {
+        usleep(10000);
+        wal_tick(n.w, n.st, n.d);
+    }
+    CHECK_EQ_I64(wal_snapshot_running(n.w), 0);
+    CHECK_EQ_I64(wal_close(n.w), 0);
+    node_free(&n);
+
+    REQUIRE(node_open(&n, dir) == 0);
+    CHECK(n.info.snapshot_seg > 0);
+    views = gstore_find(n.st, "views", 5);
+    big = gstore_find(n.st, "big", 3);
+    REQUIRE(views != GSTORE_NONE && big != GSTORE_NONE);
+    CHECK_EQ_I64(tokset_pending(n.ts, views), 3);
+    CHECK_EQ_U64(tokset_count(n.ts), 12002);
+    CHECK_EQ_I64(tokset_pending(n.ts, big), 8000);
+    wal_close(n.w);
+    node_free(&n);
+    rm_rf(dir);
+}
+
 UNIT_MAIN("test_tokset", UNIT_CASE(test_home), UNIT_CASE(test_join), UNIT_CASE(test_each_after),
-          UNIT_CASE(test_gc), UNIT_CASE(test_random_joins))
+          UNIT_CASE(test_gc), UNIT_CASE(test_random_joins), UNIT_CASE(test_log_and_snapshot))
