@@ -70,7 +70,7 @@ struct peer {
     int in_round, exchanges;
     double round_start_ms, last_ok_ms;
     int failures;
-    uint64_t tok_acked;      /* token-set elements up to this seq are on the peer */
+    uint64_t tok_acked;        /* token-set elements up to this seq are on the peer */
     struct http_call *id_call; /* GET /health for its node id */
     double id_after;
     struct trace_span *span; /* the exchange's client span, when tracing */
@@ -135,7 +135,7 @@ struct repl {
     const struct tokset *tokset;
     struct repl_token *tokel;
     size_t tokel_cap;
-    int tok_rejected; /* elements refused so far (logged at the first) */
+    int tok_rejected;              /* elements refused so far (logged at the first) */
     struct trace_span *round_span; /* the round in progress, when tracing */
     /* Metrics. */
     struct metric_series *m_ok, *m_err, *m_part, *m_conflicts, *m_latency, *m_bytes_sent,
@@ -524,8 +524,8 @@ static void apply_tokens(struct repl *r, const struct json *root, const char *fr
             const struct json *a = t->val.type == JSON_OBJ ? json_get(&t->val, "amount") : NULL;
             const struct json *st = t->val.type == JSON_OBJ ? json_get(&t->val, "settled") : NULL;
             if (t->key_len == 0 || t->key_len > TOKSET_TOKEN_MAX ||
-                memchr(t->key, '\0', t->key_len) || !a || a->type != JSON_INT ||
-                !st || (st->type != JSON_TRUE && st->type != JSON_FALSE)) {
+                memchr(t->key, '\0', t->key_len) || !a || a->type != JSON_INT || !st ||
+                (st->type != JSON_TRUE && st->type != JSON_FALSE)) {
                 if (r->tok_rejected++ == 0)
                     log_error("sync from %s: token %.*s of counter %.*s is not a token-set "
                               "element (token 1-%d bytes, amount an integer, settled a "
@@ -731,8 +731,7 @@ static void exchange_done(struct peer *p, const struct http_result *res, struct 
     } else {
         p->cursor[0] = '\0'; /* a peer without cursors (the lab's) answers full state */
     }
-    if ((p->push_more || p->full_push || pull_more) &&
-        ++p->exchanges < MAX_EXCHANGES) {
+    if ((p->push_more || p->full_push || pull_more) && ++p->exchanges < MAX_EXCHANGES) {
         exchange_start(p);
         return;
     }
@@ -1161,9 +1160,9 @@ struct repl *repl_new(struct event_base *base, struct http_client *client, struc
     d1[0] = "received";
     r->m_bytes_recv = metric_series(bytes, d1);
 
-    r->m_tok_rejected = metric_only(metrics_add(
-        reg, METRIC_COUNTER, "counterd_sync_rejected_tokens_total",
-        "Token-set elements of /sync bodies skipped as malformed", NULL, NULL, 0));
+    r->m_tok_rejected = metric_only(
+        metrics_add(reg, METRIC_COUNTER, "counterd_sync_rejected_tokens_total",
+                    "Token-set elements of /sync bodies skipped as malformed", NULL, NULL, 0));
 
     r->tick = event_new(base, -1, EV_PERSIST, on_tick, r);
     struct timeval tv = {r->interval_ms / 1000, (r->interval_ms % 1000) * 1000};

@@ -140,8 +140,7 @@ static void learn_node_id(struct gateway *g, int i, const char *body, size_t len
             continue;
         const char *p = body + k + kl, *q = memchr(p, '"', len - k - kl);
         struct gw_region *r = &g->regions[i];
-        if (!q || !gcounter_name_valid(p, (size_t)(q - p)) ||
-            (size_t)(q - p) >= sizeof r->node_id)
+        if (!q || !gcounter_name_valid(p, (size_t)(q - p)) || (size_t)(q - p) >= sizeof r->node_id)
             return;
         memcpy(r->node_id, p, (size_t)(q - p));
         r->node_id[q - p] = '\0';
@@ -156,8 +155,7 @@ static void learn_node_id(struct gateway *g, int i, const char *body, size_t len
     }
 }
 
-static void on_probe(int status, const char *body, size_t len, const char *err, int sent,
-                     void *arg)
+static void on_probe(int status, const char *body, size_t len, const char *err, int sent, void *arg)
 {
     (void)err;
     (void)sent;

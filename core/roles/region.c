@@ -905,9 +905,9 @@ static void settle_own(struct region *rg)
         char name[GCOUNTER_NAME_MAX + 1];
         size_t nlen = counter_name(rg, l.ids[i], name);
         struct dedup_answer w;
-        int mine = is_home(rg, l.toks[i], l.tlens[i]) ||
-                   (dedup_get(rg->dedup, name, nlen, l.toks[i], l.tlens[i], now, &w) &&
-                    applied_here(&w));
+        int mine =
+            is_home(rg, l.toks[i], l.tlens[i]) ||
+            (dedup_get(rg->dedup, name, nlen, l.toks[i], l.tlens[i], now, &w) && applied_here(&w));
         if (mine && settle_at_home(rg, l.ids[i], l.toks[i], l.tlens[i], l.amounts[i], now) == 0)
             done++;
     }
@@ -1089,30 +1089,30 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
     rg->m_tok_already = metric_series(tok, o1);
     o1[0] = "settle_failed";
     rg->m_tok_failed = metric_series(tok, o1);
-    rg->m_tok_gc = metric_only(metrics_add(rg->metrics, METRIC_COUNTER,
-                                           "counterd_token_set_collected_total",
-                                           "Settled token-set elements forgotten once every peer "
-                                           "had them",
-                                           NULL, NULL, 0));
+    rg->m_tok_gc =
+        metric_only(metrics_add(rg->metrics, METRIC_COUNTER, "counterd_token_set_collected_total",
+                                "Settled token-set elements forgotten once every peer "
+                                "had them",
+                                NULL, NULL, 0));
     metric_set_fn(metric_only(metrics_add(rg->metrics, METRIC_GAUGE, "counterd_token_set_pending",
                                           "Pending token-set elements held (increments waiting "
                                           "for their home)",
                                           NULL, NULL, 0)),
                   tokset_pending_gauge, rg);
-    metric_set_fn(metric_only(metrics_add(rg->metrics, METRIC_GAUGE, "counterd_token_set_elements",
-                                          "Token-set elements held, pending and settled", NULL,
-                                          NULL, 0)),
-                  tokset_size_gauge, rg);
+    metric_set_fn(
+        metric_only(metrics_add(rg->metrics, METRIC_GAUGE, "counterd_token_set_elements",
+                                "Token-set elements held, pending and settled", NULL, NULL, 0)),
+        tokset_size_gauge, rg);
     metric_set_fn(
         metric_only(metrics_add(rg->metrics, METRIC_GAUGE, "counterd_idempotency_window_seconds",
                                 "Age of the oldest token the idempotency window remembers: how "
                                 "far back a retry is recognised",
                                 NULL, NULL, 0)),
         window_seconds, rg);
-    rg->m_window_cut = metric_only(metrics_add(
-        rg->metrics, METRIC_COUNTER, "counterd_idempotency_evicted_early_total",
-        "Tokens the idempotency window's entry bound forgot before their time was up", NULL, NULL,
-        0));
+    rg->m_window_cut = metric_only(
+        metrics_add(rg->metrics, METRIC_COUNTER, "counterd_idempotency_evicted_early_total",
+                    "Tokens the idempotency window's entry bound forgot before their time was up",
+                    NULL, NULL, 0));
     rg->m_incr = metrics_add(rg->metrics, METRIC_COUNTER, "counter_increments_total",
                              "Increment requests applied, by counter (top names; the rest _other)",
                              "service,region,counter_name", NULL, 0);

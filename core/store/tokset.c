@@ -17,9 +17,9 @@
 struct tctr;
 
 struct telem {
-    struct telem *chain;        /* hash bucket */
+    struct telem *chain;         /* hash bucket */
     struct telem *older, *newer; /* the counter's elements, by seq */
-    struct telem *gc_next;      /* settled, in settling order */
+    struct telem *gc_next;       /* settled, in settling order */
     struct tctr *ctr;
     uint64_t hash, seq;
     int64_t amount;
@@ -91,7 +91,8 @@ int tokset_home(const char *tok, size_t tlen, const char *const *ids, int n)
     const char *slash = memchr(tok, '/', tlen);
     if (slash)
         for (int i = 0; i < n; i++)
-            if (strlen(ids[i]) == (size_t)(slash - tok) && !memcmp(ids[i], tok, (size_t)(slash - tok)))
+            if (strlen(ids[i]) == (size_t)(slash - tok) &&
+                !memcmp(ids[i], tok, (size_t)(slash - tok)))
                 return i;
     char buf[512];
     int best = -1;

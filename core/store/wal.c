@@ -44,8 +44,8 @@
 #define REC_COUNTER 'C'
 #define REC_DEDUP 'D'
 #define REC_END 'E'
-#define REC_FAILOVER 'F' /* older versions' failover records: read and ignored */
-#define REC_SETTLE 'S'   /* likewise */
+#define REC_FAILOVER 'F'
+#define REC_SETTLE 'S'
 #define REC_STRONG 'A'  /* a strong-counter proposal this replica accepted */
 #define REC_PROMISE 'P' /* a strong-counter epoch this replica promised */
 #define SNAPSHOT_RETRY_S 10.0
@@ -362,7 +362,8 @@ static int apply(struct recovery *rc, const unsigned char *p, size_t len, int in
         return 0;
     }
     if (type == REC_FAILOVER || type == REC_SETTLE) {
-        /* The take-back records of older versions: exactly-once no longer needs them. */
+        /* Failover records and settlements of older versions (the take-back design):
+         * exactly-once no longer needs them. */
         rc->records++;
         return 0;
     }

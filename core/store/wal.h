@@ -46,9 +46,9 @@ struct wal_opts {
     const char *dir;
     const char *node_id;
     enum wal_fsync fsync;
-    size_t snapshot_bytes;       /* log bytes between snapshots; default 64 MiB */
-    struct tokset *tokset;       /* the counters' token sets: logged with their counters */
-    struct strongrep *strong;    /* likewise: this node's strong-counter replica */
+    size_t snapshot_bytes;    /* log bytes between snapshots; default 64 MiB */
+    struct tokset *tokset;    /* the counters' token sets: logged with their counters */
+    struct strongrep *strong; /* likewise: this node's strong-counter replica */
 };
 
 /* What wal_open found and did. */

@@ -279,10 +279,8 @@ static void test_log_and_snapshot(void)
     REQUIRE(views != GSTORE_NONE);
     int64_t amount = 0;
     int settled = -1;
-    CHECK(tokset_get(n.ts, views, "us-east-1/a", 11, &amount, &settled) && amount == 3 &&
-          !settled);
-    CHECK(tokset_get(n.ts, views, "us-east-1/b", 11, &amount, &settled) && amount == 4 &&
-          settled);
+    CHECK(tokset_get(n.ts, views, "us-east-1/a", 11, &amount, &settled) && amount == 3 && !settled);
+    CHECK(tokset_get(n.ts, views, "us-east-1/b", 11, &amount, &settled) && amount == 4 && settled);
     CHECK_EQ_I64(tokset_pending(n.ts, views), 3);
     big = gstore_find(n.st, "big", 3);
     REQUIRE(big != GSTORE_NONE);
