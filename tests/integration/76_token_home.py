@@ -206,6 +206,12 @@ class TokenHome(harness.ServerTestCase):
                 self.assertNotIn("duplicate", got, "%s: %r" % (r.region, got))
                 self.assertEqual(got["total_count"], 5, "%s: %r" % (r.region, got))
                 self.assertEqual("pending" in got, r.node_id != "us-west-1", got)
+            # The coordinator (through the gateway) passes each region's pending on.
+            view = gw.get_json("/api/counter/%s" % name)
+            self.assertEqual({k: (v["total_count"], v["nodes"], v.get("pending"))
+                              for k, v in view["regions"].items()},
+                             {"us-east": (5, {}, 5), "us-west": (5, {"us-west-1": 5}, None),
+                              "eu-west": (5, {}, 5)})
         finally:
             self.partition(topo, False)
         self.force_sync(gw)
