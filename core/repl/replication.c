@@ -5,14 +5,19 @@
  *   {"node_id": "...", "incarnation": "<hex>", "timestamp": <unix s>,
  *    "counts": {"<counter>": {"<replica>": <increments>, ...}, ...},
  *    "decrements": {...same shape, only when some exist...},
+ *    "tokens": {"<counter>": {"<token>": {"amount": <n>, "settled": <bool>}, ...}, ...}
+ *                                   (token-set elements of the counters sent, store/tokset.h)
  *    "since": "<cursor>"            (request: the cursor the peer gave us last time)
- *    "failovers": [{"counter","token","amount","from":[regions]}]   (request: records the
- *                                   peer has not acknowledged; see store/failover.h)
  *    "cursor": "<cursor>", "more": <bool>   (answer)}
  *
  * Cursors are opaque to the peer. "D.<incarnation>.<seq>" means "everything changed after
  * seq"; "F.<incarnation>.<seq>.<id>" means "a full walk started at seq, continue at
- * counter id". A cursor from another incarnation of this node is answered with full state.
+ * counter id"; "D.<incarnation>.<seq>.<base>" is a page of a delta that started at base.
+ * A cursor from another incarnation of this node is answered with full state.
+ *
+ * Token-set elements travel with their counter, those changed after the start of the
+ * series of pages (a page that stops early moves the cursor past elements of counters it
+ * did not reach: their counter comes in a later page, with every element since the start).
  *
  * A peer whose answers carry no "incarnation" speaks the original lab's /sync: it holds one
  * value per node id and knows no decrements. Its format is learned from a first exchange
@@ -46,8 +51,8 @@
 #include "../net/client.h"
 #include "../obs/metrics.h"
 #include "../obs/trace.h"
-#include "../store/failover.h"
 #include "../store/gcounter.h"
+#include "../store/tokset.h"
 
 #define MAX_EXCHANGES 100000 /* per peer per round: a runaway guard, not a tuning knob */
 
@@ -80,9 +85,10 @@ struct peer {
     int in_round, exchanges;
     double round_start_ms, last_ok_ms;
     int failures;
-    uint64_t fo_acked, fo_sent; /* failover records on the peer / in the push in flight */
-    int fo_count, fo_more;      /* records in this push; more are waiting */
-    struct trace_span *span;    /* the exchange's client span, when tracing */
+    uint64_t tok_acked;        /* token-set elements up to this seq are on the peer */
+    struct http_call *id_call; /* GET /health for its node id */
+    double id_after;
+    struct trace_span *span; /* the exchange's client span, when tracing */
     /* What the status views show. */
     enum peer_status last_status; /* of the last finished round */
     char last_error[512];         /* the last failure, or why it was partitioned */
@@ -150,10 +156,14 @@ struct repl {
     size_t nraw, raw_cap;
     uint32_t *seen;
     size_t seen_cap;
-    struct buf out, counts, decs, fos;
+    struct buf out, counts, decs, toks;
     int page_counters;    /* counters in the page being built */
     int page_decs_unsent; /* of which with decrements an original-format peer cannot take */
-    struct failovers *failovers;
+    uint64_t tok_after;   /* the page carries token-set elements changed after this seq */
+    const struct tokset *tokset;
+    struct repl_token *tokel;
+    size_t tokel_cap;
+    int tok_rejected; /* elements refused so far (logged at the first) */
     struct trace_span *round_span; /* the round in progress, when tracing */
     int original_out;              /* the page being built is for an original-format peer */
     /* Entries the message being merged carried and this node did not take. */
@@ -166,7 +176,7 @@ struct repl {
     struct metric *m_rejected, *m_decs;
     /* Metrics. */
     struct metric_series *m_ok, *m_err, *m_part, *m_conflicts, *m_latency, *m_bytes_sent,
-        *m_bytes_recv, *m_lag;
+        *m_bytes_recv, *m_lag, *m_tok_rejected;
 };
 
 /* ---------------------------------------------------------------- encoding */
@@ -199,6 +209,48 @@ static void append_counter_original(struct repl *r, const struct gcounter *c, st
         r->page_decs_unsent++;
 }
 
+struct tok_page {
+    struct buf *b;
+    int n;
+};
+
+static void append_token(void *arg, uint32_t id, const char *tok, size_t tlen, int64_t amount,
+                         int settled, uint64_t seq)
+{
+    (void)id;
+    (void)seq;
+    struct tok_page *tp = arg;
+    if (tp->n++)
+        buf_putc(tp->b, ',');
+    buf_json_str(tp->b, tok, tlen);
+    buf_puts(tp->b, ":{\"amount\":");
+    buf_i64(tp->b, amount);
+    buf_puts(tp->b, settled ? ",\"settled\":true}" : ",\"settled\":false}");
+}
+
+/* The counter's token-set elements changed after r->tok_after, into r->toks. */
+static void append_tokens(struct repl *r, const struct gcounter *c)
+{
+    if (!r->tokset || !tokset_count(r->tokset))
+        return;
+    size_t nlen;
+    const char *name = gcounter_name(c, &nlen);
+    uint32_t id = gstore_find(r->store, name, nlen);
+    if (id == GSTORE_NONE || !tokset_elements(r->tokset, id))
+        return;
+    size_t at = r->toks.len;
+    if (r->toks.len > 1)
+        buf_putc(&r->toks, ',');
+    buf_json_str(&r->toks, name, nlen);
+    buf_puts(&r->toks, ":{");
+    struct tok_page tp = {&r->toks, 0};
+    tokset_each(r->tokset, id, r->tok_after, append_token, &tp);
+    if (!tp.n)
+        r->toks.len = at;
+    else
+        buf_putc(&r->toks, '}');
+}
+
 static void append_counter(struct repl *r, const struct gcounter *c, struct buf *counts,
                            struct buf *decs)
 {
@@ -211,6 +263,7 @@ static void append_counter(struct repl *r, const struct gcounter *c, struct buf 
         append_counter_original(r, c, counts);
         return;
     }
+    append_tokens(r, c);
     r->page_counters++;
     if (counts->len > 1)
         buf_putc(counts, ',');
@@ -253,7 +306,7 @@ static void page_full(struct repl *r, uint32_t *next)
 {
     uint32_t id = *next, count = gstore_count(r->store);
     for (; id < count; id++) {
-        if (r->counts.len + r->decs.len >= r->page_bytes)
+        if (r->counts.len + r->decs.len + r->toks.len >= r->page_bytes)
             break;
         append_counter(r, gstore_counter(r->store, id), &r->counts, &r->decs);
     }
@@ -271,7 +324,7 @@ static int page_delta(struct repl *r, uint64_t since, int skip_origin, uint64_t 
     uint64_t last = since;
     for (; id != GSTORE_NONE; id = gstore_changed_next(r->store, id)) {
         const struct gcounter *c = gstore_counter(r->store, id);
-        if (r->counts.len + r->decs.len >= r->page_bytes) {
+        if (r->counts.len + r->decs.len + r->toks.len >= r->page_bytes) {
             *upto = last;
             return 1;
         }
@@ -290,8 +343,10 @@ static void page_begin(struct repl *r)
     r->page_decs_unsent = 0;
     buf_reset(&r->counts);
     buf_reset(&r->decs);
+    buf_reset(&r->toks);
     buf_putc(&r->counts, '{');
     buf_putc(&r->decs, '{');
+    buf_putc(&r->toks, '{');
 }
 
 /* Writes the envelope around the page in counts/decs into r->out. */
@@ -313,14 +368,14 @@ static void body_finish(struct repl *r, const char *since, const char *cursor, i
         buf_append(o, r->decs.data, r->decs.len);
         buf_putc(o, '}');
     }
+    if (r->toks.len > 1) {
+        buf_puts(o, ",\"tokens\":");
+        buf_append(o, r->toks.data, r->toks.len);
+        buf_putc(o, '}');
+    }
     if (since && *since) {
         buf_puts(o, ",\"since\":");
         buf_json_str(o, since, strlen(since));
-    }
-    if (r->fos.len) {
-        buf_puts(o, ",\"failovers\":[");
-        buf_append(o, r->fos.data, r->fos.len);
-        buf_putc(o, ']');
     }
     if (cursor) {
         buf_puts(o, ",\"cursor\":");
@@ -614,60 +669,65 @@ static void put_rejects(struct repl *r)
     buf_printf(&r->out, "],\"rejected_count\":%" PRIu64 "}", r->nrejects);
 }
 
-/* A "failovers" list: [{"counter","token","amount","from":[region, ...]}, ...]. */
-static int check_failovers(const struct json *fos, struct merge_error *e)
+/*
+ * The "tokens" of a /sync body, after its counts were merged: each counter's elements are
+ * handed to the tokens hook. An element counterd cannot hold (a token of the wrong size, an
+ * amount that is not an integer) is skipped, counted and logged; the rest are merged.
+ */
+static void apply_tokens(struct repl *r, const struct json *root, const char *from)
 {
-    if (!fos || fos->type == JSON_NULL)
-        return 0;
-    if (fos->type != JSON_ARR)
-        return merr(e, 400, "bad_field", "failovers must be an array of records");
-    for (uint32_t i = 0; i < fos->len; i++) {
-        const struct json *f = &fos->u.items[i];
-        const struct json *c = json_get(f, "counter"), *t = json_get(f, "token");
-        const struct json *a = json_get(f, "amount"), *from = json_get(f, "from");
-        if (!c || c->type != JSON_STR || !gcounter_name_valid(c->u.s, c->len))
-            return merr(e, 400, "bad_name", "failovers[%u].counter is not a counter name", i);
-        if (!t || t->type != JSON_STR || t->len == 0 || t->len > 128 || (t->flags & JSON_F_HAS_NUL))
-            return merr(e, 400, "bad_field", "failovers[%u].token must be 1-128 bytes", i);
-        if (!a || a->type != JSON_INT || a->u.i == INT64_MIN)
-            return merr(e, 400, "bad_field", "failovers[%u].amount must be an integer", i);
-        if (!from || from->type != JSON_ARR || from->len == 0 || from->len > 8)
-            return merr(e, 400, "bad_field", "failovers[%u].from must list 1-8 regions", i);
-        size_t total = 0;
-        for (uint32_t k = 0; k < from->len; k++) {
-            const struct json *n = &from->u.items[k];
-            if (n->type != JSON_STR || !gcounter_name_valid(n->u.s, n->len))
-                return merr(e, 400, "bad_field", "failovers[%u].from[%u] is not a region name", i,
-                            k);
-            total += n->len + 1;
-        }
-        if (total >= FAILOVER_FROM_MAX)
-            return merr(e, 400, "bad_field", "failovers[%u].from is too long", i);
-    }
-    return 0;
-}
-
-static void apply_failovers(struct repl *r, const struct json *fos)
-{
-    if (!fos || fos->type != JSON_ARR || !r->hooks.failover)
+    const struct json *toks = json_get(root, "tokens");
+    if (!toks || toks->type != JSON_OBJ || !r->hooks.tokens)
         return;
-    for (uint32_t i = 0; i < fos->len; i++) {
-        const struct json *f = &fos->u.items[i];
-        const struct json *c = json_get(f, "counter"), *t = json_get(f, "token");
-        const struct json *from = json_get(f, "from");
-        char names[FAILOVER_FROM_MAX];
-        size_t n = 0;
-        for (uint32_t k = 0; k < from->len; k++) {
-            const struct json *x = &from->u.items[k];
-            if (k)
-                names[n++] = ',';
-            memcpy(names + n, x->u.s, x->len);
-            n += x->len;
+    int before = r->tok_rejected;
+    for (uint32_t i = 0; i < toks->len; i++) {
+        const struct json_member *m = &toks->u.members[i];
+        const char *why = NULL;
+        if (!gcounter_name_valid(m->key, m->key_len) || m->val.type != JSON_OBJ) {
+            why = "not a counter name with an object of tokens";
+            r->tok_rejected++;
         }
-        names[n] = '\0';
-        r->hooks.failover(r->hooks.arg, c->u.s, c->len, t->u.s, t->len, json_get(f, "amount")->u.i,
-                          names);
+        uint32_t id = why ? GSTORE_NONE : gstore_create(r->store, m->key, m->key_len);
+        if (!why && id == GSTORE_NONE) {
+            why = "cannot create the counter";
+            r->tok_rejected++;
+        }
+        size_t n = 0;
+        const struct json *els = &m->val;
+        if (!why && els->len > r->tokel_cap) {
+            r->tokel_cap = els->len;
+            r->tokel = xrealloc(r->tokel, r->tokel_cap * sizeof *r->tokel);
+        }
+        for (uint32_t k = 0; !why && k < els->len; k++) {
+            const struct json_member *t = &els->u.members[k];
+            const struct json *a = t->val.type == JSON_OBJ ? json_get(&t->val, "amount") : NULL;
+            const struct json *st = t->val.type == JSON_OBJ ? json_get(&t->val, "settled") : NULL;
+            if (t->key_len == 0 || t->key_len > TOKSET_TOKEN_MAX ||
+                memchr(t->key, '\0', t->key_len) || !a || a->type != JSON_INT || !st ||
+                (st->type != JSON_TRUE && st->type != JSON_FALSE)) {
+                if (r->tok_rejected++ == 0)
+                    log_error("sync from %s: token %.*s of counter %.*s is not a token-set "
+                              "element (token 1-%d bytes, amount an integer, settled a "
+                              "boolean): skipped (logged once; counted in "
+                              "counterd_sync_rejected_tokens_total)",
+                              from, (int)(t->key_len > 64 ? 64 : t->key_len), t->key,
+                              (int)m->key_len, m->key, TOKSET_TOKEN_MAX);
+                continue;
+            }
+            r->tokel[n++] = (struct repl_token){t->key, t->key_len, a->u.i, st->type == JSON_TRUE};
+        }
+        if (why) {
+            if (r->tok_rejected == 1)
+                log_error("sync from %s: tokens.%.*s skipped: %s (logged once; counted in "
+                          "counterd_sync_rejected_tokens_total)",
+                          from, (int)(m->key_len > 64 ? 64 : m->key_len), m->key, why);
+            continue;
+        }
+        if (n)
+            r->hooks.tokens(r->hooks.arg, id, r->tokel, n);
     }
+    if (r->tok_rejected > before)
+        metric_add(r->m_tok_rejected, r->tok_rejected - before);
 }
 
 /* ---------------------------------------------------------------- decisions */
@@ -841,16 +901,21 @@ static void exchange_done(struct peer *p, const struct http_result *res, struct 
                  "(its answer lists them; logged once per peer)",
                  peer_name(p), refused->u.i);
 
+    apply_tokens(r, root, p->node_id[0] ? p->node_id : p->url);
+
     /* The push is on the peer now. */
-    p->fo_acked = p->fo_sent;
     if (p->full_push) {
         p->full_next = p->sent_next;
         if (p->sent_full_done) {
             p->full_push = 0;
             p->acked = p->full_s0;
+            p->tok_acked = p->full_s0;
         }
-    } else if (p->sent_acked > p->acked) {
-        p->acked = p->sent_acked;
+    } else {
+        if (p->sent_acked > p->acked)
+            p->acked = p->sent_acked;
+        if (!p->push_more)
+            p->tok_acked = p->acked; /* the series of pages is complete */
     }
     if (inc && inc->type == JSON_STR && inc->len < sizeof p->incarnation) {
         if (p->incarnation[0] && strcmp(p->incarnation, inc->u.s) != 0) {
@@ -860,7 +925,7 @@ static void exchange_done(struct peer *p, const struct http_result *res, struct 
             p->full_push = 1;
             p->full_next = 0;
             p->acked = 0;
-            p->fo_acked = 0;
+            p->tok_acked = 0;
         }
         snprintf(p->incarnation, sizeof p->incarnation, "%s", inc->u.s);
     }
@@ -871,8 +936,7 @@ static void exchange_done(struct peer *p, const struct http_result *res, struct 
     } else {
         p->cursor[0] = '\0'; /* a peer without cursors (the lab's) answers full state */
     }
-    if ((p->push_more || p->full_push || pull_more || p->fo_more) &&
-        ++p->exchanges < MAX_EXCHANGES) {
+    if ((p->push_more || p->full_push || pull_more) && ++p->exchanges < MAX_EXCHANGES) {
         exchange_start(p);
         return;
     }
@@ -891,40 +955,6 @@ static void on_exchange_done(const struct http_result *res, void *arg)
     /* Named after the exchange: a first answer is what tells us the peer's node id. */
     trace_span_attr_cstr(sp, "sync.peer", peer_name(p));
     trace_span_end(sp);
-}
-
-#define FAILOVERS_PER_EXCHANGE 1000
-
-static void append_failover(void *arg, const char *counter, size_t clen, const char *token,
-                            size_t tlen, double at, const struct failover_rec *rec, uint64_t seq)
-{
-    (void)at;
-    struct peer *p = arg;
-    struct repl *r = p->r;
-    if (p->fo_count >= FAILOVERS_PER_EXCHANGE) {
-        p->fo_more = 1; /* the rest goes in the next exchange */
-        return;
-    }
-    p->fo_count++;
-    struct buf *b = &r->fos;
-    if (b->len)
-        buf_putc(b, ',');
-    buf_puts(b, "{\"counter\":");
-    buf_json_str(b, counter, clen);
-    buf_puts(b, ",\"token\":");
-    buf_json_str(b, token, tlen);
-    buf_puts(b, ",\"amount\":");
-    buf_i64(b, rec->amount);
-    buf_puts(b, ",\"from\":[");
-    for (const char *q = rec->from; *q;) {
-        size_t n = strcspn(q, ",");
-        if (q != rec->from)
-            buf_putc(b, ',');
-        buf_json_str(b, q, n);
-        q += n + (q[n] == ',');
-    }
-    buf_puts(b, "]}");
-    p->fo_sent = seq;
 }
 
 static void exchange_send(struct peer *p)
@@ -953,28 +983,23 @@ static void exchange_send(struct peer *p)
     } else if (p->full_push) {
         if (p->full_next == 0)
             p->full_s0 = gstore_seq(r->store); /* a walk starts: later changes go by delta */
+        r->tok_after = 0;
         uint32_t next = p->full_next;
         page_full(r, &next);
         p->sent_next = next;
         p->sent_full_done = next >= gstore_count(r->store);
         p->push_more = !p->sent_full_done;
     } else {
+        r->tok_after = p->tok_acked;
         p->push_more = page_delta(r, p->acked, peer_origin(p), &p->sent_acked);
     }
     r->original_out = 0;
     decs_unsent(r, peer_name(p), r->page_decs_unsent);
-    buf_reset(&r->fos);
-    p->fo_sent = p->fo_acked;
-    p->fo_count = p->fo_more = 0;
-    if (r->failovers && p->format == FMT_COUNTERD)
-        failovers_foreach(r->failovers, p->fo_acked, append_failover, p);
     body_finish(r, p->cursor, NULL, 0);
-    buf_reset(&r->fos);
     const char *headers[3] = {r->auth_header, NULL, NULL};
     char tp[TRACE_HEADER_LEN + 1];
     if (p->span) {
         trace_span_attr_int(p->span, "sync.counters_sent", r->page_counters);
-        trace_span_attr_int(p->span, "sync.failovers_sent", p->fo_count);
         trace_span_attr_int(p->span, "sync.bytes_sent", (int64_t)r->out.len);
         trace_span_attr_bool(p->span, "sync.full", p->full_push);
         memcpy(tp, "traceparent: ", 13);
@@ -1108,18 +1133,26 @@ void repl_sync_now_traced(struct repl *r, const struct trace_span *parent,
 
 /* ---------------------------------------------------------------- incoming /sync */
 
-static int parse_cursor(struct repl *r, const char *s, int *full, uint64_t *seq, uint32_t *next)
+static int parse_cursor(struct repl *r, const char *s, int *full, uint64_t *seq, uint32_t *next,
+                        uint64_t *base)
 {
     char kind, inc[17];
     unsigned long long a = 0, b = 0;
-    int n = 0;
+    int n = 0, m = 0;
     if (sscanf(s, "%c.%16[0-9a-f].%llu%n", &kind, inc, &a, &n) != 3)
         return -1;
     if (strcmp(inc, r->incarnation) != 0)
         return -1;
     if (kind == 'D' && s[n] == '\0') {
         *full = 0;
+        *seq = *base = a;
+        return 0;
+    }
+    if (kind == 'D' && s[n] == '.' && sscanf(s + n + 1, "%llu%n", &b, &m) == 1 &&
+        s[n + 1 + m] == '\0' && b <= a) {
+        *full = 0;
         *seq = a;
+        *base = b;
         return 0;
     }
     if (kind == 'F' && s[n] == '.' && sscanf(s + n + 1, "%llu", &b) == 1 && b <= UINT32_MAX) {
@@ -1141,11 +1174,6 @@ static void answer_sync(struct repl *r, struct http_request *req, const char *bo
     const struct json *nid = json_get(root, "node_id");
     int origin = nid && nid->type == JSON_STR ? origin_of_node(r, nid->u.s) : 0;
     struct merge_error e;
-    const struct json *fos = json_get(root, "failovers");
-    if (check_failovers(fos, &e) < 0) {
-        http_respond_error(req, e.status, e.code, "%s", e.detail);
-        return;
-    }
     r->merge_peer = nid && nid->type == JSON_STR ? nid->u.s : NULL;
     int changed = merge_body(r, root, origin, &e);
     r->merge_peer = NULL;
@@ -1153,7 +1181,7 @@ static void answer_sync(struct repl *r, struct http_request *req, const char *bo
         http_respond_error(req, e.status, e.code, "%s", e.detail);
         return;
     }
-    apply_failovers(r, fos);
+    apply_tokens(r, root, nid && nid->type == JSON_STR ? nid->u.s : "a peer");
     metric_add(r->m_conflicts, changed);
     metric_add(r->m_bytes_recv, (double)len);
     if (req->span) {
@@ -1164,10 +1192,11 @@ static void answer_sync(struct repl *r, struct http_request *req, const char *bo
     }
 
     int full = 1;
-    uint64_t seq = 0;
+    uint64_t seq = 0, base = 0;
     uint32_t next = 0;
     const struct json *since = json_get(root, "since");
-    if (!since || since->type != JSON_STR || parse_cursor(r, since->u.s, &full, &seq, &next) < 0) {
+    if (!since || since->type != JSON_STR ||
+        parse_cursor(r, since->u.s, &full, &seq, &next, &base) < 0) {
         full = 1;
         seq = gstore_seq(r->store);
         next = 0;
@@ -1196,6 +1225,7 @@ static void answer_sync(struct repl *r, struct http_request *req, const char *bo
         return;
     }
     if (full) {
+        r->tok_after = 0;
         page_full(r, &next);
         more = next < gstore_count(r->store);
         if (more)
@@ -1204,8 +1234,13 @@ static void answer_sync(struct repl *r, struct http_request *req, const char *bo
             snprintf(cursor, sizeof cursor, "D.%s.%" PRIu64, r->incarnation, seq);
     } else {
         uint64_t upto;
+        r->tok_after = base;
         more = page_delta(r, seq, origin, &upto);
-        snprintf(cursor, sizeof cursor, "D.%s.%" PRIu64, r->incarnation, upto);
+        if (more && base < upto)
+            snprintf(cursor, sizeof cursor, "D.%s.%" PRIu64 ".%" PRIu64, r->incarnation, upto,
+                     base);
+        else
+            snprintf(cursor, sizeof cursor, "D.%s.%" PRIu64, r->incarnation, upto);
     }
     trace_span_attr_int(req->span, "sync.counters_sent", r->page_counters);
     body_finish(r, NULL, cursor, more);
@@ -1332,7 +1367,7 @@ struct repl *repl_new(struct event_base *base, struct http_client *client, struc
     r->region = xstrdup(cfg->region);
     r->service = xstrdup(cfg->service ? cfg->service : "counter");
     r->auth_header = cfg->auth_header ? xstrdup(cfg->auth_header) : NULL;
-    r->failovers = cfg->failovers;
+    r->tokset = cfg->tokset;
     snprintf(r->incarnation, sizeof r->incarnation, "%016" PRIx64, random_u64());
     r->interval_ms = cfg->interval_ms > 0 ? cfg->interval_ms : 5000;
     r->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 3000;
@@ -1414,6 +1449,9 @@ struct repl *repl_new(struct event_base *base, struct http_client *client, struc
         metric_set_fn(metric_series(fails, pv), peer_failures, &r->peers[i]);
         metric_set_fn(metric_series(orig, pv), peer_original, &r->peers[i]);
     }
+    r->m_tok_rejected = metric_only(
+        metrics_add(reg, METRIC_COUNTER, "counterd_sync_rejected_tokens_total",
+                    "Token-set elements of /sync bodies skipped as malformed", NULL, NULL, 0));
 
     r->tick = event_new(base, -1, EV_PERSIST, on_tick, r);
     struct timeval tv = {r->interval_ms / 1000, (r->interval_ms % 1000) * 1000};
@@ -1431,6 +1469,8 @@ void repl_free(struct repl *r)
         struct peer *p = &r->peers[i];
         if (p->call)
             http_client_cancel(p->call);
+        if (p->id_call)
+            http_client_cancel(p->id_call);
         trace_span_error(p->span, "stopped");
         trace_span_end(p->span);
         event_free(p->delay_ev);
@@ -1458,7 +1498,8 @@ void repl_free(struct repl *r)
     buf_free(&r->out);
     buf_free(&r->counts);
     buf_free(&r->decs);
-    buf_free(&r->fos);
+    buf_free(&r->toks);
+    free(r->tokel);
     free(r->node_id);
     free(r->region);
     free(r->service);
@@ -1486,6 +1527,52 @@ double repl_last_sync_time(const struct repl *r)
 {
     return r->last_sync_unix;
 }
+uint64_t repl_tokens_acked(const struct repl *r)
+{
+    uint64_t min = gstore_seq(r->store);
+    for (int i = 0; i < r->npeers; i++)
+        if (r->peers[i].tok_acked < min)
+            min = r->peers[i].tok_acked;
+    return min;
+}
+
+int repl_peer_ids(const struct repl *r, const char **ids, int max)
+{
+    int known = 0;
+    for (int i = 0; i < r->npeers && i < max; i++) {
+        ids[i] = r->peers[i].node_id[0] ? r->peers[i].node_id : NULL;
+        known += ids[i] != NULL;
+    }
+    return known;
+}
+
+static void on_peer_id(const struct http_result *res, void *arg)
+{
+    struct peer *p = arg;
+    p->id_call = NULL;
+    if (res->status != 200 || p->node_id[0])
+        return;
+    const struct json *root = json_parse(&p->r->parser, res->body, res->len);
+    const struct json *nid = root ? json_get(root, "node_id") : NULL;
+    if (nid && nid->type == JSON_STR && gcounter_name_valid(nid->u.s, nid->len))
+        snprintf(p->node_id, sizeof p->node_id, "%s", nid->u.s);
+}
+
+void repl_learn_peer_ids(struct repl *r)
+{
+    double now = clock_mono_ms();
+    for (int i = 0; i < r->npeers; i++) {
+        struct peer *p = &r->peers[i];
+        if (p->node_id[0] || p->id_call || now < p->id_after)
+            continue;
+        p->id_after = now + 200;
+        char url[600];
+        snprintf(url, sizeof url, "%s/health", p->url);
+        struct http_call_opts o = {.method = "GET", .url = url, .timeout_ms = 1000};
+        p->id_call = http_client_request(r->client, &o, on_peer_id, p);
+    }
+}
+
 const char *repl_incarnation(const struct repl *r)
 {
     return r->incarnation;

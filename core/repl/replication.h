@@ -25,11 +25,19 @@ struct event_base;
 struct http_client;
 struct gstore;
 struct metrics;
-struct failovers;
+struct tokset;
 struct repl;
 struct trace_span;
 
 enum repl_action { REPL_DELIVER, REPL_DROP, REPL_DELAY };
+
+/* One token-set element as a peer sent it. */
+struct repl_token {
+    const char *tok;
+    size_t tlen;
+    int64_t amount;
+    int settled;
+};
 
 struct repl_hooks {
     /*
@@ -42,9 +50,9 @@ struct repl_hooks {
                   int partitioned, int *delay_ms);
     /* Called for every counter a merge changed (to persist it); may be NULL. */
     void (*changed)(void *arg, uint32_t id);
-    /* Called for every failover record a peer sent (see store/failover.h); may be NULL. */
-    void (*failover)(void *arg, const char *counter, size_t clen, const char *token, size_t tlen,
-                     int64_t amount, const char *from);
+    /* Called, after its entries were merged, with the token-set elements a peer sent for
+     * counter id (see store/tokset.h): the caller joins them. May be NULL. */
+    void (*tokens)(void *arg, uint32_t id, const struct repl_token *el, size_t n);
     void *arg;
     /*
      * Called before a /sync push is built: writes this node's log, so that no change
@@ -64,7 +72,7 @@ struct repl_config {
     int full_every;              /* a full-state round every N rounds; default 12 */
     size_t page_bytes;           /* target size of one /sync body; default 1 MiB */
     const char *auth_header;     /* sent with every /sync, e.g. "Authorization: Bearer x" */
-    struct failovers *failovers; /* pushed to every peer; may be NULL */
+    const struct tokset *tokset; /* the counters' token sets, sent with them; may be NULL */
 };
 
 /* The largest /sync body a node accepts. */
@@ -80,6 +88,20 @@ void repl_set_partition(struct repl *r, int on);
 int repl_partitioned(const struct repl *r);
 /* Unix time of the last successful exchange with any peer; 0 if none yet. */
 double repl_last_sync_time(const struct repl *r);
+/*
+ * The highest change seq that every peer is known to hold, token-set elements included
+ * (0 until each peer completed an exchange): what is settled at or before it may be
+ * forgotten. With no peers, the store's seq.
+ */
+uint64_t repl_tokens_acked(const struct repl *r);
+/*
+ * Fills ids[0..npeers) with the peers' node ids as learned from their answers.
+ * @return how many are known (the others are NULL).
+ */
+int repl_peer_ids(const struct repl *r, const char **ids, int max);
+/* Asks the peers whose node id is not known yet for it (GET /health; at most once a second
+ * each), without waiting for a sync round. */
+void repl_learn_peer_ids(struct repl *r);
 /* This process' incarnation id (hex), sent with every message. */
 const char *repl_incarnation(const struct repl *r);
 

@@ -3,11 +3,12 @@
  *
  * Failover: a region that does not answer, or answers 5xx, is skipped for DOWN_MS and the
  * increment goes to the next region the routing policy picks among the others, with the
- * same idempotency token. Every increment carries a token (the client's, or one made
- * here), and the regions replicate which tokens they applied: should the first region
- * have applied it before failing, the two regions find out when they sync and exactly
- * one of them takes its application back (see repl/replication.c), so a failover never
- * counts twice.
+ * same idempotency token. Every increment carries a token: the client's, or one made here
+ * as "<node id of the region chosen>/<random>", which makes that region the token's home
+ * (store/tokset.h). Only the home adds a tokened increment to its entry; another region
+ * that takes it holds it as pending until the home settles it, so an increment counts once
+ * whichever regions got it and whatever timed out. A client's own token is sent to its
+ * home first (random and round-robin routing), so a failover is the only detour.
  */
 #include "gateway.h"
 
@@ -28,16 +29,22 @@
 #include "../net/upstream.h"
 #include "../obs/metrics.h"
 #include "../obs/trace.h"
-#include "../store/tokwin.h"
+#include "../store/gcounter.h"
+#include "../store/tokset.h"
 
 #define MAX_REGIONS 16
 #define DOWN_MS 2000.0
 #define POOL_CONNS 64
 
+struct gateway;
+
 struct gw_region {
+    struct gateway *g;
     char *name, *url, *host;
+    char node_id[TOKSET_TOKEN_MAX]; /* learned from its answers; "" until then */
     struct upstream *pool;
-    double down_until;
+    struct upstream_req *probe; /* a GET /health asking its node id */
+    double down_until, probe_after;
     int unnamed; /* known by its address only: down until gateway_name_region */
     struct metric_series *m_routed;
 };
@@ -52,10 +59,9 @@ struct gateway {
     struct json_parser parser;
     struct buf tmp;
     struct forward *inflight;
-    /* Client tokens whose increment got no answer from some regions and then failed
-     * everywhere (503): the client's retry must name those regions too. */
-    struct tokwin *unsettled;
-    struct metric *m_requests, *m_routed;    /* m_routed: by region */
+    const char *ids[MAX_REGIONS]; /* the regions' node ids, once every one is known */
+    int ids_known;
+    struct metric *m_requests, *m_routed; /* m_routed: by region */
     struct metric_series *m_duration, *m_ok; /* m_ok: requests answered 200 */
 };
 
@@ -65,13 +71,14 @@ struct forward {
     struct http_request *req;
     struct upstream_req *ureq;
     int region;
-    unsigned tried;     /* bit per region */
-    unsigned ambiguous; /* regions that may have applied it: sent, but no answer */
+    unsigned tried; /* bit per region */
     char routing[64];
     char counter[256];
     char client_region[64];
     int has_client_region;
     char token[129];         /* the client's idempotency token, "" when it gave none */
+    const struct json *root; /* the client's body, until it is forwarded the first time */
+    int has_own_token;       /* the body has an idempotency_token (valid or not) */
     struct buf body;         /* the body to forward, token included */
     struct trace_span *span; /* the attempt in flight (client span), when tracing */
     struct forward *prev, *next;
@@ -123,9 +130,66 @@ static void fail(struct forward *f, int status, const char *code, const char *fm
     forward_free(f);
 }
 
+/* ---------------------------------------------------------------- regions' node ids */
+
+/* Records region i's node id from one of its answers ("node_id":"..."). */
+static void learn_node_id(struct gateway *g, int i, const char *body, size_t len)
+{
+    static const char key[] = "\"node_id\":\"";
+    size_t kl = sizeof key - 1;
+    for (size_t k = 0; k + kl <= len; k++) {
+        if (memcmp(body + k, key, kl) != 0)
+            continue;
+        const char *p = body + k + kl, *q = memchr(p, '"', len - k - kl);
+        struct gw_region *r = &g->regions[i];
+        if (!q || !gcounter_name_valid(p, (size_t)(q - p)) || (size_t)(q - p) >= sizeof r->node_id)
+            return;
+        memcpy(r->node_id, p, (size_t)(q - p));
+        r->node_id[q - p] = '\0';
+        for (int j = 0; j < g->n; j++)
+            if (!g->regions[j].node_id[0])
+                return;
+        for (int j = 0; j < g->n; j++)
+            g->ids[j] = g->regions[j].node_id;
+        g->ids_known = 1;
+        log_info("every region's node id is known: increments go to their tokens' homes");
+        return;
+    }
+}
+
+static void on_probe(int status, const char *body, size_t len, const char *err, int sent, void *arg)
+{
+    (void)err;
+    (void)sent;
+    struct gw_region *r = arg;
+    r->probe = NULL;
+    if (status == 200)
+        learn_node_id(r->g, (int)(r - r->g->regions), body, len);
+}
+
+/* Asks the regions whose node id is not known yet for it (GET /health), once a second. */
+static void probe_regions(struct gateway *g)
+{
+    double now = clock_mono_ms();
+    for (int i = 0; i < g->n; i++) {
+        struct gw_region *r = &g->regions[i];
+        if (r->node_id[0] || r->probe || now < r->probe_after)
+            continue;
+        r->probe_after = now + 1000;
+        struct buf *b = &g->tmp;
+        buf_reset(b);
+        buf_puts(b, "GET /health HTTP/1.1\r\nHost: ");
+        buf_puts(b, r->host);
+        buf_puts(b, "\r\n\r\n");
+        r->probe = upstream_send(r->pool, b->data, b->len, g->timeout_ms, on_probe, r);
+    }
+}
+
 /* ---------------------------------------------------------------- forwarding */
 
 static void send_to(struct forward *f, int i);
+static void body_with_token(struct buf *out, const struct http_request *req,
+                            const struct json *root, const char *token, const char *home);
 
 /* Picks the next region for f: the policy's choice among those not yet tried and up. */
 static int pick(struct forward *f, char *err, size_t errlen)
@@ -140,6 +204,13 @@ static int pick(struct forward *f, char *err, size_t errlen)
     if (!any) {
         snprintf(err, errlen, "no healthy region");
         return -2;
+    }
+    /* A client's token goes to its home when the policy leaves the region open. */
+    if (f->token[0] && g->ids_known &&
+        (!strcmp(f->routing, "random") || !strcmp(f->routing, "round-robin"))) {
+        int h = tokset_home(f->token, strlen(f->token), g->ids, g->n);
+        if (h >= 0 && healthy[h])
+            return h;
     }
     int i = lua_host_route(g->lua, f->routing, f->counter,
                            f->has_client_region ? f->client_region : NULL,
@@ -168,17 +239,13 @@ static void on_answer(int status, const char *body, size_t len, const char *err,
         f->span = NULL;
     }
     if (status == 0 || status >= 500) {
+        (void)sent; /* applied or not, the token's home counts it once */
         r->down_until = clock_mono_ms() + DOWN_MS;
-        if (sent || status >= 500)
-            f->ambiguous |= 1u << f->region; /* it may have counted it: say so on the retry */
         log_warn("increment on %s failed (%s); failing over", r->name,
                  err ? err : http_status_text(status));
         char perr[256];
         int i = pick(f, perr, sizeof perr);
         if (i < 0) {
-            if (f->token[0] && f->ambiguous)
-                tokwin_put(g->unsettled, f->counter, strlen(f->counter), f->token, strlen(f->token),
-                           clock_unix_s(), &f->ambiguous, sizeof f->ambiguous);
             fail(f, 503, "unavailable", "no region took the increment (last: %s: %s)", r->name,
                  err ? err : http_status_text(status));
             return;
@@ -194,6 +261,8 @@ static void on_answer(int status, const char *body, size_t len, const char *err,
         return;
     }
     metric_add(r->m_routed, 1);
+    if (!r->node_id[0])
+        learn_node_id(g, f->region, body, len);
     if (f->req->span)
         trace_span_attr_cstr(f->req->span, "counter.routed_to", r->name);
     /* The region's answer plus routing, routed_to_endpoint, latency_ms: spliced, so its
@@ -243,50 +312,40 @@ static void send_to(struct forward *f, int i)
         buf_puts(b, "\r\ntraceparent: ");
         buf_puts(b, tp);
     }
-    /* A retry after an unanswered attempt names the regions that may have applied it, so
-     * they take theirs back when they learn of this one (store/failover.h). */
-    struct buf from = BUF_INIT;
-    unsigned others = f->ambiguous & ~(1u << i); /* a region is never told it failed itself */
-    if (others) {
-        buf_puts(&from, "\"failover_from\":[");
-        for (int k = 0, first = 1; k < g->n; k++)
-            if (others & (1u << k)) {
-                if (!first)
-                    buf_putc(&from, ',');
-                first = 0;
-                buf_json_str(&from, g->regions[k].name, strlen(g->regions[k].name));
-            }
-        buf_puts(&from, "],");
+    if (f->root) {
+        /* The first attempt: the token is made for the region chosen, its home. */
+        body_with_token(&f->body, f->req, f->root, f->has_own_token ? "" : NULL, r->node_id);
+        f->root = NULL;
     }
     buf_puts(b, "\r\nContent-Type: application/json\r\nContent-Length: ");
-    buf_u64(b, f->body.len + from.len);
+    buf_u64(b, f->body.len);
     buf_puts(b, "\r\n\r\n");
-    /* f->body starts with '{' (body_with_token puts the token first when it adds one; a
-     * client's own body may start with blanks). */
-    const char *brace = memchr(f->body.data, '{', f->body.len);
-    size_t at = (size_t)(brace - f->body.data) + 1;
-    buf_append(b, f->body.data, at);
-    buf_append(b, from.data ? from.data : "", from.len);
-    buf_append(b, f->body.data + at, f->body.len - at);
-    buf_free(&from);
+    buf_append(b, f->body.data, f->body.len);
     f->ureq = upstream_send(r->pool, b->data, b->len, g->timeout_ms, on_answer, f);
 }
 
 /* The client's body, as written (exact integers), with an idempotency token when it has
- * none, so a retry on another region is recognised. */
+ * none: "<home>/<16 hex digits>" (just the digits while home's node id is not known yet), so
+ * a retry on another region is recognised and counted by home alone. */
 static void body_with_token(struct buf *out, const struct http_request *req,
-                            const struct json *root, const char *token)
+                            const struct json *root, const char *token, const char *home)
 {
     if (token) {
         buf_append(out, req->body, req->body_len);
         return;
     }
     static const char hex[] = "0123456789abcdef";
-    char tok[17];
+    char tok[TOKSET_TOKEN_MAX];
+    size_t hl = strlen(home);
+    if (hl + 18 > sizeof tok)
+        hl = 0;
+    memcpy(tok, home, hl);
+    if (hl)
+        tok[hl++] = '/';
     uint64_t v = fast_random_u64();
     for (int i = 15; i >= 0; i--, v >>= 4)
-        tok[i] = hex[v & 15];
-    tok[16] = '\0';
+        tok[hl + (size_t)i] = hex[v & 15];
+    tok[hl + 16] = '\0';
     if (root->len == 0) {
         buf_puts(out, "{\"idempotency_token\":\"");
         buf_puts(out, tok);
@@ -361,22 +420,18 @@ int gateway_handle(struct gateway *g, struct http_request *req)
              routing && routing->type == JSON_STR ? routing->u.s : "random");
     snprintf(f->counter, sizeof f->counter, "%s",
              name && name->type == JSON_STR && name->len < sizeof f->counter ? name->u.s : "views");
-    if (token && token->type == JSON_STR && token->len < sizeof f->token) {
+    if (token && token->type == JSON_STR && token->len < sizeof f->token)
         memcpy(f->token, token->u.s, token->len + 1);
-        /* A retry of an increment that failed everywhere after some regions did not
-         * answer: it goes on naming them. */
-        size_t plen;
-        const void *mask = tokwin_get(g->unsettled, f->counter, strlen(f->counter), f->token,
-                                      strlen(f->token), clock_unix_s(), &plen, NULL);
-        if (mask && plen == sizeof f->ambiguous)
-            memcpy(&f->ambiguous, mask, sizeof f->ambiguous);
-    }
+    if (!g->ids_known)
+        probe_regions(g);
     const char *cr = http_request_header(req, "x-client-region");
     if (cr) {
         f->has_client_region = 1;
         snprintf(f->client_region, sizeof f->client_region, "%s", cr);
     }
-    body_with_token(&f->body, req, root, token && token->type != JSON_NULL ? "" : NULL);
+    /* A token in the body that is not a string is the region's to refuse: forwarded as is. */
+    f->root = root;
+    f->has_own_token = token && token->type != JSON_NULL;
     f->next = g->inflight;
     if (g->inflight)
         g->inflight->prev = f;
@@ -410,7 +465,6 @@ struct gateway *gateway_new(struct event_base *base, struct lua_host *lua, struc
     g->lua = lua;
     g->n = nregions;
     g->timeout_ms = timeout_ms;
-    g->unsettled = tokwin_new(100000, 600);
     json_parser_init(&g->parser);
     struct metric *routed = metrics_find(metrics, "gateway_routed_to_region_total");
     if (!routed)
@@ -434,6 +488,7 @@ struct gateway *gateway_new(struct event_base *base, struct lua_host *lua, struc
     g->m_ok = metric_series(g->m_requests, ok);
     for (int i = 0; i < nregions; i++) {
         struct gw_region *r = &g->regions[i];
+        r->g = g;
         r->name = xstrdup(regions[i].name);
         r->url = xstrdup(regions[i].url);
         const char *h = strstr(r->url, "://");
@@ -454,6 +509,7 @@ struct gateway *gateway_new(struct event_base *base, struct lua_host *lua, struc
             return NULL;
         }
     }
+    probe_regions(g);
     return g;
 }
 
@@ -484,13 +540,14 @@ void gateway_free(struct gateway *g)
         forward_free(f);
     }
     for (int i = 0; i < g->n; i++) {
+        if (g->regions[i].probe)
+            upstream_cancel(g->regions[i].probe);
         upstream_free(g->regions[i].pool);
         free(g->regions[i].name);
         free(g->regions[i].url);
         free(g->regions[i].host);
     }
     json_parser_free(&g->parser);
-    tokwin_free(g->unsettled);
     buf_free(&g->tmp);
     free(g);
 }

@@ -30,9 +30,9 @@
 #include "../repl/replica.h"
 #include "../repl/replication.h"
 #include "../store/dedup.h"
-#include "../store/failover.h"
 #include "../store/gcounter.h"
 #include "../store/strongrep.h"
+#include "../store/tokset.h"
 #include "../store/wal.h"
 #include "config.h"
 #include "reqbody.h"
@@ -55,7 +55,13 @@ struct region {
     int nnodes, self_node;
     struct gstore *store;
     struct dedup *dedup;
-    struct failovers *failovers;
+    struct tokset *tokset; /* the counters' token sets (store/tokset.h) */
+    /* Every region's node id, ours first: the homes of tokens, once all are known. */
+    const char **home_ids;
+    int nhome, home_known, settle_scan;
+    struct event *tok_timer;
+    uint64_t young_seen;
+    double young_logged_ms;
     struct strongrep *strong; /* this node's replica of the strong counter */
     struct replica replica;
     struct reload *reload;
@@ -77,7 +83,9 @@ struct region {
     char *admin_token;
     struct otlp *otlp; /* span export, when tracing is on */
     struct metric *m_incr;
-    struct metric_series *m_local, *m_synced, *m_compensated;
+    struct metric_series *m_local, *m_synced;
+    struct metric_series *m_tok_pending, *m_tok_applied, *m_tok_already, *m_tok_failed, *m_tok_gc,
+        *m_window_cut;
 };
 
 /* ---------------------------------------------------------------- JSON views */
@@ -141,9 +149,20 @@ static int64_t local_of(struct region *rg, const struct gcounter *c)
     return gcount_clamp(local_wide(rg, c), NULL);
 }
 
-static int64_t total_of(struct region *rg, const struct gcounter *c)
+/* The counter's value, exact: its entries, plus the increments pending for their tokens'
+ * homes. */
+static gcount_wide total_wide(struct region *rg, const struct gcounter *c, uint32_t id)
 {
-    return gcount_clamp(gstore_value(rg->store, c), NULL);
+    gcount_wide v = gstore_value(rg->store, c);
+    if (id != GSTORE_NONE)
+        v += tokset_pending(rg->tokset, id);
+    return v;
+}
+
+/* The same, clamped to int64 (see API.md, "Totals beyond int64"). */
+static int64_t total_of(struct region *rg, const struct gcounter *c, uint32_t id)
+{
+    return gcount_clamp(total_wide(rg, c, id), NULL);
 }
 
 static void put_wide_str(struct buf *b, gcount_wide v)
@@ -154,16 +173,27 @@ static void put_wide_str(struct buf *b, gcount_wide v)
     buf_putc(b, '"');
 }
 
+/* Whether this node is the home of a token: one that names it ("<our node id>/..."), or one
+ * hashed to it among every region, never while it does not know them all. */
+static int is_home(struct region *rg, const char *tok, size_t tlen)
+{
+    size_t n = strlen(rg->node_id);
+    if (tlen > n && tok[n] == '/' && !memcmp(tok, rg->node_id, n))
+        return 1;
+    return rg->home_known && tokset_home(tok, tlen, rg->home_ids, rg->nhome) == 0;
+}
+
 /*
- * "local_count":..,"total_count":..,"nodes":{"us-east-1":15,...} (no braces): each node's
- * net contribution, incarnations summed. A count beyond int64 is clamped to its range,
- * and "beyond_int64":true with "exact" (the same three as decimal strings) follow.
+ * "local_count":..,"total_count":..,"nodes":{"us-east-1":15,...}[,"pending":..] (no braces):
+ * each node's net contribution, incarnations summed, and the increments held for their
+ * tokens' homes (in total_count, not in nodes). A count beyond int64 is clamped to its
+ * range, and "beyond_int64":true with "exact" (the same three as decimal strings) follow.
  */
-static void put_counts(struct region *rg, struct buf *b, const struct gcounter *c)
+static void put_counts(struct region *rg, struct buf *b, const struct gcounter *c, uint32_t id)
 {
     struct gnode nodes[GCOUNTER_MAX_ENTRIES];
     unsigned k = c ? gcounter_nodes(rg->store, c, nodes) : 0;
-    gcount_wide local = local_wide(rg, c), total = gstore_value(rg->store, c);
+    gcount_wide local = local_wide(rg, c), total = total_wide(rg, c, id);
     int beyond = 0, any = 0;
     buf_puts(b, "\"local_count\":");
     buf_i64(b, gcount_clamp(local, &beyond));
@@ -181,6 +211,11 @@ static void put_counts(struct region *rg, struct buf *b, const struct gcounter *
         any |= beyond;
     }
     buf_putc(b, '}');
+    int64_t pending = id == GSTORE_NONE ? 0 : tokset_pending(rg->tokset, id);
+    if (pending) {
+        buf_puts(b, ",\"pending\":");
+        buf_i64(b, pending);
+    }
     if (!any)
         return;
     buf_puts(b, ",\"beyond_int64\":true,\"exact\":{\"local_count\":");
@@ -211,7 +246,7 @@ static void put_all_counters(struct region *rg, struct buf *b)
             buf_putc(b, ',');
         buf_json_str(b, name, len);
         buf_puts(b, ":{");
-        put_counts(rg, b, c);
+        put_counts(rg, b, c, id);
         buf_putc(b, '}');
     }
     buf_putc(b, '}');
@@ -325,12 +360,15 @@ static int reserve_log(struct region *rg, struct http_request *req, size_t need)
     return -1;
 }
 
-/* Log bytes one increment may take: its counter's record (one entry more than now), token
- * and answer, and a failover note. */
-static size_t incr_record_max(const struct gcounter *c, size_t nlen, size_t tlen)
+/* Log bytes one increment may take: its counter's record (one entry and one token-set
+ * element more than now), token and answer. */
+static size_t incr_record_max(struct region *rg, uint32_t id, size_t nlen, size_t tlen)
 {
+    const struct gcounter *c = id == GSTORE_NONE ? NULL : gstore_counter(rg->store, id);
     size_t entries = (c ? gcounter_entries(c) : 0) + 1;
-    return 256 + 2 * (nlen + tlen) + FAILOVER_FROM_MAX + entries * (GSTORE_REPLICA_NAME_MAX + 18);
+    size_t elements = (id == GSTORE_NONE ? 0 : tokset_elements(rg->tokset, id)) + 1;
+    return 256 + 2 * (nlen + tlen) + entries * (GSTORE_REPLICA_NAME_MAX + 18) +
+           elements * (TOKSET_TOKEN_MAX + 16);
 }
 
 /* The server calls this before any answer of a loop iteration leaves: the log first. */
@@ -419,34 +457,8 @@ static void h_increment(struct region *rg, struct http_request *req)
         token = v->u.s;
         tlen = v->len;
     }
-    /* Sent by the gateway when another region failed to answer this increment. */
-    struct failover_rec fo = {amount, ""};
-    v = json_get(root, "failover_from");
-    if (v && v->type != JSON_NULL) {
-        size_t n = 0;
-        if (v->type != JSON_ARR || v->len == 0 || v->len > 8 || !token) {
-            http_respond_error(req, 400, "bad_field",
-                               "failover_from must list 1-8 region names, with an "
-                               "idempotency_token");
-            return;
-        }
-        for (uint32_t i = 0; i < v->len; i++) {
-            const struct json *x = &v->u.items[i];
-            if (x->type != JSON_STR || !gcounter_name_valid(x->u.s, x->len) ||
-                n + x->len + 1 >= sizeof fo.from) {
-                http_respond_error(req, 400, "bad_field", "failover_from[%u] must be a region name",
-                                   i);
-                return;
-            }
-            if (x->len == strlen(rg->region) && !memcmp(x->u.s, rg->region, x->len))
-                continue; /* we are taking it: we did not fail it */
-            if (n)
-                fo.from[n++] = ',';
-            memcpy(fo.from + n, x->u.s, x->len);
-            n += x->len;
-        }
-        fo.from[n] = '\0';
-    }
+    /* Sent by the gateways of older versions when another region failed to answer: the
+     * token's home decides now (store/tokset.h), so it is accepted and ignored. */
 
     if (req->span) {
         trace_span_attr_str(req->span, "counter.name", name, nlen);
@@ -454,14 +466,21 @@ static void h_increment(struct region *rg, struct http_request *req)
     }
     if (rg->wal) {
         uint32_t fid = gstore_find(rg->store, name, nlen);
-        if (reserve_log(rg, req,
-                        incr_record_max(fid == GSTORE_NONE ? NULL : gstore_counter(rg->store, fid),
-                                        nlen, tlen)) < 0)
+        if (reserve_log(rg, req, incr_record_max(rg, fid, nlen, tlen)) < 0)
             return;
     }
     struct dedup_answer prev;
     double now = clock_unix_s();
-    if (token && dedup_get(rg->dedup, name, nlen, token, tlen, now, &prev)) {
+    uint32_t id = gstore_find(rg->store, name, nlen);
+    int known = token && dedup_get(rg->dedup, name, nlen, token, tlen, now, &prev);
+    int64_t tok_amount;
+    int tok_settled;
+    if (token && !known && id != GSTORE_NONE &&
+        tokset_get(rg->tokset, id, token, tlen, &tok_amount, &tok_settled)) {
+        known = 1; /* taken by another region, for this token's home: merged here */
+        prev = (struct dedup_answer){tok_amount, DEDUP_ELSEWHERE, 0};
+    }
+    if (known) {
         if (prev.amount != amount) {
             http_respond_error(req, 409, "idempotency_conflict",
                                "idempotency_token was used with amount %" PRId64
@@ -469,17 +488,11 @@ static void h_increment(struct region *rg, struct http_request *req)
                                prev.amount, amount);
             return;
         }
-        if (fo.from[0] && failovers_record(rg->failovers, name, nlen, token, tlen, &fo, now) &&
-            rg->wal)
-            /* Already applied (here, or elsewhere): the regions named must still learn
-             * that it was, and settle theirs. */
-            wal_append_failover(rg->wal, name, nlen, token, tlen, &fo, now);
-        if (prev.local_count == DEDUP_ELSEWHERE) {
-            /* Applied by another region (a failover): answer with the counts here. */
-            uint32_t pid = gstore_find(rg->store, name, nlen);
-            const struct gcounter *pc = pid == GSTORE_NONE ? NULL : gstore_counter(rg->store, pid);
+        if (prev.local_count == DEDUP_ELSEWHERE || prev.local_count == DEDUP_SETTLED) {
+            /* Not applied to this node's entry: answer with the counts here. */
+            const struct gcounter *pc = id == GSTORE_NONE ? NULL : gstore_counter(rg->store, id);
             prev.local_count = local_of(rg, pc);
-            prev.total_count = total_of(rg, pc);
+            prev.total_count = total_of(rg, pc, id);
         }
         struct buf *b = &rg->out;
         buf_puts(b, "{\"counter\":");
@@ -498,7 +511,6 @@ static void h_increment(struct region *rg, struct http_request *req)
         return;
     }
 
-    uint32_t id = gstore_find(rg->store, name, nlen);
     if (id == GSTORE_NONE && amount == INT64_MIN) {
         http_respond_error(req, 409, "overflow", "counter %s would leave the signed 64-bit range",
                            name);
@@ -506,7 +518,22 @@ static void h_increment(struct region *rg, struct http_request *req)
     }
     if (id == GSTORE_NONE)
         id = gstore_create(rg->store, name, nlen);
-    int rc = gstore_incr(rg->store, id, rg->self, amount);
+    int pending = token && !is_home(rg, token, tlen);
+    const struct gcounter *c = gstore_counter(rg->store, id);
+    int rc = 0;
+    int64_t sum;
+    if (pending) {
+        /* Not this token's home: a pending element of the counter's token set, which the
+         * home applies (once) when it learns it. It counts in this node's total now. */
+        /* The held increments of a counter are bounded like a replica's own entry. */
+        if (amount == INT64_MIN ||
+            __builtin_add_overflow(tokset_pending(rg->tokset, id), amount, &sum))
+            rc = GSTORE_EOVERFLOW;
+        else
+            tokset_merge(rg->tokset, id, token, tlen, amount, 0, gstore_touch(rg->store, id));
+    } else {
+        rc = gstore_incr(rg->store, id, rg->self, amount);
+    }
     if (rc == GSTORE_EOVERFLOW) {
         http_respond_error(req, 409, "overflow",
                            "counter %s would leave the signed 64-bit range; nothing was applied",
@@ -517,16 +544,18 @@ static void h_increment(struct region *rg, struct http_request *req)
         http_respond_error(req, 409, "too_many_replicas", "counter %s has too many node ids", name);
         return;
     }
-    const struct gcounter *c = gstore_counter(rg->store, id);
-    struct dedup_answer a = {amount, local_of(rg, c), total_of(rg, c)};
-    if (token)
-        dedup_put(rg->dedup, name, nlen, token, tlen, now, &a);
-    uint64_t pos = rg->wal ? wal_append(rg->wal, rg->store, id, token, tlen, &a, now) : 0;
-    if (fo.from[0] && failovers_record(rg->failovers, name, nlen, token, tlen, &fo, now)) {
-        if (rg->wal)
-            pos = wal_append_failover(rg->wal, name, nlen, token, tlen, &fo, now);
-        log_info("took increment %s/%s over from %s", name, token, fo.from);
+    c = gstore_counter(rg->store, id);
+    struct dedup_answer a = {amount, local_of(rg, c), total_of(rg, c, id)};
+    struct dedup_answer remembered = a;
+    if (pending) {
+        remembered.local_count = DEDUP_ELSEWHERE;
+        metric_add(rg->m_tok_pending, 1);
     }
+    if (token)
+        dedup_put(rg->dedup, name, nlen, token, tlen, now, &remembered);
+    uint64_t pos =
+        rg->wal ? wal_append(rg->wal, rg->store, id, token, tlen, token ? &remembered : NULL, now)
+                : 0;
 
     const char *labels[3] = {"counter", rg->region, name};
     metric_add(metric_series(rg->m_incr, labels), 1);
@@ -542,7 +571,7 @@ static void h_increment(struct region *rg, struct http_request *req)
     put_str(b, rg->node_id);
     buf_puts(b, ",\"region\":");
     put_str(b, rg->region);
-    buf_putc(b, '}');
+    buf_puts(b, pending ? ",\"pending\":true}" : "}");
     respond_durable(rg, req, pos);
 }
 
@@ -558,7 +587,7 @@ static void h_counter(struct region *rg, struct http_request *req, const char *r
     buf_puts(b, "{\"counter\":");
     buf_json_str(b, name, (size_t)n);
     buf_putc(b, ',');
-    put_counts(rg, b, c);
+    put_counts(rg, b, c, id);
     buf_putc(b, ',');
     put_identity(rg, b);
     buf_putc(b, '}');
@@ -619,6 +648,8 @@ static void h_partition_set(struct region *rg, struct http_request *req)
     respond_out(req, rg, 200);
 }
 
+static void update_home(struct region *rg);
+
 struct force_sync {
     struct region *rg;
     struct http_request *req;
@@ -678,6 +709,7 @@ static void force_sync_done(void *arg, int completed)
         free(fs); /* shutting down: the connection is closed unanswered */
         return;
     }
+    update_home(rg); /* the round may have taught us the last peer's node id */
     buf_reset(&rg->out);
     struct buf *b = &rg->out;
     struct buf peers = {0};
@@ -887,59 +919,250 @@ static int faults_decide(void *arg, const char *dir, const char *from, const cha
     return lua_host_faults_decide(rg->lua, dir, from, to, kind, partitioned, delay_ms);
 }
 
+/* Entries of counter id changed by a merge. A counter with a token set is never tagged as
+ * the sender's state (gstore_merge_from): the sender may lack some of its elements. */
 static void merged(void *arg, uint32_t id)
 {
-    persist_changed(arg, id);
+    struct region *rg = arg;
+    if (tokset_elements(rg->tokset, id))
+        gstore_touch(rg->store, id);
+    persist_changed(rg, id);
+}
+
+/* Copies counter id's name into out (GCOUNTER_NAME_MAX + 1 bytes). @return its length. */
+static size_t counter_name(struct region *rg, uint32_t id, char *out)
+{
+    size_t n;
+    const char *p = gcounter_name(gstore_counter(rg->store, id), &n);
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return n;
+}
+
+/* Whether a window entry says this node added the token's increment to its own entry. */
+static int applied_here(const struct dedup_answer *w)
+{
+    return w->local_count != DEDUP_ELSEWHERE && w->local_count != DEDUP_SETTLED;
+}
+
+/* Remembers that tok is settled by its home, unless this node applied it itself. */
+static void remember_settled(struct region *rg, const char *name, size_t nlen, const char *tok,
+                             size_t tlen, int64_t amount, double now)
+{
+    struct dedup_answer w;
+    if (dedup_get(rg->dedup, name, nlen, tok, tlen, now, &w) && w.local_count != DEDUP_ELSEWHERE)
+        return; /* applied here (the home), or known settled already */
+    struct dedup_answer s = {amount, DEDUP_SETTLED, 0};
+    dedup_put(rg->dedup, name, nlen, tok, tlen, now, &s);
 }
 
 /*
- * A peer tells us a region took an increment over from the regions in `from` (see
- * store/failover.h). If we are one of them, we settle it once: had we applied the token,
- * we take our application back; either way a retry here is a duplicate from now on.
+ * The home settles a pending element of counter id: when it applied tok itself (its
+ * window), it only marks it settled; otherwise it adds the amount to its own entry and
+ * marks it settled in the same change, logged as one record.
+ * @return 0, or -1 when the amount cannot be applied (it stays pending and counted).
  */
-static void failover_learned(void *arg, const char *counter, size_t clen, const char *token,
-                             size_t tlen, int64_t amount, const char *from)
+static int settle_at_home(struct region *rg, uint32_t id, const char *tok, size_t tlen,
+                          int64_t amount, double now)
+{
+    char name[GCOUNTER_NAME_MAX + 1]; /* a copy: an increment may move the counter */
+    size_t nlen = counter_name(rg, id, name);
+    struct dedup_answer w;
+    if (dedup_get(rg->dedup, name, nlen, tok, tlen, now, &w) && applied_here(&w)) {
+        if (w.amount != amount)
+            log_warn("token %.*s of counter %s was applied here with amount %" PRId64
+                     " and taken elsewhere with %" PRId64 ": counted once, with ours",
+                     (int)tlen, tok, name, w.amount, amount);
+        tokset_merge(rg->tokset, id, tok, tlen, w.amount, 1, gstore_touch(rg->store, id));
+        metric_add(rg->m_tok_already, 1);
+        if (rg->wal)
+            wal_append(rg->wal, rg->store, id, NULL, 0, NULL, 0);
+        return 0;
+    }
+    int rc = gstore_incr(rg->store, id, rg->self, amount);
+    if (rc != 0) {
+        metric_add(rg->m_tok_failed, 1);
+        log_error("cannot apply increment %s/%.*s of %" PRId64 " taken by another region (%s): "
+                  "it stays pending, counted in every total, and is retried at the next merge",
+                  name, (int)tlen, tok, amount,
+                  rc == GSTORE_EOVERFLOW ? "out of range" : "too many replicas");
+        return -1;
+    }
+    tokset_merge(rg->tokset, id, tok, tlen, amount, 1, gstore_seq(rg->store));
+    const struct gcounter *c = gstore_counter(rg->store, id);
+    struct dedup_answer a = {amount, local_of(rg, c), total_of(rg, c, id)};
+    dedup_put(rg->dedup, name, nlen, tok, tlen, now, &a);
+    metric_add(rg->m_tok_applied, 1);
+    if (rg->wal)
+        wal_append(rg->wal, rg->store, id, tok, tlen, &a, now);
+    return 0;
+}
+
+/*
+ * Token-set elements a peer sent for counter id (store/tokset.h), joined into ours. The
+ * home settles what is pending; every node remembers what it learned is settled, so a
+ * retry that reaches it later is a duplicate, and an element it already collected is not
+ * taken in again.
+ */
+static void tokens_learned(void *arg, uint32_t id, const struct repl_token *el, size_t n)
 {
     struct region *rg = arg;
     double now = clock_unix_s();
-    struct failover_rec rec = {amount, ""};
-    snprintf(rec.from, sizeof rec.from, "%s", from);
-    if (failovers_record(rg->failovers, counter, clen, token, tlen, &rec, now) && rg->wal)
-        wal_append_failover(rg->wal, counter, clen, token, tlen, &rec, now); /* to relay it */
-    struct dedup_answer mine;
-    int applied_here = dedup_get(rg->dedup, counter, clen, token, tlen, now, &mine) &&
-                       mine.local_count != DEDUP_ELSEWHERE;
-    if (!failover_names(from, rg->region)) {
-        if (!applied_here) {
-            struct dedup_answer elsewhere = {amount, DEDUP_ELSEWHERE, 0};
-            dedup_put(rg->dedup, counter, clen, token, tlen, now, &elsewhere);
+    char name[GCOUNTER_NAME_MAX + 1];
+    size_t nlen = counter_name(rg, id, name);
+    uint64_t before = gstore_seq(rg->store);
+    int changed = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct repl_token *e = &el[i];
+        int64_t amount = e->amount, mine;
+        int settled = e->settled, mine_settled = 0;
+        int have = tokset_get(rg->tokset, id, e->tok, e->tlen, &mine, &mine_settled);
+        if (have && mine_settled)
+            continue; /* settled is final */
+        struct dedup_answer w;
+        int inwin = dedup_get(rg->dedup, name, nlen, e->tok, e->tlen, now, &w);
+        if (!have && inwin && settled)
+            continue; /* collected here already, or known: not taken in again */
+        if (!have && inwin && w.local_count == DEDUP_SETTLED)
+            settled = 1; /* a stale pending: its home settled it, and we have that */
+        /* Only the home applies a token: having applied it makes us its home, even before
+         * we know every region (after a restart). */
+        if (!settled && (is_home(rg, e->tok, e->tlen) || (inwin && applied_here(&w)))) {
+            changed |= settle_at_home(rg, id, e->tok, e->tlen, amount, now) < 0 &&
+                       tokset_merge(rg->tokset, id, e->tok, e->tlen, amount, 0,
+                                    gstore_touch(rg->store, id));
+            continue;
         }
-        return;
-    }
-    if (failovers_settled(rg->failovers, counter, clen, token, tlen, now))
-        return;
-    if (applied_here) {
-        uint32_t id = gstore_find(rg->store, counter, clen);
-        int rc = id == GSTORE_NONE ? GSTORE_EOVERFLOW
-                                   : gstore_incr(rg->store, id, rg->self, -mine.amount);
-        if (rc != 0) {
-            log_error("cannot take back increment %.*s/%.*s (%s): it stays counted twice",
-                      (int)clen, counter, (int)tlen, token,
-                      rc == GSTORE_EOVERFLOW ? "out of range" : "too many replicas");
-        } else {
-            persist_changed(rg, id);
-            metric_add(rg->m_compensated, 1);
-            log_warn("increment %.*s/%.*s of %" PRId64 " was also taken over by another region "
-                     "after we failed to answer: taken back here so it counts once",
-                     (int)clen, counter, (int)tlen, token, mine.amount);
+        int rc = tokset_merge(rg->tokset, id, e->tok, e->tlen, amount, settled,
+                              gstore_seq(rg->store) + 1);
+        if (rc & TOKSET_CHANGED) {
+            gstore_touch(rg->store, id);
+            changed = 1;
         }
-    } else {
-        struct dedup_answer elsewhere = {amount, DEDUP_ELSEWHERE, 0};
-        dedup_put(rg->dedup, counter, clen, token, tlen, now, &elsewhere);
+        if (rc & TOKSET_CONFLICT)
+            log_warn("token %.*s of counter %s came with two amounts: the larger counts",
+                     (int)e->tlen, e->tok, name);
+        if (rc & TOKSET_SETTLED)
+            remember_settled(rg, name, nlen, e->tok, e->tlen, amount, now);
     }
-    failovers_settle(rg->failovers, counter, clen, token, tlen, now);
-    if (rg->wal)
-        wal_append_settle(rg->wal, counter, clen, token, tlen, now);
+    if (changed && rg->wal)
+        wal_append_tokens(rg->wal, rg->store, id, before);
+}
+
+struct pending_list {
+    uint32_t *ids;
+    char (*toks)[TOKSET_TOKEN_MAX];
+    uint8_t *tlens;
+    int64_t *amounts;
+    size_t n, cap;
+};
+
+static void collect_pending(void *arg, uint32_t id, const char *tok, size_t tlen, int64_t amount,
+                            int settled, uint64_t seq)
+{
+    (void)settled;
+    (void)seq;
+    struct pending_list *l = arg;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 64;
+        l->ids = xrealloc(l->ids, l->cap * sizeof *l->ids);
+        l->toks = xrealloc(l->toks, l->cap * sizeof *l->toks);
+        l->tlens = xrealloc(l->tlens, l->cap * sizeof *l->tlens);
+        l->amounts = xrealloc(l->amounts, l->cap * sizeof *l->amounts);
+    }
+    l->ids[l->n] = id;
+    memcpy(l->toks[l->n], tok, tlen);
+    l->tlens[l->n] = (uint8_t)tlen;
+    l->amounts[l->n++] = amount;
+}
+
+/* Settles the pending elements whose home is this node (taken while it did not know every
+ * region, or that it could not apply before). */
+static void settle_own(struct region *rg)
+{
+    struct pending_list l = {0};
+    tokset_each_pending(rg->tokset, collect_pending, &l);
+    double now = clock_unix_s();
+    size_t done = 0;
+    for (size_t i = 0; i < l.n; i++) {
+        char name[GCOUNTER_NAME_MAX + 1];
+        size_t nlen = counter_name(rg, l.ids[i], name);
+        struct dedup_answer w;
+        int mine =
+            is_home(rg, l.toks[i], l.tlens[i]) ||
+            (dedup_get(rg->dedup, name, nlen, l.toks[i], l.tlens[i], now, &w) && applied_here(&w));
+        if (mine && settle_at_home(rg, l.ids[i], l.toks[i], l.tlens[i], l.amounts[i], now) == 0)
+            done++;
+    }
+    if (done)
+        log_info("settled %zu pending increment(s) whose home is this node", done);
+    free(l.ids);
+    free(l.toks);
+    free(l.tlens);
+    free(l.amounts);
+}
+
+/*
+ * Every half second: learns the regions (ours and the peers' node ids, from their answers)
+ * and settles what is ours once they are all known; forgets settled elements every peer
+ * has; reports how far back the idempotency window reaches.
+ */
+static void update_home(struct region *rg)
+{
+    if (!rg->home_known) {
+        int np = rg->nhome - 1;
+        repl_learn_peer_ids(rg->repl);
+        if (repl_peer_ids(rg->repl, rg->home_ids + 1, np) == np) {
+            rg->home_known = 1;
+            rg->settle_scan = 1;
+            log_info("every region's node id is known: tokens' homes are decided here from now on");
+        }
+    }
+    if (rg->settle_scan) {
+        rg->settle_scan = 0;
+        settle_own(rg);
+    }
+}
+
+static void on_tok_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct region *rg = arg;
+    update_home(rg);
+    size_t gone = tokset_gc(rg->tokset, repl_tokens_acked(rg->repl));
+    if (gone)
+        metric_add(rg->m_tok_gc, (double)gone);
+    uint64_t young = dedup_evicted_young(rg->dedup);
+    if (young > rg->young_seen) {
+        double oldest = dedup_oldest_at(rg->dedup);
+        metric_add(rg->m_window_cut, (double)(young - rg->young_seen));
+        if (clock_mono_ms() - rg->young_logged_ms > 60000) {
+            log_warn("the idempotency window holds %d entries: it now reaches back %.0f s, not "
+                     "%.0f s (%" PRIu64 " tokens forgotten early so far); a retry later than that "
+                     "may count twice",
+                     DEDUP_MAX, oldest ? clock_unix_s() - oldest : 0, DEDUP_WINDOW_S, young);
+            rg->young_logged_ms = clock_mono_ms();
+        }
+        rg->young_seen = young;
+    }
+}
+
+static double window_seconds(void *arg)
+{
+    struct region *rg = arg;
+    double oldest = dedup_oldest_at(rg->dedup);
+    return oldest ? clock_unix_s() - oldest : 0;
+}
+
+static double tokset_pending_gauge(void *arg)
+{
+    return (double)tokset_pending_count(((struct region *)arg)->tokset);
+}
+
+static double tokset_size_gauge(void *arg)
+{
+    return (double)tokset_count(((struct region *)arg)->tokset);
 }
 
 /*
@@ -1028,7 +1251,7 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
     rg->store = gstore_new();
     gstore_expect_replicas(rg->store, cfg->npeers + 1);
     rg->dedup = dedup_new(DEDUP_MAX, DEDUP_WINDOW_S);
-    rg->failovers = failovers_new();
+    rg->tokset = tokset_new();
     rg->strong = strongrep_new();
     rg->admin_token = cfg->admin_token[0] ? xstrdup(cfg->admin_token) : NULL;
     char rid[GSTORE_REPLICA_NAME_MAX + 1];
@@ -1037,7 +1260,7 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
                               cfg->node_id,
                               (enum wal_fsync)wal_parse_fsync(cfg->fsync),
                               (size_t)cfg->snapshot_bytes,
-                              rg->failovers,
+                              rg->tokset,
                               rg->strong};
         struct wal_info info;
         rg->wal = wal_open(&wo, rg->store, rg->dedup, &info, err, errlen);
@@ -1076,10 +1299,43 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
                                              "service,region", NULL, 0),
                                  id3);
     metric_set_fn(rg->m_synced, synced_total, rg);
-    rg->m_compensated = metric_only(metrics_add(
-        rg->metrics, METRIC_COUNTER, "counterd_failover_takebacks_total",
-        "Increments this node had applied and took back because a failover applied them too", NULL,
-        NULL, 0));
+    struct metric *tok = metrics_add(
+        rg->metrics, METRIC_COUNTER, "counterd_token_increments_total",
+        "Tokened increments away from their home: taken here as pending, or settled here as "
+        "their home (applied, or already applied), or not applicable yet",
+        "outcome", NULL, 0);
+    const char *o1[1] = {"pending"};
+    rg->m_tok_pending = metric_series(tok, o1);
+    o1[0] = "settled_applied";
+    rg->m_tok_applied = metric_series(tok, o1);
+    o1[0] = "settled_already_applied";
+    rg->m_tok_already = metric_series(tok, o1);
+    o1[0] = "settle_failed";
+    rg->m_tok_failed = metric_series(tok, o1);
+    rg->m_tok_gc =
+        metric_only(metrics_add(rg->metrics, METRIC_COUNTER, "counterd_token_set_collected_total",
+                                "Settled token-set elements forgotten once every peer "
+                                "had them",
+                                NULL, NULL, 0));
+    metric_set_fn(metric_only(metrics_add(rg->metrics, METRIC_GAUGE, "counterd_token_set_pending",
+                                          "Pending token-set elements held (increments waiting "
+                                          "for their home)",
+                                          NULL, NULL, 0)),
+                  tokset_pending_gauge, rg);
+    metric_set_fn(
+        metric_only(metrics_add(rg->metrics, METRIC_GAUGE, "counterd_token_set_elements",
+                                "Token-set elements held, pending and settled", NULL, NULL, 0)),
+        tokset_size_gauge, rg);
+    metric_set_fn(
+        metric_only(metrics_add(rg->metrics, METRIC_GAUGE, "counterd_idempotency_window_seconds",
+                                "Age of the oldest token the idempotency window remembers: how "
+                                "far back a retry is recognised",
+                                NULL, NULL, 0)),
+        window_seconds, rg);
+    rg->m_window_cut = metric_only(
+        metrics_add(rg->metrics, METRIC_COUNTER, "counterd_idempotency_evicted_early_total",
+                    "Tokens the idempotency window's entry bound forgot before their time was up",
+                    NULL, NULL, 0));
     rg->m_incr = metrics_add(rg->metrics, METRIC_COUNTER, "counter_increments_total",
                              "Increment requests applied, by counter (top names; the rest _other)",
                              "service,region,counter_name", NULL, 0);
@@ -1140,13 +1396,21 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
                              .interval_ms = cfg->sync_interval_ms,
                              .timeout_ms = cfg->sync_timeout_ms,
                              .auth_header = cfg->admin_token[0] ? auth : NULL,
-                             .failovers = rg->failovers};
+                             .tokset = rg->tokset};
     struct repl_hooks hooks = {.decide = faults_decide,
                                .changed = merged,
-                               .failover = failover_learned,
+                               .tokens = tokens_learned,
                                .arg = rg,
                                .before_send = before_send};
     rg->repl = repl_new(base, rg->client, rg->store, rg->metrics, &rc, &hooks);
+    rg->nhome = cfg->npeers + 1;
+    rg->home_ids = xcalloc((size_t)rg->nhome, sizeof *rg->home_ids);
+    rg->home_ids[0] = rg->node_id;
+    rg->home_known = cfg->npeers == 0;
+    rg->settle_scan = 1;
+    rg->tok_timer = event_new(base, -1, EV_PERSIST, on_tok_timer, rg);
+    struct timeval ttv = {0, 200 * 1000};
+    event_add(rg->tok_timer, &ttv);
 
     struct http_server_opts so = {.bind_addr = cfg->bind,
                                   .port = cfg->port,
@@ -1195,6 +1459,8 @@ void region_free(struct region *rg)
         event_free(rg->wal_notify);
     if (rg->wal_timer)
         event_free(rg->wal_timer);
+    if (rg->tok_timer)
+        event_free(rg->tok_timer);
     if (rg->wal)
         wal_close(rg->wal); /* writes the rest, fsyncs, marks the directory clean */
     http_client_free(rg->client);
@@ -1203,7 +1469,8 @@ void region_free(struct region *rg)
     otlp_stop(rg->otlp); /* after everything that could still end a span */
     metrics_free(rg->metrics);
     dedup_free(rg->dedup);
-    failovers_free(rg->failovers);
+    tokset_free(rg->tokset);
+    free(rg->home_ids);
     strongrep_free(rg->strong);
     gstore_free(rg->store);
     json_parser_free(&rg->parser);

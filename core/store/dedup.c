@@ -51,6 +51,16 @@ size_t dedup_count(const struct dedup *d)
     return tokwin_count(d->w);
 }
 
+double dedup_oldest_at(const struct dedup *d)
+{
+    return tokwin_oldest_at(d->w);
+}
+
+uint64_t dedup_evicted_young(const struct dedup *d)
+{
+    return tokwin_evicted_young(d->w);
+}
+
 struct each {
     void (*fn)(void *arg, const char *counter, size_t clen, const char *token, size_t tlen,
                double at, const struct dedup_answer *a);

@@ -16,9 +16,12 @@
 
 struct dedup;
 
-/* local_count of an entry for a token another region applied (a failover): a retry here
- * is a duplicate, answered with the counts of the moment. */
+/* local_count of an entry for a token this region did not add to its own entry (it took
+ * it as pending for the token's home, or learned it from a peer): a retry here is a
+ * duplicate, answered with the counts of the moment. DEDUP_SETTLED: the same, known to
+ * be settled by its home (store/tokset.h). */
 #define DEDUP_ELSEWHERE INT64_MIN
+#define DEDUP_SETTLED (INT64_MIN + 1)
 
 /* What the first request with a token was answered. */
 struct dedup_answer {
@@ -36,6 +39,10 @@ int dedup_get(struct dedup *d, const char *counter, size_t clen, const char *tok
 void dedup_put(struct dedup *d, const char *counter, size_t clen, const char *token, size_t tlen,
                double now_s, const struct dedup_answer *a);
 size_t dedup_count(const struct dedup *d);
+/* Time the oldest remembered entry was put (0: none), and how many entries the entry bound
+ * evicted before the window was up: what cuts the idempotency guarantee short. */
+double dedup_oldest_at(const struct dedup *d);
+uint64_t dedup_evicted_young(const struct dedup *d);
 
 /* Calls fn for every remembered entry, oldest first (for snapshots). */
 void dedup_foreach(const struct dedup *d,

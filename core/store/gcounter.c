@@ -480,6 +480,14 @@ int gstore_merge_from(struct gstore *st, uint32_t id, const struct gentry *in, s
     return changed;
 }
 
+uint64_t gstore_touch(struct gstore *st, uint32_t id)
+{
+    struct gcounter *c = st->by_id[id];
+    c->flags = (uint8_t)(c->flags & F_NEG);
+    touch(st, id);
+    return st->seq;
+}
+
 uint64_t gstore_seq(const struct gstore *st)
 {
     return st->seq;

@@ -160,6 +160,13 @@ int gstore_merge(struct gstore *st, uint32_t id, const struct gentry *in, size_t
 int gstore_merge_from(struct gstore *st, uint32_t id, const struct gentry *in, size_t n,
                       int origin);
 
+/*
+ * Records a change of counter id that is not in its entries (its token set, store/tokset.h):
+ * a new sequence number, the tail of the change list, no origin tag.
+ * @return the new sequence number.
+ */
+uint64_t gstore_touch(struct gstore *st, uint32_t id);
+
 /* The sequence number of the latest change (0 for an empty store). */
 uint64_t gstore_seq(const struct gstore *st);
 /* The first counter, in change order, whose last change is after seq; or GSTORE_NONE. */

@@ -26,7 +26,7 @@ struct tokwin {
     struct tentry **buckets;
     size_t nbuckets, count, max_entries;
     double window_s;
-    uint64_t seq;
+    uint64_t seq, evicted_young;
     struct tentry *oldest, *newest;
     /* The last key a get did not find, while no put came since: the usual "get, miss,
      * apply, put" of an idempotent increment then hashes and searches once, not twice. */
@@ -88,8 +88,11 @@ static void unlink_entry(struct tokwin *w, struct tentry *e)
 
 static void expire(struct tokwin *w, double now_s)
 {
-    while (w->oldest && (now_s - w->oldest->at > w->window_s || w->count > w->max_entries))
+    while (w->oldest && (now_s - w->oldest->at > w->window_s || w->count > w->max_entries)) {
+        if (now_s - w->oldest->at <= w->window_s)
+            w->evicted_young++;
         unlink_entry(w, w->oldest);
+    }
 }
 
 static struct tentry *find(struct tokwin *w, const char *key, size_t klen, uint64_t h)
@@ -181,6 +184,16 @@ size_t tokwin_count(const struct tokwin *w)
 {
     return w->count;
 }
+double tokwin_oldest_at(const struct tokwin *w)
+{
+    return w->oldest ? w->oldest->at : 0;
+}
+
+uint64_t tokwin_evicted_young(const struct tokwin *w)
+{
+    return w->evicted_young;
+}
+
 uint64_t tokwin_seq(const struct tokwin *w)
 {
     return w->seq;

@@ -2,10 +2,9 @@
  * tokwin.h - a window of (counter, token) keys, each with a small payload, bounded in
  * time and in number; the oldest go first.
  *
- * The idempotency window (dedup.h) and the failover records (failover.h) are both this:
- * entries keyed by a counter name and a client's token, forgotten after a while. Every
- * insertion gets the next sequence number, so "what was added after seq S" can be walked
- * in order (replication sends failover records that way).
+ * The idempotency window (dedup.h) is this: entries keyed by a counter name and a client's
+ * token, forgotten after a while. Every insertion gets the next sequence number, so "what
+ * was added after seq S" can be walked in order.
  * Plain C: no libevent, Lua or curl.
  */
 #ifndef COUNTERD_STORE_TOKWIN_H
@@ -36,6 +35,10 @@ const void *tokwin_get(struct tokwin *w, const char *counter, size_t clen, const
 uint64_t tokwin_put(struct tokwin *w, const char *counter, size_t clen, const char *token,
                     size_t tlen, double now_s, const void *payload, size_t len);
 size_t tokwin_count(const struct tokwin *w);
+/* Time the oldest entry was put (0: empty). */
+double tokwin_oldest_at(const struct tokwin *w);
+/* Entries evicted by the entry bound before their time was up (the window was cut short). */
+uint64_t tokwin_evicted_young(const struct tokwin *w);
 /* The sequence number of the latest put (0: none yet). */
 uint64_t tokwin_seq(const struct tokwin *w);
 

@@ -62,7 +62,7 @@ enum { FAIL_NONE, FAIL_SPACE, FAIL_IO };
 
 struct wal {
     char *dir, *node_id;
-    struct failovers *failovers;
+    struct tokset *tokset;
     struct strongrep *strong;
     enum wal_fsync policy;
     size_t snapshot_bytes;
@@ -175,11 +175,10 @@ static void frame(struct buf *b, size_t start)
     memcpy(b->data + start, h, 8);
 }
 
-static void encode_counter(struct buf *b, const struct gstore *st, uint32_t id, const char *token,
-                           size_t tlen, const struct dedup_answer *a, double at)
+/* A counter's record up to its token part (its entries, and the increment's token). */
+static void counter_head(struct buf *b, const struct gstore *st, uint32_t id, const char *token,
+                         size_t tlen, const struct dedup_answer *a, double at)
 {
-    size_t start = b->len;
-    buf_append(b, "\0\0\0\0\0\0\0\0", 8);
     const struct gcounter *c = gstore_counter(st, id);
     size_t nlen;
     const char *name = gcounter_name(c, &nlen);
@@ -203,20 +202,67 @@ static void encode_counter(struct buf *b, const struct gstore *st, uint32_t id, 
         put_u64(b, (uint64_t)a->total_count);
         put_f64(b, at);
     }
-    frame(b, start);
 }
 
-static void encode_failover(struct buf *b, const char *counter, size_t clen, const char *token,
-                            size_t tlen, const struct failover_rec *rec, double at)
+/* Token-set elements after a counter's head: a u32 count, then token, amount, settled each.
+ * Past half the record limit the record is closed and another one of the same counter
+ * (entries again, no token) carries the rest: replaying both is the same merge. */
+struct tok_writer {
+    struct buf *b;
+    const struct gstore *st;
+    uint32_t id, n;
+    size_t start, count_at;
+};
+
+static void tok_count(struct tok_writer *tw)
+{
+    uint32_t n = tw->n;
+    unsigned char t[4] = {(unsigned char)n, (unsigned char)(n >> 8), (unsigned char)(n >> 16),
+                          (unsigned char)(n >> 24)};
+    memcpy(tw->b->data + tw->count_at, t, 4);
+}
+
+static void put_tok(void *arg, uint32_t id, const char *tok, size_t tlen, int64_t amount,
+                    int settled, uint64_t seq)
+{
+    (void)id;
+    (void)seq;
+    struct tok_writer *tw = arg;
+    if (tw->b->len - tw->start > MAX_RECORD / 2) {
+        tok_count(tw);
+        frame(tw->b, tw->start);
+        tw->start = tw->b->len;
+        buf_append(tw->b, "\0\0\0\0\0\0\0\0", 8);
+        counter_head(tw->b, tw->st, tw->id, NULL, 0, NULL, 0);
+        tw->count_at = tw->b->len;
+        put_u32(tw->b, 0);
+        tw->n = 0;
+    }
+    put_str8(tw->b, tok, tlen);
+    put_u64(tw->b, (uint64_t)amount);
+    put_u8(tw->b, settled ? 1 : 0);
+    tw->n++;
+}
+
+/* A counter's record (or records), with its token-set elements changed after seq `after`. */
+static void encode_counter(struct buf *b, const struct gstore *st, const struct tokset *ts,
+                           uint32_t id, uint64_t after, const char *token, size_t tlen,
+                           const struct dedup_answer *a, double at)
 {
     size_t start = b->len;
     buf_append(b, "\0\0\0\0\0\0\0\0", 8);
-    put_u8(b, REC_FAILOVER);
-    put_str8(b, counter, clen);
-    put_str8(b, token, tlen);
-    put_u64(b, (uint64_t)rec->amount);
-    put_str8(b, rec->from, strnlen(rec->from, FAILOVER_FROM_MAX - 1));
-    put_f64(b, at);
+    counter_head(b, st, id, token, tlen, a, at);
+    if (ts && tokset_elements(ts, id)) {
+        struct tok_writer tw = {b, st, id, 0, start, b->len};
+        put_u32(b, 0);
+        tokset_each(ts, id, after, put_tok, &tw);
+        if (tw.n == 0 && tw.start == start) {
+            b->len = tw.count_at; /* nothing changed in the set */
+        } else {
+            tok_count(&tw);
+            start = tw.start;
+        }
+    }
     frame(b, start);
 }
 
@@ -239,18 +285,6 @@ static void encode_promise(struct buf *b, uint64_t epoch)
     buf_append(b, "\0\0\0\0\0\0\0\0", 8);
     put_u8(b, REC_PROMISE);
     put_u64(b, epoch);
-    frame(b, start);
-}
-
-static void encode_settle(struct buf *b, const char *counter, size_t clen, const char *token,
-                          size_t tlen, double at)
-{
-    size_t start = b->len;
-    buf_append(b, "\0\0\0\0\0\0\0\0", 8);
-    put_u8(b, REC_SETTLE);
-    put_str8(b, counter, clen);
-    put_str8(b, token, tlen);
-    put_f64(b, at);
     frame(b, start);
 }
 
@@ -316,7 +350,7 @@ static const char *get_str8(struct reader *r, size_t *len)
 struct recovery {
     struct gstore *st;
     struct dedup *d;
-    struct failovers *fo;
+    struct tokset *ts;
     struct strongrep *strong;
     double now;
     uint64_t records;
@@ -356,27 +390,8 @@ static int apply(struct recovery *rc, const unsigned char *p, size_t len, int in
         return 0;
     }
     if (type == REC_FAILOVER || type == REC_SETTLE) {
-        size_t clen, tlen, flen = 0;
-        const char *counter = get_str8(&r, &clen);
-        const char *token = get_str8(&r, &tlen);
-        struct failover_rec rec;
-        memset(&rec, 0, sizeof rec);
-        if (type == REC_FAILOVER) {
-            rec.amount = (int64_t)get_u64(&r);
-            const char *from = get_str8(&r, &flen);
-            if (flen < FAILOVER_FROM_MAX)
-                memcpy(rec.from, from, flen);
-        }
-        double at = get_f64(&r);
-        if (r.bad || r.p != r.end || !gcounter_name_valid(counter, clen) || !tlen ||
-            flen >= FAILOVER_FROM_MAX) {
-            snprintf(rc->why, sizeof rc->why, "bad failover record");
-            return -1;
-        }
-        if (rc->fo && type == REC_FAILOVER)
-            failovers_record(rc->fo, counter, clen, token, tlen, &rec, at);
-        else if (rc->fo)
-            failovers_settle(rc->fo, counter, clen, token, tlen, at);
+        /* Failover records and settlements of older versions (the take-back design):
+         * exactly-once no longer needs them. */
         rc->records++;
         return 0;
     }
@@ -437,6 +452,17 @@ static int apply(struct recovery *rc, const unsigned char *p, size_t len, int in
     } else if (has_token != 0) {
         r.bad = 1;
     }
+    /* Token-set elements, when the record has them (older records end here). */
+    const unsigned char *toks = r.p;
+    uint32_t ntoks = r.p < r.end ? get_u32(&r) : 0;
+    for (uint32_t i = 0; i < ntoks && !r.bad; i++) {
+        size_t kl;
+        get_str8(&r, &kl);
+        get_u64(&r);
+        unsigned st = get_u8(&r);
+        if (kl == 0 || kl > TOKSET_TOKEN_MAX || st > 1)
+            r.bad = 1;
+    }
     if (r.bad || r.p != r.end || !gcounter_name_valid(name, nlen) || (token && !tlen)) {
         snprintf(rc->why, sizeof rc->why, "malformed counter record");
         return -1;
@@ -450,6 +476,20 @@ static int apply(struct recovery *rc, const unsigned char *p, size_t len, int in
     if (id == GSTORE_NONE)
         id = gstore_create(rc->st, name, nlen);
     gstore_merge(rc->st, id, rc->entries, n);
+    if (ntoks && rc->ts) {
+        struct reader tr = {toks + 4, r.end, 0};
+        uint64_t seq = gstore_seq(rc->st) + 1;
+        int changed = 0;
+        for (uint32_t i = 0; i < ntoks; i++) {
+            size_t kl;
+            const char *k = get_str8(&tr, &kl);
+            int64_t amount = (int64_t)get_u64(&tr);
+            int settled = (int)get_u8(&tr);
+            changed |= tokset_merge(rc->ts, id, k, kl, amount, settled, seq);
+        }
+        if (changed & TOKSET_CHANGED)
+            gstore_touch(rc->st, id);
+    }
     if (token)
         dedup_put(rc->d, name, nlen, token, tlen, at, &a);
     rc->records++;
@@ -1112,7 +1152,7 @@ struct wal *wal_open(const struct wal_opts *o, struct gstore *st, struct dedup *
     struct wal *w = xcalloc(1, sizeof *w);
     w->dir = xstrdup(o->dir);
     w->node_id = xstrdup(o->node_id);
-    w->failovers = o->failovers;
+    w->tokset = o->tokset;
     w->strong = o->strong;
     w->policy = o->fsync;
     w->snapshot_bytes = o->snapshot_bytes ? o->snapshot_bytes : (64u << 20);
@@ -1173,7 +1213,7 @@ struct wal *wal_open(const struct wal_opts *o, struct gstore *st, struct dedup *
     memset(&rc, 0, sizeof rc);
     rc.st = st;
     rc.d = d;
-    rc.fo = o->failovers;
+    rc.ts = o->tokset;
     rc.strong = o->strong;
     rc.now = clock_unix_s();
     uint64_t snap = l.nsnaps ? l.snaps[l.nsnaps - 1] : 0;
@@ -1420,7 +1460,16 @@ uint64_t wal_append(struct wal *w, const struct gstore *st, uint32_t id, const c
                     size_t tlen, const struct dedup_answer *a, double at)
 {
     size_t before = w->buf.len;
-    encode_counter(&w->buf, st, id, token, tlen, a, at);
+    /* The elements this change made carry the counter's sequence number. */
+    uint64_t mseq = gcounter_mseq(gstore_counter(st, id));
+    encode_counter(&w->buf, st, w->tokset, id, mseq ? mseq - 1 : 0, token, tlen, a, at);
+    return appended(w, before);
+}
+
+uint64_t wal_append_tokens(struct wal *w, const struct gstore *st, uint32_t id, uint64_t after)
+{
+    size_t before = w->buf.len;
+    encode_counter(&w->buf, st, w->tokset, id, after, NULL, 0, NULL, 0);
     return appended(w, before);
 }
 
@@ -1477,14 +1526,6 @@ int wal_write(struct wal *w)
     return 0;
 }
 
-uint64_t wal_append_failover(struct wal *w, const char *counter, size_t clen, const char *token,
-                             size_t tlen, const struct failover_rec *rec, double at)
-{
-    size_t before = w->buf.len;
-    encode_failover(&w->buf, counter, clen, token, tlen, rec, at);
-    return appended(w, before);
-}
-
 uint64_t wal_append_strong(struct wal *w, const char *counter, size_t clen,
                            const struct strong_entry *e)
 {
@@ -1524,14 +1565,6 @@ uint64_t wal_synced(struct wal *w)
                  "fdatasync of the log failed (what it covered may not be "
                  "on disk)");
     return v;
-}
-
-uint64_t wal_append_settle(struct wal *w, const char *counter, size_t clen, const char *token,
-                           size_t tlen, double at)
-{
-    size_t before = w->buf.len;
-    encode_settle(&w->buf, counter, clen, token, tlen, at);
-    return appended(w, before);
 }
 
 int wal_failed(const struct wal *w)
@@ -1606,27 +1639,10 @@ static void snap_dedup(void *arg, const char *counter, size_t clen, const char *
     snap_flush(sw, 0);
 }
 
-static void snap_failover(void *arg, const char *counter, size_t clen, const char *token,
-                          size_t tlen, double at, const struct failover_rec *rec, uint64_t seq)
-{
-    (void)seq;
-    struct snap_writer *sw = arg;
-    encode_failover(&sw->b, counter, clen, token, tlen, rec, at);
-    snap_flush(sw, 0);
-}
-
 static void snap_strong(void *arg, const char *name, size_t len, const struct strong_entry *e)
 {
     struct snap_writer *sw = arg;
     encode_strong(&sw->b, name, len, e);
-    snap_flush(sw, 0);
-}
-
-static void snap_settled(void *arg, const char *counter, size_t clen, const char *token,
-                         size_t tlen, double at)
-{
-    struct snap_writer *sw = arg;
-    encode_settle(&sw->b, counter, clen, token, tlen, at);
     snap_flush(sw, 0);
 }
 
@@ -1664,14 +1680,10 @@ static void snapshot_child(struct wal *w, const struct gstore *st, const struct 
     buf_append(&sw.b, SNAP_MAGIC, MAGIC_LEN);
     uint32_t n = gstore_count(st);
     for (uint32_t id = 0; id < n && !sw.failed; id++) {
-        encode_counter(&sw.b, st, id, NULL, 0, NULL, 0);
+        encode_counter(&sw.b, st, w->tokset, id, 0, NULL, 0, NULL, 0);
         snap_flush(&sw, 0);
     }
     dedup_foreach(d, snap_dedup, &sw);
-    if (w->failovers) {
-        failovers_foreach(w->failovers, 0, snap_failover, &sw);
-        failovers_foreach_settled(w->failovers, snap_settled, &sw);
-    }
     if (w->strong) {
         encode_promise(&sw.b, strongrep_promised(w->strong));
         strongrep_each(w->strong, snap_strong, &sw);

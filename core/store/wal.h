@@ -12,8 +12,9 @@
  *   LOCK                  held (flock) while a process uses the directory (never by the
  *                         snapshot child, which also dies with its parent)
  *
- * A record carries a counter's whole state (its per-replica totals), so replaying it is a
- * merge: idempotent, order-free, safe to repeat. An increment's record also carries its
+ * A record carries a counter's whole state (its per-replica totals) and the elements of its
+ * token set that this change made (store/tokset.h; a snapshot: all of them), so replaying it
+ * is a merge: idempotent, order-free, safe to repeat. An increment's record also carries its
  * idempotency token and first answer, so a retry after a crash is still recognised.
  *
  * Start-up (wal_open) loads the newest snapshot, replays the newer segments, cuts a torn
@@ -50,9 +51,9 @@
 #include <stdint.h>
 
 #include "dedup.h"
-#include "failover.h"
 #include "gcounter.h"
 #include "strongrep.h"
+#include "tokset.h"
 
 enum wal_fsync {
     WAL_FSYNC_NO,       /* write(2) before acknowledging; the OS flushes when it likes */
@@ -64,9 +65,9 @@ struct wal_opts {
     const char *dir;
     const char *node_id;
     enum wal_fsync fsync;
-    size_t snapshot_bytes;       /* log bytes between snapshots; default 64 MiB */
-    struct failovers *failovers; /* recovered and snapshotted too, when not NULL */
-    struct strongrep *strong;    /* likewise: this node's strong-counter replica */
+    size_t snapshot_bytes;    /* log bytes between snapshots; default 64 MiB */
+    struct tokset *tokset;    /* the counters' token sets: logged with their counters */
+    struct strongrep *strong; /* likewise: this node's strong-counter replica */
 };
 
 /* What wal_open found and did. */
@@ -120,6 +121,9 @@ void wal_abandon(struct wal *w);
  */
 uint64_t wal_append(struct wal *w, const struct gstore *st, uint32_t id, const char *token,
                     size_t tlen, const struct dedup_answer *a, double at);
+/* A record of counter id's entries and the token-set elements changed after seq `after`
+ * (several changes of the set made at once). @return as wal_append. */
+uint64_t wal_append_tokens(struct wal *w, const struct gstore *st, uint32_t id, uint64_t after);
 /*
  * Writes the buffered records to the file (write(2)); under "always" also asks the fsync
  * thread to make them durable.
@@ -128,11 +132,6 @@ uint64_t wal_append(struct wal *w, const struct gstore *st, uint32_t id, const c
  *         them must not leave; wal_failed() is then true until the log recovers).
  */
 int wal_write(struct wal *w);
-/* Buffers a failover record / a settlement (see failover.h). @return as wal_append. */
-uint64_t wal_append_failover(struct wal *w, const char *counter, size_t clen, const char *token,
-                             size_t tlen, const struct failover_rec *rec, double at);
-uint64_t wal_append_settle(struct wal *w, const char *counter, size_t clen, const char *token,
-                           size_t tlen, double at);
 /* Buffers a strong-counter proposal accepted / an epoch promised (see strongrep.h). */
 uint64_t wal_append_strong(struct wal *w, const char *counter, size_t clen,
                            const struct strong_entry *e);

@@ -12,9 +12,11 @@ The gateway calls, for each POST /api/increment:
   healthy        healthy[i] is true when region i is believed up
   token          the client's idempotency_token, or nil
 
-A request that carries its own idempotency token is placed by a hash of the token
-wherever a policy would pick at random: a client's retry then reaches the region that
-holds the token in its de-duplication window (while that region is up).
+A request that carries its own idempotency token goes to the token's home region under
+random and round-robin (the gateway decides that in C, once it knows the regions' node
+ids; README, "Routing, and exactly once"). Until then, or when the home is down, it is
+placed here by a hash of the token wherever a policy would pick at random, so a client's
+retry reaches the same region. Either way a retry counts once wherever it goes.
 
 It returns the index of the region to use. When that region then fails, the gateway
 marks it down and calls route again, so every policy fails over to a healthy region.

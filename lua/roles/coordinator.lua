@@ -81,17 +81,20 @@ local function global_counter(name)
   local answers = fan_out("GET", "/counter/" .. name)
   local out_regions, healthy = {}, 0
   local maxc, minc
-  local join, vectors, beyond = {}, {}, false
+  local join, vectors, pendings, beyond = {}, {}, {}, false
   for i, r in ipairs(regions) do
     local v = ok_json(answers[i])
     if v then
       healthy = healthy + 1
       local nodes = type(v.nodes) == "table" and v.nodes or {}
+      -- pending: increments taken for their tokens' homes, not yet in nodes (absent: 0).
       out_regions[r.name] = web.mark_unnamed(r, { local_count = v.local_count,
                                                   total_count = v.total_count, nodes = nodes,
+                                                  pending = v.pending,
                                                   beyond_int64 = v.beyond_int64,
                                                   exact = v.exact })
       vectors[#vectors + 1] = nodes
+      pendings[#pendings + 1] = v.pending or 0
       if v.beyond_int64 then beyond = true end
       for node, c in pairs(nodes) do
         if join[node] == nil or c > join[node] then join[node] = c end
@@ -107,10 +110,17 @@ local function global_counter(name)
   -- Converged: every healthy region holds the same vector (equal totals are not enough).
   local converged = healthy > 0 and maxc == minc
   for k = 2, #vectors do
-    if not same_vector(vectors[1], vectors[k]) then converged = false end
+    if not same_vector(vectors[1], vectors[k]) or pendings[k] ~= pendings[1] then
+      converged = false
+    end
   end
-  -- The value the cluster converges to: per node the largest count any region holds.
+  -- The value the cluster converges to: per node the largest count any region holds, plus
+  -- the increments held pending for their tokens' homes (the most any region holds: exact
+  -- once they settle, or when one region holds them all).
   local merged = 0
+  for _, p in ipairs(pendings) do
+    if p > merged then merged = p end
+  end
   for _, c in pairs(join) do
     local clamped
     merged, clamped = add_clamped(merged, c)

@@ -19,7 +19,7 @@
  * wal_open must then either fail with a sentence, leaving the files as they were, or
  * succeed. After a success the log is closed (wal_close) and opened again: the second
  * start must succeed, find the directory clean with the same replica id, cut nothing, and
- * recover exactly the same counters, idempotency entries, failover records and
+ * recover exactly the same counters, idempotency entries, token-set elements and
  * settlements. Anything else aborts as a finding.
  *
  * The directory lives under /dev/shm when it exists (see scratch.h).
@@ -41,7 +41,7 @@
 #include "base/crc32c.h"
 #include "base/log.h"
 #include "store/dedup.h"
-#include "store/failover.h"
+#include "store/tokset.h"
 #include "store/gcounter.h"
 #include "store/wal.h"
 #include "scratch.h"
@@ -166,26 +166,17 @@ static void check_unchanged(const char *err)
         closedir(d);
 }
 
-static void count_settled(void *arg, const char *counter, size_t clen, const char *token,
-                          size_t tlen, double at)
-{
-    (void)counter, (void)clen, (void)token, (void)tlen, (void)at;
-    ++*(size_t *)arg;
-}
-
 /* The two recoveries must agree on every counter, the idempotency entries and the
- * failover records and settlements. */
-static void compare(const struct gstore *a, const struct dedup *da, struct failovers *fa,
-                    const struct gstore *b, const struct dedup *db, struct failovers *fb)
+ * token-set elements. */
+static void compare(const struct gstore *a, const struct dedup *da, struct tokset *fa,
+                    const struct gstore *b, const struct dedup *db, struct tokset *fb)
 {
-    size_t sa = 0, sb = 0;
-    failovers_foreach_settled(fa, count_settled, &sa);
-    failovers_foreach_settled(fb, count_settled, &sb);
-    if (failovers_seq(fa) != failovers_seq(fb) || sa != sb)
-        finding("second recovery found %llu failover records and %zu settlements, the first "
-                "%llu and %zu",
-                (unsigned long long)failovers_seq(fb), sb, (unsigned long long)failovers_seq(fa),
-                sa);
+    if (tokset_count(fa) != tokset_count(fb) ||
+        tokset_pending_count(fa) != tokset_pending_count(fb))
+        finding("second recovery found %zu token-set elements (%zu pending), the first "
+                "%zu (%zu)",
+                tokset_count(fb), tokset_pending_count(fb), tokset_count(fa),
+                tokset_pending_count(fa));
     if (gstore_count(a) != gstore_count(b))
         finding("second recovery found %u counters, the first %u", gstore_count(b),
                 gstore_count(a));
@@ -251,8 +242,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     struct gstore *st = gstore_new();
     struct dedup *d = dedup_new(DEDUP_MAX, DEDUP_WINDOW_S);
-    struct failovers *fo = failovers_new();
-    struct wal_opts o = {.dir = dir, .node_id = NODE_ID, .fsync = WAL_FSYNC_NO, .failovers = fo};
+    struct tokset *fo = tokset_new();
+    struct wal_opts o = {.dir = dir, .node_id = NODE_ID, .fsync = WAL_FSYNC_NO, .tokset = fo};
     struct wal_info info;
     char err[1024] = "";
     struct wal *w = wal_open(&o, st, d, &info, err, sizeof err);
@@ -267,8 +258,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             finding("wal_close failed on a recovered directory");
         struct gstore *st2 = gstore_new();
         struct dedup *d2 = dedup_new(DEDUP_MAX, DEDUP_WINDOW_S);
-        struct failovers *fo2 = failovers_new();
-        o.failovers = fo2;
+        struct tokset *fo2 = tokset_new();
+        o.tokset = fo2;
         struct wal_info info2;
         struct wal *w2 = wal_open(&o, st2, d2, &info2, err, sizeof err);
         if (!w2)
@@ -286,11 +277,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         wal_abandon(w2);
         gstore_free(st2);
         dedup_free(d2);
-        failovers_free(fo2);
+        tokset_free(fo2);
     }
     gstore_free(st);
     dedup_free(d);
-    failovers_free(fo);
+    tokset_free(fo);
     scratch_empty(dir);
     return 0;
 }

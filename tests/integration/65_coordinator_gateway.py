@@ -335,9 +335,10 @@ class Shared(Base):
                              {"counter": name, "local_count": 6, "total_count": 6,
                               "node_id": "us-west-1", "region": "us-west"})
         # A client's idempotency token reaches the region: a retry to the same region is
-        # its duplicate answer, plus the gateway's fields, and counts nothing more.
+        # its duplicate answer, plus the gateway's fields, and counts nothing more. (The
+        # token names us-west as its home, so us-west counts it in its own entry.)
         body = {"counter_name": name, "amount": 5, "routing": "us-west",
-                "idempotency_token": "gw-token-1"}
+                "idempotency_token": "us-west-1/gw-token-1"}
         first = self.gw.post_json("/api/increment", body)
         again = self.gw.post_json("/api/increment", body)
         self.assertEqual((first["local_count"], first.get("duplicate")), (11, None))

@@ -214,5 +214,26 @@ static void test_many(void)
     dedup_free(d);
 }
 
+/* The entry bound cutting the window short is visible: the oldest entry's time, and how
+ * many entries were evicted before their time was up. */
+static void test_window_cut_short(void)
+{
+    struct dedup *d = dedup_new(3, 60);
+    CHECK_EQ_DBL(dedup_oldest_at(d), 0);
+    put(d, "c", "a", 100, answer(1, 1, 1));
+    put(d, "c", "b", 101, answer(1, 1, 1));
+    put(d, "c", "c", 102, answer(1, 1, 1));
+    CHECK_EQ_DBL(dedup_oldest_at(d), 100);
+    CHECK_EQ_U64(dedup_evicted_young(d), 0);
+    put(d, "c", "d", 103, answer(1, 1, 1)); /* "a" goes after 3 s of its 60 */
+    CHECK_EQ_U64(dedup_evicted_young(d), 1);
+    CHECK_EQ_DBL(dedup_oldest_at(d), 101);
+    put(d, "c", "e", 200, answer(1, 1, 1)); /* the rest expire: not cut short */
+    CHECK_EQ_U64(dedup_evicted_young(d), 1);
+    CHECK_EQ_DBL(dedup_oldest_at(d), 200);
+    dedup_free(d);
+}
+
 UNIT_MAIN("test_dedup", UNIT_CASE(test_get_after_put), UNIT_CASE(test_misses),
-          UNIT_CASE(test_expiry), UNIT_CASE(test_bound), UNIT_CASE(test_many))
+          UNIT_CASE(test_expiry), UNIT_CASE(test_bound), UNIT_CASE(test_many),
+          UNIT_CASE(test_window_cut_short))
