@@ -164,7 +164,8 @@ class TokenSetGc(harness.ServerTestCase):
         names = ["page%05d_%s" % (i, "x" * 60) for i in range(12000)]
         with east.client(timeout=30) as c:
             for i, n in enumerate(names):
-                c.post_json("/increment", {"counter_name": n, "idempotency_token": "us-west-1/%d" % i})
+                c.post_json("/increment", {"counter_name": n,
+                                           "idempotency_token": "us-west-1/%d" % i})
             c.post_json("/increment", {"counter_name": names[0]})
         with topo.region(syncer).client(timeout=60) as c:
             c.post_json("/admin/force-sync")
