@@ -109,11 +109,13 @@ def port_free(port):
 
 def free_ports(n):
     """n free loopback ports below the ephemeral range (32768+), so that a killed node's
-    port is not taken by an outgoing connection before it restarts."""
+    port is not taken by an outgoing connection before it restarts, and ending in 5-9,
+    which no lab of ./scripts/lab takes (its ports are base + 0-4, 80-84, 1090-1094 for a
+    base that is a multiple of 10)."""
     rng = random.SystemRandom()
     out = []
     for _ in range(2000):
-        p = rng.randrange(28000, 32700)
+        p = rng.randrange(2800, 3270) * 10 + rng.randrange(5, 10)
         if p not in out and port_free(p):
             out.append(p)
             if len(out) == n:
@@ -480,7 +482,12 @@ class Run:
                     if doc and doc.get("duplicate"):
                         t.duplicate_answers += 1
                 return
-            if st is None or st >= 500:
+            if st is None and err == "ConnectionRefusedError":
+                # Nothing was sent: not applied. The target is down; wait a little.
+                with m.lock:
+                    m.errors["%s no-answer %s" % (where, err)] += 1
+                time.sleep(0.05)
+            elif st is None or st >= 500:
                 uncertain = True
                 code = (doc or {}).get("error") if st else err
                 with m.lock:
@@ -519,6 +526,8 @@ class Run:
                 s.answers.append((t0, t1, doc["value"]))
             elif st is not None and 400 <= st < 500:
                 m.unexpected.append("strong %s: %d %s" % (name, st, json.dumps(doc)[:200]))
+            elif err == "ConnectionRefusedError":
+                m.errors["strong no-answer %s" % err] += 1  # never sent: not applied
             else:
                 # 503 no_quorum "may later turn out applied" (issue 11): not acknowledged,
                 # but not provably absent either.
@@ -527,6 +536,8 @@ class Run:
                 if doc and doc.get("error") == "no_quorum":
                     s.no_quorum += 1
                 m.errors["strong %s %s" % (st or "no-answer", (doc or {}).get("error") or err)] += 1
+        if err == "ConnectionRefusedError":
+            time.sleep(0.05)
 
     def strong_read(self, rng, pool):
         o, m = self.o, self.model
@@ -856,25 +867,44 @@ class Run:
         for c in self.counters:
             t = m.tally[c]
             lo, hi = t.acked, t.acked + t.ambiguous
-            vecs = {}
+            vecs, counts = {}, {}
             for r in names:
-                s = (states.get(r) or {}).get(c, {"total_count": 0, "nodes": {}})
-                got = s.get("total_count")
-                per_region[r] += got or 0
+                s = (states.get(r) or {}).get(c) or {"total_count": 0, "nodes": {}}
+                got = s.get("total_count") or 0
+                counts[r] = got
+                per_region[r] += got
                 vecs[r] = s.get("nodes")
-                if got < lo:
-                    lost = max(lost, lo - got)
-                    v.append("lost: %s on %s counts %d, acknowledged %d (%d lost)"
-                             % (c, r, got, lo, lo - got))
-                elif got > hi:
-                    dup = max(dup, got - hi)
-                    v.append("duplicated: %s on %s counts %d, acknowledged %d + ambiguous %d "
-                             "(%d counted twice)" % (c, r, got, lo, t.ambiguous, got - hi))
                 if isinstance(s.get("nodes"), dict) and sum(s["nodes"].values()) != got:
                     v.append("vector: %s on %s: nodes %s sum to %d, total_count %d"
                              % (c, r, s["nodes"], sum(s["nodes"].values()), got))
-            if len({json.dumps(x, sort_keys=True) for x in vecs.values()}) != 1:
+            differ = len({json.dumps(x, sort_keys=True) for x in vecs.values()}) != 1
+            where = ("%d on every region" % counts[names[0]] if len(set(counts.values())) == 1
+                     else ", ".join("%s %d" % kv for kv in counts.items()))
+            low, high = min(counts.values()), max(counts.values())
+            if low < lo:
+                lost += lo - low
+                v.append("lost: %s counts %s; acknowledged %d (%d missing%s)"
+                         % (c, where, lo, lo - low, ", the vectors differ: not replicated"
+                            if differ else ""))
+            if high > hi:
+                dup += high - hi
+                v.append("duplicated: %s counts %s; acknowledged %d + ambiguous %d (%d counted "
+                         "twice)" % (c, where, lo, t.ambiguous, high - hi))
+            if differ:
                 v.append("vectors: %s differs between regions: %s" % (c, json.dumps(vecs)))
+        # The coordinator's view must not call different vectors converged.
+        pool = Pool()
+        try:
+            for c in self.counters:
+                st, doc, err = pool.call(self.coordinator.port, "GET", "/global/counter/%s" % c,
+                                         timeout=5.0)
+                conv = ((doc or {}).get("convergence") or {}).get("converged")
+                vecs = {r: ((states.get(r) or {}).get(c) or {}).get("nodes") for r in names}
+                if conv and len({json.dumps(x, sort_keys=True) for x in vecs.values()}) != 1:
+                    v.append("status: the coordinator answers converged:true for %s (global_count "
+                             "%s) while the regions' vectors differ" % (c, doc.get("global_count")))
+        finally:
+            pool.close()
         # Overflowing counters: only their vectors (the totals are beyond int64).
         for name, res in self.big:
             vecs = {r: (states.get(r) or {}).get(name, {}).get("nodes") for r in names}
@@ -883,12 +913,12 @@ class Run:
                          % (name, res, json.dumps(vecs)))
         # Refused entries: the valid entry beside them must be everywhere.
         for name, replica, value, region, st in self.refused:
-            for r in names:
-                got = (states.get(r) or {}).get(name, {}).get("nodes", {}).get(replica)
-                if got != value:
-                    v.append("refused: the valid entry %s[%s]=%d of a /sync body with refused "
-                             "entries (sent to %s, answered %s) is %s on %s"
-                             % (name, replica, value, region, st, got, r))
+            got = {r: ((states.get(r) or {}).get(name) or {}).get("nodes", {}).get(replica)
+                   for r in names}
+            if any(x != value for x in got.values()):
+                v.append("refused: the valid entry %s[%s]=%d of a /sync body with refused "
+                         "entries (sent to %s, answered %s) reads %s"
+                         % (name, replica, value, region, st, got))
         # Unexpected answers to well-formed increments.
         for u in m.unexpected[:10]:
             v.append("answer: a well-formed request got %s" % u)
@@ -1017,7 +1047,23 @@ class Run:
             print("  ... %d more violations" % (len(self.violations) - 40))
 
 
+CI_CONF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ci.conf")
+
+
+def ci_args():
+    """The options of ci.conf, one a line, '#' comments."""
+    out = []
+    with open(CI_CONF) as f:
+        for line in f:
+            line = line.split("#", 1)[0].strip()
+            if line:
+                out += line.split(None, 1)
+    return out
+
+
 def parse_args(argv):
+    if "--ci" in argv:
+        argv = ci_args() + [a for a in argv if a != "--ci"]
     p = argparse.ArgumentParser(
         prog="tests/chaos/run",
         description="Seeded chaos checker of counterd: clients with timeouts and retries, "
@@ -1025,6 +1071,8 @@ def parse_args(argv):
         epilog="fault kinds:\n" + "\n".join("  %-12s %s" % (k, FAULT_HELP[k].replace("%%", "%"))
                                             for k in FAULT_KINDS),
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ci", action="store_true",
+                   help="the CI seed set: the options of tests/chaos/ci.conf first")
     p.add_argument("--seed", type=int, default=1, help="first seed (default 1)")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds: seed, seed+1, ...")
     p.add_argument("--minutes", type=float, help="fault phase of each seed, in minutes")
