@@ -238,8 +238,12 @@ class Pool:
     def __init__(self):
         self.conns = {}
 
-    def call(self, port, method, path, body=None, timeout=2.0, headers=None):
-        """(status, decoded JSON or None, error text or None). status None: no answer."""
+    def call(self, port, method, path, body=None, timeout=2.0, headers=None, fresh=False):
+        """(status, decoded JSON or None, error text or None). status None: no answer.
+        fresh: on a new connection (the checker's own calls: a kept one may lead to a
+        process that was killed since)."""
+        if fresh and port in self.conns:
+            self.conns.pop(port).close()
         data = None if body is None else (body if isinstance(body, bytes)
                                           else json.dumps(body).encode())
         hdrs = {"Content-Type": "application/json"} if data is not None else {}
@@ -642,17 +646,17 @@ class Run:
         os.replace(tmp, self.faults_path)
         for nd in self.regions + [self.strong]:
             if nd.alive() and not nd.stopped:
-                st, doc, err = pool.call(nd.port, "POST", "/admin/reload", timeout=3.0)
+                st, doc, err = pool.call(nd.port, "POST", "/admin/reload", timeout=3.0, fresh=True)
                 if st != 200:
                     self.notes.append("reload of %s answered %s %s" % (nd.name, st, doc or err))
 
     def set_partition(self, pool, i, on):
         st, doc, err = pool.call(self.coordinator.port, "POST", "/global/partition",
-                                 {"region": REGIONS[i][0], "enabled": on}, timeout=3.0)
+                                 {"region": REGIONS[i][0], "enabled": on}, timeout=3.0, fresh=True)
         if st != 200 and self.regions[i].alive() and not self.regions[i].stopped:
             # The coordinator did not get through: ask the region itself.
             st, doc, err = pool.call(self.regions[i].port, "POST", "/admin/partition",
-                                     {"enabled": on}, timeout=3.0)
+                                     {"enabled": on}, timeout=3.0, fresh=True)
         if on:
             self.partitioned.add(i)
         else:
@@ -681,14 +685,15 @@ class Run:
 
     def restart(self, nd):
         """Starts a node the checker killed, on its port and data dir; retried while it
-        exits early (a port still held, a data dir still locked), at most 10 s."""
+        exits early (a port still held, a data dir still locked), at most 10 s. (The
+        strong leader may answer not ready until it reaches a majority: heal() waits for
+        that once the faults are gone.)"""
         deadline = time.monotonic() + 10.0
         tries = 0
         while True:
             tries += 1
             nd.start()
-            want = (lambda b: b'"ready":true' in b) if nd is self.strong else None
-            if nd.wait_ready(timeout=10.0, want=want):
+            if nd.wait_ready(timeout=10.0):
                 if tries > 1:
                     self.notes.append("%s needed %d starts after its kill (see %s)"
                                       % (nd.name, tries, nd.log_paths[-2]))
@@ -764,7 +769,7 @@ class Run:
             res = []
             for i, amount in ((p["a"], INT64_MAX - 10), (p["b"], 100)):
                 st, doc, err = pool.call(self.regions[i].port, "POST", "/increment",
-                                         {"counter_name": name, "amount": amount}, timeout=2.0)
+                                         {"counter_name": name, "amount": amount}, timeout=2.0, fresh=True)
                 res.append((REGIONS[i][0], amount, st))
             self.big.append((name, res))
             return None
@@ -775,7 +780,7 @@ class Run:
                     "counts": {name: {replica: value},
                                "bad name!": {replica: 1},
                                name + "-neg": {replica: -1}}}
-            st, doc, err = pool.call(self.regions[i].port, "POST", "/sync", body, timeout=3.0)
+            st, doc, err = pool.call(self.regions[i].port, "POST", "/sync", body, timeout=3.0, fresh=True)
             self.refused.append((name, replica, value, REGIONS[i][0], st))
             return None
         raise AssertionError(kind)
@@ -801,7 +806,7 @@ class Run:
             self.apply_faults_lua(pool)
             for i, nd in enumerate(self.regions):
                 st, doc, err = pool.call(nd.port, "POST", "/admin/partition", {"enabled": False},
-                                         timeout=3.0)
+                                         timeout=3.0, fresh=True)
                 if st != 200:
                     self.notes.append("heal: %s /admin/partition answered %s" % (nd.name, st or err))
             self.partitioned.clear()
@@ -820,7 +825,7 @@ class Run:
             pool.close()
 
     def region_state(self, pool, nd):
-        st, doc, err = pool.call(nd.port, "GET", "/counters", timeout=5.0)
+        st, doc, err = pool.call(nd.port, "GET", "/counters", timeout=5.0, fresh=True)
         if st != 200 or not doc:
             return None
         # local_count is each region's own share: the replicated state is the rest.
@@ -836,7 +841,7 @@ class Run:
             for rnd in range(self.o.sync_rounds):
                 answers = []
                 for nd in self.regions:
-                    st, doc, err = pool.call(nd.port, "POST", "/admin/force-sync", timeout=30.0)
+                    st, doc, err = pool.call(nd.port, "POST", "/admin/force-sync", timeout=30.0, fresh=True)
                     answers.append((nd.region, st, (doc or {}).get("status") or err))
                 states = {nd.region: self.region_state(pool, nd) for nd in self.regions}
                 same = len({json.dumps(s, sort_keys=True) for s in states.values()}) == 1
