@@ -908,6 +908,16 @@ class Run:
                 if conv and len({json.dumps(x, sort_keys=True) for x in vecs.values()}) != 1:
                     v.append("status: the coordinator answers converged:true for %s (global_count "
                              "%s) while the regions' vectors differ" % (c, doc.get("global_count")))
+                # merged_count (issue 11): the join of every region's vector.
+                if doc and "merged_count" in doc:
+                    join = {}
+                    for vec in vecs.values():
+                        for k, x in (vec or {}).items():
+                            join[k] = max(join.get(k, x), x)
+                    if doc["merged_count"] != sum(join.values()):
+                        v.append("status: the coordinator's merged_count for %s is %s, the join "
+                                 "of the regions' vectors sums to %d"
+                                 % (c, doc["merged_count"], sum(join.values())))
         finally:
             pool.close()
         # Overflowing counters: only their vectors (the totals are beyond int64).
