@@ -340,7 +340,7 @@ class Run:
         self.nodes = []
         self.mounts = []
         self.big = []  # overflow counters: [(name, [(region, amount, status)])]
-        self.refused = []  # (counter, replica, value, region, status)
+        self.refused = []  # [counter, replica, value, region, status, body]
         self.fault_state = {"drop": 0.0, "delay": 0}
         self.ballast = {}  # region index -> path
         self.partitioned = set()
@@ -747,7 +747,15 @@ class Run:
         if kind == "stop":
             nd = self.regions[p["region"]]
             nd.sigstop()
-            return nd.sigcont
+
+            def undo_stop():
+                nd.sigcont()
+                # It slept through any reload of the faults policy meanwhile.
+                st, doc, err = pool.call(nd.port, "POST", "/admin/reload", timeout=3.0,
+                                         fresh=True)
+                if st != 200:
+                    self.notes.append("reload of %s answered %s %s" % (nd.name, st, doc or err))
+            return undo_stop
         if kind == "disk":
             i = p["region"]
             self.fill_disk(i)
@@ -781,7 +789,7 @@ class Run:
                                "bad name!": {replica: 1},
                                name + "-neg": {replica: -1}}}
             st, doc, err = pool.call(self.regions[i].port, "POST", "/sync", body, timeout=3.0, fresh=True)
-            self.refused.append((name, replica, value, REGIONS[i][0], st))
+            self.refused.append([name, replica, value, REGIONS[i][0], st, body])
             return None
         raise AssertionError(kind)
 
@@ -824,6 +832,22 @@ class Run:
         finally:
             pool.close()
 
+    def resend_refused(self):
+        """A /sync body that got no answer or a 5xx (the region down, frozen, out of space)
+        was not looked at: sent again after the heal, as the peer's next round would."""
+        pool = Pool()
+        try:
+            for r in self.refused:
+                if r[4] is None or r[4] >= 500:
+                    nd = self.regions[[x[0] for x in REGIONS].index(r[3])]
+                    st, doc, err = pool.call(nd.port, "POST", "/sync", r[5], timeout=5.0,
+                                             fresh=True)
+                    self.notes.append("refused-entries body %s sent again to %s after the "
+                                      "heal (first answer %s): %s" % (r[0], r[3], r[4], st or err))
+                    r[4] = st
+        finally:
+            pool.close()
+
     def region_state(self, pool, nd):
         st, doc, err = pool.call(nd.port, "GET", "/counters", timeout=5.0, fresh=True)
         if st != 200 or not doc:
@@ -837,11 +861,16 @@ class Run:
         twice in a row (bounded by --sync-rounds). Returns {region: counters}."""
         pool = Pool()
         prev, states = None, None
+        deadline = time.monotonic() + 90.0
         try:
             for rnd in range(self.o.sync_rounds):
+                if rnd and time.monotonic() > deadline:
+                    self.notes.append("sync: stopped after %d rounds (90 s)" % rnd)
+                    return states, rnd, answers
                 answers = []
                 for nd in self.regions:
-                    st, doc, err = pool.call(nd.port, "POST", "/admin/force-sync", timeout=30.0, fresh=True)
+                    st, doc, err = pool.call(nd.port, "POST", "/admin/force-sync", timeout=15.0,
+                                         fresh=True)
                     answers.append((nd.region, st, (doc or {}).get("status") or err))
                 states = {nd.region: self.region_state(pool, nd) for nd in self.regions}
                 same = len({json.dumps(s, sort_keys=True) for s in states.values()}) == 1
@@ -927,7 +956,9 @@ class Run:
                 v.append("vectors: overflow counter %s (%s) differs between regions: %s"
                          % (name, res, json.dumps(vecs)))
         # Refused entries: the valid entry beside them must be everywhere.
-        for name, replica, value, region, st in self.refused:
+        for name, replica, value, region, st, _ in self.refused:
+            if st is None or st >= 500:
+                continue  # never looked at (noted by resend_refused)
             got = {r: ((states.get(r) or {}).get(name) or {}).get("nodes", {}).get(replica)
                    for r in names}
             if any(x != value for x in got.values()):
@@ -1017,9 +1048,14 @@ class Run:
                 self.violations.append("client: %s still waiting 30 s after the run" % th.name)
         elapsed = time.monotonic() - t0
         self.heal()  # again: nothing must have broken while the clients finished
+        self.resend_refused()
         states, rounds, answers = self.sync_until_stable()
         strong = self.check(states, rounds, answers)
         for nd in self.nodes:
+            rc = nd.terminate()
+            if rc != 0:
+                self.violations.append("shutdown: %s exited with status %s on SIGTERM (log %s)"
+                                       % (nd.name, rc, nd.log_paths[-1]))
             for rep in nd.sanitizer_reports():
                 self.violations.append("sanitizer: %s" % rep)
         self.summary(elapsed, rounds, strong)
@@ -1054,8 +1090,8 @@ class Run:
                 print("  overflow %s: %s" % (name, res))
             for r in self.refused:
                 print("  refused-entries body to %s on %s answered %s" % (r[0], r[3], r[4]))
-        for n in self.notes[:10]:
-            print("  note: %s" % n)
+        for n, k in list(collections.Counter(self.notes).items())[:12]:
+            print("  note: %s%s" % (n, " (x%d)" % k if k > 1 else ""))
         for x in self.violations[:40]:
             print("  VIOLATION %s" % x)
         if len(self.violations) > 40:
