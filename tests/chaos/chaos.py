@@ -293,6 +293,8 @@ class Tally:
         self.ambiguous_ops = 0
         self.ambiguous_tokens = []
         self.duplicate_answers = 0
+        self.suspects = []  # acknowledged after an uncertain attempt: [(token, attempts)]
+        self.suspect_amount = 0
 
 
 class StrongTally:
@@ -452,8 +454,10 @@ class Run:
         direct = rng.random() < o.direct_share
         target = rng.randrange(len(self.regions)) if direct else None
         routing = rng.choice(ROUTINGS)
+        hdrs = {"X-Client-Region": rng.choice(REGIONS)[0]} if routing == "nearest" else None
         deadline = time.monotonic() + o.op_budget_s
         uncertain = False
+        history = []  # (where, answer) of each attempt
         with m.lock:
             m.ops += 1
         for attempt in range(o.max_attempts):
@@ -467,7 +471,6 @@ class Run:
             if target is None:
                 body = {"counter_name": counter, "amount": amount, "routing": routing,
                         "idempotency_token": token}
-                hdrs = {"X-Client-Region": rng.choice(REGIONS)[0]} if routing == "nearest" else None
                 st, doc, err = pool.call(self.gateway.port, "POST", "/api/increment", body,
                                          o.client_timeout, hdrs)
                 where = "gateway"
@@ -478,6 +481,9 @@ class Run:
                 where = "region"
             with m.lock:
                 m.attempts += 1
+            history.append("%s:%s" % ("gateway/" + routing if target is None
+                                      else REGIONS[target][0],
+                                      st if st is not None else err))
             if st == 200:
                 with m.lock:
                     t = m.tally[counter]
@@ -485,6 +491,11 @@ class Run:
                     t.acked_ops += 1
                     if doc and doc.get("duplicate"):
                         t.duplicate_answers += 1
+                    if uncertain:
+                        t.suspect_amount += amount
+                        if len(t.suspects) < 200:
+                            t.suspects.append((token, amount, history, (doc or {}).get("region"),
+                                               bool((doc or {}).get("duplicate"))))
                 return
             if st is None and err == "ConnectionRefusedError":
                 # Nothing was sent: not applied. The target is down; wait a little.
@@ -923,7 +934,14 @@ class Run:
             if high > hi:
                 dup += high - hi
                 v.append("duplicated: %s counts %s; acknowledged %d + ambiguous %d (%d counted "
-                         "twice)" % (c, where, lo, t.ambiguous, high - hi))
+                         "twice); %d acknowledged after an attempt that may have arrived "
+                         "(amount %d), e.g. %s"
+                         % (c, where, lo, t.ambiguous, high - hi, len(t.suspects),
+                            t.suspect_amount, "; ".join(
+                                "%s +%d %s -> 200 from %s%s" % (tok, a, " ".join(h), reg,
+                                                                " duplicate" if d else "")
+                                for tok, a, h, reg, d in sorted(t.suspects,
+                                                                key=lambda x: x[4])[:3])))
             if differ:
                 v.append("vectors: %s differs between regions: %s" % (c, json.dumps(vecs)))
         # The coordinator's view must not call different vectors converged.
