@@ -46,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 HOST = "127.0.0.1"
@@ -143,7 +144,7 @@ class Node:
         path = os.path.join(self.logdir, "%s.%d.log" % (self.name, self.runs))
         self.log_paths.append(path)
         env = dict(os.environ)
-        env.setdefault("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=0")
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
         with open(path, "wb") as f:
             self.proc = subprocess.Popen([self.binary, "--bind", HOST, "--port", str(self.port)]
@@ -1188,6 +1189,7 @@ def parse_args(argv):
         print("chaos: 'disk' needs root (it mounts a tmpfs): left out", flush=True)
         kinds.remove("disk")
     o.faults = set(kinds)
+    o.bin = os.path.abspath(o.bin)
     if not os.access(o.bin, os.X_OK):
         p.error("counterd binary not found: %s (build it, or set COUNTERD_BIN / --bin)" % o.bin)
     return o
@@ -1213,11 +1215,14 @@ def main(argv=None):
             print("chaos seed=%d: setup failed: %s" % (seed, e), flush=True)
         except KeyboardInterrupt:
             print("chaos seed=%d: interrupted" % seed, flush=True)
+            run.stop_ops.set()
             run.teardown(keep=True)
             return 130
-        finally:
-            if not run.stop_ops.is_set():
-                run.stop_ops.set()
+        except Exception:
+            errors.append(seed)
+            print("chaos seed=%d: the checker failed:\n%s" % (seed, traceback.format_exc()),
+                  flush=True)
+        run.stop_ops.set()
         run.teardown(keep=o.keep or not ok)
     print("chaos: %d seeds from %d, %d failed%s%s" % (
         o.seeds, o.seed, len(failed), (": " + " ".join(map(str, failed))) if failed else "",
