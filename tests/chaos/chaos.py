@@ -292,7 +292,8 @@ class Tally:
         self.acked_ops = 0
         self.ambiguous = 0
         self.ambiguous_ops = 0
-        self.ambiguous_tokens = []
+        self.ambiguous_tokens = []  # (token, amount, attempts)
+        self.resolved = 0  # ambiguous increments acknowledged by a retry after the heal
         self.duplicate_answers = 0
         self.suspects = []  # acknowledged after an uncertain attempt: [(token, attempts)]
         self.suspect_amount = 0
@@ -521,8 +522,7 @@ class Run:
                 t = m.tally[counter]
                 t.ambiguous += amount
                 t.ambiguous_ops += 1
-                if len(t.ambiguous_tokens) < 20:
-                    t.ambiguous_tokens.append(token)
+                t.ambiguous_tokens.append((token, amount, history))
 
     def strong_increment(self, rng, pool):
         o, m = self.o, self.model
@@ -860,6 +860,40 @@ class Run:
         finally:
             pool.close()
 
+    def resolve_ambiguous(self):
+        """--resolve: after the heal, every increment its client gave up on is sent once
+        more with its token through the gateway (as the client's next try would be). A 200
+        makes it acknowledged, so that the count must then be exact; exactly once means it
+        is counted once, whether or not an earlier attempt had arrived."""
+        pool = Pool()
+        try:
+            for c, t in self.model.tally.items():
+                left = []
+                for token, amount, history in t.ambiguous_tokens:
+                    st = doc = None
+                    for _ in range(3):
+                        st, doc, err = pool.call(self.gateway.port, "POST", "/api/increment",
+                                                 {"counter_name": c, "amount": amount,
+                                                  "idempotency_token": token}, timeout=5.0)
+                        if st == 200:
+                            break
+                        time.sleep(0.2)
+                    if st == 200:
+                        t.acked += amount
+                        t.acked_ops += 1
+                        t.ambiguous -= amount
+                        t.ambiguous_ops -= 1
+                        t.resolved += 1
+                        t.suspect_amount += amount
+                        t.suspects.append((token, amount, history + ["(after the heal)"],
+                                           (doc or {}).get("region"),
+                                           bool((doc or {}).get("duplicate"))))
+                    else:
+                        left.append((token, amount, history))
+                t.ambiguous_tokens = left
+        finally:
+            pool.close()
+
     def region_state(self, pool, nd):
         st, doc, err = pool.call(nd.port, "GET", "/counters", timeout=5.0, fresh=True)
         if st != 200 or not doc:
@@ -1068,6 +1102,8 @@ class Run:
         elapsed = time.monotonic() - t0
         self.heal()  # again: nothing must have broken while the clients finished
         self.resend_refused()
+        if o.resolve:
+            self.resolve_ambiguous()
         states, rounds, answers = self.sync_until_stable()
         strong = self.check(states, rounds, answers)
         for nd in self.nodes:
@@ -1086,6 +1122,7 @@ class Run:
         acked_amt = sum(t.acked for t in m.tally.values())
         amb = sum(t.ambiguous_ops for t in m.tally.values())
         amb_amt = sum(t.ambiguous for t in m.tally.values())
+        resolved = sum(t.resolved for t in m.tally.values())
         dups = sum(t.duplicate_answers for t in m.tally.values())
         s_acked = sum(s.acked_ops for s in m.strong.values())
         s_un = sum(s.unanswered_ops for s in m.strong.values())
@@ -1095,10 +1132,11 @@ class Run:
         regions = " ".join("%s=%d" % kv for kv in self.per_region.items())
         verdict = "OK" if not self.violations else "FAIL (%d violations)" % len(self.violations)
         print("chaos seed=%d %.0fs: ops %d (attempts %d) acknowledged %d (amount %d, %d answered "
-              "duplicate) ambiguous %d (amount %d) | faults %s | lost %d duplicated %d | "
+              "duplicate) ambiguous %d (amount %d%s) | faults %s | lost %d duplicated %d | "
               "regions %s | strong acked %d unanswered %d (no_quorum %d) reads %d final %s | "
               "sync rounds %d | %s"
               % (self.seed, elapsed, m.ops, m.attempts, acked, acked_amt, dups, amb, amb_amt,
+                 ", %d more resolved after the heal" % resolved if resolved else "",
                  faults or "none", self.lost, self.dup, regions, s_acked, s_un, s_nq, s_reads,
                  ",".join("%s=%s" % kv for kv in strong.items()) or "-", rounds, verdict),
               flush=True)
@@ -1164,6 +1202,10 @@ def parse_args(argv):
                    help="share of operations on the strong counter (default 0.1)")
     p.add_argument("--read-share", type=float, default=0.1)
     p.add_argument("--counters", type=int, default=8)
+    p.add_argument("--resolve", action="store_true",
+                   help="after the heal, send every given-up increment once more with its "
+                        "token (through the gateway): a 200 makes it acknowledged, so the "
+                        "counts must be exact")
     p.add_argument("--max-attempts", type=int, default=12)
     p.add_argument("--op-budget", dest="op_budget_s", type=float, default=10.0,
                    help="seconds a client retries one increment before giving up")
