@@ -1238,7 +1238,16 @@ def parse_args(argv):
 
 
 def main(argv=None):
-    o = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    o = parse_args(argv)
+    if "disk" in o.faults and not os.environ.get("COUNTERD_CHAOS_MOUNT_NS") and \
+            shutil.which("unshare"):
+        # The tmpfs mounts live in a mount namespace of this process's own, so that they
+        # vanish with it however it ends (a timeout's SIGKILL included).
+        os.environ["COUNTERD_CHAOS_MOUNT_NS"] = "1"
+        sys.stdout.flush()
+        os.execvp("unshare", ["unshare", "--mount", "--propagation", "private",
+                              sys.executable, os.path.abspath(sys.argv[0])] + argv)
     failed, errors = [], []
 
     def on_term(signum, frame):
