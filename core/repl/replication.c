@@ -163,7 +163,7 @@ struct repl {
     const struct tokset *tokset;
     struct repl_token *tokel;
     size_t tokel_cap;
-    int tok_rejected; /* elements refused so far (logged at the first) */
+    int tok_rejected;              /* elements refused so far (logged at the first) */
     struct trace_span *round_span; /* the round in progress, when tracing */
     int original_out;              /* the page being built is for an original-format peer */
     /* Entries the message being merged carried and this node did not take. */
@@ -861,6 +861,11 @@ static void exchange_done(struct peer *p, const struct http_result *res, struct 
         const struct json *d = root ? json_get(root, "detail") : NULL;
         peer_failed(p, "HTTP %d%s%s", res->status, d && d->type == JSON_STR ? ": " : "",
                     d && d->type == JSON_STR ? d->u.s : "");
+        return;
+    }
+    if (r->hooks.before_merge && r->hooks.before_merge(r->hooks.arg, res->len) < 0) {
+        peer_failed(p, "this node cannot log what the answer would change (its disk is full "
+                       "or failing): nothing merged");
         return;
     }
     if (!root || root->type != JSON_OBJ) {

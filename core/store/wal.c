@@ -85,7 +85,7 @@ struct wal {
     /* Space reserved ahead in the current segment, as file offsets: seg_size is where the
      * next write lands, reserved how far fallocate has backed the file. */
     uint64_t seg_size, reserved;
-    int no_prealloc; /* the file system cannot reserve: ENOSPC shows at write(2) */
+    int no_prealloc;   /* the file system cannot reserve: ENOSPC shows at write(2) */
     int run_forgotten; /* the run file is removed: the next unclean start mints an id */
     /* Shared with the fsync thread, under mu. */
     pthread_t thread;
