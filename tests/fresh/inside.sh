@@ -28,6 +28,10 @@ lab_round() {
       { say "FAIL: port $p /health answered $out"; return 1; }
     say "port $p /health: $out"
   done
+  # Prometheus (Debian's, which ./scripts/setup installs) is one of the lab's services too.
+  out=$(curl -sS -m 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$((base + 1090))/-/ready")
+  [[ "$out" == 200 ]] || { say "FAIL: Prometheus /-/ready answered $out"; return 1; }
+  say "port $((base + 1090)) (Prometheus) /-/ready: 200"
   ./scripts/lab status --base-port "$base"
   say "./scripts/lab down"
   ./scripts/lab down --base-port "$base"
