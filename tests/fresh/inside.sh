@@ -4,8 +4,10 @@
 #
 #   inside.sh <base-port>           ./scripts/lab up, one increment through the gateway,
 #                                   every service's /health, ./scripts/lab down
-#   inside.sh <base-port> --full    the same, then ./scripts/test (extra arguments go to
-#                                   ctest), then the lab again after the tests
+#   inside.sh <base-port> --full    the same, then ./scripts/test -LE fresh (extra
+#                                   arguments go to ctest; the fresh test itself is left
+#                                   out: it would debootstrap again inside), then the lab
+#                                   again after the tests
 set -euo pipefail
 base=$1
 shift
@@ -41,9 +43,9 @@ trap './scripts/lab down --base-port "$base" > /dev/null 2>&1 || true' EXIT
 lab_round
 if [[ "${1:-}" == --full ]]; then
   shift
-  say "./scripts/test $*"
+  say "./scripts/test -LE fresh $*"
   rc=0
-  ./scripts/test "$@" || rc=$?
+  ./scripts/test -LE fresh "$@" || rc=$?
   say "./scripts/test exited with $rc; the lab again, after the tests"
   lab_round
   exit "$rc"
