@@ -46,7 +46,8 @@ if [[ "${1:-}" == --full ]]; then
   say "./scripts/test -LE fresh $*"
   rc=0
   ./scripts/test -LE fresh "$@" || rc=$?
-  say "./scripts/test exited with $rc; the lab again, after the tests"
+  say "./scripts/test exited with $rc (node $(node --version 2> /dev/null || echo missing)," \
+      "$(dpkg-query -W -f='${Version}' nodejs 2> /dev/null || echo 'not Debian'"'"'s')); the lab again"
   lab_round
   exit "$rc"
 fi
