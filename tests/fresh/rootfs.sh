@@ -67,7 +67,8 @@ keyrings() {
     sed -E 's/^[^:=]*[:=][ \t]*//' | while read -r k; do [[ -f "$k" ]] && echo "$k"; done | sort -u
 }
 
-mirror="${FRESH_MIRROR:-$(deb_sources | awk '$2 == "'$suite'" || $0 ~ / '$suite'( |$)/ { print $1; exit }')}"
+mirror="${FRESH_MIRROR:-$(deb_sources |
+  awk -v s="$suite" '{ for (i = 2; i <= NF; i++) if ($i == s) { print $1; exit } }')}"
 [[ -n "$mirror" ]] || mirror=http://deb.debian.org/debian
 certs=(/etc/ssl/certs/ca-certificates.crt)
 for f in /usr/local/share/ca-certificates/*; do [[ -f "$f" ]] && certs+=("$f"); done
@@ -86,7 +87,8 @@ if [[ ! -s "$tarball" ]]; then
   mkdir -p "$repo/build/fresh"
   dir=$(mktemp -d "$repo/build/fresh/debootstrap.XXXXXX")
   trap 'rm -rf --one-file-system "$dir"' EXIT
-  echo "rootfs.sh: debootstrap --variant=$variant $suite from $mirror (once; cached as $tarball)" >&2
+  echo "rootfs.sh: debootstrap --variant=$variant $suite from $mirror" \
+       "(once; cached as $tarball)" >&2
   if ! debootstrap --variant="$variant" "$suite" "$dir" "$mirror" > "$dir.log" 2>&1; then
     tail -20 "$dir.log" >&2
     echo "rootfs.sh: debootstrap failed (whole log: $dir.log)" >&2
@@ -104,7 +106,7 @@ if [[ ! -s "$tarball" ]]; then
   # when the ca-certificates package is installed in the root.
   mkdir -p "$dir/etc/ssl/certs" "$dir/usr/local/share/ca-certificates"
   for f in "${certs[@]}"; do cp "$f" "$dir$f"; done
-  rm -rf "$dir/var/cache/apt/archives/"*.deb "$dir/var/lib/apt/lists/"*_Packages 2> /dev/null || true
+  rm -f "$dir/var/cache/apt/archives/"*.deb "$dir/var/lib/apt/lists/"*_Packages
   tar -C "$dir" --numeric-owner -czf "$tarball.tmp" .
   mv "$tarball.tmp" "$tarball"
   echo "rootfs.sh: $(du -h "$tarball" | cut -f1) in $SECONDS s" >&2
