@@ -66,6 +66,13 @@ lab_round() {
   ./scripts/lab status --base-port "$base"
   say "./scripts/lab down"
   ./scripts/lab down --base-port "$base"
+  for p in $base $((base + 1)) $((base + 2)) $((base + 3)) $((base + 4)) $gw $((base + 1090)); do
+    if (exec 3<> "/dev/tcp/127.0.0.1/$p") 2> /dev/null; then
+      say "FAIL: port $p still answers after ./scripts/lab down"
+      return 1
+    fi
+  done
+  say "every port of the lab closed"
 }
 
 trap './scripts/lab down --base-port "$base" > /dev/null 2>&1 || true' EXIT
