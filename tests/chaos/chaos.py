@@ -1241,9 +1241,13 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     o = parse_args(argv)
     if "disk" in o.faults and not os.environ.get("COUNTERD_CHAOS_MOUNT_NS") and \
-            shutil.which("unshare"):
+            shutil.which("unshare") and subprocess.run(
+                ["unshare", "--mount", "--propagation", "private", "true"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
         # The tmpfs mounts live in a mount namespace of this process's own, so that they
-        # vanish with it however it ends (a timeout's SIGKILL included).
+        # vanish with it however it ends (a timeout's SIGKILL included). Where none can be
+        # made private (a chroot whose root is no mount point), the checker unmounts them
+        # itself, as it does at every heal.
         os.environ["COUNTERD_CHAOS_MOUNT_NS"] = "1"
         sys.stdout.flush()
         os.execvp("unshare", ["unshare", "--mount", "--propagation", "private",

@@ -4,9 +4,11 @@
 #
 #   inside.sh           ./scripts/lab up --base-port <free>, one increment through the
 #                       gateway, every service's /health, ./scripts/lab down
-#   inside.sh --full    the same, then ./scripts/test -LE fresh (extra
+#   inside.sh --full    the same, then ./scripts/test -LE 'fresh|compose' (extra
 #                       arguments go to ctest; the fresh test itself is left out: it
-#                       would debootstrap again inside), then the lab again after the tests
+#                       would debootstrap again inside; so is the compose test: podman
+#                       runs containers from the host, with this root as their base
+#                       image), then the lab again after the tests
 set -euo pipefail
 cd /src/counterd
 t0=$SECONDS
@@ -79,9 +81,9 @@ trap './scripts/lab down --base-port "$base" > /dev/null 2>&1 || true' EXIT
 lab_round
 if [[ "${1:-}" == --full ]]; then
   shift
-  say "./scripts/test -LE fresh $*"
+  say "./scripts/test -LE 'fresh|compose' $*"
   rc=0
-  ./scripts/test -LE fresh "$@" || rc=$?
+  ./scripts/test -LE 'fresh|compose' "$@" || rc=$?
   node="node $(node --version 2> /dev/null || echo missing)"
   node+=", Debian's nodejs $(dpkg-query -W -f='${Version}' nodejs 2> /dev/null || echo -)"
   say "./scripts/test exited with $rc ($node); the lab again, after the tests"

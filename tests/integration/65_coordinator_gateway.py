@@ -457,11 +457,15 @@ class Shared(Base):
             self.assertEqual(direct.status, 400)
             self.assertJsonEqual(body, direct.json(), "the gateway relays the region's error")
         # The region's other verdicts are relayed too: 409 overflow, nothing applied.
+        # Tokens that name eu-west: both go to its own entry, whether or not the gateway
+        # has learned the regions' node ids yet (until then its own tokens name no home).
         r = self.gw.post("/api/increment", {"counter_name": "gw_over", "routing": "eu-west",
-                                            "amount": 2 ** 63 - 1})
+                                            "amount": 2 ** 63 - 1,
+                                            "idempotency_token": "eu-west-1/over-1"})
         self.assertEqual(r.status, 200, r)
         self.assertError(self.gw.post("/api/increment", {"counter_name": "gw_over", "amount": 1,
-                                                         "routing": "eu-west"}),
+                                                         "routing": "eu-west",
+                                                         "idempotency_token": "eu-west-1/over-2"}),
                          409, "overflow", "overflow via the gateway")
         self.assertEqual(self.rc["eu-west"].get_json("/counter/gw_over")["total_count"], 2 ** 63 - 1)
         self.assertError(self.gw.post("/api/increment", b'{"counter_name":"gw_bad","pad":"' +
