@@ -86,6 +86,13 @@ struct region {
     struct metric_series *m_local, *m_synced;
     struct metric_series *m_tok_pending, *m_tok_applied, *m_tok_already, *m_tok_failed, *m_tok_gc,
         *m_window_cut;
+    /* Folding this node's retired incarnations (README "Durability"). */
+    struct event *fold_timer;
+    double start_ms, fold_after_ms;
+    double fold_armed; /* the gate's start (monotonic ms); 0: not armed */
+    double fold_next;  /* no new gate before this */
+    char fold_why[320];
+    struct metric_series *m_folded, *m_fold_skipped;
 };
 
 /* ---------------------------------------------------------------- JSON views */
@@ -1220,8 +1227,9 @@ static double incarnations(void *arg)
     struct region *rg = arg;
     int n = gstore_replica_count(rg->store), k = 0;
     for (int r = 0; r < n; r++)
-        if (node_of(rg, r) == rg->self_node)
-            k++;
+        if (node_of(rg, r) == rg->self_node &&
+            (r == rg->self || gstore_replica_entries(rg->store, r) > 0))
+            k++; /* a folded one has no entry left */
     return k;
 }
 static double store_bytes(void *arg)
@@ -1242,6 +1250,111 @@ static double rss_bytes(void *arg)
     return (double)rss * (double)sysconf(_SC_PAGESIZE);
 }
 
+/* ---------------------------------------------------------------- folding */
+
+/* Whether rep is a retired incarnation of this node (not a bare node id). */
+static int retired_mine(struct region *rg, int rep)
+{
+    const char *name = gstore_replica_name(rg->store, rep);
+    size_t len = strlen(name);
+    return rep != rg->self && node_of(rg, rep) == rg->self_node &&
+           gcounter_replica_node_len(name, len) != len;
+}
+
+/* Whether a retired incarnation of this node still has an entry in some counter. */
+static int retired_left(struct region *rg)
+{
+    int n = gstore_replica_count(rg->store);
+    for (int r = 0; r < n; r++)
+        if (gstore_replica_entries(rg->store, r) && retired_mine(rg, r))
+            return 1;
+    return 0;
+}
+
+/*
+ * Folds every retired incarnation of this node into its current one, in every counter:
+ * one logged change per counter. Called only once the fold gate is open.
+ */
+static void fold_pass(struct region *rg)
+{
+    uint64_t folded = 0, skipped = 0;
+    int reps[GCOUNTER_MAX_ENTRIES];
+    const char *skip_why = NULL;
+    char skip_name[GCOUNTER_NAME_MAX + 1] = "";
+    for (uint32_t id = 0; id < gstore_count(rg->store); id++) {
+        const struct gcounter *c = gstore_counter(rg->store, id);
+        unsigned n = gcounter_entries(c), k = 0;
+        for (unsigned i = 0; i < n; i++) {
+            struct gentry e;
+            gcounter_entry(c, i, &e);
+            if (retired_mine(rg, e.rep))
+                reps[k++] = e.rep;
+        }
+        int changed = 0;
+        for (unsigned i = 0; i < k; i++) {
+            int rc = gstore_fold(rg->store, id, reps[i], rg->self);
+            if (rc == 1) {
+                folded++;
+                changed = 1;
+            } else if (rc < 0) {
+                skipped++;
+                skip_why = rc == GSTORE_EOVERFLOW ? "the current entry would leave the int64 range"
+                                                  : "the counter holds too many folded replicas";
+                counter_name(rg, id, skip_name);
+            }
+        }
+        if (changed)
+            persist_changed(rg, id);
+    }
+    metric_add(rg->m_folded, (double)folded);
+    metric_add(rg->m_fold_skipped, (double)skipped);
+    log_info("folded %" PRIu64 " entries of retired incarnations of %s into %s", folded,
+             rg->node_id, rg->replica_id);
+    if (skipped)
+        log_warn("%" PRIu64 " entries of retired incarnations not folded (e.g. counter %s: %s); "
+                 "they stay, counted once (counterd_incarnations_fold_skipped_total)",
+                 skipped, skip_name, skip_why);
+}
+
+/*
+ * The fold gate, checked every 250 ms: once a retired incarnation of this node has entries
+ * and fold_after_ms have passed since the start, ask for a full pull of every peer from now;
+ * fold when all are in.
+ */
+static void on_fold_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct region *rg = arg;
+    double now = clock_mono_ms();
+    if (!retired_left(rg) || (rg->wal && wal_failed(rg->wal))) {
+        if (rg->fold_armed)
+            repl_fold_want(rg->repl, 0);
+        rg->fold_armed = 0;
+        return;
+    }
+    if (now < rg->start_ms + rg->fold_after_ms || now < rg->fold_next)
+        return;
+    if (!rg->fold_armed) {
+        rg->fold_armed = now;
+        rg->fold_why[0] = '\0';
+        repl_fold_want(rg->repl, now);
+        return;
+    }
+    char why[sizeof rg->fold_why];
+    if (!repl_fold_ready(rg->repl, rg->fold_armed, why, sizeof why)) {
+        if (strcmp(why, rg->fold_why) != 0 && now - rg->fold_armed > 30000)
+            log_info("retired incarnations of %s are not folded yet: %s", rg->node_id, why);
+        if (now - rg->fold_armed > 30000)
+            snprintf(rg->fold_why, sizeof rg->fold_why, "%s", why);
+        return;
+    }
+    fold_pass(rg);
+    repl_fold_want(rg->repl, 0);
+    rg->fold_armed = 0;
+    rg->fold_next = now + rg->fold_after_ms;
+}
+
 struct region *region_new(struct event_base *base, const struct config *cfg, char *err,
                           size_t errlen)
 {
@@ -1250,6 +1363,12 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
     rg->region = xstrdup(cfg->region);
     rg->store = gstore_new();
     gstore_expect_replicas(rg->store, cfg->npeers + 1);
+    /* Tests only: a lower cap on a counter's replica entries (folding at small scale). */
+    const char *cap = getenv("COUNTERD_TEST_MAX_ENTRIES");
+    if (cap && *cap)
+        gstore_set_max_entries(rg->store, (unsigned)atoi(cap));
+    rg->start_ms = clock_mono_ms();
+    rg->fold_after_ms = cfg->fold_after_ms;
     rg->dedup = dedup_new(DEDUP_MAX, DEDUP_WINDOW_S);
     rg->tokset = tokset_new();
     rg->strong = strongrep_new();
@@ -1345,10 +1464,20 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
                   store_counters, rg);
     metric_set_fn(
         metric_only(metrics_add(rg->metrics, METRIC_GAUGE, "counterd_replica_incarnations",
-                                "This node's replica ids the store holds: the current "
-                                "one and retired ones",
+                                "This node's replica ids with entries in the store: the "
+                                "current one and retired ones not folded yet",
                                 NULL, NULL, 0)),
         incarnations, rg);
+    rg->m_folded = metric_only(
+        metrics_add(rg->metrics, METRIC_COUNTER, "counterd_incarnations_folded_total",
+                    "Entries of this node's retired incarnations folded into its current one "
+                    "(one per counter and incarnation)",
+                    NULL, NULL, 0));
+    rg->m_fold_skipped = metric_only(metrics_add(
+        rg->metrics, METRIC_COUNTER, "counterd_incarnations_fold_skipped_total",
+        "Entries of retired incarnations left unfolded: the current entry would leave the int64 "
+        "range, or the counter holds too many folded replicas",
+        NULL, NULL, 0));
     metric_set_fn(metric_only(metrics_add(rg->metrics, METRIC_GAUGE, "counterd_store_bytes",
                                           "Bytes the counter store holds", NULL, NULL, 0)),
                   store_bytes, rg);
@@ -1396,7 +1525,8 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
                              .interval_ms = cfg->sync_interval_ms,
                              .timeout_ms = cfg->sync_timeout_ms,
                              .auth_header = cfg->admin_token[0] ? auth : NULL,
-                             .tokset = rg->tokset};
+                             .tokset = rg->tokset,
+                             .replica_id = rg->replica_id};
     struct repl_hooks hooks = {.decide = faults_decide,
                                .changed = merged,
                                .tokens = tokens_learned,
@@ -1411,6 +1541,9 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
     rg->tok_timer = event_new(base, -1, EV_PERSIST, on_tok_timer, rg);
     struct timeval ttv = {0, 200 * 1000};
     event_add(rg->tok_timer, &ttv);
+    rg->fold_timer = event_new(base, -1, EV_PERSIST, on_fold_timer, rg);
+    struct timeval ftv = {0, 250 * 1000};
+    event_add(rg->fold_timer, &ftv);
 
     struct http_server_opts so = {.bind_addr = cfg->bind,
                                   .port = cfg->port,
@@ -1461,6 +1594,8 @@ void region_free(struct region *rg)
         event_free(rg->wal_timer);
     if (rg->tok_timer)
         event_free(rg->tok_timer);
+    if (rg->fold_timer)
+        event_free(rg->fold_timer);
     if (rg->wal)
         wal_close(rg->wal); /* writes the rest, fsyncs, marks the directory clean */
     http_client_free(rg->client);
