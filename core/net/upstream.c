@@ -32,9 +32,9 @@
 #include "../base/clock.h"
 #include "../base/mem.h"
 
-#define RESOLVE_EVERY_S 10.0    /* a host name is looked up again this often */
-#define RESOLVE_RETRY_S 1.0     /* and at most this often after failures */
-#define RESOLVE_POLL_MS 20      /* how often a lookup in flight is checked */
+#define RESOLVE_EVERY_S 10.0 /* a host name is looked up again this often */
+#define RESOLVE_RETRY_S 1.0  /* and at most this often after failures */
+#define RESOLVE_POLL_MS 20   /* how often a lookup in flight is checked */
 
 struct uconn;
 
@@ -80,7 +80,7 @@ struct upstream {
     struct gaicb gai;      /* the lookup in flight, when resolving */
     struct addrinfo hints; /* its hints (getaddrinfo_a keeps a pointer) */
     int resolving;
-    double resolved_at;    /* when the last lookup ended (0: never) */
+    double resolved_at; /* when the last lookup ended (0: never) */
     struct event *resolve_timer;
 };
 
@@ -380,8 +380,7 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
         if (u->addrlen == 0)
             snprintf(msg, sizeof msg, "%s: cannot connect: %s does not resolve", u->url, u->host);
         else
-            snprintf(msg, sizeof msg, "%s: cannot connect: %s", u->url,
-                     strerror(r->connect_errno));
+            snprintf(msg, sizeof msg, "%s: cannot connect: %s", u->url, strerror(r->connect_errno));
         finish(r, 0, NULL, 0, msg, r->was_sent);
     }
 }

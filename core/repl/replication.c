@@ -993,6 +993,11 @@ static void exchange_done(struct peer *p, const struct http_result *res, struct 
                     d && d->type == JSON_STR ? d->u.s : "");
         return;
     }
+    if (r->hooks.before_merge && r->hooks.before_merge(r->hooks.arg, res->len) < 0) {
+        peer_failed(p, "this node cannot log what the answer would change (its disk is full "
+                       "or failing): nothing merged");
+        return;
+    }
     if (!root || root->type != JSON_OBJ) {
         peer_failed(p, "the answer is not a JSON object%s%s", root ? "" : ": ",
                     root ? "" : r->parser.err);

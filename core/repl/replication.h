@@ -61,6 +61,12 @@ struct repl_hooks {
      * @return 0, or -1 to fail the exchange (it is retried next round).
      */
     int (*before_send)(void *arg);
+    /*
+     * Called before a peer's answer of len bytes is merged: whether the merge could be
+     * logged (a full disk refuses it; see store/wal.h "Failures"). May be NULL.
+     * @return 0, or -1 to fail the exchange, merging nothing (it is retried next round).
+     */
+    int (*before_merge)(void *arg, size_t len);
 };
 
 struct repl_config {

@@ -61,7 +61,7 @@ struct gateway {
     struct forward *inflight;
     const char *ids[MAX_REGIONS]; /* the regions' node ids, once every one is known */
     int ids_known;
-    struct metric *m_requests, *m_routed; /* m_routed: by region */
+    struct metric *m_requests, *m_routed;    /* m_routed: by region */
     struct metric_series *m_duration, *m_ok; /* m_ok: requests answered 200 */
 };
 

@@ -378,6 +378,14 @@ static size_t incr_record_max(struct region *rg, uint32_t id, size_t nlen, size_
            elements * (TOKSET_TOKEN_MAX + 16);
 }
 
+/* Before a peer's /sync answer is merged: room in the log for what it may change (as much
+ * as the /sync handler asks of a request of that size). */
+static int before_merge(void *arg, size_t len)
+{
+    struct region *rg = arg;
+    return rg->wal ? wal_reserve(rg->wal, 2 * len + (64u << 10)) : 0;
+}
+
 /* The server calls this before any answer of a loop iteration leaves: the log first. */
 static int before_flush(void *arg)
 {
@@ -1098,7 +1106,14 @@ static void settle_own(struct region *rg)
         int mine =
             is_home(rg, l.toks[i], l.tlens[i]) ||
             (dedup_get(rg->dedup, name, nlen, l.toks[i], l.tlens[i], now, &w) && applied_here(&w));
-        if (mine && settle_at_home(rg, l.ids[i], l.toks[i], l.tlens[i], l.amounts[i], now) == 0)
+        if (!mine)
+            continue;
+        /* A settlement is a logged change: without room in the log, later (the timer). */
+        if (rg->wal && wal_reserve(rg->wal, incr_record_max(rg, l.ids[i], nlen, l.tlens[i])) < 0) {
+            rg->settle_scan = 1;
+            break;
+        }
+        if (settle_at_home(rg, l.ids[i], l.toks[i], l.tlens[i], l.amounts[i], now) == 0)
             done++;
     }
     if (done)
@@ -1531,7 +1546,8 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
                                .changed = merged,
                                .tokens = tokens_learned,
                                .arg = rg,
-                               .before_send = before_send};
+                               .before_send = before_send,
+                               .before_merge = before_merge};
     rg->repl = repl_new(base, rg->client, rg->store, rg->metrics, &rc, &hooks);
     rg->nhome = cfg->npeers + 1;
     rg->home_ids = xcalloc((size_t)rg->nhome, sizeof *rg->home_ids);

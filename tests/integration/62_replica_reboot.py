@@ -27,7 +27,7 @@ def replicas_of(srv):
     since = None
     with srv.client() as c:
         for _ in range(1000):
-            body = {"node_id": "it-reader", "counts": {}}
+            body = {"node_id": "it-reader", "incarnation": "0", "counts": {}}
             if since:
                 body["since"] = since
             r = c.post("/sync", body)

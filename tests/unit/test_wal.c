@@ -276,7 +276,7 @@ static void test_failed_write_forgets_the_run(void)
     REQUIRE(break_segment(root) == 0);
     incr(&n, "a", 1, NULL);
     CHECK_EQ_I64(wal_write(n.w), -1);
-    CHECK_EQ_I64(wal_failed(n.w), 1);
+    CHECK(wal_failed(n.w) != 0);
     CHECK_EQ_I64(file_size(run), -1);
     wal_abandon(n.w);
     node_free(&n);
