@@ -367,15 +367,17 @@ static int reserve_log(struct region *rg, struct http_request *req, size_t need)
     return -1;
 }
 
-/* Log bytes one increment may take: its counter's record (one entry and one token-set
- * element more than now), token and answer. */
+/* Log bytes one increment may take: its counter's record (one entry, one token-set
+ * element and one folded replica more than now), token and answer. */
 static size_t incr_record_max(struct region *rg, uint32_t id, size_t nlen, size_t tlen)
 {
     const struct gcounter *c = id == GSTORE_NONE ? NULL : gstore_counter(rg->store, id);
     size_t entries = (c ? gcounter_entries(c) : 0) + 1;
     size_t elements = (id == GSTORE_NONE ? 0 : tokset_elements(rg->tokset, id)) + 1;
+    const uint16_t *f;
+    size_t folded = (id == GSTORE_NONE ? 0 : gstore_folded_list(rg->store, id, &f)) + 1;
     return 256 + 2 * (nlen + tlen) + entries * (GSTORE_REPLICA_NAME_MAX + 18) +
-           elements * (TOKSET_TOKEN_MAX + 16);
+           elements * (TOKSET_TOKEN_MAX + 16) + folded * (GSTORE_REPLICA_NAME_MAX + 1);
 }
 
 /* Before a peer's /sync answer is merged: room in the log for what it may change (as much
@@ -1304,6 +1306,17 @@ static void fold_pass(struct region *rg)
             gcounter_entry(c, i, &e);
             if (retired_mine(rg, e.rep))
                 reps[k++] = e.rep;
+        }
+        if (!k)
+            continue;
+        /* A fold is a logged change: without room in the log, the rest waits (next gate). */
+        size_t nlen;
+        gcounter_name(c, &nlen);
+        if (rg->wal && wal_reserve(rg->wal, incr_record_max(rg, id, nlen, 0) +
+                                                k * (GSTORE_REPLICA_NAME_MAX + 1)) < 0) {
+            log_warn("folding stopped at counter %u of %u: the log has no room (%s)", id,
+                     gstore_count(rg->store), wal_status(rg->wal));
+            break;
         }
         int changed = 0;
         for (unsigned i = 0; i < k; i++) {
