@@ -111,6 +111,7 @@ struct peer {
     double pull_began_ms; /* a pull from cursor "" in progress; 0: none */
     double pull_full_ms;  /* the last one completed with nothing skipped; 0: none */
     int pull_skipped;     /* the one in progress skipped entries */
+    int pull_was_skipped; /* the last one completed skipped entries (it does not count) */
     int folds;            /* its answers say it understands "folded" */
 };
 
@@ -1082,6 +1083,7 @@ static void exchange_done(struct peer *p, const struct http_result *res, struct 
         /* A pull of the peer's whole state is complete (the fold gate). */
         if (!p->pull_skipped && fmt == FMT_COUNTERD)
             p->pull_full_ms = p->pull_began_ms;
+        p->pull_was_skipped = p->pull_skipped;
         p->pull_began_ms = 0;
     }
     if ((p->push_more || p->full_push || pull_more) && ++p->exchanges < MAX_EXCHANGES) {
@@ -1744,6 +1746,12 @@ int repl_fold_ready(const struct repl *r, double after_ms, char *why, size_t n)
             snprintf(why, n, "peer %s speaks the original lab's /sync", peer_name(p));
         else if (p->probed && !p->folds)
             snprintf(why, n, "peer %s does not understand folded replicas (an older version)",
+                     peer_name(p));
+        else if (p->pull_full_ms < after_ms && p->pull_was_skipped)
+            snprintf(why, n,
+                     "the full state of peer %s has entries this node skips "
+                     "(counterd_sync_rejected_entries_total): its copy of a retired "
+                     "id might not be the highest",
                      peer_name(p));
         else if (p->pull_full_ms < after_ms)
             snprintf(why, n, "waiting for a full pull from peer %s%s%s", peer_name(p),

@@ -15,6 +15,7 @@ that "more incarnations than the cap" is reached in a few reboots.
     (without folding the increment answers 409 too_many_replicas).
 (c) A peer restored from a copy of its data directory taken before the fold (it holds the
     retired entries, no tombstones) brings nothing back and counts nothing twice.
+(d) A frozen peer (SIGSTOP) blocks the fold; once it runs again the fold happens, exact.
 """
 
 import random
@@ -231,6 +232,30 @@ class ReplicaFold(harness.ServerTestCase):
                 self.assertLessEqual(self.read(s, "c")["total_count"], 8, s.name)
             time.sleep(0.1)
         self.check_exact([a, b, c], {"c": 8}, r1, [r0])
+
+    def test_d_a_frozen_peer_blocks_the_fold(self):
+        pa, pb, pc = harness.free_ports(3)
+        b = self.node(self.data_dir("b"), "us-west", "us-west-1", pb, [pa, pc])
+        c = self.node(self.data_dir("c"), "eu-west", "eu-west-1", pc, [pa, pb])
+        self.start(b, "b0")
+        self.start(c, "c0")
+        a = self.node(self.data_dir("a"), "us-east", "us-east-1", pa, [pb, pc])
+        r0 = self.start(a, "boot-0")
+        self.incr(a, "c", 4)
+        self.force_sync(a, b, c)
+        c.proc.send_signal(signal.SIGSTOP)  # holds r0's 4; cannot be pulled
+        try:
+            a.kill()
+            r1 = self.start(a, "boot-1")
+            self.incr(a, "c", 1)
+            time.sleep(FOLD_AFTER_MS / 1000.0 + 2.0)
+            self.assertEqual(self.metric(a, "counterd_replica_incarnations"), 2.0,
+                             "A folded while a peer could not be pulled")
+            self.assertEqual(self.metric(a, "counterd_incarnations_folded_total"), 0.0)
+        finally:
+            c.proc.send_signal(signal.SIGCONT)
+        self.wait_folded(a)
+        self.check_exact([a, b, c], {"c": 5}, r1, [r0])
 
 
 if __name__ == "__main__":
