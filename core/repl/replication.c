@@ -752,9 +752,9 @@ static int merge_body(struct repl *r, const struct json *root, int origin, struc
         if (it->n == 0 && it->nf == 0)
             continue; /* nothing to merge (or every entry skipped): change and create nothing */
         it->id = gstore_find(r->store, it->name, it->len);
-        const int *fl = r->fold_in + it->ffirst;
-        int ck =
-            gstore_merge_check_folded(r->store, it->id, r->entries + it->first, it->n, fl, it->nf);
+        const int *fl = it->nf ? r->fold_in + it->ffirst : NULL;
+        const struct gentry *en = it->n ? r->entries + it->first : NULL; /* may be NULL */
+        int ck = gstore_merge_check_folded(r->store, it->id, en, it->n, fl, it->nf);
         if (ck < 0) {
             reject(r, it->name, it->len, NULL, 0,
                    ck == GSTORE_EFOLDED ? "too_many_folded" : "too_many_replicas",
@@ -763,8 +763,7 @@ static int merge_body(struct repl *r, const struct json *root, int origin, struc
         }
         if (it->id == GSTORE_NONE)
             it->id = gstore_create(r->store, it->name, it->len);
-        int rc = gstore_merge_folded(r->store, it->id, r->entries + it->first, it->n, fl, it->nf,
-                                     origin);
+        int rc = gstore_merge_folded(r->store, it->id, en, it->n, fl, it->nf, origin);
         if (rc > 0) {
             changed += rc;
             if (r->hooks.changed)

@@ -89,8 +89,9 @@ struct region {
     /* Folding this node's retired incarnations (README "Durability"). */
     struct event *fold_timer;
     double start_ms, fold_after_ms;
-    double fold_armed; /* the gate's start (monotonic ms); 0: not armed */
-    double fold_next;  /* no new gate before this */
+    double fold_armed;   /* the gate's start (monotonic ms); 0: not armed */
+    double fold_next;    /* no new gate before this */
+    uint64_t fold_stuck; /* retired entries the last pass could not fold */
     char fold_why[320];
     struct metric_series *m_folded, *m_fold_skipped;
 };
@@ -1278,21 +1279,22 @@ static int retired_mine(struct region *rg, int rep)
            gcounter_replica_node_len(name, len) != len;
 }
 
-/* Whether a retired incarnation of this node still has an entry in some counter. */
-static int retired_left(struct region *rg)
+/* Entries of retired incarnations of this node, over every counter. */
+static uint64_t retired_left(struct region *rg)
 {
     int n = gstore_replica_count(rg->store);
+    uint64_t k = 0;
     for (int r = 0; r < n; r++)
         if (gstore_replica_entries(rg->store, r) && retired_mine(rg, r))
-            return 1;
-    return 0;
+            k += gstore_replica_entries(rg->store, r);
+    return k;
 }
 
 /*
  * Folds every retired incarnation of this node into its current one, in every counter:
  * one logged change per counter. Called only once the fold gate is open.
  */
-static void fold_pass(struct region *rg)
+static uint64_t fold_pass(struct region *rg)
 {
     uint64_t folded = 0, skipped = 0;
     int reps[GCOUNTER_MAX_ENTRIES];
@@ -1342,6 +1344,7 @@ static void fold_pass(struct region *rg)
         log_warn("%" PRIu64 " entries of retired incarnations not folded (e.g. counter %s: %s); "
                  "they stay, counted once (counterd_incarnations_fold_skipped_total)",
                  skipped, skip_name, skip_why);
+    return skipped;
 }
 
 /*
@@ -1355,7 +1358,12 @@ static void on_fold_timer(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct region *rg = arg;
     double now = clock_mono_ms();
-    if (!retired_left(rg) || (rg->wal && wal_failed(rg->wal))) {
+    uint64_t left = retired_left(rg);
+    if (left < rg->fold_stuck)
+        rg->fold_stuck = left;
+    /* Entries a pass could not fold stay so (an entry never shrinks): only new ones call
+     * for another gate and its full pulls. */
+    if (left <= rg->fold_stuck || (rg->wal && wal_failed(rg->wal))) {
         if (rg->fold_armed)
             repl_fold_want(rg->repl, 0);
         rg->fold_armed = 0;
@@ -1377,7 +1385,7 @@ static void on_fold_timer(evutil_socket_t fd, short what, void *arg)
             snprintf(rg->fold_why, sizeof rg->fold_why, "%s", why);
         return;
     }
-    fold_pass(rg);
+    rg->fold_stuck = fold_pass(rg);
     repl_fold_want(rg->repl, 0);
     rg->fold_armed = 0;
     rg->fold_next = now + rg->fold_after_ms;
