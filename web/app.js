@@ -568,7 +568,7 @@ async function increment(ev) {
       el('span', { 'data-testid': 'inc-latency', text: `${r.latency_ms} ms` }),
       `: ${r.region} now counts ${r.total_count} for ${r.counter}.`,
       r.duplicate ? ' (duplicate: counted once)' : '',
-      r.failover_from ? ` Failed over from ${[].concat(r.failover_from).join(', ')}.` : '');
+      r.pending ? ' Held for its token\'s home region, which counts it once it learns of it.' : '');
     refresh();
   } catch (e) {
     setText(out, '');

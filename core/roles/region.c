@@ -612,15 +612,22 @@ static void h_counter(struct region *rg, struct http_request *req, const char *r
     respond_out(req, rg, 200);
 }
 
-static void h_counters(struct region *rg, struct http_request *req)
+/* {"region","node_id","network_partition","last_sync_time" (no closing brace): the head of
+ * /counters and of /admin/sync. */
+static void put_sync_head(struct region *rg, struct buf *b)
 {
-    struct buf *b = &rg->out;
     buf_putc(b, '{');
     put_identity(rg, b);
     buf_puts(b, repl_partitioned(rg->repl) ? ",\"network_partition\":true"
                                            : ",\"network_partition\":false");
     buf_puts(b, ",\"last_sync_time\":");
     buf_printf(b, "%.3f", repl_last_sync_time(rg->repl));
+}
+
+static void h_counters(struct region *rg, struct http_request *req)
+{
+    struct buf *b = &rg->out;
+    put_sync_head(rg, b);
     buf_puts(b, ",\"counters\":");
     put_all_counters(rg, b);
     buf_putc(b, '}');
@@ -758,12 +765,8 @@ static void force_sync_done(void *arg, int completed)
 static void h_sync_status(struct region *rg, struct http_request *req)
 {
     struct buf *b = &rg->out;
-    buf_putc(b, '{');
-    put_identity(rg, b);
-    buf_puts(b, repl_partitioned(rg->repl) ? ",\"network_partition\":true"
-                                           : ",\"network_partition\":false");
-    buf_puts(b, ",\"last_sync_time\":");
-    buf_printf(b, "%.3f,", repl_last_sync_time(rg->repl));
+    put_sync_head(rg, b);
+    buf_putc(b, ',');
     put_peers(rg, b, NULL);
     buf_putc(b, '}');
     respond_out(req, rg, 200);

@@ -19,7 +19,7 @@ if [[ ! -x "$chromium" ]]; then
 fi
 
 if ! command -v node > /dev/null || ! command -v npm > /dev/null; then
-  echo "run.sh: Node.js (20 or later) and npm are needed" >&2
+  echo "run.sh: Node.js (18 or later: Debian 12 ships 18) and npm are needed" >&2
   exit 1
 fi
 
