@@ -31,11 +31,16 @@ struct gcounter {
     /* int64_t pos[cap]; int64_t neg[cap] if F_NEG; uint16_t rep[cap]; char name[name_len+1] */
 };
 
-/* One counter's folded replicas (tombstones), kept for good. */
+/* One counter's folded replicas (tombstones), kept for good: up to TOMBS_INLINE in the
+ * slot itself (most counters have one or two), more in a block of cap. */
+#define TOMBS_INLINE 4
 struct tombs {
-    uint32_t id; /* GSTORE_NONE: an empty slot */
-    uint16_t n, cap;
-    uint16_t *reps;
+    uint32_t id;     /* GSTORE_NONE: an empty slot */
+    uint16_t n, cap; /* cap 0: inline */
+    union {
+        uint16_t in[TOMBS_INLINE];
+        uint16_t *reps;
+    } u;
 };
 
 struct gstore {
@@ -190,7 +195,8 @@ void gstore_free(struct gstore *st)
     free(st->rep_entries);
     if (st->tombs)
         for (uint32_t i = 0; i <= st->tmask; i++)
-            free(st->tombs[i].reps);
+            if (st->tombs[i].id != GSTORE_NONE && st->tombs[i].cap)
+                free(st->tombs[i].u.reps);
     free(st->tombs);
     free(st->by_id);
     free(st->slots);
@@ -409,8 +415,9 @@ static struct tombs *tombs_get(struct gstore *st, uint32_t id)
     if (!st->tombs || (uint64_t)(st->ntombc + 1) * 4 > (uint64_t)(st->tmask + 1) * 3) {
         uint32_t nmask = st->tombs ? st->tmask * 2 + 1 : 63;
         struct tombs *nt = xmalloc(((size_t)nmask + 1) * sizeof *nt);
+        memset(nt, 0, ((size_t)nmask + 1) * sizeof *nt);
         for (uint32_t i = 0; i <= nmask; i++)
-            nt[i] = (struct tombs){GSTORE_NONE, 0, 0, NULL};
+            nt[i].id = GSTORE_NONE;
         for (uint32_t i = 0; st->tombs && i <= st->tmask; i++) {
             if (st->tombs[i].id == GSTORE_NONE)
                 continue;
@@ -434,10 +441,18 @@ static struct tombs *tombs_get(struct gstore *st, uint32_t id)
     return &st->tombs[i];
 }
 
+static const uint16_t *tombs_reps(const struct tombs *t)
+{
+    return t->cap ? t->u.reps : t->u.in;
+}
+
 static int tombs_has(const struct tombs *t, int rep)
 {
-    for (unsigned i = 0; t && i < t->n; i++)
-        if (t->reps[i] == rep)
+    if (!t)
+        return 0;
+    const uint16_t *r = tombs_reps(t);
+    for (unsigned i = 0; i < t->n; i++)
+        if (r[i] == rep)
             return 1;
     return 0;
 }
@@ -456,13 +471,21 @@ static int tomb_add(struct gstore *st, uint32_t id, int rep)
     struct tombs *t = tombs_get(st, id);
     if (tombs_has(t, rep))
         return 0;
-    if (t->n == t->cap) {
-        st->bytes -= (size_t)t->cap * sizeof *t->reps;
-        t->cap = t->cap ? (uint16_t)(t->cap * 2) : 4;
-        t->reps = xrealloc(t->reps, (size_t)t->cap * sizeof *t->reps);
-        st->bytes += (size_t)t->cap * sizeof *t->reps;
+    if (!t->cap && t->n == TOMBS_INLINE) {
+        uint16_t *r = xmalloc(2 * TOMBS_INLINE * sizeof *r);
+        memcpy(r, t->u.in, sizeof t->u.in);
+        t->u.reps = r;
+        t->cap = 2 * TOMBS_INLINE;
+        st->bytes += (size_t)t->cap * sizeof *r;
+    } else if (t->cap && t->n == t->cap) {
+        st->bytes += (size_t)t->cap * sizeof *t->u.reps;
+        t->cap = (uint16_t)(t->cap * 2);
+        t->u.reps = xrealloc(t->u.reps, (size_t)t->cap * sizeof *t->u.reps);
     }
-    t->reps[t->n++] = (uint16_t)rep;
+    if (t->cap)
+        t->u.reps[t->n++] = (uint16_t)rep;
+    else
+        t->u.in[t->n++] = (uint16_t)rep;
     st->ntombs++;
     return 1;
 }
@@ -674,7 +697,7 @@ int gstore_merge_folded(struct gstore *st, uint32_t id, const struct gentry *in,
         const struct tombs *t = tombs_find(st, id);
         int covered = 1;
         for (unsigned i = 0; t && i < t->n && covered; i++)
-            covered = list_has(folded, nf, t->reps[i]);
+            covered = list_has(folded, nf, tombs_reps(t)[i]);
         int tag =
             origin > 0 && origin <= GCOUNTER_MAX_ORIGIN && covered && equals_input(m, k, in, n)
                 ? origin
@@ -735,7 +758,7 @@ int gstore_folded(const struct gstore *st, uint32_t id, int rep)
 unsigned gstore_folded_list(const struct gstore *st, uint32_t id, const uint16_t **reps)
 {
     const struct tombs *t = tombs_find(st, id);
-    *reps = t ? t->reps : NULL;
+    *reps = t ? tombs_reps(t) : NULL;
     return t ? t->n : 0;
 }
 
