@@ -7,6 +7,9 @@
  *    "decrements": {...same shape, only when some exist...},
  *    "tokens": {"<counter>": {"<token>": {"amount": <n>, "settled": <bool>}, ...}, ...}
  *                                   (token-set elements of the counters sent, store/tokset.h)
+ *    "folded": {"<counter>": ["<replica>", ...], ...}
+ *                                   (the folded replicas of the counters sent, gstore_fold)
+ *    "features": ["folded"]         (this node understands "folded")
  *    "since": "<cursor>"            (request: the cursor the peer gave us last time)
  *    "cursor": "<cursor>", "more": <bool>   (answer)}
  *
@@ -24,6 +27,15 @@
  * that pushes nothing; from then on it gets, per counter, each node's incarnations summed
  * under the node id (a value that only grows, so its max-merge stays right) and no
  * decrements; a /sync it sends us is answered the same way, in full.
+ *
+ * A counter's folded replicas (tombstones) travel with every copy of it, so its folded entry
+ * never reaches a node without them. A counter whose tombstones this node cannot take (a
+ * bad id, this node's own replica id, too many) is skipped whole, entries included.
+ *
+ * The fold gate (repl_fold_want / repl_fold_ready): a retired incarnation may be folded
+ * once this node has pulled every peer's full state (cursor "" through more=false, with
+ * nothing skipped) in series that started after a given time, and every peer says it
+ * understands "folded"; README "Durability" says why that is enough.
  *
  * Entries a message carries that this node cannot hold (a name outside the charset, a
  * negative or non-integer count, one beyond int64, a counter with too many replicas) are
@@ -95,6 +107,12 @@ struct peer {
     double last_ok_unix, last_error_unix;
     enum peer_format format;
     int probed; /* its format is known from an answer since it last failed */
+    /* The fold gate: pulls of the peer's full state (monotonic ms they began at). */
+    double pull_began_ms; /* a pull from cursor "" in progress; 0: none */
+    double pull_full_ms;  /* the last one completed with nothing skipped; 0: none */
+    int pull_skipped;     /* the one in progress skipped entries */
+    int pull_was_skipped; /* the last one completed skipped entries (it does not count) */
+    int folds;            /* its answers say it understands "folded" */
 };
 
 /* One entry a message carried that this node did not take. */
@@ -126,6 +144,9 @@ struct in_item {
     uint32_t len, first, n;
     uint32_t id;
     uint8_t in_counts, in_decs;
+    uint32_t ffirst, nf; /* its folded replicas: fold_in[ffirst .. ffirst+nf) */
+    const char *fbad;    /* why its folded list cannot be taken (the counter is skipped) */
+    uint8_t partial;     /* some of its entries were skipped */
 };
 
 struct repl {
@@ -156,7 +177,11 @@ struct repl {
     size_t nraw, raw_cap;
     uint32_t *seen;
     size_t seen_cap;
-    struct buf out, counts, decs, toks;
+    struct buf out, counts, decs, toks, folds;
+    double fold_after;    /* pull full state from peers not pulled since; 0: not wanted */
+    const char *self_rep; /* this node's replica id: no peer may fold it */
+    int *fold_in;         /* the folded replicas an incoming body names, by item */
+    size_t nfold_in, fold_in_cap;
     int page_counters;    /* counters in the page being built */
     int page_decs_unsent; /* of which with decrements an original-format peer cannot take */
     uint64_t tok_after;   /* the page carries token-set elements changed after this seq */
@@ -251,6 +276,30 @@ static void append_tokens(struct repl *r, const struct gcounter *c)
         buf_putc(&r->toks, '}');
 }
 
+/* The counter's folded replicas, into r->folds: they travel with every copy of it. */
+static void append_folded(struct repl *r, const struct gcounter *c)
+{
+    if (!gstore_folded_total(r->store))
+        return;
+    size_t nlen;
+    const char *name = gcounter_name(c, &nlen);
+    const uint16_t *reps;
+    unsigned nf = gstore_folded_list(r->store, gstore_find(r->store, name, nlen), &reps);
+    if (!nf)
+        return;
+    if (r->folds.len > 1)
+        buf_putc(&r->folds, ',');
+    buf_json_str(&r->folds, name, nlen);
+    buf_puts(&r->folds, ":[");
+    for (unsigned i = 0; i < nf; i++) {
+        const char *rn = gstore_replica_name(r->store, reps[i]);
+        if (i)
+            buf_putc(&r->folds, ',');
+        buf_json_str(&r->folds, rn, strlen(rn));
+    }
+    buf_putc(&r->folds, ']');
+}
+
 static void append_counter(struct repl *r, const struct gcounter *c, struct buf *counts,
                            struct buf *decs)
 {
@@ -264,6 +313,7 @@ static void append_counter(struct repl *r, const struct gcounter *c, struct buf 
         return;
     }
     append_tokens(r, c);
+    append_folded(r, c);
     r->page_counters++;
     if (counts->len > 1)
         buf_putc(counts, ',');
@@ -306,7 +356,7 @@ static void page_full(struct repl *r, uint32_t *next)
 {
     uint32_t id = *next, count = gstore_count(r->store);
     for (; id < count; id++) {
-        if (r->counts.len + r->decs.len + r->toks.len >= r->page_bytes)
+        if (r->counts.len + r->decs.len + r->toks.len + r->folds.len >= r->page_bytes)
             break;
         append_counter(r, gstore_counter(r->store, id), &r->counts, &r->decs);
     }
@@ -324,7 +374,7 @@ static int page_delta(struct repl *r, uint64_t since, int skip_origin, uint64_t 
     uint64_t last = since;
     for (; id != GSTORE_NONE; id = gstore_changed_next(r->store, id)) {
         const struct gcounter *c = gstore_counter(r->store, id);
-        if (r->counts.len + r->decs.len + r->toks.len >= r->page_bytes) {
+        if (r->counts.len + r->decs.len + r->toks.len + r->folds.len >= r->page_bytes) {
             *upto = last;
             return 1;
         }
@@ -344,9 +394,11 @@ static void page_begin(struct repl *r)
     buf_reset(&r->counts);
     buf_reset(&r->decs);
     buf_reset(&r->toks);
+    buf_reset(&r->folds);
     buf_putc(&r->counts, '{');
     buf_putc(&r->decs, '{');
     buf_putc(&r->toks, '{');
+    buf_putc(&r->folds, '{');
 }
 
 /* Writes the envelope around the page in counts/decs into r->out. */
@@ -373,6 +425,13 @@ static void body_finish(struct repl *r, const char *since, const char *cursor, i
         buf_append(o, r->toks.data, r->toks.len);
         buf_putc(o, '}');
     }
+    if (r->folds.len > 1) {
+        buf_puts(o, ",\"folded\":");
+        buf_append(o, r->folds.data, r->folds.len);
+        buf_putc(o, '}');
+    }
+    if (!r->original_out)
+        buf_puts(o, ",\"features\":[\"folded\"]");
     if (since && *since) {
         buf_puts(o, ",\"since\":");
         buf_json_str(o, since, strlen(since));
@@ -566,10 +625,66 @@ static int read_map(struct repl *r, const struct json *map, const char *what, in
                 why = "too_many_replicas";
             if (why) {
                 reject(r, m->key, m->key_len, en->key, en->key_len, why, 1);
+                r->items[idx].partial = 1;
                 continue;
             }
             push_raw(r, idx, rep, is_neg ? 0 : v->u.i, is_neg ? v->u.i : 0);
             it->n++;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Reads the "folded" map of a /sync body: each counter's folded replicas, into fold_in by
+ * item. A list this node cannot take marks its item (it->fbad): that counter is skipped
+ * whole, since its entries hold the folded values. Only a map that is not an object fails
+ * the message.
+ */
+static int read_folded(struct repl *r, const struct json *map, struct merge_error *e)
+{
+    r->nfold_in = 0;
+    if (!map || map->type == JSON_NULL)
+        return 0;
+    if (map->type != JSON_OBJ)
+        return merr(e, 400, "bad_field", "folded must be an object of counters");
+    for (uint32_t i = 0; i < map->len; i++) {
+        const struct json_member *m = &map->u.members[i];
+        const struct json *list = &m->val;
+        if (!gcounter_name_valid(m->key, m->key_len)) {
+            reject(r, m->key, m->key_len, NULL, 0, "bad_name", 1);
+            continue;
+        }
+        struct in_item *it = &r->items[item_slot(r, m->key, m->key_len)];
+        if (list->type != JSON_ARR) {
+            it->fbad = "folded_not_a_list";
+            continue;
+        }
+        if (it->nf) {
+            it->fbad = "folded_twice";
+            continue;
+        }
+        it->ffirst = (uint32_t)r->nfold_in;
+        for (uint32_t k = 0; k < list->len && !it->fbad; k++) {
+            const struct json *v = &list->u.items[k];
+            int rep = -1;
+            size_t node_len = v->type == JSON_STR ? gcounter_replica_node_len(v->u.s, v->len) : 0;
+            if (!node_len || node_len == v->len) /* a bare node id is never folded */
+                it->fbad = "folded_bad_id";
+            else if (r->self_rep && strcmp(v->u.s, r->self_rep) == 0)
+                it->fbad = "folds_this_replica";
+            else if (list->len > GCOUNTER_MAX_FOLDED)
+                it->fbad = "too_many_folded";
+            else if ((rep = gstore_replica(r->store, v->u.s, v->len)) < 0)
+                it->fbad = "too_many_replicas";
+            if (it->fbad)
+                break;
+            if (r->nfold_in == r->fold_in_cap) {
+                r->fold_in_cap = r->fold_in_cap ? r->fold_in_cap * 2 : 256;
+                r->fold_in = xrealloc(r->fold_in, r->fold_in_cap * sizeof *r->fold_in);
+            }
+            r->fold_in[r->nfold_in++] = rep;
+            it->nf++;
         }
     }
     return 0;
@@ -586,6 +701,7 @@ static int merge_body(struct repl *r, const struct json *root, int origin, struc
 {
     const struct json *counts = json_get(root, "counts");
     const struct json *decs = json_get(root, "decrements");
+    const struct json *folded = json_get(root, "folded");
     r->nrejects = 0;
     r->nlisted = 0;
     r->nitems = r->nraw = 0;
@@ -596,7 +712,8 @@ static int merge_body(struct repl *r, const struct json *root, int origin, struc
     if (decs && decs->type != JSON_OBJ)
         return merr(e, 400, "bad_field", "decrements must be an object of counters");
 
-    size_t want = (size_t)counts->len + (decs ? decs->len : 0);
+    size_t want = (size_t)counts->len + (decs ? decs->len : 0) +
+                  (folded && folded->type == JSON_OBJ ? folded->len : 0);
     size_t cap = 16;
     while (cap < want * 2)
         cap *= 2;
@@ -607,7 +724,8 @@ static int merge_body(struct repl *r, const struct json *root, int origin, struc
     r->seen_cap = cap;
     memset(r->seen, 0, cap * sizeof *r->seen);
 
-    if (read_map(r, counts, "counts", 0, e) < 0 || read_map(r, decs, "decrements", 1, e) < 0)
+    if (read_map(r, counts, "counts", 0, e) < 0 || read_map(r, decs, "decrements", 1, e) < 0 ||
+        read_folded(r, folded, e) < 0)
         return -1;
 
     /* Group the entries by counter (a counting sort), so each item's run is contiguous. */
@@ -625,16 +743,27 @@ static int merge_body(struct repl *r, const struct json *root, int origin, struc
     int changed = 0;
     for (size_t i = 0; i < r->nitems; i++) {
         struct in_item *it = &r->items[i];
-        if (it->n == 0)
+        if (!it->fbad && it->nf && it->partial)
+            it->fbad = "folded_with_skipped_entries"; /* its folded values may be in those */
+        if (it->fbad) {
+            reject(r, it->name, it->len, NULL, 0, it->fbad, it->n ? it->n : 1);
+            continue;
+        }
+        if (it->n == 0 && it->nf == 0)
             continue; /* nothing to merge (or every entry skipped): change and create nothing */
         it->id = gstore_find(r->store, it->name, it->len);
-        if (gstore_merge_check(r->store, it->id, r->entries + it->first, it->n) == GSTORE_EFULL) {
-            reject(r, it->name, it->len, NULL, 0, "too_many_replicas", it->n);
+        const int *fl = it->nf ? r->fold_in + it->ffirst : NULL;
+        const struct gentry *en = it->n ? r->entries + it->first : NULL; /* may be NULL */
+        int ck = gstore_merge_check_folded(r->store, it->id, en, it->n, fl, it->nf);
+        if (ck < 0) {
+            reject(r, it->name, it->len, NULL, 0,
+                   ck == GSTORE_EFOLDED ? "too_many_folded" : "too_many_replicas",
+                   it->n ? it->n : 1);
             continue;
         }
         if (it->id == GSTORE_NONE)
             it->id = gstore_create(r->store, it->name, it->len);
-        int rc = gstore_merge_from(r->store, it->id, r->entries + it->first, it->n, origin);
+        int rc = gstore_merge_folded(r->store, it->id, en, it->n, fl, it->nf, origin);
         if (rc > 0) {
             changed += rc;
             if (r->hooks.changed)
@@ -834,6 +963,7 @@ static void peer_failed(struct peer *p, const char *fmt, ...)
     snprintf(p->last_error, sizeof p->last_error, "%s", msg);
     p->last_error_unix = clock_unix_s();
     p->probed = 0;
+    p->pull_began_ms = 0;
     peer_round_end(p, ST_ERROR);
 }
 
@@ -888,6 +1018,11 @@ static void exchange_done(struct peer *p, const struct http_result *res, struct 
                  peer_name(p), p->url);
     p->format = fmt;
     p->probed = 1;
+    const struct json *feat = json_get(root, "features");
+    p->folds = 0;
+    for (uint32_t i = 0; feat && feat->type == JSON_ARR && i < feat->len; i++)
+        if (feat->u.items[i].type == JSON_STR && strcmp(feat->u.items[i].u.s, "folded") == 0)
+            p->folds = 1;
 
     struct merge_error e;
     r->merge_peer = peer_name(p);
@@ -898,6 +1033,8 @@ static void exchange_done(struct peer *p, const struct http_result *res, struct 
         return;
     }
     metric_add(r->m_conflicts, changed);
+    if (r->nrejects)
+        p->pull_skipped = 1;
     trace_span_attr_int(sp, "sync.counters_received", (int64_t)r->nitems);
     const struct json *refused = json_get(root, "rejected_count");
     if (refused && refused->type == JSON_INT && refused->u.i > 0 &&
@@ -941,6 +1078,13 @@ static void exchange_done(struct peer *p, const struct http_result *res, struct 
     } else {
         p->cursor[0] = '\0'; /* a peer without cursors (the lab's) answers full state */
     }
+    if (!pull_more && p->pull_began_ms > 0) {
+        /* A pull of the peer's whole state is complete (the fold gate). */
+        if (!p->pull_skipped && fmt == FMT_COUNTERD)
+            p->pull_full_ms = p->pull_began_ms;
+        p->pull_was_skipped = p->pull_skipped;
+        p->pull_began_ms = 0;
+    }
     if ((p->push_more || p->full_push || pull_more) && ++p->exchanges < MAX_EXCHANGES) {
         exchange_start(p);
         return;
@@ -977,6 +1121,10 @@ static void exchange_send(struct peer *p)
     page_begin(r);
     p->push_more = 0;
     r->original_out = p->format == FMT_ORIGINAL;
+    if (p->cursor[0] == '\0') { /* the answer starts the peer's full state */
+        p->pull_began_ms = clock_mono_ms();
+        p->pull_skipped = 0;
+    }
     if (!p->probed) {
         /* First contact, or back after a failure (it may be another program now): push
          * nothing until the answer says which format the peer speaks (an original-format
@@ -998,9 +1146,9 @@ static void exchange_send(struct peer *p)
         r->tok_after = p->tok_acked;
         p->push_more = page_delta(r, p->acked, peer_origin(p), &p->sent_acked);
     }
-    r->original_out = 0;
     decs_unsent(r, peer_name(p), r->page_decs_unsent);
     body_finish(r, p->cursor, NULL, 0);
+    r->original_out = 0;
     const char *headers[3] = {r->auth_header, NULL, NULL};
     char tp[TRACE_HEADER_LEN + 1];
     if (p->span) {
@@ -1098,6 +1246,9 @@ static void round_start(struct repl *r)
             p->full_next = 0;
             p->cursor[0] = '\0';
         }
+        if (r->fold_after > 0 && p->pull_full_ms < r->fold_after &&
+            p->pull_began_ms < r->fold_after)
+            p->cursor[0] = '\0'; /* the fold gate wants its full state, pulled from now */
         exchange_start(p);
     }
     r->round_starting = 0;
@@ -1219,10 +1370,10 @@ static void answer_sync(struct repl *r, struct http_request *req, const char *bo
         r->page_bytes = SIZE_MAX;
         page_full(r, &from);
         r->page_bytes = page;
-        r->original_out = 0;
         decs_unsent(r, nid->u.s, r->page_decs_unsent);
         trace_span_attr_int(req->span, "sync.counters_sent", r->page_counters);
         body_finish(r, NULL, NULL, 0);
+        r->original_out = 0;
         put_rejects(r);
         metric_add(r->m_bytes_sent, (double)r->out.len);
         r->last_sync_unix = clock_unix_s();
@@ -1373,6 +1524,7 @@ struct repl *repl_new(struct event_base *base, struct http_client *client, struc
     r->service = xstrdup(cfg->service ? cfg->service : "counter");
     r->auth_header = cfg->auth_header ? xstrdup(cfg->auth_header) : NULL;
     r->tokset = cfg->tokset;
+    r->self_rep = cfg->replica_id;
     snprintf(r->incarnation, sizeof r->incarnation, "%016" PRIx64, random_u64());
     r->interval_ms = cfg->interval_ms > 0 ? cfg->interval_ms : 5000;
     r->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 3000;
@@ -1504,6 +1656,8 @@ void repl_free(struct repl *r)
     buf_free(&r->counts);
     buf_free(&r->decs);
     buf_free(&r->toks);
+    buf_free(&r->folds);
+    free(r->fold_in);
     free(r->tokel);
     free(r->node_id);
     free(r->region);
@@ -1576,6 +1730,36 @@ void repl_learn_peer_ids(struct repl *r)
         struct http_call_opts o = {.method = "GET", .url = url, .timeout_ms = 1000};
         p->id_call = http_client_request(r->client, &o, on_peer_id, p);
     }
+}
+
+void repl_fold_want(struct repl *r, double after_ms)
+{
+    r->fold_after = after_ms;
+}
+
+int repl_fold_ready(const struct repl *r, double after_ms, char *why, size_t n)
+{
+    for (int i = 0; i < r->npeers; i++) {
+        const struct peer *p = &r->peers[i];
+        if (p->format == FMT_ORIGINAL)
+            snprintf(why, n, "peer %s speaks the original lab's /sync", peer_name(p));
+        else if (p->probed && !p->folds)
+            snprintf(why, n, "peer %s does not understand folded replicas (an older version)",
+                     peer_name(p));
+        else if (p->pull_full_ms < after_ms && p->pull_was_skipped)
+            snprintf(why, n,
+                     "the full state of peer %s has entries this node skips "
+                     "(counterd_sync_rejected_entries_total): its copy of a retired "
+                     "id might not be the highest",
+                     peer_name(p));
+        else if (p->pull_full_ms < after_ms)
+            snprintf(why, n, "waiting for a full pull from peer %s%s%s", peer_name(p),
+                     p->last_error[0] ? ": " : "", p->last_error);
+        else
+            continue;
+        return 0;
+    }
+    return 1;
 }
 
 const char *repl_incarnation(const struct repl *r)

@@ -79,6 +79,7 @@ struct repl_config {
     size_t page_bytes;           /* target size of one /sync body; default 1 MiB */
     const char *auth_header;     /* sent with every /sync, e.g. "Authorization: Bearer x" */
     const struct tokset *tokset; /* the counters' token sets, sent with them; may be NULL */
+    const char *replica_id;      /* this node's replica id: a peer may not fold it; may be NULL */
 };
 
 /* The largest /sync body a node accepts. */
@@ -108,6 +109,15 @@ int repl_peer_ids(const struct repl *r, const char **ids, int max);
 /* Asks the peers whose node id is not known yet for it (GET /health; at most once a second
  * each), without waiting for a sync round. */
 void repl_learn_peer_ids(struct repl *r);
+/*
+ * The fold gate (README "Durability"). repl_fold_want(r, t) asks every round to pull the
+ * full state of each peer not fully pulled since monotonic time t (0: stop asking).
+ * @return 1 when every peer's full state was pulled in a series that began at or after t
+ *         (clock_mono_ms), with nothing skipped, and every peer understands folded
+ *         replicas; otherwise 0 with why.
+ */
+void repl_fold_want(struct repl *r, double after_ms);
+int repl_fold_ready(const struct repl *r, double after_ms, char *why, size_t n);
 /* This process' incarnation id (hex), sent with every message. */
 const char *repl_incarnation(const struct repl *r);
 

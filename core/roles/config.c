@@ -52,6 +52,10 @@ static const struct option options[] = {
         "ms between sync rounds (default 5000)"),
     INT(sync_timeout_ms, "--sync-timeout-ms", "SYNC_TIMEOUT_MS", 10, 600000,
         "ms one sync exchange may take (default 3000)"),
+    INT(fold_after_ms, "--fold-after-ms", "COUNTERD_FOLD_AFTER_MS", 0, 86400000,
+        "retired incarnations of this node are folded only from full pulls of every peer "
+        "begun this long after the start: longer than any /sync can be in flight (default "
+        "60000)"),
     STR(lua_dir, "--lua-dir", "COUNTERD_LUA_DIR", "folder of the Lua policies"),
     INT(max_conns, "--max-conns", "COUNTERD_MAX_CONNS", 1, 1000000,
         "open client connections at most (default 10000)"),
@@ -182,6 +186,7 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
     snprintf(c->web_dir, sizeof c->web_dir, "%s", COUNTERD_DEFAULT_WEB_DIR);
     c->sync_interval_ms = 5000;
     c->sync_timeout_ms = 3000;
+    c->fold_after_ms = 60000;
     c->max_conns = 10000;
     c->idle_timeout_ms = 60000;
     c->request_timeout_ms = 10000;

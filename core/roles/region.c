@@ -86,6 +86,14 @@ struct region {
     struct metric_series *m_local, *m_synced;
     struct metric_series *m_tok_pending, *m_tok_applied, *m_tok_already, *m_tok_failed, *m_tok_gc,
         *m_window_cut;
+    /* Folding this node's retired incarnations (README "Durability"). */
+    struct event *fold_timer;
+    double start_ms, fold_after_ms;
+    double fold_armed;   /* the gate's start (monotonic ms); 0: not armed */
+    double fold_next;    /* no new gate before this */
+    uint64_t fold_stuck; /* retired entries the last pass could not fold */
+    char fold_why[320];
+    struct metric_series *m_folded, *m_fold_skipped;
 };
 
 /* ---------------------------------------------------------------- JSON views */
@@ -360,15 +368,17 @@ static int reserve_log(struct region *rg, struct http_request *req, size_t need)
     return -1;
 }
 
-/* Log bytes one increment may take: its counter's record (one entry and one token-set
- * element more than now), token and answer. */
+/* Log bytes one increment may take: its counter's record (one entry, one token-set
+ * element and one folded replica more than now), token and answer. */
 static size_t incr_record_max(struct region *rg, uint32_t id, size_t nlen, size_t tlen)
 {
     const struct gcounter *c = id == GSTORE_NONE ? NULL : gstore_counter(rg->store, id);
     size_t entries = (c ? gcounter_entries(c) : 0) + 1;
     size_t elements = (id == GSTORE_NONE ? 0 : tokset_elements(rg->tokset, id)) + 1;
+    const uint16_t *f;
+    size_t folded = (id == GSTORE_NONE ? 0 : gstore_folded_list(rg->store, id, &f)) + 1;
     return 256 + 2 * (nlen + tlen) + entries * (GSTORE_REPLICA_NAME_MAX + 18) +
-           elements * (TOKSET_TOKEN_MAX + 16);
+           elements * (TOKSET_TOKEN_MAX + 16) + folded * (GSTORE_REPLICA_NAME_MAX + 1);
 }
 
 /* Before a peer's /sync answer is merged: room in the log for what it may change (as much
@@ -1238,8 +1248,9 @@ static double incarnations(void *arg)
     struct region *rg = arg;
     int n = gstore_replica_count(rg->store), k = 0;
     for (int r = 0; r < n; r++)
-        if (node_of(rg, r) == rg->self_node)
-            k++;
+        if (node_of(rg, r) == rg->self_node &&
+            (r == rg->self || gstore_replica_entries(rg->store, r) > 0))
+            k++; /* a folded one has no entry left */
     return k;
 }
 static double store_bytes(void *arg)
@@ -1260,6 +1271,129 @@ static double rss_bytes(void *arg)
     return (double)rss * (double)sysconf(_SC_PAGESIZE);
 }
 
+/* ---------------------------------------------------------------- folding */
+
+/* Whether rep is a retired incarnation of this node (not a bare node id). */
+static int retired_mine(struct region *rg, int rep)
+{
+    const char *name = gstore_replica_name(rg->store, rep);
+    size_t len = strlen(name);
+    return rep != rg->self && node_of(rg, rep) == rg->self_node &&
+           gcounter_replica_node_len(name, len) != len;
+}
+
+/* Entries of retired incarnations of this node, over every counter. */
+static uint64_t retired_left(struct region *rg)
+{
+    int n = gstore_replica_count(rg->store);
+    uint64_t k = 0;
+    for (int r = 0; r < n; r++)
+        if (gstore_replica_entries(rg->store, r) && retired_mine(rg, r))
+            k += gstore_replica_entries(rg->store, r);
+    return k;
+}
+
+/*
+ * Folds every retired incarnation of this node into its current one, in every counter:
+ * one logged change per counter. Called only once the fold gate is open.
+ */
+static uint64_t fold_pass(struct region *rg)
+{
+    uint64_t folded = 0, skipped = 0;
+    int reps[GCOUNTER_MAX_ENTRIES];
+    const char *skip_why = NULL;
+    char skip_name[GCOUNTER_NAME_MAX + 1] = "";
+    for (uint32_t id = 0; id < gstore_count(rg->store); id++) {
+        const struct gcounter *c = gstore_counter(rg->store, id);
+        unsigned n = gcounter_entries(c), k = 0;
+        for (unsigned i = 0; i < n; i++) {
+            struct gentry e;
+            gcounter_entry(c, i, &e);
+            if (retired_mine(rg, e.rep))
+                reps[k++] = e.rep;
+        }
+        if (!k)
+            continue;
+        /* A fold is a logged change: without room in the log, the rest waits (next gate). */
+        size_t nlen;
+        gcounter_name(c, &nlen);
+        if (rg->wal && wal_reserve(rg->wal, incr_record_max(rg, id, nlen, 0) +
+                                                k * (GSTORE_REPLICA_NAME_MAX + 1)) < 0) {
+            log_warn("folding stopped at counter %u of %u: the log has no room (%s)", id,
+                     gstore_count(rg->store), wal_status(rg->wal));
+            break;
+        }
+        int changed = 0;
+        for (unsigned i = 0; i < k; i++) {
+            int rc = gstore_fold(rg->store, id, reps[i], rg->self);
+            if (rc == 1) {
+                folded++;
+                changed = 1;
+            } else if (rc < 0) {
+                skipped++;
+                skip_why = rc == GSTORE_EOVERFLOW ? "the current entry would leave the int64 range"
+                                                  : "the counter holds too many folded replicas";
+                counter_name(rg, id, skip_name);
+            }
+        }
+        if (changed)
+            persist_changed(rg, id);
+    }
+    metric_add(rg->m_folded, (double)folded);
+    metric_add(rg->m_fold_skipped, (double)skipped);
+    log_info("folded %" PRIu64 " entries of retired incarnations of %s into %s", folded,
+             rg->node_id, rg->replica_id);
+    if (skipped)
+        log_warn("%" PRIu64 " entries of retired incarnations not folded (e.g. counter %s: %s); "
+                 "they stay, counted once (counterd_incarnations_fold_skipped_total)",
+                 skipped, skip_name, skip_why);
+    return skipped;
+}
+
+/*
+ * The fold gate, checked every 250 ms: once a retired incarnation of this node has entries
+ * and fold_after_ms have passed since the start, ask for a full pull of every peer from now;
+ * fold when all are in.
+ */
+static void on_fold_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct region *rg = arg;
+    double now = clock_mono_ms();
+    uint64_t left = retired_left(rg);
+    if (left < rg->fold_stuck)
+        rg->fold_stuck = left;
+    /* Entries a pass could not fold stay so (an entry never shrinks): only new ones call
+     * for another gate and its full pulls. */
+    if (left <= rg->fold_stuck || (rg->wal && wal_failed(rg->wal))) {
+        if (rg->fold_armed)
+            repl_fold_want(rg->repl, 0);
+        rg->fold_armed = 0;
+        return;
+    }
+    if (now < rg->start_ms + rg->fold_after_ms || now < rg->fold_next)
+        return;
+    if (!rg->fold_armed) {
+        rg->fold_armed = now;
+        rg->fold_why[0] = '\0';
+        repl_fold_want(rg->repl, now);
+        return;
+    }
+    char why[sizeof rg->fold_why];
+    if (!repl_fold_ready(rg->repl, rg->fold_armed, why, sizeof why)) {
+        if (strcmp(why, rg->fold_why) != 0 && now - rg->fold_armed > 30000)
+            log_info("retired incarnations of %s are not folded yet: %s", rg->node_id, why);
+        if (now - rg->fold_armed > 30000)
+            snprintf(rg->fold_why, sizeof rg->fold_why, "%s", why);
+        return;
+    }
+    rg->fold_stuck = fold_pass(rg);
+    repl_fold_want(rg->repl, 0);
+    rg->fold_armed = 0;
+    rg->fold_next = now + rg->fold_after_ms;
+}
+
 struct region *region_new(struct event_base *base, const struct config *cfg, char *err,
                           size_t errlen)
 {
@@ -1268,6 +1402,12 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
     rg->region = xstrdup(cfg->region);
     rg->store = gstore_new();
     gstore_expect_replicas(rg->store, cfg->npeers + 1);
+    /* Tests only: a lower cap on a counter's replica entries (folding at small scale). */
+    const char *cap = getenv("COUNTERD_TEST_MAX_ENTRIES");
+    if (cap && *cap)
+        gstore_set_max_entries(rg->store, (unsigned)atoi(cap));
+    rg->start_ms = clock_mono_ms();
+    rg->fold_after_ms = cfg->fold_after_ms;
     rg->dedup = dedup_new(DEDUP_MAX, DEDUP_WINDOW_S);
     rg->tokset = tokset_new();
     rg->strong = strongrep_new();
@@ -1363,10 +1503,20 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
                   store_counters, rg);
     metric_set_fn(
         metric_only(metrics_add(rg->metrics, METRIC_GAUGE, "counterd_replica_incarnations",
-                                "This node's replica ids the store holds: the current "
-                                "one and retired ones",
+                                "This node's replica ids with entries in the store: the "
+                                "current one and retired ones not folded yet",
                                 NULL, NULL, 0)),
         incarnations, rg);
+    rg->m_folded = metric_only(
+        metrics_add(rg->metrics, METRIC_COUNTER, "counterd_incarnations_folded_total",
+                    "Entries of this node's retired incarnations folded into its current one "
+                    "(one per counter and incarnation)",
+                    NULL, NULL, 0));
+    rg->m_fold_skipped = metric_only(metrics_add(
+        rg->metrics, METRIC_COUNTER, "counterd_incarnations_fold_skipped_total",
+        "Entries of retired incarnations left unfolded: the current entry would leave the int64 "
+        "range, or the counter holds too many folded replicas",
+        NULL, NULL, 0));
     metric_set_fn(metric_only(metrics_add(rg->metrics, METRIC_GAUGE, "counterd_store_bytes",
                                           "Bytes the counter store holds", NULL, NULL, 0)),
                   store_bytes, rg);
@@ -1414,7 +1564,8 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
                              .interval_ms = cfg->sync_interval_ms,
                              .timeout_ms = cfg->sync_timeout_ms,
                              .auth_header = cfg->admin_token[0] ? auth : NULL,
-                             .tokset = rg->tokset};
+                             .tokset = rg->tokset,
+                             .replica_id = rg->replica_id};
     struct repl_hooks hooks = {.decide = faults_decide,
                                .changed = merged,
                                .tokens = tokens_learned,
@@ -1430,6 +1581,9 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
     rg->tok_timer = event_new(base, -1, EV_PERSIST, on_tok_timer, rg);
     struct timeval ttv = {0, 200 * 1000};
     event_add(rg->tok_timer, &ttv);
+    rg->fold_timer = event_new(base, -1, EV_PERSIST, on_fold_timer, rg);
+    struct timeval ftv = {0, 250 * 1000};
+    event_add(rg->fold_timer, &ftv);
 
     struct http_server_opts so = {.bind_addr = cfg->bind,
                                   .port = cfg->port,
@@ -1480,6 +1634,8 @@ void region_free(struct region *rg)
         event_free(rg->wal_timer);
     if (rg->tok_timer)
         event_free(rg->tok_timer);
+    if (rg->fold_timer)
+        event_free(rg->fold_timer);
     if (rg->wal)
         wal_close(rg->wal); /* writes the rest, fsyncs, marks the directory clean */
     http_client_free(rg->client);

@@ -5,6 +5,9 @@
  * in well under 128 MB. Each counter is one malloc'd block: a 24-byte header, then the
  * arrays pos[cap], neg[cap] (only once the counter has been decremented), rep[cap], and
  * the name. The table holds 32-bit ids, not pointers, and the change list links ids.
+ *
+ * Tombstones of folded replicas (gstore_fold) live apart, in a table keyed by counter id
+ * that is empty until a first fold: a store without them pays one test per merge.
  */
 #include "gcounter.h"
 
@@ -28,6 +31,18 @@ struct gcounter {
     /* int64_t pos[cap]; int64_t neg[cap] if F_NEG; uint16_t rep[cap]; char name[name_len+1] */
 };
 
+/* One counter's folded replicas (tombstones), kept for good: up to TOMBS_INLINE in the
+ * slot itself (most counters have one or two), more in a block of cap. */
+#define TOMBS_INLINE 4
+struct tombs {
+    uint32_t id;     /* GSTORE_NONE: an empty slot */
+    uint16_t n, cap; /* cap 0: inline */
+    union {
+        uint16_t in[TOMBS_INLINE];
+        uint16_t *reps;
+    } u;
+};
+
 struct gstore {
     struct gcounter **by_id;
     uint32_t count, id_cap;
@@ -48,6 +63,11 @@ struct gstore {
     /* Aggregates for metrics, kept as doubles: their exact sum may leave int64 range. */
     double total;
     double *rep_net;
+    uint32_t *rep_entries; /* per replica: counters where it has an entry */
+    unsigned max_entries;  /* GCOUNTER_MAX_ENTRIES, or lower in tests */
+    struct tombs *tombs;   /* open addressing by counter id; NULL until a first tombstone */
+    uint32_t tmask, ntombc;
+    uint64_t ntombs;
 };
 
 /* ---------------------------------------------------------------- counter layout */
@@ -153,6 +173,7 @@ struct gstore *gstore_new(void)
     st->slots = xmalloc((st->mask + 1) * sizeof *st->slots);
     memset(st->slots, 0xff, (st->mask + 1) * sizeof *st->slots);
     st->head = st->tail = GSTORE_NONE;
+    st->max_entries = GCOUNTER_MAX_ENTRIES;
     return st;
 }
 
@@ -171,6 +192,12 @@ void gstore_free(struct gstore *st)
     free(st->rep_node);
     free(st->rep_bare);
     free(st->rep_net);
+    free(st->rep_entries);
+    if (st->tombs)
+        for (uint32_t i = 0; i <= st->tmask; i++)
+            if (st->tombs[i].id != GSTORE_NONE && st->tombs[i].cap)
+                free(st->tombs[i].u.reps);
+    free(st->tombs);
     free(st->by_id);
     free(st->slots);
     free(st->scratch);
@@ -192,9 +219,11 @@ int gstore_replica(struct gstore *st, const char *name, size_t len)
         st->rep_net = xrealloc(st->rep_net, (size_t)st->rep_cap * sizeof *st->rep_net);
         st->rep_node = xrealloc(st->rep_node, (size_t)st->rep_cap * sizeof *st->rep_node);
         st->rep_bare = xrealloc(st->rep_bare, (size_t)st->rep_cap * sizeof *st->rep_bare);
+        st->rep_entries = xrealloc(st->rep_entries, (size_t)st->rep_cap * sizeof *st->rep_entries);
     }
     st->rep_names[st->nrep] = xstrndup(name, len);
     st->rep_net[st->nrep] = 0;
+    st->rep_entries[st->nrep] = 0;
     size_t nlen = gcounter_replica_node_len(name, len);
     if (!nlen)
         nlen = len;
@@ -334,7 +363,7 @@ int gstore_incr(struct gstore *st, uint32_t id, int rep, int64_t amount)
     int64_t mine = i < 0 ? 0 : amount > 0 ? c_pos(c)[i] : (c_neg(c) ? c_neg(c)[i] : 0);
     if (__builtin_add_overflow(mine, mag, &tmp))
         return GSTORE_EOVERFLOW;
-    if (i < 0 && c->n == GCOUNTER_MAX_ENTRIES)
+    if (i < 0 && c->n >= st->max_entries)
         return GSTORE_EFULL;
 
     unsigned flags = (c->flags & F_NEG) | (amount < 0 ? F_NEG : 0); /* clears the origin */
@@ -344,6 +373,7 @@ int gstore_incr(struct gstore *st, uint32_t id, int rep, int64_t amount)
     if (i < 0) {
         i = c->n++;
         c_rep(c)[i] = (uint16_t)rep;
+        st->rep_entries[rep]++;
         c_pos(c)[i] = 0;
         if (c->flags & F_NEG)
             c_neg(c)[i] = 0;
@@ -358,23 +388,143 @@ int gstore_incr(struct gstore *st, uint32_t id, int rep, int64_t amount)
     return 0;
 }
 
+/* ---------------------------------------------------------------- tombstones */
+
+static uint32_t tomb_hash(uint32_t id)
+{
+    return id * 2654435761u;
+}
+
+static struct tombs *tombs_find(const struct gstore *st, uint32_t id)
+{
+    if (!st->ntombc || id == GSTORE_NONE)
+        return NULL;
+    for (uint32_t i = tomb_hash(id) & st->tmask;; i = (i + 1) & st->tmask) {
+        if (st->tombs[i].id == id)
+            return &st->tombs[i];
+        if (st->tombs[i].id == GSTORE_NONE)
+            return NULL;
+    }
+}
+
+static struct tombs *tombs_get(struct gstore *st, uint32_t id)
+{
+    struct tombs *t = tombs_find(st, id);
+    if (t)
+        return t;
+    if (!st->tombs || (uint64_t)(st->ntombc + 1) * 4 > (uint64_t)(st->tmask + 1) * 3) {
+        uint32_t nmask = st->tombs ? st->tmask * 2 + 1 : 63;
+        struct tombs *nt = xmalloc(((size_t)nmask + 1) * sizeof *nt);
+        memset(nt, 0, ((size_t)nmask + 1) * sizeof *nt);
+        for (uint32_t i = 0; i <= nmask; i++)
+            nt[i].id = GSTORE_NONE;
+        for (uint32_t i = 0; st->tombs && i <= st->tmask; i++) {
+            if (st->tombs[i].id == GSTORE_NONE)
+                continue;
+            uint32_t j = tomb_hash(st->tombs[i].id) & nmask;
+            while (nt[j].id != GSTORE_NONE)
+                j = (j + 1) & nmask;
+            nt[j] = st->tombs[i];
+        }
+        st->bytes += ((size_t)nmask + 1) * sizeof *nt;
+        if (st->tombs)
+            st->bytes -= ((size_t)st->tmask + 1) * sizeof *nt;
+        free(st->tombs);
+        st->tombs = nt;
+        st->tmask = nmask;
+    }
+    uint32_t i = tomb_hash(id) & st->tmask;
+    while (st->tombs[i].id != GSTORE_NONE)
+        i = (i + 1) & st->tmask;
+    st->tombs[i].id = id;
+    st->ntombc++;
+    return &st->tombs[i];
+}
+
+static const uint16_t *tombs_reps(const struct tombs *t)
+{
+    return t->cap ? t->u.reps : t->u.in;
+}
+
+static int tombs_has(const struct tombs *t, int rep)
+{
+    if (!t)
+        return 0;
+    const uint16_t *r = tombs_reps(t);
+    for (unsigned i = 0; i < t->n; i++)
+        if (r[i] == rep)
+            return 1;
+    return 0;
+}
+
+static int list_has(const int *list, size_t n, int rep)
+{
+    for (size_t i = 0; i < n; i++)
+        if (list[i] == rep)
+            return 1;
+    return 0;
+}
+
+/* Adds tombstone (id, rep). @return 1 when it is new. */
+static int tomb_add(struct gstore *st, uint32_t id, int rep)
+{
+    struct tombs *t = tombs_get(st, id);
+    if (tombs_has(t, rep))
+        return 0;
+    if (!t->cap && t->n == TOMBS_INLINE) {
+        uint16_t *r = xmalloc(2 * TOMBS_INLINE * sizeof *r);
+        memcpy(r, t->u.in, sizeof t->u.in);
+        t->u.reps = r;
+        t->cap = 2 * TOMBS_INLINE;
+        st->bytes += (size_t)t->cap * sizeof *r;
+    } else if (t->cap && t->n == t->cap) {
+        st->bytes += (size_t)t->cap * sizeof *t->u.reps;
+        t->cap = (uint16_t)(t->cap * 2);
+        t->u.reps = xrealloc(t->u.reps, (size_t)t->cap * sizeof *t->u.reps);
+    }
+    if (t->cap)
+        t->u.reps[t->n++] = (uint16_t)rep;
+    else
+        t->u.in[t->n++] = (uint16_t)rep;
+    st->ntombs++;
+    return 1;
+}
+
+/* ---------------------------------------------------------------- merging */
+
 /*
- * Computes the merge of counter id (or nothing) with in[0..n) into st->scratch.
- * @return the number of merged entries, or an error.
+ * Computes the merge of counter id (or nothing) with in[0..n) and the sender's tombstones
+ * folded[0..nf) into st->scratch; *dropped says how many local entries the tombstones
+ * drop. @return the number of merged entries, or an error.
  */
-static int merge_compute(struct gstore *st, uint32_t id, const struct gentry *in, size_t n)
+static int merge_compute(struct gstore *st, uint32_t id, const struct gentry *in, size_t n,
+                         const int *folded, size_t nf, int *dropped)
 {
     const struct gcounter *c = id == GSTORE_NONE ? NULL : st->by_id[id];
+    const struct tombs *t = tombs_find(st, id);
     size_t need = (c ? c->n : 0) + n;
+    *dropped = 0;
     if (need > st->scratch_cap) {
         st->scratch_cap = need < 64 ? 64 : need;
         st->scratch = xrealloc(st->scratch, st->scratch_cap * sizeof *st->scratch);
+    }
+    if (nf) {
+        unsigned total = t ? t->n : 0;
+        for (size_t f = 0; f < nf; f++)
+            if (!tombs_has(t, folded[f]) && !list_has(folded, f, folded[f]))
+                total++;
+        if (total > GCOUNTER_MAX_FOLDED)
+            return GSTORE_EFOLDED;
     }
     struct gentry *m = st->scratch;
     size_t k = 0;
     if (c) {
         const int64_t *neg = c_neg(c);
         for (unsigned i = 0; i < c->n; i++) {
+            if (nf && list_has(folded, nf, c_rep(c)[i])) {
+                (*dropped)++; /* folded by the sender: its value is in another entry now */
+                continue;
+            }
             m[k].rep = c_rep(c)[i];
             m[k].pos = c_pos(c)[i];
             m[k].neg = neg ? neg[i] : 0;
@@ -382,13 +532,15 @@ static int merge_compute(struct gstore *st, uint32_t id, const struct gentry *in
         }
     }
     for (size_t j = 0; j < n; j++) {
+        if ((t && tombs_has(t, in[j].rep)) || (nf && list_has(folded, nf, in[j].rep)))
+            continue; /* a folded replica: its value is in another entry */
         size_t i = 0;
         while (i < k && m[i].rep != in[j].rep)
             i++;
         if (i == k && in[j].pos == 0 && in[j].neg == 0)
             continue; /* an absent replica already counts 0: nothing to add */
         if (i == k) {
-            if (k == GCOUNTER_MAX_ENTRIES)
+            if (k >= st->max_entries)
                 return GSTORE_EFULL;
             m[k].rep = in[j].rep;
             m[k].pos = m[k].neg = 0;
@@ -404,7 +556,14 @@ static int merge_compute(struct gstore *st, uint32_t id, const struct gentry *in
 
 int gstore_merge_check(struct gstore *st, uint32_t id, const struct gentry *in, size_t n)
 {
-    int k = merge_compute(st, id, in, n);
+    return gstore_merge_check_folded(st, id, in, n, NULL, 0);
+}
+
+int gstore_merge_check_folded(struct gstore *st, uint32_t id, const struct gentry *in, size_t n,
+                              const int *folded, size_t nf)
+{
+    int dropped;
+    int k = merge_compute(st, id, in, n, folded, nf, &dropped);
     return k < 0 ? k : 0;
 }
 
@@ -431,53 +590,191 @@ static int equals_input(const struct gentry *m, int k, const struct gentry *in, 
 
 int gstore_merge(struct gstore *st, uint32_t id, const struct gentry *in, size_t n)
 {
-    return gstore_merge_from(st, id, in, n, 0);
+    return gstore_merge_folded(st, id, in, n, NULL, 0, 0);
 }
 
 int gstore_merge_from(struct gstore *st, uint32_t id, const struct gentry *in, size_t n, int origin)
 {
-    int k = merge_compute(st, id, in, n);
-    if (k < 0)
-        return k;
+    return gstore_merge_folded(st, id, in, n, NULL, 0, origin);
+}
+
+/*
+ * Replaces counter id's entries by m[0..k) (some of its entries were dropped by
+ * tombstones, so the merged entries are not its own in the same order).
+ * @return how many entries changed (dropped ones included).
+ */
+static int rewrite_entries(struct gstore *st, uint32_t id, const struct gentry *m, int k)
+{
     struct gcounter *c = st->by_id[id];
-    const struct gentry *m = st->scratch;
+    int changed = 0;
+    for (int i = 0; i < k; i++) {
+        int o = c_find_rep(c, m[i].rep);
+        if (o < 0 || c_pos(c)[o] != m[i].pos || (c_neg(c) ? c_neg(c)[o] : 0) != m[i].neg)
+            changed++;
+    }
+    for (unsigned i = 0; i < c->n; i++) {
+        int rep = c_rep(c)[i];
+        double d = (double)c_pos(c)[i] - (double)(c_neg(c) ? c_neg(c)[i] : 0);
+        st->total -= d;
+        st->rep_net[rep] -= d;
+        st->rep_entries[rep]--;
+        int kept = 0;
+        for (int j = 0; j < k && !kept; j++)
+            kept = m[j].rep == rep;
+        changed += !kept;
+    }
     unsigned flags = c->flags;
     for (int i = 0; i < k; i++)
         if (m[i].neg)
             flags |= F_NEG;
     if ((unsigned)k > c->cap || flags != c->flags)
         c = st->by_id[id] = c_reshape(st, c, (unsigned)k > c->cap ? (unsigned)k : c->cap, flags);
-
-    /* The first c->n merged entries are the counter's own, in the same order. */
-    int changed = 0;
-    int64_t *pos = c_pos(c), *neg = c_neg(c);
-    uint16_t *rep = c_rep(c);
     for (int i = 0; i < k; i++) {
-        int64_t old_pos = 0, old_neg = 0;
-        if ((unsigned)i >= c->n) {
-            rep[i] = (uint16_t)m[i].rep;
-        } else {
-            old_pos = pos[i];
-            old_neg = neg ? neg[i] : 0;
-            if (old_pos == m[i].pos && old_neg == m[i].neg)
-                continue;
-        }
-        pos[i] = m[i].pos;
-        if (neg)
-            neg[i] = m[i].neg;
-        double d = (double)(m[i].pos - old_pos) - (double)(m[i].neg - old_neg);
+        c_rep(c)[i] = (uint16_t)m[i].rep;
+        c_pos(c)[i] = m[i].pos;
+        if (c_neg(c))
+            c_neg(c)[i] = m[i].neg;
+        double d = (double)m[i].pos - (double)m[i].neg;
         st->total += d;
         st->rep_net[m[i].rep] += d;
-        changed++;
+        st->rep_entries[m[i].rep]++;
     }
     c->n = (uint8_t)k;
-    if (changed) {
+    return changed;
+}
+
+int gstore_merge_folded(struct gstore *st, uint32_t id, const struct gentry *in, size_t n,
+                        const int *folded, size_t nf, int origin)
+{
+    int dropped;
+    int k = merge_compute(st, id, in, n, folded, nf, &dropped);
+    if (k < 0)
+        return k;
+    struct gcounter *c = st->by_id[id];
+    const struct gentry *m = st->scratch;
+    int changed = 0;
+    if (dropped) {
+        changed = rewrite_entries(st, id, m, k);
+        c = st->by_id[id];
+    } else {
+        unsigned flags = c->flags;
+        for (int i = 0; i < k; i++)
+            if (m[i].neg)
+                flags |= F_NEG;
+        if ((unsigned)k > c->cap || flags != c->flags)
+            c = st->by_id[id] =
+                c_reshape(st, c, (unsigned)k > c->cap ? (unsigned)k : c->cap, flags);
+
+        /* The first c->n merged entries are the counter's own, in the same order. */
+        int64_t *pos = c_pos(c), *neg = c_neg(c);
+        uint16_t *rep = c_rep(c);
+        for (int i = 0; i < k; i++) {
+            int64_t old_pos = 0, old_neg = 0;
+            if ((unsigned)i >= c->n) {
+                rep[i] = (uint16_t)m[i].rep;
+                st->rep_entries[m[i].rep]++;
+            } else {
+                old_pos = pos[i];
+                old_neg = neg ? neg[i] : 0;
+                if (old_pos == m[i].pos && old_neg == m[i].neg)
+                    continue;
+            }
+            pos[i] = m[i].pos;
+            if (neg)
+                neg[i] = m[i].neg;
+            double d = (double)(m[i].pos - old_pos) - (double)(m[i].neg - old_neg);
+            st->total += d;
+            st->rep_net[m[i].rep] += d;
+            changed++;
+        }
+        c->n = (uint8_t)k;
+    }
+    int added = 0;
+    for (size_t f = 0; f < nf; f++)
+        added += tomb_add(st, id, folded[f]);
+    if (changed || added) {
+        /* The sender has all of it only if it also has every tombstone we hold. */
+        const struct tombs *t = tombs_find(st, id);
+        int covered = 1;
+        for (unsigned i = 0; t && i < t->n && covered; i++)
+            covered = list_has(folded, nf, tombs_reps(t)[i]);
         int tag =
-            origin > 0 && origin <= GCOUNTER_MAX_ORIGIN && equals_input(m, k, in, n) ? origin : 0;
+            origin > 0 && origin <= GCOUNTER_MAX_ORIGIN && covered && equals_input(m, k, in, n)
+                ? origin
+                : 0;
         c->flags = (uint8_t)((c->flags & F_NEG) | (unsigned)tag << ORIGIN_SHIFT);
         touch(st, id);
     }
-    return changed;
+    return changed + added;
+}
+
+int gstore_fold(struct gstore *st, uint32_t id, int from, int into)
+{
+    struct gcounter *c = st->by_id[id];
+    int i = c_find_rep(c, from);
+    if (i < 0 || from == into)
+        return 0;
+    const struct tombs *t = tombs_find(st, id);
+    if (t && t->n >= GCOUNTER_MAX_FOLDED)
+        return GSTORE_EFOLDED;
+    int j = c_find_rep(c, into);
+    int64_t *pos = c_pos(c), *neg = c_neg(c);
+    int64_t fp = pos[i], fn = neg ? neg[i] : 0, sp, sn;
+    if (__builtin_add_overflow(j < 0 ? 0 : pos[j], fp, &sp) ||
+        __builtin_add_overflow(j < 0 || !neg ? 0 : neg[j], fn, &sn))
+        return GSTORE_EOVERFLOW;
+    if (j < 0) {
+        c_rep(c)[i] = (uint16_t)into; /* into takes from's place */
+        st->rep_entries[into]++;
+        j = i;
+    } else {
+        unsigned last = c->n - 1u;
+        pos[i] = pos[last];
+        if (neg)
+            neg[i] = neg[last];
+        c_rep(c)[i] = c_rep(c)[last];
+        if ((unsigned)j == last)
+            j = i;
+        c->n--;
+    }
+    pos[j] = sp;
+    if (neg)
+        neg[j] = sn;
+    st->rep_entries[from]--;
+    double d = (double)fp - (double)fn;
+    st->rep_net[from] -= d;
+    st->rep_net[into] += d;
+    tomb_add(st, id, from);
+    c->flags = (uint8_t)(c->flags & F_NEG);
+    touch(st, id);
+    return 1;
+}
+
+int gstore_folded(const struct gstore *st, uint32_t id, int rep)
+{
+    return tombs_has(tombs_find(st, id), rep);
+}
+
+unsigned gstore_folded_list(const struct gstore *st, uint32_t id, const uint16_t **reps)
+{
+    const struct tombs *t = tombs_find(st, id);
+    *reps = t ? tombs_reps(t) : NULL;
+    return t ? t->n : 0;
+}
+
+uint64_t gstore_folded_total(const struct gstore *st)
+{
+    return st->ntombs;
+}
+
+uint32_t gstore_replica_entries(const struct gstore *st, int rep)
+{
+    return rep >= 0 && rep < st->nrep ? st->rep_entries[rep] : 0;
+}
+
+void gstore_set_max_entries(struct gstore *st, unsigned n)
+{
+    st->max_entries = n < 1 ? 1 : n > GCOUNTER_MAX_ENTRIES ? GCOUNTER_MAX_ENTRIES : n;
 }
 
 uint64_t gstore_touch(struct gstore *st, uint32_t id)

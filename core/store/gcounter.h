@@ -29,9 +29,13 @@
 #define GCOUNTER_MAX_ENTRIES 255
 #define GCOUNTER_NAME_MAX 255
 
+/* Folded incarnations a counter may hold (see gstore_fold): bounds its log record. */
+#define GCOUNTER_MAX_FOLDED 1024
+
 /* Errors returned by the mutating calls; nothing is applied when one is returned. */
 #define GSTORE_EOVERFLOW (-1) /* the replica's own entry would leave the int64 range */
 #define GSTORE_EFULL (-2)     /* more than GCOUNTER_MAX_ENTRIES replicas in one counter */
+#define GSTORE_EFOLDED (-3)   /* more than GCOUNTER_MAX_FOLDED folded replicas in one counter */
 
 struct gstore;
 struct gcounter;
@@ -159,6 +163,48 @@ int gstore_merge(struct gstore *st, uint32_t id, const struct gentry *in, size_t
 #define GCOUNTER_MAX_ORIGIN 127
 int gstore_merge_from(struct gstore *st, uint32_t id, const struct gentry *in, size_t n,
                       int origin);
+
+/*
+ * Folding retired incarnations (README "Durability").
+ *
+ * A replica that will never count again (a retired incarnation of a node) can be folded
+ * into another replica of the same counter: its pos and neg are added to that replica's
+ * entry, its entry is removed, and (counter, replica) becomes a tombstone ("folded"). A
+ * tombstone is held outside the GCOUNTER_MAX_ENTRIES cap and is never removed. Merging
+ * keeps it a join: an incoming entry of a folded replica is dropped, and incoming
+ * tombstones drop the local entries they name in the same change that takes the incoming
+ * entries by max. This is exact only under the caller's rule (replication's fold gate):
+ * the folding replica holds the highest value of the folded one anywhere, and its folded
+ * entry only ever travels with the tombstone.
+ */
+
+/*
+ * Folds replica from into replica into in counter id.
+ * @return 1 when folded, 0 when from has no entry there (nothing to do), GSTORE_EOVERFLOW
+ *         (into's entry would leave the int64 range) or GSTORE_EFOLDED (the counter holds
+ *         GCOUNTER_MAX_FOLDED tombstones), with nothing applied.
+ */
+int gstore_fold(struct gstore *st, uint32_t id, int from, int into);
+/* Whether replica rep is folded in counter id. */
+int gstore_folded(const struct gstore *st, uint32_t id, int rep);
+/* Counter id's folded replicas: sets *reps (valid until the next change) and @return how
+ * many. */
+unsigned gstore_folded_list(const struct gstore *st, uint32_t id, const uint16_t **reps);
+/* Tombstones in the whole store. */
+uint64_t gstore_folded_total(const struct gstore *st);
+/* Counters in which replica rep has an entry. */
+uint32_t gstore_replica_entries(const struct gstore *st, int rep);
+/*
+ * gstore_merge_check / gstore_merge_from with the sender's tombstones of this counter
+ * (folded[0..nf), replica ids): they are added, and drop the entries they name.
+ * @return as gstore_merge_check / gstore_merge_from, or GSTORE_EFOLDED.
+ */
+int gstore_merge_check_folded(struct gstore *st, uint32_t id, const struct gentry *in, size_t n,
+                              const int *folded, size_t nf);
+int gstore_merge_folded(struct gstore *st, uint32_t id, const struct gentry *in, size_t n,
+                        const int *folded, size_t nf, int origin);
+/* Lowers the cap on a counter's entries (1..GCOUNTER_MAX_ENTRIES): for tests. */
+void gstore_set_max_entries(struct gstore *st, unsigned n);
 
 /*
  * Records a change of counter id that is not in its entries (its token set, store/tokset.h):

@@ -175,7 +175,11 @@ static void frame(struct buf *b, size_t start)
     memcpy(b->data + start, h, 8);
 }
 
-/* A counter's record up to its token part (its entries, and the increment's token). */
+/*
+ * A counter's record up to its token part: its entries, a flags byte (bit 0: the
+ * increment's token follows; bit 1: its folded replicas follow, a u16 count and their ids,
+ * see gstore_fold), then those. Records of older versions have flags 0 or 1.
+ */
 static void counter_head(struct buf *b, const struct gstore *st, uint32_t id, const char *token,
                          size_t tlen, const struct dedup_answer *a, double at)
 {
@@ -194,13 +198,23 @@ static void counter_head(struct buf *b, const struct gstore *st, uint32_t id, co
         put_u64(b, (uint64_t)e.pos);
         put_u64(b, (uint64_t)e.neg);
     }
-    put_u8(b, token ? 1 : 0);
+    const uint16_t *folded;
+    unsigned nf = gstore_folded_list(st, id, &folded);
+    put_u8(b, (token ? 1u : 0u) | (nf ? 2u : 0u));
     if (token) {
         put_str8(b, token, tlen);
         put_u64(b, (uint64_t)a->amount);
         put_u64(b, (uint64_t)a->local_count);
         put_u64(b, (uint64_t)a->total_count);
         put_f64(b, at);
+    }
+    if (nf) {
+        put_u8(b, nf & 0xff);
+        put_u8(b, nf >> 8);
+        for (unsigned i = 0; i < nf; i++) {
+            const char *rn = gstore_replica_name(st, folded[i]);
+            put_str8(b, rn, strlen(rn));
+        }
     }
 }
 
@@ -355,6 +369,7 @@ struct recovery {
     double now;
     uint64_t records;
     struct gentry entries[GCOUNTER_MAX_ENTRIES];
+    int folded[GCOUNTER_MAX_FOLDED];
     uint64_t end_counters, end_dedups; /* from a snapshot's END record */
     int seen_end;
     char why[160]; /* why a payload was refused */
@@ -438,19 +453,35 @@ static int apply(struct recovery *rc, const unsigned char *p, size_t len, int in
             return -1;
         }
     }
-    unsigned has_token = get_u8(&r);
+    unsigned flags = get_u8(&r);
     size_t tlen = 0;
     const char *token = NULL;
     struct dedup_answer a = {0, 0, 0};
     double at = 0;
-    if (has_token == 1) {
+    if (flags & 1) {
         token = get_str8(&r, &tlen);
         a.amount = (int64_t)get_u64(&r);
         a.local_count = (int64_t)get_u64(&r);
         a.total_count = (int64_t)get_u64(&r);
         at = get_f64(&r);
-    } else if (has_token != 0) {
+    }
+    if (flags & ~3u)
         r.bad = 1;
+    unsigned nf = 0;
+    if (flags & 2) {
+        nf = get_u8(&r);
+        nf |= get_u8(&r) << 8;
+        if (nf > GCOUNTER_MAX_FOLDED)
+            r.bad = 1;
+        for (unsigned i = 0; i < nf && !r.bad; i++) {
+            size_t rlen;
+            const char *rn = get_str8(&r, &rlen);
+            if (r.bad || !gcounter_replica_node_len(rn, rlen) ||
+                (rc->folded[i] = gstore_replica(rc->st, rn, rlen)) < 0) {
+                snprintf(rc->why, sizeof rc->why, "bad folded replica in counter record");
+                return -1;
+            }
+        }
     }
     /* Token-set elements, when the record has them (older records end here). */
     const unsigned char *toks = r.p;
@@ -468,14 +499,14 @@ static int apply(struct recovery *rc, const unsigned char *p, size_t len, int in
         return -1;
     }
     uint32_t id = gstore_find(rc->st, name, nlen);
-    if (gstore_merge_check(rc->st, id, rc->entries, n) != 0) {
+    if (gstore_merge_check_folded(rc->st, id, rc->entries, n, rc->folded, nf) != 0) {
         snprintf(rc->why, sizeof rc->why, "counter %.*s cannot be merged (out of range)", (int)nlen,
                  name);
         return -1;
     }
     if (id == GSTORE_NONE)
         id = gstore_create(rc->st, name, nlen);
-    gstore_merge(rc->st, id, rc->entries, n);
+    gstore_merge_folded(rc->st, id, rc->entries, n, rc->folded, nf, 0);
     if (ntoks && rc->ts) {
         struct reader tr = {toks + 4, r.end, 0};
         uint64_t seq = gstore_seq(rc->st) + 1;

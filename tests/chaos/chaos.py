@@ -56,7 +56,7 @@ INT64_MAX = 2 ** 63 - 1
 
 # Every fault kind, in the order of the summary line. --faults picks among them.
 FAULT_KINDS = ("kill", "stop", "partition", "drop", "delay", "overflow", "refused", "disk",
-               "kill-strong")
+               "kill-strong", "reboot")
 FAULT_HELP = {
     "kill": "SIGKILL a region, restart it on its data dir after 0.3-3 s",
     "stop": "SIGSTOP a region, SIGCONT it after 0.3-3 s",
@@ -69,6 +69,8 @@ FAULT_HELP = {
                "negative count beside a valid entry",
     "disk": "fill a region's DATA_DIR tmpfs with a ballast file for 1-4 s (root only)",
     "kill-strong": "SIGKILL the strong leader, restart it after 0.3-2 s",
+    "reboot": "SIGKILL a region and restart it after 0.3-3 s as after a reboot (a new "
+              "COUNTERD_BOOT_ID: a new replica id, the old one folded after --fold-after-ms)",
 }
 
 START_TIMEOUT_S = 15.0
@@ -134,6 +136,7 @@ class Node:
         self.runs = 0
         self.stopped = False  # SIGSTOPped
         self.log_paths = []
+        self.boot = None  # COUNTERD_BOOT_ID, when a reboot was simulated
 
     @property
     def url(self):
@@ -146,6 +149,8 @@ class Node:
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        if self.boot:
+            env["COUNTERD_BOOT_ID"] = self.boot
         with open(path, "wb") as f:
             self.proc = subprocess.Popen([self.binary, "--bind", HOST, "--port", str(self.port)]
                                          + self.args, stdin=subprocess.DEVNULL, stdout=f,
@@ -384,7 +389,7 @@ class Run:
                     "--sync-interval-ms", str(o.sync_interval_ms), "--sync-timeout-ms", "2000",
                     "--data-dir", os.path.join(self.data_dirs[i], "node"),
                     "--fsync", o.fsync, "--snapshot-bytes", str(o.snapshot_bytes),
-                    "--lua-dir", self.lua]
+                    "--fold-after-ms", str(o.fold_after_ms), "--lua-dir", self.lua]
             n = Node(o.bin, node_id, ports[i], args, self.tmp)
             n.region = region
             self.regions.append(n)
@@ -585,7 +590,7 @@ class Run:
             kind = rng.choice(kinds)
             p = {}
             dur = 0.0
-            if kind in ("kill", "stop", "disk"):
+            if kind in ("kill", "stop", "disk", "reboot"):
                 free = [i for i in range(len(REGIONS)) if busy[i] <= t]
                 impaired = len(REGIONS) - len(free)
                 if free and impaired < 2:
@@ -752,6 +757,12 @@ class Run:
             nd = self.regions[p["region"]]
             nd.kill()
             self.partitioned.discard(p["region"])
+            return lambda: self.restart(nd)
+        if kind == "reboot":
+            nd = self.regions[p["region"]]
+            nd.kill()
+            self.partitioned.discard(p["region"])
+            nd.boot = "chaos-reboot-%d" % self.faults[kind]
             return lambda: self.restart(nd)
         if kind == "kill-strong":
             self.strong.kill()
@@ -1215,6 +1226,9 @@ def parse_args(argv):
     p.add_argument("--fsync", default="everysec", choices=("always", "everysec", "no"))
     p.add_argument("--snapshot-bytes", type=int, default=1 << 20)
     p.add_argument("--disk-mb", type=int, default=64, help="size of each region's tmpfs")
+    p.add_argument("--fold-after-ms", type=int, default=4000,
+                   help="regions fold retired incarnations from full pulls begun this long "
+                        "after their start (default 4000: longer than the 'delay' fault)")
     p.add_argument("--sync-rounds", type=int, default=15,
                    help="force-sync rounds at most after the heal (default 15)")
     p.add_argument("--bin", default=os.environ.get("COUNTERD_BIN") or

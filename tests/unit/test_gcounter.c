@@ -1091,9 +1091,229 @@ static void test_name_valid(void)
     CHECK(!gcounter_name_valid(s, 200));
 }
 
+/* ---------------------------------------------------------------- folded incarnations */
+
+/* Counter id's state as a sender has it: its entries and its tombstones. */
+struct fstate {
+    struct gentry e[GCOUNTER_MAX_ENTRIES];
+    int f[GCOUNTER_MAX_FOLDED];
+    size_t n, nf;
+};
+
+static void fold_export(const struct gstore *st, uint32_t id, struct fstate *s)
+{
+    const struct gcounter *c = gstore_counter(st, id);
+    s->n = gcounter_entries(c);
+    for (unsigned i = 0; i < s->n; i++)
+        gcounter_entry(c, i, &s->e[i]);
+    const uint16_t *reps;
+    s->nf = gstore_folded_list(st, id, &reps);
+    for (size_t i = 0; i < s->nf; i++)
+        s->f[i] = reps[i];
+}
+
+/* Merges counter id of src into counter id of dst, tombstones included. */
+static int fold_merge(struct gstore *dst, const struct gstore *src, uint32_t id)
+{
+    static struct fstate s;
+    fold_export(src, id, &s);
+    return gstore_merge_folded(dst, id, s.e, s.n, s.f, s.nf, 0);
+}
+
+/* r0 = X~a (retired), r1 = X~b (current), r2 = Y. */
+static void test_fold_basic(void)
+{
+    uint32_t id;
+    struct gstore *st = new_store(3, 3, &id);
+    CHECK_EQ_I64(gstore_incr(st, id, 0, 5), 0);
+    CHECK_EQ_I64(gstore_incr(st, id, 0, -2), 0);
+    CHECK_EQ_I64(gstore_incr(st, id, 1, 3), 0);
+    CHECK_EQ_I64(gstore_incr(st, id, 2, 7), 0);
+    CHECK_EQ_U64(gstore_replica_entries(st, 0), 1);
+    uint64_t seq = gstore_seq(st);
+    CHECK_EQ_I64(gstore_fold(st, id, 0, 1), 1);
+    CHECK(gstore_seq(st) > seq); /* a change, replicated and logged like any */
+    const struct gcounter *c = gstore_counter(st, id);
+    CHECK_EQ_I64(gcounter_value(c), 13);
+    CHECK_EQ_I64((int64_t)gstore_value(st, c), 13);
+    CHECK_EQ_U64(gcounter_entries(c), 2);
+    CHECK_EQ_I64(gcounter_net(c, 1), 6);
+    CHECK_EQ_I64(gcounter_net(c, 0), 0);
+    CHECK(gstore_folded(st, id, 0));
+    CHECK(!gstore_folded(st, id, 1));
+    CHECK_EQ_U64(gstore_replica_entries(st, 0), 0);
+    CHECK_EQ_U64(gstore_folded_total(st), 1);
+    CHECK_EQ_DBL(gstore_total(st), 13);
+    CHECK_EQ_DBL(gstore_replica_net(st, 1), 6);
+    CHECK_EQ_DBL(gstore_replica_net(st, 0), 0);
+    CHECK_EQ_I64(gstore_fold(st, id, 0, 1), 0); /* nothing left to fold */
+
+    /* A retired replica alone: the current one takes its place. */
+    uint32_t id2 = gstore_create(st, "d", 1);
+    CHECK_EQ_I64(gstore_incr(st, id2, 0, 4), 0);
+    CHECK_EQ_I64(gstore_fold(st, id2, 0, 1), 1);
+    CHECK_EQ_I64(gcounter_net(gstore_counter(st, id2), 1), 4);
+    CHECK_EQ_U64(gcounter_entries(gstore_counter(st, id2)), 1);
+
+    /* Overflow of the entry that takes the value: nothing applied. */
+    uint32_t id3 = gstore_create(st, "e", 1);
+    CHECK_EQ_I64(gstore_incr(st, id3, 1, INT64_MAX - 1), 0);
+    CHECK_EQ_I64(gstore_incr(st, id3, 0, 5), 0);
+    seq = gstore_seq(st);
+    CHECK_EQ_I64(gstore_fold(st, id3, 0, 1), GSTORE_EOVERFLOW);
+    CHECK_EQ_U64(gstore_seq(st), seq);
+    CHECK_EQ_U64(gcounter_entries(gstore_counter(st, id3)), 2);
+    CHECK(!gstore_folded(st, id3, 0));
+    gstore_free(st);
+}
+
+/* The merge rules: a stale R never comes back, a tombstone drops R in the same change that
+ * takes the folded entry, whatever the order. */
+static void test_fold_merge_rules(void)
+{
+    struct unit_rng rng;
+    rng_init(&rng, "fold_merge_rules");
+    uint32_t id;
+    struct gstore *a = new_store(3, 3, &id), *b = new_store(3, 3, &id);
+    CHECK_EQ_I64(gstore_incr(b, id, 0, 10), 0); /* R counted 10, then died */
+    CHECK_EQ_I64(gstore_incr(b, id, 2, 1), 0);
+    CHECK_EQ_I64(fold_merge(a, b, id) > 0, 1); /* the folder holds R's highest value */
+    CHECK_EQ_I64(gstore_incr(a, id, 1, 2), 0);
+    CHECK_EQ_I64(gstore_fold(a, id, 0, 1), 1);
+    CHECK_EQ_I64((int64_t)gstore_value(a, gstore_counter(a, id)), 13);
+
+    /* The stale peer's R is dropped, not counted again. */
+    uint64_t seq = gstore_seq(a);
+    CHECK_EQ_I64(fold_merge(a, b, id), 0);
+    CHECK_EQ_U64(gstore_seq(a), seq);
+    CHECK_EQ_I64((int64_t)gstore_value(a, gstore_counter(a, id)), 13);
+    CHECK_EQ_I64(gstore_merge_check(a, id, NULL, 0), 0);
+
+    /* The stale peer learns the fold: R goes, X~b's folded value comes, in one change. */
+    CHECK(fold_merge(b, a, id) > 0);
+    CHECK_EQ_I64((int64_t)gstore_value(b, gstore_counter(b, id)), 13);
+    CHECK(gstore_folded(b, id, 0));
+    CHECK_EQ_I64(gcounter_net(gstore_counter(b, id), 0), 0);
+    CHECK_EQ_U64(gstore_replica_entries(b, 0), 0);
+    CHECK_EQ_DBL(gstore_total(b), 13);
+    /* And R sent again (by anyone stale) stays out. */
+    struct gentry r = {0, 10, 0};
+    CHECK_EQ_I64(gstore_merge(b, id, &r, 1), 0);
+    CHECK_EQ_I64((int64_t)gstore_value(b, gstore_counter(b, id)), 13);
+    gstore_free(a);
+    gstore_free(b);
+
+    /* Random interleavings: R's final value reaches the folder before it folds (the gate's
+     * promise); then merges in any order, the folder counting on, converge exactly. */
+    for (long iter = 0; iter < unit_iters(300); iter++) {
+        unit_context("iteration %ld", iter);
+        struct gstore *s[3];
+        for (int k = 0; k < 3; k++)
+            s[k] = new_store(3, 3, &id);
+        int64_t want = 0;
+        int64_t rv = 1 + (int64_t)rng_below(&rng, 100);
+        CHECK_EQ_I64(gstore_incr(s[1], id, 0, rv), 0); /* R's last state, on node 1 */
+        want += rv;
+        if (rng_below(&rng, 2)) {
+            CHECK_EQ_I64(gstore_incr(s[1], id, 0, -3), 0);
+            want -= 3;
+        }
+        fold_merge(s[2], s[1], id); /* node 2 has it too */
+        fold_merge(s[0], s[rng_below(&rng, 2) ? 1 : 2], id);
+        int folded = 0;
+        for (int step = 0; step < 30; step++) {
+            int op = (int)rng_below(&rng, 4);
+            if (op == 0) {
+                int64_t v = 1 + (int64_t)rng_below(&rng, 5);
+                if (gstore_incr(s[0], id, 1, v) == 0)
+                    want += v;
+            } else if (op == 1 && !folded) {
+                CHECK_EQ_I64(gstore_fold(s[0], id, 0, 1), 1);
+                folded = 1;
+            } else {
+                int x = (int)rng_below(&rng, 3), y = (int)rng_below(&rng, 3);
+                if (x != y)
+                    CHECK(fold_merge(s[x], s[y], id) >= 0);
+            }
+            for (int k = 0; k < 3; k++) /* no store counts R twice, at any time */
+                CHECK((int64_t)gstore_value(s[k], gstore_counter(s[k], id)) <= want);
+        }
+        if (!folded)
+            CHECK_EQ_I64(gstore_fold(s[0], id, 0, 1), 1);
+        for (int round = 0; round < 2; round++)
+            for (int x = 0; x < 3; x++)
+                for (int y = 0; y < 3; y++)
+                    if (x != y)
+                        fold_merge(s[x], s[y], id);
+        for (int k = 0; k < 3; k++) {
+            const struct gcounter *c = gstore_counter(s[k], id);
+            CHECK_EQ_I64((int64_t)gstore_value(s[k], c), want);
+            CHECK_EQ_I64(gcounter_net(c, 0), 0);
+            CHECK(gstore_folded(s[k], id, 0));
+            CHECK_EQ_DBL(gstore_total(s[k]), (double)want);
+            gstore_free(s[k]);
+        }
+        if (unit_g.fails)
+            break;
+    }
+    unit_context("%s", "");
+}
+
+/* A counter touched by more incarnations over time than it has room for stays writable
+ * once the retired ones are folded; tombstones are bounded too. */
+static void test_fold_cap(void)
+{
+    struct gstore *st = gstore_new();
+    gstore_set_max_entries(st, 3);
+    uint32_t id = gstore_create(st, "c", 1);
+    char name[32];
+    int y = gstore_replica(st, "Y", 1), prev = -1;
+    CHECK_EQ_I64(gstore_incr(st, id, y, 1), 0);
+    int64_t want = 1;
+    for (int inc = 0; inc < 40; inc++) {
+        int n = snprintf(name, sizeof name, "X~%d", inc);
+        int cur = gstore_replica(st, name, (size_t)n);
+        if (prev >= 0)
+            CHECK_EQ_I64(gstore_fold(st, id, prev, cur), 1);
+        CHECK_EQ_I64(gstore_incr(st, id, cur, inc + 1), 0);
+        want += inc + 1;
+        prev = cur;
+        CHECK(gcounter_entries(gstore_counter(st, id)) <= 2);
+    }
+    CHECK_EQ_I64((int64_t)gstore_value(st, gstore_counter(st, id)), want);
+    CHECK_EQ_U64(gstore_folded_total(st), 39);
+    /* Without folding the cap refuses. */
+    for (int inc = 40; inc < 42; inc++) {
+        int n = snprintf(name, sizeof name, "X~%d", inc);
+        int rep = gstore_replica(st, name, (size_t)n);
+        CHECK_EQ_I64(gstore_incr(st, id, rep, 1), inc == 40 ? 0 : GSTORE_EFULL);
+    }
+    gstore_free(st);
+
+    /* GCOUNTER_MAX_FOLDED tombstones, then a fold or a merge beyond is refused whole. */
+    st = gstore_new();
+    id = gstore_create(st, "c", 1);
+    int into = gstore_replica(st, "X~cur", 5);
+    for (int i = 0; i < GCOUNTER_MAX_FOLDED; i++) {
+        int n = snprintf(name, sizeof name, "X~%d", i);
+        int rep = gstore_replica(st, name, (size_t)n);
+        CHECK_EQ_I64(gstore_incr(st, id, rep, 1), 0);
+        CHECK_EQ_I64(gstore_fold(st, id, rep, into), 1);
+    }
+    int last = gstore_replica(st, "X~last", 6);
+    CHECK_EQ_I64(gstore_incr(st, id, last, 1), 0);
+    CHECK_EQ_I64(gstore_fold(st, id, last, into), GSTORE_EFOLDED);
+    struct gentry e = {into, 5000, 0};
+    CHECK_EQ_I64(gstore_merge_check_folded(st, id, &e, 1, &last, 1), GSTORE_EFOLDED);
+    CHECK_EQ_I64(gstore_merge_folded(st, id, &e, 1, &last, 1, 0), GSTORE_EFOLDED);
+    CHECK_EQ_I64((int64_t)gstore_value(st, gstore_counter(st, id)), GCOUNTER_MAX_FOLDED + 1);
+    gstore_free(st);
+}
+
 UNIT_MAIN("test_gcounter", UNIT_CASE(test_merge_laws), UNIT_CASE(test_merge_overflow_random),
           UNIT_CASE(test_incr_basic), UNIT_CASE(test_incr_overflow),
           UNIT_CASE(test_merge_overflow_edges), UNIT_CASE(test_bare_node_entries),
           UNIT_CASE(test_full), UNIT_CASE(test_merge_zero_entry), UNIT_CASE(test_delta_tracking),
           UNIT_CASE(test_many_counters), UNIT_CASE(test_name_limits), UNIT_CASE(test_replicas),
-          UNIT_CASE(test_aggregates), UNIT_CASE(test_name_valid))
+          UNIT_CASE(test_aggregates), UNIT_CASE(test_name_valid), UNIT_CASE(test_fold_basic),
+          UNIT_CASE(test_fold_merge_rules), UNIT_CASE(test_fold_cap))
