@@ -954,6 +954,9 @@ static void wal_recovered(struct wal *w)
     w->fail_text[0] = '\0';
     w->held = 0;
     w->write_failed = 0;
+    /* Room came back: a snapshot that failed for want of it need not wait out its back-off
+     * (up to a minute) before it tries again. */
+    w->retry_after = 0;
 }
 
 /*
