@@ -128,6 +128,8 @@ class ReloadTest(harness.ServerTestCase):
 
     def test_a_reload_under_load_sends_every_increment_to_us_west(self):
         topo, routing = self.gateway_topology()
+        with topo.gateway.client() as gw:
+            harness.wait_gateway_names_homes(gw)
         load = harness.IncrementLoad(topo.gateway.port, {"counter_name": "live",
                                                          "routing": "random"},
                                      threads=8, total=200000)

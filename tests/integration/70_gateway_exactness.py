@@ -26,6 +26,7 @@ class GatewayExactness(harness.ServerTestCase):
         gw = topo.gateway.client()
         self.addCleanup(gw.close)
 
+        harness.wait_gateway_names_homes(gw)
         routed0 = {l["region"]: v for n, l, v in harness.parse_metrics(gw.get("/metrics").text())
                    if n == "gateway_routed_to_region_total"}
         load = harness.IncrementLoad(topo.gateway.port, {"counter_name": NAME, "amount": 1},

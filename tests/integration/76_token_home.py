@@ -262,14 +262,7 @@ class TokenHome(harness.ServerTestCase):
     def test_gateway_tokens_name_the_chosen_region(self):
         name = "minted"
         topo, gw = self.topology()
-        # Until the gateway has learned the regions' node ids (from their /health, right
-        # after it starts), its tokens cannot name one yet: they are held pending for a
-        # hashed home, which is exact too. Wait for that to end.
-        deadline = time.monotonic() + 10
-        while "pending" in gw.post_json("/api/increment", {"counter_name": "warm-up",
-                                                           "routing": "us-west"}):
-            self.assertLess(time.monotonic(), deadline, "the gateway never named a home")
-            time.sleep(0.05)
+        harness.wait_gateway_names_homes(gw)
         before = {reg.region: metric_sum(reg, "counterd_token_increments_total")
                   for reg in topo.regions}
         for _ in range(5):

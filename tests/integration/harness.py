@@ -954,6 +954,20 @@ threading.Thread(target=_suite_watchdog, name="suite-watchdog", daemon=True).sta
 LAB_OFFSETS = (0, 1, 2, 3, 4, 80, 1090)
 
 
+def wait_gateway_names_homes(gw, regions=("us-east", "us-west", "eu-west"), timeout=10):
+    """Until the gateway (a Client) has learned the regions' node ids (it asks their
+    /health as it starts), the tokens it makes name no home region, so what it forwards is
+    held pending by a hashed home: exact, but not in the entry of the region it went to.
+    Waits until an increment of a counter of its own to each region is applied there."""
+    deadline = time.monotonic() + timeout
+    for region in regions:
+        while "pending" in gw.post_json("/api/increment", {"counter_name": "gateway-warm-up",
+                                                           "routing": region}):
+            if time.monotonic() > deadline:
+                raise HarnessError("the gateway never made a token naming %s" % region)
+            time.sleep(0.05)
+
+
 def port_free(port):
     """Nothing listens on the port and a server could bind it (TIME_WAIT leftovers of
     closed connections do not count: counterd binds with SO_REUSEADDR)."""
