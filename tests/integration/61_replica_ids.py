@@ -29,27 +29,6 @@ NAMES = ["r0", "r1", "r2", "r3", "r4"]
 LOOP_TIMEOUT_S = 60 + RESTARTS // 2
 
 
-def replicas_of(srv, auth=None):
-    """{counter: {replica id: increments}} as srv holds them: its /sync answer to an
-    empty push (full state, paged)."""
-    out = {}
-    since = None
-    with srv.client() as c:
-        for _ in range(1000):
-            body = {"node_id": "it-reader", "counts": {}}
-            if since:
-                body["since"] = since
-            r = c.post("/sync", body)
-            harness.assert_json_response(r, 200, "POST /sync on %s" % srv.name)
-            j = r.json()
-            for name, reps in j["counts"].items():
-                out.setdefault(name, {}).update(reps)
-            since = j.get("cursor")
-            if not j.get("more"):
-                return out
-    raise AssertionError("the /sync pages of %s never ended" % srv.name)
-
-
 class ReplicaIds(harness.ServerTestCase):
     def data_dir(self, tag):
         import shutil
@@ -123,7 +102,7 @@ class ReplicaIds(harness.ServerTestCase):
         self.force_sync(b)
         self.check_exact((a, b), acked, "after %d restarts" % RESTARTS)
         for s in (a, b):
-            reps = replicas_of(s)
+            reps = harness.sync_state(s)[0]
             for name in NAMES:
                 ids = sorted(reps.get(name, {}))
                 self.assertLessEqual(len(ids), 4, "%s holds %d replica entries for %s: %s"

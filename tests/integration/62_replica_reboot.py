@@ -21,26 +21,6 @@ import unittest
 import harness
 
 
-def replicas_of(srv):
-    """{counter: {replica id: increments}} as srv holds them (its /sync answer, paged)."""
-    out = {}
-    since = None
-    with srv.client() as c:
-        for _ in range(1000):
-            body = {"node_id": "it-reader", "incarnation": "0", "counts": {}}
-            if since:
-                body["since"] = since
-            r = c.post("/sync", body)
-            harness.assert_json_response(r, 200, "POST /sync on %s" % srv.name)
-            j = r.json()
-            for name, reps in j["counts"].items():
-                out.setdefault(name, {}).update(reps)
-            since = j.get("cursor")
-            if not j.get("more"):
-                return out
-    raise AssertionError("the /sync pages of %s never ended" % srv.name)
-
-
 ID_LINE = re.compile(r"(kept|new) replica id (\S+): ([^\n]*)")
 
 
@@ -120,7 +100,7 @@ class ReplicaReboot(harness.ServerTestCase):
         self.assertEqual(got, [float(len(ids))], "counterd_replica_incarnations on A")
         for s in (a, b):
             self.assertEqual(self.total(s, "c"), acked, "%s reads a wrong total" % s.name)
-            held = sorted(replicas_of(s)["c"])
+            held = sorted(harness.sync_state(s)[0]["c"])
             a_ids = [x for x in held if x.startswith("us-east-1~")]
             self.assertEqual(sorted(a_ids), sorted(ids), "%s holds %s" % (s.name, held))
 

@@ -32,29 +32,6 @@ FOLD_AFTER_MS = 1500
 ID_LINE = re.compile(r"(kept|new) replica id (\S+): ([^\n]*)")
 
 
-def replicas_of(srv):
-    """({counter: {replica id: increments}}, {counter: [folded ids]}) as srv holds them."""
-    out, folded = {}, {}
-    since = None
-    with srv.client() as c:
-        for _ in range(1000):
-            body = {"node_id": "it-reader", "incarnation": "0", "counts": {},
-                    "decrements": {}}
-            if since:
-                body["since"] = since
-            r = c.post("/sync", body)
-            harness.assert_json_response(r, 200, "POST /sync on %s" % srv.name)
-            j = r.json()
-            for name, reps in j["counts"].items():
-                out.setdefault(name, {}).update(reps)
-            for name, ids in j.get("folded", {}).items():
-                folded.setdefault(name, set()).update(ids)
-            since = j.get("cursor")
-            if not j.get("more"):
-                return out, folded
-    raise AssertionError("the /sync pages of %s never ended" % srv.name)
-
-
 class ReplicaFold(harness.ServerTestCase):
     def setUp(self):
         super().setUp()
@@ -119,7 +96,7 @@ class ReplicaFold(harness.ServerTestCase):
             for name, want in acked.items():
                 self.assertEqual(self.read(s, name)["total_count"], want,
                                  "%s reads a wrong total of %s" % (s.name, name))
-            held, folded = replicas_of(s)
+            held, folded = harness.sync_state(s)
             for name in acked:
                 ids = [x for x in held.get(name, {}) if x.startswith("us-east-1~")]
                 if a_rid is not None:
@@ -157,7 +134,7 @@ class ReplicaFold(harness.ServerTestCase):
         self.check_exact([a, b, c], acked, rids[-1], rids[:-1])
         for s in (a, b, c):
             self.assertEqual(self.read(s, "c")["nodes"], nodes_before[s.name], s.name)
-            _, folded = replicas_of(s)
+            _, folded = harness.sync_state(s)
             self.assertEqual(folded.get("c"), set(rids[:-1]), s.name)
 
         # kill -9 right after the fold, same boot: the id stays, the fold too.

@@ -954,6 +954,31 @@ threading.Thread(target=_suite_watchdog, name="suite-watchdog", daemon=True).sta
 LAB_OFFSETS = (0, 1, 2, 3, 4, 80, 1090)
 
 
+def sync_state(srv):
+    """({counter: {replica id: increments}}, {counter: set of folded replica ids}) as srv
+    holds them: its answers to empty /sync pushes in counterd's format (a push that says
+    its incarnation; without one, a node answers as the original lab's region, with each
+    node's incarnations summed), full state, paged."""
+    counts, folded = {}, {}
+    since = None
+    with srv.client() as c:
+        for _ in range(1000):
+            body = {"node_id": "it-reader", "incarnation": "0", "counts": {}, "decrements": {}}
+            if since:
+                body["since"] = since
+            r = c.post("/sync", body)
+            assert_json_response(r, 200, "POST /sync on %s" % srv.name)
+            j = r.json()
+            for name, reps in j["counts"].items():
+                counts.setdefault(name, {}).update(reps)
+            for name, ids in j.get("folded", {}).items():
+                folded.setdefault(name, set()).update(ids)
+            since = j.get("cursor")
+            if not j.get("more"):
+                return counts, folded
+    raise HarnessError("the /sync pages of %s never ended" % srv.name)
+
+
 def wait_gateway_names_homes(gw, regions=("us-east", "us-west", "eu-west"), timeout=10):
     """Until the gateway (a Client) has learned the regions' node ids (it asks their
     /health as it starts), the tokens it makes name no home region, so what it forwards is
