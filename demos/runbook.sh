@@ -9,7 +9,7 @@
 # document shows it; only localhost:8080/8000-8004/9090 are rewritten to the lab's ports
 # when BASE_PORT is not 8000 (gateway BASE_PORT+80, coordinator BASE_PORT, regions
 # BASE_PORT+1..3, the strong counter BASE_PORT+4, Prometheus BASE_PORT+1090). The output
-# of the block is then checked with jq against ../shared/API.md. Prints one PASS/FAIL line per step (the block's output too on a
+# of the block is then checked with jq against docs/API.md. Prints one PASS/FAIL line per step (the block's output too on a
 # failure, or always with VERBOSE=1) and exits 1 when any step failed, 2 when the lab is
 # not there.
 #

@@ -4,9 +4,8 @@ harness (tests/integration/harness.py: servers on free loopback ports, strict st
 contract's paths and metric names read from API.md, and a small PromQL reader that names
 the metrics and labels an expression uses.
 
-API.md is the contract beside the repository (../shared/API.md from its root; docs/API.md is
-its copy in the repository, used when the clone stands alone), or the file COUNTERD_API_MD
-names. Reading it, rather than copying its lists here, keeps these tests
+API.md is the contract in the repository (docs/API.md, the one extended since the
+original lab's copy), or the file COUNTERD_API_MD names. Reading it, rather than copying its lists here, keeps these tests
 honest when the contract grows.
 """
 
@@ -20,9 +19,7 @@ sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 
 import harness  # noqa: E402  (after the path above)
 
-API_MD = os.environ.get("COUNTERD_API_MD") or next(
-    (p for p in (os.path.join(REPO, "..", "shared", "API.md"), os.path.join(REPO, "docs", "API.md"))
-     if os.path.exists(p)), os.path.join(REPO, "docs", "API.md"))
+API_MD = os.environ.get("COUNTERD_API_MD") or os.path.join(REPO, "docs", "API.md")
 
 # The counterd services of docker-compose.yml: name -> (role, port, region or None).
 COUNTERD_SERVICES = {

@@ -1,5 +1,5 @@
 """
-20_region_api.py - one region node, field by field against ../shared/API.md
+20_region_api.py - one region node, field by field against docs/API.md
 ("Region node" and "Errors").
 
 Every bad input is checked for its status and error code, and afterwards that the counter

@@ -1,6 +1,6 @@
 """
 65_coordinator_gateway.py - the coordinator and the gateway, field by field against
-../shared/API.md ("Coordinator", "Gateway", "Errors", "Metrics"), with three regions.
+docs/API.md ("Coordinator", "Gateway", "Errors", "Metrics"), with three regions.
 
 The regions sync only when told (--sync-interval-ms 60000), so every count is exact. Most
 tests share one topology (each with its own counter names); the tests that stop or freeze

@@ -1,5 +1,5 @@
 """
-86_metrics_promtool.py - /metrics on every role, against ../shared/API.md ("Metrics") and
+86_metrics_promtool.py - /metrics on every role, against docs/API.md ("Metrics") and
 `promtool check metrics` (Debian's prometheus package: scripts/setup --test).
 
 Three regions (syncing every 200 ms), a coordinator, a gateway and the strong counter
