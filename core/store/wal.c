@@ -705,13 +705,46 @@ static int write_small(struct wal *w, const char *name, const char *text)
     return rc;
 }
 
+/* The files named after a segment number, and their names' one format. */
+enum file_kind { FILE_LOG, FILE_SNAP, FILE_SNAP_TMP };
+static const struct {
+    const char *prefix, *suffix;
+} file_kinds[] = {
+    [FILE_LOG] = {"wal-", ".log"},
+    [FILE_SNAP] = {"snapshot-", ".snap"},
+    [FILE_SNAP_TMP] = {"snapshot-", ".snap.tmp"},
+};
+#define FILE_NAME_LEN 64
+
+/* Writes the name of segment n's file of kind k ("wal-00000042.log") into out. */
+static void file_name(char out[FILE_NAME_LEN], enum file_kind k, uint64_t n)
+{
+    snprintf(out, FILE_NAME_LEN, "%s%08" PRIu64 "%s", file_kinds[k].prefix, n,
+             file_kinds[k].suffix);
+}
+
+/* Whether name is a file of kind k, and its segment number. @return 1 (with *n) or 0. */
+static int file_parse(const char *name, enum file_kind k, uint64_t *n)
+{
+    size_t plen = strlen(file_kinds[k].prefix);
+    if (strncmp(name, file_kinds[k].prefix, plen) != 0 || name[plen] < '0' || name[plen] > '9')
+        return 0;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(name + plen, &end, 10);
+    if (errno || strcmp(end, file_kinds[k].suffix) != 0)
+        return 0;
+    *n = v;
+    return 1;
+}
+
 /* Creates a segment with its header. Its directory entry is fsynced by the fsync thread
  * before the first fsync of its records (w->dir_dirty); a torn header is handled at
  * start-up. Call with w->mu held once the thread runs. */
 static int open_segment(struct wal *w, uint64_t seg)
 {
     char name[64];
-    snprintf(name, sizeof name, "wal-%08" PRIu64 ".log", seg);
+    file_name(name, FILE_LOG, seg);
     int fd = openat(w->dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0)
         return -1;
@@ -752,12 +785,11 @@ static int list_dir(int dir_fd, struct listing *l, int remove_tmp)
     struct dirent *e;
     while ((e = readdir(d))) {
         uint64_t n;
-        char tail[8];
-        if (sscanf(e->d_name, "wal-%" SCNu64 ".lo%1[g]%c", &n, tail, tail + 1) == 2) {
+        if (file_parse(e->d_name, FILE_LOG, &n)) {
             if (l->nsegs == cs)
                 l->segs = xrealloc(l->segs, (cs = cs ? cs * 2 : 16) * sizeof *l->segs);
             l->segs[l->nsegs++] = n;
-        } else if (sscanf(e->d_name, "snapshot-%" SCNu64 ".sna%1[p]%c", &n, tail, tail + 1) == 2) {
+        } else if (file_parse(e->d_name, FILE_SNAP, &n)) {
             if (l->nsnaps == cn)
                 l->snaps = xrealloc(l->snaps, (cn = cn ? cn * 2 : 4) * sizeof *l->snaps);
             l->snaps[l->nsnaps++] = n;
@@ -1148,6 +1180,11 @@ static void *sync_main(void *arg)
 
 /* ---------------------------------------------------------------- open and close */
 
+void wal_new_replica_id(char *out, size_t len, const char *node_id)
+{
+    snprintf(out, len, "%s~%08" PRIx32, node_id, (uint32_t)random_u64());
+}
+
 static int replica_known(const struct gstore *st, const char *id)
 {
     for (int r = 0; r < gstore_replica_count(st); r++)
@@ -1254,7 +1291,7 @@ struct wal *wal_open(const struct wal_opts *o, struct gstore *st, struct dedup *
     char name[64];
     size_t cut_at = 0;
     if (snap) {
-        snprintf(name, sizeof name, "snapshot-%08" PRIu64 ".snap", snap);
+        file_name(name, FILE_SNAP, snap);
         if (replay_file(&rc, w->dir_fd, o->dir, name, 1, 0, &cut_at, err, errlen) < 0)
             goto fail;
         if (!rc.seen_end || rc.end_counters != gstore_count(st)) {
@@ -1285,7 +1322,7 @@ struct wal *wal_open(const struct wal_opts *o, struct gstore *st, struct dedup *
                      o->dir, prev + 1, s, prev);
             goto fail;
         }
-        snprintf(name, sizeof name, "wal-%08" PRIu64 ".log", s);
+        file_name(name, FILE_LOG, s);
         int is_last = i + 1 == l.nsegs;
         if (replay_file(&rc, w->dir_fd, o->dir, name, 0, is_last, &cut_at, err, errlen) < 0)
             goto fail;
@@ -1310,7 +1347,7 @@ struct wal *wal_open(const struct wal_opts *o, struct gstore *st, struct dedup *
     if (torn_seg && torn_at <= MAGIC_LEN) {
         /* Nothing but a (partial) header: the crash came as the segment was created.
          * Remove it, or it would sit before the next segment with a bad header. */
-        snprintf(name, sizeof name, "wal-%08" PRIu64 ".log", torn_seg);
+        file_name(name, FILE_LOG, torn_seg);
         if (unlinkat(w->dir_fd, name, 0) < 0 || fsync_dir(w) < 0) {
             snprintf(err, errlen, "cannot remove the empty %s/%s: %s", o->dir, name,
                      strerror(errno));
@@ -1323,7 +1360,7 @@ struct wal *wal_open(const struct wal_opts *o, struct gstore *st, struct dedup *
         torn_seg = 0;
     }
     if (torn_seg) {
-        snprintf(name, sizeof name, "wal-%08" PRIu64 ".log", torn_seg);
+        file_name(name, FILE_LOG, torn_seg);
         int fd = openat(w->dir_fd, name, O_WRONLY | O_CLOEXEC);
         if (fd < 0 || ftruncate(fd, (off_t)torn_at) < 0 || fsync(fd) < 0) {
             snprintf(err, errlen, "cannot cut the torn tail of %s/%s: %s", o->dir, name,
@@ -1362,8 +1399,7 @@ struct wal *wal_open(const struct wal_opts *o, struct gstore *st, struct dedup *
     } else {
         /* A fresh incarnation, distinct from every replica id the store already knows. */
         do {
-            snprintf(info->replica_id, sizeof info->replica_id, "%s~%08" PRIx32, o->node_id,
-                     (uint32_t)random_u64());
+            wal_new_replica_id(info->replica_id, sizeof info->replica_id, o->node_id);
         } while (replica_known(st, info->replica_id));
         info->new_replica = 1;
         char text[512];
@@ -1405,18 +1441,18 @@ struct wal *wal_open(const struct wal_opts *o, struct gstore *st, struct dedup *
      * their deletion. */
     for (size_t i = 0; i < l.nsegs; i++)
         if (l.segs[i] <= snap) {
-            snprintf(name, sizeof name, "wal-%08" PRIu64 ".log", l.segs[i]);
+            file_name(name, FILE_LOG, l.segs[i]);
             unlinkat(w->dir_fd, name, 0);
         }
     for (size_t i = 0; i + 1 < l.nsnaps; i++) {
-        snprintf(name, sizeof name, "snapshot-%08" PRIu64 ".snap", l.snaps[i]);
+        file_name(name, FILE_SNAP, l.snaps[i]);
         unlinkat(w->dir_fd, name, 0);
     }
     /* The segments replayed since the snapshot count toward the next one. */
     for (size_t i = 0; i < l.nsegs; i++)
         if (l.segs[i] > snap) {
             struct stat sb;
-            snprintf(name, sizeof name, "wal-%08" PRIu64 ".log", l.segs[i]);
+            file_name(name, FILE_LOG, l.segs[i]);
             if (fstatat(w->dir_fd, name, &sb, 0) == 0)
                 w->since_snapshot += (uint64_t)sb.st_size;
         }
@@ -1705,8 +1741,8 @@ static void snapshot_child(struct wal *w, const struct gstore *st, const struct 
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
         _exit(SNAP_PARENT_GONE);
     char tmp[96], name[64];
-    snprintf(name, sizeof name, "snapshot-%08" PRIu64 ".snap", seg);
-    snprintf(tmp, sizeof tmp, "%s.tmp", name);
+    file_name(name, FILE_SNAP, seg);
+    file_name(tmp, FILE_SNAP_TMP, seg);
     struct snap_writer sw = {0};
     sw.fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (sw.fd < 0)
@@ -1757,7 +1793,7 @@ static void snapshot_child(struct wal *w, const struct gstore *st, const struct 
 static void snapshot_failed(struct wal *w, uint64_t covers, const char *why)
 {
     char tmp[96];
-    snprintf(tmp, sizeof tmp, "snapshot-%08" PRIu64 ".snap.tmp", covers);
+    file_name(tmp, FILE_SNAP_TMP, covers);
     unlinkat(w->dir_fd, tmp, 0); /* the child removes it, unless it was killed */
     w->errors[WAL_ERR_SNAPSHOT]++;
     double wait = SNAPSHOT_RETRY_S;
@@ -1887,7 +1923,7 @@ static void reap_snapshot(struct wal *w, int block)
             snapshot_failed(w, w->snap_seg, why);
         } else {
             char tmp[96]; /* killed on the way out: leave no temporary file */
-            snprintf(tmp, sizeof tmp, "snapshot-%08" PRIu64 ".snap.tmp", w->snap_seg);
+            file_name(tmp, FILE_SNAP_TMP, w->snap_seg);
             unlinkat(w->dir_fd, tmp, 0);
         }
         return;
@@ -1910,12 +1946,12 @@ static void reap_snapshot(struct wal *w, int block)
         char name[64];
         for (size_t i = 0; i < l.nsegs; i++)
             if (l.segs[i] <= w->snap_seg) {
-                snprintf(name, sizeof name, "wal-%08" PRIu64 ".log", l.segs[i]);
+                file_name(name, FILE_LOG, l.segs[i]);
                 unlinkat(w->dir_fd, name, 0);
             }
         for (size_t i = 0; i < l.nsnaps; i++)
             if (l.snaps[i] < w->snap_seg) {
-                snprintf(name, sizeof name, "snapshot-%08" PRIu64 ".snap", l.snaps[i]);
+                file_name(name, FILE_SNAP, l.snaps[i]);
                 unlinkat(w->dir_fd, name, 0);
             }
         fsync_dir(w);
@@ -1923,7 +1959,7 @@ static void reap_snapshot(struct wal *w, int block)
     }
     char name[64];
     struct stat sb;
-    snprintf(name, sizeof name, "snapshot-%08" PRIu64 ".snap", w->snap_seg);
+    file_name(name, FILE_SNAP, w->snap_seg);
     if (fstatat(w->dir_fd, name, &sb, 0) == 0)
         w->snap_size = (uint64_t)sb.st_size;
     log_info("snapshot covering log segments up to %" PRIu64 " is in place (%" PRIu64 " bytes)",
