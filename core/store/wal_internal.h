@@ -82,7 +82,7 @@ struct wal {
     int dir_dirty; /* a new segment's directory entry is not yet fsynced */
     /* Bumped when a recovery drops the segment a failed fsync was on. */
     unsigned sync_gen;
-    /* Segments replaced by rotate(), for the thread to fsync (per policy) and close: the
+    /* Segments replaced by wal__rotate_ex(), for the thread to fsync (per policy) and close: the
      * loop never waits for a disk flush. upto: the position their records end at. */
     struct {
         int fd;

@@ -37,71 +37,76 @@ struct recovery {
     char why[160]; /* why a payload was refused */
 };
 
-/* Applies one record's payload. @return 0, or -1 with rc->why. */
-static int apply(struct recovery *rc, const unsigned char *p, size_t len, int in_snapshot)
+/* A snapshot's END record: how many counters and idempotency entries it holds. */
+static int apply_end(struct recovery *rc, struct reader *r)
 {
-    struct reader r = {p, p + len, 0};
-    unsigned type = get_u8(&r);
-    if (type == REC_END && in_snapshot) {
-        rc->end_counters = get_u64(&r);
-        rc->end_dedups = get_u64(&r);
-        rc->seen_end = 1;
-        return r.bad || r.p != r.end ? (snprintf(rc->why, sizeof rc->why, "bad end record"), -1)
-                                     : 0;
-    }
-    if (type == REC_DEDUP && in_snapshot) {
-        size_t clen, tlen;
-        const char *counter = get_str8(&r, &clen);
-        const char *token = get_str8(&r, &tlen);
-        struct dedup_answer a;
-        a.amount = (int64_t)get_u64(&r);
-        a.local_count = (int64_t)get_u64(&r);
-        a.total_count = (int64_t)get_u64(&r);
-        double at = get_f64(&r);
-        if (r.bad || r.p != r.end || !gcounter_name_valid(counter, clen) || !tlen) {
-            snprintf(rc->why, sizeof rc->why, "bad idempotency record");
-            return -1;
-        }
-        dedup_put(rc->d, counter, clen, token, tlen, at, &a); /* it expires by its window */
-        rc->records++;
-        return 0;
-    }
-    if (type == REC_FAILOVER || type == REC_SETTLE) {
-        /* Failover records and settlements of older versions (the take-back design):
-         * exactly-once no longer needs them. */
-        rc->records++;
-        return 0;
-    }
-    if (type == REC_STRONG || type == REC_PROMISE) {
-        size_t clen = 0;
-        const char *counter = type == REC_STRONG ? get_str8(&r, &clen) : NULL;
-        struct strong_entry e;
-        e.epoch = get_u64(&r);
-        e.round = type == REC_STRONG ? get_u64(&r) : 0;
-        e.value = type == REC_STRONG ? (int64_t)get_u64(&r) : 0;
-        if (r.bad || r.p != r.end || (counter && !gcounter_name_valid(counter, clen))) {
-            snprintf(rc->why, sizeof rc->why, "bad strong-counter record");
-            return -1;
-        }
-        if (rc->strong && counter)
-            strongrep_accept(rc->strong, counter, clen, e.epoch, e.round, e.value);
-        else if (rc->strong)
-            strongrep_promise(rc->strong, e.epoch);
-        rc->records++;
-        return 0;
-    }
-    if (type != REC_COUNTER) {
-        snprintf(rc->why, sizeof rc->why, "unknown record type 0x%02x", type);
+    rc->end_counters = get_u64(r);
+    rc->end_dedups = get_u64(r);
+    rc->seen_end = 1;
+    return r->bad || r->p != r->end ? (snprintf(rc->why, sizeof rc->why, "bad end record"), -1) : 0;
+}
+
+/* A snapshot's idempotency entry. */
+static int apply_dedup(struct recovery *rc, struct reader *r)
+{
+    size_t clen, tlen;
+    const char *counter = get_str8(r, &clen);
+    const char *token = get_str8(r, &tlen);
+    struct dedup_answer a;
+    a.amount = (int64_t)get_u64(r);
+    a.local_count = (int64_t)get_u64(r);
+    a.total_count = (int64_t)get_u64(r);
+    double at = get_f64(r);
+    if (r->bad || r->p != r->end || !gcounter_name_valid(counter, clen) || !tlen) {
+        snprintf(rc->why, sizeof rc->why, "bad idempotency record");
         return -1;
     }
-    size_t nlen;
-    const char *name = get_str8(&r, &nlen);
-    unsigned n = get_u8(&r);
-    for (unsigned i = 0; i < n && !r.bad; i++) {
+    dedup_put(rc->d, counter, clen, token, tlen, at, &a); /* it expires by its window */
+    rc->records++;
+    return 0;
+}
+
+/* A strong-counter proposal accepted (REC_STRONG) or an epoch promised (REC_PROMISE). */
+static int apply_strong(struct recovery *rc, struct reader *r, unsigned type)
+{
+    size_t clen = 0;
+    const char *counter = type == REC_STRONG ? get_str8(r, &clen) : NULL;
+    struct strong_entry e;
+    e.epoch = get_u64(r);
+    e.round = type == REC_STRONG ? get_u64(r) : 0;
+    e.value = type == REC_STRONG ? (int64_t)get_u64(r) : 0;
+    if (r->bad || r->p != r->end || (counter && !gcounter_name_valid(counter, clen))) {
+        snprintf(rc->why, sizeof rc->why, "bad strong-counter record");
+        return -1;
+    }
+    if (rc->strong && counter)
+        strongrep_accept(rc->strong, counter, clen, e.epoch, e.round, e.value);
+    else if (rc->strong)
+        strongrep_promise(rc->strong, e.epoch);
+    rc->records++;
+    return 0;
+}
+
+/* A counter record as read (pointers into the record; see walrec.c for its layout). */
+struct counter_rec {
+    const char *name, *token;
+    size_t nlen, tlen;
+    unsigned n, nf; /* entries (in rc->entries), folded replicas (in rc->folded) */
+    struct dedup_answer a;
+    double at;
+    const unsigned char *toks; /* the token-set elements, after their u32 count */
+    uint32_t ntoks;
+};
+
+/* The counter's per-replica entries, into rc->entries. @return 0, or -1 with rc->why. */
+static int read_entries(struct recovery *rc, struct reader *r, struct counter_rec *c)
+{
+    c->n = get_u8(r);
+    for (unsigned i = 0; i < c->n && !r->bad; i++) {
         size_t rlen;
-        const char *rn = get_str8(&r, &rlen);
-        int64_t pos = (int64_t)get_u64(&r), neg = (int64_t)get_u64(&r);
-        if (r.bad)
+        const char *rn = get_str8(r, &rlen);
+        int64_t pos = (int64_t)get_u64(r), neg = (int64_t)get_u64(r);
+        if (r->bad)
             break;
         if (!gcounter_replica_node_len(rn, rlen) || pos < 0 || neg < 0) {
             snprintf(rc->why, sizeof rc->why, "bad replica entry in counter record");
@@ -115,77 +120,175 @@ static int apply(struct recovery *rc, const unsigned char *p, size_t len, int in
             return -1;
         }
     }
-    unsigned flags = get_u8(&r);
-    size_t tlen = 0;
-    const char *token = NULL;
-    struct dedup_answer a = {0, 0, 0};
-    double at = 0;
+    return 0;
+}
+
+/* The flags byte and what it announces: the increment's token and first answer (bit 0),
+ * the folded replicas into rc->folded (bit 1). @return 0, or -1 with rc->why. */
+static int read_flagged(struct recovery *rc, struct reader *r, struct counter_rec *c)
+{
+    unsigned flags = get_u8(r);
     if (flags & 1) {
-        token = get_str8(&r, &tlen);
-        a.amount = (int64_t)get_u64(&r);
-        a.local_count = (int64_t)get_u64(&r);
-        a.total_count = (int64_t)get_u64(&r);
-        at = get_f64(&r);
+        c->token = get_str8(r, &c->tlen);
+        c->a.amount = (int64_t)get_u64(r);
+        c->a.local_count = (int64_t)get_u64(r);
+        c->a.total_count = (int64_t)get_u64(r);
+        c->at = get_f64(r);
     }
     if (flags & ~3u)
-        r.bad = 1;
-    unsigned nf = 0;
-    if (flags & 2) {
-        nf = get_u8(&r);
-        nf |= get_u8(&r) << 8;
-        if (nf > GCOUNTER_MAX_FOLDED)
-            r.bad = 1;
-        for (unsigned i = 0; i < nf && !r.bad; i++) {
-            size_t rlen;
-            const char *rn = get_str8(&r, &rlen);
-            if (r.bad || !gcounter_replica_node_len(rn, rlen) ||
-                (rc->folded[i] = gstore_replica(rc->st, rn, rlen)) < 0) {
-                snprintf(rc->why, sizeof rc->why, "bad folded replica in counter record");
-                return -1;
-            }
+        r->bad = 1;
+    if (!(flags & 2))
+        return 0;
+    c->nf = get_u8(r);
+    c->nf |= get_u8(r) << 8;
+    if (c->nf > GCOUNTER_MAX_FOLDED)
+        r->bad = 1;
+    for (unsigned i = 0; i < c->nf && !r->bad; i++) {
+        size_t rlen;
+        const char *rn = get_str8(r, &rlen);
+        if (r->bad || !gcounter_replica_node_len(rn, rlen) ||
+            (rc->folded[i] = gstore_replica(rc->st, rn, rlen)) < 0) {
+            snprintf(rc->why, sizeof rc->why, "bad folded replica in counter record");
+            return -1;
         }
     }
-    /* Token-set elements, when the record has them (older records end here). */
-    const unsigned char *toks = r.p;
-    uint32_t ntoks = r.p < r.end ? get_u32(&r) : 0;
-    for (uint32_t i = 0; i < ntoks && !r.bad; i++) {
+    return 0;
+}
+
+/* Token-set elements, when the record has them (older records end before): checked here,
+ * merged by merge_tokens once the counter is known good. */
+static void read_tokens(struct reader *r, struct counter_rec *c)
+{
+    c->ntoks = r->p < r->end ? get_u32(r) : 0;
+    c->toks = r->p;
+    for (uint32_t i = 0; i < c->ntoks && !r->bad; i++) {
         size_t kl;
-        get_str8(&r, &kl);
-        get_u64(&r);
-        unsigned st = get_u8(&r);
+        get_str8(r, &kl);
+        get_u64(r);
+        unsigned st = get_u8(r);
         if (kl == 0 || kl > TOKSET_TOKEN_MAX || st > 1)
-            r.bad = 1;
+            r->bad = 1;
     }
-    if (r.bad || r.p != r.end || !gcounter_name_valid(name, nlen) || (token && !tlen)) {
+}
+
+static void merge_tokens(struct recovery *rc, uint32_t id, const struct counter_rec *c,
+                         const unsigned char *end)
+{
+    struct reader tr = {c->toks, end, 0};
+    uint64_t seq = gstore_seq(rc->st) + 1;
+    int changed = 0;
+    for (uint32_t i = 0; i < c->ntoks; i++) {
+        size_t kl;
+        const char *k = get_str8(&tr, &kl);
+        int64_t amount = (int64_t)get_u64(&tr);
+        int settled = (int)get_u8(&tr);
+        changed |= tokset_merge(rc->ts, id, k, kl, amount, settled, seq);
+    }
+    if (changed & TOKSET_CHANGED)
+        gstore_touch(rc->st, id);
+}
+
+/* A counter's entries (merged), its token-set elements, and an increment's answer. */
+static int apply_counter(struct recovery *rc, struct reader *r)
+{
+    struct counter_rec c;
+    memset(&c, 0, sizeof c);
+    c.name = get_str8(r, &c.nlen);
+    if (read_entries(rc, r, &c) < 0 || read_flagged(rc, r, &c) < 0)
+        return -1;
+    read_tokens(r, &c);
+    if (r->bad || r->p != r->end || !gcounter_name_valid(c.name, c.nlen) || (c.token && !c.tlen)) {
         snprintf(rc->why, sizeof rc->why, "malformed counter record");
         return -1;
     }
-    uint32_t id = gstore_find(rc->st, name, nlen);
-    if (gstore_merge_check_folded(rc->st, id, rc->entries, n, rc->folded, nf) != 0) {
-        snprintf(rc->why, sizeof rc->why, "counter %.*s cannot be merged (out of range)", (int)nlen,
-                 name);
+    uint32_t id = gstore_find(rc->st, c.name, c.nlen);
+    if (gstore_merge_check_folded(rc->st, id, rc->entries, c.n, rc->folded, c.nf) != 0) {
+        snprintf(rc->why, sizeof rc->why, "counter %.*s cannot be merged (out of range)",
+                 (int)c.nlen, c.name);
         return -1;
     }
     if (id == GSTORE_NONE)
-        id = gstore_create(rc->st, name, nlen);
-    gstore_merge_folded(rc->st, id, rc->entries, n, rc->folded, nf, 0);
-    if (ntoks && rc->ts) {
-        struct reader tr = {toks + 4, r.end, 0};
-        uint64_t seq = gstore_seq(rc->st) + 1;
-        int changed = 0;
-        for (uint32_t i = 0; i < ntoks; i++) {
-            size_t kl;
-            const char *k = get_str8(&tr, &kl);
-            int64_t amount = (int64_t)get_u64(&tr);
-            int settled = (int)get_u8(&tr);
-            changed |= tokset_merge(rc->ts, id, k, kl, amount, settled, seq);
-        }
-        if (changed & TOKSET_CHANGED)
-            gstore_touch(rc->st, id);
-    }
-    if (token)
-        dedup_put(rc->d, name, nlen, token, tlen, at, &a);
+        id = gstore_create(rc->st, c.name, c.nlen);
+    gstore_merge_folded(rc->st, id, rc->entries, c.n, rc->folded, c.nf, 0);
+    if (c.ntoks && rc->ts)
+        merge_tokens(rc, id, &c, r->end);
+    if (c.token)
+        dedup_put(rc->d, c.name, c.nlen, c.token, c.tlen, c.at, &c.a);
     rc->records++;
+    return 0;
+}
+
+/* Applies one record's payload. @return 0, or -1 with rc->why. */
+static int apply(struct recovery *rc, const unsigned char *p, size_t len, int in_snapshot)
+{
+    struct reader r = {p, p + len, 0};
+    unsigned type = get_u8(&r);
+    if (type == REC_END && in_snapshot)
+        return apply_end(rc, &r);
+    if (type == REC_DEDUP && in_snapshot)
+        return apply_dedup(rc, &r);
+    if (type == REC_FAILOVER || type == REC_SETTLE) {
+        /* Failover records and settlements of older versions (the take-back design):
+         * exactly-once no longer needs them. */
+        rc->records++;
+        return 0;
+    }
+    if (type == REC_STRONG || type == REC_PROMISE)
+        return apply_strong(rc, &r, type);
+    if (type != REC_COUNTER) {
+        snprintf(rc->why, sizeof rc->why, "unknown record type 0x%02x", type);
+        return -1;
+    }
+    return apply_counter(rc, &r);
+}
+
+/*
+ * Applies the records of a file's data after its header. @return 0 (with *cut_at set to
+ * where a torn tail starts when last, else left), or -1 with err.
+ */
+static int replay_records(struct recovery *rc, const unsigned char *data, size_t size,
+                          const char *dir, const char *name, int is_snapshot, int last,
+                          size_t *cut_at, char *err, size_t errlen)
+{
+    size_t off = MAGIC_LEN;
+    while (off < size) {
+        int good = wal__record_at(data, size, off);
+        if (good) {
+            uint32_t len = (uint32_t)data[off] | (uint32_t)data[off + 1] << 8 |
+                           (uint32_t)data[off + 2] << 16 | (uint32_t)data[off + 3] << 24;
+            if (apply(rc, data + off + 8, len, is_snapshot) < 0) {
+                snprintf(err, errlen,
+                         "%s/%s: record at offset %zu has a valid checksum but cannot be "
+                         "applied (%s). This is a bug or deliberate damage: keep a copy of the "
+                         "directory and report it; to start anyway, move the file aside (the "
+                         "node will count under a new replica id and its peers re-send what "
+                         "they hold).",
+                         dir, name, off, rc->why);
+                return -1;
+            }
+            off += 8 + len;
+            continue;
+        }
+        /* A bad record: torn tail, or damage with good data after it? */
+        size_t next = off + 1;
+        while (next < size && !wal__record_at(data, size, next))
+            next++;
+        if (next >= size && last && !is_snapshot) {
+            *cut_at = off;
+            return 0;
+        }
+        snprintf(err, errlen,
+                 "%s/%s is damaged at offset %zu (%s). counterd does not drop acknowledged "
+                 "data silently, so it will not start. To recover: keep a copy of the data "
+                 "directory; then truncate the file there (truncate -s %zu %s/%s), losing "
+                 "the %zu bytes after it unless the peers still hold them, or move the file "
+                 "aside. The node then counts under a new replica id and its peers re-send "
+                 "what they have.",
+                 dir, name, off,
+                 next < size ? "valid records follow the damage" : "the file ends damaged", off,
+                 dir, name, size - off);
+        return -1;
+    }
     return 0;
 }
 
@@ -201,7 +304,6 @@ static int replay_file(struct recovery *rc, int dir_fd, const char *dir, const c
     if (wal__read_file(dir_fd, name, &data, &size, err, errlen) < 0)
         return -1;
     const char *magic = is_snapshot ? SNAP_MAGIC : LOG_MAGIC;
-    size_t off = MAGIC_LEN;
     int rcode = 0;
     *cut_at = size;
     if (size < MAGIC_LEN || memcmp(data, magic, MAGIC_LEN) != 0) {
@@ -217,46 +319,7 @@ static int replay_file(struct recovery *rc, int dir_fd, const char *dir, const c
         rcode = -1;
         goto out;
     }
-    while (off < size) {
-        int good = wal__record_at(data, size, off);
-        if (good) {
-            uint32_t len = (uint32_t)data[off] | (uint32_t)data[off + 1] << 8 |
-                           (uint32_t)data[off + 2] << 16 | (uint32_t)data[off + 3] << 24;
-            if (apply(rc, data + off + 8, len, is_snapshot) < 0) {
-                snprintf(err, errlen,
-                         "%s/%s: record at offset %zu has a valid checksum but cannot be "
-                         "applied (%s). This is a bug or deliberate damage: keep a copy of the "
-                         "directory and report it; to start anyway, move the file aside (the "
-                         "node will count under a new replica id and its peers re-send what "
-                         "they hold).",
-                         dir, name, off, rc->why);
-                rcode = -1;
-                goto out;
-            }
-            off += 8 + len;
-            continue;
-        }
-        /* A bad record: torn tail, or damage with good data after it? */
-        size_t next = off + 1;
-        while (next < size && !wal__record_at(data, size, next))
-            next++;
-        if (next >= size && last && !is_snapshot) {
-            *cut_at = off;
-            goto out;
-        }
-        snprintf(err, errlen,
-                 "%s/%s is damaged at offset %zu (%s). counterd does not drop acknowledged "
-                 "data silently, so it will not start. To recover: keep a copy of the data "
-                 "directory; then truncate the file there (truncate -s %zu %s/%s), losing "
-                 "the %zu bytes after it unless the peers still hold them, or move the file "
-                 "aside. The node then counts under a new replica id and its peers re-send "
-                 "what they have.",
-                 dir, name, off,
-                 next < size ? "valid records follow the damage" : "the file ends damaged", off,
-                 dir, name, size - off);
-        rcode = -1;
-        goto out;
-    }
+    rcode = replay_records(rc, data, size, dir, name, is_snapshot, last, cut_at, err, errlen);
 out:
     free(data);
     return rcode;

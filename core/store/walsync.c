@@ -29,7 +29,7 @@ int wal__log_fdatasync(int fd)
     return fault_error(FAULT_WAL_FSYNC) ? -1 : fdatasync(fd);
 }
 
-/* Flushes and closes the segments rotate() handed over. Called with w->mu held; drops it
+/* Flushes and closes the segments wal__rotate_ex() handed over. Called with w->mu held; drops it
  * around the system calls. */
 static void settle_old(struct wal *w)
 {
@@ -57,6 +57,75 @@ static void settle_old(struct wal *w)
     }
 }
 
+/* Wakes the loop (wal_notify_fd). */
+static void notify(struct wal *w)
+{
+    uint64_t one = 1;
+    ssize_t k = write(w->notify_fd, &one, sizeof one);
+    (void)k;
+}
+
+/* The position to fsync up to now, or 0 for none. Called with w->mu held. */
+static uint64_t sync_target(const struct wal *w)
+{
+    /* want is raised under "always", and under any policy by wal_write_sync(). */
+    if (w->sync_errno)
+        return 0; /* see settle_old: wait for a recovery */
+    if (w->want > w->synced)
+        return w->want;
+    if (w->policy == WAL_FSYNC_EVERYSEC && w->shared_written > w->synced &&
+        clock_mono_ms() - w->last_sync_ms >= 1000)
+        return w->shared_written;
+    return 0;
+}
+
+/* Waits for work: a signal, or under "everysec" also 200 ms. Called with w->mu held. */
+static void wait_for_work(struct wal *w)
+{
+    if (w->policy != WAL_FSYNC_EVERYSEC) {
+        pthread_cond_wait(&w->wake, &w->mu);
+        return;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 200 * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&w->wake, &w->mu, &ts);
+}
+
+/* fdatasyncs the current segment (and first the directory, when it has a new entry), which
+ * makes everything written up to target durable. Called with w->mu held; drops it around
+ * the system calls. */
+static void sync_to(struct wal *w, uint64_t target)
+{
+    int fd = w->fd, dir = w->dir_dirty;
+    unsigned gen = w->sync_gen;
+    w->dir_dirty = 0;
+    w->busy = 1;
+    pthread_mutex_unlock(&w->mu);
+    int rc = dir ? fsync(w->dir_fd) : 0;
+    if (rc == 0)
+        rc = wal__log_fdatasync(fd);
+    int e = errno;
+    if (rc == 0)
+        fault_hit(FAULT_WAL_AFTER_FSYNC);
+    pthread_mutex_lock(&w->mu);
+    w->busy = 0;
+    w->last_sync_ms = clock_mono_ms();
+    if (gen != w->sync_gen) {
+        /* A recovery replaced the segment meanwhile: this result is about old data. */
+    } else if (rc == 0) {
+        if (target > w->synced)
+            w->synced = target;
+    } else {
+        w->sync_errno = e;
+    }
+    pthread_cond_broadcast(&w->idle);
+}
+
 static void *sync_main(void *arg)
 {
     struct wal *w = arg;
@@ -64,68 +133,20 @@ static void *sync_main(void *arg)
     while (!w->stop) {
         if (w->nold) {
             settle_old(w);
-            if (w->policy == WAL_FSYNC_ALWAYS) {
-                uint64_t one = 1;
-                ssize_t k = write(w->notify_fd, &one, sizeof one);
-                (void)k;
-            }
+            if (w->policy == WAL_FSYNC_ALWAYS)
+                notify(w);
             continue;
         }
-        uint64_t target = 0;
-        double now = clock_mono_ms();
-        /* want is raised under "always", and under any policy by wal_write_sync(). */
-        if (w->sync_errno)
-            target = 0; /* see settle_old: wait for a recovery */
-        else if (w->want > w->synced)
-            target = w->want;
-        else if (w->policy == WAL_FSYNC_EVERYSEC && w->shared_written > w->synced &&
-                 now - w->last_sync_ms >= 1000)
-            target = w->shared_written;
+        uint64_t target = sync_target(w);
         if (!target) {
-            if (w->policy == WAL_FSYNC_EVERYSEC) {
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_nsec += 200 * 1000000L;
-                if (ts.tv_nsec >= 1000000000L) {
-                    ts.tv_sec++;
-                    ts.tv_nsec -= 1000000000L;
-                }
-                pthread_cond_timedwait(&w->wake, &w->mu, &ts);
-            } else {
-                pthread_cond_wait(&w->wake, &w->mu);
-            }
+            wait_for_work(w);
             continue;
         }
-        int fd = w->fd, dir = w->dir_dirty;
-        unsigned gen = w->sync_gen;
-        w->dir_dirty = 0;
-        w->busy = 1;
-        pthread_mutex_unlock(&w->mu);
-        int rc = dir ? fsync(w->dir_fd) : 0;
-        if (rc == 0)
-            rc = wal__log_fdatasync(fd);
-        int e = errno;
-        if (rc == 0)
-            fault_hit(FAULT_WAL_AFTER_FSYNC);
-        pthread_mutex_lock(&w->mu);
-        w->busy = 0;
-        w->last_sync_ms = clock_mono_ms();
-        if (gen != w->sync_gen) {
-            /* A recovery replaced the segment meanwhile: this result is about old data. */
-        } else if (rc == 0) {
-            if (target > w->synced)
-                w->synced = target;
-        } else {
-            w->sync_errno = e;
-        }
-        pthread_cond_broadcast(&w->idle);
-        if (w->policy == WAL_FSYNC_ALWAYS || target == w->want) {
-            uint64_t one = 1;
-            ssize_t k = write(w->notify_fd, &one, sizeof one);
-            (void)k;
-        }
+        sync_to(w, target);
+        if (w->policy == WAL_FSYNC_ALWAYS || target == w->want)
+            notify(w);
     }
-    settle_old(w); /* what rotate() handed over just before the stop */
+    settle_old(w); /* what wal__rotate_ex() handed over just before the stop */
     pthread_mutex_unlock(&w->mu);
     return NULL;
 }
