@@ -1436,7 +1436,7 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
         /* Nothing survives this process: it is a new incarnation, which must not count
          * under an id whose old value its peers may hold higher (they would swallow its
          * increments). */
-        snprintf(rid, sizeof rid, "%s~%08" PRIx32, cfg->node_id, (uint32_t)random_u64());
+        wal_new_replica_id(rid, sizeof rid, cfg->node_id);
         log_warn("no data directory (--data-dir / DATA_DIR): counts live in memory only");
     }
     rg->replica_id = xstrdup(rid);

@@ -93,6 +93,13 @@ enum wal_error {
     WAL_ERR_COUNT
 };
 
+/*
+ * Writes a new incarnation's replica id for node_id into out: "<node_id>~<8 hex digits>",
+ * random (wal_open mints one when the directory cannot keep its id; a node without a data
+ * directory mints one at every start).
+ */
+void wal_new_replica_id(char *out, size_t len, const char *node_id);
+
 /* @return "no" / "everysec" / "always" as enum wal_fsync, or -1. */
 int wal_parse_fsync(const char *s);
 const char *wal_fsync_name(enum wal_fsync f);

@@ -674,6 +674,79 @@ static void test_fsync_error_recovers_through_a_snapshot(void)
     rm_rf(root);
 }
 
+/* CRC-32C one bit at a time from its definition (tests/unit/test_crc32c.c checks it against
+ * published values): the log's checksum must be the standard one, not merely the one its
+ * reader shares with its writer. */
+static uint32_t crc32c_bitwise(const unsigned char *p, size_t n)
+{
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++)
+            c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1)));
+    }
+    return ~c;
+}
+
+static void put_le(unsigned char **p, uint64_t v, int bytes)
+{
+    for (int i = 0; i < bytes; i++)
+        *(*p)++ = (unsigned char)(v >> (8 * i));
+}
+
+static void put_s8(unsigned char **p, const char *s)
+{
+    size_t n = strlen(s);
+    *(*p)++ = (unsigned char)n;
+    memcpy(*p, s, n);
+    *p += n;
+}
+
+/* The bytes of one counter record on disk, written out by hand from wal.h's format: a
+ * change of the format or of its checksum shows here first (old logs must stay readable). */
+static void test_record_format_on_disk(void)
+{
+    make_root();
+    struct node n;
+    REQUIRE(node_open(&n, root, WAL_FSYNC_EVERYSEC, 0) == 0);
+    uint32_t id = gstore_create(n.st, "c", 1);
+    CHECK_EQ_I64(gstore_incr(n.st, id, n.self, 5), 0);
+    CHECK_EQ_I64(gstore_incr(n.st, id, n.self, -2), 0);
+    struct dedup_answer a = {-2, 0, 3};
+    wal_append(n.w, n.st, id, "t1", 2, &a, 1e9);
+    CHECK_EQ_I64(wal_write(n.w), 0);
+
+    unsigned char want[256], *p = want + 16; /* magic and frame first */
+    *p++ = 'C';
+    put_s8(&p, "c");
+    *p++ = 1; /* one replica entry */
+    put_s8(&p, n.info.replica_id);
+    put_le(&p, 5, 8); /* increments */
+    put_le(&p, 2, 8); /* decrements */
+    *p++ = 1;         /* flags: a token follows */
+    put_s8(&p, "t1");
+    put_le(&p, (uint64_t)-2, 8); /* the first answer: amount, local count, total */
+    put_le(&p, 0, 8);
+    put_le(&p, 3, 8);
+    put_le(&p, 0x41CDCD6500000000ULL, 8); /* 1e9 as an IEEE 754 double */
+    size_t plen = (size_t)(p - want) - 16;
+    memcpy(want, "CNTDLOG1", 8);
+    unsigned char *h = want + 8;
+    put_le(&h, plen, 4);
+    put_le(&h, crc32c_bitwise(want + 16, plen), 4);
+
+    char path[512], got[256];
+    newest_segment(root, path, sizeof path);
+    FILE *f = fopen(path, "rb");
+    REQUIRE(f != NULL);
+    size_t got_len = fread(got, 1, sizeof got, f);
+    fclose(f);
+    CHECK_MEM_EQ(got, got_len, want, 16 + plen);
+    CHECK_EQ_I64(wal_close(n.w), 0);
+    node_free(&n);
+    rm_rf(root);
+}
+
 UNIT_MAIN("test_wal", UNIT_CASE(test_clean_stop_keeps_state_and_replica_id),
           UNIT_CASE(test_crash_keeps_written_records_and_replica_id),
           UNIT_CASE(test_crash_after_reboot_or_failed_write_changes_replica_id),
@@ -682,5 +755,5 @@ UNIT_MAIN("test_wal", UNIT_CASE(test_clean_stop_keeps_state_and_replica_id),
           UNIT_CASE(test_snapshot_replaces_old_segments), UNIT_CASE(test_fold_replays),
           UNIT_CASE(test_always_reports_durability), UNIT_CASE(test_strong_replica_records),
           UNIT_CASE(test_refusals), UNIT_CASE(test_reserved_room_is_not_log),
-          UNIT_CASE(test_stale_snapshot_tmp_is_removed),
+          UNIT_CASE(test_stale_snapshot_tmp_is_removed), UNIT_CASE(test_record_format_on_disk),
           UNIT_CASE(test_fsync_error_recovers_through_a_snapshot))
