@@ -62,6 +62,9 @@ struct lua_host {
     int api_ref; /* the counterd table */
     struct policy policies[MAX_POLICIES];
     int npolicies;
+    /* Functions a policy file must define (lua_host_policy_entry): "name" -> "fn". */
+    char entries[MAX_POLICIES][2][32];
+    int nentries;
     int budget_ms;
     double deadline_ms; /* 0: no call running under the watchdog */
     /* The Lua heap as the allocator sees it, and the most a policy call may grow it to
@@ -629,17 +632,33 @@ static int run_file(struct lua_host *h, const char *folder, const char *name, in
 }
 
 /*
- * The function the C core calls in each policy it knows: a file without it is refused
- * when loaded, so that a misspelt name is an error at reload time rather than a silent
- * fallback on every later call.
+ * The function the C core calls in a policy (declared by its caller): a file without it is
+ * refused when loaded, so that a misspelt name is an error at reload time rather than a
+ * silent fallback on every later call.
  */
-static const char *entry_point(const char *policy)
+static const char *entry_point(const struct lua_host *h, const char *policy)
 {
-    if (strcmp(policy, "routing") == 0)
-        return "route";
-    if (strcmp(policy, "faults") == 0)
-        return "decide";
+    for (int i = 0; i < h->nentries; i++)
+        if (strcmp(h->entries[i][0], policy) == 0)
+            return h->entries[i][1];
     return NULL;
+}
+
+void lua_host_policy_entry(struct lua_host *h, const char *policy, const char *fn)
+{
+    for (int i = 0; i < h->nentries; i++)
+        if (strcmp(h->entries[i][0], policy) == 0) {
+            snprintf(h->entries[i][1], sizeof h->entries[i][1], "%s", fn);
+            return;
+        }
+    if (h->nentries == MAX_POLICIES) {
+        log_error("too many policy entry points (at most %d); %s.%s is not checked", MAX_POLICIES,
+                  policy, fn);
+        return;
+    }
+    snprintf(h->entries[h->nentries][0], sizeof h->entries[0][0], "%s", policy);
+    snprintf(h->entries[h->nentries][1], sizeof h->entries[0][1], "%s", fn);
+    h->nentries++;
 }
 
 /*
@@ -658,7 +677,7 @@ static int stage_policy(struct lua_host *h, const char *name, char *path, size_t
                  path, luaL_typename(L, -1));
         goto fail;
     }
-    const char *fn = entry_point(name);
+    const char *fn = entry_point(h, name);
     if (fn) {
         lua_getfield(L, -1, fn);
         int ok = lua_isfunction(L, -1);
@@ -787,38 +806,6 @@ double lua_host_shared_get_number(struct lua_host *h, const char *key)
     return v;
 }
 
-int lua_host_lab_regions(struct lua_host *h, char names[][64], char urls[][512], int max)
-{
-    lua_State *L = h->L;
-    int top = lua_gettop(L), n = 0;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, h->api_ref);
-    lua_getfield(L, -1, "conf");
-    lua_pushstring(L, "lab");
-    if (guarded_call(h, 1, 1, 0) != 0 || !lua_istable(L, -1)) {
-        log_error("lua/conf/lab.lua: %s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "no table");
-        goto out;
-    }
-    lua_getfield(L, -1, "regions");
-    if (guarded_call(h, 0, 1, 0) != 0 || !lua_istable(L, -1))
-        goto out;
-    for (int i = 1; n < max; i++) {
-        lua_rawgeti(L, -1, i);
-        if (!lua_istable(L, -1))
-            break;
-        lua_getfield(L, -1, "name");
-        lua_getfield(L, -2, "url");
-        if (lua_isstring(L, -2) && lua_isstring(L, -1)) {
-            snprintf(names[n], 64, "%s", lua_tostring(L, -2));
-            snprintf(urls[n], 512, "%s", lua_tostring(L, -1));
-            n++;
-        }
-        lua_pop(L, 3);
-    }
-out:
-    lua_settop(L, top);
-    return n;
-}
-
 int lua_host_load_policy(struct lua_host *h, const char *name, char *err, size_t errlen)
 {
     lua_State *L = h->L;
@@ -929,50 +916,48 @@ static int push_policy_fn(struct lua_host *h, const char *policy, const char *fn
     return p ? push_module_fn(h, p->ref, fn) : -1;
 }
 
-int lua_host_faults_decide(struct lua_host *h, const char *dir, const char *from, const char *to,
-                           const char *kind, int partitioned, int *delay_ms)
+void lua_host_count_error(struct lua_host *h, const char *policy)
+{
+    count_error(h, policy);
+}
+
+int lua_host_pcall(struct lua_host *h, int nargs, int nresults, char *err, size_t errlen)
+{
+    if (guarded_call(h, nargs, nresults, 0) != 0) {
+        snprintf(err, errlen, "%s", lua_tostring(h->L, -1));
+        lua_pop(h->L, 1);
+        return -1;
+    }
+    return 0;
+}
+
+int lua_host_call_policy(struct lua_host *h, const char *policy, const char *fn, int nargs,
+                         int nresults, char *err, size_t errlen)
 {
     lua_State *L = h->L;
-    int top = lua_gettop(L);
-    if (push_policy_fn(h, "faults", "decide") < 0)
+    if (push_policy_fn(h, policy, fn) < 0) {
+        lua_pop(L, nargs);
+        snprintf(err, errlen, "%s.%s is not loaded", policy, fn);
         return -1;
-    lua_pushstring(L, dir);
-    lua_pushstring(L, from);
-    lua_pushstring(L, to);
-    lua_pushstring(L, kind);
-    lua_pushboolean(L, partitioned);
-    int rc = -1;
-    if (guarded_call(h, 5, 2, 1) != 0) {
-        log_error("faults.decide failed, delivering as if there were no policy: %s",
-                  lua_tostring(L, -1));
-        count_error(h, "faults");
-        goto out;
     }
-    const char *action = lua_tostring(L, -2);
-    if (!action) {
-        log_error("faults.decide returned %s, not an action; delivering", luaL_typename(L, -2));
-    } else if (strcmp(action, "deliver") == 0) {
-        rc = 0;
-    } else if (strcmp(action, "drop") == 0) {
-        rc = 1;
-    } else if (strcmp(action, "delay") == 0) {
-        double ms = lua_tonumber(L, -1);
-        if (ms > 0 && ms <= 600000) {
-            *delay_ms = (int)ms;
-            rc = 2;
-        } else {
-            log_error("faults.decide asked for a delay of %g ms (must be 0 < ms <= 600000); "
-                      "delivering",
-                      ms);
-        }
-    } else {
-        log_error("faults.decide returned unknown action '%s'; delivering", action);
+    lua_insert(L, -(nargs + 1));
+    if (guarded_call(h, nargs, nresults, 1) != 0) {
+        const char *msg = lua_tostring(L, -1);
+        snprintf(err, errlen, "%s", msg ? msg : "(error object is not a string)");
+        lua_pop(L, 1);
+        count_error(h, policy);
+        return -2;
     }
-    if (rc < 0)
-        count_error(h, "faults");
-out:
-    lua_settop(L, top);
-    return rc;
+    return 0;
+}
+
+int lua_host_push_policy(struct lua_host *h, const char *name)
+{
+    struct policy *p = find_policy(h, name);
+    if (!p)
+        return -1;
+    lua_rawgeti(h->L, LUA_REGISTRYINDEX, p->ref);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- policies from Lua */
@@ -1193,65 +1178,4 @@ void lua_host_pending_remove(struct lua_host *h, struct lua_pending *p)
     if (p->next)
         p->next->prev = p->prev;
     free(p);
-}
-
-int lua_host_route(struct lua_host *h, const char *policy, const char *counter,
-                   const char *client_region, const char *token, const char *const *names,
-                   const int *healthy, int n, char *err, size_t errlen)
-{
-    lua_State *L = h->L;
-    int top = lua_gettop(L);
-    if (!find_policy(h, "routing")) {
-        char lerr[512];
-        if (lua_host_load_policy(h, "routing", lerr, sizeof lerr) < 0) {
-            log_error("routing policy not loaded: %s", lerr);
-            return -3;
-        }
-    }
-    if (push_policy_fn(h, "routing", "route") < 0) {
-        /* Only a policy that removed its own route() gets here (loading checks it). */
-        log_error("routing.route is not a function any more; choosing a healthy region instead");
-        count_error(h, "routing");
-        return -3;
-    }
-    lua_pushstring(L, policy);
-    lua_pushstring(L, counter);
-    if (client_region)
-        lua_pushstring(L, client_region);
-    else
-        lua_pushnil(L);
-    lua_createtable(L, n, 0);
-    for (int i = 0; i < n; i++) {
-        lua_pushstring(L, names[i]);
-        lua_rawseti(L, -2, i + 1);
-    }
-    lua_createtable(L, n, 0);
-    for (int i = 0; i < n; i++) {
-        lua_pushboolean(L, healthy[i]);
-        lua_rawseti(L, -2, i + 1);
-    }
-    if (token)
-        lua_pushstring(L, token);
-    else
-        lua_pushnil(L);
-    int rc;
-    if (guarded_call(h, 6, 2, 1) != 0) {
-        log_error("routing.route failed, choosing a healthy region instead: %s",
-                  lua_tostring(L, -1));
-        count_error(h, "routing");
-        rc = -3;
-    } else if (lua_isnumber(L, -2)) {
-        int i = (int)lua_tointeger(L, -2);
-        rc = i >= 1 && i <= n ? i - 1 : -3;
-        if (rc == -3) {
-            log_error("routing.route returned %d, not a region index 1..%d", i, n);
-            count_error(h, "routing");
-        }
-    } else {
-        const char *msg = lua_tostring(L, -1);
-        snprintf(err, errlen, "%s", msg ? msg : "no region");
-        rc = msg && !strncmp(msg, "unknown routing policy", 22) ? -1 : -2;
-    }
-    lua_settop(L, top);
-    return rc;
 }

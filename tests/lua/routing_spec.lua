@@ -7,7 +7,7 @@ local path = root .. "/lua/policies/routing.lua"
 
 local NAMES = { "us-east", "us-west", "eu-west" }
 local ALL_UP = { true, true, true }
-local KNOWN = "random, round-robin, sticky, nearest, us-east, us-west, eu-west"
+local KNOWN = { "random", "round-robin", "sticky", "nearest", "us-east", "us-west", "eu-west" }
 
 -- A fresh copy of the policy; with shared_values, a counterd.shared stand-in with incr.
 local function load_policy(shared_values)
@@ -269,39 +269,43 @@ describe("routing.route", function()
       end
     end)
 
-    it("no healthy region: nil, \"no healthy region\", for every policy", function()
+    it("no healthy region: nil, \"no_healthy_region\" (a code, not a sentence), for every policy", function()
       local r = load_policy()
       local down = { false, false, false }
       for _, c in ipairs({ { "random" }, { nil }, { "round-robin" }, { "sticky" }, { "us-west" },
                            { "nearest", "us-west" }, { "nearest", "eu-central" }, { "nearest", "mars" },
                            { "nearest" } }) do
-        local i, err = r.route(c[1], "views", c[2], NAMES, down)
+        local i, code, extra = r.route(c[1], "views", c[2], NAMES, down)
         assert.is_nil(i, tostring(c[1]))
-        assert.are.equal("no healthy region", err, tostring(c[1]) .. " " .. tostring(c[2]))
+        assert.are.equal("no_healthy_region", code, tostring(c[1]) .. " " .. tostring(c[2]))
+        assert.is_nil(extra)
       end
     end)
   end)
 
   describe("an unknown policy", function()
-    it("returns nil and a message naming it and listing the known policies", function()
+    it("returns nil, \"unknown_policy\" and the list of the known policies", function()
       local r = load_policy()
       for _, healthy in ipairs({ ALL_UP, { false, false, false } }) do
-        local i, err = r.route("teleport", "views", nil, NAMES, healthy)
+        local i, code, known = r.route("teleport", "views", nil, NAMES, healthy)
         assert.is_nil(i)
-        assert.are.equal("unknown routing policy 'teleport' (known: " .. KNOWN .. ")", err)
+        assert.are.equal("unknown_policy", code)
+        assert.are.same(KNOWN, known)
       end
       for _, p in ipairs({ "Random", "us-west-1", "", "round_robin" }) do
-        local i, err = r.route(p, "views", nil, NAMES, ALL_UP)
+        local i, code, known = r.route(p, "views", nil, NAMES, ALL_UP)
         assert.is_nil(i, p)
-        assert.are.equal("unknown routing policy '" .. p .. "' (known: " .. KNOWN .. ")", err)
+        assert.are.equal("unknown_policy", code, p)
+        assert.are.same(KNOWN, known, p)
       end
     end)
 
     it("lists the regions it was given", function()
       local r = load_policy()
-      local i, err = r.route("x", "views", nil, { "a", "b" }, { true, true })
+      local i, code, known = r.route("x", "views", nil, { "a", "b" }, { true, true })
       assert.is_nil(i)
-      assert.are.equal("unknown routing policy 'x' (known: random, round-robin, sticky, nearest, a, b)", err)
+      assert.are.equal("unknown_policy", code)
+      assert.are.same({ "random", "round-robin", "sticky", "nearest", "a", "b" }, known)
     end)
   end)
 
