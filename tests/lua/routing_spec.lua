@@ -1,32 +1,26 @@
 -- Busted specs for lua/policies/routing.lua: which region the gateway sends an increment to.
--- The policy runs here outside the node, with a stand-in for the counterd table where a
--- spec needs one (round-robin's shared counter).
+-- The policy is loaded by the host the server builds (tests/lua/spec_host.c): its sandbox,
+-- its counterd table (round-robin's counter is the real counterd.shared).
 
-local root = os.getenv("COUNTERD_SOURCE_DIR") or "."
-local path = root .. "/lua/policies/routing.lua"
+local spec = counterd_spec
 
 local NAMES = { "us-east", "us-west", "eu-west" }
 local ALL_UP = { true, true, true }
 local KNOWN = { "random", "round-robin", "sticky", "nearest", "us-east", "us-west", "eu-west" }
 
--- A fresh copy of the policy; with shared_values, a counterd.shared stand-in with incr.
+-- The host's counterd.shared as a table: reads and writes go to the real one.
+local function shared_view()
+  return setmetatable({}, {
+    __index = function(_, k) return counterd.shared.get(k) end,
+    __newindex = function(_, k, v) counterd.shared.set(k, v) end,
+  })
+end
+
+-- A fresh copy of the policy, with counterd.shared emptied and then set to shared_values.
 local function load_policy(shared_values)
-  if shared_values then
-    _G.counterd = {
-      shared = {
-        get = function(k) return shared_values[k] end,
-        set = function(k, v) shared_values[k] = v end,
-        incr = function(k, by)
-          shared_values[k] = (shared_values[k] or 0) + by
-          return shared_values[k]
-        end,
-      },
-    }
-  else
-    _G.counterd = nil
-  end
-  local chunk = assert(loadfile(path))
-  return chunk()
+  spec.reset()
+  for k, v in pairs(shared_values or {}) do counterd.shared.set(k, v) end
+  return spec.policy("routing"), shared_view()
 end
 
 -- Every healthy mask of three regions with at least one region up.
@@ -60,7 +54,6 @@ local FNV = {
 
 describe("routing.route", function()
   before_each(function() math.randomseed(7) end)
-  after_each(function() _G.counterd = nil end)
 
   describe("random", function()
     it("is the default and spreads evenly over the healthy regions", function()
@@ -95,7 +88,7 @@ describe("routing.route", function()
   end)
 
   describe("round-robin", function()
-    it("cycles over the regions in order (plain Lua counter)", function()
+    it("cycles over the regions in order", function()
       local r = load_policy()
       local got = {}
       for k = 1, 7 do got[k] = r.route("round-robin", "views", nil, NAMES, ALL_UP) end
@@ -103,8 +96,7 @@ describe("routing.route", function()
     end)
 
     it("uses counterd.shared's counter when there is one (shared by every worker)", function()
-      local shared = { ["routing.round_robin"] = 4 }
-      local r = load_policy(shared)
+      local r, shared = load_policy({ ["routing.round_robin"] = 4 })
       local got = {}
       for k = 1, 4 do got[k] = r.route("round-robin", "views", nil, NAMES, ALL_UP) end
       -- The counter goes 5, 6, 7, 8: regions (k - 1) % 3 + 1.
