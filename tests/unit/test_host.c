@@ -17,6 +17,7 @@
 #include "base/buf.h"
 #include "base/clock.h"
 #include "lua/host.h"
+#include "obs/metrics.h"
 #include "unit.h"
 
 static char dir[64];
@@ -44,7 +45,8 @@ static void remove_dir(void)
         fprintf(stderr, "could not remove %s\n", dir);
 }
 
-static struct lua_host *new_host(int budget_ms)
+/* The test's Lua folder, made on first use. */
+static void make_dir(void)
 {
     if (!dir[0]) {
         snprintf(dir, sizeof dir, "/tmp/test_host.XXXXXX");
@@ -54,6 +56,11 @@ static struct lua_host *new_host(int budget_ms)
         }
         atexit(remove_dir);
     }
+}
+
+static struct lua_host *new_host(int budget_ms)
+{
+    make_dir();
     struct lua_host_info info = {"test", "test-1", "us-east", budget_ms};
     return lua_host_new(dir, &info, NULL);
 }
@@ -412,8 +419,56 @@ static void test_modules_and_shared(void)
     lua_host_free(h);
 }
 
+/* ---------------------------------------------------------------- counting */
+
+/* Whether the rendered metrics hold this exact line. */
+static int has_line(struct metrics *m, const char *line)
+{
+    struct buf out = {0};
+    metrics_render(m, &out);
+    buf_putc(&out, '\0');
+    char want[256];
+    snprintf(want, sizeof want, "\n%s\n", line);
+    int found = strstr(out.data, want) != NULL;
+    if (!found)
+        fprintf(stderr, "  no line \"%s\" in:\n%s", line, out.data);
+    buf_free(&out);
+    return found;
+}
+
+static void test_calls_errors_and_reloads_are_counted(void)
+{
+    make_dir();
+    struct metrics *m = metrics_new();
+    struct lua_host_info info = {"test", "test-1", "us-east", 50};
+    struct lua_host *h = lua_host_new(dir, &info, m);
+    char err[512];
+    put("policies", "echo",
+        "local M = {}\n"
+        "function M.echo(s) return s end\n"
+        "function M.fail(s) error('no') end\n"
+        "return M\n");
+    REQUIRE(lua_host_load_policy(h, "echo", err, sizeof err) == 0);
+    CHECK_STR_EQ(call(h, "echo", "echo", "x"), "x");
+    const char *r = call(h, "echo", "fail", "x");
+    CHECK(strncmp(r, "error(-2) ", 10) == 0 && strstr(r, "echo.lua:3: no") != NULL);
+    CHECK_STR_EQ(call(h, "absent", "echo", "x"), "error(-1) absent.echo is not loaded");
+    /* Two calls (the absent policy is not one); the failed one counted as an error, and
+     * one more its caller found (an answer it could not use). */
+    lua_host_count_error(h, "echo");
+    CHECK(has_line(m, "counterd_lua_policy_calls_total{policy=\"echo\"} 2"));
+    CHECK(has_line(m, "counterd_policy_errors_total{policy=\"echo\"} 2"));
+    CHECK(lua_host_reload(h, NULL, err, sizeof err) == 0);
+    put("policies", "echo", "return 1\n");
+    CHECK(lua_host_reload(h, NULL, err, sizeof err) == -1);
+    CHECK(has_line(m, "counterd_lua_reloads_total{result=\"ok\"} 1"));
+    CHECK(has_line(m, "counterd_lua_reloads_total{result=\"error\"} 1"));
+    lua_host_free(h);
+    metrics_free(m);
+}
+
 UNIT_MAIN("host", UNIT_CASE(test_load_and_call), UNIT_CASE(test_load_errors_keep_the_old_file),
           UNIT_CASE(test_declared_entry_point), UNIT_CASE(test_reload_is_a_transaction),
           UNIT_CASE(test_budget_stops_a_runaway_call),
           UNIT_CASE(test_sandbox_forbids_io_and_api_writes), UNIT_CASE(test_tasks_yield_and_resume),
-          UNIT_CASE(test_modules_and_shared))
+          UNIT_CASE(test_modules_and_shared), UNIT_CASE(test_calls_errors_and_reloads_are_counted))
