@@ -22,8 +22,11 @@
 
 static char dir[64];
 
+static void make_dir(void);
+
 static void put(const char *folder, const char *name, const char *text)
 {
+    make_dir();
     char path[256];
     snprintf(path, sizeof path, "%s/%s", dir, folder);
     mkdir(path, 0700);
