@@ -470,7 +470,10 @@ int lua_host_call_policy(struct lua_host *h, const char *policy, const char *fn,
     lua_State *L = h->L;
     if (push_policy_fn(h, policy, fn) < 0) {
         lua_pop(L, nargs);
-        snprintf(err, errlen, "%s.%s is not loaded", policy, fn);
+        if (lua_host__find_policy(h, policy))
+            snprintf(err, errlen, "%s.%s is not a function", policy, fn);
+        else
+            snprintf(err, errlen, "policy %s is not loaded", policy);
         return -1;
     }
     lua_insert(L, -(nargs + 1));

@@ -102,11 +102,11 @@ static void test_load_and_call(void)
     char err[512];
     put("policies", "echo", echo_v1);
     CHECK(!lua_host_has_policy(h, "echo"));
-    CHECK_STR_EQ(call(h, "echo", "echo", "x"), "error(-1) echo.echo is not loaded");
+    CHECK_STR_EQ(call(h, "echo", "echo", "x"), "error(-1) policy echo is not loaded");
     REQUIRE(lua_host_load_policy(h, "echo", err, sizeof err) == 0);
     CHECK(lua_host_has_policy(h, "echo"));
     CHECK_STR_EQ(call(h, "echo", "echo", "x"), "v1 x");
-    CHECK_STR_EQ(call(h, "echo", "missing", "x"), "error(-1) echo.missing is not loaded");
+    CHECK_STR_EQ(call(h, "echo", "missing", "x"), "error(-1) echo.missing is not a function");
     /* The module table itself, for a caller that reads fields. */
     lua_State *L = lua_host_state(h);
     REQUIRE(lua_host_push_policy(h, "echo") == 0);
@@ -455,7 +455,7 @@ static void test_calls_errors_and_reloads_are_counted(void)
     CHECK_STR_EQ(call(h, "echo", "echo", "x"), "x");
     const char *r = call(h, "echo", "fail", "x");
     CHECK(strncmp(r, "error(-2) ", 10) == 0 && strstr(r, "echo.lua:3: no") != NULL);
-    CHECK_STR_EQ(call(h, "absent", "echo", "x"), "error(-1) absent.echo is not loaded");
+    CHECK_STR_EQ(call(h, "absent", "echo", "x"), "error(-1) policy absent is not loaded");
     /* Two calls (the absent policy is not one); the failed one counted as an error, and
      * one more its caller found (an answer it could not use). */
     lua_host_count_error(h, "echo");
