@@ -9,6 +9,11 @@
  * lua_pcall: a Lua error is logged with file:line and counted, and the caller falls back
  * to what it would do without a policy. Loading is a transaction: the new file replaces
  * the old one only if it compiles and runs.
+ *
+ * The host knows no policy by name: it loads files, calls a named function of a loaded
+ * one, runs tasks and builds sandboxes. What routing and faults mean (their functions,
+ * arguments and answers) is core/roles/policy.c's. Files: host.c (state, loading, reload,
+ * calls), sandbox.c (sandbox and budget), task.c (tasks), api_*.c (the counterd table).
  */
 #ifndef COUNTERD_LUA_HOST_H
 #define COUNTERD_LUA_HOST_H
