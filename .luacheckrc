@@ -1,7 +1,8 @@
 std = "luajit"
 globals = { "counterd" }
 max_line_length = 120
-files["tests/lua/"] = { std = "+busted" }
+-- Specs run inside the host (tests/lua/spec_host.c), which gives them counterd_spec.
+files["tests/lua/"] = { std = "+busted", read_globals = { "counterd_spec" } }
 -- Scenario files: the functions lua/scenario/lib.lua gives them (see README.md, "Scenarios").
 files["demos/"] = {
   read_globals = {

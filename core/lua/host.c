@@ -1,15 +1,17 @@
 /*
- * host.c - the LuaJIT host: state, sandbox, watchdog, policy loading (see host.h).
+ * host.c - the LuaJIT host: the state, loading files and reloading them as a transaction,
+ * and calling their functions (see host.h). The sandbox and the budget are sandbox.c's,
+ * tasks are task.c's, counterd's own fields api_core.c's.
  *
  * Registry layout: the `counterd` API table (built once), the shared table behind
  * counterd.shared, and one entry per loaded policy (its module table), referenced by
- * name from h->policies.
+ * name from h->policies. This file knows no policy by name: what a policy means belongs
+ * to the roles that call it (core/roles/policy.c).
  */
 #include "host.h"
 
 #include <lauxlib.h>
 #include <lua.h>
-#include <luajit.h>
 #include <lualib.h>
 #include <math.h>
 #include <stdint.h>
@@ -18,70 +20,13 @@
 #include <string.h>
 
 #include "../base/buf.h"
-#include "../base/clock.h"
 #include "../base/hash.h"
 #include "../base/log.h"
 #include "../base/mem.h"
 #include "../obs/metrics.h"
+#include "host_internal.h"
 
-#define MAX_POLICIES 8
-
-struct policy {
-    char name[32];
-    int ref; /* module table in the registry */
-    char path[512];
-    struct metric_series *m_calls;
-};
-
-struct lua_task {
-    struct lua_host *h;
-    lua_State *co;
-    int ref; /* anchors the coroutine in the registry while it runs */
-    lua_task_done_fn done;
-    void *arg;
-    struct trace_span *span; /* the request it serves, when traced */
-    struct lua_task *prev, *next;
-};
-
-struct lua_pending {
-    void (*cancel)(void *arg);
-    void *arg;
-    struct lua_pending *prev, *next;
-};
-
-struct lua_host {
-    lua_State *L;
-    char *dir;
-    struct lua_task *tasks; /* running or waiting */
-    struct lua_pending *pending;
-    int role_ref;
-    char role_name[32]; /* "" until a role is loaded */
-    struct http_client *client;
-    struct event_base *base;
-    struct metrics *metrics;
-    int api_ref; /* the counterd table */
-    struct policy policies[MAX_POLICIES];
-    int npolicies;
-    int budget_ms;
-    double deadline_ms; /* 0: no call running under the watchdog */
-    /* The Lua heap as the allocator sees it, and the most a policy call may grow it to
-     * (0 outside one); heap_hit says the cap refused an allocation. */
-    lua_Alloc alloc;
-    void *alloc_ud;
-    int64_t heap, heap_limit;
-    int heap_hit;
-    int policies_running; /* policy calls on the C stack now (they nest) */
-    struct metric *m_errors, *m_calls, *m_reloads;
-};
-
-/* The hook runs every HOOK_EVERY VM instructions of non-compiled code. */
-#define HOOK_EVERY 1000
-/* How far one policy call may grow the Lua heap. Past it allocations fail ("not enough
- * memory"): a string or table built in a loop, table.concat, string.format or gsub
- * cannot take the node's memory, nor the seconds it takes to fill it. */
-#define POLICY_HEAP_MAX ((int64_t)64 << 20)
-
-static struct lua_host *host_of(lua_State *L)
+struct lua_host *lua_host_of(lua_State *L)
 {
     lua_getfield(L, LUA_REGISTRYINDEX, "counterd.host");
     struct lua_host *h = lua_touserdata(L, -1);
@@ -89,374 +34,16 @@ static struct lua_host *host_of(lua_State *L)
     return h;
 }
 
-struct lua_host *lua_host_of(lua_State *L)
+/* The state with its libraries, bounded where a policy could keep them busy. */
+static void open_state(struct lua_host *h)
 {
-    return host_of(L);
-}
-
-static void watchdog(lua_State *L, lua_Debug *ar)
-{
-    (void)ar;
-    struct lua_host *h = host_of(L);
-    if (h && h->deadline_ms && clock_mono_ms() > h->deadline_ms) {
-        /* Level 0 is the Lua function the hook interrupted: its file:line tells the reader
-         * where the policy was looping (luaL_error would name the caller, often C). */
-        luaL_where(L, 0);
-        lua_pushfstring(L, "policy ran longer than its budget of %d ms", h->budget_ms);
-        lua_concat(L, 2);
-        lua_error(L);
-    }
-}
-
-static int past_deadline(const struct lua_host *h)
-{
-    return h->deadline_ms && clock_mono_ms() > h->deadline_ms;
-}
-
-void lua_host_check_budget(lua_State *L)
-{
-    lua_checkstack(L, 2);
-    struct lua_host *h = host_of(L);
-    if (h && past_deadline(h))
-        luaL_error(L, "policy ran longer than its budget of %d ms", h->budget_ms);
-}
-
-double lua_host_deadline_ms(lua_State *L)
-{
-    lua_checkstack(L, 2);
-    struct lua_host *h = host_of(L);
-    return h ? h->deadline_ms : 0;
-}
-
-int lua_host_in_policy(lua_State *L)
-{
-    lua_checkstack(L, 2);
-    struct lua_host *h = host_of(L);
-    return h && h->policies_running > 0;
-}
-
-/* LuaJIT's allocator, counted, refusing to grow the heap past the running call's cap. */
-static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
-{
-    struct lua_host *h = ud;
-    int64_t grow = (int64_t)nsize - (int64_t)osize;
-    if (grow > 0 && h->heap_limit && h->heap + grow > h->heap_limit) {
-        h->heap_hit = 1;
-        return NULL;
-    }
-    void *p = h->alloc(h->alloc_ud, ptr, osize, nsize);
-    if (p || nsize == 0)
-        h->heap += grow;
-    return p;
-}
-
-/* What a call under the watchdog replaced, to put back when it ends. */
-struct watch {
-    double deadline_ms;
-    int64_t heap_limit;
-    int policy;
-};
-
-/* Starts a call's budget of time and heap, unless it runs inside a call that has one
- * (a policy loading another): the outer budget then covers both. policy: the call runs
- * policy code (rather than a role or configuration file being loaded). */
-static void watch_begin(struct lua_host *h, struct watch *outer, int policy)
-{
-    outer->policy = policy;
-    h->policies_running += policy;
-    outer->deadline_ms = h->deadline_ms;
-    outer->heap_limit = h->heap_limit;
-    if (!h->deadline_ms)
-        h->deadline_ms = clock_mono_ms() + h->budget_ms;
-    if (!h->heap_limit) {
-        h->heap_limit = h->heap + POLICY_HEAP_MAX;
-        h->heap_hit = 0;
-    }
-}
-
-/* Ends it; a failed call's "not enough memory" becomes a message saying which limit. */
-static void watch_end(struct lua_host *h, lua_State *L, const struct watch *outer, int failed)
-{
-    if (failed && h->heap_hit && !outer->heap_limit) {
-        const char *msg = lua_tostring(L, -1);
-        if (msg && strcmp(msg, "not enough memory") == 0) {
-            lua_pop(L, 1);
-            lua_pushfstring(L,
-                            "policy grew the Lua heap past its limit of %d MiB (not enough "
-                            "memory)",
-                            (int)(POLICY_HEAP_MAX >> 20));
-        }
-    }
-    h->deadline_ms = outer->deadline_ms;
-    h->heap_limit = outer->heap_limit;
-    h->policies_running -= outer->policy;
-}
-
-/*
- * What the sandbox's pcall and xpcall return through: a call past its deadline must not
- * be able to catch the watchdog's error and go on looping, so once the budget is spent a
- * caught error is raised again. Upvalue 1 is the host.
- */
-static int budget_check(lua_State *L)
-{
-    if (lua_toboolean(L, 1))
-        return lua_gettop(L);
-    struct lua_host *h = lua_touserdata(L, lua_upvalueindex(1));
-    if (!past_deadline(h))
-        return lua_gettop(L);
-    const char *msg = lua_tostring(L, 2);
-    if (msg && strstr(msg, "policy ran longer than its budget")) {
-        lua_settop(L, 2);
-        return lua_error(L);
-    }
-    return luaL_error(L, "policy ran longer than its budget of %d ms", h->budget_ms);
-}
-
-/* The sandbox's pcall and xpcall: the built-in ones (a task may yield inside them),
- * their results passed through budget_check. */
-static const char guards_lua[] = "local pcall, xpcall, check = ...\n"
-                                 "return function(...) return check(pcall(...)) end,\n"
-                                 "  function(...) return check(xpcall(...)) end\n";
-
-static void make_guards(struct lua_host *h)
-{
-    lua_State *L = h->L;
-    if (luaL_loadbuffer(L, guards_lua, sizeof guards_lua - 1, "=counterd") != 0) {
-        log_error("cannot compile the pcall guards: %s", lua_tostring(L, -1));
-        abort();
-    }
-    lua_getglobal(L, "pcall");
-    lua_getglobal(L, "xpcall");
-    lua_pushlightuserdata(L, h);
-    lua_pushcclosure(L, budget_check, 1);
-    lua_call(L, 3, 2);
-    lua_setfield(L, LUA_REGISTRYINDEX, "counterd.xpcall");
-    lua_setfield(L, LUA_REGISTRYINDEX, "counterd.pcall");
-}
-
-/* Message handler for lua_pcall: keeps the message (which carries file:line). */
-static int on_error(lua_State *L)
-{
-    if (!lua_isstring(L, 1)) {
-        lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-        return 1;
-    }
-    return 1;
-}
-
-/* ---------------------------------------------------------------- sandbox */
-
-static void copy_global(lua_State *L, int env, const char *name)
-{
-    lua_getglobal(L, name);
-    lua_setfield(L, env, name);
-}
-
-static void copy_field(lua_State *L, int dst, const char *lib, const char *name)
-{
-    lua_getglobal(L, lib);
-    lua_getfield(L, -1, name);
-    lua_setfield(L, dst, name);
-    lua_pop(L, 1);
-}
-
-/* Puts a copy of the global library table lib into env: a file that replaces string.find
- * or math.random replaces it for itself only. */
-static void copy_library(lua_State *L, int env, const char *lib)
-{
-    lua_getglobal(L, lib);
-    int src = lua_gettop(L);
-    lua_newtable(L);
-    lua_pushnil(L);
-    while (lua_next(L, src)) {
-        lua_pushvalue(L, -2);
-        lua_insert(L, -2);
-        lua_rawset(L, -4);
-    }
-    lua_setfield(L, env, lib);
-    lua_pop(L, 1);
-}
-
-static int readonly_newindex(lua_State *L)
-{
-    return luaL_error(L,
-                      "counterd.%s cannot be changed from a sandbox (it is shared by every "
-                      "policy and role); keep state in counterd.shared",
-                      lua_isstring(L, 2) ? lua_tostring(L, 2) : "?");
-}
-
-/* Pushes an empty table that reads through to the table at idx and refuses writes. */
-static void push_readonly(lua_State *L, int idx)
-{
-    lua_newtable(L);
-    lua_createtable(L, 0, 3);
-    lua_pushvalue(L, idx);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, readonly_newindex);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "__metatable");
-    lua_setmetatable(L, -2);
-}
-
-/*
- * Pushes this sandbox's view of the counterd table: every field reads through to the one
- * shared table, and neither it nor its plain sub-tables (counterd.shared, counterd.json,
- * counterd.config, ...) can be written, so no file can change the API under another.
- * A rawset on the view only changes this sandbox's own copy.
- */
-static void push_api_view(struct lua_host *h)
-{
-    lua_State *L = h->L;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, h->api_ref);
-    int api = lua_gettop(L);
-    lua_newtable(L);
-    int content = lua_gettop(L);
-    lua_pushnil(L);
-    while (lua_next(L, api)) {
-        if (lua_type(L, -1) == LUA_TTABLE) {
-            if (lua_getmetatable(L, -1)) { /* an object of its own kind: kept as it is */
-                lua_pop(L, 1);
-            } else {
-                push_readonly(L, lua_gettop(L));
-                lua_remove(L, -2);
-            }
-        }
-        lua_pushvalue(L, -2);
-        lua_insert(L, -2);
-        lua_rawset(L, content);
-    }
-    push_readonly(L, content);
-    lua_replace(L, api);
-    lua_settop(L, api);
-}
-
-/* Pushes a fresh environment for one policy file. */
-static void push_sandbox(struct lua_host *h)
-{
-    lua_State *L = h->L;
-    static const char *globals[] = {"assert", "error",        "ipairs",       "next",
-                                    "pairs",  "select",       "tonumber",     "tostring",
-                                    "type",   "unpack",       "rawequal",     "rawget",
-                                    "rawset", "setmetatable", "getmetatable", NULL};
-    static const char *libraries[] = {"string", "table", "math", "bit", NULL};
-    lua_newtable(L);
-    int env = lua_gettop(L);
-    for (const char **g = globals; *g; g++)
-        copy_global(L, env, *g);
-    for (const char **l = libraries; *l; l++)
-        copy_library(L, env, *l);
-    lua_getfield(L, LUA_REGISTRYINDEX, "counterd.pcall");
-    lua_setfield(L, env, "pcall");
-    lua_getfield(L, LUA_REGISTRYINDEX, "counterd.xpcall");
-    lua_setfield(L, env, "xpcall");
-    lua_newtable(L); /* os: time only */
-    int os = lua_gettop(L);
-    copy_field(L, os, "os", "time");
-    copy_field(L, os, "os", "clock");
-    copy_field(L, os, "os", "date");
-    lua_setfield(L, env, "os");
-    push_api_view(h);
-    lua_setfield(L, env, "counterd");
-    lua_pushvalue(L, env);
-    lua_setfield(L, env, "_G");
-}
-
-/* ---------------------------------------------------------------- set-up */
-
-static int api_policy(lua_State *L);
-
-static int api_now_ms(lua_State *L)
-{
-    lua_pushnumber(L, clock_mono_ms());
-    return 1;
-}
-
-/* counterd.token(): 16 random hex digits (an idempotency token, a request id). */
-static int api_token(lua_State *L)
-{
-    char t[17];
-    snprintf(t, sizeof t, "%016llx", (unsigned long long)random_u64());
-    lua_pushstring(L, t);
-    return 1;
-}
-
-static int api_unix_time(lua_State *L)
-{
-    lua_pushnumber(L, clock_unix_s());
-    return 1;
-}
-
-/* Runs <lua_dir>/<folder>/<name>.lua in a sandbox and pushes what it returns. */
-static int load_file_sandboxed(lua_State *L, const char *folder, const char *name)
-{
-    for (const char *c = name; *c; c++)
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_'))
-            return luaL_error(L, "bad module name '%s'", name);
-    struct lua_host *h = host_of(L);
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s/%s.lua", h->dir, folder, name);
-    if (luaL_loadfile(L, path) != 0)
-        return lua_error(L);
-    push_sandbox(h);
-    /* The sandbox is built on the main stack; a task (a coroutine) calling us needs it on
-     * its own. */
-    if (L != h->L)
-        lua_xmove(h->L, L, 1);
-    lua_setfenv(L, -2);
-    lua_call(L, 0, 1);
-    return 1;
-}
-
-static int load_sandboxed(lua_State *L, const char *folder)
-{
-    return load_file_sandboxed(L, folder, luaL_checkstring(L, 1));
-}
-
-/* counterd.conf(name): the value <lua_dir>/conf/<name>.lua returns, read afresh. */
-static int api_conf(lua_State *L)
-{
-    return load_sandboxed(L, "conf");
-}
-
-/*
- * counterd.require(name): the module <lua_dir>/lib/<name>.lua, loaded once (until a
- * reload); "bench/<name>" loads <lua_dir>/bench/<name>.lua the same way.
- */
-static int api_require(lua_State *L)
-{
-    const char *name = luaL_checkstring(L, 1);
-    lua_settop(L, 1);
-    lua_getfield(L, LUA_REGISTRYINDEX, "counterd.modules");
-    lua_getfield(L, -1, name);
-    if (!lua_isnil(L, -1))
-        return 1;
-    lua_pop(L, 1); /* stack: name, modules */
-    if (!strncmp(name, "bench/", 6))
-        load_file_sandboxed(L, "bench", name + 6);
-    else
-        load_file_sandboxed(L, "lib", name);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, 2, name);
-    return 1;
-}
-
-struct lua_host *lua_host_new(const char *lua_dir, const struct lua_host_info *info,
-                              struct metrics *metrics)
-{
-    struct lua_host *h = xcalloc(1, sizeof *h);
-    h->dir = xstrdup(lua_dir);
-    h->budget_ms = info->budget_ms > 0 ? info->budget_ms : 50;
     h->L = luaL_newstate();
     if (!h->L) {
         log_error("cannot create the Lua state");
         abort();
     }
     lua_State *L = h->L;
-    /* Count the heap from here on: LuaJIT's own allocator behind a counter. */
-    h->alloc = lua_getallocf(L, &h->alloc_ud);
-    h->heap = (int64_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + lua_gc(L, LUA_GCCOUNTB, 0);
-    lua_setallocf(L, host_alloc, h);
+    lua_host__count_heap(h);
     luaL_openlibs(L);
     /* Matching and the other library functions a policy could keep busy for seconds,
      * bounded by the budget; installed in the real tables, so that s:find() and the
@@ -477,9 +64,13 @@ struct lua_host *lua_host_new(const char *lua_dir, const struct lua_host_info *i
     lua_pop(L, 1);
     lua_pushlightuserdata(L, h);
     lua_setfield(L, LUA_REGISTRYINDEX, "counterd.host");
-    make_guards(h);
+    lua_host__make_guards(h);
+}
 
-    /* The single counterd table every policy sees. */
+/* The single counterd table every policy sees (the global, package.loaded.counterd). */
+static void build_api(struct lua_host *h, const struct lua_host_info *info)
+{
+    lua_State *L = h->L;
     lua_newtable(L);
     lua_pushstring(L, info->role ? info->role : "");
     lua_setfield(L, -2, "role");
@@ -487,18 +78,7 @@ struct lua_host *lua_host_new(const char *lua_dir, const struct lua_host_info *i
     lua_setfield(L, -2, "node_id");
     lua_pushstring(L, info->region ? info->region : "");
     lua_setfield(L, -2, "region");
-    lua_pushcfunction(L, api_now_ms);
-    lua_setfield(L, -2, "now_ms");
-    lua_pushcfunction(L, api_unix_time);
-    lua_setfield(L, -2, "time");
-    lua_pushcfunction(L, api_token);
-    lua_setfield(L, -2, "token");
-    lua_pushcfunction(L, api_policy);
-    lua_setfield(L, -2, "policy");
-    lua_pushcfunction(L, api_conf);
-    lua_setfield(L, -2, "conf");
-    lua_pushcfunction(L, api_require);
-    lua_setfield(L, -2, "require");
+    lua_api_core_inject(L);
     lua_api_log_inject(L);
     lua_api_shared_inject(L);
     lua_api_json_inject(L);
@@ -514,25 +94,38 @@ struct lua_host *lua_host_new(const char *lua_dir, const struct lua_host_info *i
     lua_setfield(L, -2, "counterd");
     lua_pop(L, 2);
     h->api_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
 
+static void add_metrics(struct lua_host *h, struct metrics *metrics)
+{
+    h->m_errors =
+        metrics_add(metrics, METRIC_COUNTER, "counterd_policy_errors_total",
+                    "Lua policy calls that failed and fell back to the default", "policy", NULL, 0);
+    h->m_calls = metrics_add(metrics, METRIC_COUNTER, "counterd_lua_policy_calls_total",
+                             "Calls into Lua policies", "policy", NULL, 0);
+    h->m_reloads =
+        metrics_add(metrics, METRIC_COUNTER, "counterd_lua_reloads_total",
+                    "Reloads of the Lua files, by result (ok, error)", "result", NULL, 0);
+}
+
+struct lua_host *lua_host_new(const char *lua_dir, const struct lua_host_info *info,
+                              struct metrics *metrics)
+{
+    struct lua_host *h = xcalloc(1, sizeof *h);
+    h->dir = xstrdup(lua_dir);
+    h->budget_ms = info->budget_ms > 0 ? info->budget_ms : 50;
+    open_state(h);
+    build_api(h, info);
+    lua_State *L = h->L;
     h->role_ref = LUA_NOREF;
     lua_newtable(L);
     lua_setfield(L, LUA_REGISTRYINDEX, "counterd.modules");
     lua_newtable(L); /* coroutine -> its task */
     lua_setfield(L, LUA_REGISTRYINDEX, "counterd.tasks");
     h->metrics = metrics;
-
-    lua_sethook(L, watchdog, LUA_MASKCOUNT, HOOK_EVERY);
-    if (metrics) {
-        h->m_errors = metrics_add(metrics, METRIC_COUNTER, "counterd_policy_errors_total",
-                                  "Lua policy calls that failed and fell back to the default",
-                                  "policy", NULL, 0);
-        h->m_calls = metrics_add(metrics, METRIC_COUNTER, "counterd_lua_policy_calls_total",
-                                 "Calls into Lua policies", "policy", NULL, 0);
-        h->m_reloads =
-            metrics_add(metrics, METRIC_COUNTER, "counterd_lua_reloads_total",
-                        "Reloads of the Lua files, by result (ok, error)", "result", NULL, 0);
-    }
+    lua_host__start_watchdog(h);
+    if (metrics)
+        add_metrics(h, metrics);
     return h;
 }
 
@@ -540,17 +133,7 @@ void lua_host_free(struct lua_host *h)
 {
     if (!h)
         return;
-    while (h->pending) { /* timers and calls tasks wait for */
-        struct lua_pending *p = h->pending;
-        h->pending = p->next;
-        p->cancel(p->arg);
-        free(p);
-    }
-    while (h->tasks) { /* waiting on events that will not come any more */
-        struct lua_task *t = h->tasks;
-        h->tasks = t->next;
-        free(t);
-    }
+    lua_host__free_tasks(h);
     lua_close(h->L);
     free(h->dir);
     free(h);
@@ -565,7 +148,7 @@ lua_State *lua_host_state(struct lua_host *h)
     return h->L;
 }
 
-static struct policy *find_policy(struct lua_host *h, const char *name)
+struct policy *lua_host__find_policy(struct lua_host *h, const char *name)
 {
     for (int i = 0; i < h->npolicies; i++)
         if (strcmp(h->policies[i].name, name) == 0)
@@ -575,10 +158,10 @@ static struct policy *find_policy(struct lua_host *h, const char *name)
 
 int lua_host_has_policy(struct lua_host *h, const char *name)
 {
-    return find_policy(h, name) != NULL;
+    return lua_host__find_policy(h, name) != NULL;
 }
 
-static void count_error(struct lua_host *h, const char *policy)
+void lua_host_count_error(struct lua_host *h, const char *policy)
 {
     if (h->m_errors) {
         const char *v[1] = {policy};
@@ -586,60 +169,34 @@ static void count_error(struct lua_host *h, const char *policy)
     }
 }
 
-/* Runs the function on top of the stack (below it its nargs arguments) under the
- * watchdog; policy says it is policy code. @return 0, or -1 with the message on top of
- * the stack. */
-static int guarded_call(struct lua_host *h, int nargs, int nresults, int policy)
-{
-    lua_State *L = h->L;
-    int base = lua_gettop(L) - nargs;
-    lua_pushcfunction(L, on_error);
-    lua_insert(L, base);
-    struct watch outer;
-    watch_begin(h, &outer, policy);
-    int rc = lua_pcall(L, nargs, nresults, base);
-    watch_end(h, L, &outer, rc != 0);
-    lua_remove(L, base);
-    return rc == 0 ? 0 : -1;
-}
-
 /*
- * Runs <lua_dir>/<folder>/<name>.lua in a fresh sandbox under the budget and leaves what
- * it returned on the stack; interpreted only (jit_off) for policies, so the watchdog sees
- * every instruction. @return 0, or -1 with "file:line: message" in err.
+ * The function the C core calls in a policy (declared by its caller): a file without it is
+ * refused when loaded, so that a misspelt name is an error at reload time rather than a
+ * silent fallback on every later call.
  */
-static int run_file(struct lua_host *h, const char *folder, const char *name, int jit_off,
-                    char *path, size_t pathlen, char *err, size_t errlen)
+static const char *entry_point(const struct lua_host *h, const char *policy)
 {
-    lua_State *L = h->L;
-    snprintf(path, pathlen, "%s/%s/%s.lua", h->dir, folder, name);
-    if (luaL_loadfile(L, path) != 0) {
-        snprintf(err, errlen, "%s", lua_tostring(L, -1));
-        return -1;
-    }
-    if (jit_off)
-        luaJIT_setmode(L, -1, LUAJIT_MODE_ALLFUNC | LUAJIT_MODE_OFF);
-    push_sandbox(h);
-    lua_setfenv(L, -2);
-    if (guarded_call(h, 0, 1, jit_off) != 0) {
-        snprintf(err, errlen, "%s", lua_tostring(L, -1));
-        return -1;
-    }
-    return 0;
-}
-
-/*
- * The function the C core calls in each policy it knows: a file without it is refused
- * when loaded, so that a misspelt name is an error at reload time rather than a silent
- * fallback on every later call.
- */
-static const char *entry_point(const char *policy)
-{
-    if (strcmp(policy, "routing") == 0)
-        return "route";
-    if (strcmp(policy, "faults") == 0)
-        return "decide";
+    for (int i = 0; i < h->nentries; i++)
+        if (strcmp(h->entries[i][0], policy) == 0)
+            return h->entries[i][1];
     return NULL;
+}
+
+void lua_host_policy_entry(struct lua_host *h, const char *policy, const char *fn)
+{
+    for (int i = 0; i < h->nentries; i++)
+        if (strcmp(h->entries[i][0], policy) == 0) {
+            snprintf(h->entries[i][1], sizeof h->entries[i][1], "%s", fn);
+            return;
+        }
+    if (h->nentries == MAX_POLICIES) {
+        log_error("too many policy entry points (at most %d); %s.%s is not checked", MAX_POLICIES,
+                  policy, fn);
+        return;
+    }
+    snprintf(h->entries[h->nentries][0], sizeof h->entries[0][0], "%s", policy);
+    snprintf(h->entries[h->nentries][1], sizeof h->entries[0][1], "%s", fn);
+    h->nentries++;
 }
 
 /*
@@ -651,14 +208,14 @@ static int stage_policy(struct lua_host *h, const char *name, char *path, size_t
 {
     lua_State *L = h->L;
     int top = lua_gettop(L);
-    if (run_file(h, "policies", name, 1, path, pathlen, err, errlen) < 0)
+    if (lua_host__run_file(h, "policies", name, 1, path, pathlen, err, errlen) < 0)
         goto fail;
     if (!lua_istable(L, -1)) {
         snprintf(err, errlen, "%s: the file must return a table of functions (it returned %s)",
                  path, luaL_typename(L, -1));
         goto fail;
     }
-    const char *fn = entry_point(name);
+    const char *fn = entry_point(h, name);
     if (fn) {
         lua_getfield(L, -1, fn);
         int ok = lua_isfunction(L, -1);
@@ -671,7 +228,7 @@ static int stage_policy(struct lua_host *h, const char *name, char *path, size_t
     }
     lua_getfield(L, -1, "init");
     if (lua_isfunction(L, -1)) {
-        if (guarded_call(h, 0, 0, 1) != 0) {
+        if (lua_host__guarded_call(h, 0, 0, 1) != 0) {
             snprintf(err, errlen, "%s", lua_tostring(L, -1));
             goto fail;
         }
@@ -693,7 +250,7 @@ static int stage_role(struct lua_host *h, const char *name, char *path, size_t p
 {
     lua_State *L = h->L;
     int top = lua_gettop(L);
-    if (run_file(h, "roles", name, 0, path, pathlen, err, errlen) < 0)
+    if (lua_host__run_file(h, "roles", name, 0, path, pathlen, err, errlen) < 0)
         goto fail;
     lua_getfield(L, -1, "handle");
     if (!lua_istable(L, -2) || !lua_isfunction(L, -1)) {
@@ -787,38 +344,6 @@ double lua_host_shared_get_number(struct lua_host *h, const char *key)
     return v;
 }
 
-int lua_host_lab_regions(struct lua_host *h, char names[][64], char urls[][512], int max)
-{
-    lua_State *L = h->L;
-    int top = lua_gettop(L), n = 0;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, h->api_ref);
-    lua_getfield(L, -1, "conf");
-    lua_pushstring(L, "lab");
-    if (guarded_call(h, 1, 1, 0) != 0 || !lua_istable(L, -1)) {
-        log_error("lua/conf/lab.lua: %s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "no table");
-        goto out;
-    }
-    lua_getfield(L, -1, "regions");
-    if (guarded_call(h, 0, 1, 0) != 0 || !lua_istable(L, -1))
-        goto out;
-    for (int i = 1; n < max; i++) {
-        lua_rawgeti(L, -1, i);
-        if (!lua_istable(L, -1))
-            break;
-        lua_getfield(L, -1, "name");
-        lua_getfield(L, -2, "url");
-        if (lua_isstring(L, -2) && lua_isstring(L, -1)) {
-            snprintf(names[n], 64, "%s", lua_tostring(L, -2));
-            snprintf(urls[n], 512, "%s", lua_tostring(L, -1));
-            n++;
-        }
-        lua_pop(L, 3);
-    }
-out:
-    lua_settop(L, top);
-    return n;
-}
-
 int lua_host_load_policy(struct lua_host *h, const char *name, char *err, size_t errlen)
 {
     lua_State *L = h->L;
@@ -826,7 +351,7 @@ int lua_host_load_policy(struct lua_host *h, const char *name, char *err, size_t
     char path[512];
     if (stage_policy(h, name, path, sizeof path, err, errlen) < 0)
         goto fail;
-    struct policy *p = find_policy(h, name);
+    struct policy *p = lua_host__find_policy(h, name);
     if (!p) {
         if (h->npolicies == MAX_POLICIES) {
             snprintf(err, errlen, "too many policies (at most %d)", MAX_POLICIES);
@@ -871,7 +396,7 @@ int lua_host_load_module(struct lua_host *h, const char *folder, const char *nam
 {
     int top = lua_gettop(h->L);
     char path[512];
-    if (run_file(h, folder, name, 0, path, sizeof path, err, errlen) < 0) {
+    if (lua_host__run_file(h, folder, name, 0, path, sizeof path, err, errlen) < 0) {
         lua_settop(h->L, top);
         return -1;
     }
@@ -909,7 +434,7 @@ void lua_host_push_role_field(struct lua_host *h, const char *field)
     lua_remove(h->L, -2);
 }
 
-static void count_call(struct lua_host *h, struct policy *p)
+void lua_host__count_call(struct lua_host *h, struct policy *p)
 {
     if (!h->m_calls)
         return;
@@ -923,335 +448,50 @@ static void count_call(struct lua_host *h, struct policy *p)
 /* Pushes policy.fn; @return 0, or -1 (nothing pushed) when either is missing. */
 static int push_policy_fn(struct lua_host *h, const char *policy, const char *fn)
 {
-    struct policy *p = find_policy(h, policy);
+    struct policy *p = lua_host__find_policy(h, policy);
     if (p)
-        count_call(h, p);
+        lua_host__count_call(h, p);
     return p ? push_module_fn(h, p->ref, fn) : -1;
 }
 
-int lua_host_faults_decide(struct lua_host *h, const char *dir, const char *from, const char *to,
-                           const char *kind, int partitioned, int *delay_ms)
+int lua_host_pcall(struct lua_host *h, int nargs, int nresults, char *err, size_t errlen)
 {
-    lua_State *L = h->L;
-    int top = lua_gettop(L);
-    if (push_policy_fn(h, "faults", "decide") < 0)
+    if (lua_host__guarded_call(h, nargs, nresults, 0) != 0) {
+        snprintf(err, errlen, "%s", lua_tostring(h->L, -1));
+        lua_pop(h->L, 1);
         return -1;
-    lua_pushstring(L, dir);
-    lua_pushstring(L, from);
-    lua_pushstring(L, to);
-    lua_pushstring(L, kind);
-    lua_pushboolean(L, partitioned);
-    int rc = -1;
-    if (guarded_call(h, 5, 2, 1) != 0) {
-        log_error("faults.decide failed, delivering as if there were no policy: %s",
-                  lua_tostring(L, -1));
-        count_error(h, "faults");
-        goto out;
     }
-    const char *action = lua_tostring(L, -2);
-    if (!action) {
-        log_error("faults.decide returned %s, not an action; delivering", luaL_typename(L, -2));
-    } else if (strcmp(action, "deliver") == 0) {
-        rc = 0;
-    } else if (strcmp(action, "drop") == 0) {
-        rc = 1;
-    } else if (strcmp(action, "delay") == 0) {
-        double ms = lua_tonumber(L, -1);
-        if (ms > 0 && ms <= 600000) {
-            *delay_ms = (int)ms;
-            rc = 2;
-        } else {
-            log_error("faults.decide asked for a delay of %g ms (must be 0 < ms <= 600000); "
-                      "delivering",
-                      ms);
-        }
-    } else {
-        log_error("faults.decide returned unknown action '%s'; delivering", action);
-    }
-    if (rc < 0)
-        count_error(h, "faults");
-out:
-    lua_settop(L, top);
-    return rc;
+    return 0;
 }
 
-/* ---------------------------------------------------------------- policies from Lua */
-
-/*
- * counterd.policy(name) gives a role a policy as a proxy: policy.fn(...) calls the loaded
- * version of fn under the time budget; an error or overrun returns nil, "policy failed:
- * file:line: message" (logged and counted) instead of raising, so the caller can fall
- * back to a safe default. A reloaded policy is picked up at the next call.
- */
-static int policy_call(lua_State *L)
+int lua_host_call_policy(struct lua_host *h, const char *policy, const char *fn, int nargs,
+                         int nresults, char *err, size_t errlen)
 {
-    struct lua_host *h = host_of(L);
-    const char *policy = lua_tostring(L, lua_upvalueindex(1));
-    const char *fn = lua_tostring(L, lua_upvalueindex(2));
-    struct policy *p = find_policy(h, policy);
-    int nargs = lua_gettop(L);
-    if (!p) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "policy failed: policy %s is not loaded", policy);
-        return 2;
-    }
-    count_call(h, p);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref);
-    lua_getfield(L, -1, fn);
-    lua_remove(L, -2);
-    lua_insert(L, 1);
-    lua_pushcfunction(L, on_error);
-    lua_insert(L, 1);
-    struct watch outer;
-    watch_begin(h, &outer, 1);
-    int rc = lua_pcall(L, nargs, LUA_MULTRET, 1);
-    watch_end(h, L, &outer, rc != 0);
-    if (rc != 0) {
-        /* Called from a policy whose own budget is spent: that call must end too. */
-        if (past_deadline(h))
-            return lua_error(L);
-        const char *msg = lua_tostring(L, -1);
-        log_error("%s.%s failed: %s", policy, fn, msg ? msg : "?");
-        count_error(h, policy);
-        lua_pushnil(L);
-        lua_pushfstring(L, "policy failed: %s", msg ? msg : "?");
-        return 2;
-    }
-    return lua_gettop(L) - 1;
-}
-
-static int policy_index(lua_State *L)
-{
-    struct lua_host *h = host_of(L);
-    lua_getfield(L, 1, "__name");
-    const char *policy = lua_tostring(L, -1);
-    struct policy *p = find_policy(h, policy);
-    if (!p)
-        return 0;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref);
-    lua_pushvalue(L, 2);
-    lua_rawget(L, -2);
-    if (!lua_isfunction(L, -1))
-        return 1; /* a plain field, as it is now */
-    lua_pushstring(L, policy);
-    lua_pushvalue(L, 2);
-    lua_pushcclosure(L, policy_call, 2);
-    return 1;
-}
-
-static int api_policy(lua_State *L)
-{
-    const char *name = luaL_checkstring(L, 1);
-    struct lua_host *h = host_of(L);
-    if (!find_policy(h, name)) {
-        char err[512];
-        if (lua_host_load_policy(h, name, err, sizeof err) < 0)
-            return luaL_error(L, "policy %s: %s", name, err);
-    }
-    lua_createtable(L, 0, 1);
-    lua_pushstring(L, name);
-    lua_setfield(L, -2, "__name");
-    lua_createtable(L, 0, 1);
-    lua_pushcfunction(L, policy_index);
-    lua_setfield(L, -2, "__index");
-    lua_setmetatable(L, -2);
-    return 1;
-}
-
-/* ---------------------------------------------------------------- tasks */
-
-void lua_host_set_client(struct lua_host *h, struct http_client *client)
-{
-    h->client = client;
-}
-struct http_client *lua_host_client(struct lua_host *h)
-{
-    return h->client;
-}
-void lua_host_set_base(struct lua_host *h, struct event_base *base)
-{
-    h->base = base;
-}
-struct event_base *lua_host_base(struct lua_host *h)
-{
-    return h->base;
-}
-struct metrics *lua_host_metrics(struct lua_host *h)
-{
-    return h->metrics;
-}
-lua_State *lua_task_state(struct lua_task *t)
-{
-    return t->co;
-}
-
-struct lua_task *lua_task_of(lua_State *co)
-{
-    lua_getfield(co, LUA_REGISTRYINDEX, "counterd.tasks");
-    lua_pushthread(co);
-    lua_rawget(co, -2);
-    struct lua_task *t = lua_touserdata(co, -1);
-    lua_pop(co, 2);
-    return t;
-}
-
-static void task_end(struct lua_task *t, int status)
-{
-    struct lua_host *h = t->h;
-    lua_State *co = t->co;
-    if (status == 0) {
-        if (t->done)
-            t->done(co, lua_gettop(co), NULL, t->arg);
-    } else {
-        const char *msg = lua_tostring(co, -1);
-        if (!msg)
-            msg = "(error object is not a string)";
-        if (t->done)
-            t->done(co, 0, msg, t->arg);
+    lua_State *L = h->L;
+    if (push_policy_fn(h, policy, fn) < 0) {
+        lua_pop(L, nargs);
+        if (lua_host__find_policy(h, policy))
+            snprintf(err, errlen, "%s.%s is not a function", policy, fn);
         else
-            log_error("lua task failed: %s", msg);
+            snprintf(err, errlen, "policy %s is not loaded", policy);
+        return -1;
     }
-    lua_settop(co, 0);
-    lua_getfield(h->L, LUA_REGISTRYINDEX, "counterd.tasks");
-    lua_pushthread(co);
-    lua_xmove(co, h->L, 1);
-    lua_pushnil(h->L);
-    lua_rawset(h->L, -3);
-    lua_pop(h->L, 1);
-    luaL_unref(h->L, LUA_REGISTRYINDEX, t->ref);
-    if (t->prev)
-        t->prev->next = t->next;
-    else
-        h->tasks = t->next;
-    if (t->next)
-        t->next->prev = t->prev;
-    free(t);
-}
-
-void lua_task_resume(struct lua_task *t, int nargs)
-{
-    int status = lua_resume(t->co, nargs);
-    if (status == LUA_YIELD)
-        return; /* waiting for its next event */
-    task_end(t, status);
-}
-
-void lua_host_spawn(struct lua_host *h, int nargs, lua_task_done_fn done, void *arg)
-{
-    lua_host_spawn_traced(h, nargs, done, arg, NULL);
-}
-
-struct trace_span *lua_task_span(struct lua_task *t)
-{
-    return t ? t->span : NULL;
-}
-
-void lua_host_spawn_traced(struct lua_host *h, int nargs, lua_task_done_fn done, void *arg,
-                           struct trace_span *span)
-{
-    lua_State *L = h->L;
-    lua_State *co = lua_newthread(L);
-    struct lua_task *t = xcalloc(1, sizeof *t);
-    t->h = h;
-    t->co = co;
-    t->done = done;
-    t->arg = arg;
-    t->span = span;
-    /* Anchor the coroutine, and map it to its task. */
-    lua_getfield(L, LUA_REGISTRYINDEX, "counterd.tasks");
-    lua_pushvalue(L, -2);
-    lua_pushlightuserdata(L, t);
-    lua_rawset(L, -3);
-    lua_pop(L, 1);
-    t->ref = luaL_ref(L, LUA_REGISTRYINDEX); /* pops the thread */
-    lua_xmove(L, co, nargs + 1);             /* the function and its arguments */
-    t->next = h->tasks;
-    if (h->tasks)
-        h->tasks->prev = t;
-    h->tasks = t;
-    lua_task_resume(t, nargs);
-}
-
-struct lua_pending *lua_host_pending_add(struct lua_host *h, void (*cancel)(void *arg), void *arg)
-{
-    struct lua_pending *p = xcalloc(1, sizeof *p);
-    p->cancel = cancel;
-    p->arg = arg;
-    p->next = h->pending;
-    if (h->pending)
-        h->pending->prev = p;
-    h->pending = p;
-    return p;
-}
-
-void lua_host_pending_remove(struct lua_host *h, struct lua_pending *p)
-{
-    if (p->prev)
-        p->prev->next = p->next;
-    else
-        h->pending = p->next;
-    if (p->next)
-        p->next->prev = p->prev;
-    free(p);
-}
-
-int lua_host_route(struct lua_host *h, const char *policy, const char *counter,
-                   const char *client_region, const char *token, const char *const *names,
-                   const int *healthy, int n, char *err, size_t errlen)
-{
-    lua_State *L = h->L;
-    int top = lua_gettop(L);
-    if (!find_policy(h, "routing")) {
-        char lerr[512];
-        if (lua_host_load_policy(h, "routing", lerr, sizeof lerr) < 0) {
-            log_error("routing policy not loaded: %s", lerr);
-            return -3;
-        }
-    }
-    if (push_policy_fn(h, "routing", "route") < 0) {
-        /* Only a policy that removed its own route() gets here (loading checks it). */
-        log_error("routing.route is not a function any more; choosing a healthy region instead");
-        count_error(h, "routing");
-        return -3;
-    }
-    lua_pushstring(L, policy);
-    lua_pushstring(L, counter);
-    if (client_region)
-        lua_pushstring(L, client_region);
-    else
-        lua_pushnil(L);
-    lua_createtable(L, n, 0);
-    for (int i = 0; i < n; i++) {
-        lua_pushstring(L, names[i]);
-        lua_rawseti(L, -2, i + 1);
-    }
-    lua_createtable(L, n, 0);
-    for (int i = 0; i < n; i++) {
-        lua_pushboolean(L, healthy[i]);
-        lua_rawseti(L, -2, i + 1);
-    }
-    if (token)
-        lua_pushstring(L, token);
-    else
-        lua_pushnil(L);
-    int rc;
-    if (guarded_call(h, 6, 2, 1) != 0) {
-        log_error("routing.route failed, choosing a healthy region instead: %s",
-                  lua_tostring(L, -1));
-        count_error(h, "routing");
-        rc = -3;
-    } else if (lua_isnumber(L, -2)) {
-        int i = (int)lua_tointeger(L, -2);
-        rc = i >= 1 && i <= n ? i - 1 : -3;
-        if (rc == -3) {
-            log_error("routing.route returned %d, not a region index 1..%d", i, n);
-            count_error(h, "routing");
-        }
-    } else {
+    lua_insert(L, -(nargs + 1));
+    if (lua_host__guarded_call(h, nargs, nresults, 1) != 0) {
         const char *msg = lua_tostring(L, -1);
-        snprintf(err, errlen, "%s", msg ? msg : "no region");
-        rc = msg && !strncmp(msg, "unknown routing policy", 22) ? -1 : -2;
+        snprintf(err, errlen, "%s", msg ? msg : "(error object is not a string)");
+        lua_pop(L, 1);
+        lua_host_count_error(h, policy);
+        return -2;
     }
-    lua_settop(L, top);
-    return rc;
+    return 0;
+}
+
+int lua_host_push_policy(struct lua_host *h, const char *name)
+{
+    struct policy *p = lua_host__find_policy(h, name);
+    if (!p)
+        return -1;
+    lua_rawgeti(h->L, LUA_REGISTRYINDEX, p->ref);
+    return 0;
 }

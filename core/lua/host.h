@@ -9,6 +9,11 @@
  * lua_pcall: a Lua error is logged with file:line and counted, and the caller falls back
  * to what it would do without a policy. Loading is a transaction: the new file replaces
  * the old one only if it compiles and runs.
+ *
+ * The host knows no policy by name: it loads files, calls a named function of a loaded
+ * one, runs tasks and builds sandboxes. What routing and faults mean (their functions,
+ * arguments and answers) is core/roles/policy.c's. Files: host.c (state, loading, reload,
+ * calls), sandbox.c (sandbox and budget), task.c (tasks), api_*.c (the counterd table).
  */
 #ifndef COUNTERD_LUA_HOST_H
 #define COUNTERD_LUA_HOST_H
@@ -49,20 +54,39 @@ int lua_host_reload(struct lua_host *h, struct buf *files, char *err, size_t err
 void lua_host_shared_set_number(struct lua_host *h, const char *key, double v);
 double lua_host_shared_get_number(struct lua_host *h, const char *key);
 
-/* The regions of lua/conf/lab.lua (names and URLs). @return how many (0 on error, logged). */
-int lua_host_lab_regions(struct lua_host *h, char names[][64], char urls[][512], int max);
-
 /* Whether a policy of that name is loaded. */
 int lua_host_has_policy(struct lua_host *h, const char *name);
 
 /*
- * Asks the faults policy what to do with one replication message:
- * faults.decide(dir, from, to, kind, partitioned) -> "deliver" | "drop" | "delay", ms.
- * @return 0 deliver, 1 drop, 2 delay (*delay_ms set), or -1 when there is no faults
- *         policy or it failed (logged with file:line and counted).
+ * Declares that policies/<policy>.lua must define fn() (the caller will call it): a file
+ * without it is refused when loaded or reloaded, so a misspelt name is an error at reload
+ * time rather than a silent fallback on every later call. Declare before loading.
  */
-int lua_host_faults_decide(struct lua_host *h, const char *dir, const char *from, const char *to,
-                           const char *kind, int partitioned, int *delay_ms);
+void lua_host_policy_entry(struct lua_host *h, const char *policy, const char *fn);
+
+/*
+ * Calls fn of the loaded policy with the nargs values on top of the main stack (popped),
+ * under the budget, and counts the call (counterd_lua_policy_calls_total).
+ * @return 0 with nresults values pushed; -1 when the policy is not loaded or has no
+ *         function fn; -2 when the call failed (counted in counterd_policy_errors_total).
+ *         On -1 and -2 nothing is pushed and err says why ("file:line: message").
+ */
+int lua_host_call_policy(struct lua_host *h, const char *policy, const char *fn, int nargs,
+                         int nresults, char *err, size_t errlen);
+/* Counts a failed policy call the caller found (an answer it cannot use): it logs what it
+ * falls back to. */
+void lua_host_count_error(struct lua_host *h, const char *policy);
+/* Pushes the loaded policy's module table on the main stack. @return 0, or -1 (nothing
+ * pushed) when it is not loaded. */
+int lua_host_push_policy(struct lua_host *h, const char *name);
+
+/*
+ * Runs the function below nargs arguments on top of the main stack under the budget, as
+ * configuration code (a value a conf file returned), not policy code.
+ * @return 0 with nresults values pushed, or -1 with "file:line: message" in err (nothing
+ *         pushed).
+ */
+int lua_host_pcall(struct lua_host *h, int nargs, int nresults, char *err, size_t errlen);
 
 /*
  * Loads <lua_dir>/roles/<name>.lua (sandboxed like a policy, but with the JIT on: it is
@@ -131,19 +155,6 @@ struct event_base;
 void lua_host_set_base(struct lua_host *h, struct event_base *base);
 struct event_base *lua_host_base(struct lua_host *h);
 struct metrics *lua_host_metrics(struct lua_host *h);
-
-/*
- * Asks the routing policy where an increment goes (see lua/policies/routing.lua):
- * routing.route(policy, counter, client_region, names, healthy, token), with names and
- * healthy built from the arguments. client_region and token (the client's idempotency
- * token) may be NULL.
- * @return the region's index (0-based); -1 for an unknown policy (err says why, for a
- *         400); -2 when no region is healthy; -3 when the policy failed or is missing
- *         (logged and counted; the caller picks a healthy region itself).
- */
-int lua_host_route(struct lua_host *h, const char *policy, const char *counter,
-                   const char *client_region, const char *token, const char *const *names,
-                   const int *healthy, int n, char *err, size_t errlen);
 
 /*
  * The budget of the policy call running, for C functions that can run long: the

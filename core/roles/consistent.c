@@ -36,6 +36,7 @@
 #include "../repl/strong.h"
 #include "../store/gcounter.h"
 #include "config.h"
+#include "policy.h"
 #include "reqbody.h"
 #include "reload.h"
 #include "tracing.h"
@@ -307,7 +308,7 @@ static int decide(void *arg, const char *dir, const char *from, const char *to, 
                   int *delay_ms)
 {
     struct consistent *c = arg;
-    return lua_host_faults_decide(c->lua, dir, from, to, kind, 0, delay_ms);
+    return policy_faults_decide(c->lua, dir, from, to, kind, 0, delay_ms);
 }
 
 static double epoch_of(void *arg)
@@ -401,7 +402,7 @@ static int replicas_of(struct consistent *c, const struct config *cfg, char urls
             snprintf(err, errlen, "%s has no endpoint", cfg->region_endpoints_from);
         return n;
     }
-    n = lua_host_lab_regions(c->lua, c->replica_names, urls, STRONG_MAX_REPLICAS);
+    n = policy_lab_regions(c->lua, c->replica_names, urls, STRONG_MAX_REPLICAS);
     if (n <= 0)
         snprintf(err, errlen, "no replicas: set REGION_ENDPOINTS (or fix lua/conf/lab.lua)");
     return n;
@@ -423,6 +424,7 @@ struct consistent *consistent_new(struct event_base *base, const struct config *
     snprintf(node_id, sizeof node_id, "%s-strong", cfg->region);
     struct lua_host_info li = {"strong", node_id, cfg->region, cfg->policy_budget_ms};
     c->lua = lua_host_new(cfg->lua_dir, &li, c->metrics);
+    policy_declare(c->lua);
     lua_host_set_base(c->lua, base);
     lua_host_set_client(c->lua, c->client);
     char lerr[512];

@@ -31,6 +31,7 @@
 #include "../obs/trace.h"
 #include "../store/gcounter.h"
 #include "../store/tokset.h"
+#include "policy.h"
 
 #define MAX_REGIONS 16
 #define DOWN_MS 2000.0
@@ -212,9 +213,9 @@ static int pick(struct forward *f, char *err, size_t errlen)
         if (h >= 0 && healthy[h])
             return h;
     }
-    int i = lua_host_route(g->lua, f->routing, f->counter,
-                           f->has_client_region ? f->client_region : NULL,
-                           f->token[0] ? f->token : NULL, g->names, healthy, g->n, err, errlen);
+    int i =
+        policy_route(g->lua, f->routing, f->counter, f->has_client_region ? f->client_region : NULL,
+                     f->token[0] ? f->token : NULL, g->names, healthy, g->n, err, errlen);
     if (i == -3) {
         /* The policy failed (logged and counted): any healthy region is a safe answer. */
         int up[MAX_REGIONS], k = 0;

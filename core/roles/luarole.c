@@ -35,6 +35,7 @@
 #include "../obs/metrics.h"
 #include "config.h"
 #include "gateway.h"
+#include "policy.h"
 #include "reload.h"
 #include "tracing.h"
 
@@ -404,6 +405,7 @@ struct luarole *luarole_new(struct event_base *base, const struct config *cfg, c
     lr->client = http_client_new(base);
     struct lua_host_info li = {cfg->role, cfg->node_id, cfg->region, cfg->policy_budget_ms};
     lr->lua = lua_host_new(cfg->lua_dir, &li, lr->metrics);
+    policy_declare(lr->lua);
     lua_host_set_client(lr->lua, lr->client);
     lua_host_set_base(lr->lua, base);
     if (push_config(lua_host_state(lr->lua), cfg, err, errlen) < 0 ||

@@ -35,6 +35,7 @@
 #include "../store/tokset.h"
 #include "../store/wal.h"
 #include "config.h"
+#include "policy.h"
 #include "reqbody.h"
 #include "reload.h"
 #include "tracing.h"
@@ -799,7 +800,7 @@ static void h_strong(struct region *rg, struct http_request *req)
     trace_span_attr_cstr(req->span, "strong.leader", from);
     int partitioned = repl_partitioned(rg->repl), delay_ms = 0;
     int a =
-        lua_host_faults_decide(rg->lua, "in", from, rg->node_id, "strong", partitioned, &delay_ms);
+        policy_faults_decide(rg->lua, "in", from, rg->node_id, "strong", partitioned, &delay_ms);
     if (partitioned || a == 1) {
         http_respond_error(req, 503, "partitioned",
                            partitioned ? "this node is partitioned: it takes no replication"
@@ -937,7 +938,7 @@ static int faults_decide(void *arg, const char *dir, const char *from, const cha
     /* A node that cannot log does not pull either: merging the answer would need it. */
     if (rg->wal && wal_failed(rg->wal) && !strcmp(dir, "out"))
         return REPL_DROP;
-    return lua_host_faults_decide(rg->lua, dir, from, to, kind, partitioned, delay_ms);
+    return policy_faults_decide(rg->lua, dir, from, to, kind, partitioned, delay_ms);
 }
 
 /* Entries of counter id changed by a merge. A counter with a token set is never tagged as
@@ -1548,6 +1549,7 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
     }
     struct lua_host_info li = {"region", cfg->node_id, cfg->region, cfg->policy_budget_ms};
     rg->lua = lua_host_new(cfg->lua_dir, &li, rg->metrics);
+    policy_declare(rg->lua);
     char lerr[512];
     if (lua_host_load_policy(rg->lua, "faults", lerr, sizeof lerr) < 0)
         log_error("faults policy not loaded, replication runs without it: %s", lerr);

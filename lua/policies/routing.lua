@@ -3,7 +3,7 @@ routing.lua - which region the gateway sends an increment to.
 
 The gateway calls, for each POST /api/increment:
 
-  route(policy, counter_name, client_region, names, healthy, token) -> index | nil, error
+  route(policy, counter_name, client_region, names, healthy, token) -> index | nil, code
 
   policy         the request's "routing" field (default "random")
   counter_name   the counter being incremented
@@ -20,8 +20,9 @@ retry reaches the same region. Either way a retry counts once wherever it goes.
 
 It returns the index of the region to use. When that region then fails, the gateway
 marks it down and calls route again, so every policy fails over to a healthy region.
-An unknown policy returns nil and a message (the gateway answers 400); no healthy region
-returns nil, "no healthy region" (503).
+It answers with codes, not sentences (the gateway writes the sentence people read): an
+unknown policy returns nil, "unknown_policy" and the list of known policies (the gateway
+answers 400); no healthy region returns nil, "no_healthy_region" (503).
 
 Policies: random (default), round-robin, sticky (a hash of the counter name), nearest (the
 X-Client-Region header), or a region's name.
@@ -52,7 +53,7 @@ local hash
 
 local function random_healthy(healthy, n, token)
   local up = healthy_list(healthy, n)
-  if #up == 0 then return nil, "no healthy region" end
+  if #up == 0 then return nil, "no_healthy_region" end
   if token then return up[hash(token) % #up + 1] end
   return up[math.random(#up)]
 end
@@ -63,7 +64,7 @@ local function next_healthy(i, healthy, n)
     local j = (i - 1 + k) % n + 1
     if healthy[j] then return j end
   end
-  return nil, "no healthy region"
+  return nil, "no_healthy_region"
 end
 
 -- FNV-1a, 32 bits: the same name always lands on the same region. The prime is
@@ -125,8 +126,7 @@ function M.route(policy, counter_name, client_region, names, healthy, token)
   end
   local known = { "random", "round-robin", "sticky", "nearest" }
   for _, name in ipairs(names) do known[#known + 1] = name end
-  return nil, "unknown routing policy '" .. tostring(policy) .. "' (known: " ..
-              table.concat(known, ", ") .. ")"
+  return nil, "unknown_policy", known
 end
 
 return M

@@ -119,9 +119,10 @@ local function run_compare(req)
   end
   local names = {}
   for i, r in ipairs(regions) do names[i] = r.name end
-  local probe, why = routing.route(policy, counter, nil, names, {}, nil)
-  if probe == nil and why and not why:find("^policy failed") and why:find("unknown") then
-    return web.err(400, "bad_field", why)
+  local probe, code, known = routing.route(policy, counter, nil, names, {}, nil)
+  if probe == nil and code == "unknown_policy" then
+    local list = type(known) == "table" and " (known: " .. table.concat(known, ", ") .. ")" or ""
+    return web.err(400, "bad_field", "unknown routing policy '" .. policy .. "'" .. list)
   end
   local out, err = compare.run{
     iterations = n,

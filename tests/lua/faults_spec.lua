@@ -1,24 +1,27 @@
 -- Busted specs for lua/policies/faults.lua: the decision on every replication message.
--- The policy runs here outside the node, with a stand-in for the counterd table.
+-- The policy is loaded by the host the server builds (tests/lua/spec_host.c): its sandbox
+-- and its counterd table, with the real counterd.shared.
 
 local root = os.getenv("COUNTERD_SOURCE_DIR") or "."
 local path = root .. "/lua/policies/faults.lua"
+local spec = counterd_spec
 
--- A fresh copy of the policy and of counterd.shared for each test.
+-- The host's counterd.shared as a table: reads and writes go to the real one.
+local function shared_view()
+  return setmetatable({}, {
+    __index = function(_, k) return counterd.shared.get(k) end,
+    __newindex = function(_, k, v) counterd.shared.set(k, v) end,
+  })
+end
+
+-- A fresh copy of the policy, with counterd.shared emptied and then set to shared_values.
 local function load_policy(shared_values)
-  local values = shared_values or {}
-  _G.counterd = {
-    shared = {
-      get = function(k) return values[k] end,
-      set = function(k, v) values[k] = v end,
-    },
-  }
-  local chunk = assert(loadfile(path))
-  return chunk(), values
+  spec.reset()
+  for k, v in pairs(shared_values or {}) do counterd.shared.set(k, v) end
+  return spec.policy("faults"), shared_view()
 end
 
 describe("faults.decide", function()
-  after_each(function() _G.counterd = nil end)
 
   it("delivers by default, both ways (with the WAN model off)", function()
     local f = load_policy({ ["faults.wan"] = false })
@@ -150,7 +153,7 @@ describe("faults.decide", function()
 
   it("works without a counterd table (plain Lua)", function()
     local chunk = assert(loadfile(path))
-    _G.counterd = nil
+    setfenv(chunk, setmetatable({ counterd = false }, { __index = _G }))
     local f = chunk()
     assert.are.equal("deliver", (f.decide("out", "a", "b", "sync", false)))
   end)

@@ -1,32 +1,26 @@
 -- Busted specs for lua/policies/routing.lua: which region the gateway sends an increment to.
--- The policy runs here outside the node, with a stand-in for the counterd table where a
--- spec needs one (round-robin's shared counter).
+-- The policy is loaded by the host the server builds (tests/lua/spec_host.c): its sandbox,
+-- its counterd table (round-robin's counter is the real counterd.shared).
 
-local root = os.getenv("COUNTERD_SOURCE_DIR") or "."
-local path = root .. "/lua/policies/routing.lua"
+local spec = counterd_spec
 
 local NAMES = { "us-east", "us-west", "eu-west" }
 local ALL_UP = { true, true, true }
-local KNOWN = "random, round-robin, sticky, nearest, us-east, us-west, eu-west"
+local KNOWN = { "random", "round-robin", "sticky", "nearest", "us-east", "us-west", "eu-west" }
 
--- A fresh copy of the policy; with shared_values, a counterd.shared stand-in with incr.
+-- The host's counterd.shared as a table: reads and writes go to the real one.
+local function shared_view()
+  return setmetatable({}, {
+    __index = function(_, k) return counterd.shared.get(k) end,
+    __newindex = function(_, k, v) counterd.shared.set(k, v) end,
+  })
+end
+
+-- A fresh copy of the policy, with counterd.shared emptied and then set to shared_values.
 local function load_policy(shared_values)
-  if shared_values then
-    _G.counterd = {
-      shared = {
-        get = function(k) return shared_values[k] end,
-        set = function(k, v) shared_values[k] = v end,
-        incr = function(k, by)
-          shared_values[k] = (shared_values[k] or 0) + by
-          return shared_values[k]
-        end,
-      },
-    }
-  else
-    _G.counterd = nil
-  end
-  local chunk = assert(loadfile(path))
-  return chunk()
+  spec.reset()
+  for k, v in pairs(shared_values or {}) do counterd.shared.set(k, v) end
+  return spec.policy("routing"), shared_view()
 end
 
 -- Every healthy mask of three regions with at least one region up.
@@ -60,7 +54,6 @@ local FNV = {
 
 describe("routing.route", function()
   before_each(function() math.randomseed(7) end)
-  after_each(function() _G.counterd = nil end)
 
   describe("random", function()
     it("is the default and spreads evenly over the healthy regions", function()
@@ -95,7 +88,7 @@ describe("routing.route", function()
   end)
 
   describe("round-robin", function()
-    it("cycles over the regions in order (plain Lua counter)", function()
+    it("cycles over the regions in order", function()
       local r = load_policy()
       local got = {}
       for k = 1, 7 do got[k] = r.route("round-robin", "views", nil, NAMES, ALL_UP) end
@@ -103,8 +96,7 @@ describe("routing.route", function()
     end)
 
     it("uses counterd.shared's counter when there is one (shared by every worker)", function()
-      local shared = { ["routing.round_robin"] = 4 }
-      local r = load_policy(shared)
+      local r, shared = load_policy({ ["routing.round_robin"] = 4 })
       local got = {}
       for k = 1, 4 do got[k] = r.route("round-robin", "views", nil, NAMES, ALL_UP) end
       -- The counter goes 5, 6, 7, 8: regions (k - 1) % 3 + 1.
@@ -269,39 +261,43 @@ describe("routing.route", function()
       end
     end)
 
-    it("no healthy region: nil, \"no healthy region\", for every policy", function()
+    it("no healthy region: nil, \"no_healthy_region\" (a code, not a sentence), for every policy", function()
       local r = load_policy()
       local down = { false, false, false }
       for _, c in ipairs({ { "random" }, { nil }, { "round-robin" }, { "sticky" }, { "us-west" },
                            { "nearest", "us-west" }, { "nearest", "eu-central" }, { "nearest", "mars" },
                            { "nearest" } }) do
-        local i, err = r.route(c[1], "views", c[2], NAMES, down)
+        local i, code, extra = r.route(c[1], "views", c[2], NAMES, down)
         assert.is_nil(i, tostring(c[1]))
-        assert.are.equal("no healthy region", err, tostring(c[1]) .. " " .. tostring(c[2]))
+        assert.are.equal("no_healthy_region", code, tostring(c[1]) .. " " .. tostring(c[2]))
+        assert.is_nil(extra)
       end
     end)
   end)
 
   describe("an unknown policy", function()
-    it("returns nil and a message naming it and listing the known policies", function()
+    it("returns nil, \"unknown_policy\" and the list of the known policies", function()
       local r = load_policy()
       for _, healthy in ipairs({ ALL_UP, { false, false, false } }) do
-        local i, err = r.route("teleport", "views", nil, NAMES, healthy)
+        local i, code, known = r.route("teleport", "views", nil, NAMES, healthy)
         assert.is_nil(i)
-        assert.are.equal("unknown routing policy 'teleport' (known: " .. KNOWN .. ")", err)
+        assert.are.equal("unknown_policy", code)
+        assert.are.same(KNOWN, known)
       end
       for _, p in ipairs({ "Random", "us-west-1", "", "round_robin" }) do
-        local i, err = r.route(p, "views", nil, NAMES, ALL_UP)
+        local i, code, known = r.route(p, "views", nil, NAMES, ALL_UP)
         assert.is_nil(i, p)
-        assert.are.equal("unknown routing policy '" .. p .. "' (known: " .. KNOWN .. ")", err)
+        assert.are.equal("unknown_policy", code, p)
+        assert.are.same(KNOWN, known, p)
       end
     end)
 
     it("lists the regions it was given", function()
       local r = load_policy()
-      local i, err = r.route("x", "views", nil, { "a", "b" }, { true, true })
+      local i, code, known = r.route("x", "views", nil, { "a", "b" }, { true, true })
       assert.is_nil(i)
-      assert.are.equal("unknown routing policy 'x' (known: random, round-robin, sticky, nearest, a, b)", err)
+      assert.are.equal("unknown_policy", code)
+      assert.are.same({ "random", "round-robin", "sticky", "nearest", "a", "b" }, known)
     end)
   end)
 

@@ -3,8 +3,8 @@
 -- moves when the library sleeps. What the lab answers over real HTTP is the integration
 -- test's business (tests/integration/90_scenarios.py).
 
-local root = os.getenv("COUNTERD_SOURCE_DIR") or "."
-local lib = assert(loadfile(root .. "/lua/scenario/lib.lua"))()
+-- lib.lua is loaded as the scenario role loads it: in the host's sandbox (spec_host.c).
+local lib = counterd_spec.module("scenario", "lib")
 local ffi = require("ffi")
 
 local URLS = {
