@@ -38,6 +38,7 @@
 #include "config.h"
 #include "reqbody.h"
 #include "reload.h"
+#include "route.h"
 #include "tracing.h"
 
 /* What a counterd_strong_replica_up series reads. */
@@ -126,8 +127,9 @@ static void increment_done(void *arg, const struct strong_result *r)
     free(p);
 }
 
-static void h_increment(struct consistent *c, struct http_request *req)
+static void h_increment(void *role, struct http_request *req)
 {
+    struct consistent *c = role;
     struct incr_body ib;
     if (reqbody_increment(&c->parser, req, &ib) < 0)
         return;
@@ -157,10 +159,11 @@ static int not_ready(struct consistent *c, struct http_request *req)
     return 1;
 }
 
-static void h_counter(struct consistent *c, struct http_request *req, const char *raw, size_t rlen)
+static void h_counter(void *role, struct http_request *req)
 {
+    struct consistent *c = role;
     char name[256];
-    long n = reqbody_path_name(req, raw, rlen, name, sizeof name);
+    long n = reqbody_path_name(req, req->path + 9, req->path_len - 9, name, sizeof name);
     if (n < 0)
         return;
     if (not_ready(c, req))
@@ -186,8 +189,9 @@ static void put_counter(void *arg, const char *name, size_t len, int64_t value)
     buf_i64(b, value);
 }
 
-static void h_counters(struct consistent *c, struct http_request *req)
+static void h_counters(void *role, struct http_request *req)
 {
+    struct consistent *c = role;
     if (not_ready(c, req))
         return;
     struct buf *b = &c->out;
@@ -198,8 +202,9 @@ static void h_counters(struct consistent *c, struct http_request *req)
     respond_out(c, req, 200);
 }
 
-static void h_health(struct consistent *c, struct http_request *req)
+static void h_health(void *role, struct http_request *req)
 {
+    struct consistent *c = role;
     struct strong_stats st;
     strong_stats(c->strong, &st);
     struct buf *b = &c->out;
@@ -266,39 +271,49 @@ static void h_coordination_delay(struct consistent *c, struct http_request *req,
     respond_out(c, req, 200);
 }
 
-static void h_metrics(struct consistent *c, struct http_request *req)
+static void h_metrics(void *role, struct http_request *req)
 {
+    struct consistent *c = role;
     http_respond_metrics(req, c->metrics, &c->out);
 }
+
+static void h_delay_get(void *role, struct http_request *req)
+{
+    h_coordination_delay(role, req, 0);
+}
+
+static void h_delay_set(void *role, struct http_request *req)
+{
+    h_coordination_delay(role, req, 1);
+}
+
+static void h_reload(void *role, struct http_request *req)
+{
+    reload_handle(((struct consistent *)role)->reload, req);
+}
+
+/* The strong counter's endpoints; only /counter/{name} renames its span. */
+static const struct route routes[] = {
+    {ROUTE_POST, "/increment", 0, h_increment, NULL, NULL},
+    {ROUTE_GET, "/counter/", 1, h_counter, "/counter/{name}", NULL},
+    {ROUTE_GET, "/counters", 0, h_counters, NULL, NULL},
+    {ROUTE_GET, "/health", 0, h_health, NULL, NULL},
+    {ROUTE_GET, "/metrics", 0, h_metrics, NULL, NULL},
+    {ROUTE_GET, "/admin/coordination-delay", 0, h_delay_get, NULL, NULL},
+    {ROUTE_POST, "/admin/coordination-delay", 0, h_delay_set, NULL, NULL},
+    {ROUTE_POST, "/admin/reload", 0, h_reload, NULL, NULL},
+    {0, NULL, 0, NULL, NULL, NULL}};
 
 static void handle(struct http_request *req, void *arg)
 {
     struct consistent *c = arg;
-    int get = req->method == HTTP_M_GET || req->method == HTTP_M_HEAD;
-    int post = req->method == HTTP_M_POST;
     buf_reset(&c->out);
     if (req->path_len >= 7 && memcmp(req->path, "/admin/", 7) == 0 &&
         http_refuse_unauthorized(req, c->admin_token))
         return;
-    if (http_path_is(req, "/increment"))
-        return post ? h_increment(c, req) : http_respond_not_allowed(req, "POST");
-    if (req->path_len > 9 && memcmp(req->path, "/counter/", 9) == 0) {
-        trace_span_route(req->span, req->method_name, "/counter/{name}");
-        return get ? h_counter(c, req, req->path + 9, req->path_len - 9)
-                   : http_respond_not_allowed(req, "GET, HEAD");
-    }
-    if (http_path_is(req, "/counters"))
-        return get ? h_counters(c, req) : http_respond_not_allowed(req, "GET, HEAD");
-    if (http_path_is(req, "/health"))
-        return get ? h_health(c, req) : http_respond_not_allowed(req, "GET, HEAD");
-    if (http_path_is(req, "/metrics"))
-        return get ? h_metrics(c, req) : http_respond_not_allowed(req, "GET, HEAD");
-    if (http_path_is(req, "/admin/coordination-delay"))
-        return get || post ? h_coordination_delay(c, req, post)
-                           : http_respond_not_allowed(req, "GET, HEAD, POST");
-    if (http_path_is(req, "/admin/reload"))
-        return post ? reload_handle(c->reload, req) : http_respond_not_allowed(req, "POST");
-    http_respond_error(req, 404, "not_found", "no endpoint %s %.200s", req->method_name, req->path);
+    if (req->span)
+        route_trace(routes, req);
+    route_serve(routes, c, req);
 }
 
 /* ---------------------------------------------------------------- set-up */

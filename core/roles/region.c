@@ -37,6 +37,7 @@
 #include "config.h"
 #include "reqbody.h"
 #include "reload.h"
+#include "route.h"
 #include "tracing.h"
 
 #include <event2/event.h>
@@ -423,8 +424,9 @@ static void persist_changed(struct region *rg, uint32_t id)
 /* ---------------------------------------------------------------- handlers */
 
 /* "ok", or "degraded" with the reasons: the node still answers reads (so 200). */
-static void h_health(struct region *rg, struct http_request *req)
+static void h_health(void *role, struct http_request *req)
 {
+    struct region *rg = role;
     struct buf *b = &rg->out;
     const char *why[2];
     int n = 0;
@@ -448,13 +450,15 @@ static void h_health(struct region *rg, struct http_request *req)
     respond_out(req, rg, 200);
 }
 
-static void h_metrics(struct region *rg, struct http_request *req)
+static void h_metrics(void *role, struct http_request *req)
 {
+    struct region *rg = role;
     http_respond_metrics(req, rg->metrics, &rg->out);
 }
 
-static void h_increment(struct region *rg, struct http_request *req)
+static void h_increment(void *role, struct http_request *req)
 {
+    struct region *rg = role;
     struct incr_body ib;
     if (reqbody_increment(&rg->parser, req, &ib) < 0)
         return;
@@ -593,10 +597,11 @@ static void h_increment(struct region *rg, struct http_request *req)
     respond_durable(rg, req, pos);
 }
 
-static void h_counter(struct region *rg, struct http_request *req, const char *raw, size_t rlen)
+static void h_counter(void *role, struct http_request *req)
 {
+    struct region *rg = role;
     char name[256];
-    long n = reqbody_path_name(req, raw, rlen, name, sizeof name);
+    long n = reqbody_path_name(req, req->path + 9, req->path_len - 9, name, sizeof name);
     if (n < 0)
         return;
     uint32_t id = gstore_find(rg->store, name, (size_t)n);
@@ -624,8 +629,9 @@ static void put_sync_head(struct region *rg, struct buf *b)
     buf_printf(b, "%.3f", repl_last_sync_time(rg->repl));
 }
 
-static void h_counters(struct region *rg, struct http_request *req)
+static void h_counters(void *role, struct http_request *req)
 {
+    struct region *rg = role;
     struct buf *b = &rg->out;
     put_sync_head(rg, b);
     buf_puts(b, ",\"counters\":");
@@ -641,15 +647,17 @@ static void put_partition(struct region *rg, struct buf *b)
     put_identity(rg, b);
 }
 
-static void h_partition_get(struct region *rg, struct http_request *req)
+static void h_partition_get(void *role, struct http_request *req)
 {
+    struct region *rg = role;
     put_partition(rg, &rg->out);
     buf_putc(&rg->out, '}');
     respond_out(req, rg, 200);
 }
 
-static void h_partition_set(struct region *rg, struct http_request *req)
+static void h_partition_set(void *role, struct http_request *req)
 {
+    struct region *rg = role;
     int enabled;
     const struct json *root = reqbody_object(&rg->parser, req);
     if (!root)
@@ -762,8 +770,9 @@ static void force_sync_done(void *arg, int completed)
 }
 
 /* GET /admin/sync: this node's replication as the coordinator's /global/status shows it. */
-static void h_sync_status(struct region *rg, struct http_request *req)
+static void h_sync_status(void *role, struct http_request *req)
 {
+    struct region *rg = role;
     struct buf *b = &rg->out;
     put_sync_head(rg, b);
     buf_putc(b, ',');
@@ -772,8 +781,9 @@ static void h_sync_status(struct region *rg, struct http_request *req)
     respond_out(req, rg, 200);
 }
 
-static void h_force_sync(struct region *rg, struct http_request *req)
+static void h_force_sync(void *role, struct http_request *req)
 {
+    struct region *rg = role;
     if (repl_partitioned(rg->repl)) {
         http_respond_error(req, 503, "partitioned",
                            "this node is partitioned: it does not replicate until healed");
@@ -791,8 +801,9 @@ static void h_force_sync(struct region *rg, struct http_request *req)
  * POST /strong/prepare and /strong/accept from the strong leader: replication like /sync,
  * so the partition switch and the faults policy apply to it the same way.
  */
-static void h_strong(struct region *rg, struct http_request *req)
+static void h_strong(void *role, struct http_request *req)
 {
+    struct region *rg = role;
     const char *from = http_request_header(req, "X-Counterd-Node");
     if (!from)
         from = "strong";
@@ -818,108 +829,53 @@ static void h_strong(struct region *rg, struct http_request *req)
 
 /* ---------------------------------------------------------------- routing */
 
-/* Names the request's span after its route and says which node answered it. */
-static void trace_request(struct region *rg, struct http_request *req)
+static void h_sync(void *role, struct http_request *req)
 {
-    static const char *const routes[] = {"/increment",
-                                         "/health",
-                                         "/sync",
-                                         "/counters",
-                                         "/metrics",
-                                         "/admin/partition",
-                                         "/admin/reload",
-                                         "/strong/accept",
-                                         "/strong/prepare",
-                                         "/admin/force-sync",
-                                         NULL};
-    const char *route = NULL;
-    for (const char *const *r = routes; *r && !route; r++)
-        if (http_path_is(req, *r))
-            route = *r;
-    if (!route && http_path_is(req, "/admin/sync"))
-        route = "/admin/sync";
-    if (!route && req->path_len > 9 && memcmp(req->path, "/counter/", 9) == 0) {
-        route = "/counter/{name}";
-        trace_span_attr_str(req->span, "counter.name", req->path + 9, req->path_len - 9);
-    }
-    if (route)
-        trace_span_route(req->span, req->method_name, route);
-    trace_span_attr_cstr(req->span, "region", rg->region);
-    trace_span_attr_cstr(req->span, "node_id", rg->node_id);
+    struct region *rg = role;
+    /* What a merge changes is logged: a peer's records take about their JSON size. */
+    if (reserve_log(rg, req, 2 * req->body_len + (64u << 10)) < 0)
+        return;
+    repl_handle_sync(rg->repl, req);
 }
+
+static void h_reload(void *role, struct http_request *req)
+{
+    reload_handle(((struct region *)role)->reload, req);
+}
+
+/* The region's endpoints; a span is named after its route, whatever the method. */
+static const struct route routes[] = {
+    {ROUTE_POST, "/increment", 0, h_increment, "/increment", NULL},
+    {ROUTE_GET, "/counter/", 1, h_counter, "/counter/{name}", "counter.name"},
+    {ROUTE_GET, "/health", 0, h_health, "/health", NULL},
+    {ROUTE_POST, "/sync", 0, h_sync, "/sync", NULL},
+    {ROUTE_GET, "/counters", 0, h_counters, "/counters", NULL},
+    {ROUTE_GET, "/metrics", 0, h_metrics, "/metrics", NULL},
+    {ROUTE_GET, "/admin/partition", 0, h_partition_get, "/admin/partition", NULL},
+    {ROUTE_POST, "/admin/partition", 0, h_partition_set, "/admin/partition", NULL},
+    {ROUTE_POST, "/admin/reload", 0, h_reload, "/admin/reload", NULL},
+    {ROUTE_POST, "/admin/force-sync", 0, h_force_sync, "/admin/force-sync", NULL},
+    {ROUTE_GET, "/admin/sync", 0, h_sync_status, "/admin/sync", NULL},
+    {ROUTE_ANY, "/strong/accept", 0, h_strong, "/strong/accept", NULL},
+    {ROUTE_ANY, "/strong/prepare", 0, h_strong, "/strong/prepare", NULL},
+    {ROUTE_ANY, "/strong/", 1, h_strong, NULL, NULL},
+    {0, NULL, 0, NULL, NULL, NULL}};
 
 static void handle(struct http_request *req, void *arg)
 {
     struct region *rg = arg;
-    if (req->span)
-        trace_request(rg, req);
-    enum http_verb m = req->method;
-    int get = m == HTTP_M_GET || m == HTTP_M_HEAD, post = m == HTTP_M_POST;
+    if (req->span) {
+        route_trace(routes, req);
+        trace_span_attr_cstr(req->span, "region", rg->region);
+        trace_span_attr_cstr(req->span, "node_id", rg->node_id);
+    }
     buf_reset(&rg->out);
     int strong = req->path_len > 8 && memcmp(req->path, "/strong/", 8) == 0;
     if (((req->path_len >= 7 && memcmp(req->path, "/admin/", 7) == 0) ||
          http_path_is(req, "/sync") || strong) &&
         http_refuse_unauthorized(req, rg->admin_token))
         return;
-    if (strong)
-        return h_strong(rg, req);
-
-    if (http_path_is(req, "/increment")) {
-        if (!post)
-            return http_respond_not_allowed(req, "POST");
-        return h_increment(rg, req);
-    }
-    if (req->path_len > 9 && memcmp(req->path, "/counter/", 9) == 0) {
-        if (!get)
-            return http_respond_not_allowed(req, "GET, HEAD");
-        return h_counter(rg, req, req->path + 9, req->path_len - 9);
-    }
-    if (http_path_is(req, "/health")) {
-        if (!get)
-            return http_respond_not_allowed(req, "GET, HEAD");
-        return h_health(rg, req);
-    }
-    if (http_path_is(req, "/sync")) {
-        if (!post)
-            return http_respond_not_allowed(req, "POST");
-        /* What a merge changes is logged: a peer's records take about their JSON size. */
-        if (reserve_log(rg, req, 2 * req->body_len + (64u << 10)) < 0)
-            return;
-        return repl_handle_sync(rg->repl, req);
-    }
-    if (http_path_is(req, "/counters")) {
-        if (!get)
-            return http_respond_not_allowed(req, "GET, HEAD");
-        return h_counters(rg, req);
-    }
-    if (http_path_is(req, "/metrics")) {
-        if (!get)
-            return http_respond_not_allowed(req, "GET, HEAD");
-        return h_metrics(rg, req);
-    }
-    if (http_path_is(req, "/admin/partition")) {
-        if (get)
-            return h_partition_get(rg, req);
-        if (post)
-            return h_partition_set(rg, req);
-        return http_respond_not_allowed(req, "GET, HEAD, POST");
-    }
-    if (http_path_is(req, "/admin/reload")) {
-        if (!post)
-            return http_respond_not_allowed(req, "POST");
-        return reload_handle(rg->reload, req);
-    }
-    if (http_path_is(req, "/admin/force-sync")) {
-        if (!post)
-            return http_respond_not_allowed(req, "POST");
-        return h_force_sync(rg, req);
-    }
-    if (http_path_is(req, "/admin/sync")) {
-        if (!get)
-            return http_respond_not_allowed(req, "GET, HEAD");
-        return h_sync_status(rg, req);
-    }
-    http_respond_error(req, 404, "not_found", "no endpoint %s %.200s", req->method_name, req->path);
+    route_serve(routes, rg, req);
 }
 
 static size_t body_limit(const char *path, size_t len, void *arg)
