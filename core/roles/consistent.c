@@ -27,10 +27,8 @@
 #include "../net/auth.h"
 #include "../net/client.h"
 #include "../net/endpoint.h"
-#include "../net/otlp.h"
 #include "../net/server.h"
 #include "../net/url.h"
-#include "../obs/httpmetrics.h"
 #include "../obs/metrics.h"
 #include "../obs/trace.h"
 #include "../repl/strong.h"
@@ -38,8 +36,8 @@
 #include "config.h"
 #include "reqbody.h"
 #include "reload.h"
+#include "role.h"
 #include "route.h"
-#include "tracing.h"
 
 /* What a counterd_strong_replica_up series reads. */
 struct replica_gauge {
@@ -422,35 +420,15 @@ static int replicas_of(struct consistent *c, const struct config *cfg, char urls
     return n;
 }
 
-struct consistent *consistent_new(struct event_base *base, const struct config *cfg, char *err,
-                                  size_t errlen)
+/* The strong leader over the replicas (REGION_ENDPOINTS, else lua/conf/lab.lua). @return 0,
+ * or -1 with a sentence in err. */
+static int start_strong(struct consistent *c, struct event_base *base, const struct config *cfg,
+                        const char *node_id, char *err, size_t errlen)
 {
-    struct consistent *c = xcalloc(1, sizeof *c);
-    c->metrics = metrics_new();
-    json_parser_init(&c->parser);
-    if (tracing_start(base, cfg, c->metrics, &c->otlp, err, errlen) < 0) {
-        consistent_free(c);
-        return NULL;
-    }
-    c->admin_token = cfg->admin_token[0] ? xstrdup(cfg->admin_token) : NULL;
-    c->client = http_client_new(base);
-    char node_id[128];
-    snprintf(node_id, sizeof node_id, "%s-strong", cfg->region);
-    struct lua_host_info li = {"strong", node_id, cfg->region, cfg->policy_budget_ms};
-    c->lua = lua_host_new(cfg->lua_dir, &li, c->metrics);
-    lua_host_set_base(c->lua, base);
-    lua_host_set_client(c->lua, c->client);
-    char lerr[512];
-    if (lua_host_load_policy(c->lua, "faults", lerr, sizeof lerr) < 0)
-        log_error("faults policy not loaded, strong replication runs without it: %s", lerr);
-    c->reload = reload_new(base, c->lua, cfg);
-
     char urls[STRONG_MAX_REPLICAS][512];
     int n = replicas_of(c, cfg, urls, err, errlen);
-    if (n <= 0) {
-        consistent_free(c);
-        return NULL;
-    }
+    if (n <= 0)
+        return -1;
     struct strong_config sc = {
         .node_id = node_id,
         .region = cfg->region,
@@ -475,21 +453,40 @@ struct consistent *consistent_new(struct event_base *base, const struct config *
     register_metrics(c, cfg, n);
     struct strong_hooks hooks = {decide, c};
     c->strong = strong_new(base, c->client, &sc, &hooks);
+    return 0;
+}
 
-    struct http_server_opts so = {.bind_addr = cfg->bind,
-                                  .port = cfg->port,
-                                  .max_conns = cfg->max_conns,
-                                  .idle_timeout_ms = cfg->idle_timeout_ms,
-                                  .request_timeout_ms = cfg->request_timeout_ms};
-    c->server = http_server_new(base, &so, handle, c, err, errlen);
-    if (!c->server) {
-        consistent_free(c);
-        return NULL;
-    }
-    http_metrics_register(c->metrics, c->server);
+static struct role_parts parts_of(struct consistent *c)
+{
+    return (struct role_parts){&c->metrics, &c->otlp,   &c->admin_token, &c->client,
+                               &c->lua,     &c->reload, &c->server};
+}
+
+struct consistent *consistent_new(struct event_base *base, const struct config *cfg, char *err,
+                                  size_t errlen)
+{
+    struct consistent *c = xcalloc(1, sizeof *c);
+    struct role_parts parts = parts_of(c);
+    json_parser_init(&c->parser);
+    char node_id[128];
+    snprintf(node_id, sizeof node_id, "%s-strong", cfg->region);
+    struct lua_host_info li = {"strong", node_id, cfg->region, cfg->policy_budget_ms};
+    if (role_start(&parts, base, cfg, &li, ROLE_LUA_IO, err, errlen) < 0)
+        goto fail;
+    char lerr[512];
+    if (lua_host_load_policy(c->lua, "faults", lerr, sizeof lerr) < 0)
+        log_error("faults policy not loaded, strong replication runs without it: %s", lerr);
+    if (start_strong(c, base, cfg, node_id, err, errlen) < 0)
+        goto fail;
+    struct http_server_opts so = role_server_opts(cfg);
+    if (role_listen(&parts, base, cfg, &so, handle, c, err, errlen) < 0)
+        goto fail;
     log_info("strong counter %s listening on %s:%d, %d replica(s), a majority is %d", node_id,
-             cfg->bind, http_server_port(c->server), n, n / 2 + 1);
+             cfg->bind, http_server_port(c->server), c->nreplicas, c->nreplicas / 2 + 1);
     return c;
+fail:
+    consistent_free(c);
+    return NULL;
 }
 
 void consistent_free(struct consistent *c)
@@ -498,14 +495,9 @@ void consistent_free(struct consistent *c)
         return;
     /* The leader answers what it holds while the server still has the connections. */
     strong_free(c->strong);
-    reload_free(c->reload);
-    http_server_free(c->server);
-    lua_host_free(c->lua);
-    http_client_free(c->client);
-    otlp_stop(c->otlp); /* after everything that could still end a span */
-    metrics_free(c->metrics);
+    struct role_parts parts = parts_of(c);
+    role_stop(&parts);
     json_parser_free(&c->parser);
     buf_free(&c->out);
-    free(c->admin_token);
     free(c);
 }

@@ -29,15 +29,13 @@
 #include "../net/client.h"
 #include "../net/discover.h"
 #include "../net/endpoint.h"
-#include "../net/otlp.h"
 #include "../net/server.h"
-#include "../obs/httpmetrics.h"
 #include "../obs/metrics.h"
 #include "config.h"
 #include "gateway.h"
 #include "reload.h"
+#include "role.h"
 #include "route.h"
-#include "tracing.h"
 
 int lua_api_json_encode_at(lua_State *L, int idx, struct buf *b);
 
@@ -424,48 +422,37 @@ static void start_discovery(struct luarole *lr, struct event_base *base, const s
         lr->discover = discover_start(base, lr->client, eps, n, NULL, on_region_name, lr);
 }
 
+static struct role_parts parts_of(struct luarole *lr)
+{
+    return (struct role_parts){&lr->metrics, &lr->otlp,   &lr->admin_token, &lr->client,
+                               &lr->lua,     &lr->reload, &lr->server};
+}
+
 struct luarole *luarole_new(struct event_base *base, const struct config *cfg, char *err,
                             size_t errlen)
 {
     struct luarole *lr = xcalloc(1, sizeof *lr);
-    lr->metrics = metrics_new();
-    if (tracing_start(base, cfg, lr->metrics, &lr->otlp, err, errlen) < 0) {
-        luarole_free(lr);
-        return NULL;
-    }
-    lr->admin_token = cfg->admin_token[0] ? xstrdup(cfg->admin_token) : NULL;
-    lr->client = http_client_new(base);
+    struct role_parts parts = parts_of(lr);
     struct lua_host_info li = {cfg->role, cfg->node_id, cfg->region, cfg->policy_budget_ms};
-    lr->lua = lua_host_new(cfg->lua_dir, &li, lr->metrics);
-    lua_host_set_client(lr->lua, lr->client);
-    lua_host_set_base(lr->lua, base);
+    if (role_start(&parts, base, cfg, &li, ROLE_LUA_IO, err, errlen) < 0)
+        goto fail;
     if (push_config(lua_host_state(lr->lua), cfg, err, errlen) < 0 ||
-        lua_host_load_role(lr->lua, cfg->role, err, errlen) < 0) {
-        luarole_free(lr);
-        return NULL;
-    }
+        lua_host_load_role(lr->lua, cfg->role, err, errlen) < 0)
+        goto fail;
     if (!strcmp(cfg->role, "gateway")) {
-        if (start_gateway(lr, base, cfg, err, errlen) < 0) {
-            luarole_free(lr);
-            return NULL;
-        }
+        if (start_gateway(lr, base, cfg, err, errlen) < 0)
+            goto fail;
         lr->web_dir = xstrdup(cfg->web_dir);
     }
     start_discovery(lr, base, cfg);
-    lr->reload = reload_new(base, lr->lua, cfg);
-    struct http_server_opts so = {.bind_addr = cfg->bind,
-                                  .port = cfg->port,
-                                  .max_conns = cfg->max_conns,
-                                  .idle_timeout_ms = cfg->idle_timeout_ms,
-                                  .request_timeout_ms = cfg->request_timeout_ms};
-    lr->server = http_server_new(base, &so, handle, lr, err, errlen);
-    if (!lr->server) {
-        luarole_free(lr);
-        return NULL;
-    }
-    http_metrics_register(lr->metrics, lr->server);
+    struct http_server_opts so = role_server_opts(cfg);
+    if (role_listen(&parts, base, cfg, &so, handle, lr, err, errlen) < 0)
+        goto fail;
     log_info("%s listening on %s:%d", cfg->role, cfg->bind, http_server_port(lr->server));
     return lr;
+fail:
+    luarole_free(lr);
+    return NULL;
 }
 
 void luarole_free(struct luarole *lr)
@@ -475,14 +462,9 @@ void luarole_free(struct luarole *lr)
     /* Tasks first (they own pending answers and calls), then the server, then curl. */
     discover_free(lr->discover);
     gateway_free(lr->gateway);
-    reload_free(lr->reload);
-    lua_host_free(lr->lua);
-    http_server_free(lr->server);
-    http_client_free(lr->client);
-    otlp_stop(lr->otlp); /* after everything that could still end a span */
-    metrics_free(lr->metrics);
+    struct role_parts parts = parts_of(lr);
+    role_stop(&parts);
     buf_free(&lr->out);
     free(lr->web_dir);
-    free(lr->admin_token);
     free(lr);
 }

@@ -19,13 +19,9 @@
 #include "../base/log.h"
 #include "../base/mem.h"
 #include "../lua/host.h"
-#include "../net/client.h"
-#include "../net/otlp.h"
-#include "../obs/httpmetrics.h"
 #include "../obs/metrics.h"
 #include "config.h"
-#include "reload.h"
-#include "tracing.h"
+#include "role.h"
 
 /* ---------------------------------------------------------------- set-up */
 
@@ -49,10 +45,13 @@ static void merged(void *arg, uint32_t id)
     region__persist_changed(rg, id);
 }
 
-struct region *region_new(struct event_base *base, const struct config *cfg, char *err,
-                          size_t errlen)
+/*
+ * The node's state: its store, de-dup window, token sets and strong replica, read back
+ * from its data directory when it has one, and the replica id it counts under.
+ * @return 0, or -1 with a sentence in err.
+ */
+static int open_store(struct region *rg, const struct config *cfg, char *err, size_t errlen)
 {
-    struct region *rg = xcalloc(1, sizeof *rg);
     rg->node_id = xstrdup(cfg->node_id);
     rg->region = xstrdup(cfg->region);
     rg->store = gstore_new();
@@ -66,7 +65,6 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
     rg->dedup = dedup_new(DEDUP_MAX, DEDUP_WINDOW_S);
     rg->tokset = tokset_new();
     rg->strong = strongrep_new();
-    rg->admin_token = cfg->admin_token[0] ? xstrdup(cfg->admin_token) : NULL;
     char rid[GSTORE_REPLICA_NAME_MAX + 1];
     if (cfg->data_dir[0]) {
         struct wal_opts wo = {cfg->data_dir,
@@ -77,10 +75,8 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
                               rg->strong};
         struct wal_info info;
         rg->wal = wal_open(&wo, rg->store, rg->dedup, &info, err, errlen);
-        if (!rg->wal) {
-            region_free(rg);
-            return NULL;
-        }
+        if (!rg->wal)
+            return -1;
         snprintf(rid, sizeof rid, "%s", info.replica_id);
         log_info("data directory %s: %u counters from %" PRIu64 " records in %.0f ms; last stop "
                  "%s; fsync %s; %s",
@@ -97,23 +93,14 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
     rg->replica_id = xstrdup(rid);
     rg->self = gstore_replica(rg->store, rid, strlen(rid));
     rg->self_node = region__node_of(rg, rg->self);
-    rg->metrics = metrics_new();
     json_parser_init(&rg->parser);
     rg->replica = (struct replica){rg->strong, rg->wal, rg->node_id, rg->region, &rg->parser};
+    return 0;
+}
 
-    region__metrics_register(rg, cfg);
-    if (tracing_start(base, cfg, rg->metrics, &rg->otlp, err, errlen) < 0) {
-        region_free(rg);
-        return NULL;
-    }
-    struct lua_host_info li = {"region", cfg->node_id, cfg->region, cfg->policy_budget_ms};
-    rg->lua = lua_host_new(cfg->lua_dir, &li, rg->metrics);
-    char lerr[512];
-    if (lua_host_load_policy(rg->lua, "faults", lerr, sizeof lerr) < 0)
-        log_error("faults policy not loaded, replication runs without it: %s", lerr);
-
-    rg->reload = reload_new(base, rg->lua, cfg);
-    rg->client = http_client_new(base);
+/* Replication with the peers, through the faults policy and the log's hooks. */
+static void start_repl(struct region *rg, struct event_base *base, const struct config *cfg)
+{
     char auth[300];
     snprintf(auth, sizeof auth, "Authorization: Bearer %s", cfg->admin_token);
     struct repl_config rc = {.node_id = cfg->node_id,
@@ -133,6 +120,11 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
                                .before_send = region__before_send,
                                .before_merge = region__before_merge};
     rg->repl = repl_new(base, rg->client, rg->store, rg->metrics, &rc, &hooks);
+}
+
+/* Tokens' homes, and the timers that settle tokens and fold retired incarnations. */
+static void start_timers(struct region *rg, struct event_base *base, const struct config *cfg)
+{
     rg->nhome = cfg->npeers + 1;
     rg->home_ids = xcalloc((size_t)rg->nhome, sizeof *rg->home_ids);
     rg->home_ids[0] = rg->node_id;
@@ -144,21 +136,10 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
     rg->fold_timer = event_new(base, -1, EV_PERSIST, region__on_fold_timer, rg);
     struct timeval ftv = {0, 250 * 1000};
     event_add(rg->fold_timer, &ftv);
+}
 
-    struct http_server_opts so = {.bind_addr = cfg->bind,
-                                  .port = cfg->port,
-                                  .max_conns = cfg->max_conns,
-                                  .idle_timeout_ms = cfg->idle_timeout_ms,
-                                  .request_timeout_ms = cfg->request_timeout_ms,
-                                  .body_limit = region__body_limit,
-                                  .before_flush = region__before_flush,
-                                  .before_flush_arg = rg};
-    rg->server = http_server_new(base, &so, region__handle, rg, err, errlen);
-    if (!rg->server) {
-        region_free(rg);
-        return NULL;
-    }
-    http_metrics_register(rg->metrics, rg->server);
+static void start_wal_events(struct region *rg, struct event_base *base)
+{
     if (rg->wal) {
         rg->wal_notify = event_new(base, wal_notify_fd(rg->wal), EV_READ | EV_PERSIST,
                                    region__on_wal_notify, rg);
@@ -167,11 +148,46 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
         struct timeval tv = {0, 200 * 1000};
         event_add(rg->wal_timer, &tv);
     }
+}
+
+static struct role_parts parts_of(struct region *rg)
+{
+    return (struct role_parts){&rg->metrics, &rg->otlp,   &rg->admin_token, &rg->client,
+                               &rg->lua,     &rg->reload, &rg->server};
+}
+
+struct region *region_new(struct event_base *base, const struct config *cfg, char *err,
+                          size_t errlen)
+{
+    struct region *rg = xcalloc(1, sizeof *rg);
+    struct role_parts parts = parts_of(rg);
+    if (open_store(rg, cfg, err, errlen) < 0)
+        goto fail;
+    rg->metrics = metrics_new();
+    region__metrics_register(rg, cfg);
+    struct lua_host_info li = {"region", cfg->node_id, cfg->region, cfg->policy_budget_ms};
+    if (role_start(&parts, base, cfg, &li, 0, err, errlen) < 0)
+        goto fail;
+    char lerr[512];
+    if (lua_host_load_policy(rg->lua, "faults", lerr, sizeof lerr) < 0)
+        log_error("faults policy not loaded, replication runs without it: %s", lerr);
+    start_repl(rg, base, cfg);
+    start_timers(rg, base, cfg);
+    struct http_server_opts so = role_server_opts(cfg);
+    so.body_limit = region__body_limit;
+    so.before_flush = region__before_flush;
+    so.before_flush_arg = rg;
+    if (role_listen(&parts, base, cfg, &so, region__handle, rg, err, errlen) < 0)
+        goto fail;
+    start_wal_events(rg, base);
     log_info("region %s node %s (replica %s) listening on %s:%d with %d peer(s), sync every "
              "%d ms",
              cfg->region, cfg->node_id, rg->replica_id, cfg->bind, http_server_port(rg->server),
              cfg->npeers, cfg->sync_interval_ms);
     return rg;
+fail:
+    region_free(rg);
+    return NULL;
 }
 
 void region_free(struct region *rg)
@@ -187,7 +203,6 @@ void region_free(struct region *rg)
         http_respond_error(w->req, 503, "unavailable", "the node is stopping");
         free(w);
     }
-    http_server_free(rg->server);
     if (rg->wal_notify)
         event_free(rg->wal_notify);
     if (rg->wal_timer)
@@ -198,11 +213,8 @@ void region_free(struct region *rg)
         event_free(rg->fold_timer);
     if (rg->wal)
         wal_close(rg->wal); /* writes the rest, fsyncs, marks the directory clean */
-    http_client_free(rg->client);
-    reload_free(rg->reload);
-    lua_host_free(rg->lua);
-    otlp_stop(rg->otlp); /* after everything that could still end a span */
-    metrics_free(rg->metrics);
+    struct role_parts parts = parts_of(rg);
+    role_stop(&parts); /* the server and its connections, the Lua host, tracing, metrics */
     dedup_free(rg->dedup);
     tokset_free(rg->tokset);
     free(rg->home_ids);
@@ -215,7 +227,6 @@ void region_free(struct region *rg)
     free(rg->node_names);
     free(rg->rep_node);
     free(rg->replica_id);
-    free(rg->admin_token);
     free(rg->node_id);
     free(rg->region);
     free(rg);
