@@ -110,8 +110,8 @@ static double rss_bytes(void *arg)
     return (double)rss * (double)sysconf(_SC_PAGESIZE);
 }
 
-/* The region's own metrics (the log's when it has one), in the order /metrics lists them. */
-void region__metrics_register(struct region *rg, const struct config *cfg)
+/* The counts and the tokens taken away from their home. */
+static void register_counts(struct region *rg, const struct config *cfg)
 {
     const char *id3[3] = {"counter", cfg->region, cfg->node_id};
     rg->m_local = metric_series(metrics_add(rg->metrics, METRIC_GAUGE, "counter_local_count",
@@ -161,6 +161,11 @@ void region__metrics_register(struct region *rg, const struct config *cfg)
         metrics_add(rg->metrics, METRIC_COUNTER, "counterd_idempotency_evicted_early_total",
                     "Tokens the idempotency window's entry bound forgot before their time was up",
                     NULL, NULL, 0));
+}
+
+/* The store, this node's incarnations and the process. */
+static void register_store(struct region *rg, const struct config *cfg)
+{
     rg->m_incr = metrics_add(rg->metrics, METRIC_COUNTER, "counter_increments_total",
                              "Increment requests applied, by counter (top names; the rest _other)",
                              "service,region,counter_name", NULL, 0);
@@ -191,7 +196,11 @@ void region__metrics_register(struct region *rg, const struct config *cfg)
         metric_only(metrics_add(rg->metrics, METRIC_GAUGE, "process_resident_memory_bytes",
                                 "Resident memory of this process", NULL, NULL, 0)),
         rss_bytes, rg);
+}
 
+/* The log, when the node has one. */
+static void register_wal(struct region *rg)
+{
     if (rg->wal) {
         metric_set_fn(metric_only(metrics_add(rg->metrics, METRIC_GAUGE, "counterd_wal_writable",
                                               "1 when the log takes writes, 0 when the disk is "
@@ -209,4 +218,12 @@ void region__metrics_register(struct region *rg, const struct config *cfg)
             metric_set_fn(metric_series(m, reason), wal_error_count, &rg->wal_metrics[k]);
         }
     }
+}
+
+/* The region's own metrics (the log's when it has one), in the order /metrics lists them. */
+void region__metrics_register(struct region *rg, const struct config *cfg)
+{
+    register_counts(rg, cfg);
+    register_store(rg, cfg);
+    register_wal(rg);
 }
