@@ -1,11 +1,12 @@
 /*
  * region.c - the region role (see region.h): setting a node up and tearing it down.
  *
- * The node's other questions each have a file: region_http.c its endpoints,
- * region_view.c its JSON views, region_durable.c the answers held until the log is
- * durable, region_tokens.c increments away from their token's home, region_fold.c
- * folding retired incarnations, region_metrics.c its metrics. region_internal.h holds the
- * state they share. Nothing here answers a request.
+ * The node's other questions each have a file: region_http.c its endpoints and
+ * route table, region_incr.c the increment path, region_view.c its JSON views,
+ * region_durable.c the answers held until the log is durable, region_tokens.c
+ * increments away from their token's home, region_fold.c folding retired
+ * incarnations, region_metrics.c its metrics. region_internal.h holds the state they
+ * share. Nothing here answers a request.
  */
 #include "region.h"
 #include "region_internal.h"

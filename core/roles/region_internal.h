@@ -110,6 +110,9 @@ int region__before_flush(void *arg);
 int region__before_send(void *arg);
 void region__persist_changed(struct region *rg, uint32_t id);
 
+/* region_incr.c: POST /increment */
+void region__h_increment(void *role, struct http_request *req);
+
 /* region_http.c: the endpoints */
 void region__handle(struct http_request *req, void *arg);
 size_t region__body_limit(const char *path, size_t len, void *arg);
