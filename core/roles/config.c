@@ -175,7 +175,8 @@ static const struct option *regions_option(void)
     return NULL;
 }
 
-int config_load(struct config *c, int argc, char **argv, char *err, size_t errlen)
+/* The defaults: the original lab's (scripts/lab) where it had one. */
+static void set_defaults(struct config *c)
 {
     memset(c, 0, sizeof *c);
     snprintf(c->role, sizeof c->role, "region");
@@ -199,6 +200,12 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
     c->trace_queue = 2048;
     c->trace_delay_ms = 1000;
     c->trace_timeout_ms = 5000;
+    c->snapshot_bytes = 64 << 20;
+}
+
+/* The environment: the lab's variables. @return 0, or -1 with a sentence in err. */
+static int read_env(struct config *c, char *err, size_t errlen)
+{
     /* The lab's own name for the regions list. */
     const char *alias = getenv("COUNTER_ENDPOINTS");
     snprintf(c->region_endpoints_from, sizeof c->region_endpoints_from, "REGION_ENDPOINTS");
@@ -207,8 +214,6 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
             return -1;
         snprintf(c->region_endpoints_from, sizeof c->region_endpoints_from, "COUNTER_ENDPOINTS");
     }
-    c->snapshot_bytes = 64 << 20;
-
     for (size_t i = 0; i < NOPTIONS; i++) {
         const char *v = getenv(options[i].env);
         if (v && *v && set_option(c, &options[i], options[i].env, v, err, errlen) < 0)
@@ -217,6 +222,12 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
             snprintf(c->region_endpoints_from, sizeof c->region_endpoints_from, "%s",
                      options[i].env);
     }
+    return 0;
+}
+
+/* The flags, which win over the environment. @return 0; 1 after --help; -1 (err). */
+static int read_args(struct config *c, int argc, char **argv, char *err, size_t errlen)
+{
     for (int a = 1; a < argc; a++) {
         const char *arg = argv[a];
         if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
@@ -250,6 +261,12 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
         if (o == regions_option())
             snprintf(c->region_endpoints_from, sizeof c->region_endpoints_from, "%s", o->flag);
     }
+    return 0;
+}
+
+/* What no single option can check alone. @return 0, or -1 with a sentence in err. */
+static int check(struct config *c, char *err, size_t errlen)
+{
     if (!c->node_id[0])
         snprintf(c->node_id, sizeof c->node_id, "%.60s-1", c->region);
     if (strcmp(c->role, "region") && strcmp(c->role, "coordinator") && strcmp(c->role, "gateway") &&
@@ -280,6 +297,17 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
         return -1;
     }
     return 0;
+}
+
+int config_load(struct config *c, int argc, char **argv, char *err, size_t errlen)
+{
+    set_defaults(c);
+    int rc = read_env(c, err, errlen);
+    if (rc == 0)
+        rc = read_args(c, argc, argv, err, errlen);
+    if (rc == 0)
+        rc = check(c, err, errlen);
+    return rc;
 }
 
 void config_free(struct config *c)

@@ -27,10 +27,8 @@
 #include "../net/auth.h"
 #include "../net/client.h"
 #include "../net/endpoint.h"
-#include "../net/otlp.h"
 #include "../net/server.h"
 #include "../net/url.h"
-#include "../obs/httpmetrics.h"
 #include "../obs/metrics.h"
 #include "../obs/trace.h"
 #include "../repl/strong.h"
@@ -39,7 +37,8 @@
 #include "policy.h"
 #include "reqbody.h"
 #include "reload.h"
-#include "tracing.h"
+#include "role.h"
+#include "route.h"
 
 /* What a counterd_strong_replica_up series reads. */
 struct replica_gauge {
@@ -127,8 +126,9 @@ static void increment_done(void *arg, const struct strong_result *r)
     free(p);
 }
 
-static void h_increment(struct consistent *c, struct http_request *req)
+static void h_increment(void *role, struct http_request *req)
 {
+    struct consistent *c = role;
     struct incr_body ib;
     if (reqbody_increment(&c->parser, req, &ib) < 0)
         return;
@@ -158,10 +158,11 @@ static int not_ready(struct consistent *c, struct http_request *req)
     return 1;
 }
 
-static void h_counter(struct consistent *c, struct http_request *req, const char *raw, size_t rlen)
+static void h_counter(void *role, struct http_request *req)
 {
+    struct consistent *c = role;
     char name[256];
-    long n = reqbody_path_name(req, raw, rlen, name, sizeof name);
+    long n = reqbody_path_name(req, req->path + 9, req->path_len - 9, name, sizeof name);
     if (n < 0)
         return;
     if (not_ready(c, req))
@@ -187,8 +188,9 @@ static void put_counter(void *arg, const char *name, size_t len, int64_t value)
     buf_i64(b, value);
 }
 
-static void h_counters(struct consistent *c, struct http_request *req)
+static void h_counters(void *role, struct http_request *req)
 {
+    struct consistent *c = role;
     if (not_ready(c, req))
         return;
     struct buf *b = &c->out;
@@ -199,8 +201,9 @@ static void h_counters(struct consistent *c, struct http_request *req)
     respond_out(c, req, 200);
 }
 
-static void h_health(struct consistent *c, struct http_request *req)
+static void h_health(void *role, struct http_request *req)
 {
+    struct consistent *c = role;
     struct strong_stats st;
     strong_stats(c->strong, &st);
     struct buf *b = &c->out;
@@ -267,39 +270,49 @@ static void h_coordination_delay(struct consistent *c, struct http_request *req,
     respond_out(c, req, 200);
 }
 
-static void h_metrics(struct consistent *c, struct http_request *req)
+static void h_metrics(void *role, struct http_request *req)
 {
+    struct consistent *c = role;
     http_respond_metrics(req, c->metrics, &c->out);
 }
+
+static void h_delay_get(void *role, struct http_request *req)
+{
+    h_coordination_delay(role, req, 0);
+}
+
+static void h_delay_set(void *role, struct http_request *req)
+{
+    h_coordination_delay(role, req, 1);
+}
+
+static void h_reload(void *role, struct http_request *req)
+{
+    reload_handle(((struct consistent *)role)->reload, req);
+}
+
+/* The strong counter's endpoints; only /counter/{name} renames its span. */
+static const struct route routes[] = {
+    {ROUTE_POST, "/increment", 0, h_increment, NULL, NULL},
+    {ROUTE_GET, "/counter/", 1, h_counter, "/counter/{name}", NULL},
+    {ROUTE_GET, "/counters", 0, h_counters, NULL, NULL},
+    {ROUTE_GET, "/health", 0, h_health, NULL, NULL},
+    {ROUTE_GET, "/metrics", 0, h_metrics, NULL, NULL},
+    {ROUTE_GET, "/admin/coordination-delay", 0, h_delay_get, NULL, NULL},
+    {ROUTE_POST, "/admin/coordination-delay", 0, h_delay_set, NULL, NULL},
+    {ROUTE_POST, "/admin/reload", 0, h_reload, NULL, NULL},
+    {0, NULL, 0, NULL, NULL, NULL}};
 
 static void handle(struct http_request *req, void *arg)
 {
     struct consistent *c = arg;
-    int get = req->method == HTTP_M_GET || req->method == HTTP_M_HEAD;
-    int post = req->method == HTTP_M_POST;
     buf_reset(&c->out);
     if (req->path_len >= 7 && memcmp(req->path, "/admin/", 7) == 0 &&
         http_refuse_unauthorized(req, c->admin_token))
         return;
-    if (http_path_is(req, "/increment"))
-        return post ? h_increment(c, req) : http_respond_not_allowed(req, "POST");
-    if (req->path_len > 9 && memcmp(req->path, "/counter/", 9) == 0) {
-        trace_span_route(req->span, req->method_name, "/counter/{name}");
-        return get ? h_counter(c, req, req->path + 9, req->path_len - 9)
-                   : http_respond_not_allowed(req, "GET, HEAD");
-    }
-    if (http_path_is(req, "/counters"))
-        return get ? h_counters(c, req) : http_respond_not_allowed(req, "GET, HEAD");
-    if (http_path_is(req, "/health"))
-        return get ? h_health(c, req) : http_respond_not_allowed(req, "GET, HEAD");
-    if (http_path_is(req, "/metrics"))
-        return get ? h_metrics(c, req) : http_respond_not_allowed(req, "GET, HEAD");
-    if (http_path_is(req, "/admin/coordination-delay"))
-        return get || post ? h_coordination_delay(c, req, post)
-                           : http_respond_not_allowed(req, "GET, HEAD, POST");
-    if (http_path_is(req, "/admin/reload"))
-        return post ? reload_handle(c->reload, req) : http_respond_not_allowed(req, "POST");
-    http_respond_error(req, 404, "not_found", "no endpoint %s %.200s", req->method_name, req->path);
+    if (req->span)
+        route_trace(routes, req);
+    route_serve(routes, c, req);
 }
 
 /* ---------------------------------------------------------------- set-up */
@@ -408,36 +421,15 @@ static int replicas_of(struct consistent *c, const struct config *cfg, char urls
     return n;
 }
 
-struct consistent *consistent_new(struct event_base *base, const struct config *cfg, char *err,
-                                  size_t errlen)
+/* The strong leader over the replicas (REGION_ENDPOINTS, else lua/conf/lab.lua). @return 0,
+ * or -1 with a sentence in err. */
+static int start_strong(struct consistent *c, struct event_base *base, const struct config *cfg,
+                        const char *node_id, char *err, size_t errlen)
 {
-    struct consistent *c = xcalloc(1, sizeof *c);
-    c->metrics = metrics_new();
-    json_parser_init(&c->parser);
-    if (tracing_start(base, cfg, c->metrics, &c->otlp, err, errlen) < 0) {
-        consistent_free(c);
-        return NULL;
-    }
-    c->admin_token = cfg->admin_token[0] ? xstrdup(cfg->admin_token) : NULL;
-    c->client = http_client_new(base);
-    char node_id[128];
-    snprintf(node_id, sizeof node_id, "%s-strong", cfg->region);
-    struct lua_host_info li = {"strong", node_id, cfg->region, cfg->policy_budget_ms};
-    c->lua = lua_host_new(cfg->lua_dir, &li, c->metrics);
-    policy_declare(c->lua);
-    lua_host_set_base(c->lua, base);
-    lua_host_set_client(c->lua, c->client);
-    char lerr[512];
-    if (lua_host_load_policy(c->lua, "faults", lerr, sizeof lerr) < 0)
-        log_error("faults policy not loaded, strong replication runs without it: %s", lerr);
-    c->reload = reload_new(base, c->lua, cfg);
-
     char urls[STRONG_MAX_REPLICAS][512];
     int n = replicas_of(c, cfg, urls, err, errlen);
-    if (n <= 0) {
-        consistent_free(c);
-        return NULL;
-    }
+    if (n <= 0)
+        return -1;
     struct strong_config sc = {
         .node_id = node_id,
         .region = cfg->region,
@@ -462,21 +454,40 @@ struct consistent *consistent_new(struct event_base *base, const struct config *
     register_metrics(c, cfg, n);
     struct strong_hooks hooks = {decide, c};
     c->strong = strong_new(base, c->client, &sc, &hooks);
+    return 0;
+}
 
-    struct http_server_opts so = {.bind_addr = cfg->bind,
-                                  .port = cfg->port,
-                                  .max_conns = cfg->max_conns,
-                                  .idle_timeout_ms = cfg->idle_timeout_ms,
-                                  .request_timeout_ms = cfg->request_timeout_ms};
-    c->server = http_server_new(base, &so, handle, c, err, errlen);
-    if (!c->server) {
-        consistent_free(c);
-        return NULL;
-    }
-    http_metrics_register(c->metrics, c->server);
+static struct role_parts parts_of(struct consistent *c)
+{
+    return (struct role_parts){&c->metrics, &c->otlp,   &c->admin_token, &c->client,
+                               &c->lua,     &c->reload, &c->server};
+}
+
+struct consistent *consistent_new(struct event_base *base, const struct config *cfg, char *err,
+                                  size_t errlen)
+{
+    struct consistent *c = xcalloc(1, sizeof *c);
+    struct role_parts parts = parts_of(c);
+    json_parser_init(&c->parser);
+    char node_id[128];
+    snprintf(node_id, sizeof node_id, "%s-strong", cfg->region);
+    struct lua_host_info li = {"strong", node_id, cfg->region, cfg->policy_budget_ms};
+    if (role_start(&parts, base, cfg, &li, ROLE_LUA_IO, err, errlen) < 0)
+        goto fail;
+    char lerr[512];
+    if (lua_host_load_policy(c->lua, "faults", lerr, sizeof lerr) < 0)
+        log_error("faults policy not loaded, strong replication runs without it: %s", lerr);
+    if (start_strong(c, base, cfg, node_id, err, errlen) < 0)
+        goto fail;
+    struct http_server_opts so = role_server_opts(cfg);
+    if (role_listen(&parts, base, cfg, &so, handle, c, err, errlen) < 0)
+        goto fail;
     log_info("strong counter %s listening on %s:%d, %d replica(s), a majority is %d", node_id,
-             cfg->bind, http_server_port(c->server), n, n / 2 + 1);
+             cfg->bind, http_server_port(c->server), c->nreplicas, c->nreplicas / 2 + 1);
     return c;
+fail:
+    consistent_free(c);
+    return NULL;
 }
 
 void consistent_free(struct consistent *c)
@@ -485,14 +496,9 @@ void consistent_free(struct consistent *c)
         return;
     /* The leader answers what it holds while the server still has the connections. */
     strong_free(c->strong);
-    reload_free(c->reload);
-    http_server_free(c->server);
-    lua_host_free(c->lua);
-    http_client_free(c->client);
-    otlp_stop(c->otlp); /* after everything that could still end a span */
-    metrics_free(c->metrics);
+    struct role_parts parts = parts_of(c);
+    role_stop(&parts);
     json_parser_free(&c->parser);
     buf_free(&c->out);
-    free(c->admin_token);
     free(c);
 }

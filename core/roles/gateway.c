@@ -379,11 +379,9 @@ static void trace_increment(struct http_request *req, const struct json *name,
                          routing && routing->type == JSON_STR ? routing->u.s : "random");
 }
 
-int gateway_handle(struct gateway *g, struct http_request *req)
+/* The client's body: {} when empty. @return it, or NULL after answering 400 (counted). */
+static const struct json *parse_body(struct gateway *g, struct http_request *req)
 {
-    if (req->method != HTTP_M_POST || req->path_len != 14 ||
-        memcmp(req->path, "/api/increment", 14))
-        return 0;
     static const struct json empty = {.type = JSON_OBJ};
     const struct json *root = &empty;
     size_t k = 0;
@@ -398,22 +396,17 @@ int gateway_handle(struct gateway *g, struct http_request *req)
                                    g->parser.err);
             else
                 http_respond_error(req, 400, "bad_json", "body must be a JSON object");
-            return 1;
+            return NULL;
         }
     }
-    const struct json *routing = json_get(root, "routing");
-    if (routing && routing->type != JSON_NULL &&
-        (routing->type != JSON_STR || routing->len == 0 || routing->len > 63)) {
-        count(g, req, 400);
-        http_respond_error(req, 400, "bad_field",
-                           "routing must be a string naming a routing policy");
-        return 1;
-    }
-    const struct json *name = json_get(root, "counter_name");
-    const struct json *token = json_get(root, "idempotency_token");
-    if (req->span)
-        trace_increment(req, name, json_get(root, "amount"), routing);
+    return root;
+}
 
+/* A new increment on its way, in the list of those in flight. */
+static struct forward *forward_new(struct gateway *g, struct http_request *req,
+                                   const struct json *root, const struct json *routing,
+                                   const struct json *name, const struct json *token)
+{
     struct forward *f = xcalloc(1, sizeof *f);
     f->g = g;
     f->req = req;
@@ -437,6 +430,30 @@ int gateway_handle(struct gateway *g, struct http_request *req)
     if (g->inflight)
         g->inflight->prev = f;
     g->inflight = f;
+    return f;
+}
+
+int gateway_handle(struct gateway *g, struct http_request *req)
+{
+    if (req->method != HTTP_M_POST || req->path_len != 14 ||
+        memcmp(req->path, "/api/increment", 14))
+        return 0;
+    const struct json *root = parse_body(g, req);
+    if (!root)
+        return 1;
+    const struct json *routing = json_get(root, "routing");
+    if (routing && routing->type != JSON_NULL &&
+        (routing->type != JSON_STR || routing->len == 0 || routing->len > 63)) {
+        count(g, req, 400);
+        http_respond_error(req, 400, "bad_field",
+                           "routing must be a string naming a routing policy");
+        return 1;
+    }
+    const struct json *name = json_get(root, "counter_name");
+    const struct json *token = json_get(root, "idempotency_token");
+    if (req->span)
+        trace_increment(req, name, json_get(root, "amount"), routing);
+    struct forward *f = forward_new(g, req, root, routing, name, token);
 
     char err[512];
     int i = pick(f, err, sizeof err);

@@ -29,15 +29,13 @@
 #include "../net/client.h"
 #include "../net/discover.h"
 #include "../net/endpoint.h"
-#include "../net/otlp.h"
 #include "../net/server.h"
-#include "../obs/httpmetrics.h"
 #include "../obs/metrics.h"
 #include "config.h"
 #include "gateway.h"
-#include "policy.h"
 #include "reload.h"
-#include "tracing.h"
+#include "role.h"
+#include "route.h"
 
 int lua_api_json_encode_at(lua_State *L, int idx, struct buf *b);
 
@@ -210,27 +208,9 @@ static int is_admin(const struct http_request *req)
     return 0;
 }
 
-static void handle(struct http_request *req, void *arg)
+/* Every request no route takes: a task of the role's handle(req). */
+static void run_lua(struct luarole *lr, struct http_request *req)
 {
-    struct luarole *lr = arg;
-    if (is_admin(req) && http_refuse_unauthorized(req, lr->admin_token))
-        return;
-    if (lr->gateway && gateway_handle(lr->gateway, req))
-        return;
-    if (serve_static(lr, req))
-        return;
-    if (req->path_len == 13 && !memcmp(req->path, "/admin/reload", 13)) {
-        if (req->method == HTTP_M_POST)
-            reload_handle(lr->reload, req);
-        else
-            http_respond_error(req, 405, "method_not_allowed", "use POST");
-        return;
-    }
-    if (req->path_len == 8 && !memcmp(req->path, "/metrics", 8) &&
-        (req->method == HTTP_M_GET || req->method == HTTP_M_HEAD)) {
-        http_respond_metrics(req, lr->metrics, &lr->out);
-        return;
-    }
     lua_State *L = lua_host_state(lr->lua);
     if (lua_host_push_role_fn(lr->lua, "handle") < 0) {
         http_respond_error(req, 503, "unavailable", "no role is loaded");
@@ -241,6 +221,56 @@ static void handle(struct http_request *req, void *arg)
     ctx->lr = lr;
     ctx->req = req;
     lua_host_spawn_traced(lr->lua, 1, on_answer, ctx, req->span);
+}
+
+static void h_increment(void *role, struct http_request *req)
+{
+    struct luarole *lr = role;
+    if (!lr->gateway || !gateway_handle(lr->gateway, req))
+        run_lua(lr, req);
+}
+
+static void h_static(void *role, struct http_request *req)
+{
+    struct luarole *lr = role;
+    if (!serve_static(lr, req))
+        run_lua(lr, req);
+}
+
+static void h_reload(void *role, struct http_request *req)
+{
+    struct luarole *lr = role;
+    if (req->method == HTTP_M_POST)
+        reload_handle(lr->reload, req);
+    else
+        http_respond_error(req, 405, "method_not_allowed", "use POST");
+}
+
+static void h_metrics(void *role, struct http_request *req)
+{
+    struct luarole *lr = role;
+    http_respond_metrics(req, lr->metrics, &lr->out);
+}
+
+/*
+ * What C answers for a Lua role; every other request, and a route's path with another
+ * method, goes to the role's handle(req). The gateway's increment span is named by
+ * gateway.c once its body parses (a bad body keeps the server's name).
+ */
+static const struct route routes[] = {{ROUTE_POST, "/api/increment", 0, h_increment, NULL, NULL},
+                                      {ROUTE_GET, "/", 0, h_static, NULL, NULL},
+                                      {ROUTE_GET, "/web/", 1, h_static, NULL, NULL},
+                                      {ROUTE_ANY, "/admin/reload", 0, h_reload, NULL, NULL},
+                                      {ROUTE_GET, "/metrics", 0, h_metrics, NULL, NULL},
+                                      {0, NULL, 0, NULL, NULL, NULL}};
+
+static void handle(struct http_request *req, void *arg)
+{
+    struct luarole *lr = arg;
+    if (is_admin(req) && http_refuse_unauthorized(req, lr->admin_token))
+        return;
+    if (route_dispatch(routes, lr, req) <= 0)
+        run_lua(lr, req);
 }
 
 /* ---------------------------------------------------------------- set-up */
@@ -392,49 +422,37 @@ static void start_discovery(struct luarole *lr, struct event_base *base, const s
         lr->discover = discover_start(base, lr->client, eps, n, NULL, on_region_name, lr);
 }
 
+static struct role_parts parts_of(struct luarole *lr)
+{
+    return (struct role_parts){&lr->metrics, &lr->otlp,   &lr->admin_token, &lr->client,
+                               &lr->lua,     &lr->reload, &lr->server};
+}
+
 struct luarole *luarole_new(struct event_base *base, const struct config *cfg, char *err,
                             size_t errlen)
 {
     struct luarole *lr = xcalloc(1, sizeof *lr);
-    lr->metrics = metrics_new();
-    if (tracing_start(base, cfg, lr->metrics, &lr->otlp, err, errlen) < 0) {
-        luarole_free(lr);
-        return NULL;
-    }
-    lr->admin_token = cfg->admin_token[0] ? xstrdup(cfg->admin_token) : NULL;
-    lr->client = http_client_new(base);
+    struct role_parts parts = parts_of(lr);
     struct lua_host_info li = {cfg->role, cfg->node_id, cfg->region, cfg->policy_budget_ms};
-    lr->lua = lua_host_new(cfg->lua_dir, &li, lr->metrics);
-    policy_declare(lr->lua);
-    lua_host_set_client(lr->lua, lr->client);
-    lua_host_set_base(lr->lua, base);
+    if (role_start(&parts, base, cfg, &li, ROLE_LUA_IO, err, errlen) < 0)
+        goto fail;
     if (push_config(lua_host_state(lr->lua), cfg, err, errlen) < 0 ||
-        lua_host_load_role(lr->lua, cfg->role, err, errlen) < 0) {
-        luarole_free(lr);
-        return NULL;
-    }
+        lua_host_load_role(lr->lua, cfg->role, err, errlen) < 0)
+        goto fail;
     if (!strcmp(cfg->role, "gateway")) {
-        if (start_gateway(lr, base, cfg, err, errlen) < 0) {
-            luarole_free(lr);
-            return NULL;
-        }
+        if (start_gateway(lr, base, cfg, err, errlen) < 0)
+            goto fail;
         lr->web_dir = xstrdup(cfg->web_dir);
     }
     start_discovery(lr, base, cfg);
-    lr->reload = reload_new(base, lr->lua, cfg);
-    struct http_server_opts so = {.bind_addr = cfg->bind,
-                                  .port = cfg->port,
-                                  .max_conns = cfg->max_conns,
-                                  .idle_timeout_ms = cfg->idle_timeout_ms,
-                                  .request_timeout_ms = cfg->request_timeout_ms};
-    lr->server = http_server_new(base, &so, handle, lr, err, errlen);
-    if (!lr->server) {
-        luarole_free(lr);
-        return NULL;
-    }
-    http_metrics_register(lr->metrics, lr->server);
+    struct http_server_opts so = role_server_opts(cfg);
+    if (role_listen(&parts, base, cfg, &so, handle, lr, err, errlen) < 0)
+        goto fail;
     log_info("%s listening on %s:%d", cfg->role, cfg->bind, http_server_port(lr->server));
     return lr;
+fail:
+    luarole_free(lr);
+    return NULL;
 }
 
 void luarole_free(struct luarole *lr)
@@ -444,14 +462,9 @@ void luarole_free(struct luarole *lr)
     /* Tasks first (they own pending answers and calls), then the server, then curl. */
     discover_free(lr->discover);
     gateway_free(lr->gateway);
-    reload_free(lr->reload);
-    lua_host_free(lr->lua);
-    http_server_free(lr->server);
-    http_client_free(lr->client);
-    otlp_stop(lr->otlp); /* after everything that could still end a span */
-    metrics_free(lr->metrics);
+    struct role_parts parts = parts_of(lr);
+    role_stop(&parts);
     buf_free(&lr->out);
     free(lr->web_dir);
-    free(lr->admin_token);
     free(lr);
 }

@@ -1,0 +1,184 @@
+/*
+ * region_incr.c - POST /increment on a region node: the hot path, in C.
+ *
+ * An increment is checked, then (a retry of a known token) answered as the first time,
+ * or applied to this node's entry (or held for its token's home), remembered, logged and
+ * answered once durable. Nothing is changed before every check passed.
+ */
+#include "region_internal.h"
+
+#include <inttypes.h>
+#include <string.h>
+
+#include "../base/clock.h"
+#include "../net/server.h"
+#include "../obs/metrics.h"
+#include "../obs/trace.h"
+#include "../store/tokset.h"
+#include "reqbody.h"
+
+/* The idempotency token of an increment, if any. @return 0, or -1 after answering 400. */
+static int incr_token(struct http_request *req, const struct json *root, const char **token,
+                      size_t *tlen)
+{
+    *token = NULL;
+    *tlen = 0;
+    const struct json *v = json_get(root, "idempotency_token");
+    if (v && v->type != JSON_NULL) {
+        if (v->type != JSON_STR || v->len == 0 || v->len > DEDUP_TOKEN_MAX ||
+            (v->flags & JSON_F_HAS_NUL)) {
+            http_respond_error(req, 400, "bad_field",
+                               "idempotency_token must be a string of 1-%d bytes", DEDUP_TOKEN_MAX);
+            return -1;
+        }
+        *token = v->u.s;
+        *tlen = v->len;
+    }
+    /* Sent by the gateways of older versions when another region failed to answer: the
+     * token's home decides now (store/tokset.h), so it is accepted and ignored. */
+    return 0;
+}
+
+/* The answer to an increment: {"counter","local_count","total_count","node_id","region"}
+ * and tail (",\"duplicate\":true}", ",\"pending\":true}" or "}"). */
+static void put_incr_answer(struct region *rg, const char *name, size_t nlen, int64_t local,
+                            int64_t total, const char *tail)
+{
+    struct buf *b = &rg->out;
+    buf_puts(b, "{\"counter\":");
+    buf_json_str(b, name, nlen);
+    buf_puts(b, ",\"local_count\":");
+    buf_i64(b, local);
+    buf_puts(b, ",\"total_count\":");
+    buf_i64(b, total);
+    buf_puts(b, ",\"node_id\":");
+    region__put_str(b, rg->node_id);
+    buf_puts(b, ",\"region\":");
+    region__put_str(b, rg->region);
+    buf_puts(b, tail);
+}
+
+/*
+ * A retry of a known token (this node's window, or the counter's token set): the first
+ * answer again, or 409 when the amount differs. @return 1 when answered, 0 when unknown.
+ */
+static int incr_retry(struct region *rg, struct http_request *req, const struct incr_body *ib,
+                      const char *token, size_t tlen, uint32_t id, double now)
+{
+    struct dedup_answer prev;
+    int known = token && dedup_get(rg->dedup, ib->name, ib->nlen, token, tlen, now, &prev);
+    int64_t tok_amount;
+    int tok_settled;
+    if (token && !known && id != GSTORE_NONE &&
+        tokset_get(rg->tokset, id, token, tlen, &tok_amount, &tok_settled)) {
+        known = 1; /* taken by another region, for this token's home: merged here */
+        prev = (struct dedup_answer){tok_amount, DEDUP_ELSEWHERE, 0};
+    }
+    if (!known)
+        return 0;
+    if (prev.amount != ib->amount) {
+        http_respond_error(req, 409, "idempotency_conflict",
+                           "idempotency_token was used with amount %" PRId64
+                           " on this counter, not %" PRId64,
+                           prev.amount, ib->amount);
+        return 1;
+    }
+    if (prev.local_count == DEDUP_ELSEWHERE || prev.local_count == DEDUP_SETTLED) {
+        /* Not applied to this node's entry: answer with the counts here. */
+        const struct gcounter *pc = id == GSTORE_NONE ? NULL : gstore_counter(rg->store, id);
+        prev.local_count = region__local_of(rg, pc);
+        prev.total_count = region__total_of(rg, pc, id);
+    }
+    put_incr_answer(rg, ib->name, ib->nlen, prev.local_count, prev.total_count,
+                    ",\"duplicate\":true}");
+    /* The first request's record may not be durable yet: neither is this answer. */
+    region__respond_durable(rg, req, rg->wal ? wal_position(rg->wal) : 0);
+    return 1;
+}
+
+/*
+ * Applies a new increment to counter id: to this node's entry, or (not this token's home)
+ * as a pending element of the counter's token set, which the home applies (once) when it
+ * learns it; it counts in this node's total now. @return 0, or a GSTORE_E* code.
+ */
+static int incr_apply(struct region *rg, uint32_t id, const char *token, size_t tlen,
+                      int64_t amount, int pending)
+{
+    int64_t sum;
+    if (!pending)
+        return gstore_incr(rg->store, id, rg->self, amount);
+    /* The held increments of a counter are bounded like a replica's own entry. */
+    if (amount == INT64_MIN || __builtin_add_overflow(tokset_pending(rg->tokset, id), amount, &sum))
+        return GSTORE_EOVERFLOW;
+    tokset_merge(rg->tokset, id, token, tlen, amount, 0, gstore_touch(rg->store, id));
+    return 0;
+}
+
+/* Remembers, logs and counts an applied increment, then answers it once durable. */
+static void incr_done(struct region *rg, struct http_request *req, const struct incr_body *ib,
+                      const char *token, size_t tlen, uint32_t id, int pending, double now)
+{
+    const struct gcounter *c = gstore_counter(rg->store, id);
+    struct dedup_answer a = {ib->amount, region__local_of(rg, c), region__total_of(rg, c, id)};
+    struct dedup_answer remembered = a;
+    if (pending) {
+        remembered.local_count = DEDUP_ELSEWHERE;
+        metric_add(rg->m_tok_pending, 1);
+    }
+    if (token)
+        dedup_put(rg->dedup, ib->name, ib->nlen, token, tlen, now, &remembered);
+    uint64_t pos =
+        rg->wal ? wal_append(rg->wal, rg->store, id, token, tlen, token ? &remembered : NULL, now)
+                : 0;
+
+    const char *labels[3] = {"counter", rg->region, ib->name};
+    metric_add(metric_series(rg->m_incr, labels), 1);
+    put_incr_answer(rg, ib->name, ib->nlen, a.local_count, a.total_count,
+                    pending ? ",\"pending\":true}" : "}");
+    region__respond_durable(rg, req, pos);
+}
+
+void region__h_increment(void *role, struct http_request *req)
+{
+    struct region *rg = role;
+    struct incr_body ib;
+    const char *token;
+    size_t tlen;
+    if (reqbody_increment(&rg->parser, req, &ib) < 0 || incr_token(req, ib.root, &token, &tlen) < 0)
+        return;
+    const char *name = ib.name;
+    size_t nlen = ib.nlen;
+    if (req->span) {
+        trace_span_attr_str(req->span, "counter.name", name, nlen);
+        trace_span_attr_int(req->span, "counter.amount", ib.amount);
+    }
+    if (rg->wal) {
+        uint32_t fid = gstore_find(rg->store, name, nlen);
+        if (region__reserve_log(rg, req, region__incr_record_max(rg, fid, nlen, tlen)) < 0)
+            return;
+    }
+    double now = clock_unix_s();
+    uint32_t id = gstore_find(rg->store, name, nlen);
+    if (incr_retry(rg, req, &ib, token, tlen, id, now))
+        return;
+    if (id == GSTORE_NONE && ib.amount == INT64_MIN) {
+        http_respond_error(req, 409, "overflow", "counter %s would leave the signed 64-bit range",
+                           name);
+        return;
+    }
+    if (id == GSTORE_NONE)
+        id = gstore_create(rg->store, name, nlen);
+    int pending = token && !region__is_home(rg, token, tlen);
+    int rc = incr_apply(rg, id, token, tlen, ib.amount, pending);
+    if (rc == GSTORE_EOVERFLOW) {
+        http_respond_error(req, 409, "overflow",
+                           "counter %s would leave the signed 64-bit range; nothing was applied",
+                           name);
+        return;
+    }
+    if (rc == GSTORE_EFULL) {
+        http_respond_error(req, 409, "too_many_replicas", "counter %s has too many node ids", name);
+        return;
+    }
+    incr_done(rg, req, &ib, token, tlen, id, pending, now);
+}

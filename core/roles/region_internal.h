@@ -1,0 +1,132 @@
+/*
+ * region_internal.h - what the region role's files share (region.c and region_*.c): the
+ * node's state and each file's entry points. Nothing outside the region role includes it.
+ */
+#ifndef COUNTERD_ROLES_REGION_INTERNAL_H
+#define COUNTERD_ROLES_REGION_INTERNAL_H
+
+#include <event2/event.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../base/buf.h"
+#include "../base/json.h"
+#include "../repl/replica.h"
+#include "../repl/replication.h"
+#include "../store/dedup.h"
+#include "../store/gcounter.h"
+#include "../store/wal.h"
+
+struct config;
+struct http_request;
+
+#define DEDUP_MAX 200000
+#define DEDUP_WINDOW_S 600.0
+
+struct region {
+    char *node_id, *region;
+    char *replica_id; /* "<node_id>~<incarnation>": where this process counts */
+    int self;         /* replica_id interned in the store */
+    /* Replicas grouped by node id for the API's "nodes" and "local_count". */
+    int *rep_node;
+    int rep_node_len;
+    char **node_names;
+    int nnodes, self_node;
+    struct gstore *store;
+    struct dedup *dedup;
+    struct tokset *tokset; /* the counters' token sets (store/tokset.h) */
+    /* Every region's node id, ours first: the homes of tokens, once all are known. */
+    const char **home_ids;
+    int nhome, home_known, settle_scan;
+    struct event *tok_timer;
+    uint64_t young_seen;
+    double young_logged_ms;
+    struct strongrep *strong; /* this node's replica of the strong counter */
+    struct replica replica;
+    struct reload *reload;
+    struct metrics *metrics;
+    struct lua_host *lua;
+    struct http_client *client;
+    struct repl *repl;
+    struct http_server *server;
+    struct json_parser parser;
+    struct buf out;
+    /* Durability: the log, and answers held until their records are fsynced. */
+    struct wal *wal;
+    struct event *wal_notify, *wal_timer;
+    struct durable_wait *waits, *waits_tail;
+    struct wal_metric {
+        struct region *rg;
+        enum wal_error kind;
+    } wal_metrics[WAL_ERR_COUNT];
+    char *admin_token;
+    struct otlp *otlp; /* span export, when tracing is on */
+    struct metric *m_incr;
+    struct metric_series *m_local, *m_synced;
+    struct metric_series *m_tok_pending, *m_tok_applied, *m_tok_already, *m_tok_failed, *m_tok_gc,
+        *m_window_cut;
+    /* Folding this node's retired incarnations (README "Durability"). */
+    struct event *fold_timer;
+    double start_ms, fold_after_ms;
+    double fold_armed;   /* the gate's start (monotonic ms); 0: not armed */
+    double fold_next;    /* no new gate before this */
+    uint64_t fold_stuck; /* retired entries the last pass could not fold */
+    char fold_why[320];
+    struct metric_series *m_folded, *m_fold_skipped;
+};
+
+/* An answer held until the record it acknowledges is durable: under fsync=always, or
+ * (need_sync) a strong-counter replica's answer, which waits for fsync under any policy. */
+struct durable_wait {
+    struct durable_wait *next;
+    struct http_request *req;
+    uint64_t pos;
+    int need_sync;
+    size_t len;
+    char body[];
+};
+
+/* region_view.c: JSON views */
+void region__put_str(struct buf *b, const char *s);
+void region__put_identity(struct region *rg, struct buf *b);
+int region__node_of(struct region *rg, int rep);
+int64_t region__local_of(struct region *rg, const struct gcounter *c);
+int64_t region__total_of(struct region *rg, const struct gcounter *c, uint32_t id);
+void region__put_counts(struct region *rg, struct buf *b, const struct gcounter *c, uint32_t id);
+void region__put_all_counters(struct region *rg, struct buf *b);
+void region__respond_out(struct http_request *req, struct region *rg, int status);
+size_t region__counter_name(struct region *rg, uint32_t id, char *out);
+
+/* region_durable.c: the log hooks and held answers */
+void region__respond_durable_ex(struct region *rg, struct http_request *req, uint64_t pos,
+                                int need_sync);
+void region__respond_durable(struct region *rg, struct http_request *req, uint64_t pos);
+void region__on_wal_notify(evutil_socket_t fd, short what, void *arg);
+void region__on_wal_timer(evutil_socket_t fd, short what, void *arg);
+int region__reserve_log(struct region *rg, struct http_request *req, size_t need);
+size_t region__incr_record_max(struct region *rg, uint32_t id, size_t nlen, size_t tlen);
+int region__before_merge(void *arg, size_t len);
+int region__before_flush(void *arg);
+int region__before_send(void *arg);
+void region__persist_changed(struct region *rg, uint32_t id);
+
+/* region_incr.c: POST /increment */
+void region__h_increment(void *role, struct http_request *req);
+
+/* region_http.c: the endpoints */
+void region__handle(struct http_request *req, void *arg);
+size_t region__body_limit(const char *path, size_t len, void *arg);
+
+/* region_tokens.c: tokens and their homes */
+int region__is_home(struct region *rg, const char *tok, size_t tlen);
+void region__tokens_learned(void *arg, uint32_t id, const struct repl_token *el, size_t n);
+void region__update_home(struct region *rg);
+void region__on_tok_timer(evutil_socket_t fd, short what, void *arg);
+
+/* region_metrics.c */
+void region__metrics_register(struct region *rg, const struct config *cfg);
+
+/* region_fold.c: folding */
+void region__on_fold_timer(evutil_socket_t fd, short what, void *arg);
+
+#endif
