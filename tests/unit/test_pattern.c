@@ -733,7 +733,7 @@ static void test_generated_against_luajit(void)
 
 /* ---------------------------------------------------------------- through the host */
 
-static char host_dir[64];
+static char pattern_dir[64];
 
 static void write_file(const char *dir, const char *name, const char *text)
 {
@@ -748,16 +748,16 @@ static void write_file(const char *dir, const char *name, const char *text)
     fclose(f);
 }
 
-static void remove_host_dir(void)
+static void remove_pattern_dir(void)
 {
     char path[256];
-    snprintf(path, sizeof path, "%s/policies/routing.lua", host_dir);
+    snprintf(path, sizeof path, "%s/policies/routing.lua", pattern_dir);
     unlink(path);
-    snprintf(path, sizeof path, "%s/policies/faults.lua", host_dir);
+    snprintf(path, sizeof path, "%s/policies/faults.lua", pattern_dir);
     unlink(path);
-    snprintf(path, sizeof path, "%s/policies", host_dir);
+    snprintf(path, sizeof path, "%s/policies", pattern_dir);
     rmdir(path);
-    rmdir(host_dir);
+    rmdir(pattern_dir);
 }
 
 /* A routing policy whose route(what) does something that would run far past the budget. */
@@ -799,20 +799,20 @@ static const char runaway_lua[] =
 
 static struct lua_host *runaway_host(int budget_ms)
 {
-    if (!host_dir[0]) {
-        snprintf(host_dir, sizeof host_dir, "/tmp/test_pattern.XXXXXX");
-        if (!mkdtemp(host_dir)) {
+    if (!pattern_dir[0]) {
+        snprintf(pattern_dir, sizeof pattern_dir, "/tmp/test_pattern.XXXXXX");
+        if (!mkdtemp(pattern_dir)) {
             perror("mkdtemp");
             abort();
         }
         char path[128];
-        snprintf(path, sizeof path, "%s/policies", host_dir);
+        snprintf(path, sizeof path, "%s/policies", pattern_dir);
         mkdir(path, 0700);
-        atexit(remove_host_dir);
+        atexit(remove_pattern_dir);
     }
-    write_file(host_dir, "routing.lua", runaway_lua);
+    write_file(pattern_dir, "routing.lua", runaway_lua);
     struct lua_host_info info = {"gateway", "test-1", "us-east", budget_ms};
-    return lua_host_new(host_dir, &info, NULL);
+    return lua_host_new(pattern_dir, &info, NULL);
 }
 
 /*
@@ -911,7 +911,7 @@ static void test_budget_stops_runaway_calls(void)
 static void test_sandbox_libraries_are_copies(void)
 {
     struct lua_host *h = runaway_host(50);
-    write_file(host_dir, "faults.lua",
+    write_file(pattern_dir, "faults.lua",
                "local M = {}\n"
                "function M.init()\n"
                "  string.upper = function() return 'evil' end\n"
@@ -947,7 +947,7 @@ static void test_sandbox_cannot_change_the_api(void)
 {
     struct lua_host *h = runaway_host(50);
     write_file(
-        host_dir, "faults.lua",
+        pattern_dir, "faults.lua",
         "local M = {}\n"
         "local function try(f) local ok, e = pcall(f) return ok and 'changed' or e end\n"
         "function M.init()\n"
