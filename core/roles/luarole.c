@@ -31,7 +31,7 @@
 #include "../net/endpoint.h"
 #include "../net/otlp.h"
 #include "../net/server.h"
-#include "../obs/httpmetrics.h"
+#include "../net/httpmetrics.h"
 #include "../obs/metrics.h"
 #include "config.h"
 #include "gateway.h"

@@ -24,7 +24,7 @@
 #include "../net/otlp.h"
 #include "../net/server.h"
 #include "../net/url.h"
-#include "../obs/httpmetrics.h"
+#include "../net/httpmetrics.h"
 #include "../obs/metrics.h"
 #include "../obs/trace.h"
 #include "../repl/replica.h"
