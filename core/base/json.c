@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hex.h"
 #include "mem.h"
 
 /* ---------------------------------------------------------------- arena */
@@ -107,24 +108,13 @@ static void skip_ws(struct cursor *c)
         c->s++;
 }
 
-static int hexval(unsigned char h)
-{
-    if (h >= '0' && h <= '9')
-        return h - '0';
-    if (h >= 'a' && h <= 'f')
-        return h - 'a' + 10;
-    if (h >= 'A' && h <= 'F')
-        return h - 'A' + 10;
-    return -1;
-}
-
 static int read_u4(struct cursor *c, unsigned *out)
 {
     if (c->end - c->s < 4)
         return fail(c, "bad \\u escape");
     unsigned v = 0;
     for (int i = 0; i < 4; i++) {
-        int h = hexval(c->s[i]);
+        int h = hex_val((unsigned char)c->s[i]);
         if (h < 0) {
             c->s += i;
             return fail(c, "bad \\u escape");
