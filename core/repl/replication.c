@@ -164,15 +164,15 @@ static void peer_failed(struct peer *p, const char *fmt, ...)
     peer_round_end(p, ST_ERROR);
 }
 
-static void exchange_done(struct peer *p, const struct http_result *res, struct trace_span *sp)
+/* An answer that is not a 200 JSON object this node may merge: the round ends for the peer
+ * (partitioned or failed). @return 1 when it was such an answer, 0 to go on. */
+static int answer_refused(struct peer *p, const struct http_result *res, const struct json *root)
 {
     struct repl *r = p->r;
-    metric_add(r->m_bytes_recv, (double)res->len);
     if (res->status == 0) {
         peer_failed(p, "%s", res->error ? res->error : "no answer");
-        return;
+        return 1;
     }
-    const struct json *root = json_parse(&r->parser, res->body, res->len);
     if (res->status == 503 && root) {
         const struct json *code = json_get(root, "error");
         if (code && code->type == JSON_STR && strcmp(code->u.s, "partitioned") == 0) {
@@ -181,30 +181,33 @@ static void exchange_done(struct peer *p, const struct http_result *res, struct 
                      d && d->type == JSON_STR ? d->u.s : "partitioned");
             p->last_error_unix = clock_unix_s();
             peer_round_end(p, ST_PARTITION);
-            return;
+            return 1;
         }
     }
     if (res->status != 200) {
         const struct json *d = root ? json_get(root, "detail") : NULL;
         peer_failed(p, "HTTP %d%s%s", res->status, d && d->type == JSON_STR ? ": " : "",
                     d && d->type == JSON_STR ? d->u.s : "");
-        return;
+        return 1;
     }
     if (r->hooks.before_merge && r->hooks.before_merge(r->hooks.arg, res->len) < 0) {
         peer_failed(p, "this node cannot log what the answer would change (its disk is full "
                        "or failing): nothing merged");
-        return;
+        return 1;
     }
     if (!root || root->type != JSON_OBJ) {
         peer_failed(p, "the answer is not a JSON object%s%s", root ? "" : ": ",
                     root ? "" : r->parser.err);
-        return;
+        return 1;
     }
+    return 0;
+}
+
+/* What an answer says of the peer: its node id, its format, its features. */
+static enum peer_format learn_peer(struct peer *p, const struct json *root)
+{
     const struct json *nid = json_get(root, "node_id");
     const struct json *inc = json_get(root, "incarnation");
-    const struct json *cursor = json_get(root, "cursor");
-    const struct json *more = json_get(root, "more");
-
     if (nid && nid->type == JSON_STR && gcounter_name_valid(nid->u.s, nid->len))
         snprintf(p->node_id, sizeof p->node_id, "%s", nid->u.s);
     /* counterd always says its incarnation; the original lab's region never does. */
@@ -220,14 +223,21 @@ static void exchange_done(struct peer *p, const struct http_result *res, struct 
     for (uint32_t i = 0; feat && feat->type == JSON_ARR && i < feat->len; i++)
         if (feat->u.items[i].type == JSON_STR && strcmp(feat->u.items[i].u.s, "folded") == 0)
             p->folds = 1;
+    return fmt;
+}
 
+/* Merges the answer's state and token-set elements. @return 0, or -1 when the round
+ * failed for the peer (it cannot be merged). */
+static int merge_answer(struct peer *p, const struct json *root, struct trace_span *sp)
+{
+    struct repl *r = p->r;
     struct merge_error e;
     r->merge_peer = peer_name(p);
     int changed = repl__merge_body(r, root, peer_origin(p), &e);
     r->merge_peer = NULL;
     if (changed < 0) {
         peer_failed(p, "cannot merge the answer: %s", e.detail);
-        return;
+        return -1;
     }
     metric_add(r->m_conflicts, changed);
     if (r->nrejects)
@@ -239,10 +249,13 @@ static void exchange_done(struct peer *p, const struct http_result *res, struct 
         log_warn("peer %s skipped %" PRId64 " entries of our push as entries it cannot hold "
                  "(its answer lists them; logged once per peer)",
                  peer_name(p), refused->u.i);
-
     repl__apply_tokens(r, root, p->node_id[0] ? p->node_id : p->url);
+    return 0;
+}
 
-    /* The push is on the peer now. */
+/* The push is on the peer now: what it acknowledged moves on. */
+static void push_acknowledged(struct peer *p)
+{
     if (p->full_push) {
         p->full_next = p->sent_next;
         if (p->sent_full_done) {
@@ -256,18 +269,31 @@ static void exchange_done(struct peer *p, const struct http_result *res, struct 
         if (!p->push_more)
             p->tok_acked = p->acked; /* the series of pages is complete */
     }
-    if (inc && inc->type == JSON_STR && inc->len < sizeof p->incarnation) {
-        if (p->incarnation[0] && strcmp(p->incarnation, inc->u.s) != 0) {
-            /* The peer restarted: it may have lost what it acknowledged. */
-            log_info("peer %s restarted (incarnation %s -> %s): pushing full state", peer_name(p),
-                     p->incarnation, inc->u.s);
-            p->full_push = 1;
-            p->full_next = 0;
-            p->acked = 0;
-            p->tok_acked = 0;
-        }
-        snprintf(p->incarnation, sizeof p->incarnation, "%s", inc->u.s);
+}
+
+/* The answer's incarnation: a new one means the peer restarted and may have lost what it
+ * acknowledged, so full state is pushed again. */
+static void note_incarnation(struct peer *p, const struct json *inc)
+{
+    if (!inc || inc->type != JSON_STR || inc->len >= sizeof p->incarnation)
+        return;
+    if (p->incarnation[0] && strcmp(p->incarnation, inc->u.s) != 0) {
+        log_info("peer %s restarted (incarnation %s -> %s): pushing full state", peer_name(p),
+                 p->incarnation, inc->u.s);
+        p->full_push = 1;
+        p->full_next = 0;
+        p->acked = 0;
+        p->tok_acked = 0;
     }
+    snprintf(p->incarnation, sizeof p->incarnation, "%s", inc->u.s);
+}
+
+/* Keeps the answer's cursor for the next pull and closes a complete pull of the peer's
+ * whole state (the fold gate). @return 1 when the peer has more to send. */
+static int follow_cursor(struct peer *p, const struct json *root, enum peer_format fmt)
+{
+    const struct json *cursor = json_get(root, "cursor");
+    const struct json *more = json_get(root, "more");
     int pull_more = 0;
     if (cursor && cursor->type == JSON_STR && cursor->len < sizeof p->cursor) {
         snprintf(p->cursor, sizeof p->cursor, "%s", cursor->u.s);
@@ -276,12 +302,27 @@ static void exchange_done(struct peer *p, const struct http_result *res, struct 
         p->cursor[0] = '\0'; /* a peer without cursors (the lab's) answers full state */
     }
     if (!pull_more && p->pull_began_ms > 0) {
-        /* A pull of the peer's whole state is complete (the fold gate). */
         if (!p->pull_skipped && fmt == FMT_COUNTERD)
             p->pull_full_ms = p->pull_began_ms;
         p->pull_was_skipped = p->pull_skipped;
         p->pull_began_ms = 0;
     }
+    return pull_more;
+}
+
+static void exchange_done(struct peer *p, const struct http_result *res, struct trace_span *sp)
+{
+    struct repl *r = p->r;
+    metric_add(r->m_bytes_recv, (double)res->len);
+    const struct json *root = res->status ? json_parse(&r->parser, res->body, res->len) : NULL;
+    if (answer_refused(p, res, root))
+        return;
+    enum peer_format fmt = learn_peer(p, root);
+    if (merge_answer(p, root, sp) < 0)
+        return;
+    push_acknowledged(p);
+    note_incarnation(p, json_get(root, "incarnation"));
+    int pull_more = follow_cursor(p, root, fmt);
     if ((p->push_more || p->full_push || pull_more) && ++p->exchanges < MAX_EXCHANGES) {
         exchange_start(p);
         return;
@@ -303,18 +344,20 @@ static void on_exchange_done(const struct http_result *res, void *arg)
     trace_span_end(sp);
 }
 
-static void exchange_send(struct peer *p)
+/* Ends the exchange's span with an error, before any call was made. */
+static void span_failed(struct peer *p, const char *why)
+{
+    trace_span_attr_cstr(p->span, "sync.peer", peer_name(p));
+    trace_span_error(p->span, why);
+    trace_span_end(p->span);
+    p->span = NULL;
+}
+
+/* Builds this exchange's push into r->out: nothing yet for a peer of unknown format, a
+ * page of the full walk, or a page of the delta since what the peer acknowledged. */
+static void build_push(struct peer *p)
 {
     struct repl *r = p->r;
-    if (r->hooks.before_send && r->hooks.before_send(r->hooks.arg) < 0) {
-        trace_span_attr_cstr(p->span, "sync.peer", peer_name(p));
-        trace_span_error(p->span, "the log cannot be written");
-        trace_span_end(p->span);
-        p->span = NULL;
-        peer_failed(p, "this node's log cannot be written: nothing is sent that a crash "
-                       "could take back");
-        return;
-    }
     repl__page_begin(r);
     p->push_more = 0;
     r->original_out = p->format == FMT_ORIGINAL;
@@ -346,6 +389,18 @@ static void exchange_send(struct peer *p)
     repl__decs_unsent(r, peer_name(p), r->page_decs_unsent);
     repl__body_finish(r, p->cursor, NULL, 0);
     r->original_out = 0;
+}
+
+static void exchange_send(struct peer *p)
+{
+    struct repl *r = p->r;
+    if (r->hooks.before_send && r->hooks.before_send(r->hooks.arg) < 0) {
+        span_failed(p, "the log cannot be written");
+        peer_failed(p, "this node's log cannot be written: nothing is sent that a crash "
+                       "could take back");
+        return;
+    }
+    build_push(p);
     const char *headers[3] = {r->auth_header, NULL, NULL};
     char tp[TRACE_HEADER_LEN + 1];
     if (p->span) {
@@ -366,10 +421,7 @@ static void exchange_send(struct peer *p)
     p->sent_bytes = r->out.len;
     p->call = http_client_request(r->client, &o, on_exchange_done, p);
     if (!p->call) {
-        trace_span_attr_cstr(p->span, "sync.peer", peer_name(p));
-        trace_span_error(p->span, "cannot start the HTTP call");
-        trace_span_end(p->span);
-        p->span = NULL;
+        span_failed(p, "cannot start the HTTP call");
         peer_failed(p, "cannot start the HTTP call");
     }
 }
@@ -398,10 +450,7 @@ static void exchange_start(struct peer *p)
         snprintf(p->last_error, sizeof p->last_error, "%s",
                  r->partitioned ? "this node is partitioned" : "dropped by the faults policy");
         p->last_error_unix = clock_unix_s();
-        trace_span_attr_cstr(p->span, "sync.peer", peer_name(p));
-        trace_span_error(p->span, r->partitioned ? "partitioned" : "dropped by the faults policy");
-        trace_span_end(p->span);
-        p->span = NULL;
+        span_failed(p, r->partitioned ? "partitioned" : "dropped by the faults policy");
         peer_round_end(p, ST_PARTITION);
         return;
     }
@@ -511,6 +560,77 @@ static double peer_original(void *arg)
     return ((struct peer *)arg)->format == FMT_ORIGINAL;
 }
 
+/* The exchange families: outcomes, conflicts, latency, lag, bytes. */
+static void repl_metrics_sync(struct repl *r, struct metrics *reg)
+{
+    const char *lv[3] = {r->service, r->region, "success"};
+    struct metric *ops =
+        metrics_add(reg, METRIC_COUNTER, "counter_sync_operations_total",
+                    "Sync exchanges with peers by outcome", "service,region,status", NULL, 0);
+    r->m_ok = metric_series(ops, lv);
+    lv[2] = "error";
+    r->m_err = metric_series(ops, lv);
+    lv[2] = "partition";
+    r->m_part = metric_series(ops, lv);
+    r->m_conflicts = metric_series(
+        metrics_add(reg, METRIC_COUNTER, "counter_conflicts_resolved_total",
+                    "Replica entries a merge changed (the other side's value was higher)",
+                    "service,region", NULL, 0),
+        lv);
+    r->m_latency =
+        metric_series(metrics_add(reg, METRIC_HISTOGRAM, "counter_sync_latency_seconds",
+                                  "Time of a complete sync round with one peer", "service,region",
+                                  metrics_latency_buckets, metrics_latency_nbuckets),
+                      lv);
+    r->m_lag = metric_series(metrics_add(reg, METRIC_GAUGE, "counter_sync_lag_ms",
+                                         "Milliseconds since the least recently synced peer "
+                                         "was last synced",
+                                         "service,region", NULL, 0),
+                             lv);
+    metric_set_fn(r->m_lag, lag_ms, r);
+    struct metric *bytes =
+        metrics_add(reg, METRIC_COUNTER, "counterd_sync_bytes_total",
+                    "Bytes of /sync bodies sent and received", "direction", NULL, 0);
+    const char *d1[1] = {"sent"};
+    r->m_bytes_sent = metric_series(bytes, d1);
+    d1[0] = "received";
+    r->m_bytes_recv = metric_series(bytes, d1);
+}
+
+/* The families of what peers send and of each peer, and repl_metrics_sync's. */
+static void repl_metrics(struct repl *r, struct metrics *reg)
+{
+    repl_metrics_sync(r, reg);
+    r->m_rejected = metrics_add(reg, METRIC_COUNTER, "counterd_sync_rejected_entries_total",
+                                "Entries of /sync messages skipped because this node cannot hold "
+                                "them, by sender and reason",
+                                "peer,reason", NULL, 0);
+    metric_limit(r->m_rejected, 256, 0);
+    r->m_decs = metrics_add(reg, METRIC_COUNTER, "counterd_sync_decrements_unsent_total",
+                            "Counters sent to an original-format peer without their decrements",
+                            "peer", NULL, 0);
+    metric_limit(r->m_decs, 64, 0);
+    struct metric *last_ok =
+        metrics_add(reg, METRIC_GAUGE, "counterd_sync_peer_last_success_timestamp_seconds",
+                    "Unix time of the last successful sync round with each peer (0: none yet)",
+                    "peer", NULL, 0);
+    struct metric *fails =
+        metrics_add(reg, METRIC_GAUGE, "counterd_sync_peer_failed_rounds",
+                    "Consecutive failed sync rounds with each peer", "peer", NULL, 0);
+    struct metric *orig =
+        metrics_add(reg, METRIC_GAUGE, "counterd_sync_peer_original_format",
+                    "1 when the peer speaks the original lab's /sync", "peer", NULL, 0);
+    for (int i = 0; i < r->npeers; i++) {
+        const char *pv[1] = {r->peers[i].url};
+        metric_set_fn(metric_series(last_ok, pv), peer_last_ok, &r->peers[i]);
+        metric_set_fn(metric_series(fails, pv), peer_failures, &r->peers[i]);
+        metric_set_fn(metric_series(orig, pv), peer_original, &r->peers[i]);
+    }
+    r->m_tok_rejected = metric_only(
+        metrics_add(reg, METRIC_COUNTER, "counterd_sync_rejected_tokens_total",
+                    "Token-set elements of /sync bodies skipped as malformed", NULL, NULL, 0));
+}
+
 struct repl *repl_new(struct event_base *base, struct http_client *client, struct gstore *store,
                       struct metrics *reg, const struct repl_config *cfg,
                       const struct repl_hooks *hooks)
@@ -550,67 +670,7 @@ struct repl *repl_new(struct event_base *base, struct http_client *client, struc
         p->delay_ev = evtimer_new(base, on_delay_out, p);
     }
 
-    const char *lv[3] = {r->service, r->region, "success"};
-    struct metric *ops =
-        metrics_add(reg, METRIC_COUNTER, "counter_sync_operations_total",
-                    "Sync exchanges with peers by outcome", "service,region,status", NULL, 0);
-    r->m_ok = metric_series(ops, lv);
-    lv[2] = "error";
-    r->m_err = metric_series(ops, lv);
-    lv[2] = "partition";
-    r->m_part = metric_series(ops, lv);
-    r->m_conflicts = metric_series(
-        metrics_add(reg, METRIC_COUNTER, "counter_conflicts_resolved_total",
-                    "Replica entries a merge changed (the other side's value was higher)",
-                    "service,region", NULL, 0),
-        lv);
-    r->m_latency =
-        metric_series(metrics_add(reg, METRIC_HISTOGRAM, "counter_sync_latency_seconds",
-                                  "Time of a complete sync round with one peer", "service,region",
-                                  metrics_latency_buckets, metrics_latency_nbuckets),
-                      lv);
-    r->m_lag = metric_series(metrics_add(reg, METRIC_GAUGE, "counter_sync_lag_ms",
-                                         "Milliseconds since the least recently synced peer "
-                                         "was last synced",
-                                         "service,region", NULL, 0),
-                             lv);
-    metric_set_fn(r->m_lag, lag_ms, r);
-    struct metric *bytes =
-        metrics_add(reg, METRIC_COUNTER, "counterd_sync_bytes_total",
-                    "Bytes of /sync bodies sent and received", "direction", NULL, 0);
-    const char *d1[1] = {"sent"};
-    r->m_bytes_sent = metric_series(bytes, d1);
-    d1[0] = "received";
-    r->m_bytes_recv = metric_series(bytes, d1);
-
-    r->m_rejected = metrics_add(reg, METRIC_COUNTER, "counterd_sync_rejected_entries_total",
-                                "Entries of /sync messages skipped because this node cannot hold "
-                                "them, by sender and reason",
-                                "peer,reason", NULL, 0);
-    metric_limit(r->m_rejected, 256, 0);
-    r->m_decs = metrics_add(reg, METRIC_COUNTER, "counterd_sync_decrements_unsent_total",
-                            "Counters sent to an original-format peer without their decrements",
-                            "peer", NULL, 0);
-    metric_limit(r->m_decs, 64, 0);
-    struct metric *last_ok =
-        metrics_add(reg, METRIC_GAUGE, "counterd_sync_peer_last_success_timestamp_seconds",
-                    "Unix time of the last successful sync round with each peer (0: none yet)",
-                    "peer", NULL, 0);
-    struct metric *fails =
-        metrics_add(reg, METRIC_GAUGE, "counterd_sync_peer_failed_rounds",
-                    "Consecutive failed sync rounds with each peer", "peer", NULL, 0);
-    struct metric *orig =
-        metrics_add(reg, METRIC_GAUGE, "counterd_sync_peer_original_format",
-                    "1 when the peer speaks the original lab's /sync", "peer", NULL, 0);
-    for (int i = 0; i < r->npeers; i++) {
-        const char *pv[1] = {r->peers[i].url};
-        metric_set_fn(metric_series(last_ok, pv), peer_last_ok, &r->peers[i]);
-        metric_set_fn(metric_series(fails, pv), peer_failures, &r->peers[i]);
-        metric_set_fn(metric_series(orig, pv), peer_original, &r->peers[i]);
-    }
-    r->m_tok_rejected = metric_only(
-        metrics_add(reg, METRIC_COUNTER, "counterd_sync_rejected_tokens_total",
-                    "Token-set elements of /sync bodies skipped as malformed", NULL, NULL, 0));
+    repl_metrics(r, reg);
 
     r->tick = event_new(base, -1, EV_PERSIST, on_tick, r);
     struct timeval tv = {r->interval_ms / 1000, (r->interval_ms % 1000) * 1000};

@@ -272,6 +272,66 @@ static int read_folded(struct repl *r, const struct json *map, struct merge_erro
  * @return the number of replica entries that changed, or -1 with e filled when the
  *         message itself is malformed (nothing merged).
  */
+/* Sizes and clears the table of names (open addressing) for want names. */
+static void seen_reset(struct repl *r, size_t want)
+{
+    size_t cap = 16;
+    while (cap < want * 2)
+        cap *= 2;
+    if (cap > r->seen_cap) {
+        free(r->seen);
+        r->seen = xmalloc(cap * sizeof *r->seen);
+    }
+    r->seen_cap = cap;
+    memset(r->seen, 0, cap * sizeof *r->seen);
+}
+
+/* Groups the entries by counter (a counting sort), so each item's run is contiguous. */
+static void group_entries(struct repl *r)
+{
+    uint32_t off = 0;
+    for (size_t i = 0; i < r->nitems; i++) {
+        r->items[i].first = off;
+        off += r->items[i].n;
+        r->items[i].n = 0;
+    }
+    for (size_t k = 0; k < r->nraw; k++) {
+        struct in_item *it = &r->items[r->raw_item[k]];
+        r->entries[it->first + it->n++] = r->raw[k];
+    }
+}
+
+/* Merges one counter of the body, or skips it whole (recorded as rejected).
+ * @return the number of replica entries that changed. */
+static int merge_item(struct repl *r, struct in_item *it, int origin)
+{
+    if (!it->fbad && it->nf && it->partial)
+        it->fbad = "folded_with_skipped_entries"; /* its folded values may be in those */
+    if (it->fbad) {
+        reject(r, it->name, it->len, NULL, 0, it->fbad, it->n ? it->n : 1);
+        return 0;
+    }
+    if (it->n == 0 && it->nf == 0)
+        return 0; /* nothing to merge (or every entry skipped): change and create nothing */
+    it->id = gstore_find(r->store, it->name, it->len);
+    const int *fl = it->nf ? r->fold_in + it->ffirst : NULL;
+    const struct gentry *en = it->n ? r->entries + it->first : NULL; /* may be NULL */
+    int ck = gstore_merge_check_folded(r->store, it->id, en, it->n, fl, it->nf);
+    if (ck < 0) {
+        reject(r, it->name, it->len, NULL, 0,
+               ck == GSTORE_EFOLDED ? "too_many_folded" : "too_many_replicas", it->n ? it->n : 1);
+        return 0;
+    }
+    if (it->id == GSTORE_NONE)
+        it->id = gstore_create(r->store, it->name, it->len);
+    int rc = gstore_merge_folded(r->store, it->id, en, it->n, fl, it->nf, origin);
+    if (rc <= 0)
+        return 0;
+    if (r->hooks.changed)
+        r->hooks.changed(r->hooks.arg, it->id);
+    return rc;
+}
+
 int repl__merge_body(struct repl *r, const struct json *root, int origin, struct merge_error *e)
 {
     const struct json *counts = json_get(root, "counts");
@@ -286,65 +346,15 @@ int repl__merge_body(struct repl *r, const struct json *root, int origin, struct
         decs = NULL;
     if (decs && decs->type != JSON_OBJ)
         return merr(e, 400, "bad_field", "decrements must be an object of counters");
-
-    size_t want = (size_t)counts->len + (decs ? decs->len : 0) +
-                  (folded && folded->type == JSON_OBJ ? folded->len : 0);
-    size_t cap = 16;
-    while (cap < want * 2)
-        cap *= 2;
-    if (cap > r->seen_cap) {
-        free(r->seen);
-        r->seen = xmalloc(cap * sizeof *r->seen);
-    }
-    r->seen_cap = cap;
-    memset(r->seen, 0, cap * sizeof *r->seen);
-
+    seen_reset(r, (size_t)counts->len + (decs ? decs->len : 0) +
+                      (folded && folded->type == JSON_OBJ ? folded->len : 0));
     if (read_map(r, counts, "counts", 0, e) < 0 || read_map(r, decs, "decrements", 1, e) < 0 ||
         read_folded(r, folded, e) < 0)
         return -1;
-
-    /* Group the entries by counter (a counting sort), so each item's run is contiguous. */
-    uint32_t off = 0;
-    for (size_t i = 0; i < r->nitems; i++) {
-        r->items[i].first = off;
-        off += r->items[i].n;
-        r->items[i].n = 0;
-    }
-    for (size_t k = 0; k < r->nraw; k++) {
-        struct in_item *it = &r->items[r->raw_item[k]];
-        r->entries[it->first + it->n++] = r->raw[k];
-    }
-
+    group_entries(r);
     int changed = 0;
-    for (size_t i = 0; i < r->nitems; i++) {
-        struct in_item *it = &r->items[i];
-        if (!it->fbad && it->nf && it->partial)
-            it->fbad = "folded_with_skipped_entries"; /* its folded values may be in those */
-        if (it->fbad) {
-            reject(r, it->name, it->len, NULL, 0, it->fbad, it->n ? it->n : 1);
-            continue;
-        }
-        if (it->n == 0 && it->nf == 0)
-            continue; /* nothing to merge (or every entry skipped): change and create nothing */
-        it->id = gstore_find(r->store, it->name, it->len);
-        const int *fl = it->nf ? r->fold_in + it->ffirst : NULL;
-        const struct gentry *en = it->n ? r->entries + it->first : NULL; /* may be NULL */
-        int ck = gstore_merge_check_folded(r->store, it->id, en, it->n, fl, it->nf);
-        if (ck < 0) {
-            reject(r, it->name, it->len, NULL, 0,
-                   ck == GSTORE_EFOLDED ? "too_many_folded" : "too_many_replicas",
-                   it->n ? it->n : 1);
-            continue;
-        }
-        if (it->id == GSTORE_NONE)
-            it->id = gstore_create(r->store, it->name, it->len);
-        int rc = gstore_merge_folded(r->store, it->id, en, it->n, fl, it->nf, origin);
-        if (rc > 0) {
-            changed += rc;
-            if (r->hooks.changed)
-                r->hooks.changed(r->hooks.arg, it->id);
-        }
-    }
+    for (size_t i = 0; i < r->nitems; i++)
+        changed += merge_item(r, &r->items[i], origin);
     return changed;
 }
 

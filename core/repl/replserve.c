@@ -58,33 +58,61 @@ int repl__parse_cursor(struct repl *r, const char *s, int *full, uint64_t *seq, 
     return -1;
 }
 
-static void answer_sync(struct repl *r, struct http_request *req, const char *body, size_t len)
+/* Merges the body of a /sync request. @return 0 with *origin set (the sender's tag), or
+ * -1 when it was answered with an error (nothing merged). */
+static int merge_request(struct repl *r, struct http_request *req, const struct json *root,
+                         const struct json *nid, int *origin)
 {
-    const struct json *root = json_parse(&r->parser, body, len);
-    if (!root) {
-        http_respond_error(req, 400, "bad_json", "body is not valid JSON: %s", r->parser.err);
-        return;
-    }
-    const struct json *nid = json_get(root, "node_id");
-    int origin = nid && nid->type == JSON_STR ? repl__origin_of_node(r, nid->u.s) : 0;
+    *origin = nid && nid->type == JSON_STR ? repl__origin_of_node(r, nid->u.s) : 0;
     struct merge_error e;
     r->merge_peer = nid && nid->type == JSON_STR ? nid->u.s : NULL;
-    int changed = repl__merge_body(r, root, origin, &e);
+    int changed = repl__merge_body(r, root, *origin, &e);
     r->merge_peer = NULL;
     if (changed < 0) {
         http_respond_error(req, e.status, e.code, "%s", e.detail);
-        return;
+        return -1;
     }
     repl__apply_tokens(r, root, nid && nid->type == JSON_STR ? nid->u.s : "a peer");
     metric_add(r->m_conflicts, changed);
-    metric_add(r->m_bytes_recv, (double)len);
     if (req->span) {
         if (nid && nid->type == JSON_STR)
             trace_span_attr_str(req->span, "sync.peer", nid->u.s, nid->len);
         trace_span_attr_int(req->span, "sync.counters_received", (int64_t)r->nitems);
         trace_span_attr_int(req->span, "sync.conflicts_resolved", changed);
     }
+    return 0;
+}
 
+/* Answers with the page in r->counts (and the rest) and the merge's rejected entries. */
+static void respond_page(struct repl *r, struct http_request *req, const char *cursor, int more)
+{
+    trace_span_attr_int(req->span, "sync.counters_sent", r->page_counters);
+    repl__body_finish(r, NULL, cursor, more);
+    r->original_out = 0;
+    repl__put_rejects(r);
+    metric_add(r->m_bytes_sent, (double)r->out.len);
+    r->last_sync_unix = clock_unix_s();
+    http_respond_json(req, 200, r->out.data, r->out.len);
+}
+
+/* The original lab's region (neither an incarnation nor decrements): our state in its
+ * format, whole, without a cursor. */
+static void answer_original(struct repl *r, struct http_request *req, const char *from)
+{
+    size_t page = r->page_bytes;
+    uint32_t next = 0;
+    r->original_out = 1;
+    r->page_bytes = SIZE_MAX;
+    repl__page_full(r, &next);
+    r->page_bytes = page;
+    repl__decs_unsent(r, from, r->page_decs_unsent);
+    respond_page(r, req, NULL, 0);
+}
+
+/* The page the request's "since" asks for (full state when it is none of ours), and the
+ * cursor (cap bytes) that continues it. @return 1 when more remain. */
+static int page_since(struct repl *r, const struct json *root, int origin, char *cursor, size_t cap)
+{
     int full = 1;
     uint64_t seq = 0, base = 0;
     uint32_t next = 0;
@@ -95,53 +123,48 @@ static void answer_sync(struct repl *r, struct http_request *req, const char *bo
         seq = gstore_seq(r->store);
         next = 0;
     }
-    char cursor[96];
     int more;
-    repl__page_begin(r);
-    const struct json *inc = json_get(root, "incarnation");
-    if ((!inc || inc->type != JSON_STR) && !json_get(root, "decrements")) {
-        /* The original lab's region (neither an incarnation nor decrements): our state in
-         * its format, whole, without a cursor. */
-        size_t page = r->page_bytes;
-        uint32_t from = 0;
-        r->original_out = 1;
-        r->page_bytes = SIZE_MAX;
-        repl__page_full(r, &from);
-        r->page_bytes = page;
-        repl__decs_unsent(r, nid->u.s, r->page_decs_unsent);
-        trace_span_attr_int(req->span, "sync.counters_sent", r->page_counters);
-        repl__body_finish(r, NULL, NULL, 0);
-        r->original_out = 0;
-        repl__put_rejects(r);
-        metric_add(r->m_bytes_sent, (double)r->out.len);
-        r->last_sync_unix = clock_unix_s();
-        http_respond_json(req, 200, r->out.data, r->out.len);
-        return;
-    }
     if (full) {
         r->tok_after = 0;
         repl__page_full(r, &next);
         more = next < gstore_count(r->store);
         if (more)
-            snprintf(cursor, sizeof cursor, "F.%s.%" PRIu64 ".%u", r->incarnation, seq, next);
+            snprintf(cursor, cap, "F.%s.%" PRIu64 ".%u", r->incarnation, seq, next);
         else
-            snprintf(cursor, sizeof cursor, "D.%s.%" PRIu64, r->incarnation, seq);
-    } else {
-        uint64_t upto;
-        r->tok_after = base;
-        more = repl__page_delta(r, seq, origin, &upto);
-        if (more && base < upto)
-            snprintf(cursor, sizeof cursor, "D.%s.%" PRIu64 ".%" PRIu64, r->incarnation, upto,
-                     base);
-        else
-            snprintf(cursor, sizeof cursor, "D.%s.%" PRIu64, r->incarnation, upto);
+            snprintf(cursor, cap, "D.%s.%" PRIu64, r->incarnation, seq);
+        return more;
     }
-    trace_span_attr_int(req->span, "sync.counters_sent", r->page_counters);
-    repl__body_finish(r, NULL, cursor, more);
-    repl__put_rejects(r);
-    metric_add(r->m_bytes_sent, (double)r->out.len);
-    r->last_sync_unix = clock_unix_s();
-    http_respond_json(req, 200, r->out.data, r->out.len);
+    uint64_t upto;
+    r->tok_after = base;
+    more = repl__page_delta(r, seq, origin, &upto);
+    if (more && base < upto)
+        snprintf(cursor, cap, "D.%s.%" PRIu64 ".%" PRIu64, r->incarnation, upto, base);
+    else
+        snprintf(cursor, cap, "D.%s.%" PRIu64, r->incarnation, upto);
+    return more;
+}
+
+static void answer_sync(struct repl *r, struct http_request *req, const char *body, size_t len)
+{
+    const struct json *root = json_parse(&r->parser, body, len);
+    if (!root) {
+        http_respond_error(req, 400, "bad_json", "body is not valid JSON: %s", r->parser.err);
+        return;
+    }
+    const struct json *nid = json_get(root, "node_id");
+    int origin;
+    if (merge_request(r, req, root, nid, &origin) < 0)
+        return;
+    metric_add(r->m_bytes_recv, (double)len);
+    repl__page_begin(r);
+    const struct json *inc = json_get(root, "incarnation");
+    if ((!inc || inc->type != JSON_STR) && !json_get(root, "decrements")) {
+        answer_original(r, req, nid->u.s);
+        return;
+    }
+    char cursor[96];
+    int more = page_since(r, root, origin, cursor, sizeof cursor);
+    respond_page(r, req, cursor, more);
 }
 
 void repl__delayed_free(struct delayed_in *d)
