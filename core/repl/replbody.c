@@ -5,22 +5,9 @@
  *
  * It reads the store and the token sets and never changes them.
  */
-#include <event2/event.h>
-#include <inttypes.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
-#include "../base/buf.h"
 #include "../base/clock.h"
-#include "../base/hash.h"
-#include "../base/json.h"
-#include "../base/log.h"
-#include "../base/mem.h"
-#include "../net/client.h"
-#include "../obs/metrics.h"
-#include "../obs/trace.h"
-#include "../store/gcounter.h"
 #include "../store/tokset.h"
 #include "replication_internal.h"
 

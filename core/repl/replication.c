@@ -54,17 +54,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../base/buf.h"
 #include "../base/clock.h"
 #include "../base/hash.h"
-#include "../base/json.h"
 #include "../base/log.h"
 #include "../base/mem.h"
 #include "../net/client.h"
 #include "../obs/metrics.h"
-#include "../obs/trace.h"
-#include "../store/gcounter.h"
-#include "../store/tokset.h"
 #include "replication_internal.h"
 
 /* ---------------------------------------------------------------- decisions */
