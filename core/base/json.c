@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hex.h"
 #include "mem.h"
 
 /* ---------------------------------------------------------------- arena */
@@ -107,24 +108,13 @@ static void skip_ws(struct cursor *c)
         c->s++;
 }
 
-static int hexval(unsigned char h)
-{
-    if (h >= '0' && h <= '9')
-        return h - '0';
-    if (h >= 'a' && h <= 'f')
-        return h - 'a' + 10;
-    if (h >= 'A' && h <= 'F')
-        return h - 'A' + 10;
-    return -1;
-}
-
 static int read_u4(struct cursor *c, unsigned *out)
 {
     if (c->end - c->s < 4)
         return fail(c, "bad \\u escape");
     unsigned v = 0;
     for (int i = 0; i < 4; i++) {
-        int h = hexval(c->s[i]);
+        int h = hex_val((unsigned char)c->s[i]);
         if (h < 0) {
             c->s += i;
             return fail(c, "bad \\u escape");
@@ -185,6 +175,97 @@ static size_t utf8_len(const unsigned char *s, const unsigned char *end)
 }
 
 /* Parses a string (c->s at the opening quote) into the arena. */
+/* The code point of a \u escape (c at its hex digits), a surrogate pair joined.
+ * @return 0, or -1 on a bad or unpaired escape. */
+static int read_u_escape(struct cursor *c, unsigned *out)
+{
+    unsigned cp = 0;
+    if (read_u4(c, &cp) < 0)
+        return -1;
+    if (cp >= 0xD800 && cp <= 0xDBFF) {
+        unsigned lo;
+        if (c->end - c->s < 2 || c->s[0] != '\\' || c->s[1] != 'u')
+            return fail(c, "unpaired surrogate in string");
+        c->s += 2;
+        if (read_u4(c, &lo) < 0)
+            return -1;
+        if (lo < 0xDC00 || lo > 0xDFFF)
+            return fail(c, "unpaired surrogate in string");
+        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+    } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+        return fail(c, "unpaired surrogate in string");
+    }
+    *out = cp;
+    return 0;
+}
+
+/* Decodes one escape (c just past its backslash) at *o, which it advances; a \u0000 sets
+ * JSON_F_HAS_NUL in *fl. @return 0, or -1 on a bad escape. */
+static int read_escape(struct cursor *c, unsigned char **o, uint8_t *fl)
+{
+    if (c->s >= c->end)
+        return fail(c, "bad escape");
+    unsigned char ch = *c->s++;
+    unsigned cp = 0;
+    switch (ch) {
+    case '"': *(*o)++ = '"'; break;
+    case '\\': *(*o)++ = '\\'; break;
+    case '/': *(*o)++ = '/'; break;
+    case 'b': *(*o)++ = '\b'; break;
+    case 'f': *(*o)++ = '\f'; break;
+    case 'n': *(*o)++ = '\n'; break;
+    case 'r': *(*o)++ = '\r'; break;
+    case 't': *(*o)++ = '\t'; break;
+    case 'u':
+        if (read_u_escape(c, &cp) < 0)
+            return -1;
+        if (cp == 0)
+            *fl |= JSON_F_HAS_NUL;
+        *o += put_utf8(*o, cp);
+        break;
+    default: c->s--; return fail(c, "bad escape");
+    }
+    return 0;
+}
+
+/* The slow path of parse_string: decodes from c (past the opening quote) into d, which
+ * holds the decoded form (never longer than the source). @return 0, or -1. */
+static int decode_string(struct cursor *c, unsigned char *d, const char **out, uint32_t *out_len,
+                         uint8_t *flags)
+{
+    unsigned char *o = d;
+    uint8_t fl = 0;
+    while (c->s < c->end) {
+        unsigned char ch = *c->s;
+        if (ch == '"') {
+            c->s++;
+            *o = '\0';
+            *out = (const char *)d;
+            *out_len = (uint32_t)(o - d);
+            *flags = fl;
+            return 0;
+        }
+        if (ch < 0x20)
+            return fail(c, "control character in string");
+        if (ch >= 0x80) {
+            size_t k = utf8_len(c->s, c->end);
+            if (!k)
+                return fail(c, "invalid UTF-8 in string");
+            memcpy(o, c->s, k);
+            o += k;
+            c->s += k;
+        } else if (ch != '\\') {
+            *o++ = ch;
+            c->s++;
+        } else {
+            c->s++;
+            if (read_escape(c, &o, &fl) < 0)
+                return -1;
+        }
+    }
+    return fail(c, "unterminated string");
+}
+
 static int parse_string(struct cursor *c, const char **out, uint32_t *out_len, uint8_t *flags)
 {
     c->s++; /* opening quote */
@@ -217,73 +298,7 @@ static int parse_string(struct cursor *c, const char **out, uint32_t *out_len, u
     size_t cap = (size_t)(e - c->s);
     if (cap > UINT32_MAX)
         return fail(c, "string too long");
-    unsigned char *d = arena_alloc(c->p, cap + 1), *o = d;
-    uint8_t fl = 0;
-    while (c->s < c->end) {
-        unsigned char ch = *c->s;
-        if (ch == '"') {
-            c->s++;
-            *o = '\0';
-            *out = (const char *)d;
-            *out_len = (uint32_t)(o - d);
-            *flags = fl;
-            return 0;
-        }
-        if (ch < 0x20)
-            return fail(c, "control character in string");
-        if (ch >= 0x80) {
-            size_t k = utf8_len(c->s, c->end);
-            if (!k)
-                return fail(c, "invalid UTF-8 in string");
-            memcpy(o, c->s, k);
-            o += k;
-            c->s += k;
-            continue;
-        }
-        if (ch != '\\') {
-            *o++ = ch;
-            c->s++;
-            continue;
-        }
-        c->s++;
-        if (c->s >= c->end)
-            return fail(c, "bad escape");
-        ch = *c->s++;
-        switch (ch) {
-        case '"': *o++ = '"'; break;
-        case '\\': *o++ = '\\'; break;
-        case '/': *o++ = '/'; break;
-        case 'b': *o++ = '\b'; break;
-        case 'f': *o++ = '\f'; break;
-        case 'n': *o++ = '\n'; break;
-        case 'r': *o++ = '\r'; break;
-        case 't': *o++ = '\t'; break;
-        case 'u': {
-            unsigned cp;
-            if (read_u4(c, &cp) < 0)
-                return -1;
-            if (cp >= 0xD800 && cp <= 0xDBFF) {
-                unsigned lo;
-                if (c->end - c->s < 2 || c->s[0] != '\\' || c->s[1] != 'u')
-                    return fail(c, "unpaired surrogate in string");
-                c->s += 2;
-                if (read_u4(c, &lo) < 0)
-                    return -1;
-                if (lo < 0xDC00 || lo > 0xDFFF)
-                    return fail(c, "unpaired surrogate in string");
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-                return fail(c, "unpaired surrogate in string");
-            }
-            if (cp == 0)
-                fl |= JSON_F_HAS_NUL;
-            o += put_utf8(o, cp);
-            break;
-        }
-        default: c->s--; return fail(c, "bad escape");
-        }
-    }
-    return fail(c, "unterminated string");
+    return decode_string(c, arena_alloc(c->p, cap + 1), out, out_len, flags);
 }
 
 static int is_digit(unsigned char ch)

@@ -177,6 +177,9 @@ void lua_api_http_inject(struct lua_State *L);
 void lua_api_timer_inject(struct lua_State *L);
 void lua_api_metrics_inject(struct lua_State *L);
 void lua_api_trace_inject(struct lua_State *L);
+/* counterd.query (api_url.c); lua_api_http_inject calls it, as the query decoder belongs
+ * with HTTP. */
+void lua_api_url_inject(struct lua_State *L);
 /* These two replace functions of the global string and table tables instead:
  * string.find, match, gmatch and gsub with a matcher the budget can stop (api_pattern.c),
  * string.rep and table.sort bounded in policy calls (api_limits.c). */

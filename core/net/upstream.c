@@ -13,6 +13,7 @@
 #define _GNU_SOURCE /* getaddrinfo_a */
 #include "upstream.h"
 
+#include <curl/curl.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
@@ -74,6 +75,7 @@ struct upstream {
     struct event *kick; /* runs callbacks from the loop */
     struct upstream_req *done_head, *done_tail;
     char url[256];
+    struct upstream_target target;
     /* Lookups of a target named by host name (numeric == 0). */
     char host[200], port[16];
     int numeric;
@@ -457,21 +459,97 @@ static void resolve_soon(struct upstream *u)
     evtimer_add(u->resolve_timer, &poll);
 }
 
+/* ---------------------------------------------------------------- target URL */
+
+/* Copies part of h into out (cap bytes); @return 0, or -1 when absent or too long. */
+static int url_part(CURLU *h, CURLUPart part, unsigned flags, char *out, size_t cap)
+{
+    char *v = NULL;
+    if (curl_url_get(h, part, &v, flags) != CURLUE_OK)
+        return -1;
+    int fits = strlen(v) < cap;
+    if (fits)
+        memcpy(out, v, strlen(v) + 1);
+    curl_free(v);
+    return fits ? 0 : -1;
+}
+
+/* Whether h has part (a query, a fragment, user info): what a target must not have. */
+static int has_part(CURLU *h, CURLUPart part)
+{
+    char *v = NULL;
+    int has = curl_url_get(h, part, &v, 0) == CURLUE_OK;
+    curl_free(v);
+    return has;
+}
+
+/* Fills t from a parsed URL; @return NULL, or why not. */
+static const char *target_from(CURLU *h, struct upstream_target *t)
+{
+    char scheme[16], host[sizeof t->host + 2], port[sizeof t->port];
+    if (url_part(h, CURLUPART_SCHEME, 0, scheme, sizeof scheme) < 0 || strcmp(scheme, "http"))
+        return "only http:// is supported (this client speaks plain TCP)";
+    if (has_part(h, CURLUPART_QUERY) || has_part(h, CURLUPART_FRAGMENT) ||
+        has_part(h, CURLUPART_USER))
+        return "a target URL takes no query, fragment or user info";
+    if (url_part(h, CURLUPART_HOST, 0, host, sizeof host) < 0 || !host[0])
+        return "no host, or a host name over 199 bytes";
+    if (url_part(h, CURLUPART_PORT, CURLU_DEFAULT_PORT, t->port, sizeof t->port) < 0 ||
+        url_part(h, CURLUPART_PATH, 0, t->path, sizeof t->path) < 0)
+        return "a bad port, or a path over 255 bytes";
+    size_t hl = strlen(host);
+    int v6 = host[0] == '[';
+    snprintf(t->host, sizeof t->host, "%.*s", (int)(v6 ? hl - 2 : hl), host + v6);
+    int explicit_port = url_part(h, CURLUPART_PORT, 0, port, sizeof port) == 0;
+    snprintf(t->host_header, sizeof t->host_header, "%s%s%s", host, explicit_port ? ":" : "",
+             explicit_port ? port : "");
+    size_t pl = strlen(t->path);
+    while (pl > 0 && t->path[pl - 1] == '/')
+        t->path[--pl] = '\0';
+    return NULL;
+}
+
+int upstream_parse_url(const char *url, struct upstream_target *t, char *err, size_t errlen)
+{
+    memset(t, 0, sizeof *t);
+    CURLU *h = curl_url();
+    if (!h) {
+        snprintf(err, errlen, "'%s': out of memory", url);
+        return -1;
+    }
+    CURLUcode rc = curl_url_set(h, CURLUPART_URL, url, 0);
+    const char *why = rc == CURLUE_OK ? target_from(h, t) : curl_url_strerror(rc);
+    curl_url_cleanup(h);
+    if (why) {
+        snprintf(err, errlen, "'%s' is not an http://host[:port][/path] URL: %s", url, why);
+        return -1;
+    }
+    return 0;
+}
+
+const char *upstream_host_header(const struct upstream *u)
+{
+    return u->target.host_header;
+}
+
+const char *upstream_path(const struct upstream *u)
+{
+    return u->target.path;
+}
+
 /* ---------------------------------------------------------------- pool */
 
 struct upstream *upstream_new(struct event_base *base, const char *url, int max_conns, char *err,
                               size_t errlen)
 {
-    char host[200];
-    int port = 80;
-    if (sscanf(url, "http://%199[^:/]:%d", host, &port) < 1) {
-        snprintf(err, errlen, "'%s' is not an http://host:port URL", url);
+    struct upstream_target t;
+    if (upstream_parse_url(url, &t, err, errlen) < 0)
         return NULL;
-    }
     struct upstream *u = xcalloc(1, sizeof *u);
     u->base = base;
-    snprintf(u->host, sizeof u->host, "%s", host);
-    snprintf(u->port, sizeof u->port, "%d", port);
+    u->target = t;
+    snprintf(u->host, sizeof u->host, "%s", t.host);
+    snprintf(u->port, sizeof u->port, "%s", t.port);
     u->hints.ai_socktype = SOCK_STREAM;
     /* A numeric address needs no lookup, now or later. */
     struct addrinfo numeric = u->hints, *res = NULL;

@@ -27,12 +27,33 @@ struct upstream_req;
 typedef void (*upstream_cb)(int status, const char *body, size_t len, const char *err, int sent,
                             void *arg);
 
+/* A target URL in the parts the pool needs (see upstream_parse_url). */
+struct upstream_target {
+    char host[200];        /* for the lookup: a name, an IPv4 address, or IPv6 without [] */
+    char port[8];          /* "80" when the URL names none */
+    char host_header[216]; /* the Host header: the URL's host (IPv6 in []) and its port */
+    char path[256];        /* the path prefix, without a trailing '/': "" for none */
+};
+
 /*
- * A pool for http://host:port (resolved now; numeric addresses need no lookup).
+ * Reads an http:// URL with libcurl's URL parser: http://host[:port][/path], the host a
+ * name, an IPv4 address or [IPv6]. https (this client speaks plain TCP), other schemes, a
+ * query, a fragment or user info are refused.
+ * @return 0, or -1 with a sentence naming the URL and why in err.
+ */
+int upstream_parse_url(const char *url, struct upstream_target *t, char *err, size_t errlen);
+
+/*
+ * A pool for an http:// URL (upstream_parse_url; resolved now, and again while the pool
+ * lives when the host is a name; numeric addresses need no lookup).
  * @return the pool, or NULL with a sentence in err.
  */
 struct upstream *upstream_new(struct event_base *base, const char *url, int max_conns, char *err,
                               size_t errlen);
+/* The target's Host header value and path prefix ("" or "/prefix"), for the requests the
+ * owner writes: both live as long as the pool. */
+const char *upstream_host_header(const struct upstream *u);
+const char *upstream_path(const struct upstream *u);
 /* Closes every connection; pending requests are dropped without their callbacks. */
 void upstream_free(struct upstream *u);
 

@@ -17,6 +17,7 @@
 
 #include "../base/buf.h"
 #include "../base/hash.h"
+#include "../base/hex.h"
 #include "../base/mem.h"
 #include "metrics.h"
 
@@ -57,22 +58,14 @@ int trace__on;
 
 /* ---------------------------------------------------------------- traceparent */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1; /* upper case is not valid in a traceparent */
-}
-
 /* Reads n bytes of hex from s into out[n/2]; @return 1 when some byte is not zero, 0 when
  * all are, -1 on a bad digit. */
 static int read_hex(const char *s, size_t n, uint8_t *out)
 {
     int nonzero = 0;
     for (size_t i = 0; i < n; i += 2) {
-        int hi = hexval(s[i]), lo = hexval(s[i + 1]);
+        /* upper case is not valid in a traceparent */
+        int hi = hex_val_lower((unsigned char)s[i]), lo = hex_val_lower((unsigned char)s[i + 1]);
         if (hi < 0 || lo < 0)
             return -1;
         out[i / 2] = (uint8_t)(hi << 4 | lo);

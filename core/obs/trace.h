@@ -2,8 +2,24 @@
  * trace.h - distributed tracing: W3C traceparent in and out, spans, and their batching
  * as OTLP/HTTP JSON bodies.
  *
- * One tracer per process (a process plays one role), so any layer above can start a
- * span without a handle being threaded through it. With tracing off (trace_init never
+ * One tracer per process: the one module of the core that is not a handle. Why, precisely:
+ *  - A span is the handle. Every call on a span (attributes, children, end, traceparent)
+ *    takes the span, and a child could find its tracer through its parent; what needs
+ *    the tracer itself is the start of a root or of a span continuing a remote parent
+ *    (trace_span_start: 4 call sites, in net/server.c, repl/replication.c and
+ *    repl/strong.c) and trace_enabled (11 sites, in those and lua/api_http.c,
+ *    lua/api_trace.c). Threading a struct tracer * to them would add a field and a
+ *    constructor argument to the HTTP server, replication, the strong leader and the Lua
+ *    host, and a parameter through every role that builds them, in modules that otherwise
+ *    know nothing of tracing, to remove one global.
+ *  - There is never a second tracer to choose: a process plays one role, exports to one
+ *    collector, under one service.name, from one thread (the event loop's; the log's
+ *    fsync thread never traces).
+ *  - Off must cost one load and a branch on the request path (trace__on below); a handle
+ *    would cost the same NULL test at the same sites.
+ * What it costs: a test that turns tracing on turns it off again (trace_shutdown) before
+ * the next case, and spans may not be started from another thread.
+ * With tracing off (trace_init never
  * called) every call below is a check of one flag: trace_span_start returns NULL, and
  * every function taking a span accepts NULL and does nothing, so call sites need no
  * conditions of their own.

@@ -639,21 +639,17 @@ static void add_repair(void *arg, const char *name, size_t len, const struct str
     strongrep_accept(rb->proposed, name, len, 0, 0, c ? c->value : 0);
 }
 
-static void start_round(struct strong *s)
+/*
+ * Moves the queue, in arrival order, into the round's proposal (at most MAX_OPS_PER_ROUND
+ * increments); an increment that would overflow fails alone.
+ * @return how many increments the round carries.
+ */
+static int take_queue(struct exchange *ex, double now)
 {
-    struct exchange *ex = ex_new(s, EX_ACCEPT);
-    ex->epoch = s->epoch;
-    ex->round = ++s->round;
-    ex->proposed = strongrep_new();
-    double now = clock_mono_ms();
-    /* A round that repairs carries no increment: were it to fail too, the increments
-     * waiting were never sent, so their no_quorum is certain. */
-    ex->repair_only = strongrep_count(s->repair) > 0;
-    ex->settles = s->unsettled != NULL;
-    /* Take the queue, in arrival order; an increment that would overflow fails alone. */
+    struct strong *s = ex->s;
     struct op **tail = &ex->ops;
     int taken = 0;
-    while (s->queue && taken < MAX_OPS_PER_ROUND && !ex->repair_only) {
+    while (s->queue && taken < MAX_OPS_PER_ROUND) {
         struct op *o = s->queue;
         s->queue = o->next;
         o->next = NULL;
@@ -674,6 +670,35 @@ static void start_round(struct strong *s)
     }
     if (!s->queue)
         s->queue_tail = NULL;
+    return taken;
+}
+
+/* The round's accept message: {"epoch","round","leader","entries":[...]}, into ex->msg. */
+static void round_message(struct exchange *ex)
+{
+    struct buf b = {0};
+    buf_printf(&b, "{\"epoch\":%" PRIu64 ",\"round\":%" PRIu64 ",\"leader\":", ex->epoch,
+               ex->round);
+    buf_json_str(&b, ex->s->node_id, strlen(ex->s->node_id));
+    buf_puts(&b, ",\"entries\":[");
+    strongrep_each(ex->proposed, put_proposal, &b);
+    buf_puts(&b, "]}");
+    ex->msg = b.data;
+    ex->msg_len = b.len;
+}
+
+static void start_round(struct strong *s)
+{
+    struct exchange *ex = ex_new(s, EX_ACCEPT);
+    ex->epoch = s->epoch;
+    ex->round = ++s->round;
+    ex->proposed = strongrep_new();
+    double now = clock_mono_ms();
+    /* A round that repairs carries no increment: were it to fail too, the increments
+     * waiting were never sent, so their no_quorum is certain. */
+    ex->repair_only = strongrep_count(s->repair) > 0;
+    ex->settles = s->unsettled != NULL;
+    int taken = ex->repair_only ? 0 : take_queue(ex, now);
     struct round_build rb = {NULL, s, ex->proposed};
     strongrep_each(s->repair, add_repair, &rb);
     strongrep_free(s->repair);
@@ -697,15 +722,7 @@ static void start_round(struct strong *s)
         trace_span_attr_int(ex->span, "strong.counters", (int64_t)strongrep_count(ex->proposed));
         trace_span_attr_int(ex->span, "strong.replicas", s->cfg.nreplicas);
     }
-    struct buf b = {0};
-    buf_printf(&b, "{\"epoch\":%" PRIu64 ",\"round\":%" PRIu64 ",\"leader\":", ex->epoch,
-               ex->round);
-    buf_json_str(&b, s->node_id, strlen(s->node_id));
-    buf_puts(&b, ",\"entries\":[");
-    strongrep_each(ex->proposed, put_proposal, &b);
-    buf_puts(&b, "]}");
-    ex->msg = b.data;
-    ex->msg_len = b.len;
+    round_message(ex);
     ex_start(ex);
 }
 
@@ -772,6 +789,75 @@ static void settle(struct exchange *ex, int success, double ms)
     buf_free(&detail);
 }
 
+/* A round a majority accepted: commit it and answer its increments. */
+static void round_succeeded(struct exchange *ex, struct op *ops, double ms)
+{
+    struct strong *s = ex->s;
+    s->rounds_ok++;
+    s->last_error[0] = '\0';
+    int durable = ex->ok_durable >= s->majority;
+    if (!durable)
+        s->rested_on_volatile = 1;
+    strongrep_each(ex->proposed, commit_one, ex);
+    while (ops) {
+        struct op *next = ops->next;
+        ops->durable = durable;
+        finish_op(ops, STRONG_OK, ms, NULL);
+        ops = next;
+    }
+    if (ex->repair_only)
+        settle(ex, 1, ms);
+}
+
+/* A failed repair round: what waits behind it was never sent, so it fails for certain. */
+static void repair_failed(struct exchange *ex, const char *base, double ms)
+{
+    struct strong *s = ex->s;
+    settle(ex, 0, ms);
+    struct op *q = s->queue;
+    s->queue = s->queue_tail = NULL;
+    struct buf detail = {0};
+    buf_printf(&detail,
+               "no quorum: %s; increments wait until it succeeds, so this one was not "
+               "sent: nothing was applied",
+               base);
+    fail_ops(q, STRONG_NO_QUORUM, ms, buf_cstr(&detail));
+    buf_free(&detail);
+}
+
+/* A failed round of increments: certain failure when no replica took it, an unknown
+ * outcome while the leader must recover, else left to the repair round to settle. */
+static void increments_failed(struct exchange *ex, struct op *ops, const char *base, double ms)
+{
+    struct strong *s = ex->s;
+    cancel_unsent(ex);
+    int held[STRONG_MAX_REPLICAS] = {0}, nheld = 0;
+    for (int i = 0; i < s->cfg.nreplicas; i++)
+        nheld += held[i] = ex->legs[i].held;
+    struct buf detail = {0};
+    if (nheld == 0) {
+        buf_printf(&detail, "no quorum: %s; no replica took it: nothing was applied", base);
+        fail_ops(ops, STRONG_NO_QUORUM, ms, buf_cstr(&detail));
+    } else if (!s->ready) {
+        struct buf names = {0};
+        held_names(s, held, &names);
+        buf_printf(&detail,
+                   "outcome unknown: %s; %s may hold its proposal and the leader must "
+                   "recover before a round can replace it, so it may or may not have been "
+                   "applied. Strong increments take no idempotency token: a retry may count "
+                   "it twice",
+                   base, buf_cstr(&names));
+        buf_free(&names);
+        fail_ops(ops, STRONG_AMBIGUOUS, ms, buf_cstr(&detail));
+    } else if (ops) {
+        /* The repair round, which starts next, settles them. */
+        s->unsettled = ops;
+        memcpy(s->unsettled_held, held, sizeof held);
+        s->unsettled_why = xstrdup(base);
+    }
+    buf_free(&detail);
+}
+
 static void round_decided(struct exchange *ex, int success)
 {
     struct strong *s = ex->s;
@@ -780,20 +866,7 @@ static void round_decided(struct exchange *ex, int success)
     struct op *ops = ex->ops;
     ex->ops = NULL;
     if (success) {
-        s->rounds_ok++;
-        s->last_error[0] = '\0';
-        int durable = ex->ok_durable >= s->majority;
-        if (!durable)
-            s->rested_on_volatile = 1;
-        strongrep_each(ex->proposed, commit_one, ex);
-        while (ops) {
-            struct op *next = ops->next;
-            ops->durable = durable;
-            finish_op(ops, STRONG_OK, ms, NULL);
-            ops = next;
-        }
-        if (ex->repair_only)
-            settle(ex, 1, ms);
+        round_succeeded(ex, ops, ms);
         return;
     }
     s->rounds_failed++;
@@ -807,50 +880,16 @@ static void round_decided(struct exchange *ex, int success)
                  ex->stale_promised);
     }
     /* What the round met, then what that means for its increments. */
-    struct buf base = {0}, detail = {0};
+    struct buf base = {0};
     buf_printf(&base, "%s needs %d of %d replicas to accept it and %d did (%s)",
                ex->repair_only ? "the leader's repair round" : "an increment", s->majority,
                s->cfg.nreplicas, ex->ok, ex->why.len ? buf_cstr(&ex->why) : "-");
     snprintf(s->last_error, sizeof s->last_error, "no quorum: %s", buf_cstr(&base));
-    if (ex->repair_only) {
-        settle(ex, 0, ms);
-        /* What waits behind a failed repair was never sent. */
-        struct op *q = s->queue;
-        s->queue = s->queue_tail = NULL;
-        buf_printf(&detail,
-                   "no quorum: %s; increments wait until it succeeds, so this one was not "
-                   "sent: nothing was applied",
-                   buf_cstr(&base));
-        fail_ops(q, STRONG_NO_QUORUM, ms, buf_cstr(&detail));
-    } else {
-        cancel_unsent(ex);
-        int held[STRONG_MAX_REPLICAS] = {0}, nheld = 0;
-        for (int i = 0; i < s->cfg.nreplicas; i++)
-            nheld += held[i] = ex->legs[i].held;
-        if (nheld == 0) {
-            buf_printf(&detail, "no quorum: %s; no replica took it: nothing was applied",
-                       buf_cstr(&base));
-            fail_ops(ops, STRONG_NO_QUORUM, ms, buf_cstr(&detail));
-        } else if (!s->ready) {
-            struct buf names = {0};
-            held_names(s, held, &names);
-            buf_printf(&detail,
-                       "outcome unknown: %s; %s may hold its proposal and the leader must "
-                       "recover before a round can replace it, so it may or may not have been "
-                       "applied. Strong increments take no idempotency token: a retry may count "
-                       "it twice",
-                       buf_cstr(&base), buf_cstr(&names));
-            buf_free(&names);
-            fail_ops(ops, STRONG_AMBIGUOUS, ms, buf_cstr(&detail));
-        } else if (ops) {
-            /* The repair round, which starts next, settles them. */
-            s->unsettled = ops;
-            memcpy(s->unsettled_held, held, sizeof held);
-            s->unsettled_why = xstrdup(buf_cstr(&base));
-        }
-    }
+    if (ex->repair_only)
+        repair_failed(ex, buf_cstr(&base), ms);
+    else
+        increments_failed(ex, ops, buf_cstr(&base), ms);
     buf_free(&base);
-    buf_free(&detail);
     schedule_retry(s); /* the repair round, if nothing else comes first */
 }
 

@@ -94,8 +94,10 @@ struct strong *strong_new(struct event_base *base, struct http_client *client,
 void strong_free(struct strong *s);
 
 /*
- * Queues an increment (name must be valid); done is called exactly once, later (never
- * from inside this call).
+ * Queues an increment (name must be valid); done is called exactly once: later, from the
+ * loop, or from inside this call when no round is in flight and the increment fails alone
+ * (STRONG_OVERFLOW: the counter would leave int64). The caller must not touch arg after
+ * this call (unit.strong's test_overflow_fails_alone shows the synchronous case).
  */
 void strong_increment(struct strong *s, const char *name, size_t len, int64_t amount,
                       strong_done_fn done, void *arg);

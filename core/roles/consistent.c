@@ -240,7 +240,14 @@ static void h_coordination_delay(struct consistent *c, struct http_request *req,
 {
     if (set) {
         char q[32];
-        if (url_query_get(req->query, "delay_ms", q, sizeof q) < 0) {
+        long qn = url_query_get(req->query, "delay_ms", q, sizeof q);
+        if (qn == URL_QUERY_BAD) {
+            char detail[200];
+            url_query_bad_detail("delay_ms", 8, detail, sizeof detail);
+            http_respond_error(req, 400, "bad_field", "%s", detail);
+            return;
+        }
+        if (qn < 0) {
             http_respond_error(req, 400, "bad_field",
                                "delay_ms is required (query parameter): 0-60000, or default");
             return;

@@ -179,7 +179,9 @@ static void probe_regions(struct gateway *g)
         r->probe_after = now + 1000;
         struct buf *b = &g->tmp;
         buf_reset(b);
-        buf_puts(b, "GET /health HTTP/1.1\r\nHost: ");
+        buf_puts(b, "GET ");
+        buf_puts(b, upstream_path(r->pool)); /* the URL's path prefix, "" for none */
+        buf_puts(b, "/health HTTP/1.1\r\nHost: ");
         buf_puts(b, r->host);
         buf_puts(b, "\r\n\r\n");
         r->probe = upstream_send(r->pool, b->data, b->len, g->timeout_ms, on_probe, r);
@@ -299,7 +301,9 @@ static void send_to(struct forward *f, int i)
     f->tried |= 1u << i;
     struct buf *b = &g->tmp;
     buf_reset(b);
-    buf_puts(b, "POST /increment HTTP/1.1\r\nHost: ");
+    buf_puts(b, "POST ");
+    buf_puts(b, upstream_path(r->pool)); /* the URL's path prefix, "" for none */
+    buf_puts(b, "/increment HTTP/1.1\r\nHost: ");
     buf_puts(b, r->host);
     if (f->req->span) {
         /* One client span per attempt: a failover shows as a second one. */
@@ -509,8 +513,6 @@ struct gateway *gateway_new(struct event_base *base, struct lua_host *lua, struc
         r->g = g;
         r->name = xstrdup(regions[i].name);
         r->url = xstrdup(regions[i].url);
-        const char *h = strstr(r->url, "://");
-        r->host = xstrdup(h ? h + 3 : r->url);
         g->names[i] = r->name;
         const char *lv[1] = {r->name};
         /* A region known only by its address is not routed to until its name is known:
@@ -526,6 +528,7 @@ struct gateway *gateway_new(struct event_base *base, struct lua_host *lua, struc
             gateway_free(g);
             return NULL;
         }
+        r->host = xstrdup(upstream_host_header(r->pool)); /* libcurl's reading of r->url */
     }
     probe_regions(g);
     return g;

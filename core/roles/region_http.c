@@ -124,10 +124,16 @@ static void h_partition_set(void *role, struct http_request *req)
         return;
     const struct json *v = json_get(root, "enabled");
     char q[16];
+    long qn = v ? URL_QUERY_ABSENT : url_query_get(req->query, "enabled", q, sizeof q);
+    if (qn == URL_QUERY_BAD) {
+        char detail[200];
+        url_query_bad_detail("enabled", 7, detail, sizeof detail);
+        http_respond_error(req, 400, "bad_field", "%s", detail);
+        return;
+    }
     if (v && (v->type == JSON_TRUE || v->type == JSON_FALSE)) {
         enabled = v->type == JSON_TRUE;
-    } else if (!v && url_query_get(req->query, "enabled", q, sizeof q) >= 0 &&
-               (!strcmp(q, "true") || !strcmp(q, "false"))) {
+    } else if (qn >= 0 && (!strcmp(q, "true") || !strcmp(q, "false"))) {
         enabled = !strcmp(q, "true"); /* the coordinator's query form */
     } else {
         http_respond_error(req, 400, "bad_field", "enabled must be true or false");

@@ -8,7 +8,7 @@
 #include "../base/mem.h"
 #include "../net/client.h"
 #include "../net/otlp.h"
-#include "../obs/httpmetrics.h"
+#include "../net/httpmetrics.h"
 #include "../obs/metrics.h"
 #include "config.h"
 #include "policy.h"

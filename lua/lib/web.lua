@@ -20,17 +20,11 @@ function M.method_not_allowed(req, allowed)
                 error = "method_not_allowed" }, "application/json", "Allow: " .. allowed .. "\r\n"
 end
 
-local function unescape(s)
-  return (s:gsub("+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
-
--- "a=1&b=x" -> { a = "1", b = "x" }
+-- "a=1&b=x+y" -> { a = "1", b = "x y" }, decoded by the C routes' own decoder
+-- (counterd.query). A bad percent-escape: nil and a 400 answer naming the parameter.
 function M.query(q)
-  local t = {}
-  for pair in (q or ""):gmatch("[^&]+") do
-    local k, v = pair:match("^([^=]*)=?(.*)$")
-    if k and k ~= "" then t[unescape(k)] = unescape(v) end
-  end
+  local t, detail = counterd.query(q)
+  if not t then return nil, { M.err(400, "bad_field", detail) } end
   return t
 end
 

@@ -235,7 +235,8 @@ local function set_partition(req)
 end
 
 local function set_partition_all(req)
-  local q = web.query(req.query)
+  local q, e = web.query(req.query)
+  if not q then return unpack(e) end
   if q.enabled ~= "true" and q.enabled ~= "false" then
     return web.err(400, "bad_field", "enabled must be true or false (query parameter)")
   end

@@ -303,7 +303,12 @@ class Tracing(harness.ServerTestCase):
         self.assertEqual(r.json()["regions_synced"], 3)
 
         def complete(spans):
-            return (sum(1 for _, sp in spans if sp["name"] == "POST /sync") >= 12 and
+            # Both ends of each exchange: the client spans (kind 3) and the served ones (2)
+            # are exported by different processes, at different moments.
+            def n(kind):
+                return sum(1 for _, sp in spans if sp["name"] == "POST /sync" and
+                           sp["kind"] == kind)
+            return (n(3) >= 12 and n(2) >= 12 and
                     sum(1 for _, sp in spans if sp["name"] == "sync round") >= 3)
         spans = self.wait_trace(trace_id, complete)
         by_id = {sp["spanId"]: (svc, sp) for (svc, sp) in spans}

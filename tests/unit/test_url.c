@@ -157,13 +157,62 @@ static void test_query_get(void)
     CHECK_STR_EQ(out, "a=b&c");
     CHECK_EQ_I64(qget("k=a=b", "k", out, 32), 3);
     CHECK_STR_EQ(out, "a=b");
-    CHECK_EQ_I64(qget("k=%zz", "k", out, 32), -1); /* undecodable */
-    CHECK_EQ_I64(qget("k=%2", "k", out, 32), -1);
+    CHECK_EQ_I64(qget("k=%zz", "k", out, 32), URL_QUERY_BAD); /* undecodable */
+    CHECK_EQ_I64(qget("k=%2", "k", out, 32), URL_QUERY_BAD);
+    CHECK_EQ_I64(qget("k=%", "k", out, 32), URL_QUERY_BAD);
+    CHECK_EQ_I64(qget("j=%zz&k=1", "k", out, 32), 1); /* another parameter's escape */
+    /* '+' is a space in a query string; an encoded '+' is a plus. */
+    CHECK_EQ_I64(qget("k=a+b", "k", out, 32), 3);
+    CHECK_STR_EQ(out, "a b");
+    CHECK_EQ_I64(qget("k=a%2Bb+", "k", out, 32), 4);
+    CHECK_STR_EQ(out, "a+b ");
     /* Too small an out buffer. */
-    CHECK_EQ_I64(qget("k=abcdef", "k", out, 6), -1);
+    CHECK_EQ_I64(qget("k=abcdef", "k", out, 6), URL_QUERY_LONG);
     CHECK_EQ_I64(qget("k=abcdef", "k", out, 7), 6);
     CHECK_STR_EQ(out, "abcdef");
 }
 
+static void test_form_decode(void)
+{
+    char out[32];
+    CHECK_EQ_I64(url_form_decode("a+b%20c", 7, out, sizeof out), 5);
+    CHECK_STR_EQ(out, "a b c");
+    CHECK_EQ_I64(url_form_decode("+%2B+", 5, out, sizeof out), 3);
+    CHECK_STR_EQ(out, " + ");
+    CHECK_EQ_I64(url_form_decode("%g0", 3, out, sizeof out), URL_QUERY_BAD);
+    CHECK_EQ_I64(url_form_decode("abc", 3, out, 3), URL_QUERY_LONG);
+    /* Paths keep '+'. */
+    CHECK_EQ_I64(url_decode("a+b", 3, out, sizeof out), 3);
+    CHECK_STR_EQ(out, "a+b");
+}
+
+static void test_query_next(void)
+{
+    const char *cur = "&a=1&&b&c=x=y&";
+    struct url_param p;
+    CHECK_EQ_I64(url_query_next(&cur, &p), 1);
+    CHECK_EQ_I64((long)p.name_len, 1);
+    CHECK(p.name[0] == 'a' && p.has_value && p.value_len == 1 && p.value[0] == '1');
+    CHECK_EQ_I64(url_query_next(&cur, &p), 1);
+    CHECK(p.name[0] == 'b' && p.name_len == 1 && !p.has_value && p.value_len == 0);
+    CHECK_EQ_I64(url_query_next(&cur, &p), 1);
+    CHECK(p.name[0] == 'c' && p.value_len == 3 && !memcmp(p.value, "x=y", 3));
+    CHECK_EQ_I64(url_query_next(&cur, &p), 0);
+    CHECK_EQ_I64(url_query_next(&cur, &p), 0);
+    const char *none = NULL;
+    CHECK_EQ_I64(url_query_next(&none, &p), 0);
+}
+
+static void test_bad_detail(void)
+{
+    char d[200];
+    url_query_bad_detail("enabled", 7, d, sizeof d);
+    CHECK_STR_EQ(d, "query parameter enabled has a bad percent-escape: '%' must be followed by "
+                    "two hex digits");
+    url_query_bad_detail("x", 1, d, 10); /* truncated, still terminated */
+    CHECK_EQ_I64((long)strlen(d), 9);
+}
+
 UNIT_MAIN("test_url", UNIT_CASE(test_decode), UNIT_CASE(test_decode_all_bytes),
-          UNIT_CASE(test_query_get))
+          UNIT_CASE(test_query_get), UNIT_CASE(test_form_decode), UNIT_CASE(test_query_next),
+          UNIT_CASE(test_bad_detail))

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 
 #include "../base/mem.h"
-#include "../net/server.h"
-#include "metrics.h"
+#include "../obs/metrics.h"
+#include "server.h"
 
 struct http_metrics {
     const struct http_server *srv;

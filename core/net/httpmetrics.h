@@ -10,8 +10,8 @@
  * The server tallies in its own fields (core/net/server.c); they are copied into the
  * registry only when /metrics is rendered, so the request path pays a few additions.
  */
-#ifndef COUNTERD_OBS_HTTPMETRICS_H
-#define COUNTERD_OBS_HTTPMETRICS_H
+#ifndef COUNTERD_NET_HTTPMETRICS_H
+#define COUNTERD_NET_HTTPMETRICS_H
 
 struct metrics;
 struct http_server;

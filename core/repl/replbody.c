@@ -1,0 +1,252 @@
+/*
+ * replbody.c - this node's state written as /sync pages (see replication_internal.h and
+ * the wire format at the top of replication.c): full walks by id, deltas after a seq, the
+ * original lab's format for an original-format peer, and the envelope around a page.
+ *
+ * It reads the store and the token sets and never changes them.
+ */
+#include <string.h>
+
+#include "../base/clock.h"
+#include "../store/tokset.h"
+#include "replication_internal.h"
+
+/* ---------------------------------------------------------------- encoding */
+
+/*
+ * A counter for an original-format peer: per node, its incarnations summed (the bare
+ * entry where that is higher, see gcounter_nodes), increments only.
+ */
+static void append_counter_original(struct repl *r, const struct gcounter *c, struct buf *counts)
+{
+    struct gnode nodes[GCOUNTER_MAX_ENTRIES];
+    size_t nlen;
+    const char *name = gcounter_name(c, &nlen);
+    unsigned k = gcounter_nodes(r->store, c, nodes);
+    r->page_counters++;
+    if (counts->len > 1)
+        buf_putc(counts, ',');
+    buf_json_str(counts, name, nlen);
+    buf_puts(counts, ":{");
+    for (unsigned j = 0; j < k; j++) {
+        const char *node = gstore_node_name(r->store, nodes[j].node);
+        if (j)
+            buf_putc(counts, ',');
+        buf_json_str(counts, node, strlen(node));
+        buf_putc(counts, ':');
+        buf_i64(counts, gcount_clamp(nodes[j].pos, NULL)); /* clamped: still never shrinks */
+    }
+    buf_putc(counts, '}');
+    if (gcounter_has_neg(c))
+        r->page_decs_unsent++;
+}
+
+struct tok_page {
+    struct buf *b;
+    int n;
+};
+
+static void append_token(void *arg, uint32_t id, const char *tok, size_t tlen, int64_t amount,
+                         int settled, uint64_t seq)
+{
+    (void)id;
+    (void)seq;
+    struct tok_page *tp = arg;
+    if (tp->n++)
+        buf_putc(tp->b, ',');
+    buf_json_str(tp->b, tok, tlen);
+    buf_puts(tp->b, ":{\"amount\":");
+    buf_i64(tp->b, amount);
+    buf_puts(tp->b, settled ? ",\"settled\":true}" : ",\"settled\":false}");
+}
+
+/* The counter's token-set elements changed after r->tok_after, into r->toks. */
+static void append_tokens(struct repl *r, const struct gcounter *c)
+{
+    if (!r->tokset || !tokset_count(r->tokset))
+        return;
+    size_t nlen;
+    const char *name = gcounter_name(c, &nlen);
+    uint32_t id = gstore_find(r->store, name, nlen);
+    if (id == GSTORE_NONE || !tokset_elements(r->tokset, id))
+        return;
+    size_t at = r->toks.len;
+    if (r->toks.len > 1)
+        buf_putc(&r->toks, ',');
+    buf_json_str(&r->toks, name, nlen);
+    buf_puts(&r->toks, ":{");
+    struct tok_page tp = {&r->toks, 0};
+    tokset_each(r->tokset, id, r->tok_after, append_token, &tp);
+    if (!tp.n)
+        r->toks.len = at;
+    else
+        buf_putc(&r->toks, '}');
+}
+
+/* The counter's folded replicas, into r->folds: they travel with every copy of it. */
+static void append_folded(struct repl *r, const struct gcounter *c)
+{
+    if (!gstore_folded_total(r->store))
+        return;
+    size_t nlen;
+    const char *name = gcounter_name(c, &nlen);
+    const uint16_t *reps;
+    unsigned nf = gstore_folded_list(r->store, gstore_find(r->store, name, nlen), &reps);
+    if (!nf)
+        return;
+    if (r->folds.len > 1)
+        buf_putc(&r->folds, ',');
+    buf_json_str(&r->folds, name, nlen);
+    buf_puts(&r->folds, ":[");
+    for (unsigned i = 0; i < nf; i++) {
+        const char *rn = gstore_replica_name(r->store, reps[i]);
+        if (i)
+            buf_putc(&r->folds, ',');
+        buf_json_str(&r->folds, rn, strlen(rn));
+    }
+    buf_putc(&r->folds, ']');
+}
+
+static void append_counter(struct repl *r, const struct gcounter *c, struct buf *counts,
+                           struct buf *decs)
+{
+    size_t nlen;
+    const char *name = gcounter_name(c, &nlen);
+    unsigned n = gcounter_entries(c);
+    struct gentry e;
+
+    if (r->original_out) {
+        append_counter_original(r, c, counts);
+        return;
+    }
+    append_tokens(r, c);
+    append_folded(r, c);
+    r->page_counters++;
+    if (counts->len > 1)
+        buf_putc(counts, ',');
+    buf_json_str(counts, name, nlen);
+    buf_puts(counts, ":{");
+    for (unsigned i = 0; i < n; i++) {
+        gcounter_entry(c, i, &e);
+        if (i)
+            buf_putc(counts, ',');
+        const char *rn = gstore_replica_name(r->store, e.rep);
+        buf_json_str(counts, rn, strlen(rn));
+        buf_putc(counts, ':');
+        buf_i64(counts, e.pos);
+    }
+    buf_putc(counts, '}');
+    if (!gcounter_has_neg(c))
+        return;
+    if (decs->len > 1)
+        buf_putc(decs, ',');
+    buf_json_str(decs, name, nlen);
+    buf_puts(decs, ":{");
+    int first = 1;
+    for (unsigned i = 0; i < n; i++) {
+        gcounter_entry(c, i, &e);
+        if (!e.neg)
+            continue;
+        if (!first)
+            buf_putc(decs, ',');
+        first = 0;
+        const char *rn = gstore_replica_name(r->store, e.rep);
+        buf_json_str(decs, rn, strlen(rn));
+        buf_putc(decs, ':');
+        buf_i64(decs, e.neg);
+    }
+    buf_putc(decs, '}');
+}
+
+/* A page of the full state, by id from *next; sets *next to where the next page starts. */
+void repl__page_full(struct repl *r, uint32_t *next)
+{
+    uint32_t id = *next, count = gstore_count(r->store);
+    for (; id < count; id++) {
+        if (r->counts.len + r->decs.len + r->toks.len + r->folds.len >= r->page_bytes)
+            break;
+        append_counter(r, gstore_counter(r->store, id), &r->counts, &r->decs);
+    }
+    *next = id;
+}
+
+/*
+ * A page of the counters changed after since, leaving out those whose last change came
+ * whole from the receiver (origin tag skip_origin; 0 skips nothing). Sets *upto to the seq the page
+ * covers: every change up to it is in this page or an earlier one. @return 1 when more remain.
+ */
+int repl__page_delta(struct repl *r, uint64_t since, int skip_origin, uint64_t *upto)
+{
+    uint32_t id = gstore_changed_after(r->store, since);
+    uint64_t last = since;
+    for (; id != GSTORE_NONE; id = gstore_changed_next(r->store, id)) {
+        const struct gcounter *c = gstore_counter(r->store, id);
+        if (r->counts.len + r->decs.len + r->toks.len + r->folds.len >= r->page_bytes) {
+            *upto = last;
+            return 1;
+        }
+        /* The receiver sent us exactly this state: it need not come back. */
+        if (!skip_origin || gcounter_origin(c) != skip_origin)
+            append_counter(r, c, &r->counts, &r->decs);
+        last = gcounter_mseq(c);
+    }
+    *upto = gstore_seq(r->store);
+    return 0;
+}
+
+void repl__page_begin(struct repl *r)
+{
+    r->page_counters = 0;
+    r->page_decs_unsent = 0;
+    buf_reset(&r->counts);
+    buf_reset(&r->decs);
+    buf_reset(&r->toks);
+    buf_reset(&r->folds);
+    buf_putc(&r->counts, '{');
+    buf_putc(&r->decs, '{');
+    buf_putc(&r->toks, '{');
+    buf_putc(&r->folds, '{');
+}
+
+/* Writes the envelope around the page in counts/decs into r->out. */
+void repl__body_finish(struct repl *r, const char *since, const char *cursor, int more)
+{
+    struct buf *o = &r->out;
+    buf_reset(o);
+    buf_puts(o, "{\"node_id\":");
+    buf_json_str(o, r->node_id, strlen(r->node_id));
+    buf_puts(o, ",\"incarnation\":\"");
+    buf_puts(o, r->incarnation);
+    buf_puts(o, "\",\"timestamp\":");
+    buf_printf(o, "%.3f", clock_unix_s());
+    buf_puts(o, ",\"counts\":");
+    buf_append(o, r->counts.data, r->counts.len);
+    buf_putc(o, '}');
+    if (r->decs.len > 1) {
+        buf_puts(o, ",\"decrements\":");
+        buf_append(o, r->decs.data, r->decs.len);
+        buf_putc(o, '}');
+    }
+    if (r->toks.len > 1) {
+        buf_puts(o, ",\"tokens\":");
+        buf_append(o, r->toks.data, r->toks.len);
+        buf_putc(o, '}');
+    }
+    if (r->folds.len > 1) {
+        buf_puts(o, ",\"folded\":");
+        buf_append(o, r->folds.data, r->folds.len);
+        buf_putc(o, '}');
+    }
+    if (!r->original_out)
+        buf_puts(o, ",\"features\":[\"folded\"]");
+    if (since && *since) {
+        buf_puts(o, ",\"since\":");
+        buf_json_str(o, since, strlen(since));
+    }
+    if (cursor) {
+        buf_puts(o, ",\"cursor\":");
+        buf_json_str(o, cursor, strlen(cursor));
+        buf_puts(o, more ? ",\"more\":true" : ",\"more\":false");
+    }
+    buf_putc(o, '}');
+}
