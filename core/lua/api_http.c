@@ -335,5 +335,4 @@ void lua_api_http_inject(lua_State *L)
     lua_pushcfunction(L, l_multi);
     lua_setfield(L, -2, "multi");
     lua_setfield(L, -2, "http");
-    lua_api_url_inject(L);
 }

@@ -83,6 +83,7 @@ static void build_api(struct lua_host *h, const struct lua_host_info *info)
     lua_api_shared_inject(L);
     lua_api_json_inject(L);
     lua_api_http_inject(L);
+    lua_api_url_inject(L);
     lua_api_timer_inject(L);
     lua_api_metrics_inject(L);
     lua_api_trace_inject(L);
