@@ -76,7 +76,7 @@ uint64_t siphash13(const void *data, size_t len, const uint8_t key[16])
 static uint8_t process_key[16];
 static int process_key_set;
 
-uint64_t random_u64(void)
+uint64_t hash_random_u64(void)
 {
     uint64_t v;
     if (getrandom(&v, sizeof v, 0) == (ssize_t)sizeof v)
@@ -92,7 +92,7 @@ void hash_seed_init(void)
 {
     if (process_key_set)
         return;
-    uint64_t a = random_u64(), b = random_u64();
+    uint64_t a = hash_random_u64(), b = hash_random_u64();
     memcpy(process_key, &a, 8);
     memcpy(process_key + 8, &b, 8);
     process_key_set = 1;
@@ -105,14 +105,14 @@ uint64_t hash_bytes(const void *data, size_t len)
     return siphash13(data, len, process_key);
 }
 
-uint64_t fast_random_u64(void)
+uint64_t hash_fast_random_u64(void)
 {
     static __thread uint64_t s[4];
     static __thread int seeded;
     if (!seeded) {
         do {
             for (int i = 0; i < 4; i++)
-                s[i] = random_u64();
+                s[i] = hash_random_u64();
         } while (!(s[0] | s[1] | s[2] | s[3]));
         seeded = 1;
     }

@@ -23,9 +23,9 @@ void hash_seed_init(void);
 uint64_t hash_bytes(const void *data, size_t len);
 
 /* 64 random bits from the OS (getrandom), for incarnation ids and seeds. */
-uint64_t random_u64(void);
+uint64_t hash_random_u64(void);
 /* 64 bits from a per-thread xoshiro256** seeded once from the OS: unique tokens on a hot
  * path without a system call each. Not for secrets. */
-uint64_t fast_random_u64(void);
+uint64_t hash_fast_random_u64(void);
 
 #endif

@@ -14,6 +14,7 @@
 #include "../base/hash.h"
 #include "../base/log.h"
 #include "host_internal.h"
+#include "api.h"
 
 static int api_now_ms(lua_State *L)
 {
@@ -25,7 +26,7 @@ static int api_now_ms(lua_State *L)
 static int api_token(lua_State *L)
 {
     char t[17];
-    snprintf(t, sizeof t, "%016llx", (unsigned long long)random_u64());
+    snprintf(t, sizeof t, "%016llx", (unsigned long long)hash_random_u64());
     lua_pushstring(L, t);
     return 1;
 }
@@ -42,12 +43,12 @@ static int load_file_sandboxed(lua_State *L, const char *folder, const char *nam
     for (const char *c = name; *c; c++)
         if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_'))
             return luaL_error(L, "bad module name '%s'", name);
-    struct lua_host *h = lua_host_of(L);
+    struct host *h = host_of(L);
     char path[512];
     snprintf(path, sizeof path, "%s/%s/%s.lua", h->dir, folder, name);
     if (luaL_loadfile(L, path) != 0)
         return lua_error(L);
-    lua_host__push_sandbox(h);
+    sandbox__push_sandbox(h);
     /* The sandbox is built on the main stack; a task (a coroutine) calling us needs it on
      * its own. */
     if (L != h->L)
@@ -100,34 +101,34 @@ static int api_require(lua_State *L)
  */
 static int policy_call(lua_State *L)
 {
-    struct lua_host *h = lua_host_of(L);
+    struct host *h = host_of(L);
     const char *policy = lua_tostring(L, lua_upvalueindex(1));
     const char *fn = lua_tostring(L, lua_upvalueindex(2));
-    struct policy *p = lua_host__find_policy(h, policy);
+    struct policy *p = host__find_policy(h, policy);
     int nargs = lua_gettop(L);
     if (!p) {
         lua_pushnil(L);
         lua_pushfstring(L, "policy failed: policy %s is not loaded", policy);
         return 2;
     }
-    lua_host__count_call(h, p);
+    host__count_call(h, p);
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref);
     lua_getfield(L, -1, fn);
     lua_remove(L, -2);
     lua_insert(L, 1);
-    lua_pushcfunction(L, lua_host__on_error);
+    lua_pushcfunction(L, sandbox__on_error);
     lua_insert(L, 1);
     struct watch outer;
-    lua_host__watch_begin(h, &outer, 1);
+    sandbox__watch_begin(h, &outer, 1);
     int rc = lua_pcall(L, nargs, LUA_MULTRET, 1);
-    lua_host__watch_end(h, L, &outer, rc != 0);
+    sandbox__watch_end(h, L, &outer, rc != 0);
     if (rc != 0) {
         /* Called from a policy whose own budget is spent: that call must end too. */
-        if (lua_host__past_deadline(h))
+        if (sandbox__past_deadline(h))
             return lua_error(L);
         const char *msg = lua_tostring(L, -1);
         log_error("%s.%s failed: %s", policy, fn, msg ? msg : "?");
-        lua_host_count_error(h, policy);
+        host_count_error(h, policy);
         lua_pushnil(L);
         lua_pushfstring(L, "policy failed: %s", msg ? msg : "?");
         return 2;
@@ -137,10 +138,10 @@ static int policy_call(lua_State *L)
 
 static int policy_index(lua_State *L)
 {
-    struct lua_host *h = lua_host_of(L);
+    struct host *h = host_of(L);
     lua_getfield(L, 1, "__name");
     const char *policy = lua_tostring(L, -1);
-    struct policy *p = lua_host__find_policy(h, policy);
+    struct policy *p = host__find_policy(h, policy);
     if (!p)
         return 0;
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref);
@@ -157,10 +158,10 @@ static int policy_index(lua_State *L)
 static int api_policy(lua_State *L)
 {
     const char *name = luaL_checkstring(L, 1);
-    struct lua_host *h = lua_host_of(L);
-    if (!lua_host__find_policy(h, name)) {
+    struct host *h = host_of(L);
+    if (!host__find_policy(h, name)) {
         char err[512];
-        if (lua_host_load_policy(h, name, err, sizeof err) < 0)
+        if (host_load_policy(h, name, err, sizeof err) < 0)
             return luaL_error(L, "policy %s: %s", name, err);
     }
     lua_createtable(L, 0, 1);
@@ -173,7 +174,7 @@ static int api_policy(lua_State *L)
     return 1;
 }
 
-void lua_api_core_inject(lua_State *L)
+void api_core_inject(lua_State *L)
 {
     lua_pushcfunction(L, api_now_ms);
     lua_setfield(L, -2, "now_ms");

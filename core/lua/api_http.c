@@ -28,6 +28,8 @@
 #include "../net/client.h"
 #include "../obs/trace.h"
 #include "host.h"
+#include "task.h"
+#include "api.h"
 
 #define MAX_HEADERS 16
 #define MAX_MULTI 64
@@ -36,16 +38,16 @@ struct op;
 
 struct call {
     struct op *op;
-    int index;                /* 1-based slot in the results */
-    struct http_call *handle; /* NULL once answered */
-    struct trace_span *span;  /* the call's client span, when tracing */
+    int index;                  /* 1-based slot in the results */
+    struct client_call *handle; /* NULL once answered */
+    struct trace_span *span;    /* the call's client span, when tracing */
 };
 
 /* One yield: n calls whose answers resume the task when the last arrives. */
 struct op {
-    struct lua_host *h;
-    struct lua_task *task;
-    struct lua_pending *pending;
+    struct host *h;
+    struct task *task;
+    struct task_pending *pending;
     int n, left, multi;
     int results_ref; /* table of results (multi) */
     struct call calls[];
@@ -57,7 +59,7 @@ static void op_cancel(void *arg)
     struct op *op = arg;
     for (int i = 0; i < op->n; i++)
         if (op->calls[i].handle) {
-            http_client_cancel(op->calls[i].handle);
+            client_cancel(op->calls[i].handle);
             trace_span_error(op->calls[i].span, "cancelled");
             trace_span_end(op->calls[i].span);
         }
@@ -66,11 +68,11 @@ static void op_cancel(void *arg)
 
 static void op_free(struct op *op)
 {
-    lua_host_pending_remove(op->h, op->pending);
+    task_pending_remove(op->h, op->pending);
     free(op);
 }
 
-static void push_result(lua_State *co, const struct http_result *res)
+static void push_result(lua_State *co, const struct client_result *res)
 {
     lua_createtable(co, 0, 3);
     lua_pushinteger(co, res->status);
@@ -81,11 +83,11 @@ static void push_result(lua_State *co, const struct http_result *res)
     lua_setfield(co, -2, "elapsed_ms");
 }
 
-static void on_done(const struct http_result *res, void *arg)
+static void on_done(const struct client_result *res, void *arg)
 {
     struct call *c = arg;
     struct op *op = c->op;
-    lua_State *co = lua_task_state(op->task);
+    lua_State *co = task_state(op->task);
     c->handle = NULL;
     if (c->span) {
         trace_span_http_status(c->span, res->status, res->error);
@@ -102,9 +104,9 @@ static void on_done(const struct http_result *res, void *arg)
             lua_pushstring(co, res->error ? res->error : "no answer");
             nret = 2;
         }
-        struct lua_task *t = op->task;
+        struct task *t = op->task;
         op_free(op);
-        lua_task_resume(t, nret);
+        task_resume(t, nret);
         return;
     }
     lua_rawgeti(co, LUA_REGISTRYINDEX, op->results_ref);
@@ -119,19 +121,19 @@ static void on_done(const struct http_result *res, void *arg)
     lua_pop(co, 1);
     if (--op->left > 0)
         return;
-    struct lua_task *t = op->task;
+    struct task *t = op->task;
     lua_rawgeti(co, LUA_REGISTRYINDEX, op->results_ref);
     luaL_unref(co, LUA_REGISTRYINDEX, op->results_ref);
     op_free(op);
-    lua_task_resume(t, 1);
+    task_resume(t, 1);
 }
 
 /*
  * Starts c's call: with tracing on, as a client span of the task's request whose
  * traceparent is added to headers (which has a free slot after its NULL).
  */
-static struct http_call *start_call(struct lua_host *h, struct lua_task *t, struct call *c,
-                                    struct http_call_opts *o, const char **headers)
+static struct client_call *start_call(struct host *h, struct task *t, struct call *c,
+                                      struct client_call_opts *o, const char **headers)
 {
     char tp[TRACE_HEADER_LEN + 1];
     if (trace_enabled()) {
@@ -141,7 +143,7 @@ static struct http_call *start_call(struct lua_host *h, struct lua_task *t, stru
         char name[160];
         snprintf(name, sizeof name, "%s %.*s", o->method, path ? (int)strcspn(path, "?") : 1,
                  path ? path : "/");
-        c->span = trace_span_child(lua_task_span(t), name, TRACE_CLIENT);
+        c->span = trace_span_child(task_span(t), name, TRACE_CLIENT);
         trace_span_attr_cstr(c->span, "http.method", o->method);
         trace_span_attr_cstr(c->span, "http.url", o->url);
         memcpy(tp, "traceparent: ", 13);
@@ -155,7 +157,7 @@ static struct http_call *start_call(struct lua_host *h, struct lua_task *t, stru
             o->headers = headers;
         }
     }
-    struct http_call *call = http_client_request(lua_host_client(h), o, on_done, c);
+    struct client_call *call = client_request(host_client(h), o, on_done, c);
     if (!call && c->span) {
         trace_span_error(c->span, "the request could not be started");
         trace_span_end(c->span);
@@ -165,7 +167,7 @@ static struct http_call *start_call(struct lua_host *h, struct lua_task *t, stru
 }
 
 /* Reads the request table at idx into o (strings stay on L's stack, valid until return). */
-static void read_opts(lua_State *L, int idx, struct http_call_opts *o, const char **headers)
+static void read_opts(lua_State *L, int idx, struct client_call_opts *o, const char **headers)
 {
     luaL_checktype(L, idx, LUA_TTABLE);
     memset(o, 0, sizeof *o);
@@ -195,9 +197,9 @@ static void read_opts(lua_State *L, int idx, struct http_call_opts *o, const cha
     o->headers = n ? headers : NULL;
 }
 
-static struct lua_task *need_task(lua_State *L, const char *fn)
+static struct task *need_task(lua_State *L, const char *fn)
 {
-    struct lua_task *t = lua_task_of(L);
+    struct task *t = task_of(L);
     if (!t)
         luaL_error(L,
                    "counterd.http.%s can only be called from a request handler or task "
@@ -208,9 +210,9 @@ static struct lua_task *need_task(lua_State *L, const char *fn)
 
 static int l_request(lua_State *L)
 {
-    struct lua_task *t = need_task(L, "request");
-    struct lua_host *h = lua_host_of(L);
-    struct http_call_opts o;
+    struct task *t = need_task(L, "request");
+    struct host *h = host_of(L);
+    struct client_call_opts o;
     const char *headers[MAX_HEADERS + 2];
     read_opts(L, 1, &o, headers);
     struct op *op = xcalloc(1, sizeof *op + sizeof(struct call));
@@ -226,14 +228,14 @@ static int l_request(lua_State *L)
         lua_pushstring(L, "the request could not be started");
         return 2;
     }
-    op->pending = lua_host_pending_add(h, op_cancel, op);
+    op->pending = task_pending_add(h, op_cancel, op);
     return lua_yield(L, 0);
 }
 
 static int l_multi(lua_State *L)
 {
-    struct lua_task *t = need_task(L, "multi");
-    struct lua_host *h = lua_host_of(L);
+    struct task *t = need_task(L, "multi");
+    struct host *h = host_of(L);
     luaL_checktype(L, 1, LUA_TTABLE);
     int n = (int)lua_objlen(L, 1);
     if (n > MAX_MULTI)
@@ -262,7 +264,7 @@ static int l_multi(lua_State *L)
     for (int i = 1; i <= n; i++) {
         int top = lua_gettop(L);
         lua_rawgeti(L, 1, i);
-        struct http_call_opts o;
+        struct client_call_opts o;
         const char *headers[MAX_HEADERS + 2];
         read_opts(L, lua_gettop(L), &o, headers);
         op->calls[i - 1].op = op;
@@ -286,7 +288,7 @@ static int l_multi(lua_State *L)
         free(op);
         return 1;
     }
-    op->pending = lua_host_pending_add(h, op_cancel, op);
+    op->pending = task_pending_add(h, op_cancel, op);
     return lua_yield(L, 0);
 }
 
@@ -323,7 +325,7 @@ static int l_post(lua_State *L)
     return shortcut(L, "POST", 1);
 }
 
-void lua_api_http_inject(lua_State *L)
+void api_http_inject(lua_State *L)
 {
     lua_newtable(L);
     lua_pushcfunction(L, l_request);

@@ -23,6 +23,8 @@
 #include "../base/buf.h"
 #include "../base/json.h"
 #include "host.h"
+#include "sandbox.h"
+#include "api.h"
 
 #define ARRAY_MARK "counterd.json.array"
 #define INT64_MAKER "counterd.json.int64"
@@ -214,7 +216,7 @@ static void encode_table(lua_State *L, int idx, struct buf *b, int depth)
 
 static void check_room(lua_State *L, const struct buf *b, size_t more)
 {
-    if (b->len + more > POLICY_MAX_TEXT && lua_host_deadline_ms(L))
+    if (b->len + more > POLICY_MAX_TEXT && sandbox_deadline_ms(L))
         luaL_error(L, "counterd.json.encode: a policy may encode at most %d MiB of text",
                    (int)(POLICY_MAX_TEXT >> 20));
 }
@@ -281,7 +283,7 @@ static int l_array(lua_State *L)
     return 1;
 }
 
-void lua_api_json_inject(lua_State *L)
+void api_json_inject(lua_State *L)
 {
     luaL_newmetatable(L, ARRAY_MARK);
     lua_pop(L, 1);
@@ -314,10 +316,8 @@ void lua_api_json_inject(lua_State *L)
     lua_setfield(L, -2, "json");
 }
 
-/* For C callers (roles answering a table): encodes the value at idx into b.
- * Runs under the caller's protection (errors propagate as Lua errors). */
-int lua_api_json_encode_at(lua_State *L, int idx, struct buf *b);
-int lua_api_json_encode_at(lua_State *L, int idx, struct buf *b)
+/* (api.h) */
+int api_json_encode_at(lua_State *L, int idx, struct buf *b)
 {
     encode(L, idx, b, 0);
     return 0;

@@ -19,6 +19,8 @@
 #include <stdint.h>
 
 #include "host.h"
+#include "sandbox.h"
+#include "api.h"
 
 #define MAX_REP (1 << 20)
 
@@ -44,7 +46,7 @@ static int l_rep(lua_State *L)
     double n = count >= -2147483648.0 && count < 2147483648.0 ? (double)(int32_t)count : -1;
     if (n >= 1) {
         double total = (double)len * n + (double)seplen * (n - 1);
-        if (total > MAX_REP && lua_host_deadline_ms(L))
+        if (total > MAX_REP && sandbox_deadline_ms(L))
             return luaL_error(L,
                               "string.rep: a policy may build strings of at most %d bytes "
                               "(this one would be %f)",
@@ -57,7 +59,7 @@ static int less_watched(lua_State *L)
 {
     static unsigned calls;
     if ((++calls & 1023) == 0)
-        lua_host_check_budget(L);
+        sandbox_check_budget(L);
     lua_pushboolean(L, lua_lessthan(L, 1, 2));
     return 1;
 }
@@ -68,7 +70,7 @@ static int l_sort(lua_State *L)
     luaL_checktype(L, 1, LUA_TTABLE);
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TFUNCTION);
-    } else if (lua_host_deadline_ms(L)) {
+    } else if (sandbox_deadline_ms(L)) {
         lua_settop(L, 1);
         lua_pushcfunction(L, less_watched);
     }
@@ -84,7 +86,7 @@ static void wrap(lua_State *L, const char *lib, const char *name, lua_CFunction 
     lua_pop(L, 1);
 }
 
-void lua_api_limits_inject(lua_State *L)
+void api_limits_inject(lua_State *L)
 {
     wrap(L, "string", "rep", l_rep);
     wrap(L, "table", "sort", l_sort);

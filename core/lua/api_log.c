@@ -9,6 +9,7 @@
 
 #include "../base/log.h"
 #include "host.h"
+#include "api.h"
 
 static int log_at(lua_State *L, enum log_level level)
 {
@@ -50,7 +51,7 @@ static int l_call(lua_State *L)
     return log_at(L, LOG_INFO);
 }
 
-void lua_api_log_inject(lua_State *L)
+void api_log_inject(lua_State *L)
 {
     lua_newtable(L);
     lua_pushcfunction(L, l_debug);

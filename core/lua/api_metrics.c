@@ -16,6 +16,7 @@
 
 #include "../obs/metrics.h"
 #include "host.h"
+#include "api.h"
 
 #define MT "counterd.metric"
 #define MAX_LABELS 8
@@ -26,7 +27,7 @@ static int add(lua_State *L, enum metric_type type)
     const char *name = luaL_checkstring(L, 1);
     const char *help = luaL_checkstring(L, 2);
     const char *labels = luaL_optstring(L, 3, "");
-    struct metrics *reg = lua_host_metrics(lua_host_of(L));
+    struct metrics *reg = host_metrics(host_of(L));
     if (!reg)
         return luaL_error(L, "counterd.metrics: this process has no metrics registry");
     struct metric *m = metrics_find(reg, name);
@@ -131,7 +132,7 @@ static int l_limit(lua_State *L)
     return 1;
 }
 
-void lua_api_metrics_inject(lua_State *L)
+void api_metrics_inject(lua_State *L)
 {
     luaL_newmetatable(L, MT);
     lua_newtable(L);

@@ -7,7 +7,7 @@
  * ("a"):rep(30000):find(".-.-.-.-b") would hold the event loop for hours. This matcher
  * implements the same language (Lua 5.1's patterns) with LuaJIT's results, quirks and
  * error messages, counts its steps, and every STEP_CHUNK of them asks the host whether the
- * running policy call is past its deadline (lua_host_check_budget), which raises the same
+ * running policy call is past its deadline (sandbox_check_budget), which raises the same
  * error the hook does. Outside a policy call there is no deadline: the functions behave
  * like the originals.
  *
@@ -27,6 +27,8 @@
 #include <string.h>
 
 #include "host.h"
+#include "sandbox.h"
+#include "api.h"
 
 #define MAX_CAPTURES 32 /* LUA_MAXCAPTURES */
 #define MAX_DEPTH 200   /* LuaJIT's bound on the matcher's recursion: "pattern too complex" */
@@ -62,7 +64,7 @@ static void matcher_init(struct matcher *m, lua_State *L, const char *s, size_t 
 __attribute__((noinline)) static void out_of_steps(struct matcher *m)
 {
     m->steps = STEP_CHUNK;
-    lua_host_check_budget(m->L);
+    sandbox_check_budget(m->L);
 }
 
 static inline void spend(struct matcher *m, long n)
@@ -776,7 +778,7 @@ static int l_gsub(lua_State *L)
     return 2;
 }
 
-void lua_api_pattern_inject(lua_State *L)
+void api_pattern_inject(lua_State *L)
 {
     classes_init();
     lua_getglobal(L, "string");

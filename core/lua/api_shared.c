@@ -13,6 +13,7 @@
 #include <lua.h>
 
 #include "host.h"
+#include "api.h"
 
 #define SHARED_KEY "counterd.shared.data"
 
@@ -62,7 +63,7 @@ static int l_incr(lua_State *L)
     return 1;
 }
 
-void lua_api_shared_inject(lua_State *L)
+void api_shared_inject(lua_State *L)
 {
     lua_newtable(L);
     lua_setfield(L, LUA_REGISTRYINDEX, SHARED_KEY);

@@ -16,12 +16,15 @@
 #include "../base/log.h"
 #include "../base/mem.h"
 #include "host.h"
+#include "task.h"
+#include "sandbox.h"
+#include "api.h"
 
 struct sleeper {
-    struct lua_host *h;
-    struct lua_task *task;
+    struct host *h;
+    struct task *task;
     struct event *ev;
-    struct lua_pending *pending;
+    struct task_pending *pending;
 };
 
 static void sleeper_cancel(void *arg)
@@ -36,24 +39,24 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct sleeper *s = arg;
-    struct lua_task *t = s->task;
-    lua_host_pending_remove(s->h, s->pending);
+    struct task *t = s->task;
+    task_pending_remove(s->h, s->pending);
     event_free(s->ev);
     free(s);
-    lua_task_resume(t, 0);
+    task_resume(t, 0);
 }
 
 static int l_sleep(lua_State *L)
 {
     double ms = luaL_checknumber(L, 1);
-    struct lua_task *t = lua_task_of(L);
+    struct task *t = task_of(L);
     if (!t)
         return luaL_error(L, "counterd.sleep can only be called from a request handler or task");
     struct sleeper *s = xcalloc(1, sizeof *s);
-    s->h = lua_host_of(L);
+    s->h = host_of(L);
     s->task = t;
-    s->ev = evtimer_new(lua_host_base(s->h), on_wake, s);
-    s->pending = lua_host_pending_add(s->h, sleeper_cancel, s);
+    s->ev = evtimer_new(host_base(s->h), on_wake, s);
+    s->pending = task_pending_add(s->h, sleeper_cancel, s);
     if (ms < 0)
         ms = 0;
     struct timeval tv = {(long)(ms / 1000), (long)((long)ms % 1000) * 1000};
@@ -65,7 +68,7 @@ static int l_sleep(lua_State *L)
  * budget, where a loop holds the event loop for good: policies cannot start them. */
 static void refuse_in_policy(lua_State *L, const char *fn)
 {
-    if (lua_host_in_policy(L))
+    if (sandbox_in_policy(L))
         luaL_error(L,
                    "counterd.%s: a policy cannot start tasks (they would run outside its "
                    "time budget)",
@@ -76,19 +79,19 @@ static int l_spawn(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     refuse_in_policy(L, "spawn");
-    struct lua_host *h = lua_host_of(L);
+    struct host *h = host_of(L);
     int n = lua_gettop(L);
-    lua_State *main = lua_host_state(h);
+    lua_State *main = host_state(h);
     /* Copy the function and its arguments to the main state, which spawns from there. */
     for (int i = 1; i <= n; i++)
         lua_pushvalue(L, i);
     lua_xmove(L, main, n);
-    lua_host_spawn(h, n - 1, NULL, NULL);
+    task_spawn(h, n - 1, NULL, NULL);
     return 0;
 }
 
 struct ticker {
-    struct lua_host *h;
+    struct host *h;
     int fn_ref;
     int running;
     struct event *ev;
@@ -112,9 +115,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     if (tk->running)
         return;
     tk->running = 1;
-    lua_State *L = lua_host_state(tk->h);
+    lua_State *L = host_state(tk->h);
     lua_rawgeti(L, LUA_REGISTRYINDEX, tk->fn_ref);
-    lua_host_spawn(tk->h, 0, ticker_done, tk);
+    task_spawn(tk->h, 0, ticker_done, tk);
 }
 
 static int ticker_gc(lua_State *L)
@@ -135,12 +138,12 @@ static int l_every(lua_State *L)
     if (ms < 1)
         return luaL_error(L, "counterd.every: the period must be at least 1 ms");
     refuse_in_policy(L, "every");
-    struct lua_host *h = lua_host_of(L);
+    struct host *h = host_of(L);
     struct ticker *tk = xcalloc(1, sizeof *tk);
     tk->h = h;
     lua_pushvalue(L, 2);
     tk->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    tk->ev = event_new(lua_host_base(h), -1, EV_PERSIST, on_tick, tk);
+    tk->ev = event_new(host_base(h), -1, EV_PERSIST, on_tick, tk);
     struct timeval tv = {(long)(ms / 1000), (long)((long)ms % 1000) * 1000};
     event_add(tk->ev, &tv);
     /* Owned by the Lua state: freed when it closes. */
@@ -155,7 +158,7 @@ static int l_every(lua_State *L)
     return 1;
 }
 
-void lua_api_timer_inject(lua_State *L)
+void api_timer_inject(lua_State *L)
 {
     luaL_newmetatable(L, "counterd.ticker");
     lua_pushcfunction(L, ticker_gc);

@@ -19,12 +19,14 @@
 
 #include "../obs/trace.h"
 #include "host.h"
+#include "task.h"
+#include "api.h"
 
 static struct trace_span *current(lua_State *L)
 {
     if (!trace_enabled())
         return NULL;
-    return lua_task_span(lua_task_of(L));
+    return task_span(task_of(L));
 }
 
 static int l_route(lua_State *L)
@@ -81,7 +83,7 @@ static int l_enabled(lua_State *L)
     return 1;
 }
 
-void lua_api_trace_inject(lua_State *L)
+void api_trace_inject(lua_State *L)
 {
     lua_newtable(L);
     lua_pushcfunction(L, l_route);

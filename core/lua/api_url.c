@@ -16,6 +16,7 @@
 
 #include "../net/url.h"
 #include "host.h"
+#include "api.h"
 
 /* Decodes src into scratch and pushes it; @return 0, or -1 on a bad escape. */
 static int push_decoded(lua_State *L, const char *src, size_t len, char *scratch, size_t cap)
@@ -61,7 +62,7 @@ bad:;
     return 3;
 }
 
-void lua_api_url_inject(lua_State *L)
+void api_url_inject(lua_State *L)
 {
     lua_pushcfunction(L, l_query);
     lua_setfield(L, -2, "query");

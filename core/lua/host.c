@@ -25,17 +25,18 @@
 #include "../base/mem.h"
 #include "../obs/metrics.h"
 #include "host_internal.h"
+#include "api.h"
 
-struct lua_host *lua_host_of(lua_State *L)
+struct host *host_of(lua_State *L)
 {
     lua_getfield(L, LUA_REGISTRYINDEX, "counterd.host");
-    struct lua_host *h = lua_touserdata(L, -1);
+    struct host *h = lua_touserdata(L, -1);
     lua_pop(L, 1);
     return h;
 }
 
 /* The state with its libraries, bounded where a policy could keep them busy. */
-static void open_state(struct lua_host *h)
+static void open_state(struct host *h)
 {
     h->L = luaL_newstate();
     if (!h->L) {
@@ -43,13 +44,13 @@ static void open_state(struct lua_host *h)
         abort();
     }
     lua_State *L = h->L;
-    lua_host__count_heap(h);
+    sandbox__count_heap(h);
     luaL_openlibs(L);
     /* Matching and the other library functions a policy could keep busy for seconds,
      * bounded by the budget; installed in the real tables, so that s:find() and the
      * copies each sandbox gets use them too. */
-    lua_api_pattern_inject(L);
-    lua_api_limits_inject(L);
+    api_pattern_inject(L);
+    api_limits_inject(L);
     /* getmetatable("") would hand out the real string table, shared by every file. */
     lua_pushliteral(L, "");
     lua_getmetatable(L, -1);
@@ -59,16 +60,16 @@ static void open_state(struct lua_host *h)
     /* LuaJIT's math.random starts from a fixed seed: every gateway would route the same. */
     lua_getglobal(L, "math");
     lua_getfield(L, -1, "randomseed");
-    lua_pushnumber(L, (double)(random_u64() >> 12));
+    lua_pushnumber(L, (double)(hash_random_u64() >> 12));
     lua_call(L, 1, 0);
     lua_pop(L, 1);
     lua_pushlightuserdata(L, h);
     lua_setfield(L, LUA_REGISTRYINDEX, "counterd.host");
-    lua_host__make_guards(h);
+    sandbox__make_guards(h);
 }
 
 /* The single counterd table every policy sees (the global, package.loaded.counterd). */
-static void build_api(struct lua_host *h, const struct lua_host_info *info)
+static void build_api(struct host *h, const struct host_info *info)
 {
     lua_State *L = h->L;
     lua_newtable(L);
@@ -78,15 +79,15 @@ static void build_api(struct lua_host *h, const struct lua_host_info *info)
     lua_setfield(L, -2, "node_id");
     lua_pushstring(L, info->region ? info->region : "");
     lua_setfield(L, -2, "region");
-    lua_api_core_inject(L);
-    lua_api_log_inject(L);
-    lua_api_shared_inject(L);
-    lua_api_json_inject(L);
-    lua_api_http_inject(L);
-    lua_api_url_inject(L);
-    lua_api_timer_inject(L);
-    lua_api_metrics_inject(L);
-    lua_api_trace_inject(L);
+    api_core_inject(L);
+    api_log_inject(L);
+    api_shared_inject(L);
+    api_json_inject(L);
+    api_http_inject(L);
+    api_url_inject(L);
+    api_timer_inject(L);
+    api_metrics_inject(L);
+    api_trace_inject(L);
     lua_pushvalue(L, -1);
     lua_setglobal(L, "counterd");
     lua_getglobal(L, "package");
@@ -97,7 +98,7 @@ static void build_api(struct lua_host *h, const struct lua_host_info *info)
     h->api_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-static void add_metrics(struct lua_host *h, struct metrics *metrics)
+static void add_metrics(struct host *h, struct metrics *metrics)
 {
     h->m_errors =
         metrics_add(metrics, METRIC_COUNTER, "counterd_policy_errors_total",
@@ -109,10 +110,9 @@ static void add_metrics(struct lua_host *h, struct metrics *metrics)
                     "Reloads of the Lua files, by result (ok, error)", "result", NULL, 0);
 }
 
-struct lua_host *lua_host_new(const char *lua_dir, const struct lua_host_info *info,
-                              struct metrics *metrics)
+struct host *host_new(const char *lua_dir, const struct host_info *info, struct metrics *metrics)
 {
-    struct lua_host *h = xcalloc(1, sizeof *h);
+    struct host *h = xcalloc(1, sizeof *h);
     h->dir = xstrdup(lua_dir);
     h->budget_ms = info->budget_ms > 0 ? info->budget_ms : 50;
     open_state(h);
@@ -124,32 +124,53 @@ struct lua_host *lua_host_new(const char *lua_dir, const struct lua_host_info *i
     lua_newtable(L); /* coroutine -> its task */
     lua_setfield(L, LUA_REGISTRYINDEX, "counterd.tasks");
     h->metrics = metrics;
-    lua_host__start_watchdog(h);
+    sandbox__start_watchdog(h);
     if (metrics)
         add_metrics(h, metrics);
     return h;
 }
 
-void lua_host_free(struct lua_host *h)
+void host_free(struct host *h)
 {
     if (!h)
         return;
-    lua_host__free_tasks(h);
+    task__free_all(h);
     lua_close(h->L);
     free(h->dir);
     free(h);
 }
 
-const char *lua_host_dir(const struct lua_host *h)
+void host_set_client(struct host *h, struct client *client)
+{
+    h->client = client;
+}
+struct client *host_client(struct host *h)
+{
+    return h->client;
+}
+void host_set_base(struct host *h, struct event_base *base)
+{
+    h->base = base;
+}
+struct event_base *host_base(struct host *h)
+{
+    return h->base;
+}
+struct metrics *host_metrics(struct host *h)
+{
+    return h->metrics;
+}
+
+const char *host_dir(const struct host *h)
 {
     return h->dir;
 }
-lua_State *lua_host_state(struct lua_host *h)
+lua_State *host_state(struct host *h)
 {
     return h->L;
 }
 
-struct policy *lua_host__find_policy(struct lua_host *h, const char *name)
+struct policy *host__find_policy(struct host *h, const char *name)
 {
     for (int i = 0; i < h->npolicies; i++)
         if (strcmp(h->policies[i].name, name) == 0)
@@ -157,12 +178,12 @@ struct policy *lua_host__find_policy(struct lua_host *h, const char *name)
     return NULL;
 }
 
-int lua_host_has_policy(struct lua_host *h, const char *name)
+int host_has_policy(struct host *h, const char *name)
 {
-    return lua_host__find_policy(h, name) != NULL;
+    return host__find_policy(h, name) != NULL;
 }
 
-void lua_host_count_error(struct lua_host *h, const char *policy)
+void host_count_error(struct host *h, const char *policy)
 {
     if (h->m_errors) {
         const char *v[1] = {policy};
@@ -175,7 +196,7 @@ void lua_host_count_error(struct lua_host *h, const char *policy)
  * refused when loaded, so that a misspelt name is an error at reload time rather than a
  * silent fallback on every later call.
  */
-static const char *entry_point(const struct lua_host *h, const char *policy)
+static const char *entry_point(const struct host *h, const char *policy)
 {
     for (int i = 0; i < h->nentries; i++)
         if (strcmp(h->entries[i][0], policy) == 0)
@@ -183,7 +204,7 @@ static const char *entry_point(const struct lua_host *h, const char *policy)
     return NULL;
 }
 
-void lua_host_policy_entry(struct lua_host *h, const char *policy, const char *fn)
+void host_policy_entry(struct host *h, const char *policy, const char *fn)
 {
     for (int i = 0; i < h->nentries; i++)
         if (strcmp(h->entries[i][0], policy) == 0) {
@@ -204,12 +225,12 @@ void lua_host_policy_entry(struct lua_host *h, const char *policy, const char *f
  * Runs policies/<name>.lua and its init() and leaves the module table on the stack.
  * @return 0, or -1 with "file:line: message" in err (the stack as it was).
  */
-static int stage_policy(struct lua_host *h, const char *name, char *path, size_t pathlen, char *err,
+static int stage_policy(struct host *h, const char *name, char *path, size_t pathlen, char *err,
                         size_t errlen)
 {
     lua_State *L = h->L;
     int top = lua_gettop(L);
-    if (lua_host__run_file(h, "policies", name, 1, path, pathlen, err, errlen) < 0)
+    if (sandbox__run_file(h, "policies", name, 1, path, pathlen, err, errlen) < 0)
         goto fail;
     if (!lua_istable(L, -1)) {
         snprintf(err, errlen, "%s: the file must return a table of functions (it returned %s)",
@@ -229,7 +250,7 @@ static int stage_policy(struct lua_host *h, const char *name, char *path, size_t
     }
     lua_getfield(L, -1, "init");
     if (lua_isfunction(L, -1)) {
-        if (lua_host__guarded_call(h, 0, 0, 1) != 0) {
+        if (sandbox__guarded_call(h, 0, 0, 1) != 0) {
             snprintf(err, errlen, "%s", lua_tostring(L, -1));
             goto fail;
         }
@@ -246,12 +267,12 @@ fail:
  * Runs roles/<name>.lua and leaves its module table on the stack.
  * @return 0, or -1 with "file:line: message" in err (the stack as it was).
  */
-static int stage_role(struct lua_host *h, const char *name, char *path, size_t pathlen, char *err,
+static int stage_role(struct host *h, const char *name, char *path, size_t pathlen, char *err,
                       size_t errlen)
 {
     lua_State *L = h->L;
     int top = lua_gettop(L);
-    if (lua_host__run_file(h, "roles", name, 0, path, pathlen, err, errlen) < 0)
+    if (sandbox__run_file(h, "roles", name, 0, path, pathlen, err, errlen) < 0)
         goto fail;
     lua_getfield(L, -1, "handle");
     if (!lua_istable(L, -2) || !lua_isfunction(L, -1)) {
@@ -265,7 +286,7 @@ fail:
     return -1;
 }
 
-int lua_host_reload(struct lua_host *h, struct buf *files, char *err, size_t errlen)
+int host_reload(struct host *h, struct buf *files, char *err, size_t errlen)
 {
     lua_State *L = h->L;
     int top = lua_gettop(L);
@@ -323,7 +344,7 @@ fail:
     return -1;
 }
 
-void lua_host_shared_set_number(struct lua_host *h, const char *key, double v)
+void host_shared_set_number(struct host *h, const char *key, double v)
 {
     lua_State *L = h->L;
     lua_getfield(L, LUA_REGISTRYINDEX, "counterd.shared.data");
@@ -335,7 +356,7 @@ void lua_host_shared_set_number(struct lua_host *h, const char *key, double v)
     lua_pop(L, 1);
 }
 
-double lua_host_shared_get_number(struct lua_host *h, const char *key)
+double host_shared_get_number(struct host *h, const char *key)
 {
     lua_State *L = h->L;
     lua_getfield(L, LUA_REGISTRYINDEX, "counterd.shared.data");
@@ -345,14 +366,14 @@ double lua_host_shared_get_number(struct lua_host *h, const char *key)
     return v;
 }
 
-int lua_host_load_policy(struct lua_host *h, const char *name, char *err, size_t errlen)
+int host_load_policy(struct host *h, const char *name, char *err, size_t errlen)
 {
     lua_State *L = h->L;
     int top = lua_gettop(L);
     char path[512];
     if (stage_policy(h, name, path, sizeof path, err, errlen) < 0)
         goto fail;
-    struct policy *p = lua_host__find_policy(h, name);
+    struct policy *p = host__find_policy(h, name);
     if (!p) {
         if (h->npolicies == MAX_POLICIES) {
             snprintf(err, errlen, "too many policies (at most %d)", MAX_POLICIES);
@@ -373,7 +394,7 @@ fail:
     return -1;
 }
 
-int lua_host_load_role(struct lua_host *h, const char *name, char *err, size_t errlen)
+int host_load_role(struct host *h, const char *name, char *err, size_t errlen)
 {
     lua_State *L = h->L;
     int top = lua_gettop(L);
@@ -392,12 +413,11 @@ fail:
     return -1;
 }
 
-int lua_host_load_module(struct lua_host *h, const char *folder, const char *name, char *err,
-                         size_t errlen)
+int host_load_module(struct host *h, const char *folder, const char *name, char *err, size_t errlen)
 {
     int top = lua_gettop(h->L);
     char path[512];
-    if (lua_host__run_file(h, folder, name, 0, path, sizeof path, err, errlen) < 0) {
+    if (sandbox__run_file(h, folder, name, 0, path, sizeof path, err, errlen) < 0) {
         lua_settop(h->L, top);
         return -1;
     }
@@ -405,7 +425,7 @@ int lua_host_load_module(struct lua_host *h, const char *folder, const char *nam
 }
 
 /* Pushes the function fn of the module table behind ref. @return 0, or -1 (nothing pushed). */
-static int push_module_fn(struct lua_host *h, int ref, const char *fn)
+static int push_module_fn(struct host *h, int ref, const char *fn)
 {
     if (ref == LUA_NOREF)
         return -1;
@@ -419,12 +439,12 @@ static int push_module_fn(struct lua_host *h, int ref, const char *fn)
     return 0;
 }
 
-int lua_host_push_role_fn(struct lua_host *h, const char *fn)
+int host_push_role_fn(struct host *h, const char *fn)
 {
     return push_module_fn(h, h->role_ref, fn);
 }
 
-void lua_host_push_role_field(struct lua_host *h, const char *field)
+void host_push_role_field(struct host *h, const char *field)
 {
     if (h->role_ref == LUA_NOREF) {
         lua_pushnil(h->L);
@@ -435,7 +455,7 @@ void lua_host_push_role_field(struct lua_host *h, const char *field)
     lua_remove(h->L, -2);
 }
 
-void lua_host__count_call(struct lua_host *h, struct policy *p)
+void host__count_call(struct host *h, struct policy *p)
 {
     if (!h->m_calls)
         return;
@@ -447,17 +467,17 @@ void lua_host__count_call(struct lua_host *h, struct policy *p)
 }
 
 /* Pushes policy.fn; @return 0, or -1 (nothing pushed) when either is missing. */
-static int push_policy_fn(struct lua_host *h, const char *policy, const char *fn)
+static int push_policy_fn(struct host *h, const char *policy, const char *fn)
 {
-    struct policy *p = lua_host__find_policy(h, policy);
+    struct policy *p = host__find_policy(h, policy);
     if (p)
-        lua_host__count_call(h, p);
+        host__count_call(h, p);
     return p ? push_module_fn(h, p->ref, fn) : -1;
 }
 
-int lua_host_pcall(struct lua_host *h, int nargs, int nresults, char *err, size_t errlen)
+int host_pcall(struct host *h, int nargs, int nresults, char *err, size_t errlen)
 {
-    if (lua_host__guarded_call(h, nargs, nresults, 0) != 0) {
+    if (sandbox__guarded_call(h, nargs, nresults, 0) != 0) {
         snprintf(err, errlen, "%s", lua_tostring(h->L, -1));
         lua_pop(h->L, 1);
         return -1;
@@ -465,32 +485,32 @@ int lua_host_pcall(struct lua_host *h, int nargs, int nresults, char *err, size_
     return 0;
 }
 
-int lua_host_call_policy(struct lua_host *h, const char *policy, const char *fn, int nargs,
-                         int nresults, char *err, size_t errlen)
+int host_call_policy(struct host *h, const char *policy, const char *fn, int nargs, int nresults,
+                     char *err, size_t errlen)
 {
     lua_State *L = h->L;
     if (push_policy_fn(h, policy, fn) < 0) {
         lua_pop(L, nargs);
-        if (lua_host__find_policy(h, policy))
+        if (host__find_policy(h, policy))
             snprintf(err, errlen, "%s.%s is not a function", policy, fn);
         else
             snprintf(err, errlen, "policy %s is not loaded", policy);
         return -1;
     }
     lua_insert(L, -(nargs + 1));
-    if (lua_host__guarded_call(h, nargs, nresults, 1) != 0) {
+    if (sandbox__guarded_call(h, nargs, nresults, 1) != 0) {
         const char *msg = lua_tostring(L, -1);
         snprintf(err, errlen, "%s", msg ? msg : "(error object is not a string)");
         lua_pop(L, 1);
-        lua_host_count_error(h, policy);
+        host_count_error(h, policy);
         return -2;
     }
     return 0;
 }
 
-int lua_host_push_policy(struct lua_host *h, const char *name)
+int host_push_policy(struct host *h, const char *name)
 {
-    struct policy *p = lua_host__find_policy(h, name);
+    struct policy *p = host__find_policy(h, name);
     if (!p)
         return -1;
     lua_rawgeti(h->L, LUA_REGISTRYINDEX, p->ref);

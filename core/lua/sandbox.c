@@ -19,6 +19,7 @@
 #include "../base/clock.h"
 #include "../base/log.h"
 #include "host_internal.h"
+#include "sandbox.h"
 
 /* The hook runs every HOOK_EVERY VM instructions of non-compiled code. */
 #define HOOK_EVERY 1000
@@ -30,7 +31,7 @@
 static void watchdog(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
-    struct lua_host *h = lua_host_of(L);
+    struct host *h = host_of(L);
     if (h && h->deadline_ms && clock_mono_ms() > h->deadline_ms) {
         /* Level 0 is the Lua function the hook interrupted: its file:line tells the reader
          * where the policy was looping (luaL_error would name the caller, often C). */
@@ -41,37 +42,37 @@ static void watchdog(lua_State *L, lua_Debug *ar)
     }
 }
 
-int lua_host__past_deadline(const struct lua_host *h)
+int sandbox__past_deadline(const struct host *h)
 {
     return h->deadline_ms && clock_mono_ms() > h->deadline_ms;
 }
 
-void lua_host_check_budget(lua_State *L)
+void sandbox_check_budget(lua_State *L)
 {
     lua_checkstack(L, 2);
-    struct lua_host *h = lua_host_of(L);
-    if (h && lua_host__past_deadline(h))
+    struct host *h = host_of(L);
+    if (h && sandbox__past_deadline(h))
         luaL_error(L, "policy ran longer than its budget of %d ms", h->budget_ms);
 }
 
-double lua_host_deadline_ms(lua_State *L)
+double sandbox_deadline_ms(lua_State *L)
 {
     lua_checkstack(L, 2);
-    struct lua_host *h = lua_host_of(L);
+    struct host *h = host_of(L);
     return h ? h->deadline_ms : 0;
 }
 
-int lua_host_in_policy(lua_State *L)
+int sandbox_in_policy(lua_State *L)
 {
     lua_checkstack(L, 2);
-    struct lua_host *h = lua_host_of(L);
+    struct host *h = host_of(L);
     return h && h->policies_running > 0;
 }
 
 /* LuaJIT's allocator, counted, refusing to grow the heap past the running call's cap. */
-static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+static void *heap_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
-    struct lua_host *h = ud;
+    struct host *h = ud;
     int64_t grow = (int64_t)nsize - (int64_t)osize;
     if (grow > 0 && h->heap_limit && h->heap + grow > h->heap_limit) {
         h->heap_hit = 1;
@@ -83,16 +84,16 @@ static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     return p;
 }
 
-void lua_host__count_heap(struct lua_host *h)
+void sandbox__count_heap(struct host *h)
 {
     lua_State *L = h->L;
     /* Count the heap from here on: LuaJIT's own allocator behind a counter. */
     h->alloc = lua_getallocf(L, &h->alloc_ud);
     h->heap = (int64_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + lua_gc(L, LUA_GCCOUNTB, 0);
-    lua_setallocf(L, host_alloc, h);
+    lua_setallocf(L, heap_alloc, h);
 }
 
-void lua_host__watch_begin(struct lua_host *h, struct watch *outer, int policy)
+void sandbox__watch_begin(struct host *h, struct watch *outer, int policy)
 {
     outer->policy = policy;
     h->policies_running += policy;
@@ -106,7 +107,7 @@ void lua_host__watch_begin(struct lua_host *h, struct watch *outer, int policy)
     }
 }
 
-void lua_host__watch_end(struct lua_host *h, lua_State *L, const struct watch *outer, int failed)
+void sandbox__watch_end(struct host *h, lua_State *L, const struct watch *outer, int failed)
 {
     if (failed && h->heap_hit && !outer->heap_limit) {
         const char *msg = lua_tostring(L, -1);
@@ -132,8 +133,8 @@ static int budget_check(lua_State *L)
 {
     if (lua_toboolean(L, 1))
         return lua_gettop(L);
-    struct lua_host *h = lua_touserdata(L, lua_upvalueindex(1));
-    if (!lua_host__past_deadline(h))
+    struct host *h = lua_touserdata(L, lua_upvalueindex(1));
+    if (!sandbox__past_deadline(h))
         return lua_gettop(L);
     const char *msg = lua_tostring(L, 2);
     if (msg && strstr(msg, "policy ran longer than its budget")) {
@@ -149,7 +150,7 @@ static const char guards_lua[] = "local pcall, xpcall, check = ...\n"
                                  "return function(...) return check(pcall(...)) end,\n"
                                  "  function(...) return check(xpcall(...)) end\n";
 
-void lua_host__make_guards(struct lua_host *h)
+void sandbox__make_guards(struct host *h)
 {
     lua_State *L = h->L;
     if (luaL_loadbuffer(L, guards_lua, sizeof guards_lua - 1, "=counterd") != 0) {
@@ -165,12 +166,12 @@ void lua_host__make_guards(struct lua_host *h)
     lua_setfield(L, LUA_REGISTRYINDEX, "counterd.pcall");
 }
 
-void lua_host__start_watchdog(struct lua_host *h)
+void sandbox__start_watchdog(struct host *h)
 {
     lua_sethook(h->L, watchdog, LUA_MASKCOUNT, HOOK_EVERY);
 }
 
-int lua_host__on_error(lua_State *L)
+int sandbox__on_error(lua_State *L)
 {
     if (!lua_isstring(L, 1)) {
         lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
@@ -240,7 +241,7 @@ static void push_readonly(lua_State *L, int idx)
  * counterd.config, ...) can be written, so no file can change the API under another.
  * A rawset on the view only changes this sandbox's own copy.
  */
-static void push_api_view(struct lua_host *h)
+static void push_api_view(struct host *h)
 {
     lua_State *L = h->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->api_ref);
@@ -266,7 +267,7 @@ static void push_api_view(struct lua_host *h)
     lua_settop(L, api);
 }
 
-void lua_host__push_sandbox(struct lua_host *h)
+void sandbox__push_sandbox(struct host *h)
 {
     lua_State *L = h->L;
     static const char *globals[] = {"assert", "error",        "ipairs",       "next",
@@ -296,22 +297,22 @@ void lua_host__push_sandbox(struct lua_host *h)
     lua_setfield(L, env, "_G");
 }
 
-int lua_host__guarded_call(struct lua_host *h, int nargs, int nresults, int policy)
+int sandbox__guarded_call(struct host *h, int nargs, int nresults, int policy)
 {
     lua_State *L = h->L;
     int base = lua_gettop(L) - nargs;
-    lua_pushcfunction(L, lua_host__on_error);
+    lua_pushcfunction(L, sandbox__on_error);
     lua_insert(L, base);
     struct watch outer;
-    lua_host__watch_begin(h, &outer, policy);
+    sandbox__watch_begin(h, &outer, policy);
     int rc = lua_pcall(L, nargs, nresults, base);
-    lua_host__watch_end(h, L, &outer, rc != 0);
+    sandbox__watch_end(h, L, &outer, rc != 0);
     lua_remove(L, base);
     return rc == 0 ? 0 : -1;
 }
 
-int lua_host__run_file(struct lua_host *h, const char *folder, const char *name, int jit_off,
-                       char *path, size_t pathlen, char *err, size_t errlen)
+int sandbox__run_file(struct host *h, const char *folder, const char *name, int jit_off, char *path,
+                      size_t pathlen, char *err, size_t errlen)
 {
     lua_State *L = h->L;
     snprintf(path, pathlen, "%s/%s/%s.lua", h->dir, folder, name);
@@ -321,9 +322,9 @@ int lua_host__run_file(struct lua_host *h, const char *folder, const char *name,
     }
     if (jit_off)
         luaJIT_setmode(L, -1, LUAJIT_MODE_ALLFUNC | LUAJIT_MODE_OFF);
-    lua_host__push_sandbox(h);
+    sandbox__push_sandbox(h);
     lua_setfenv(L, -2);
-    if (lua_host__guarded_call(h, 0, 1, jit_off) != 0) {
+    if (sandbox__guarded_call(h, 0, 1, jit_off) != 0) {
         snprintf(err, errlen, "%s", lua_tostring(L, -1));
         return -1;
     }

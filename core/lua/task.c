@@ -13,61 +13,42 @@
 #include "../base/log.h"
 #include "../base/mem.h"
 #include "host_internal.h"
+#include "task.h"
 
-struct lua_task {
-    struct lua_host *h;
+struct task {
+    struct host *h;
     lua_State *co;
     int ref; /* anchors the coroutine in the registry while it runs */
-    lua_task_done_fn done;
+    task_done_fn done;
     void *arg;
     struct trace_span *span; /* the request it serves, when traced */
-    struct lua_task *prev, *next;
+    struct task *prev, *next;
 };
 
-struct lua_pending {
+struct task_pending {
     void (*cancel)(void *arg);
     void *arg;
-    struct lua_pending *prev, *next;
+    struct task_pending *prev, *next;
 };
 
-void lua_host_set_client(struct lua_host *h, struct http_client *client)
-{
-    h->client = client;
-}
-struct http_client *lua_host_client(struct lua_host *h)
-{
-    return h->client;
-}
-void lua_host_set_base(struct lua_host *h, struct event_base *base)
-{
-    h->base = base;
-}
-struct event_base *lua_host_base(struct lua_host *h)
-{
-    return h->base;
-}
-struct metrics *lua_host_metrics(struct lua_host *h)
-{
-    return h->metrics;
-}
-lua_State *lua_task_state(struct lua_task *t)
+lua_State *task_state(struct task *t)
 {
     return t->co;
 }
 
-struct lua_task *lua_task_of(lua_State *co)
+struct task *task_of(lua_State *co)
 {
     lua_getfield(co, LUA_REGISTRYINDEX, "counterd.tasks");
     lua_pushthread(co);
     lua_rawget(co, -2);
-    struct lua_task *t = lua_touserdata(co, -1);
+    struct task *t = lua_touserdata(co, -1);
     lua_pop(co, 2);
     return t;
 }
 
-static void task_end(struct lua_task *t, int status)
+static void task_end(struct task *t, int status)
 {
-    struct lua_host *h = t->h;
+    struct host *h = t->h;
     lua_State *co = t->co;
     if (status == 0) {
         if (t->done)
@@ -98,7 +79,7 @@ static void task_end(struct lua_task *t, int status)
     free(t);
 }
 
-void lua_task_resume(struct lua_task *t, int nargs)
+void task_resume(struct task *t, int nargs)
 {
     int status = lua_resume(t->co, nargs);
     if (status == LUA_YIELD)
@@ -106,22 +87,22 @@ void lua_task_resume(struct lua_task *t, int nargs)
     task_end(t, status);
 }
 
-void lua_host_spawn(struct lua_host *h, int nargs, lua_task_done_fn done, void *arg)
+void task_spawn(struct host *h, int nargs, task_done_fn done, void *arg)
 {
-    lua_host_spawn_traced(h, nargs, done, arg, NULL);
+    task_spawn_traced(h, nargs, done, arg, NULL);
 }
 
-struct trace_span *lua_task_span(struct lua_task *t)
+struct trace_span *task_span(struct task *t)
 {
     return t ? t->span : NULL;
 }
 
-void lua_host_spawn_traced(struct lua_host *h, int nargs, lua_task_done_fn done, void *arg,
-                           struct trace_span *span)
+void task_spawn_traced(struct host *h, int nargs, task_done_fn done, void *arg,
+                       struct trace_span *span)
 {
     lua_State *L = h->L;
     lua_State *co = lua_newthread(L);
-    struct lua_task *t = xcalloc(1, sizeof *t);
+    struct task *t = xcalloc(1, sizeof *t);
     t->h = h;
     t->co = co;
     t->done = done;
@@ -139,12 +120,12 @@ void lua_host_spawn_traced(struct lua_host *h, int nargs, lua_task_done_fn done,
     if (h->tasks)
         h->tasks->prev = t;
     h->tasks = t;
-    lua_task_resume(t, nargs);
+    task_resume(t, nargs);
 }
 
-struct lua_pending *lua_host_pending_add(struct lua_host *h, void (*cancel)(void *arg), void *arg)
+struct task_pending *task_pending_add(struct host *h, void (*cancel)(void *arg), void *arg)
 {
-    struct lua_pending *p = xcalloc(1, sizeof *p);
+    struct task_pending *p = xcalloc(1, sizeof *p);
     p->cancel = cancel;
     p->arg = arg;
     p->next = h->pending;
@@ -154,7 +135,7 @@ struct lua_pending *lua_host_pending_add(struct lua_host *h, void (*cancel)(void
     return p;
 }
 
-void lua_host_pending_remove(struct lua_host *h, struct lua_pending *p)
+void task_pending_remove(struct host *h, struct task_pending *p)
 {
     if (p->prev)
         p->prev->next = p->next;
@@ -165,16 +146,16 @@ void lua_host_pending_remove(struct lua_host *h, struct lua_pending *p)
     free(p);
 }
 
-void lua_host__free_tasks(struct lua_host *h)
+void task__free_all(struct host *h)
 {
     while (h->pending) { /* timers and calls tasks wait for */
-        struct lua_pending *p = h->pending;
+        struct task_pending *p = h->pending;
         h->pending = p->next;
         p->cancel(p->arg);
         free(p);
     }
     while (h->tasks) { /* waiting on events that will not come any more */
-        struct lua_task *t = h->tasks;
+        struct task *t = h->tasks;
         h->tasks = t->next;
         free(t);
     }

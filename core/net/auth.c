@@ -15,7 +15,7 @@ static int token_equal(const char *a, const char *b)
     return diff == 0;
 }
 
-int http_refuse_unauthorized(struct http_request *req, const char *token)
+int auth_refuse_unauthorized(struct http_request *req, const char *token)
 {
     if (!token || !*token)
         return 0;

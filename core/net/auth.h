@@ -4,13 +4,13 @@
 #ifndef COUNTERD_NET_AUTH_H
 #define COUNTERD_NET_AUTH_H
 
-#include "server.h"
+#include "http.h"
 
 /*
  * With a token set, answers 401 {"error":"unauthorized"} unless req carries it (compared
  * in constant time). token NULL or "": nothing is required.
  * @return 1 when req was answered (refused), 0 to go on.
  */
-int http_refuse_unauthorized(struct http_request *req, const char *token);
+int auth_refuse_unauthorized(struct http_request *req, const char *token);
 
 #endif

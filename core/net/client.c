@@ -27,36 +27,36 @@
 struct sockinfo {
     struct event ev;
     curl_socket_t fd;
-    struct http_client *cl;
+    struct client *cl;
     struct sockinfo *prev, *next;
 };
 
-struct http_call {
-    struct http_client *cl;
+struct client_call {
+    struct client *cl;
     CURL *easy;
     struct curl_slist *headers;
     struct buf req_body, resp;
-    http_client_cb cb;
+    client_cb cb;
     void *arg;
     double start_ms;
     char errbuf[CURL_ERROR_SIZE];
-    struct http_call *prev, *next;
+    struct client_call *prev, *next;
 };
 
-struct http_client {
+struct client {
     struct event_base *base;
     CURLM *multi;
     struct event *timer;
     struct sockinfo *socks;
-    struct http_call *calls;
+    struct client_call *calls;
     int pending;
 };
 
-static void check_done(struct http_client *cl);
+static void check_done(struct client *cl);
 
 static void on_socket_event(evutil_socket_t fd, short what, void *arg)
 {
-    struct http_client *cl = arg;
+    struct client *cl = arg;
     int action =
         ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
     int running;
@@ -68,7 +68,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    struct http_client *cl = arg;
+    struct client *cl = arg;
     int running;
     curl_multi_socket_action(cl->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     check_done(cl);
@@ -77,7 +77,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 static int sock_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
     (void)easy;
-    struct http_client *cl = userp;
+    struct client *cl = userp;
     struct sockinfo *si = socketp;
     if (what == CURL_POLL_REMOVE) {
         if (si) {
@@ -115,7 +115,7 @@ static int sock_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *soc
 static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
 {
     (void)multi;
-    struct http_client *cl = userp;
+    struct client *cl = userp;
     if (timeout_ms < 0) {
         evtimer_del(cl->timer);
     } else {
@@ -127,7 +127,7 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
 
 static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
-    struct http_call *call = userdata;
+    struct client_call *call = userdata;
     size_t n = size * nmemb;
     if (call->resp.len + n > MAX_RESPONSE)
         return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
@@ -135,9 +135,9 @@ static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
     return n;
 }
 
-static void call_free(struct http_call *call)
+static void call_free(struct client_call *call)
 {
-    struct http_client *cl = call->cl;
+    struct client *cl = call->cl;
     if (call->prev)
         call->prev->next = call->next;
     else
@@ -152,7 +152,7 @@ static void call_free(struct http_call *call)
     free(call);
 }
 
-static void check_done(struct http_client *cl)
+static void check_done(struct client *cl)
 {
     CURLMsg *msg;
     int left;
@@ -161,13 +161,13 @@ static void check_done(struct http_client *cl)
             continue;
         CURL *easy = msg->easy_handle;
         CURLcode rc = msg->data.result;
-        struct http_call *call = NULL;
+        struct client_call *call = NULL;
         curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&call);
         long status = 0;
         curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
         curl_multi_remove_handle(cl->multi, easy);
 
-        struct http_result res;
+        struct client_result res;
         memset(&res, 0, sizeof res);
         res.status = rc == CURLE_OK ? (int)status : 0;
         res.body = buf_cstr(&call->resp);
@@ -180,9 +180,9 @@ static void check_done(struct http_client *cl)
     }
 }
 
-struct http_client *http_client_new(struct event_base *base)
+struct client *client_new(struct event_base *base)
 {
-    struct http_client *cl = xcalloc(1, sizeof *cl);
+    struct client *cl = xcalloc(1, sizeof *cl);
     cl->base = base;
     cl->multi = curl_multi_init();
     cl->timer = evtimer_new(base, on_timer, cl);
@@ -194,7 +194,7 @@ struct http_client *http_client_new(struct event_base *base)
     return cl;
 }
 
-void http_client_free(struct http_client *cl)
+void client_free(struct client *cl)
 {
     if (!cl)
         return;
@@ -213,10 +213,10 @@ void http_client_free(struct http_client *cl)
     free(cl);
 }
 
-struct http_call *http_client_request(struct http_client *cl, const struct http_call_opts *o,
-                                      http_client_cb cb, void *arg)
+struct client_call *client_request(struct client *cl, const struct client_call_opts *o,
+                                   client_cb cb, void *arg)
 {
-    struct http_call *call = xcalloc(1, sizeof *call);
+    struct client_call *call = xcalloc(1, sizeof *call);
     call->cl = cl;
     call->cb = cb;
     call->arg = arg;
@@ -276,7 +276,7 @@ struct http_call *http_client_request(struct http_client *cl, const struct http_
     return call;
 }
 
-void http_client_cancel(struct http_call *call)
+void client_cancel(struct client_call *call)
 {
     if (!call)
         return;
@@ -284,7 +284,7 @@ void http_client_cancel(struct http_call *call)
     call_free(call);
 }
 
-int http_client_pending(const struct http_client *cl)
+int client_pending(const struct client *cl)
 {
     return cl->pending;
 }

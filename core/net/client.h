@@ -12,10 +12,10 @@
 #include <stddef.h>
 
 struct event_base;
-struct http_client;
-struct http_call;
+struct client;
+struct client_call;
 
-struct http_result {
+struct client_result {
     int status;       /* HTTP status, or 0 when no answer came (see error) */
     const char *body; /* NUL-terminated */
     size_t len;
@@ -24,9 +24,9 @@ struct http_result {
 };
 
 /* Called once per call, from the loop, unless the call was cancelled. */
-typedef void (*http_client_cb)(const struct http_result *res, void *arg);
+typedef void (*client_cb)(const struct client_result *res, void *arg);
 
-struct http_call_opts {
+struct client_call_opts {
     const char *method; /* "GET" (default), "POST", ... */
     const char *url;
     const char *body; /* copied; sent as application/json unless a header says otherwise */
@@ -36,19 +36,19 @@ struct http_call_opts {
     int connect_timeout_ms;     /* default: timeout_ms */
 };
 
-struct http_client *http_client_new(struct event_base *base);
+struct client *client_new(struct event_base *base);
 /* Cancels every pending call without calling back. */
-void http_client_free(struct http_client *cl);
+void client_free(struct client *cl);
 
 /*
  * Starts a call.
- * @return a handle valid until the callback returns or http_client_cancel; NULL when
+ * @return a handle valid until the callback returns or client_cancel; NULL when
  *         curl refuses the options (the callback is then not called).
  */
-struct http_call *http_client_request(struct http_client *cl, const struct http_call_opts *o,
-                                      http_client_cb cb, void *arg);
-void http_client_cancel(struct http_call *call);
+struct client_call *client_request(struct client *cl, const struct client_call_opts *o,
+                                   client_cb cb, void *arg);
+void client_cancel(struct client_call *call);
 /* Number of calls in flight. */
-int http_client_pending(const struct http_client *cl);
+int client_pending(const struct client *cl);
 
 #endif

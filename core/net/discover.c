@@ -23,11 +23,11 @@ struct asked {
     int index, delay_ms, attempts, logged;
     char *health_url;
     struct event *timer;
-    struct http_call *call;
+    struct client_call *call;
 };
 
 struct discover {
-    struct http_client *client;
+    struct client *client;
     char *auth_header;
     discover_cb cb;
     void *arg;
@@ -53,7 +53,7 @@ static void again(struct asked *a, const char *why)
     a->delay_ms = a->delay_ms * 2 > MAX_DELAY_MS ? MAX_DELAY_MS : a->delay_ms * 2;
 }
 
-static void on_health(const struct http_result *res, void *arg)
+static void on_health(const struct client_result *res, void *arg)
 {
     struct asked *a = arg;
     struct discover *d = a->d;
@@ -95,16 +95,16 @@ static void ask(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct asked *a = arg;
     const char *headers[2] = {a->d->auth_header, NULL};
-    struct http_call_opts o = {.method = "GET",
-                               .url = a->health_url,
-                               .headers = a->d->auth_header ? headers : NULL,
-                               .timeout_ms = CALL_TIMEOUT_MS};
-    a->call = http_client_request(a->d->client, &o, on_health, a);
+    struct client_call_opts o = {.method = "GET",
+                                 .url = a->health_url,
+                                 .headers = a->d->auth_header ? headers : NULL,
+                                 .timeout_ms = CALL_TIMEOUT_MS};
+    a->call = client_request(a->d->client, &o, on_health, a);
     if (!a->call)
         again(a, "the HTTP client refused the call");
 }
 
-struct discover *discover_start(struct event_base *base, struct http_client *client,
+struct discover *discover_start(struct event_base *base, struct client *client,
                                 const struct endpoint *eps, int n, const char *auth_header,
                                 discover_cb cb, void *arg)
 {
@@ -148,7 +148,7 @@ void discover_free(struct discover *d)
         return;
     for (int i = 0; i < d->n; i++) {
         if (d->asked[i].call)
-            http_client_cancel(d->asked[i].call);
+            client_cancel(d->asked[i].call);
         event_free(d->asked[i].timer);
         free(d->asked[i].health_url);
     }

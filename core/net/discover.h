@@ -15,7 +15,7 @@
 #include "endpoint.h"
 
 struct event_base;
-struct http_client;
+struct client;
 struct discover;
 
 /* Called from the loop when endpoint i's name is learned (valid, and not another's). */
@@ -26,7 +26,7 @@ typedef void (*discover_cb)(void *arg, int i, const char *name);
  * ("Authorization: Bearer ...") or NULL is sent with each call.
  * @return the asker (NULL when every endpoint already has a name: nothing to learn).
  */
-struct discover *discover_start(struct event_base *base, struct http_client *client,
+struct discover *discover_start(struct event_base *base, struct client *client,
                                 const struct endpoint *eps, int n, const char *auth_header,
                                 discover_cb cb, void *arg);
 /* Cancels what is in flight, without calling back. NULL is fine. */

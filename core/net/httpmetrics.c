@@ -10,7 +10,7 @@
 
 #include "../base/mem.h"
 #include "../obs/metrics.h"
-#include "server.h"
+#include "http.h"
 
 struct http_metrics {
     const struct http_server *srv;
@@ -38,7 +38,7 @@ static void collect(void *arg)
     metric_set(hm->rejected, (double)st.rejected);
 }
 
-void http_metrics_register(struct metrics *reg, const struct http_server *srv)
+void httpmetrics_register(struct metrics *reg, const struct http_server *srv)
 {
     struct http_metrics *hm = xcalloc(1, sizeof *hm);
     hm->srv = srv;

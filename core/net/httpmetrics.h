@@ -7,7 +7,7 @@
  *   counterd_http_connections_accepted_total      connections accepted
  *   counterd_http_connections_rejected_total      connections refused at the cap (503)
  *
- * The server tallies in its own fields (core/net/server.c); they are copied into the
+ * The server tallies in its own fields (core/net/http.c); they are copied into the
  * registry only when /metrics is rendered, so the request path pays a few additions.
  */
 #ifndef COUNTERD_NET_HTTPMETRICS_H
@@ -18,6 +18,6 @@ struct http_server;
 
 /* Registers the families in reg, read from srv at each render: srv must outlive every
  * render of reg (a role frees its server before its registry). */
-void http_metrics_register(struct metrics *reg, const struct http_server *srv);
+void httpmetrics_register(struct metrics *reg, const struct http_server *srv);
 
 #endif

@@ -19,15 +19,15 @@
 
 struct otlp {
     struct event_base *base;
-    struct http_client *client;
-    struct http_call *call; /* the POST in flight */
+    struct client *client;
+    struct client_call *call; /* the POST in flight */
     struct event *timer, *wake_ev;
     char *url;
     int timeout_ms;
     int failures; /* in a row: logged at the first, then every 60th (about once a minute) */
 };
 
-static void on_posted(const struct http_result *res, void *arg)
+static void on_posted(const struct client_result *res, void *arg)
 {
     struct otlp *x = arg;
     x->call = NULL;
@@ -53,13 +53,13 @@ static int send_batch(void *arg, const char *body, size_t len)
 {
     struct otlp *x = arg;
     static const char *const headers[] = {"Content-Type: application/json", NULL};
-    struct http_call_opts o = {.method = "POST",
-                               .url = x->url,
-                               .body = body,
-                               .body_len = len,
-                               .headers = headers,
-                               .timeout_ms = x->timeout_ms};
-    x->call = http_client_request(x->client, &o, on_posted, x);
+    struct client_call_opts o = {.method = "POST",
+                                 .url = x->url,
+                                 .body = body,
+                                 .body_len = len,
+                                 .headers = headers,
+                                 .timeout_ms = x->timeout_ms};
+    x->call = client_request(x->client, &o, on_posted, x);
     return x->call ? 0 : -1;
 }
 
@@ -102,7 +102,7 @@ struct otlp *otlp_start(struct event_base *base, const struct otlp_opts *o, char
     memcpy(x->url, ep, n);
     memcpy(x->url + n, "/v1/traces", sizeof "/v1/traces");
     x->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 5000;
-    x->client = http_client_new(base);
+    x->client = client_new(base);
     x->wake_ev = event_new(base, -1, 0, on_wake, x);
     x->timer = event_new(base, -1, EV_PERSIST, on_tick, x);
 
@@ -129,8 +129,8 @@ void otlp_stop(struct otlp *x)
         return;
     trace_shutdown();
     if (x->call)
-        http_client_cancel(x->call);
-    http_client_free(x->client);
+        client_cancel(x->call);
+    client_free(x->client);
     event_free(x->timer);
     event_free(x->wake_ev);
     free(x->url);

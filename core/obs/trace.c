@@ -357,7 +357,7 @@ static void random_id(uint8_t *out, size_t n)
     do {
         nonzero = 0;
         for (size_t i = 0; i < n; i += 8) {
-            uint64_t v = fast_random_u64();
+            uint64_t v = hash_fast_random_u64();
             memcpy(out + i, &v, n - i < 8 ? n - i : 8);
             nonzero |= v != 0;
         }

@@ -6,7 +6,7 @@
  *  - A span is the handle. Every call on a span (attributes, children, end, traceparent)
  *    takes the span, and a child could find its tracer through its parent; what needs
  *    the tracer itself is the start of a root or of a span continuing a remote parent
- *    (trace_span_start: 4 call sites, in net/server.c, repl/replication.c and
+ *    (trace_span_start: 4 call sites, in net/http.c, repl/repl.c and
  *    repl/strong.c) and trace_enabled (11 sites, in those and lua/api_http.c,
  *    lua/api_trace.c). Threading a struct tracer * to them would add a field and a
  *    constructor argument to the HTTP server, replication, the strong leader and the Lua

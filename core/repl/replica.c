@@ -9,7 +9,7 @@
 #include <inttypes.h>
 #include <string.h>
 
-#include "../store/gcounter.h"
+#include "../store/gstore.h"
 #include "../store/strongrep.h"
 #include "../store/wal.h"
 
@@ -65,7 +65,7 @@ static void put_identity(struct replica *r, struct buf *out)
     buf_puts(out, r->wal ? ",\"durable\":true" : ",\"durable\":false");
 }
 
-static void put_entry(void *arg, const char *name, size_t len, const struct strong_entry *e)
+static void put_entry(void *arg, const char *name, size_t len, const struct strongrep_entry *e)
 {
     struct buf *out = arg;
     if (out->data[out->len - 1] != '[')
@@ -114,7 +114,7 @@ static int64_t accept_(struct replica *r, struct http_request *req, const struct
     for (uint32_t i = 0; i < entries->len; i++) {
         const struct json *e = &entries->u.items[i];
         if (e->type != JSON_ARR || e->len != 2 || e->u.items[0].type != JSON_STR ||
-            !gcounter_name_valid(e->u.items[0].u.s, e->u.items[0].len) ||
+            !gstore_counter_name_valid(e->u.items[0].u.s, e->u.items[0].len) ||
             e->u.items[1].type != JSON_INT) {
             http_respond_error(req, 400, "bad_field",
                                "entries[%u] must be [counter name, integer value]", i);
@@ -136,7 +136,7 @@ static int64_t accept_(struct replica *r, struct http_request *req, const struct
             continue; /* a newer round already reached us */
         accepted++;
         if (r->wal) {
-            struct strong_entry e = {epoch, round, value};
+            struct strongrep_entry e = {epoch, round, value};
             pos = wal_append_strong(r->wal, name->u.s, name->len, &e);
         }
     }

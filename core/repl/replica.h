@@ -26,7 +26,7 @@
 
 #include "../base/buf.h"
 #include "../base/json.h"
-#include "../net/server.h"
+#include "../net/http.h"
 
 struct strongrep;
 struct wal;

@@ -48,7 +48,7 @@ struct leg {
     struct exchange *ex;
     int idx;
     struct event *timer;
-    struct http_call *call;
+    struct client_call *call;
     int status; /* HTTP status once answered; 0 none */
     int held;   /* the replica may hold this message's proposal: sent and not refused */
     char *body; /* the answer, kept while its return delay runs */
@@ -83,7 +83,7 @@ struct exchange {
 
 struct strong {
     struct event_base *base;
-    struct http_client *client;
+    struct client *client;
     struct strong_config cfg;
     char *node_id;
     char *replica_ids[STRONG_MAX_REPLICAS]; /* node ids, learned from answers */
@@ -345,7 +345,7 @@ static void on_return_delay(evutil_socket_t fd, short what, void *arg)
     free(body);
 }
 
-static void on_leg_result(const struct http_result *res, void *arg)
+static void on_leg_result(const struct client_result *res, void *arg)
 {
     struct leg *l = arg;
     struct strong *s = l->ex->s;
@@ -397,13 +397,13 @@ static void leg_send(struct leg *l)
         headers[h++] = tp;
     }
     headers[h] = NULL;
-    struct http_call_opts o = {.method = "POST",
-                               .url = url,
-                               .body = ex->msg,
-                               .body_len = ex->msg_len,
-                               .headers = headers,
-                               .timeout_ms = s->cfg.timeout_ms};
-    l->call = http_client_request(s->client, &o, on_leg_result, l);
+    struct client_call_opts o = {.method = "POST",
+                                 .url = url,
+                                 .body = ex->msg,
+                                 .body_len = ex->msg_len,
+                                 .headers = headers,
+                                 .timeout_ms = s->cfg.timeout_ms};
+    l->call = client_request(s->client, &o, on_leg_result, l);
     if (!l->call)
         leg_end(l, 0, "the request could not be started");
     else
@@ -565,7 +565,7 @@ static void start_prepare(struct strong *s)
     ex_start(ex);
 }
 
-static void copy_found(void *arg, const char *name, size_t len, const struct strong_entry *e)
+static void copy_found(void *arg, const char *name, size_t len, const struct strongrep_entry *e)
 {
     struct strong *s = arg;
     strongrep_accept(s->committed, name, len, e->epoch, e->round, e->value);
@@ -619,7 +619,7 @@ struct round_build {
     struct strongrep *proposed;
 };
 
-static void put_proposal(void *arg, const char *name, size_t len, const struct strong_entry *e)
+static void put_proposal(void *arg, const char *name, size_t len, const struct strongrep_entry *e)
 {
     struct buf *b = arg;
     if (b->data[b->len - 1] != '[')
@@ -629,13 +629,13 @@ static void put_proposal(void *arg, const char *name, size_t len, const struct s
     buf_printf(b, ",%" PRId64 "]", e->value);
 }
 
-static void add_repair(void *arg, const char *name, size_t len, const struct strong_entry *e)
+static void add_repair(void *arg, const char *name, size_t len, const struct strongrep_entry *e)
 {
     (void)e;
     struct round_build *rb = arg;
     if (strongrep_get(rb->proposed, name, len))
         return;
-    const struct strong_entry *c = strongrep_get(rb->s->committed, name, len);
+    const struct strongrep_entry *c = strongrep_get(rb->s->committed, name, len);
     strongrep_accept(rb->proposed, name, len, 0, 0, c ? c->value : 0);
 }
 
@@ -653,8 +653,8 @@ static int take_queue(struct exchange *ex, double now)
         struct op *o = s->queue;
         s->queue = o->next;
         o->next = NULL;
-        const struct strong_entry *p = strongrep_get(ex->proposed, o->name, o->len);
-        const struct strong_entry *c = p ? p : strongrep_get(s->committed, o->name, o->len);
+        const struct strongrep_entry *p = strongrep_get(ex->proposed, o->name, o->len);
+        const struct strongrep_entry *c = p ? p : strongrep_get(s->committed, o->name, o->len);
         int64_t cur = c ? c->value : 0, next;
         if (__builtin_add_overflow(cur, o->amount, &next)) {
             o->started_ms = now;
@@ -726,13 +726,13 @@ static void start_round(struct strong *s)
     ex_start(ex);
 }
 
-static void commit_one(void *arg, const char *name, size_t len, const struct strong_entry *e)
+static void commit_one(void *arg, const char *name, size_t len, const struct strongrep_entry *e)
 {
     struct exchange *ex = arg;
     strongrep_accept(ex->s->committed, name, len, ex->epoch, ex->round, e->value);
 }
 
-static void mark_repair(void *arg, const char *name, size_t len, const struct strong_entry *e)
+static void mark_repair(void *arg, const char *name, size_t len, const struct strongrep_entry *e)
 {
     (void)e;
     strongrep_accept(((struct strong *)arg)->repair, name, len, 0, 0, 0);
@@ -936,7 +936,7 @@ static void start_next(struct strong *s)
 
 /* ---------------------------------------------------------------- public */
 
-struct strong *strong_new(struct event_base *base, struct http_client *client,
+struct strong *strong_new(struct event_base *base, struct client *client,
                           const struct strong_config *cfg, const struct strong_hooks *hooks)
 {
     struct strong *s = xcalloc(1, sizeof *s);
@@ -992,7 +992,7 @@ void strong_free(struct strong *s)
             struct leg *l = &ex->legs[i];
             held += l->held;
             if (l->call)
-                http_client_cancel(l->call);
+                client_cancel(l->call);
             if (l->timer)
                 event_free(l->timer);
             free(l->body);
@@ -1062,7 +1062,7 @@ int strong_ready(const struct strong *s)
 
 int64_t strong_value(const struct strong *s, const char *name, size_t len)
 {
-    const struct strong_entry *e = strongrep_get(s->committed, name, len);
+    const struct strongrep_entry *e = strongrep_get(s->committed, name, len);
     return e ? e->value : 0;
 }
 
@@ -1071,7 +1071,7 @@ struct each_ctx {
     void *arg;
 };
 
-static void each_one(void *arg, const char *name, size_t len, const struct strong_entry *e)
+static void each_one(void *arg, const char *name, size_t len, const struct strongrep_entry *e)
 {
     struct each_ctx *c = arg;
     c->fn(c->arg, name, len, e->value);

@@ -47,7 +47,7 @@
 #include <stdint.h>
 
 struct event_base;
-struct http_client;
+struct client;
 struct strong;
 struct trace_span;
 
@@ -87,7 +87,7 @@ struct strong_result {
 
 typedef void (*strong_done_fn)(void *arg, const struct strong_result *r);
 
-struct strong *strong_new(struct event_base *base, struct http_client *client,
+struct strong *strong_new(struct event_base *base, struct client *client,
                           const struct strong_config *cfg, const struct strong_hooks *hooks);
 /* Stops; every pending increment is answered first: STRONG_NO_QUORUM when it was not
  * sent, STRONG_AMBIGUOUS when it was. */

@@ -10,7 +10,7 @@
 
 #include "../base/mem.h"
 #include "../net/endpoint.h"
-#include "../store/gcounter.h"
+#include "../store/gstore.h"
 
 #ifndef COUNTERD_DEFAULT_LUA_DIR
 #define COUNTERD_DEFAULT_LUA_DIR "lua"
@@ -279,7 +279,7 @@ static int check(struct config *c, char *err, size_t errlen)
         snprintf(err, errlen, "the scenario role needs --script FILE.lua");
         return -1;
     }
-    if (!gcounter_name_valid(c->node_id, strlen(c->node_id))) {
+    if (!gstore_counter_name_valid(c->node_id, strlen(c->node_id))) {
         snprintf(err, errlen, "node id '%s' must be 1-200 bytes of [A-Za-z0-9_.:-]", c->node_id);
         return -1;
     }
@@ -292,7 +292,7 @@ static int check(struct config *c, char *err, size_t errlen)
             snprintf(err, errlen, "the admin token must be printable ASCII without spaces");
             return -1;
         }
-    if (!gcounter_name_valid(c->region, strlen(c->region))) {
+    if (!gstore_counter_name_valid(c->region, strlen(c->region))) {
         snprintf(err, errlen, "region '%s' must be 1-200 bytes of [A-Za-z0-9_.:-]", c->region);
         return -1;
     }

@@ -27,12 +27,12 @@
 #include "../net/auth.h"
 #include "../net/client.h"
 #include "../net/endpoint.h"
-#include "../net/server.h"
+#include "../net/http.h"
 #include "../net/url.h"
 #include "../obs/metrics.h"
 #include "../obs/trace.h"
 #include "../repl/strong.h"
-#include "../store/gcounter.h"
+#include "../store/gstore.h"
 #include "config.h"
 #include "policy.h"
 #include "reqbody.h"
@@ -48,8 +48,8 @@ struct replica_gauge {
 
 struct consistent {
     struct strong *strong;
-    struct lua_host *lua;
-    struct http_client *client;
+    struct host *lua;
+    struct client *client;
     struct http_server *server;
     struct metrics *metrics;
     struct json_parser parser;
@@ -260,9 +260,9 @@ static void h_coordination_delay(struct consistent *c, struct http_request *req,
                                "delay_ms must be an integer from 0 to 60000, or default");
             return;
         }
-        lua_host_shared_set_number(c->lua, "faults.coordination_delay_ms", v < 0 ? NAN : (double)v);
+        host_shared_set_number(c->lua, "faults.coordination_delay_ms", v < 0 ? NAN : (double)v);
     }
-    double v = lua_host_shared_get_number(c->lua, "faults.coordination_delay_ms");
+    double v = host_shared_get_number(c->lua, "faults.coordination_delay_ms");
     struct buf *b = &c->out;
     buf_puts(b, "{\"coordination_delay_ms\":");
     if (v == v) {
@@ -315,7 +315,7 @@ static void handle(struct http_request *req, void *arg)
     struct consistent *c = arg;
     buf_reset(&c->out);
     if (req->path_len >= 7 && memcmp(req->path, "/admin/", 7) == 0 &&
-        http_refuse_unauthorized(req, c->admin_token))
+        auth_refuse_unauthorized(req, c->admin_token))
         return;
     if (req->span)
         route_trace(routes, req);
@@ -478,11 +478,11 @@ struct consistent *consistent_new(struct event_base *base, const struct config *
     json_parser_init(&c->parser);
     char node_id[128];
     snprintf(node_id, sizeof node_id, "%s-strong", cfg->region);
-    struct lua_host_info li = {"strong", node_id, cfg->region, cfg->policy_budget_ms};
+    struct host_info li = {"strong", node_id, cfg->region, cfg->policy_budget_ms};
     if (role_start(&parts, base, cfg, &li, ROLE_LUA_IO, err, errlen) < 0)
         goto fail;
     char lerr[512];
-    if (lua_host_load_policy(c->lua, "faults", lerr, sizeof lerr) < 0)
+    if (host_load_policy(c->lua, "faults", lerr, sizeof lerr) < 0)
         log_error("faults policy not loaded, strong replication runs without it: %s", lerr);
     if (start_strong(c, base, cfg, node_id, err, errlen) < 0)
         goto fail;

@@ -25,11 +25,11 @@
 #include "../base/log.h"
 #include "../base/mem.h"
 #include "../lua/host.h"
-#include "../net/server.h"
+#include "../net/http.h"
 #include "../net/upstream.h"
 #include "../obs/metrics.h"
 #include "../obs/trace.h"
-#include "../store/gcounter.h"
+#include "../store/gstore.h"
 #include "../store/tokset.h"
 #include "policy.h"
 
@@ -53,7 +53,7 @@ struct gw_region {
 struct forward;
 
 struct gateway {
-    struct lua_host *lua;
+    struct host *lua;
     struct gw_region regions[MAX_REGIONS];
     const char *names[MAX_REGIONS];
     int n, timeout_ms;
@@ -143,7 +143,8 @@ static void learn_node_id(struct gateway *g, int i, const char *body, size_t len
             continue;
         const char *p = body + k + kl, *q = memchr(p, '"', len - k - kl);
         struct gw_region *r = &g->regions[i];
-        if (!q || !gcounter_name_valid(p, (size_t)(q - p)) || (size_t)(q - p) >= sizeof r->node_id)
+        if (!q || !gstore_counter_name_valid(p, (size_t)(q - p)) ||
+            (size_t)(q - p) >= sizeof r->node_id)
             return;
         memcpy(r->node_id, p, (size_t)(q - p));
         r->node_id[q - p] = '\0';
@@ -224,7 +225,7 @@ static int pick(struct forward *f, char *err, size_t errlen)
         for (int j = 0; j < g->n; j++)
             if (healthy[j])
                 up[k++] = j;
-        i = up[fast_random_u64() % (uint64_t)k];
+        i = up[hash_fast_random_u64() % (uint64_t)k];
     }
     return i;
 }
@@ -347,7 +348,7 @@ static void body_with_token(struct buf *out, const struct http_request *req,
     memcpy(tok, home, hl);
     if (hl)
         tok[hl++] = '/';
-    uint64_t v = fast_random_u64();
+    uint64_t v = hash_fast_random_u64();
     for (int i = 15; i >= 0; i--, v >>= 4)
         tok[hl + (size_t)i] = hex[v & 15];
     tok[hl + 16] = '\0';
@@ -475,7 +476,7 @@ int gateway_handle(struct gateway *g, struct http_request *req)
 
 /* ---------------------------------------------------------------- set-up */
 
-struct gateway *gateway_new(struct event_base *base, struct lua_host *lua, struct metrics *metrics,
+struct gateway *gateway_new(struct event_base *base, struct host *lua, struct metrics *metrics,
                             const struct gateway_region *regions, int nregions, int timeout_ms,
                             char *err, size_t errlen)
 {

@@ -12,7 +12,7 @@
 #include <stddef.h>
 
 struct event_base;
-struct lua_host;
+struct host;
 struct metrics;
 struct http_request;
 struct gateway;
@@ -23,7 +23,7 @@ struct gateway_region {
 };
 
 /* @return the hot path, or NULL with a sentence in err. */
-struct gateway *gateway_new(struct event_base *base, struct lua_host *lua, struct metrics *metrics,
+struct gateway *gateway_new(struct event_base *base, struct host *lua, struct metrics *metrics,
                             const struct gateway_region *regions, int nregions, int timeout_ms,
                             char *err, size_t errlen);
 /* Names the region at url (given as host:port) and routes to it from now on. */

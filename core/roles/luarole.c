@@ -24,12 +24,14 @@
 #include "../base/buf.h"
 #include "../base/log.h"
 #include "../base/mem.h"
+#include "../lua/api.h"
 #include "../lua/host.h"
+#include "../lua/task.h"
 #include "../net/auth.h"
 #include "../net/client.h"
 #include "../net/discover.h"
 #include "../net/endpoint.h"
-#include "../net/server.h"
+#include "../net/http.h"
 #include "../obs/metrics.h"
 #include "config.h"
 #include "gateway.h"
@@ -37,15 +39,13 @@
 #include "role.h"
 #include "route.h"
 
-int lua_api_json_encode_at(lua_State *L, int idx, struct buf *b);
-
 struct luarole {
     struct gateway *gateway; /* the gateway's C hot path, for that role */
     char *admin_token;       /* guards the admin endpoints when set */
     char *web_dir;           /* the gateway's dashboard files, or NULL */
     struct metrics *metrics;
-    struct lua_host *lua;
-    struct http_client *client;
+    struct host *lua;
+    struct client *client;
     struct http_server *server;
     struct reload *reload;
     struct otlp *otlp; /* span export, when tracing is on */
@@ -91,7 +91,7 @@ struct answer_ctx {
 static int encode_body(lua_State *L)
 {
     struct buf *b = lua_touserdata(L, 2);
-    lua_api_json_encode_at(L, 1, b);
+    api_json_encode_at(L, 1, b);
     return 0;
 }
 
@@ -123,7 +123,7 @@ static void on_answer(lua_State *co, int nresults, const char *err, void *arg)
         return;
     }
     if (nresults >= 2 && lua_istable(co, 2)) {
-        lua_State *L = lua_host_state(lr->lua);
+        lua_State *L = host_state(lr->lua);
         lua_pushcfunction(L, encode_body);
         lua_pushvalue(co, 2);
         lua_xmove(co, L, 1);
@@ -211,8 +211,8 @@ static int is_admin(const struct http_request *req)
 /* Every request no route takes: a task of the role's handle(req). */
 static void run_lua(struct luarole *lr, struct http_request *req)
 {
-    lua_State *L = lua_host_state(lr->lua);
-    if (lua_host_push_role_fn(lr->lua, "handle") < 0) {
+    lua_State *L = host_state(lr->lua);
+    if (host_push_role_fn(lr->lua, "handle") < 0) {
         http_respond_error(req, 503, "unavailable", "no role is loaded");
         return;
     }
@@ -220,7 +220,7 @@ static void run_lua(struct luarole *lr, struct http_request *req)
     struct answer_ctx *ctx = xmalloc(sizeof *ctx);
     ctx->lr = lr;
     ctx->req = req;
-    lua_host_spawn_traced(lr->lua, 1, on_answer, ctx, req->span);
+    task_spawn_traced(lr->lua, 1, on_answer, ctx, req->span);
 }
 
 static void h_increment(void *role, struct http_request *req)
@@ -267,7 +267,7 @@ static const struct route routes[] = {{ROUTE_POST, "/api/increment", 0, h_increm
 static void handle(struct http_request *req, void *arg)
 {
     struct luarole *lr = arg;
-    if (is_admin(req) && http_refuse_unauthorized(req, lr->admin_token))
+    if (is_admin(req) && auth_refuse_unauthorized(req, lr->admin_token))
         return;
     if (route_dispatch(routes, lr, req) <= 0)
         run_lua(lr, req);
@@ -336,11 +336,11 @@ static int push_config(lua_State *L, const struct config *cfg, char *err, size_t
 static int start_gateway(struct luarole *lr, struct event_base *base, const struct config *cfg,
                          char *err, size_t errlen)
 {
-    lua_State *L = lua_host_state(lr->lua);
+    lua_State *L = host_state(lr->lua);
     struct gateway_region regions[16];
     int n = 0, rc = -1;
     lua_pushnil(L); /* keeps the pops below symmetric */
-    lua_host_push_role_field(lr->lua, "regions");
+    host_push_role_field(lr->lua, "regions");
     if (!lua_istable(L, -1)) {
         snprintf(err, errlen, "gateway.lua has no regions table (M.regions)");
         lua_pop(L, 2);
@@ -380,7 +380,7 @@ out:
 static void on_region_name(void *arg, int i, const char *name)
 {
     struct luarole *lr = arg;
-    lua_State *L = lua_host_state(lr->lua);
+    lua_State *L = host_state(lr->lua);
     lua_getglobal(L, "counterd");
     lua_getfield(L, -1, "config");
     lua_getfield(L, -1, "regions");
@@ -433,11 +433,11 @@ struct luarole *luarole_new(struct event_base *base, const struct config *cfg, c
 {
     struct luarole *lr = xcalloc(1, sizeof *lr);
     struct role_parts parts = parts_of(lr);
-    struct lua_host_info li = {cfg->role, cfg->node_id, cfg->region, cfg->policy_budget_ms};
+    struct host_info li = {cfg->role, cfg->node_id, cfg->region, cfg->policy_budget_ms};
     if (role_start(&parts, base, cfg, &li, ROLE_LUA_IO, err, errlen) < 0)
         goto fail;
-    if (push_config(lua_host_state(lr->lua), cfg, err, errlen) < 0 ||
-        lua_host_load_role(lr->lua, cfg->role, err, errlen) < 0)
+    if (push_config(host_state(lr->lua), cfg, err, errlen) < 0 ||
+        host_load_role(lr->lua, cfg->role, err, errlen) < 0)
         goto fail;
     if (!strcmp(cfg->role, "gateway")) {
         if (start_gateway(lr, base, cfg, err, errlen) < 0)

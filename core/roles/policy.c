@@ -17,10 +17,10 @@
 #include "../base/log.h"
 #include "../lua/host.h"
 
-void policy_declare(struct lua_host *h)
+void policy_declare(struct host *h)
 {
-    lua_host_policy_entry(h, "routing", "route");
-    lua_host_policy_entry(h, "faults", "decide");
+    host_policy_entry(h, "routing", "route");
+    host_policy_entry(h, "faults", "decide");
 }
 
 /* ---------------------------------------------------------------- routing */
@@ -90,24 +90,23 @@ static int route_refused(lua_State *L, const char *policy, char *err, size_t err
     return -1;
 }
 
-int policy_route(struct lua_host *h, const char *policy, const char *counter,
-                 const char *client_region, const char *token, const char *const *names,
-                 const int *healthy, int n, char *err, size_t errlen)
+int policy_route(struct host *h, const char *policy, const char *counter, const char *client_region,
+                 const char *token, const char *const *names, const int *healthy, int n, char *err,
+                 size_t errlen)
 {
-    lua_State *L = lua_host_state(h);
+    lua_State *L = host_state(h);
     int top = lua_gettop(L);
     char lerr[512];
-    if (!lua_host_has_policy(h, "routing") &&
-        lua_host_load_policy(h, "routing", lerr, sizeof lerr) < 0) {
+    if (!host_has_policy(h, "routing") && host_load_policy(h, "routing", lerr, sizeof lerr) < 0) {
         log_error("routing policy not loaded: %s", lerr);
         return -3;
     }
     push_route_args(L, policy, counter, client_region, token, names, healthy, n);
-    int rc = lua_host_call_policy(h, "routing", "route", 6, 3, lerr, sizeof lerr);
+    int rc = host_call_policy(h, "routing", "route", 6, 3, lerr, sizeof lerr);
     if (rc == -1) {
         /* Only a policy that removed its own route() gets here (loading checks it). */
         log_error("routing.route is not a function any more; choosing a healthy region instead");
-        lua_host_count_error(h, "routing");
+        host_count_error(h, "routing");
         return -3;
     }
     if (rc < 0) {
@@ -119,7 +118,7 @@ int policy_route(struct lua_host *h, const char *policy, const char *counter,
         rc = i >= 1 && i <= n ? i - 1 : -3;
         if (rc == -3) {
             log_error("routing.route returned %d, not a region index 1..%d", i, n);
-            lua_host_count_error(h, "routing");
+            host_count_error(h, "routing");
         }
     } else {
         rc = route_refused(L, policy, err, errlen);
@@ -155,10 +154,10 @@ static int faults_action(lua_State *L, int *delay_ms)
     return -1;
 }
 
-int policy_faults_decide(struct lua_host *h, const char *dir, const char *from, const char *to,
+int policy_faults_decide(struct host *h, const char *dir, const char *from, const char *to,
                          const char *kind, int partitioned, int *delay_ms)
 {
-    lua_State *L = lua_host_state(h);
+    lua_State *L = host_state(h);
     int top = lua_gettop(L);
     lua_pushstring(L, dir);
     lua_pushstring(L, from);
@@ -166,7 +165,7 @@ int policy_faults_decide(struct lua_host *h, const char *dir, const char *from, 
     lua_pushstring(L, kind);
     lua_pushboolean(L, partitioned);
     char err[512];
-    int rc = lua_host_call_policy(h, "faults", "decide", 5, 2, err, sizeof err);
+    int rc = host_call_policy(h, "faults", "decide", 5, 2, err, sizeof err);
     if (rc == -1)
         return -1;
     if (rc < 0) {
@@ -175,19 +174,19 @@ int policy_faults_decide(struct lua_host *h, const char *dir, const char *from, 
     }
     rc = faults_action(L, delay_ms);
     if (rc < 0)
-        lua_host_count_error(h, "faults");
+        host_count_error(h, "faults");
     lua_settop(L, top);
     return rc;
 }
 
 /* ---------------------------------------------------------------- the lab */
 
-int policy_lab_regions(struct lua_host *h, char names[][64], char urls[][512], int max)
+int policy_lab_regions(struct host *h, char names[][64], char urls[][512], int max)
 {
-    lua_State *L = lua_host_state(h);
+    lua_State *L = host_state(h);
     int top = lua_gettop(L), n = 0;
     char err[512];
-    if (lua_host_load_module(h, "conf", "lab", err, sizeof err) < 0) {
+    if (host_load_module(h, "conf", "lab", err, sizeof err) < 0) {
         log_error("lua/conf/lab.lua: %s", err);
         goto out;
     }
@@ -196,7 +195,7 @@ int policy_lab_regions(struct lua_host *h, char names[][64], char urls[][512], i
         goto out;
     }
     lua_getfield(L, -1, "regions");
-    if (lua_host_pcall(h, 0, 1, err, sizeof err) != 0) {
+    if (host_pcall(h, 0, 1, err, sizeof err) != 0) {
         log_error("lua/conf/lab.lua: regions(): %s", err);
         goto out;
     }

@@ -12,13 +12,13 @@
 
 #include <stddef.h>
 
-struct lua_host;
+struct host;
 
 /*
  * Declares, on a new host, the functions the C roles call (routing.route, faults.decide):
  * a policy file without its function is then refused when loaded or reloaded.
  */
-void policy_declare(struct lua_host *h);
+void policy_declare(struct host *h);
 
 /*
  * Asks the routing policy where an increment goes (see lua/policies/routing.lua):
@@ -30,9 +30,9 @@ void policy_declare(struct lua_host *h);
  *         400); -2 when no region is healthy; -3 when the policy failed or is missing
  *         (logged and counted; the caller picks a healthy region itself).
  */
-int policy_route(struct lua_host *h, const char *policy, const char *counter,
-                 const char *client_region, const char *token, const char *const *names,
-                 const int *healthy, int n, char *err, size_t errlen);
+int policy_route(struct host *h, const char *policy, const char *counter, const char *client_region,
+                 const char *token, const char *const *names, const int *healthy, int n, char *err,
+                 size_t errlen);
 
 /*
  * Asks the faults policy what to do with one replication message:
@@ -40,10 +40,10 @@ int policy_route(struct lua_host *h, const char *policy, const char *counter,
  * @return 0 deliver, 1 drop, 2 delay (*delay_ms set), or -1 when there is no faults
  *         policy or it failed (logged with file:line and counted).
  */
-int policy_faults_decide(struct lua_host *h, const char *dir, const char *from, const char *to,
+int policy_faults_decide(struct host *h, const char *dir, const char *from, const char *to,
                          const char *kind, int partitioned, int *delay_ms);
 
 /* The regions of lua/conf/lab.lua (names and URLs). @return how many (0 on error, logged). */
-int policy_lab_regions(struct lua_host *h, char names[][64], char urls[][512], int max);
+int policy_lab_regions(struct host *h, char names[][64], char urls[][512], int max);
 
 #endif

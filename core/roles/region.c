@@ -89,7 +89,7 @@ static int open_store(struct region *rg, const struct config *cfg, char *err, si
         /* Nothing survives this process: it is a new incarnation, which must not count
          * under an id whose old value its peers may hold higher (they would swallow its
          * increments). */
-        snprintf(rid, sizeof rid, "%s~%08" PRIx32, cfg->node_id, (uint32_t)random_u64());
+        snprintf(rid, sizeof rid, "%s~%08" PRIx32, cfg->node_id, (uint32_t)hash_random_u64());
         log_warn("no data directory (--data-dir / DATA_DIR): counts live in memory only");
     }
     rg->replica_id = xstrdup(rid);
@@ -167,11 +167,11 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
         goto fail;
     rg->metrics = metrics_new();
     region__metrics_register(rg, cfg);
-    struct lua_host_info li = {"region", cfg->node_id, cfg->region, cfg->policy_budget_ms};
+    struct host_info li = {"region", cfg->node_id, cfg->region, cfg->policy_budget_ms};
     if (role_start(&parts, base, cfg, &li, 0, err, errlen) < 0)
         goto fail;
     char lerr[512];
-    if (lua_host_load_policy(rg->lua, "faults", lerr, sizeof lerr) < 0)
+    if (host_load_policy(rg->lua, "faults", lerr, sizeof lerr) < 0)
         log_error("faults policy not loaded, replication runs without it: %s", lerr);
     start_repl(rg, base, cfg);
     start_timers(rg, base, cfg);

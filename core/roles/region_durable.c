@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "../base/mem.h"
-#include "../net/server.h"
+#include "../net/http.h"
 
 /* Answers rg->out for req once the log is durable up to pos (now, unless fsync=always
  * or need_sync). */
@@ -107,7 +107,7 @@ int region__reserve_log(struct region *rg, struct http_request *req, size_t need
 size_t region__incr_record_max(struct region *rg, uint32_t id, size_t nlen, size_t tlen)
 {
     const struct gcounter *c = id == GSTORE_NONE ? NULL : gstore_counter(rg->store, id);
-    size_t entries = (c ? gcounter_entries(c) : 0) + 1;
+    size_t entries = (c ? gstore_counter_entries(c) : 0) + 1;
     size_t elements = (id == GSTORE_NONE ? 0 : tokset_elements(rg->tokset, id)) + 1;
     const uint16_t *f;
     size_t folded = (id == GSTORE_NONE ? 0 : gstore_folded_list(rg->store, id, &f)) + 1;

@@ -17,7 +17,7 @@ static int retired_mine(struct region *rg, int rep)
     const char *name = gstore_replica_name(rg->store, rep);
     size_t len = strlen(name);
     return rep != rg->self && region__node_of(rg, rep) == rg->self_node &&
-           gcounter_replica_node_len(name, len) != len;
+           gstore_counter_replica_node_len(name, len) != len;
 }
 
 /* Entries of retired incarnations of this node, over every counter. */
@@ -43,10 +43,10 @@ static uint64_t fold_pass(struct region *rg)
     char skip_name[GCOUNTER_NAME_MAX + 1] = "";
     for (uint32_t id = 0; id < gstore_count(rg->store); id++) {
         const struct gcounter *c = gstore_counter(rg->store, id);
-        unsigned n = gcounter_entries(c), k = 0;
+        unsigned n = gstore_counter_entries(c), k = 0;
         for (unsigned i = 0; i < n; i++) {
             struct gentry e;
-            gcounter_entry(c, i, &e);
+            gstore_counter_entry(c, i, &e);
             if (retired_mine(rg, e.rep))
                 reps[k++] = e.rep;
         }
@@ -54,7 +54,7 @@ static uint64_t fold_pass(struct region *rg)
             continue;
         /* A fold is a logged change: without room in the log, the rest waits (next gate). */
         size_t nlen;
-        gcounter_name(c, &nlen);
+        gstore_counter_name(c, &nlen);
         if (rg->wal && wal_reserve(rg->wal, region__incr_record_max(rg, id, nlen, 0) +
                                                 k * (GSTORE_REPLICA_NAME_MAX + 1)) < 0) {
             log_warn("folding stopped at counter %u of %u: the log has no room (%s)", id,

@@ -13,7 +13,7 @@
 #include "../base/mem.h"
 #include "../lua/host.h"
 #include "../net/auth.h"
-#include "../net/server.h"
+#include "../net/http.h"
 #include "../net/url.h"
 #include "../obs/metrics.h"
 #include "../obs/trace.h"
@@ -337,7 +337,7 @@ void region__handle(struct http_request *req, void *arg)
     int strong = req->path_len > 8 && memcmp(req->path, "/strong/", 8) == 0;
     if (((req->path_len >= 7 && memcmp(req->path, "/admin/", 7) == 0) ||
          http_path_is(req, "/sync") || strong) &&
-        http_refuse_unauthorized(req, rg->admin_token))
+        auth_refuse_unauthorized(req, rg->admin_token))
         return;
     route_serve(routes, rg, req);
 }

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "../base/clock.h"
-#include "../net/server.h"
+#include "../net/http.h"
 #include "../obs/metrics.h"
 #include "../obs/trace.h"
 #include "../store/tokset.h"

@@ -12,9 +12,9 @@
 #include "../base/buf.h"
 #include "../base/json.h"
 #include "../repl/replica.h"
-#include "../repl/replication.h"
+#include "../repl/repl.h"
 #include "../store/dedup.h"
-#include "../store/gcounter.h"
+#include "../store/gstore.h"
 #include "../store/wal.h"
 
 struct config;
@@ -45,8 +45,8 @@ struct region {
     struct replica replica;
     struct reload *reload;
     struct metrics *metrics;
-    struct lua_host *lua;
-    struct http_client *client;
+    struct host *lua;
+    struct client *client;
     struct repl *repl;
     struct http_server *server;
     struct json_parser parser;

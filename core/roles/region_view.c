@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "../base/mem.h"
-#include "../net/server.h"
+#include "../net/http.h"
 #include "../store/tokset.h"
 
 void region__put_str(struct buf *b, const char *s)
@@ -26,7 +26,7 @@ void region__put_identity(struct region *rg, struct buf *b)
     region__put_str(b, rg->node_id);
 }
 
-/* The node a replica belongs to: its id up to '~' (see gcounter_replica_node_len). */
+/* The node a replica belongs to: its id up to '~' (see gstore_counter_replica_node_len). */
 int region__node_of(struct region *rg, int rep)
 {
     if (rep >= rg->rep_node_len) {
@@ -34,7 +34,7 @@ int region__node_of(struct region *rg, int rep)
         rg->rep_node = xrealloc(rg->rep_node, (size_t)n * sizeof *rg->rep_node);
         for (int r = rg->rep_node_len; r < n; r++) {
             const char *name = gstore_replica_name(rg->store, r);
-            size_t len = gcounter_replica_node_len(name, strlen(name));
+            size_t len = gstore_counter_replica_node_len(name, strlen(name));
             if (!len)
                 len = strlen(name);
             int k = 0;
@@ -54,10 +54,10 @@ int region__node_of(struct region *rg, int rep)
 }
 
 /* This node's net contribution to c, over all its incarnations, exact. */
-static gcount_wide local_wide(struct region *rg, const struct gcounter *c)
+static gstore_wide local_wide(struct region *rg, const struct gcounter *c)
 {
     struct gnode nodes[GCOUNTER_MAX_ENTRIES];
-    unsigned k = c ? gcounter_nodes(rg->store, c, nodes) : 0;
+    unsigned k = c ? gstore_counter_nodes(rg->store, c, nodes) : 0;
     int self = gstore_replica_node(rg->store, rg->self);
     for (unsigned j = 0; j < k; j++)
         if (nodes[j].node == self)
@@ -68,14 +68,14 @@ static gcount_wide local_wide(struct region *rg, const struct gcounter *c)
 /* The same, clamped to int64 (see API.md, "Totals beyond int64"). */
 int64_t region__local_of(struct region *rg, const struct gcounter *c)
 {
-    return gcount_clamp(local_wide(rg, c), NULL);
+    return gstore_clamp(local_wide(rg, c), NULL);
 }
 
 /* The counter's value, exact: its entries, plus the increments pending for their tokens'
  * homes. */
-static gcount_wide total_wide(struct region *rg, const struct gcounter *c, uint32_t id)
+static gstore_wide total_wide(struct region *rg, const struct gcounter *c, uint32_t id)
 {
-    gcount_wide v = gstore_value(rg->store, c);
+    gstore_wide v = gstore_value(rg->store, c);
     if (id != GSTORE_NONE)
         v += tokset_pending(rg->tokset, id);
     return v;
@@ -84,14 +84,14 @@ static gcount_wide total_wide(struct region *rg, const struct gcounter *c, uint3
 /* The same, clamped to int64 (see API.md, "Totals beyond int64"). */
 int64_t region__total_of(struct region *rg, const struct gcounter *c, uint32_t id)
 {
-    return gcount_clamp(total_wide(rg, c, id), NULL);
+    return gstore_clamp(total_wide(rg, c, id), NULL);
 }
 
-static void put_wide_str(struct buf *b, gcount_wide v)
+static void put_wide_str(struct buf *b, gstore_wide v)
 {
     char s[48];
     buf_putc(b, '"');
-    buf_append(b, s, gcount_str(v, s));
+    buf_append(b, s, gstore_wide_str(v, s));
     buf_putc(b, '"');
 }
 
@@ -104,14 +104,14 @@ static void put_wide_str(struct buf *b, gcount_wide v)
 void region__put_counts(struct region *rg, struct buf *b, const struct gcounter *c, uint32_t id)
 {
     struct gnode nodes[GCOUNTER_MAX_ENTRIES];
-    unsigned k = c ? gcounter_nodes(rg->store, c, nodes) : 0;
-    gcount_wide local = local_wide(rg, c), total = total_wide(rg, c, id);
+    unsigned k = c ? gstore_counter_nodes(rg->store, c, nodes) : 0;
+    gstore_wide local = local_wide(rg, c), total = total_wide(rg, c, id);
     int beyond = 0, any = 0;
     buf_puts(b, "\"local_count\":");
-    buf_i64(b, gcount_clamp(local, &beyond));
+    buf_i64(b, gstore_clamp(local, &beyond));
     any |= beyond;
     buf_puts(b, ",\"total_count\":");
-    buf_i64(b, gcount_clamp(total, &beyond));
+    buf_i64(b, gstore_clamp(total, &beyond));
     any |= beyond;
     buf_puts(b, ",\"nodes\":{");
     for (unsigned j = 0; j < k; j++) {
@@ -119,7 +119,7 @@ void region__put_counts(struct region *rg, struct buf *b, const struct gcounter 
             buf_putc(b, ',');
         region__put_str(b, gstore_node_name(rg->store, nodes[j].node));
         buf_putc(b, ':');
-        buf_i64(b, gcount_clamp(nodes[j].pos - nodes[j].neg, &beyond));
+        buf_i64(b, gstore_clamp(nodes[j].pos - nodes[j].neg, &beyond));
         any |= beyond;
     }
     buf_putc(b, '}');
@@ -153,7 +153,7 @@ void region__put_all_counters(struct region *rg, struct buf *b)
     for (uint32_t id = 0; id < n; id++) {
         const struct gcounter *c = gstore_counter(rg->store, id);
         size_t len;
-        const char *name = gcounter_name(c, &len);
+        const char *name = gstore_counter_name(c, &len);
         if (id)
             buf_putc(b, ',');
         buf_json_str(b, name, len);
@@ -174,7 +174,7 @@ void region__respond_out(struct http_request *req, struct region *rg, int status
 size_t region__counter_name(struct region *rg, uint32_t id, char *out)
 {
     size_t n;
-    const char *p = gcounter_name(gstore_counter(rg->store, id), &n);
+    const char *p = gstore_counter_name(gstore_counter(rg->store, id), &n);
     memcpy(out, p, n);
     out[n] = '\0';
     return n;

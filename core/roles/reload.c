@@ -15,13 +15,13 @@
 #include "../base/log.h"
 #include "../base/mem.h"
 #include "../lua/host.h"
-#include "../net/server.h"
+#include "../net/http.h"
 #include "config.h"
 
 #define WATCH_MS 500
 
 struct reload {
-    struct lua_host *lua;
+    struct host *lua;
     struct event *timer;
     uint64_t signature; /* of the files as last seen by the watcher */
     unsigned reloads;
@@ -67,27 +67,27 @@ static void on_watch(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct reload *r = arg;
-    uint64_t sig = files_signature(lua_host_dir(r->lua));
+    uint64_t sig = files_signature(host_dir(r->lua));
     if (sig == r->signature)
         return;
     r->signature = sig;
     char err[1024];
-    if (lua_host_reload(r->lua, NULL, err, sizeof err) == 0) {
+    if (host_reload(r->lua, NULL, err, sizeof err) == 0) {
         r->reloads++;
         log_info("--watch: a Lua file changed; reloaded");
     }
 }
 
-struct reload *reload_new(struct event_base *base, struct lua_host *lua, const struct config *cfg)
+struct reload *reload_new(struct event_base *base, struct host *lua, const struct config *cfg)
 {
     struct reload *r = xcalloc(1, sizeof *r);
     r->lua = lua;
     if (cfg->watch) {
-        r->signature = files_signature(lua_host_dir(lua));
+        r->signature = files_signature(host_dir(lua));
         r->timer = event_new(base, -1, EV_PERSIST, on_watch, r);
         struct timeval tv = {0, WATCH_MS * 1000};
         event_add(r->timer, &tv);
-        log_info("--watch: reloading when a file under %s changes", lua_host_dir(lua));
+        log_info("--watch: reloading when a file under %s changes", host_dir(lua));
     }
     return r;
 }
@@ -105,7 +105,7 @@ void reload_handle(struct reload *r, struct http_request *req)
 {
     struct buf files = {0}, out = {0};
     char err[1024];
-    if (lua_host_reload(r->lua, &files, err, sizeof err) < 0) {
+    if (host_reload(r->lua, &files, err, sizeof err) < 0) {
         /* err is "file:line: message" (or "file: message" without a line). */
         char file[600] = "", msg[1024];
         long line = 0;
@@ -147,7 +147,7 @@ void reload_handle(struct reload *r, struct http_request *req)
         http_respond_json(req, 200, out.data, out.len);
     }
     /* The watcher need not reload again what this request just did. */
-    r->signature = files_signature(lua_host_dir(r->lua));
+    r->signature = files_signature(host_dir(r->lua));
     buf_free(&files);
     buf_free(&out);
 }

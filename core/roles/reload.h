@@ -1,7 +1,7 @@
 /*
  * reload.h - live editing of the Lua files: POST /admin/reload and --watch, every role.
  *
- * A reload is a transaction (lua_host_reload): the new files are compiled and initialised
+ * A reload is a transaction (host_reload): the new files are compiled and initialised
  * first and replace the old ones only if all succeed. With --watch, a timer looks at the
  * files under the Lua folder twice a second and reloads when one changed; a reload that
  * fails is logged with file:line and retried only after the next change.
@@ -10,13 +10,13 @@
 #define COUNTERD_ROLES_RELOAD_H
 
 struct event_base;
-struct lua_host;
+struct host;
 struct config;
 struct http_request;
 struct reload;
 
 /* @return the reloader (watching when cfg->watch is set). */
-struct reload *reload_new(struct event_base *base, struct lua_host *lua, const struct config *cfg);
+struct reload *reload_new(struct event_base *base, struct host *lua, const struct config *cfg);
 void reload_free(struct reload *r);
 
 /*

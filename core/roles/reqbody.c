@@ -4,7 +4,7 @@
 #include "reqbody.h"
 
 #include "../net/url.h"
-#include "../store/gcounter.h"
+#include "../store/gstore.h"
 
 const struct json *reqbody_object(struct json_parser *p, struct http_request *req)
 {
@@ -46,7 +46,7 @@ int reqbody_increment(struct json_parser *p, struct http_request *req, struct in
         out->name = v->u.s;
         out->nlen = v->len;
     }
-    if (!gcounter_name_valid(out->name, out->nlen)) {
+    if (!gstore_counter_name_valid(out->name, out->nlen)) {
         http_respond_error(req, 400, "bad_name",
                            "counter_name must be 1-200 bytes of [A-Za-z0-9_.:-]");
         return -1;
@@ -75,7 +75,7 @@ long reqbody_path_name(struct http_request *req, const char *raw, size_t rlen, c
                        size_t cap)
 {
     long n = url_decode(raw, rlen, name, cap);
-    if (n < 0 || !gcounter_name_valid(name, (size_t)n)) {
+    if (n < 0 || !gstore_counter_name_valid(name, (size_t)n)) {
         http_respond_error(req, 400, "bad_name",
                            "counter names are 1-200 bytes of [A-Za-z0-9_.:-]");
         return -1;

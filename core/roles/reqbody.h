@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #include "../base/json.h"
-#include "../net/server.h"
+#include "../net/http.h"
 
 struct incr_body {
     const struct json *root; /* the whole object, for fields a role adds */

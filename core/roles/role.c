@@ -16,19 +16,19 @@
 #include "tracing.h"
 
 int role_start(const struct role_parts *p, struct event_base *base, const struct config *cfg,
-               const struct lua_host_info *li, unsigned flags, char *err, size_t errlen)
+               const struct host_info *li, unsigned flags, char *err, size_t errlen)
 {
     if (!*p->metrics)
         *p->metrics = metrics_new();
     if (tracing_start(base, cfg, *p->metrics, p->otlp, err, errlen) < 0)
         return -1;
     *p->admin_token = cfg->admin_token[0] ? xstrdup(cfg->admin_token) : NULL;
-    *p->client = http_client_new(base);
-    *p->lua = lua_host_new(cfg->lua_dir, li, *p->metrics);
+    *p->client = client_new(base);
+    *p->lua = host_new(cfg->lua_dir, li, *p->metrics);
     policy_declare(*p->lua);
     if (flags & ROLE_LUA_IO) {
-        lua_host_set_base(*p->lua, base);
-        lua_host_set_client(*p->lua, *p->client);
+        host_set_base(*p->lua, base);
+        host_set_client(*p->lua, *p->client);
     }
     return 0;
 }
@@ -50,16 +50,16 @@ int role_listen(const struct role_parts *p, struct event_base *base, const struc
     *p->server = http_server_new(base, so, handler, arg, err, errlen);
     if (!*p->server)
         return -1;
-    http_metrics_register(*p->metrics, *p->server);
+    httpmetrics_register(*p->metrics, *p->server);
     return 0;
 }
 
 void role_stop(const struct role_parts *p)
 {
     reload_free(*p->reload);
-    lua_host_free(*p->lua);
+    host_free(*p->lua);
     http_server_free(*p->server);
-    http_client_free(*p->client);
+    client_free(*p->client);
     otlp_stop(*p->otlp);
     metrics_free(*p->metrics);
     free(*p->admin_token);

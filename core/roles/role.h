@@ -14,11 +14,11 @@
 #include <stddef.h>
 
 #include "../lua/host.h"
-#include "../net/server.h"
+#include "../net/http.h"
 
 struct config;
 struct event_base;
-struct http_client;
+struct client;
 struct metrics;
 struct otlp;
 struct reload;
@@ -28,8 +28,8 @@ struct role_parts {
     struct metrics **metrics; /* made by role_start unless the role made it first */
     struct otlp **otlp;
     char **admin_token; /* NULL when the configuration has none */
-    struct http_client **client;
-    struct lua_host **lua;
+    struct client **client;
+    struct host **lua;
     struct reload **reload;
     struct http_server **server;
 };
@@ -43,7 +43,7 @@ struct role_parts {
  * @return 0, or -1 with a sentence in err (role_stop frees what was made).
  */
 int role_start(const struct role_parts *p, struct event_base *base, const struct config *cfg,
-               const struct lua_host_info *li, unsigned flags, char *err, size_t errlen);
+               const struct host_info *li, unsigned flags, char *err, size_t errlen);
 
 /* The server options of cfg (address, port, limits); a role adds its hooks. */
 struct http_server_opts role_server_opts(const struct config *cfg);

@@ -5,7 +5,7 @@
 
 #include <string.h>
 
-#include "../net/server.h"
+#include "../net/http.h"
 #include "../obs/trace.h"
 
 static int path_matches(const struct route *r, const struct http_request *req)

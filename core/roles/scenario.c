@@ -18,6 +18,7 @@
 
 #include "../base/mem.h"
 #include "../lua/host.h"
+#include "../lua/task.h"
 #include "../net/client.h"
 #include "../obs/metrics.h"
 #include "config.h"
@@ -25,8 +26,8 @@
 struct scenario {
     struct event_base *base;
     struct metrics *metrics;
-    struct http_client *client;
-    struct lua_host *lua;
+    struct client *client;
+    struct host *lua;
     int task_args; /* run.main and its arguments wait on the main stack until the loop runs */
     int status;    /* -1 while the scenario runs */
 };
@@ -63,7 +64,7 @@ static void start(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct scenario *sc = arg;
-    lua_host_spawn(sc->lua, sc->task_args, on_done, sc);
+    task_spawn(sc->lua, sc->task_args, on_done, sc);
     sc->task_args = -1;
 }
 
@@ -92,17 +93,17 @@ struct scenario *scenario_new(struct event_base *base, const struct config *cfg,
     sc->status = -1;
     sc->task_args = -1;
     sc->metrics = metrics_new();
-    sc->client = http_client_new(base);
-    struct lua_host_info li = {cfg->role, cfg->node_id, cfg->region, cfg->policy_budget_ms};
-    sc->lua = lua_host_new(cfg->lua_dir, &li, sc->metrics);
-    lua_host_set_client(sc->lua, sc->client);
-    lua_host_set_base(sc->lua, base);
-    lua_State *L = lua_host_state(sc->lua);
+    sc->client = client_new(base);
+    struct host_info li = {cfg->role, cfg->node_id, cfg->region, cfg->policy_budget_ms};
+    sc->lua = host_new(cfg->lua_dir, &li, sc->metrics);
+    host_set_client(sc->lua, sc->client);
+    host_set_base(sc->lua, base);
+    lua_State *L = host_state(sc->lua);
     push_config(L, cfg);
     int top = lua_gettop(L);
 
     /* run.main, lib, the scenario's chunk, its environment, the host table. */
-    if (lua_host_load_module(sc->lua, "scenario", "run", err, errlen) < 0)
+    if (host_load_module(sc->lua, "scenario", "run", err, errlen) < 0)
         goto fail;
     lua_getfield(L, -1, "main");
     lua_remove(L, -2);
@@ -110,7 +111,7 @@ struct scenario *scenario_new(struct event_base *base, const struct config *cfg,
         snprintf(err, errlen, "%s/scenario/run.lua has no main function", cfg->lua_dir);
         goto fail;
     }
-    if (lua_host_load_module(sc->lua, "scenario", "lib", err, errlen) < 0)
+    if (host_load_module(sc->lua, "scenario", "lib", err, errlen) < 0)
         goto fail;
     if (luaL_loadfile(L, cfg->script) != 0) {
         snprintf(err, errlen, "cannot load the scenario: %s", lua_tostring(L, -1));
@@ -154,8 +155,8 @@ void scenario_free(struct scenario *sc)
     if (!sc)
         return;
     /* Tasks first (they own pending calls and timers), then curl. */
-    lua_host_free(sc->lua);
-    http_client_free(sc->client);
+    host_free(sc->lua);
+    client_free(sc->client);
     metrics_free(sc->metrics);
     free(sc);
 }

@@ -14,7 +14,7 @@
 
 struct node {
     struct node *next;
-    struct strong_entry e;
+    struct strongrep_entry e;
     size_t len;
     char name[];
 };
@@ -95,7 +95,7 @@ int strongrep_accept(struct strongrep *s, const char *name, size_t len, uint64_t
     strongrep_promise(s, epoch);
     struct node **p = find(s, name, len);
     if (*p) {
-        if (strong_ballot_gt((*p)->e.epoch, (*p)->e.round, epoch, round))
+        if (strongrep_ballot_gt((*p)->e.epoch, (*p)->e.round, epoch, round))
             return 0;
     } else {
         if (s->count + 1 > s->nslots) {
@@ -110,11 +110,11 @@ int strongrep_accept(struct strongrep *s, const char *name, size_t len, uint64_t
         *p = n;
         s->count++;
     }
-    (*p)->e = (struct strong_entry){epoch, round, value};
+    (*p)->e = (struct strongrep_entry){epoch, round, value};
     return 1;
 }
 
-const struct strong_entry *strongrep_get(const struct strongrep *s, const char *name, size_t len)
+const struct strongrep_entry *strongrep_get(const struct strongrep *s, const char *name, size_t len)
 {
     struct node *n = *find(s, name, len);
     return n ? &n->e : NULL;
@@ -127,7 +127,7 @@ size_t strongrep_count(const struct strongrep *s)
 
 void strongrep_each(const struct strongrep *s,
                     void (*fn)(void *arg, const char *name, size_t len,
-                               const struct strong_entry *e),
+                               const struct strongrep_entry *e),
                     void *arg)
 {
     for (size_t i = 0; i < s->nslots; i++)

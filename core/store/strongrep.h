@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct strong_entry {
+struct strongrep_entry {
     uint64_t epoch, round;
     int64_t value;
 };
@@ -40,18 +40,19 @@ int strongrep_accept(struct strongrep *s, const char *name, size_t len, uint64_t
                      uint64_t round, int64_t value);
 
 /* The entry of counter name, or NULL. */
-const struct strong_entry *strongrep_get(const struct strongrep *s, const char *name, size_t len);
+const struct strongrep_entry *strongrep_get(const struct strongrep *s, const char *name,
+                                            size_t len);
 
 size_t strongrep_count(const struct strongrep *s);
 
 /* Calls fn for every entry, in no particular order. */
 void strongrep_each(const struct strongrep *s,
                     void (*fn)(void *arg, const char *name, size_t len,
-                               const struct strong_entry *e),
+                               const struct strongrep_entry *e),
                     void *arg);
 
 /* Whether ballot (e1, r1) is higher than (e2, r2). */
-static inline int strong_ballot_gt(uint64_t e1, uint64_t r1, uint64_t e2, uint64_t r2)
+static inline int strongrep_ballot_gt(uint64_t e1, uint64_t r1, uint64_t e2, uint64_t r2)
 {
     return e1 > e2 || (e1 == e2 && r1 > r2);
 }

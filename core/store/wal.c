@@ -1,8 +1,8 @@
 /*
  * wal.c - the durable log and snapshots (see wal.h): opening and closing, appending and
- * writing records, housekeeping. The concerns live beside it: walrec.c (record codec),
- * walrecover.c (start-up replay), walseg.c (directory and segments), walid.c (replica id),
- * walfail.c (failures, disk-full reserve), walsync.c (fsync thread), walsnap.c
+ * writing records, housekeeping. The concerns live beside it: wal_rec.c (record codec),
+ * wal_recover.c (start-up replay), wal_seg.c (directory and segments), wal_id.c (replica id),
+ * wal_fail.c (failures, disk-full reserve), wal_sync.c (fsync thread), wal_snap.c
  * (snapshots); wal_internal.h is what they share.
  *
  * Threads and positions: see wal_internal.h. Never says a position is written or durable
@@ -203,7 +203,7 @@ uint64_t wal_append(struct wal *w, const struct gstore *st, uint32_t id, const c
 {
     size_t before = w->buf.len;
     /* The elements this change made carry the counter's sequence number. */
-    uint64_t mseq = gcounter_mseq(gstore_counter(st, id));
+    uint64_t mseq = gstore_counter_mseq(gstore_counter(st, id));
     wal__encode_counter(&w->buf, st, w->tokset, id, mseq ? mseq - 1 : 0, token, tlen, a, at);
     return appended(w, before);
 }
@@ -269,7 +269,7 @@ int wal_write(struct wal *w)
 }
 
 uint64_t wal_append_strong(struct wal *w, const char *counter, size_t clen,
-                           const struct strong_entry *e)
+                           const struct strongrep_entry *e)
 {
     size_t before = w->buf.len;
     wal__encode_strong(&w->buf, counter, clen, e);

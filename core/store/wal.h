@@ -51,7 +51,7 @@
 #include <stdint.h>
 
 #include "dedup.h"
-#include "gcounter.h"
+#include "gstore.h"
 #include "strongrep.h"
 #include "tokset.h"
 
@@ -141,7 +141,7 @@ uint64_t wal_append_tokens(struct wal *w, const struct gstore *st, uint32_t id, 
 int wal_write(struct wal *w);
 /* Buffers a strong-counter proposal accepted / an epoch promised (see strongrep.h). */
 uint64_t wal_append_strong(struct wal *w, const char *counter, size_t clen,
-                           const struct strong_entry *e);
+                           const struct strongrep_entry *e);
 uint64_t wal_append_promise(struct wal *w, uint64_t epoch);
 /*
  * wal_write(), then asks the fsync thread to make everything written durable whatever the

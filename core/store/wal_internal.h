@@ -4,7 +4,7 @@
  * record reader, and the wal__ functions one wal*.c file offers the others.
  *
  * Threads: the event loop's thread does everything but fdatasync, which a second thread
- * runs so the loop keeps serving while the disk works (walsync.c). Under "always" that
+ * runs so the loop keeps serving while the disk works (wal_sync.c). Under "always" that
  * thread is the group commit: every record written before it starts an fdatasync shares
  * that one call. The two share w->mu for: want, synced, shared_written, busy, stop,
  * sync_errno, and the current segment's fd while it is being replaced.
@@ -100,7 +100,7 @@ struct wal {
     char snap_text[320];
 };
 
-/* ---------------------------------------------------------------- walrec.c: records */
+/* ---------------------------------------------------------------- wal_rec.c: records */
 
 /* Each buffers one framed record (or, for a counter with many token-set elements, several)
  * at the end of b. */
@@ -108,7 +108,7 @@ void wal__encode_counter(struct buf *b, const struct gstore *st, const struct to
                          uint32_t id, uint64_t after, const char *token, size_t tlen,
                          const struct dedup_answer *a, double at);
 void wal__encode_strong(struct buf *b, const char *counter, size_t clen,
-                        const struct strong_entry *e);
+                        const struct strongrep_entry *e);
 void wal__encode_promise(struct buf *b, uint64_t epoch);
 void wal__encode_dedup(struct buf *b, const char *counter, size_t clen, const char *token,
                        size_t tlen, double at, const struct dedup_answer *a);
@@ -122,7 +122,7 @@ struct reader {
     int bad;
 };
 
-static inline unsigned get_u8(struct reader *r)
+static inline unsigned wal__get_u8(struct reader *r)
 {
     if (r->p >= r->end) {
         r->bad = 1;
@@ -131,7 +131,7 @@ static inline unsigned get_u8(struct reader *r)
     return *r->p++;
 }
 
-static inline uint32_t get_u32(struct reader *r)
+static inline uint32_t wal__get_u32(struct reader *r)
 {
     if (r->end - r->p < 4) {
         r->bad = 1;
@@ -144,23 +144,23 @@ static inline uint32_t get_u32(struct reader *r)
     return v;
 }
 
-static inline uint64_t get_u64(struct reader *r)
+static inline uint64_t wal__get_u64(struct reader *r)
 {
-    uint64_t lo = get_u32(r);
-    return lo | (uint64_t)get_u32(r) << 32;
+    uint64_t lo = wal__get_u32(r);
+    return lo | (uint64_t)wal__get_u32(r) << 32;
 }
 
-static inline double get_f64(struct reader *r)
+static inline double wal__get_f64(struct reader *r)
 {
-    uint64_t v = get_u64(r);
+    uint64_t v = wal__get_u64(r);
     double d;
     memcpy(&d, &v, 8);
     return d;
 }
 
-static inline const char *get_str8(struct reader *r, size_t *len)
+static inline const char *wal__get_str8(struct reader *r, size_t *len)
 {
-    size_t n = get_u8(r);
+    size_t n = wal__get_u8(r);
     if ((size_t)(r->end - r->p) < n) {
         r->bad = 1;
         r->p = r->end;
@@ -173,7 +173,7 @@ static inline const char *get_str8(struct reader *r, size_t *len)
     return s;
 }
 
-/* ---------------------------------------------------------------- walseg.c: directory */
+/* ---------------------------------------------------------------- wal_seg.c: directory */
 
 struct wal_listing {
     uint64_t *segs, *snaps;
@@ -205,10 +205,10 @@ int wal__read_file(int dir_fd, const char *name, unsigned char **data, size_t *s
                    size_t errlen);
 /* Creates segment seg with its header. @return its fd, or -1 with errno. */
 int wal__open_segment(struct wal *w, uint64_t seg);
-/* Starts the next segment (see walseg.c). @return 0, or -1 with errno. */
+/* Starts the next segment (see wal_seg.c). @return 0, or -1 with errno. */
 int wal__rotate_ex(struct wal *w, int discard);
 
-/* ---------------------------------------------------------------- walrecover.c, walid.c */
+/* ---------------------------------------------------------------- wal_recover.c, wal_id.c */
 
 /*
  * Replays the newest snapshot and the newer segments listed in l into the store (w's
@@ -228,12 +228,12 @@ int wal__settle_replica_id(struct wal *w, const struct wal_listing *l, const cha
                            const struct gstore *st, struct wal_info *info, char *err,
                            size_t errlen);
 
-/* ---------------------------------------------------------------- walfail.c: failures */
+/* ---------------------------------------------------------------- wal_fail.c: failures */
 
 /* Errors that more free space cures (ENOSPC, EDQUOT). */
 int wal__space_errno(int e);
 enum wal_error wal__kind_of(int e);
-/* Counts an error and, on the first, stops the log taking writes (see walfail.c). */
+/* Counts an error and, on the first, stops the log taking writes (see wal_fail.c). */
 void wal__fail(struct wal *w, enum wal_error kind, int e, const char *what);
 void wal__recovered(struct wal *w);
 /* Reserves the current segment's space up to file offset end. @return 0, or -1 with errno. */
@@ -244,7 +244,7 @@ void wal__forget_failed(struct wal *w);
 void wal__recover_space(struct wal *w);
 void wal__recover_io(struct wal *w, const struct gstore *st, const struct dedup *d);
 
-/* ---------------------------------------------------------------- walsync.c, walsnap.c, wal.c */
+/* ---------------------------------------------------------------- wal_sync.c, wal_snap.c, wal.c */
 
 /* The log's write of w->buf and fdatasync (fault points). @return 0, or -1 with errno. */
 int wal__log_write(struct wal *w);

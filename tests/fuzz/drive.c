@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "base/buf.h"
-#include "net/server.h"
+#include "net/http.h"
 
 #define MAX_CHUNKS 128   /* the rest of a long input goes in one write */
 #define CHUNK_PASSES 2   /* loop passes after each chunk */

@@ -1,6 +1,6 @@
 /*
  * fuzz_http.c - libFuzzer target: the HTTP/1.1 server's reading of requests
- * (core/net/server.c with http-parser), through a socketpair.
+ * (core/net/http.c with http-parser), through a socketpair.
  *
  * The input is the client's byte stream, sent in chunks (see drive.h). The handler is
  * trivial but touches every part of a request (method, path, query, headers, body) and
@@ -22,7 +22,7 @@
 #include "base/buf.h"
 #include "base/mem.h"
 #include "drive.h"
-#include "net/server.h"
+#include "net/http.h"
 
 #define MAX_BODY 4096
 #define BIG_BODY 32768 /* the body limit of paths under /big */

@@ -1,6 +1,6 @@
 /*
  * fuzz_region.c - libFuzzer target: a whole region node's handlers (core/roles/region.c,
- * the /sync merge in core/repl/replication.c, the strict JSON reader, the store, the
+ * the /sync merge in core/repl/repl.c, the strict JSON reader, the store, the
  * dedup table, metrics, the faults policy), through a socketpair into its HTTP server.
  *
  * The first byte of an input picks the request; the rest is its body or path:
@@ -48,7 +48,7 @@
 #include "base/buf.h"
 #include "base/log.h"
 #include "drive.h"
-#include "net/server.h"
+#include "net/http.h"
 #include "roles/config.h"
 #include "roles/region.h"
 #include "scratch.h"

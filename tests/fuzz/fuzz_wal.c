@@ -42,7 +42,7 @@
 #include "base/log.h"
 #include "store/dedup.h"
 #include "store/tokset.h"
-#include "store/gcounter.h"
+#include "store/gstore.h"
 #include "store/wal.h"
 #include "scratch.h"
 
@@ -186,25 +186,25 @@ static void compare(const struct gstore *a, const struct dedup *da, struct tokse
     for (uint32_t id = 0; id < gstore_count(a); id++) {
         const struct gcounter *ca = gstore_counter(a, id);
         size_t nlen;
-        const char *name = gcounter_name(ca, &nlen);
+        const char *name = gstore_counter_name(ca, &nlen);
         uint32_t idb = gstore_find(b, name, nlen);
         if (idb == GSTORE_NONE)
             finding("counter %.*s is lost by the second recovery", (int)nlen, name);
         const struct gcounter *cb = gstore_counter(b, idb);
-        if (gcounter_value(ca) != gcounter_value(cb) ||
-            gcounter_entries(ca) != gcounter_entries(cb))
+        if (gstore_counter_value(ca) != gstore_counter_value(cb) ||
+            gstore_counter_entries(ca) != gstore_counter_entries(cb))
             finding("counter %.*s differs after the second recovery", (int)nlen, name);
-        for (unsigned i = 0; i < gcounter_entries(ca); i++) {
+        for (unsigned i = 0; i < gstore_counter_entries(ca); i++) {
             struct gentry ea, eb;
-            gcounter_entry(ca, i, &ea);
+            gstore_counter_entry(ca, i, &ea);
             const char *rn = gstore_replica_name(a, ea.rep);
             unsigned j = 0;
-            for (; j < gcounter_entries(cb); j++) {
-                gcounter_entry(cb, j, &eb);
+            for (; j < gstore_counter_entries(cb); j++) {
+                gstore_counter_entry(cb, j, &eb);
                 if (!strcmp(gstore_replica_name(b, eb.rep), rn))
                     break;
             }
-            if (j == gcounter_entries(cb) || ea.pos != eb.pos || ea.neg != eb.neg)
+            if (j == gstore_counter_entries(cb) || ea.pos != eb.pos || ea.neg != eb.neg)
                 finding("counter %.*s, replica %s differs after the second recovery", (int)nlen,
                         name, rn);
         }

@@ -1,6 +1,6 @@
 /*
  * spec_host.c - runs busted specs inside the Lua host the server builds, so that a spec
- * loads a policy exactly as a node does: through lua_host_load_policy (the sandbox, the
+ * loads a policy exactly as a node does: through host_load_policy (the sandbox, the
  * JIT off, the entry points of core/roles/policy.c, init()), with the real counterd
  * table. A policy that uses io or writes counterd.x then fails its spec, as it would fail
  * on reload, instead of passing against a hand-made stand-in.
@@ -26,16 +26,16 @@
 #include "lua/host.h"
 #include "roles/policy.h"
 
-static struct lua_host *spec_host;
+static struct host *spec_host;
 
 static int l_policy(lua_State *L)
 {
     const char *name = luaL_checkstring(L, 1);
     char err[1024];
-    if (lua_host_load_policy(spec_host, name, err, sizeof err) < 0)
+    if (host_load_policy(spec_host, name, err, sizeof err) < 0)
         return luaL_error(L, "%s", err);
-    lua_State *main = lua_host_state(spec_host);
-    lua_host_push_policy(spec_host, name);
+    lua_State *main = host_state(spec_host);
+    host_push_policy(spec_host, name);
     if (main != L)
         lua_xmove(main, L, 1);
     return 1;
@@ -45,8 +45,8 @@ static int l_module(lua_State *L)
 {
     const char *folder = luaL_checkstring(L, 1), *name = luaL_checkstring(L, 2);
     char err[1024];
-    lua_State *main = lua_host_state(spec_host);
-    if (lua_host_load_module(spec_host, folder, name, err, sizeof err) < 0)
+    lua_State *main = host_state(spec_host);
+    if (host_load_module(spec_host, folder, name, err, sizeof err) < 0)
         return luaL_error(L, "%s", err);
     if (main != L)
         lua_xmove(main, L, 1);
@@ -69,10 +69,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s <lua_dir> <busted arguments...>\n", argv[0]);
         return 2;
     }
-    struct lua_host_info info = {"spec", "spec-1", "us-east", 50};
-    spec_host = lua_host_new(argv[1], &info, NULL);
+    struct host_info info = {"spec", "spec-1", "us-east", 50};
+    spec_host = host_new(argv[1], &info, NULL);
     policy_declare(spec_host);
-    lua_State *L = lua_host_state(spec_host);
+    lua_State *L = host_state(spec_host);
     static const luaL_Reg fns[] = {
         {"policy", l_policy}, {"module", l_module}, {"reset", l_reset}, {NULL, NULL}};
     luaL_register(L, "counterd_spec", fns);
@@ -90,6 +90,6 @@ int main(int argc, char **argv)
     if (rc != 0)
         fprintf(stderr, "spec_host: %s\n",
                 lua_isstring(L, -1) ? lua_tostring(L, -1) : "busted failed");
-    lua_host_free(spec_host);
+    host_free(spec_host);
     return rc == 0 ? 0 : 1;
 }

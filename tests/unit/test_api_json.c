@@ -12,14 +12,14 @@
 #include "lua/host.h"
 #include "unit.h"
 
-static struct lua_host *host;
+static struct host *host;
 
 /* Runs code (a chunk returning one value, with `j` = counterd.json) and returns
  * "ok <value>" or "error <message>". */
 static const char *run(const char *code)
 {
     static char out[4096];
-    lua_State *L = lua_host_state(host);
+    lua_State *L = host_state(host);
     char chunk[2048];
     snprintf(chunk, sizeof chunk, "local j = counterd.json %s", code);
     lua_settop(L, 0);
@@ -33,8 +33,8 @@ static const char *run(const char *code)
 
 static void open_host(void)
 {
-    struct lua_host_info info = {"test", "test-1", "us-east", 50};
-    host = lua_host_new("/nonexistent", &info, NULL);
+    struct host_info info = {"test", "test-1", "us-east", 50};
+    host = host_new("/nonexistent", &info, NULL);
 }
 
 static void test_integers_exact(void)
@@ -73,7 +73,7 @@ static void test_integers_exact(void)
                  "ok [9007199254740992,3,-7,1.5,0.1,-1e+300]");
     /* Past int64 the reader gives a double (not exact): what it does today, written down. */
     CHECK_STR_EQ(run("return type(j.decode('9223372036854775808'))"), "ok number");
-    lua_host_free(host);
+    host_free(host);
 }
 
 static void test_encoding_is_stable(void)
@@ -86,7 +86,7 @@ static void test_encoding_is_stable(void)
     CHECK_STR_EQ(run("return j.encode(j.decode('[]'))"), "ok []");
     CHECK_STR_EQ(run("return j.encode(j.decode('{\"z\":[true,false,null],\"a\":\"\\\\u00e9\"}'))"),
                  "ok {\"a\":\"\xc3\xa9\",\"z\":[true,false,null]}");
-    lua_host_free(host);
+    host_free(host);
 }
 
 static void test_decode_errors(void)
@@ -114,7 +114,7 @@ static void test_decode_errors(void)
     unit_context("%s", "");
     CHECK_STR_EQ(run("local v, e = j.decode(string.rep('[', 100000)) return e"),
                  "ok nesting deeper than 64 levels at offset 64");
-    lua_host_free(host);
+    host_free(host);
 }
 
 static void test_encode_errors(void)
@@ -129,7 +129,7 @@ static void test_encode_errors(void)
                  "error counterd.json.encode: object keys must be strings");
     CHECK_STR_EQ(run("return j.encode({[true] = 1})"),
                  "error counterd.json.encode: object keys must be strings");
-    lua_host_free(host);
+    host_free(host);
 }
 
 UNIT_MAIN("api_json", UNIT_CASE(test_integers_exact), UNIT_CASE(test_encoding_is_stable),

@@ -172,8 +172,8 @@ static void test_key_matters(void)
  * xoshiro would repeat). */
 static void test_random_sources_vary(void)
 {
-    uint64_t a = random_u64(), b = random_u64();
-    uint64_t c = fast_random_u64(), d = fast_random_u64();
+    uint64_t a = hash_random_u64(), b = hash_random_u64();
+    uint64_t c = hash_fast_random_u64(), d = hash_fast_random_u64();
     CHECK(a != b);
     CHECK(c != d);
     CHECK(c != 0 || d != 0);

@@ -19,6 +19,8 @@
 #include "lua/host.h"
 #include "obs/metrics.h"
 #include "unit.h"
+#include "lua/task.h"
+#include "lua/sandbox.h"
 
 static char dir[64];
 
@@ -61,22 +63,22 @@ static void make_dir(void)
     }
 }
 
-static struct lua_host *new_host(int budget_ms)
+static struct host *new_host(int budget_ms)
 {
     make_dir();
-    struct lua_host_info info = {"test", "test-1", "us-east", budget_ms};
-    return lua_host_new(dir, &info, NULL);
+    struct host_info info = {"test", "test-1", "us-east", budget_ms};
+    return host_new(dir, &info, NULL);
 }
 
 /* Calls policy.fn(arg) and returns its string result, or "error(<rc>) <err>". */
-static const char *call(struct lua_host *h, const char *policy, const char *fn, const char *arg)
+static const char *call(struct host *h, const char *policy, const char *fn, const char *arg)
 {
     static char out[1024];
-    lua_State *L = lua_host_state(h);
+    lua_State *L = host_state(h);
     int top = lua_gettop(L);
     lua_pushstring(L, arg);
     char err[512];
-    int rc = lua_host_call_policy(h, policy, fn, 1, 1, err, sizeof err);
+    int rc = host_call_policy(h, policy, fn, 1, 1, err, sizeof err);
     if (rc != 0) {
         snprintf(out, sizeof out, "error(%d) %s", rc, err);
         CHECK(lua_gettop(L) == top); /* nothing pushed, the argument popped */
@@ -98,30 +100,30 @@ static const char echo_v2[] = "local M = {}\n"
 
 static void test_load_and_call(void)
 {
-    struct lua_host *h = new_host(50);
+    struct host *h = new_host(50);
     char err[512];
     put("policies", "echo", echo_v1);
-    CHECK(!lua_host_has_policy(h, "echo"));
+    CHECK(!host_has_policy(h, "echo"));
     CHECK_STR_EQ(call(h, "echo", "echo", "x"), "error(-1) policy echo is not loaded");
-    REQUIRE(lua_host_load_policy(h, "echo", err, sizeof err) == 0);
-    CHECK(lua_host_has_policy(h, "echo"));
+    REQUIRE(host_load_policy(h, "echo", err, sizeof err) == 0);
+    CHECK(host_has_policy(h, "echo"));
     CHECK_STR_EQ(call(h, "echo", "echo", "x"), "v1 x");
     CHECK_STR_EQ(call(h, "echo", "missing", "x"), "error(-1) echo.missing is not a function");
     /* The module table itself, for a caller that reads fields. */
-    lua_State *L = lua_host_state(h);
-    REQUIRE(lua_host_push_policy(h, "echo") == 0);
+    lua_State *L = host_state(h);
+    REQUIRE(host_push_policy(h, "echo") == 0);
     CHECK(lua_istable(L, -1));
     lua_pop(L, 1);
-    CHECK(lua_host_push_policy(h, "nope") == -1);
-    lua_host_free(h);
+    CHECK(host_push_policy(h, "nope") == -1);
+    host_free(h);
 }
 
 static void test_load_errors_keep_the_old_file(void)
 {
-    struct lua_host *h = new_host(50);
+    struct host *h = new_host(50);
     char err[512];
     put("policies", "echo", echo_v1);
-    REQUIRE(lua_host_load_policy(h, "echo", err, sizeof err) == 0);
+    REQUIRE(host_load_policy(h, "echo", err, sizeof err) == 0);
     static const struct {
         const char *text, *error;
     } bad[] = {
@@ -135,58 +137,58 @@ static void test_load_errors_keep_the_old_file(void)
         unit_context("file %zu", i);
         put("policies", "echo", bad[i].text);
         err[0] = '\0';
-        CHECK(lua_host_load_policy(h, "echo", err, sizeof err) == -1);
+        CHECK(host_load_policy(h, "echo", err, sizeof err) == -1);
         CHECK(strstr(err, bad[i].error) != NULL);
         if (!strstr(err, bad[i].error))
             fprintf(stderr, "  got: %s\n", err);
         CHECK_STR_EQ(call(h, "echo", "echo", "x"), "v1 x");
     }
     unit_context("%s", "");
-    CHECK(lua_host_load_policy(h, "absent", err, sizeof err) == -1);
+    CHECK(host_load_policy(h, "absent", err, sizeof err) == -1);
     CHECK(strstr(err, "absent.lua") != NULL);
-    CHECK(!lua_host_has_policy(h, "absent"));
-    lua_host_free(h);
+    CHECK(!host_has_policy(h, "absent"));
+    host_free(h);
 }
 
 static void test_declared_entry_point(void)
 {
-    struct lua_host *h = new_host(50);
+    struct host *h = new_host(50);
     char err[512];
-    lua_host_policy_entry(h, "echo", "shout");
+    host_policy_entry(h, "echo", "shout");
     put("policies", "echo", echo_v1);
-    CHECK(lua_host_load_policy(h, "echo", err, sizeof err) == -1);
+    CHECK(host_load_policy(h, "echo", err, sizeof err) == -1);
     CHECK(strstr(err, "echo.lua: the file must return a table with a shout() function") != NULL);
     put("policies", "echo", "local M = {}\nfunction M.shout(s) return s:upper() end\nreturn M\n");
-    CHECK(lua_host_load_policy(h, "echo", err, sizeof err) == 0);
+    CHECK(host_load_policy(h, "echo", err, sizeof err) == 0);
     CHECK_STR_EQ(call(h, "echo", "shout", "x"), "X");
-    lua_host_free(h);
+    host_free(h);
 }
 
 /* ---------------------------------------------------------------- reload */
 
 static void test_reload_is_a_transaction(void)
 {
-    struct lua_host *h = new_host(50);
+    struct host *h = new_host(50);
     char err[512];
     put("policies", "a", echo_v1);
     put("policies", "b", echo_v1);
     put("roles", "r", "local M = {}\nfunction M.handle() return 'v1' end\nreturn M\n");
-    REQUIRE(lua_host_load_policy(h, "a", err, sizeof err) == 0);
-    REQUIRE(lua_host_load_policy(h, "b", err, sizeof err) == 0);
-    REQUIRE(lua_host_load_role(h, "r", err, sizeof err) == 0);
+    REQUIRE(host_load_policy(h, "a", err, sizeof err) == 0);
+    REQUIRE(host_load_policy(h, "b", err, sizeof err) == 0);
+    REQUIRE(host_load_role(h, "r", err, sizeof err) == 0);
 
     /* a and the role are good, b does not compile: nothing is swapped. */
     put("policies", "a", echo_v2);
     put("roles", "r", "local M = {}\nfunction M.handle() return 'v2' end\nreturn M\n");
     put("policies", "b", "local M = {}\nfunction M.echo(s)\n  return 'v2 ' .. s\nreturn M\n");
     struct buf files = {0};
-    CHECK(lua_host_reload(h, &files, err, sizeof err) == -1);
+    CHECK(host_reload(h, &files, err, sizeof err) == -1);
     CHECK(strstr(err, "b.lua:4: 'end' expected (to close 'function' at line 2) near 'return'") !=
           NULL);
     CHECK_STR_EQ(call(h, "a", "echo", "x"), "v1 x");
     CHECK_STR_EQ(call(h, "b", "echo", "x"), "v1 x");
-    lua_State *L = lua_host_state(h);
-    REQUIRE(lua_host_push_role_fn(h, "handle") == 0);
+    lua_State *L = host_state(h);
+    REQUIRE(host_push_role_fn(h, "handle") == 0);
     lua_call(L, 0, 1);
     CHECK_STR_EQ(lua_tostring(L, -1), "v1");
     lua_pop(L, 1);
@@ -194,10 +196,10 @@ static void test_reload_is_a_transaction(void)
     /* b fixed: everything is swapped at once, and the answer lists the files. */
     put("policies", "b", echo_v2);
     buf_reset(&files);
-    CHECK(lua_host_reload(h, &files, err, sizeof err) == 0);
+    CHECK(host_reload(h, &files, err, sizeof err) == 0);
     CHECK_STR_EQ(call(h, "a", "echo", "x"), "v2 x");
     CHECK_STR_EQ(call(h, "b", "echo", "x"), "v2 x");
-    REQUIRE(lua_host_push_role_fn(h, "handle") == 0);
+    REQUIRE(host_push_role_fn(h, "handle") == 0);
     lua_call(L, 0, 1);
     CHECK_STR_EQ(lua_tostring(L, -1), "v2");
     lua_pop(L, 1);
@@ -206,14 +208,14 @@ static void test_reload_is_a_transaction(void)
     CHECK(strstr(files.data, "/policies/b.lua\n") != NULL);
     CHECK(strstr(files.data, "/roles/r.lua") != NULL);
     buf_free(&files);
-    lua_host_free(h);
+    host_free(h);
 }
 
 /* ---------------------------------------------------------------- budget */
 
 static void test_budget_stops_a_runaway_call(void)
 {
-    struct lua_host *h = new_host(50);
+    struct host *h = new_host(50);
     char err[512];
     put("policies", "loop",
         "local M = {}\n"
@@ -226,7 +228,7 @@ static void test_budget_stops_a_runaway_call(void)
         "end\n"
         "function M.ok(s) return 'fine ' .. s end\n"
         "return M\n");
-    REQUIRE(lua_host_load_policy(h, "loop", err, sizeof err) == 0);
+    REQUIRE(host_load_policy(h, "loop", err, sizeof err) == 0);
     const char *fns[] = {"spin", "catch"};
     for (int i = 0; i < 2; i++) {
         unit_context("%s", fns[i]);
@@ -243,16 +245,16 @@ static void test_budget_stops_a_runaway_call(void)
     unit_context("%s", "");
     /* The budget ends with the call: the next one runs, and nothing is left running. */
     CHECK_STR_EQ(call(h, "loop", "ok", "x"), "fine x");
-    CHECK(lua_host_deadline_ms(lua_host_state(h)) == 0);
-    CHECK(!lua_host_in_policy(lua_host_state(h)));
-    lua_host_free(h);
+    CHECK(sandbox_deadline_ms(host_state(h)) == 0);
+    CHECK(!sandbox_in_policy(host_state(h)));
+    host_free(h);
 }
 
 /* ---------------------------------------------------------------- sandbox */
 
 static void test_sandbox_forbids_io_and_api_writes(void)
 {
-    struct lua_host *h = new_host(50);
+    struct host *h = new_host(50);
     char err[512];
     static const struct {
         const char *text, *error;
@@ -276,7 +278,7 @@ static void test_sandbox_forbids_io_and_api_writes(void)
         unit_context("%s", bad[i].text);
         put("policies", "p", bad[i].text);
         err[0] = '\0';
-        CHECK(lua_host_load_policy(h, "p", err, sizeof err) == -1);
+        CHECK(host_load_policy(h, "p", err, sizeof err) == -1);
         CHECK(strstr(err, bad[i].error) != NULL);
         if (!strstr(err, bad[i].error))
             fprintf(stderr, "  got: %s\n", err);
@@ -288,30 +290,30 @@ static void test_sandbox_forbids_io_and_api_writes(void)
         "function M.write(s) io.write(s) end\n"
         "function M.poke(s) counterd.x = s end\n"
         "return M\n");
-    REQUIRE(lua_host_load_policy(h, "p", err, sizeof err) == 0);
+    REQUIRE(host_load_policy(h, "p", err, sizeof err) == 0);
     const char *r = call(h, "p", "write", "x");
     CHECK(strstr(r, "error(-2) ") == r && strstr(r, "p.lua:2: attempt to index global 'io'"));
     r = call(h, "p", "poke", "x");
     CHECK(strstr(r, "error(-2) ") == r &&
           strstr(r, "p.lua:3: counterd.x cannot be changed from a sandbox"));
-    lua_State *L = lua_host_state(h);
+    lua_State *L = host_state(h);
     lua_getglobal(L, "counterd");
     lua_getfield(L, -1, "x");
     CHECK(lua_isnil(L, -1));
     lua_pop(L, 2);
-    lua_host_free(h);
+    host_free(h);
 }
 
 /* ---------------------------------------------------------------- tasks */
 
-static struct lua_task *waiting;
+static struct task *waiting;
 static int done_calls;
 static char done_result[256];
 
 /* wait() from a task: yields until the test resumes it. */
 static int l_wait(lua_State *L)
 {
-    waiting = lua_task_of(L);
+    waiting = task_of(L);
     return lua_yield(L, 0);
 }
 
@@ -326,15 +328,15 @@ static void on_done(lua_State *co, int nresults, const char *err, void *arg)
     CHECK(arg == (void *)&done_calls);
 }
 
-static void spawn(struct lua_host *h, const char *code, const char *arg)
+static void spawn(struct host *h, const char *code, const char *arg)
 {
-    lua_State *L = lua_host_state(h);
+    lua_State *L = host_state(h);
     if (luaL_loadstring(L, code) != 0) {
         fprintf(stderr, "spawn: %s\n", lua_tostring(L, -1));
         abort();
     }
     lua_pushstring(L, arg);
-    lua_host_spawn(h, 1, on_done, &done_calls);
+    task_spawn(h, 1, on_done, &done_calls);
 }
 
 static int cancels;
@@ -346,10 +348,10 @@ static void cancel(void *arg)
 
 static void test_tasks_yield_and_resume(void)
 {
-    struct lua_host *h = new_host(50);
-    lua_State *L = lua_host_state(h);
+    struct host *h = new_host(50);
+    lua_State *L = host_state(h);
     lua_register(L, "wait", l_wait);
-    CHECK(lua_task_of(L) == NULL); /* the main state is no task */
+    CHECK(task_of(L) == NULL); /* the main state is no task */
 
     /* A task that runs to the end at once. */
     done_calls = 0;
@@ -362,11 +364,11 @@ static void test_tasks_yield_and_resume(void)
     spawn(h, "local s = ... local got = wait() return s .. ' then ' .. got", "b");
     CHECK(done_calls == 1);
     REQUIRE(waiting != NULL);
-    lua_State *co = lua_task_state(waiting);
-    CHECK(lua_task_of(co) == waiting);
-    CHECK(lua_task_span(waiting) == NULL);
+    lua_State *co = task_state(waiting);
+    CHECK(task_of(co) == waiting);
+    CHECK(task_span(waiting) == NULL);
     lua_pushstring(co, "resumed");
-    lua_task_resume(waiting, 1);
+    task_resume(waiting, 1);
     CHECK(done_calls == 2);
     CHECK_STR_EQ(done_result, "1 b then resumed");
 
@@ -374,7 +376,7 @@ static void test_tasks_yield_and_resume(void)
     waiting = NULL;
     spawn(h, "wait()\nerror('broke')", "c");
     REQUIRE(waiting != NULL);
-    lua_task_resume(waiting, 0);
+    task_resume(waiting, 0);
     CHECK(done_calls == 3);
     CHECK_STR_EQ(done_result, "error [string \"wait()...\"]:2: broke");
 
@@ -383,11 +385,11 @@ static void test_tasks_yield_and_resume(void)
     cancels = 0;
     spawn(h, "wait() return 'never'", "d");
     REQUIRE(waiting != NULL);
-    struct lua_pending *p = lua_host_pending_add(h, cancel, &cancels);
-    struct lua_pending *q = lua_host_pending_add(h, cancel, &cancels);
-    lua_host_pending_remove(h, p); /* completed: not cancelled */
+    struct task_pending *p = task_pending_add(h, cancel, &cancels);
+    struct task_pending *q = task_pending_add(h, cancel, &cancels);
+    task_pending_remove(h, p); /* completed: not cancelled */
     (void)q;
-    lua_host_free(h);
+    host_free(h);
     CHECK(cancels == 1);
     CHECK(done_calls == 3);
 }
@@ -396,30 +398,30 @@ static void test_tasks_yield_and_resume(void)
 
 static void test_modules_and_shared(void)
 {
-    struct lua_host *h = new_host(50);
-    lua_State *L = lua_host_state(h);
+    struct host *h = new_host(50);
+    lua_State *L = host_state(h);
     char err[512];
     put("conf", "lab", "return { regions = function() return { { name = 'r1' } } end }\n");
-    REQUIRE(lua_host_load_module(h, "conf", "lab", err, sizeof err) == 0);
+    REQUIRE(host_load_module(h, "conf", "lab", err, sizeof err) == 0);
     lua_getfield(L, -1, "regions");
-    REQUIRE(lua_host_pcall(h, 0, 1, err, sizeof err) == 0);
+    REQUIRE(host_pcall(h, 0, 1, err, sizeof err) == 0);
     lua_rawgeti(L, -1, 1);
     lua_getfield(L, -1, "name");
     CHECK_STR_EQ(lua_tostring(L, -1), "r1");
     lua_settop(L, 0);
     lua_pushcfunction(L, lua_error);
     lua_pushstring(L, "conf broke");
-    CHECK(lua_host_pcall(h, 1, 0, err, sizeof err) == -1);
+    CHECK(host_pcall(h, 1, 0, err, sizeof err) == -1);
     CHECK_STR_EQ(err, "conf broke");
     CHECK(lua_gettop(L) == 0);
-    CHECK(lua_host_load_module(h, "conf", "absent", err, sizeof err) == -1);
+    CHECK(host_load_module(h, "conf", "absent", err, sizeof err) == -1);
     CHECK(lua_gettop(L) == 0);
 
-    lua_host_shared_set_number(h, "k", 42);
-    CHECK_EQ_DBL(lua_host_shared_get_number(h, "k"), 42);
-    lua_host_shared_set_number(h, "k", NAN);
-    CHECK(lua_host_shared_get_number(h, "k") != lua_host_shared_get_number(h, "k"));
-    lua_host_free(h);
+    host_shared_set_number(h, "k", 42);
+    CHECK_EQ_DBL(host_shared_get_number(h, "k"), 42);
+    host_shared_set_number(h, "k", NAN);
+    CHECK(host_shared_get_number(h, "k") != host_shared_get_number(h, "k"));
+    host_free(h);
 }
 
 /* ---------------------------------------------------------------- counting */
@@ -443,30 +445,30 @@ static void test_calls_errors_and_reloads_are_counted(void)
 {
     make_dir();
     struct metrics *m = metrics_new();
-    struct lua_host_info info = {"test", "test-1", "us-east", 50};
-    struct lua_host *h = lua_host_new(dir, &info, m);
+    struct host_info info = {"test", "test-1", "us-east", 50};
+    struct host *h = host_new(dir, &info, m);
     char err[512];
     put("policies", "echo",
         "local M = {}\n"
         "function M.echo(s) return s end\n"
         "function M.fail(s) error('no') end\n"
         "return M\n");
-    REQUIRE(lua_host_load_policy(h, "echo", err, sizeof err) == 0);
+    REQUIRE(host_load_policy(h, "echo", err, sizeof err) == 0);
     CHECK_STR_EQ(call(h, "echo", "echo", "x"), "x");
     const char *r = call(h, "echo", "fail", "x");
     CHECK(strncmp(r, "error(-2) ", 10) == 0 && strstr(r, "echo.lua:3: no") != NULL);
     CHECK_STR_EQ(call(h, "absent", "echo", "x"), "error(-1) policy absent is not loaded");
     /* Two calls (the absent policy is not one); the failed one counted as an error, and
      * one more its caller found (an answer it could not use). */
-    lua_host_count_error(h, "echo");
+    host_count_error(h, "echo");
     CHECK(has_line(m, "counterd_lua_policy_calls_total{policy=\"echo\"} 2"));
     CHECK(has_line(m, "counterd_policy_errors_total{policy=\"echo\"} 2"));
-    CHECK(lua_host_reload(h, NULL, err, sizeof err) == 0);
+    CHECK(host_reload(h, NULL, err, sizeof err) == 0);
     put("policies", "echo", "return 1\n");
-    CHECK(lua_host_reload(h, NULL, err, sizeof err) == -1);
+    CHECK(host_reload(h, NULL, err, sizeof err) == -1);
     CHECK(has_line(m, "counterd_lua_reloads_total{result=\"ok\"} 1"));
     CHECK(has_line(m, "counterd_lua_reloads_total{result=\"error\"} 1"));
-    lua_host_free(h);
+    host_free(h);
     metrics_free(m);
 }
 

@@ -32,6 +32,8 @@
 #include "base/clock.h"
 #include "lua/host.h"
 #include "unit.h"
+#include "lua/sandbox.h"
+#include "lua/api.h"
 
 /* ---------------------------------------------------------------- the two states */
 
@@ -103,8 +105,8 @@ static lua_State *new_state(int ours)
         lua_getfield(L, -1, "find");
         lua_setfield(L, LUA_REGISTRYINDEX, "test.builtin_find");
         lua_pop(L, 1);
-        lua_api_pattern_inject(L);
-        lua_api_limits_inject(L);
+        api_pattern_inject(L);
+        api_limits_inject(L);
     }
     if (luaL_loadbuffer(L, runner_lua, sizeof runner_lua - 1, "=runner") != 0 ||
         lua_pcall(L, 0, 0, 0) != 0) {
@@ -797,7 +799,7 @@ static const char runaway_lua[] =
     "end\n"
     "return M\n";
 
-static struct lua_host *runaway_host(int budget_ms)
+static struct host *runaway_host(int budget_ms)
 {
     if (!pattern_dir[0]) {
         snprintf(pattern_dir, sizeof pattern_dir, "/tmp/test_pattern.XXXXXX");
@@ -811,8 +813,8 @@ static struct lua_host *runaway_host(int budget_ms)
         atexit(remove_pattern_dir);
     }
     write_file(pattern_dir, "routing.lua", runaway_lua);
-    struct lua_host_info info = {"gateway", "test-1", "us-east", budget_ms};
-    return lua_host_new(pattern_dir, &info, NULL);
+    struct host_info info = {"gateway", "test-1", "us-east", budget_ms};
+    return host_new(pattern_dir, &info, NULL);
 }
 
 /*
@@ -820,9 +822,9 @@ static struct lua_host *runaway_host(int budget_ms)
  * a shuffled order made outside the policy (sorting it takes LuaJIT's C sort about a
  * second), and returns "<result>|<error>" with the time the call took in *ms.
  */
-static const char *route(struct lua_host *h, const char *what, double *ms)
+static const char *route(struct host *h, const char *what, double *ms)
 {
-    lua_State *L = lua_host_state(h);
+    lua_State *L = host_state(h);
     lua_settop(L, 0);
     const char *code = "local what = ... local t = {} "
                        "if what == 'sort' then for i = 1, 2e6 do t[i] = (i * 7919) % 2000003 end "
@@ -840,7 +842,7 @@ static const char *route(struct lua_host *h, const char *what, double *ms)
 
 static void test_budget_stops_runaway_calls(void)
 {
-    struct lua_host *h = runaway_host(50);
+    struct host *h = runaway_host(50);
     static const struct {
         const char *what, *error;
         int uses_budget; /* stopped by the clock, so it took the whole budget */
@@ -899,18 +901,18 @@ static void test_budget_stops_runaway_calls(void)
     /* Everything is back to normal: the policy still works, and the main state has no
      * deadline left over. */
     CHECK_STR_EQ(route(h, "ok", &ms), "30000|nil");
-    lua_State *L = lua_host_state(h);
+    lua_State *L = host_state(h);
     CHECK_STR_EQ(eval(L, "return tostring(#string.rep('x', 2^22))"), "4194304");
     CHECK_STR_EQ(eval(L, "return tostring(('a'):rep(300):find('.-.-b'))"), "nil");
-    CHECK(lua_host_deadline_ms(L) == 0);
-    lua_host_free(h);
+    CHECK(sandbox_deadline_ms(L) == 0);
+    host_free(h);
 }
 
 /* A policy changing its string table changes its own copy; the shared one is out of
  * reach through getmetatable(""). */
 static void test_sandbox_libraries_are_copies(void)
 {
-    struct lua_host *h = runaway_host(50);
+    struct host *h = runaway_host(50);
     write_file(pattern_dir, "faults.lua",
                "local M = {}\n"
                "function M.init()\n"
@@ -929,8 +931,8 @@ static void test_sandbox_libraries_are_copies(void)
                "end\n"
                "return M\n");
     char err[512];
-    CHECK(lua_host_load_policy(h, "faults", err, sizeof err) == 0);
-    lua_State *L = lua_host_state(h);
+    CHECK(host_load_policy(h, "faults", err, sizeof err) == 0);
+    lua_State *L = host_state(h);
     CHECK_STR_EQ(eval(L, "return counterd.policy('faults').probe()"), "false false evil nil -1");
     /* The routing policy, the host's own state and s:upper() are untouched. */
     CHECK_STR_EQ(eval(L, "local r = counterd.policy('routing') "
@@ -938,14 +940,14 @@ static void test_sandbox_libraries_are_copies(void)
                          "table.concat({1, 2}) .. bit.band(3, 1)"),
                  "XY2121");
     CHECK_STR_EQ(eval(L, "return tostring(getmetatable(''))"), "false");
-    lua_host_free(h);
+    host_free(h);
 }
 
 /* The counterd table is shared by every sandbox: a policy reads it but cannot change it,
  * nor its sub-tables, for the others. */
 static void test_sandbox_cannot_change_the_api(void)
 {
-    struct lua_host *h = runaway_host(50);
+    struct host *h = runaway_host(50);
     write_file(
         pattern_dir, "faults.lua",
         "local M = {}\n"
@@ -962,8 +964,8 @@ static void test_sandbox_cannot_change_the_api(void)
         "function M.probe() return M.top .. '|' .. M.sub .. '|' .. M.new .. '|' .. M.own end\n"
         "return M\n");
     char err[512];
-    CHECK(lua_host_load_policy(h, "faults", err, sizeof err) == 0);
-    lua_State *L = lua_host_state(h);
+    CHECK(host_load_policy(h, "faults", err, sizeof err) == 0);
+    lua_State *L = host_state(h);
     const char *probe = eval(L, "return counterd.policy('faults').probe()");
     CHECK(strstr(probe, "cannot be changed from a sandbox") != NULL);
     CHECK(strstr(probe, "counterd.now_ms cannot") != NULL);
@@ -974,7 +976,7 @@ static void test_sandbox_cannot_change_the_api(void)
     CHECK_STR_EQ(eval(L, "return tostring(counterd.now_ms() > 0) .. counterd.shared.get('k') "
                          ".. tostring(counterd.extra)"),
                  "truevnil");
-    lua_host_free(h);
+    host_free(h);
 }
 
 /* ---------------------------------------------------------------- speed */

@@ -17,41 +17,41 @@
 
 static const char *const names[] = {"us-east", "us-west", "eu-west"};
 
-static struct lua_host *product_host(void)
+static struct host *product_host(void)
 {
-    struct lua_host_info info = {"gateway", "gw-1", "us-east", 50};
-    struct lua_host *h = lua_host_new(COUNTERD_DEFAULT_LUA_DIR, &info, NULL);
+    struct host_info info = {"gateway", "gw-1", "us-east", 50};
+    struct host *h = host_new(COUNTERD_DEFAULT_LUA_DIR, &info, NULL);
     policy_declare(h);
     return h;
 }
 
 static void test_routing_codes_become_sentences(void)
 {
-    struct lua_host *h = product_host();
+    struct host *h = product_host();
     char err[512] = "";
     int up[3] = {1, 1, 1}, down[3] = {0, 0, 0};
-    int top = lua_gettop(lua_host_state(h));
+    int top = lua_gettop(host_state(h));
     CHECK(policy_route(h, "us-west", "c", NULL, NULL, names, up, 3, err, sizeof err) == 1);
     CHECK(policy_route(h, "teleport", "c", NULL, NULL, names, up, 3, err, sizeof err) == -1);
     CHECK_STR_EQ(err, "unknown routing policy 'teleport' (known: random, round-robin, sticky, "
                       "nearest, us-east, us-west, eu-west)");
     CHECK(policy_route(h, "random", "c", NULL, "tok", names, down, 3, err, sizeof err) == -2);
     CHECK_STR_EQ(err, "no healthy region");
-    CHECK(lua_gettop(lua_host_state(h)) == top);
-    lua_host_free(h);
+    CHECK(lua_gettop(host_state(h)) == top);
+    host_free(h);
 }
 
 static void test_faults_actions(void)
 {
-    struct lua_host *h = product_host();
+    struct host *h = product_host();
     char err[512];
-    REQUIRE(lua_host_load_policy(h, "faults", err, sizeof err) == 0);
+    REQUIRE(host_load_policy(h, "faults", err, sizeof err) == 0);
     int ms = 0;
     CHECK(policy_faults_decide(h, "out", "us-east-1", "us-east-2", "sync", 0, &ms) == 0);
     CHECK(policy_faults_decide(h, "out", "us-east-1", "eu-west-1", "sync", 1, &ms) == 1);
     CHECK(policy_faults_decide(h, "out", "us-east-1", "eu-west-1", "sync", 0, &ms) == 2);
     CHECK(ms == 40);
-    lua_host_free(h);
+    host_free(h);
 }
 
 static char dir[64];
@@ -93,11 +93,11 @@ static void put(const char *name, const char *text)
     fclose(f);
 }
 
-static struct lua_host *fixture_host(void)
+static struct host *fixture_host(void)
 {
     make_dir();
-    struct lua_host_info info = {"region", "r-1", "us-east", 50};
-    struct lua_host *h = lua_host_new(dir, &info, NULL);
+    struct host_info info = {"region", "r-1", "us-east", 50};
+    struct host *h = host_new(dir, &info, NULL);
     policy_declare(h);
     return h;
 }
@@ -124,7 +124,7 @@ static const char routing_lua[] =
 static void test_routing_failures_fall_back(void)
 {
     put("routing", routing_lua);
-    struct lua_host *h = fixture_host();
+    struct host *h = fixture_host();
     char err[512];
     int healthy[3] = {0, 1, 1};
     struct {
@@ -151,15 +151,15 @@ static void test_routing_failures_fall_back(void)
     }
     unit_context("%s", "");
     CHECK(policy_route(h, "args", "c", "eu-north", "t", names, healthy, 3, err, sizeof err) == 1);
-    lua_host_free(h);
+    host_free(h);
 
     /* No routing file at all, or one without route(): refused at load, then -3. */
     put("routing", "return { rout = function() return 1 end }\n");
     h = fixture_host();
-    CHECK(lua_host_load_policy(h, "routing", err, sizeof err) == -1);
+    CHECK(host_load_policy(h, "routing", err, sizeof err) == -1);
     CHECK(strstr(err, "the file must return a table with a route() function") != NULL);
     CHECK(policy_route(h, "plain", "c", NULL, NULL, names, healthy, 3, err, sizeof err) == -3);
-    lua_host_free(h);
+    host_free(h);
 }
 
 static void test_faults_failures_deliver(void)
@@ -173,11 +173,11 @@ static void test_faults_failures_deliver(void)
                   "  return 'delay', 12\n"
                   "end\n"
                   "return M\n");
-    struct lua_host *h = fixture_host();
+    struct host *h = fixture_host();
     int ms = 0;
     CHECK(policy_faults_decide(h, "out", "a", "b", "sync", 0, &ms) == -1); /* not loaded */
     char err[512];
-    REQUIRE(lua_host_load_policy(h, "faults", err, sizeof err) == 0);
+    REQUIRE(host_load_policy(h, "faults", err, sizeof err) == 0);
     CHECK(policy_faults_decide(h, "out", "a", "b", "sync", 0, &ms) == 2);
     CHECK(ms == 12);
     const char *kinds[] = {"raise", "odd", "long", "none"};
@@ -185,22 +185,22 @@ static void test_faults_failures_deliver(void)
         unit_context("%s", kinds[i]);
         CHECK(policy_faults_decide(h, "out", "a", "b", kinds[i], 0, &ms) == -1);
     }
-    lua_host_free(h);
+    host_free(h);
 }
 
 static void test_lab_regions(void)
 {
-    struct lua_host *h = product_host();
+    struct host *h = product_host();
     char n[8][64], u[8][512];
     CHECK(policy_lab_regions(h, n, u, 8) == 3);
     CHECK_STR_EQ(n[0], "us-east");
     CHECK_STR_EQ(u[0], "http://127.0.0.1:8001");
     CHECK_STR_EQ(n[2], "eu-west");
     CHECK(policy_lab_regions(h, n, u, 2) == 2);
-    lua_host_free(h);
+    host_free(h);
     h = fixture_host(); /* no conf/lab.lua there */
     CHECK(policy_lab_regions(h, n, u, 8) == 0);
-    lua_host_free(h);
+    host_free(h);
 }
 
 UNIT_MAIN("policy", UNIT_CASE(test_routing_codes_become_sentences), UNIT_CASE(test_faults_actions),

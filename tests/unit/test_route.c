@@ -5,7 +5,7 @@
  */
 #include <string.h>
 
-#include "net/server.h"
+#include "net/http.h"
 #include "roles/route.h"
 #include "unit.h"
 

@@ -35,14 +35,14 @@ static void on_done(void *arg, const struct strong_result *r)
 
 struct leader {
     struct event_base *base;
-    struct http_client *client;
+    struct client *client;
     struct strong *s;
 };
 
 static void leader_init(struct leader *t)
 {
     t->base = event_base_new();
-    t->client = http_client_new(t->base);
+    t->client = client_new(t->base);
     struct strong_config cfg = {.node_id = "strong-1", .region = "us-east", .nreplicas = 3};
     const char *names[3] = {"us-east", "us-west", "eu-west"};
     const char *urls[3] = {"http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3"};
@@ -56,7 +56,7 @@ static void leader_init(struct leader *t)
 static void leader_free(struct leader *t)
 {
     strong_free(t->s);
-    http_client_free(t->client);
+    client_free(t->client);
     event_base_free(t->base);
 }
 
@@ -65,7 +65,7 @@ static void answer(struct exchange *ex, int i, int status, const char *body)
 {
     struct leg *l = &ex->legs[i];
     if (l->call) {
-        http_client_cancel(l->call);
+        client_cancel(l->call);
         l->call = NULL;
     }
     l->status = status;

@@ -34,7 +34,7 @@ static void test_promises_only_rise(void)
     strongrep_free(s);
 }
 
-static void count_one(void *arg, const char *name, size_t len, const struct strong_entry *e)
+static void count_one(void *arg, const char *name, size_t len, const struct strongrep_entry *e)
 {
     (void)name;
     (void)len;

@@ -76,7 +76,7 @@ static uint64_t incr(struct node *n, const char *name, int64_t amount, const cha
 {
     uint32_t id = gstore_create(n->st, name, strlen(name));
     CHECK_EQ_I64(gstore_incr(n->st, id, n->self, amount), 0);
-    struct dedup_answer a = {amount, 0, gcounter_value(gstore_counter(n->st, id))};
+    struct dedup_answer a = {amount, 0, gstore_counter_value(gstore_counter(n->st, id))};
     if (token)
         dedup_put(n->d, name, strlen(name), token, strlen(token), 1e9, &a);
     return wal_append(n->w, n->st, id, token, token ? strlen(token) : 0, &a, 1e9);
@@ -85,7 +85,7 @@ static uint64_t incr(struct node *n, const char *name, int64_t amount, const cha
 static int64_t value(struct node *n, const char *name)
 {
     uint32_t id = gstore_find(n->st, name, strlen(name));
-    return id == GSTORE_NONE ? -1 : gcounter_value(gstore_counter(n->st, id));
+    return id == GSTORE_NONE ? -1 : gstore_counter_value(gstore_counter(n->st, id));
 }
 
 static char *newest_segment(const char *dir, char *out, size_t cap)
@@ -163,7 +163,7 @@ static void test_crash_keeps_written_records_and_replica_id(void)
     CHECK_EQ_I64(a.amount, 5);
     incr(&n, "a", 1, NULL);
     CHECK_EQ_I64(value(&n, "a"), 6);
-    CHECK_EQ_I64(gcounter_entries(gstore_counter(n.st, gstore_find(n.st, "a", 1))), 1);
+    CHECK_EQ_I64(gstore_counter_entries(gstore_counter(n.st, gstore_find(n.st, "a", 1))), 1);
     wal_close(n.w);
     node_free(&n);
     rm_rf(root);
@@ -201,7 +201,7 @@ static void test_crash_after_reboot_or_failed_write_changes_replica_id(void)
     CHECK_EQ_I64(value(&n, "a"), 5);
     incr(&n, "a", 1, NULL);
     CHECK_EQ_I64(value(&n, "a"), 6);
-    CHECK_EQ_I64(gcounter_entries(gstore_counter(n.st, gstore_find(n.st, "a", 1))), 2);
+    CHECK_EQ_I64(gstore_counter_entries(gstore_counter(n.st, gstore_find(n.st, "a", 1))), 2);
     snprintf(rid, sizeof rid, "%s", n.info.replica_id);
     CHECK_EQ_I64(wal_write(n.w), 0);
     CHECK_EQ_I64(wal_forget_run(n.w), 0); /* what a failed write or fsync does */
@@ -447,8 +447,8 @@ static void test_fold_replays(void)
         r = gstore_replica(n.st, "us-east-1~old", 13);
         CHECK_EQ_I64(value(&n, "f"), 39);
         CHECK(gstore_folded(n.st, id, r));
-        CHECK_EQ_I64(gcounter_net(gstore_counter(n.st, id), r), 0);
-        CHECK_EQ_U64(gcounter_entries(gstore_counter(n.st, id)), 2);
+        CHECK_EQ_I64(gstore_counter_net(gstore_counter(n.st, id), r), 0);
+        CHECK_EQ_U64(gstore_counter_entries(gstore_counter(n.st, id)), 2);
         if (pass == 0) {
             CHECK_EQ_I64(wal_snapshot(n.w, n.st, n.d) == 0 || wal_snapshot_running(n.w), 1);
             for (int i = 0; i < 500 && wal_snapshot_running(n.w); i++) {
@@ -493,10 +493,10 @@ static void test_strong_replica_records(void)
     REQUIRE(node_open(&n, root, WAL_FSYNC_NO, 4096) == 0);
     strongrep_promise(n.sr, 3);
     wal_append_promise(n.w, 3);
-    struct strong_entry e = {3, 1, 10};
+    struct strongrep_entry e = {3, 1, 10};
     strongrep_accept(n.sr, "s", 1, 3, 1, 10);
     wal_append_strong(n.w, "s", 1, &e);
-    e = (struct strong_entry){3, 2, 12};
+    e = (struct strongrep_entry){3, 2, 12};
     strongrep_accept(n.sr, "s", 1, 3, 2, 12);
     uint64_t pos = wal_append_strong(n.w, "s", 1, &e);
     CHECK(wal_synced(n.w) < pos);
@@ -513,7 +513,7 @@ static void test_strong_replica_records(void)
 
     REQUIRE(node_open(&n, root, WAL_FSYNC_NO, 4096) == 0);
     CHECK_EQ_U64(strongrep_promised(n.sr), 3);
-    const struct strong_entry *got = strongrep_get(n.sr, "s", 1);
+    const struct strongrep_entry *got = strongrep_get(n.sr, "s", 1);
     REQUIRE(got != NULL);
     CHECK_EQ_I64(got->value, 12);
     CHECK_EQ_U64(got->round, 2);

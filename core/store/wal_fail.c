@@ -1,5 +1,5 @@
 /*
- * walfail.c - what makes the log fail and how it recovers by itself (wal.h "Failures"):
+ * wal_fail.c - what makes the log fail and how it recovers by itself (wal.h "Failures"):
  * error kinds and counts, the disk-full reserve (space allocated ahead of the writes), and
  * the two recoveries (room again; a fresh segment and snapshot after an I/O error).
  *

@@ -1,5 +1,5 @@
 /*
- * gcounter.h - the CRDT store: one PN-counter per name, keyed by replica.
+ * gstore.h - the CRDT store: one PN-counter per name, keyed by replica.
  *
  * A counter is two G-Counters side by side: per replica, the total of its increments
  * (pos) and the total of its decrements (neg). Merge takes the per-replica maximum of
@@ -41,10 +41,10 @@ struct gstore;
 struct gcounter;
 
 /* Totals, exact: up to 255 entries of up to 2^63-1 each always fit 128 bits. */
-__extension__ typedef __int128 gcount_wide;
+__extension__ typedef __int128 gstore_wide;
 
 /* v clamped to the int64_t range; *beyond (may be NULL) says whether it was clamped. */
-static inline int64_t gcount_clamp(gcount_wide v, int *beyond)
+static inline int64_t gstore_clamp(gstore_wide v, int *beyond)
 {
     int out = v > INT64_MAX || v < INT64_MIN;
     if (beyond)
@@ -53,7 +53,7 @@ static inline int64_t gcount_clamp(gcount_wide v, int *beyond)
 }
 
 /* API.md's rule for counter names and replica ids: 1-200 bytes of [A-Za-z0-9_.:-]. */
-static inline int gcounter_name_valid(const char *s, size_t n)
+static inline int gstore_counter_name_valid(const char *s, size_t n)
 {
     if (n == 0 || n > 200)
         return 0;
@@ -72,12 +72,12 @@ static inline int gcounter_name_valid(const char *s, size_t n)
  * replica, so the per-replica max of a merge never swallows its new increments).
  * @return the length of the node id part, or 0 when the id is not valid.
  */
-static inline size_t gcounter_replica_node_len(const char *s, size_t n)
+static inline size_t gstore_counter_replica_node_len(const char *s, size_t n)
 {
     size_t k = 0;
     while (k < n && s[k] != '~')
         k++;
-    if (!gcounter_name_valid(s, k))
+    if (!gstore_counter_name_valid(s, k))
         return 0;
     if (k == n)
         return k;
@@ -229,10 +229,10 @@ double gstore_replica_net(const struct gstore *st, int rep);
 size_t gstore_memory(const struct gstore *st);
 
 /* Reading one counter. */
-const char *gcounter_name(const struct gcounter *c, size_t *len);
-uint64_t gcounter_mseq(const struct gcounter *c);
+const char *gstore_counter_name(const struct gcounter *c, size_t *len);
+uint64_t gstore_counter_mseq(const struct gcounter *c);
 /* sum(pos) - sum(neg) over the entries as they are, clamped to int64_t (see gstore_value). */
-int64_t gcounter_value(const struct gcounter *c);
+int64_t gstore_counter_value(const struct gcounter *c);
 
 /*
  * One node's part of a counter: its incarnations ("node~x") summed. A bare entry "node"
@@ -243,22 +243,22 @@ int64_t gcounter_value(const struct gcounter *c);
  */
 struct gnode {
     int node; /* gstore_node_name() */
-    gcount_wide pos, neg;
+    gstore_wide pos, neg;
 };
-/* Fills out[] (room for gcounter_entries(c)) with c's nodes. @return how many. */
-unsigned gcounter_nodes(const struct gstore *st, const struct gcounter *c, struct gnode *out);
+/* Fills out[] (room for gstore_counter_entries(c)) with c's nodes. @return how many. */
+unsigned gstore_counter_nodes(const struct gstore *st, const struct gcounter *c, struct gnode *out);
 /* Writes v in decimal into out (room for 41 bytes). @return its length. */
-size_t gcount_str(gcount_wide v, char *out);
+size_t gstore_wide_str(gstore_wide v, char *out);
 /* The counter's value as the API answers it: the sum of its nodes' pos - neg, exact.
  * c may be NULL (0). */
-gcount_wide gstore_value(const struct gstore *st, const struct gcounter *c);
+gstore_wide gstore_value(const struct gstore *st, const struct gcounter *c);
 /* Replica rep's net contribution: its pos minus its neg (0 when absent). */
-int64_t gcounter_net(const struct gcounter *c, int rep);
-unsigned gcounter_entries(const struct gcounter *c);
-void gcounter_entry(const struct gcounter *c, unsigned i, struct gentry *out);
+int64_t gstore_counter_net(const struct gcounter *c, int rep);
+unsigned gstore_counter_entries(const struct gcounter *c);
+void gstore_counter_entry(const struct gcounter *c, unsigned i, struct gentry *out);
 /* Whether any replica has decremented this counter. */
-int gcounter_has_neg(const struct gcounter *c);
+int gstore_counter_has_neg(const struct gcounter *c);
 /* The origin tag of the counter's last change (see gstore_merge_from), or 0. */
-int gcounter_origin(const struct gcounter *c);
+int gstore_counter_origin(const struct gcounter *c);
 
 #endif

@@ -1,5 +1,5 @@
 /*
- * server.h - the HTTP/1.1 server every role answers on.
+ * http.h - the HTTP/1.1 server every role answers on.
  *
  * One libevent loop, non-blocking sockets, http-parser for the wire format. It keeps
  * connections alive, answers pipelined requests in order (a request whose handler

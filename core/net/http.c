@@ -1,5 +1,5 @@
 /*
- * server.c - HTTP/1.1 server on libevent and http-parser (see server.h).
+ * http.c - HTTP/1.1 server on libevent and http-parser (see http.h).
  *
  * Reading: every read lands in one shared buffer and is parsed in place; the parser's
  * callbacks copy the URL, headers and body of the current request into per-connection
@@ -13,7 +13,7 @@
  * Timeouts: one sweep per second walks the connection list (cheaper than a timer per
  * connection re-armed on every request).
  */
-#include "server.h"
+#include "http.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -537,7 +537,7 @@ static void set_read(struct http_conn *c, int on)
     }
 }
 
-/* Answers are written once per loop iteration, after the before_flush hook (see server.h). */
+/* Answers are written once per loop iteration, after the before_flush hook (see http.h). */
 static void conn_queue_flush(struct http_conn *c)
 {
     struct http_server *srv = c->srv;
@@ -919,7 +919,7 @@ void http_server_free(struct http_server *srv)
     event_free(srv->flush_ev);
     while (srv->conns) {
         struct http_conn *c = srv->conns;
-        c->flags &= ~C_PENDING; /* owners are gone (see server.h) */
+        c->flags &= ~C_PENDING; /* owners are gone (see http.h) */
         conn_close(c);
     }
     free(srv);

@@ -1,17 +1,17 @@
 /*
- * replication_internal.h - what the files of the replication module share, and nothing
+ * repl_internal.h - what the files of the replication module share, and nothing
  * else may include: its state (struct repl, struct peer) and its internal functions
  * (repl__*). The module answers three questions, one file each:
  *
- *   replication.c  rounds and exchanges with the peers (the client side), set-up, views
- *   replbody.c     how this node's state is written into a /sync page (encoding)
- *   replmerge.c    how a /sync body a peer sent is read and merged (decoding, rejects)
- *   replserve.c    how an incoming POST /sync is answered
+ *   repl.c  rounds and exchanges with the peers (the client side), set-up, views
+ *   repl_body.c     how this node's state is written into a /sync page (encoding)
+ *   repl_merge.c    how a /sync body a peer sent is read and merged (decoding, rejects)
+ *   repl_serve.c    how an incoming POST /sync is answered
  *
- * The wire format and the guarantees are described at the top of replication.c.
+ * The wire format and the guarantees are described at the top of repl.c.
  */
-#ifndef COUNTERD_REPL_REPLICATION_INTERNAL_H
-#define COUNTERD_REPL_REPLICATION_INTERNAL_H
+#ifndef COUNTERD_REPL_REPL_INTERNAL_H
+#define COUNTERD_REPL_REPL_INTERNAL_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -19,11 +19,11 @@
 #include "../base/buf.h"
 #include "../base/json.h"
 #include "../obs/trace.h"
-#include "../store/gcounter.h"
-#include "replication.h"
+#include "../store/gstore.h"
+#include "repl.h"
 
 struct event;
-struct http_call;
+struct client_call;
 struct metric;
 struct metric_series;
 
@@ -49,7 +49,7 @@ struct peer {
     uint64_t full_s0;
     int rounds_since_full;
     /* The exchange in flight. */
-    struct http_call *call;
+    struct client_call *call;
     struct event *delay_ev;
     uint64_t sent_acked; /* acked value once this push is acknowledged */
     uint32_t sent_next;  /* full walk position once acknowledged */
@@ -58,8 +58,8 @@ struct peer {
     int in_round, exchanges;
     double round_start_ms, last_ok_ms;
     int failures;
-    uint64_t tok_acked;        /* token-set elements up to this seq are on the peer */
-    struct http_call *id_call; /* GET /health for its node id */
+    uint64_t tok_acked;          /* token-set elements up to this seq are on the peer */
+    struct client_call *id_call; /* GET /health for its node id */
     double id_after;
     struct trace_span *span; /* the exchange's client span, when tracing */
     /* What the status views show. */
@@ -112,7 +112,7 @@ struct in_item {
 
 struct repl {
     struct event_base *base;
-    struct http_client *client;
+    struct client *client;
     struct gstore *store;
     struct repl_hooks hooks;
     char *node_id, *region, *service;
@@ -172,18 +172,18 @@ struct merge_error {
     char detail[256];
 };
 
-static inline const char *peer_name(const struct peer *p)
+static inline const char *repl__peer_name(const struct peer *p)
 {
     return p->node_id[0] ? p->node_id : p->url;
 }
 
 /* The origin tag of what a peer sends us: its position + 1. */
-static inline int peer_origin(const struct peer *p)
+static inline int repl__peer_origin(const struct peer *p)
 {
     return (int)(p - p->r->peers) + 1;
 }
 
-/* ---------------------------------------------------------------- replbody.c */
+/* ---------------------------------------------------------------- repl_body.c */
 
 /* Starts an empty page in r->counts, decs, toks and folds. */
 void repl__page_begin(struct repl *r);
@@ -199,7 +199,7 @@ int repl__page_delta(struct repl *r, uint64_t since, int skip_origin, uint64_t *
  * the answer's, NULL in a request). */
 void repl__body_finish(struct repl *r, const char *since, const char *cursor, int more);
 
-/* ---------------------------------------------------------------- replmerge.c */
+/* ---------------------------------------------------------------- repl_merge.c */
 
 /*
  * Merges a /sync body (request or answer) into the store, tagging what it changes with
@@ -217,7 +217,7 @@ int repl__first_time(struct repl *r, const char *peer, const char *what);
 /* Counts and logs (once) n counters sent to an original-format peer without decrements. */
 void repl__decs_unsent(struct repl *r, const char *peer, int n);
 
-/* ---------------------------------------------------------------- replication.c */
+/* ---------------------------------------------------------------- repl.c */
 
 /* The faults policy's verdict on one message (the partition first). @return an enum
  * repl_action; *delay_ms is set for REPL_DELAY. */
@@ -225,7 +225,7 @@ int repl__decide(struct repl *r, const char *dir, const char *from, const char *
 /* The origin tag of a node that sent us a /sync: a configured peer's, or 0. */
 int repl__origin_of_node(const struct repl *r, const char *node_id);
 
-/* ---------------------------------------------------------------- replserve.c */
+/* ---------------------------------------------------------------- repl_serve.c */
 
 /*
  * Reads a cursor this node gave out: "D.<inc>.<seq>[.<base>]" (a delta) or

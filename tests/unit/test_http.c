@@ -1,6 +1,6 @@
 /*
- * test_server.c - unit tests of the HTTP server's wire behaviour and limits
- * (core/net/server.c), in process.
+ * test_http.c - unit tests of the HTTP server's wire behaviour and limits
+ * (core/net/http.c), in process.
  *
  * Each test starts fresh servers on 127.0.0.1 (ephemeral ports) on an event_base that the
  * main thread runs, and one client thread that talks to them through blocking sockets
@@ -29,7 +29,7 @@
 
 #include "base/buf.h"
 #include "base/json.h"
-#include "net/server.h"
+#include "net/http.h"
 #include "unit.h"
 
 #define MAX_BODY 1024        /* the main server's body limit */
@@ -1143,7 +1143,7 @@ static void test_client_gone(void)
     CHECK_EQ_I64(e.st_srv.open, 0);
 }
 
-UNIT_MAIN("test_server", UNIT_CASE(test_keep_alive), UNIT_CASE(test_pipelining),
+UNIT_MAIN("test_http", UNIT_CASE(test_keep_alive), UNIT_CASE(test_pipelining),
           UNIT_CASE(test_headers_too_large), UNIT_CASE(test_body_limits), UNIT_CASE(test_malformed),
           UNIT_CASE(test_chunked), UNIT_CASE(test_http10), UNIT_CASE(test_max_conns),
           UNIT_CASE(test_timeouts), UNIT_CASE(test_expect_continue), UNIT_CASE(test_half_close),

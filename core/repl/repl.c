@@ -1,5 +1,5 @@
 /*
- * replication.c - push-pull anti-entropy over HTTP /sync (see replication.h).
+ * repl.c - push-pull anti-entropy over HTTP /sync (see repl.h).
  *
  * Wire format (API.md, "POST /sync"), one JSON object each way:
  *   {"node_id": "...", "incarnation": "<hex>", "timestamp": <unix s>,
@@ -46,7 +46,7 @@
  * answered 200, so a lost message is simply sent again next round. The store's change
  * list makes "counters changed after seq" cost the number of changes.
  */
-#include "replication.h"
+#include "repl.h"
 
 #include <event2/event.h>
 #include <inttypes.h>
@@ -60,7 +60,7 @@
 #include "../base/mem.h"
 #include "../net/client.h"
 #include "../obs/metrics.h"
-#include "replication_internal.h"
+#include "repl_internal.h"
 
 /* ---------------------------------------------------------------- decisions */
 
@@ -127,7 +127,8 @@ static void peer_round_end(struct peer *p, enum peer_status st)
         r->last_sync_unix = clock_unix_s();
         p->last_ok_unix = r->last_sync_unix;
         if (p->failures)
-            log_info("sync with %s works again after %d failed rounds", peer_name(p), p->failures);
+            log_info("sync with %s works again after %d failed rounds", repl__peer_name(p),
+                     p->failures);
         p->failures = 0;
     } else if (st == ST_PARTITION) {
         metric_add(r->m_part, 1);
@@ -150,7 +151,7 @@ static void peer_failed(struct peer *p, const char *fmt, ...)
     va_end(ap);
     /* Log the first failure and then about once a minute, not every round. */
     if (p->failures == 0 || p->failures % 12 == 0)
-        log_error("sync with %s (%s) failed: %s", peer_name(p), p->sync_url, msg);
+        log_error("sync with %s (%s) failed: %s", repl__peer_name(p), p->sync_url, msg);
     p->failures++;
     snprintf(p->last_error, sizeof p->last_error, "%s", msg);
     p->last_error_unix = clock_unix_s();
@@ -161,7 +162,7 @@ static void peer_failed(struct peer *p, const char *fmt, ...)
 
 /* An answer that is not a 200 JSON object this node may merge: the round ends for the peer
  * (partitioned or failed). @return 1 when it was such an answer, 0 to go on. */
-static int answer_refused(struct peer *p, const struct http_result *res, const struct json *root)
+static int answer_refused(struct peer *p, const struct client_result *res, const struct json *root)
 {
     struct repl *r = p->r;
     if (res->status == 0) {
@@ -203,14 +204,14 @@ static enum peer_format learn_peer(struct peer *p, const struct json *root)
 {
     const struct json *nid = json_get(root, "node_id");
     const struct json *inc = json_get(root, "incarnation");
-    if (nid && nid->type == JSON_STR && gcounter_name_valid(nid->u.s, nid->len))
+    if (nid && nid->type == JSON_STR && gstore_counter_name_valid(nid->u.s, nid->len))
         snprintf(p->node_id, sizeof p->node_id, "%s", nid->u.s);
     /* counterd always says its incarnation; the original lab's region never does. */
     enum peer_format fmt = inc && inc->type == JSON_STR ? FMT_COUNTERD : FMT_ORIGINAL;
     if (fmt != p->format && fmt == FMT_ORIGINAL)
         log_warn("peer %s (%s) speaks the original lab's /sync: it gets each node's "
                  "incarnations summed under the node id, increments only",
-                 peer_name(p), p->url);
+                 repl__peer_name(p), p->url);
     p->format = fmt;
     p->probed = 1;
     const struct json *feat = json_get(root, "features");
@@ -227,8 +228,8 @@ static int merge_answer(struct peer *p, const struct json *root, struct trace_sp
 {
     struct repl *r = p->r;
     struct merge_error e;
-    r->merge_peer = peer_name(p);
-    int changed = repl__merge_body(r, root, peer_origin(p), &e);
+    r->merge_peer = repl__peer_name(p);
+    int changed = repl__merge_body(r, root, repl__peer_origin(p), &e);
     r->merge_peer = NULL;
     if (changed < 0) {
         peer_failed(p, "cannot merge the answer: %s", e.detail);
@@ -240,10 +241,10 @@ static int merge_answer(struct peer *p, const struct json *root, struct trace_sp
     trace_span_attr_int(sp, "sync.counters_received", (int64_t)r->nitems);
     const struct json *refused = json_get(root, "rejected_count");
     if (refused && refused->type == JSON_INT && refused->u.i > 0 &&
-        repl__first_time(r, peer_name(p), "refused"))
+        repl__first_time(r, repl__peer_name(p), "refused"))
         log_warn("peer %s skipped %" PRId64 " entries of our push as entries it cannot hold "
                  "(its answer lists them; logged once per peer)",
-                 peer_name(p), refused->u.i);
+                 repl__peer_name(p), refused->u.i);
     repl__apply_tokens(r, root, p->node_id[0] ? p->node_id : p->url);
     return 0;
 }
@@ -273,7 +274,7 @@ static void note_incarnation(struct peer *p, const struct json *inc)
     if (!inc || inc->type != JSON_STR || inc->len >= sizeof p->incarnation)
         return;
     if (p->incarnation[0] && strcmp(p->incarnation, inc->u.s) != 0) {
-        log_info("peer %s restarted (incarnation %s -> %s): pushing full state", peer_name(p),
+        log_info("peer %s restarted (incarnation %s -> %s): pushing full state", repl__peer_name(p),
                  p->incarnation, inc->u.s);
         p->full_push = 1;
         p->full_next = 0;
@@ -305,7 +306,7 @@ static int follow_cursor(struct peer *p, const struct json *root, enum peer_form
     return pull_more;
 }
 
-static void exchange_done(struct peer *p, const struct http_result *res, struct trace_span *sp)
+static void exchange_done(struct peer *p, const struct client_result *res, struct trace_span *sp)
 {
     struct repl *r = p->r;
     metric_add(r->m_bytes_recv, (double)res->len);
@@ -326,7 +327,7 @@ static void exchange_done(struct peer *p, const struct http_result *res, struct 
 }
 
 /* The exchange's span ends here, after what the answer did has been recorded on it. */
-static void on_exchange_done(const struct http_result *res, void *arg)
+static void on_exchange_done(const struct client_result *res, void *arg)
 {
     struct peer *p = arg;
     struct trace_span *sp = p->span;
@@ -335,14 +336,14 @@ static void on_exchange_done(const struct http_result *res, void *arg)
     trace_span_http_status(sp, res->status, res->error);
     exchange_done(p, res, sp);
     /* Named after the exchange: a first answer is what tells us the peer's node id. */
-    trace_span_attr_cstr(sp, "sync.peer", peer_name(p));
+    trace_span_attr_cstr(sp, "sync.peer", repl__peer_name(p));
     trace_span_end(sp);
 }
 
 /* Ends the exchange's span with an error, before any call was made. */
 static void span_failed(struct peer *p, const char *why)
 {
-    trace_span_attr_cstr(p->span, "sync.peer", peer_name(p));
+    trace_span_attr_cstr(p->span, "sync.peer", repl__peer_name(p));
     trace_span_error(p->span, why);
     trace_span_end(p->span);
     p->span = NULL;
@@ -379,9 +380,9 @@ static void build_push(struct peer *p)
         p->push_more = !p->sent_full_done;
     } else {
         r->tok_after = p->tok_acked;
-        p->push_more = repl__page_delta(r, p->acked, peer_origin(p), &p->sent_acked);
+        p->push_more = repl__page_delta(r, p->acked, repl__peer_origin(p), &p->sent_acked);
     }
-    repl__decs_unsent(r, peer_name(p), r->page_decs_unsent);
+    repl__decs_unsent(r, repl__peer_name(p), r->page_decs_unsent);
     repl__body_finish(r, p->cursor, NULL, 0);
     r->original_out = 0;
 }
@@ -406,15 +407,15 @@ static void exchange_send(struct peer *p)
         trace_span_traceparent(p->span, tp + 13);
         headers[r->auth_header ? 1 : 0] = tp;
     }
-    struct http_call_opts o = {.method = "POST",
-                               .url = p->sync_url,
-                               .body = r->out.data,
-                               .body_len = r->out.len,
-                               .headers = headers,
-                               .timeout_ms = r->timeout_ms};
+    struct client_call_opts o = {.method = "POST",
+                                 .url = p->sync_url,
+                                 .body = r->out.data,
+                                 .body_len = r->out.len,
+                                 .headers = headers,
+                                 .timeout_ms = r->timeout_ms};
     metric_add(r->m_bytes_sent, (double)r->out.len);
     p->sent_bytes = r->out.len;
-    p->call = http_client_request(r->client, &o, on_exchange_done, p);
+    p->call = client_request(r->client, &o, on_exchange_done, p);
     if (!p->call) {
         span_failed(p, "cannot start the HTTP call");
         peer_failed(p, "cannot start the HTTP call");
@@ -432,7 +433,7 @@ static void exchange_start(struct peer *p)
 {
     struct repl *r = p->r;
     int delay_ms;
-    int a = repl__decide(r, "out", r->node_id, peer_name(p), &delay_ms);
+    int a = repl__decide(r, "out", r->node_id, repl__peer_name(p), &delay_ms);
     if (trace_enabled()) {
         /* The span covers the policy's delay too: WAN latency shows in the trace. */
         p->span = trace_span_child(r->round_span, "POST /sync", TRACE_CLIENT);
@@ -626,7 +627,7 @@ static void repl_metrics(struct repl *r, struct metrics *reg)
                     "Token-set elements of /sync bodies skipped as malformed", NULL, NULL, 0));
 }
 
-struct repl *repl_new(struct event_base *base, struct http_client *client, struct gstore *store,
+struct repl *repl_new(struct event_base *base, struct client *client, struct gstore *store,
                       struct metrics *reg, const struct repl_config *cfg,
                       const struct repl_hooks *hooks)
 {
@@ -642,7 +643,7 @@ struct repl *repl_new(struct event_base *base, struct http_client *client, struc
     r->auth_header = cfg->auth_header ? xstrdup(cfg->auth_header) : NULL;
     r->tokset = cfg->tokset;
     r->self_rep = cfg->replica_id;
-    snprintf(r->incarnation, sizeof r->incarnation, "%016" PRIx64, random_u64());
+    snprintf(r->incarnation, sizeof r->incarnation, "%016" PRIx64, hash_random_u64());
     r->interval_ms = cfg->interval_ms > 0 ? cfg->interval_ms : 5000;
     r->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 3000;
     r->full_every = cfg->full_every > 0 ? cfg->full_every : 12;
@@ -682,9 +683,9 @@ void repl_free(struct repl *r)
     for (int i = 0; i < r->npeers; i++) {
         struct peer *p = &r->peers[i];
         if (p->call)
-            http_client_cancel(p->call);
+            client_cancel(p->call);
         if (p->id_call)
-            http_client_cancel(p->id_call);
+            client_cancel(p->id_call);
         trace_span_error(p->span, "stopped");
         trace_span_end(p->span);
         event_free(p->delay_ev);
@@ -762,7 +763,7 @@ int repl_peer_ids(const struct repl *r, const char **ids, int max)
     return known;
 }
 
-static void on_peer_id(const struct http_result *res, void *arg)
+static void on_peer_id(const struct client_result *res, void *arg)
 {
     struct peer *p = arg;
     p->id_call = NULL;
@@ -770,7 +771,7 @@ static void on_peer_id(const struct http_result *res, void *arg)
         return;
     const struct json *root = json_parse(&p->r->parser, res->body, res->len);
     const struct json *nid = root ? json_get(root, "node_id") : NULL;
-    if (nid && nid->type == JSON_STR && gcounter_name_valid(nid->u.s, nid->len))
+    if (nid && nid->type == JSON_STR && gstore_counter_name_valid(nid->u.s, nid->len))
         snprintf(p->node_id, sizeof p->node_id, "%s", nid->u.s);
 }
 
@@ -784,8 +785,8 @@ void repl_learn_peer_ids(struct repl *r)
         p->id_after = now + 200;
         char url[600];
         snprintf(url, sizeof url, "%s/health", p->url);
-        struct http_call_opts o = {.method = "GET", .url = url, .timeout_ms = 1000};
-        p->id_call = http_client_request(r->client, &o, on_peer_id, p);
+        struct client_call_opts o = {.method = "GET", .url = url, .timeout_ms = 1000};
+        p->id_call = client_request(r->client, &o, on_peer_id, p);
     }
 }
 
@@ -799,18 +800,18 @@ int repl_fold_ready(const struct repl *r, double after_ms, char *why, size_t n)
     for (int i = 0; i < r->npeers; i++) {
         const struct peer *p = &r->peers[i];
         if (p->format == FMT_ORIGINAL)
-            snprintf(why, n, "peer %s speaks the original lab's /sync", peer_name(p));
+            snprintf(why, n, "peer %s speaks the original lab's /sync", repl__peer_name(p));
         else if (p->probed && !p->folds)
             snprintf(why, n, "peer %s does not understand folded replicas (an older version)",
-                     peer_name(p));
+                     repl__peer_name(p));
         else if (p->pull_full_ms < after_ms && p->pull_was_skipped)
             snprintf(why, n,
                      "the full state of peer %s has entries this node skips "
                      "(counterd_sync_rejected_entries_total): its copy of a retired "
                      "id might not be the highest",
-                     peer_name(p));
+                     repl__peer_name(p));
         else if (p->pull_full_ms < after_ms)
-            snprintf(why, n, "waiting for a full pull from peer %s%s%s", peer_name(p),
+            snprintf(why, n, "waiting for a full pull from peer %s%s%s", repl__peer_name(p),
                      p->last_error[0] ? ": " : "", p->last_error);
         else
             continue;

@@ -1,5 +1,5 @@
 /*
- * walsnap.c - snapshots: a forked child writes every counter, idempotency entry and
+ * wal_snap.c - snapshots: a forked child writes every counter, idempotency entry and
  * strong-counter state as of the end of a segment (like Redis' RDB), the parent reaps it
  * and deletes what it made obsolete; a failed one is retried, backing off.
  *
@@ -53,7 +53,7 @@ static void snap_dedup(void *arg, const char *counter, size_t clen, const char *
     snap_flush(sw, 0);
 }
 
-static void snap_strong(void *arg, const char *name, size_t len, const struct strong_entry *e)
+static void snap_strong(void *arg, const char *name, size_t len, const struct strongrep_entry *e)
 {
     struct snap_writer *sw = arg;
     wal__encode_strong(&sw->b, name, len, e);

@@ -1,5 +1,5 @@
 /*
- * test_gcounter.c - unit tests of the CRDT store (core/store/gcounter.c).
+ * test_gstore.c - unit tests of the CRDT store (core/store/gstore.c).
  *
  * The merge laws are checked as properties over thousands of random states, each one
  * compared with a model kept by the test (per replica: pos, neg), never with the store's
@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "store/gcounter.h"
+#include "store/gstore.h"
 #include "unit.h"
 
 #define MAXR 16 /* replicas in the random property tests */
@@ -52,10 +52,10 @@ static void export_state(const struct gstore *st, uint32_t id, int nrep, struct 
 {
     memset(m, 0, sizeof *m);
     const struct gcounter *c = gstore_counter(st, id);
-    unsigned n = gcounter_entries(c);
+    unsigned n = gstore_counter_entries(c);
     for (unsigned i = 0; i < n; i++) {
         struct gentry e;
-        gcounter_entry(c, i, &e);
+        gstore_counter_entry(c, i, &e);
         CHECK(e.rep >= 0 && e.rep < nrep);
         if (e.rep < 0 || e.rep >= nrep || e.rep >= MAXR)
             continue;
@@ -72,9 +72,9 @@ static void export_state(const struct gstore *st, uint32_t id, int nrep, struct 
 static size_t export_entries(const struct gstore *st, uint32_t id, struct gentry *out)
 {
     const struct gcounter *c = gstore_counter(st, id);
-    unsigned n = gcounter_entries(c);
+    unsigned n = gstore_counter_entries(c);
     for (unsigned i = 0; i < n; i++)
-        gcounter_entry(c, i, &out[i]);
+        gstore_counter_entry(c, i, &out[i]);
     return n;
 }
 
@@ -131,14 +131,14 @@ static void check_state(const struct gstore *st, uint32_t id, const struct mstat
         sn += want->neg[r];
         present += want->present[r];
         any_neg |= want->neg[r] != 0;
-        CHECK_EQ_I64(gcounter_net(c, r), want->pos[r] - want->neg[r]);
+        CHECK_EQ_I64(gstore_counter_net(c, r), want->pos[r] - want->neg[r]);
     }
-    CHECK_EQ_I64(gcounter_net(c, nrep), 0); /* a replica without an entry */
-    CHECK_EQ_U64(gcounter_entries(c), present);
-    CHECK_EQ_I64(gcounter_value(c), gcount_clamp(sp - sn, NULL));
+    CHECK_EQ_I64(gstore_counter_net(c, nrep), 0); /* a replica without an entry */
+    CHECK_EQ_U64(gstore_counter_entries(c), present);
+    CHECK_EQ_I64(gstore_counter_value(c), gstore_clamp(sp - sn, NULL));
     CHECK(gstore_value(st, c) == sp - sn); /* exact, whatever the range */
     if (any_neg)
-        CHECK(gcounter_has_neg(c));
+        CHECK(gstore_counter_has_neg(c));
 }
 
 /* Random non-zero amount: mostly small, sometimes large, about a third negative. */
@@ -170,7 +170,7 @@ static void random_incrs(struct unit_rng *rng, struct gstore *st, uint32_t id, i
         else
             m->neg[rep] -= amount;
         CHECK(gstore_seq(st) > seq0);
-        CHECK_EQ_U64(gcounter_mseq(gstore_counter(st, id)), gstore_seq(st));
+        CHECK_EQ_U64(gstore_counter_mseq(gstore_counter(st, id)), gstore_seq(st));
     }
 }
 
@@ -266,7 +266,7 @@ static void test_merge_laws(void)
         CHECK_EQ_I64(rc, model_changed(&ma, &mab, nrep));
         if (rc > 0) {
             CHECK(gstore_seq(a) > seq0);
-            CHECK_EQ_U64(gcounter_mseq(gstore_counter(a, ida)), gstore_seq(a));
+            CHECK_EQ_U64(gstore_counter_mseq(gstore_counter(a, ida)), gstore_seq(a));
         } else {
             CHECK_EQ_U64(gstore_seq(a), seq0);
         }
@@ -278,13 +278,13 @@ static void test_merge_laws(void)
         check_state(b, idb, &mab, nrep, "a merged into b");
 
         /* Idempotent: merging the same states again changes nothing and says so. */
-        uint64_t mseq0 = gcounter_mseq(gstore_counter(a, ida));
+        uint64_t mseq0 = gstore_counter_mseq(gstore_counter(a, ida));
         seq0 = gstore_seq(a);
         CHECK_EQ_I64(gstore_merge(a, ida, eb, nb), 0);
         CHECK_EQ_I64(gstore_merge(a, ida, ea, na), 0);
         CHECK_EQ_I64(gstore_merge(a, ida, eab, nab), 0);
         CHECK_EQ_U64(gstore_seq(a), seq0);
-        CHECK_EQ_U64(gcounter_mseq(gstore_counter(a, ida)), mseq0);
+        CHECK_EQ_U64(gstore_counter_mseq(gstore_counter(a, ida)), mseq0);
         CHECK_EQ_U64(gstore_changed_after(a, seq0), GSTORE_NONE);
         check_state(a, ida, &mab, nrep, "a after idempotent merges");
         /* Its own entries merged into itself. */
@@ -448,27 +448,27 @@ static void test_incr_basic(void)
     struct gstore *st = new_store(3, 0, &id);
     const struct gcounter *c = gstore_counter(st, id);
     size_t len = 0;
-    CHECK_STR_EQ(gcounter_name(c, &len), "c");
+    CHECK_STR_EQ(gstore_counter_name(c, &len), "c");
     CHECK_EQ_U64(len, 1);
-    CHECK_EQ_U64(gcounter_entries(c), 0);
-    CHECK_EQ_I64(gcounter_value(c), 0);
-    CHECK(!gcounter_has_neg(c));
+    CHECK_EQ_U64(gstore_counter_entries(c), 0);
+    CHECK_EQ_I64(gstore_counter_value(c), 0);
+    CHECK(!gstore_counter_has_neg(c));
 
     CHECK_EQ_I64(gstore_incr(st, id, 1, 5), 0);
     c = gstore_counter(st, id);
-    CHECK_EQ_I64(gcounter_value(c), 5);
-    CHECK_EQ_I64(gcounter_net(c, 1), 5);
-    CHECK_EQ_I64(gcounter_net(c, 0), 0);
-    CHECK_EQ_U64(gcounter_entries(c), 1);
-    CHECK(!gcounter_has_neg(c));
+    CHECK_EQ_I64(gstore_counter_value(c), 5);
+    CHECK_EQ_I64(gstore_counter_net(c, 1), 5);
+    CHECK_EQ_I64(gstore_counter_net(c, 0), 0);
+    CHECK_EQ_U64(gstore_counter_entries(c), 1);
+    CHECK(!gstore_counter_has_neg(c));
 
     CHECK_EQ_I64(gstore_incr(st, id, 1, -7), 0);
     c = gstore_counter(st, id);
-    CHECK_EQ_I64(gcounter_value(c), -2);
-    CHECK_EQ_I64(gcounter_net(c, 1), -2);
-    CHECK(gcounter_has_neg(c));
+    CHECK_EQ_I64(gstore_counter_value(c), -2);
+    CHECK_EQ_I64(gstore_counter_net(c, 1), -2);
+    CHECK(gstore_counter_has_neg(c));
     struct gentry e;
-    gcounter_entry(c, 0, &e);
+    gstore_counter_entry(c, 0, &e);
     CHECK_EQ_I64(e.rep, 1);
     CHECK_EQ_I64(e.pos, 5);
     CHECK_EQ_I64(e.neg, 7);
@@ -476,14 +476,14 @@ static void test_incr_basic(void)
     CHECK_EQ_I64(gstore_incr(st, id, 0, 10), 0);
     CHECK_EQ_I64(gstore_incr(st, id, 2, -1), 0);
     c = gstore_counter(st, id);
-    CHECK_EQ_I64(gcounter_value(c), 7);
-    CHECK_EQ_U64(gcounter_entries(c), 3);
+    CHECK_EQ_I64(gstore_counter_value(c), 7);
+    CHECK_EQ_U64(gstore_counter_entries(c), 3);
 
     /* Amount 0 is no change: no entry, no new sequence number. */
     uint32_t id2 = gstore_create(st, "zero", 4);
     uint64_t seq0 = gstore_seq(st);
     CHECK_EQ_I64(gstore_incr(st, id2, 0, 0), 0);
-    CHECK_EQ_U64(gcounter_entries(gstore_counter(st, id2)), 0);
+    CHECK_EQ_U64(gstore_counter_entries(gstore_counter(st, id2)), 0);
     CHECK_EQ_U64(gstore_seq(st), seq0);
     CHECK_EQ_I64(gstore_incr(st, id, 0, 0), 0);
     CHECK_EQ_U64(gstore_seq(st), seq0);
@@ -495,22 +495,22 @@ static void test_incr_overflow(void)
     uint32_t id;
     struct gstore *st = new_store(3, 3, &id);
     CHECK_EQ_I64(gstore_incr(st, id, 0, INT64_MAX), 0);
-    CHECK_EQ_I64(gcounter_value(gstore_counter(st, id)), INT64_MAX);
+    CHECK_EQ_I64(gstore_counter_value(gstore_counter(st, id)), INT64_MAX);
     uint64_t seq0 = gstore_seq(st);
-    uint64_t mseq0 = gcounter_mseq(gstore_counter(st, id));
+    uint64_t mseq0 = gstore_counter_mseq(gstore_counter(st, id));
 
     /* The replica's own entry is what is bounded, not the sum. */
     CHECK_EQ_I64(gstore_incr(st, id, 0, 1), GSTORE_EOVERFLOW);
     const struct gcounter *c = gstore_counter(st, id);
     CHECK_EQ_U64(gstore_seq(st), seq0);
-    CHECK_EQ_U64(gcounter_mseq(c), mseq0);
+    CHECK_EQ_U64(gstore_counter_mseq(c), mseq0);
     CHECK_EQ_I64(gstore_incr(st, id, 1, 1), 0);
     CHECK_EQ_I64(gstore_incr(st, id, 1, INT64_MAX - 1), 0);
     CHECK_EQ_I64(gstore_incr(st, id, 1, 1), GSTORE_EOVERFLOW);
     c = gstore_counter(st, id);
-    CHECK_EQ_I64(gcounter_value(c), INT64_MAX); /* clamped */
+    CHECK_EQ_I64(gstore_counter_value(c), INT64_MAX); /* clamped */
     CHECK(gstore_value(st, c) == (__int128)INT64_MAX * 2);
-    CHECK_EQ_I64(gcounter_net(c, 1), INT64_MAX);
+    CHECK_EQ_I64(gstore_counter_net(c, 1), INT64_MAX);
 
     /* Decrements have their own entry. */
     CHECK_EQ_I64(gstore_incr(st, id, 2, -INT64_MAX), 0);
@@ -519,23 +519,23 @@ static void test_incr_overflow(void)
     CHECK_EQ_I64(gstore_incr(st, id, 0, -INT64_MAX), 0);
     c = gstore_counter(st, id);
     CHECK(gstore_value(st, c) == 0);
-    CHECK_EQ_I64(gcounter_value(c), 0);
-    CHECK_EQ_I64(gcounter_net(c, 2), -INT64_MAX);
+    CHECK_EQ_I64(gstore_counter_value(c), 0);
+    CHECK_EQ_I64(gstore_counter_net(c, 2), -INT64_MAX);
 
     /* INT64_MIN on a fresh counter: its magnitude does not fit, refused whole. */
     uint32_t id2 = gstore_create(st, "min", 3);
     seq0 = gstore_seq(st);
     CHECK_EQ_I64(gstore_incr(st, id2, 0, INT64_MIN), GSTORE_EOVERFLOW);
     c = gstore_counter(st, id2);
-    CHECK_EQ_U64(gcounter_entries(c), 0);
-    CHECK_EQ_I64(gcounter_value(c), 0);
-    CHECK(!gcounter_has_neg(c));
+    CHECK_EQ_U64(gstore_counter_entries(c), 0);
+    CHECK_EQ_I64(gstore_counter_value(c), 0);
+    CHECK(!gstore_counter_has_neg(c));
     CHECK_EQ_U64(gstore_seq(st), seq0);
     /* INT64_MIN + 1 is the largest decrement and fits; below the range, the value clamps. */
     CHECK_EQ_I64(gstore_incr(st, id2, 0, INT64_MIN + 1), 0);
     CHECK_EQ_I64(gstore_incr(st, id2, 1, INT64_MIN + 1), 0);
     c = gstore_counter(st, id2);
-    CHECK_EQ_I64(gcounter_value(c), INT64_MIN);
+    CHECK_EQ_I64(gstore_counter_value(c), INT64_MIN);
     CHECK(gstore_value(st, c) == (__int128)(INT64_MIN + 1) * 2);
     gstore_free(st);
 }
@@ -551,15 +551,15 @@ static void test_merge_overflow_edges(void)
     CHECK_EQ_I64(gstore_merge(st, id, pos_ovf, 2), 2);
     const struct gcounter *c = gstore_counter(st, id);
     CHECK(gstore_value(st, c) == (__int128)INT64_MAX + 1);
-    CHECK_EQ_I64(gcounter_value(c), INT64_MAX);
+    CHECK_EQ_I64(gstore_counter_value(c), INT64_MAX);
     int beyond = 0;
-    CHECK_EQ_I64(gcount_clamp(gstore_value(st, c), &beyond), INT64_MAX);
+    CHECK_EQ_I64(gstore_clamp(gstore_value(st, c), &beyond), INT64_MAX);
     CHECK(beyond);
     struct gentry neg_ovf[] = {{0, 0, INT64_MAX}, {1, 0, 1}, {2, 0, INT64_MAX}};
     CHECK_EQ_I64(gstore_merge(st, id, neg_ovf, 3), 3);
     c = gstore_counter(st, id);
     CHECK(gstore_value(st, c) == -(__int128)INT64_MAX);
-    CHECK_EQ_I64(gcount_clamp(gstore_value(st, c), &beyond), -INT64_MAX);
+    CHECK_EQ_I64(gstore_clamp(gstore_value(st, c), &beyond), -INT64_MAX);
     CHECK(!beyond);
 
     /* Per replica the merge is a max: equal or repeated entries change nothing more. */
@@ -567,11 +567,11 @@ static void test_merge_overflow_edges(void)
     CHECK_EQ_I64(gstore_merge(st, id, full, 2), 0);
 
     char s[48];
-    CHECK_EQ_U64(gcount_str((__int128)INT64_MAX * 255, s), 22);
+    CHECK_EQ_U64(gstore_wide_str((__int128)INT64_MAX * 255, s), 22);
     CHECK(strcmp(s, "2351959869397967830785") == 0);
-    gcount_str(-(__int128)INT64_MAX - 1, s);
+    gstore_wide_str(-(__int128)INT64_MAX - 1, s);
     CHECK(strcmp(s, "-9223372036854775808") == 0);
-    gcount_str(0, s);
+    gstore_wide_str(0, s);
     CHECK(strcmp(s, "0") == 0);
     gstore_free(st);
 }
@@ -596,7 +596,7 @@ static void test_bare_node_entries(void)
     c = gstore_counter(st, id);
     CHECK(gstore_value(st, c) == 11 + 4);
     struct gnode nodes[8];
-    CHECK_EQ_U64(gcounter_nodes(st, c, nodes), 2);
+    CHECK_EQ_U64(gstore_counter_nodes(st, c, nodes), 2);
     CHECK(nodes[0].pos == 12 && nodes[0].neg == 1);
     gstore_free(st);
 }
@@ -611,8 +611,8 @@ static void test_full(void)
     for (int r = 0; r < GCOUNTER_MAX_ENTRIES; r++)
         CHECK_EQ_I64(gstore_incr(st, id, r, r % 2 ? 1 : -1), 0);
     const struct gcounter *c = gstore_counter(st, id);
-    CHECK_EQ_U64(gcounter_entries(c), GCOUNTER_MAX_ENTRIES);
-    int64_t v0 = gcounter_value(c);
+    CHECK_EQ_U64(gstore_counter_entries(c), GCOUNTER_MAX_ENTRIES);
+    int64_t v0 = gstore_counter_value(c);
     CHECK_EQ_I64(v0, GCOUNTER_MAX_ENTRIES % 2 ? -1 : 0);
     uint64_t seq0 = gstore_seq(st);
 
@@ -625,16 +625,16 @@ static void test_full(void)
     struct gentry mixed[] = {{0, 100, 0}, {GCOUNTER_MAX_ENTRIES + 1, 1, 0}};
     CHECK_EQ_I64(gstore_merge(st, id, mixed, 2), GSTORE_EFULL);
     c = gstore_counter(st, id);
-    CHECK_EQ_U64(gcounter_entries(c), GCOUNTER_MAX_ENTRIES);
-    CHECK_EQ_I64(gcounter_value(c), v0);
-    CHECK_EQ_I64(gcounter_net(c, 0), -1);
+    CHECK_EQ_U64(gstore_counter_entries(c), GCOUNTER_MAX_ENTRIES);
+    CHECK_EQ_I64(gstore_counter_value(c), v0);
+    CHECK_EQ_I64(gstore_counter_net(c, 0), -1);
     CHECK_EQ_U64(gstore_seq(st), seq0);
 
     /* Replicas already present still take increments and merges. */
     CHECK_EQ_I64(gstore_incr(st, id, 7, 5), 0);
     struct gentry known[] = {{0, 100, 1}};
     CHECK_EQ_I64(gstore_merge(st, id, known, 1), 1);
-    CHECK_EQ_I64(gcounter_value(gstore_counter(st, id)), v0 + 5 + 100);
+    CHECK_EQ_I64(gstore_counter_value(gstore_counter(st, id)), v0 + 5 + 100);
 
     /* In one merge: 255 distinct replicas (with repeats) fit, 256 do not. */
     struct gentry in[2 * GCOUNTER_MAX_ENTRIES + 2];
@@ -647,13 +647,13 @@ static void test_full(void)
     CHECK_EQ_I64(gstore_merge_check(st, GSTORE_NONE, in, n), 0);
     uint32_t id2 = gstore_create(st, "full2", 5);
     CHECK_EQ_I64(gstore_merge(st, id2, in, n), GCOUNTER_MAX_ENTRIES);
-    CHECK_EQ_U64(gcounter_entries(gstore_counter(st, id2)), GCOUNTER_MAX_ENTRIES);
+    CHECK_EQ_U64(gstore_counter_entries(gstore_counter(st, id2)), GCOUNTER_MAX_ENTRIES);
     in[n++] = (struct gentry){GCOUNTER_MAX_ENTRIES, 1, 0};
     CHECK_EQ_I64(gstore_merge_check(st, GSTORE_NONE, in, n), GSTORE_EFULL);
     uint32_t id3 = gstore_create(st, "full3", 5);
     seq0 = gstore_seq(st);
     CHECK_EQ_I64(gstore_merge(st, id3, in, n), GSTORE_EFULL);
-    CHECK_EQ_U64(gcounter_entries(gstore_counter(st, id3)), 0);
+    CHECK_EQ_U64(gstore_counter_entries(gstore_counter(st, id3)), 0);
     CHECK_EQ_U64(gstore_seq(st), seq0);
     gstore_free(st);
 }
@@ -675,7 +675,7 @@ static void test_merge_zero_entry(void)
     CHECK_EQ_I64(gstore_merge(st, id, zero, 1), 0);
     CHECK_EQ_U64(gstore_seq(st), seq0);
     CHECK_EQ_U64(gstore_changed_after(st, seq0), GSTORE_NONE);
-    CHECK_EQ_I64(gcounter_value(gstore_counter(st, id)), 4);
+    CHECK_EQ_I64(gstore_counter_value(gstore_counter(st, id)), 4);
     gstore_free(st);
 }
 
@@ -690,8 +690,8 @@ static const struct gstore *walk_store;
 
 static int by_mseq(const void *a, const void *b)
 {
-    uint64_t x = gcounter_mseq(gstore_counter(walk_store, *(const uint32_t *)a));
-    uint64_t y = gcounter_mseq(gstore_counter(walk_store, *(const uint32_t *)b));
+    uint64_t x = gstore_counter_mseq(gstore_counter(walk_store, *(const uint32_t *)a));
+    uint64_t y = gstore_counter_mseq(gstore_counter(walk_store, *(const uint32_t *)b));
     return x < y ? -1 : x > y;
 }
 
@@ -703,7 +703,7 @@ static void check_walk(const struct gstore *st, uint64_t seq)
     uint32_t nw = 0;
     /* Brute force: the counters with mseq > seq, ordered by mseq (all distinct). */
     for (uint32_t id = 0; id < n; id++)
-        if (gcounter_mseq(gstore_counter(st, id)) > seq)
+        if (gstore_counter_mseq(gstore_counter(st, id)) > seq)
             want[nw++] = id;
     walk_store = st;
     qsort(want, nw, sizeof *want, by_mseq);
@@ -716,7 +716,7 @@ static void check_walk(const struct gstore *st, uint64_t seq)
                       id, k >= nw ? "the end after " : "", k >= nw ? nw : want[k]);
             break;
         }
-        uint64_t ms = gcounter_mseq(gstore_counter(st, id));
+        uint64_t ms = gstore_counter_mseq(gstore_counter(st, id));
         CHECK(ms > last); /* change order */
         last = ms;
     }
@@ -768,7 +768,7 @@ static void test_delta_tracking(void)
                 CHECK_EQ_U64(gstore_count(st), count + 1);
                 ids[ni] = id;
                 name_of[id] = (uint32_t)ni;
-                uint64_t ms = gcounter_mseq(gstore_counter(st, id));
+                uint64_t ms = gstore_counter_mseq(gstore_counter(st, id));
                 if (gstore_seq(st) != seq0) {
                     CHECK_EQ_U64(gstore_seq(st), seq0 + 1);
                     CHECK_EQ_U64(ms, gstore_seq(st));
@@ -845,21 +845,21 @@ static void test_delta_tracking(void)
         }
         if (changed) {
             CHECK_EQ_U64(gstore_seq(st), seq0 + 1);
-            CHECK_EQ_U64(gcounter_mseq(gstore_counter(st, id)), gstore_seq(st));
+            CHECK_EQ_U64(gstore_counter_mseq(gstore_counter(st, id)), gstore_seq(st));
             d->mseq = gstore_seq(st);
             /* The latest change is this counter, alone. */
             CHECK_EQ_U64(gstore_changed_after(st, seq0), id);
             CHECK_EQ_U64(gstore_changed_next(st, id), GSTORE_NONE);
         } else {
             CHECK_EQ_U64(gstore_seq(st), seq0);
-            CHECK_EQ_U64(gcounter_mseq(gstore_counter(st, id)), d->mseq);
+            CHECK_EQ_U64(gstore_counter_mseq(gstore_counter(st, id)), d->mseq);
         }
 
         if (op % 1000 == 999) {
             /* Every counter as the model says, every mseq as the model says. */
             for (uint32_t k = 0; k < gstore_count(st); k++) {
                 struct dcounter *x = &dc[name_of[k]];
-                CHECK_EQ_U64(gcounter_mseq(gstore_counter(st, k)), x->mseq);
+                CHECK_EQ_U64(gstore_counter_mseq(gstore_counter(st, k)), x->mseq);
                 check_state(st, k, &x->m, NREP, "full check");
             }
             check_walk(st, 0);
@@ -927,7 +927,7 @@ static void test_many_counters(void)
         int len = make_name(name, i);
         uint32_t id = gstore_find(st, name, (size_t)len);
         size_t got_len = 0;
-        const char *got = id < n ? gcounter_name(gstore_counter(st, id), &got_len) : "";
+        const char *got = id < n ? gstore_counter_name(gstore_counter(st, id), &got_len) : "";
         if (id != i || got_len != (size_t)len || memcmp(got, name, (size_t)len) != 0 ||
             got[len] != '\0') {
             if (bad++ < 5)
@@ -975,7 +975,7 @@ static void test_name_limits(void)
     CHECK_EQ_U64(gstore_find(st, big, GCOUNTER_NAME_MAX + 1), GSTORE_NONE);
     CHECK_EQ_U64(gstore_find(st, big, 0), GSTORE_NONE);
     size_t len = 0;
-    const char *nm = gcounter_name(gstore_counter(st, 0), &len);
+    const char *nm = gstore_counter_name(gstore_counter(st, 0), &len);
     CHECK_MEM_EQ(nm, len, big, GCOUNTER_NAME_MAX);
     uint32_t one = gstore_create(st, "x", 1);
     CHECK_EQ_U64(one, 1);
@@ -1036,8 +1036,8 @@ static void test_aggregates(void)
             struct gentry e = {rep, 0, 0};
             struct gentry cur;
             const struct gcounter *c = gstore_counter(st, id);
-            for (unsigned k = 0; k < gcounter_entries(c); k++) {
-                gcounter_entry(c, k, &cur);
+            for (unsigned k = 0; k < gstore_counter_entries(c); k++) {
+                gstore_counter_entry(c, k, &cur);
                 if (cur.rep == rep)
                     e = cur;
             }
@@ -1051,9 +1051,9 @@ static void test_aggregates(void)
             double total = 0, net[NREP] = {0};
             for (uint32_t k = 0; k < NC; k++) {
                 const struct gcounter *c = gstore_counter(st, k);
-                total += (double)gcounter_value(c);
+                total += (double)gstore_counter_value(c);
                 for (int r = 0; r < NREP; r++)
-                    net[r] += (double)gcounter_net(c, r);
+                    net[r] += (double)gstore_counter_net(c, r);
             }
             CHECK_EQ_DBL(gstore_total(st), total);
             for (int r = 0; r < NREP; r++)
@@ -1069,26 +1069,27 @@ static void test_name_valid(void)
         char s[1] = {(char)ch};
         int want = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
                    (ch >= '0' && ch <= '9') || ch == '_' || ch == '.' || ch == ':' || ch == '-';
-        if (gcounter_name_valid(s, 1) != want)
-            unit_fail(__FILE__, __LINE__, "gcounter_name_valid(byte 0x%02x) = %d, expected %d", ch,
-                      gcounter_name_valid(s, 1), want);
+        if (gstore_counter_name_valid(s, 1) != want)
+            unit_fail(__FILE__, __LINE__,
+                      "gstore_counter_name_valid(byte 0x%02x) = %d, expected %d", ch,
+                      gstore_counter_name_valid(s, 1), want);
     }
     char s[202];
     memset(s, 'a', sizeof s);
-    CHECK(!gcounter_name_valid(s, 0));
-    CHECK(gcounter_name_valid(s, 1));
-    CHECK(gcounter_name_valid(s, 200));
-    CHECK(!gcounter_name_valid(s, 201));
-    CHECK(gcounter_name_valid("AZaz09_.:-", 10));
-    CHECK(gcounter_name_valid("us-east-1:views.total_2", 23));
-    CHECK(!gcounter_name_valid("a\0b", 3));
-    CHECK(!gcounter_name_valid("a b", 3));
-    CHECK(!gcounter_name_valid("a/b", 3));
-    CHECK(!gcounter_name_valid("caf\xc3\xa9", 5));
-    CHECK(!gcounter_name_valid("a%20", 4));
-    CHECK(!gcounter_name_valid("a+b", 3));
+    CHECK(!gstore_counter_name_valid(s, 0));
+    CHECK(gstore_counter_name_valid(s, 1));
+    CHECK(gstore_counter_name_valid(s, 200));
+    CHECK(!gstore_counter_name_valid(s, 201));
+    CHECK(gstore_counter_name_valid("AZaz09_.:-", 10));
+    CHECK(gstore_counter_name_valid("us-east-1:views.total_2", 23));
+    CHECK(!gstore_counter_name_valid("a\0b", 3));
+    CHECK(!gstore_counter_name_valid("a b", 3));
+    CHECK(!gstore_counter_name_valid("a/b", 3));
+    CHECK(!gstore_counter_name_valid("caf\xc3\xa9", 5));
+    CHECK(!gstore_counter_name_valid("a%20", 4));
+    CHECK(!gstore_counter_name_valid("a+b", 3));
     s[199] = '!';
-    CHECK(!gcounter_name_valid(s, 200));
+    CHECK(!gstore_counter_name_valid(s, 200));
 }
 
 /* ---------------------------------------------------------------- folded incarnations */
@@ -1103,9 +1104,9 @@ struct fstate {
 static void fold_export(const struct gstore *st, uint32_t id, struct fstate *s)
 {
     const struct gcounter *c = gstore_counter(st, id);
-    s->n = gcounter_entries(c);
+    s->n = gstore_counter_entries(c);
     for (unsigned i = 0; i < s->n; i++)
-        gcounter_entry(c, i, &s->e[i]);
+        gstore_counter_entry(c, i, &s->e[i]);
     const uint16_t *reps;
     s->nf = gstore_folded_list(st, id, &reps);
     for (size_t i = 0; i < s->nf; i++)
@@ -1134,11 +1135,11 @@ static void test_fold_basic(void)
     CHECK_EQ_I64(gstore_fold(st, id, 0, 1), 1);
     CHECK(gstore_seq(st) > seq); /* a change, replicated and logged like any */
     const struct gcounter *c = gstore_counter(st, id);
-    CHECK_EQ_I64(gcounter_value(c), 13);
+    CHECK_EQ_I64(gstore_counter_value(c), 13);
     CHECK_EQ_I64((int64_t)gstore_value(st, c), 13);
-    CHECK_EQ_U64(gcounter_entries(c), 2);
-    CHECK_EQ_I64(gcounter_net(c, 1), 6);
-    CHECK_EQ_I64(gcounter_net(c, 0), 0);
+    CHECK_EQ_U64(gstore_counter_entries(c), 2);
+    CHECK_EQ_I64(gstore_counter_net(c, 1), 6);
+    CHECK_EQ_I64(gstore_counter_net(c, 0), 0);
     CHECK(gstore_folded(st, id, 0));
     CHECK(!gstore_folded(st, id, 1));
     CHECK_EQ_U64(gstore_replica_entries(st, 0), 0);
@@ -1152,8 +1153,8 @@ static void test_fold_basic(void)
     uint32_t id2 = gstore_create(st, "d", 1);
     CHECK_EQ_I64(gstore_incr(st, id2, 0, 4), 0);
     CHECK_EQ_I64(gstore_fold(st, id2, 0, 1), 1);
-    CHECK_EQ_I64(gcounter_net(gstore_counter(st, id2), 1), 4);
-    CHECK_EQ_U64(gcounter_entries(gstore_counter(st, id2)), 1);
+    CHECK_EQ_I64(gstore_counter_net(gstore_counter(st, id2), 1), 4);
+    CHECK_EQ_U64(gstore_counter_entries(gstore_counter(st, id2)), 1);
 
     /* Overflow of the entry that takes the value: nothing applied. */
     uint32_t id3 = gstore_create(st, "e", 1);
@@ -1162,7 +1163,7 @@ static void test_fold_basic(void)
     seq = gstore_seq(st);
     CHECK_EQ_I64(gstore_fold(st, id3, 0, 1), GSTORE_EOVERFLOW);
     CHECK_EQ_U64(gstore_seq(st), seq);
-    CHECK_EQ_U64(gcounter_entries(gstore_counter(st, id3)), 2);
+    CHECK_EQ_U64(gstore_counter_entries(gstore_counter(st, id3)), 2);
     CHECK(!gstore_folded(st, id3, 0));
     gstore_free(st);
 }
@@ -1193,7 +1194,7 @@ static void test_fold_merge_rules(void)
     CHECK(fold_merge(b, a, id) > 0);
     CHECK_EQ_I64((int64_t)gstore_value(b, gstore_counter(b, id)), 13);
     CHECK(gstore_folded(b, id, 0));
-    CHECK_EQ_I64(gcounter_net(gstore_counter(b, id), 0), 0);
+    CHECK_EQ_I64(gstore_counter_net(gstore_counter(b, id), 0), 0);
     CHECK_EQ_U64(gstore_replica_entries(b, 0), 0);
     CHECK_EQ_DBL(gstore_total(b), 13);
     /* And R sent again (by anyone stale) stays out. */
@@ -1248,7 +1249,7 @@ static void test_fold_merge_rules(void)
         for (int k = 0; k < 3; k++) {
             const struct gcounter *c = gstore_counter(s[k], id);
             CHECK_EQ_I64((int64_t)gstore_value(s[k], c), want);
-            CHECK_EQ_I64(gcounter_net(c, 0), 0);
+            CHECK_EQ_I64(gstore_counter_net(c, 0), 0);
             CHECK(gstore_folded(s[k], id, 0));
             CHECK_EQ_DBL(gstore_total(s[k]), (double)want);
             gstore_free(s[k]);
@@ -1278,7 +1279,7 @@ static void test_fold_cap(void)
         CHECK_EQ_I64(gstore_incr(st, id, cur, inc + 1), 0);
         want += inc + 1;
         prev = cur;
-        CHECK(gcounter_entries(gstore_counter(st, id)) <= 2);
+        CHECK(gstore_counter_entries(gstore_counter(st, id)) <= 2);
     }
     CHECK_EQ_I64((int64_t)gstore_value(st, gstore_counter(st, id)), want);
     CHECK_EQ_U64(gstore_folded_total(st), 39);
@@ -1310,7 +1311,7 @@ static void test_fold_cap(void)
     gstore_free(st);
 }
 
-UNIT_MAIN("test_gcounter", UNIT_CASE(test_merge_laws), UNIT_CASE(test_merge_overflow_random),
+UNIT_MAIN("test_gstore", UNIT_CASE(test_merge_laws), UNIT_CASE(test_merge_overflow_random),
           UNIT_CASE(test_incr_basic), UNIT_CASE(test_incr_overflow),
           UNIT_CASE(test_merge_overflow_edges), UNIT_CASE(test_bare_node_entries),
           UNIT_CASE(test_full), UNIT_CASE(test_merge_zero_entry), UNIT_CASE(test_delta_tracking),

@@ -1,7 +1,7 @@
 /*
- * test_replication.c - core/repl (replication.c, replbody.c, replmerge.c, replserve.c)
+ * test_repl.c - core/repl (repl.c, repl_body.c, repl_merge.c, repl_serve.c)
  * without a network: a repl is built with one peer that is never contacted (the loop is
- * never run), and its pure parts are driven through replication_internal.h: the merge of a
+ * never run), and its pure parts are driven through repl_internal.h: the merge of a
  * /sync body (max-merge, idempotence, rejected entries, malformed bodies), the pages this
  * node writes (full and delta, the receiver's own state left out) read back by a second
  * node, the cursors it gives out, and the partition and faults-policy decisions.
@@ -12,8 +12,8 @@
 
 #include "base/json.h"
 #include "obs/metrics.h"
-#include "repl/replication_internal.h"
-#include "store/gcounter.h"
+#include "repl/repl_internal.h"
+#include "store/gstore.h"
 #include "unit.h"
 
 struct node {
@@ -75,7 +75,7 @@ static int merge(struct node *n, const char *body, int origin, struct merge_erro
 static int64_t value(struct node *n, const char *name)
 {
     uint32_t id = gstore_find(n->store, name, strlen(name));
-    return id == GSTORE_NONE ? -1 : gcounter_value(gstore_counter(n->store, id));
+    return id == GSTORE_NONE ? -1 : gstore_counter_value(gstore_counter(n->store, id));
 }
 
 static void test_merge_is_max_and_idempotent(void)
@@ -267,13 +267,13 @@ static void test_decisions(void)
     CHECK_EQ_I64(repl__origin_of_node(n.r, "b-1"), 0);
     snprintf(n.r->peers[0].node_id, sizeof n.r->peers[0].node_id, "b-1");
     CHECK_EQ_I64(repl__origin_of_node(n.r, "b-1"), 1);
-    CHECK_EQ_I64(peer_origin(&n.r->peers[0]), 1);
+    CHECK_EQ_I64(repl__peer_origin(&n.r->peers[0]), 1);
     CHECK_STR_EQ(n.r->peers[0].url, "http://127.0.0.1:9");
     CHECK_STR_EQ(n.r->peers[0].sync_url, "http://127.0.0.1:9/sync");
     node_free(&n);
 }
 
-UNIT_MAIN("test_replication", UNIT_CASE(test_merge_is_max_and_idempotent),
+UNIT_MAIN("test_repl", UNIT_CASE(test_merge_is_max_and_idempotent),
           UNIT_CASE(test_merge_skips_what_it_cannot_hold),
           UNIT_CASE(test_malformed_bodies_merge_nothing), UNIT_CASE(test_pages_round_trip),
           UNIT_CASE(test_delta_leaves_out_the_receivers_own_state), UNIT_CASE(test_cursors),

@@ -1,10 +1,10 @@
 /*
- * walrec.c - the log's record codec: how a counter, an idempotency entry, a strong-counter
+ * wal_rec.c - the log's record codec: how a counter, an idempotency entry, a strong-counter
  * proposal or promise and a snapshot's end become framed bytes ([u32 length][u32 CRC-32C]
  * [payload], see wal.h), and whether bytes hold a well-formed record.
  *
  * Pure functions of their arguments: no file, no struct wal, no store changes (applying a
- * record is walrecover.c's).
+ * record is wal_recover.c's).
  */
 #define _GNU_SOURCE
 #include "wal_internal.h"
@@ -69,14 +69,14 @@ static void counter_head(struct buf *b, const struct gstore *st, uint32_t id, co
 {
     const struct gcounter *c = gstore_counter(st, id);
     size_t nlen;
-    const char *name = gcounter_name(c, &nlen);
-    unsigned n = gcounter_entries(c);
+    const char *name = gstore_counter_name(c, &nlen);
+    unsigned n = gstore_counter_entries(c);
     put_u8(b, REC_COUNTER);
     put_str8(b, name, nlen);
     put_u8(b, n);
     for (unsigned i = 0; i < n; i++) {
         struct gentry e;
-        gcounter_entry(c, i, &e);
+        gstore_counter_entry(c, i, &e);
         const char *rn = gstore_replica_name(st, e.rep);
         put_str8(b, rn, strlen(rn));
         put_u64(b, (uint64_t)e.pos);
@@ -165,7 +165,7 @@ void wal__encode_counter(struct buf *b, const struct gstore *st, const struct to
 }
 
 void wal__encode_strong(struct buf *b, const char *counter, size_t clen,
-                        const struct strong_entry *e)
+                        const struct strongrep_entry *e)
 {
     size_t start = b->len;
     buf_append(b, "\0\0\0\0\0\0\0\0", 8);
@@ -219,7 +219,7 @@ int wal__record_at(const unsigned char *data, size_t size, size_t off)
     if (size - off < 9)
         return 0;
     struct reader r = {data + off, data + size, 0};
-    uint32_t len = get_u32(&r), crc = get_u32(&r);
+    uint32_t len = wal__get_u32(&r), crc = wal__get_u32(&r);
     if (len == 0 || len > MAX_RECORD || len > size - off - 8)
         return 0;
     if (crc32c(0, data + off + 8, len) != crc)

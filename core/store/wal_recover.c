@@ -1,5 +1,5 @@
 /*
- * walrecover.c - start-up recovery: the newest snapshot, then every newer log segment,
+ * wal_recover.c - start-up recovery: the newest snapshot, then every newer log segment,
  * replayed into the store; a torn tail of the last segment told apart from damage.
  *
  * Reads only, until everything is read: it never changes the directory before deciding
@@ -40,8 +40,8 @@ struct recovery {
 /* A snapshot's END record: how many counters and idempotency entries it holds. */
 static int apply_end(struct recovery *rc, struct reader *r)
 {
-    rc->end_counters = get_u64(r);
-    rc->end_dedups = get_u64(r);
+    rc->end_counters = wal__get_u64(r);
+    rc->end_dedups = wal__get_u64(r);
     rc->seen_end = 1;
     return r->bad || r->p != r->end ? (snprintf(rc->why, sizeof rc->why, "bad end record"), -1) : 0;
 }
@@ -50,14 +50,14 @@ static int apply_end(struct recovery *rc, struct reader *r)
 static int apply_dedup(struct recovery *rc, struct reader *r)
 {
     size_t clen, tlen;
-    const char *counter = get_str8(r, &clen);
-    const char *token = get_str8(r, &tlen);
+    const char *counter = wal__get_str8(r, &clen);
+    const char *token = wal__get_str8(r, &tlen);
     struct dedup_answer a;
-    a.amount = (int64_t)get_u64(r);
-    a.local_count = (int64_t)get_u64(r);
-    a.total_count = (int64_t)get_u64(r);
-    double at = get_f64(r);
-    if (r->bad || r->p != r->end || !gcounter_name_valid(counter, clen) || !tlen) {
+    a.amount = (int64_t)wal__get_u64(r);
+    a.local_count = (int64_t)wal__get_u64(r);
+    a.total_count = (int64_t)wal__get_u64(r);
+    double at = wal__get_f64(r);
+    if (r->bad || r->p != r->end || !gstore_counter_name_valid(counter, clen) || !tlen) {
         snprintf(rc->why, sizeof rc->why, "bad idempotency record");
         return -1;
     }
@@ -70,12 +70,12 @@ static int apply_dedup(struct recovery *rc, struct reader *r)
 static int apply_strong(struct recovery *rc, struct reader *r, unsigned type)
 {
     size_t clen = 0;
-    const char *counter = type == REC_STRONG ? get_str8(r, &clen) : NULL;
-    struct strong_entry e;
-    e.epoch = get_u64(r);
-    e.round = type == REC_STRONG ? get_u64(r) : 0;
-    e.value = type == REC_STRONG ? (int64_t)get_u64(r) : 0;
-    if (r->bad || r->p != r->end || (counter && !gcounter_name_valid(counter, clen))) {
+    const char *counter = type == REC_STRONG ? wal__get_str8(r, &clen) : NULL;
+    struct strongrep_entry e;
+    e.epoch = wal__get_u64(r);
+    e.round = type == REC_STRONG ? wal__get_u64(r) : 0;
+    e.value = type == REC_STRONG ? (int64_t)wal__get_u64(r) : 0;
+    if (r->bad || r->p != r->end || (counter && !gstore_counter_name_valid(counter, clen))) {
         snprintf(rc->why, sizeof rc->why, "bad strong-counter record");
         return -1;
     }
@@ -87,7 +87,7 @@ static int apply_strong(struct recovery *rc, struct reader *r, unsigned type)
     return 0;
 }
 
-/* A counter record as read (pointers into the record; see walrec.c for its layout). */
+/* A counter record as read (pointers into the record; see wal_rec.c for its layout). */
 struct counter_rec {
     const char *name, *token;
     size_t nlen, tlen;
@@ -101,14 +101,14 @@ struct counter_rec {
 /* The counter's per-replica entries, into rc->entries. @return 0, or -1 with rc->why. */
 static int read_entries(struct recovery *rc, struct reader *r, struct counter_rec *c)
 {
-    c->n = get_u8(r);
+    c->n = wal__get_u8(r);
     for (unsigned i = 0; i < c->n && !r->bad; i++) {
         size_t rlen;
-        const char *rn = get_str8(r, &rlen);
-        int64_t pos = (int64_t)get_u64(r), neg = (int64_t)get_u64(r);
+        const char *rn = wal__get_str8(r, &rlen);
+        int64_t pos = (int64_t)wal__get_u64(r), neg = (int64_t)wal__get_u64(r);
         if (r->bad)
             break;
-        if (!gcounter_replica_node_len(rn, rlen) || pos < 0 || neg < 0) {
+        if (!gstore_counter_replica_node_len(rn, rlen) || pos < 0 || neg < 0) {
             snprintf(rc->why, sizeof rc->why, "bad replica entry in counter record");
             return -1;
         }
@@ -127,26 +127,26 @@ static int read_entries(struct recovery *rc, struct reader *r, struct counter_re
  * the folded replicas into rc->folded (bit 1). @return 0, or -1 with rc->why. */
 static int read_flagged(struct recovery *rc, struct reader *r, struct counter_rec *c)
 {
-    unsigned flags = get_u8(r);
+    unsigned flags = wal__get_u8(r);
     if (flags & 1) {
-        c->token = get_str8(r, &c->tlen);
-        c->a.amount = (int64_t)get_u64(r);
-        c->a.local_count = (int64_t)get_u64(r);
-        c->a.total_count = (int64_t)get_u64(r);
-        c->at = get_f64(r);
+        c->token = wal__get_str8(r, &c->tlen);
+        c->a.amount = (int64_t)wal__get_u64(r);
+        c->a.local_count = (int64_t)wal__get_u64(r);
+        c->a.total_count = (int64_t)wal__get_u64(r);
+        c->at = wal__get_f64(r);
     }
     if (flags & ~3u)
         r->bad = 1;
     if (!(flags & 2))
         return 0;
-    c->nf = get_u8(r);
-    c->nf |= get_u8(r) << 8;
+    c->nf = wal__get_u8(r);
+    c->nf |= wal__get_u8(r) << 8;
     if (c->nf > GCOUNTER_MAX_FOLDED)
         r->bad = 1;
     for (unsigned i = 0; i < c->nf && !r->bad; i++) {
         size_t rlen;
-        const char *rn = get_str8(r, &rlen);
-        if (r->bad || !gcounter_replica_node_len(rn, rlen) ||
+        const char *rn = wal__get_str8(r, &rlen);
+        if (r->bad || !gstore_counter_replica_node_len(rn, rlen) ||
             (rc->folded[i] = gstore_replica(rc->st, rn, rlen)) < 0) {
             snprintf(rc->why, sizeof rc->why, "bad folded replica in counter record");
             return -1;
@@ -159,13 +159,13 @@ static int read_flagged(struct recovery *rc, struct reader *r, struct counter_re
  * merged by merge_tokens once the counter is known good. */
 static void read_tokens(struct reader *r, struct counter_rec *c)
 {
-    c->ntoks = r->p < r->end ? get_u32(r) : 0;
+    c->ntoks = r->p < r->end ? wal__get_u32(r) : 0;
     c->toks = r->p;
     for (uint32_t i = 0; i < c->ntoks && !r->bad; i++) {
         size_t kl;
-        get_str8(r, &kl);
-        get_u64(r);
-        unsigned st = get_u8(r);
+        wal__get_str8(r, &kl);
+        wal__get_u64(r);
+        unsigned st = wal__get_u8(r);
         if (kl == 0 || kl > TOKSET_TOKEN_MAX || st > 1)
             r->bad = 1;
     }
@@ -179,9 +179,9 @@ static void merge_tokens(struct recovery *rc, uint32_t id, const struct counter_
     int changed = 0;
     for (uint32_t i = 0; i < c->ntoks; i++) {
         size_t kl;
-        const char *k = get_str8(&tr, &kl);
-        int64_t amount = (int64_t)get_u64(&tr);
-        int settled = (int)get_u8(&tr);
+        const char *k = wal__get_str8(&tr, &kl);
+        int64_t amount = (int64_t)wal__get_u64(&tr);
+        int settled = (int)wal__get_u8(&tr);
         changed |= tokset_merge(rc->ts, id, k, kl, amount, settled, seq);
     }
     if (changed & TOKSET_CHANGED)
@@ -193,11 +193,12 @@ static int apply_counter(struct recovery *rc, struct reader *r)
 {
     struct counter_rec c;
     memset(&c, 0, sizeof c);
-    c.name = get_str8(r, &c.nlen);
+    c.name = wal__get_str8(r, &c.nlen);
     if (read_entries(rc, r, &c) < 0 || read_flagged(rc, r, &c) < 0)
         return -1;
     read_tokens(r, &c);
-    if (r->bad || r->p != r->end || !gcounter_name_valid(c.name, c.nlen) || (c.token && !c.tlen)) {
+    if (r->bad || r->p != r->end || !gstore_counter_name_valid(c.name, c.nlen) ||
+        (c.token && !c.tlen)) {
         snprintf(rc->why, sizeof rc->why, "malformed counter record");
         return -1;
     }
@@ -222,7 +223,7 @@ static int apply_counter(struct recovery *rc, struct reader *r)
 static int apply(struct recovery *rc, const unsigned char *p, size_t len, int in_snapshot)
 {
     struct reader r = {p, p + len, 0};
-    unsigned type = get_u8(&r);
+    unsigned type = wal__get_u8(&r);
     if (type == REC_END && in_snapshot)
         return apply_end(rc, &r);
     if (type == REC_DEDUP && in_snapshot)

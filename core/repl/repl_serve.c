@@ -1,6 +1,6 @@
 /*
- * replserve.c - an incoming POST /sync answered (see replication_internal.h; wire format
- * at the top of replication.c): the partition and the faults policy first (drop, delay,
+ * repl_serve.c - an incoming POST /sync answered (see repl_internal.h; wire format
+ * at the top of repl.c): the partition and the faults policy first (drop, delay,
  * deliver), then the merge of its body and a page of this node's state from the cursor
  * it sent.
  *
@@ -15,7 +15,7 @@
 #include "../base/clock.h"
 #include "../base/mem.h"
 #include "../obs/metrics.h"
-#include "replication_internal.h"
+#include "repl_internal.h"
 
 /* ---------------------------------------------------------------- incoming /sync */
 
@@ -204,7 +204,7 @@ void repl_handle_sync(struct repl *r, struct http_request *req)
         return;
     }
     const struct json *nid = json_get(root, "node_id");
-    if (!nid || nid->type != JSON_STR || !gcounter_name_valid(nid->u.s, nid->len)) {
+    if (!nid || nid->type != JSON_STR || !gstore_counter_name_valid(nid->u.s, nid->len)) {
         http_respond_error(req, 400, "bad_field",
                            "node_id must be a string of 1-200 bytes of [A-Za-z0-9_.:-]");
         return;

@@ -1,5 +1,5 @@
 /*
- * gcounter.c - the CRDT store (see gcounter.h).
+ * gstore.c - the CRDT store (see gstore.h).
  *
  * Memory is the constraint that shapes this file: a region must hold a million counters
  * in well under 128 MB. Each counter is one malloc'd block: a 24-byte header, then the
@@ -9,7 +9,7 @@
  * Tombstones of folded replicas (gstore_fold) live apart, in a table keyed by counter id
  * that is empty until a first fold: a store without them pays one test per merge.
  */
-#include "gcounter.h"
+#include "gstore.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -224,7 +224,7 @@ int gstore_replica(struct gstore *st, const char *name, size_t len)
     st->rep_names[st->nrep] = xstrndup(name, len);
     st->rep_net[st->nrep] = 0;
     st->rep_entries[st->nrep] = 0;
-    size_t nlen = gcounter_replica_node_len(name, len);
+    size_t nlen = gstore_counter_replica_node_len(name, len);
     if (!nlen)
         nlen = len;
     int k = 0;
@@ -826,32 +826,32 @@ size_t gstore_memory(const struct gstore *st)
 
 /* ---------------------------------------------------------------- reading */
 
-const char *gcounter_name(const struct gcounter *c, size_t *len)
+const char *gstore_counter_name(const struct gcounter *c, size_t *len)
 {
     if (len)
         *len = c->name_len;
     return c_name(c);
 }
 
-uint64_t gcounter_mseq(const struct gcounter *c)
+uint64_t gstore_counter_mseq(const struct gcounter *c)
 {
     return c->mseq;
 }
 
-int64_t gcounter_value(const struct gcounter *c)
+int64_t gstore_counter_value(const struct gcounter *c)
 {
-    gcount_wide v = 0;
+    gstore_wide v = 0;
     const int64_t *neg = c_neg(c);
     for (unsigned i = 0; i < c->n; i++)
-        v += (gcount_wide)c_pos(c)[i] - (neg ? neg[i] : 0);
-    return gcount_clamp(v, NULL);
+        v += (gstore_wide)c_pos(c)[i] - (neg ? neg[i] : 0);
+    return gstore_clamp(v, NULL);
 }
 
-unsigned gcounter_nodes(const struct gstore *st, const struct gcounter *c, struct gnode *out)
+unsigned gstore_counter_nodes(const struct gstore *st, const struct gcounter *c, struct gnode *out)
 {
     /* Per node: incarnations summed, and apart the bare entry (an original-format peer's
      * sum of that node's incarnations, which it learned from us or another region). */
-    gcount_wide bare_pos[GCOUNTER_MAX_ENTRIES], bare_neg[GCOUNTER_MAX_ENTRIES];
+    gstore_wide bare_pos[GCOUNTER_MAX_ENTRIES], bare_neg[GCOUNTER_MAX_ENTRIES];
     const int64_t *neg = c_neg(c);
     unsigned k = 0;
     for (unsigned i = 0; i < c->n; i++) {
@@ -883,7 +883,7 @@ unsigned gcounter_nodes(const struct gstore *st, const struct gcounter *c, struc
     return k;
 }
 
-size_t gcount_str(gcount_wide v, char *out)
+size_t gstore_wide_str(gstore_wide v, char *out)
 {
     char tmp[48];
     size_t n = 0, k = 0;
@@ -900,17 +900,17 @@ size_t gcount_str(gcount_wide v, char *out)
     return k;
 }
 
-gcount_wide gstore_value(const struct gstore *st, const struct gcounter *c)
+gstore_wide gstore_value(const struct gstore *st, const struct gcounter *c)
 {
     struct gnode nodes[GCOUNTER_MAX_ENTRIES];
-    unsigned k = c ? gcounter_nodes(st, c, nodes) : 0;
-    gcount_wide v = 0;
+    unsigned k = c ? gstore_counter_nodes(st, c, nodes) : 0;
+    gstore_wide v = 0;
     for (unsigned j = 0; j < k; j++)
         v += nodes[j].pos - nodes[j].neg;
     return v;
 }
 
-int64_t gcounter_net(const struct gcounter *c, int rep)
+int64_t gstore_counter_net(const struct gcounter *c, int rep)
 {
     int i = c_find_rep(c, rep);
     if (i < 0)
@@ -919,12 +919,12 @@ int64_t gcounter_net(const struct gcounter *c, int rep)
     return c_pos(c)[i] - (neg ? neg[i] : 0);
 }
 
-unsigned gcounter_entries(const struct gcounter *c)
+unsigned gstore_counter_entries(const struct gcounter *c)
 {
     return c->n;
 }
 
-void gcounter_entry(const struct gcounter *c, unsigned i, struct gentry *out)
+void gstore_counter_entry(const struct gcounter *c, unsigned i, struct gentry *out)
 {
     const int64_t *neg = c_neg(c);
     out->rep = c_rep(c)[i];
@@ -932,12 +932,12 @@ void gcounter_entry(const struct gcounter *c, unsigned i, struct gentry *out)
     out->neg = neg ? neg[i] : 0;
 }
 
-int gcounter_has_neg(const struct gcounter *c)
+int gstore_counter_has_neg(const struct gcounter *c)
 {
     return (c->flags & F_NEG) != 0;
 }
 
-int gcounter_origin(const struct gcounter *c)
+int gstore_counter_origin(const struct gcounter *c)
 {
     return c->flags >> ORIGIN_SHIFT;
 }

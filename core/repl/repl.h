@@ -1,5 +1,5 @@
 /*
- * replication.h - push-pull anti-entropy between region nodes over HTTP /sync.
+ * repl.h - push-pull anti-entropy between region nodes over HTTP /sync.
  *
  * Every interval (and on demand, for force-sync) a round runs: with each peer, one or
  * more exchanges, each a POST /sync that pushes what the peer has not acknowledged and
@@ -13,16 +13,16 @@
  * delay. A partitioned node neither sends nor accepts replication, whatever the hook
  * says: the partition of API.md is symmetric.
  */
-#ifndef COUNTERD_REPL_REPLICATION_H
-#define COUNTERD_REPL_REPLICATION_H
+#ifndef COUNTERD_REPL_REPL_H
+#define COUNTERD_REPL_REPL_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../net/server.h"
+#include "../net/http.h"
 
 struct event_base;
-struct http_client;
+struct client;
 struct gstore;
 struct metrics;
 struct tokset;
@@ -85,7 +85,7 @@ struct repl_config {
 /* The largest /sync body a node accepts. */
 #define REPL_MAX_BODY (16u << 20)
 
-struct repl *repl_new(struct event_base *base, struct http_client *client, struct gstore *store,
+struct repl *repl_new(struct event_base *base, struct client *client, struct gstore *store,
                       struct metrics *metrics, const struct repl_config *cfg,
                       const struct repl_hooks *hooks);
 /* Stops rounds; waiters are called with completed = 0. */

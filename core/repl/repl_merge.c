@@ -1,6 +1,6 @@
 /*
- * replmerge.c - a /sync body a peer sent, read and merged into the store (see
- * replication_internal.h; wire format at the top of replication.c). Entries this node
+ * repl_merge.c - a /sync body a peer sent, read and merged into the store (see
+ * repl_internal.h; wire format at the top of repl.c). Entries this node
  * cannot hold are skipped, counted, logged once per peer and reason, and listed in the
  * answer; a body that is malformed as a whole merges nothing.
  *
@@ -16,7 +16,7 @@
 #include "../base/mem.h"
 #include "../obs/metrics.h"
 #include "../store/tokset.h"
-#include "replication_internal.h"
+#include "repl_internal.h"
 
 /* ---------------------------------------------------------------- decoding and merging */
 
@@ -161,7 +161,7 @@ static int read_map(struct repl *r, const struct json *map, const char *what, in
     for (uint32_t i = 0; i < map->len; i++) {
         const struct json_member *m = &map->u.members[i];
         const struct json *vec = &m->val;
-        if (!gcounter_name_valid(m->key, m->key_len)) {
+        if (!gstore_counter_name_valid(m->key, m->key_len)) {
             reject(r, m->key, m->key_len, NULL, 0, "bad_name",
                    vec->type == JSON_OBJ && vec->len ? vec->len : 1);
             continue;
@@ -180,7 +180,7 @@ static int read_map(struct repl *r, const struct json *map, const char *what, in
             const struct json_member *en = &vec->u.members[k];
             const struct json *v = &en->val;
             const char *why = NULL;
-            if (!gcounter_replica_node_len(en->key, en->key_len))
+            if (!gstore_counter_replica_node_len(en->key, en->key_len))
                 why = "bad_node_id";
             else if (v->type == JSON_INT && v->u.i < 0)
                 why = "negative";
@@ -219,7 +219,7 @@ static int read_folded(struct repl *r, const struct json *map, struct merge_erro
     for (uint32_t i = 0; i < map->len; i++) {
         const struct json_member *m = &map->u.members[i];
         const struct json *list = &m->val;
-        if (!gcounter_name_valid(m->key, m->key_len)) {
+        if (!gstore_counter_name_valid(m->key, m->key_len)) {
             reject(r, m->key, m->key_len, NULL, 0, "bad_name", 1);
             continue;
         }
@@ -236,7 +236,8 @@ static int read_folded(struct repl *r, const struct json *map, struct merge_erro
         for (uint32_t k = 0; k < list->len && !it->fbad; k++) {
             const struct json *v = &list->u.items[k];
             int rep = -1;
-            size_t node_len = v->type == JSON_STR ? gcounter_replica_node_len(v->u.s, v->len) : 0;
+            size_t node_len =
+                v->type == JSON_STR ? gstore_counter_replica_node_len(v->u.s, v->len) : 0;
             if (!node_len || node_len == v->len) /* a bare node id is never folded */
                 it->fbad = "folded_bad_id";
             else if (r->self_rep && strcmp(v->u.s, r->self_rep) == 0)
@@ -390,7 +391,7 @@ void repl__apply_tokens(struct repl *r, const struct json *root, const char *fro
     for (uint32_t i = 0; i < toks->len; i++) {
         const struct json_member *m = &toks->u.members[i];
         const char *why = NULL;
-        if (!gcounter_name_valid(m->key, m->key_len) || m->val.type != JSON_OBJ) {
+        if (!gstore_counter_name_valid(m->key, m->key_len) || m->val.type != JSON_OBJ) {
             why = "not a counter name with an object of tokens";
             r->tok_rejected++;
         }

@@ -1,5 +1,5 @@
 /*
- * walid.c - which replica id a node counts under: the meta file (node id, replica id), the
+ * wal_id.c - which replica id a node counts under: the meta file (node id, replica id), the
  * run file (this run's boot id), and the rule that keeps the id or mints a new one (see
  * wal.h).
  *
@@ -135,7 +135,7 @@ int wal_forget_run(struct wal *w)
 
 void wal_new_replica_id(char *out, size_t len, const char *node_id)
 {
-    snprintf(out, len, "%s~%08" PRIx32, node_id, (uint32_t)random_u64());
+    snprintf(out, len, "%s~%08" PRIx32, node_id, (uint32_t)hash_random_u64());
 }
 
 static int replica_known(const struct gstore *st, const char *id)

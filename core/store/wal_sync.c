@@ -1,5 +1,5 @@
 /*
- * walsync.c - the fsync thread: fdatasync off the event loop (the group commit under
+ * wal_sync.c - the fsync thread: fdatasync off the event loop (the group commit under
  * "always", once a second under "everysec"), and the closing of segments rotation hands
  * over.
  *

@@ -1,6 +1,6 @@
 /*
- * replbody.c - this node's state written as /sync pages (see replication_internal.h and
- * the wire format at the top of replication.c): full walks by id, deltas after a seq, the
+ * repl_body.c - this node's state written as /sync pages (see repl_internal.h and
+ * the wire format at the top of repl.c): full walks by id, deltas after a seq, the
  * original lab's format for an original-format peer, and the envelope around a page.
  *
  * It reads the store and the token sets and never changes them.
@@ -9,20 +9,20 @@
 
 #include "../base/clock.h"
 #include "../store/tokset.h"
-#include "replication_internal.h"
+#include "repl_internal.h"
 
 /* ---------------------------------------------------------------- encoding */
 
 /*
  * A counter for an original-format peer: per node, its incarnations summed (the bare
- * entry where that is higher, see gcounter_nodes), increments only.
+ * entry where that is higher, see gstore_counter_nodes), increments only.
  */
 static void append_counter_original(struct repl *r, const struct gcounter *c, struct buf *counts)
 {
     struct gnode nodes[GCOUNTER_MAX_ENTRIES];
     size_t nlen;
-    const char *name = gcounter_name(c, &nlen);
-    unsigned k = gcounter_nodes(r->store, c, nodes);
+    const char *name = gstore_counter_name(c, &nlen);
+    unsigned k = gstore_counter_nodes(r->store, c, nodes);
     r->page_counters++;
     if (counts->len > 1)
         buf_putc(counts, ',');
@@ -34,10 +34,10 @@ static void append_counter_original(struct repl *r, const struct gcounter *c, st
             buf_putc(counts, ',');
         buf_json_str(counts, node, strlen(node));
         buf_putc(counts, ':');
-        buf_i64(counts, gcount_clamp(nodes[j].pos, NULL)); /* clamped: still never shrinks */
+        buf_i64(counts, gstore_clamp(nodes[j].pos, NULL)); /* clamped: still never shrinks */
     }
     buf_putc(counts, '}');
-    if (gcounter_has_neg(c))
+    if (gstore_counter_has_neg(c))
         r->page_decs_unsent++;
 }
 
@@ -66,7 +66,7 @@ static void append_tokens(struct repl *r, const struct gcounter *c)
     if (!r->tokset || !tokset_count(r->tokset))
         return;
     size_t nlen;
-    const char *name = gcounter_name(c, &nlen);
+    const char *name = gstore_counter_name(c, &nlen);
     uint32_t id = gstore_find(r->store, name, nlen);
     if (id == GSTORE_NONE || !tokset_elements(r->tokset, id))
         return;
@@ -89,7 +89,7 @@ static void append_folded(struct repl *r, const struct gcounter *c)
     if (!gstore_folded_total(r->store))
         return;
     size_t nlen;
-    const char *name = gcounter_name(c, &nlen);
+    const char *name = gstore_counter_name(c, &nlen);
     const uint16_t *reps;
     unsigned nf = gstore_folded_list(r->store, gstore_find(r->store, name, nlen), &reps);
     if (!nf)
@@ -111,8 +111,8 @@ static void append_counter(struct repl *r, const struct gcounter *c, struct buf 
                            struct buf *decs)
 {
     size_t nlen;
-    const char *name = gcounter_name(c, &nlen);
-    unsigned n = gcounter_entries(c);
+    const char *name = gstore_counter_name(c, &nlen);
+    unsigned n = gstore_counter_entries(c);
     struct gentry e;
 
     if (r->original_out) {
@@ -127,7 +127,7 @@ static void append_counter(struct repl *r, const struct gcounter *c, struct buf 
     buf_json_str(counts, name, nlen);
     buf_puts(counts, ":{");
     for (unsigned i = 0; i < n; i++) {
-        gcounter_entry(c, i, &e);
+        gstore_counter_entry(c, i, &e);
         if (i)
             buf_putc(counts, ',');
         const char *rn = gstore_replica_name(r->store, e.rep);
@@ -136,7 +136,7 @@ static void append_counter(struct repl *r, const struct gcounter *c, struct buf 
         buf_i64(counts, e.pos);
     }
     buf_putc(counts, '}');
-    if (!gcounter_has_neg(c))
+    if (!gstore_counter_has_neg(c))
         return;
     if (decs->len > 1)
         buf_putc(decs, ',');
@@ -144,7 +144,7 @@ static void append_counter(struct repl *r, const struct gcounter *c, struct buf 
     buf_puts(decs, ":{");
     int first = 1;
     for (unsigned i = 0; i < n; i++) {
-        gcounter_entry(c, i, &e);
+        gstore_counter_entry(c, i, &e);
         if (!e.neg)
             continue;
         if (!first)
@@ -186,9 +186,9 @@ int repl__page_delta(struct repl *r, uint64_t since, int skip_origin, uint64_t *
             return 1;
         }
         /* The receiver sent us exactly this state: it need not come back. */
-        if (!skip_origin || gcounter_origin(c) != skip_origin)
+        if (!skip_origin || gstore_counter_origin(c) != skip_origin)
             append_counter(r, c, &r->counts, &r->decs);
-        last = gcounter_mseq(c);
+        last = gstore_counter_mseq(c);
     }
     *upto = gstore_seq(r->store);
     return 0;

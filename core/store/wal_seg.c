@@ -1,9 +1,9 @@
 /*
- * walseg.c - the data directory and its files: their names, listing them, the lock,
+ * wal_seg.c - the data directory and its files: their names, listing them, the lock,
  * small files written atomically, and log segments (created, started anew by rotation).
  *
- * Plain file-system calls; never decides what a file's records mean (walrecover.c) nor
- * which replica id the node counts under (walid.c).
+ * Plain file-system calls; never decides what a file's records mean (wal_recover.c) nor
+ * which replica id the node counts under (wal_id.c).
  */
 #define _GNU_SOURCE
 #include "wal_internal.h"
