@@ -138,11 +138,9 @@ static struct client_call *start_call(struct host *h, struct task *t, struct cal
     char tp[TRACE_HEADER_LEN + 1];
     if (trace_enabled()) {
         /* Named by method and path: "GET /counter/views", not the whole URL. */
-        const char *path = strstr(o->url, "://");
-        path = path ? strchr(path + 3, '/') : NULL;
-        char name[160];
-        snprintf(name, sizeof name, "%s %.*s", o->method, path ? (int)strcspn(path, "?") : 1,
-                 path ? path : "/");
+        char path[128], name[160];
+        client_url_path(o->url, path, sizeof path);
+        snprintf(name, sizeof name, "%s %s", o->method, path);
         c->span = trace_span_child(task_span(t), name, TRACE_CLIENT);
         trace_span_attr_cstr(c->span, "http.method", o->method);
         trace_span_attr_cstr(c->span, "http.url", o->url);

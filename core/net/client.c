@@ -288,3 +288,15 @@ int client_pending(const struct client *cl)
 {
     return cl->pending;
 }
+
+int client_url_path(const char *url, char *out, size_t cap)
+{
+    CURLU *h = curl_url();
+    char *path = NULL;
+    int ok = h && curl_url_set(h, CURLUPART_URL, url, 0) == CURLUE_OK &&
+             curl_url_get(h, CURLUPART_PATH, &path, 0) == CURLUE_OK;
+    snprintf(out, cap, "%s", ok && path[0] ? path : "/");
+    curl_free(path);
+    curl_url_cleanup(h);
+    return ok ? 0 : -1;
+}

@@ -51,4 +51,11 @@ void client_cancel(struct client_call *call);
 /* Number of calls in flight. */
 int client_pending(const struct client *cl);
 
+/*
+ * The path of url as libcurl reads it (no query, no fragment; "/" for none), into out
+ * (NUL-terminated, cut to cap-1 bytes): what a client span is named by.
+ * @return 0, or -1 when libcurl cannot read url (out is then "/").
+ */
+int client_url_path(const char *url, char *out, size_t cap);
+
 #endif
