@@ -41,6 +41,8 @@
  *              takes writes again only after a fresh segment and a snapshot of the memory
  *              (which holds everything) are on disk and fsynced.
  * A failed snapshot leaves no temporary file; it is retried, backing off from 2 s to 60 s.
+ * A snapshot never takes the log's room: it fails for want of room (ENOSPC) rather than
+ * leave the file system less free space than the log's next reservation.
  *
  * Plain C (and one thread for fsync); no libevent, Lua or curl.
  */

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -33,11 +34,28 @@ struct snap_writer {
     uint64_t dedups;
 };
 
+/*
+ * Whether writing len more bytes would leave the file system less than the log's next
+ * reservation (RESERVE_CHUNK): the log and a snapshot share the disk, and a snapshot that
+ * took the last of it would make the log refuse writes until the snapshot failed. Taking
+ * writes comes first; the snapshot fails for want of room (ENOSPC) and is retried.
+ */
+static int leaves_no_room(int fd, size_t len)
+{
+    struct statvfs v;
+    if (fstatvfs(fd, &v) < 0)
+        return 0; /* the write itself will say */
+    return (uint64_t)v.f_bavail * v.f_frsize < (uint64_t)len + RESERVE_CHUNK;
+}
+
 static void snap_flush(struct snap_writer *sw, int force)
 {
     if (sw->b.len < (1u << 20) && !force)
         return;
-    if (!sw->failed && wal__write_all(sw->fd, sw->b.data, sw->b.len) < 0) {
+    if (!sw->failed && leaves_no_room(sw->fd, sw->b.len)) {
+        sw->failed = 1;
+        sw->err = ENOSPC;
+    } else if (!sw->failed && wal__write_all(sw->fd, sw->b.data, sw->b.len) < 0) {
         sw->failed = 1;
         sw->err = errno ? errno : EIO;
     }
