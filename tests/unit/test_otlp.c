@@ -5,7 +5,9 @@
  * own requests), spans go as POST <endpoint>/v1/traces with a JSON body
  * carrying the service name; a full batch goes at once, a partial one at the timer; a
  * collector that fails or is gone makes the spans counted as dropped; stop with a POST in
- * flight turns tracing off; an endpoint that is not http(s):// is refused.
+ * flight turns tracing off; an endpoint that is not http(s):// is refused. Also
+ * core/roles/tracing.c, which starts it from a role's configuration (service name and
+ * resource attributes).
  *
  * Every wait is bounded. Never include this from core/.
  */
@@ -27,6 +29,8 @@
 #include "net/otlp.h"
 #include "obs/metrics.h"
 #include "obs/trace.h"
+#include "roles/config.h"
+#include "roles/tracing.h"
 #include "unit.h"
 
 /* A collector on loopback, by hand: the project's HTTP server would trace its own requests
@@ -366,5 +370,70 @@ static void test_refused(void)
     event_base_free(base);
 }
 
+/* roles/tracing.c: the exporter from a role's configuration, with the lab's service names
+ * and resource attributes. @return the body of the one batch exported (static). */
+static const char *traced(struct fx *f, const char *role, const char *service_name)
+{
+    static char body[8192];
+    body[0] = '\0';
+    struct config c;
+    memset(&c, 0, sizeof c);
+    snprintf(c.role, sizeof c.role, "%s", role);
+    snprintf(c.region, sizeof c.region, "eu-west");
+    snprintf(c.node_id, sizeof c.node_id, "eu-west-2");
+    snprintf(c.otlp_endpoint, sizeof c.otlp_endpoint, "http://127.0.0.1:%d", f->col.port);
+    snprintf(c.service_name, sizeof c.service_name, "%s", service_name);
+    c.trace_batch = 1;
+    c.trace_queue = 4;
+    c.trace_delay_ms = 50;
+    c.trace_timeout_ms = 300;
+    char err[256] = "";
+    struct otlp *x = NULL;
+    int posts = f->col.posts;
+    CHECK_EQ_I64(tracing_start(f->base, &c, f->reg, &x, err, sizeof err), 0);
+    if (!x)
+        return body;
+    spans(1, "roled");
+    run_until(f->base, &f->col.posts, posts + 1, 3000);
+    snprintf(body, sizeof body, "%s", buf_cstr(&f->col.body));
+    otlp_stop(x);
+    return body;
+}
+
+static void test_tracing_start(void)
+{
+    struct fx f;
+    REQUIRE(fx_init(&f, 200) == 0);
+    const char *b = traced(&f, "region", "");
+    CHECK(strstr(b, "\"counter-eu-west\"") != NULL);
+    CHECK(strstr(b, "\"service.instance.id\"") != NULL);
+    CHECK(strstr(b, "\"eu-west-2\"") != NULL);
+    CHECK(strstr(b, "\"counterd.role\"") != NULL);
+    b = traced(&f, "strong", "");
+    CHECK(strstr(b, "\"counter-consistent\"") != NULL);
+    CHECK(strstr(b, "\"eu-west-2\"") == NULL); /* no node id of its own */
+    b = traced(&f, "gateway", "");
+    CHECK(strstr(b, "\"gateway\"") != NULL);
+    CHECK(strstr(b, "service.instance.id") == NULL);
+    b = traced(&f, "region", "my-svc");
+    CHECK(strstr(b, "\"my-svc\"") != NULL);
+    CHECK(strstr(b, "counter-eu-west") == NULL);
+
+    /* No endpoint: tracing stays off, nothing started. */
+    struct config c;
+    memset(&c, 0, sizeof c);
+    snprintf(c.role, sizeof c.role, "region");
+    char err[256] = "";
+    struct otlp *x = (struct otlp *)&c; /* must be set to NULL */
+    CHECK_EQ_I64(tracing_start(f.base, &c, f.reg, &x, err, sizeof err), 0);
+    CHECK(x == NULL);
+    CHECK(!trace_enabled());
+    snprintf(c.otlp_endpoint, sizeof c.otlp_endpoint, "collector:4318");
+    CHECK_EQ_I64(tracing_start(f.base, &c, f.reg, &x, err, sizeof err), -1);
+    CHECK(x == NULL);
+    CHECK_STR_EQ(err, "the OTLP endpoint 'collector:4318' is not an http:// URL");
+    fx_free(&f);
+}
+
 UNIT_MAIN("otlp", UNIT_CASE(test_exports), UNIT_CASE(test_collector_fails),
-          UNIT_CASE(test_stop_in_flight), UNIT_CASE(test_refused))
+          UNIT_CASE(test_stop_in_flight), UNIT_CASE(test_refused), UNIT_CASE(test_tracing_start))
