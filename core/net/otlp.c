@@ -33,7 +33,7 @@ static void on_posted(const struct client_result *res, void *arg)
     x->call = NULL;
     int ok = res->status >= 200 && res->status < 300;
     if (!ok) {
-        char why[64];
+        char why[300]; /* a curl error is up to 256 bytes */
         if (res->status)
             snprintf(why, sizeof why, "HTTP %d", res->status);
         else
