@@ -6,9 +6,7 @@
  *
  * Never include this from core/.
  */
-#include <errno.h>
 #include <event2/event.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +18,7 @@
 #include "net/auth.h"
 #include "net/http.h"
 #include "unit.h"
+#include "unit_http.h"
 
 struct fx {
     struct event_base *base;
@@ -57,48 +56,14 @@ static void fx_free(struct fx *f)
     event_base_free(f->base);
 }
 
-/* One request (Connection: close, with the header lines given) through a socketpair; the whole
- * answer into out.
+/* One request (Connection: close, with the header lines given); the whole answer into out.
  * @return the status, or -1 when no whole answer came within 5 s. */
 static int exchange(struct fx *f, const char *headers, struct buf *out)
 {
-    int sv[2];
-    buf_reset(out);
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) < 0)
-        return -1;
-    if (http_server_adopt(f->srv, sv[1]) < 0) {
-        close(sv[0]);
-        return -1;
-    }
     struct buf req = BUF_INIT;
     buf_printf(&req, "GET /admin/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n%s\r\n", headers);
-    size_t sent = 0;
-    int eof = 0;
-    double end = clock_mono_ms() + 5000;
-    while (!eof && clock_mono_ms() < end) {
-        if (sent < req.len) {
-            ssize_t w = write(sv[0], req.data + sent, req.len - sent);
-            if (w > 0)
-                sent += (size_t)w;
-        }
-        event_base_loop(f->base, EVLOOP_NONBLOCK);
-        char tmp[4096];
-        ssize_t n = read(sv[0], tmp, sizeof tmp);
-        if (n > 0)
-            buf_append(out, tmp, (size_t)n);
-        else if (n == 0)
-            eof = 1;
-        else if (errno == EAGAIN) {
-            struct pollfd p = {sv[0], POLLIN, 0};
-            poll(&p, 1, 1);
-        }
-    }
-    close(sv[0]);
-    event_base_loop(f->base, EVLOOP_NONBLOCK); /* the server sees the close */
+    int status = unit_http_raw(f->base, f->srv, &req, out);
     buf_free(&req);
-    int status = -1;
-    if (!eof || out->len < 12 || sscanf(buf_cstr(out), "HTTP/1.1 %d", &status) != 1)
-        return -1;
     return status;
 }
 

@@ -14,19 +14,7 @@
 
 #include "base/crc32c.h"
 #include "unit.h"
-
-/* CRC-32C one bit at a time, straight from its definition (reflected, polynomial
- * 0x1EDC6F41, whose reflection is 0x82F63B78; initial and final value all ones). */
-static uint32_t crc32c_bitwise(const unsigned char *p, size_t n)
-{
-    uint32_t c = 0xFFFFFFFFu;
-    for (size_t i = 0; i < n; i++) {
-        c ^= p[i];
-        for (int k = 0; k < 8; k++)
-            c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1)));
-    }
-    return ~c;
-}
+#include "unit_crc32c.h"
 
 /* The check value of the CRC catalogue (and of every CRC-32C implementation's tests). */
 static void test_check_value(void)

@@ -19,55 +19,25 @@
 #include "lua/host.h"
 #include "obs/metrics.h"
 #include "unit.h"
+#include "unit_lua.h"
 #include "lua/task.h"
 #include "lua/sandbox.h"
 
-static char dir[64];
-
-static void make_dir(void);
+/* The test's Lua folder and its files (unit_lua.h). */
+static const char *lua_dir(void)
+{
+    return unit_lua_dir("test_host");
+}
 
 static void put(const char *folder, const char *name, const char *text)
 {
-    make_dir();
-    char path[256];
-    snprintf(path, sizeof path, "%s/%s", dir, folder);
-    mkdir(path, 0700);
-    snprintf(path, sizeof path, "%s/%s/%s.lua", dir, folder, name);
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        perror(path);
-        abort();
-    }
-    fputs(text, f);
-    fclose(f);
-}
-
-static void remove_dir(void)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", dir);
-}
-
-/* The test's Lua folder, made on first use. */
-static void make_dir(void)
-{
-    if (!dir[0]) {
-        snprintf(dir, sizeof dir, "/tmp/test_host.XXXXXX");
-        if (!mkdtemp(dir)) {
-            perror("mkdtemp");
-            abort();
-        }
-        atexit(remove_dir);
-    }
+    unit_lua_put("test_host", folder, name, text);
 }
 
 static struct host *new_host(int budget_ms)
 {
-    make_dir();
     struct host_info info = {"test", "test-1", "us-east", budget_ms};
-    return host_new(dir, &info, NULL);
+    return host_new(lua_dir(), &info, NULL);
 }
 
 /* Calls policy.fn(arg) and returns its string result, or "error(<rc>) <err>". */
@@ -443,10 +413,9 @@ static int has_line(struct metrics *m, const char *line)
 
 static void test_calls_errors_and_reloads_are_counted(void)
 {
-    make_dir();
     struct metrics *m = metrics_new();
     struct host_info info = {"test", "test-1", "us-east", 50};
-    struct host *h = host_new(dir, &info, m);
+    struct host *h = host_new(lua_dir(), &info, m);
     char err[512];
     put("policies", "echo",
         "local M = {}\n"

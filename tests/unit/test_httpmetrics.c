@@ -7,7 +7,6 @@
  *
  * Never include this from core/.
  */
-#include <errno.h>
 #include <event2/event.h>
 #include <poll.h>
 #include <stdio.h>
@@ -22,6 +21,7 @@
 #include "net/httpmetrics.h"
 #include "obs/metrics.h"
 #include "unit.h"
+#include "unit_http.h"
 
 struct fx {
     struct event_base *base;
@@ -62,54 +62,11 @@ static void fx_free(struct fx *f)
     event_base_free(f->base);
 }
 
-/* One request (Connection: close) through a socketpair; the whole answer into out.
- * @return the status, or -1 when no whole answer came within 5 s. */
+/* One request through the server (unit_http.h). */
 static int exchange(struct fx *f, const char *method, const char *path, const char *body,
                     struct buf *out)
 {
-    int sv[2];
-    buf_reset(out);
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) < 0)
-        return -1;
-    if (http_server_adopt(f->srv, sv[1]) < 0) {
-        close(sv[0]);
-        return -1;
-    }
-    struct buf req = BUF_INIT;
-    buf_printf(&req, "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n", method, path);
-    if (body)
-        buf_printf(&req, "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
-                   strlen(body), body);
-    else
-        buf_puts(&req, "\r\n");
-    size_t sent = 0;
-    int eof = 0;
-    double end = clock_mono_ms() + 5000;
-    while (!eof && clock_mono_ms() < end) {
-        if (sent < req.len) {
-            ssize_t w = write(sv[0], req.data + sent, req.len - sent);
-            if (w > 0)
-                sent += (size_t)w;
-        }
-        event_base_loop(f->base, EVLOOP_NONBLOCK);
-        char tmp[4096];
-        ssize_t n = read(sv[0], tmp, sizeof tmp);
-        if (n > 0)
-            buf_append(out, tmp, (size_t)n);
-        else if (n == 0)
-            eof = 1;
-        else if (errno == EAGAIN) {
-            struct pollfd p = {sv[0], POLLIN, 0};
-            poll(&p, 1, 1);
-        }
-    }
-    close(sv[0]);
-    event_base_loop(f->base, EVLOOP_NONBLOCK); /* the server sees the close */
-    buf_free(&req);
-    int status = -1;
-    if (!eof || out->len < 12 || sscanf(buf_cstr(out), "HTTP/1.1 %d", &status) != 1)
-        return -1;
-    return status;
+    return unit_http(f->base, f->srv, method, path, body, out);
 }
 
 /* The registry rendered (static buffer). */

@@ -32,6 +32,7 @@
 #include "base/clock.h"
 #include "lua/host.h"
 #include "unit.h"
+#include "unit_lua.h"
 #include "lua/sandbox.h"
 #include "lua/api.h"
 
@@ -735,33 +736,6 @@ static void test_generated_against_luajit(void)
 
 /* ---------------------------------------------------------------- through the host */
 
-static char pattern_dir[64];
-
-static void write_file(const char *dir, const char *name, const char *text)
-{
-    char path[256];
-    snprintf(path, sizeof path, "%s/policies/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        perror(path);
-        abort();
-    }
-    fputs(text, f);
-    fclose(f);
-}
-
-static void remove_pattern_dir(void)
-{
-    char path[256];
-    snprintf(path, sizeof path, "%s/policies/routing.lua", pattern_dir);
-    unlink(path);
-    snprintf(path, sizeof path, "%s/policies/faults.lua", pattern_dir);
-    unlink(path);
-    snprintf(path, sizeof path, "%s/policies", pattern_dir);
-    rmdir(path);
-    rmdir(pattern_dir);
-}
-
 /* A routing policy whose route(what) does something that would run far past the budget. */
 static const char runaway_lua[] =
     "local M = {}\n"
@@ -801,20 +775,9 @@ static const char runaway_lua[] =
 
 static struct host *runaway_host(int budget_ms)
 {
-    if (!pattern_dir[0]) {
-        snprintf(pattern_dir, sizeof pattern_dir, "/tmp/test_pattern.XXXXXX");
-        if (!mkdtemp(pattern_dir)) {
-            perror("mkdtemp");
-            abort();
-        }
-        char path[128];
-        snprintf(path, sizeof path, "%s/policies", pattern_dir);
-        mkdir(path, 0700);
-        atexit(remove_pattern_dir);
-    }
-    write_file(pattern_dir, "routing.lua", runaway_lua);
+    unit_lua_put("test_pattern", "policies", "routing", runaway_lua);
     struct host_info info = {"gateway", "test-1", "us-east", budget_ms};
-    return host_new(pattern_dir, &info, NULL);
+    return host_new(unit_lua_dir("test_pattern"), &info, NULL);
 }
 
 /*
@@ -913,23 +876,24 @@ static void test_budget_stops_runaway_calls(void)
 static void test_sandbox_libraries_are_copies(void)
 {
     struct host *h = runaway_host(50);
-    write_file(pattern_dir, "faults.lua",
-               "local M = {}\n"
-               "function M.init()\n"
-               "  string.upper = function() return 'evil' end\n"
-               "  table.concat = nil\n"
-               "  math.floor = function() return -1 end\n"
-               "  bit.band = nil\n"
-               "  M.mt = getmetatable('')\n"
-               "  M.escaped = pcall(function()\n"
-               "    getmetatable('').__index.upper = function() return 'evil' end end)\n"
-               "end\n"
-               "function M.decide() return 'deliver' end\n"
-               "function M.probe()\n"
-               "  return tostring(M.mt) .. ' ' .. tostring(M.escaped) .. ' ' ..\n"
-               "    string.upper('x') .. ' ' .. tostring(table.concat) .. ' ' .. math.floor(2.5)\n"
-               "end\n"
-               "return M\n");
+    unit_lua_put(
+        "test_pattern", "policies", "faults",
+        "local M = {}\n"
+        "function M.init()\n"
+        "  string.upper = function() return 'evil' end\n"
+        "  table.concat = nil\n"
+        "  math.floor = function() return -1 end\n"
+        "  bit.band = nil\n"
+        "  M.mt = getmetatable('')\n"
+        "  M.escaped = pcall(function()\n"
+        "    getmetatable('').__index.upper = function() return 'evil' end end)\n"
+        "end\n"
+        "function M.decide() return 'deliver' end\n"
+        "function M.probe()\n"
+        "  return tostring(M.mt) .. ' ' .. tostring(M.escaped) .. ' ' ..\n"
+        "    string.upper('x') .. ' ' .. tostring(table.concat) .. ' ' .. math.floor(2.5)\n"
+        "end\n"
+        "return M\n");
     char err[512];
     CHECK(host_load_policy(h, "faults", err, sizeof err) == 0);
     lua_State *L = host_state(h);
@@ -948,8 +912,8 @@ static void test_sandbox_libraries_are_copies(void)
 static void test_sandbox_cannot_change_the_api(void)
 {
     struct host *h = runaway_host(50);
-    write_file(
-        pattern_dir, "faults.lua",
+    unit_lua_put(
+        "test_pattern", "policies", "faults",
         "local M = {}\n"
         "local function try(f) local ok, e = pcall(f) return ok and 'changed' or e end\n"
         "function M.init()\n"

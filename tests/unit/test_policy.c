@@ -14,6 +14,7 @@
 #include "lua/host.h"
 #include "roles/policy.h"
 #include "unit.h"
+#include "unit_lua.h"
 
 static const char *const names[] = {"us-east", "us-west", "eu-west"};
 
@@ -54,50 +55,16 @@ static void test_faults_actions(void)
     host_free(h);
 }
 
-static char dir[64];
-
-static void remove_dir(void)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", dir);
-}
-
-/* The test's Lua folder, made on first use. */
-static void make_dir(void)
-{
-    if (!dir[0]) {
-        snprintf(dir, sizeof dir, "/tmp/test_policy.XXXXXX");
-        if (!mkdtemp(dir)) {
-            perror("mkdtemp");
-            abort();
-        }
-        atexit(remove_dir);
-    }
-}
-
+/* Writes policies/<name>.lua in the test's Lua folder (unit_lua.h). */
 static void put(const char *name, const char *text)
 {
-    make_dir();
-    char path[256];
-    snprintf(path, sizeof path, "%s/policies", dir);
-    mkdir(path, 0700);
-    snprintf(path, sizeof path, "%s/policies/%s.lua", dir, name);
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        perror(path);
-        abort();
-    }
-    fputs(text, f);
-    fclose(f);
+    unit_lua_put("test_policy", "policies", name, text);
 }
 
 static struct host *fixture_host(void)
 {
-    make_dir();
     struct host_info info = {"region", "r-1", "us-east", 50};
-    struct host *h = host_new(dir, &info, NULL);
+    struct host *h = host_new(unit_lua_dir("test_policy"), &info, NULL);
     policy_declare(h);
     return h;
 }

@@ -8,14 +8,11 @@
  *
  * Never include this from core/.
  */
-#include <errno.h>
 #include <event2/event.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include "base/buf.h"
 #include "base/clock.h"
@@ -24,6 +21,7 @@
 #include "repl/replica.h"
 #include "store/strongrep.h"
 #include "unit.h"
+#include "unit_http.h"
 
 struct fx {
     struct event_base *base;
@@ -74,61 +72,11 @@ static void fx_free(struct fx *f)
     event_base_free(f->base);
 }
 
-/* One request (Connection: close) through a socketpair; the whole answer into out.
- * @return the status, or -1 when no whole answer came within 5 s. */
+/* One request through the server (unit_http.h). */
 static int exchange(struct fx *f, const char *method, const char *path, const char *body,
                     struct buf *out)
 {
-    int sv[2];
-    buf_reset(out);
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) < 0)
-        return -1;
-    if (http_server_adopt(f->srv, sv[1]) < 0) {
-        close(sv[0]);
-        return -1;
-    }
-    struct buf req = BUF_INIT;
-    buf_printf(&req, "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n", method, path);
-    if (body)
-        buf_printf(&req, "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
-                   strlen(body), body);
-    else
-        buf_puts(&req, "\r\n");
-    size_t sent = 0;
-    int eof = 0;
-    double end = clock_mono_ms() + 5000;
-    while (!eof && clock_mono_ms() < end) {
-        if (sent < req.len) {
-            ssize_t w = write(sv[0], req.data + sent, req.len - sent);
-            if (w > 0)
-                sent += (size_t)w;
-        }
-        event_base_loop(f->base, EVLOOP_NONBLOCK);
-        char tmp[4096];
-        ssize_t n = read(sv[0], tmp, sizeof tmp);
-        if (n > 0)
-            buf_append(out, tmp, (size_t)n);
-        else if (n == 0)
-            eof = 1;
-        else if (errno == EAGAIN) {
-            struct pollfd p = {sv[0], POLLIN, 0};
-            poll(&p, 1, 1);
-        }
-    }
-    close(sv[0]);
-    event_base_loop(f->base, EVLOOP_NONBLOCK); /* the server sees the close */
-    buf_free(&req);
-    int status = -1;
-    if (!eof || out->len < 12 || sscanf(buf_cstr(out), "HTTP/1.1 %d", &status) != 1)
-        return -1;
-    return status;
-}
-
-/* The body of the answer (after the blank line). */
-static const char *answer_body(struct buf *out)
-{
-    const char *p = strstr(buf_cstr(out), "\r\n\r\n");
-    return p ? p + 4 : "";
+    return unit_http(f->base, f->srv, method, path, body, out);
 }
 
 /* A POST of body to path: its status, and its answer's body is expect. */
@@ -137,7 +85,7 @@ static void post(struct fx *f, const char *path, const char *body, int status, c
     struct buf out = BUF_INIT;
     unit_context("%s %s", path, body);
     CHECK_EQ_I64(exchange(f, "POST", path, body, &out), status);
-    CHECK_STR_EQ(answer_body(&out), expect);
+    CHECK_STR_EQ(unit_http_body(&out), expect);
     buf_free(&out);
     unit_context("%s", "");
 }
@@ -171,7 +119,7 @@ static void test_prepare_accept(void)
     /* A new leader's prepare: the promise rises, the entries come back (any order). */
     struct buf out = BUF_INIT;
     CHECK_EQ_I64(exchange(&f, "POST", "/strong/prepare", "{\"epoch\":4}", &out), 200);
-    const char *b = answer_body(&out);
+    const char *b = unit_http_body(&out);
     CHECK(strncmp(b, ID ",\"promised\":4,\"entries\":[", strlen(ID) + 25) == 0);
     CHECK(strstr(b, "[\"views\",3,2,7]") != NULL);
     CHECK(strstr(b, "[\"clicks\",3,1,-2]") != NULL);
@@ -246,12 +194,12 @@ static void test_refused(void)
 
     struct buf out = BUF_INIT;
     CHECK_EQ_I64(exchange(&f, "POST", "/strong/prepare", "{\"epoch\":", &out), 400);
-    CHECK(strstr(answer_body(&out), "body is not valid JSON: ") != NULL);
+    CHECK(strstr(unit_http_body(&out), "body is not valid JSON: ") != NULL);
     CHECK_EQ_I64(exchange(&f, "GET", "/strong/prepare", NULL, &out), 405);
-    CHECK(strstr(answer_body(&out), "\"error\":\"method_not_allowed\"") != NULL);
+    CHECK(strstr(unit_http_body(&out), "\"error\":\"method_not_allowed\"") != NULL);
     CHECK_EQ_I64(exchange(&f, "POST", "/strong/other", "{}", &out), 404);
-    CHECK_STR_EQ(answer_body(&out), "{\"detail\":\"no such strong-counter endpoint\",\"error\":"
-                                    "\"not_found\"}");
+    CHECK_STR_EQ(unit_http_body(&out), "{\"detail\":\"no such strong-counter endpoint\",\"error\":"
+                                       "\"not_found\"}");
     CHECK_EQ_I64(exchange(&f, "POST", "/strong/prepared", "{}", &out), 404);
     buf_free(&out);
     CHECK_EQ_U64(strongrep_promised(f.rep.state), 2);

@@ -7,14 +7,11 @@
  *
  * Never include this from core/.
  */
-#include <errno.h>
 #include <event2/event.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include "base/buf.h"
 #include "base/clock.h"
@@ -22,6 +19,7 @@
 #include "net/http.h"
 #include "roles/reqbody.h"
 #include "unit.h"
+#include "unit_http.h"
 
 struct fx {
     struct event_base *base;
@@ -83,61 +81,11 @@ static void fx_free(struct fx *f)
     event_base_free(f->base);
 }
 
-/* One request (Connection: close) through a socketpair; the whole answer into out.
- * @return the status, or -1 when no whole answer came within 5 s. */
+/* One request through the server (unit_http.h). */
 static int exchange(struct fx *f, const char *method, const char *path, const char *body,
                     struct buf *out)
 {
-    int sv[2];
-    buf_reset(out);
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) < 0)
-        return -1;
-    if (http_server_adopt(f->srv, sv[1]) < 0) {
-        close(sv[0]);
-        return -1;
-    }
-    struct buf req = BUF_INIT;
-    buf_printf(&req, "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n", method, path);
-    if (body)
-        buf_printf(&req, "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
-                   strlen(body), body);
-    else
-        buf_puts(&req, "\r\n");
-    size_t sent = 0;
-    int eof = 0;
-    double end = clock_mono_ms() + 5000;
-    while (!eof && clock_mono_ms() < end) {
-        if (sent < req.len) {
-            ssize_t w = write(sv[0], req.data + sent, req.len - sent);
-            if (w > 0)
-                sent += (size_t)w;
-        }
-        event_base_loop(f->base, EVLOOP_NONBLOCK);
-        char tmp[4096];
-        ssize_t n = read(sv[0], tmp, sizeof tmp);
-        if (n > 0)
-            buf_append(out, tmp, (size_t)n);
-        else if (n == 0)
-            eof = 1;
-        else if (errno == EAGAIN) {
-            struct pollfd p = {sv[0], POLLIN, 0};
-            poll(&p, 1, 1);
-        }
-    }
-    close(sv[0]);
-    event_base_loop(f->base, EVLOOP_NONBLOCK); /* the server sees the close */
-    buf_free(&req);
-    int status = -1;
-    if (!eof || out->len < 12 || sscanf(buf_cstr(out), "HTTP/1.1 %d", &status) != 1)
-        return -1;
-    return status;
-}
-
-/* The body of the answer (after the blank line). */
-static const char *answer_body(struct buf *out)
-{
-    const char *p = strstr(buf_cstr(out), "\r\n\r\n");
-    return p ? p + 4 : "";
+    return unit_http(f->base, f->srv, method, path, body, out);
 }
 
 static void check_ok(struct fx *f, const char *path, const char *body, const char *expect)
@@ -145,7 +93,7 @@ static void check_ok(struct fx *f, const char *path, const char *body, const cha
     struct buf out = BUF_INIT;
     unit_context("%s %s", path, body ? body : "(no body)");
     CHECK_EQ_I64(exchange(f, "POST", path, body, &out), 200);
-    CHECK_STR_EQ(answer_body(&out), expect);
+    CHECK_STR_EQ(unit_http_body(&out), expect);
     buf_free(&out);
     unit_context("%s", "");
 }
@@ -164,7 +112,7 @@ static void check_400(struct fx *f, const char *path, const char *body, const ch
     snprintf(head, sizeof head, "{\"detail\":\"%.*s%s", (int)(whole ? dl - 1 : dl), detail,
              whole ? "\"," : "");
     snprintf(tail, sizeof tail, "\",\"error\":\"%s\"}", error);
-    const char *got = answer_body(&out);
+    const char *got = unit_http_body(&out);
     CHECK_MEM_EQ(got, strlen(head) < strlen(got) ? strlen(head) : strlen(got), head, strlen(head));
     size_t gl = strlen(got), tl = strlen(tail);
     CHECK(gl >= tl && !strcmp(got + gl - tl, tail));
@@ -263,16 +211,16 @@ static void test_path_name(void)
     REQUIRE(fx_init(&f) == 0);
     struct buf out = BUF_INIT;
     CHECK_EQ_I64(exchange(&f, "GET", "/counter/views", NULL, &out), 200);
-    CHECK_STR_EQ(answer_body(&out), "{\"name\":\"views\"}");
+    CHECK_STR_EQ(unit_http_body(&out), "{\"name\":\"views\"}");
     CHECK_EQ_I64(exchange(&f, "GET", "/counter/a%2Eb%3Ac", NULL, &out), 200);
-    CHECK_STR_EQ(answer_body(&out), "{\"name\":\"a.b:c\"}");
+    CHECK_STR_EQ(unit_http_body(&out), "{\"name\":\"a.b:c\"}");
     const char *bad[] = {"/counter/",     "/counter/a%20b", "/counter/a%2",
                          "/counter/a%zz", "/counter/a%2Fb", "/counter/%00"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         unit_context("%s", bad[i]);
         CHECK_EQ_I64(exchange(&f, "GET", bad[i], NULL, &out), 400);
-        CHECK_STR_EQ(answer_body(&out), "{\"detail\":\"counter names are 1-200 bytes of "
-                                        "[A-Za-z0-9_.:-]\",\"error\":\"bad_name\"}");
+        CHECK_STR_EQ(unit_http_body(&out), "{\"detail\":\"counter names are 1-200 bytes of "
+                                           "[A-Za-z0-9_.:-]\",\"error\":\"bad_name\"}");
     }
     unit_context("%s", "");
     buf_free(&out);

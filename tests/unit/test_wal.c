@@ -14,6 +14,7 @@
 #include "../../core/base/fault.h"
 #include "../../core/store/wal.h"
 #include "unit.h"
+#include "unit_crc32c.h"
 
 static char root[256];
 
@@ -672,20 +673,6 @@ static void test_fsync_error_recovers_through_a_snapshot(void)
     wal_close(n.w);
     node_free(&n);
     rm_rf(root);
-}
-
-/* CRC-32C one bit at a time from its definition (tests/unit/test_crc32c.c checks it against
- * published values): the log's checksum must be the standard one, not merely the one its
- * reader shares with its writer. */
-static uint32_t crc32c_bitwise(const unsigned char *p, size_t n)
-{
-    uint32_t c = 0xFFFFFFFFu;
-    for (size_t i = 0; i < n; i++) {
-        c ^= p[i];
-        for (int k = 0; k < 8; k++)
-            c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1)));
-    }
-    return ~c;
 }
 
 static void put_le(unsigned char **p, uint64_t v, int bytes)
