@@ -25,6 +25,14 @@ void log_init(const char *name)
         log_min = LOG_WARN;
     else if (!strcmp(lv, "error"))
         log_min = LOG_ERROR;
+    else if (!strcmp(lv, "info"))
+        log_min = LOG_INFO;
+    else
+        log_warn("COUNTERD_LOG=%s is not a level (debug, info, warn, error): logging at %s", lv,
+                 log_min == LOG_DEBUG   ? "debug"
+                 : log_min == LOG_WARN  ? "warn"
+                 : log_min == LOG_ERROR ? "error"
+                                        : "info");
 }
 
 int log_enabled(enum log_level level)

@@ -4,6 +4,7 @@
 #include "auth.h"
 
 #include <string.h>
+#include <strings.h>
 
 /* Compares in time that depends only on the lengths, not on where they differ. */
 static int token_equal(const char *a, const char *b)
@@ -20,7 +21,7 @@ int auth_refuse_unauthorized(struct http_request *req, const char *token)
     if (!token || !*token)
         return 0;
     const char *h = http_request_header(req, "authorization");
-    if (h && strncmp(h, "Bearer ", 7) == 0 && token_equal(h + 7, token))
+    if (h && strncasecmp(h, "Bearer ", 7) == 0 && token_equal(h + 7, token))
         return 0;
     static const char body[] = "{\"detail\":\"this endpoint needs Authorization: Bearer <admin "
                                "token>\",\"error\":\"unauthorized\"}";

@@ -16,7 +16,6 @@
 #include <string.h>
 
 #include "../base/clock.h"
-#include "../base/hash.h"
 #include "../base/log.h"
 #include "../base/mem.h"
 #include "../lua/host.h"
@@ -89,7 +88,7 @@ static int open_store(struct region *rg, const struct config *cfg, char *err, si
         /* Nothing survives this process: it is a new incarnation, which must not count
          * under an id whose old value its peers may hold higher (they would swallow its
          * increments). */
-        snprintf(rid, sizeof rid, "%s~%08" PRIx32, cfg->node_id, (uint32_t)hash_random_u64());
+        wal_new_replica_id(rid, sizeof rid, cfg->node_id);
         log_warn("no data directory (--data-dir / DATA_DIR): counts live in memory only");
     }
     rg->replica_id = xstrdup(rid);

@@ -23,7 +23,8 @@ void tokwin_free(struct tokwin *w);
 
 /*
  * @return the payload of (counter, token) if it was put within the window (its length in
- *         *len, its time in *at when not NULL), else NULL. Valid until the next put.
+ *         *len, its time in *at when not NULL), else NULL. Valid until the next put
+ *         or get (a get forgets what has expired).
  */
 const void *tokwin_get(struct tokwin *w, const char *counter, size_t clen, const char *token,
                        size_t tlen, double now_s, size_t *len, double *at);

@@ -1,8 +1,8 @@
 /*
  * test_auth.c - core/net/auth.c: the admin token, checked inside the project's HTTP server
  * (requests through a socketpair adopted by it). No token: everything passes. A token: only
- * "Authorization: Bearer <token>" exactly passes; anything else gets 401, the JSON error
- * and a WWW-Authenticate header, and the handler behind it is not reached.
+ * "Authorization: Bearer <token>" (the scheme in any case, the token exactly) passes; anything else
+ * gets 401, the JSON error and a WWW-Authenticate header, and the handler behind it is not reached.
  *
  * Never include this from core/.
  */
@@ -112,6 +112,8 @@ static void test_token(void)
     REQUIRE(fx_init(&f, "s3cret-T0ken") == 0);
     check(&f, "Authorization: Bearer s3cret-T0ken\r\n", 200);
     check(&f, "authorization: Bearer s3cret-T0ken\r\n", 200); /* header names: any case */
+    check(&f, "Authorization: bearer s3cret-T0ken\r\n", 200); /* the scheme too (RFC 9110) */
+    check(&f, "Authorization: BEARER s3cret-T0ken\r\n", 200);
     check(&f, "", 401);
     check(&f, "Authorization: s3cret-T0ken\r\n", 401);
     check(&f, "Authorization: Basic s3cret-T0ken\r\n", 401);

@@ -109,6 +109,20 @@ static void test_levels(void)
     out = capture_end();
     CHECK_EQ_I64(lines(out), 1);
     CHECK(strstr(out, " debug [n] d7\n") != NULL);
+
+    /* A value that is no level is said, not ignored; the level stays where it was. */
+    setenv("COUNTERD_LOG", "verbose", 1);
+    capture_begin();
+    log_init("n");
+    out = capture_end();
+    CHECK_EQ_I64(lines(out), 1);
+    CHECK(strstr(out, " warn  [n] COUNTERD_LOG=verbose is not a level (debug, info, warn, "
+                      "error): logging at debug\n") != NULL);
+    CHECK(log_enabled(LOG_DEBUG));
+    setenv("COUNTERD_LOG", "info", 1);
+    log_init("n");
+    CHECK(!log_enabled(LOG_DEBUG));
+    CHECK(log_enabled(LOG_INFO));
     unsetenv("COUNTERD_LOG");
 }
 
