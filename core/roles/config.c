@@ -280,20 +280,25 @@ static int check(struct config *c, char *err, size_t errlen)
         return -1;
     }
     if (!gstore_counter_name_valid(c->node_id, strlen(c->node_id))) {
-        snprintf(err, errlen, "node id '%s' must be 1-200 bytes of [A-Za-z0-9_.:-]", c->node_id);
+        snprintf(err, errlen, "--node-id (NODE_ID) '%s' must be 1-200 bytes of [A-Za-z0-9_.:-]",
+                 c->node_id);
         return -1;
     }
     if (strcmp(c->fsync, "always") && strcmp(c->fsync, "everysec") && strcmp(c->fsync, "no")) {
-        snprintf(err, errlen, "--fsync must be always, everysec or no, not '%s'", c->fsync);
+        snprintf(err, errlen, "--fsync (FSYNC_POLICY) must be always, everysec or no, not '%s'",
+                 c->fsync);
         return -1;
     }
     for (const char *t = c->admin_token; *t; t++)
         if (*t <= ' ' || *t > '~') {
-            snprintf(err, errlen, "the admin token must be printable ASCII without spaces");
+            snprintf(err, errlen,
+                     "--admin-token (COUNTERD_ADMIN_TOKEN) must be printable ASCII "
+                     "without spaces");
             return -1;
         }
     if (!gstore_counter_name_valid(c->region, strlen(c->region))) {
-        snprintf(err, errlen, "region '%s' must be 1-200 bytes of [A-Za-z0-9_.:-]", c->region);
+        snprintf(err, errlen, "--region (REGION) '%s' must be 1-200 bytes of [A-Za-z0-9_.:-]",
+                 c->region);
         return -1;
     }
     return 0;

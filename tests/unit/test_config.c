@@ -456,17 +456,17 @@ static void test_refused(void)
     check_refused((const char *[]){"--role", "scenario", NULL},
                   "the scenario role needs --script FILE.lua");
     check_refused((const char *[]){"--fsync", "sometimes", NULL},
-                  "--fsync must be always, everysec or no, not 'sometimes'");
+                  "--fsync (FSYNC_POLICY) must be always, everysec or no, not 'sometimes'");
     check_refused((const char *[]){"--node-id", "a b", NULL},
-                  "node id 'a b' must be 1-200 bytes of [A-Za-z0-9_.:-]");
+                  "--node-id (NODE_ID) 'a b' must be 1-200 bytes of [A-Za-z0-9_.:-]");
     check_refused((const char *[]){"--region", "us/east", NULL},
-                  "node id 'us/east-1' must be 1-200 bytes of [A-Za-z0-9_.:-]");
+                  "--node-id (NODE_ID) 'us/east-1' must be 1-200 bytes of [A-Za-z0-9_.:-]");
     check_refused((const char *[]){"--region", "us/east", "--node-id", "n1", NULL},
-                  "region 'us/east' must be 1-200 bytes of [A-Za-z0-9_.:-]");
+                  "--region (REGION) 'us/east' must be 1-200 bytes of [A-Za-z0-9_.:-]");
     check_refused((const char *[]){"--admin-token", "a b", NULL},
-                  "the admin token must be printable ASCII without spaces");
+                  "--admin-token (COUNTERD_ADMIN_TOKEN) must be printable ASCII without spaces");
     check_refused((const char *[]){"--admin-token", "a\tb", NULL},
-                  "the admin token must be printable ASCII without spaces");
+                  "--admin-token (COUNTERD_ADMIN_TOKEN) must be printable ASCII without spaces");
 
     /* Every role named is accepted; the scenario one with its script. */
     const char *roles[] = {"region", "coordinator", "gateway", "strong"};
