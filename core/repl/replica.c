@@ -126,7 +126,7 @@ static int64_t accept_(struct replica *r, struct http_request *req, const struct
         return -1;
     }
     uint64_t pos = 0;
-    if (r->wal && strongrep_promise(r->state, epoch))
+    if (strongrep_promise(r->state, epoch) && r->wal)
         pos = wal_append_promise(r->wal, epoch);
     unsigned accepted = 0;
     for (uint32_t i = 0; i < entries->len; i++) {

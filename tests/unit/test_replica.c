@@ -147,6 +147,13 @@ static void test_prepare_accept(void)
     post(&f, "/strong/prepare", "{\"epoch\":5}", 409,
          "{\"detail\":\"epoch 5 is older than the epoch 6 this replica promised to\",\"error\":"
          "\"stale_epoch\",\"promised\":6}");
+    /* An accept with no entries raises the promise too, in memory as on disk. */
+    post(&f, "/strong/accept", "{\"epoch\":8,\"round\":0,\"entries\":[]}", 200,
+         ID ",\"accepted\":0,\"epoch\":8}");
+    CHECK_EQ_U64(strongrep_promised(f.rep.state), 8);
+    post(&f, "/strong/accept", "{\"epoch\":7,\"round\":0,\"entries\":[[\"views\",1]]}", 409,
+         "{\"detail\":\"epoch 7 is older than the epoch 8 this replica promised to\",\"error\":"
+         "\"stale_epoch\",\"promised\":8}");
     fx_free(&f);
 }
 
