@@ -12,6 +12,7 @@
  */
 #include "gateway.h"
 
+#include <event2/event.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -46,7 +47,8 @@ struct gw_region {
     struct upstream *pool;
     struct upstream_req *probe; /* a GET /health asking its node id */
     double down_until, probe_after;
-    int unnamed; /* known by its address only: down until gateway_name_region */
+    double probe_gap; /* ms until the next probe after a failed one: 100 doubling to 1000 */
+    int unnamed;      /* known by its address only: down until gateway_name_region */
     struct metric_series *m_routed;
 };
 
@@ -62,7 +64,8 @@ struct gateway {
     struct forward *inflight;
     const char *ids[MAX_REGIONS]; /* the regions' node ids, once every one is known */
     int ids_known;
-    struct metric *m_requests, *m_routed;    /* m_routed: by region */
+    struct event *probe_timer;            /* asks for unknown node ids until every one is known */
+    struct metric *m_requests, *m_routed; /* m_routed: by region */
     struct metric_series *m_duration, *m_ok; /* m_ok: requests answered 200 */
 };
 
@@ -165,8 +168,13 @@ static void on_probe(int status, const char *body, size_t len, const char *err, 
     (void)sent;
     struct gw_region *r = arg;
     r->probe = NULL;
-    if (status == 200)
+    if (status == 200) {
         learn_node_id(r->g, (int)(r - r->g->regions), body, len);
+        return;
+    }
+    /* Not up yet (a lab starting), or not answering: asked again soon, then less often. */
+    r->probe_after = clock_mono_ms() + r->probe_gap;
+    r->probe_gap = r->probe_gap < 500 ? r->probe_gap * 2 : 1000;
 }
 
 /* Asks the regions whose node id is not known yet for it (GET /health), once a second. */
@@ -177,7 +185,7 @@ static void probe_regions(struct gateway *g)
         struct gw_region *r = &g->regions[i];
         if (r->node_id[0] || r->probe || now < r->probe_after)
             continue;
-        r->probe_after = now + 1000;
+        r->probe_after = now + 1000; /* an answer that never comes: asked again then */
         struct buf *b = &g->tmp;
         buf_reset(b);
         buf_puts(b, "GET ");
@@ -187,6 +195,17 @@ static void probe_regions(struct gateway *g)
         buf_puts(b, "\r\n\r\n");
         r->probe = upstream_send(r->pool, b->data, b->len, g->timeout_ms, on_probe, r);
     }
+}
+
+/* Every 100 ms until every region's node id is known, so that a gateway started before
+ * its regions learns them without waiting for increments to ask. */
+static void on_probe_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct gateway *g = arg;
+    if (g->ids_known)
+        event_del(g->probe_timer);
+    else
+        probe_regions(g);
 }
 
 /* ---------------------------------------------------------------- forwarding */
@@ -530,8 +549,12 @@ struct gateway *gateway_new(struct event_base *base, struct host *lua, struct me
             return NULL;
         }
         r->host = xstrdup(upstream_host_header(r->pool)); /* libcurl's reading of r->url */
+        r->probe_gap = 100;
     }
     probe_regions(g);
+    g->probe_timer = event_new(base, -1, EV_PERSIST, on_probe_timer, g);
+    struct timeval tick = {0, 100 * 1000};
+    event_add(g->probe_timer, &tick);
     return g;
 }
 
@@ -569,6 +592,8 @@ void gateway_free(struct gateway *g)
         free(g->regions[i].url);
         free(g->regions[i].host);
     }
+    if (g->probe_timer)
+        event_free(g->probe_timer);
     json_parser_free(&g->parser);
     buf_free(&g->tmp);
     free(g);
