@@ -11,6 +11,7 @@
 #include "store/tokset.h"
 #include "store/wal.h"
 #include "unit.h"
+#include "unit_fs.h"
 
 static int merge(struct tokset *ts, uint32_t id, const char *tok, int64_t amount, int settled,
                  uint64_t seq)
@@ -197,22 +198,6 @@ static void test_random_joins(void)
 }
 
 /* ---------------------------------------------------------------- durability */
-
-static void rm_rf(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char path[512];
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-            unlink(path);
-        }
-    closedir(d);
-    rmdir(dir);
-}
 
 struct node {
     struct gstore *st;

@@ -14,6 +14,7 @@
 #include "../../core/base/fault.h"
 #include "../../core/store/wal.h"
 #include "unit.h"
+#include "unit_fs.h"
 #include "unit_crc32c.h"
 
 static char root[256];
@@ -23,22 +24,6 @@ static void make_root(void)
     snprintf(root, sizeof root, "/tmp/counterd-test-wal-XXXXXX");
     if (!mkdtemp(root))
         abort();
-}
-
-static void rm_rf(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char path[512];
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-            unlink(path);
-        }
-    closedir(d);
-    rmdir(dir);
 }
 
 /* A node's state: store, dedup window and log, opened on dir. */
