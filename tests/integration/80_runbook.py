@@ -26,7 +26,6 @@ The lab is always brought down (try/finally, and by the harness' suite watchdog)
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -85,24 +84,14 @@ def lab_processes(base):
 
 
 
-class _Timeout(AssertionError):
-    pass
-
-
 class Runbook(unittest.TestCase):
     maxDiff = None
 
     def setUp(self):
-        def on_alarm(signum, frame):
-            raise _Timeout("test exceeded its hard limit of %d s" % TIME_LIMIT_S)
-        signal.signal(signal.SIGALRM, on_alarm)
-        signal.alarm(TIME_LIMIT_S)
-        self.addCleanup(signal.alarm, 0)
+        self.addCleanup(harness.arm_hard_limit(TIME_LIMIT_S))
 
     def lab(self, *args, timeout=30):
-        p = subprocess.run([LAB] + list(args) + ["--base-port", str(self.base)], env=self.env,
-                           stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
-        return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+        return harness.run_lab(self.base, self.env, *args, timeout=timeout)
 
     def pids(self):
         out = {}
@@ -119,11 +108,7 @@ class Runbook(unittest.TestCase):
         t0 = time.monotonic()
         self.base = harness.free_lab_base()
         self.state = os.path.join(ROOT, ".lab", str(self.base))
-        self.env = dict(os.environ, COUNTERD_BIN=harness.BIN, SYNC_INTERVAL_MS="5000")
-        self.env.pop("FSYNC_POLICY", None)
-        self.env.pop("COUNTERD_ADMIN_TOKEN", None)
-        self.env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
-        self.env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        self.env = harness.lab_env(SYNC_INTERVAL_MS="5000")
         print("\n[80_runbook] lab on base port %d with %s" % (self.base, harness.BIN))
         guard = harness.LabGuard(LAB, self.base, self.env)
         ok = False

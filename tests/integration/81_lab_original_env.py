@@ -24,7 +24,6 @@ is removed after a clean run and kept (path printed) after a failure.
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -39,10 +38,6 @@ REGIONS = [("us-east", 1), ("us-west", 2), ("eu-west", 3)]
 TIME_LIMIT_S = 105
 
 
-class _Timeout(AssertionError):
-    pass
-
-
 def environ_of(pid):
     with open("/proc/%d/environ" % pid, "rb") as f:
         items = f.read().split(b"\0")
@@ -53,17 +48,11 @@ class LabOriginalEnv(unittest.TestCase):
     maxDiff = None
 
     def setUp(self):
-        def on_alarm(signum, frame):
-            raise _Timeout("test exceeded its hard limit of %d s" % TIME_LIMIT_S)
-        signal.signal(signal.SIGALRM, on_alarm)
-        signal.alarm(TIME_LIMIT_S)
-        self.addCleanup(signal.alarm, 0)
+        self.addCleanup(harness.arm_hard_limit(TIME_LIMIT_S))
 
     def lab(self, *args, timeout=40):
-        p = subprocess.run([LAB] + list(args) + ["--base-port", str(self.base)], env=self.env,
-                           stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
-        out, err = p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
-        self.assertEqual(p.returncode, 0, "lab %s failed:\n%s%s" % (" ".join(args), out, err))
+        rc, out, err = harness.run_lab(self.base, self.env, *args, timeout=timeout)
+        self.assertEqual(rc, 0, "lab %s failed:\n%s%s" % (" ".join(args), out, err))
         return out, err
 
     def pid(self, name):
@@ -85,13 +74,9 @@ class LabOriginalEnv(unittest.TestCase):
         t0 = time.monotonic()
         self.base = harness.free_lab_base()
         self.state = os.path.join(ROOT, ".lab", str(self.base))
-        self.env = dict(os.environ, COUNTERD_BIN=harness.BIN, SYNC_INTERVAL_MS="5000",
-                        LAB_ENDPOINTS="original")
-        for k in ("FSYNC_POLICY", "COUNTERD_ADMIN_TOKEN", "PEER_ENDPOINTS", "REGION_ENDPOINTS",
-                  "COUNTER_ENDPOINTS"):
-            self.env.pop(k, None)
-        self.env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
-        self.env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        self.env = harness.lab_env(
+            drop=("PEER_ENDPOINTS", "REGION_ENDPOINTS", "COUNTER_ENDPOINTS"),
+            SYNC_INTERVAL_MS="5000", LAB_ENDPOINTS="original")
         print("\n[81] lab on base port %d with %s" % (self.base, harness.BIN))
         guard = harness.LabGuard(LAB, self.base, self.env)
         ok = False

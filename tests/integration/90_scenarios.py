@@ -46,28 +46,17 @@ TIME_LIMIT_S = 100  # the whole file (the harness' suite watchdog stops it at 11
 
 
 
-class _Timeout(AssertionError):
-    pass
-
-
 class Scenarios(unittest.TestCase):
     maxDiff = None
 
     @classmethod
     def setUpClass(cls):
-        def on_alarm(signum, frame):
-            raise _Timeout("test file exceeded its hard limit of %d s" % TIME_LIMIT_S)
-        signal.signal(signal.SIGALRM, on_alarm)
-        signal.alarm(TIME_LIMIT_S)
+        cls.disarm = harness.arm_hard_limit(TIME_LIMIT_S, "test file")
         cls.t0 = time.monotonic()
         cls.base = harness.free_lab_base()
         cls.state = os.path.join(ROOT, ".lab", str(cls.base))
-        cls.env = dict(os.environ, COUNTERD_BIN=harness.BIN, SYNC_INTERVAL_MS="1000",
-                       BASE_PORT="1")  # BASE_PORT must lose to --base-port
-        for k in ("FSYNC_POLICY", "COUNTERD_ADMIN_TOKEN", "COUNTERD_LOG"):
-            cls.env.pop(k, None)
-        cls.env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
-        cls.env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        cls.env = harness.lab_env(SYNC_INTERVAL_MS="1000",
+                                  BASE_PORT="1")  # BASE_PORT must lose to --base-port
         cls.tmp = tempfile.mkdtemp(prefix="counterd-scen-")
         cls.guard = harness.LabGuard(LAB, cls.base, cls.env)
         cls.failed = False
@@ -85,7 +74,7 @@ class Scenarios(unittest.TestCase):
         p = subprocess.run([LAB, "down", "--base-port", str(cls.base)], env=cls.env,
                            stdin=subprocess.DEVNULL, capture_output=True, timeout=40)
         cls.guard.forget()
-        signal.alarm(0)
+        cls.disarm()
         shutil.rmtree(cls.tmp, ignore_errors=True)
         reports = []
         logs = os.path.join(cls.state, "logs")

@@ -1043,6 +1043,44 @@ def write_atomic(path, text):
     os.replace(tmp, path)
 
 
+LAB_SCRIPT = os.path.join(REPO_ROOT, "scripts", "lab")
+
+
+def lab_env(drop=(), **extra):
+    """The environment a test's ./scripts/lab runs with: this build's binary, none of the
+    caller's settings that would change what the test expects (fsync policy, admin token,
+    log level, and the names in drop), the sanitizers' options as the suite sets them, and
+    extra on top."""
+    env = dict(os.environ, COUNTERD_BIN=BIN)
+    for k in ("FSYNC_POLICY", "COUNTERD_ADMIN_TOKEN", "COUNTERD_LOG") + tuple(drop):
+        env.pop(k, None)
+    env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+    env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+    env.update(extra)
+    return env
+
+
+def run_lab(base, env, *args, timeout=30):
+    """./scripts/lab ARGS --base-port BASE: (exit code, stdout, stderr)."""
+    p = subprocess.run([LAB_SCRIPT] + list(args) + ["--base-port", str(base)], env=env,
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+
+
+class HardLimit(AssertionError):
+    pass
+
+
+def arm_hard_limit(seconds, what="test"):
+    """Raises HardLimit in the main thread once seconds have passed (SIGALRM), so a test
+    that drives a whole lab cannot outlive its budget. @return the function that disarms it."""
+    def on_alarm(signum, frame):
+        raise HardLimit("%s exceeded its hard limit of %d s" % (what, seconds))
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(seconds)
+    return lambda: signal.alarm(0)
+
+
 class LabGuard:
     """A lab started by ./scripts/lab, registered with the harness' list of live servers
     so that the suite watchdog (and atexit) also brings it down."""
