@@ -32,7 +32,6 @@ build/counterd.
 import argparse
 import collections
 import contextlib
-import ctypes
 import errno
 import http.client
 import json
@@ -40,7 +39,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,6 +47,9 @@ import time
 import traceback
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "integration"))
+from loopback import die_with_parent, port_free  # noqa: E402  (shared with the harness)
+
 HOST = "127.0.0.1"
 REGIONS = (("us-east", "us-east-1"), ("us-west", "us-west-1"), ("eu-west", "eu-west-1"))
 ROUTINGS = ("random", "round-robin", "sticky", "nearest", "us-east", "us-west", "eu-west")
@@ -88,26 +89,6 @@ def log(*a):
 # ---------------------------------------------------------------------------------------
 # Processes
 # ---------------------------------------------------------------------------------------
-
-
-def _die_with_parent():
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
-def port_free(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        s.bind((HOST, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
 def free_ports(n):
@@ -155,7 +136,7 @@ class Node:
             self.proc = subprocess.Popen([self.binary, "--bind", HOST, "--port", str(self.port)]
                                          + self.args, stdin=subprocess.DEVNULL, stdout=f,
                                          stderr=f, env=env, cwd=self.logdir,
-                                         preexec_fn=_die_with_parent)
+                                         preexec_fn=die_with_parent)
         self.stopped = False
 
     def alive(self):

@@ -12,7 +12,6 @@ build/counterd-san under the repository root).
 
 import atexit
 import contextlib
-import ctypes
 import http.client
 import json
 import os
@@ -28,6 +27,8 @@ import tempfile
 import threading
 import time
 import unittest
+
+from loopback import die_with_parent, port_free  # noqa: F401  (part of the harness API)
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("COUNTERD_BIN") or os.path.join(REPO_ROOT, "build", "counterd-san")
@@ -68,16 +69,6 @@ def free_ports(n):
     finally:
         for s in socks:
             s.close()
-
-
-def _die_with_parent():
-    """Runs in the child before exec: get SIGKILL if the test process dies."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except Exception:
-        pass
 
 
 def log_tail(path, lines=60):
@@ -129,7 +120,7 @@ class Server:
         try:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                          stdout=logf, stderr=logf, env=env,
-                                         cwd=self.tmpdir, preexec_fn=_die_with_parent)
+                                         cwd=self.tmpdir, preexec_fn=die_with_parent)
         finally:
             logf.close()
         with _live_lock:
@@ -991,29 +982,6 @@ def wait_gateway_names_homes(gw, regions=("us-east", "us-west", "eu-west"), time
             if time.monotonic() > deadline:
                 raise HarnessError("the gateway never made a token naming %s" % region)
             time.sleep(0.05)
-
-
-def port_free(port):
-    """Nothing listens on the port and a server could bind it (TIME_WAIT leftovers of
-    closed connections do not count: counterd binds with SO_REUSEADDR)."""
-    c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    c.settimeout(1.0)
-    try:
-        c.connect((HOST, port))
-        return False
-    except OSError:
-        pass
-    finally:
-        c.close()
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        s.bind((HOST, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
 def free_lab_base(avoid=()):
