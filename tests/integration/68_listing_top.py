@@ -232,6 +232,17 @@ class Listing(harness.ServerTestCase):
                                 "lag": 0, "converged": True}])
         west = self.rc["us-west"].get_json("/top?by=rate&limit=100")
         self.assertIn("lt_hot", [c["counter"] for c in west["counters"]])
+        # Lag candidates are also the changes a peer has not acknowledged, hot or not: here
+        # the cold one is not among the hottest 1, and is listed all the same.
+        self.incr("us-east", "lt_cold", 1)
+        for _ in range(5):
+            self.incr("us-east", "lt_warm2", 1)
+        cand = self.rc["us-east"].get_json("/top?by=lag&limit=1")
+        got = [c["counter"] for c in cand["counters"]]
+        self.assertEqual((len(got), got[0] != "lt_cold", "lt_cold" in got), (2, True, True), got)
+        lag = self.co.get_json("/global/top?by=lag&limit=2")
+        self.assertEqual([(c["counter"], c["lag"]) for c in lag["counters"]],
+                         [("lt_warm2", 5), ("lt_cold", 1)])
 
 
 class RegionDown(harness.ServerTestCase):
