@@ -162,7 +162,7 @@ local function list_query(req)
   if not q then return nil, e end
   local limit = LIST_DEFAULT
   if q.limit ~= nil then
-    limit = q.limit:match("^%d%d?%d?%d?%d?$") and tonumber(q.limit)
+    limit = #q.limit <= 15 and q.limit:match("^%d+$") and tonumber(q.limit) -- as the regions
     if not limit or limit < 1 or limit > LIST_MAX then
       return nil, { web.err(400, "bad_field", "limit must be an integer from 1 to 10000") }
     end
