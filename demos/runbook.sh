@@ -278,6 +278,9 @@ west_before=$(get "$P_WEST" /counter/consistency_test | jq -e '.total_count') ||
 [[ "$east_before" == "$west_before" ]] ||
   echo "runbook: note: consistency_test was not converged before part 4 (us-east $east_before, us-west $west_before)"
 
+# Sync activity is read before the increment: a round that starts right after it can
+# reach us-west while the checks below run, and must not pass for "no sync in between".
+sync_before=$(sync_activity "$P_WEST")
 run_block increment-us-east
 v=$(json_values)
 check "one JSON answer" "$v" 'length == 1'
@@ -290,7 +293,6 @@ check "us-east total_count went from $east_before to $east_before + 100" "$v" \
 east_after=$(jq -r '.[0].total_count' <<< "$v" 2> /dev/null)
 finish_step increment-us-east
 
-sync_before=$(sync_activity "$P_WEST")
 run_block check-us-west-before
 sync_after=$(sync_activity "$P_WEST")
 v=$(json_values)
