@@ -15,80 +15,21 @@
 //        1280 wide, there while the load runs, e.g. docs/dashboard.png)
 'use strict';
 
-const { chromium } = require('playwright-core');
 const assert = require('node:assert/strict');
-const { spawnSync } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
-const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
+const { ROOT, log, sleep, freeBase, lab: labRun, labPid, until, browser } = require('./lib');
 
-const ROOT = path.resolve(__dirname, '..', '..');
-const LAB = path.join(ROOT, 'scripts', 'lab');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const REGIONS = ['us-east', 'us-west', 'eu-west'];
 const BUDGET_MS = 150000;
 const TOKEN = crypto.randomBytes(12).toString('hex');
 const t0 = Date.now();
 
-const log = (msg) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${msg}`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function portFree(port) {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.once('error', () => resolve(false));
-    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-  });
-}
-
-// A base port whose lab ports (base+0..4, base+80) are all free.
-async function freeBase() {
-  for (let i = 0; i < 100; i++) {
-    const base = 20000 + Math.floor(Math.random() * 40000);
-    if (fs.existsSync(path.join(ROOT, '.lab', String(base)))) continue;
-    let ok = true;
-    for (const p of [base, base + 1, base + 2, base + 3, base + 4, base + 80]) {
-      if (!(await portFree(p))) { ok = false; break; }
-    }
-    if (ok) return base;
-  }
-  throw new Error('no free base port found');
-}
-
-function lab(cmd, base, timeoutMs) {
-  // Replication only on demand (force-sync), so what the page shows is deterministic.
-  const env = { ...process.env, SYNC_INTERVAL_MS: '600000', COUNTERD_ADMIN_TOKEN: TOKEN };
-  const r = spawnSync(LAB, [cmd, '--base-port', String(base), '--no-build'],
-    { cwd: ROOT, env, encoding: 'utf8', timeout: timeoutMs });
-  if (r.status !== 0) {
-    throw new Error(`lab ${cmd} failed (status ${r.status}${r.error ? `, ${r.error.message}` : ''}):\n` +
-      `${r.stdout || ''}${r.stderr || ''}`);
-  }
-}
-
-// The pid of one of the lab's services (the lab started it for this test).
-function labPid(base, service) {
-  const f = path.join(ROOT, '.lab', String(base), 'pids', `${service}.pid`);
-  return fs.existsSync(f) ? Number(fs.readFileSync(f, 'utf8').trim()) : null;
-}
-
-// Polls fn until it returns a truthy value; fails with the last value seen.
-async function until(desc, fn, ms = 10000) {
-  const end = Date.now() + ms;
-  let last;
-  while (Date.now() < end) {
-    try {
-      last = await fn();
-      if (last === true || (last && typeof last !== 'string')) return last;
-    } catch (e) {
-      last = e.message;
-    }
-    await sleep(100);
-  }
-  throw new Error(`timed out waiting for ${desc} (last seen: ${JSON.stringify(last)})`);
-}
+// Replication only on demand (force-sync), so what the page shows is deterministic.
+const lab = (cmd, base, timeoutMs) => labRun(cmd, base, timeoutMs,
+  { SYNC_INTERVAL_MS: '600000', COUNTERD_ADMIN_TOKEN: TOKEN });
 
 // Increments through the API from this process (not the page) until stopped; counts what
 // was acknowledged, with the time of each, so the page's rate can be checked against it.
@@ -271,7 +212,7 @@ async function scenario(page, gw, base, shots, sigs) {
   const westPid = labPid(base, 'us-west');
   assert.ok(westPid, 'the lab has a pid for us-west');
   process.kill(westPid, 'SIGSTOP');
-  sigs.stopped = westPid;
+  sigs.stopped = [westPid];
   await until('us-west unreachable', async () => (await text('region-us-west-status')) === 'unreachable' ||
     await text('region-us-west-status'), 15000);
   await until('us-west without an answer in the table', async () => (await text(`counter-${name}-us-west`)) === 'no answer');
@@ -287,7 +228,7 @@ async function scenario(page, gw, base, shots, sigs) {
   assert.match(await text('live'), /^Live/);
   await page.screenshot({ path: shots.unreachable, fullPage: true });
   process.kill(westPid, 'SIGCONT');
-  sigs.stopped = null;
+  sigs.stopped = [];
   await until('us-west back', async () => (await text('region-us-west-status')) === 'healthy', 15000);
   await tid('force-sync').click();
   await totals(name, { 'us-east': 10, 'us-west': 10, 'eu-west': 10 }, 0);
@@ -396,9 +337,9 @@ async function main() {
   const shot = (what) => path.join(shotDir, `dashboard-${what}.png`);
   const shots = { diverged: shot('diverged'), unreachable: shot('unreachable'), wide: shot('1280'),
     narrow: shot('390'), converged: shot('converged') };
-  const sigs = { stopped: null }; // a service this test SIGSTOPped, to resume before stopping
+  const sigs = { stopped: [] }; // services this test SIGSTOPped, to resume before stopping
   const down = () => {
-    if (sigs.stopped) { try { process.kill(sigs.stopped, 'SIGCONT'); } catch (_) { /* gone */ } }
+    for (const pid of sigs.stopped) { try { process.kill(pid, 'SIGCONT'); } catch (_) { /* gone */ } }
     try { lab('down', base, 40000); } catch (e) { console.error(e.message); } // <= 5 s a service
   };
   for (const sig of ['SIGINT', 'SIGTERM']) {
@@ -414,12 +355,7 @@ async function main() {
   try {
     log(`lab on base port ${base} (${process.env.COUNTERD_BIN || 'build/counterd'}), with an admin token`);
     lab('up', base, 30000);
-    context = await chromium.launchPersistentContext(path.join(tmp, 'profile'), {
-      executablePath: CHROMIUM, headless: true, timeout: 20000,
-      viewport: { width: 1280, height: 800 }, colorScheme: 'light',
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    context = await browser(path.join(tmp, 'profile'));
     const page = context.pages()[0] || await context.newPage();
     page.setDefaultTimeout(10000);
     page.on('pageerror', (e) => pageErrors.push(`page error: ${e.message}`));
