@@ -50,6 +50,8 @@ struct repl_hooks {
                   int partitioned, int *delay_ms);
     /* Called for every counter a merge changed (to persist it); may be NULL. */
     void (*changed)(void *arg, uint32_t id);
+    /* Called after changed with what the merge added to the counter's value; may be NULL. */
+    void (*added)(void *arg, uint32_t id, int64_t amount);
     /* Called, after its entries were merged, with the token-set elements a peer sent for
      * counter id (see store/tokset.h): the caller joins them. May be NULL. */
     void (*tokens)(void *arg, uint32_t id, const struct repl_token *el, size_t n);

@@ -316,6 +316,9 @@ static int merge_item(struct repl *r, struct in_item *it, int origin)
                ck == GSTORE_EFOLDED ? "too_many_folded" : "too_many_replicas", it->n ? it->n : 1);
         return 0;
     }
+    gstore_wide was = r->hooks.added && it->id != GSTORE_NONE
+                          ? gstore_value(r->store, gstore_counter(r->store, it->id))
+                          : 0;
     if (it->id == GSTORE_NONE)
         it->id = gstore_create(r->store, it->name, it->len);
     int rc = gstore_merge_folded(r->store, it->id, en, it->n, fl, it->nf, origin);
@@ -323,6 +326,10 @@ static int merge_item(struct repl *r, struct in_item *it, int origin)
         return 0;
     if (r->hooks.changed)
         r->hooks.changed(r->hooks.arg, it->id);
+    if (r->hooks.added)
+        r->hooks.added(
+            r->hooks.arg, it->id,
+            gstore_clamp(gstore_value(r->store, gstore_counter(r->store, it->id)) - was, NULL));
     return rc;
 }
 

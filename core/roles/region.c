@@ -20,6 +20,7 @@
 #include "../base/mem.h"
 #include "../lua/host.h"
 #include "../obs/metrics.h"
+#include "../store/names.h"
 #include "config.h"
 #include "policy.h"
 #include "role.h"
@@ -46,6 +47,13 @@ static void merged(void *arg, uint32_t id)
     region__persist_changed(rg, id);
 }
 
+/* What a merge added to counter id: for GET /top (region_top.c). */
+static void added(void *arg, uint32_t id, int64_t amount)
+{
+    struct region *rg = arg;
+    region__top_count(rg, id, amount, region__total_of(rg, gstore_counter(rg->store, id), id));
+}
+
 /*
  * The node's state: its store, de-dup window, token sets and strong replica, read back
  * from its data directory when it has one, and the replica id it counts under.
@@ -56,6 +64,8 @@ static int open_store(struct region *rg, const struct config *cfg, char *err, si
     rg->node_id = xstrdup(cfg->node_id);
     rg->region = xstrdup(cfg->region);
     rg->store = gstore_new();
+    rg->names = names_new();
+    rg->top = region__top_new();
     gstore_expect_replicas(rg->store, cfg->npeers + 1);
     /* Tests only: a lower cap on a counter's replica entries (folding at small scale). */
     const char *cap = getenv("COUNTERD_TEST_MAX_ENTRIES");
@@ -116,6 +126,7 @@ static void start_repl(struct region *rg, struct event_base *base, const struct 
                              .replica_id = rg->replica_id};
     struct repl_hooks hooks = {.decide = faults_decide,
                                .changed = merged,
+                               .added = added,
                                .tokens = region__tokens_learned,
                                .arg = rg,
                                .before_send = region__before_send,
@@ -220,6 +231,8 @@ void region_free(struct region *rg)
     tokset_free(rg->tokset);
     free(rg->home_ids);
     strongrep_free(rg->strong);
+    names_free(rg->names);
+    region__top_free(rg->top);
     gstore_free(rg->store);
     json_parser_free(&rg->parser);
     buf_free(&rg->out);

@@ -89,17 +89,6 @@ static void put_sync_head(struct region *rg, struct buf *b)
     buf_printf(b, "%.3f", repl_last_sync_time(rg->repl));
 }
 
-static void h_counters(void *role, struct http_request *req)
-{
-    struct region *rg = role;
-    struct buf *b = &rg->out;
-    put_sync_head(rg, b);
-    buf_puts(b, ",\"counters\":");
-    region__put_all_counters(rg, b);
-    buf_putc(b, '}');
-    region__respond_out(req, rg, 200);
-}
-
 static void put_partition(struct region *rg, struct buf *b)
 {
     buf_puts(b, repl_partitioned(rg->repl) ? "{\"network_partition\":true,"
@@ -313,7 +302,9 @@ static const struct route routes[] = {
     {ROUTE_GET, "/counter/", 1, h_counter, "/counter/{name}", "counter.name"},
     {ROUTE_GET, "/health", 0, h_health, "/health", NULL},
     {ROUTE_POST, "/sync", 0, h_sync, "/sync", NULL},
-    {ROUTE_GET, "/counters", 0, h_counters, "/counters", NULL},
+    {ROUTE_GET, "/counters", 0, region__h_counters, "/counters", NULL},
+    {ROUTE_POST, "/counters/read", 0, region__h_counters_read, "/counters/read", NULL},
+    {ROUTE_GET, "/top", 0, region__h_top, "/top", NULL},
     {ROUTE_GET, "/metrics", 0, h_metrics, "/metrics", NULL},
     {ROUTE_GET, "/admin/partition", 0, h_partition_get, "/admin/partition", NULL},
     {ROUTE_POST, "/admin/partition", 0, h_partition_set, "/admin/partition", NULL},

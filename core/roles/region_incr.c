@@ -131,6 +131,7 @@ static void incr_done(struct region *rg, struct http_request *req, const struct 
         rg->wal ? wal_append(rg->wal, rg->store, id, token, tlen, token ? &remembered : NULL, now)
                 : 0;
 
+    region__top_count(rg, id, ib->amount, a.total_count);
     const char *labels[3] = {"counter", rg->region, ib->name};
     metric_add(metric_series(rg->m_incr, labels), 1);
     put_incr_answer(rg, ib->name, ib->nlen, a.local_count, a.total_count,

@@ -33,6 +33,8 @@ struct region {
     char **node_names;
     int nnodes, self_node;
     struct gstore *store;
+    struct names *names;    /* the counters in name order, for listings (store/names.h) */
+    struct region_top *top; /* what changed most, what is largest (region_top.c) */
     struct dedup *dedup;
     struct tokset *tokset; /* the counters' token sets (store/tokset.h) */
     /* Every region's node id, ours first: the homes of tokens, once all are known. */
@@ -96,6 +98,14 @@ void region__put_counts(struct region *rg, struct buf *b, const struct gcounter 
 void region__put_all_counters(struct region *rg, struct buf *b);
 void region__respond_out(struct http_request *req, struct region *rg, int status);
 size_t region__counter_name(struct region *rg, uint32_t id, char *out);
+void region__h_counters(void *role, struct http_request *req);
+void region__h_counters_read(void *role, struct http_request *req);
+
+/* region_top.c: GET /top and the state it reads, fed as counters change */
+struct region_top *region__top_new(void);
+void region__top_free(struct region_top *t);
+void region__top_count(struct region *rg, uint32_t id, int64_t amount, int64_t total);
+void region__h_top(void *role, struct http_request *req);
 
 /* region_durable.c: the log hooks and held answers */
 void region__respond_durable_ex(struct region *rg, struct http_request *req, uint64_t pos,

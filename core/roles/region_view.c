@@ -6,11 +6,16 @@
  */
 #include "region_internal.h"
 
+#include <inttypes.h>
 #include <string.h>
 
+#include "../base/hex.h"
 #include "../base/mem.h"
 #include "../net/http.h"
+#include "../net/url.h"
+#include "../store/names.h"
 #include "../store/tokset.h"
+#include "reqbody.h"
 
 void region__put_str(struct buf *b, const char *s)
 {
@@ -178,4 +183,210 @@ size_t region__counter_name(struct region *rg, uint32_t id, char *out)
     memcpy(out, p, n);
     out[n] = '\0';
     return n;
+}
+
+/* ---------------------------------------------------------------- GET /counters */
+
+#define LIST_DEFAULT 1000
+#define LIST_MAX 10000
+#define READ_MAX 256
+
+/* What a listing asks for (API.md, "GET /counters"). */
+struct list_query {
+    uint32_t limit;
+    int has_cursor, has_prefix;
+    char cursor[GCOUNTER_NAME_MAX + 1], prefix[GCOUNTER_NAME_MAX + 1];
+    size_t clen, plen;
+};
+
+/* Reads parameter name into out (cap bytes). @return its length, URL_QUERY_ABSENT, or -2
+ * after answering 400 (a bad escape, or longer than cap - 1). */
+static long list_param(struct http_request *req, const char *name, char *out, size_t cap,
+                       const char *rule)
+{
+    long n = url_query_get(req->query, name, out, cap);
+    if (n == URL_QUERY_BAD) {
+        char detail[200];
+        url_query_bad_detail(name, strlen(name), detail, sizeof detail);
+        http_respond_error(req, 400, "bad_field", "%s", detail);
+        return -2;
+    }
+    if (n == URL_QUERY_LONG) {
+        http_respond_error(req, 400, "bad_field", "%s", rule);
+        return -2;
+    }
+    return n;
+}
+
+static int parse_limit(struct http_request *req, struct list_query *q)
+{
+    static const char rule[] = "limit must be an integer from 1 to 10000";
+    char v[16];
+    long n = list_param(req, "limit", v, sizeof v, rule);
+    q->limit = LIST_DEFAULT;
+    if (n == URL_QUERY_ABSENT)
+        return 0;
+    if (n < 0)
+        return -1;
+    uint32_t x = 0;
+    int bad = n == 0;
+    for (long i = 0; !bad && i < n; i++) {
+        bad = v[i] < '0' || v[i] > '9' || x > LIST_MAX;
+        x = x * 10 + (uint32_t)(v[i] - '0');
+    }
+    if (bad || x < 1 || x > LIST_MAX) {
+        http_respond_error(req, 400, "bad_field", "%s", rule);
+        return -1;
+    }
+    q->limit = x;
+    return 0;
+}
+
+/* The cursor is the hex of the last name a page returned; "" is the start. */
+static int parse_cursor(struct http_request *req, struct list_query *q)
+{
+    static const char rule[] = "cursor must be a next_cursor from an earlier answer (the hex of "
+                               "a counter name)";
+    char v[2 * GCOUNTER_NAME_MAX + 2];
+    long n = list_param(req, "cursor", v, sizeof v, rule);
+    q->has_cursor = 0;
+    if (n == URL_QUERY_ABSENT || n == 0)
+        return 0;
+    if (n < 0)
+        return -1;
+    int ok = n % 2 == 0;
+    for (long i = 0; ok && i < n; i += 2) {
+        int hi = hex_val(v[i]), lo = hex_val(v[i + 1]);
+        ok = hi >= 0 && lo >= 0;
+        q->cursor[i / 2] = (char)(ok ? hi * 16 + lo : 0);
+    }
+    q->clen = (size_t)n / 2;
+    if (!ok || !gstore_counter_name_valid(q->cursor, q->clen)) {
+        http_respond_error(req, 400, "bad_field", "%s", rule);
+        return -1;
+    }
+    q->has_cursor = 1;
+    return 0;
+}
+
+static int parse_prefix(struct http_request *req, struct list_query *q)
+{
+    static const char rule[] = "prefix must be 0-200 bytes of [A-Za-z0-9_.:-]";
+    long n = list_param(req, "prefix", q->prefix, sizeof q->prefix, rule);
+    q->has_prefix = n != URL_QUERY_ABSENT;
+    q->plen = n > 0 ? (size_t)n : 0;
+    if (n == -2)
+        return -1;
+    if (n > 0 && !gstore_counter_name_valid(q->prefix, q->plen)) {
+        http_respond_error(req, 400, "bad_field", "%s", rule);
+        return -1;
+    }
+    return 0;
+}
+
+/* "name":{"local_count","total_count","nodes"} of counter id. */
+static void put_named_counts(struct region *rg, struct buf *b, uint32_t id)
+{
+    const struct gcounter *c = gstore_counter(rg->store, id);
+    size_t len;
+    const char *name = gstore_counter_name(c, &len);
+    buf_json_str(b, name, len);
+    buf_puts(b, ":{");
+    region__put_counts(rg, b, c, id);
+    buf_putc(b, '}');
+}
+
+/* The page [from, to) of the index, and the fields that say what follows. */
+static void put_page(struct region *rg, struct buf *b, const struct list_query *q, uint32_t from,
+                     uint32_t to, uint32_t matching)
+{
+    uint32_t end = to - from > q->limit ? from + q->limit : to;
+    buf_puts(b, ",\"counters\":{");
+    for (uint32_t pos = from; pos < end; pos++) {
+        if (pos > from)
+            buf_putc(b, ',');
+        put_named_counts(rg, b, names_at(rg->names, pos));
+    }
+    buf_printf(b, "},\"total_counters\":%" PRIu32, gstore_count(rg->store));
+    if (q->has_prefix)
+        buf_printf(b, ",\"matching_counters\":%" PRIu32, matching);
+    if (end == to) {
+        buf_puts(b, ",\"truncated\":false}");
+        return;
+    }
+    size_t len;
+    const char *last =
+        gstore_counter_name(gstore_counter(rg->store, names_at(rg->names, end - 1)), &len);
+    buf_puts(b, ",\"truncated\":true,\"next_cursor\":\"");
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < len; i++) {
+        buf_putc(b, digits[(unsigned char)last[i] >> 4]);
+        buf_putc(b, digits[(unsigned char)last[i] & 15]);
+    }
+    buf_puts(b, "\"}");
+}
+
+/* GET /counters[?limit=&cursor=&prefix=]: one page of the counters in name order. */
+void region__h_counters(void *role, struct http_request *req)
+{
+    struct region *rg = role;
+    struct list_query q;
+    if (parse_limit(req, &q) < 0 || parse_cursor(req, &q) < 0 || parse_prefix(req, &q) < 0)
+        return;
+    names_sync(rg->names, rg->store);
+    uint32_t lo, hi;
+    names_prefix(rg->names, rg->store, q.prefix, q.plen, &lo, &hi);
+    uint32_t from = lo;
+    if (q.has_cursor) {
+        uint32_t after = names_after(rg->names, rg->store, q.cursor, q.clen);
+        from = after > lo ? (after < hi ? after : hi) : lo;
+    }
+    struct buf *b = &rg->out;
+    buf_putc(b, '{');
+    region__put_identity(rg, b);
+    buf_puts(b, repl_partitioned(rg->repl) ? ",\"network_partition\":true"
+                                           : ",\"network_partition\":false");
+    buf_puts(b, ",\"last_sync_time\":");
+    buf_printf(b, "%.3f", repl_last_sync_time(rg->repl));
+    put_page(rg, b, &q, from, hi, hi - lo);
+    region__respond_out(req, rg, 200);
+}
+
+/* POST /counters/read {"names":[...]}: those counters (at most 256), unknown ones as 0. */
+void region__h_counters_read(void *role, struct http_request *req)
+{
+    struct region *rg = role;
+    const struct json *root = reqbody_object(&rg->parser, req);
+    if (!root)
+        return;
+    const struct json *names = json_get(root, "names");
+    if (!names || names->type != JSON_ARR || names->len > READ_MAX) {
+        http_respond_error(req, 400, "bad_field", "names must be an array of at most %d names",
+                           READ_MAX);
+        return;
+    }
+    for (uint32_t i = 0; i < names->len; i++) {
+        const struct json *v = &names->u.items[i];
+        if (v->type != JSON_STR || !gstore_counter_name_valid(v->u.s, v->len)) {
+            http_respond_error(req, 400, "bad_name",
+                               "names[%u]: counter names are 1-200 bytes of [A-Za-z0-9_.:-]", i);
+            return;
+        }
+    }
+    struct buf *b = &rg->out;
+    buf_putc(b, '{');
+    region__put_identity(rg, b);
+    buf_puts(b, ",\"counters\":{");
+    for (uint32_t i = 0; i < names->len; i++) {
+        const struct json *v = &names->u.items[i];
+        uint32_t id = gstore_find(rg->store, v->u.s, v->len);
+        if (i)
+            buf_putc(b, ',');
+        buf_json_str(b, v->u.s, v->len);
+        buf_puts(b, ":{");
+        region__put_counts(rg, b, id == GSTORE_NONE ? NULL : gstore_counter(rg->store, id), id);
+        buf_putc(b, '}');
+    }
+    buf_puts(b, "}}");
+    region__respond_out(req, rg, 200);
 }

@@ -147,29 +147,233 @@ local function global_counter(name)
   }
 end
 
-local function global_counters()
+-- GET /counters' rules (API.md): limit 1..10000 (default 1000), cursor the hex of a counter
+-- name ("" is the start), prefix 0-200 bytes of the names' alphabet.
+local LIST_DEFAULT, LIST_MAX = 1000, 10000
+
+local function hex_of(s)
+  return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+
+-- The listing's parameters, checked before any region is asked: a table, or nil and a
+-- 400 answer naming the parameter.
+local function list_query(req)
+  local q, e = web.query(req.query)
+  if not q then return nil, e end
+  local limit = LIST_DEFAULT
+  if q.limit ~= nil then
+    limit = q.limit:match("^%d%d?%d?%d?%d?$") and tonumber(q.limit)
+    if not limit or limit < 1 or limit > LIST_MAX then
+      return nil, { web.err(400, "bad_field", "limit must be an integer from 1 to 10000") }
+    end
+  end
+  local cursor = q.cursor or ""
+  if cursor ~= "" then
+    local name = #cursor % 2 == 0 and cursor:match("^%x+$") and
+                 cursor:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
+    if not name or not web.valid_name(name) then
+      return nil, { web.err(400, "bad_field", "cursor must be a next_cursor from an earlier " ..
+                            "answer (the hex of a counter name)") }
+    end
+  end
+  local prefix = q.prefix
+  if prefix and prefix ~= "" and not web.valid_name(prefix) then
+    return nil, { web.err(400, "bad_field", "prefix must be 0-200 bytes of [A-Za-z0-9_.:-]") }
+  end
+  return { limit = limit, cursor = cursor, prefix = prefix }
+end
+
+-- Why a region's answer is not one: a sentence for region_errors.
+local function failure(res)
+  if not res.status then return "no answer: " .. tostring(res.error) end
+  local v = json.decode(res.body or "")
+  local detail = type(v) == "table" and v.detail
+  return "HTTP " .. res.status .. (detail and (": " .. tostring(detail)) or "")
+end
+
+-- One page from every region (the same limit, cursor and prefix), merged in name order:
+-- the first `limit` names of their union. A region's page covers every name it holds up
+-- to its last one, so no name up to the merged page's last is missed, and the next page
+-- starts after it. Never more than one page per region is held.
+local function global_counters(req)
   local t0 = counterd.now_ms()
-  local answers = fan_out("GET", "/counters")
-  local out, names, seen, healthy = {}, {}, {}, 0
+  local q, e = list_query(req)
+  if not q then return unpack(e) end
+  local path = "/counters?limit=" .. q.limit .. (q.cursor ~= "" and "&cursor=" .. q.cursor or "") ..
+               (q.prefix and "&prefix=" .. q.prefix or "")
+  local answers = fan_out("GET", path)
+  local pages, names, seen, healthy, errors = {}, {}, {}, 0, nil
+  local total, matching, more = 0, nil, false
   for i, r in ipairs(regions) do
     local v = ok_json(answers[i])
-    if v then
+    if v and type(v.counters) == "table" then
       healthy = healthy + 1
-      out[r.name] = web.mark_unnamed(r, v)
-      for name in pairs(v.counters or {}) do
+      pages[r] = v
+      local n = 0
+      for name in pairs(v.counters) do
+        n = n + 1
         if not seen[name] then
           seen[name] = true
           names[#names + 1] = name
         end
       end
+      total = math.max(total, tonumber(v.total_counters) or n)
+      if q.prefix then matching = math.max(matching or 0, tonumber(v.matching_counters) or n) end
+      if v.truncated then more = true end
+    else
+      errors = errors or {}
+      errors[r.name] = v and "its answer has no counters" or failure(answers[i])
     end
   end
   table.sort(names)
+  if #names > q.limit then
+    for k = #names, q.limit + 1, -1 do names[k] = nil end
+    more = true
+  end
+  local kept = {}
+  for _, name in ipairs(names) do kept[name] = true end
+  local out = {}
+  for r, v in pairs(pages) do
+    for name in pairs(v.counters) do
+      if not kept[name] then v.counters[name] = nil end
+    end
+    v.next_cursor = nil -- its page's own: the merged page's is the answer's next_cursor
+    out[r.name] = web.mark_unnamed(r, v)
+  end
   local ms = counterd.now_ms() - t0
   m_healthy:set(healthy)
   m_latency:observe(ms / 1000, "global_counters")
   return 200, { regions = out, counter_names = json.array(names), healthy_regions = healthy,
-                total_regions = #regions, query_time_ms = web.ms(ms) }
+                total_regions = #regions, query_time_ms = web.ms(ms), total_counters = total,
+                matching_counters = matching, truncated = more,
+                next_cursor = more and #names > 0 and hex_of(names[#names]) or nil,
+                region_errors = errors }
+end
+
+-- GET /global/top (API.md, "Top counters"): candidates from every region's bounded state,
+-- then those candidates read on every region, as /global/counter reads one counter.
+local TOP_DEFAULT, TOP_MAX, READ_BATCH = 10, 100, 256
+
+local function top_query(req)
+  local q, e = web.query(req.query)
+  if not q then return nil, e end
+  local by = q.by or "rate"
+  if by ~= "rate" and by ~= "total" and by ~= "lag" then
+    return nil, { web.err(400, "bad_field", "by must be rate, total or lag") }
+  end
+  local limit = TOP_DEFAULT
+  if q.limit ~= nil then
+    limit = q.limit:match("^%d%d?%d?$") and tonumber(q.limit)
+    if not limit or limit < 1 or limit > TOP_MAX then
+      return nil, { web.err(400, "bad_field", "limit must be an integer from 1 to " .. TOP_MAX) }
+    end
+  end
+  return { by = by, limit = limit }
+end
+
+-- Every region's candidates: the sorted names, the largest rate each region gave, and the
+-- regions that answered (others go to errors).
+local function top_candidates(q, errors)
+  local answers = fan_out("GET", "/top?by=" .. q.by .. "&limit=" .. q.limit)
+  local names, rate, up = {}, {}, {}
+  for i, r in ipairs(regions) do
+    local v = ok_json(answers[i])
+    if v and type(v.counters) == "table" then
+      up[#up + 1] = r
+      for _, c in ipairs(v.counters) do
+        local name = c.counter
+        if type(name) == "string" then
+          if rate[name] == nil then names[#names + 1] = name end
+          local cr = tonumber(c.rate_per_minute) or 0
+          if rate[name] == nil or cr > rate[name] then rate[name] = cr end
+        end
+      end
+    else
+      errors[r.name] = v and "its /top answer has no counters" or failure(answers[i])
+    end
+  end
+  table.sort(names)
+  return names, rate, up
+end
+
+-- Reads names on every region of up (POST /counters/read, READ_BATCH names a call).
+-- Returns { [region] = { [name] = counts } } for the regions that answered every call.
+local function read_everywhere(names, up, errors)
+  local calls, at = {}, {}
+  for b = 1, #names, READ_BATCH do
+    local body = json.encode({ names = json.array({ unpack(names, b, math.min(#names, b + READ_BATCH - 1)) }) })
+    for _, r in ipairs(up) do
+      calls[#calls + 1] = { url = r.url .. "/counters/read", method = "POST", body = body,
+                            headers = web.upstream_headers(), timeout_ms = web.timeout() }
+      at[#calls] = r
+    end
+  end
+  local answers = #calls > 0 and http.multi(calls) or {}
+  local views, failed = {}, {}
+  for k, res in ipairs(answers) do
+    local r, v = at[k], ok_json(res)
+    if v and type(v.counters) == "table" then
+      views[r] = views[r] or {}
+      for name, c in pairs(v.counters) do views[r][name] = c end
+    else
+      failed[r] = true
+      errors[r.name] = v and "its /counters/read answer has no counters" or failure(res)
+    end
+  end
+  for r in pairs(failed) do views[r] = nil end
+  return views
+end
+
+-- One candidate as /global/counter sees it: largest total, lag, converged.
+local function top_entry(name, views, rate)
+  local maxc, minc, first, converged = nil, nil, nil, true
+  for _, view in pairs(views) do
+    local c = view[name] or {}
+    local total = c.total_count or 0
+    if maxc == nil or total > maxc then maxc = total end
+    if minc == nil or total < minc then minc = total end
+    local nodes = type(c.nodes) == "table" and c.nodes or {}
+    if first == nil then
+      first = { nodes = nodes, pending = c.pending or 0 }
+    elseif not same_vector(first.nodes, nodes) or (c.pending or 0) ~= first.pending then
+      converged = false
+    end
+  end
+  maxc, minc = maxc or 0, minc or 0
+  return { counter = name, total_count = maxc, rate_per_minute = rate[name] or 0,
+           lag = maxc - minc, converged = converged and maxc == minc and first ~= nil }
+end
+
+local TOP_KEY = { rate = "rate_per_minute", total = "total_count", lag = "lag" }
+
+local function global_top(req)
+  local t0 = counterd.now_ms()
+  local q, e = top_query(req)
+  if not q then return unpack(e) end
+  local errors = {}
+  local names, rate, up = top_candidates(q, errors)
+  local views = read_everywhere(names, up, errors)
+  local healthy = 0
+  for _ in pairs(views) do healthy = healthy + 1 end
+  local list = {}
+  if healthy > 0 then
+    for _, name in ipairs(names) do
+      local t = top_entry(name, views, rate)
+      if q.by ~= "lag" or not t.converged then list[#list + 1] = t end
+    end
+  end
+  local key = TOP_KEY[q.by]
+  table.sort(list, function(a, b)
+    if a[key] ~= b[key] then return a[key] > b[key] end
+    return a.counter < b.counter
+  end)
+  for k = #list, q.limit + 1, -1 do list[k] = nil end
+  local ms = counterd.now_ms() - t0
+  m_healthy:set(healthy)
+  m_latency:observe(ms / 1000, "global_top")
+  return 200, { by = q.by, window_seconds = 60, counters = json.array(list),
+                healthy_regions = healthy, total_regions = #regions, query_time_ms = web.ms(ms),
+                region_errors = next(errors) and errors or nil }
 end
 
 local function global_status()
@@ -305,7 +509,11 @@ function M.handle(req)
   end
   if path == "/global/counters" then
     if not get then return web.method_not_allowed(req, "GET, HEAD") end
-    return global_counters()
+    return global_counters(req)
+  end
+  if path == "/global/top" then
+    if not get then return web.method_not_allowed(req, "GET, HEAD") end
+    return global_top(req)
   end
   if path == "/global/status" then
     if not get then return web.method_not_allowed(req, "GET, HEAD") end

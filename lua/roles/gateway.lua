@@ -56,6 +56,11 @@ local function via_coordinator(method, path, body, extra)
   return res.status, res.body
 end
 
+-- "?<the request's query>", or "": a read passed through to the coordinator as asked.
+local function with_query(req)
+  return (req.query or "") ~= "" and "?" .. req.query or ""
+end
+
 local function partition(req, region)
   local q, e = web.query(req.query)
   if not q then return unpack(e) end
@@ -160,7 +165,11 @@ local function route(req)
   end
   if path == "/api/counters" then
     if not get then return path, web.method_not_allowed(req, "GET, HEAD") end
-    return path, via_coordinator("GET", "/global/counters")
+    return path, via_coordinator("GET", "/global/counters" .. with_query(req))
+  end
+  if path == "/api/top" then
+    if not get then return path, web.method_not_allowed(req, "GET, HEAD") end
+    return path, via_coordinator("GET", "/global/top" .. with_query(req))
   end
   if path == "/api/status" then
     if not get then return path, web.method_not_allowed(req, "GET, HEAD") end

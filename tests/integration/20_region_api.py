@@ -107,7 +107,8 @@ class RegionApi(harness.ServerTestCase):
         self.incr("shape_b", -2)
         body = self.c.get_json("/counters")
         self.assertEqual(set(body), {"region", "node_id", "network_partition", "last_sync_time",
-                                     "counters"}, "keys of GET /counters: %r" % sorted(body))
+                                     "counters", "total_counters", "truncated"},
+                         "keys of GET /counters: %r" % sorted(body))
         self.assertEqual(body["region"], REGION)
         self.assertEqual(body["node_id"], NODE)
         self.assertIs(body["network_partition"], False)

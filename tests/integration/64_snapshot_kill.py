@@ -88,8 +88,13 @@ class SnapshotKill(harness.ServerTestCase):
         left = [f for f in os.listdir(d) if f.endswith(".tmp")]
         self.assertEqual(left, [], "temporary files left after the restart: %r" % left)
         with srv.client(timeout=30) as c:
-            body = c.get_json("/counters")
-            counters = body["counters"]
+            counters, cursor = {}, ""
+            while True:  # GET /counters answers pages of at most 10,000 (API.md)
+                body = c.get_json("/counters?limit=10000&cursor=" + cursor)
+                counters.update(body["counters"])
+                if not body["truncated"]:
+                    break
+                cursor = body["next_cursor"]
             self.assertEqual(len(counters), COUNTERS)
             bad = [k for k, v in counters.items() if v["total_count"] != int(k[1:]) + 1]
             self.assertEqual(bad[:5], [], "%d counters lost or wrong after the restart"

@@ -220,7 +220,8 @@ class Shared(Base):
             self.incr_region(region, name, 1)
         got = self.co.get_json("/global/counters")
         self.assertEqual(set(got), {"regions", "counter_names", "healthy_regions",
-                                    "total_regions", "query_time_ms"}, "keys %r" % got)
+                                    "total_regions", "query_time_ms", "total_counters",
+                                    "truncated"}, "keys %r" % got)
         self.assertIsInstance(got["counter_names"], list)
         self.assertEqual(got["counter_names"], sorted(got["counter_names"]),
                          "counter_names must be sorted")
