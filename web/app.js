@@ -395,19 +395,23 @@ const count = (n) => Number(n).toLocaleString('en-US');
 function renderListInfo(all, rows) {
   const page = state.pages[state.pages.length - 1];
   const parts = [];
-  const n = all.total_counters;
+  // With a prefix, "of N" counts the names that match; the store's total follows.
+  const n = state.prefix ? all.matching_counters : all.total_counters;
   const what = state.prefix ? `counters starting with "${state.prefix}"` : 'counters';
   const total = all.total_regions || 0, healthy = all.healthy_regions || 0;
   if (rows) {
     parts.push(`${what} ${count(page.offset + 1)}–${count(page.offset + rows)}${n !== undefined ? ` of ${count(n)}` : ''}`);
   } else {
-    parts.push(`no ${what} here${n ? ` (${count(n)} in all)` : ''}`);
+    parts.push(`no ${what} here`);
   }
+  if (state.prefix && all.total_counters !== undefined) parts.push(`${count(all.total_counters)} counters in all`);
   parts.push(`page ${state.pages.length}`);
+  const errors = Object.entries(all.region_errors || {}).map(([r, why]) => `${r}: ${why}`);
   if (total > 0 && healthy === 0) {
-    parts.splice(0, 2, 'no region answers: nothing can be listed now');
+    parts.splice(0, parts.length, 'no region answers: nothing can be listed now', ...errors);
   } else if (healthy < total) {
-    parts.push(`${healthy} of ${total} regions answer: counters that only they hold are not listed`);
+    parts.push(`${healthy} of ${total} regions answer (counters that only the others hold are not listed)`,
+      ...errors);
   }
   if (all.truncated && !all.next_cursor) parts.push('the listing was cut: this page may miss counters');
   const warn = healthy < total || (all.truncated && !all.next_cursor);
@@ -421,7 +425,7 @@ function renderListInfo(all, rows) {
 const VIEWS = {
   hot: { by: 'rate', title: 'counters that changed most in the last minute', none: 'Nothing was counted in the last minute.',
     help: (w) => `The counters that changed most in the last ${w} s, largest first, as the ` +
-      'regions tracked them while counting (approximate past the top few hundred).' },
+      'regions track them while counting (a bounded sketch: an estimate when very many counters change).' },
   diverged: { by: 'lag', title: 'most diverged counters', none: 'No diverged counter: the regions that answer hold the same counts.',
     help: () => 'The counters whose regions disagree most (largest total minus smallest among ' +
       'the regions that answer), largest first. A force-sync or the next sync rounds converge them.' },
@@ -459,15 +463,16 @@ function renderTop() {
     row.classList.toggle('diverged', !c.converged);
   });
   prune(body, names);
-  const st = state.status && state.status.regions ? Object.values(state.status.regions) : [];
-  const down = st.filter((r) => r.status !== 'healthy').length;
-  const partial = down ? ` (${down} of ${st.length} regions do not answer: what only they hold is not here)` : '';
+  const total = top.total_regions || 0, healthy = top.healthy_regions === undefined ? total : top.healthy_regions;
+  const errors = Object.entries(top.region_errors || {}).map(([r, why]) => `${r}: ${why}`).join('; ');
+  const partial = healthy < total ? ` (${healthy} of ${total} regions answer: what only the others ` +
+    `hold is not here${errors ? `; ${errors}` : ''})` : '';
   if (!names.length) {
     body.append(el('tr', { 'data-key': '' }, el('td', { colspan: '5', class: 'muted', 'data-testid': 'top-empty',
-      text: down === st.length && st.length ? 'No region answers: nothing to rank now.' : v.none + partial })));
+      text: total && !healthy ? `No region answers: nothing to rank now${errors ? ` (${errors})` : ''}.` : v.none + partial })));
   }
   setText($('list-info'), names.length ? `The ${names.length} ${v.title}${partial}` : '',
-    down ? 'result warn-text' : 'result');
+    healthy < total ? 'result warn-text' : 'result');
 }
 
 // From a top view to that counter in every region: the All view, searched by its name.

@@ -3,7 +3,9 @@
 // what a person would see: healthy regions, an increment and where it went, the admin
 // token asked for on 401 and then used, a partition and the divergence it causes, heal +
 // force-sync and convergence (lag 0) with the per-node vectors and the sync lag, a region
-// that stops answering shown as unreachable while the page keeps working, the comparison
+// that stops answering shown as unreachable while the page keeps working, search by name
+// prefix and pages (next, previous), an empty table that says why (nothing matches, no
+// region answers: never "no counters yet" then), the comparison
 // run (against the lab's strong service) with its chart and numbers, and the rate chart
 // following a load. Checks the layout at 1280x800 and at a phone's width. Always
 // stops the lab. Bounded by BUDGET_MS.
@@ -234,6 +236,77 @@ async function scenario(page, gw, base, shots, sigs) {
   await totals(name, { 'us-east': 10, 'us-west': 10, 'eu-west': 10 }, 0);
   log(`ok: us-west stopped shows unreachable / no answer; the page stays live and an increment ` +
     `answers in ${took} ms; back and converged at 10`);
+
+  // ---- search by prefix; an empty table says why ---------------------------------------------
+  const listed = () => page.locator('#counters-body tr').evaluateAll((trs) => trs.map((t) => t.dataset.key));
+  await tid('search').fill('page');
+  await tid('search').press('Enter');
+  await until('only pageviews listed', async () => {
+    const keys = await listed();
+    return (keys.length === 1 && keys[0] === name) || JSON.stringify(keys);
+  });
+  assert.match(await text('list-info'), /^Counters starting with "page" 1–1 of 1\b/);
+  assert.equal(await tid('page-next').isDisabled(), true, 'one page: no next');
+  assert.equal(await tid('page-prev').isDisabled(), true, 'first page: no previous');
+  await tid('search').fill('zzz');
+  await until('nothing starts with zzz', async () => (await text('counters-empty').catch(() => '')) ===
+    'No counter name starts with "zzz".' || await text('list-info'));
+  // Pages: 250 counters (sent to each region as a peer would), 100 a page.
+  const bulk = (i) => `zbulk.${String(i).padStart(3, '0')}`;
+  const counts = Object.fromEntries(Array.from({ length: 250 }, (_, i) => [bulk(i), { 'bulk-1': 1 }]));
+  for (let i = 0; i < REGIONS.length; i++) {
+    const r = await fetch(`http://127.0.0.1:${base + 1 + i}/sync`, { method: 'POST',
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${TOKEN}` },
+      body: JSON.stringify({ node_id: 'bulk-1', incarnation: 'b1', timestamp: 1, features: ['folded'], counts }) });
+    assert.equal(r.status, 200, `POST /sync: ${await r.text()}`);
+  }
+  const pageOf = (first, last, info) => until(`rows ${first}..${last}`, async () => {
+    const keys = await listed();
+    const ok = keys[0] === first && keys[keys.length - 1] === last && (await text('list-info')).startsWith(info);
+    return ok || `${keys[0]}..${keys[keys.length - 1]}: ${await text('list-info')}`;
+  });
+  await tid('search').fill('zbulk.');
+  await tid('search').press('Enter');
+  await pageOf(bulk(0), bulk(99), 'Counters starting with "zbulk." 1–100 of 250');
+  await tid('page-next').click();
+  await pageOf(bulk(100), bulk(199), 'Counters starting with "zbulk." 101–200 of 250');
+  await tid('page-next').click();
+  await pageOf(bulk(200), bulk(249), 'Counters starting with "zbulk." 201–250 of 250');
+  assert.equal(await tid('page-next').isDisabled(), true, 'the last page: no next');
+  await tid('page-prev').click();
+  await pageOf(bulk(100), bulk(199), 'Counters starting with "zbulk." 101–200 of 250');
+  await tid('page-prev').click();
+  await pageOf(bulk(0), bulk(99), 'Counters starting with "zbulk." 1–100 of 250');
+  assert.equal(await tid('page-prev').isDisabled(), true, 'the first page: no previous');
+  // The hot view (top by rate) and the diverged one (top by lag): every region converged.
+  const topKeys = () => page.locator('#top-body tr').evaluateAll((trs) => trs.map((t) => t.dataset.key));
+  await tid('view-hot').click();
+  await until('pageviews the hottest', async () => (await topKeys())[0] === name || JSON.stringify(await topKeys()));
+  assert.match(await text(`top-${name}-rate`), /^\d+(\.\d+)?\/min$/);
+  assert.equal(await tid('search').isVisible(), false, 'no search in a top view');
+  await tid('view-diverged').click();
+  await until('no diverged counter', async () => (await text('top-empty').catch(() => '')).startsWith(
+    'No diverged counter') || JSON.stringify(await topKeys()));
+  await tid('view-all').click();
+  await tid('search').fill('');
+  await tid('search').press('Enter');
+  await until('every counter listed again', async () => (await listed()).includes(name) || 'not yet');
+  // Every region stopped: the table says the regions do not answer, never "no counters yet".
+  const regionPids = REGIONS.map((r) => labPid(base, r));
+  for (const pid of regionPids) process.kill(pid, 'SIGSTOP');
+  sigs.stopped = regionPids;
+  await until('no region answers', async () => /^No region answers \(0 of 3\)/.test(
+    await text('counters-empty').catch(() => '')) || await text('list-info'), 15000);
+  for (const pid of regionPids) process.kill(pid, 'SIGCONT');
+  sigs.stopped = [];
+  await until('the counters back', async () => (await listed()).includes(name) || 'not yet', 15000);
+  await until('three healthy regions again', async () => {
+    for (const r of REGIONS) if ((await text(`region-${r}-status`)) !== 'healthy') return r;
+    return true;
+  }, 15000);
+  log('ok: search by prefix lists what matches, says when nothing does; 250 counters in three ' +
+    'pages, next and previous; hot and diverged views; with every region stopped the table says ' +
+    'no region answers');
 
   // ---- the comparison ---------------------------------------------------------------------
   assert.ok(labPid(base, 'strong'), 'the lab runs the strong service');
