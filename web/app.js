@@ -13,7 +13,8 @@ const TOKEN_KEY = 'counterd.adminToken';
 // One poll is /api/status, one page of /api/counters and, in the hot and diverged views,
 // /api/top: at most POLL_BUDGET bytes in all. A row costs about 1 KB with three regions,
 // 200-byte names and a few nodes a counter, so PAGE_ROWS rows fit; a page answer over
-// PAGE_BYTES (many nodes a counter, more regions) halves the rows asked from then on.
+// PAGE_BYTES (many nodes a counter, more regions) makes the next ones ask as many rows as
+// fit in it at that cost (at least 10).
 const POLL_BUDGET = 256 * 1024;
 const PAGE_ROWS = 100;
 const PAGE_BYTES = 192 * 1024;
@@ -806,9 +807,8 @@ async function refresh() {
       state.counters = cs.value;
       state.query = query;
       sampleRate(cs.value, performance.now(), query);
-      if ((pageSize[0] > PAGE_BYTES || state.pollBytes > POLL_BUDGET) && state.rows > 10) {
-        state.rows = Math.max(10, Math.floor(state.rows / 2));
-      }
+      const over = Math.max(pageSize[0] / PAGE_BYTES, state.pollBytes / POLL_BUDGET);
+      if (over > 1 && state.rows > 10) state.rows = Math.max(10, Math.floor(state.rows / over));
     } else if (query !== listQuery()) {
       state.again = true;
     }
