@@ -42,6 +42,7 @@ const state = {
   query: '', // the listing query of state.counters
   top: null, topError: '', // the last /api/top answer for the view shown, or why there is none
   pollBytes: 0, // what the last poll transferred (bodies)
+  searchError: '', // why the text in the search field is not searched
 };
 
 function el(tag, attrs, ...children) {
@@ -415,7 +416,8 @@ function renderListInfo(all, rows) {
       ...errors);
   }
   if (all.truncated && !all.next_cursor) parts.push('the listing was cut: this page may miss counters');
-  const warn = healthy < total || (all.truncated && !all.next_cursor);
+  if (state.searchError) parts.unshift(state.searchError);
+  const warn = healthy < total || (all.truncated && !all.next_cursor) || !!state.searchError;
   setText($('list-info'), parts.join(' · ').replace(/^./, (c) => c.toUpperCase()), warn ? 'result warn-text' : 'result');
   $('page-prev').disabled = state.pages.length < 2;
   $('page-next').disabled = !all.next_cursor;
@@ -495,9 +497,12 @@ function listQuery() {
 
 // Shows the first page of the counters whose names start with prefix.
 function search(prefix) {
-  if (!NAME_CHARS.test(prefix) || prefix.length > 200) {
-    setText($('list-info'), 'Search: counter names are made of A-Z a-z 0-9 _ . : - (up to 200).',
-      'result warn-text');
+  const bad = !NAME_CHARS.test(prefix) || prefix.length > 200;
+  state.searchError = bad ? `"${prefix}" is not searched: counter names are made of A-Z a-z 0-9 _ . : - ` +
+    `(up to 200); the list still shows ${state.prefix ? `"${state.prefix}"` : 'every counter'}` : '';
+  $('search').setAttribute('aria-invalid', String(bad));
+  if (bad) {
+    setText($('list-info'), state.searchError, 'result warn-text');
     return;
   }
   if (prefix === state.prefix && state.pages.length === 1) return;

@@ -251,6 +251,12 @@ async function scenario(page, gw, base, shots, sigs) {
   await tid('search').fill('zzz');
   await until('nothing starts with zzz', async () => (await text('counters-empty').catch(() => '')) ===
     'No counter name starts with "zzz".' || await text('list-info'));
+  await tid('search').fill('bad name!');
+  await until('a bad search explained', async () => (await text('list-info')).startsWith(
+    '"bad name!" is not searched: counter names are made of') || await text('list-info'));
+  await sleep(1200); // the next polls keep saying so
+  assert.match(await text('list-info'), /^"bad name!" is not searched: .* the list still shows "zzz"/);
+  assert.equal(await tid('search').getAttribute('aria-invalid'), 'true');
   // Pages: 250 counters (sent to each region as a peer would), 100 a page.
   const bulk = (i) => `zbulk.${String(i).padStart(3, '0')}`;
   const counts = Object.fromEntries(Array.from({ length: 250 }, (_, i) => [bulk(i), { 'bulk-1': 1 }]));
