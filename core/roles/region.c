@@ -65,7 +65,6 @@ static int open_store(struct region *rg, const struct config *cfg, char *err, si
     rg->region = xstrdup(cfg->region);
     rg->store = gstore_new();
     rg->names = names_new();
-    rg->top = region__top_new();
     gstore_expect_replicas(rg->store, cfg->npeers + 1);
     /* Tests only: a lower cap on a counter's replica entries (folding at small scale). */
     const char *cap = getenv("COUNTERD_TEST_MAX_ENTRIES");
@@ -101,6 +100,7 @@ static int open_store(struct region *rg, const struct config *cfg, char *err, si
         wal_new_replica_id(rid, sizeof rid, cfg->node_id);
         log_warn("no data directory (--data-dir / DATA_DIR): counts live in memory only");
     }
+    rg->top = region__top_new(gstore_count(rg->store)); /* what the log held */
     rg->replica_id = xstrdup(rid);
     rg->self = gstore_replica(rg->store, rid, strlen(rid));
     rg->self_node = region__node_of(rg, rg->self);

@@ -102,7 +102,7 @@ void region__h_counters(void *role, struct http_request *req);
 void region__h_counters_read(void *role, struct http_request *req);
 
 /* region_top.c: GET /top and the state it reads, fed as counters change */
-struct region_top *region__top_new(void);
+struct region_top *region__top_new(uint32_t loaded);
 void region__top_free(struct region_top *t);
 void region__top_count(struct region *rg, uint32_t id, int64_t amount, int64_t total);
 void region__h_top(void *role, struct http_request *req);

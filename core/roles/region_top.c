@@ -6,8 +6,9 @@
  * TOP_SLOTS slots (store/topk.h), this minute's and the previous one's amounts per counter
  * (local increments and what merges added), and a TOP_SLOTS set of the largest totals. A
  * request reads only that state, a bounded walk of the change list and the counters it
- * names: it must never scan the store. (The largest set takes each counter created since
- * the last request once, so counters read back from the log at start are in it too.)
+ * names: it must never scan the store. (Counters read back from the log at start never
+ * went through the hooks: requests take them into the largest set, TOP_CATCH_UP at a
+ * time, once.)
  */
 #include "region_internal.h"
 
@@ -33,11 +34,13 @@ struct region_top {
     double cur_start;        /* monotonic ms */
     struct topk *largest;    /* counters by total */
     uint32_t seen;           /* ids below this were offered to largest */
+    uint32_t loaded;         /* counters read back from the log: the others came by hooks */
 };
 
-struct region_top *region__top_new(void)
+struct region_top *region__top_new(uint32_t loaded)
 {
     struct region_top *t = xcalloc(1, sizeof *t);
+    t->loaded = loaded;
     t->cur = topk_new(TOP_SLOTS);
     t->prev = topk_new(TOP_SLOTS);
     t->largest = topk_new(TOP_SLOTS);
@@ -144,8 +147,7 @@ static unsigned hot(struct region_top *t, struct cand *out, unsigned max, double
 static unsigned largest(struct region *rg, struct cand *out, unsigned max)
 {
     struct region_top *t = rg->top;
-    uint32_t n = gstore_count(rg->store),
-             stop = n - t->seen > TOP_CATCH_UP ? t->seen + TOP_CATCH_UP : n;
+    uint32_t stop = t->loaded - t->seen > TOP_CATCH_UP ? t->seen + TOP_CATCH_UP : t->loaded;
     for (uint32_t id = t->seen; id < stop; id++)
         topk_set(t->largest, id, region__total_of(rg, gstore_counter(rg->store, id), id));
     t->seen = stop;

@@ -2,9 +2,10 @@
  * names.c - the sorted index of counter names (see names.h).
  *
  * The index is an array of ids in byte order of the names they carry. New counters are
- * sorted apart (a merge sort over their ids) and merged in from the back, so the array
- * grows once per sync to exactly its new size. It never copies a name and never changes
- * the store.
+ * sorted apart (a radix sort over 8 bytes of their names at a time, so each name is read
+ * a few times rather than once per comparison) and merged in from the back by binary
+ * search, so the array grows once per sync to exactly its new size. It never copies a
+ * name and never changes the store.
  */
 #include "names.h"
 
@@ -46,51 +47,133 @@ static int cmp_bytes(const char *a, size_t alen, const char *b, size_t blen)
     return alen < blen ? -1 : alen > blen;
 }
 
-static int cmp_ids(const struct gstore *st, uint32_t a, uint32_t b)
+/* ---------------------------------------------------------------- sorting new ids */
+
+/* An id and 8 bytes of its name from some depth on (big-endian, 0 past its end). */
+struct ent {
+    uint64_t key;
+    uint32_t id;
+};
+
+static uint64_t chunk_of(const struct gstore *st, uint32_t id, size_t depth)
 {
-    size_t al, bl;
-    const char *an = name_of(st, a, &al), *bn = name_of(st, b, &bl);
-    return cmp_bytes(an, al, bn, bl);
+    size_t len;
+    const char *s = name_of(st, id, &len);
+    uint64_t k = 0;
+    for (size_t i = depth; i < depth + 8; i++)
+        k = k << 8 | (i < len ? (unsigned char)s[i] : 0);
+    return k;
 }
 
-/* Sorts v[0..n) by name, using tmp (room for n). */
-static void sort_ids(const struct gstore *st, uint32_t *v, uint32_t *tmp, uint32_t n)
+/* Sorts a[0..n) by key, stable (LSD radix, a byte a pass; a pass where every key has the
+ * same byte is skipped), using tmp (room for n). */
+static void radix_sort(struct ent *a, struct ent *tmp, size_t n)
 {
-    if (n < 2)
+    for (int shift = 0; shift < 64; shift += 8) {
+        size_t count[256] = {0};
+        for (size_t i = 0; i < n; i++)
+            count[(a[i].key >> shift) & 255]++;
+        if (count[(a[0].key >> shift) & 255] == n)
+            continue;
+        size_t at = 0;
+        for (int b = 0; b < 256; b++) {
+            size_t c = count[b];
+            count[b] = at;
+            at += c;
+        }
+        for (size_t i = 0; i < n; i++)
+            tmp[count[(a[i].key >> shift) & 255]++] = a[i];
+        memcpy(a, tmp, n * sizeof *a);
+    }
+}
+
+static void insertion_sort(struct ent *a, size_t n)
+{
+    for (size_t i = 1; i < n; i++) {
+        struct ent e = a[i];
+        size_t j = i;
+        for (; j > 0 && a[j - 1].key > e.key; j--)
+            a[j] = a[j - 1];
+        a[j] = e;
+    }
+}
+
+/*
+ * Sorts a[0..n) by name: by 8 bytes from depth on, then each run of equal keys by the next
+ * 8 (names are distinct and hold no NUL, so names in such a run all go on past them). A
+ * name is read once per level it takes part in, not once per comparison.
+ */
+static void sort_level(const struct gstore *st, struct ent *a, struct ent *tmp, size_t n,
+                       size_t depth)
+{
+    if (n < 2 || depth >= GCOUNTER_NAME_MAX)
         return;
-    uint32_t h = n / 2;
-    sort_ids(st, v, tmp, h);
-    sort_ids(st, v + h, tmp, n - h);
-    if (cmp_ids(st, v[h - 1], v[h]) <= 0)
-        return; /* already in order: ids created in name order cost n compares */
-    memcpy(tmp, v, h * sizeof *v);
-    uint32_t i = 0, j = h, k = 0;
-    while (i < h && j < n)
-        v[k++] = cmp_ids(st, v[j], tmp[i]) < 0 ? v[j++] : tmp[i++];
-    while (i < h)
-        v[k++] = tmp[i++];
+    for (size_t i = 0; i < n; i++)
+        a[i].key = chunk_of(st, a[i].id, depth);
+    if (n < 64)
+        insertion_sort(a, n);
+    else
+        radix_sort(a, tmp, n);
+    for (size_t i = 0, j; i < n; i = j) {
+        for (j = i + 1; j < n && a[j].key == a[i].key; j++)
+            ;
+        if (j - i > 1)
+            sort_level(st, a + i, tmp, j - i, depth + 8);
+    }
+}
+
+/* ---------------------------------------------------------------- merging */
+
+/* The first position of ids[0..n) whose name is above id's. */
+static uint32_t upper(const struct names *nx, const struct gstore *st, uint32_t n, uint32_t id)
+{
+    size_t len;
+    const char *key = name_of(st, id, &len);
+    uint32_t lo = 0, hi = n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        size_t ml;
+        const char *m = name_of(st, nx->ids[mid], &ml);
+        if (cmp_bytes(m, ml, key, len) > 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+/*
+ * Merges fresh[0..k) (sorted) into ids[0..n) (room for n + k), from the back: each fresh
+ * id finds its place by binary search and the old ids after it move up in one memmove, so
+ * the cost is k log n name comparisons and n moves, not n comparisons.
+ */
+static void merge_in(struct names *nx, const struct gstore *st, uint32_t n, const uint32_t *fresh,
+                     uint32_t k)
+{
+    uint32_t i = n;
+    for (uint32_t j = k; j-- > 0;) {
+        uint32_t p = upper(nx, st, i, fresh[j]);
+        memmove(nx->ids + p + j + 1, nx->ids + p, (size_t)(i - p) * sizeof *nx->ids);
+        nx->ids[p + j] = fresh[j];
+        i = p;
+    }
 }
 
 uint32_t names_sync(struct names *nx, const struct gstore *st)
 {
-    uint32_t total = gstore_count(st), k = total - nx->n, n = nx->n;
+    uint32_t total = gstore_count(st), n = nx->n, k = total - n;
     if (k == 0)
         return 0;
-    uint32_t *fresh = xmalloc((size_t)k * 2 * sizeof *fresh), *tmp = fresh + k;
+    struct ent *a = xmalloc((size_t)k * 2 * sizeof *a);
     for (uint32_t i = 0; i < k; i++)
-        fresh[i] = n + i;
-    sort_ids(st, fresh, tmp, k);
+        a[i] = (struct ent){0, n + i};
+    sort_level(st, a, a + k, k, 0);
+    uint32_t *fresh = (uint32_t *)(a + k); /* the sorted ids, over the scratch half */
+    for (uint32_t i = 0; i < k; i++)
+        fresh[i] = a[i].id;
     nx->ids = xrealloc(nx->ids, (size_t)total * sizeof *nx->ids);
-    /* Merge from the back: the old ids move right at most k places, never over a fresh one
-     * not yet placed. */
-    uint32_t i = n, j = k, out = total;
-    while (j > 0) {
-        if (i > 0 && cmp_ids(st, nx->ids[i - 1], fresh[j - 1]) > 0)
-            nx->ids[--out] = nx->ids[--i];
-        else
-            nx->ids[--out] = fresh[--j];
-    }
-    free(fresh);
+    merge_in(nx, st, n, fresh, k);
+    free(a);
     nx->n = total;
     return k;
 }

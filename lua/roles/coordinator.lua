@@ -162,15 +162,16 @@ local function list_query(req)
   if not q then return nil, e end
   local limit = LIST_DEFAULT
   if q.limit ~= nil then
-    limit = q.limit:match("^%d%d?%d?%d?%d?$") and tonumber(q.limit)
+    limit = #q.limit <= 15 and q.limit:match("^%d+$") and tonumber(q.limit) -- as the regions
     if not limit or limit < 1 or limit > LIST_MAX then
       return nil, { web.err(400, "bad_field", "limit must be an integer from 1 to 10000") }
     end
   end
-  local cursor = q.cursor or ""
+  local cursor, after = q.cursor or "", nil
   if cursor ~= "" then
     local name = #cursor % 2 == 0 and cursor:match("^%x+$") and
                  cursor:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
+    after = name
     if not name or not web.valid_name(name) then
       return nil, { web.err(400, "bad_field", "cursor must be a next_cursor from an earlier " ..
                             "answer (the hex of a counter name)") }
@@ -180,7 +181,7 @@ local function list_query(req)
   if prefix and prefix ~= "" and not web.valid_name(prefix) then
     return nil, { web.err(400, "bad_field", "prefix must be 0-200 bytes of [A-Za-z0-9_.:-]") }
   end
-  return { limit = limit, cursor = cursor, prefix = prefix }
+  return { limit = limit, cursor = cursor, after = after, prefix = prefix }
 end
 
 -- Why a region's answer is not one: a sentence for region_errors.
@@ -189,6 +190,19 @@ local function failure(res)
   local v = json.decode(res.body or "")
   local detail = type(v) == "table" and v.detail
   return "HTTP " .. res.status .. (detail and (": " .. tostring(detail)) or "")
+end
+
+-- Logs a region's listing or top failing, and answering again: once per change, not once
+-- per request (the dashboard asks every second).
+local failing = {}
+local function note(r, op, why)
+  local key = op .. " " .. r.name
+  if why and not failing[key] then
+    counterd.log.warn(op .. ": region " .. r.name .. " left out: " .. why)
+  elseif not why and failing[key] then
+    counterd.log.info(op .. ": region " .. r.name .. " answers again")
+  end
+  failing[key] = why
 end
 
 -- One page from every region (the same limit, cursor and prefix), merged in name order:
@@ -212,7 +226,10 @@ local function global_counters(req)
       local n = 0
       for name in pairs(v.counters) do
         n = n + 1
-        if not seen[name] then
+        -- A region that does not page (the original lab's) answers everything: only what
+        -- is after the cursor and matches the prefix is this page's.
+        if not seen[name] and (not q.after or name > q.after) and
+           (not q.prefix or name:sub(1, #q.prefix) == q.prefix) then
           seen[name] = true
           names[#names + 1] = name
         end
@@ -220,9 +237,11 @@ local function global_counters(req)
       total = math.max(total, tonumber(v.total_counters) or n)
       if q.prefix then matching = math.max(matching or 0, tonumber(v.matching_counters) or n) end
       if v.truncated then more = true end
+      note(r, "/global/counters", nil)
     else
       errors = errors or {}
       errors[r.name] = v and "its answer has no counters" or failure(answers[i])
+      note(r, "/global/counters", errors[r.name])
     end
   end
   table.sort(names)
@@ -355,6 +374,7 @@ local function global_top(req)
   local views = read_everywhere(names, up, errors)
   local healthy = 0
   for _ in pairs(views) do healthy = healthy + 1 end
+  for _, r in ipairs(regions) do note(r, "/global/top", errors[r.name]) end
   local list = {}
   if healthy > 0 then
     for _, name in ipairs(names) do

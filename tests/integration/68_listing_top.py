@@ -232,6 +232,17 @@ class Listing(harness.ServerTestCase):
                                 "lag": 0, "converged": True}])
         west = self.rc["us-west"].get_json("/top?by=rate&limit=100")
         self.assertIn("lt_hot", [c["counter"] for c in west["counters"]])
+        # Lag candidates are also the changes a peer has not acknowledged, hot or not: here
+        # the cold one is not among the hottest 1, and is listed all the same.
+        self.incr("us-east", "lt_cold", 1)
+        for _ in range(5):
+            self.incr("us-east", "lt_warm2", 1)
+        cand = self.rc["us-east"].get_json("/top?by=lag&limit=1")
+        got = [c["counter"] for c in cand["counters"]]
+        self.assertEqual((len(got), got[0] != "lt_cold", "lt_cold" in got), (2, True, True), got)
+        lag = self.co.get_json("/global/top?by=lag&limit=2")
+        self.assertEqual([(c["counter"], c["lag"]) for c in lag["counters"]],
+                         [("lt_warm2", 5), ("lt_cold", 1)])
 
 
 class RegionDown(harness.ServerTestCase):
@@ -255,6 +266,57 @@ class RegionDown(harness.ServerTestCase):
         got = co.get_json("/global/counters")
         self.assertEqual((got["counter_names"], got["healthy_regions"]), ([], 0))
         self.assertEqual(sorted(got["region_errors"]), sorted(NAMES))
+
+
+class OriginalRegion(harness.ServerTestCase):
+    """A region that does not page (the original lab's answers every counter, whatever the
+    query): the coordinator keeps only what is after the cursor and matches the prefix, so
+    paging through it still lists every name once."""
+
+    def test_paging_over_a_region_that_does_not_page(self):
+        import http.server
+        import json
+        import threading
+        names = ["o_%02d" % i for i in range(9)]
+        body = json.dumps({"region": "orig", "node_id": "orig-1", "counters": {
+            n: {"local_count": 1, "total_count": 1, "nodes": {"orig-1": 1}} for n in names}})
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                out = body if self.path.startswith("/counters") else \
+                    json.dumps({"status": "ok", "region": "orig"})
+                data = out.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *a):
+                pass
+
+        httpd = http.server.ThreadingHTTPServer((harness.HOST, 0), Handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        self.addCleanup(httpd.server_close)
+        self.addCleanup(httpd.shutdown)
+        region = self.start_server(["--region", "us-east", "--node-id", "us-east-1",
+                                    "--peers", ""], name="us-east-1")
+        with region.client() as c:
+            c.post_json("/increment", {"counter_name": "o_045"})
+        co = self.start_server(["--role", "coordinator", "--regions",
+                                "us-east=%s,orig=http://%s:%d" % (region.url, harness.HOST,
+                                                                 httpd.server_port)],
+                               name="coordinator")
+        listed, cursor = [], ""
+        with co.client() as c:
+            for _ in range(20):
+                page = c.get_json("/global/counters?prefix=o_&limit=2&cursor=" + cursor)
+                self.assertEqual(page["healthy_regions"], 2, page.get("region_errors"))
+                listed.extend(page["counter_names"])
+                if not page["truncated"]:
+                    break
+                cursor = page["next_cursor"]
+        self.assertEqual(listed, sorted(names + ["o_045"]))
 
 
 if __name__ == "__main__":

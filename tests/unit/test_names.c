@@ -136,8 +136,8 @@ static void test_model(void)
         for (int b = 0; b < bursts; b++) {
             uint32_t more = (uint32_t)rng_below(&r, 300);
             for (uint32_t i = 0; i < more && n < cap; i++) {
-                char name[16];
-                rand_name(&r, name, 8);
+                char name[24];
+                rand_name(&r, name, round % 2 ? 8 : 14);
                 uint32_t before = gstore_count(st);
                 mk(st, name);
                 if (gstore_count(st) > before)
@@ -179,4 +179,38 @@ static void test_ordered_input(void)
     gstore_free(st);
 }
 
-UNIT_MAIN("names", UNIT_CASE(test_basics), UNIT_CASE(test_model), UNIT_CASE(test_ordered_input))
+/* Long names sharing long prefixes, in big batches: the radix levels go 8 bytes deeper
+ * each, down to names of 200 bytes. */
+static void test_long_prefixes(void)
+{
+    struct unit_rng r;
+    rng_init(&r, "names_long");
+    struct gstore *st = gstore_new();
+    struct names *nx = names_new();
+    uint32_t cap = 6000, n = 0;
+    char **v = calloc(cap, sizeof *v);
+    for (int b = 0; b < 3; b++) {
+        for (int i = 0; i < 2000; i++) {
+            char name[201];
+            size_t len = 1 + rng_below(&r, 200);
+            for (size_t j = 0; j < len; j++) /* mostly 'a': long common prefixes */
+                name[j] = rng_below(&r, 16) ? 'a' : "b:Z"[rng_below(&r, 3)];
+            name[len] = '\0';
+            uint32_t before = gstore_count(st);
+            mk(st, name);
+            if (gstore_count(st) > before)
+                v[n++] = strdup(name);
+        }
+        names_sync(nx, st);
+        qsort(v, n, sizeof *v, cmp_str);
+        check_against(st, nx, v, n, &r);
+    }
+    for (uint32_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+    names_free(nx);
+    gstore_free(st);
+}
+
+UNIT_MAIN("names", UNIT_CASE(test_basics), UNIT_CASE(test_model), UNIT_CASE(test_ordered_input),
+          UNIT_CASE(test_long_prefixes))
