@@ -11,10 +11,11 @@ const WINDOW_S = 60; // the rate chart's time span
 const ORDER = ['us-east', 'us-west', 'eu-west']; // the lab's order; other regions follow
 const TOKEN_KEY = 'counterd.adminToken';
 // One poll is /api/status, one page of /api/counters and, in the hot and diverged views,
-// /api/top: at most POLL_BUDGET bytes in all. A row costs about 1 KB with three regions,
-// 200-byte names and a few nodes a counter, so PAGE_ROWS rows fit; a page answer over
-// PAGE_BYTES (many nodes a counter, more regions) makes the next ones ask as many rows as
-// fit in it at that cost (at least 10).
+// /api/top: at most POLL_BUDGET bytes in all. A row of the page costs at most 2 KB with
+// three regions, 200-byte names, 64-bit counts and up to 8 replicas a counter, so
+// PAGE_ROWS rows (200 KB), the status and TOP_ROWS top rows (about 20 KB) fit. Rows
+// heavier than that (more regions, more replicas): a page answer over PAGE_BYTES makes the
+// next ones ask as many rows as fit in PAGE_BYTES at the cost seen (at least 10).
 const POLL_BUDGET = 256 * 1024;
 const PAGE_ROWS = 100;
 const PAGE_BYTES = 192 * 1024;
@@ -38,7 +39,7 @@ const state = {
   view: 'all', // all | hot | diverged
   prefix: '', // the name prefix searched
   pages: [{ cursor: '', offset: 0 }], // the pages walked to: the last is shown
-  rows: PAGE_ROWS, // rows asked a page (halved when an answer is too big)
+  rows: PAGE_ROWS, // rows asked a page (fewer after an answer over its byte share)
   query: '', // the listing query of state.counters
   top: null, topError: '', // the last /api/top answer for the view shown, or why there is none
   pollBytes: 0, // what the last poll transferred (bodies)
@@ -812,8 +813,11 @@ async function refresh() {
       state.counters = cs.value;
       state.query = query;
       sampleRate(cs.value, performance.now(), query);
-      const over = Math.max(pageSize[0] / PAGE_BYTES, state.pollBytes / POLL_BUDGET);
-      if (over > 1 && state.rows > 10) state.rows = Math.max(10, Math.floor(state.rows / over));
+      const got = (cs.value.counter_names || []).length;
+      if (pageSize[0] > PAGE_BYTES && got > 10) {
+        state.rows = Math.max(10, Math.floor((got * PAGE_BYTES) / pageSize[0]));
+        state.again = true; // this page again, at the new size
+      }
     } else if (query !== listQuery()) {
       state.again = true;
     }
