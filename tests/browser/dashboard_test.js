@@ -290,6 +290,12 @@ async function scenario(page, gw, base, shots, sigs) {
   await until('pageviews the hottest', async () => (await topKeys())[0] === name || JSON.stringify(await topKeys()));
   assert.match(await text(`top-${name}-rate`), /^\d+(\.\d+)?\/min$/);
   assert.equal(await tid('search').isVisible(), false, 'no search in a top view');
+  await tid(`top-row-${name}`).getByRole('button', { name }).click(); // to its row in every region
+  await until(`${name} searched`, async () => {
+    const keys = await listed();
+    return (keys.length === 1 && keys[0] === name && await tid('view-all').getAttribute('aria-pressed') === 'true' &&
+      await tid('search').inputValue() === name) || JSON.stringify(keys);
+  });
   await tid('view-diverged').click();
   await until('no diverged counter', async () => (await text('top-empty').catch(() => '')).startsWith(
     'No diverged counter') || JSON.stringify(await topKeys()));
