@@ -158,7 +158,8 @@ static unsigned largest(struct region *rg, struct cand *out, unsigned max)
     return k;
 }
 
-/* The oldest changes some peer has not acknowledged, then the hottest counters. */
+/* The hottest counters, then the oldest changes some peer has not acknowledged (at most
+ * 2 x max in all, walked from the point every peer acknowledged). */
 static unsigned lag_candidates(struct region *rg, struct cand *out, unsigned max, double now)
 {
     unsigned n = hot(rg->top, out, max, now);
