@@ -303,7 +303,9 @@ async function main() {
   }
   if (failure) {
     console.error(`FAIL: ${failure.stack || failure.message}`);
-    console.error(`lab state and logs kept in ${path.join(ROOT, '.lab', String(base))}`);
+    // The logs are kept; the regions' data (about 150 MB) is not.
+    fs.rmSync(path.join(ROOT, '.lab', String(base), 'data'), { recursive: true, force: true });
+    console.error(`lab logs kept in ${path.join(ROOT, '.lab', String(base))}`);
     console.log('0 passed, 1 failed');
     process.exit(1);
   }
