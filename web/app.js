@@ -2,12 +2,25 @@
 // drives its API. Plain DOM, no framework; elements are created once per key (region,
 // counter) and updated in place, so focus and clicks survive the refreshes. The two
 // charts are SVG drawn here. Admin calls carry the admin token kept in localStorage.
+// The counters are read one page at a time (a name prefix, a cursor), and the hot and
+// diverged views ask /api/top, so what a poll transfers does not grow with the store.
 'use strict';
 
 const POLL_MS = 1000;
 const WINDOW_S = 60; // the rate chart's time span
 const ORDER = ['us-east', 'us-west', 'eu-west']; // the lab's order; other regions follow
 const TOKEN_KEY = 'counterd.adminToken';
+// One poll is /api/status, one page of /api/counters and, in the hot and diverged views,
+// /api/top: at most POLL_BUDGET bytes in all. A row of the page costs at most 2 KB with
+// three regions, 200-byte names, 64-bit counts and up to 8 replicas a counter, so
+// PAGE_ROWS rows (200 KB), the status and TOP_ROWS top rows (about 20 KB) fit. Rows
+// heavier than that (more regions, more replicas): a page answer over PAGE_BYTES makes the
+// next ones ask as many rows as fit in PAGE_BYTES at the cost seen (at least 10).
+const POLL_BUDGET = 256 * 1024;
+const PAGE_ROWS = 100;
+const PAGE_BYTES = 192 * 1024;
+const TOP_ROWS = 50;
+const NAME_CHARS = /^[A-Za-z0-9_.:-]*$/;
 const SVG_NS = 'http://www.w3.org/2000/svg';
 // Okabe-Ito colours (told apart with colour blindness too); each series also has a dash.
 const SERIES = [
@@ -23,6 +36,14 @@ const state = {
   samples: [], // rate points {t, total, by: {region: rate}}
   nodeIds: {}, // region -> its node id, as last seen (kept while it does not answer)
   pending: new Set(), // regions whose partition switch has a call in flight
+  view: 'all', // all | hot | diverged
+  prefix: '', // the name prefix searched
+  pages: [{ cursor: '', offset: 0 }], // the pages walked to: the last is shown
+  rows: PAGE_ROWS, // rows asked a page (fewer after an answer over its byte share)
+  query: '', // the listing query of state.counters
+  top: null, topError: '', // the last /api/top answer for the view shown, or why there is none
+  pollBytes: 0, // what the last poll transferred (bodies)
+  searchError: '', // why the text in the search field is not searched
 };
 
 function el(tag, attrs, ...children) {
@@ -57,7 +78,12 @@ function keyed(parent, key, make) {
 }
 
 function prune(parent, keys) {
-  for (const c of [...parent.children]) if (!keys.includes(c.dataset.key)) c.remove();
+  const want = new Set(keys);
+  for (const c of [...parent.children]) if (!want.has(c.dataset.key)) c.remove();
+  // In the order of keys (moved only when it differs, so focus stays where it is).
+  if ([...parent.children].some((c, i) => c.dataset.key !== keys[i])) {
+    for (const k of keys) for (const c of parent.children) if (c.dataset.key === k) { parent.append(c); break; }
+  }
 }
 
 function setText(e, text, cls) {
@@ -154,6 +180,7 @@ async function api(method, path, body, opts = {}) {
     throw new ApiError(`${method} ${path} failed (${res.status}${code ? ` ${code}` : ''}): ${why}`,
       res.status, code);
   }
+  if (opts.sizes) opts.sizes.push(text.length);
   return data;
 }
 
@@ -239,7 +266,9 @@ function renderRegions() {
       const lag = Math.max(0, now - t);
       setText(q('sync-lag'), t > 0 ? ago(lag) : 'never', t > 0 && lag < 30 ? '' : 'warn-text');
       q('sync-lag').title = t > 0 ? `sync lag ${lag.toFixed(1)} s (now − last_sync_time)` : '';
-      setText(q('counters'), Object.keys(c.counters || {}).length);
+      // The region's count of counters (its listing's total), not the page's rows.
+      const n = c.total_counters !== undefined ? c.total_counters : Object.keys(c.counters || {}).length;
+      setText(q('counters'), Number(n).toLocaleString('en-US'));
     }
     const sw = card.querySelector(`[data-testid="partition-${name}"]`);
     sw.setAttribute('aria-checked', String(cut));
@@ -278,7 +307,7 @@ function renderCounters() {
     $('counters-body').replaceChildren(); // columns changed: rebuild rows
   }
   const body = $('counters-body');
-  const names = [...(all.counter_names || [])].sort();
+  const names = [...(all.counter_names || [])];
   for (const name of names) {
     const row = keyed(body, name, () => el('tr', { 'data-testid': `counter-row-${name}` },
       el('th', { scope: 'row', text: name }),
@@ -342,8 +371,186 @@ function renderCounters() {
   prune(body, names);
   if (!names.length) {
     body.append(el('tr', { 'data-key': '' }, el('td', { colspan: String(want.length), class: 'muted',
-      text: 'No counters yet: increment one.' })));
+      'data-testid': 'counters-empty', text: emptyText(all) })));
   }
+  renderListInfo(all, names.length);
+}
+
+// What an empty page means, said as it is: "no counters yet" only when every region
+// answered, nothing was cut and the store holds none.
+function emptyText(all) {
+  const total = all.total_regions || 0, healthy = all.healthy_regions || 0;
+  const some = healthy < total ? ` in the ${healthy} of ${total} regions that answer` : '';
+  if (total > 0 && healthy === 0) {
+    return `No region answers (0 of ${total}): the counters cannot be listed now.`;
+  }
+  if (state.prefix) return `No counter name starts with "${state.prefix}"${some}.`;
+  if (all.truncated) return 'The listing was cut before any counter of this page: see above.';
+  if (state.pages.length > 1) return 'No counters on this page: go back with Previous.';
+  if (all.total_counters > 0) return `This page is empty, yet the regions hold ${count(all.total_counters)} counters.`;
+  if (some) return `No counters${some}; the others may hold some.`;
+  return 'No counters yet: increment one.';
+}
+
+const count = (n) => Number(n).toLocaleString('en-US');
+
+// The line above the table: which rows these are, of how many, and anything missing.
+function renderListInfo(all, rows) {
+  const page = state.pages[state.pages.length - 1];
+  const parts = [];
+  // With a prefix, "of N" counts the names that match; the store's total follows.
+  const n = state.prefix ? all.matching_counters : all.total_counters;
+  const what = state.prefix ? `counters starting with "${state.prefix}"` : 'counters';
+  const total = all.total_regions || 0, healthy = all.healthy_regions || 0;
+  if (rows) {
+    parts.push(`${what} ${count(page.offset + 1)}–${count(page.offset + rows)}${n !== undefined ? ` of ${count(n)}` : ''}`);
+  } else {
+    parts.push(`no ${what} here`);
+  }
+  if (state.prefix && all.total_counters !== undefined) parts.push(`${count(all.total_counters)} counters in all`);
+  parts.push(`page ${state.pages.length}`);
+  const errors = Object.entries(all.region_errors || {}).map(([r, why]) => `${r}: ${why}`);
+  if (total > 0 && healthy === 0) {
+    parts.splice(0, parts.length, 'no region answers: nothing can be listed now', ...errors);
+  } else if (healthy < total) {
+    parts.push(`${healthy} of ${total} regions answer (counters that only the others hold are not listed)`,
+      ...errors);
+  }
+  if (all.truncated && !all.next_cursor) parts.push('the listing was cut: this page may miss counters');
+  if (state.searchError) parts.unshift(state.searchError);
+  const warn = healthy < total || (all.truncated && !all.next_cursor) || !!state.searchError;
+  setText($('list-info'), parts.join(' · ').replace(/^./, (c) => c.toUpperCase()), warn ? 'result warn-text' : 'result');
+  $('page-prev').disabled = state.pages.length < 2;
+  $('page-next').disabled = !all.next_cursor;
+}
+
+// ---- the hot and diverged views ----------------------------------------------------------
+
+const VIEWS = {
+  hot: { by: 'rate', title: 'counters that changed most in the last minute', none: 'Nothing was counted in the last minute.',
+    help: (w) => `The counters that changed most in the last ${w} s, largest first, as the ` +
+      'regions track them while counting (a bounded sketch: an estimate when very many counters change).' },
+  diverged: { by: 'lag', title: 'most diverged counters', none: 'No diverged counter: the regions that answer hold the same counts.',
+    help: () => 'The counters whose regions disagree most (largest total minus smallest among ' +
+      'the regions that answer), largest first. A force-sync or the next sync rounds converge them.' },
+};
+
+function renderTop() {
+  const v = VIEWS[state.view];
+  const body = $('top-body');
+  const top = state.top;
+  setText($('view-help-top'), v.help(top && top.window_seconds ? top.window_seconds : 60));
+  if (!top) {
+    body.replaceChildren(el('tr', {}, el('td', { colspan: '5', class: 'muted', 'data-testid': 'top-empty',
+      text: state.topError ? `Cannot show this view: ${state.topError}` : 'Loading…' })));
+    setText($('list-info'), state.topError ? 'Not available' : '', state.topError ? 'result warn-text' : 'result');
+    return;
+  }
+  const rows = top.counters || [];
+  const names = rows.map((c) => c.counter);
+  if (body.firstElementChild && !body.firstElementChild.dataset.key) body.replaceChildren();
+  rows.forEach((c) => {
+    const name = c.counter;
+    const row = keyed(body, name, () => el('tr', { 'data-testid': `top-row-${name}` },
+      el('th', { scope: 'row' }, el('button', { type: 'button', class: 'link', text: name,
+        title: `Show ${name} in every region`, onclick: () => showCounter(name) })),
+      el('td', { class: 'num', 'data-label': 'Total', 'data-testid': `top-${name}-total` }),
+      el('td', { class: 'num', 'data-label': 'Last minute', 'data-testid': `top-${name}-rate` }),
+      el('td', { class: 'num', 'data-label': 'Lag', 'data-testid': `top-${name}-lag` }),
+      el('td', { 'data-label': 'Regions' }, el('span', { 'data-testid': `top-${name}-agree` }))));
+    setText(row.querySelector(`[data-testid="top-${name}-total"]`), c.total_count);
+    setText(row.querySelector(`[data-testid="top-${name}-rate"]`),
+      c.rate_per_minute === undefined ? '–' : `${num(Number(c.rate_per_minute))}/min`);
+    setText(row.querySelector(`[data-testid="top-${name}-lag"]`), c.lag === undefined ? '–' : c.lag);
+    setText(row.querySelector(`[data-testid="top-${name}-agree"]`), c.converged ? 'converged' : 'diverged',
+      c.converged ? 'badge ok' : 'badge warn');
+    row.classList.toggle('diverged', !c.converged);
+  });
+  prune(body, names);
+  const total = top.total_regions || 0, healthy = top.healthy_regions === undefined ? total : top.healthy_regions;
+  const errors = Object.entries(top.region_errors || {}).map(([r, why]) => `${r}: ${why}`).join('; ');
+  const partial = healthy < total ? ` (${healthy} of ${total} regions answer: what only the others ` +
+    `hold is not here${errors ? `; ${errors}` : ''})` : '';
+  if (!names.length) {
+    body.append(el('tr', { 'data-key': '' }, el('td', { colspan: '5', class: 'muted', 'data-testid': 'top-empty',
+      text: total && !healthy ? `No region answers: nothing to rank now${errors ? ` (${errors})` : ''}.` : v.none + partial })));
+  }
+  setText($('list-info'), names.length ? `The ${names.length} ${v.title}${partial}` : '',
+    healthy < total ? 'result warn-text' : 'result');
+}
+
+// From a top view to that counter in every region: the All view, searched by its name.
+function showCounter(name) {
+  $('search').value = name;
+  setView('all');
+  search(name);
+}
+
+// ---- pages, search and views ---------------------------------------------------------------
+
+function listQuery() {
+  const q = new URLSearchParams({ limit: String(state.rows) });
+  if (state.prefix) q.set('prefix', state.prefix);
+  const page = state.pages[state.pages.length - 1];
+  if (page.cursor) q.set('cursor', page.cursor);
+  return `/api/counters?${q}`;
+}
+
+// Shows the first page of the counters whose names start with prefix.
+function search(prefix) {
+  const bad = !NAME_CHARS.test(prefix) || prefix.length > 200;
+  state.searchError = bad ? `"${prefix}" is not searched: counter names are made of A-Z a-z 0-9 _ . : - ` +
+    `(up to 200); the list still shows ${state.prefix ? `"${state.prefix}"` : 'every counter'}` : '';
+  $('search').setAttribute('aria-invalid', String(bad));
+  if (bad) {
+    setText($('list-info'), state.searchError, 'result warn-text');
+    return;
+  }
+  if (prefix === state.prefix && state.pages.length === 1) return;
+  state.prefix = prefix;
+  state.pages = [{ cursor: '', offset: 0 }];
+  turned();
+}
+
+function nextPage() {
+  const cs = state.counters;
+  if (!cs || !cs.next_cursor || state.query !== listQuery()) return;
+  const page = state.pages[state.pages.length - 1];
+  state.pages.push({ cursor: cs.next_cursor, offset: page.offset + (cs.counter_names || []).length });
+  turned();
+}
+
+function prevPage() {
+  if (state.pages.length < 2) return;
+  state.pages.pop();
+  turned();
+}
+
+// The page asked changed: keep the rows shown until the new ones come, then draw them.
+function turned() {
+  $('page-prev').disabled = true;
+  $('page-next').disabled = true;
+  setText($('list-info'), 'Loading…', 'result');
+  refresh();
+}
+
+function setView(view) {
+  if (!VIEWS[view] && view !== 'all') return;
+  state.view = view;
+  state.top = null;
+  state.topError = '';
+  for (const b of document.querySelectorAll('.views .view')) {
+    b.setAttribute('aria-pressed', String(b.dataset.view === view));
+  }
+  const all = view === 'all';
+  $('counters-box').hidden = !all;
+  $('search-form').hidden = !all;
+  $('view-help-all').hidden = !all;
+  $('top-box').hidden = all;
+  $('view-help-top').hidden = all;
+  $('top-body').replaceChildren();
+  if (all && state.counters) renderCounters(); else if (!all) renderTop();
+  refresh();
 }
 
 // ---- increment rate --------------------------------------------------------------------
@@ -354,9 +561,11 @@ function renderCounters() {
 // follow a click do not turn one increment into a spike. A node's value is taken from its
 // own region when that region answers (the freshest copy), else the highest any region
 // has. Contributions not seen before count from 0, unless the set of answering regions
-// changed (a region coming back shows old counts, not new increments).
+// changed (a region coming back shows old counts, not new increments) or the page did
+// (another prefix or page shows counters that were there before). Only the counters of
+// the page are sampled: with more than a page, the chart says so (rate-scope).
 const RATE_SPAN_MS = 1000;
-function sampleRate(cs, t) {
+function sampleRate(cs, t, query) {
   const regs = cs.regions || {};
   const owner = {};
   for (const [r, d] of Object.entries(regs)) if (d.node_id) owner[d.node_id] = r;
@@ -373,11 +582,13 @@ function sampleRate(cs, t) {
       }
     }
   }
-  const set = Object.keys(regs).sort().join(',');
+  const set = `${query}\n${Object.keys(regs).sort().join(',')}`;
   const baseline = !state.history.length;
   const sum = state.sum;
+  const known = state.known;
+  state.known = new Map();
   for (const [k, { v, o }] of seen) {
-    const prev = state.known.get(k);
+    const prev = known.get(k);
     state.known.set(k, v);
     if (baseline || (prev === undefined && set !== state.lastSet)) continue;
     const d = Number(minus(v, prev === undefined ? 0 : prev));
@@ -429,6 +640,11 @@ function renderRate() {
   const last = samples[samples.length - 1];
   const peak = samples.length ? Math.max(...samples.map((s) => s.total)) : null;
   setText($('rate-now'), last ? num(last.total) : '–');
+  const cs = state.counters;
+  const whole = cs && !state.prefix && state.pages.length === 1 && !cs.next_cursor && !cs.truncated;
+  setText($('rate-scope'), !cs ? 'the counters listed' : whole ? 'every counter'
+    : `the ${count((cs.counter_names || []).length)} counters of the page shown` +
+      (cs.total_counters !== undefined ? ` (of ${count(cs.total_counters)})` : ''));
   setText($('rate-peak'), peak === null ? '–' : num(peak));
   const label = last
     ? `Increment rate over the last minute: ${num(last.total)} per second now, peak ${num(peak)}.`
@@ -580,19 +796,41 @@ async function increment(ev) {
 
 // ---- polling -----------------------------------------------------------------------------
 
+// One poll: the status, the page of counters asked, and the top view shown. An answer to a
+// page or a view no longer asked is dropped (and the poll runs again).
 async function refresh() {
   if (state.busy) { state.again = true; return; }
   state.busy = true;
-  const [st, cs] = await Promise.allSettled([api('GET', '/api/status'), api('GET', '/api/counters')]);
+  const query = listQuery(), view = state.view, sizes = [], pageSize = [];
+  const top = VIEWS[view] ? api('GET', `/api/top?by=${VIEWS[view].by}&limit=${TOP_ROWS}`, null, { sizes })
+    : Promise.resolve(null);
+  const [st, cs, tp] = await Promise.allSettled([api('GET', '/api/status', null, { sizes }),
+    api('GET', query, null, { sizes: pageSize }), top]);
+  state.pollBytes = [...sizes, ...pageSize].reduce((a, b) => a + b, 0);
   try {
     if (st.status === 'fulfilled') state.status = st.value;
-    if (cs.status === 'fulfilled') {
+    if (cs.status === 'fulfilled' && query === listQuery()) {
       state.counters = cs.value;
-      sampleRate(cs.value, performance.now());
+      state.query = query;
+      sampleRate(cs.value, performance.now(), query);
+      const got = (cs.value.counter_names || []).length;
+      if (pageSize[0] > PAGE_BYTES && got > 10) {
+        state.rows = Math.max(10, Math.floor((got * PAGE_BYTES) / pageSize[0]));
+        state.again = true; // this page again, at the new size
+      }
+    } else if (query !== listQuery()) {
+      state.again = true;
+    }
+    if (view === state.view && VIEWS[view]) {
+      state.top = tp.status === 'fulfilled' ? tp.value : null;
+      state.topError = tp.status === 'rejected' ? tp.reason.message : '';
     }
     renderRegions();
-    renderCounters();
+    if (state.view !== 'all') renderTop();
+    else if (state.query === listQuery()) renderCounters();
+    else if (cs.status === 'rejected') setText($('list-info'), `Cannot list: ${cs.reason.message}`, 'result warn-text');
     renderRate();
+    // Live is the status and the listing; a top view that fails says so in its table.
     const failed = [st, cs].filter((p) => p.status === 'rejected').map((p) => p.reason.message);
     document.body.classList.toggle('stale', failed.length > 0);
     if (failed.length) {
@@ -633,6 +871,21 @@ document.addEventListener('DOMContentLoaded', () => {
     $('client-region-label').hidden = $('inc-routing').value !== 'nearest';
   });
   $('error-close').addEventListener('click', () => showError(''));
+  let searchTimer;
+  $('search').addEventListener('input', () => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(() => search($('search').value.trim()), 250);
+  });
+  $('search-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    clearTimeout(searchTimer);
+    search($('search').value.trim());
+  });
+  $('page-next').addEventListener('click', nextPage);
+  $('page-prev').addEventListener('click', prevPage);
+  for (const b of document.querySelectorAll('.views .view')) {
+    b.addEventListener('click', () => setView(b.dataset.view));
+  }
   $('heal-all').addEventListener('click', () => admin('Heal all', '/admin/partition/all?enabled=false',
     (r) => `All regions healed (${r.regions_updated} updated).`));
   $('force-sync').addEventListener('click', async () => {

@@ -3,7 +3,9 @@
 // what a person would see: healthy regions, an increment and where it went, the admin
 // token asked for on 401 and then used, a partition and the divergence it causes, heal +
 // force-sync and convergence (lag 0) with the per-node vectors and the sync lag, a region
-// that stops answering shown as unreachable while the page keeps working, the comparison
+// that stops answering shown as unreachable while the page keeps working, search by name
+// prefix and pages (next, previous), an empty table that says why (nothing matches, no
+// region answers: never "no counters yet" then), the comparison
 // run (against the lab's strong service) with its chart and numbers, and the rate chart
 // following a load. Checks the layout at 1280x800 and at a phone's width. Always
 // stops the lab. Bounded by BUDGET_MS.
@@ -15,80 +17,21 @@
 //        1280 wide, there while the load runs, e.g. docs/dashboard.png)
 'use strict';
 
-const { chromium } = require('playwright-core');
 const assert = require('node:assert/strict');
-const { spawnSync } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
-const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
+const { ROOT, log, sleep, freeBase, lab: labRun, labPid, until, browser } = require('./lib');
 
-const ROOT = path.resolve(__dirname, '..', '..');
-const LAB = path.join(ROOT, 'scripts', 'lab');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const REGIONS = ['us-east', 'us-west', 'eu-west'];
 const BUDGET_MS = 150000;
 const TOKEN = crypto.randomBytes(12).toString('hex');
 const t0 = Date.now();
 
-const log = (msg) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${msg}`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function portFree(port) {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.once('error', () => resolve(false));
-    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-  });
-}
-
-// A base port whose lab ports (base+0..4, base+80) are all free.
-async function freeBase() {
-  for (let i = 0; i < 100; i++) {
-    const base = 20000 + Math.floor(Math.random() * 40000);
-    if (fs.existsSync(path.join(ROOT, '.lab', String(base)))) continue;
-    let ok = true;
-    for (const p of [base, base + 1, base + 2, base + 3, base + 4, base + 80]) {
-      if (!(await portFree(p))) { ok = false; break; }
-    }
-    if (ok) return base;
-  }
-  throw new Error('no free base port found');
-}
-
-function lab(cmd, base, timeoutMs) {
-  // Replication only on demand (force-sync), so what the page shows is deterministic.
-  const env = { ...process.env, SYNC_INTERVAL_MS: '600000', COUNTERD_ADMIN_TOKEN: TOKEN };
-  const r = spawnSync(LAB, [cmd, '--base-port', String(base), '--no-build'],
-    { cwd: ROOT, env, encoding: 'utf8', timeout: timeoutMs });
-  if (r.status !== 0) {
-    throw new Error(`lab ${cmd} failed (status ${r.status}${r.error ? `, ${r.error.message}` : ''}):\n` +
-      `${r.stdout || ''}${r.stderr || ''}`);
-  }
-}
-
-// The pid of one of the lab's services (the lab started it for this test).
-function labPid(base, service) {
-  const f = path.join(ROOT, '.lab', String(base), 'pids', `${service}.pid`);
-  return fs.existsSync(f) ? Number(fs.readFileSync(f, 'utf8').trim()) : null;
-}
-
-// Polls fn until it returns a truthy value; fails with the last value seen.
-async function until(desc, fn, ms = 10000) {
-  const end = Date.now() + ms;
-  let last;
-  while (Date.now() < end) {
-    try {
-      last = await fn();
-      if (last === true || (last && typeof last !== 'string')) return last;
-    } catch (e) {
-      last = e.message;
-    }
-    await sleep(100);
-  }
-  throw new Error(`timed out waiting for ${desc} (last seen: ${JSON.stringify(last)})`);
-}
+// Replication only on demand (force-sync), so what the page shows is deterministic.
+const lab = (cmd, base, timeoutMs) => labRun(cmd, base, timeoutMs,
+  { SYNC_INTERVAL_MS: '600000', COUNTERD_ADMIN_TOKEN: TOKEN });
 
 // Increments through the API from this process (not the page) until stopped; counts what
 // was acknowledged, with the time of each, so the page's rate can be checked against it.
@@ -271,7 +214,7 @@ async function scenario(page, gw, base, shots, sigs) {
   const westPid = labPid(base, 'us-west');
   assert.ok(westPid, 'the lab has a pid for us-west');
   process.kill(westPid, 'SIGSTOP');
-  sigs.stopped = westPid;
+  sigs.stopped = [westPid];
   await until('us-west unreachable', async () => (await text('region-us-west-status')) === 'unreachable' ||
     await text('region-us-west-status'), 15000);
   await until('us-west without an answer in the table', async () => (await text(`counter-${name}-us-west`)) === 'no answer');
@@ -287,12 +230,96 @@ async function scenario(page, gw, base, shots, sigs) {
   assert.match(await text('live'), /^Live/);
   await page.screenshot({ path: shots.unreachable, fullPage: true });
   process.kill(westPid, 'SIGCONT');
-  sigs.stopped = null;
+  sigs.stopped = [];
   await until('us-west back', async () => (await text('region-us-west-status')) === 'healthy', 15000);
   await tid('force-sync').click();
   await totals(name, { 'us-east': 10, 'us-west': 10, 'eu-west': 10 }, 0);
   log(`ok: us-west stopped shows unreachable / no answer; the page stays live and an increment ` +
     `answers in ${took} ms; back and converged at 10`);
+
+  // ---- search by prefix; an empty table says why ---------------------------------------------
+  const listed = () => page.locator('#counters-body tr').evaluateAll((trs) => trs.map((t) => t.dataset.key));
+  await tid('search').fill('page');
+  await tid('search').press('Enter');
+  await until('only pageviews listed', async () => {
+    const keys = await listed(), info = await text('list-info'); // the rows of this search
+    return (keys.length === 1 && keys[0] === name && /^Counters starting with "page" 1–1 of 1\b/.test(info)) ||
+      `${JSON.stringify(keys)} ${info}`;
+  });
+  assert.equal(await tid('page-next').isDisabled(), true, 'one page: no next');
+  assert.equal(await tid('page-prev').isDisabled(), true, 'first page: no previous');
+  await tid('search').fill('zzz');
+  await until('nothing starts with zzz', async () => (await text('counters-empty').catch(() => '')) ===
+    'No counter name starts with "zzz".' || await text('list-info'));
+  await tid('search').fill('bad name!');
+  await until('a bad search explained', async () => (await text('list-info')).startsWith(
+    '"bad name!" is not searched: counter names are made of') || await text('list-info'));
+  await sleep(1200); // the next polls keep saying so
+  assert.match(await text('list-info'), /^"bad name!" is not searched: .* the list still shows "zzz"/);
+  assert.equal(await tid('search').getAttribute('aria-invalid'), 'true');
+  // Pages: 250 counters (sent to each region as a peer would), 100 a page.
+  const bulk = (i) => `zbulk.${String(i).padStart(3, '0')}`;
+  const counts = Object.fromEntries(Array.from({ length: 250 }, (_, i) => [bulk(i), { 'bulk-1': 1 }]));
+  for (let i = 0; i < REGIONS.length; i++) {
+    const r = await fetch(`http://127.0.0.1:${base + 1 + i}/sync`, { method: 'POST',
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${TOKEN}` },
+      body: JSON.stringify({ node_id: 'bulk-1', incarnation: 'b1', timestamp: 1, features: ['folded'], counts }) });
+    assert.equal(r.status, 200, `POST /sync: ${await r.text()}`);
+  }
+  const pageOf = (first, last, info) => until(`rows ${first}..${last}`, async () => {
+    const keys = await listed();
+    const ok = keys[0] === first && keys[keys.length - 1] === last && (await text('list-info')).startsWith(info);
+    return ok || `${keys[0]}..${keys[keys.length - 1]}: ${await text('list-info')}`;
+  });
+  await tid('search').fill('zbulk.');
+  await tid('search').press('Enter');
+  await pageOf(bulk(0), bulk(99), 'Counters starting with "zbulk." 1–100 of 250');
+  await tid('page-next').click();
+  await pageOf(bulk(100), bulk(199), 'Counters starting with "zbulk." 101–200 of 250');
+  await tid('page-next').click();
+  await pageOf(bulk(200), bulk(249), 'Counters starting with "zbulk." 201–250 of 250');
+  assert.equal(await tid('page-next').isDisabled(), true, 'the last page: no next');
+  await tid('page-prev').click();
+  await pageOf(bulk(100), bulk(199), 'Counters starting with "zbulk." 101–200 of 250');
+  await tid('page-prev').click();
+  await pageOf(bulk(0), bulk(99), 'Counters starting with "zbulk." 1–100 of 250');
+  assert.equal(await tid('page-prev').isDisabled(), true, 'the first page: no previous');
+  // The hot view (top by rate) and the diverged one (top by lag): every region converged.
+  const topKeys = () => page.locator('#top-body tr').evaluateAll((trs) => trs.map((t) => t.dataset.key));
+  await tid('view-hot').click();
+  await until('pageviews the hottest', async () => (await topKeys())[0] === name || JSON.stringify(await topKeys()));
+  assert.match(await text(`top-${name}-rate`), /^\d+(\.\d+)?\/min$/);
+  assert.equal(await tid('search').isVisible(), false, 'no search in a top view');
+  await tid(`top-row-${name}`).getByRole('button', { name }).click(); // to its row in every region
+  await until(`${name} searched`, async () => {
+    const keys = await listed();
+    return (keys.length === 1 && keys[0] === name && await tid('view-all').getAttribute('aria-pressed') === 'true' &&
+      await tid('search').inputValue() === name) || JSON.stringify(keys);
+  });
+  await tid('view-diverged').click();
+  await until('no diverged counter', async () => (await text('top-empty').catch(() => '')).startsWith(
+    'No diverged counter') || JSON.stringify(await topKeys()));
+  await tid('view-all').click();
+  await tid('search').fill('');
+  await tid('search').press('Enter');
+  await until('every counter listed again', async () => ((await listed()).includes(name) &&
+    /^Counters 1–/.test(await text('list-info'))) || await text('list-info'));
+  // Every region stopped: the table says the regions do not answer, never "no counters yet".
+  const regionPids = REGIONS.map((r) => labPid(base, r));
+  for (const pid of regionPids) process.kill(pid, 'SIGSTOP');
+  sigs.stopped = regionPids;
+  await until('no region answers', async () => /^No region answers \(0 of 3\)/.test(
+    await text('counters-empty').catch(() => '')) || await text('list-info'), 15000);
+  for (const pid of regionPids) process.kill(pid, 'SIGCONT');
+  sigs.stopped = [];
+  await until('the counters back', async () => (await listed()).includes(name) || 'not yet', 15000);
+  await until('three healthy regions again', async () => {
+    for (const r of REGIONS) if ((await text(`region-${r}-status`)) !== 'healthy') return r;
+    return true;
+  }, 15000);
+  log('ok: search by prefix lists what matches, says when nothing does; 250 counters in three ' +
+    'pages, next and previous; hot and diverged views; with every region stopped the table says ' +
+    'no region answers');
 
   // ---- the comparison ---------------------------------------------------------------------
   assert.ok(labPid(base, 'strong'), 'the lab runs the strong service');
@@ -396,9 +423,9 @@ async function main() {
   const shot = (what) => path.join(shotDir, `dashboard-${what}.png`);
   const shots = { diverged: shot('diverged'), unreachable: shot('unreachable'), wide: shot('1280'),
     narrow: shot('390'), converged: shot('converged') };
-  const sigs = { stopped: null }; // a service this test SIGSTOPped, to resume before stopping
+  const sigs = { stopped: [] }; // services this test SIGSTOPped, to resume before stopping
   const down = () => {
-    if (sigs.stopped) { try { process.kill(sigs.stopped, 'SIGCONT'); } catch (_) { /* gone */ } }
+    for (const pid of sigs.stopped) { try { process.kill(pid, 'SIGCONT'); } catch (_) { /* gone */ } }
     try { lab('down', base, 40000); } catch (e) { console.error(e.message); } // <= 5 s a service
   };
   for (const sig of ['SIGINT', 'SIGTERM']) {
@@ -414,12 +441,7 @@ async function main() {
   try {
     log(`lab on base port ${base} (${process.env.COUNTERD_BIN || 'build/counterd'}), with an admin token`);
     lab('up', base, 30000);
-    context = await chromium.launchPersistentContext(path.join(tmp, 'profile'), {
-      executablePath: CHROMIUM, headless: true, timeout: 20000,
-      viewport: { width: 1280, height: 800 }, colorScheme: 'light',
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    context = await browser(path.join(tmp, 'profile'));
     const page = context.pages()[0] || await context.newPage();
     page.setDefaultTimeout(10000);
     page.on('pageerror', (e) => pageErrors.push(`page error: ${e.message}`));

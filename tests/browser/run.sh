@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the dashboard's real-browser test (dashboard_test.js), first installing what is
-# missing: Debian's Chromium (apt-get, as root) and playwright-core as pinned by
+# Runs a real-browser test of the dashboard (the one named, default dashboard_test.js;
+# million_test.js is the one at a million counters), first installing what is missing:
+# Debian's Chromium (apt-get, as root) and playwright-core as pinned by
 # package-lock.json (npm ci, again whenever the lock changes). Never downloads a browser:
 # the test drives /usr/bin/chromium. COUNTERD_BIN picks the binary the test's lab runs.
 set -euo pipefail
@@ -33,4 +34,4 @@ if [[ ! -d node_modules/playwright-core || "$(cat "$stamp" 2> /dev/null)" != "$w
   echo "$want" > "$stamp"
 fi
 
-exec node dashboard_test.js
+exec node "${1:-dashboard_test.js}"
