@@ -11,7 +11,8 @@
 # BEST run (highest req/s, with that run's latencies). CONNS (default 32) connections
 # (wrk: 1 thread; redis-benchmark: -c CONNS -P 1). RESTART_SIGNAL (TERM | KILL, default
 # TERM): how counterd is stopped before the read-back check. FSYNC_PROBES (default 300)
-# synchronous 4 KiB appends timed to tell how fast this machine's fsync is. See
+# synchronous 4 KiB appends timed to tell how fast this machine's fsync is. CONFS (default
+# "mem no everysec always"): the configurations to run, e.g. CONFS=always. See
 # bench/README.md.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -22,7 +23,7 @@ CONNS=${CONNS:-32}
 RESTART_SIGNAL=${RESTART_SIGNAL:-TERM}
 FSYNC_PROBES=${FSYNC_PROBES:-300}
 SCRIPT=$BENCH_DIR/wrk/increment.lua
-CONFS=(mem no everysec always)
+read -r -a CONFS <<<"${CONFS:-mem no everysec always}"
 REDIS_KEY='counter:__rand_int__' # redis-benchmark -t incr without -r: one key, this name
 
 [[ $RESTART_SIGNAL == TERM || $RESTART_SIGNAL == KILL ]] ||
@@ -341,6 +342,12 @@ per_flush() {
   awk -v r="${BEST_RPS[$1]}" -v f="${BEST_FLS[$1]}" 'BEGIN { if (f + 0 > 0) printf "%.1f", r / f; else print "n/a" }'
 }
 echo "                                     (answers per device flush in those runs: counterd $(per_flush counterd:always), redis $(per_flush redis:always))"
+PF_C=$(per_flush counterd:always) PF_R=$(per_flush redis:always)
+R_FLUSH=n/a
+[[ $PF_C == n/a || $PF_R == n/a ]] || R_FLUSH=$(ratio "$PF_C" "$PF_R")
+R_P99=$(ratio "${BEST_P99[counterd:always]:-0}" "${BEST_P99[redis:always]:-0}")
+echo "always p99, counterd / redis:        $R_P99 (${BEST_P99[counterd:always]:-?} ms / ${BEST_P99[redis:always]:-?} ms; target <= 2.0: $(awk -v r="$R_P99" 'BEGIN { print (r > 0 && r <= 2.0) ? "met" : "NOT met" }'))"
+echo "always answers per flush, c / r:     $R_FLUSH (target >= 1.0: $([[ $R_FLUSH == n/a ]] && echo n/a || verdict "$R_FLUSH" 1.0))"
 echo "counterd no / redis no:              $R_NO (information; per server core: $(ratio "${BEST_CORE[counterd:no]}" "${BEST_CORE[redis:no]}"))"
 echo "counterd everysec / redis everysec:  $R_EVERYSEC (information; per server core: $(ratio "${BEST_CORE[counterd:everysec]}" "${BEST_CORE[redis:everysec]}"))"
 echo "counterd memory / redis memory:      $R_MEM (information; per server core: $(ratio "${BEST_CORE[counterd:mem]}" "${BEST_CORE[redis:mem]}"))"
@@ -349,4 +356,4 @@ echo "redis everysec / redis memory:       $R_REDIS_EVERYSEC_MEM (information)"
   echo "WARNING: the client used >= 95% of its core in:$CLIENT_BOUND: those runs may be client-bound (the server may be faster than shown)"
 [[ -z $DISTURBED ]] ||
   echo "WARNING: other processes used >= 15% of a core during:$DISTURBED: those runs are noisy"
-echo "RESULT durability counterd_mem_rps=${BEST_RPS[counterd:mem]} counterd_no_rps=${BEST_RPS[counterd:no]} counterd_everysec_rps=${BEST_RPS[counterd:everysec]} counterd_always_rps=${BEST_RPS[counterd:always]} redis_mem_rps=${BEST_RPS[redis:mem]} redis_no_rps=${BEST_RPS[redis:no]} redis_everysec_rps=${BEST_RPS[redis:everysec]} redis_always_rps=${BEST_RPS[redis:always]} everysec_vs_mem=$R_EVERYSEC_MEM always_vs_redis_always=$R_ALWAYS fdatasync_us=$FSYNC_US"
+echo "RESULT durability counterd_mem_rps=${BEST_RPS[counterd:mem]} counterd_no_rps=${BEST_RPS[counterd:no]} counterd_everysec_rps=${BEST_RPS[counterd:everysec]} counterd_always_rps=${BEST_RPS[counterd:always]} redis_mem_rps=${BEST_RPS[redis:mem]} redis_no_rps=${BEST_RPS[redis:no]} redis_everysec_rps=${BEST_RPS[redis:everysec]} redis_always_rps=${BEST_RPS[redis:always]} everysec_vs_mem=$R_EVERYSEC_MEM always_vs_redis_always=$R_ALWAYS fdatasync_us=$FSYNC_US always_p99_vs_redis=$R_P99 always_per_flush_counterd=$PF_C always_per_flush_redis=$PF_R"

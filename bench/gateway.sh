@@ -14,7 +14,11 @@
 # connection waiting ~PACE_MS ms between answer and next request, so the three paths get
 # about the same request rate (a latency comparison at equal load, not at saturation).
 # REGION_SHARES (server | client, default server): the CPU the region node shares: the
-# one of the server under test (gateway or nginx) or wrk's. See bench/README.md.
+# one of the server under test (gateway or nginx) or wrk's. SETUP (standalone | lab,
+# default standalone): standalone starts one region node and a gateway with flags of its
+# own; lab starts `scripts/lab up` on a free --base-port with the lab's defaults (Lua
+# watch, Prometheus, three regions with data directories and peers) and measures the lab's
+# gateway and its us-east node, nginx proxying to that same node. See bench/README.md.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DURATION=${DURATION:-10}
@@ -24,6 +28,7 @@ CONNS=${CONNS:-32}
 PACE_MS=${PACE_MS:-3}
 PACE_DURATION=${PACE_DURATION:-3}
 REGION_SHARES=${REGION_SHARES:-server}
+SETUP=${SETUP:-standalone}
 SCRIPT=$BENCH_DIR/wrk/gateway.lua
 PATHS=(gateway nginx direct)
 
@@ -45,31 +50,74 @@ client)
   ;;
 *) die "REGION_SHARES must be server or client, not '$REGION_SHARES'" ;;
 esac
+[[ $SETUP == standalone || $SETUP == lab ]] || die "SETUP must be standalone or lab, not '$SETUP'"
 ((${#BENCH_SERVER_PIN[@]} != 0)) || PIN_DESC="not pinned"
 
 # Each path increments its own counter (names of the same length), so that each total can
 # be checked against the answers of that path alone.
 declare -A COUNTER=([gateway]=bench-gw [nginx]=bench-nx [direct]=bench-dr)
 
-# ---------------------------------------------------------------- the region node
-bench_free_port RG_PORT
-RG_URL=http://127.0.0.1:$RG_PORT
 CLEAN_ENV=(env -u PEER_ENDPOINTS -u SERVICE_PORT -u COUNTERD_ROLE -u REGION -u NODE_ID
   -u REGION_ENDPOINTS -u COUNTER_ENDPOINTS -u COORDINATOR_URL -u DATA_DIR
   -u COUNTERD_ADMIN_TOKEN -u COUNTERD_FAULTS COUNTERD_LOG=warn)
-bench_start region "${CLEAN_ENV[@]}" "${REGION_PIN[@]}" "$COUNTERD_BIN" --role region \
-  --port "$RG_PORT" --region us-east --node-id us-east-1
-RG_PID=$BENCH_PID
+if [[ $SETUP == standalone ]]; then
+  # ------------------------------------------------------------ the region node
+  bench_free_port RG_PORT
+  RG_URL=http://127.0.0.1:$RG_PORT
+  bench_start region "${CLEAN_ENV[@]}" "${REGION_PIN[@]}" "$COUNTERD_BIN" --role region \
+    --port "$RG_PORT" --region us-east --node-id us-east-1
+  RG_PID=$BENCH_PID
 
-# ------------------------------------------------------------------- the gateway
-# The coordinator is only needed for reads and admin fan-out, not for increments: a free
-# port that nothing listens on.
-bench_free_port GW_PORT
-bench_free_port COORD_PORT
-GW_URL=http://127.0.0.1:$GW_PORT
-bench_start gateway "${CLEAN_ENV[@]}" "${BENCH_SERVER_PIN[@]}" "$COUNTERD_BIN" --role gateway \
-  --port "$GW_PORT" --regions "us-east=$RG_URL" --coordinator "http://127.0.0.1:$COORD_PORT"
-GW_PID=$BENCH_PID
+  # --------------------------------------------------------------- the gateway
+  # The coordinator is only needed for reads and admin fan-out, not for increments: a
+  # free port that nothing listens on.
+  bench_free_port GW_PORT
+  bench_free_port COORD_PORT
+  GW_URL=http://127.0.0.1:$GW_PORT
+  bench_start gateway "${CLEAN_ENV[@]}" "${BENCH_SERVER_PIN[@]}" "$COUNTERD_BIN" \
+    --role gateway --port "$GW_PORT" --regions "us-east=$RG_URL" \
+    --coordinator "http://127.0.0.1:$COORD_PORT"
+  GW_PID=$BENCH_PID
+else
+  # ------------------------------------------------------------------- the lab
+  # scripts/lab up with its defaults on a base port whose every service port is free; its
+  # gateway and its us-east node are pinned as the standalone ones (the other services
+  # run where the lab puts them). Stopped and its state deleted on exit.
+  LAB=$BENCH_DIR/../scripts/lab
+  LAB_BASE=""
+  used=" $(ss -Htan 2>/dev/null | awk '{n = split($4, a, ":"); print a[n]}' | sort -u | tr '\n' ' ') "
+  for ((i = 0; i < 200; i++)); do
+    b=$((20000 + RANDOM % 10000))
+    [[ -e $BENCH_DIR/../.lab/$b ]] && continue
+    for off in 0 1 2 3 4 80 1090; do [[ $used == *" $((b + off)) "* ]] && continue 2; done
+    LAB_BASE=$b
+    break
+  done
+  [[ -n $LAB_BASE ]] || die "no free base port for the lab"
+  lab_down() {
+    "$LAB" down -v --base-port "$LAB_BASE" >/dev/null 2>&1 || true
+    rm -rf "$BENCH_DIR/../.lab/$LAB_BASE"
+  }
+  trap 'rc=$?; lab_down; (exit $rc); bench_cleanup' EXIT
+  log "lab: scripts/lab up --base-port $LAB_BASE --no-build (COUNTERD_BIN=$COUNTERD_BIN)"
+  env -u PEER_ENDPOINTS -u SERVICE_PORT -u COUNTERD_ROLE -u REGION -u NODE_ID \
+    -u REGION_ENDPOINTS -u COUNTER_ENDPOINTS -u COORDINATOR_URL -u DATA_DIR \
+    -u COUNTERD_ADMIN_TOKEN -u COUNTERD_FAULTS -u COUNTERD_LOG -u COUNTERD_WATCH \
+    -u FSYNC_POLICY -u SYNC_INTERVAL_MS -u LAB_PROMETHEUS -u LAB_ENDPOINTS \
+    COUNTERD_BIN="$COUNTERD_BIN" "$LAB" up \
+    --base-port "$LAB_BASE" --no-build >"$BENCH_TMP/lab-up.log" 2>&1 ||
+    { cat "$BENCH_TMP/lab-up.log" >&2; die "scripts/lab up failed"; }
+  LAB_STATE=$BENCH_DIR/../.lab/$LAB_BASE
+  RG_PORT=$((LAB_BASE + 1)) GW_PORT=$((LAB_BASE + 80))
+  RG_URL=http://127.0.0.1:$RG_PORT GW_URL=http://127.0.0.1:$GW_PORT
+  RG_PID=$(cat "$LAB_STATE/pids/us-east.pid") GW_PID=$(cat "$LAB_STATE/pids/gateway.pid")
+  [[ -s $LAB_STATE/pids/prometheus.pid ]] ||
+    log "NOTE: the lab runs without Prometheus (see $LAB_STATE/logs/prometheus.log)"
+  if ((${#BENCH_SERVER_PIN[@]})); then
+    taskset -a -p -c "${REGION_PIN[2]}" "$RG_PID" >/dev/null
+    taskset -a -p -c "${BENCH_SERVER_PIN[2]}" "$GW_PID" >/dev/null
+  fi
+fi
 
 # ------------------------------------------------------------------ nginx anchor
 bench_start_nginx proxy.conf "upstream.inc=server 127.0.0.1:$RG_PORT;"
@@ -209,6 +257,12 @@ echo
 echo "POST increment of 1 (gateway: /api/increment with \"routing\":\"us-east\"; nginx, direct: /increment)"
 echo "to one region node us-east-1: wrk -t1 -c$CONNS, ${DURATION}s per run after ${WARMUP}s warm-up"
 echo "pinning: $PIN_DESC"
+if [[ $SETUP == lab ]]; then
+  echo "setup: lab (scripts/lab up --base-port $LAB_BASE, its defaults: Lua watch, Prometheus, three regions"
+  echo " with data directories and peers; the lab's gateway and its us-east node, nginx proxying to that node)"
+else
+  echo "setup: standalone (one region node, a gateway routing to it alone)"
+fi
 echo "(srv CPU = gateway or nginx, or the region in direct; rgn CPU = the region node behind the proxy)"
 echo
 echo "$HDR"
@@ -257,4 +311,4 @@ echo "(direct runs are client-bound by design: one wrk thread cannot saturate th
   echo "WARNING: other processes used >= 15% of a core during:$DISTURBED: those runs are noisy"
 [[ -z $RECONNECTS ]] ||
   echo "WARNING: many connections to the region closed (TIME-WAIT) during:$RECONNECTS: the proxy's upstream pool did not keep them"
-echo "RESULT gateway gateway_rps=${BEST_RPS[gateway]} nginx_rps=${BEST_RPS[nginx]} ratio=$ratio gateway_p50_ms=${BEST_P50[gateway]} gateway_p99_ms=${BEST_P99[gateway]} nginx_p50_ms=${BEST_P50[nginx]} nginx_p99_ms=${BEST_P99[nginx]} direct_p50_ms=${BEST_P50[direct]} direct_p99_ms=${BEST_P99[direct]} direct_rps=${BEST_RPS[direct]} gateway_added_p50_ms=$gw_add50 gateway_added_p99_ms=$gw_add99 nginx_added_p50_ms=$nx_add50 nginx_added_p99_ms=$nx_add99$paced_extra"
+echo "RESULT gateway gateway_rps=${BEST_RPS[gateway]} nginx_rps=${BEST_RPS[nginx]} ratio=$ratio gateway_p50_ms=${BEST_P50[gateway]} gateway_p99_ms=${BEST_P99[gateway]} nginx_p50_ms=${BEST_P50[nginx]} nginx_p99_ms=${BEST_P99[nginx]} direct_p50_ms=${BEST_P50[direct]} direct_p99_ms=${BEST_P99[direct]} direct_rps=${BEST_RPS[direct]} gateway_added_p50_ms=$gw_add50 gateway_added_p99_ms=$gw_add99 nginx_added_p50_ms=$nx_add50 nginx_added_p99_ms=$nx_add99$paced_extra setup=$SETUP"

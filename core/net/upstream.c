@@ -36,6 +36,7 @@
 #define RESOLVE_EVERY_S 10.0 /* a host name is looked up again this often */
 #define RESOLVE_RETRY_S 1.0  /* and at most this often after failures */
 #define RESOLVE_POLL_MS 20   /* how often a lookup in flight is checked */
+#define SPARE_REQS 64        /* finished requests kept for reuse (no malloc per request) */
 
 struct uconn;
 
@@ -84,6 +85,8 @@ struct upstream {
     int resolving;
     double resolved_at; /* when the last lookup ended (0: never) */
     struct event *resolve_timer;
+    struct upstream_req *spare; /* finished requests, their buffers kept (SPARE_REQS) */
+    int nspare;
 };
 
 static http_parser_settings settings;
@@ -93,13 +96,26 @@ static void resolve_soon(struct upstream *u);
 
 /* ---------------------------------------------------------------- completion */
 
+/* Frees r, or keeps it (and its buffer) for the next upstream_send. */
+static void req_free(struct upstream_req *r)
+{
+    struct upstream *u = r->u;
+    if (u->nspare >= SPARE_REQS || r->bytes.cap > 16384) {
+        buf_free(&r->bytes);
+        free(r);
+        return;
+    }
+    r->next = u->spare;
+    u->spare = r;
+    u->nspare++;
+}
+
 static void finish(struct upstream_req *r, int status, const char *body, size_t len,
                    const char *err, int sent)
 {
     upstream_cb cb = r->cb;
     void *arg = r->arg;
-    buf_free(&r->bytes);
-    free(r);
+    req_free(r);
     if (cb)
         cb(status, body, len, err, sent, arg);
 }
@@ -594,6 +610,12 @@ void upstream_free(struct upstream *u)
             buf_free(&r->bytes);
             free(r);
         }
+    while (u->spare) {
+        struct upstream_req *r = u->spare;
+        u->spare = r->next;
+        buf_free(&r->bytes);
+        free(r);
+    }
     event_free(u->kick);
     event_free(u->resolve_timer);
     if (u->resolving) {
@@ -614,7 +636,17 @@ void upstream_free(struct upstream *u)
 struct upstream_req *upstream_send(struct upstream *u, const char *req, size_t len, int timeout_ms,
                                    upstream_cb cb, void *arg)
 {
-    struct upstream_req *r = xcalloc(1, sizeof *r);
+    struct upstream_req *r = u->spare;
+    if (r) {
+        u->spare = r->next;
+        u->nspare--;
+        struct buf keep = r->bytes;
+        memset(r, 0, sizeof *r);
+        r->bytes = keep;
+        buf_reset(&r->bytes);
+    } else {
+        r = xcalloc(1, sizeof *r);
+    }
     r->u = u;
     buf_append(&r->bytes, req, len);
     r->timeout_ms = timeout_ms > 0 ? timeout_ms : 2000;
@@ -649,6 +681,5 @@ void upstream_cancel(struct upstream_req *r)
                 }
         }
     }
-    buf_free(&r->bytes);
-    free(r);
+    req_free(r);
 }

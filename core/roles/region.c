@@ -159,6 +159,7 @@ static void start_wal_events(struct region *rg, struct event_base *base)
         rg->wal_timer = event_new(base, -1, EV_PERSIST, region__on_wal_timer, rg);
         struct timeval tv = {0, 200 * 1000};
         event_add(rg->wal_timer, &tv);
+        rg->wal_kick = evtimer_new(base, region__on_wal_kick, rg);
     }
 }
 
@@ -219,6 +220,8 @@ void region_free(struct region *rg)
         event_free(rg->wal_notify);
     if (rg->wal_timer)
         event_free(rg->wal_timer);
+    if (rg->wal_kick)
+        event_free(rg->wal_kick);
     if (rg->tok_timer)
         event_free(rg->tok_timer);
     if (rg->fold_timer)

@@ -73,6 +73,19 @@ void region__on_wal_notify(evutil_socket_t fd, short what, void *arg)
     struct region *rg = arg;
     wal_notified(rg->wal);
     release_durable(rg);
+    /* A zero timeout runs after the loop's next poll, which does not wait: the clients just
+     * answered send again meanwhile, and their records join the next fsync (wal_kick). */
+    static const struct timeval now = {0, 0};
+    if (wal_policy(rg->wal) == WAL_FSYNC_ALWAYS)
+        event_add(rg->wal_kick, &now);
+}
+
+void region__on_wal_kick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct region *rg = arg;
+    wal_kick(rg->wal);
 }
 
 void region__on_wal_timer(evutil_socket_t fd, short what, void *arg)

@@ -56,6 +56,7 @@ struct region {
     /* Durability: the log, and answers held until their records are fsynced. */
     struct wal *wal;
     struct event *wal_notify, *wal_timer;
+    struct event *wal_kick; /* the next group commit, one loop iteration after a release */
     struct durable_wait *waits, *waits_tail;
     struct wal_metric {
         struct region *rg;
@@ -113,6 +114,7 @@ void region__respond_durable_ex(struct region *rg, struct http_request *req, uin
 void region__respond_durable(struct region *rg, struct http_request *req, uint64_t pos);
 void region__on_wal_notify(evutil_socket_t fd, short what, void *arg);
 void region__on_wal_timer(evutil_socket_t fd, short what, void *arg);
+void region__on_wal_kick(evutil_socket_t fd, short what, void *arg);
 int region__reserve_log(struct region *rg, struct http_request *req, size_t need);
 size_t region__incr_record_max(struct region *rg, uint32_t id, size_t nlen, size_t tlen);
 int region__before_merge(void *arg, size_t len);

@@ -223,9 +223,15 @@ void wal__wrote(struct wal *w)
     w->since_snapshot += w->buf.len;
     buf_trim(&w->buf, 4u << 20);
     pthread_mutex_lock(&w->mu);
+    int none_held = w->shared_written <= w->synced;
     w->shared_written = w->written;
-    if (w->policy == WAL_FSYNC_ALWAYS) {
+    /* Under "always" an idle thread starts at once; a busy one, or one whose last fsync the
+     * loop has not yet answered, takes these records with the next group (wal_kick). An
+     * idle thread is woken for the first records held, to bound their wait. */
+    if (w->policy == WAL_FSYNC_ALWAYS && !w->busy && !w->hold) {
         w->want = w->written;
+        pthread_cond_signal(&w->wake);
+    } else if (w->policy == WAL_FSYNC_ALWAYS && !w->busy && none_held) {
         pthread_cond_signal(&w->wake);
     }
     pthread_mutex_unlock(&w->mu);
@@ -323,6 +329,20 @@ void wal_notified(struct wal *w)
     uint64_t v;
     ssize_t k = read(w->notify_fd, &v, sizeof v);
     (void)k;
+}
+
+void wal_kick(struct wal *w)
+{
+    if (w->policy != WAL_FSYNC_ALWAYS)
+        return;
+    wal_write(w); /* what this iteration's requests appended joins the group */
+    pthread_mutex_lock(&w->mu);
+    w->hold = 0;
+    if (!w->busy && w->want < w->written) {
+        w->want = w->written;
+        pthread_cond_signal(&w->wake);
+    }
+    pthread_mutex_unlock(&w->mu);
 }
 
 enum wal_fsync wal_policy(const struct wal *w)

@@ -185,6 +185,14 @@ uint64_t wal_durable(struct wal *w);
 /* Becomes readable when wal_durable() advanced under "always"; wal_notified() drains it. */
 int wal_notify_fd(const struct wal *w);
 void wal_notified(struct wal *w);
+/*
+ * Under "always": writes what is buffered and lets the fsync thread start the next group
+ * commit. After each fsync the thread holds the records written meanwhile until this call
+ * (or at most WAL_KICK_WAIT_MS), so that the clients whose answers that fsync released
+ * can join them: call it one loop iteration after wal_notified(), once the loop has read
+ * what arrived. No-op under the other policies.
+ */
+void wal_kick(struct wal *w);
 enum wal_fsync wal_policy(const struct wal *w);
 
 /*

@@ -6,8 +6,10 @@
  * Threads: the event loop's thread does everything but fdatasync, which a second thread
  * runs so the loop keeps serving while the disk works (wal_sync.c). Under "always" that
  * thread is the group commit: every record written before it starts an fdatasync shares
- * that one call. The two share w->mu for: want, synced, shared_written, busy, stop,
- * sync_errno, and the current segment's fd while it is being replaced.
+ * that one call, and the records written while it runs wait for the loop's wal_kick() (the
+ * answers it released come back meanwhile) before the next. The two share w->mu for: want,
+ * synced, shared_written, busy, hold, stop, sync_errno, and the current segment's fd while
+ * it is being replaced.
  *
  * Positions: a global count of record bytes appended since wal_open (headers excluded),
  * so "is record R durable" is one comparison whatever segment R went to.
@@ -42,6 +44,7 @@
 #define RECOVER_ROOM (64u << 10)   /* room a failed log must find again to take writes */
 #define RETRY_MS 1000.0            /* a failed log tries to recover this often */
 #define SNAP_PARENT_GONE 125       /* a snapshot child's exit status: its parent died */
+#define WAL_KICK_WAIT_MS 2.0       /* the longest the fsync thread waits for wal_kick() */
 
 /* Why the log takes no writes (w->failed). */
 enum { FAIL_NONE, FAIL_SPACE, FAIL_IO };
@@ -80,6 +83,9 @@ struct wal {
     uint64_t want, synced, shared_written;
     int busy, stop, sync_errno;
     int dir_dirty; /* a new segment's directory entry is not yet fsynced */
+    /* Under "always": an fsync finished and the loop has not called wal_kick() since, so
+     * what is written now waits (group commit, see wal_kick in wal.h). */
+    int hold;
     /* Bumped when a recovery drops the segment a failed fsync was on. */
     unsigned sync_gen;
     /* Segments replaced by wal__rotate_ex(), for the thread to fsync (per policy) and close: the

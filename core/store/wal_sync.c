@@ -73,22 +73,31 @@ static uint64_t sync_target(const struct wal *w)
         return 0; /* see settle_old: wait for a recovery */
     if (w->want > w->synced)
         return w->want;
+    /* Under "always", records held for a wal_kick() that did not come in time. */
+    if (w->policy == WAL_FSYNC_ALWAYS && w->shared_written > w->synced &&
+        clock_mono_ms() - w->last_sync_ms >= WAL_KICK_WAIT_MS)
+        return w->shared_written;
     if (w->policy == WAL_FSYNC_EVERYSEC && w->shared_written > w->synced &&
         clock_mono_ms() - w->last_sync_ms >= 1000)
         return w->shared_written;
     return 0;
 }
 
-/* Waits for work: a signal, or under "everysec" also 200 ms. Called with w->mu held. */
+/* Waits for work: a signal, or under "everysec" also 200 ms, under "always" with records
+ * held also the rest of WAL_KICK_WAIT_MS. Called with w->mu held. */
 static void wait_for_work(struct wal *w)
 {
-    if (w->policy != WAL_FSYNC_EVERYSEC) {
+    long ns = 200 * 1000000L;
+    if (w->policy == WAL_FSYNC_ALWAYS && w->shared_written > w->synced && !w->sync_errno) {
+        double left = WAL_KICK_WAIT_MS - (clock_mono_ms() - w->last_sync_ms);
+        ns = left > 0 ? (long)(left * 1e6) + 1 : 1;
+    } else if (w->policy != WAL_FSYNC_EVERYSEC) {
         pthread_cond_wait(&w->wake, &w->mu);
         return;
     }
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 200 * 1000000L;
+    ts.tv_nsec += ns;
     if (ts.tv_nsec >= 1000000000L) {
         ts.tv_sec++;
         ts.tv_nsec -= 1000000000L;
@@ -143,6 +152,8 @@ static void *sync_main(void *arg)
             continue;
         }
         sync_to(w, target);
+        if (w->policy == WAL_FSYNC_ALWAYS)
+            w->hold = 1; /* until the loop answered this group (wal_kick) */
         if (w->policy == WAL_FSYNC_ALWAYS || target == w->want)
             notify(w);
     }

@@ -13,6 +13,7 @@
 
 #include "../../core/base/fault.h"
 #include "../../core/store/wal.h"
+#include "../../core/store/wal_internal.h" /* the group commit's state, for its test */
 #include "unit.h"
 #include "unit_fs.h"
 #include "unit_crc32c.h"
@@ -470,6 +471,65 @@ static void test_always_reports_durability(void)
     rm_rf(root);
 }
 
+/* Waits up to 2 s for wal_durable() to reach pos, draining the notifications. */
+static int durable_within(struct wal *w, uint64_t pos)
+{
+    struct pollfd p = {wal_notify_fd(w), POLLIN, 0};
+    for (int i = 0; i < 200 && wal_durable(w) < pos; i++) {
+        p.revents = 0;
+        poll(&p, 1, 10);
+        if (p.revents)
+            wal_notified(w);
+    }
+    return wal_durable(w) >= pos;
+}
+
+/* Under "always", what is written while an fsync runs, or after it and before the loop has
+ * answered it (wal_kick), waits to join the next group instead of starting an fsync of its
+ * own; wal_kick starts that group, and without it the thread still makes it durable (after
+ * WAL_KICK_WAIT_MS). */
+static void test_always_group_waits_for_kick(void)
+{
+    make_root();
+    struct node n;
+    REQUIRE(node_open(&n, root, WAL_FSYNC_ALWAYS, 0) == 0);
+    struct wal *w = n.w;
+    uint64_t a = incr(&n, "g", 1, NULL);
+    CHECK_EQ_I64(wal_write(w), 0);
+    CHECK(durable_within(w, a)); /* an idle thread starts at once */
+    pthread_mutex_lock(&w->mu);
+    CHECK_EQ_I64(w->hold, 1);
+    pthread_mutex_unlock(&w->mu);
+
+    uint64_t b = incr(&n, "g", 1, NULL);
+    CHECK_EQ_I64(wal_write(w), 0);
+    pthread_mutex_lock(&w->mu);
+    CHECK(w->want < b); /* held for the next group, not an fsync of its own */
+    pthread_mutex_unlock(&w->mu);
+    CHECK(durable_within(w, b)); /* no wal_kick: the thread stops waiting for it */
+
+    uint64_t c = incr(&n, "g", 1, NULL);
+    uint64_t d = incr(&n, "h", 1, NULL); /* buffered, not written: wal_kick writes it */
+    CHECK(c < d);
+    wal_kick(w);
+    pthread_mutex_lock(&w->mu);
+    CHECK_EQ_I64(w->hold, 0);
+    CHECK(w->want >= d || w->synced >= d); /* one group: c and d */
+    pthread_mutex_unlock(&w->mu);
+    CHECK(durable_within(w, d));
+    CHECK_EQ_I64(wal_close(w), 0);
+    node_free(&n);
+
+    /* What the group commit made durable is what a restart reads back. */
+    REQUIRE(node_open(&n, root, WAL_FSYNC_ALWAYS, 0) == 0);
+    CHECK_EQ_I64(value(&n, "g"), 3);
+    CHECK_EQ_I64(value(&n, "h"), 1);
+    wal_kick(n.w);
+    CHECK_EQ_I64(wal_close(n.w), 0);
+    node_free(&n);
+    rm_rf(root);
+}
+
 /* What a strong-counter replica accepted survives a crash, from the log and from a
  * snapshot, and wal_write_sync makes it durable even under fsync=no. */
 static void test_strong_replica_records(void)
@@ -725,7 +785,8 @@ UNIT_MAIN("test_wal", UNIT_CASE(test_clean_stop_keeps_state_and_replica_id),
           UNIT_CASE(test_failed_write_forgets_the_run), UNIT_CASE(test_torn_tail_is_cut),
           UNIT_CASE(test_damage_in_the_middle_is_refused_and_left_alone),
           UNIT_CASE(test_snapshot_replaces_old_segments), UNIT_CASE(test_fold_replays),
-          UNIT_CASE(test_always_reports_durability), UNIT_CASE(test_strong_replica_records),
-          UNIT_CASE(test_refusals), UNIT_CASE(test_reserved_room_is_not_log),
-          UNIT_CASE(test_stale_snapshot_tmp_is_removed), UNIT_CASE(test_record_format_on_disk),
+          UNIT_CASE(test_always_reports_durability), UNIT_CASE(test_always_group_waits_for_kick),
+          UNIT_CASE(test_strong_replica_records), UNIT_CASE(test_refusals),
+          UNIT_CASE(test_reserved_room_is_not_log), UNIT_CASE(test_stale_snapshot_tmp_is_removed),
+          UNIT_CASE(test_record_format_on_disk),
           UNIT_CASE(test_fsync_error_recovers_through_a_snapshot))
