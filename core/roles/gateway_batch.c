@@ -1,0 +1,542 @@
+/*
+ * gateway_batch.c - POST /api/increments on the gateway: a batch of increments, each
+ * routed by the routing policy as POST /api/increment would route it alone.
+ *
+ * Items for the same region go to it as one POST /increments; the sub-batches for different
+ * regions are sent at once. Every item carries a token (the client's, or one made for the
+ * region chosen, as gateway.c makes them), so a sub-batch whose region does not answer (or
+ * answers 5xx) is sent again, item by item re-routed among the regions not tried, and each
+ * increment still counts once. Each item is answered with what its region answered, plus
+ * routed_to_endpoint and routing. It must never forward an item without its token, nor
+ * answer before every item has its answer.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../base/buf.h"
+#include "../base/clock.h"
+#include "../base/hash.h"
+#include "../base/json.h"
+#include "../base/mem.h"
+#include "../net/http.h"
+#include "../obs/metrics.h"
+#include "../obs/trace.h"
+#include "../store/dedup.h"
+#include "../store/tokset.h"
+#include "gateway_internal.h"
+#include "reqbody.h"
+
+/* As a region takes them (region_batch.c). */
+#define BATCH_MAX 1000
+
+struct gw_item {
+    size_t off, len;          /* its body {"counter_name","amount","idempotency_token"} in text */
+    size_t name_off, tok_off; /* its counter name and token, NUL-terminated, in text */
+    int own_token;            /* the client gave the token */
+    unsigned tried;           /* a bit per region tried */
+    int region;               /* where it is now */
+    int status;               /* 0 until answered */
+    size_t roff, rlen;        /* its answer in res */
+};
+
+struct gw_sub;
+
+struct gw_batch {
+    struct gateway *g;
+    struct http_request *req;
+    char routing[64];
+    char client_region[64];
+    int has_client_region;
+    size_t n, failed;
+    struct gw_item *items;
+    struct buf text, res;
+    struct gw_sub *subs; /* sub-batches in flight */
+    struct gw_batch *prev, *next;
+};
+
+/* The items of one batch sent to one region. */
+struct gw_sub {
+    struct gw_batch *b;
+    int region;
+    size_t n;
+    size_t *idx;
+    struct upstream_req *ureq;
+    struct trace_span *span;
+    struct gw_sub *prev, *next;
+};
+
+static void batch_dispatch(struct gw_batch *b, const size_t *idx, size_t n);
+
+/* ---------------------------------------------------------------- answers */
+
+static void count(struct gateway *g, int status)
+{
+    struct metric *m = metrics_find(gateway__metrics(g), "gateway_requests_total");
+    char st[8];
+    snprintf(st, sizeof st, "%d", status);
+    const char *labels[3] = {"POST", "/api/increments", st};
+    if (m)
+        metric_add(metric_series(m, labels), 1);
+}
+
+/* Item i's answer: text[0..len) is an object; the gateway's fields are added to it. */
+static void item_answer(struct gw_batch *b, size_t i, int status, const char *obj, size_t len,
+                        int region)
+{
+    struct gw_item *it = &b->items[i];
+    it->status = status;
+    it->roff = b->res.len;
+    while (len && obj[len - 1] != '}')
+        len--;
+    buf_append(&b->res, obj, len ? len - 1 : 0);
+    if (region >= 0) {
+        const char *url = gateway__region_url(b->g, region);
+        buf_puts(&b->res, ",\"routed_to_endpoint\":");
+        buf_json_str(&b->res, url, strlen(url));
+    }
+    buf_puts(&b->res, ",\"routing\":");
+    buf_json_str(&b->res, b->routing, strlen(b->routing));
+    buf_putc(&b->res, '}');
+    it->rlen = b->res.len - it->roff;
+    if (status != 200)
+        b->failed++;
+}
+
+/* Item i's error, as POST /increment's: {"status","error","detail"}. */
+static void item_error(struct gw_batch *b, size_t i, int status, const char *code,
+                       const char *detail)
+{
+    struct buf e = {0};
+    buf_printf(&e, "{\"status\":%d,\"error\":", status);
+    buf_json_str(&e, code, strlen(code));
+    buf_puts(&e, ",\"detail\":");
+    buf_json_str(&e, detail, strlen(detail));
+    buf_putc(&e, '}');
+    item_answer(b, i, status, e.data, e.len, -1);
+    buf_free(&e);
+}
+
+static void batch_free(struct gw_batch *b)
+{
+    struct gw_batch **head = gateway__batches(b->g);
+    if (b->prev)
+        b->prev->next = b->next;
+    else
+        *head = b->next;
+    if (b->next)
+        b->next->prev = b->prev;
+    buf_free(&b->text);
+    buf_free(&b->res);
+    free(b->items);
+    free(b);
+}
+
+/* Every item has its answer: {"results":[...],"ok","failed","latency_ms","routing"}. */
+static void batch_done(struct gw_batch *b)
+{
+    struct buf out = {0};
+    buf_puts(&out, "{\"results\":[");
+    for (size_t i = 0; i < b->n; i++) {
+        if (i)
+            buf_putc(&out, ',');
+        buf_append(&out, b->res.data + b->items[i].roff, b->items[i].rlen);
+    }
+    buf_printf(&out, "],\"ok\":%zu,\"failed\":%zu,\"latency_ms\":", b->n - b->failed, b->failed);
+    buf_json_ms(&out, clock_mono_ms() - b->req->start_ms);
+    buf_puts(&out, ",\"routing\":");
+    buf_json_str(&out, b->routing, strlen(b->routing));
+    buf_putc(&out, '}');
+    count(b->g, 200);
+    http_respond_json(b->req, 200, out.data, out.len);
+    buf_free(&out);
+    batch_free(b);
+}
+
+/* ---------------------------------------------------------------- a region's answer */
+
+/*
+ * The objects of the "results" array that opens a region's answer ({"results":[{...},...]):
+ * at most max, as offsets and lengths. Items are flat objects; strings may hold anything.
+ * @return how many, or -1 when the answer is not of that shape.
+ */
+static long split_results(const char *s, size_t len, size_t *off, size_t *olen, size_t max)
+{
+    static const char head[] = "{\"results\":[";
+    size_t i = sizeof head - 1, n = 0;
+    if (len < i || memcmp(s, head, i) != 0)
+        return -1;
+    int depth = 0, instr = 0;
+    for (; i < len; i++) {
+        char c = s[i];
+        if (instr) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                instr = 0;
+        } else if (c == '"') {
+            instr = 1;
+        } else if (c == '{') {
+            if (depth++ == 0 && n < max)
+                off[n] = i;
+        } else if (c == '}') {
+            if (--depth < 0)
+                return -1;
+            if (depth == 0 && n < max) {
+                olen[n] = i + 1 - off[n];
+                n++;
+            }
+        } else if (c == ']' && depth == 0) {
+            return (long)n;
+        }
+    }
+    return -1;
+}
+
+/* The "status" of an item's answer (200 when it has none). */
+static int result_status(const char *obj, size_t len)
+{
+    static const char key[] = "\"status\":";
+    for (size_t k = 0; k + sizeof key - 1 < len; k++)
+        if (!memcmp(obj + k, key, sizeof key - 1))
+            return atoi(obj + k + sizeof key - 1);
+    return 200;
+}
+
+/* The region answered 200: each item of sub takes its result. @return 0, -1 if malformed. */
+static int take_results(struct gw_sub *sub, const char *body, size_t len)
+{
+    struct gw_batch *b = sub->b;
+    size_t *off = xmalloc(2 * sub->n * sizeof *off), *olen = off + sub->n, taken = 0;
+    long n = split_results(body, len, off, olen, sub->n);
+    if (n != (long)sub->n) {
+        free(off);
+        return -1;
+    }
+    for (size_t k = 0; k < sub->n; k++) {
+        int st = result_status(body + off[k], olen[k]);
+        item_answer(b, sub->idx[k], st, body + off[k], olen[k], sub->region);
+        taken += st == 200;
+    }
+    gateway__region_answered(b->g, sub->region, body, len, taken);
+    free(off);
+    return 0;
+}
+
+static void sub_free(struct gw_sub *sub)
+{
+    struct gw_batch *b = sub->b;
+    if (sub->prev)
+        sub->prev->next = sub->next;
+    else
+        b->subs = sub->next;
+    if (sub->next)
+        sub->next->prev = sub->prev;
+    if (sub->span) {
+        trace_span_error(sub->span, "cancelled");
+        trace_span_end(sub->span);
+    }
+    free(sub->idx);
+    free(sub);
+}
+
+static void on_sub_answer(int status, const char *body, size_t len, const char *err, int sent,
+                          void *arg)
+{
+    (void)sent; /* applied or not, each token's home counts it once */
+    struct gw_sub *sub = arg;
+    struct gw_batch *b = sub->b;
+    sub->ureq = NULL;
+    if (sub->span) {
+        trace_span_http_status(sub->span, status, err);
+        trace_span_end(sub->span);
+        sub->span = NULL;
+    }
+    const char *name = gateway__region_name(b->g, sub->region);
+    if (status == 200 && take_results(sub, body, len) < 0) {
+        status = 0;
+        err = "an answer that is not a batch's";
+    }
+    if (status == 0 || status >= 500) {
+        char why[256];
+        snprintf(why, sizeof why, "%s: %s", name, err ? err : http_status_text(status));
+        gateway__region_failed(b->g, sub->region, why);
+        for (size_t k = 0; k < sub->n; k++)
+            b->items[sub->idx[k]].status = 0;
+        size_t n = sub->n, *idx = sub->idx;
+        sub->idx = NULL;
+        sub_free(sub);
+        batch_dispatch(b, idx, n); /* the same items and tokens, elsewhere */
+        free(idx);
+    } else {
+        if (status != 200) { /* the region's verdict on the whole sub-batch: each item's */
+            struct buf e = {0};
+            buf_printf(&e, "{\"status\":%d", status);
+            if (len > 2 && body[0] == '{')
+                buf_putc(&e, ',');
+            buf_append(&e, body + 1, len > 2 && body[0] == '{' ? len - 1 : 0);
+            if (!(len > 2 && body[0] == '{'))
+                buf_putc(&e, '}');
+            for (size_t k = 0; k < sub->n; k++)
+                item_answer(b, sub->idx[k], status, e.data, e.len, sub->region);
+            buf_free(&e);
+        }
+        sub_free(sub);
+    }
+    if (!b->subs)
+        batch_done(b);
+}
+
+/* ---------------------------------------------------------------- sending */
+
+/* Sends the items idx[0..n) whose region is r as one POST /increments. */
+static void send_sub(struct gw_batch *b, int r, const size_t *idx, size_t n)
+{
+    struct gw_sub *sub = xcalloc(1, sizeof *sub);
+    sub->b = b;
+    sub->region = r;
+    sub->idx = xmalloc(n * sizeof *sub->idx);
+    struct buf body = {0};
+    buf_puts(&body, "{\"increments\":[");
+    for (size_t k = 0; k < n; k++) {
+        struct gw_item *it = &b->items[idx[k]];
+        it->tried |= 1u << r;
+        if (sub->n)
+            buf_putc(&body, ',');
+        buf_append(&body, b->text.data + it->off, it->len);
+        sub->idx[sub->n++] = idx[k];
+    }
+    buf_puts(&body, "]}");
+    char tp[TRACEPARENT_LEN + 1], *tpp = NULL;
+    if (b->req->span) {
+        sub->span = trace_span_child(b->req->span, "POST /increments", TRACE_CLIENT);
+        trace_span_attr_cstr(sub->span, "counter.routed_to", gateway__region_name(b->g, r));
+        trace_span_attr_int(sub->span, "counter.batch_size", (long long)n);
+        trace_span_traceparent(sub->span, tp);
+        tpp = tp;
+    }
+    sub->next = b->subs;
+    if (b->subs)
+        b->subs->prev = sub;
+    b->subs = sub;
+    sub->ureq = gateway__send(b->g, r, "/increments", body.data, body.len, tpp, on_sub_answer, sub);
+    buf_free(&body);
+}
+
+/* An item's token for region r, its home, when the client gave none: as gateway.c makes
+ * them, "<node id>/<16 hex digits>" (the digits alone while the node id is not known). */
+static void make_token(struct gw_batch *b, struct gw_item *it, int r)
+{
+    static const char hex[] = "0123456789abcdef";
+    const char *home = gateway__region_node_id(b->g, r);
+    size_t hl = strlen(home);
+    if (hl + 18 > TOKSET_TOKEN_MAX)
+        hl = 0;
+    char tok[TOKSET_TOKEN_MAX + 1];
+    memcpy(tok, home, hl);
+    if (hl)
+        tok[hl++] = '/';
+    uint64_t v = hash_fast_random_u64();
+    for (int i = 15; i >= 0; i--, v >>= 4)
+        tok[hl + (size_t)i] = hex[v & 15];
+    tok[hl + 16] = '\0';
+    /* The item's body ends with "\"idempotency_token\":null}" until now: rewritten whole. */
+    struct buf body = {0};
+    buf_append(&body, b->text.data + it->off, it->len - 5);
+    buf_json_str(&body, tok, hl + 16);
+    size_t start = b->text.len;
+    buf_append(&b->text, body.data, body.len);
+    buf_free(&body);
+    buf_putc(&b->text, '}');
+    it->off = start;
+    it->len = b->text.len - start;
+}
+
+/* Routes the items idx[0..n) (each among the regions it has not tried) and sends them,
+ * grouped by region. An item no region can take is answered 503. */
+static void batch_dispatch(struct gw_batch *b, const size_t *idx, size_t n)
+{
+    size_t *by = xmalloc(n * sizeof *by);
+    int *reg = xmalloc(n * sizeof *reg);
+    for (size_t k = 0; k < n; k++) {
+        struct gw_item *it = &b->items[idx[k]];
+        struct gateway_choice c = {b->routing, b->text.data + it->name_off,
+                                   b->has_client_region ? b->client_region : NULL,
+                                   it->own_token ? b->text.data + it->tok_off : NULL, it->tried};
+        char err[256];
+        reg[k] = gateway__pick(b->g, &c, err, sizeof err);
+        if (reg[k] >= 0 && !it->own_token && !it->tried)
+            make_token(b, it, reg[k]);
+        if (reg[k] < 0) {
+            char d[400];
+            snprintf(d, sizeof d, "increments[%zu]: no region took the increment (%s)", idx[k],
+                     err);
+            item_error(b, idx[k], 503, "unavailable", d);
+        }
+    }
+    for (size_t k = 0; k < n; k++) {
+        if (reg[k] < 0)
+            continue;
+        size_t m = 0;
+        int r = reg[k];
+        for (size_t j = k; j < n; j++)
+            if (reg[j] == r) {
+                by[m++] = idx[j];
+                reg[j] = -1;
+            }
+        send_sub(b, r, by, m);
+    }
+    free(by);
+    free(reg);
+}
+
+/* ---------------------------------------------------------------- the request */
+
+/* Item i of the client's batch, checked as a region checks it, kept as the body sent on.
+ * @return 0, or -1 after answering it 400. */
+static int take_item(struct gw_batch *b, size_t i, const struct json *v)
+{
+    struct gw_item *it = &b->items[i];
+    char d[400];
+    if (v->type != JSON_OBJ) {
+        snprintf(d, sizeof d, "increments[%zu] must be an object, not %s", i,
+                 json_type_name(v->type));
+        item_error(b, i, 400, "bad_field", d);
+        return -1;
+    }
+    struct incr_body ib;
+    struct reqbody_err e;
+    if (reqbody_increment_fields(v, &ib, &e) < 0) {
+        snprintf(d, sizeof d, "increments[%zu].%s", i, e.detail);
+        item_error(b, i, 400, e.code, d);
+        return -1;
+    }
+    const struct json *t = json_get(v, "idempotency_token");
+    if (t && t->type != JSON_NULL &&
+        (t->type != JSON_STR || t->len == 0 || t->len > DEDUP_TOKEN_MAX ||
+         (t->flags & JSON_F_HAS_NUL))) {
+        snprintf(d, sizeof d, "increments[%zu].idempotency_token must be a string of 1-%d bytes", i,
+                 DEDUP_TOKEN_MAX);
+        item_error(b, i, 400, "bad_field", d);
+        return -1;
+    }
+    it->own_token = t && t->type == JSON_STR;
+    it->name_off = b->text.len;
+    buf_append(&b->text, ib.name, ib.nlen);
+    buf_putc(&b->text, '\0');
+    it->tok_off = b->text.len;
+    if (it->own_token)
+        buf_append(&b->text, t->u.s, t->len);
+    buf_putc(&b->text, '\0');
+    it->off = b->text.len;
+    buf_puts(&b->text, "{\"counter_name\":");
+    buf_json_str(&b->text, ib.name, ib.nlen);
+    buf_printf(&b->text, ",\"amount\":%lld,\"idempotency_token\":", (long long)ib.amount);
+    if (it->own_token)
+        buf_json_str(&b->text, t->u.s, t->len);
+    else
+        buf_puts(&b->text, "null");
+    buf_putc(&b->text, '}');
+    it->len = b->text.len - it->off;
+    return 0;
+}
+
+/* The client's batch. @return its items, or NULL after answering 400 or 413. */
+static const struct json *batch_body(struct gateway *g, struct http_request *req,
+                                     const struct json **routing)
+{
+    struct json_parser *p = gateway__parser(g);
+    const struct json *root = json_parse(p, req->body, req->body_len);
+    int st = 400;
+    const char *code = "bad_json";
+    char d[300];
+    const struct json *items = root ? json_get(root, "increments") : NULL;
+    *routing = root ? json_get(root, "routing") : NULL;
+    if (!root)
+        snprintf(d, sizeof d, "body is not valid JSON: %s", p->err);
+    else if (root->type != JSON_OBJ)
+        snprintf(d, sizeof d, "body must be a JSON object, not %s", json_type_name(root->type));
+    else if ((code = "bad_field") && (!items || items->type != JSON_ARR))
+        snprintf(d, sizeof d, "increments must be an array of increments, not %s",
+                 items ? json_type_name(items->type) : "missing");
+    else if (items->len == 0)
+        snprintf(d, sizeof d, "increments must hold 1-%d items, not 0", BATCH_MAX);
+    else if (items->len > BATCH_MAX && (st = 413) && (code = "too_large"))
+        snprintf(d, sizeof d, "increments holds %u items: at most %d a batch", (unsigned)items->len,
+                 BATCH_MAX);
+    else if (*routing && (*routing)->type != JSON_NULL &&
+             ((*routing)->type != JSON_STR || (*routing)->len == 0 || (*routing)->len > 63))
+        snprintf(d, sizeof d, "routing must be a string naming a routing policy");
+    else
+        return items;
+    count(g, st);
+    http_respond_error(req, st, code, "%s", d);
+    return NULL;
+}
+
+int gateway__batch_handle(struct gateway *g, struct http_request *req)
+{
+    const struct json *routing;
+    const struct json *items = batch_body(g, req, &routing);
+    if (!items)
+        return 1;
+    struct gw_batch *b = xcalloc(1, sizeof *b);
+    b->g = g;
+    b->req = req;
+    b->n = items->len;
+    b->items = xcalloc(b->n, sizeof *b->items);
+    snprintf(b->routing, sizeof b->routing, "%s",
+             routing && routing->type == JSON_STR ? routing->u.s : "random");
+    const char *cr = http_request_header(req, "x-client-region");
+    if (cr) {
+        b->has_client_region = 1;
+        snprintf(b->client_region, sizeof b->client_region, "%s", cr);
+    }
+    if (req->span) {
+        trace_span_route(req->span, "POST", "/api/increments");
+        trace_span_attr_int(req->span, "counter.batch_size", (long long)b->n);
+        trace_span_attr_cstr(req->span, "routing", b->routing);
+    }
+    struct gw_batch **head = gateway__batches(g);
+    b->next = *head;
+    if (*head)
+        (*head)->prev = b;
+    *head = b;
+    size_t *idx = xmalloc(b->n * sizeof *idx), n = 0;
+    for (size_t i = 0; i < b->n; i++)
+        if (take_item(b, i, &items->u.items[i]) == 0)
+            idx[n++] = i;
+    /* A routing the policy refuses is the whole batch's mistake: nothing is sent. */
+    if (n) {
+        const struct gw_item *it = &b->items[idx[0]];
+        struct gateway_choice c = {b->routing, b->text.data + it->name_off,
+                                   b->has_client_region ? b->client_region : NULL, NULL, 0};
+        char err[256];
+        if (gateway__pick(g, &c, err, sizeof err) == -1) {
+            count(g, 400);
+            http_respond_error(req, 400, "bad_field", "routing: %s", err);
+            free(idx);
+            batch_free(b);
+            return 1;
+        }
+    }
+    batch_dispatch(b, idx, n);
+    free(idx);
+    if (!b->subs)
+        batch_done(b);
+    return 1;
+}
+
+void gateway__batch_free(struct gateway *g)
+{
+    struct gw_batch **head = gateway__batches(g);
+    while (*head) {
+        struct gw_batch *b = *head;
+        while (b->subs) {
+            if (b->subs->ureq)
+                upstream_cancel(b->subs->ureq);
+            sub_free(b->subs);
+        }
+        batch_free(b);
+    }
+}
