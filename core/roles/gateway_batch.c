@@ -203,6 +203,29 @@ static int result_status(const char *obj, size_t len)
     return 200;
 }
 
+/* An item's error from its region, whose detail names the item's index in the sub-batch
+ * ("increments[<k>]..."): answered with the index in the client's batch instead. */
+static void renumber_answer(struct gw_batch *b, size_t i, int status, const char *obj, size_t len,
+                            int region)
+{
+    static const char key[] = "\"detail\":\"increments[";
+    const char *p = NULL;
+    for (size_t k = 0; !p && k + sizeof key - 1 <= len; k++)
+        if (!memcmp(obj + k, key, sizeof key - 1))
+            p = obj + k;
+    const char *q = p ? memchr(p, ']', len - (size_t)(p - obj)) : NULL;
+    if (!q) {
+        item_answer(b, i, status, obj, len, region);
+        return;
+    }
+    struct buf e = {0};
+    buf_append(&e, obj, (size_t)(p - obj) + sizeof key - 1);
+    buf_u64(&e, i);
+    buf_append(&e, q, len - (size_t)(q - obj));
+    item_answer(b, i, status, e.data, e.len, region);
+    buf_free(&e);
+}
+
 /* The region answered 200: each item of sub takes its result. @return 0, -1 if malformed. */
 static int take_results(struct gw_sub *sub, const char *body, size_t len)
 {
@@ -215,8 +238,12 @@ static int take_results(struct gw_sub *sub, const char *body, size_t len)
     }
     for (size_t k = 0; k < sub->n; k++) {
         int st = result_status(body + off[k], olen[k]);
-        item_answer(b, sub->idx[k], st, body + off[k], olen[k], sub->region);
-        taken += st == 200;
+        if (st == 200) {
+            item_answer(b, sub->idx[k], st, body + off[k], olen[k], sub->region);
+            taken++;
+        } else {
+            renumber_answer(b, sub->idx[k], st, body + off[k], olen[k], sub->region);
+        }
     }
     gateway__region_answered(b->g, sub->region, body, len, taken);
     free(off);
