@@ -80,6 +80,21 @@ static void count(struct gateway *g, int status)
         metric_add(metric_series(m, labels), 1);
 }
 
+/* gateway_batch_items_total{status}: an item of POST /api/increments answered status. */
+static void count_item(struct gateway *g, int status)
+{
+    static const char name[] = "gateway_batch_items_total";
+    struct metric *m = metrics_find(gateway__metrics(g), name);
+    if (!m)
+        m = metrics_add(gateway__metrics(g), METRIC_COUNTER, name,
+                        "Items of POST /api/increments, by the status each was answered", "status",
+                        NULL, 0);
+    char st[12];
+    snprintf(st, sizeof st, "%d", status);
+    const char *labels[1] = {st};
+    metric_add(metric_series(m, labels), 1);
+}
+
 /* Item i's answer: text[0..len) is an object; the gateway's fields are added to it. */
 static void item_answer(struct gw_batch *b, size_t i, int status, const char *obj, size_t len,
                         int region)
@@ -101,6 +116,7 @@ static void item_answer(struct gw_batch *b, size_t i, int status, const char *ob
     it->rlen = b->res.len - it->roff;
     if (status != 200)
         b->failed++;
+    count_item(b->g, status);
 }
 
 /* Item i's error, as POST /increment's: {"status","error","detail"}. */

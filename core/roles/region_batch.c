@@ -10,12 +10,14 @@
  */
 #include "region_internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../base/clock.h"
 #include "../base/mem.h"
 #include "../net/http.h"
+#include "../obs/metrics.h"
 #include "../obs/trace.h"
 #include "reqbody.h"
 
@@ -81,6 +83,21 @@ static int check_item(const struct json *v, size_t i, struct batch_item *it, str
     }
     it->ok = 1;
     return 0;
+}
+
+/* counterd_batch_items_total{status}: n more items of POST /increments answered status. */
+static void count_items(struct region *rg, int status, size_t n)
+{
+    static const char name[] = "counterd_batch_items_total";
+    struct metric *m = metrics_find(rg->metrics, name);
+    if (!m)
+        m = metrics_add(rg->metrics, METRIC_COUNTER, name,
+                        "Items of POST /increments, by the status each was answered", "status",
+                        NULL, 0);
+    char st[12];
+    snprintf(st, sizeof st, "%d", status);
+    const char *labels[1] = {st};
+    metric_add(metric_series(m, labels), (double)n);
 }
 
 /* {"status":<s>,"error":<code>,"detail":<detail>}: an item's error, as POST /increment's. */
@@ -151,8 +168,11 @@ void region__h_increments(void *role, struct http_request *req)
             region__incr_error(&r, r.status, r.code, "increments[%zu]: %s", i, d);
         }
         failed++;
+        count_items(rg, r.status, 1);
         put_item_error(rg, &r);
     }
+    if (items->len > failed)
+        count_items(rg, 200, items->len - failed);
     buf_printf(&rg->out, "],\"ok\":%zu,\"failed\":%zu,", items->len - failed, failed);
     region__put_identity(rg, &rg->out);
     buf_putc(&rg->out, '}');

@@ -148,6 +148,11 @@ class RegionBatch(harness.ServerTestCase):
         self.assertEqual(got["results"][-1], self.answer("b-bad", 11))
         self.assertEqual((got["ok"], got["failed"]), (2, len(bad)))
         self.assertEqual(self.counter("b-bad")["total_count"], 11)
+        # Each item's outcome is in /metrics too.
+        samples = harness.parse_metrics(self.c.get("/metrics").text())
+        for status in ("200", "400"):
+            v = harness.metric_values(samples, "counterd_batch_items_total", status=status)
+            self.assertTrue(v and v[0] >= (2 if status == "200" else len(bad)), (status, v))
         # The same mistake alone gets the same detail, without the item's name.
         r = self.c.post("/increment", {"counter_name": "b-bad", "amount": "1"})
         body = self.assertError(r, 400, "bad_field")
