@@ -653,8 +653,7 @@ void gateway__region_failed(struct gateway *g, int i, const char *why)
     log_warn("increments on %s failed (%s); failing over", r->name, why);
 }
 
-void gateway__region_answered(struct gateway *g, int i, const char *body, size_t len,
-                              size_t taken)
+void gateway__region_answered(struct gateway *g, int i, const char *body, size_t len, size_t taken)
 {
     struct gw_region *r = &g->regions[i];
     if (r->m_routed && taken)
