@@ -11,8 +11,12 @@ and applies nothing. With a data directory, what a batch acknowledged is there a
 and restart (--fsync always), its tokens too.
 """
 
+import errno
+import os
 import shutil
+import subprocess
 import tempfile
+import time
 import unittest
 
 import harness
@@ -253,6 +257,78 @@ class RegionBatchDurable(harness.ServerTestCase):
         with srv.client() as c:
             counters = c.get_json("/counters")["counters"]
         self.assertEqual({k: v["total_count"] for k, v in counters.items()}, expected)
+
+
+def fill(path):
+    """Appends zeros to path until its file system is full."""
+    chunk = b"\0" * 65536
+    with open(path, "ab", buffering=0) as f:
+        while True:
+            try:
+                f.write(chunk)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                if len(chunk) == 1:
+                    return
+                chunk = chunk[:len(chunk) // 16 or 1]
+
+
+@unittest.skipUnless(os.geteuid() == 0, "needs root to mount a small tmpfs (run as root)")
+class RegionBatchDiskFull(harness.ServerTestCase):
+    """A full disk: a batch is taken whole (200) or refused whole (503, nothing applied),
+    never in part; once there is room again batches are taken, and after SIGKILL and a
+    restart exactly the acknowledged ones are there."""
+
+    def test_whole_batches_or_nothing(self):
+        top = tempfile.mkdtemp(prefix="counterd-batchfull-")
+        self.addCleanup(shutil.rmtree, top, True)
+        mnt = os.path.join(top, "mnt")
+        os.mkdir(mnt)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", mnt],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, "cannot mount a tmpfs: %s" % r.stderr.strip())
+        self.addCleanup(subprocess.run, ["umount", "-l", mnt], check=False)
+        srv = harness.Server(["--region", "us-east", "--node-id", "us-east-1", "--data-dir",
+                              os.path.join(mnt, "data"), "--fsync", "always",
+                              "--sync-interval-ms", "60000"], name="full")
+        self.addCleanup(srv.stop)
+        srv.start()
+        name = "full-" + "n" * 190
+        filler = os.path.join(mnt, "filler")
+        fill(filler)
+        acked, refused, k = 0, 0, 0
+        with srv.client() as c:
+            t0 = time.monotonic()
+            while refused < 3:
+                self.assertLess(time.monotonic() - t0, 20, "no 503 after %d batches" % acked)
+                k += 1
+                items = [item(name, 1, "%s-%d-%d" % ("t" * 100, k, i)) for i in range(16)]
+                r = c.post("/increments", {"increments": items})
+                if r.status == 200:
+                    self.assertEqual(r.json()["failed"], 0, r.json())
+                    acked += 1
+                    continue
+                body = self.assertError(r, 503, "unavailable", "a batch on a full disk")
+                self.assertIn("nothing was applied", body["detail"])
+                refused += 1
+            total = c.get_json("/counter/%s" % name)["total_count"]
+            self.assertEqual(total, 16 * acked, "a refused batch was applied in part")
+            os.remove(filler)
+            t0 = time.monotonic()
+            while True:
+                r = c.post("/increments", {"increments": [item(name, 1, "after-%d" % k)]})
+                if r.status == 200:
+                    acked_after = 1
+                    break
+                self.assertLess(time.monotonic() - t0, 10, "no batch taken after freeing space")
+                k += 1
+                time.sleep(0.2)
+        srv.kill()
+        srv.start()
+        with srv.client() as c:
+            self.assertEqual(c.get_json("/counter/%s" % name)["total_count"],
+                             16 * acked + acked_after)
 
 
 if __name__ == "__main__":
