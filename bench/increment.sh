@@ -66,23 +66,40 @@ if [[ $CONFIG == batch ]]; then
 
   cd_count() { curl -fsS --max-time 5 "$CD_URL/counter/bench" | jq -r .local_count; }
   rd_count() { local v; v=$(rd get "$REDIS_KEY"); echo "${v:-0}"; }
-  declare -A OPS_ROWS=([counterd]="" [redis]="")
+  declare -A OPS_ROWS=([counterd]="" [redis]="") US_ROWS=([counterd]="" [redis]="")
   ROWS=()
-  record() { # record SERVER ROUND OPS P50 P99 CHECK
+  DISTURBED=""
+  # meas_begin PID / meas_end PID OPS: the server's CPU over the measured run, in % of a
+  # core and in microseconds per operation, and what everything else used (% of a core).
+  meas_begin() { M_T0=$(date +%s.%N) M_S0=$(bench_proc_ticks "$1") M_Y0=$(bench_sys_busy_ticks); }
+  meas_end() {
+    local t1 s1 y1
+    t1=$(date +%s.%N) s1=$(bench_proc_ticks "$1") y1=$(bench_sys_busy_ticks)
+    read -r M_CPU M_US M_OTH < <(awk -v s0="$M_S0" -v s1="$s1" -v y0="$M_Y0" -v y1="$y1" \
+      -v t0="$M_T0" -v t1="$t1" -v hz="$BENCH_CLK_TCK" -v n="$2" 'BEGIN {
+        cpu = (s1 - s0) / hz; o = ((y1 - y0) / hz - cpu) / (t1 - t0) - 1; if (o < 0) o = 0
+        printf "%.0f %.3f %.0f\n", 100 * cpu / (t1 - t0), 1e6 * cpu / n, 100 * o }')
+  }
+  record() { # record SERVER ROUND OPS P50 P99 CHECK (after meas_end)
     OPS_ROWS[$1]+="$3 "
-    ROWS+=("$(printf '%-9s %5s %12s %9s %9s  %s' "$1" "$2" "$3" "$4" "$5" "$6")")
-    log "$1 run $2: $3 ops/s, p50 $4 ms, p99 $5 ms ($6)"
+    US_ROWS[$1]+="$M_US "
+    ROWS+=("$(printf '%-9s %5s %12s %9s %9s %8s %8s %8s  %s' "$1" "$2" "$3" "$4" "$5" "$M_CPU" \
+      "$M_US" "$M_OTH" "$6")")
+    log "$1 run $2: $3 ops/s, p50 $4 ms, p99 $5 ms, server CPU $M_CPU% ($M_US us/op), other $M_OTH% ($6)"
+    ((M_OTH < 15)) || DISTURBED+=" $1/$2"
   }
   run_counterd() {
     local r=$1 out=$BENCH_TMP/wrk-batch-$1 before after items lo hi
     BENCH_BATCH=$BATCH bench_wrk "$out.warm" -t1 -c"$CONNS" -d"${WARMUP}s" -s "$BENCH_DIR/wrk/increments.lua" "$CD_URL/increments"
     bench_wrk_check "$out.warm" "counterd warm-up $r"
     before=$(cd_count)
+    meas_begin "$CD_PID"
     BENCH_BATCH=$BATCH bench_wrk "$out" -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$BENCH_DIR/wrk/increments.lua" "$CD_URL/increments"
+    items=$(bench_wrkstat "$out" items)
+    meas_end "$CD_PID" "$items"
     bench_wrk_check "$out" "counterd run $r"
     bench_alive "$CD_PID" counterd
     after=$(cd_count)
-    items=$(bench_wrkstat "$out" items)
     # Every answered item counted; at most one batch per connection was in flight at the end.
     lo=$items hi=$((items + CONNS * BATCH))
     (((after - before) >= lo && (after - before) <= hi)) ||
@@ -101,8 +118,10 @@ if [[ $CONFIG == batch ]]; then
     ((mid > before)) || die "redis warm-up $r: no INCR applied"
     n=$(awk -v d=$((mid - before)) -v w="$WARMUP" -v t="$DURATION" \
       'BEGIN { n = int(d / w * t / 1000 + 0.5) * 1000; print (n < 10000) ? 10000 : n }')
+    meas_begin "$RD_PID"
     "${BENCH_CLIENT_PIN[@]}" redis-benchmark -p "$RD_PORT" -c "$CONNS" -P "$BATCH" -n "$n" \
       -t incr --csv >"$out" 2>&1 || { cat "$out" >&2; die "redis run $r: redis-benchmark failed"; }
+    meas_end "$RD_PID" "$n"
     bench_alive "$RD_PID" redis
     line=$(grep '^"INCR",' "$out") || { cat "$out" >&2; die "redis run $r: no INCR line in redis-benchmark's CSV"; }
     IFS=, read -r ops p50 p99 < <(tr -d '"' <<<"$line" | awk -F, '{ printf "%.2f,%.2f,%.2f\n", $2, $5, $7 }')
@@ -115,7 +134,7 @@ if [[ $CONFIG == batch ]]; then
   # stats "v1 v2 ...": "median min max"
   stats() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{ v[NR] = $1 }
     END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-          printf "%.0f %.0f %.0f\n", m, v[1], v[NR] }'; }
+          printf "%.*f %.*f %.*f\n", d, m, d, v[1], d, v[NR] }' d="${2:-0}"; }
 
   log "pinning: $BENCH_PIN_DESC (redis-benchmark like wrk); $CONNS connections, batches of $BATCH, warm-up ${WARMUP}s + ~${DURATION}s, $ROUNDS rounds"
   for ((r = 1; r <= ROUNDS; r++)); do
@@ -124,6 +143,8 @@ if [[ $CONFIG == batch ]]; then
   done
   read -r CD_MED CD_MIN CD_MAX < <(stats "${OPS_ROWS[counterd]}")
   read -r RD_MED RD_MIN RD_MAX < <(stats "${OPS_ROWS[redis]}")
+  read -r CD_US _ _ < <(stats "${US_ROWS[counterd]}" 3)
+  read -r RD_US _ _ < <(stats "${US_ROWS[redis]}" 3)
   ratio=$(awk -v a="$CD_MED" -v b="$RD_MED" 'BEGIN { printf "%.2f", a / b }')
   verdict=$(awk -v r="$ratio" 'BEGIN { print (r >= 1.0) ? "met" : "NOT met" }')
   spread() { awk -v m="$1" -v lo="$2" -v hi="$3" 'BEGIN { printf "%.0f%%", 100 * (hi - lo) / m }'; }
@@ -132,14 +153,21 @@ if [[ $CONFIG == batch ]]; then
   echo "  counterd: POST /increments (wrk -t1 -c$CONNS, ${DURATION}s per run after ${WARMUP}s warm-up, --data-dir --fsync everysec)"
   echo "  redis:    INCR pipelined (redis-benchmark -P $BATCH -c $CONNS -t incr, appendonly yes, appendfsync everysec)"
   echo
-  printf '%-9s %5s %12s %9s %9s  %s\n' server run 'ops/s' 'p50 ms' 'p99 ms' check
+  printf '%-9s %5s %12s %9s %9s %8s %8s %8s  %s\n' server run 'ops/s' 'p50 ms' 'p99 ms' 'srv CPU%' \
+    'us/op' 'oth CPU%' check
   printf '%s\n' "${ROWS[@]}"
   echo
-  printf '%-9s %12s %12s %12s %8s\n' server 'median ops/s' 'min' 'max' spread
-  printf '%-9s %12s %12s %12s %8s\n' counterd "$CD_MED" "$CD_MIN" "$CD_MAX" "$(spread "$CD_MED" "$CD_MIN" "$CD_MAX")"
-  printf '%-9s %12s %12s %12s %8s\n' redis "$RD_MED" "$RD_MIN" "$RD_MAX" "$(spread "$RD_MED" "$RD_MIN" "$RD_MAX")"
+  printf '%-9s %12s %12s %12s %8s %14s\n' server 'median ops/s' 'min' 'max' spread 'median us/op'
+  printf '%-9s %12s %12s %12s %8s %14s\n' counterd "$CD_MED" "$CD_MIN" "$CD_MAX" \
+    "$(spread "$CD_MED" "$CD_MIN" "$CD_MAX")" "$CD_US"
+  printf '%-9s %12s %12s %12s %8s %14s\n' redis "$RD_MED" "$RD_MIN" "$RD_MAX" \
+    "$(spread "$RD_MED" "$RD_MIN" "$RD_MAX")" "$RD_US"
+  cpu_ratio=$(awk -v a="$CD_US" -v b="$RD_US" 'BEGIN { printf "%.2f", b / a }')
   echo "ratio counterd/redis (medians): $ratio (target >= 1.0: $verdict)"
-  echo "RESULT increment_batch batch=$BATCH counterd_ops=$CD_MED redis_ops=$RD_MED ratio=$ratio counterd_min=$CD_MIN counterd_max=$CD_MAX redis_min=$RD_MIN redis_max=$RD_MAX rounds=$ROUNDS"
+  echo "server CPU per operation, redis/counterd (medians; > 1: counterd uses less): $cpu_ratio"
+  [[ -z $DISTURBED ]] ||
+    echo "WARNING: other processes used >= 15% of a core during:$DISTURBED: those runs are noisy"
+  echo "RESULT increment_batch batch=$BATCH counterd_ops=$CD_MED redis_ops=$RD_MED ratio=$ratio counterd_min=$CD_MIN counterd_max=$CD_MAX redis_min=$RD_MIN redis_max=$RD_MAX counterd_us_per_op=$CD_US redis_us_per_op=$RD_US cpu_ratio=$cpu_ratio rounds=$ROUNDS"
   exit 0
 fi
 [[ $CONFIG == single ]] || die "unknown configuration '$CONFIG' (single | batch)"
