@@ -447,6 +447,8 @@ struct luarole *luarole_new(struct event_base *base, const struct config *cfg, c
     }
     start_discovery(lr, base, cfg);
     struct http_server_opts so = role_server_opts(cfg);
+    if (lr->gateway)
+        so.body_limit = gateway_body_limit;
     if (role_listen(&parts, base, cfg, &so, handle, lr, err, errlen) < 0)
         goto fail;
     log_info("%s listening on %s:%d", cfg->role, cfg->bind, http_server_port(lr->server));

@@ -130,6 +130,13 @@ class GatewayBatch(harness.ServerTestCase):
         for r in topo.regions:
             with r.client() as c:
                 self.assertEqual(set(c.get_json("/counters")["counters"]), {"warm"}, r.region)
+        # The largest batch, with long tokens (over the 64 KiB of other bodies), is taken,
+        # and so is one the gateway adds its own long tokens to.
+        big = [item("gbig%d" % (i % 7), 1, "%04d-%s" % (i, "t" * 120)) for i in range(1000)]
+        got = gw.post_json("/api/increments", {"increments": big, "routing": "sticky"})
+        self.assertEqual((got["ok"], got["failed"]), (1000, 0))
+        got = gw.post_json("/api/increments", {"increments": [item("g" * 200)] * 1000})
+        self.assertEqual((got["ok"], got["failed"]), (1000, 0))
 
     def test_failover_per_sub_batch(self):
         topo, gw = self.topology(sync_interval_ms=1000)
