@@ -38,8 +38,6 @@ struct gw_item {
     size_t name_off, tok_off; /* its counter name and token, NUL-terminated, in text */
     int own_token;            /* the client gave the token */
     unsigned tried;           /* a bit per region tried */
-    int region;               /* where it is now */
-    int status;               /* 0 until answered */
     size_t roff, rlen;        /* its answer in res */
 };
 
@@ -98,12 +96,11 @@ static void count_item(struct gateway *g, int status)
     metric_add(metric_series(m, labels), 1);
 }
 
-/* Item i's answer: text[0..len) is an object; the gateway's fields are added to it. */
+/* Item i's answer: obj[0..len) is an object; the gateway's fields are added to it. */
 static void item_answer(struct gw_batch *b, size_t i, int status, const char *obj, size_t len,
                         int region)
 {
     struct gw_item *it = &b->items[i];
-    it->status = status;
     it->roff = b->res.len;
     while (len && obj[len - 1] != '}')
         len--;
@@ -307,8 +304,6 @@ static void on_sub_answer(int status, const char *body, size_t len, const char *
         char why[256];
         snprintf(why, sizeof why, "%s: %s", name, err ? err : http_status_text(status));
         gateway__region_failed(b->g, sub->region, why);
-        for (size_t k = 0; k < sub->n; k++)
-            b->items[sub->idx[k]].status = 0;
         size_t n = sub->n, *idx = sub->idx;
         sub->idx = NULL;
         sub_free(sub);
