@@ -258,6 +258,44 @@ class RegionBatchDurable(harness.ServerTestCase):
             counters = c.get_json("/counters")["counters"]
         self.assertEqual({k: v["total_count"] for k, v in counters.items()}, expected)
 
+    def test_answer_waits_for_fsync(self):
+        """The answer of a batch is held until its records are fsynced: when that fsync
+        fails (a fault point), the whole batch is answered 503 "applied but could not be
+        made durable", and a retry with the same tokens, once the node writes again, finds
+        every item applied once."""
+        d = tempfile.mkdtemp(prefix="counterd-batch-eio-")
+        self.addCleanup(shutil.rmtree, d, True)
+        srv = harness.Server(["--region", "us-east", "--node-id", "us-east-1", "--data-dir", d,
+                              "--fsync", "always", "--sync-interval-ms", "60000"], name="eio")
+        self.addCleanup(srv.stop)
+        with harness.environ(COUNTERD_FAULTS="wal_fsync=eio@6"):
+            srv.start()
+        acked, failed = 0, None
+        with srv.client() as c:
+            for k in range(50):
+                items = [item("e", 1, "eio-%d-%d" % (k, i)) for i in range(4)]
+                r = c.post("/increments", {"increments": items})
+                if r.status == 200:
+                    self.assertEqual(r.json()["failed"], 0, r.json())
+                    acked += 4
+                    continue
+                self.assertError(r, 503, "unavailable", "a batch whose fsync failed",
+                                 detail_contains="could not be made durable")
+                failed = items
+                break
+            self.assertIsNotNone(failed, "the fault point was not reached")
+            t0 = time.monotonic()
+            while c.get_json("/health")["status"] != "ok":
+                self.assertLess(time.monotonic() - t0, 10, "no recovery within 10 s")
+                time.sleep(0.1)
+            got = c.post_json("/increments", {"increments": failed})
+            self.assertTrue(all(res.get("duplicate") for res in got["results"]), got)
+            self.assertEqual(c.get_json("/counter/e")["total_count"], acked + 4)
+        srv.kill()
+        srv.start()
+        with srv.client() as c:
+            self.assertEqual(c.get_json("/counter/e")["total_count"], acked + 4)
+
 
 def fill(path):
     """Appends zeros to path until its file system is full."""
