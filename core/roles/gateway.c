@@ -51,6 +51,8 @@ struct gw_region {
     double probe_gap; /* ms until the next probe after a failed one: 100 doubling to 1000 */
     int unnamed;      /* known by its address only: down until gateway_name_region */
     struct metric_series *m_routed;
+    /* gateway_batch.c: taken to have no POST /increments until then (ms; 0: it has one) */
+    double batchless_until;
 };
 
 struct forward;
@@ -675,6 +677,11 @@ const char *gateway__region_url(const struct gateway *g, int i)
 const char *gateway__region_node_id(const struct gateway *g, int i)
 {
     return g->regions[i].node_id;
+}
+
+double *gateway__region_batchless_until(struct gateway *g, int i)
+{
+    return &g->regions[i].batchless_until;
 }
 
 struct gw_batch **gateway__batches(struct gateway *g)

@@ -7,8 +7,10 @@
  * region chosen, as gateway.c makes them), so a sub-batch whose region does not answer (or
  * answers 5xx) is sent again, item by item re-routed among the regions not tried, and each
  * increment still counts once. Each item is answered with what its region answered, plus
- * routed_to_endpoint and routing. It must never forward an item without its token, nor
- * answer before every item has its answer.
+ * routed_to_endpoint and routing. A region of the original lab has no POST /increments (it
+ * answers 404 or 405): its items go to it one POST /increment each, and the gateway
+ * remembers that for BATCHLESS_MS, or until the region stops answering. It must never
+ * forward an item without its token, nor answer before every item has its answer.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +20,7 @@
 #include "../base/clock.h"
 #include "../base/hash.h"
 #include "../base/json.h"
+#include "../base/log.h"
 #include "../base/mem.h"
 #include "../net/http.h"
 #include "../obs/metrics.h"
@@ -32,6 +35,8 @@
  * here (at most 128 bytes more an item), a region still takes (2 MiB). */
 #define BATCH_MAX 1000
 #define BATCH_BODY_MAX ((2u << 20) - BATCH_MAX * 128u)
+/* How long a region that answered POST /increments 404 or 405 is taken to have none. */
+#define BATCHLESS_MS 60000.0
 
 struct gw_item {
     size_t off, len;          /* its body {"counter_name","amount","idempotency_token"} in text */
@@ -50,6 +55,7 @@ struct gw_batch {
     char client_region[64];
     int has_client_region;
     size_t n, failed;
+    unsigned failed_regions; /* a bit per region whose failure was told (logged) */
     struct gw_item *items;
     struct buf text, res;
     struct gw_sub *subs; /* sub-batches in flight */
@@ -60,6 +66,9 @@ struct gw_batch {
 struct gw_sub {
     struct gw_batch *b;
     int region;
+    int single;  /* the items one by one, in order, as POST /increment: the region has no
+                  * POST /increments */
+    size_t done; /* single: the items answered; idx[done] is in flight */
     size_t n;
     size_t *idx;
     struct upstream_req *ureq;
@@ -68,10 +77,13 @@ struct gw_sub {
 };
 
 static void batch_dispatch(struct gw_batch *b, const size_t *idx, size_t n);
+static void send_sub(struct gw_batch *b, int r, const size_t *idx, size_t n);
+static void sub_post(struct gw_sub *sub);
 
 /* ---------------------------------------------------------------- answers */
 
-static void count(struct gateway *g, int status)
+/* req answered status: counted, and its time observed, as gateway.c does for one increment. */
+static void count(struct gateway *g, struct http_request *req, int status)
 {
     struct metric *m = metrics_find(gateway__metrics(g), "gateway_requests_total");
     char st[8];
@@ -79,6 +91,10 @@ static void count(struct gateway *g, int status)
     const char *labels[3] = {"POST", "/api/increments", st};
     if (m)
         metric_add(metric_series(m, labels), 1);
+    const char *ep[1] = {"/api/increments"};
+    m = metrics_find(gateway__metrics(g), "gateway_request_duration_seconds");
+    if (m)
+        metric_observe(metric_series(m, ep), (clock_mono_ms() - req->start_ms) / 1000.0);
 }
 
 /* gateway_batch_items_total{status}: an item of POST /api/increments answered status. */
@@ -163,7 +179,7 @@ static void batch_done(struct gw_batch *b)
     buf_puts(&out, ",\"routing\":");
     buf_json_str(&out, b->routing, strlen(b->routing));
     buf_putc(&out, '}');
-    count(b->g, 200);
+    count(b->g, b->req, 200);
     http_respond_json(b->req, 200, out.data, out.len);
     buf_free(&out);
     batch_free(b);
@@ -283,6 +299,57 @@ static void sub_free(struct gw_sub *sub)
     free(sub);
 }
 
+/* The region's answer to the items idx[0..n) of sub, status (not 200 for a sub-batch, any
+ * for a single item), is each one's: {"status":<status>, <the fields of the region's object>}. */
+static void take_verdict(struct gw_sub *sub, const size_t *idx, size_t n, int status,
+                         const char *body, size_t len)
+{
+    struct gw_batch *b = sub->b;
+    int obj = len > 2 && body[0] == '{';
+    struct buf e = {0};
+    buf_printf(&e, "{\"status\":%d", status);
+    if (obj) {
+        buf_putc(&e, ',');
+        buf_append(&e, body + 1, len - 1);
+    } else {
+        buf_putc(&e, '}');
+    }
+    for (size_t k = 0; k < n; k++)
+        item_answer(b, idx[k], status, e.data, e.len, sub->region);
+    buf_free(&e);
+    if (status == 200)
+        gateway__region_answered(b->g, sub->region, body, len, n);
+}
+
+/* Region r answered POST /increments 404 or 405: the original lab's region, which has none.
+ * Said once in the log; its items go one POST /increment each for BATCHLESS_MS. */
+static void region_batchless(struct gateway *g, int r, int status)
+{
+    double *until = gateway__region_batchless_until(g, r), now = clock_mono_ms();
+    if (*until <= now)
+        log_warn("region %s has no POST /increments (it answered %d): the items of POST "
+                 "/api/increments for it go one POST /increment each; asked again in %.0f s",
+                 gateway__region_name(g, r), status, BATCHLESS_MS / 1000);
+    *until = now + BATCHLESS_MS;
+}
+
+/* Region r did not answer sub (status 0) or answered 5xx: skipped, told once a batch. */
+static void region_failed(struct gw_sub *sub, int status, const char *err)
+{
+    struct gw_batch *b = sub->b;
+    int r = sub->region;
+    /* A single item unanswered: the region may be restarting, perhaps upgraded. */
+    if (sub->single && status == 0)
+        *gateway__region_batchless_until(b->g, r) = 0;
+    if (b->failed_regions & 1u << r)
+        return;
+    b->failed_regions |= 1u << r;
+    char why[256];
+    snprintf(why, sizeof why, "%s: %s", gateway__region_name(b->g, r),
+             err ? err : http_status_text(status));
+    gateway__region_failed(b->g, r, why);
+}
+
 static void on_sub_answer(int status, const char *body, size_t len, const char *err, int sent,
                           void *arg)
 {
@@ -295,33 +362,34 @@ static void on_sub_answer(int status, const char *body, size_t len, const char *
         trace_span_end(sub->span);
         sub->span = NULL;
     }
-    const char *name = gateway__region_name(b->g, sub->region);
-    if (status == 200 && take_results(sub, body, len) < 0) {
+    if (status == 200 && !sub->single && take_results(sub, body, len) < 0) {
         status = 0;
         err = "an answer that is not a batch's";
     }
-    if (status == 0 || status >= 500) {
-        char why[256];
-        snprintf(why, sizeof why, "%s: %s", name, err ? err : http_status_text(status));
-        gateway__region_failed(b->g, sub->region, why);
-        size_t n = sub->n, *idx = sub->idx;
-        sub->idx = NULL;
+    int batchless = !sub->single && (status == 404 || status == 405);
+    if (batchless || status == 0 || status >= 500) {
+        int r = sub->region;
+        size_t n = sub->n - sub->done, *idx = xmalloc(n * sizeof *idx);
+        memcpy(idx, sub->idx + sub->done, n * sizeof *idx);
+        if (batchless)
+            region_batchless(b->g, r, status);
+        else
+            region_failed(sub, status, err);
         sub_free(sub);
-        batch_dispatch(b, idx, n); /* the same items and tokens, elsewhere */
+        if (batchless)
+            send_sub(b, r, idx, n); /* the same items and tokens, one by one */
+        else
+            batch_dispatch(b, idx, n); /* the same items and tokens, elsewhere */
         free(idx);
+    } else if (sub->single) {
+        take_verdict(sub, sub->idx + sub->done, 1, status, body, len);
+        if (++sub->done < sub->n)
+            sub_post(sub); /* the next item, once this one is answered: in order */
+        else
+            sub_free(sub);
     } else {
-        if (status != 200) { /* the region's verdict on the whole sub-batch: each item's */
-            struct buf e = {0};
-            buf_printf(&e, "{\"status\":%d", status);
-            if (len > 2 && body[0] == '{')
-                buf_putc(&e, ',');
-            buf_append(&e, body + 1, len > 2 && body[0] == '{' ? len - 1 : 0);
-            if (!(len > 2 && body[0] == '{'))
-                buf_putc(&e, '}');
-            for (size_t k = 0; k < sub->n; k++)
-                item_answer(b, sub->idx[k], status, e.data, e.len, sub->region);
-            buf_free(&e);
-        }
+        if (status != 200)
+            take_verdict(sub, sub->idx, sub->n, status, body, len);
         sub_free(sub);
     }
     if (!b->subs)
@@ -330,38 +398,75 @@ static void on_sub_answer(int status, const char *body, size_t len, const char *
 
 /* ---------------------------------------------------------------- sending */
 
-/* Sends the items idx[0..n) whose region is r as one POST /increments. */
+/* gateway_batch_fallback_items_total{region}: an item sent alone, its region having no
+ * POST /increments. */
+static void count_fallback(struct gateway *g, int r)
+{
+    static const char name[] = "gateway_batch_fallback_items_total";
+    struct metric *m = metrics_find(gateway__metrics(g), name);
+    if (!m)
+        m = metrics_add(gateway__metrics(g), METRIC_COUNTER, name,
+                        "Items of POST /api/increments sent as one POST /increment each, their "
+                        "region having no POST /increments (the original lab's)",
+                        "region", NULL, 0);
+    const char *labels[1] = {gateway__region_name(g, r)};
+    metric_add(metric_series(m, labels), 1);
+}
+
+/* Sends sub's request: all its items as one POST /increments, or (single) its next item
+ * alone as POST /increment. */
+static void sub_post(struct gw_sub *sub)
+{
+    struct gw_batch *b = sub->b;
+    int r = sub->region;
+    struct buf body = {0};
+    if (sub->single) {
+        const struct gw_item *it = &b->items[sub->idx[sub->done]];
+        buf_append(&body, b->text.data + it->off, it->len);
+        count_fallback(b->g, r);
+    } else {
+        buf_puts(&body, "{\"increments\":[");
+        for (size_t k = 0; k < sub->n; k++) {
+            const struct gw_item *it = &b->items[sub->idx[k]];
+            if (k)
+                buf_putc(&body, ',');
+            buf_append(&body, b->text.data + it->off, it->len);
+        }
+        buf_puts(&body, "]}");
+    }
+    const char *path = sub->single ? "/increment" : "/increments";
+    char tp[TRACEPARENT_LEN + 1], *tpp = NULL;
+    if (b->req->span) {
+        sub->span = trace_span_child(
+            b->req->span, sub->single ? "POST /increment" : "POST /increments", TRACE_CLIENT);
+        trace_span_attr_cstr(sub->span, "counter.routed_to", gateway__region_name(b->g, r));
+        trace_span_attr_int(sub->span, "counter.batch_size", sub->single ? 1 : (long long)sub->n);
+        trace_span_traceparent(sub->span, tp);
+        tpp = tp;
+    }
+    sub->ureq = gateway__send(b->g, r, path, body.data, body.len, tpp, on_sub_answer, sub);
+    buf_free(&body);
+}
+
+/* Sends the items idx[0..n) whose region is r: as one POST /increments, or one POST
+ * /increment after another while r is taken to have no POST /increments. */
 static void send_sub(struct gw_batch *b, int r, const size_t *idx, size_t n)
 {
     struct gw_sub *sub = xcalloc(1, sizeof *sub);
     sub->b = b;
     sub->region = r;
+    sub->single = *gateway__region_batchless_until(b->g, r) > clock_mono_ms();
     sub->idx = xmalloc(n * sizeof *sub->idx);
-    struct buf body = {0};
-    buf_puts(&body, "{\"increments\":[");
+    sub->n = n;
     for (size_t k = 0; k < n; k++) {
-        struct gw_item *it = &b->items[idx[k]];
-        it->tried |= 1u << r;
-        if (sub->n)
-            buf_putc(&body, ',');
-        buf_append(&body, b->text.data + it->off, it->len);
-        sub->idx[sub->n++] = idx[k];
-    }
-    buf_puts(&body, "]}");
-    char tp[TRACEPARENT_LEN + 1], *tpp = NULL;
-    if (b->req->span) {
-        sub->span = trace_span_child(b->req->span, "POST /increments", TRACE_CLIENT);
-        trace_span_attr_cstr(sub->span, "counter.routed_to", gateway__region_name(b->g, r));
-        trace_span_attr_int(sub->span, "counter.batch_size", (long long)n);
-        trace_span_traceparent(sub->span, tp);
-        tpp = tp;
+        b->items[idx[k]].tried |= 1u << r;
+        sub->idx[k] = idx[k];
     }
     sub->next = b->subs;
     if (b->subs)
         b->subs->prev = sub;
     b->subs = sub;
-    sub->ureq = gateway__send(b->g, r, "/increments", body.data, body.len, tpp, on_sub_answer, sub);
-    buf_free(&body);
+    sub_post(sub);
 }
 
 /* An item's token for region r, its home, when the client gave none: as gateway.c makes
@@ -510,7 +615,7 @@ static const struct json *batch_body(struct gateway *g, struct http_request *req
         snprintf(d, sizeof d, "routing must be a string naming a routing policy");
     else
         return items;
-    count(g, st);
+    count(g, req, st);
     http_respond_error(req, st, code, "%s", d);
     return NULL;
 }
@@ -560,7 +665,7 @@ int gateway__batch_handle(struct gateway *g, struct http_request *req)
                                    b->has_client_region ? b->client_region : NULL, NULL, 0};
         char err[256];
         if (gateway__pick(g, &c, err, sizeof err) == -1) {
-            count(g, 400);
+            count(g, req, 400);
             http_respond_error(req, 400, "bad_field", "routing: %s", err);
             free(idx);
             batch_free(b);

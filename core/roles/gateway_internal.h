@@ -44,6 +44,8 @@ const char *gateway__region_name(const struct gateway *g, int i);
 const char *gateway__region_url(const struct gateway *g, int i);
 /* "" until learned from its answers. */
 const char *gateway__region_node_id(const struct gateway *g, int i);
+/* Until when region i is taken to have no POST /increments (a monotonic ms; 0: it has). */
+double *gateway__region_batchless_until(struct gateway *g, int i);
 struct gw_batch **gateway__batches(struct gateway *g);
 struct json_parser *gateway__parser(struct gateway *g);
 struct metrics *gateway__metrics(struct gateway *g);

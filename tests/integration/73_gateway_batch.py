@@ -137,6 +137,15 @@ class GatewayBatch(harness.ServerTestCase):
         self.assertEqual((got["ok"], got["failed"]), (1000, 0))
         got = gw.post_json("/api/increments", {"increments": [item("g" * 200)] * 1000})
         self.assertEqual((got["ok"], got["failed"]), (1000, 0))
+        # Every batch answered, refused or not, in the requests' counts and duration histogram.
+        samples = harness.parse_metrics(gw.get("/metrics").text())
+        answered = sum(harness.metric_values(samples, "gateway_requests_total",
+                                             endpoint="/api/increments"))
+        self.assertEqual(answered, len(cases) + 2)
+        for suffix, le in (("_count", {}), ("_bucket", {"le": "+Inf"})):
+            self.assertEqual(harness.metric_values(
+                samples, "gateway_request_duration_seconds" + suffix,
+                endpoint="/api/increments", **le), [answered])
 
     def test_failover_per_sub_batch(self):
         topo, gw = self.topology(sync_interval_ms=1000)
