@@ -11,6 +11,7 @@
  * home first (random and round-robin routing), so a failover is the only detour.
  */
 #include "gateway.h"
+#include "gateway_internal.h"
 
 #include <event2/event.h>
 #include <inttypes.h>
@@ -50,6 +51,8 @@ struct gw_region {
     double probe_gap; /* ms until the next probe after a failed one: 100 doubling to 1000 */
     int unnamed;      /* known by its address only: down until gateway_name_region */
     struct metric_series *m_routed;
+    /* gateway_batch.c: taken to have no POST /increments until then (ms; 0: it has one) */
+    double batchless_until;
 };
 
 struct forward;
@@ -67,6 +70,8 @@ struct gateway {
     struct event *probe_timer;            /* asks for unknown node ids until every one is known */
     struct metric *m_requests, *m_routed; /* m_routed: by region */
     struct metric_series *m_duration, *m_ok; /* m_ok: requests answered 200 */
+    struct metrics *metrics;
+    struct gw_batch *batches; /* POST /api/increments in flight (gateway_batch.c) */
 };
 
 /* One increment on its way: kept for failover. */
@@ -459,6 +464,8 @@ static struct forward *forward_new(struct gateway *g, struct http_request *req,
 
 int gateway_handle(struct gateway *g, struct http_request *req)
 {
+    if (req->method == HTTP_M_POST && http_path_is(req, "/api/increments"))
+        return gateway__batch_handle(g, req);
     if (req->method != HTTP_M_POST || req->path_len != 14 ||
         memcmp(req->path, "/api/increment", 14))
         return 0;
@@ -507,6 +514,7 @@ struct gateway *gateway_new(struct event_base *base, struct host *lua, struct me
     g->lua = lua;
     g->n = nregions;
     g->timeout_ms = timeout_ms;
+    g->metrics = metrics;
     json_parser_init(&g->parser);
     struct metric *routed = metrics_find(metrics, "gateway_routed_to_region_total");
     if (!routed)
@@ -578,6 +586,7 @@ void gateway_free(struct gateway *g)
 {
     if (!g)
         return;
+    gateway__batch_free(g);
     while (g->inflight) {
         struct forward *f = g->inflight;
         if (f->ureq)
@@ -597,4 +606,95 @@ void gateway_free(struct gateway *g)
     json_parser_free(&g->parser);
     buf_free(&g->tmp);
     free(g);
+}
+
+/* ---------------------------------------------------------------- for gateway_batch.c */
+
+int gateway__pick(struct gateway *g, const struct gateway_choice *c, char *err, size_t errlen)
+{
+    struct forward f = {.g = g, .tried = c->tried};
+    snprintf(f.routing, sizeof f.routing, "%s", c->routing);
+    snprintf(f.counter, sizeof f.counter, "%s", c->counter);
+    if (c->token && strlen(c->token) < sizeof f.token)
+        snprintf(f.token, sizeof f.token, "%s", c->token);
+    if (c->client_region) {
+        f.has_client_region = 1;
+        snprintf(f.client_region, sizeof f.client_region, "%s", c->client_region);
+    }
+    if (!g->ids_known)
+        probe_regions(g);
+    return pick(&f, err, errlen);
+}
+
+struct upstream_req *gateway__send(struct gateway *g, int i, const char *path, const char *body,
+                                   size_t len, const char *traceparent, upstream_cb cb, void *arg)
+{
+    struct gw_region *r = &g->regions[i];
+    struct buf *b = &g->tmp;
+    buf_reset(b);
+    buf_puts(b, "POST ");
+    buf_puts(b, upstream_path(r->pool));
+    buf_puts(b, path);
+    buf_puts(b, " HTTP/1.1\r\nHost: ");
+    buf_puts(b, r->host);
+    if (traceparent) {
+        buf_puts(b, "\r\ntraceparent: ");
+        buf_puts(b, traceparent);
+    }
+    buf_puts(b, "\r\nContent-Type: application/json\r\nContent-Length: ");
+    buf_u64(b, len);
+    buf_puts(b, "\r\n\r\n");
+    buf_append(b, body, len);
+    return upstream_send(r->pool, b->data, b->len, g->timeout_ms, cb, arg);
+}
+
+void gateway__region_failed(struct gateway *g, int i, const char *why)
+{
+    struct gw_region *r = &g->regions[i];
+    r->down_until = clock_mono_ms() + DOWN_MS;
+    log_warn("increments on %s failed (%s); failing over", r->name, why);
+}
+
+void gateway__region_answered(struct gateway *g, int i, const char *body, size_t len, size_t taken)
+{
+    struct gw_region *r = &g->regions[i];
+    if (r->m_routed && taken)
+        metric_add(r->m_routed, (double)taken);
+    if (!r->node_id[0])
+        learn_node_id(g, i, body, len);
+}
+
+const char *gateway__region_name(const struct gateway *g, int i)
+{
+    return g->regions[i].name;
+}
+
+const char *gateway__region_url(const struct gateway *g, int i)
+{
+    return g->regions[i].url;
+}
+
+const char *gateway__region_node_id(const struct gateway *g, int i)
+{
+    return g->regions[i].node_id;
+}
+
+double *gateway__region_batchless_until(struct gateway *g, int i)
+{
+    return &g->regions[i].batchless_until;
+}
+
+struct gw_batch **gateway__batches(struct gateway *g)
+{
+    return &g->batches;
+}
+
+struct json_parser *gateway__parser(struct gateway *g)
+{
+    return &g->parser;
+}
+
+struct metrics *gateway__metrics(struct gateway *g)
+{
+    return g->metrics;
 }

@@ -32,5 +32,8 @@ void gateway_name_region(struct gateway *g, const char *url, const char *name);
 void gateway_free(struct gateway *g);
 /* @return 1 when req was taken (POST /api/increment), 0 to let the Lua role answer. */
 int gateway_handle(struct gateway *g, struct http_request *req);
+/* The server's body limit by path (http_server_opts.body_limit): POST /api/increments takes
+ * batches larger than the default. @return the limit, or 0 for the default. */
+size_t gateway_body_limit(const char *path, size_t len, void *arg);
 
 #endif

@@ -258,6 +258,7 @@ static void h_metrics(void *role, struct http_request *req)
  * gateway.c once its body parses (a bad body keeps the server's name).
  */
 static const struct route routes[] = {{ROUTE_POST, "/api/increment", 0, h_increment, NULL, NULL},
+                                      {ROUTE_POST, "/api/increments", 0, h_increment, NULL, NULL},
                                       {ROUTE_GET, "/", 0, h_static, NULL, NULL},
                                       {ROUTE_GET, "/web/", 1, h_static, NULL, NULL},
                                       {ROUTE_ANY, "/admin/reload", 0, h_reload, NULL, NULL},
@@ -446,6 +447,8 @@ struct luarole *luarole_new(struct event_base *base, const struct config *cfg, c
     }
     start_discovery(lr, base, cfg);
     struct http_server_opts so = role_server_opts(cfg);
+    if (lr->gateway)
+        so.body_limit = gateway_body_limit;
     if (role_listen(&parts, base, cfg, &so, handle, lr, err, errlen) < 0)
         goto fail;
     log_info("%s listening on %s:%d", cfg->role, cfg->bind, http_server_port(lr->server));

@@ -299,6 +299,7 @@ static void h_reload(void *role, struct http_request *req)
 /* The region's endpoints; a span is named after its route, whatever the method. */
 static const struct route routes[] = {
     {ROUTE_POST, "/increment", 0, region__h_increment, "/increment", NULL},
+    {ROUTE_POST, "/increments", 0, region__h_increments, "/increments", NULL},
     {ROUTE_GET, "/counter/", 1, h_counter, "/counter/{name}", "counter.name"},
     {ROUTE_GET, "/health", 0, h_health, "/health", NULL},
     {ROUTE_POST, "/sync", 0, h_sync, "/sync", NULL},
@@ -336,5 +337,7 @@ void region__handle(struct http_request *req, void *arg)
 size_t region__body_limit(const char *path, size_t len, void *arg)
 {
     (void)arg;
+    if (len == 11 && memcmp(path, "/increments", 11) == 0)
+        return region__batch_body_limit();
     return len == 5 && memcmp(path, "/sync", 5) == 0 ? REPL_MAX_BODY : 0;
 }

@@ -8,6 +8,8 @@
 #include "region_internal.h"
 
 #include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "../base/clock.h"
@@ -17,9 +19,9 @@
 #include "../store/tokset.h"
 #include "reqbody.h"
 
-/* The idempotency token of an increment, if any. @return 0, or -1 after answering 400. */
-static int incr_token(struct http_request *req, const struct json *root, const char **token,
-                      size_t *tlen)
+/* The idempotency token of an increment, if any. @return 0, or -1 with r a 400. */
+static int incr_token(const struct json *root, const char **token, size_t *tlen,
+                      struct incr_result *r)
 {
     *token = NULL;
     *tlen = 0;
@@ -27,7 +29,7 @@ static int incr_token(struct http_request *req, const struct json *root, const c
     if (v && v->type != JSON_NULL) {
         if (v->type != JSON_STR || v->len == 0 || v->len > DEDUP_TOKEN_MAX ||
             (v->flags & JSON_F_HAS_NUL)) {
-            http_respond_error(req, 400, "bad_field",
+            region__incr_error(r, 400, "bad_field",
                                "idempotency_token must be a string of 1-%d bytes", DEDUP_TOKEN_MAX);
             return -1;
         }
@@ -39,13 +41,36 @@ static int incr_token(struct http_request *req, const struct json *root, const c
     return 0;
 }
 
-/* The answer to an increment: {"counter","local_count","total_count","node_id","region"}
- * and tail (",\"duplicate\":true}", ",\"pending\":true}" or "}"). */
-static void put_incr_answer(struct region *rg, const char *name, size_t nlen, int64_t local,
-                            int64_t total, const char *tail)
+void region__incr_error(struct incr_result *r, int status, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->detail, sizeof r->detail, fmt, ap);
+    va_end(ap);
+    r->status = status;
+    r->code = code;
+}
+
+int region__incr_item(const struct json *item, struct incr_body *ib, const char **token,
+                      size_t *tlen, struct incr_result *r)
+{
+    struct reqbody_err e;
+    if (reqbody_increment_fields(item, ib, &e) < 0) {
+        region__incr_error(r, 400, e.code, "%s", e.detail);
+        return -1;
+    }
+    return incr_token(item, token, tlen, r);
+}
+
+/* The answer to an increment: head ("{" or a batch item's "{\"status\":200,"), then
+ * "counter","local_count","total_count","node_id","region" and tail (",\"duplicate\":true}",
+ * ",\"pending\":true}" or "}"). */
+static void put_incr_answer(struct region *rg, const char *head, const char *name, size_t nlen,
+                            int64_t local, int64_t total, const char *tail)
 {
     struct buf *b = &rg->out;
-    buf_puts(b, "{\"counter\":");
+    buf_puts(b, head);
+    buf_puts(b, "\"counter\":");
     buf_json_str(b, name, nlen);
     buf_puts(b, ",\"local_count\":");
     buf_i64(b, local);
@@ -60,10 +85,11 @@ static void put_incr_answer(struct region *rg, const char *name, size_t nlen, in
 
 /*
  * A retry of a known token (this node's window, or the counter's token set): the first
- * answer again, or 409 when the amount differs. @return 1 when answered, 0 when unknown.
+ * answer again (appended to rg->out), or 409 when the amount differs.
+ * @return 1 when answered (r says how), 0 when unknown.
  */
-static int incr_retry(struct region *rg, struct http_request *req, const struct incr_body *ib,
-                      const char *token, size_t tlen, uint32_t id, double now)
+static int incr_retry(struct region *rg, const struct incr_body *ib, const char *token, size_t tlen,
+                      uint32_t id, double now, const char *head, struct incr_result *r)
 {
     struct dedup_answer prev;
     int known = token && dedup_get(rg->dedup, ib->name, ib->nlen, token, tlen, now, &prev);
@@ -77,7 +103,7 @@ static int incr_retry(struct region *rg, struct http_request *req, const struct 
     if (!known)
         return 0;
     if (prev.amount != ib->amount) {
-        http_respond_error(req, 409, "idempotency_conflict",
+        region__incr_error(r, 409, "idempotency_conflict",
                            "idempotency_token was used with amount %" PRId64
                            " on this counter, not %" PRId64,
                            prev.amount, ib->amount);
@@ -89,10 +115,11 @@ static int incr_retry(struct region *rg, struct http_request *req, const struct 
         prev.local_count = region__local_of(rg, pc);
         prev.total_count = region__total_of(rg, pc, id);
     }
-    put_incr_answer(rg, ib->name, ib->nlen, prev.local_count, prev.total_count,
+    put_incr_answer(rg, head, ib->name, ib->nlen, prev.local_count, prev.total_count,
                     ",\"duplicate\":true}");
     /* The first request's record may not be durable yet: neither is this answer. */
-    region__respond_durable(rg, req, rg->wal ? wal_position(rg->wal) : 0);
+    r->status = 200;
+    r->pos = rg->wal ? wal_position(rg->wal) : 0;
     return 1;
 }
 
@@ -114,9 +141,10 @@ static int incr_apply(struct region *rg, uint32_t id, const char *token, size_t 
     return 0;
 }
 
-/* Remembers, logs and counts an applied increment, then answers it once durable. */
-static void incr_done(struct region *rg, struct http_request *req, const struct incr_body *ib,
-                      const char *token, size_t tlen, uint32_t id, int pending, double now)
+/* Remembers, logs and counts an applied increment, and appends its answer to rg->out.
+ * @return the log position the answer waits for. */
+static uint64_t incr_done(struct region *rg, const struct incr_body *ib, const char *token,
+                          size_t tlen, uint32_t id, int pending, double now, const char *head)
 {
     const struct gcounter *c = gstore_counter(rg->store, id);
     struct dedup_answer a = {ib->amount, region__local_of(rg, c), region__total_of(rg, c, id)};
@@ -134,52 +162,67 @@ static void incr_done(struct region *rg, struct http_request *req, const struct 
     region__top_count(rg, id, ib->amount, a.total_count);
     const char *labels[3] = {"counter", rg->region, ib->name};
     metric_add(metric_series(rg->m_incr, labels), 1);
-    put_incr_answer(rg, ib->name, ib->nlen, a.local_count, a.total_count,
+    put_incr_answer(rg, head, ib->name, ib->nlen, a.local_count, a.total_count,
                     pending ? ",\"pending\":true}" : "}");
-    region__respond_durable(rg, req, pos);
+    return pos;
+}
+
+int region__incr_apply(struct region *rg, const struct incr_body *ib, const char *token,
+                       size_t tlen, double now, const char *head, struct incr_result *r)
+{
+    const char *name = ib->name;
+    uint32_t id = gstore_find(rg->store, name, ib->nlen);
+    if (incr_retry(rg, ib, token, tlen, id, now, head, r))
+        return r->status;
+    if (id == GSTORE_NONE && ib->amount == INT64_MIN) {
+        region__incr_error(r, 409, "overflow", "counter %s would leave the signed 64-bit range",
+                           name);
+        return r->status;
+    }
+    if (id == GSTORE_NONE)
+        id = gstore_create(rg->store, name, ib->nlen);
+    int pending = token && !region__is_home(rg, token, tlen);
+    int rc = incr_apply(rg, id, token, tlen, ib->amount, pending);
+    if (rc == GSTORE_EOVERFLOW) {
+        region__incr_error(r, 409, "overflow",
+                           "counter %s would leave the signed 64-bit range; nothing was applied",
+                           name);
+        return r->status;
+    }
+    if (rc == GSTORE_EFULL) {
+        region__incr_error(r, 409, "too_many_replicas", "counter %s has too many node ids", name);
+        return r->status;
+    }
+    r->status = 200;
+    r->pos = incr_done(rg, ib, token, tlen, id, pending, now, head);
+    return 200;
 }
 
 void region__h_increment(void *role, struct http_request *req)
 {
     struct region *rg = role;
     struct incr_body ib;
+    struct incr_result r;
     const char *token;
     size_t tlen;
-    if (reqbody_increment(&rg->parser, req, &ib) < 0 || incr_token(req, ib.root, &token, &tlen) < 0)
+    if (reqbody_increment(&rg->parser, req, &ib) < 0)
         return;
-    const char *name = ib.name;
-    size_t nlen = ib.nlen;
+    if (incr_token(ib.root, &token, &tlen, &r) < 0) {
+        http_respond_error(req, r.status, r.code, "%s", r.detail);
+        return;
+    }
     if (req->span) {
-        trace_span_attr_str(req->span, "counter.name", name, nlen);
+        trace_span_attr_str(req->span, "counter.name", ib.name, ib.nlen);
         trace_span_attr_int(req->span, "counter.amount", ib.amount);
     }
     if (rg->wal) {
-        uint32_t fid = gstore_find(rg->store, name, nlen);
-        if (region__reserve_log(rg, req, region__incr_record_max(rg, fid, nlen, tlen)) < 0)
+        uint32_t fid = gstore_find(rg->store, ib.name, ib.nlen);
+        if (region__reserve_log(rg, req, region__incr_record_max(rg, fid, ib.nlen, tlen)) < 0)
             return;
     }
-    double now = clock_unix_s();
-    uint32_t id = gstore_find(rg->store, name, nlen);
-    if (incr_retry(rg, req, &ib, token, tlen, id, now))
-        return;
-    if (id == GSTORE_NONE && ib.amount == INT64_MIN) {
-        http_respond_error(req, 409, "overflow", "counter %s would leave the signed 64-bit range",
-                           name);
+    if (region__incr_apply(rg, &ib, token, tlen, clock_unix_s(), "{", &r) != 200) {
+        http_respond_error(req, r.status, r.code, "%s", r.detail);
         return;
     }
-    if (id == GSTORE_NONE)
-        id = gstore_create(rg->store, name, nlen);
-    int pending = token && !region__is_home(rg, token, tlen);
-    int rc = incr_apply(rg, id, token, tlen, ib.amount, pending);
-    if (rc == GSTORE_EOVERFLOW) {
-        http_respond_error(req, 409, "overflow",
-                           "counter %s would leave the signed 64-bit range; nothing was applied",
-                           name);
-        return;
-    }
-    if (rc == GSTORE_EFULL) {
-        http_respond_error(req, 409, "too_many_replicas", "counter %s has too many node ids", name);
-        return;
-    }
-    incr_done(rg, req, &ib, token, tlen, id, pending, now);
+    region__respond_durable(rg, req, r.pos);
 }

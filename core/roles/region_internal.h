@@ -122,8 +122,29 @@ int region__before_flush(void *arg);
 int region__before_send(void *arg);
 void region__persist_changed(struct region *rg, uint32_t id);
 
-/* region_incr.c: POST /increment */
+/* region_incr.c: POST /increment, and one increment of a batch */
 void region__h_increment(void *role, struct http_request *req);
+struct incr_body;
+/* What became of one increment: 200 with its answer appended to rg->out, or an error. */
+struct incr_result {
+    int status;       /* 200, 400 or 409 */
+    const char *code; /* the error's code, when status is not 200 */
+    char detail[320];
+    uint64_t pos; /* 200: the log position its answer waits for */
+};
+void region__incr_error(struct incr_result *r, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Reads an increment object's fields (as POST /increment). @return 0, or -1 with r a 400. */
+int region__incr_item(const struct json *item, struct incr_body *ib, const char **token,
+                      size_t *tlen, struct incr_result *r);
+/* Applies a checked increment as POST /increment does, its answer opened with head.
+ * Call after reserving room in the log for it. @return r->status. */
+int region__incr_apply(struct region *rg, const struct incr_body *ib, const char *token,
+                       size_t tlen, double now, const char *head, struct incr_result *r);
+
+/* region_batch.c: POST /increments */
+void region__h_increments(void *role, struct http_request *req);
+size_t region__batch_body_limit(void);
 
 /* region_http.c: the endpoints */
 void region__handle(struct http_request *req, void *arg);

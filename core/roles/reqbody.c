@@ -3,6 +3,8 @@
  */
 #include "reqbody.h"
 
+#include <stdio.h>
+
 #include "../net/url.h"
 #include "../store/gstore.h"
 
@@ -28,27 +30,26 @@ const struct json *reqbody_object(struct json_parser *p, struct http_request *re
     return root;
 }
 
-int reqbody_increment(struct json_parser *p, struct http_request *req, struct incr_body *out)
+int reqbody_increment_fields(const struct json *root, struct incr_body *out, struct reqbody_err *e)
 {
-    const struct json *root = reqbody_object(p, req);
-    if (!root)
-        return -1;
     out->root = root;
     out->name = "views";
     out->nlen = 5;
+    e->code = "bad_field";
     const struct json *v = json_get(root, "counter_name");
     if (v && v->type != JSON_NULL) {
         if (v->type != JSON_STR) {
-            http_respond_error(req, 400, "bad_field", "counter_name must be a string, not %s",
-                               json_type_name(v->type));
+            snprintf(e->detail, sizeof e->detail, "counter_name must be a string, not %s",
+                     json_type_name(v->type));
             return -1;
         }
         out->name = v->u.s;
         out->nlen = v->len;
     }
     if (!gstore_counter_name_valid(out->name, out->nlen)) {
-        http_respond_error(req, 400, "bad_name",
-                           "counter_name must be 1-200 bytes of [A-Za-z0-9_.:-]");
+        e->code = "bad_name";
+        snprintf(e->detail, sizeof e->detail,
+                 "counter_name must be 1-200 bytes of [A-Za-z0-9_.:-]");
         return -1;
     }
     out->amount = 1;
@@ -56,17 +57,30 @@ int reqbody_increment(struct json_parser *p, struct http_request *req, struct in
     if (v && v->type != JSON_NULL) {
         if (v->type != JSON_INT) {
             if (v->flags & JSON_F_BIGINT)
-                http_respond_error(req, 400, "bad_field",
-                                   "amount must be an integer in the signed 64-bit range");
+                snprintf(e->detail, sizeof e->detail,
+                         "amount must be an integer in the signed 64-bit range");
             else if (v->type == JSON_NUM)
-                http_respond_error(req, 400, "bad_field",
-                                   "amount must be an integer, without fraction or exponent");
+                snprintf(e->detail, sizeof e->detail,
+                         "amount must be an integer, without fraction or exponent");
             else
-                http_respond_error(req, 400, "bad_field", "amount must be an integer, not %s",
-                                   json_type_name(v->type));
+                snprintf(e->detail, sizeof e->detail, "amount must be an integer, not %s",
+                         json_type_name(v->type));
             return -1;
         }
         out->amount = v->u.i;
+    }
+    return 0;
+}
+
+int reqbody_increment(struct json_parser *p, struct http_request *req, struct incr_body *out)
+{
+    const struct json *root = reqbody_object(p, req);
+    if (!root)
+        return -1;
+    struct reqbody_err e;
+    if (reqbody_increment_fields(root, out, &e) < 0) {
+        http_respond_error(req, 400, e.code, "%s", e.detail);
+        return -1;
     }
     return 0;
 }

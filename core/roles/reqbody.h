@@ -34,6 +34,18 @@ const struct json *reqbody_object(struct json_parser *p, struct http_request *re
 long reqbody_path_name(struct http_request *req, const char *raw, size_t rlen, char *name,
                        size_t cap);
 
+/* A mistake in an increment's fields: answered 400 with this code and detail. */
+struct reqbody_err {
+    const char *code; /* "bad_field" or "bad_name" */
+    char detail[160];
+};
+
+/*
+ * Reads counter_name and amount of the increment object root (a batch's item, or a body).
+ * @return 0 with out filled, or -1 with e filled; nothing is answered.
+ */
+int reqbody_increment_fields(const struct json *root, struct incr_body *out, struct reqbody_err *e);
+
 /* @return 0 with out filled, or -1 after answering 400 (bad_json, bad_field, bad_name). */
 int reqbody_increment(struct json_parser *p, struct http_request *req, struct incr_body *out);
 
