@@ -321,6 +321,7 @@ static int merge_item(struct repl *r, struct in_item *it, int origin)
     int rc = gstore_merge_folded(r->store, it->id, en, it->n, fl, it->nf, origin);
     if (rc <= 0)
         return 0;
+    r->merged_counters++;
     if (r->hooks.changed)
         r->hooks.changed(r->hooks.arg, it->id);
     return rc;
@@ -334,6 +335,7 @@ int repl__merge_body(struct repl *r, const struct json *root, int origin, struct
     r->nrejects = 0;
     r->nlisted = 0;
     r->nitems = r->nraw = 0;
+    r->merged_counters = 0;
     if (!counts || counts->type != JSON_OBJ)
         return merr(e, 400, "bad_field", "counts must be an object of counters");
     if (decs && decs->type == JSON_NULL)
