@@ -414,7 +414,7 @@ static void build_push(struct peer *p)
     }
     repl__page_begin(r);
     p->push_more = 0;
-    p->kind = p->full_push || p->cursor[0] == '\0' ? KIND_FULL : KIND_DELTA;
+    p->kind = p->full_push || p->cursor[0] != 'D' ? KIND_FULL : KIND_DELTA;
     r->original_out = p->format == FMT_ORIGINAL;
     if (p->cursor[0] == '\0') { /* the answer starts the peer's full state */
         p->pull_began_ms = clock_mono_ms();

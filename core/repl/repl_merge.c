@@ -307,17 +307,24 @@ static int merge_item(struct repl *r, struct in_item *it, int origin)
     }
     if (it->n == 0 && it->nf == 0)
         return 0; /* nothing to merge (or every entry skipped): change and create nothing */
-    it->id = gstore_find(r->store, it->name, it->len);
     const int *fl = it->nf ? r->fold_in + it->ffirst : NULL;
     const struct gentry *en = it->n ? r->entries + it->first : NULL; /* may be NULL */
-    int ck = gstore_merge_check_folded(r->store, it->id, en, it->n, fl, it->nf);
+    /* One look-up, not two, for a counter this node does not hold yet (a full pull is
+     * mostly those): what a new counter could take, then the counter found or created,
+     * checked again only when it existed. */
+    int ck = gstore_merge_check_folded(r->store, GSTORE_NONE, en, it->n, fl, it->nf);
+    uint32_t had = gstore_count(r->store);
+    it->id = ck < 0 ? gstore_find(r->store, it->name, it->len)
+                    : gstore_create(r->store, it->name, it->len);
+    if (it->id != GSTORE_NONE && (ck < 0 || it->id < had))
+        ck = gstore_merge_check_folded(r->store, it->id, en, it->n, fl, it->nf);
     if (ck < 0) {
         reject(r, it->name, it->len, NULL, 0,
                ck == GSTORE_EFOLDED ? "too_many_folded" : "too_many_replicas", it->n ? it->n : 1);
         return 0;
     }
     if (it->id == GSTORE_NONE)
-        it->id = gstore_create(r->store, it->name, it->len);
+        return 0; /* a name the store cannot hold (read_map let none through) */
     int rc = gstore_merge_folded(r->store, it->id, en, it->n, fl, it->nf, origin);
     if (rc <= 0)
         return 0;
