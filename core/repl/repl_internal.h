@@ -185,6 +185,14 @@ struct repl {
     uint32_t *dg_ids; /* node ids a message lists */
     uint32_t dg_nids, dg_ids_cap;
     uint64_t merged_counters; /* counters the last merge changed */
+    /* The replica ids read last (a body names the same few in every counter): their
+     * check and look-up are made once. */
+    struct {
+        char name[GSTORE_REPLICA_NAME_MAX + 1];
+        size_t len;
+        int rep;
+    } rep_seen[4];
+    unsigned rep_seen_next;
     struct metric *m_peer_bytes;
     /* Metrics. */
     struct metric_series *m_ok, *m_err, *m_part, *m_conflicts, *m_latency, *m_bytes_sent,

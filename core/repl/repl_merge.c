@@ -146,6 +146,25 @@ static void reject(struct repl *r, const char *counter, size_t clen, const char 
              peer, reason, cn, nn);
 }
 
+/* Replica id name[0..len) as the store interns it, when it is a valid one: @return its
+ * number, -1 when it is not a valid replica id, -2 when the store has no room. */
+static int entry_replica(struct repl *r, const char *name, size_t len)
+{
+    for (unsigned i = 0; i < 4; i++)
+        if (len && r->rep_seen[i].len == len && memcmp(r->rep_seen[i].name, name, len) == 0)
+            return r->rep_seen[i].rep;
+    if (!gstore_counter_replica_node_len(name, len))
+        return -1;
+    int rep = gstore_replica(r->store, name, len);
+    if (rep < 0)
+        return -2;
+    unsigned k = r->rep_seen_next++ & 3;
+    memcpy(r->rep_seen[k].name, name, len);
+    r->rep_seen[k].len = len;
+    r->rep_seen[k].rep = rep;
+    return rep;
+}
+
 /*
  * Reads one map ("counts" or "decrements") of a /sync body into items and raw entries.
  * Entries this node cannot hold are skipped (see reject()); only a map that is not an
@@ -180,7 +199,8 @@ static int read_map(struct repl *r, const struct json *map, const char *what, in
             const struct json_member *en = &vec->u.members[k];
             const struct json *v = &en->val;
             const char *why = NULL;
-            if (!gstore_counter_replica_node_len(en->key, en->key_len))
+            int rep = entry_replica(r, en->key, en->key_len);
+            if (rep == -1)
                 why = "bad_node_id";
             else if (v->type == JSON_INT && v->u.i < 0)
                 why = "negative";
@@ -188,8 +208,7 @@ static int read_map(struct repl *r, const struct json *map, const char *what, in
                 why = v->num < 0 ? "negative" : "out_of_range";
             else if (v->type != JSON_INT)
                 why = "not_an_integer";
-            int rep = why ? -1 : gstore_replica(r->store, en->key, en->key_len);
-            if (!why && rep < 0)
+            else if (rep < 0)
                 why = "too_many_replicas";
             if (why) {
                 reject(r, m->key, m->key_len, en->key, en->key_len, why, 1);

@@ -21,8 +21,7 @@
 
 #define NEXT_CHUNK 65536u /* counters the per-counter list grows by: at most 256 KB unused */
 
-/* Fixed SipHash keys: a counter's leaf and its hash must be the same on every node. */
-static const uint8_t KEY_LEAF[16] = "counterd.leaf.1";
+/* A fixed SipHash key: a counter's leaf and its hash must be the same on every node. */
 static const uint8_t KEY_NAME[16] = "counterd.name.1";
 
 struct digest {
@@ -89,9 +88,20 @@ static uint64_t mix(uint64_t x)
     return x ^ (x >> 31);
 }
 
+/* The hash of a counter's name: its top bits are its leaf. */
+static uint64_t name_hash(const char *name, size_t len)
+{
+    return siphash13(name, len, KEY_NAME);
+}
+
+static uint32_t leaf_of_hash(uint64_t h)
+{
+    return (uint32_t)(h >> (64 - DIGEST_LEAF_BITS));
+}
+
 uint32_t digest_leaf_of(const char *name, size_t len)
 {
-    return (uint32_t)(siphash13(name, len, KEY_LEAF) >> (64 - DIGEST_LEAF_BITS));
+    return leaf_of_hash(name_hash(name, len));
 }
 
 /* The hash of replica rep's name, computed once per replica. */
@@ -110,11 +120,10 @@ static uint64_t rep_hash(struct digest *d, const struct gstore *st, int rep)
     return d->rep_hash[rep];
 }
 
-uint64_t digest_counter_hash(struct digest *d, const struct gstore *st, uint32_t id)
+/* The counter's hash, given the hash of its name. */
+static uint64_t counter_hash(struct digest *d, const struct gstore *st, uint32_t id,
+                             const struct gcounter *c, uint64_t h)
 {
-    const struct gcounter *c = gstore_counter(st, id);
-    size_t len;
-    const char *name = gstore_counter_name(c, &len);
     uint64_t entries = 0, folded = 0;
     unsigned n = gstore_counter_entries(c);
     for (unsigned i = 0; i < n; i++) {
@@ -122,16 +131,23 @@ uint64_t digest_counter_hash(struct digest *d, const struct gstore *st, uint32_t
         gstore_counter_entry(c, i, &e);
         if (!e.pos && !e.neg)
             continue;
-        uint64_t h = mix(rep_hash(d, st, e.rep) ^ (uint64_t)e.pos);
-        entries += mix(h + (uint64_t)e.neg * 0x9e3779b97f4a7c15ULL);
+        uint64_t eh = mix(rep_hash(d, st, e.rep) ^ (uint64_t)e.pos);
+        entries += mix(eh + (uint64_t)e.neg * 0x9e3779b97f4a7c15ULL);
     }
     const uint16_t *reps;
-    unsigned nf = gstore_folded_list(st, id, &reps);
+    unsigned nf = gstore_folded_total(st) ? gstore_folded_list(st, id, &reps) : 0;
     for (unsigned i = 0; i < nf; i++)
         folded += mix(rep_hash(d, st, reps[i]) ^ 0x5851f42d4c957f2dULL);
-    uint64_t h = siphash13(name, len, KEY_NAME);
     return mix(h ^ mix(entries + 0x2545f4914f6cdd1dULL) ^
                mix(folded + 0x14057b7ef767814fULL) * 0xd6e8feb86659fd93ULL);
+}
+
+uint64_t digest_counter_hash(struct digest *d, const struct gstore *st, uint32_t id)
+{
+    const struct gcounter *c = gstore_counter(st, id);
+    size_t len;
+    const char *name = gstore_counter_name(c, &len);
+    return counter_hash(d, st, id, c, name_hash(name, len));
 }
 
 static void mark_dirty(struct digest *d, uint32_t leaf)
@@ -155,14 +171,12 @@ static uint32_t leaf_of_id(const struct gstore *st, uint32_t id)
 }
 
 /* Chains the counters created since the last update into their leaves. */
+static void grow_next(struct digest *d, uint32_t count);
+
 static void link_new(struct digest *d, const struct gstore *st)
 {
     uint32_t count = gstore_count(st);
-    if (count > d->next_cap) {
-        uint32_t cap = (count + NEXT_CHUNK - 1) / NEXT_CHUNK * NEXT_CHUNK;
-        d->next = xrealloc(d->next, (size_t)cap * sizeof *d->next);
-        d->next_cap = cap;
-    }
+    grow_next(d, count);
     for (uint32_t id = d->nmembers; id < count; id++) {
         uint32_t leaf = leaf_of_id(st, id);
         d->next[id] = d->head[leaf];
@@ -188,16 +202,67 @@ static size_t recompute(struct digest *d, const struct gstore *st, uint32_t leaf
     return n;
 }
 
+static void grow_next(struct digest *d, uint32_t count)
+{
+    if (count <= d->next_cap)
+        return;
+    uint32_t cap = (count + NEXT_CHUNK - 1) / NEXT_CHUNK * NEXT_CHUNK;
+    d->next = xrealloc(d->next, (size_t)cap * sizeof *d->next);
+    d->next_cap = cap;
+}
+
+/*
+ * The whole tree again, walking the counters by id (the order they lie in memory): what
+ * a first update, or one after changes to a good part of the store, costs least as.
+ */
+static size_t rebuild(struct digest *d, const struct gstore *st)
+{
+    uint32_t count = gstore_count(st);
+    grow_next(d, count);
+    memset(d->head, 0, (size_t)DIGEST_LEAVES * sizeof *d->head);
+    memset(d->level[DIGEST_DEPTH], 0, (size_t)DIGEST_LEAVES * sizeof(uint64_t));
+    for (uint32_t id = 0; id < count; id++) {
+        const struct gcounter *c = gstore_counter(st, id);
+        size_t len;
+        const char *name = gstore_counter_name(c, &len);
+        uint64_t h = name_hash(name, len);
+        uint32_t leaf = leaf_of_hash(h);
+        d->next[id] = d->head[leaf];
+        d->head[leaf] = id + 1;
+        d->level[DIGEST_DEPTH][leaf] += counter_hash(d, st, id, c, h);
+    }
+    for (int l = DIGEST_DEPTH - 1; l >= 0; l--) {
+        uint32_t f = digest_fanout(l);
+        for (uint32_t i = 0; i < digest_level_size(l); i++) {
+            uint64_t sum = 0;
+            for (uint32_t k = 0; k < f; k++)
+                sum += d->level[l + 1][i * f + k];
+            d->level[l][i] = sum;
+        }
+    }
+    for (uint32_t i = 0; i < d->ndirty; i++)
+        d->dirty_bits[d->dirty[i] >> 3] = 0;
+    d->ndirty = 0;
+    d->nmembers = count;
+    d->seq = gstore_seq(st);
+    return count;
+}
+
 size_t digest_update(struct digest *d, const struct gstore *st)
 {
-    uint32_t old = d->nmembers;
+    uint32_t old = d->nmembers, count = gstore_count(st), walked = 0;
+    if (d->seq == 0 || count - old > count / 8)
+        return rebuild(d, st);
     link_new(d, st);
-    d->nmembers = gstore_count(st);
+    d->nmembers = count;
     /* Counters created since are dirty already; the others changed in place. */
     for (uint32_t id = gstore_changed_after(st, d->seq); id != GSTORE_NONE;
-         id = gstore_changed_next(st, id))
+         id = gstore_changed_next(st, id)) {
         if (id < old)
             mark_dirty(d, leaf_of_id(st, id));
+        if (++walked > count / 8 && count > 4096)
+            return rebuild(d, st);
+    }
     size_t hashed = 0;
     for (uint32_t i = 0; i < d->ndirty; i++) {
         uint32_t leaf = d->dirty[i];
