@@ -9,7 +9,9 @@
  *                                   (token-set elements of the counters sent, store/tokset.h)
  *    "folded": {"<counter>": ["<replica>", ...], ...}
  *                                   (the folded replicas of the counters sent, gstore_fold)
- *    "features": ["folded"]         (this node understands "folded")
+ *    "features": ["folded", "digest"]   (this node understands "folded" and "digest")
+ *    "digest": {...}                (a step of the digest exchange, repl_digest.c: answered
+ *                                    with the next step instead of a page)
  *    "since": "<cursor>"            (request: the cursor the peer gave us last time)
  *    "cursor": "<cursor>", "more": <bool>   (answer)}
  *
