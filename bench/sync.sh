@@ -108,6 +108,7 @@ redis_round() {
   done
   local s
   s=$(elapsed "$t0")
+  CPU=$(echo "scale=2; $(bench_proc_ticks "$pid") / $BENCH_CLK_TCK" | bc)
   [[ $(redis-cli -p "$RREPL" dbsize) == "$N" ]] || die "the Redis replica did not sync within ${TIMEOUT}s"
   [[ $(redis-cli -p "$RREPL" debug digest) == "$MASTER_DIGEST" ]] || die "the Redis replica's DEBUG DIGEST differs from the master's"
   bench_stop "$pid"
@@ -152,6 +153,7 @@ counterd_round() {
     sleep 0.01
   done
   s=$(elapsed "$t0")
+  CPU=$(echo "scale=2; $(bench_proc_ticks "$C_PID") / $BENCH_CLK_TCK" | bc)
   n=$(bench_metric "$CURL" counterd_store_counters)
   wait "$fs" || die "node c: POST /admin/force-sync failed"
   [[ $n == "$N" ]] || die "node c holds $n counters after ${TIMEOUT}s, not $N"
@@ -163,14 +165,18 @@ counterd_round() {
 
 R_TIMES=()
 C_TIMES=()
+R_CPU=()
+C_CPU=()
 for ((round = 1; round <= ROUNDS; round++)); do
   redis_round
   r=$SECS
   R_TIMES+=("$r")
+  R_CPU+=("$CPU")
   counterd_round
   c=$SECS
   C_TIMES+=("$c")
-  log "round $round: Redis replica synced in ${r}s, counterd node joined in ${c}s"
+  C_CPU+=("$CPU")
+  log "round $round: Redis replica synced in ${r}s (${R_CPU[-1]}s of its CPU), counterd node joined in ${c}s (${CPU}s of its CPU)"
   ((round == ROUNDS)) || bench_stop "$C_PID"
 done
 
@@ -179,8 +185,9 @@ peer_bytes() { bench_metric "$CURL" counterd_sync_peer_bytes_total "kind=\"$1\""
 curl -fsS -o /dev/null --max-time 60 -X POST "$CURL/admin/force-sync" # the join's last deltas
 d0=$(peer_bytes digest)
 r0=$(peer_bytes repair)
-curl -fsS -o /dev/null --max-time 60 -X POST "$CURL/admin/force-sync"
+FS_S=$(curl -fsS -o "$BENCH_TMP/force-sync.json" -w '%{time_total}' --max-time 60 -X POST "$CURL/admin/force-sync")
 CONVERGED=$(($(peer_bytes digest) - d0 + $(peer_bytes repair) - r0))
+FS_BYTES=$(stat -c %s "$BENCH_TMP/force-sync.json")
 # K counters changed on c as if node b had sent them (tagged as b's): c's deltas never send
 # them back, so only the digest exchange can bring them to b.
 load_counters "$CURL" 0 "$K" bench-b-1 1
@@ -200,8 +207,13 @@ printf '\n%-44s %12s %14s\n' "" "median (s)" "spread (s)"
 printf '%-44s %12.2f %14s\n' "Redis replica resync, $N keys" "$RM" "$(printf '%s\n' "${R_TIMES[@]}" | spread)"
 printf '%-44s %12.2f %14s\n' "counterd node joining, $N counters" "$CM" "$(printf '%s\n' "${C_TIMES[@]}" | spread)"
 printf '%-44s %12s\n' "ratio counterd / Redis (target <= 1.0)" "$RATIO"
+RCM=$(printf '%s\n' "${R_CPU[@]}" | median)
+CCM=$(printf '%s\n' "${C_CPU[@]}" | median)
+printf '%-44s %12s %14s\n' "CPU of the Redis replica until synced" "$RCM" "$(printf '%s\n' "${R_CPU[@]}" | spread)"
+printf '%-44s %12s %14s\n' "CPU of the joining counterd node" "$CCM" "$(printf '%s\n' "${C_CPU[@]}" | spread)"
 printf '%-44s %12s\n' "converged force-sync round, bytes" "$CONVERGED"
+printf '%-44s %12s\n' "converged force-sync: answer bytes, seconds" "$FS_BYTES $FS_S"
 printf '%-44s %12s\n' "repair of $K counters: digest bytes" "$REPAIR_DIGEST"
 printf '%-44s %12s\n' "repair of $K counters: repair bytes" "$REPAIR_BYTES"
 printf '%-44s %12s\n' "bytes per repaired counter" "$(((REPAIR_DIGEST + REPAIR_BYTES) / K))"
-echo "RESULT sync n=$N rounds=$ROUNDS redis_s=$RM counterd_s=$CM ratio=$RATIO converged_bytes=$CONVERGED repair_k=$K repair_digest_bytes=$REPAIR_DIGEST repair_bytes=$REPAIR_BYTES"
+echo "RESULT sync n=$N rounds=$ROUNDS redis_s=$RM counterd_s=$CM ratio=$RATIO redis_cpu_s=$RCM counterd_cpu_s=$CCM converged_bytes=$CONVERGED repair_k=$K repair_digest_bytes=$REPAIR_DIGEST repair_bytes=$REPAIR_BYTES"

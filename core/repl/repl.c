@@ -544,6 +544,8 @@ static void round_start(struct repl *r)
         p->in_round = 1;
         p->exchanges = 0;
         p->round_start_ms = clock_mono_ms();
+        if (p->dg_phase != DG_NONE)
+            p->digest_due = 1; /* the last one did not finish: again, this round */
         p->dg_phase = DG_NONE;
         p->dg_repaired = 0;
         /* Anti-entropy: a digest exchange with a peer that speaks it (every full_every
