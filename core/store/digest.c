@@ -19,8 +19,6 @@
 #include "../base/mem.h"
 #include "gstore.h"
 
-#define NEXT_CHUNK 65536u /* counters the per-counter list grows by: at most 256 KB unused */
-
 /* A fixed SipHash key: a counter's leaf and its hash must be the same on every node. */
 static const uint8_t KEY_NAME[16] = "counterd.name.1";
 
@@ -206,9 +204,10 @@ static void grow_next(struct digest *d, uint32_t count)
 {
     if (count <= d->next_cap)
         return;
-    uint32_t cap = (count + NEXT_CHUNK - 1) / NEXT_CHUNK * NEXT_CHUNK;
-    d->next = xrealloc(d->next, (size_t)cap * sizeof *d->next);
-    d->next_cap = cap;
+    /* Exactly what the store holds (4 bytes a counter, no slack): it grows once per update
+     * that finds new counters (at most once per digest message). */
+    d->next = xrealloc(d->next, (size_t)count * sizeof *d->next);
+    d->next_cap = count;
 }
 
 /*
