@@ -9,7 +9,9 @@
  *                                   (token-set elements of the counters sent, store/tokset.h)
  *    "folded": {"<counter>": ["<replica>", ...], ...}
  *                                   (the folded replicas of the counters sent, gstore_fold)
- *    "features": ["folded"]         (this node understands "folded")
+ *    "features": ["folded", "digest"]   (this node understands "folded" and "digest")
+ *    "digest": {...}                (a step of the digest exchange, repl_digest.c: answered
+ *                                    with the next step instead of a page)
  *    "since": "<cursor>"            (request: the cursor the peer gave us last time)
  *    "cursor": "<cursor>", "more": <bool>   (answer)}
  *
@@ -215,10 +217,13 @@ static enum peer_format learn_peer(struct peer *p, const struct json *root)
     p->format = fmt;
     p->probed = 1;
     const struct json *feat = json_get(root, "features");
-    p->folds = 0;
-    for (uint32_t i = 0; feat && feat->type == JSON_ARR && i < feat->len; i++)
-        if (feat->u.items[i].type == JSON_STR && strcmp(feat->u.items[i].u.s, "folded") == 0)
-            p->folds = 1;
+    p->folds = p->digests = 0;
+    for (uint32_t i = 0; feat && feat->type == JSON_ARR && i < feat->len; i++) {
+        if (feat->u.items[i].type != JSON_STR)
+            continue;
+        p->folds |= strcmp(feat->u.items[i].u.s, "folded") == 0;
+        p->digests |= strcmp(feat->u.items[i].u.s, "digest") == 0;
+    }
     return fmt;
 }
 
@@ -306,21 +311,72 @@ static int follow_cursor(struct peer *p, const struct json *root, enum peer_form
     return pull_more;
 }
 
+/* Another exchange with p in this round, unless the round has run away. */
+static void exchange_again(struct peer *p)
+{
+    if (++p->exchanges < MAX_EXCHANGES) {
+        exchange_start(p);
+        return;
+    }
+    peer_failed(p, "the round stopped after %d exchanges with more to exchange", MAX_EXCHANGES);
+}
+
+/* The answer to a digest message: merged, then the next step of the descent or repair. */
+static void digest_done(struct peer *p, const struct json *root, struct trace_span *sp)
+{
+    if (merge_answer(p, root, sp) < 0)
+        return;
+    note_incarnation(p, json_get(root, "incarnation"));
+    if (p->full_push) { /* it restarted: full state, both ways, instead */
+        p->dg_phase = DG_NONE;
+        p->cursor[0] = '\0';
+        exchange_again(p);
+        return;
+    }
+    const char *why = NULL;
+    int more = repl__digest_answer(p, root, &why);
+    if (more < 0) {
+        p->dg_phase = DG_NONE;
+        peer_failed(p, "digest exchange: %s", why);
+        return;
+    }
+    if (more) {
+        exchange_again(p);
+        return;
+    }
+    trace_span_attr_int(sp, "sync.counters_repaired", (int64_t)p->dg_repaired);
+    peer_round_end(p, ST_SUCCESS);
+}
+
 static void exchange_done(struct peer *p, const struct client_result *res, struct trace_span *sp)
 {
     struct repl *r = p->r;
     metric_add(r->m_bytes_recv, (double)res->len);
+    metric_add(p->m_bytes[p->kind][1], (double)res->len);
     const struct json *root = res->status ? json_parse(&r->parser, res->body, res->len) : NULL;
-    if (answer_refused(p, res, root))
+    if (answer_refused(p, res, root)) {
+        p->dg_phase = DG_NONE;
         return;
+    }
     enum peer_format fmt = learn_peer(p, root);
+    if (p->dg_phase != DG_NONE) {
+        digest_done(p, root, sp);
+        return;
+    }
     if (merge_answer(p, root, sp) < 0)
         return;
     push_acknowledged(p);
     note_incarnation(p, json_get(root, "incarnation"));
     int pull_more = follow_cursor(p, root, fmt);
-    if ((p->push_more || p->full_push || pull_more) && ++p->exchanges < MAX_EXCHANGES) {
-        exchange_start(p);
+    if (p->push_more || p->full_push || pull_more) {
+        exchange_again(p);
+        return;
+    }
+    if (p->digest_due && p->digests && fmt == FMT_COUNTERD) {
+        /* The deltas are through: what still differs is what they missed. */
+        p->digest_due = 0;
+        repl__digest_begin(p);
+        exchange_again(p);
         return;
     }
     peer_round_end(p, ST_SUCCESS);
@@ -354,8 +410,13 @@ static void span_failed(struct peer *p, const char *why)
 static void build_push(struct peer *p)
 {
     struct repl *r = p->r;
+    if (p->dg_phase != DG_NONE) {
+        repl__digest_build(p);
+        return;
+    }
     repl__page_begin(r);
     p->push_more = 0;
+    p->kind = p->full_push || p->cursor[0] != 'D' ? KIND_FULL : KIND_DELTA;
     r->original_out = p->format == FMT_ORIGINAL;
     if (p->cursor[0] == '\0') { /* the answer starts the peer's full state */
         p->pull_began_ms = clock_mono_ms();
@@ -414,6 +475,7 @@ static void exchange_send(struct peer *p)
                                  .headers = headers,
                                  .timeout_ms = r->timeout_ms};
     metric_add(r->m_bytes_sent, (double)r->out.len);
+    metric_add(p->m_bytes[p->kind][0], (double)r->out.len);
     p->sent_bytes = r->out.len;
     p->call = client_request(r->client, &o, on_exchange_done, p);
     if (!p->call) {
@@ -482,7 +544,20 @@ static void round_start(struct repl *r)
         p->in_round = 1;
         p->exchanges = 0;
         p->round_start_ms = clock_mono_ms();
-        if (++p->rounds_since_full >= r->full_every) {
+        if (p->dg_phase != DG_NONE)
+            p->digest_due = 1; /* the last one did not finish: again, this round */
+        p->dg_phase = DG_NONE;
+        p->dg_repaired = 0;
+        /* Anti-entropy: a digest exchange with a peer that speaks it (every full_every
+         * rounds, after a partition, and in a round someone asked for); full state
+         * otherwise. */
+        int periodic = ++p->rounds_since_full >= r->full_every;
+        if (p->digests && p->format == FMT_COUNTERD) {
+            if (periodic || r->waiters) {
+                p->rounds_since_full = 0;
+                p->digest_due = 1;
+            }
+        } else if (periodic) {
             p->rounds_since_full = 0;
             p->full_push = 1;
             p->full_next = 0;
@@ -622,6 +697,25 @@ static void repl_metrics(struct repl *r, struct metrics *reg)
         metric_set_fn(metric_series(fails, pv), peer_failures, &r->peers[i]);
         metric_set_fn(metric_series(orig, pv), peer_original, &r->peers[i]);
     }
+    struct metric *repaired = metrics_add(
+        reg, METRIC_COUNTER, "counterd_sync_repaired_counters_total",
+        "Counters a digest exchange with each peer repaired here (they differed)", "peer", NULL, 0);
+    r->m_peer_bytes = metrics_add(reg, METRIC_COUNTER, "counterd_sync_peer_bytes_total",
+                                  "Bytes of /sync bodies exchanged with each peer, by what they "
+                                  "carried (delta, full, digest, repair) and direction",
+                                  "peer,kind,direction", NULL, 0);
+    static const char *const kinds[KIND_N] = {"delta", "full", "digest", "repair"};
+    for (int i = 0; i < r->npeers; i++) {
+        struct peer *p = &r->peers[i];
+        const char *pv[1] = {p->url};
+        p->m_repaired = metric_series(repaired, pv);
+        for (int k = 0; k < KIND_N; k++) {
+            const char *lv[3] = {p->url, kinds[k], "sent"};
+            p->m_bytes[k][0] = metric_series(r->m_peer_bytes, lv);
+            lv[2] = "received";
+            p->m_bytes[k][1] = metric_series(r->m_peer_bytes, lv);
+        }
+    }
     r->m_tok_rejected = metric_only(
         metrics_add(reg, METRIC_COUNTER, "counterd_sync_rejected_tokens_total",
                     "Token-set elements of /sync bodies skipped as malformed", NULL, NULL, 0));
@@ -650,6 +744,7 @@ struct repl *repl_new(struct event_base *base, struct client *client, struct gst
     r->page_bytes = cfg->page_bytes ? cfg->page_bytes : (1u << 20);
     r->start_ms = clock_mono_ms();
     json_parser_init(&r->parser);
+    r->digest = digest_new();
 
     r->npeers = cfg->npeers;
     r->peers = xcalloc((size_t)(r->npeers ? r->npeers : 1), sizeof *r->peers);
@@ -689,6 +784,8 @@ void repl_free(struct repl *r)
         trace_span_error(p->span, "stopped");
         trace_span_end(p->span);
         event_free(p->delay_ev);
+        free(p->dg_groups);
+        free(p->dg_leaves);
         free(p->url);
         free(p->sync_url);
     }
@@ -717,6 +814,9 @@ void repl_free(struct repl *r)
     buf_free(&r->folds);
     free(r->fold_in);
     free(r->tokel);
+    digest_free(r->digest);
+    buf_free(&r->dg);
+    free(r->dg_ids);
     free(r->node_id);
     free(r->region);
     free(r->service);

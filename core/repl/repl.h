@@ -6,8 +6,10 @@
  * pulls what this node has not seen (the peer's answer). Both directions are deltas
  * after first contact: pushes start at the sequence number the peer last acknowledged,
  * pulls at the opaque cursor the peer gave us last time. Large states travel in pages.
- * A full-state exchange (anti-entropy) runs on first contact, after a peer restarts, and
- * every full_every rounds.
+ * A full-state exchange runs on first contact and after a peer restarts. Anti-entropy runs
+ * every full_every rounds, after a partition heals and in every round asked for
+ * (force-sync): a digest exchange with a counterd peer (repl_digest.c: what differs, found
+ * by comparing hash trees), full state with a peer of the original lab.
  *
  * Every message passes through a decision hook (the faults policy): deliver, drop or
  * delay. A partitioned node neither sends nor accepts replication, whatever the hook
@@ -77,7 +79,7 @@ struct repl_config {
     int npeers;
     int interval_ms;             /* default 5000 */
     int timeout_ms;              /* one exchange; default 3000 */
-    int full_every;              /* a full-state round every N rounds; default 12 */
+    int full_every;              /* anti-entropy every N rounds; default 12 */
     size_t page_bytes;           /* target size of one /sync body; default 1 MiB */
     const char *auth_header;     /* sent with every /sync, e.g. "Authorization: Bearer x" */
     const struct tokset *tokset; /* the counters' token sets, sent with them; may be NULL */

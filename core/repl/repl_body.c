@@ -194,6 +194,19 @@ int repl__page_delta(struct repl *r, uint64_t since, int skip_origin, uint64_t *
     return 0;
 }
 
+uint32_t repl__page_leaves(struct repl *r, const uint32_t *leaves, uint32_t n, size_t limit)
+{
+    uint32_t i = 0;
+    for (; i < n; i++) {
+        if (i && r->counts.len + r->decs.len + r->toks.len + r->folds.len >= limit)
+            break;
+        for (uint32_t id = digest_leaf_first(r->digest, leaves[i]); id != GSTORE_NONE;
+             id = digest_leaf_next(r->digest, id))
+            append_counter(r, gstore_counter(r->store, id), &r->counts, &r->decs);
+    }
+    return i;
+}
+
 void repl__page_begin(struct repl *r)
 {
     r->page_counters = 0;
@@ -237,8 +250,12 @@ void repl__body_finish(struct repl *r, const char *since, const char *cursor, in
         buf_append(o, r->folds.data, r->folds.len);
         buf_putc(o, '}');
     }
+    if (r->dg.len) {
+        buf_puts(o, ",\"digest\":");
+        buf_append(o, r->dg.data, r->dg.len);
+    }
     if (!r->original_out)
-        buf_puts(o, ",\"features\":[\"folded\"]");
+        buf_puts(o, ",\"features\":[\"folded\",\"digest\"]");
     if (since && *since) {
         buf_puts(o, ",\"since\":");
         buf_json_str(o, since, strlen(since));

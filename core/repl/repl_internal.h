@@ -7,6 +7,7 @@
  *   repl_body.c     how this node's state is written into a /sync page (encoding)
  *   repl_merge.c    how a /sync body a peer sent is read and merged (decoding, rejects)
  *   repl_serve.c    how an incoming POST /sync is answered
+ *   repl_digest.c   the digest exchange (anti-entropy over hash trees, store/digest.h)
  *
  * The wire format and the guarantees are described at the top of repl.c.
  */
@@ -19,6 +20,7 @@
 #include "../base/buf.h"
 #include "../base/json.h"
 #include "../obs/trace.h"
+#include "../store/digest.h"
 #include "../store/gstore.h"
 #include "repl.h"
 
@@ -31,6 +33,10 @@ struct metric_series;
 
 enum peer_status { ST_NONE, ST_SUCCESS, ST_ERROR, ST_PARTITION };
 enum peer_format { FMT_UNKNOWN, FMT_COUNTERD, FMT_ORIGINAL };
+/* What an exchange carries, for the bytes metrics: a delta, full state, the digest's
+ * fingerprints, the counters of the leaves that differ. */
+enum sync_kind { KIND_DELTA, KIND_FULL, KIND_DIGEST, KIND_REPAIR, KIND_N };
+enum dg_phase { DG_NONE, DG_DESCEND, DG_REPAIR };
 
 #define REJECT_LIST_MAX 20    /* rejected entries listed in an answer */
 #define REJECT_LOGGED_MAX 256 /* (peer, reason) pairs remembered as logged */
@@ -74,6 +80,19 @@ struct peer {
     int pull_skipped;     /* the one in progress skipped entries */
     int pull_was_skipped; /* the last one completed skipped entries (it does not count) */
     int folds;            /* its answers say it understands "folded" */
+    /* The digest exchange (repl_digest.c). */
+    int digests;            /* its answers say it understands "digest" */
+    int digest_due;         /* this round ends with a digest exchange */
+    enum dg_phase dg_phase; /* the digest exchange in progress */
+    int dg_level;           /* the level of the fingerprints the next request carries */
+    uint32_t *dg_groups;    /* their parents (level dg_level - 1) */
+    uint32_t dg_ngroups, dg_groups_cap;
+    uint32_t *dg_leaves; /* the leaves that differ */
+    uint32_t dg_nleaves, dg_leaves_cap, dg_leaf_next, dg_sent_next;
+    uint64_t dg_repaired;                     /* counters repaired so far */
+    enum sync_kind kind;                      /* of the exchange in flight */
+    struct metric_series *m_bytes[KIND_N][2]; /* sent, received */
+    struct metric_series *m_repaired;
 };
 
 /* One entry a message carried that this node did not take. */
@@ -160,6 +179,21 @@ struct repl {
     uint32_t logged[REJECT_LOGGED_MAX]; /* hashes of (peer, reason) already logged */
     int nlogged;
     struct metric *m_rejected, *m_decs;
+    /* The digest exchange. */
+    struct digest *digest;
+    struct buf dg;    /* the "digest" member of the message being built */
+    uint32_t *dg_ids; /* node ids a message lists */
+    uint32_t dg_nids, dg_ids_cap;
+    uint64_t merged_counters; /* counters the last merge changed */
+    /* The replica ids read last (a body names the same few in every counter): their
+     * check and look-up are made once. */
+    struct {
+        char name[GSTORE_REPLICA_NAME_MAX + 1];
+        size_t len;
+        int rep;
+    } rep_seen[4];
+    unsigned rep_seen_next;
+    struct metric *m_peer_bytes;
     /* Metrics. */
     struct metric_series *m_ok, *m_err, *m_part, *m_conflicts, *m_latency, *m_bytes_sent,
         *m_bytes_recv, *m_lag, *m_tok_rejected;
@@ -198,6 +232,26 @@ int repl__page_delta(struct repl *r, uint64_t since, int skip_origin, uint64_t *
 /* Writes the envelope around the page into r->out (since: the request's "since"; cursor:
  * the answer's, NULL in a request). */
 void repl__body_finish(struct repl *r, const char *since, const char *cursor, int more);
+
+/* A page of the counters of leaves[0..n), stopping once it holds limit bytes (at least one
+ * leaf). @return the number of leaves in the page. */
+uint32_t repl__page_leaves(struct repl *r, const uint32_t *leaves, uint32_t n, size_t limit);
+
+/* ---------------------------------------------------------------- repl_digest.c */
+
+/* Starts a digest exchange with p (at the root's children). */
+void repl__digest_begin(struct peer *p);
+/* Builds p's next digest message into r->out. */
+void repl__digest_build(struct peer *p);
+/* Takes the answer to it (its counters merged already). @return 1 when another exchange
+ * follows, 0 when the digest exchange is complete, -1 with why when the answer is wrong. */
+int repl__digest_answer(struct peer *p, const struct json *root, const char **why);
+/* Checks an incoming request's "digest" (nothing is merged before). @return 0, or -1 with
+ * e filled. */
+int repl__digest_check(struct repl *r, const struct json *dg, struct merge_error *e);
+/* Builds the answer to a checked "digest" (its counts merged) into r->counts.. and r->dg.
+ * @return what it was. */
+enum sync_kind repl__digest_respond(struct repl *r, const struct json *dg);
 
 /* ---------------------------------------------------------------- repl_merge.c */
 

@@ -146,6 +146,25 @@ static void reject(struct repl *r, const char *counter, size_t clen, const char 
              peer, reason, cn, nn);
 }
 
+/* Replica id name[0..len) as the store interns it, when it is a valid one: @return its
+ * number, -1 when it is not a valid replica id, -2 when the store has no room. */
+static int entry_replica(struct repl *r, const char *name, size_t len)
+{
+    for (unsigned i = 0; i < 4; i++)
+        if (len && r->rep_seen[i].len == len && memcmp(r->rep_seen[i].name, name, len) == 0)
+            return r->rep_seen[i].rep;
+    if (!gstore_counter_replica_node_len(name, len))
+        return -1;
+    int rep = gstore_replica(r->store, name, len);
+    if (rep < 0)
+        return -2;
+    unsigned k = r->rep_seen_next++ & 3;
+    memcpy(r->rep_seen[k].name, name, len);
+    r->rep_seen[k].len = len;
+    r->rep_seen[k].rep = rep;
+    return rep;
+}
+
 /*
  * Reads one map ("counts" or "decrements") of a /sync body into items and raw entries.
  * Entries this node cannot hold are skipped (see reject()); only a map that is not an
@@ -180,7 +199,8 @@ static int read_map(struct repl *r, const struct json *map, const char *what, in
             const struct json_member *en = &vec->u.members[k];
             const struct json *v = &en->val;
             const char *why = NULL;
-            if (!gstore_counter_replica_node_len(en->key, en->key_len))
+            int rep = entry_replica(r, en->key, en->key_len);
+            if (rep == -1)
                 why = "bad_node_id";
             else if (v->type == JSON_INT && v->u.i < 0)
                 why = "negative";
@@ -188,8 +208,7 @@ static int read_map(struct repl *r, const struct json *map, const char *what, in
                 why = v->num < 0 ? "negative" : "out_of_range";
             else if (v->type != JSON_INT)
                 why = "not_an_integer";
-            int rep = why ? -1 : gstore_replica(r->store, en->key, en->key_len);
-            if (!why && rep < 0)
+            else if (rep < 0)
                 why = "too_many_replicas";
             if (why) {
                 reject(r, m->key, m->key_len, en->key, en->key_len, why, 1);
@@ -307,10 +326,17 @@ static int merge_item(struct repl *r, struct in_item *it, int origin)
     }
     if (it->n == 0 && it->nf == 0)
         return 0; /* nothing to merge (or every entry skipped): change and create nothing */
-    it->id = gstore_find(r->store, it->name, it->len);
     const int *fl = it->nf ? r->fold_in + it->ffirst : NULL;
     const struct gentry *en = it->n ? r->entries + it->first : NULL; /* may be NULL */
-    int ck = gstore_merge_check_folded(r->store, it->id, en, it->n, fl, it->nf);
+    /* One look-up, not two, for a counter this node does not hold yet (a full pull is
+     * mostly those): what a new counter could take, then the counter found or created,
+     * checked again only when it existed. */
+    int ck = gstore_merge_check_folded(r->store, GSTORE_NONE, en, it->n, fl, it->nf);
+    uint32_t had = gstore_count(r->store);
+    it->id = ck < 0 ? gstore_find(r->store, it->name, it->len)
+                    : gstore_create(r->store, it->name, it->len);
+    if (it->id != GSTORE_NONE && (ck < 0 || it->id < had))
+        ck = gstore_merge_check_folded(r->store, it->id, en, it->n, fl, it->nf);
     if (ck < 0) {
         reject(r, it->name, it->len, NULL, 0,
                ck == GSTORE_EFOLDED ? "too_many_folded" : "too_many_replicas", it->n ? it->n : 1);
@@ -320,10 +346,11 @@ static int merge_item(struct repl *r, struct in_item *it, int origin)
                           ? gstore_value(r->store, gstore_counter(r->store, it->id))
                           : 0;
     if (it->id == GSTORE_NONE)
-        it->id = gstore_create(r->store, it->name, it->len);
+        return 0; /* a name the store cannot hold (read_map let none through) */
     int rc = gstore_merge_folded(r->store, it->id, en, it->n, fl, it->nf, origin);
     if (rc <= 0)
         return 0;
+    r->merged_counters++;
     if (r->hooks.changed)
         r->hooks.changed(r->hooks.arg, it->id);
     if (r->hooks.added)
@@ -341,6 +368,7 @@ int repl__merge_body(struct repl *r, const struct json *root, int origin, struct
     r->nrejects = 0;
     r->nlisted = 0;
     r->nitems = r->nraw = 0;
+    r->merged_counters = 0;
     if (!counts || counts->type != JSON_OBJ)
         return merr(e, 400, "bad_field", "counts must be an object of counters");
     if (decs && decs->type == JSON_NULL)

@@ -103,7 +103,8 @@ static void answer_original(struct repl *r, struct http_request *req, const char
 
 /* The page the request's "since" asks for (full state when it is none of ours), and the
  * cursor (cap bytes) that continues it. @return 1 when more remain. */
-static int page_since(struct repl *r, const struct json *root, int origin, char *cursor, size_t cap)
+static int page_since(struct repl *r, const struct json *root, int origin, char *cursor, size_t cap,
+                      int *was_full)
 {
     int full = 1;
     uint64_t seq = 0, base = 0;
@@ -116,6 +117,7 @@ static int page_since(struct repl *r, const struct json *root, int origin, char 
         next = 0;
     }
     int more;
+    *was_full = full;
     if (full) {
         r->tok_after = 0;
         repl__page_full(r, &next);
@@ -136,6 +138,35 @@ static int page_since(struct repl *r, const struct json *root, int origin, char 
     return more;
 }
 
+/* Bytes of an exchange a peer started, on that peer's series (origin: its tag; 0: none). */
+static void count_peer_bytes(struct repl *r, int origin, enum sync_kind kind, size_t in, size_t out)
+{
+    if (origin < 1 || origin > r->npeers)
+        return;
+    struct peer *p = &r->peers[origin - 1];
+    metric_add(p->m_bytes[kind][1], (double)in);
+    metric_add(p->m_bytes[kind][0], (double)out);
+    if (kind == KIND_REPAIR)
+        metric_add(p->m_repaired, (double)r->merged_counters);
+}
+
+/* A step of a peer's digest exchange: the repair it pushed is merged already. */
+static void answer_digest(struct repl *r, struct http_request *req, const struct json *dg,
+                          int origin, size_t len)
+{
+    uint64_t repaired = r->merged_counters;
+    enum sync_kind kind = repl__digest_respond(r, dg);
+    trace_span_attr_int(req->span, "sync.counters_sent", r->page_counters);
+    repl__body_finish(r, NULL, NULL, 0);
+    buf_reset(&r->dg);
+    repl__put_rejects(r);
+    metric_add(r->m_bytes_sent, (double)r->out.len);
+    r->merged_counters = repaired;
+    count_peer_bytes(r, origin, kind, len, r->out.len);
+    r->last_sync_unix = clock_unix_s();
+    http_respond_json(req, 200, r->out.data, r->out.len);
+}
+
 static void answer_sync(struct repl *r, struct http_request *req, const char *body, size_t len)
 {
     const struct json *root = json_parse(&r->parser, body, len);
@@ -144,10 +175,20 @@ static void answer_sync(struct repl *r, struct http_request *req, const char *bo
         return;
     }
     const struct json *nid = json_get(root, "node_id");
+    const struct json *dg = json_get(root, "digest");
+    struct merge_error e;
+    if (dg && repl__digest_check(r, dg, &e) < 0) {
+        http_respond_error(req, e.status, e.code, "%s", e.detail);
+        return;
+    }
     int origin;
     if (merge_request(r, req, root, nid, &origin) < 0)
         return;
     metric_add(r->m_bytes_recv, (double)len);
+    if (dg) {
+        answer_digest(r, req, dg, origin, len);
+        return;
+    }
     repl__page_begin(r);
     const struct json *inc = json_get(root, "incarnation");
     if ((!inc || inc->type != JSON_STR) && !json_get(root, "decrements")) {
@@ -155,8 +196,10 @@ static void answer_sync(struct repl *r, struct http_request *req, const char *bo
         return;
     }
     char cursor[96];
-    int more = page_since(r, root, origin, cursor, sizeof cursor);
+    int full;
+    int more = page_since(r, root, origin, cursor, sizeof cursor, &full);
     respond_page(r, req, cursor, more);
+    count_peer_bytes(r, origin, full ? KIND_FULL : KIND_DELTA, len, r->out.len);
 }
 
 void repl__delayed_free(struct delayed_in *d)

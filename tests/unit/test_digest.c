@@ -1,0 +1,207 @@
+/*
+ * test_digest.c - unit tests of the hash tree over the store (core/store/digest.c): equal
+ * states give equal fingerprints whatever the order of changes and of replica interning,
+ * any single difference is found down to its leaf, and the lazy update equals a rebuild.
+ * Never include this from core/.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "store/digest.h"
+#include "store/gstore.h"
+#include "unit.h"
+
+static uint32_t create(struct gstore *st, const char *name)
+{
+    return gstore_create(st, name, strlen(name));
+}
+
+static int rep(struct gstore *st, const char *name)
+{
+    return gstore_replica(st, name, strlen(name));
+}
+
+static void merge1(struct gstore *st, const char *counter, const char *replica, int64_t pos,
+                   int64_t neg)
+{
+    struct gentry e = {rep(st, replica), pos, neg};
+    gstore_merge(st, create(st, counter), &e, 1);
+}
+
+/* The same state, reached in the order given by seed: counters, entries and replica ids
+ * interned in a different order each time. */
+static struct gstore *build(uint64_t seed, int ncounters)
+{
+    static const char *const reps[3] = {"us-east-1~a1", "us-west-1~b2", "eu-west-1"};
+    struct gstore *st = gstore_new();
+    struct unit_rng rng;
+    rng_init(&rng, "digest-build");
+    rng.s[0] ^= seed;
+    for (int k = 0; k < 3; k++)
+        rep(st, reps[(k + seed) % 3]);
+    for (int step = 0; step < 4 * ncounters; step++) {
+        int i = (int)rng_below(&rng, (uint64_t)ncounters);
+        char name[32];
+        snprintf(name, sizeof name, "c%d", i);
+        /* The final value of each entry depends on (i, replica) only: merges are max. */
+        for (int k = 0; k < 3; k++)
+            if ((i + k) % 4 != 0)
+                merge1(st, name, reps[k], (int64_t)(i * 7 + k + 1), k == 1 ? i % 3 : 0);
+    }
+    for (int i = 0; i < ncounters; i++) { /* every counter, even one the walk missed */
+        char name[32];
+        snprintf(name, sizeof name, "c%d", i);
+        for (int k = 0; k < 3; k++)
+            if ((i + k) % 4 != 0)
+                merge1(st, name, reps[k], (int64_t)(i * 7 + k + 1), k == 1 ? i % 3 : 0);
+    }
+    return st;
+}
+
+static int trees_equal(const struct digest *a, const struct digest *b)
+{
+    for (int l = 0; l <= DIGEST_DEPTH; l++)
+        for (uint32_t i = 0; i < digest_level_size(l); i++)
+            if (digest_node(a, l, i) != digest_node(b, l, i))
+                return 0;
+    return 1;
+}
+
+static void test_shape(void)
+{
+    CHECK_EQ_U64(digest_level_size(0), 1);
+    CHECK_EQ_U64(digest_level_size(DIGEST_DEPTH), DIGEST_LEAVES);
+    for (int l = 0; l < DIGEST_DEPTH; l++)
+        CHECK_EQ_U64((uint64_t)digest_level_size(l) * digest_fanout(l), digest_level_size(l + 1));
+    CHECK(digest_leaf_of("abc", 3) < DIGEST_LEAVES);
+    CHECK_EQ_U64(digest_leaf_of("abc", 3), digest_leaf_of("abc", 3));
+}
+
+static void test_order_independent(void)
+{
+    int n = (int)unit_iters(3000);
+    struct gstore *a = build(1, n), *b = build(2, n);
+    struct digest *da = digest_new(), *db = digest_new();
+    CHECK_EQ_U64(digest_update(da, a), (uint64_t)n);
+    digest_update(db, b);
+    CHECK(digest_root(da) != 0);
+    CHECK_EQ_U64(digest_root(da), digest_root(db));
+    CHECK(trees_equal(da, db));
+    /* A zero entry is no entry. */
+    merge1(b, "c0", "zero-node", 0, 0);
+    digest_update(db, b);
+    CHECK_EQ_U64(digest_root(da), digest_root(db));
+    /* Nothing changed: nothing is hashed again. */
+    CHECK_EQ_U64(digest_update(da, a), 0);
+    digest_free(da);
+    digest_free(db);
+    gstore_free(a);
+    gstore_free(b);
+}
+
+/* One difference in b: the roots differ, and exactly one leaf, the counter's. */
+static void check_one_difference(struct gstore *a, struct gstore *b, struct digest *da,
+                                 struct digest *db, const char *counter)
+{
+    digest_update(da, a);
+    digest_update(db, b);
+    CHECK(digest_root(da) != digest_root(db));
+    uint32_t leaf = digest_leaf_of(counter, strlen(counter)), differ = 0;
+    for (uint32_t i = 0; i < DIGEST_LEAVES; i++)
+        if (digest_node(da, DIGEST_DEPTH, i) != digest_node(db, DIGEST_DEPTH, i)) {
+            differ++;
+            CHECK_EQ_U64(i, leaf);
+        }
+    CHECK_EQ_U64(differ, 1);
+}
+
+static void test_single_difference(void)
+{
+    struct gstore *a = build(3, 500), *b = build(4, 500);
+    struct digest *da = digest_new(), *db = digest_new();
+    unit_context("increment");
+    gstore_incr(b, gstore_find(b, "c5", 2), rep(b, "us-east-1~a1"), 1);
+    check_one_difference(a, b, da, db, "c5");
+    gstore_incr(a, gstore_find(a, "c5", 2), rep(a, "us-east-1~a1"), 1);
+    digest_update(da, a);
+    digest_update(db, b);
+    CHECK_EQ_U64(digest_root(da), digest_root(db));
+
+    unit_context("decrement");
+    gstore_incr(a, gstore_find(a, "c7", 2), rep(a, "eu-west-1"), -1);
+    check_one_difference(b, a, db, da, "c7");
+    gstore_incr(b, gstore_find(b, "c7", 2), rep(b, "eu-west-1"), -1);
+
+    unit_context("new counter");
+    merge1(a, "only-here", "eu-west-1", 1, 0);
+    check_one_difference(b, a, db, da, "only-here");
+    merge1(b, "only-here", "eu-west-1", 1, 0);
+
+    unit_context("same total under another replica");
+    merge1(a, "c9", "x-node", 1, 0);
+    merge1(b, "c9", "y-node", 1, 0);
+    digest_update(da, a);
+    digest_update(db, b);
+    CHECK(digest_root(da) != digest_root(db));
+    merge1(a, "c9", "y-node", 1, 0);
+    merge1(b, "c9", "x-node", 1, 0);
+
+    unit_context("folded replica");
+    uint32_t ida = gstore_find(a, "c10", 3), idb = gstore_find(b, "c10", 3);
+    merge1(a, "c10", "old~1", 5, 0);
+    merge1(b, "c10", "old~1", 5, 0);
+    digest_update(da, a);
+    digest_update(db, b);
+    CHECK_EQ_U64(digest_root(da), digest_root(db));
+    CHECK_EQ_I64(gstore_fold(a, ida, rep(a, "old~1"), rep(a, "eu-west-1")), 1);
+    check_one_difference(b, a, db, da, "c10");
+    CHECK_EQ_I64(gstore_fold(b, idb, rep(b, "old~1"), rep(b, "eu-west-1")), 1);
+    digest_update(da, a);
+    digest_update(db, b);
+    CHECK_EQ_U64(digest_root(da), digest_root(db));
+    unit_context("%s", "");
+    digest_free(da);
+    digest_free(db);
+    gstore_free(a);
+    gstore_free(b);
+}
+
+/* Updated after every few changes, or built once at the end: the same tree, and each
+ * leaf lists each of its counters once. */
+static void test_lazy_equals_rebuild(void)
+{
+    struct gstore *st = gstore_new();
+    struct digest *lazy = digest_new();
+    struct unit_rng rng;
+    rng_init(&rng, "digest-lazy");
+    int r0 = rep(st, "n1"), r1 = rep(st, "n2");
+    long steps = unit_iters(20000);
+    for (long s = 0; s < steps; s++) {
+        char name[32];
+        snprintf(name, sizeof name, "k%" PRIu64, rng_below(&rng, 2000));
+        gstore_incr(st, create(st, name), rng_below(&rng, 2) ? r0 : r1, rng_range(&rng, -3, 5));
+        if (rng_below(&rng, 50) == 0)
+            digest_update(lazy, st);
+    }
+    digest_update(lazy, st);
+    struct digest *fresh = digest_new();
+    digest_update(fresh, st);
+    CHECK(trees_equal(lazy, fresh));
+    uint32_t seen = 0;
+    for (uint32_t leaf = 0; leaf < DIGEST_LEAVES; leaf++)
+        for (uint32_t id = digest_leaf_first(lazy, leaf); id != GSTORE_NONE;
+             id = digest_leaf_next(lazy, id)) {
+            size_t len;
+            const char *name = gstore_counter_name(gstore_counter(st, id), &len);
+            CHECK_EQ_U64(digest_leaf_of(name, len), leaf);
+            seen++;
+        }
+    CHECK_EQ_U64(seen, gstore_count(st));
+    CHECK(digest_memory(lazy) > 0);
+    digest_free(lazy);
+    digest_free(fresh);
+    gstore_free(st);
+}
+
+UNIT_MAIN("test_digest", UNIT_CASE(test_shape), UNIT_CASE(test_order_independent),
+          UNIT_CASE(test_single_difference), UNIT_CASE(test_lazy_equals_rebuild))
