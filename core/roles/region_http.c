@@ -212,8 +212,8 @@ static void force_sync_done(void *arg, int completed)
         buf_puts(b, "{\"status\":\"sync_completed\",");
     }
     region__put_identity(rg, b);
-    buf_puts(b, ",\"counters\":");
-    region__put_all_counters(rg, b);
+    buf_putc(b, ',');
+    region__put_first_counters(rg, b);
     buf_putc(b, ',');
     buf_append(b, peers.data, peers.len);
     buf_putc(b, '}');

@@ -96,7 +96,7 @@ int region__node_of(struct region *rg, int rep);
 int64_t region__local_of(struct region *rg, const struct gcounter *c);
 int64_t region__total_of(struct region *rg, const struct gcounter *c, uint32_t id);
 void region__put_counts(struct region *rg, struct buf *b, const struct gcounter *c, uint32_t id);
-void region__put_all_counters(struct region *rg, struct buf *b);
+void region__put_first_counters(struct region *rg, struct buf *b);
 void region__respond_out(struct http_request *req, struct region *rg, int status);
 size_t region__counter_name(struct region *rg, uint32_t id, char *out);
 void region__h_counters(void *role, struct http_request *req);

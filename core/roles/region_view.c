@@ -150,23 +150,32 @@ void region__put_counts(struct region *rg, struct buf *b, const struct gcounter 
     buf_puts(b, "}}");
 }
 
-/* {"views":{"local_count","total_count","nodes"},...} */
-void region__put_all_counters(struct region *rg, struct buf *b)
+/*
+ * "counters":{"views":{"local_count","total_count","nodes"},...},"total_counters":N,
+ * "truncated":bool: the first page of GET /counters (FORCE_SYNC_PAGE counters in name
+ * order), so an answer that lists the store costs a page whatever the store holds.
+ */
+void region__put_first_counters(struct region *rg, struct buf *b)
 {
-    buf_putc(b, '{');
-    uint32_t n = gstore_count(rg->store);
-    for (uint32_t id = 0; id < n; id++) {
+    enum { FORCE_SYNC_PAGE = 1000 };
+    names_sync(rg->names, rg->store);
+    uint32_t n = names_count(rg->names);
+    uint32_t end = n < FORCE_SYNC_PAGE ? n : FORCE_SYNC_PAGE;
+    buf_puts(b, "\"counters\":{");
+    for (uint32_t pos = 0; pos < end; pos++) {
+        uint32_t id = names_at(rg->names, pos);
         const struct gcounter *c = gstore_counter(rg->store, id);
         size_t len;
         const char *name = gstore_counter_name(c, &len);
-        if (id)
+        if (pos)
             buf_putc(b, ',');
         buf_json_str(b, name, len);
         buf_puts(b, ":{");
         region__put_counts(rg, b, c, id);
         buf_putc(b, '}');
     }
-    buf_putc(b, '}');
+    buf_printf(b, "},\"total_counters\":%" PRIu32 ",\"truncated\":%s", n,
+               end < n ? "true" : "false");
 }
 
 void region__respond_out(struct http_request *req, struct region *rg, int status)

@@ -77,7 +77,8 @@ class ThreeNodes(harness.ServerTestCase):
         if status == 200:
             harness.assert_json_response(r, 200, "%r POST /admin/force-sync" % node)
             body = r.json()
-            self.assertEqual(set(body), {"status", "region", "node_id", "counters", "peers"},
+            self.assertEqual(set(body), {"status", "region", "node_id", "counters", "total_counters",
+                                         "truncated", "peers"},
                              "%r force-sync answer keys: %r" % (node, body))
             self.assertEqual(body["status"], "sync_completed")
             self.assertEqual((body["region"], body["node_id"]), (node.region, node.node_id))

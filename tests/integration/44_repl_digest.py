@@ -69,7 +69,14 @@ class Digest(harness.ServerTestCase):
         with srv.client(timeout=60) as c:
             r = c.post("/admin/force-sync")
         harness.assert_json_response(r, 200, "POST /admin/force-sync on %s" % srv.name)
-        self.assertEqual(r.json()["status"], "sync_completed")
+        j = r.json()
+        self.assertEqual(j["status"], "sync_completed")
+        # The answer lists the first page of counters, not the store.
+        self.assertLessEqual(len(j["counters"]), 1000, "force-sync answer's counters")
+        held = harness.metric_values(self.metrics(srv), "counterd_store_counters")[0]
+        self.assertEqual(j["total_counters"], held)
+        self.assertEqual(j["truncated"], held > 1000)
+        self.assertEqual(list(j["counters"]), sorted(j["counters"]), "in name order")
 
     def synced_total(self, srv):
         return harness.metric_values(self.metrics(srv), "counter_synced_count")[0]
