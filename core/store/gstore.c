@@ -70,9 +70,9 @@ struct gstore {
     uint32_t bump, room; /* units used and available in the last chunk */
     size_t arena_bytes;  /* in chunks */
     uint32_t *free_at;   /* per block size in units: a free block, GSTORE_NONE = none */
-    size_t free_bytes; /* in the free lists */
-    uint32_t *slots;   /* open addressing, linear probing; GSTORE_NONE = empty */
-    uint32_t nslots;   /* any size: a hash maps to a slot by multiplication */
+    size_t free_bytes;   /* in the free lists */
+    uint32_t *slots;     /* open addressing, linear probing; GSTORE_NONE = empty */
+    uint32_t nslots;     /* any size: a hash maps to a slot by multiplication */
     uint64_t seq;
     uint32_t head, tail; /* change list */
     char **rep_names;
@@ -182,17 +182,10 @@ static inline uint64_t load_w(const unsigned char *p, unsigned wc)
     uint32_t v32;
     uint64_t v64;
     switch (wc) {
-    case 0:
-        return *p;
-    case 1:
-        memcpy(&v16, p, 2);
-        return v16;
-    case 2:
-        memcpy(&v32, p, 4);
-        return v32;
-    default:
-        memcpy(&v64, p, 8);
-        return v64;
+    case 0: return *p;
+    case 1: memcpy(&v16, p, 2); return v16;
+    case 2: memcpy(&v32, p, 4); return v32;
+    default: memcpy(&v64, p, 8); return v64;
     }
 }
 
@@ -201,17 +194,10 @@ static inline void store_w(unsigned char *p, unsigned wc, uint64_t v)
     uint16_t v16 = (uint16_t)v;
     uint32_t v32 = (uint32_t)v;
     switch (wc) {
-    case 0:
-        *p = (unsigned char)v;
-        break;
-    case 1:
-        memcpy(p, &v16, 2);
-        break;
-    case 2:
-        memcpy(p, &v32, 4);
-        break;
-    default:
-        memcpy(p, &v, 8);
+    case 0: *p = (unsigned char)v; break;
+    case 1: memcpy(p, &v16, 2); break;
+    case 2: memcpy(p, &v32, 4); break;
+    default: memcpy(p, &v, 8);
     }
 }
 
