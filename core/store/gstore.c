@@ -4,9 +4,10 @@
  * Memory is the constraint that shapes this file: a region holds a million counters in
  * less than Redis needs for a million INCR keys. A counter is one block in an arena of
  * 1 MB chunks (no malloc header, no size-class rounding): a 21-byte header, the name,
- * the replica ids, then pos[cap] and neg[cap] (only once the counter has been
- * decremented) as unsigned integers of 1, 2, 4 or 8 bytes, the width its largest value
- * needs (a counter incremented a few times holds 1-byte entries). A block that must
+ * the replica ids (1 byte each while they are below 256), then pos[cap] and neg[cap]
+ * (only once the counter has been decremented) as unsigned integers of 1, 2, 4 or 8
+ * bytes, the width its largest value needs (a counter incremented a few times holds
+ * 1-byte entries). A block that must
  * grow (an entry, a decrement, a wider value) is copied into a bigger one and its old
  * block goes to a free list of its exact size. by_id holds 32-bit arena offsets, the
  * table 32-bit ids, and the change list links ids.
@@ -26,17 +27,20 @@
 
 #define F_NEG 1u       /* the neg array exists */
 #define ORIGIN_SHIFT 1 /* flags bits 1-7: the origin tag of the last change */
+#define L_WC 3u        /* layout bits 0-1: the width class of the entries */
+#define L_REP16 4u     /* layout: replica ids take 2 bytes (one is above 255) */
 
 /* Every field is at most 4-byte aligned: blocks sit at 4-byte boundaries of the arena. */
 struct gcounter {
     uint32_t mseq_lo, mseq_hi; /* sequence number of the last change */
     uint32_t prev, next;       /* change list, oldest first */
     uint8_t name_len;
-    uint8_t n;     /* entries in use */
-    uint8_t cap;   /* entries allocated */
-    uint8_t flags; /* F_NEG, origin tag */
-    uint8_t wc;    /* entries are (1 << wc) bytes each */
-    /* char name[name_len + 1]; uint16_t rep[cap]; pos[cap]; neg[cap] if F_NEG (unaligned) */
+    uint8_t n;      /* entries in use */
+    uint8_t cap;    /* entries allocated */
+    uint8_t flags;  /* F_NEG, origin tag */
+    uint8_t layout; /* bits 0-1 (wc): entries are (1 << wc) bytes; L_REP16 */
+    /* char name[name_len + 1]; rep[cap] (1 byte, 2 with L_REP16); pos[cap]; neg[cap] if
+     * F_NEG (unaligned) */
     unsigned char data[];
 };
 
@@ -156,10 +160,10 @@ static uint32_t arena_alloc(struct gstore *st, uint32_t units)
 
 /* ---------------------------------------------------------------- counter layout */
 
-static uint32_t c_units(unsigned name_len, unsigned cap, unsigned flags, unsigned wc)
+static uint32_t c_units(unsigned name_len, unsigned cap, unsigned flags, unsigned layout)
 {
-    size_t sz = HEAD_SIZE + name_len + 1 + (size_t)cap * 2 +
-                ((size_t)cap << wc) * ((flags & F_NEG) ? 2 : 1);
+    size_t sz = HEAD_SIZE + name_len + 1 + (size_t)cap * ((layout & L_REP16) ? 2 : 1) +
+                ((size_t)cap << (layout & L_WC)) * ((flags & F_NEG) ? 2 : 1);
     return (uint32_t)((sz + UNIT - 1) / UNIT);
 }
 
@@ -173,7 +177,7 @@ static inline unsigned char *c_reps(const struct gcounter *c)
 }
 static inline unsigned char *c_vals(const struct gcounter *c)
 {
-    return c_reps(c) + (size_t)c->cap * 2;
+    return c_reps(c) + (size_t)c->cap * ((c->layout & L_REP16) ? 2 : 1);
 }
 
 static inline uint64_t load_w(const unsigned char *p, unsigned wc)
@@ -208,37 +212,60 @@ static inline unsigned wc_for(int64_t v)
     return u <= UINT8_MAX ? 0 : u <= UINT16_MAX ? 1 : u <= UINT32_MAX ? 2 : 3;
 }
 
+/* The layout replica rep needs. */
+static inline unsigned rep_layout(int rep)
+{
+    return rep > UINT8_MAX ? L_REP16 : 0;
+}
+
+/* The smallest layout with room for both a and b. */
+static inline unsigned layout_max(unsigned a, unsigned b)
+{
+    unsigned w = (a & L_WC) > (b & L_WC) ? (a & L_WC) : (b & L_WC);
+    return w | ((a | b) & L_REP16);
+}
+
 static inline int c_rep(const struct gcounter *c, unsigned i)
 {
     uint16_t r;
+    if (!(c->layout & L_REP16))
+        return c_reps(c)[i];
     memcpy(&r, c_reps(c) + 2 * (size_t)i, 2);
     return r;
 }
+/* rep must fit the counter's layout (see c_fit). */
 static inline void c_set_rep(struct gcounter *c, unsigned i, int rep)
 {
     uint16_t r = (uint16_t)rep;
-    memcpy(c_reps(c) + 2 * (size_t)i, &r, 2);
+    if (!(c->layout & L_REP16))
+        c_reps(c)[i] = (unsigned char)rep;
+    else
+        memcpy(c_reps(c) + 2 * (size_t)i, &r, 2);
 }
 static inline int64_t c_pos(const struct gcounter *c, unsigned i)
 {
-    return (int64_t)load_w(c_vals(c) + ((size_t)i << c->wc), c->wc);
+    unsigned wc = c->layout & L_WC;
+    return (int64_t)load_w(c_vals(c) + ((size_t)i << wc), wc);
 }
 static inline int64_t c_neg(const struct gcounter *c, unsigned i)
 {
     if (!(c->flags & F_NEG))
         return 0;
-    return (int64_t)load_w(c_vals(c) + ((size_t)(c->cap + i) << c->wc), c->wc);
+    unsigned wc = c->layout & L_WC;
+    return (int64_t)load_w(c_vals(c) + ((size_t)(c->cap + i) << wc), wc);
 }
 /* The value must fit the counter's width (see c_fit). */
 static inline void c_set_pos(struct gcounter *c, unsigned i, int64_t v)
 {
-    store_w(c_vals(c) + ((size_t)i << c->wc), c->wc, (uint64_t)v);
+    unsigned wc = c->layout & L_WC;
+    store_w(c_vals(c) + ((size_t)i << wc), wc, (uint64_t)v);
 }
 /* Needs F_NEG unless v is 0. */
 static inline void c_set_neg(struct gcounter *c, unsigned i, int64_t v)
 {
     if (c->flags & F_NEG)
-        store_w(c_vals(c) + ((size_t)(c->cap + i) << c->wc), c->wc, (uint64_t)v);
+        store_w(c_vals(c) + ((size_t)(c->cap + i) << (c->layout & L_WC)), c->layout & L_WC,
+                (uint64_t)v);
 }
 
 static uint64_t c_mseq(const struct gcounter *c)
@@ -248,32 +275,32 @@ static uint64_t c_mseq(const struct gcounter *c)
 
 /*
  * Makes room in counter id for cap entries, the neg array when flags has F_NEG and
- * values of width class wc (none of them ever shrinks): copies it into a new block when
- * its own is too small. @return the counter, moved or not.
+ * the values and replica ids of layout (none of them ever shrinks): copies it into a new
+ * block when its own is too small. @return the counter, moved or not.
  */
 static struct gcounter *c_fit(struct gstore *st, uint32_t id, unsigned cap, unsigned flags,
-                              unsigned wc)
+                              unsigned layout)
 {
     struct gcounter *c = cnt(st, id);
     unsigned ncap = cap > c->cap ? cap : c->cap;
     unsigned nflags = (flags & F_NEG) | c->flags;
-    unsigned nwc = wc > c->wc ? wc : c->wc;
-    if (ncap == c->cap && nflags == c->flags && nwc == c->wc)
+    unsigned nlayout = layout_max(layout, c->layout);
+    if (ncap == c->cap && nflags == c->flags && nlayout == c->layout)
         return c;
-    uint32_t units = c_units(c->name_len, ncap, nflags, nwc);
+    uint32_t units = c_units(c->name_len, ncap, nflags, nlayout);
     uint32_t off = arena_alloc(st, units), old = st->by_id[id];
     c = at(st, old);
     struct gcounter *d = at(st, off);
     memcpy(d, c, HEAD_SIZE + c->name_len + 1u);
     d->cap = (uint8_t)ncap;
     d->flags = (uint8_t)nflags;
-    d->wc = (uint8_t)nwc;
-    memcpy(c_reps(d), c_reps(c), (size_t)c->n * 2);
+    d->layout = (uint8_t)nlayout;
     for (unsigned i = 0; i < c->n; i++) {
+        c_set_rep(d, i, c_rep(c, i));
         c_set_pos(d, i, c_pos(c, i));
         c_set_neg(d, i, c_neg(c, i));
     }
-    arena_free(st, old, c_units(c->name_len, c->cap, c->flags, c->wc));
+    arena_free(st, old, c_units(c->name_len, c->cap, c->flags, c->layout));
     st->by_id[id] = off;
     return d;
 }
@@ -281,6 +308,12 @@ static struct gcounter *c_fit(struct gstore *st, uint32_t id, unsigned cap, unsi
 static int c_find_rep(const struct gcounter *c, int rep)
 {
     const unsigned char *r = c_reps(c);
+    if (!(c->layout & L_REP16)) {
+        for (unsigned i = 0; i < c->n; i++)
+            if (r[i] == rep)
+                return (int)i;
+        return -1;
+    }
     for (unsigned i = 0; i < c->n; i++) {
         uint16_t v;
         memcpy(&v, r + 2 * (size_t)i, 2);
@@ -547,7 +580,7 @@ int gstore_incr(struct gstore *st, uint32_t id, int rep, int64_t amount)
         return GSTORE_EFULL;
 
     unsigned need = i < 0 && c->n == c->cap ? c->cap + 1u : c->cap;
-    c = c_fit(st, id, need, amount < 0 ? F_NEG : 0, wc_for(sum));
+    c = c_fit(st, id, need, amount < 0 ? F_NEG : 0, wc_for(sum) | (i < 0 ? rep_layout(rep) : 0));
     c->flags &= F_NEG; /* clears the origin */
     if (i < 0) {
         i = c->n++;
@@ -776,17 +809,17 @@ int gstore_merge_from(struct gstore *st, uint32_t id, const struct gentry *in, s
 }
 
 /* The room counter id needs for the merged entries m[0..k): *flags gets F_NEG when one has
- * a neg, @return the width class of the largest value. */
+ * a neg, @return the layout of their values and replica ids. */
 static unsigned merged_shape(const struct gentry *m, int k, unsigned *flags)
 {
-    unsigned wc = 0;
+    unsigned layout = 0;
     for (int i = 0; i < k; i++) {
         if (m[i].neg)
             *flags |= F_NEG;
-        unsigned w = wc_for(m[i].pos > m[i].neg ? m[i].pos : m[i].neg);
-        wc = w > wc ? w : wc;
+        unsigned w = wc_for(m[i].pos > m[i].neg ? m[i].pos : m[i].neg) | rep_layout(m[i].rep);
+        layout = layout_max(layout, w);
     }
-    return wc;
+    return layout;
 }
 
 /*
@@ -902,7 +935,7 @@ int gstore_fold(struct gstore *st, uint32_t id, int from, int into)
         __builtin_add_overflow(j < 0 ? 0 : c_neg(c, (unsigned)j), fn, &sn))
         return GSTORE_EOVERFLOW;
     unsigned wp = wc_for(sp), wn = wc_for(sn);
-    c = c_fit(st, id, c->cap, 0, wp > wn ? wp : wn);
+    c = c_fit(st, id, c->cap, 0, layout_max(wp, wn) | rep_layout(into));
     if (j < 0) {
         c_set_rep(c, (unsigned)i, into); /* into takes from's place */
         st->rep_entries[into]++;
