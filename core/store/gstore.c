@@ -350,9 +350,9 @@ static void list_append(struct gstore *st, uint32_t id)
     st->tail = id;
 }
 
-static void touch(struct gstore *st, uint32_t id)
+/* A change of counter id, which is at c. */
+static void touch_at(struct gstore *st, struct gcounter *c, uint32_t id)
 {
-    struct gcounter *c = cnt(st, id);
     ++st->seq;
     c->mseq_lo = (uint32_t)st->seq;
     c->mseq_hi = (uint32_t)(st->seq >> 32);
@@ -360,6 +360,11 @@ static void touch(struct gstore *st, uint32_t id)
         list_unlink(st, id);
         list_append(st, id);
     }
+}
+
+static void touch(struct gstore *st, uint32_t id)
+{
+    touch_at(st, cnt(st, id), id);
 }
 
 /* ---------------------------------------------------------------- store */
@@ -579,8 +584,12 @@ int gstore_incr(struct gstore *st, uint32_t id, int rep, int64_t amount)
     if (i < 0 && c->n >= st->max_entries)
         return GSTORE_EFULL;
 
-    unsigned need = i < 0 && c->n == c->cap ? c->cap + 1u : c->cap;
-    c = c_fit(st, id, need, amount < 0 ? F_NEG : 0, wc_for(sum) | (i < 0 ? rep_layout(rep) : 0));
+    /* The usual case, an existing entry that keeps its width, needs no new block. */
+    if (i < 0 || wc_for(sum) > (c->layout & L_WC) || (amount < 0 && !(c->flags & F_NEG))) {
+        unsigned need = i < 0 && c->n == c->cap ? c->cap + 1u : c->cap;
+        unsigned layout = wc_for(sum) | (i < 0 ? rep_layout(rep) : 0);
+        c = c_fit(st, id, need, amount < 0 ? F_NEG : 0, layout);
+    }
     c->flags &= F_NEG; /* clears the origin */
     if (i < 0) {
         i = c->n++;
@@ -595,7 +604,7 @@ int gstore_incr(struct gstore *st, uint32_t id, int rep, int64_t amount)
         c_set_neg(c, (unsigned)i, sum);
     st->total += (double)amount;
     st->rep_net[rep] += (double)amount;
-    touch(st, id);
+    touch_at(st, c, id);
     return 0;
 }
 
