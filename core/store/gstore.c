@@ -7,10 +7,11 @@
  * the replica ids (1 byte each while they are below 256), then pos[cap] and neg[cap]
  * (only once the counter has been decremented) as unsigned integers of 1, 2, 4 or 8
  * bytes, the width its largest value needs (a counter incremented a few times holds
- * 1-byte entries). A block that must
- * grow (an entry, a decrement, a wider value) is copied into a bigger one and its old
- * block goes to a free list of its exact size. by_id holds 32-bit arena offsets, the
- * table 32-bit ids, and the change list links ids.
+ * 1-byte entries). A block that must grow (an entry, a decrement, a wider value, a replica
+ * id above 255) is copied into a bigger one and its old block goes to a free list of its
+ * exact size. by_id holds 32-bit arena offsets, the table 32-bit ids, and the change list
+ * links ids: 36 bytes a counter with a short name and three small entries, plus 4 in
+ * by_id and 5-8 in the table.
  *
  * Tombstones of folded replicas (gstore_fold) live apart, in a table keyed by counter id
  * that is empty until a first fold: a store without them pays one test per merge.
@@ -74,7 +75,6 @@ struct gstore {
     uint32_t bump, room; /* units used and available in the last chunk */
     size_t arena_bytes;  /* in chunks */
     uint32_t *free_at;   /* per block size in units: a free block, GSTORE_NONE = none */
-    size_t free_bytes;   /* in the free lists */
     uint32_t *slots;     /* open addressing, linear probing; GSTORE_NONE = empty */
     uint32_t nslots;     /* any size: a hash maps to a slot by multiplication */
     uint64_t seq;
@@ -120,7 +120,6 @@ static void arena_free(struct gstore *st, uint32_t off, uint32_t units)
     }
     memcpy(at(st, off), &st->free_at[units], sizeof(uint32_t));
     st->free_at[units] = off;
-    st->free_bytes += (size_t)units * UNIT;
 }
 
 /* @return the offset of a block of units (<= MAX_UNITS): a free one of that size, or the
@@ -131,7 +130,6 @@ static uint32_t arena_alloc(struct gstore *st, uint32_t units)
     uint32_t off = st->free_at ? st->free_at[units] : GSTORE_NONE;
     if (off != GSTORE_NONE) {
         memcpy(&st->free_at[units], at(st, off), sizeof(uint32_t));
-        st->free_bytes -= (size_t)units * UNIT;
         return off;
     }
     if (!st->nchunks || st->bump + units > st->room) {
