@@ -303,7 +303,7 @@ static struct gcounter *c_fit(struct gstore *st, uint32_t id, unsigned cap, unsi
     return d;
 }
 
-static int c_find_rep(const struct gcounter *c, int rep)
+static inline int c_find_rep(const struct gcounter *c, int rep)
 {
     const unsigned char *r = c_reps(c);
     if (!(c->layout & L_REP16)) {
@@ -566,6 +566,15 @@ uint32_t gstore_count(const struct gstore *st)
     return st->count;
 }
 
+/* What every applied increment does after its entry changed. */
+static void incr_done(struct gstore *st, struct gcounter *c, uint32_t id, int rep, int64_t amount)
+{
+    c->flags &= F_NEG; /* clears the origin */
+    st->total += (double)amount;
+    st->rep_net[rep] += (double)amount;
+    touch_at(st, c, id);
+}
+
 int gstore_incr(struct gstore *st, uint32_t id, int rep, int64_t amount)
 {
     struct gcounter *c = cnt(st, id);
@@ -575,20 +584,27 @@ int gstore_incr(struct gstore *st, uint32_t id, int rep, int64_t amount)
         return GSTORE_EOVERFLOW;
     int64_t mag = amount > 0 ? amount : -amount, sum;
     int i = c_find_rep(c, rep);
+    if (i >= 0 && amount > 0) {
+        /* The usual case: an existing entry grows and keeps its width, in place. */
+        unsigned wc = c->layout & L_WC;
+        unsigned char *p = c_vals(c) + ((size_t)i << wc);
+        if (__builtin_add_overflow((int64_t)load_w(p, wc), mag, &sum))
+            return GSTORE_EOVERFLOW;
+        if (wc_for(sum) <= wc) {
+            store_w(p, wc, (uint64_t)sum);
+            incr_done(st, c, id, rep, amount);
+            return 0;
+        }
+    }
     /* Only this replica's own entry must stay in range: totals are computed wide. */
     int64_t mine = i < 0 ? 0 : amount > 0 ? c_pos(c, (unsigned)i) : c_neg(c, (unsigned)i);
     if (__builtin_add_overflow(mine, mag, &sum))
         return GSTORE_EOVERFLOW;
     if (i < 0 && c->n >= st->max_entries)
         return GSTORE_EFULL;
-
-    /* The usual case, an existing entry that keeps its width, needs no new block. */
-    if (i < 0 || wc_for(sum) > (c->layout & L_WC) || (amount < 0 && !(c->flags & F_NEG))) {
-        unsigned need = i < 0 && c->n == c->cap ? c->cap + 1u : c->cap;
-        unsigned layout = wc_for(sum) | (i < 0 ? rep_layout(rep) : 0);
-        c = c_fit(st, id, need, amount < 0 ? F_NEG : 0, layout);
-    }
-    c->flags &= F_NEG; /* clears the origin */
+    unsigned need = i < 0 && c->n == c->cap ? c->cap + 1u : c->cap;
+    unsigned layout = wc_for(sum) | (i < 0 ? rep_layout(rep) : 0);
+    c = c_fit(st, id, need, amount < 0 ? F_NEG : 0, layout);
     if (i < 0) {
         i = c->n++;
         c_set_rep(c, (unsigned)i, rep);
@@ -600,9 +616,7 @@ int gstore_incr(struct gstore *st, uint32_t id, int rep, int64_t amount)
         c_set_pos(c, (unsigned)i, sum);
     else
         c_set_neg(c, (unsigned)i, sum);
-    st->total += (double)amount;
-    st->rep_net[rep] += (double)amount;
-    touch_at(st, c, id);
+    incr_done(st, c, id, rep, amount);
     return 0;
 }
 
