@@ -3,16 +3,19 @@
 # with each other, N distinct counters (default 1,000,000) each incremented once on every
 # node, then:
 #   - full-state sync: POST /admin/force-sync on each node in turn, timed;
-#   - RSS (VmRSS) of one node and its counterd_store_bytes (target: RSS <= 128 MB);
+#   - RSS (VmRSS) of each node (every counter then has three node entries) and its
+#     counterd_store_bytes, against the anchor: Redis (no persistence) holding N keys made
+#     by INCR, its VmRSS measured the same way, REDIS_ROUNDS times in the same run (before
+#     the counters are loaded, after loading, after the sync...); target: the median of
+#     the nodes <= the median of Redis;
 #   - delta sync: CHANGED (default 1,000) counters changed on one node, bytes its next
-#     force-sync round sent (counterd_sync_bytes_total{direction="sent"} before/after);
-#   - anchor: Redis' RSS for N plain integer keys, when redis-server is installed.
+#     force-sync round sent (counterd_sync_bytes_total{direction="sent"} before/after).
 #
-#   bench/memory.sh              # N=1000000 CHANGED=1000 by default
+#   bench/memory.sh              # N=1000000 CHANGED=1000 REDIS_ROUNDS=3 by default
 #
 # Env: N, CHANGED, CONNS (wrk connections per node, default 32), LOAD_TIMEOUT (s, default
 # 150) for loading the counters, SYNC_TIMEOUT_MS (counterd's --sync-timeout-ms, per
-# exchange; default: counterd's own default).
+# exchange; default: counterd's own default), REDIS_ROUNDS (default 3, at least 1).
 # See bench/README.md.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -22,11 +25,46 @@ CONNS=${CONNS:-32}
 LOAD_TIMEOUT=${LOAD_TIMEOUT:-150}
 SYNC_ARGS=()
 [[ -z ${SYNC_TIMEOUT_MS:-} ]] || SYNC_ARGS=(--sync-timeout-ms "$SYNC_TIMEOUT_MS")
-TARGET_MB=128
+REDIS_ROUNDS=${REDIS_ROUNDS:-3}
 ((CHANGED <= N)) || die "CHANGED ($CHANGED) must be <= N ($N)"
+((REDIS_ROUNDS >= 1)) || die "REDIS_ROUNDS ($REDIS_ROUNDS) must be >= 1"
 
-bench_need_debs wrk jq curl iproute2 util-linux procps
+bench_need_debs wrk jq curl iproute2 util-linux procps redis-server redis-tools
 bench_need_counterd
+
+# ------------------------------------------------------------------- Redis anchor
+# redis_round: a fresh redis-server without persistence, N keys c0000000.. made by INCR
+# (redis-cli --pipe), its VmRSS appended to REDIS_KB; then it is stopped. Rounds are run
+# between counterd's phases, so both are measured under the same load of the machine.
+REDIS_KB=()
+redis_round() {
+  local port pid i keys
+  bench_free_port port
+  bench_start "redis-${#REDIS_KB[@]}" redis-server --port "$port" --bind 127.0.0.1 --save "" \
+    --appendonly no --daemonize no
+  pid=$BENCH_PID
+  for ((i = 0; i < 100; i++)); do
+    redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && break
+    bench_alive "$pid" redis
+    sleep 0.1
+  done
+  awk -v n="$N" 'BEGIN { for (i = 0; i < n; i++) { k = sprintf("c%07d", i);
+    printf "*2\r\n$4\r\nINCR\r\n$%d\r\n%s\r\n", length(k), k } }' |
+    redis-cli -p "$port" --pipe >"$BENCH_TMP/redis-pipe.log" 2>&1 ||
+    { cat "$BENCH_TMP/redis-pipe.log" >&2; die "redis-cli --pipe failed"; }
+  keys=$(redis-cli -p "$port" dbsize)
+  [[ $keys == "$N" ]] || die "redis holds $keys keys, expected $N"
+  REDIS_KB+=("$(bench_rss_kb "$pid")")
+  bench_stop "$pid"
+  log "redis round ${#REDIS_KB[@]}: $N keys (INCR), VmRSS $((${REDIS_KB[-1]} / 1024)) MB"
+}
+# stats_mb KB...: "median min max" in MB, one decimal.
+stats_mb() {
+  printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END {
+    m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+    printf "%.1f %.1f %.1f\n", m / 1024, v[1] / 1024, v[NR] / 1024 }'
+}
+redis_round
 
 # -------------------------------------------------------------- three peered nodes
 NODES=(a b c)
@@ -109,6 +147,7 @@ for n in "${NODES[@]}"; do
 done
 RSS_LOADED_KB=$(bench_rss_kb "${PID[a]}")
 log "all 3 nodes hold exactly $N counters; node a RSS before any sync: $((RSS_LOADED_KB / 1024)) MB"
+((REDIS_ROUNDS < 2)) || redis_round
 
 # ---------------------------------------------------------------- full-state sync
 # Nothing has been replicated yet (interval 1 h): each force-sync is one complete
@@ -166,8 +205,14 @@ done
 log "settle rounds (nothing changed): $SETTLE_TOTAL s; node a sent $SETTLE_SENT_A bytes in its round"
 
 # ------------------------------------------------------------------------- memory
-RSS_KB=$(bench_rss_kb "${PID[a]}")
+for ((i = 3; i <= REDIS_ROUNDS; i++)); do redis_round; done
+NODE_KB=()
+for n in "${NODES[@]}"; do NODE_KB+=("$(bench_rss_kb "${PID[$n]}")"); done
+RSS_KB=${NODE_KB[0]}
 RSS_MB=$(awk -v k="$RSS_KB" 'BEGIN { printf "%.1f", k / 1024 }')
+read -r NODE_MED NODE_MIN NODE_MAX < <(stats_mb "${NODE_KB[@]}")
+read -r REDIS_MB REDIS_MIN REDIS_MAX < <(stats_mb "${REDIS_KB[@]}")
+MEM_RATIO=$(awk -v a="$NODE_MED" -v b="$REDIS_MB" 'BEGIN { printf "%.2f", a / b }')
 STORE_BYTES=$(bench_metric "${URL[a]}" counterd_store_bytes)
 STORE_MB=$(awk -v b="${STORE_BYTES:-0}" 'BEGIN { printf "%.1f", b / 1048576 }')
 PRM=$(bench_metric "${URL[a]}" process_resident_memory_bytes)
@@ -175,7 +220,7 @@ PRM=$(bench_metric "${URL[a]}" process_resident_memory_bytes)
 # (GET /counters builds and sends the same list, without any replication).
 read -r GC_S GC_BYTES < <(curl -fsS -o /dev/null -w '%{time_total} %{size_download}\n' \
   --max-time 120 "${URL[a]}/counters") || die "node a: GET /counters failed"
-mem_verdict=$(awk -v r="$RSS_MB" -v t="$TARGET_MB" 'BEGIN { print (r <= t) ? "met" : "NOT met" }')
+mem_verdict=$(awk -v r="$MEM_RATIO" 'BEGIN { print (r <= 1.0) ? "met" : "NOT met" }')
 
 # --------------------------------------------------------------------- delta sync
 # delta_round K OFFSET: K counters spread over the whole name range (index i*N/K+OFFSET),
@@ -222,32 +267,6 @@ DELTA2_BYTES=$D_SENT DELTA2_RECV=$D_RECV DELTA2_S=$D_S
 PER_COUNTER=$(awk -v b="$DELTA_BYTES" -v c="$CHANGED" 'BEGIN { printf "%.1f", b / c }')
 PER_COUNTER2=$(awk -v b="$DELTA2_BYTES" -v c="$CHANGED2" 'BEGIN { printf "%.1f", b / c }')
 
-# --------------------------------------------------------------------- Redis anchor
-REDIS_MB=none
-if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
-  bench_free_port REDIS_PORT
-  bench_start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" \
-    --appendonly no --daemonize no
-  REDIS_PID=$BENCH_PID
-  for ((i = 0; i < 100; i++)); do
-    redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && break
-    bench_alive "$REDIS_PID" redis
-    sleep 0.1
-  done
-  awk -v n="$N" 'BEGIN { for (i = 0; i < n; i++) { k = sprintf("c%07d", i);
-    printf "*2\r\n$4\r\nINCR\r\n$%d\r\n%s\r\n", length(k), k } }' |
-    redis-cli -p "$REDIS_PORT" --pipe >"$BENCH_TMP/redis-pipe.log" 2>&1 ||
-    { cat "$BENCH_TMP/redis-pipe.log" >&2; die "redis-cli --pipe failed"; }
-  keys=$(redis-cli -p "$REDIS_PORT" dbsize)
-  [[ $keys == "$N" ]] || die "redis holds $keys keys, expected $N"
-  REDIS_RSS=$(redis-cli -p "$REDIS_PORT" info memory | tr -d '\r' | awk -F: '$1 == "used_memory_rss" { print $2 }')
-  REDIS_MB=$(awk -v b="$REDIS_RSS" 'BEGIN { printf "%.1f", b / 1048576 }')
-  bench_stop "$REDIS_PID"
-  log "redis: $N keys (INCR), used_memory_rss $REDIS_MB MB"
-else
-  log "redis-server not installed: no Redis anchor"
-fi
-
 # -------------------------------------------------------------------------- report
 echo
 echo "counterd, 3 region nodes, $N distinct counters incremented once on every node"
@@ -259,18 +278,23 @@ echo "  bytes node a sent in its full-state round: $FULL_SENT_A"
 echo "  then a second force-sync of each, nothing changed: total $SETTLE_TOTAL s, node a sent $SETTLE_SENT_A bytes"
 echo "  (for scale: GET /counters on node a, $((GC_BYTES / 1024)) KiB, the list a force-sync answer carries, takes $(printf '%.3f' "$GC_S") s)"
 echo
-printf '%-44s %12s\n' "memory of node a (after the full sync)" ""
-printf '  %-42s %9s MB   (target <= %s MB: %s)\n' "VmRSS" "$RSS_MB" "$TARGET_MB" "$mem_verdict"
+echo "memory, VmRSS after the full sync (every counter has 3 node entries), median [min-max]:"
+printf '  %-42s %9s MB  [%s-%s]  (nodes a, b, c)\n' "counterd, $N counters" "$NODE_MED" \
+  "$NODE_MIN" "$NODE_MAX"
+printf '  %-42s %9s MB  [%s-%s]  (%s rounds, between counterd'"'"'s phases)\n' \
+  "Redis, $N INCR keys, no persistence" "$REDIS_MB" "$REDIS_MIN" "$REDIS_MAX" "${#REDIS_KB[@]}"
+printf '  %-42s %9s       (target <= 1.0: %s)\n' "ratio counterd/Redis" "$MEM_RATIO" "$mem_verdict"
+echo "node a:"
+printf '  %-42s %9s MB\n' "VmRSS" "$RSS_MB"
 printf '  %-42s %9s MB\n' "counterd_store_bytes" "$STORE_MB"
 printf '  %-42s %9s MB\n' "process_resident_memory_bytes" \
   "$(awk -v b="${PRM:-0}" 'BEGIN { printf "%.1f", b / 1048576 }')"
 printf '  %-42s %9s MB\n' "VmRSS at start / after loading, before sync" \
   "$((RSS0_KB / 1024)) / $((RSS_LOADED_KB / 1024))"
-printf '  %-42s %9s MB\n' "Redis used_memory_rss, $N INCR keys" "$REDIS_MB"
 echo
 echo "delta sync: K counters changed on node a, then one force-sync round of node a (2 peers)"
 printf '  %-8s %14s %16s %14s %10s\n' K 'bytes sent' 'per counter' 'bytes recv' seconds
 printf '  %-8s %14s %16s %14s %10s\n' "$CHANGED" "$DELTA_BYTES" "$PER_COUNTER" "$DELTA_RECV" "$DELTA_S"
 printf '  %-8s %14s %16s %14s %10s\n' "$CHANGED2" "$DELTA2_BYTES" "$PER_COUNTER2" "$DELTA2_RECV" "$DELTA2_S"
 echo "  vs $FULL_SENT_A bytes sent by node a in its full-state round ($N counters)"
-echo "RESULT memory counters=$N rss_mb=$RSS_MB full_sync_s=$FULL_TOTAL delta_bytes=$DELTA_BYTES redis_rss_mb=$REDIS_MB store_mb=$STORE_MB delta_bytes_per_counter=$PER_COUNTER changed=$CHANGED delta_bytes_small=$DELTA2_BYTES changed_small=$CHANGED2"
+echo "RESULT memory counters=$N rss_mb=$NODE_MED redis_rss_mb=$REDIS_MB ratio=$MEM_RATIO rss_spread_mb=$NODE_MIN-$NODE_MAX redis_spread_mb=$REDIS_MIN-$REDIS_MAX node_a_rss_mb=$RSS_MB full_sync_s=$FULL_TOTAL delta_bytes=$DELTA_BYTES store_mb=$STORE_MB delta_bytes_per_counter=$PER_COUNTER changed=$CHANGED delta_bytes_small=$DELTA2_BYTES changed_small=$CHANGED2"

@@ -1,16 +1,25 @@
 /*
  * gstore.c - the CRDT store (see gstore.h).
  *
- * Memory is the constraint that shapes this file: a region must hold a million counters
- * in well under 128 MB. Each counter is one malloc'd block: a 24-byte header, then the
- * arrays pos[cap], neg[cap] (only once the counter has been decremented), rep[cap], and
- * the name. The table holds 32-bit ids, not pointers, and the change list links ids.
+ * Memory is the constraint that shapes this file: a region holds a million counters in
+ * less than Redis needs for a million INCR keys. A counter is one block in an arena of
+ * 1 MB chunks (no malloc header, no size-class rounding): a 21-byte header, the name,
+ * the replica ids (1 byte each while they are below 256), then pos[cap] and neg[cap]
+ * (only once the counter has been decremented) as unsigned integers of 1, 2, 4 or 8
+ * bytes, the width its largest value needs (a counter incremented a few times holds
+ * 1-byte entries). A block that must grow (an entry, a decrement, a wider value, a replica
+ * id above 255) is copied into a bigger one and its old block goes to a free list of its
+ * exact size. by_id holds 32-bit arena offsets, the table 32-bit ids, and the change list
+ * links ids: 36 bytes a counter with a short name and three small entries, plus 4 in
+ * by_id and 5-8 in the table.
  *
  * Tombstones of folded replicas (gstore_fold) live apart, in a table keyed by counter id
  * that is empty until a first fold: a store without them pays one test per merge.
  */
 #include "gstore.h"
 
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,17 +28,32 @@
 
 #define F_NEG 1u       /* the neg array exists */
 #define ORIGIN_SHIFT 1 /* flags bits 1-7: the origin tag of the last change */
+#define L_WC 3u        /* layout bits 0-1: the width class of the entries */
+#define L_REP16 4u     /* layout: replica ids take 2 bytes (one is above 255) */
 
+/* Every field is at most 4-byte aligned: blocks sit at 4-byte boundaries of the arena. */
 struct gcounter {
-    uint64_t mseq;       /* sequence number of the last change */
-    uint32_t prev, next; /* change list, oldest first */
-    uint32_t hash;       /* low bits of the name's hash */
+    uint32_t mseq_lo, mseq_hi; /* sequence number of the last change */
+    uint32_t prev, next;       /* change list, oldest first */
     uint8_t name_len;
-    uint8_t n;     /* entries in use */
-    uint8_t cap;   /* entries allocated */
-    uint8_t flags; /* F_NEG, origin tag */
-    /* int64_t pos[cap]; int64_t neg[cap] if F_NEG; uint16_t rep[cap]; char name[name_len+1] */
+    uint8_t n;      /* entries in use */
+    uint8_t cap;    /* entries allocated */
+    uint8_t flags;  /* F_NEG, origin tag */
+    uint8_t layout; /* bits 0-1 (wc): entries are (1 << wc) bytes; L_REP16 */
+    /* char name[name_len + 1]; rep[cap] (1 byte, 2 with L_REP16); pos[cap]; neg[cap] if
+     * F_NEG (unaligned) */
+    unsigned char data[];
 };
+
+/* The arena: blocks are addressed by a 32-bit offset in 4-byte units, the chunk in the
+ * high bits, so 2^14 chunks of 1 MB (16 GB) can be addressed. */
+#define UNIT 4u
+#define CHUNK_BITS 18 /* units per chunk: 2^18 * 4 bytes = 1 MB */
+#define CHUNK_UNITS (1u << CHUNK_BITS)
+#define MAX_CHUNKS (1u << (32 - CHUNK_BITS))
+#define HEAD_SIZE offsetof(struct gcounter, data)
+/* The biggest block: a 255-byte name, 255 entries of 8-byte pos and neg. */
+#define MAX_UNITS ((HEAD_SIZE + 256 + GCOUNTER_MAX_ENTRIES * 18 + UNIT - 1) / UNIT)
 
 /* One counter's folded replicas (tombstones), kept for good: up to TOMBS_INLINE in the
  * slot itself (most counters have one or two), more in a block of cap. */
@@ -44,10 +68,15 @@ struct tombs {
 };
 
 struct gstore {
-    struct gcounter **by_id;
+    uint32_t *by_id; /* arena offsets */
     uint32_t count, id_cap;
-    uint32_t *slots; /* open addressing, linear probing; GSTORE_NONE = empty */
-    uint32_t mask;
+    unsigned char **chunks;
+    uint32_t nchunks, chunk_cap;
+    uint32_t bump, room; /* units used and available in the last chunk */
+    size_t arena_bytes;  /* in chunks */
+    uint32_t *free_at;   /* per block size in units: a free block, GSTORE_NONE = none */
+    uint32_t *slots;     /* open addressing, linear probing; GSTORE_NONE = empty */
+    uint32_t nslots;     /* any size: a hash maps to a slot by multiplication */
     uint64_t seq;
     uint32_t head, tail; /* change list */
     char **rep_names;
@@ -59,7 +88,7 @@ struct gstore {
     int expect_reps;        /* entries a new counter gets room for; 0: nrep */
     struct gentry *scratch; /* merge workspace */
     size_t scratch_cap;
-    size_t bytes; /* counter blocks */
+    size_t bytes; /* tombstone blocks */
     /* Aggregates for metrics, kept as doubles: their exact sum may leave int64 range. */
     double total;
     double *rep_net;
@@ -70,61 +99,225 @@ struct gstore {
     uint64_t ntombs;
 };
 
+/* ---------------------------------------------------------------- arena */
+
+static struct gcounter *at(const struct gstore *st, uint32_t off)
+{
+    return (struct gcounter *)(st->chunks[off >> CHUNK_BITS] +
+                               (size_t)(off & (CHUNK_UNITS - 1)) * UNIT);
+}
+
+static struct gcounter *cnt(const struct gstore *st, uint32_t id)
+{
+    return at(st, st->by_id[id]);
+}
+
+static void arena_free(struct gstore *st, uint32_t off, uint32_t units)
+{
+    if (!st->free_at) {
+        st->free_at = xmalloc((MAX_UNITS + 1) * sizeof *st->free_at);
+        memset(st->free_at, 0xff, (MAX_UNITS + 1) * sizeof *st->free_at);
+    }
+    memcpy(at(st, off), &st->free_at[units], sizeof(uint32_t));
+    st->free_at[units] = off;
+}
+
+/* @return the offset of a block of units (<= MAX_UNITS): a free one of that size, or the
+ *         next in the last chunk (the rest of a full chunk goes to a free list). Chunks
+ *         start at 4 KB and double up to 1 MB, so a small store stays small. */
+static uint32_t arena_alloc(struct gstore *st, uint32_t units)
+{
+    uint32_t off = st->free_at ? st->free_at[units] : GSTORE_NONE;
+    if (off != GSTORE_NONE) {
+        memcpy(&st->free_at[units], at(st, off), sizeof(uint32_t));
+        return off;
+    }
+    if (!st->nchunks || st->bump + units > st->room) {
+        if (st->nchunks == MAX_CHUNKS) {
+            fprintf(stderr, "counterd: the counter arena is full (%u MB)\n", MAX_CHUNKS);
+            abort();
+        }
+        uint32_t rest = st->nchunks ? st->room - st->bump : 0;
+        if (rest && rest <= MAX_UNITS)
+            arena_free(st, ((st->nchunks - 1) << CHUNK_BITS) | st->bump, rest);
+        st->room = st->nchunks >= 8 ? CHUNK_UNITS : (CHUNK_UNITS >> 8) << st->nchunks;
+        if (st->room < MAX_UNITS)
+            st->room = MAX_UNITS;
+        if (st->nchunks == st->chunk_cap) {
+            st->chunk_cap = st->chunk_cap ? st->chunk_cap * 2 : 16;
+            st->chunks = xrealloc(st->chunks, st->chunk_cap * sizeof *st->chunks);
+        }
+        st->chunks[st->nchunks++] = xmalloc((size_t)st->room * UNIT);
+        st->arena_bytes += (size_t)st->room * UNIT;
+        st->bump = 0;
+    }
+    off = ((st->nchunks - 1) << CHUNK_BITS) | st->bump;
+    st->bump += units;
+    return off;
+}
+
 /* ---------------------------------------------------------------- counter layout */
 
-static inline int64_t *c_pos(const struct gcounter *c)
+static uint32_t c_units(unsigned name_len, unsigned cap, unsigned flags, unsigned layout)
 {
-    return (int64_t *)(c + 1);
+    size_t sz = HEAD_SIZE + name_len + 1 + (size_t)cap * ((layout & L_REP16) ? 2 : 1) +
+                ((size_t)cap << (layout & L_WC)) * ((flags & F_NEG) ? 2 : 1);
+    return (uint32_t)((sz + UNIT - 1) / UNIT);
 }
-static inline int64_t *c_neg(const struct gcounter *c)
-{
-    return (c->flags & F_NEG) ? c_pos(c) + c->cap : NULL;
-}
-static inline uint16_t *c_rep(const struct gcounter *c)
-{
-    return (uint16_t *)(c_pos(c) + (size_t)c->cap * ((c->flags & F_NEG) ? 2 : 1));
-}
+
 static inline char *c_name(const struct gcounter *c)
 {
-    return (char *)(c_rep(c) + c->cap);
+    return (char *)c->data;
+}
+static inline unsigned char *c_reps(const struct gcounter *c)
+{
+    return (unsigned char *)c->data + c->name_len + 1;
+}
+static inline unsigned char *c_vals(const struct gcounter *c)
+{
+    return c_reps(c) + (size_t)c->cap * ((c->layout & L_REP16) ? 2 : 1);
 }
 
-static size_t c_size(unsigned cap, unsigned flags, unsigned name_len)
+static inline uint64_t load_w(const unsigned char *p, unsigned wc)
 {
-    return sizeof(struct gcounter) + (size_t)cap * 8 * ((flags & F_NEG) ? 2 : 1) + (size_t)cap * 2 +
-           name_len + 1;
-}
-
-/* Copies c into a new block with room for cap entries and the given flags. */
-static struct gcounter *c_reshape(struct gstore *st, struct gcounter *c, unsigned cap,
-                                  unsigned flags)
-{
-    size_t sz = c_size(cap, flags, c->name_len);
-    struct gcounter *d = xmalloc(sz);
-    *d = *c;
-    d->cap = (uint8_t)cap;
-    d->flags = (uint8_t)flags;
-    memcpy(c_pos(d), c_pos(c), (size_t)c->n * 8);
-    if (flags & F_NEG) {
-        if (c->flags & F_NEG)
-            memcpy(c_neg(d), c_neg(c), (size_t)c->n * 8);
-        else
-            memset(c_neg(d), 0, (size_t)cap * 8);
+    uint16_t v16;
+    uint32_t v32;
+    uint64_t v64;
+    switch (wc) {
+    case 0: return *p;
+    case 1: memcpy(&v16, p, 2); return v16;
+    case 2: memcpy(&v32, p, 4); return v32;
+    default: memcpy(&v64, p, 8); return v64;
     }
-    memcpy(c_rep(d), c_rep(c), (size_t)c->n * 2);
-    memcpy(c_name(d), c_name(c), (size_t)c->name_len + 1);
-    st->bytes += sz;
-    st->bytes -= c_size(c->cap, c->flags, c->name_len);
-    free(c);
+}
+
+static inline void store_w(unsigned char *p, unsigned wc, uint64_t v)
+{
+    uint16_t v16 = (uint16_t)v;
+    uint32_t v32 = (uint32_t)v;
+    switch (wc) {
+    case 0: *p = (unsigned char)v; break;
+    case 1: memcpy(p, &v16, 2); break;
+    case 2: memcpy(p, &v32, 4); break;
+    default: memcpy(p, &v, 8);
+    }
+}
+
+/* The width class a value needs: 1, 2, 4 or 8 bytes. */
+static inline unsigned wc_for(int64_t v)
+{
+    uint64_t u = (uint64_t)v;
+    return u <= UINT8_MAX ? 0 : u <= UINT16_MAX ? 1 : u <= UINT32_MAX ? 2 : 3;
+}
+
+/* The layout replica rep needs. */
+static inline unsigned rep_layout(int rep)
+{
+    return rep > UINT8_MAX ? L_REP16 : 0;
+}
+
+/* The smallest layout with room for both a and b. */
+static inline unsigned layout_max(unsigned a, unsigned b)
+{
+    unsigned w = (a & L_WC) > (b & L_WC) ? (a & L_WC) : (b & L_WC);
+    return w | ((a | b) & L_REP16);
+}
+
+static inline int c_rep(const struct gcounter *c, unsigned i)
+{
+    uint16_t r;
+    if (!(c->layout & L_REP16))
+        return c_reps(c)[i];
+    memcpy(&r, c_reps(c) + 2 * (size_t)i, 2);
+    return r;
+}
+/* rep must fit the counter's layout (see c_fit). */
+static inline void c_set_rep(struct gcounter *c, unsigned i, int rep)
+{
+    uint16_t r = (uint16_t)rep;
+    if (!(c->layout & L_REP16))
+        c_reps(c)[i] = (unsigned char)rep;
+    else
+        memcpy(c_reps(c) + 2 * (size_t)i, &r, 2);
+}
+static inline int64_t c_pos(const struct gcounter *c, unsigned i)
+{
+    unsigned wc = c->layout & L_WC;
+    return (int64_t)load_w(c_vals(c) + ((size_t)i << wc), wc);
+}
+static inline int64_t c_neg(const struct gcounter *c, unsigned i)
+{
+    if (!(c->flags & F_NEG))
+        return 0;
+    unsigned wc = c->layout & L_WC;
+    return (int64_t)load_w(c_vals(c) + ((size_t)(c->cap + i) << wc), wc);
+}
+/* The value must fit the counter's width (see c_fit). */
+static inline void c_set_pos(struct gcounter *c, unsigned i, int64_t v)
+{
+    unsigned wc = c->layout & L_WC;
+    store_w(c_vals(c) + ((size_t)i << wc), wc, (uint64_t)v);
+}
+/* Needs F_NEG unless v is 0. */
+static inline void c_set_neg(struct gcounter *c, unsigned i, int64_t v)
+{
+    if (c->flags & F_NEG)
+        store_w(c_vals(c) + ((size_t)(c->cap + i) << (c->layout & L_WC)), c->layout & L_WC,
+                (uint64_t)v);
+}
+
+static uint64_t c_mseq(const struct gcounter *c)
+{
+    return (uint64_t)c->mseq_hi << 32 | c->mseq_lo;
+}
+
+/*
+ * Makes room in counter id for cap entries, the neg array when flags has F_NEG and
+ * the values and replica ids of layout (none of them ever shrinks): copies it into a new
+ * block when its own is too small. @return the counter, moved or not.
+ */
+static struct gcounter *c_fit(struct gstore *st, uint32_t id, unsigned cap, unsigned flags,
+                              unsigned layout)
+{
+    struct gcounter *c = cnt(st, id);
+    unsigned ncap = cap > c->cap ? cap : c->cap;
+    unsigned nflags = (flags & F_NEG) | c->flags;
+    unsigned nlayout = layout_max(layout, c->layout);
+    if (ncap == c->cap && nflags == c->flags && nlayout == c->layout)
+        return c;
+    uint32_t units = c_units(c->name_len, ncap, nflags, nlayout);
+    uint32_t off = arena_alloc(st, units), old = st->by_id[id];
+    c = at(st, old);
+    struct gcounter *d = at(st, off);
+    memcpy(d, c, HEAD_SIZE + c->name_len + 1u);
+    d->cap = (uint8_t)ncap;
+    d->flags = (uint8_t)nflags;
+    d->layout = (uint8_t)nlayout;
+    for (unsigned i = 0; i < c->n; i++) {
+        c_set_rep(d, i, c_rep(c, i));
+        c_set_pos(d, i, c_pos(c, i));
+        c_set_neg(d, i, c_neg(c, i));
+    }
+    arena_free(st, old, c_units(c->name_len, c->cap, c->flags, c->layout));
+    st->by_id[id] = off;
     return d;
 }
 
-static int c_find_rep(const struct gcounter *c, int rep)
+static inline int c_find_rep(const struct gcounter *c, int rep)
 {
-    const uint16_t *r = c_rep(c);
-    for (unsigned i = 0; i < c->n; i++)
-        if (r[i] == rep)
+    const unsigned char *r = c_reps(c);
+    if (!(c->layout & L_REP16)) {
+        for (unsigned i = 0; i < c->n; i++)
+            if (r[i] == rep)
+                return (int)i;
+        return -1;
+    }
+    for (unsigned i = 0; i < c->n; i++) {
+        uint16_t v;
+        memcpy(&v, r + 2 * (size_t)i, 2);
+        if (v == rep)
             return (int)i;
+    }
     return -1;
 }
 
@@ -132,36 +325,44 @@ static int c_find_rep(const struct gcounter *c, int rep)
 
 static void list_unlink(struct gstore *st, uint32_t id)
 {
-    struct gcounter *c = st->by_id[id];
+    struct gcounter *c = cnt(st, id);
     if (c->prev != GSTORE_NONE)
-        st->by_id[c->prev]->next = c->next;
+        cnt(st, c->prev)->next = c->next;
     else
         st->head = c->next;
     if (c->next != GSTORE_NONE)
-        st->by_id[c->next]->prev = c->prev;
+        cnt(st, c->next)->prev = c->prev;
     else
         st->tail = c->prev;
 }
 
 static void list_append(struct gstore *st, uint32_t id)
 {
-    struct gcounter *c = st->by_id[id];
+    struct gcounter *c = cnt(st, id);
     c->prev = st->tail;
     c->next = GSTORE_NONE;
     if (st->tail != GSTORE_NONE)
-        st->by_id[st->tail]->next = id;
+        cnt(st, st->tail)->next = id;
     else
         st->head = id;
     st->tail = id;
 }
 
-static void touch(struct gstore *st, uint32_t id)
+/* A change of counter id, which is at c. */
+static void touch_at(struct gstore *st, struct gcounter *c, uint32_t id)
 {
-    st->by_id[id]->mseq = ++st->seq;
+    ++st->seq;
+    c->mseq_lo = (uint32_t)st->seq;
+    c->mseq_hi = (uint32_t)(st->seq >> 32);
     if (st->tail != id) {
         list_unlink(st, id);
         list_append(st, id);
     }
+}
+
+static void touch(struct gstore *st, uint32_t id)
+{
+    touch_at(st, cnt(st, id), id);
 }
 
 /* ---------------------------------------------------------------- store */
@@ -169,9 +370,9 @@ static void touch(struct gstore *st, uint32_t id)
 struct gstore *gstore_new(void)
 {
     struct gstore *st = xcalloc(1, sizeof *st);
-    st->mask = 1023;
-    st->slots = xmalloc((st->mask + 1) * sizeof *st->slots);
-    memset(st->slots, 0xff, (st->mask + 1) * sizeof *st->slots);
+    st->nslots = 1024;
+    st->slots = xmalloc(st->nslots * sizeof *st->slots);
+    memset(st->slots, 0xff, st->nslots * sizeof *st->slots);
     st->head = st->tail = GSTORE_NONE;
     st->max_entries = GCOUNTER_MAX_ENTRIES;
     return st;
@@ -181,8 +382,10 @@ void gstore_free(struct gstore *st)
 {
     if (!st)
         return;
-    for (uint32_t i = 0; i < st->count; i++)
-        free(st->by_id[i]);
+    for (uint32_t i = 0; i < st->nchunks; i++)
+        free(st->chunks[i]);
+    free(st->chunks);
+    free(st->free_at);
     for (int i = 0; i < st->nrep; i++)
         free(st->rep_names[i]);
     free(st->rep_names);
@@ -203,7 +406,6 @@ void gstore_free(struct gstore *st)
     free(st->scratch);
     free(st);
 }
-
 int gstore_replica(struct gstore *st, const char *name, size_t len)
 {
     if (len == 0 || len > GSTORE_REPLICA_NAME_MAX)
@@ -269,35 +471,57 @@ void gstore_expect_replicas(struct gstore *st, int n)
     st->expect_reps = n;
 }
 
+/* The slot a hash starts probing at: any table size, no modulo. */
+static uint32_t slot_of(uint32_t h, uint32_t nslots)
+{
+    return (uint32_t)(((uint64_t)h * nslots) >> 32);
+}
+
 uint32_t gstore_find(const struct gstore *st, const char *name, size_t len)
 {
     if (len == 0 || len > GCOUNTER_NAME_MAX)
         return GSTORE_NONE;
     uint32_t h = (uint32_t)hash_bytes(name, len);
-    for (uint32_t i = h & st->mask;; i = (i + 1) & st->mask) {
+    for (uint32_t i = slot_of(h, st->nslots);; i = i + 1 == st->nslots ? 0 : i + 1) {
         uint32_t id = st->slots[i];
         if (id == GSTORE_NONE)
             return GSTORE_NONE;
-        const struct gcounter *c = st->by_id[id];
-        if (c->hash == h && c->name_len == len && memcmp(c_name(c), name, len) == 0)
+        const struct gcounter *c = cnt(st, id);
+        if (c->name_len == len && memcmp(c_name(c), name, len) == 0)
             return id;
     }
 }
 
+static void slot_put(uint32_t *slots, uint32_t nslots, uint32_t h, uint32_t id)
+{
+    uint32_t i = slot_of(h, nslots);
+    while (slots[i] != GSTORE_NONE)
+        i = i + 1 == nslots ? 0 : i + 1;
+    slots[i] = id;
+}
+
+/* Grows the table by half once it is 4/5 full: it holds 1.25-1.9 slots per counter. */
 static void table_grow(struct gstore *st)
 {
-    uint32_t nmask = st->mask * 2 + 1;
-    uint32_t *ns = xmalloc(((size_t)nmask + 1) * sizeof *ns);
-    memset(ns, 0xff, ((size_t)nmask + 1) * sizeof *ns);
+    uint32_t n = st->nslots + st->nslots / 2;
+    uint32_t *ns = xmalloc((size_t)n * sizeof *ns);
+    memset(ns, 0xff, (size_t)n * sizeof *ns);
     for (uint32_t id = 0; id < st->count; id++) {
-        uint32_t i = st->by_id[id]->hash & nmask;
-        while (ns[i] != GSTORE_NONE)
-            i = (i + 1) & nmask;
-        ns[i] = id;
+        const struct gcounter *c = cnt(st, id);
+        slot_put(ns, n, (uint32_t)hash_bytes(c_name(c), c->name_len), id);
     }
     free(st->slots);
     st->slots = ns;
-    st->mask = nmask;
+    st->nslots = n;
+}
+
+/* The entries a new counter gets room for. */
+static unsigned new_cap(const struct gstore *st)
+{
+    /* In a steady cluster a counter gets an entry from each node: sizing it once avoids
+     * a new block per new entry. */
+    int want = st->expect_reps > 0 ? st->expect_reps : st->nrep;
+    return want < 1 ? 1 : want > GCOUNTER_MAX_ENTRIES ? GCOUNTER_MAX_ENTRIES : (unsigned)want;
 }
 
 uint32_t gstore_create(struct gstore *st, const char *name, size_t len)
@@ -305,44 +529,36 @@ uint32_t gstore_create(struct gstore *st, const char *name, size_t len)
     uint32_t id = gstore_find(st, name, len);
     if (id != GSTORE_NONE || len == 0 || len > GCOUNTER_NAME_MAX)
         return id;
-    if (st->count == GSTORE_NONE - 1)
+    if (st->count == GSTORE_NONE - 1 || st->nslots > UINT32_MAX / 3 * 2)
         return GSTORE_NONE;
-    if ((uint64_t)(st->count + 1) * 4 > (uint64_t)(st->mask + 1) * 3)
+    if ((uint64_t)(st->count + 1) * 5 > (uint64_t)st->nslots * 4)
         table_grow(st);
     if (st->count == st->id_cap) {
         st->id_cap = st->id_cap ? st->id_cap * 2 : 1024;
         st->by_id = xrealloc(st->by_id, (size_t)st->id_cap * sizeof *st->by_id);
     }
-    /* In a steady cluster a counter gets an entry from each node: sizing it once avoids
-     * a realloc per new entry. */
-    int want = st->expect_reps > 0 ? st->expect_reps : st->nrep;
-    unsigned cap = want < 1                      ? 1
-                   : want > GCOUNTER_MAX_ENTRIES ? GCOUNTER_MAX_ENTRIES
-                                                 : (unsigned)want;
-    size_t sz = c_size(cap, 0, (unsigned)len);
-    struct gcounter *c = xmalloc(sz);
-    memset(c, 0, sizeof *c);
-    c->hash = (uint32_t)hash_bytes(name, len);
+    unsigned cap = new_cap(st);
+    uint32_t off = arena_alloc(st, c_units((unsigned)len, cap, 0, 0));
+    struct gcounter *c = at(st, off);
+    memset(c, 0, HEAD_SIZE);
     c->name_len = (uint8_t)len;
     c->cap = (uint8_t)cap;
     memcpy(c_name(c), name, len);
     c_name(c)[len] = '\0';
-    st->bytes += sz;
 
     id = st->count++;
-    st->by_id[id] = c;
-    uint32_t i = c->hash & st->mask;
-    while (st->slots[i] != GSTORE_NONE)
-        i = (i + 1) & st->mask;
-    st->slots[i] = id;
-    c->mseq = ++st->seq;
+    st->by_id[id] = off;
+    slot_put(st->slots, st->nslots, (uint32_t)hash_bytes(name, len), id);
+    ++st->seq;
+    c->mseq_lo = (uint32_t)st->seq;
+    c->mseq_hi = (uint32_t)(st->seq >> 32);
     list_append(st, id);
     return id;
 }
 
 const struct gcounter *gstore_counter(const struct gstore *st, uint32_t id)
 {
-    return st->by_id[id];
+    return cnt(st, id);
 }
 
 uint32_t gstore_count(const struct gstore *st)
@@ -350,41 +566,57 @@ uint32_t gstore_count(const struct gstore *st)
     return st->count;
 }
 
+/* What every applied increment does after its entry changed. */
+static void incr_done(struct gstore *st, struct gcounter *c, uint32_t id, int rep, int64_t amount)
+{
+    c->flags &= F_NEG; /* clears the origin */
+    st->total += (double)amount;
+    st->rep_net[rep] += (double)amount;
+    touch_at(st, c, id);
+}
+
 int gstore_incr(struct gstore *st, uint32_t id, int rep, int64_t amount)
 {
-    struct gcounter *c = st->by_id[id];
+    struct gcounter *c = cnt(st, id);
     if (amount == 0)
         return 0;
     if (amount == INT64_MIN)
         return GSTORE_EOVERFLOW;
-    int64_t mag = amount > 0 ? amount : -amount, tmp;
+    int64_t mag = amount > 0 ? amount : -amount, sum;
     int i = c_find_rep(c, rep);
+    if (i >= 0 && amount > 0) {
+        /* The usual case: an existing entry grows and keeps its width, in place. */
+        unsigned wc = c->layout & L_WC;
+        unsigned char *p = c_vals(c) + ((size_t)i << wc);
+        if (__builtin_add_overflow((int64_t)load_w(p, wc), mag, &sum))
+            return GSTORE_EOVERFLOW;
+        if (wc_for(sum) <= wc) {
+            store_w(p, wc, (uint64_t)sum);
+            incr_done(st, c, id, rep, amount);
+            return 0;
+        }
+    }
     /* Only this replica's own entry must stay in range: totals are computed wide. */
-    int64_t mine = i < 0 ? 0 : amount > 0 ? c_pos(c)[i] : (c_neg(c) ? c_neg(c)[i] : 0);
-    if (__builtin_add_overflow(mine, mag, &tmp))
+    int64_t mine = i < 0 ? 0 : amount > 0 ? c_pos(c, (unsigned)i) : c_neg(c, (unsigned)i);
+    if (__builtin_add_overflow(mine, mag, &sum))
         return GSTORE_EOVERFLOW;
     if (i < 0 && c->n >= st->max_entries)
         return GSTORE_EFULL;
-
-    unsigned flags = (c->flags & F_NEG) | (amount < 0 ? F_NEG : 0); /* clears the origin */
-    if ((i < 0 && c->n == c->cap) || (flags & F_NEG) != (c->flags & F_NEG))
-        c = st->by_id[id] = c_reshape(st, c, i < 0 && c->n == c->cap ? c->cap + 1u : c->cap, flags);
-    c->flags = (uint8_t)flags;
+    unsigned need = i < 0 && c->n == c->cap ? c->cap + 1u : c->cap;
+    unsigned layout = wc_for(sum) | (i < 0 ? rep_layout(rep) : 0);
+    c = c_fit(st, id, need, amount < 0 ? F_NEG : 0, layout);
     if (i < 0) {
         i = c->n++;
-        c_rep(c)[i] = (uint16_t)rep;
+        c_set_rep(c, (unsigned)i, rep);
         st->rep_entries[rep]++;
-        c_pos(c)[i] = 0;
-        if (c->flags & F_NEG)
-            c_neg(c)[i] = 0;
+        c_set_pos(c, (unsigned)i, 0);
+        c_set_neg(c, (unsigned)i, 0);
     }
     if (amount > 0)
-        c_pos(c)[i] += mag;
+        c_set_pos(c, (unsigned)i, sum);
     else
-        c_neg(c)[i] += mag;
-    st->total += (double)amount;
-    st->rep_net[rep] += (double)amount;
-    touch(st, id);
+        c_set_neg(c, (unsigned)i, sum);
+    incr_done(st, c, id, rep, amount);
     return 0;
 }
 
@@ -500,7 +732,7 @@ static int tomb_add(struct gstore *st, uint32_t id, int rep)
 static int merge_compute(struct gstore *st, uint32_t id, const struct gentry *in, size_t n,
                          const int *folded, size_t nf, int *dropped)
 {
-    const struct gcounter *c = id == GSTORE_NONE ? NULL : st->by_id[id];
+    const struct gcounter *c = id == GSTORE_NONE ? NULL : cnt(st, id);
     const struct tombs *t = tombs_find(st, id);
     size_t need = (c ? c->n : 0) + n;
     *dropped = 0;
@@ -519,15 +751,14 @@ static int merge_compute(struct gstore *st, uint32_t id, const struct gentry *in
     struct gentry *m = st->scratch;
     size_t k = 0;
     if (c) {
-        const int64_t *neg = c_neg(c);
         for (unsigned i = 0; i < c->n; i++) {
-            if (nf && list_has(folded, nf, c_rep(c)[i])) {
+            if (nf && list_has(folded, nf, c_rep(c, i))) {
                 (*dropped)++; /* folded by the sender: its value is in another entry now */
                 continue;
             }
-            m[k].rep = c_rep(c)[i];
-            m[k].pos = c_pos(c)[i];
-            m[k].neg = neg ? neg[i] : 0;
+            m[k].rep = c_rep(c, i);
+            m[k].pos = c_pos(c, i);
+            m[k].neg = c_neg(c, i);
             k++;
         }
     }
@@ -598,6 +829,20 @@ int gstore_merge_from(struct gstore *st, uint32_t id, const struct gentry *in, s
     return gstore_merge_folded(st, id, in, n, NULL, 0, origin);
 }
 
+/* The room counter id needs for the merged entries m[0..k): *flags gets F_NEG when one has
+ * a neg, @return the layout of their values and replica ids. */
+static unsigned merged_shape(const struct gentry *m, int k, unsigned *flags)
+{
+    unsigned layout = 0;
+    for (int i = 0; i < k; i++) {
+        if (m[i].neg)
+            *flags |= F_NEG;
+        unsigned w = wc_for(m[i].pos > m[i].neg ? m[i].pos : m[i].neg) | rep_layout(m[i].rep);
+        layout = layout_max(layout, w);
+    }
+    return layout;
+}
+
 /*
  * Replaces counter id's entries by m[0..k) (some of its entries were dropped by
  * tombstones, so the merged entries are not its own in the same order).
@@ -605,16 +850,16 @@ int gstore_merge_from(struct gstore *st, uint32_t id, const struct gentry *in, s
  */
 static int rewrite_entries(struct gstore *st, uint32_t id, const struct gentry *m, int k)
 {
-    struct gcounter *c = st->by_id[id];
+    struct gcounter *c = cnt(st, id);
     int changed = 0;
     for (int i = 0; i < k; i++) {
         int o = c_find_rep(c, m[i].rep);
-        if (o < 0 || c_pos(c)[o] != m[i].pos || (c_neg(c) ? c_neg(c)[o] : 0) != m[i].neg)
+        if (o < 0 || c_pos(c, (unsigned)o) != m[i].pos || c_neg(c, (unsigned)o) != m[i].neg)
             changed++;
     }
     for (unsigned i = 0; i < c->n; i++) {
-        int rep = c_rep(c)[i];
-        double d = (double)c_pos(c)[i] - (double)(c_neg(c) ? c_neg(c)[i] : 0);
+        int rep = c_rep(c, i);
+        double d = (double)c_pos(c, i) - (double)c_neg(c, i);
         st->total -= d;
         st->rep_net[rep] -= d;
         st->rep_entries[rep]--;
@@ -623,21 +868,45 @@ static int rewrite_entries(struct gstore *st, uint32_t id, const struct gentry *
             kept = m[j].rep == rep;
         changed += !kept;
     }
-    unsigned flags = c->flags;
-    for (int i = 0; i < k; i++)
-        if (m[i].neg)
-            flags |= F_NEG;
-    if ((unsigned)k > c->cap || flags != c->flags)
-        c = st->by_id[id] = c_reshape(st, c, (unsigned)k > c->cap ? (unsigned)k : c->cap, flags);
+    unsigned flags = 0, wc = merged_shape(m, k, &flags);
+    c = c_fit(st, id, (unsigned)k, flags, wc);
     for (int i = 0; i < k; i++) {
-        c_rep(c)[i] = (uint16_t)m[i].rep;
-        c_pos(c)[i] = m[i].pos;
-        if (c_neg(c))
-            c_neg(c)[i] = m[i].neg;
+        c_set_rep(c, (unsigned)i, m[i].rep);
+        c_set_pos(c, (unsigned)i, m[i].pos);
+        c_set_neg(c, (unsigned)i, m[i].neg);
         double d = (double)m[i].pos - (double)m[i].neg;
         st->total += d;
         st->rep_net[m[i].rep] += d;
         st->rep_entries[m[i].rep]++;
+    }
+    c->n = (uint8_t)k;
+    return changed;
+}
+
+/* Writes the merged entries m[0..k) into counter id, whose own entries are the first
+ * c->n of them in the same order. @return how many entries changed. */
+static int update_entries(struct gstore *st, uint32_t id, const struct gentry *m, int k)
+{
+    unsigned flags = 0, wc = merged_shape(m, k, &flags);
+    struct gcounter *c = c_fit(st, id, (unsigned)k, flags, wc);
+    int changed = 0;
+    for (int i = 0; i < k; i++) {
+        int64_t old_pos = 0, old_neg = 0;
+        if ((unsigned)i >= c->n) {
+            c_set_rep(c, (unsigned)i, m[i].rep);
+            st->rep_entries[m[i].rep]++;
+        } else {
+            old_pos = c_pos(c, (unsigned)i);
+            old_neg = c_neg(c, (unsigned)i);
+            if (old_pos == m[i].pos && old_neg == m[i].neg)
+                continue;
+        }
+        c_set_pos(c, (unsigned)i, m[i].pos);
+        c_set_neg(c, (unsigned)i, m[i].neg);
+        double d = (double)(m[i].pos - old_pos) - (double)(m[i].neg - old_neg);
+        st->total += d;
+        st->rep_net[m[i].rep] += d;
+        changed++;
     }
     c->n = (uint8_t)k;
     return changed;
@@ -650,45 +919,8 @@ int gstore_merge_folded(struct gstore *st, uint32_t id, const struct gentry *in,
     int k = merge_compute(st, id, in, n, folded, nf, &dropped);
     if (k < 0)
         return k;
-    struct gcounter *c = st->by_id[id];
     const struct gentry *m = st->scratch;
-    int changed = 0;
-    if (dropped) {
-        changed = rewrite_entries(st, id, m, k);
-        c = st->by_id[id];
-    } else {
-        unsigned flags = c->flags;
-        for (int i = 0; i < k; i++)
-            if (m[i].neg)
-                flags |= F_NEG;
-        if ((unsigned)k > c->cap || flags != c->flags)
-            c = st->by_id[id] =
-                c_reshape(st, c, (unsigned)k > c->cap ? (unsigned)k : c->cap, flags);
-
-        /* The first c->n merged entries are the counter's own, in the same order. */
-        int64_t *pos = c_pos(c), *neg = c_neg(c);
-        uint16_t *rep = c_rep(c);
-        for (int i = 0; i < k; i++) {
-            int64_t old_pos = 0, old_neg = 0;
-            if ((unsigned)i >= c->n) {
-                rep[i] = (uint16_t)m[i].rep;
-                st->rep_entries[m[i].rep]++;
-            } else {
-                old_pos = pos[i];
-                old_neg = neg ? neg[i] : 0;
-                if (old_pos == m[i].pos && old_neg == m[i].neg)
-                    continue;
-            }
-            pos[i] = m[i].pos;
-            if (neg)
-                neg[i] = m[i].neg;
-            double d = (double)(m[i].pos - old_pos) - (double)(m[i].neg - old_neg);
-            st->total += d;
-            st->rep_net[m[i].rep] += d;
-            changed++;
-        }
-        c->n = (uint8_t)k;
-    }
+    int changed = dropped ? rewrite_entries(st, id, m, k) : update_entries(st, id, m, k);
     int added = 0;
     for (size_t f = 0; f < nf; f++)
         added += tomb_add(st, id, folded[f]);
@@ -702,6 +934,7 @@ int gstore_merge_folded(struct gstore *st, uint32_t id, const struct gentry *in,
             origin > 0 && origin <= GCOUNTER_MAX_ORIGIN && covered && equals_input(m, k, in, n)
                 ? origin
                 : 0;
+        struct gcounter *c = cnt(st, id);
         c->flags = (uint8_t)((c->flags & F_NEG) | (unsigned)tag << ORIGIN_SHIFT);
         touch(st, id);
     }
@@ -710,7 +943,7 @@ int gstore_merge_folded(struct gstore *st, uint32_t id, const struct gentry *in,
 
 int gstore_fold(struct gstore *st, uint32_t id, int from, int into)
 {
-    struct gcounter *c = st->by_id[id];
+    struct gcounter *c = cnt(st, id);
     int i = c_find_rep(c, from);
     if (i < 0 || from == into)
         return 0;
@@ -718,28 +951,27 @@ int gstore_fold(struct gstore *st, uint32_t id, int from, int into)
     if (t && t->n >= GCOUNTER_MAX_FOLDED)
         return GSTORE_EFOLDED;
     int j = c_find_rep(c, into);
-    int64_t *pos = c_pos(c), *neg = c_neg(c);
-    int64_t fp = pos[i], fn = neg ? neg[i] : 0, sp, sn;
-    if (__builtin_add_overflow(j < 0 ? 0 : pos[j], fp, &sp) ||
-        __builtin_add_overflow(j < 0 || !neg ? 0 : neg[j], fn, &sn))
+    int64_t fp = c_pos(c, (unsigned)i), fn = c_neg(c, (unsigned)i), sp, sn;
+    if (__builtin_add_overflow(j < 0 ? 0 : c_pos(c, (unsigned)j), fp, &sp) ||
+        __builtin_add_overflow(j < 0 ? 0 : c_neg(c, (unsigned)j), fn, &sn))
         return GSTORE_EOVERFLOW;
+    unsigned wp = wc_for(sp), wn = wc_for(sn);
+    c = c_fit(st, id, c->cap, 0, layout_max(wp, wn) | rep_layout(into));
     if (j < 0) {
-        c_rep(c)[i] = (uint16_t)into; /* into takes from's place */
+        c_set_rep(c, (unsigned)i, into); /* into takes from's place */
         st->rep_entries[into]++;
         j = i;
     } else {
         unsigned last = c->n - 1u;
-        pos[i] = pos[last];
-        if (neg)
-            neg[i] = neg[last];
-        c_rep(c)[i] = c_rep(c)[last];
+        c_set_pos(c, (unsigned)i, c_pos(c, last));
+        c_set_neg(c, (unsigned)i, c_neg(c, last));
+        c_set_rep(c, (unsigned)i, c_rep(c, last));
         if ((unsigned)j == last)
             j = i;
         c->n--;
     }
-    pos[j] = sp;
-    if (neg)
-        neg[j] = sn;
+    c_set_pos(c, (unsigned)j, sp);
+    c_set_neg(c, (unsigned)j, sn);
     st->rep_entries[from]--;
     double d = (double)fp - (double)fn;
     st->rep_net[from] -= d;
@@ -779,7 +1011,7 @@ void gstore_set_max_entries(struct gstore *st, unsigned n)
 
 uint64_t gstore_touch(struct gstore *st, uint32_t id)
 {
-    struct gcounter *c = st->by_id[id];
+    struct gcounter *c = cnt(st, id);
     c->flags = (uint8_t)(c->flags & F_NEG);
     touch(st, id);
     return st->seq;
@@ -803,11 +1035,11 @@ double gstore_replica_net(const struct gstore *st, int rep)
 uint32_t gstore_changed_after(const struct gstore *st, uint64_t seq)
 {
     uint32_t id = st->tail;
-    if (id == GSTORE_NONE || st->by_id[id]->mseq <= seq)
+    if (id == GSTORE_NONE || c_mseq(cnt(st, id)) <= seq)
         return GSTORE_NONE;
     for (;;) {
-        uint32_t prev = st->by_id[id]->prev;
-        if (prev == GSTORE_NONE || st->by_id[prev]->mseq <= seq)
+        uint32_t prev = cnt(st, id)->prev;
+        if (prev == GSTORE_NONE || c_mseq(cnt(st, prev)) <= seq)
             return id;
         id = prev;
     }
@@ -815,13 +1047,15 @@ uint32_t gstore_changed_after(const struct gstore *st, uint64_t seq)
 
 uint32_t gstore_changed_next(const struct gstore *st, uint32_t id)
 {
-    return st->by_id[id]->next;
+    return cnt(st, id)->next;
 }
 
 size_t gstore_memory(const struct gstore *st)
 {
-    return st->bytes + ((size_t)st->mask + 1) * sizeof *st->slots +
-           (size_t)st->id_cap * sizeof *st->by_id;
+    /* The last chunk's unused part is not touched yet: not resident, not counted. */
+    size_t arena = st->arena_bytes - (size_t)(st->room - st->bump) * UNIT;
+    return arena + st->bytes + (size_t)st->nslots * sizeof *st->slots +
+           (size_t)st->count * sizeof *st->by_id;
 }
 
 /* ---------------------------------------------------------------- reading */
@@ -835,15 +1069,14 @@ const char *gstore_counter_name(const struct gcounter *c, size_t *len)
 
 uint64_t gstore_counter_mseq(const struct gcounter *c)
 {
-    return c->mseq;
+    return c_mseq(c);
 }
 
 int64_t gstore_counter_value(const struct gcounter *c)
 {
     gstore_wide v = 0;
-    const int64_t *neg = c_neg(c);
     for (unsigned i = 0; i < c->n; i++)
-        v += (gstore_wide)c_pos(c)[i] - (neg ? neg[i] : 0);
+        v += (gstore_wide)c_pos(c, i) - c_neg(c, i);
     return gstore_clamp(v, NULL);
 }
 
@@ -852,10 +1085,9 @@ unsigned gstore_counter_nodes(const struct gstore *st, const struct gcounter *c,
     /* Per node: incarnations summed, and apart the bare entry (an original-format peer's
      * sum of that node's incarnations, which it learned from us or another region). */
     gstore_wide bare_pos[GCOUNTER_MAX_ENTRIES], bare_neg[GCOUNTER_MAX_ENTRIES];
-    const int64_t *neg = c_neg(c);
     unsigned k = 0;
     for (unsigned i = 0; i < c->n; i++) {
-        int rep = c_rep(c)[i];
+        int rep = c_rep(c, i);
         int node = st->rep_node[rep];
         unsigned j = 0;
         while (j < k && out[j].node != node)
@@ -865,7 +1097,7 @@ unsigned gstore_counter_nodes(const struct gstore *st, const struct gcounter *c,
             out[k].pos = out[k].neg = bare_pos[k] = bare_neg[k] = 0;
             k++;
         }
-        int64_t p = c_pos(c)[i], q = neg ? neg[i] : 0;
+        int64_t p = c_pos(c, i), q = c_neg(c, i);
         if (st->rep_bare[rep]) {
             bare_pos[j] = p;
             bare_neg[j] = q;
@@ -915,8 +1147,7 @@ int64_t gstore_counter_net(const struct gcounter *c, int rep)
     int i = c_find_rep(c, rep);
     if (i < 0)
         return 0;
-    const int64_t *neg = c_neg(c);
-    return c_pos(c)[i] - (neg ? neg[i] : 0);
+    return c_pos(c, (unsigned)i) - c_neg(c, (unsigned)i);
 }
 
 unsigned gstore_counter_entries(const struct gcounter *c)
@@ -926,10 +1157,9 @@ unsigned gstore_counter_entries(const struct gcounter *c)
 
 void gstore_counter_entry(const struct gcounter *c, unsigned i, struct gentry *out)
 {
-    const int64_t *neg = c_neg(c);
-    out->rep = c_rep(c)[i];
-    out->pos = c_pos(c)[i];
-    out->neg = neg ? neg[i] : 0;
+    out->rep = c_rep(c, i);
+    out->pos = c_pos(c, i);
+    out->neg = c_neg(c, i);
 }
 
 int gstore_counter_has_neg(const struct gcounter *c)

@@ -1311,10 +1311,208 @@ static void test_fold_cap(void)
     gstore_free(st);
 }
 
+/* ---------------------------------------------------------------- layout */
+
+/*
+ * Many counters in one store against a model of each: random increments whose values cross
+ * every entry width (1, 2, 4, 8 bytes) at and around its edges, decrements, merges,
+ * folds, new entries beyond a counter's initial room and replica ids above 255 (2 bytes
+ * each), so blocks move and are reused from
+ * the free lists while their neighbours stay intact. After each operation the counter is
+ * compared with its model; every so often every counter, its name and the table and the
+ * change list are.
+ */
+#define LAY_COUNTERS 300
+
+struct lay {
+    struct gstore *st;
+    struct mstate m[LAY_COUNTERS];
+    uint16_t folded[LAY_COUNTERS]; /* bit r: replica r folded */
+    char names[LAY_COUNTERS][GCOUNTER_NAME_MAX + 1];
+    size_t lens[LAY_COUNTERS];
+    uint32_t n;
+    int rid[MAXR]; /* the store's replica id of model replica r (above 255 in some rounds) */
+};
+
+/* Counter id against its model: every entry, tombstone and the value. */
+static void lay_check(struct lay *L, uint32_t id)
+{
+    const struct gcounter *c = gstore_counter(L->st, id);
+    const struct mstate *m = &L->m[id];
+    unsigned present = 0;
+    __int128 v = 0;
+    for (int r = 0; r < MAXR; r++) {
+        present += m->present[r];
+        v += (__int128)m->pos[r] - m->neg[r];
+        CHECK_EQ_I64(gstore_counter_net(c, L->rid[r]), m->pos[r] - m->neg[r]);
+        CHECK_EQ_I64(gstore_folded(L->st, id, L->rid[r]), L->folded[id] >> r & 1);
+    }
+    unsigned n = gstore_counter_entries(c);
+    CHECK_EQ_U64(n, present);
+    for (unsigned i = 0; i < n; i++) {
+        struct gentry e;
+        gstore_counter_entry(c, i, &e);
+        int r = 0;
+        while (r < MAXR && L->rid[r] != e.rep)
+            r++;
+        CHECK(r < MAXR && m->present[r] && e.pos == m->pos[r] && e.neg == m->neg[r]);
+    }
+    CHECK(gstore_value(L->st, c) == v);
+}
+
+/* A magnitude near one of the width edges, or anywhere. */
+static int64_t lay_amount(struct unit_rng *rng)
+{
+    static const int64_t edges[] = {
+        1, 255, 256, 65535, 65536, 4294967295LL, 4294967296LL, INT64_MAX / 2, INT64_MAX};
+    uint64_t k = rng_below(rng, 12);
+    if (k < 9) {
+        int64_t e = edges[k], d = rng_range(rng, 0, 2);
+        return e - d > 0 ? e - d : 1;
+    }
+    return k == 9 ? rng_range(rng, 1, 10) : rng_range(rng, 1, INT64_MAX);
+}
+
+static void lay_create(struct unit_rng *rng, struct lay *L)
+{
+    uint32_t i = L->n;
+    size_t len = rng_below(rng, 4) == 0 ? GCOUNTER_NAME_MAX : (size_t)rng_range(rng, 1, 40);
+    int k = snprintf(L->names[i], sizeof L->names[i], "n%u-", i);
+    for (size_t j = (size_t)k; j < len; j++)
+        L->names[i][j] = (char)('a' + (int)rng_below(rng, 26));
+    L->lens[i] = len > (size_t)k ? len : (size_t)k;
+    L->names[i][L->lens[i]] = '\0';
+    CHECK_EQ_U64(gstore_create(L->st, L->names[i], L->lens[i]), i);
+    memset(&L->m[i], 0, sizeof L->m[i]);
+    L->folded[i] = 0;
+    L->n++;
+}
+
+static void lay_incr(struct unit_rng *rng, struct lay *L, uint32_t id)
+{
+    int rep = (int)rng_below(rng, MAXR);
+    if (L->folded[id] >> rep & 1)
+        return; /* a folded replica never counts again */
+    int64_t mag = lay_amount(rng), sum;
+    int dec = rng_below(rng, 4) == 0;
+    int64_t *mine = dec ? &L->m[id].neg[rep] : &L->m[id].pos[rep];
+    int over = __builtin_add_overflow(*mine, mag, &sum);
+    CHECK_EQ_I64(gstore_incr(L->st, id, L->rid[rep], dec ? -mag : mag),
+                 over ? GSTORE_EOVERFLOW : 0);
+    if (!over) {
+        *mine = sum;
+        L->m[id].present[rep] = 1;
+    }
+}
+
+static int64_t lay_sat(int64_t a, int64_t b)
+{
+    int64_t s;
+    return __builtin_add_overflow(a, b, &s) ? INT64_MAX : s;
+}
+
+static void lay_merge(struct unit_rng *rng, struct lay *L, uint32_t id)
+{
+    struct gentry in[8];
+    size_t n = (size_t)rng_range(rng, 1, 8);
+    struct mstate want = L->m[id];
+    for (size_t j = 0; j < n; j++) {
+        int rep = (int)rng_below(rng, MAXR);
+        int64_t p = L->m[id].pos[rep], q = L->m[id].neg[rep];
+        in[j].rep = L->rid[rep];
+        in[j].pos = rng_below(rng, 2) ? p : lay_sat(p, lay_amount(rng) / 3);
+        in[j].neg = rng_below(rng, 3) ? q : lay_sat(q, lay_amount(rng) / 3);
+        if (L->folded[id] >> rep & 1 || (!want.present[rep] && !in[j].pos && !in[j].neg))
+            continue; /* dropped: folded, or an absent replica's zero */
+        want.present[rep] = 1;
+        want.pos[rep] = in[j].pos > want.pos[rep] ? in[j].pos : want.pos[rep];
+        want.neg[rep] = in[j].neg > want.neg[rep] ? in[j].neg : want.neg[rep];
+    }
+    CHECK_EQ_I64(gstore_merge(L->st, id, in, n), model_changed(&L->m[id], &want, MAXR));
+    L->m[id] = want;
+}
+
+static void lay_fold(struct unit_rng *rng, struct lay *L, uint32_t id)
+{
+    int from = (int)rng_below(rng, MAXR), into = (int)rng_below(rng, MAXR);
+    struct mstate *m = &L->m[id];
+    if (L->folded[id] >> into & 1)
+        return;
+    int64_t sp, sn;
+    int expect = !m->present[from] || from == into ? 0 : 1;
+    if (expect && (__builtin_add_overflow(m->pos[into], m->pos[from], &sp) ||
+                   __builtin_add_overflow(m->neg[into], m->neg[from], &sn)))
+        expect = GSTORE_EOVERFLOW;
+    CHECK_EQ_I64(gstore_fold(L->st, id, L->rid[from], L->rid[into]), expect);
+    if (expect != 1)
+        return;
+    m->pos[into] = sp;
+    m->neg[into] = sn;
+    m->present[into] = 1;
+    m->present[from] = 0;
+    m->pos[from] = m->neg[from] = 0;
+    L->folded[id] |= (uint16_t)(1u << from);
+}
+
+static void lay_check_all(struct lay *L)
+{
+    for (uint32_t id = 0; id < L->n; id++) {
+        lay_check(L, id);
+        size_t len;
+        const char *name = gstore_counter_name(gstore_counter(L->st, id), &len);
+        CHECK(len == L->lens[id] && memcmp(name, L->names[id], len) == 0 && name[len] == '\0');
+        CHECK_EQ_U64(gstore_find(L->st, L->names[id], L->lens[id]), id);
+    }
+    check_walk(L->st, 0);
+}
+
+static void test_layout_model(void)
+{
+    struct unit_rng rng;
+    rng_init(&rng, "layout_model");
+    long rounds = unit_iters(20);
+    for (long round = 0; round < rounds; round++) {
+        static struct lay L;
+        memset(&L, 0, sizeof L);
+        L.st = gstore_new();
+        gstore_expect_replicas(L.st, (int)rng_range(&rng, 0, 4));
+        /* Odd rounds: replicas 8.. have ids above 255 (2-byte ids in a counter). */
+        int nids = round % 2 ? 300 : MAXR;
+        char name[8];
+        for (int r = 0; r < nids; r++)
+            CHECK_EQ_I64(gstore_replica(L.st, name, (size_t)snprintf(name, sizeof name, "r%d", r)),
+                         r);
+        for (int r = 0; r < MAXR; r++)
+            L.rid[r] = round % 2 && r >= 8 ? 250 + 3 * r : r;
+        for (long op = 0; op < 6000; op++) {
+            uint64_t k = rng_below(&rng, 100);
+            if (L.n == 0 || (k < 3 && L.n < LAY_COUNTERS)) {
+                lay_create(&rng, &L);
+                continue;
+            }
+            uint32_t id = (uint32_t)rng_below(&rng, L.n);
+            uint64_t seq = gstore_seq(L.st);
+            if (k < 60)
+                lay_incr(&rng, &L, id);
+            else if (k < 90)
+                lay_merge(&rng, &L, id);
+            else
+                lay_fold(&rng, &L, id);
+            if (gstore_seq(L.st) != seq)
+                CHECK_EQ_U64(gstore_counter_mseq(gstore_counter(L.st, id)), gstore_seq(L.st));
+            lay_check(&L, id);
+            if (op % 1000 == 999)
+                lay_check_all(&L);
+        }
+        lay_check_all(&L);
+        gstore_free(L.st);
+    }
+}
+
 UNIT_MAIN("test_gstore", UNIT_CASE(test_merge_laws), UNIT_CASE(test_merge_overflow_random),
           UNIT_CASE(test_incr_basic), UNIT_CASE(test_incr_overflow),
           UNIT_CASE(test_merge_overflow_edges), UNIT_CASE(test_bare_node_entries),
           UNIT_CASE(test_full), UNIT_CASE(test_merge_zero_entry), UNIT_CASE(test_delta_tracking),
           UNIT_CASE(test_many_counters), UNIT_CASE(test_name_limits), UNIT_CASE(test_replicas),
           UNIT_CASE(test_aggregates), UNIT_CASE(test_name_valid), UNIT_CASE(test_fold_basic),
-          UNIT_CASE(test_fold_merge_rules), UNIT_CASE(test_fold_cap))
+          UNIT_CASE(test_fold_merge_rules), UNIT_CASE(test_fold_cap), UNIT_CASE(test_layout_model))
