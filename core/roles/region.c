@@ -51,7 +51,7 @@ static void merged(void *arg, uint32_t id)
 static void added(void *arg, uint32_t id, int64_t amount)
 {
     struct region *rg = arg;
-    region__top_count(rg, id, amount, region__total_of(rg, gstore_counter(rg->store, id), id));
+    region__top_merged(rg, id, amount, region__total_of(rg, gstore_counter(rg->store, id), id));
 }
 
 /*

@@ -105,6 +105,8 @@ void region__h_counters_read(void *role, struct http_request *req);
 struct region_top *region__top_new(uint32_t loaded);
 void region__top_free(struct region_top *t);
 void region__top_count(struct region *rg, uint32_t id, int64_t amount, int64_t total);
+void region__top_merged(struct region *rg, uint32_t id, int64_t amount, int64_t total);
+void region__put_changes(struct region *rg, struct buf *b);
 void region__h_top(void *role, struct http_request *req);
 
 /* region_durable.c: the log hooks and held answers */

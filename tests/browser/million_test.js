@@ -5,7 +5,8 @@
 // (table, totals), searched by prefix, paged (next, previous), a partition switched, the
 // hot and diverged views; the same again, reopened, while wrk runs increments through the
 // gateway. Weighs what the poll transfers in a second left alone (at most 256 KB, also on
-// the wide rows, once the page has adapted its size) and prints the times and bytes.
+// the wide rows from the first answer after their search: max_bytes) and prints the times
+// and bytes.
 // Always stops the lab. Bounded by BUDGET_MS.
 //
 //   node tests/browser/million_test.js     (tests/browser/run.sh million_test.js)
@@ -28,6 +29,7 @@ const USABLE_MS = 2000;
 // the browser some of the two cores.
 const WRK_CONNS = Number(process.env.WRK_CONNS || 4);
 const POLL_BUDGET = 256 * 1024;
+const PAGE_BYTES = 192 * 1024; // the max_bytes web/app.js asks a page within
 const BUDGET_MS = 90000;
 const t0 = Date.now();
 const name = (i) => `item.${String(i).padStart(7, '0')}`;
@@ -169,8 +171,8 @@ async function scenario(page, gw, times, answers, polls) {
     await timed(`${tag}search cleared`, () => tid('search').press('Enter'), firstRows(['hot.alpha']));
   };
   // The poll left alone (no clicks: one poll a second), on the first page of the All view.
-  const quiet = async (what, ms) => {
-    const from = Date.now();
+  const quiet = async (what, ms, since) => {
+    const from = since || Date.now();
     await sleep(ms);
     const bytes = busiest(answers, from, Date.now());
     polls.push([what, bytes]);
@@ -187,6 +189,10 @@ async function scenario(page, gw, times, answers, polls) {
     await sleep(1000);
     await round('under load: ');
     await quiet('under load', 2000);
+    // The rate chart counts the whole store (the regions' own figures), not the page shown.
+    const scope = await text('rate-scope'), rate = Number((await text('rate-now')).replace(/,/g, ''));
+    assert.ok(/^every counter/.test(scope) && rate > 0, `rate ${rate} over ${scope}`);
+    log(`ok: under load the page shows ${rate} increments a second over ${scope}`);
     ({ out } = await until('wrk done', () => Promise.race([load.done.then((o) => ({ out: o })),
       sleep(200).then(() => 'running')]), 8000));
   } finally {
@@ -196,19 +202,23 @@ async function scenario(page, gw, times, answers, polls) {
   assert.ok(stat && Number(stat[1]) > 0, `wrk: ${out}`);
   log(`ok: the same under load (wrk: ${stat[1]} increments through the gateway, ${stat[3]} req/s)`);
 
-  // Rows heavier than the page size was chosen for: after the first answer the page asks
-  // fewer rows, and one second of polling fits the budget again.
+  // Rows heavier than the page size was chosen for: the page asks max_bytes, so the very
+  // first answer after the search fits too, and so does every second of polling from it.
+  const searched = Date.now();
   await tid('search').fill('wide.');
   await tid('search').press('Enter');
   await until('fewer rows a page', async () => {
     const k = await rows();
     return (k.length >= 10 && k.length < 100 && k[0] === 'wide.000') || `${k.length} rows`;
   }, 5000);
-  await sleep(1000); // the page size settled
   await quiet('wide rows', 3000);
   const wide = answers.filter((a) => a.url.includes('prefix=wide.'));
+  // The poll the search made: its page and the status that came with it.
+  const status = answers.filter((a) => a.t >= searched && a.url === '/api/status');
+  const first = wide[0].bytes + (status.length ? status[0].bytes : 0);
+  assert.ok(wide[0].bytes <= PAGE_BYTES && first <= POLL_BUDGET, `the search's poll: ${first} bytes`);
   log(`ok: rows of ${WIDE_REPLICAS} replicas: the first page answer ${(wide[0].bytes / 1024).toFixed(1)} KB ` +
-    `(100 rows asked), then ${(await rows()).length} rows a page: ${await text('list-info')}`);
+    `(100 rows asked within ${PAGE_BYTES / 1024} KB), then ${(await rows()).length} rows a page: ${await text('list-info')}`);
   assert.match(await text('list-info'), new RegExp(`^Counters starting with "wide." 1–\\d+ of ${WIDE}`));
 }
 
@@ -292,6 +302,7 @@ async function main() {
     const ms = times.map((x) => x[1]);
     log(`times (ms): ${times.map(([w, m, a]) => `${w} ${m}${/open/.test(w) ? ` (page loaded in ${a})` : ''}`).join('; ')}`);
     log(`times: the slowest ${Math.max(...ms)} ms, median ${ms.sort((a, b) => a - b)[Math.floor(ms.length / 2)]} ms`);
+    assert.ok(Math.max(...pages) <= PAGE_BYTES, `a page of counters weighed ${Math.max(...pages)} bytes`);
   } catch (e) {
     failure = e;
     const page = context && context.pages()[0];
