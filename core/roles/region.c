@@ -148,6 +148,9 @@ static void start_timers(struct region *rg, struct event_base *base, const struc
     rg->fold_timer = event_new(base, -1, EV_PERSIST, region__on_fold_timer, rg);
     struct timeval ftv = {0, 250 * 1000};
     event_add(rg->fold_timer, &ftv);
+    rg->names_timer = event_new(base, -1, EV_PERSIST, region__on_names_timer, rg);
+    struct timeval ntv = {0, NAMES_TICK_MS * 1000};
+    event_add(rg->names_timer, &ntv);
 }
 
 static void start_wal_events(struct region *rg, struct event_base *base)
@@ -223,6 +226,8 @@ void region_free(struct region *rg)
         event_free(rg->tok_timer);
     if (rg->fold_timer)
         event_free(rg->fold_timer);
+    if (rg->names_timer)
+        event_free(rg->names_timer);
     if (rg->wal)
         wal_close(rg->wal); /* writes the rest, fsyncs, marks the directory clean */
     struct role_parts parts = parts_of(rg);

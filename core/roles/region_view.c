@@ -363,7 +363,22 @@ static void put_page(struct region *rg, struct buf *b, size_t start, const struc
     buf_puts(b, "\"}");
 }
 
-/* GET /counters[?limit=&cursor=&prefix=]: one page of the counters in name order. */
+/* How many new counters one tick of the names timer takes into the index at most: at 1M
+ * counters a slice is about 20 ms of a release build's loop. */
+#define NAMES_SLICE 65536
+
+/* The names timer (every NAMES_TICK_MS, region.c): counters created since the last look go
+ * into the name index a slice at a time, so a listing after a bulk fill (1M names: 0.1-0.9 s
+ * to sort at once) finds them sorted. */
+void region__on_names_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct region *rg = arg;
+    names_sync_some(rg->names, rg->store, NAMES_SLICE);
+}
+
+/* GET /counters[?limit=&cursor=&prefix=&max_bytes=]: one page of the counters in name order. */
 void region__h_counters(void *role, struct http_request *req)
 {
     struct region *rg = role;

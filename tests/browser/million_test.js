@@ -96,7 +96,7 @@ function busiest(answers, from, to) {
   return worst;
 }
 
-async function scenario(page, gw, times, answers, polls) {
+async function scenario(page, gw, times, answers, polls, came) {
   const tid = (id) => page.getByTestId(id);
   const text = async (id) => ((await tid(id).textContent({ timeout: 2000 })) || '').trim();
   const rows = () => page.locator('#counters-body tr').evaluateAll((trs) => trs.map((t) => t.dataset.key));
@@ -127,6 +127,7 @@ async function scenario(page, gw, times, answers, polls) {
     return { rows: [...document.querySelectorAll('#counters-body tr')].map((r) => r.dataset.key), info: t('list-info'),
       regions: regions.map((r) => [r, t(`region-${r}-status`), t(`region-${r}-counters`)]) };
   }, REGIONS);
+  const openedAt = Date.now();
   await timed('open: table, totals and regions', () => page.goto(`${gw}/`), async () => {
     const s = await shown();
     if (s.rows[0] !== 'hot.alpha' || s.rows.length !== 100) return `rows ${JSON.stringify(s.rows.slice(0, 3))}`;
@@ -136,7 +137,10 @@ async function scenario(page, gw, times, answers, polls) {
     return !bad || JSON.stringify(bad);
   });
   assert.equal(await tid('counters-empty').count(), 0, 'no empty-table line');
-  log(`ok: opened: ${await text('list-info')}`);
+  // What the open consisted of: when each of the first answers came.
+  const firstOf = (p) => { const a = came.find((x) => x.t >= openedAt && x.url.startsWith(p)); return a ? a.t - openedAt : '-'; };
+  log(`ok: opened: ${await text('list-info')} (answers after ${['/api/counters', '/api/status', '/app.js', '/style.css']
+    .map((p) => `${p} ${firstOf(p)} ms`).join(', ')})`);
 
   const round = async (tag) => {
     if (tag) {
@@ -238,7 +242,7 @@ async function main() {
     });
   }
   let context, failure = null;
-  const pageErrors = [], times = [], answers = [], polls = [];
+  const pageErrors = [], times = [], answers = [], polls = [], came = [];
   try {
     log(`lab on base port ${base} (${process.env.COUNTERD_BIN || 'build/counterd'})`);
     lab('up', base, 30000);
@@ -274,6 +278,7 @@ async function main() {
     });
     // What every API answer weighs (its body), and when it came.
     page.on('response', async (res) => {
+      came.push({ t: Date.now(), url: res.url().slice(gw.length) });
       if (!res.url().startsWith(`${gw}/api/`) || res.request().method() !== 'GET') return;
       const t = Date.now(); // when it came (its body may take longer to read out here)
       const body = await res.body().catch(() => null);
@@ -284,7 +289,7 @@ async function main() {
       timer = setTimeout(() => reject(new Error(`over the ${BUDGET_MS / 1000} s budget`)), BUDGET_MS - (Date.now() - t0));
     });
     try {
-      await Promise.race([scenario(page, gw, times, answers, polls), budget]);
+      await Promise.race([scenario(page, gw, times, answers, polls, came), budget]);
     } finally {
       clearTimeout(timer);
     }
