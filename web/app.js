@@ -11,11 +11,10 @@ const WINDOW_S = 60; // the rate chart's time span
 const ORDER = ['us-east', 'us-west', 'eu-west']; // the lab's order; other regions follow
 const TOKEN_KEY = 'counterd.adminToken';
 // One poll is /api/status, one page of /api/counters and, in the hot and diverged views,
-// /api/top: at most POLL_BUDGET bytes in all. A row of the page costs at most 2 KB with
-// three regions, 200-byte names, 64-bit counts and up to 8 replicas a counter, so
-// PAGE_ROWS rows (200 KB), the status and TOP_ROWS top rows (about 20 KB) fit. Rows
-// heavier than that (more regions, more replicas): a page answer over PAGE_BYTES makes the
-// next ones ask as many rows as fit in PAGE_BYTES at the cost seen (at least 10).
+// /api/top: at most POLL_BUDGET bytes in all. The page asks PAGE_ROWS rows within
+// max_bytes=PAGE_BYTES (the server stops a page before that, whatever its rows weigh, and
+// says where the next one starts); the status and TOP_ROWS top rows (about 20 KB with
+// 200-byte names) take the rest.
 const POLL_BUDGET = 256 * 1024;
 const PAGE_ROWS = 100;
 const PAGE_BYTES = 192 * 1024;
@@ -39,10 +38,11 @@ const state = {
   view: 'all', // all | hot | diverged
   prefix: '', // the name prefix searched
   pages: [{ cursor: '', offset: 0 }], // the pages walked to: the last is shown
-  rows: PAGE_ROWS, // rows asked a page (fewer after an answer over its byte share)
+  rows: PAGE_ROWS, // rows asked a page (a page of heavy rows holds fewer: max_bytes)
   query: '', // the listing query of state.counters
   top: null, topError: '', // the last /api/top answer for the view shown, or why there is none
   pollBytes: 0, // what the last poll transferred (bodies)
+  rateFrom: '', // 'status' (the regions' changes) or 'page' (the counters listed)
   searchError: '', // why the text in the search field is not searched
 };
 
@@ -489,7 +489,7 @@ function showCounter(name) {
 // ---- pages, search and views ---------------------------------------------------------------
 
 function listQuery() {
-  const q = new URLSearchParams({ limit: String(state.rows) });
+  const q = new URLSearchParams({ limit: String(state.rows), max_bytes: String(PAGE_BYTES) });
   if (state.prefix) q.set('prefix', state.prefix);
   const page = state.pages[state.pages.length - 1];
   if (page.cursor) q.set('cursor', page.cursor);
@@ -555,6 +555,35 @@ function setView(view) {
 
 // ---- increment rate --------------------------------------------------------------------
 
+// One sample from /api/status: each region's `changes.local` (the amounts its own
+// increments changed since it started) grows by what it accepted; the whole store's rate
+// is the sum. A region that restarted (another node id, or a smaller count) or came back
+// counts from its next reading. Returns false when some answering region does not give
+// the figure (the original lab's): the page's counters are sampled instead.
+function sampleStatus(st, t) {
+  const regs = (st && st.regions) || {};
+  const up = Object.entries(regs).filter(([, d]) => d.status === 'healthy');
+  if (!up.length) return state.rateFrom === 'status'; // nothing to read now: no sample
+  if (up.some(([, d]) => !d.changes || d.changes.local === undefined)) return false;
+  if (state.rateFrom !== 'status') { state.rateFrom = 'status'; resetRate(); }
+  const known = state.known;
+  state.known = new Map();
+  for (const [r, d] of up) {
+    const v = Number(d.changes.local), prev = known.get(r);
+    state.known.set(r, { node: d.node_id, v });
+    if (!prev || prev.node !== d.node_id || v < prev.v) continue;
+    state.sum.total += v - prev.v;
+    state.sum.by[r] = (state.sum.by[r] || 0) + v - prev.v;
+  }
+  pushRate(t);
+  return true;
+}
+
+function resetRate() {
+  state.known = new Map();
+  state.history = [];
+}
+
 // One sample from /api/counters. Every (counter, node) contribution's change since the
 // last sample is added to running sums (all, and per region that accepted it); the rate
 // is the change of those sums over at least RATE_SPAN_MS, so the extra refreshes that
@@ -566,6 +595,7 @@ function setView(view) {
 // the page are sampled: with more than a page, the chart says so (rate-scope).
 const RATE_SPAN_MS = 1000;
 function sampleRate(cs, t, query) {
+  if (state.rateFrom !== 'page') { state.rateFrom = 'page'; resetRate(); }
   const regs = cs.regions || {};
   const owner = {};
   for (const [r, d] of Object.entries(regs)) if (d.node_id) owner[d.node_id] = r;
@@ -597,6 +627,12 @@ function sampleRate(cs, t, query) {
     sum.by[o || 'other'] = (sum.by[o || 'other'] || 0) + d;
   }
   state.lastSet = set;
+  pushRate(t);
+}
+
+// Adds the running sums at t to the history, and a rate point over RATE_SPAN_MS.
+function pushRate(t) {
+  const sum = state.sum;
   state.history.push({ t, total: sum.total, by: { ...sum.by } });
   let ref = null;
   for (const h of state.history) if (h.t <= t - RATE_SPAN_MS) ref = h;
@@ -642,7 +678,8 @@ function renderRate() {
   setText($('rate-now'), last ? num(last.total) : '–');
   const cs = state.counters;
   const whole = cs && !state.prefix && state.pages.length === 1 && !cs.next_cursor && !cs.truncated;
-  setText($('rate-scope'), !cs ? 'the counters listed' : whole ? 'every counter'
+  setText($('rate-scope'), state.rateFrom === 'status' ? 'every counter (the regions\' own figures)'
+    : !cs ? 'the counters listed' : whole ? 'every counter'
     : `the ${count((cs.counter_names || []).length)} counters of the page shown` +
       (cs.total_counters !== undefined ? ` (of ${count(cs.total_counters)})` : ''));
   setText($('rate-peak'), peak === null ? '–' : num(peak));
@@ -809,14 +846,12 @@ async function refresh() {
   state.pollBytes = [...sizes, ...pageSize].reduce((a, b) => a + b, 0);
   try {
     if (st.status === 'fulfilled') state.status = st.value;
+    const byStatus = st.status === 'fulfilled' && sampleStatus(st.value, performance.now());
     if (cs.status === 'fulfilled' && query === listQuery()) {
       state.counters = cs.value;
       state.query = query;
-      sampleRate(cs.value, performance.now(), query);
-      const got = (cs.value.counter_names || []).length;
-      if (pageSize[0] > PAGE_BYTES && got > 10) {
-        state.rows = Math.max(10, Math.floor((got * PAGE_BYTES) / pageSize[0]));
-        state.again = true; // this page again, at the new size
+      if (!byStatus && !(st.status === 'rejected' && state.rateFrom === 'status')) {
+        sampleRate(cs.value, performance.now(), query);
       }
     } else if (query !== listQuery()) {
       state.again = true;

@@ -51,7 +51,7 @@ static void merged(void *arg, uint32_t id)
 static void added(void *arg, uint32_t id, int64_t amount)
 {
     struct region *rg = arg;
-    region__top_count(rg, id, amount, region__total_of(rg, gstore_counter(rg->store, id), id));
+    region__top_merged(rg, id, amount, region__total_of(rg, gstore_counter(rg->store, id), id));
 }
 
 /*
@@ -148,6 +148,9 @@ static void start_timers(struct region *rg, struct event_base *base, const struc
     rg->fold_timer = event_new(base, -1, EV_PERSIST, region__on_fold_timer, rg);
     struct timeval ftv = {0, 250 * 1000};
     event_add(rg->fold_timer, &ftv);
+    rg->names_timer = event_new(base, -1, EV_PERSIST, region__on_names_timer, rg);
+    struct timeval ntv = {0, NAMES_TICK_MS * 1000};
+    event_add(rg->names_timer, &ntv);
 }
 
 static void start_wal_events(struct region *rg, struct event_base *base)
@@ -226,6 +229,8 @@ void region_free(struct region *rg)
         event_free(rg->tok_timer);
     if (rg->fold_timer)
         event_free(rg->fold_timer);
+    if (rg->names_timer)
+        event_free(rg->names_timer);
     if (rg->wal)
         wal_close(rg->wal); /* writes the rest, fsyncs, marks the directory clean */
     struct role_parts parts = parts_of(rg);

@@ -70,6 +70,7 @@ struct region {
         *m_window_cut;
     /* Folding this node's retired incarnations (README "Durability"). */
     struct event *fold_timer;
+    struct event *names_timer; /* takes new counters into names (region_view.c) */
     double start_ms, fold_after_ms;
     double fold_armed;   /* the gate's start (monotonic ms); 0: not armed */
     double fold_next;    /* no new gate before this */
@@ -100,12 +101,16 @@ void region__put_first_counters(struct region *rg, struct buf *b);
 void region__respond_out(struct http_request *req, struct region *rg, int status);
 size_t region__counter_name(struct region *rg, uint32_t id, char *out);
 void region__h_counters(void *role, struct http_request *req);
+#define NAMES_TICK_MS 100
+void region__on_names_timer(evutil_socket_t fd, short what, void *arg);
 void region__h_counters_read(void *role, struct http_request *req);
 
 /* region_top.c: GET /top and the state it reads, fed as counters change */
 struct region_top *region__top_new(uint32_t loaded);
 void region__top_free(struct region_top *t);
 void region__top_count(struct region *rg, uint32_t id, int64_t amount, int64_t total);
+void region__top_merged(struct region *rg, uint32_t id, int64_t amount, int64_t total);
+void region__put_changes(struct region *rg, struct buf *b);
 void region__h_top(void *role, struct http_request *req);
 
 /* region_durable.c: the log hooks and held answers */

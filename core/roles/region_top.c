@@ -35,6 +35,7 @@ struct region_top {
     struct topk *largest;    /* counters by total */
     uint32_t seen;           /* ids below this were offered to largest */
     uint32_t loaded;         /* counters read back from the log: the others came by hooks */
+    int64_t local, merged;   /* amounts since start: local changes, what merges added */
 };
 
 struct region_top *region__top_new(uint32_t loaded)
@@ -76,13 +77,35 @@ static void rotate(struct region_top *t, double now)
     topk_reset(t->cur);
 }
 
-/* Counter id changed by amount (either sign) and now totals total. */
-void region__top_count(struct region *rg, uint32_t id, int64_t amount, int64_t total)
+/* Counter id changed by amount (either sign) and now totals total; sum takes its magnitude. */
+static void count(struct region *rg, uint32_t id, int64_t amount, int64_t total, int64_t *sum)
 {
     struct region_top *t = rg->top;
+    int64_t m = amount == INT64_MIN ? INT64_MAX : amount < 0 ? -amount : amount;
     rotate(t, clock_mono_ms());
-    topk_add(t->cur, id, amount == INT64_MIN ? INT64_MAX : amount < 0 ? -amount : amount);
+    topk_add(t->cur, id, m);
     topk_set(t->largest, id, total);
+    *sum = *sum > INT64_MAX - m ? INT64_MAX : *sum + m;
+}
+
+/* A local increment (or decrement) of counter id. */
+void region__top_count(struct region *rg, uint32_t id, int64_t amount, int64_t total)
+{
+    count(rg, id, amount, total, &rg->top->local);
+}
+
+/* What a merge from a peer added to counter id. */
+void region__top_merged(struct region *rg, uint32_t id, int64_t amount, int64_t total)
+{
+    count(rg, id, amount, total, &rg->top->merged);
+}
+
+/* ,"changes":{"local":..,"merged":..}: the amounts (magnitudes) changed since the node
+ * started, by local increments and by merges (GET /admin/sync). */
+void region__put_changes(struct region *rg, struct buf *b)
+{
+    buf_printf(b, ",\"changes\":{\"local\":%" PRId64 ",\"merged\":%" PRId64 "}", rg->top->local,
+               rg->top->merged);
 }
 
 /* The changes of the last minute: this window's, plus the part of the previous window's

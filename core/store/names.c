@@ -161,7 +161,15 @@ static void merge_in(struct names *nx, const struct gstore *st, uint32_t n, cons
 
 uint32_t names_sync(struct names *nx, const struct gstore *st)
 {
-    uint32_t total = gstore_count(st), n = nx->n, k = total - n;
+    return names_sync_some(nx, st, UINT32_MAX);
+}
+
+uint32_t names_sync_some(struct names *nx, const struct gstore *st, uint32_t max)
+{
+    uint32_t n = nx->n, k = gstore_count(st) - n;
+    if (k > max)
+        k = max;
+    uint32_t total = n + k;
     if (k == 0)
         return 0;
     struct ent *a = xmalloc((size_t)k * 2 * sizeof *a);
@@ -176,6 +184,11 @@ uint32_t names_sync(struct names *nx, const struct gstore *st)
     free(a);
     nx->n = total;
     return k;
+}
+
+uint32_t names_pending(const struct names *nx, const struct gstore *st)
+{
+    return gstore_count(st) - nx->n;
 }
 
 uint32_t names_count(const struct names *nx)

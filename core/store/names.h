@@ -5,7 +5,9 @@
  * The index holds 4 bytes per counter (its id) and nothing else: names are read from the
  * store. It is lazy: counters created since the last look (ids are dense and never change,
  * so they are the id range [indexed, gstore_count())) are sorted and merged in by
- * names_sync, which a listing calls first; cursor and prefix are binary searches.
+ * names_sync, which a listing calls first, or a slice at a time by names_sync_some (the
+ * region's timer, so that the first listing after a bulk fill finds them sorted); cursor
+ * and prefix are binary searches.
  *
  * Plain C: no libevent, Lua or curl. Not thread-safe; one event loop owns it.
  */
@@ -27,6 +29,10 @@ void names_free(struct names *nx);
  * @return how many were taken in.
  */
 uint32_t names_sync(struct names *nx, const struct gstore *st);
+/* The same for at most max of them, the oldest first (bounded work for an idle slice). */
+uint32_t names_sync_some(struct names *nx, const struct gstore *st, uint32_t max);
+/* Counters created since the last call, not in the index yet. */
+uint32_t names_pending(const struct names *nx, const struct gstore *st);
 
 /* Counters in the index (gstore_count() right after names_sync). */
 uint32_t names_count(const struct names *nx);

@@ -150,6 +150,7 @@ end
 -- GET /counters' rules (API.md): limit 1..10000 (default 1000), cursor the hex of a counter
 -- name ("" is the start), prefix 0-200 bytes of the names' alphabet.
 local LIST_DEFAULT, LIST_MAX = 1000, 10000
+local BYTES_MIN, BYTES_MAX = 1024, 1073741824
 
 local function hex_of(s)
   return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
@@ -181,7 +182,43 @@ local function list_query(req)
   if prefix and prefix ~= "" and not web.valid_name(prefix) then
     return nil, { web.err(400, "bad_field", "prefix must be 0-200 bytes of [A-Za-z0-9_.:-]") }
   end
-  return { limit = limit, cursor = cursor, after = after, prefix = prefix }
+  local max_bytes = nil
+  if q.max_bytes ~= nil then
+    max_bytes = #q.max_bytes <= 10 and q.max_bytes:match("^%d+$") and tonumber(q.max_bytes)
+    if not max_bytes or max_bytes < BYTES_MIN or max_bytes > BYTES_MAX then
+      return nil, { web.err(400, "bad_field", "max_bytes must be an integer from " .. BYTES_MIN ..
+                            " to " .. BYTES_MAX) }
+    end
+  end
+  return { limit = limit, cursor = cursor, after = after, prefix = prefix, max_bytes = max_bytes }
+end
+
+-- The merged answer, encoded, within q.max_bytes: names are dropped from the end (each
+-- costs its rows in every region's page and its place in counter_names) until it fits,
+-- keeping at least one. Returns the JSON text.
+local function within_budget(q, answer, pages)
+  local s = json.encode(answer)
+  local names = answer.counter_names
+  while q.max_bytes and #s > q.max_bytes and #names > 1 do
+    local over = #s - q.max_bytes
+    repeat
+      local name = names[#names]
+      local cost = #json.encode(name) + 1
+      for _, v in pairs(pages) do
+        local row = v.counters[name]
+        if row ~= nil then
+          cost = cost + #json.encode(name) + #json.encode(row) + 2
+          v.counters[name] = nil
+        end
+      end
+      names[#names] = nil
+      over = over - cost
+    until over <= 0 or #names == 1
+    answer.truncated = true
+    answer.next_cursor = hex_of(names[#names])
+    s = json.encode(answer)
+  end
+  return s
 end
 
 -- Why a region's answer is not one: a sentence for region_errors.
@@ -214,10 +251,12 @@ local function global_counters(req)
   local q, e = list_query(req)
   if not q then return unpack(e) end
   local path = "/counters?limit=" .. q.limit .. (q.cursor ~= "" and "&cursor=" .. q.cursor or "") ..
-               (q.prefix and "&prefix=" .. q.prefix or "")
+               (q.prefix and "&prefix=" .. q.prefix or "") ..
+               (q.max_bytes and "&max_bytes=" ..
+                math.max(BYTES_MIN, math.floor(q.max_bytes / math.max(#regions, 1))) or "")
   local answers = fan_out("GET", path)
   local pages, names, seen, healthy, errors = {}, {}, {}, 0, nil
-  local total, matching, more = 0, nil, false
+  local total, matching, more, bound = 0, nil, false, nil
   for i, r in ipairs(regions) do
     local v = ok_json(answers[i])
     if v and type(v.counters) == "table" then
@@ -236,7 +275,16 @@ local function global_counters(req)
       end
       total = math.max(total, tonumber(v.total_counters) or n)
       if q.prefix then matching = math.max(matching or 0, tonumber(v.matching_counters) or n) end
-      if v.truncated then more = true end
+      if v.truncated then
+        more = true
+        -- A page cut short (by bytes, or a region that pages without limit's rows) holds
+        -- every name of its region up to its last one only: the merged page stops there.
+        local last = nil
+        for name in pairs(v.counters) do
+          if not last or name > last then last = name end
+        end
+        if last and (not bound or last < bound) then bound = last end
+      end
       note(r, "/global/counters", nil)
     else
       errors = errors or {}
@@ -245,6 +293,7 @@ local function global_counters(req)
     end
   end
   table.sort(names)
+  while bound and #names > 0 and names[#names] > bound do names[#names] = nil end
   if #names > q.limit then
     for k = #names, q.limit + 1, -1 do names[k] = nil end
     more = true
@@ -262,11 +311,13 @@ local function global_counters(req)
   local ms = counterd.now_ms() - t0
   m_healthy:set(healthy)
   m_latency:observe(ms / 1000, "global_counters")
-  return 200, { regions = out, counter_names = json.array(names), healthy_regions = healthy,
-                total_regions = #regions, query_time_ms = web.ms(ms), total_counters = total,
-                matching_counters = matching, truncated = more,
-                next_cursor = more and #names > 0 and hex_of(names[#names]) or nil,
-                region_errors = errors }
+  local answer = { regions = out, counter_names = json.array(names), healthy_regions = healthy,
+                   total_regions = #regions, query_time_ms = web.ms(ms), total_counters = total,
+                   matching_counters = matching, truncated = more,
+                   next_cursor = more and #names > 0 and hex_of(names[#names]) or nil,
+                   region_errors = errors }
+  if not q.max_bytes then return 200, answer end
+  return 200, within_budget(q, answer, pages)
 end
 
 -- GET /global/top (API.md, "Top counters"): candidates from every region's bounded state,
@@ -422,7 +473,7 @@ local function global_status()
       out[r.name] = web.mark_unnamed(r, { status = "healthy", node_id = v.node_id,
                                           network_partition = v.network_partition == true,
                                           last_sync_time = v.last_sync_time,
-                                          peers = v.peers })
+                                          changes = v.changes, peers = v.peers })
     else
       out[r.name] = web.mark_unnamed(r, { status = "unhealthy" })
     end

@@ -36,11 +36,12 @@ PEER_KEYS = {"url", "status", "format", "last_success", "failed_rounds", "last_e
 
 def status_view(test, st):
     """/global/status without each healthy region's replication detail (checked here:
-    last_sync_time, and per peer PEER_KEYS), for exact comparisons."""
+    last_sync_time, changes, and per peer PEER_KEYS), for exact comparisons."""
     st = json.loads(json.dumps(st))
     for name, r in st["regions"].items():
         if r["status"] == "healthy":
             test.assertIn(type(r.pop("last_sync_time")), (int, float), name)
+            test.assertEqual(set(r.pop("changes")), {"local", "merged"}, name)
             peers = r.pop("peers")
             test.assertEqual(len(peers), len(NAMES) - 1, "%s peers %r" % (name, peers))
             for p in peers.values():

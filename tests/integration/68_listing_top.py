@@ -9,12 +9,19 @@ when told.
   at most once.
 - The coordinator's merged pages across regions holding different names, while counters
   are being added on every region; the gateway passes the query through.
-- Bad limit, cursor and prefix: 400 naming the parameter, on every role, nothing changed.
+- max_bytes: every page of a region, of the coordinator and of the gateway fits it (rows of
+  very different sizes, regions holding different names), walking them lists every name
+  once, and a row alone over the budget still comes (one a page).
+- Bad limit, cursor, prefix and max_bytes: 400 naming the parameter, on every role, nothing
+  changed.
 - A region that does not answer is named in region_errors, never shown as "no counters".
+- changes (GET /admin/sync, /global/status): the amounts of local increments and of
+  merges since start, exact, per region.
 - Top by rate, total and lag, on a region and through the coordinator and the gateway;
   lag from a region's unsynced increments, gone after a force-sync.
 """
 
+import time
 import unittest
 
 import harness
@@ -157,7 +164,10 @@ class Listing(harness.ServerTestCase):
                  ("limit=", "limit"), ("limit=1.5", "limit"), ("limit=-1", "limit"),
                  ("cursor=zz", "cursor"), ("cursor=616", "cursor"), ("cursor=2a", "cursor"),
                  ("cursor=" + "61" * 201, "cursor"), ("prefix=a%24", "prefix"),
-                 ("prefix=" + "a" * 201, "prefix"), ("prefix=%zz", "prefix")]
+                 ("prefix=" + "a" * 201, "prefix"), ("prefix=%zz", "prefix"),
+                 ("max_bytes=1023", "max_bytes"), ("max_bytes=1073741825", "max_bytes"),
+                 ("max_bytes=", "max_bytes"), ("max_bytes=1e6", "max_bytes"),
+                 ("max_bytes=99999999999", "max_bytes")]
         for client, path in ((self.rc["eu-west"], "/counters"), (self.co, "/global/counters"),
                              (self.gw, "/api/counters")):
             for q, param in cases:
@@ -175,6 +185,80 @@ class Listing(harness.ServerTestCase):
         r = self.rc["eu-west"].post("/counters/read", {"names": ["a"] * 257})
         self.assertError(r, 400, "bad_field", detail_contains="names")
         self.assertEqual(self.rc["eu-west"].get_json("/counter/lb_keep"), before)
+
+    def sync_wide(self, region, name, nodes):
+        """Gives counter name one entry from each of `nodes` made-up node ids on region."""
+        self.rc[region].post_json("/sync", {
+            "node_id": "wide-1", "incarnation": "wide", "timestamp": time.time(),
+            "decrements": {}, "counts": {name: {"wide%03d-1" % k: 1
+                                                for k in range(nodes)}}})
+
+    def walk_bytes(self, client, path, budget):
+        """Every page of a listing under prefix lz_ within budget bytes: the names listed."""
+        names, cursor, n = [], "", 0
+        while True:
+            r = client.get("%s?prefix=lz_&limit=10000&max_bytes=%d&cursor=%s"
+                           % (path, budget, cursor))
+            self.assertEqual(r.status, 200, r.body[:300])
+            page = r.json()
+            got = page["counter_names"] if "counter_names" in page else list(page["counters"])
+            self.assertGreater(len(got), 0, "a page with nothing")
+            if len(got) > 1:
+                self.assertLessEqual(len(r.body), budget, "%s page %d: %d names" % (path, n, len(got)))
+            names.extend(got)
+            n += 1
+            self.assertLess(n, 500, "the listing does not end")
+            if not page["truncated"]:
+                return names, n
+            self.assertEqual(page["next_cursor"], hexname(got[-1]))
+            cursor = page["next_cursor"]
+
+    def test_max_bytes(self):
+        long = "x" * 180
+        made = {"us-east": ["lz_a%03d_%s" % (i, long) for i in range(40)],
+                "us-west": ["lz_b%03d" % i for i in range(40)],
+                "eu-west": ["lz_a%03d_%s" % (i, long) for i in range(0, 40, 3)]}
+        for r, names in made.items():
+            for n in names:
+                self.incr(r, n)
+        for i in (5, 17):
+            self.sync_wide("us-east", "lz_a%03d_%s" % (i, long), 200)  # ~5 KB rows
+        self.sync_wide("us-west", "lz_b007", 120)
+        every = sorted(set(sum(made.values(), [])))
+        for r in NAMES:
+            names, pages = self.walk_bytes(self.rc[r], "/counters", 4096)
+            self.assertEqual(names, sorted(set(made[r])))
+            self.assertGreater(pages, 1)
+        for client, path in ((self.co, "/global/counters"), (self.gw, "/api/counters")):
+            for budget in (4096, 20000):
+                names, pages = self.walk_bytes(client, path, budget)
+                self.assertEqual(names, every, "%s within %d bytes" % (path, budget))
+                self.assertGreater(pages, 1)
+        # A budget that holds everything: one page, as without it.
+        whole = self.co.get_json("/global/counters?prefix=lz_&limit=10000&max_bytes=10000000")
+        self.assertIs(whole["truncated"], False)
+        self.assertEqual(whole["counter_names"], every)
+
+    def test_changes(self):
+        def changes():
+            st = self.co.get_json("/global/status")["regions"]
+            mine = {r: self.rc[r].get_json("/admin/sync")["changes"] for r in NAMES}
+            for r in NAMES:
+                self.assertEqual(st[r]["changes"], mine[r], r)
+            return mine
+        before = changes()
+        self.incr("us-east", "lc_one", 5)
+        self.incr("us-east", "lc_one", 3)
+        self.incr("us-west", "lc_two", 2)
+        after = changes()
+        self.assertEqual(after["us-east"]["local"] - before["us-east"]["local"], 8)
+        self.assertEqual(after["us-west"]["local"] - before["us-west"]["local"], 2)
+        self.assertEqual(after["eu-west"], before["eu-west"])
+        self.assertEqual(after["eu-west"]["merged"], before["eu-west"]["merged"])
+        self.rc["eu-west"].post_json("/admin/force-sync")
+        synced = changes()
+        self.assertGreaterEqual(synced["eu-west"]["merged"] - after["eu-west"]["merged"], 10)
+        self.assertEqual(synced["eu-west"]["local"], after["eu-west"]["local"])
 
     def test_read_batch(self):
         self.incr("us-east", "lr_one", 4)
