@@ -20,7 +20,7 @@ struct tentry {
     uint64_t hash, seq;
     uint16_t klen, plen;
     uint32_t cap; /* bytes data[] has room for */
-    char data[]; /* key: counter '\0' token, then the payload */
+    char data[];  /* key: counter '\0' token, then the payload */
 };
 
 struct tokwin {
