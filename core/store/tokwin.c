@@ -19,7 +19,8 @@ struct tentry {
     double at;
     uint64_t hash, seq;
     uint16_t klen, plen;
-    char data[]; /* key: counter '\0' token, then the payload */
+    uint32_t cap; /* bytes data[] has room for */
+    char data[];  /* key: counter '\0' token, then the payload */
 };
 
 struct tokwin {
@@ -28,6 +29,9 @@ struct tokwin {
     double window_s;
     uint64_t seq, evicted_young;
     struct tentry *oldest, *newest;
+    /* The last entry evicted, kept for the next put: a full window (the steady state)
+     * then reuses its oldest entry's memory instead of a free and a malloc per put. */
+    struct tentry *spare;
     /* The last key a get did not find, while no put came since: the usual "get, miss,
      * apply, put" of an idempotent increment then hashes and searches once, not twice. */
     char miss_key[TOKWIN_KEY_MAX + 1];
@@ -56,8 +60,33 @@ void tokwin_free(struct tokwin *w)
         free(e);
         e = n;
     }
+    free(w->spare);
     free(w->buckets);
     free(w);
+}
+
+/* An entry with room for size bytes of data: the spare when it is big enough. */
+static struct tentry *entry_alloc(struct tokwin *w, size_t size)
+{
+    struct tentry *e = w->spare;
+    if (e && e->cap >= size) {
+        w->spare = NULL;
+        return e;
+    }
+    size_t cap = (size + 63) & ~(size_t)63; /* rounded, so that most entries fit a spare */
+    e = xmalloc(sizeof *e + cap);
+    e->cap = (uint32_t)cap;
+    return e;
+}
+
+static void entry_release(struct tokwin *w, struct tentry *e)
+{
+    if (!w->spare || w->spare->cap < e->cap) {
+        free(w->spare);
+        w->spare = e;
+    } else {
+        free(e);
+    }
 }
 
 static size_t make_key(char *out, const char *counter, size_t clen, const char *token, size_t tlen)
@@ -83,7 +112,7 @@ static void unlink_entry(struct tokwin *w, struct tentry *e)
     else
         w->newest = e->older;
     w->count--;
-    free(e);
+    entry_release(w, e);
 }
 
 static void expire(struct tokwin *w, double now_s)
@@ -146,7 +175,7 @@ uint64_t tokwin_put(struct tokwin *w, const char *counter, size_t clen, const ch
 {
     if (clen + 1 + tlen > TOKWIN_KEY_MAX || len > UINT16_MAX)
         return 0;
-    struct tentry *e = xmalloc(sizeof *e + clen + 1 + tlen + len);
+    struct tentry *e = entry_alloc(w, clen + 1 + tlen + len);
     e->klen = (uint16_t)make_key(e->data, counter, clen, token, tlen);
     e->plen = (uint16_t)len;
     memcpy(e->data + e->klen, payload, len);

@@ -47,6 +47,31 @@ static void put_str8(struct buf *b, const char *s, size_t n)
     buf_append(b, s, n);
 }
 
+/* Stores v little-endian at p. */
+static void le64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++, v >>= 8)
+        p[i] = (unsigned char)v;
+}
+
+/* An increment's token part (str8 token, amount, local and total count, f64 time) in one
+ * append: every tokened increment's record carries it. */
+static void put_token(struct buf *b, const char *token, size_t tlen, const struct dedup_answer *a,
+                      double at)
+{
+    unsigned char t[1 + 255 + 32];
+    uint64_t atv;
+    memcpy(&atv, &at, 8);
+    t[0] = (unsigned char)tlen;
+    memcpy(t + 1, token, tlen & 0xff);
+    unsigned char *p = t + 1 + (tlen & 0xff);
+    le64(p, (uint64_t)a->amount);
+    le64(p + 8, (uint64_t)a->local_count);
+    le64(p + 16, (uint64_t)a->total_count);
+    le64(p + 24, atv);
+    buf_append(b, t, (size_t)(p + 32 - t));
+}
+
 /* Frames the payload that starts at b->data[start] (after 8 reserved bytes). */
 static void frame(struct buf *b, size_t start)
 {
@@ -79,19 +104,16 @@ static void counter_head(struct buf *b, const struct gstore *st, uint32_t id, co
         gstore_counter_entry(c, i, &e);
         const char *rn = gstore_replica_name(st, e.rep);
         put_str8(b, rn, strlen(rn));
-        put_u64(b, (uint64_t)e.pos);
-        put_u64(b, (uint64_t)e.neg);
+        unsigned char pn[16];
+        le64(pn, (uint64_t)e.pos);
+        le64(pn + 8, (uint64_t)e.neg);
+        buf_append(b, pn, sizeof pn);
     }
     const uint16_t *folded;
     unsigned nf = gstore_folded_list(st, id, &folded);
     put_u8(b, (token ? 1u : 0u) | (nf ? 2u : 0u));
-    if (token) {
-        put_str8(b, token, tlen);
-        put_u64(b, (uint64_t)a->amount);
-        put_u64(b, (uint64_t)a->local_count);
-        put_u64(b, (uint64_t)a->total_count);
-        put_f64(b, at);
-    }
+    if (token)
+        put_token(b, token, tlen, a, at);
     if (nf) {
         put_u8(b, nf & 0xff);
         put_u8(b, nf >> 8);

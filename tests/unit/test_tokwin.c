@@ -314,5 +314,27 @@ static void test_model(void)
     }
 }
 
+/* A full window reuses its evicted entry for the next put: a bigger entry than the one kept
+ * gets memory of its own, a smaller one fits, and every payload reads back whole. */
+static void test_reuse(void)
+{
+    struct tokwin *w = tokwin_new(1, 100);
+    static char big[3000];
+    memset(big, 'b', sizeof big - 1);
+    const char *payloads[] = {"a", big, "c", "dd", big, "e"};
+    for (int i = 0; i < 6; i++) {
+        char tok[16];
+        snprintf(tok, sizeof tok, "t%d", i);
+        put_s(w, "views", tok, 1000, payloads[i]);
+        size_t len = 0;
+        const char *p = tokwin_get(w, "views", 5, tok, strlen(tok), 1000, &len, NULL);
+        CHECK(p != NULL);
+        CHECK_EQ_U64(len, strlen(payloads[i]));
+        CHECK(p && memcmp(p, payloads[i], len) == 0);
+        CHECK_EQ_U64(tokwin_count(w), 1);
+    }
+    tokwin_free(w);
+}
+
 UNIT_MAIN("tokwin", UNIT_CASE(test_basics), UNIT_CASE(test_window_and_bound),
-          UNIT_CASE(test_limits), UNIT_CASE(test_model))
+          UNIT_CASE(test_limits), UNIT_CASE(test_model), UNIT_CASE(test_reuse))
