@@ -355,6 +355,15 @@ static void exchange_done(struct peer *p, const struct client_result *res, struc
     metric_add(r->m_bytes_recv, (double)res->len);
     metric_add(p->m_bytes[p->kind][1], (double)res->len);
     const struct json *root = res->status ? repl__parse(r, res->body, res->len) : NULL;
+    if (res->status == 400 && p->sent_compact) {
+        /* A node that does not read compact bodies (another version now at that address):
+         * the same exchange again in JSON, and its next answer says what it reads. */
+        log_warn("peer %s refused a compact /sync body (HTTP 400): sending JSON to it",
+                 repl__peer_name(p));
+        p->compacts = 0;
+        exchange_again(p);
+        return;
+    }
     if (answer_refused(p, res, root)) {
         p->dg_phase = DG_NONE;
         return;
@@ -462,6 +471,7 @@ static void exchange_send(struct peer *p)
     build_push(p);
     const char *body = r->out.data;
     size_t body_len = r->out.len;
+    p->sent_compact = r->compact_out;
     if (r->compact_out) {
         repl__compact_wrap(r);
         body = r->cout.data;

@@ -214,7 +214,8 @@ const struct json *repl__parse(struct repl *r, const char *body, size_t len)
 {
     r->cin = NULL;
     r->cin_len = 0;
-    if (len < 4 || memcmp(body, COMPACT_MAGIC, 4) != 0)
+    /* A node told to speak JSON only reads a compact body as counterd before it did. */
+    if (r->compact_off || len < 4 || memcmp(body, COMPACT_MAGIC, 4) != 0)
         return json_parse(&r->parser, body, len);
     struct rd d = {(const unsigned char *)body + 4, (const unsigned char *)body + len, ""};
     const char *env = NULL;

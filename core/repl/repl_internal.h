@@ -84,6 +84,7 @@ struct peer {
     /* The digest exchange (repl_digest.c). */
     int digests;            /* its answers say it understands "digest" */
     int compacts;           /* its answers say it understands "compact" (repl_compact.c) */
+    int sent_compact;       /* the exchange in flight pushed a compact body */
     int digest_due;         /* this round ends with a digest exchange */
     enum dg_phase dg_phase; /* the digest exchange in progress */
     int dg_level;           /* the level of the fingerprints the next request carries */

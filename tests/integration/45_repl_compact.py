@@ -93,6 +93,28 @@ class Compact(harness.ServerTestCase):
         self.assertEqual(self.state(b)["k00001"], self.state(cn)["k00001"])
         self.assertEqual(self.state(b), self.state(a))
 
+    def test_peer_downgraded(self):
+        """A compact peer replaced by a JSON-only node at the same address: the next exchange
+        is refused (400), sent again in JSON, and the round completes."""
+        pa, pc = harness.free_ports(2)
+        a = self.start("us-east-1", "us-east", pa, [pc])
+        cn = self.start("eu-west-1", "eu-west", pc, [pa])
+        with cn.client(timeout=60) as c:
+            c.post_json("/sync", load_body())
+        self.force_sync(cn)
+        self.assertEqual(self.state(a), self.state(cn))
+        a.stop()
+        a = self.start("us-east-1", "us-east", pa, [pc], json_only=True)
+        with cn.client() as c:
+            c.post_json("/increment", {"counter_name": "k00002", "amount": 3})
+        self.force_sync(cn)
+        self.assertEqual(self.state(a), self.state(cn))
+        with open(cn.log_path, "rb") as f:
+            log = f.read()
+        with open(a.log_path, "rb") as f:
+            alog = f.read()
+        self.assertIn(b"refused a compact /sync body", log, alog)
+
     def test_answers_negotiated(self):
         a = self.start("us-east-1", "us-east", harness.free_ports(1)[0], [9])
         with a.client(timeout=60) as c:
