@@ -217,12 +217,13 @@ static enum peer_format learn_peer(struct peer *p, const struct json *root)
     p->format = fmt;
     p->probed = 1;
     const struct json *feat = json_get(root, "features");
-    p->folds = p->digests = 0;
+    p->folds = p->digests = p->compacts = 0;
     for (uint32_t i = 0; feat && feat->type == JSON_ARR && i < feat->len; i++) {
         if (feat->u.items[i].type != JSON_STR)
             continue;
         p->folds |= strcmp(feat->u.items[i].u.s, "folded") == 0;
         p->digests |= strcmp(feat->u.items[i].u.s, "digest") == 0;
+        p->compacts |= strcmp(feat->u.items[i].u.s, "compact") == 0;
     }
     return fmt;
 }
@@ -353,7 +354,16 @@ static void exchange_done(struct peer *p, const struct client_result *res, struc
     struct repl *r = p->r;
     metric_add(r->m_bytes_recv, (double)res->len);
     metric_add(p->m_bytes[p->kind][1], (double)res->len);
-    const struct json *root = res->status ? json_parse(&r->parser, res->body, res->len) : NULL;
+    const struct json *root = res->status ? repl__parse(r, res->body, res->len) : NULL;
+    if (res->status == 400 && p->sent_compact) {
+        /* A node that does not read compact bodies (another version now at that address):
+         * the same exchange again in JSON, and its next answer says what it reads. */
+        log_warn("peer %s refused a compact /sync body (HTTP 400): sending JSON to it",
+                 repl__peer_name(p));
+        p->compacts = 0;
+        exchange_again(p);
+        return;
+    }
     if (answer_refused(p, res, root)) {
         p->dg_phase = DG_NONE;
         return;
@@ -418,6 +428,7 @@ static void build_push(struct peer *p)
     p->push_more = 0;
     p->kind = p->full_push || p->cursor[0] != 'D' ? KIND_FULL : KIND_DELTA;
     r->original_out = p->format == FMT_ORIGINAL;
+    r->compact_out = p->compacts && !r->compact_off && p->probed && !r->original_out;
     if (p->cursor[0] == '\0') { /* the answer starts the peer's full state */
         p->pull_began_ms = clock_mono_ms();
         p->pull_skipped = 0;
@@ -458,7 +469,16 @@ static void exchange_send(struct peer *p)
         return;
     }
     build_push(p);
-    const char *headers[3] = {r->auth_header, NULL, NULL};
+    const char *body = r->out.data;
+    size_t body_len = r->out.len;
+    p->sent_compact = r->compact_out;
+    if (r->compact_out) {
+        repl__compact_wrap(r);
+        body = r->cout.data;
+        body_len = r->cout.len;
+        r->compact_out = 0;
+    }
+    const char *headers[4] = {r->auth_header, NULL, NULL, NULL};
     char tp[TRACE_HEADER_LEN + 1];
     if (p->span) {
         trace_span_attr_int(p->span, "sync.counters_sent", r->page_counters);
@@ -468,15 +488,18 @@ static void exchange_send(struct peer *p)
         trace_span_traceparent(p->span, tp + 13);
         headers[r->auth_header ? 1 : 0] = tp;
     }
+    if (body != r->out.data)
+        headers[(r->auth_header ? 1 : 0) + (p->span ? 1 : 0)] =
+            "Content-Type: application/octet-stream";
     struct client_call_opts o = {.method = "POST",
                                  .url = p->sync_url,
-                                 .body = r->out.data,
-                                 .body_len = r->out.len,
+                                 .body = body,
+                                 .body_len = body_len,
                                  .headers = headers,
                                  .timeout_ms = r->timeout_ms};
-    metric_add(r->m_bytes_sent, (double)r->out.len);
-    metric_add(p->m_bytes[p->kind][0], (double)r->out.len);
-    p->sent_bytes = r->out.len;
+    metric_add(r->m_bytes_sent, (double)body_len);
+    metric_add(p->m_bytes[p->kind][0], (double)body_len);
+    p->sent_bytes = body_len;
     p->call = client_request(r->client, &o, on_exchange_done, p);
     if (!p->call) {
         span_failed(p, "cannot start the HTTP call");
@@ -742,6 +765,8 @@ struct repl *repl_new(struct event_base *base, struct client *client, struct gst
     r->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 3000;
     r->full_every = cfg->full_every > 0 ? cfg->full_every : 12;
     r->page_bytes = cfg->page_bytes ? cfg->page_bytes : (1u << 20);
+    const char *compact = getenv("COUNTERD_SYNC_COMPACT");
+    r->compact_off = compact && strcmp(compact, "0") == 0;
     r->start_ms = clock_mono_ms();
     json_parser_init(&r->parser);
     r->digest = digest_new();
@@ -817,6 +842,13 @@ void repl_free(struct repl *r)
     digest_free(r->digest);
     buf_free(&r->dg);
     free(r->dg_ids);
+    buf_free(&r->cbody);
+    buf_free(&r->creps);
+    buf_free(&r->cout);
+    buf_free(&r->toks_c);
+    free(r->cmap);
+    free(r->ctab);
+    free(r->ctok);
     free(r->node_id);
     free(r->region);
     free(r->service);

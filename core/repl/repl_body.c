@@ -119,6 +119,10 @@ static void append_counter(struct repl *r, const struct gcounter *c, struct buf 
         append_counter_original(r, c, counts);
         return;
     }
+    if (r->compact_out) {
+        repl__compact_counter(r, c);
+        return;
+    }
     append_tokens(r, c);
     append_folded(r, c);
     r->page_counters++;
@@ -158,12 +162,18 @@ static void append_counter(struct repl *r, const struct gcounter *c, struct buf 
     buf_putc(decs, '}');
 }
 
+/* Bytes of the page being built. */
+static size_t page_len(const struct repl *r)
+{
+    return r->counts.len + r->decs.len + r->toks.len + r->folds.len + r->cbody.len + r->creps.len;
+}
+
 /* A page of the full state, by id from *next; sets *next to where the next page starts. */
 void repl__page_full(struct repl *r, uint32_t *next)
 {
     uint32_t id = *next, count = gstore_count(r->store);
     for (; id < count; id++) {
-        if (r->counts.len + r->decs.len + r->toks.len + r->folds.len >= r->page_bytes)
+        if (page_len(r) >= r->page_bytes)
             break;
         append_counter(r, gstore_counter(r->store, id), &r->counts, &r->decs);
     }
@@ -181,7 +191,7 @@ int repl__page_delta(struct repl *r, uint64_t since, int skip_origin, uint64_t *
     uint64_t last = since;
     for (; id != GSTORE_NONE; id = gstore_changed_next(r->store, id)) {
         const struct gcounter *c = gstore_counter(r->store, id);
-        if (r->counts.len + r->decs.len + r->toks.len + r->folds.len >= r->page_bytes) {
+        if (page_len(r) >= r->page_bytes) {
             *upto = last;
             return 1;
         }
@@ -198,7 +208,7 @@ uint32_t repl__page_leaves(struct repl *r, const uint32_t *leaves, uint32_t n, s
 {
     uint32_t i = 0;
     for (; i < n; i++) {
-        if (i && r->counts.len + r->decs.len + r->toks.len + r->folds.len >= limit)
+        if (i && page_len(r) >= limit)
             break;
         for (uint32_t id = digest_leaf_first(r->digest, leaves[i]); id != GSTORE_NONE;
              id = digest_leaf_next(r->digest, id))
@@ -219,6 +229,7 @@ void repl__page_begin(struct repl *r)
     buf_putc(&r->decs, '{');
     buf_putc(&r->toks, '{');
     buf_putc(&r->folds, '{');
+    repl__compact_begin(r);
 }
 
 /* Writes the envelope around the page in counts/decs into r->out. */
@@ -255,7 +266,8 @@ void repl__body_finish(struct repl *r, const char *since, const char *cursor, in
         buf_append(o, r->dg.data, r->dg.len);
     }
     if (!r->original_out)
-        buf_puts(o, ",\"features\":[\"folded\",\"digest\"]");
+        buf_puts(o, r->compact_off ? ",\"features\":[\"folded\",\"digest\"]"
+                                   : ",\"features\":[\"folded\",\"digest\",\"compact\"]");
     if (since && *since) {
         buf_puts(o, ",\"since\":");
         buf_json_str(o, since, strlen(since));

@@ -8,6 +8,7 @@
  *   repl_merge.c    how a /sync body a peer sent is read and merged (decoding, rejects)
  *   repl_serve.c    how an incoming POST /sync is answered
  *   repl_digest.c   the digest exchange (anti-entropy over hash trees, store/digest.h)
+ *   repl_compact.c  the compact body between counterd nodes (written and read)
  *
  * The wire format and the guarantees are described at the top of repl.c.
  */
@@ -82,6 +83,8 @@ struct peer {
     int folds;            /* its answers say it understands "folded" */
     /* The digest exchange (repl_digest.c). */
     int digests;            /* its answers say it understands "digest" */
+    int compacts;           /* its answers say it understands "compact" (repl_compact.c) */
+    int sent_compact;       /* the exchange in flight pushed a compact body */
     int digest_due;         /* this round ends with a digest exchange */
     enum dg_phase dg_phase; /* the digest exchange in progress */
     int dg_level;           /* the level of the fingerprints the next request carries */
@@ -127,6 +130,7 @@ struct in_item {
     uint32_t ffirst, nf; /* its folded replicas: fold_in[ffirst .. ffirst+nf) */
     const char *fbad;    /* why its folded list cannot be taken (the counter is skipped) */
     uint8_t partial;     /* some of its entries were skipped */
+    uint32_t tfirst, nt; /* a compact body's token-set elements: ctok[tfirst .. tfirst+nt) */
 };
 
 struct repl {
@@ -194,6 +198,28 @@ struct repl {
     } rep_seen[4];
     unsigned rep_seen_next;
     struct metric *m_peer_bytes;
+    /* The compact body (repl_compact.c). */
+    int compact_off;               /* COUNTERD_SYNC_COMPACT=0: JSON only, as before it */
+    int compact_out;               /* the page being built is compact */
+    struct buf cbody, creps, cout; /* its counters, its replica table, the whole body */
+    struct buf toks_c;             /* one counter's token-set elements */
+    uint32_t cnreps, cgen;         /* replicas in the table; the page's generation */
+    struct {
+        uint32_t gen, idx;
+    } * cmap; /* store replica -> the page's table index, when gen is the page's */
+    size_t cmap_cap;
+    const char *cin; /* the binary section of the body being read; NULL: JSON */
+    size_t cin_len;
+    struct {
+        const char *s;
+        uint32_t len;
+        int rep; /* -3: not resolved yet, -1: not a replica id, -2: no room */
+    } * ctab;    /* its replica table */
+    uint32_t ctab_n;
+    size_t ctab_cap;
+    struct repl_token *ctok; /* its token-set elements */
+    size_t nctok, ctok_cap;
+    int ctok_rejected;
     /* Metrics. */
     struct metric_series *m_ok, *m_err, *m_part, *m_conflicts, *m_latency, *m_bytes_sent,
         *m_bytes_recv, *m_lag, *m_tok_rejected;
@@ -253,7 +279,32 @@ int repl__digest_check(struct repl *r, const struct json *dg, struct merge_error
  * @return what it was. */
 enum sync_kind repl__digest_respond(struct repl *r, const struct json *dg);
 
+/* ---------------------------------------------------------------- repl_compact.c */
+
+/* Parses a /sync body, JSON or compact (its envelope; r->cin is then its binary section,
+ * NULL for JSON). @return the root, or NULL with why in r->parser.err. */
+const struct json *repl__parse(struct repl *r, const char *body, size_t len);
+/* Starts a compact page (r->cbody, r->creps). */
+void repl__compact_begin(struct repl *r);
+/* Appends one counter to the compact page. */
+void repl__compact_counter(struct repl *r, const struct gcounter *c);
+/* The compact body into r->cout: r->out (the envelope) and the page. */
+void repl__compact_wrap(struct repl *r);
+/* Reads and merges r->cin (checked whole first). @return the replica entries changed, or
+ * -1 with why in err (nothing merged). */
+int repl__compact_merge(struct repl *r, int origin, char *err, size_t errlen);
+/* Hands the token-set elements of the compact body merged last to the tokens hook. */
+void repl__compact_tokens(struct repl *r, const char *from);
+
 /* ---------------------------------------------------------------- repl_merge.c */
+
+/* For repl_compact.c: skips entries as a JSON body's (see reject()); a new item (no
+ * look-up of its name); one entry of item; merges the items read. */
+void repl__reject(struct repl *r, const char *counter, size_t clen, const char *node, size_t nlen,
+                  const char *reason, uint64_t entries);
+uint32_t repl__item_new(struct repl *r, const char *name, uint32_t len);
+void repl__push_entry(struct repl *r, uint32_t item, int rep, int64_t pos, int64_t neg);
+int repl__merge_items(struct repl *r, int origin);
 
 /*
  * Merges a /sync body (request or answer) into the store, tagging what it changes with

@@ -360,6 +360,40 @@ static int merge_item(struct repl *r, struct in_item *it, int origin)
     return rc;
 }
 
+void repl__reject(struct repl *r, const char *counter, size_t clen, const char *node, size_t nlen,
+                  const char *reason, uint64_t entries)
+{
+    reject(r, counter, clen, node, nlen, reason, entries);
+}
+
+void repl__push_entry(struct repl *r, uint32_t item, int rep, int64_t pos, int64_t neg)
+{
+    push_raw(r, item, rep, pos, neg);
+}
+
+uint32_t repl__item_new(struct repl *r, const char *name, uint32_t len)
+{
+    if (r->nitems == r->items_cap) {
+        r->items_cap = r->items_cap ? r->items_cap * 2 : 256;
+        r->items = xrealloc(r->items, r->items_cap * sizeof *r->items);
+    }
+    struct in_item *it = &r->items[r->nitems];
+    memset(it, 0, sizeof *it);
+    it->name = name;
+    it->len = len;
+    it->id = GSTORE_NONE;
+    return (uint32_t)r->nitems++;
+}
+
+int repl__merge_items(struct repl *r, int origin)
+{
+    group_entries(r);
+    int changed = 0;
+    for (size_t i = 0; i < r->nitems; i++)
+        changed += merge_item(r, &r->items[i], origin);
+    return changed;
+}
+
 int repl__merge_body(struct repl *r, const struct json *root, int origin, struct merge_error *e)
 {
     const struct json *counts = json_get(root, "counts");
@@ -369,6 +403,11 @@ int repl__merge_body(struct repl *r, const struct json *root, int origin, struct
     r->nlisted = 0;
     r->nitems = r->nraw = 0;
     r->merged_counters = 0;
+    if (r->cin) { /* a compact body: its counters are in the binary section */
+        e->status = 400;
+        e->code = "bad_body";
+        return repl__compact_merge(r, origin, e->detail, sizeof e->detail);
+    }
     if (!counts || counts->type != JSON_OBJ)
         return merr(e, 400, "bad_field", "counts must be an object of counters");
     if (decs && decs->type == JSON_NULL)
@@ -380,11 +419,7 @@ int repl__merge_body(struct repl *r, const struct json *root, int origin, struct
     if (read_map(r, counts, "counts", 0, e) < 0 || read_map(r, decs, "decrements", 1, e) < 0 ||
         read_folded(r, folded, e) < 0)
         return -1;
-    group_entries(r);
-    int changed = 0;
-    for (size_t i = 0; i < r->nitems; i++)
-        changed += merge_item(r, &r->items[i], origin);
-    return changed;
+    return repl__merge_items(r, origin);
 }
 
 /* ,"rejected":[{"counter","node_id","reason"},...],"rejected_count":N into r->out, whose
@@ -419,6 +454,10 @@ void repl__put_rejects(struct repl *r)
  */
 void repl__apply_tokens(struct repl *r, const struct json *root, const char *from)
 {
+    if (r->cin) {
+        repl__compact_tokens(r, from);
+        return;
+    }
     const struct json *toks = json_get(root, "tokens");
     if (!toks || toks->type != JSON_OBJ || !r->hooks.tokens)
         return;

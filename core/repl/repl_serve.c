@@ -82,9 +82,26 @@ static void respond_page(struct repl *r, struct http_request *req, const char *c
     repl__body_finish(r, NULL, cursor, more);
     r->original_out = 0;
     repl__put_rejects(r);
-    metric_add(r->m_bytes_sent, (double)r->out.len);
     r->last_sync_unix = clock_unix_s();
+    if (r->compact_out) {
+        r->compact_out = 0;
+        repl__compact_wrap(r);
+        metric_add(r->m_bytes_sent, (double)r->cout.len);
+        http_respond_ex(req, 200, "application/octet-stream", NULL, r->cout.data, r->cout.len);
+        return;
+    }
+    metric_add(r->m_bytes_sent, (double)r->out.len);
     http_respond_json(req, 200, r->out.data, r->out.len);
+}
+
+/* Whether the request's sender reads compact answers (it says so in "features"). */
+static int wants_compact(const struct repl *r, const struct json *root)
+{
+    const struct json *feat = json_get(root, "features");
+    for (uint32_t i = 0; !r->compact_off && feat && feat->type == JSON_ARR && i < feat->len; i++)
+        if (feat->u.items[i].type == JSON_STR && strcmp(feat->u.items[i].u.s, "compact") == 0)
+            return 1;
+    return 0;
 }
 
 /* The original lab's region (neither an incarnation nor decrements): our state in its
@@ -169,7 +186,7 @@ static void answer_digest(struct repl *r, struct http_request *req, const struct
 
 static void answer_sync(struct repl *r, struct http_request *req, const char *body, size_t len)
 {
-    const struct json *root = json_parse(&r->parser, body, len);
+    const struct json *root = repl__parse(r, body, len);
     if (!root) {
         http_respond_error(req, 400, "bad_json", "body is not valid JSON: %s", r->parser.err);
         return;
@@ -197,9 +214,12 @@ static void answer_sync(struct repl *r, struct http_request *req, const char *bo
     }
     char cursor[96];
     int full;
+    r->compact_out = wants_compact(r, root);
     int more = page_since(r, root, origin, cursor, sizeof cursor, &full);
+    int compact = r->compact_out;
     respond_page(r, req, cursor, more);
-    count_peer_bytes(r, origin, full ? KIND_FULL : KIND_DELTA, len, r->out.len);
+    count_peer_bytes(r, origin, full ? KIND_FULL : KIND_DELTA, len,
+                     compact ? r->cout.len : r->out.len);
 }
 
 void repl__delayed_free(struct delayed_in *d)
@@ -237,7 +257,7 @@ void repl_handle_sync(struct repl *r, struct http_request *req)
                            "this node is partitioned and does not accept replication");
         return;
     }
-    const struct json *root = json_parse(&r->parser, req->body, req->body_len);
+    const struct json *root = repl__parse(r, req->body, req->body_len);
     if (!root) {
         http_respond_error(req, 400, "bad_json", "body is not valid JSON: %s", r->parser.err);
         return;

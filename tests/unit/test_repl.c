@@ -14,6 +14,7 @@
 #include "obs/metrics.h"
 #include "repl/repl_internal.h"
 #include "store/gstore.h"
+#include "store/tokset.h"
 #include "unit.h"
 
 struct node {
@@ -23,6 +24,7 @@ struct node {
     struct repl *r;
     struct json_parser jp;
     int changed_calls;
+    struct tokset *ts;
 };
 
 static int decide_verdict = REPL_DELIVER, decide_delay = 0;
@@ -39,6 +41,14 @@ static void hook_changed(void *arg, uint32_t id)
     ((struct node *)arg)->changed_calls++;
 }
 
+static void hook_tokens(void *arg, uint32_t id, const struct repl_token *el, size_t n)
+{
+    struct node *nd = arg;
+    for (size_t i = 0; i < n; i++)
+        tokset_merge(nd->ts, id, el[i].tok, el[i].tlen, el[i].amount, el[i].settled,
+                     gstore_seq(nd->store));
+}
+
 static void node_init(struct node *n, const char *node_id)
 {
     memset(n, 0, sizeof *n);
@@ -46,15 +56,19 @@ static void node_init(struct node *n, const char *node_id)
     n->store = gstore_new();
     n->reg = metrics_new();
     json_parser_init(&n->jp);
+    n->ts = tokset_new();
     static const char *const peers[1] = {"http://127.0.0.1:9/"};
-    struct repl_config cfg = {.node_id = node_id, .region = "test", .peers = peers, .npeers = 1};
-    struct repl_hooks hooks = {.decide = hook_decide, .changed = hook_changed, .arg = n};
+    struct repl_config cfg = {
+        .node_id = node_id, .region = "test", .peers = peers, .npeers = 1, .tokset = n->ts};
+    struct repl_hooks hooks = {
+        .decide = hook_decide, .changed = hook_changed, .tokens = hook_tokens, .arg = n};
     n->r = repl_new(n->base, NULL, n->store, n->reg, &cfg, &hooks);
 }
 
 static void node_free(struct node *n)
 {
     repl_free(n->r);
+    tokset_free(n->ts);
     json_parser_free(&n->jp);
     metrics_free(n->reg);
     gstore_free(n->store);
@@ -273,8 +287,313 @@ static void test_decisions(void)
     node_free(&n);
 }
 
+/* ---------------------------------------------------------------- the compact body */
+
+/* Merges body[0..len) (JSON or compact) into n as a /sync message, tokens included. */
+static int merge_any(struct node *n, const char *body, size_t len, struct merge_error *e)
+{
+    const struct json *root = repl__parse(n->r, body, len);
+    if (!root) {
+        snprintf(e->detail, sizeof e->detail, "%s", n->r->parser.err);
+        return -2;
+    }
+    int rc = repl__merge_body(n->r, root, 0, e);
+    if (rc >= 0)
+        repl__apply_tokens(n->r, root, "test");
+    return rc;
+}
+
+/* A's whole state as pages (compact or JSON) merged into b. @return the pages. */
+static int copy_state(struct node *a, struct node *b, int compact)
+{
+    uint32_t next = 0;
+    int pages = 0;
+    struct merge_error e;
+    a->r->tok_after = 0;
+    while (next < gstore_count(a->store) && pages < 1000) {
+        repl__page_begin(a->r);
+        a->r->compact_out = compact;
+        repl__page_full(a->r, &next);
+        repl__body_finish(a->r, NULL, "x", next < gstore_count(a->store));
+        const char *body = a->r->out.data;
+        size_t len = a->r->out.len;
+        if (compact) {
+            repl__compact_wrap(a->r);
+            body = a->r->cout.data;
+            len = a->r->cout.len;
+        }
+        a->r->compact_out = 0;
+        CHECK(merge_any(b, body, len, &e) >= 0);
+        pages++;
+    }
+    return pages;
+}
+
+struct tok_cmp {
+    struct node *other;
+    uint32_t other_id;
+    int diffs, n;
+};
+
+static void cmp_token(void *arg, uint32_t id, const char *tok, size_t tlen, int64_t amount,
+                      int settled, uint64_t seq)
+{
+    struct tok_cmp *t = arg;
+    int64_t a2 = 0;
+    int s2 = -1;
+    int found = tokset_get(t->other->ts, t->other_id, tok, tlen, &a2, &s2);
+    t->n++;
+    if (!found || a2 != amount || s2 != settled)
+        t->diffs++;
+}
+
+/* Whether counter id of x is the same in y: entries and folded replicas by name, tokens. */
+static int same_counter(struct node *x, struct node *y, uint32_t id)
+{
+    size_t nlen;
+    const struct gcounter *c = gstore_counter(x->store, id);
+    const char *name = gstore_counter_name(c, &nlen);
+    uint32_t yid = gstore_find(y->store, name, nlen);
+    if (yid == GSTORE_NONE)
+        return 0;
+    const struct gcounter *d = gstore_counter(y->store, yid);
+    unsigned n = gstore_counter_entries(c), found = 0;
+    if (n != gstore_counter_entries(d))
+        return 0;
+    for (unsigned i = 0; i < n; i++) {
+        struct gentry e, f;
+        gstore_counter_entry(c, i, &e);
+        for (unsigned j = 0; j < n; j++) {
+            gstore_counter_entry(d, j, &f);
+            if (strcmp(gstore_replica_name(x->store, e.rep), gstore_replica_name(y->store, f.rep)))
+                continue;
+            found += e.pos == f.pos && e.neg == f.neg;
+        }
+    }
+    const uint16_t *fx, *fy;
+    unsigned nfx = gstore_folded_list(x->store, id, &fx),
+             nfy = gstore_folded_list(y->store, yid, &fy);
+    if (found != n || nfx != nfy)
+        return 0;
+    for (unsigned i = 0; i < nfx; i++) {
+        int hit = 0;
+        for (unsigned j = 0; j < nfy; j++)
+            hit |=
+                !strcmp(gstore_replica_name(x->store, fx[i]), gstore_replica_name(y->store, fy[j]));
+        if (!hit)
+            return 0;
+    }
+    struct tok_cmp t = {y, yid, 0, 0};
+    tokset_each(x->ts, id, 0, cmp_token, &t);
+    return !t.diffs && (unsigned)t.n == tokset_elements(y->ts, yid);
+}
+
+/* A random store: counters of up to 5 replicas (values up to INT64_MAX), decrements,
+ * folded replicas and token-set elements. */
+static void random_store(struct node *a, unsigned seed)
+{
+    static const char *reps[6] = {"b-1", "b-1~aa01", "c-2~zz9", "d-3", "e-4~q1w2", "f-5~0000"};
+    struct merge_error e;
+    char body[1024], name[32];
+    for (int i = 0; i < 300; i++) {
+        seed = seed * 1103515245u + 12345u;
+        snprintf(name, sizeof name, "r%u.%d", seed % 1000, i);
+        int len = snprintf(body, sizeof body, "{\"counts\":{\"%s\":{", name);
+        int k = 1 + (int)(seed >> 8) % 5;
+        for (int j = 0; j < k; j++) {
+            uint64_t v = (seed >> 3) % 4 == 0 ? (uint64_t)INT64_MAX - (uint64_t)j : seed % 100000;
+            len += snprintf(body + len, sizeof body - (size_t)len, "%s\"%s\":%llu", j ? "," : "",
+                            reps[(j + i) % 5], (unsigned long long)v);
+        }
+        len += snprintf(body + len, sizeof body - (size_t)len, "}}");
+        if (i % 3 == 0)
+            len += snprintf(body + len, sizeof body - (size_t)len,
+                            ",\"decrements\":{\"%s\":{\"%s\":%u}}", name, reps[i % 5], seed % 977);
+        if (i % 11 == 0)
+            len += snprintf(body + len, sizeof body - (size_t)len, ",\"folded\":{\"%s\":[\"%s\"]}",
+                            name, reps[5]);
+        snprintf(body + len, sizeof body - (size_t)len, "}");
+        CHECK(merge(a, body, 0, &e) >= 0);
+        uint32_t id = gstore_find(a->store, name, strlen(name));
+        for (int t = 0; i % 4 == 1 && t < 3; t++) {
+            char tok[16];
+            snprintf(tok, sizeof tok, "tok%d-%d", i, t);
+            tokset_merge(a->ts, id, tok, strlen(tok), t % 2 ? -(int64_t)t - 5 : INT64_MAX - t,
+                         t == 1, gstore_seq(a->store));
+        }
+    }
+}
+
+/* A random store copied as compact pages equals the same store copied as JSON pages. */
+static void test_compact_round_trip(void)
+{
+    for (unsigned seed = 1; seed <= 5; seed++) {
+        struct node a, b, c;
+        node_init(&a, "a-1");
+        node_init(&b, "b-2");
+        node_init(&c, "c-3");
+        random_store(&a, seed);
+        a.r->page_bytes = 700 * seed; /* several pages */
+        CHECK(copy_state(&a, &b, 0) > 1);
+        CHECK(copy_state(&a, &c, 1) > 1);
+        CHECK_EQ_I64(gstore_count(c.store), gstore_count(a.store));
+        CHECK_EQ_I64(gstore_count(b.store), gstore_count(a.store));
+        CHECK(tokset_count(c.ts) > 0);
+        CHECK_EQ_I64((int64_t)tokset_count(c.ts), (int64_t)tokset_count(b.ts));
+        int diffs = 0;
+        for (uint32_t id = 0; id < gstore_count(a.store); id++)
+            diffs += !same_counter(&a, &c, id) + !same_counter(&b, &c, id);
+        CHECK_EQ_I64(diffs, 0);
+        /* A compact page is much smaller than the JSON page of the same counters. */
+        uint32_t next = 0;
+        a.r->page_bytes = 1 << 30;
+        repl__page_begin(a.r);
+        repl__page_full(a.r, &next);
+        repl__body_finish(a.r, NULL, "x", 0);
+        size_t json_len = a.r->out.len;
+        repl__page_begin(a.r);
+        a.r->compact_out = 1;
+        next = 0;
+        repl__page_full(a.r, &next);
+        repl__body_finish(a.r, NULL, "x", 0);
+        repl__compact_wrap(a.r);
+        a.r->compact_out = 0;
+        CHECK(a.r->cout.len * 2 < json_len);
+        node_free(&a);
+        node_free(&b);
+        node_free(&c);
+    }
+}
+
+/* Compact bodies built by hand. */
+static void cb_varint(struct buf *b, uint64_t v)
+{
+    do {
+        buf_putc(b, (char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0)));
+        v >>= 7;
+    } while (v);
+}
+
+static void cb_str(struct buf *b, const char *s)
+{
+    cb_varint(b, strlen(s));
+    buf_puts(b, s);
+}
+
+/* "CSB1", the envelope, a table of reps (NULL-terminated): the start of a compact body. */
+static void cb_begin(struct buf *b, const char *const *reps)
+{
+    const char *env = "{\"node_id\":\"z-9\",\"incarnation\":\"00\",\"counts\":{}}";
+    buf_reset(b);
+    buf_puts(b, "CSB1");
+    cb_str(b, env);
+    unsigned n = 0;
+    while (reps[n])
+        n++;
+    cb_varint(b, n);
+    for (unsigned i = 0; i < n; i++)
+        cb_str(b, reps[i]);
+}
+
+/* Entries this node cannot hold are skipped with the JSON body's reasons. */
+static void test_compact_rejects_entries(void)
+{
+    struct node n;
+    node_init(&n, "a-1");
+    struct buf b = {0};
+    struct merge_error e;
+    static const char *const reps[] = {"b-1", "bad id!", "c-2~x1", NULL};
+    cb_begin(&b, reps);
+    cb_varint(&b, 3);
+    cb_str(&b, "ok"); /* b-1: 5, "bad id!": 1, c-2~x1: 2^63 */
+    cb_varint(&b, 3);
+    cb_varint(&b, 0), cb_varint(&b, 5), cb_varint(&b, 1);
+    cb_varint(&b, 1), cb_varint(&b, 1), cb_varint(&b, 0);
+    cb_varint(&b, 2), cb_varint(&b, (uint64_t)INT64_MAX + 1), cb_varint(&b, 0);
+    cb_varint(&b, 0), cb_varint(&b, 0);
+    cb_str(&b, "bad name"); /* two entries, skipped */
+    cb_varint(&b, 2);
+    cb_varint(&b, 0), cb_varint(&b, 1), cb_varint(&b, 0);
+    cb_varint(&b, 2), cb_varint(&b, 1), cb_varint(&b, 0);
+    cb_varint(&b, 0), cb_varint(&b, 0);
+    cb_str(&b, "fold"); /* folds a bare node id: skipped whole */
+    cb_varint(&b, 1);
+    cb_varint(&b, 2), cb_varint(&b, 7), cb_varint(&b, 0);
+    cb_varint(&b, 1), cb_varint(&b, 0);
+    cb_varint(&b, 0);
+    CHECK_EQ_I64(merge_any(&n, b.data, b.len, &e), 1);
+    CHECK_EQ_I64(value(&n, "ok"), 4);
+    CHECK_EQ_I64(value(&n, "bad name"), -1);
+    CHECK_EQ_I64(value(&n, "fold"), -1);
+    CHECK_EQ_I64((int64_t)n.r->nrejects, 5);
+    const char *want[4] = {"bad_node_id", "out_of_range", "bad_name", "folded_bad_id"};
+    CHECK_EQ_I64(n.r->nlisted, 4);
+    for (int i = 0; i < 4 && i < n.r->nlisted; i++)
+        CHECK_STR_EQ(n.r->rejects[i].reason, want[i]);
+    buf_free(&b);
+    node_free(&n);
+}
+
+/* A compact body whose structure is wrong is refused whole, naming what is wrong: cut at
+ * every length, an index beyond the table, a bad settled byte, bytes after the end. */
+static void test_compact_malformed_refused_whole(void)
+{
+    struct node n;
+    node_init(&n, "a-1");
+    struct buf b = {0};
+    struct merge_error e;
+    static const char *const reps[] = {"b-1", "c-2~x1", NULL};
+    cb_begin(&b, reps);
+    size_t head = b.len;
+    cb_varint(&b, 2);
+    cb_str(&b, "k1");
+    cb_varint(&b, 2);
+    cb_varint(&b, 0), cb_varint(&b, 300), cb_varint(&b, 2);
+    cb_varint(&b, 1), cb_varint(&b, 1u << 20), cb_varint(&b, 0);
+    cb_varint(&b, 0);
+    cb_varint(&b, 1), cb_str(&b, "t1"), cb_varint(&b, 9), buf_putc(&b, 1);
+    cb_str(&b, "k2");
+    cb_varint(&b, 1);
+    cb_varint(&b, 1), cb_varint(&b, 4), cb_varint(&b, 0);
+    cb_varint(&b, 0), cb_varint(&b, 0);
+    for (size_t cut = 4; cut < b.len; cut++) {
+        int rc = merge_any(&n, b.data, cut, &e);
+        CHECK(rc == -1 || rc == -2);
+        CHECK(strstr(e.detail, cut < head ? "" : "compact body") != NULL);
+        CHECK_EQ_I64(gstore_count(n.store), 0);
+    }
+    buf_putc(&b, 0);
+    CHECK_EQ_I64(merge_any(&n, b.data, b.len, &e), -1);
+    CHECK_EQ_I64(e.status, 400);
+    CHECK_STR_EQ(e.code, "bad_body");
+    CHECK_STR_EQ(e.detail, "compact body: 1 bytes after the last counter");
+    CHECK_EQ_I64(gstore_count(n.store), 0);
+    b.len--;
+    b.data[b.len - 5] = 2; /* k2's replica index: beyond the table of 2 */
+    CHECK_EQ_I64(merge_any(&n, b.data, b.len, &e), -1);
+    CHECK(strstr(e.detail, "beyond the table") != NULL);
+    CHECK_EQ_I64(gstore_count(n.store), 0);
+    b.data[b.len - 5] = 1;
+    b.data[b.len - 10] = 2; /* t1's settled byte */
+    CHECK_EQ_I64(merge_any(&n, b.data, b.len, &e), -1);
+    CHECK(strstr(e.detail, "settled") != NULL);
+    CHECK_EQ_I64(gstore_count(n.store), 0);
+    b.data[b.len - 10] = 1;
+    CHECK_EQ_I64(merge_any(&n, b.data, b.len, &e), 3);
+    CHECK_EQ_I64(value(&n, "k1"), 300 - 2 + (1 << 20));
+    CHECK_EQ_I64(value(&n, "k2"), 4);
+    int64_t amount = 0;
+    int settled = 0;
+    CHECK_EQ_I64(tokset_get(n.ts, gstore_find(n.store, "k1", 2), "t1", 2, &amount, &settled), 1);
+    CHECK_EQ_I64(amount, -5);
+    CHECK_EQ_I64(settled, 1);
+    buf_free(&b);
+    node_free(&n);
+}
+
 UNIT_MAIN("test_repl", UNIT_CASE(test_merge_is_max_and_idempotent),
           UNIT_CASE(test_merge_skips_what_it_cannot_hold),
           UNIT_CASE(test_malformed_bodies_merge_nothing), UNIT_CASE(test_pages_round_trip),
           UNIT_CASE(test_delta_leaves_out_the_receivers_own_state), UNIT_CASE(test_cursors),
-          UNIT_CASE(test_decisions))
+          UNIT_CASE(test_decisions), UNIT_CASE(test_compact_round_trip),
+          UNIT_CASE(test_compact_rejects_entries), UNIT_CASE(test_compact_malformed_refused_whole))
