@@ -266,11 +266,27 @@ static int decode_string(struct cursor *c, unsigned char *d, const char **out, u
     return fail(c, "unterminated string");
 }
 
+/* Nonzero when one of the 8 bytes of w is '"', '\\', a control byte (< 0x20) or not ASCII:
+ * the exact test, word-wide (a borrow only marks bytes above a byte that matches). */
+static uint64_t word_needs_care(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+    uint64_t quote = w ^ (ones * '"'), bslash = w ^ (ones * '\\');
+    uint64_t zero_like = (quote - ones) | (bslash - ones) | (w - ones * 0x20);
+    return (zero_like & ~w & high) | (w & high);
+}
+
 static int parse_string(struct cursor *c, const char **out, uint32_t *out_len, uint8_t *flags)
 {
     c->s++; /* opening quote */
     const unsigned char *q = c->s;
-    /* Fast scan: find the closing quote and whether anything needs decoding. */
+    /* Fast scan: find the closing quote and whether anything needs decoding; plain runs
+     * are passed over 8 bytes at a time, the word holding the stop byte byte by byte. */
+    for (uint64_t w; c->end - q >= 8; q += 8) {
+        memcpy(&w, q, sizeof w);
+        if (word_needs_care(w))
+            break;
+    }
     while (q < c->end && *q != '"' && *q != '\\' && *q >= 0x20 && *q < 0x80)
         q++;
     size_t upper = (size_t)(q - c->s);

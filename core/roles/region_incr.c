@@ -167,11 +167,12 @@ static uint64_t incr_done(struct region *rg, const struct incr_body *ib, const c
     return pos;
 }
 
-int region__incr_apply(struct region *rg, const struct incr_body *ib, const char *token,
-                       size_t tlen, double now, const char *head, struct incr_result *r)
+/* region__incr_apply with the counter's id already looked up (GSTORE_NONE: not yet). */
+static int incr_apply_id(struct region *rg, const struct incr_body *ib, const char *token,
+                         size_t tlen, uint32_t id, double now, const char *head,
+                         struct incr_result *r)
 {
     const char *name = ib->name;
-    uint32_t id = gstore_find(rg->store, name, ib->nlen);
     if (incr_retry(rg, ib, token, tlen, id, now, head, r))
         return r->status;
     if (id == GSTORE_NONE && ib->amount == INT64_MIN) {
@@ -198,6 +199,13 @@ int region__incr_apply(struct region *rg, const struct incr_body *ib, const char
     return 200;
 }
 
+int region__incr_apply(struct region *rg, const struct incr_body *ib, const char *token,
+                       size_t tlen, double now, const char *head, struct incr_result *r)
+{
+    uint32_t id = gstore_find(rg->store, ib->name, ib->nlen);
+    return incr_apply_id(rg, ib, token, tlen, id, now, head, r);
+}
+
 void region__h_increment(void *role, struct http_request *req)
 {
     struct region *rg = role;
@@ -215,12 +223,11 @@ void region__h_increment(void *role, struct http_request *req)
         trace_span_attr_str(req->span, "counter.name", ib.name, ib.nlen);
         trace_span_attr_int(req->span, "counter.amount", ib.amount);
     }
-    if (rg->wal) {
-        uint32_t fid = gstore_find(rg->store, ib.name, ib.nlen);
-        if (region__reserve_log(rg, req, region__incr_record_max(rg, fid, ib.nlen, tlen)) < 0)
-            return;
-    }
-    if (region__incr_apply(rg, &ib, token, tlen, clock_unix_s(), "{", &r) != 200) {
+    /* One lookup for both: reserving room in the log changes no counter. */
+    uint32_t id = gstore_find(rg->store, ib.name, ib.nlen);
+    if (rg->wal && region__reserve_log(rg, req, region__incr_record_max(rg, id, ib.nlen, tlen)) < 0)
+        return;
+    if (incr_apply_id(rg, &ib, token, tlen, id, clock_unix_s(), "{", &r) != 200) {
         http_respond_error(req, r.status, r.code, "%s", r.detail);
         return;
     }

@@ -1142,6 +1142,67 @@ static void test_mutations(void)
     buf_free(&g);
 }
 
+/* Strings of 0-40 bytes with one byte of interest at each position: the reader passes
+ * over plain bytes a word at a time, so every stop byte, at every offset in a word, must
+ * stop it exactly (decoded as before, or rejected). */
+static void test_string_words(void)
+{
+    static const struct {
+        const char *in, *out; /* out NULL: rejected */
+    } cases[] = {
+        {" ", " "},
+        {"!", "!"},
+        {"#", "#"},
+        {"[", "["},
+        {"]", "]"},
+        {"\x7f", "\x7f"},
+        {"\\n", "\n"},
+        {"\\\"", "\""},
+        {"\\u00e9", "\xc3\xa9"},
+        {"\xc3\xa9", "\xc3\xa9"},
+        {"\x1f", NULL},
+        {"\x01", NULL},
+        {"\x80", NULL},
+        {"\xc0\x80", NULL},
+        {"\xff", NULL},
+        {"\\q", NULL},
+    };
+    char doc[64], want[64];
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        size_t il = strlen(cases[ci].in), ol = cases[ci].out ? strlen(cases[ci].out) : 0;
+        for (size_t len = 0; len <= 40; len++) {
+            for (size_t k = 0; k <= len; k++) {
+                unit_context("case %zu, %zu plain bytes, the byte at %zu", ci, len, k);
+                size_t n = 0, w = 0;
+                doc[n++] = '"';
+                for (size_t i = 0; i <= len; i++) {
+                    if (i == k) {
+                        memcpy(doc + n, cases[ci].in, il);
+                        memcpy(want + w, cases[ci].out ? cases[ci].out : "", ol);
+                        n += il;
+                        w += ol;
+                    }
+                    if (i < len)
+                        doc[n++] = want[w++] = (char)('a' + i % 26);
+                }
+                doc[n++] = '"';
+                if (!cases[ci].out) {
+                    REJECT_N(doc, n);
+                    continue;
+                }
+                const struct json *v = parse_n(doc, n);
+                CHECK(v && v->type == JSON_STR);
+                if (v && v->type == JSON_STR) {
+                    CHECK_EQ_U64(v->len, w);
+                    CHECK(memcmp(v->u.s, want, w) == 0 && v->u.s[w] == '\0');
+                }
+                REJECT_N(doc, n - 1); /* unterminated: read within bounds */
+            }
+        }
+    }
+    unit_context("%s", "");
+}
+
 /* Every proper prefix of a container document is rejected (and read within bounds). */
 static void test_prefixes(void)
 {
@@ -1164,4 +1225,5 @@ static void test_prefixes(void)
 UNIT_MAIN("test_json", UNIT_CASE(test_types), UNIT_CASE(test_json_get), UNIT_CASE(test_int_edges),
           UNIT_CASE(test_numbers), UNIT_CASE(test_strings), UNIT_CASE(test_rejects),
           UNIT_CASE(test_error_offsets), UNIT_CASE(test_depth), UNIT_CASE(test_reuse),
-          UNIT_CASE(test_roundtrip_random), UNIT_CASE(test_mutations), UNIT_CASE(test_prefixes))
+          UNIT_CASE(test_roundtrip_random), UNIT_CASE(test_mutations), UNIT_CASE(test_prefixes),
+          UNIT_CASE(test_string_words))
