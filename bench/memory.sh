@@ -7,7 +7,9 @@
 #     counterd_store_bytes, against the anchor: Redis (no persistence) holding N keys made
 #     by INCR, its VmRSS measured the same way, REDIS_ROUNDS times in the same run (before
 #     the counters are loaded, after loading, after the sync...); target: the median of
-#     the nodes <= the median of Redis;
+#     the nodes <= the median of Redis. Two figures: bare (right after the full-state
+#     sync) and as run (after a digest round and a GET /counters on every node, so each
+#     also holds its anti-entropy digest and its sorted name index, as a node in use does);
 #   - delta sync: CHANGED (default 1,000) counters changed on one node, bytes its next
 #     force-sync round sent (counterd_sync_bytes_total{direction="sent"} before/after).
 #
@@ -189,6 +191,9 @@ for n in "${NODES[@]}"; do
   [[ $got == "$N" ]] || die "node $n after full sync: counterd_store_counters is '${got}', expected $N"
 done
 log "full sync checked: every node sees total_count 3 from 3 nodes"
+# Bare: the store and what the full-state sync left, before any digest round or listing.
+BARE_KB=()
+for n in "${NODES[@]}"; do BARE_KB+=("$(bench_rss_kb "${PID[$n]}")"); done
 
 # Settle: one more force-sync of each node with nothing changed. A round may leave for the
 # next one the counters it merged during itself (counterd pushes back what it merged);
@@ -203,16 +208,27 @@ for n in "${NODES[@]}"; do
   fi
 done
 log "settle rounds (nothing changed): $SETTLE_TOTAL s; node a sent $SETTLE_SENT_A bytes in its round"
+# A force-sync round with a peer that speaks digests is a digest exchange: each node has
+# now built its digest (checked), and one listing builds its sorted name index.
+for n in "${NODES[@]}"; do
+  dg=$(bench_metric "${URL[$n]}" counterd_sync_peer_bytes_total 'kind="digest"')
+  ((${dg:-0} > 0)) || die "node $n: no digest exchange in the settle rounds (counterd_sync_peer_bytes_total{kind=\"digest\"} is '${dg}')"
+  curl -fsS -o /dev/null --max-time 120 "${URL[$n]}/counters?limit=10" ||
+    die "node $n: GET /counters failed"
+done
 
 # ------------------------------------------------------------------------- memory
 for ((i = 3; i <= REDIS_ROUNDS; i++)); do redis_round; done
-NODE_KB=()
-for n in "${NODES[@]}"; do NODE_KB+=("$(bench_rss_kb "${PID[$n]}")"); done
-RSS_KB=${NODE_KB[0]}
+RUN_KB=()
+for n in "${NODES[@]}"; do RUN_KB+=("$(bench_rss_kb "${PID[$n]}")"); done
+RSS_KB=${BARE_KB[0]}
 RSS_MB=$(awk -v k="$RSS_KB" 'BEGIN { printf "%.1f", k / 1024 }')
-read -r NODE_MED NODE_MIN NODE_MAX < <(stats_mb "${NODE_KB[@]}")
+RUN_A_MB=$(awk -v k="${RUN_KB[0]}" 'BEGIN { printf "%.1f", k / 1024 }')
+read -r NODE_MED NODE_MIN NODE_MAX < <(stats_mb "${BARE_KB[@]}")
+read -r RUN_MED RUN_MIN RUN_MAX < <(stats_mb "${RUN_KB[@]}")
 read -r REDIS_MB REDIS_MIN REDIS_MAX < <(stats_mb "${REDIS_KB[@]}")
 MEM_RATIO=$(awk -v a="$NODE_MED" -v b="$REDIS_MB" 'BEGIN { printf "%.2f", a / b }')
+RUN_RATIO=$(awk -v a="$RUN_MED" -v b="$REDIS_MB" 'BEGIN { printf "%.2f", a / b }')
 STORE_BYTES=$(bench_metric "${URL[a]}" counterd_store_bytes)
 STORE_MB=$(awk -v b="${STORE_BYTES:-0}" 'BEGIN { printf "%.1f", b / 1048576 }')
 PRM=$(bench_metric "${URL[a]}" process_resident_memory_bytes)
@@ -220,7 +236,7 @@ PRM=$(bench_metric "${URL[a]}" process_resident_memory_bytes)
 # (GET /counters builds and sends the same list, without any replication).
 read -r GC_S GC_BYTES < <(curl -fsS -o /dev/null -w '%{time_total} %{size_download}\n' \
   --max-time 120 "${URL[a]}/counters") || die "node a: GET /counters failed"
-mem_verdict=$(awk -v r="$MEM_RATIO" 'BEGIN { print (r <= 1.0) ? "met" : "NOT met" }')
+mem_verdict=$(awk -v r="$RUN_RATIO" 'BEGIN { print (r <= 1.0) ? "met" : "NOT met" }')
 
 # --------------------------------------------------------------------- delta sync
 # delta_round K OFFSET: K counters spread over the whole name range (index i*N/K+OFFSET),
@@ -278,14 +294,17 @@ echo "  bytes node a sent in its full-state round: $FULL_SENT_A"
 echo "  then a second force-sync of each, nothing changed: total $SETTLE_TOTAL s, node a sent $SETTLE_SENT_A bytes"
 echo "  (for scale: GET /counters on node a, $((GC_BYTES / 1024)) KiB, the list a force-sync answer carries, takes $(printf '%.3f' "$GC_S") s)"
 echo
-echo "memory, VmRSS after the full sync (every counter has 3 node entries), median [min-max]:"
-printf '  %-42s %9s MB  [%s-%s]  (nodes a, b, c)\n' "counterd, $N counters" "$NODE_MED" \
+echo "memory, VmRSS (every counter has 3 node entries), median [min-max] of nodes a, b, c:"
+printf '  %-42s %9s MB  [%s-%s]\n' "counterd bare, after the full-state sync" "$NODE_MED" \
   "$NODE_MIN" "$NODE_MAX"
+printf '  %-42s %9s MB  [%s-%s]\n' "counterd as run (+ digest, name index)" "$RUN_MED" \
+  "$RUN_MIN" "$RUN_MAX"
 printf '  %-42s %9s MB  [%s-%s]  (%s rounds, between counterd'"'"'s phases)\n' \
   "Redis, $N INCR keys, no persistence" "$REDIS_MB" "$REDIS_MIN" "$REDIS_MAX" "${#REDIS_KB[@]}"
-printf '  %-42s %9s       (target <= 1.0: %s)\n' "ratio counterd/Redis" "$MEM_RATIO" "$mem_verdict"
+printf '  %-42s %9s\n' "ratio counterd bare/Redis" "$MEM_RATIO"
+printf '  %-42s %9s       (target <= 1.0: %s)\n' "ratio counterd as run/Redis" "$RUN_RATIO" "$mem_verdict"
 echo "node a:"
-printf '  %-42s %9s MB\n' "VmRSS" "$RSS_MB"
+printf '  %-42s %9s MB\n' "VmRSS bare / as run" "$RSS_MB / $RUN_A_MB"
 printf '  %-42s %9s MB\n' "counterd_store_bytes" "$STORE_MB"
 printf '  %-42s %9s MB\n' "process_resident_memory_bytes" \
   "$(awk -v b="${PRM:-0}" 'BEGIN { printf "%.1f", b / 1048576 }')"
@@ -297,4 +316,4 @@ printf '  %-8s %14s %16s %14s %10s\n' K 'bytes sent' 'per counter' 'bytes recv' 
 printf '  %-8s %14s %16s %14s %10s\n' "$CHANGED" "$DELTA_BYTES" "$PER_COUNTER" "$DELTA_RECV" "$DELTA_S"
 printf '  %-8s %14s %16s %14s %10s\n' "$CHANGED2" "$DELTA2_BYTES" "$PER_COUNTER2" "$DELTA2_RECV" "$DELTA2_S"
 echo "  vs $FULL_SENT_A bytes sent by node a in its full-state round ($N counters)"
-echo "RESULT memory counters=$N rss_mb=$NODE_MED redis_rss_mb=$REDIS_MB ratio=$MEM_RATIO rss_spread_mb=$NODE_MIN-$NODE_MAX redis_spread_mb=$REDIS_MIN-$REDIS_MAX node_a_rss_mb=$RSS_MB full_sync_s=$FULL_TOTAL delta_bytes=$DELTA_BYTES store_mb=$STORE_MB delta_bytes_per_counter=$PER_COUNTER changed=$CHANGED delta_bytes_small=$DELTA2_BYTES changed_small=$CHANGED2"
+echo "RESULT memory counters=$N rss_mb=$NODE_MED redis_rss_mb=$REDIS_MB ratio=$MEM_RATIO rss_spread_mb=$NODE_MIN-$NODE_MAX run_rss_mb=$RUN_MED run_ratio=$RUN_RATIO run_spread_mb=$RUN_MIN-$RUN_MAX redis_spread_mb=$REDIS_MIN-$REDIS_MAX node_a_rss_mb=$RSS_MB full_sync_s=$FULL_TOTAL delta_bytes=$DELTA_BYTES store_mb=$STORE_MB delta_bytes_per_counter=$PER_COUNTER changed=$CHANGED delta_bytes_small=$DELTA2_BYTES changed_small=$CHANGED2"

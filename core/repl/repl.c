@@ -52,6 +52,9 @@
 
 #include <event2/event.h>
 #include <inttypes.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,9 +96,52 @@ int repl__origin_of_node(const struct repl *r, const char *node_id)
 
 static void exchange_start(struct peer *p);
 
+/*
+ * Gives back the scratch a round grew beyond what a delta round needs (a full-state page
+ * grows the buffers, the parser and the merge tables to ~15 MB, and they would stay at
+ * that peak while the node idles). Every user of them sizes them again from nothing. The
+ * freed blocks sit between the store's arena chunks in the heap: malloc_trim returns their
+ * pages to the system, or the process would keep them resident.
+ */
+#define SCRATCH_KEEP (256u << 10)
+static void scratch_trim(struct repl *r)
+{
+    int freed = 0;
+    struct buf *bufs[] = {&r->out, &r->counts, &r->decs, &r->toks, &r->folds, &r->dg};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        if (bufs[i]->cap > SCRATCH_KEEP) {
+            buf_free(bufs[i]);
+            freed = 1;
+        }
+    if (r->raw_cap * (2 * sizeof *r->raw + sizeof *r->raw_item) > SCRATCH_KEEP) {
+        free(r->raw);
+        free(r->entries);
+        free(r->raw_item);
+        r->raw = r->entries = NULL;
+        r->raw_item = NULL;
+        r->nraw = r->raw_cap = 0;
+        freed = 1;
+    }
+    if (r->items_cap * sizeof *r->items + r->seen_cap * sizeof *r->seen > SCRATCH_KEEP) {
+        free(r->items);
+        free(r->seen);
+        r->items = NULL;
+        r->seen = NULL;
+        r->nitems = r->items_cap = r->seen_cap = 0;
+        freed = 1;
+    }
+    freed |= r->parser.stack_cap * sizeof *r->parser.stack > SCRATCH_KEEP;
+    json_parser_free(&r->parser); /* keeps nothing: the next parse starts a chunk */
+#ifdef __GLIBC__
+    if (freed)
+        malloc_trim(0);
+#endif
+}
+
 static void round_finish(struct repl *r)
 {
     r->round_running = 0;
+    scratch_trim(r);
     trace_span_end(r->round_span);
     r->round_span = NULL;
     struct waiter *w = r->waiters;

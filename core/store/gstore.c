@@ -9,9 +9,10 @@
  * bytes, the width its largest value needs (a counter incremented a few times holds
  * 1-byte entries). A block that must grow (an entry, a decrement, a wider value, a replica
  * id above 255) is copied into a bigger one and its old block goes to a free list of its
- * exact size. by_id holds 32-bit arena offsets, the table 32-bit ids, and the change list
- * links ids: 36 bytes a counter with a short name and three small entries, plus 4 in
- * by_id and 5-8 in the table.
+ * exact size. by_id holds 32-bit arena offsets, the table 32-bit ids and a 1-byte tag of
+ * the hash per slot (a probe reads a block only when its tag matches), and the change
+ * list links ids: 36 bytes a counter with a short name and three small entries, plus 4 in
+ * by_id and 6-10 in the table.
  *
  * Tombstones of folded replicas (gstore_fold) live apart, in a table keyed by counter id
  * that is empty until a first fold: a store without them pays one test per merge.
@@ -76,6 +77,7 @@ struct gstore {
     size_t arena_bytes;  /* in chunks */
     uint32_t *free_at;   /* per block size in units: a free block, GSTORE_NONE = none */
     uint32_t *slots;     /* open addressing, linear probing; GSTORE_NONE = empty */
+    uint8_t *tags;       /* per slot: its counter's tag_of(hash), 0 = empty */
     uint32_t nslots;     /* any size: a hash maps to a slot by multiplication */
     uint64_t seq;
     uint32_t head, tail; /* change list */
@@ -373,6 +375,7 @@ struct gstore *gstore_new(void)
     st->nslots = 1024;
     st->slots = xmalloc(st->nslots * sizeof *st->slots);
     memset(st->slots, 0xff, st->nslots * sizeof *st->slots);
+    st->tags = xcalloc(st->nslots, 1);
     st->head = st->tail = GSTORE_NONE;
     st->max_entries = GCOUNTER_MAX_ENTRIES;
     return st;
@@ -403,6 +406,7 @@ void gstore_free(struct gstore *st)
     free(st->tombs);
     free(st->by_id);
     free(st->slots);
+    free(st->tags);
     free(st->scratch);
     free(st);
 }
@@ -477,42 +481,93 @@ static uint32_t slot_of(uint32_t h, uint32_t nslots)
     return (uint32_t)(((uint64_t)h * nslots) >> 32);
 }
 
+/*
+ * The tag of a slot: 7 bits of the hash that slot_of does not use (it takes the high
+ * bits), and the top bit so that 0 means empty. A probe compares tags, a byte array
+ * beside the slots, and reads a counter's block (a cache miss) only when its tag matches:
+ * one in 128 of the others.
+ */
+static inline uint8_t tag_of(uint32_t h)
+{
+    return (uint8_t)(0x80u | (h & 0x7fu));
+}
+
+/* The id of the counter called name, whose hash is h, or GSTORE_NONE. */
+static uint32_t find_h(const struct gstore *st, const char *name, size_t len, uint32_t h)
+{
+    uint8_t tag = tag_of(h);
+    for (uint32_t i = slot_of(h, st->nslots);; i = i + 1 == st->nslots ? 0 : i + 1) {
+        uint8_t t = st->tags[i];
+        if (!t)
+            return GSTORE_NONE;
+        if (t != tag)
+            continue;
+        const struct gcounter *c = cnt(st, st->slots[i]);
+        if (c->name_len == len && memcmp(c_name(c), name, len) == 0)
+            return st->slots[i];
+    }
+}
+
 uint32_t gstore_find(const struct gstore *st, const char *name, size_t len)
 {
     if (len == 0 || len > GCOUNTER_NAME_MAX)
         return GSTORE_NONE;
-    uint32_t h = (uint32_t)hash_bytes(name, len);
-    for (uint32_t i = slot_of(h, st->nslots);; i = i + 1 == st->nslots ? 0 : i + 1) {
-        uint32_t id = st->slots[i];
-        if (id == GSTORE_NONE)
-            return GSTORE_NONE;
-        const struct gcounter *c = cnt(st, id);
-        if (c->name_len == len && memcmp(c_name(c), name, len) == 0)
-            return id;
-    }
+    return find_h(st, name, len, (uint32_t)hash_bytes(name, len));
 }
 
-static void slot_put(uint32_t *slots, uint32_t nslots, uint32_t h, uint32_t id)
+static void slot_put(struct gstore *st, uint32_t h, uint32_t id)
 {
-    uint32_t i = slot_of(h, nslots);
-    while (slots[i] != GSTORE_NONE)
-        i = i + 1 == nslots ? 0 : i + 1;
-    slots[i] = id;
+    uint32_t i = slot_of(h, st->nslots);
+    while (st->tags[i])
+        i = i + 1 == st->nslots ? 0 : i + 1;
+    st->slots[i] = id;
+    st->tags[i] = tag_of(h);
+}
+
+/* Rebuilds the table with n slots (n > count * 5 / 4), rehashing every name. */
+static void table_resize(struct gstore *st, uint32_t n)
+{
+    free(st->slots);
+    free(st->tags);
+    st->slots = xmalloc((size_t)n * sizeof *st->slots);
+    memset(st->slots, 0xff, (size_t)n * sizeof *st->slots);
+    st->tags = xcalloc(n, 1);
+    st->nslots = n;
+    for (uint32_t id = 0; id < st->count; id++) {
+        const struct gcounter *c = cnt(st, id);
+        slot_put(st, (uint32_t)hash_bytes(c_name(c), c->name_len), id);
+    }
 }
 
 /* Grows the table by half once it is 4/5 full: it holds 1.25-1.9 slots per counter. */
 static void table_grow(struct gstore *st)
 {
-    uint32_t n = st->nslots + st->nslots / 2;
-    uint32_t *ns = xmalloc((size_t)n * sizeof *ns);
-    memset(ns, 0xff, (size_t)n * sizeof *ns);
-    for (uint32_t id = 0; id < st->count; id++) {
-        const struct gcounter *c = cnt(st, id);
-        slot_put(ns, n, (uint32_t)hash_bytes(c_name(c), c->name_len), id);
+    table_resize(st, st->nslots + st->nslots / 2);
+}
+
+/* Room in by_id for cap ids. */
+static void ids_reserve(struct gstore *st, uint32_t cap)
+{
+    if (cap <= st->id_cap)
+        return;
+    st->id_cap = cap;
+    st->by_id = xrealloc(st->by_id, (size_t)st->id_cap * sizeof *st->by_id);
+}
+
+void gstore_reserve(struct gstore *st, uint32_t n)
+{
+    if (n > UINT32_MAX / 2)
+        return;
+    uint64_t want = (uint64_t)st->count + n;
+    if (want * 5 > (uint64_t)st->nslots * 4) {
+        /* 1.5 slots per counter: the middle of what growing by half gives. */
+        uint64_t slots = want + want / 2 + 1;
+        if (slots > UINT32_MAX / 3 * 2)
+            return;
+        table_resize(st, (uint32_t)slots);
     }
-    free(st->slots);
-    st->slots = ns;
-    st->nslots = n;
+    if (want < GSTORE_NONE)
+        ids_reserve(st, (uint32_t)want);
 }
 
 /* The entries a new counter gets room for. */
@@ -526,17 +581,18 @@ static unsigned new_cap(const struct gstore *st)
 
 uint32_t gstore_create(struct gstore *st, const char *name, size_t len)
 {
-    uint32_t id = gstore_find(st, name, len);
-    if (id != GSTORE_NONE || len == 0 || len > GCOUNTER_NAME_MAX)
+    if (len == 0 || len > GCOUNTER_NAME_MAX)
+        return GSTORE_NONE;
+    uint32_t h = (uint32_t)hash_bytes(name, len);
+    uint32_t id = find_h(st, name, len, h);
+    if (id != GSTORE_NONE)
         return id;
     if (st->count == GSTORE_NONE - 1 || st->nslots > UINT32_MAX / 3 * 2)
         return GSTORE_NONE;
     if ((uint64_t)(st->count + 1) * 5 > (uint64_t)st->nslots * 4)
         table_grow(st);
-    if (st->count == st->id_cap) {
-        st->id_cap = st->id_cap ? st->id_cap * 2 : 1024;
-        st->by_id = xrealloc(st->by_id, (size_t)st->id_cap * sizeof *st->by_id);
-    }
+    if (st->count == st->id_cap)
+        ids_reserve(st, st->id_cap ? st->id_cap * 2 : 1024);
     unsigned cap = new_cap(st);
     uint32_t off = arena_alloc(st, c_units((unsigned)len, cap, 0, 0));
     struct gcounter *c = at(st, off);
@@ -548,7 +604,7 @@ uint32_t gstore_create(struct gstore *st, const char *name, size_t len)
 
     id = st->count++;
     st->by_id[id] = off;
-    slot_put(st->slots, st->nslots, (uint32_t)hash_bytes(name, len), id);
+    slot_put(st, h, id);
     ++st->seq;
     c->mseq_lo = (uint32_t)st->seq;
     c->mseq_hi = (uint32_t)(st->seq >> 32);
@@ -1054,7 +1110,7 @@ size_t gstore_memory(const struct gstore *st)
 {
     /* The last chunk's unused part is not touched yet: not resident, not counted. */
     size_t arena = st->arena_bytes - (size_t)(st->room - st->bump) * UNIT;
-    return arena + st->bytes + (size_t)st->nslots * sizeof *st->slots +
+    return arena + st->bytes + (size_t)st->nslots * (sizeof *st->slots + 1) +
            (size_t)st->count * sizeof *st->by_id;
 }
 

@@ -131,6 +131,12 @@ uint32_t gstore_find(const struct gstore *st, const char *name, size_t len);
  * @return its id, or GSTORE_NONE when len is out of range.
  */
 uint32_t gstore_create(struct gstore *st, const char *name, size_t len);
+/*
+ * Makes room for n more counters (the table and the id index), so that creating them
+ * rehashes nothing: for a transfer that says how many counters it brings. A hint only:
+ * nothing is refused beyond it, and an n out of range does nothing.
+ */
+void gstore_reserve(struct gstore *st, uint32_t n);
 /* @return the counter with this id; id must be < gstore_count(). */
 const struct gcounter *gstore_counter(const struct gstore *st, uint32_t id);
 uint32_t gstore_count(const struct gstore *st);

@@ -959,6 +959,69 @@ static void test_many_counters(void)
     gstore_free(st);
 }
 
+/* gstore_reserve between creates, of any size (0, too big, less or more than what comes):
+ * every name keeps its id, finds miss nothing and invent nothing, and a reservation
+ * changes no counter and no sequence number. */
+static void test_reserve(void)
+{
+    struct unit_rng rng;
+    rng_init(&rng, "reserve");
+    uint32_t n = (uint32_t)unit_iters(60000);
+    struct gstore *st = gstore_new();
+    char name[64];
+    long bad = 0;
+    uint32_t made = 0;
+    while (made < n) {
+        uint64_t seq = gstore_seq(st);
+        uint32_t k = (uint32_t)rng_below(&rng, 5000);
+        gstore_reserve(st, rng_below(&rng, 4) == 0 ? UINT32_MAX : k);
+        gstore_reserve(st, 0);
+        if (gstore_seq(st) != seq || gstore_count(st) != made)
+            bad++;
+        uint32_t m = (uint32_t)rng_below(&rng, 2 * (uint64_t)k + 1);
+        for (uint32_t j = 0; j < m && made < n; j++, made++) {
+            int len = make_name(name, made);
+            if (gstore_create(st, name, (size_t)len) != made)
+                bad++;
+            uint32_t old = (uint32_t)rng_below(&rng, made + 1);
+            len = make_name(name, old);
+            if (gstore_find(st, name, (size_t)len) != old)
+                bad++;
+            len = make_name(name, made + 1);
+            if (gstore_find(st, name, (size_t)len) != GSTORE_NONE)
+                bad++;
+        }
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        int len = make_name(name, i);
+        if (gstore_find(st, name, (size_t)len) != i || gstore_create(st, name, (size_t)len) != i)
+            bad++;
+    }
+    CHECK_EQ_I64(bad, 0);
+    CHECK_EQ_U64(gstore_count(st), n);
+    gstore_free(st);
+
+    /* Reserved up front, the table is sized once: 1.5 slots a counter (6 bytes each), and
+     * creating the reserved counters does not grow it. */
+    st = gstore_new();
+    gstore_reserve(st, n);
+    size_t before = gstore_memory(st);
+    CHECK(before >= (size_t)n * 3 / 2 * 5 && before <= (size_t)n * 3 / 2 * 5 + (size_t)n * 4 + 64);
+    for (uint32_t i = 0; i < n; i++) {
+        int len = make_name(name, i);
+        CHECK_EQ_U64(gstore_create(st, name, (size_t)len), i);
+    }
+    struct gstore *plain = gstore_new();
+    for (uint32_t i = 0; i < n; i++) {
+        int len = make_name(name, i);
+        gstore_create(plain, name, (size_t)len);
+    }
+    /* Same arena; the reserved table is at most what growing by half could give. */
+    CHECK(gstore_memory(st) <= gstore_memory(plain) + 2 * (size_t)n);
+    gstore_free(plain);
+    gstore_free(st);
+}
+
 static void test_name_limits(void)
 {
     struct gstore *st = gstore_new();
@@ -1513,6 +1576,7 @@ UNIT_MAIN("test_gstore", UNIT_CASE(test_merge_laws), UNIT_CASE(test_merge_overfl
           UNIT_CASE(test_incr_basic), UNIT_CASE(test_incr_overflow),
           UNIT_CASE(test_merge_overflow_edges), UNIT_CASE(test_bare_node_entries),
           UNIT_CASE(test_full), UNIT_CASE(test_merge_zero_entry), UNIT_CASE(test_delta_tracking),
-          UNIT_CASE(test_many_counters), UNIT_CASE(test_name_limits), UNIT_CASE(test_replicas),
-          UNIT_CASE(test_aggregates), UNIT_CASE(test_name_valid), UNIT_CASE(test_fold_basic),
-          UNIT_CASE(test_fold_merge_rules), UNIT_CASE(test_fold_cap), UNIT_CASE(test_layout_model))
+          UNIT_CASE(test_many_counters), UNIT_CASE(test_reserve), UNIT_CASE(test_name_limits),
+          UNIT_CASE(test_replicas), UNIT_CASE(test_aggregates), UNIT_CASE(test_name_valid),
+          UNIT_CASE(test_fold_basic), UNIT_CASE(test_fold_merge_rules), UNIT_CASE(test_fold_cap),
+          UNIT_CASE(test_layout_model))

@@ -206,6 +206,69 @@ static void test_pages_round_trip(void)
     node_free(&b);
 }
 
+static void sync_done(void *arg, int completed)
+{
+    *(int *)arg = completed ? 1 : -1;
+}
+
+/* A full-state page grows the page buffers and the merge tables to megabytes; the end of a
+ * round gives that back (a node idling after a full sync must not keep its peak), and the
+ * next page still builds and merges. */
+static void test_round_end_gives_back_scratch(void)
+{
+    struct node a, b;
+    node_init(&a, "a-1");
+    memset(&b, 0, sizeof b);
+    b.base = event_base_new();
+    b.store = gstore_new();
+    b.reg = metrics_new();
+    json_parser_init(&b.jp);
+    struct repl_config cfg = {.node_id = "b-1", .region = "test"}; /* no peers */
+    struct repl_hooks hooks = {.decide = hook_decide, .changed = hook_changed, .arg = &b};
+    b.r = repl_new(b.base, NULL, b.store, b.reg, &cfg, &hooks);
+    int rep = gstore_replica(a.store, "a-1", 3);
+    char name[32];
+    for (int i = 0; i < 40000; i++) {
+        snprintf(name, sizeof name, "counter-%d", i);
+        CHECK_EQ_I64(gstore_incr(a.store, gstore_create(a.store, name, strlen(name)), rep, 7), 0);
+    }
+    a.r->page_bytes = 8u << 20; /* one page */
+    uint32_t next = 0;
+    struct merge_error e;
+    repl__page_begin(a.r);
+    repl__page_full(a.r, &next);
+    repl__body_finish(a.r, NULL, "x", 0);
+    CHECK_EQ_U64(next, gstore_count(a.store));
+    CHECK(merge(&b, buf_cstr(&a.r->out), 1, &e) > 0);
+    /* b builds the same page back: its own buffers grow too. */
+    b.r->page_bytes = 8u << 20;
+    next = 0;
+    repl__page_begin(b.r);
+    repl__page_full(b.r, &next);
+    repl__body_finish(b.r, NULL, "x", 0);
+    CHECK(b.r->out.cap > (512u << 10));
+    CHECK(b.r->items_cap >= 40000);
+    CHECK(b.r->raw_cap >= 40000);
+    int done = 0;
+    repl_sync_now(b.r, sync_done, &done); /* no peers: the round ends at once */
+    CHECK_EQ_I64(done, 1);
+    CHECK(b.r->out.cap <= (256u << 10) && b.r->counts.cap <= (256u << 10));
+    CHECK_EQ_U64(b.r->items_cap, 0);
+    CHECK_EQ_U64(b.r->raw_cap, 0);
+    CHECK_EQ_U64(b.r->seen_cap, 0);
+    CHECK(b.r->parser.chunks == NULL && b.r->parser.stack_cap == 0);
+    /* And it works again from nothing. */
+    CHECK_EQ_I64(gstore_incr(a.store, gstore_find(a.store, "counter-5", 9), rep, 1), 0);
+    next = 0;
+    repl__page_begin(a.r);
+    repl__page_full(a.r, &next);
+    repl__body_finish(a.r, NULL, "x", 0);
+    CHECK_EQ_I64(merge(&b, buf_cstr(&a.r->out), 1, &e), 1);
+    CHECK_EQ_I64(value(&b, "counter-5"), 8);
+    node_free(&a);
+    node_free(&b);
+}
+
 /* What came whole from a peer is not sent back to it in a delta, and is to the others. */
 static void test_delta_leaves_out_the_receivers_own_state(void)
 {
@@ -596,4 +659,5 @@ UNIT_MAIN("test_repl", UNIT_CASE(test_merge_is_max_and_idempotent),
           UNIT_CASE(test_malformed_bodies_merge_nothing), UNIT_CASE(test_pages_round_trip),
           UNIT_CASE(test_delta_leaves_out_the_receivers_own_state), UNIT_CASE(test_cursors),
           UNIT_CASE(test_decisions), UNIT_CASE(test_compact_round_trip),
-          UNIT_CASE(test_compact_rejects_entries), UNIT_CASE(test_compact_malformed_refused_whole))
+          UNIT_CASE(test_compact_rejects_entries), UNIT_CASE(test_compact_malformed_refused_whole),
+          UNIT_CASE(test_round_end_gives_back_scratch))
