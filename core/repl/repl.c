@@ -107,7 +107,8 @@ static void exchange_start(struct peer *p);
 static void scratch_trim(struct repl *r)
 {
     int freed = 0;
-    struct buf *bufs[] = {&r->out, &r->counts, &r->decs, &r->toks, &r->folds, &r->dg};
+    struct buf *bufs[] = {&r->out, &r->counts, &r->decs,  &r->toks, &r->folds,
+                          &r->dg,  &r->cbody,  &r->creps, &r->cout, &r->toks_c};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         if (bufs[i]->cap > SCRATCH_KEEP) {
             buf_free(bufs[i]);
