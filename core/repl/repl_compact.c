@@ -334,12 +334,7 @@ static int read_folded(struct repl *r, struct rd *d, uint32_t item)
         int rep = -1;
         if (!it || it->fbad || (it->fbad = folded_why(r, (uint32_t)idx, &rep)))
             continue;
-        if (r->nfold_in == r->fold_in_cap) {
-            r->fold_in_cap = r->fold_in_cap ? r->fold_in_cap * 2 : 256;
-            r->fold_in = xrealloc(r->fold_in, r->fold_in_cap * sizeof *r->fold_in);
-        }
-        r->fold_in[r->nfold_in++] = rep;
-        it->nf++;
+        repl__fold_push(r, it, rep);
     }
     return 0;
 }

@@ -303,6 +303,7 @@ void repl__compact_tokens(struct repl *r, const char *from);
 void repl__reject(struct repl *r, const char *counter, size_t clen, const char *node, size_t nlen,
                   const char *reason, uint64_t entries);
 uint32_t repl__item_new(struct repl *r, const char *name, uint32_t len);
+void repl__fold_push(struct repl *r, struct in_item *it, int rep);
 void repl__push_entry(struct repl *r, uint32_t item, int rep, int64_t pos, int64_t neg);
 int repl__merge_items(struct repl *r, int origin);
 

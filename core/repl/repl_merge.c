@@ -41,17 +41,9 @@ static uint32_t item_slot(struct repl *r, const char *name, uint32_t len)
     for (;; i = (i + 1) & mask) {
         uint32_t v = r->seen[i];
         if (v == 0) {
-            if (r->nitems == r->items_cap) {
-                r->items_cap = r->items_cap ? r->items_cap * 2 : 256;
-                r->items = xrealloc(r->items, r->items_cap * sizeof *r->items);
-            }
-            struct in_item *it = &r->items[r->nitems];
-            memset(it, 0, sizeof *it);
-            it->name = name;
-            it->len = len;
-            it->id = GSTORE_NONE;
-            r->seen[i] = (uint32_t)++r->nitems;
-            return (uint32_t)r->nitems - 1;
+            uint32_t k = repl__item_new(r, name, len);
+            r->seen[i] = k + 1;
+            return k;
         }
         struct in_item *it = &r->items[v - 1];
         if (it->len == len && memcmp(it->name, name, len) == 0)
@@ -267,12 +259,7 @@ static int read_folded(struct repl *r, const struct json *map, struct merge_erro
                 it->fbad = "too_many_replicas";
             if (it->fbad)
                 break;
-            if (r->nfold_in == r->fold_in_cap) {
-                r->fold_in_cap = r->fold_in_cap ? r->fold_in_cap * 2 : 256;
-                r->fold_in = xrealloc(r->fold_in, r->fold_in_cap * sizeof *r->fold_in);
-            }
-            r->fold_in[r->nfold_in++] = rep;
-            it->nf++;
+            repl__fold_push(r, it, rep);
         }
     }
     return 0;
@@ -369,6 +356,17 @@ void repl__reject(struct repl *r, const char *counter, size_t clen, const char *
 void repl__push_entry(struct repl *r, uint32_t item, int rep, int64_t pos, int64_t neg)
 {
     push_raw(r, item, rep, pos, neg);
+}
+
+/* Adds folded replica rep to item it's list (the items' folded replicas, in order). */
+void repl__fold_push(struct repl *r, struct in_item *it, int rep)
+{
+    if (r->nfold_in == r->fold_in_cap) {
+        r->fold_in_cap = r->fold_in_cap ? r->fold_in_cap * 2 : 256;
+        r->fold_in = xrealloc(r->fold_in, r->fold_in_cap * sizeof *r->fold_in);
+    }
+    r->fold_in[r->nfold_in++] = rep;
+    it->nf++;
 }
 
 uint32_t repl__item_new(struct repl *r, const char *name, uint32_t len)

@@ -27,13 +27,7 @@ I64_MAX = 2**63 - 1
 BATCH_MAX = 1000
 
 
-def item(name, amount=None, token=None):
-    d = {"counter_name": name}
-    if amount is not None:
-        d["amount"] = amount
-    if token is not None:
-        d["idempotency_token"] = token
-    return d
+item = harness.batch_item
 
 
 class RegionBatch(harness.ServerTestCase):

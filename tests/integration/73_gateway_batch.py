@@ -19,13 +19,7 @@ import harness
 NAMES = ["gb%d" % i for i in range(30)]
 
 
-def item(name, amount=None, token=None):
-    d = {"counter_name": name}
-    if amount is not None:
-        d["amount"] = amount
-    if token is not None:
-        d["idempotency_token"] = token
-    return d
+item = harness.batch_item
 
 
 class GatewayBatch(harness.ServerTestCase):

@@ -641,6 +641,17 @@ def _on_alarm(signum, frame):
     raise _TestTimeout("test exceeded its hard limit of %d s" % TEST_TIMEOUT_S)
 
 
+
+def batch_item(name, amount=None, token=None):
+    """One item of a POST /increments body; fields left out when None."""
+    d = {"counter_name": name}
+    if amount is not None:
+        d["amount"] = amount
+    if token is not None:
+        d["idempotency_token"] = token
+    return d
+
+
 class ServerTestCase(unittest.TestCase):
     """Servers started with self.start_server() / cls.start_class_server() are stopped
     and checked (exit 0, no sanitizer report) even when the test fails; a failed check
