@@ -22,7 +22,7 @@ const crypto = require('node:crypto');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { ROOT, log, sleep, freeBase, lab: labRun, labPid, until, browser } = require('./lib');
+const { ROOT, log, sleep, freeBase, lab: labRun, labPid, until, browser, downOnSignal } = require('./lib');
 
 const REGIONS = ['us-east', 'us-west', 'eu-west'];
 const BUDGET_MS = 150000;
@@ -428,14 +428,7 @@ async function main() {
     for (const pid of sigs.stopped) { try { process.kill(pid, 'SIGCONT'); } catch (_) { /* gone */ } }
     try { lab('down', base, 40000); } catch (e) { console.error(e.message); } // <= 5 s a service
   };
-  for (const sig of ['SIGINT', 'SIGTERM']) {
-    process.on(sig, () => {
-      console.error(`${sig}: stopping the lab`);
-      down();
-      fs.rmSync(tmp, { recursive: true, force: true });
-      process.exit(1);
-    });
-  }
+  downOnSignal(down, tmp);
   let context, failure = null;
   const pageErrors = [];
   try {

@@ -81,4 +81,17 @@ function browser(dir) {
   });
 }
 
-module.exports = { ROOT, CHROMIUM, log, sleep, portFree, freeBase, lab, labPid, until, browser };
+// On SIGINT or SIGTERM: down() (the lab), then the temp folder tmp goes, and exit 1.
+function downOnSignal(down, tmp) {
+  for (const sig of ['SIGINT', 'SIGTERM']) {
+    process.on(sig, () => {
+      console.error(`${sig}: stopping the lab`);
+      down();
+      fs.rmSync(tmp, { recursive: true, force: true });
+      process.exit(1);
+    });
+  }
+}
+
+module.exports = { ROOT, CHROMIUM, log, sleep, portFree, freeBase, lab, labPid, until, browser,
+  downOnSignal };

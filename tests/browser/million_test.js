@@ -19,7 +19,7 @@ const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { ROOT, log, sleep, freeBase, lab: labRun, until, browser } = require('./lib');
+const { ROOT, log, sleep, freeBase, lab: labRun, until, browser, downOnSignal } = require('./lib');
 
 const REGIONS = ['us-east', 'us-west', 'eu-west'];
 const N = Number(process.env.MILLION_COUNTERS || 1000000);
@@ -261,14 +261,7 @@ async function main() {
   const shotDir = process.env.SCREENSHOT_DIR || os.tmpdir();
   fs.mkdirSync(shotDir, { recursive: true });
   const down = () => { try { lab('down', base, 40000); } catch (e) { console.error(e.message); } };
-  for (const sig of ['SIGINT', 'SIGTERM']) {
-    process.on(sig, () => {
-      console.error(`${sig}: stopping the lab`);
-      down();
-      fs.rmSync(tmp, { recursive: true, force: true });
-      process.exit(1);
-    });
-  }
+  downOnSignal(down, tmp);
   let context, failure = null;
   const pageErrors = [], times = [], answers = [], polls = [], came = [];
   try {
