@@ -41,11 +41,7 @@ static int fx_init(struct fx *f, const char *token)
     memset(f, 0, sizeof *f);
     f->token = token;
     f->base = event_base_new();
-    struct http_server_opts o = {.port = 0};
-    char err[256] = "";
-    f->srv = http_server_new(f->base, &o, handler, f, err, sizeof err);
-    if (!f->srv)
-        fprintf(stderr, "server: %s\n", err);
+    f->srv = unit_http_server(f->base, handler, f);
     return f->srv ? 0 : -1;
 }
 

@@ -43,13 +43,9 @@ static int fx_init(struct fx *f)
 {
     memset(f, 0, sizeof *f);
     f->base = event_base_new();
-    struct http_server_opts o = {.port = 0};
-    char err[256] = "";
-    f->srv = http_server_new(f->base, &o, handler, f, err, sizeof err);
-    if (!f->srv) {
-        fprintf(stderr, "server: %s\n", err);
+    f->srv = unit_http_server(f->base, handler, f);
+    if (!f->srv)
         return -1;
-    }
     f->reg = metrics_new();
     httpmetrics_register(f->reg, f->srv);
     return 0;

@@ -65,11 +65,7 @@ static int fx_init(struct fx *f)
     memset(f, 0, sizeof *f);
     f->base = event_base_new();
     json_parser_init(&f->parser);
-    struct http_server_opts o = {.port = 0};
-    char err[256] = "";
-    f->srv = http_server_new(f->base, &o, handler, f, err, sizeof err);
-    if (!f->srv)
-        fprintf(stderr, "server: %s\n", err);
+    f->srv = unit_http_server(f->base, handler, f);
     return f->srv ? 0 : -1;
 }
 

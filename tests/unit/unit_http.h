@@ -20,6 +20,19 @@
 #include "base/clock.h"
 #include "net/http.h"
 
+/* A server on base with default options and no port (requests come through
+ * unit_http_raw). @return it, or NULL after printing why. */
+static inline struct http_server *unit_http_server(struct event_base *base, http_handler_fn fn,
+                                                   void *arg)
+{
+    struct http_server_opts o = {.port = 0};
+    char err[256] = "";
+    struct http_server *srv = http_server_new(base, &o, fn, arg, err, sizeof err);
+    if (!srv)
+        fprintf(stderr, "server: %s\n", err);
+    return srv;
+}
+
 /*
  * Sends the raw request (it should say "Connection: close") to srv through a socketpair,
  * running base until the server closes; the whole answer into out.
