@@ -23,6 +23,9 @@
 
 #include "../net/http.h"
 
+struct buf;
+struct json;
+
 struct event_base;
 struct client;
 struct gstore;
@@ -71,6 +74,22 @@ struct repl_hooks {
      * @return 0, or -1 to fail the exchange, merging nothing (it is retried next round).
      */
     int (*before_merge)(void *arg, size_t len);
+    /*
+     * Whether the counter keyed key is replicated (README "Counter lifecycle": namespaces of
+     * type "regional" are counted where they land and never leave the node). A counter
+     * that is not is left out of every delta, full-state page and digest this node sends,
+     * and dropped from what it receives. May be NULL: every counter is replicated.
+     */
+    int (*replicated)(void *arg, const char *key, size_t len);
+    /*
+     * Extra members of every counterd /sync message this node sends (requests and
+     * answers, digest steps included): put_ext appends ",\"name\":<value>" members to
+     * the JSON object being written into b (nothing for no member); take_ext is given
+     * every counterd message received, once it was accepted (the namespace register
+     * travels so). May be NULL.
+     */
+    void (*put_ext)(void *arg, struct buf *b);
+    void (*take_ext)(void *arg, const struct json *msg);
 };
 
 struct repl_config {

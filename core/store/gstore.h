@@ -92,6 +92,42 @@ static inline size_t gstore_counter_replica_node_len(const char *s, size_t n)
     return k;
 }
 
+/*
+ * A store key: a counter of namespace "default" is keyed by its name; a counter of any
+ * other namespace by "<namespace>/<name>" (README "Counter lifecycle"). Namespace names are
+ * 1-GSTORE_NS_MAX bytes of [A-Za-z0-9_.-], so a key is at most 249 bytes.
+ */
+#define GSTORE_NS_MAX 48
+static inline int gstore_ns_name_valid(const char *s, size_t n)
+{
+    if (n == 0 || n > GSTORE_NS_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '.' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+/* @return the length of the namespace part of a key ("ns/name": 2; a bare name: 0), or
+ *         -1 when the key is not a valid one. */
+static inline int gstore_key_ns_len(const char *s, size_t n)
+{
+    size_t k = 0;
+    while (k < n && s[k] != '/')
+        k++;
+    if (k == n)
+        return gstore_counter_name_valid(s, n) ? 0 : -1;
+    if (!gstore_ns_name_valid(s, k) || !gstore_counter_name_valid(s + k + 1, n - k - 1))
+        return -1;
+    return (int)k;
+}
+static inline int gstore_key_valid(const char *s, size_t n)
+{
+    return gstore_key_ns_len(s, n) >= 0;
+}
+
 /* One replica's totals, as merged: both are >= 0. */
 struct gentry {
     int rep;
@@ -209,6 +245,82 @@ int gstore_merge_check_folded(struct gstore *st, uint32_t id, const struct gentr
                               const int *folded, size_t nf);
 int gstore_merge_folded(struct gstore *st, uint32_t id, const struct gentry *in, size_t n,
                         const int *folded, size_t nf, int origin);
+/*
+ * Lifecycle: observed resets, deletions, and their garbage collection (README "Counter
+ * lifecycle"; API.md "Namespaces and the counter lifecycle").
+ *
+ * A counter may hold two floors, vectors of per-replica (pos, neg) like its entries. The
+ * clear floor is what the clears and deletions that reached it had observed; the delete
+ * floor what the deletions had observed (so the clear floor is >= the delete floor).
+ * Floors merge by per-entry maximum, like the entries, and never exceed them (a floor is
+ * an observed state). The value, the nodes' parts and a replica's net are what lies above
+ * the clear floor: sum(pos - fpos) - sum(neg - fneg). Increments the clearing replica had
+ * not observed (made elsewhere, concurrently or behind a partition) are above the floor
+ * and survive the reset.
+ *
+ * A counter is dead when it was deleted and none of its entries is above the delete
+ * floor: reads answer it as an unknown counter and listings leave it out. An increment the
+ * deletion had not observed brings it back, holding that increment alone.
+ *
+ * A dead counter is a tombstone until every replica holds it; then it is sealed (a flag
+ * merged by OR, so it travels like the floors); once every replica holds the seal it is
+ * dropped (gstore_drop): its memory is given back and its id may be reused, and the name
+ * counted again starts from zero. A sealed tombstone that receives a state carrying no
+ * deletion takes that state whole instead of merging it (a new life: the sender had the
+ * tombstone, dropped it and counted the name again); any other state merges as always.
+ */
+#define GLIFE_DELETED 1u /* the counter was deleted at least once (a delete floor exists) */
+#define GLIFE_SEALED 2u  /* every replica held the tombstone: it may be dropped */
+struct glife {
+    const struct gentry *floor; /* the clear floor, by replica (entries' pos/neg) */
+    size_t nfloor;
+    const struct gentry *dfloor; /* the delete floor */
+    size_t ndfloor;
+    unsigned flags; /* GLIFE_* */
+};
+
+/* Clears counter id (an observed reset): its clear floor becomes its entries. A change
+ * (new seq). @return 0, or GSTORE_EFULL with nothing applied. */
+int gstore_clear(struct gstore *st, uint32_t id);
+/* Deletes counter id: both floors become its entries, GLIFE_DELETED is set and
+ * GLIFE_SEALED cleared. A change. @return 0, or GSTORE_EFULL with nothing applied. */
+int gstore_delete(struct gstore *st, uint32_t id);
+/* Seals a dead counter. A change. @return 1 when sealed now, 0 when it is not dead or was
+ * sealed already. */
+int gstore_seal(struct gstore *st, uint32_t id);
+/* Whether counter id is dead (deleted, nothing above its delete floor). */
+int gstore_dead(const struct gstore *st, uint32_t id);
+/* Dead counters in the store (tombstones, sealed or not). */
+uint32_t gstore_dead_total(const struct gstore *st);
+/*
+ * Counter id's lifecycle state: fills *out (arrays valid until the store's next change).
+ * @return 1 when the counter has a floor or a deletion, 0 when it never had (out is then
+ *         all empty).
+ */
+int gstore_life(const struct gstore *st, uint32_t id, struct glife *out);
+/*
+ * gstore_merge_check_folded / gstore_merge_folded with the sender's lifecycle state of the
+ * counter (life may be NULL: none): floors by per-entry max (clamped to the merged
+ * entries), flags by OR, and the new-life rule above. Floor entries name replicas like
+ * entries (interned ids in rep).
+ * @return as gstore_merge_folded; a change of the floors or flags alone counts as 1.
+ */
+int gstore_merge_life_check(struct gstore *st, uint32_t id, const struct gentry *in, size_t n,
+                            const int *folded, size_t nf, const struct glife *life);
+int gstore_merge_life(struct gstore *st, uint32_t id, const struct gentry *in, size_t n,
+                      const int *folded, size_t nf, const struct glife *life, int origin);
+/*
+ * Removes counter id: its name no longer finds it, its block and floors are given back,
+ * its id may be given to a counter created later, and the arrays indexed by id shrink
+ * when the highest ids are gone. The caller first tells every structure indexed by
+ * counter id (names, digest, top, token set, log).
+ */
+void gstore_drop(struct gstore *st, uint32_t id);
+/* Whether id (< gstore_count()) names a counter: 0 once dropped. Every walk over ids
+ * skips the ids for which this is 0; gstore_counter() must not be called for them. */
+int gstore_exists(const struct gstore *st, uint32_t id);
+/* Counters in the store (not dropped; dead ones included). */
+uint32_t gstore_live(const struct gstore *st);
 /* Lowers the cap on a counter's entries (1..GCOUNTER_MAX_ENTRIES): for tests. */
 void gstore_set_max_entries(struct gstore *st, unsigned n);
 
