@@ -4,6 +4,8 @@
 // charts are SVG drawn here. Admin calls carry the admin token kept in localStorage.
 // The counters are read one page at a time (a name prefix, a cursor), and the hot and
 // diverged views ask /api/top, so what a poll transfers does not grow with the store.
+// The table shows one namespace (picked above it; `default` lists as the lab always did),
+// and each row can be cleared or deleted after an in-page confirmation.
 'use strict';
 
 const POLL_MS = 1000;
@@ -20,6 +22,8 @@ const PAGE_ROWS = 100;
 const PAGE_BYTES = 192 * 1024;
 const TOP_ROWS = 50;
 const NAME_CHARS = /^[A-Za-z0-9_.:-]*$/;
+const NS_NAME = /^[A-Za-z0-9_.-]{1,48}$/;
+const NS_POLL_MS = 3000; // the namespaces and the one shown: small answers, read less often
 const SVG_NS = 'http://www.w3.org/2000/svg';
 // Okabe-Ito colours (told apart with colour blindness too); each series also has a dash.
 const SERIES = [
@@ -44,6 +48,11 @@ const state = {
   pollBytes: 0, // what the last poll transferred (bodies)
   rateFrom: '', // 'status' (the regions' changes) or 'page' (the counters listed)
   searchError: '', // why the text in the search field is not searched
+  ns: 'default', // the namespace whose counters are listed
+  nsList: null, nsListError: '', // GET /v1/namespaces' namespaces, or why there are none
+  nsInfo: null, nsError: null, // GET /v1/namespaces/{ns} of the one shown, or its ApiError
+  nsMissing: 0, // how many reads in a row found the namespace shown missing
+  acting: false, // a clear or delete is in flight
 };
 
 function el(tag, attrs, ...children) {
@@ -224,7 +233,8 @@ function regionCard(name) {
     el('dl', { class: 'kv' },
       el('div', {}, el('dt', { text: 'Node' }), el('dd', {}, el('code', { 'data-testid': t('node') }))),
       el('div', {}, el('dt', { text: 'Last sync' }), el('dd', { 'data-testid': t('sync-lag') })),
-      el('div', {}, el('dt', { text: 'Counters' }), el('dd', { 'data-testid': t('counters') }))),
+      el('div', {}, el('dt', { text: countersLabel(), 'data-counters-label': '' }),
+        el('dd', { 'data-testid': t('counters') }))),
     el('button', {
       type: 'button', role: 'switch', class: 'switch', 'aria-checked': 'false',
       'aria-label': `Partition ${name}`, 'data-testid': `partition-${name}`,
@@ -300,7 +310,7 @@ function renderCounters() {
   if (!all) return;
   const regions = [...new Set([...state.regions, ...Object.keys(all.regions || {})])].sort(byOrder);
   const head = $('counters-head');
-  const want = ['Counter', ...regions, 'Convergence lag'];
+  const want = ['Counter', ...regions, 'Convergence lag', 'Actions'];
   if ([...head.children].map((th) => th.textContent).join('|') !== want.join('|')) {
     head.replaceChildren(...want.map((t, i) =>
       el('th', { scope: 'col', text: t, class: i > 0 && i <= regions.length ? 'num' : '' })));
@@ -316,7 +326,13 @@ function renderCounters() {
         el('ul', { class: 'vec', 'data-testid': `counter-${name}-${r}-nodes`, 'aria-label': `${name} in ${r}: nodes` }))),
       el('td', { 'data-label': 'Convergence lag' },
         el('span', { class: 'lag', 'data-testid': `counter-${name}-lag` }), ' ',
-        el('span', { 'data-testid': `counter-${name}-agree` }))));
+        el('span', { 'data-testid': `counter-${name}-agree` })),
+      el('td', { 'data-label': 'Actions' }, el('div', { class: 'row-actions' },
+        el('button', { type: 'button', class: 'secondary', text: 'Clear', 'data-testid': `counter-${name}-clear`,
+          'aria-label': `Clear ${name}`, onclick: () => counterAction('clear', name) }),
+        el('button', { type: 'button', class: 'secondary danger', text: 'Delete',
+          'data-testid': `counter-${name}-delete`, 'aria-label': `Delete ${name}`,
+          onclick: () => counterAction('delete', name) })))));
     const views = regions.map((r) => {
       const reg = all.regions && all.regions[r];
       if (!reg) return null; // that region did not answer
@@ -435,6 +451,15 @@ const VIEWS = {
       'the regions that answer), largest first. A force-sync or the next sync rounds converge them.' },
 };
 
+// The top rows of the namespace shown: in default every key (as always), in another one
+// its "<ns>/<name>" keys among the store's top, named without the prefix.
+function topRows(top) {
+  const rows = top.counters || [];
+  if (state.ns === 'default') return rows;
+  const p = `${state.ns}/`;
+  return rows.filter((c) => String(c.counter).startsWith(p)).map((c) => ({ ...c, counter: c.counter.slice(p.length) }));
+}
+
 function renderTop() {
   const v = VIEWS[state.view];
   const body = $('top-body');
@@ -446,7 +471,7 @@ function renderTop() {
     setText($('list-info'), state.topError ? 'Not available' : '', state.topError ? 'result warn-text' : 'result');
     return;
   }
-  const rows = top.counters || [];
+  const rows = topRows(top);
   const names = rows.map((c) => c.counter);
   if (body.firstElementChild && !body.firstElementChild.dataset.key) body.replaceChildren();
   rows.forEach((c) => {
@@ -473,9 +498,12 @@ function renderTop() {
     `hold is not here${errors ? `; ${errors}` : ''})` : '';
   if (!names.length) {
     body.append(el('tr', { 'data-key': '' }, el('td', { colspan: '5', class: 'muted', 'data-testid': 'top-empty',
-      text: total && !healthy ? `No region answers: nothing to rank now${errors ? ` (${errors})` : ''}.` : v.none + partial })));
+      text: total && !healthy ? `No region answers: nothing to rank now${errors ? ` (${errors})` : ''}.`
+        : (state.ns !== 'default' && (top.counters || []).length
+          ? `None of ${state.ns}'s counters is among the store's top ${TOP_ROWS}.` : v.none) + partial })));
   }
-  setText($('list-info'), names.length ? `The ${names.length} ${v.title}${partial}` : '',
+  setText($('list-info'), names.length ? `The ${names.length} ${v.title}` +
+    `${state.ns === 'default' ? '' : ` of ${state.ns} (among the store's top ${TOP_ROWS})`}${partial}` : '',
     healthy < total ? 'result warn-text' : 'result');
 }
 
@@ -490,6 +518,7 @@ function showCounter(name) {
 
 function listQuery() {
   const q = new URLSearchParams({ limit: String(state.rows), max_bytes: String(PAGE_BYTES) });
+  if (state.ns !== 'default') q.set('namespace', state.ns); // default: every key, as always
   if (state.prefix) q.set('prefix', state.prefix);
   const page = state.pages[state.pages.length - 1];
   if (page.cursor) q.set('cursor', page.cursor);
@@ -551,6 +580,231 @@ function setView(view) {
   $('top-body').replaceChildren();
   if (all && state.counters) renderCounters(); else if (!all) renderTop();
   refresh();
+}
+
+// ---- namespaces and the counter lifecycle ---------------------------------------------------
+
+const TYPES = {
+  eventual: 'eventual: replicated to every region (PN-counter)',
+  regional: 'regional: counted where it lands, never replicated',
+  strong: 'strong: through the strong counter',
+};
+
+// Seconds as a person says them: "90 s", "10 min", "1 h", "30 d".
+function duration(s) {
+  const n = Number(s);
+  if (n && n % 86400 === 0) return `${n / 86400} d`;
+  if (n && n % 3600 === 0) return `${n / 3600} h`;
+  if (n && n % 60 === 0) return `${n / 60} min`;
+  return `${n} s`;
+}
+
+// The namespace and name a row's counter is: in default, the legacy listing names the
+// other namespaces' counters "<ns>/<name>".
+function target(name) {
+  if (state.ns !== 'default') return { ns: state.ns, name };
+  const i = name.indexOf('/');
+  return i > 0 ? { ns: name.slice(0, i), name: name.slice(i + 1) } : { ns: 'default', name };
+}
+
+const counterPath = (t) => `/v1/counters/${encodeURIComponent(t.ns)}/${encodeURIComponent(t.name)}`;
+
+async function loadNamespaces() {
+  try {
+    const r = await api('GET', '/v1/namespaces');
+    state.nsList = (r.namespaces || []).filter((n) => n && n.namespace && !n.deleted);
+    state.nsListError = '';
+  } catch (e) {
+    state.nsListError = e.message;
+  }
+  renderNsList();
+}
+
+// The namespace shown, as the gateway sees it in every region. One that is gone (deleted
+// meanwhile: not found twice in a row, so a region that has not yet learnt of a new one
+// does not count) gives way to default, and the page says so.
+async function loadNsInfo() {
+  const ns = state.ns;
+  try {
+    const r = await api('GET', `/v1/namespaces/${encodeURIComponent(ns)}`);
+    if (ns !== state.ns) return;
+    state.nsInfo = r;
+    state.nsError = null;
+    state.nsMissing = 0;
+  } catch (e) {
+    if (ns !== state.ns) return;
+    state.nsInfo = null;
+    state.nsError = e;
+    state.nsMissing = e.status === 404 && e.code === 'not_found' ? (state.nsMissing || 0) + 1 : 0;
+    if (ns !== 'default' && state.nsMissing >= 2) {
+      setNamespace('default');
+      setText($('ns-result'), `Namespace ${ns} no longer exists (deleted): showing default.`, 'result warn-text');
+      return;
+    }
+  }
+  renderNsInfo();
+}
+
+function renderNsList() {
+  const sel = $('ns-select');
+  const names = (state.nsList || []).map((n) => n.namespace).filter((n) => n !== 'default').sort();
+  const want = ['default', ...names];
+  if (!want.includes(state.ns)) want.push(state.ns); // just created: the list catches up
+  const type = Object.fromEntries((state.nsList || []).map((n) => [n.namespace, n.type]));
+  const texts = want.map((n) => (type[n] ? `${n} (${type[n]})` : n));
+  if ([...sel.options].map((o) => `${o.value}=${o.textContent}`).join('|') !==
+      want.map((n, i) => `${n}=${texts[i]}`).join('|')) {
+    sel.replaceChildren(...want.map((n, i) => el('option', { value: n, text: texts[i] })));
+  }
+  if (sel.value !== state.ns) sel.value = state.ns;
+  sel.title = state.nsListError ? `Namespaces cannot be listed: ${state.nsListError}` : '';
+}
+
+function renderNsInfo() {
+  const q = (id) => document.querySelector(`[data-testid="${id}"]`);
+  const n = state.nsInfo;
+  if (!n) {
+    const e = state.nsError;
+    setText(q('ns-type'), e ? `not available (${e.status ? `HTTP ${e.status}${e.code ? ` ${e.code}` : ''}`
+      : 'no answer'})` : '…', e ? 'warn-text' : '');
+    q('ns-type').title = e ? e.message : '';
+    for (const id of ['ns-ttl', 'ns-window', 'ns-version']) setText(q(id), '–');
+    setText(q('ns-converged'), '', '');
+    return;
+  }
+  setText(q('ns-type'), TYPES[n.type] || String(n.type), '');
+  q('ns-type').title = '';
+  setText(q('ns-ttl'), Number(n.ttl_seconds) === 0 ? 'never'
+    : `${duration(n.ttl_seconds)} (a counter idle that long expires)`);
+  setText(q('ns-window'), duration(n.idempotency_window_seconds));
+  setText(q('ns-version'), n.version);
+  q('ns-version').title = `set by ${n.updated_by || '?'}` +
+    (n.updated_at ? ` at ${new Date(Number(n.updated_at) * 1000).toISOString()}` : '');
+  const regs = Object.entries(n.regions || {}).sort(([a], [b]) => byOrder(a, b));
+  const differ = regs.filter(([, v]) => !v || v.error !== undefined || !same(v.version, n.version));
+  if (n.converged === true) {
+    setText(q('ns-converged'), 'every region runs it', 'badge ok');
+  } else if (n.converged === false) {
+    setText(q('ns-converged'), `regions differ: ${(differ.length ? differ : regs).map(([r, v]) =>
+      `${r} ${!v ? 'no answer' : v.error !== undefined ? v.error : `v${v.version}`}`).join(', ')}`, 'badge warn');
+  } else {
+    setText(q('ns-converged'), '', '');
+  }
+}
+
+// Shows the counters of namespace ns: the first page, the same search.
+function setNamespace(ns) {
+  if (ns === state.ns) return;
+  state.ns = ns;
+  state.nsInfo = null;
+  state.nsError = null;
+  state.nsMissing = 0;
+  state.pages = [{ cursor: '', offset: 0 }];
+  $('counters-body').replaceChildren(); // another namespace's rows, even where names match
+  $('top-body').replaceChildren();
+  setText($('ns-result'), '');
+  setText($('action-result'), '');
+  renderNsList();
+  renderNsInfo();
+  for (const dt of document.querySelectorAll('[data-counters-label]')) setText(dt, countersLabel());
+  loadNsInfo();
+  turned();
+}
+
+const countersLabel = () => (state.ns === 'default' ? 'Counters' : `Counters in ${state.ns}`);
+
+// An in-page confirmation: resolves true when the person confirms, false otherwise
+// (Cancel, Escape).
+function confirmAction(title, text, okText) {
+  const d = $('confirm');
+  setText($('confirm-title'), title);
+  $('confirm-text').replaceChildren(...text);
+  setText($('confirm-ok'), okText);
+  return new Promise((resolve) => {
+    d.addEventListener('close', () => resolve(d.returnValue === 'ok'), { once: true });
+    d.returnValue = '';
+    d.showModal();
+    $('confirm-cancel').focus(); // the harmless answer is the default one
+  });
+}
+
+const WHAT = {
+  clear: 'the count restarts from 0 here; increments other regions made that this region has ' +
+    'not seen yet survive.',
+  delete: 'the counter disappears everywhere; counting it again starts from 0.',
+};
+
+// Clears or deletes a row's counter through the gateway, once confirmed.
+async function counterAction(kind, name) {
+  if (state.acting) return;
+  const t = target(name);
+  const verb = kind === 'clear' ? 'Clear' : 'Delete';
+  const ok = await confirmAction(`${verb} ${t.name}?`, [`${verb} the counter `, el('strong', { text: t.name }),
+    ' in namespace ', el('strong', { text: t.ns }), `: ${WHAT[kind]}`], verb);
+  const out = $('action-result');
+  if (!ok) {
+    setText(out, `${verb} cancelled: ${t.name} in ${t.ns} is unchanged.`, 'result');
+    return;
+  }
+  state.acting = true;
+  for (const b of document.querySelectorAll('.row-actions button')) b.disabled = true;
+  try {
+    let r;
+    if (kind === 'clear') {
+      r = await api('POST', `${counterPath(t)}/clear`, '{}');
+      setText(out, `${r.region} cleared ${t.name} in ${t.ns}: it had counted ${r.cleared}, it now ` +
+        `counts ${r.count}${same(r.count, 0) ? '' : ' (increments it had not seen when it cleared)'}` +
+        `${r.duplicate ? ' (a repeated request: cleared once)' : ''}. The other regions take the ` +
+        'clear as they sync.', 'result');
+    } else {
+      r = await api('DELETE', counterPath(t));
+      setText(out, `${r.region} deleted ${t.name} in ${t.ns}: gone from its reads and listings now, ` +
+        'from the other regions\' as they sync; counting it again starts from 0.', 'result');
+    }
+    showError('');
+  } catch (e) {
+    setText(out, '');
+    showError(explain(`${verb} ${t.name} in ${t.ns}`, e));
+  } finally {
+    state.acting = false;
+    for (const b of document.querySelectorAll('.row-actions button')) b.disabled = false;
+  }
+  refresh();
+}
+
+// A new namespace (or new settings for one that exists: a PUT sets what it gives).
+async function createNamespace(ev) {
+  ev.preventDefault();
+  const name = $('ns-name').value.trim();
+  const ttl = $('ns-ttl-new').value.trim();
+  if (!NS_NAME.test(name)) {
+    showError('New namespace: names are 1-48 characters of A-Z a-z 0-9 _ . -');
+    return;
+  }
+  if (!/^\d+$/.test(ttl) || +ttl > 315360000) {
+    showError('New namespace: the retention is a whole number of seconds from 0 (never) to 315360000.');
+    return;
+  }
+  const body = `{"type":${JSON.stringify($('ns-type-new').value)},"ttl_seconds":${ttl}}`;
+  $('ns-submit').disabled = true;
+  try {
+    const r = await api('PUT', `/v1/namespaces/${encodeURIComponent(name)}`, body);
+    showError('');
+    setText($('ns-result'), `Namespace ${r.namespace} saved on ${r.region}: ${r.type}, retention ` +
+      `${Number(r.ttl_seconds) === 0 ? 'never' : duration(r.ttl_seconds)}, version ${r.version}. ` +
+      'The other regions take it as they sync.', 'result');
+    setNamespace(r.namespace || name);
+    loadNamespaces();
+  } catch (e) {
+    setText($('ns-result'), '');
+    showError(explain(`New namespace ${name}`, e));
+  } finally {
+    $('ns-submit').disabled = false;
+  }
+}
+
+function nsLoop() {
+  Promise.allSettled([loadNamespaces(), loadNsInfo()]).finally(() => setTimeout(nsLoop, NS_POLL_MS));
 }
 
 // ---- increment rate --------------------------------------------------------------------
@@ -812,6 +1066,7 @@ async function increment(ev) {
   const body = `{"counter_name":${JSON.stringify(name)},"amount":${amount},"routing":${JSON.stringify(routing)}}`;
   const client = $('client-region').value.trim();
   const headers = routing === 'nearest' && client ? { 'X-Client-Region': client } : {};
+  if (state.ns !== 'default') { addInNamespace(name, amount); return; }
   $('inc-submit').disabled = true;
   try {
     const r = await api('POST', '/api/increment', body, { headers });
@@ -826,6 +1081,28 @@ async function increment(ev) {
   } catch (e) {
     setText(out, '');
     showError(explain('Increment', e));
+  } finally {
+    $('inc-submit').disabled = false;
+  }
+}
+
+// An increment in the namespace shown: AddAndGetCount through the gateway, which picks
+// the region (the namespace's type says where it goes; the routing choice is default's).
+async function addInNamespace(name, amount) {
+  const out = $('inc-result');
+  const t = { ns: state.ns, name };
+  $('inc-submit').disabled = true;
+  try {
+    const r = await api('POST', `${counterPath(t)}/add-and-get`, `{"delta":${amount}}`);
+    showError('');
+    out.replaceChildren('Counted in ', el('strong', { text: t.ns }), ' by ',
+      el('strong', { 'data-testid': 'inc-routed', text: r.region }), ` (${r.node_id}): ${r.region} now ` +
+      `counts ${r.count} for ${r.counter}.`, r.duplicate ? ' (duplicate: counted once)' : '',
+      r.pending ? ' Held for its token\'s home region, which counts it once it learns of it.' : '');
+    refresh();
+  } catch (e) {
+    setText(out, '');
+    showError(explain(`Increment in ${t.ns}`, e));
   } finally {
     $('inc-submit').disabled = false;
   }
@@ -901,6 +1178,8 @@ document.addEventListener('DOMContentLoaded', () => {
     setText($('admin-result'), 'Admin token cleared.');
   });
   $('inc-form').addEventListener('submit', increment);
+  $('ns-form').addEventListener('submit', createNamespace);
+  $('ns-select').addEventListener('change', () => setNamespace($('ns-select').value));
   $('cmp-form').addEventListener('submit', compare);
   $('inc-routing').addEventListener('change', () => {
     $('client-region-label').hidden = $('inc-routing').value !== 'nearest';
@@ -936,4 +1215,5 @@ document.addEventListener('DOMContentLoaded', () => {
     resizeTimer = setTimeout(() => { renderRate(); if (state.compare) renderCompareChart(state.compare); }, 100);
   });
   loop();
+  nsLoop();
 });
