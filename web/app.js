@@ -233,8 +233,7 @@ function regionCard(name) {
     el('dl', { class: 'kv' },
       el('div', {}, el('dt', { text: 'Node' }), el('dd', {}, el('code', { 'data-testid': t('node') }))),
       el('div', {}, el('dt', { text: 'Last sync' }), el('dd', { 'data-testid': t('sync-lag') })),
-      el('div', {}, el('dt', { text: countersLabel(), 'data-counters-label': '' }),
-        el('dd', { 'data-testid': t('counters') }))),
+      el('div', {}, el('dt', { text: 'Counters' }), el('dd', { 'data-testid': t('counters') }))),
     el('button', {
       type: 'button', role: 'switch', class: 'switch', 'aria-checked': 'false',
       'aria-label': `Partition ${name}`, 'data-testid': `partition-${name}`,
@@ -278,7 +277,8 @@ function renderRegions() {
       q('sync-lag').title = t > 0 ? `sync lag ${lag.toFixed(1)} s (now − last_sync_time)` : '';
       // The region's count of counters (its listing's total), not the page's rows.
       const n = c.total_counters !== undefined ? c.total_counters : Object.keys(c.counters || {}).length;
-      setText(q('counters'), Number(n).toLocaleString('en-US'));
+      // In a namespace other than default, the count of that namespace's.
+      setText(q('counters'), Number(n).toLocaleString('en-US') + (state.ns === 'default' ? '' : ` in ${state.ns}`));
     }
     const sw = card.querySelector(`[data-testid="partition-${name}"]`);
     sw.setAttribute('aria-checked', String(cut));
@@ -706,18 +706,15 @@ function setNamespace(ns) {
   setText($('action-result'), '');
   renderNsList();
   renderNsInfo();
-  for (const dt of document.querySelectorAll('[data-counters-label]')) setText(dt, countersLabel());
   loadNsInfo();
   turned();
 }
-
-const countersLabel = () => (state.ns === 'default' ? 'Counters' : `Counters in ${state.ns}`);
 
 // An in-page confirmation: resolves true when the person confirms, false otherwise
 // (Cancel, Escape).
 function confirmAction(title, text, okText) {
   const d = $('confirm');
-  setText($('confirm-title'), title);
+  setText($('confirm-h'), title);
   $('confirm-text').replaceChildren(...text);
   setText($('confirm-ok'), okText);
   return new Promise((resolve) => {
@@ -790,10 +787,10 @@ async function createNamespace(ev) {
   try {
     const r = await api('PUT', `/v1/namespaces/${encodeURIComponent(name)}`, body);
     showError('');
+    setNamespace(r.namespace || name);
     setText($('ns-result'), `Namespace ${r.namespace} saved on ${r.region}: ${r.type}, retention ` +
       `${Number(r.ttl_seconds) === 0 ? 'never' : duration(r.ttl_seconds)}, version ${r.version}. ` +
       'The other regions take it as they sync.', 'result');
-    setNamespace(r.namespace || name);
     loadNamespaces();
   } catch (e) {
     setText($('ns-result'), '');
