@@ -497,6 +497,22 @@ static void group_entries(struct repl *r)
     }
 }
 
+/*
+ * The lifecycle state to merge with a counter's entries from a node that does not know the
+ * lifecycle (the original lab's, a counterd before "life"), or NULL. Its state carries no
+ * deletion because it cannot, not because the counter lived again after a drop: a sealed
+ * tombstone here must merge its entries (an increment the deletion had not observed still
+ * revives it) rather than take them whole as a new life. Its own flags, given back, say so.
+ */
+static struct glife *unaware_life(struct repl *r, uint32_t id, struct glife *buf)
+{
+    struct glife l;
+    if (r->merge_aware || !gstore_life(r->store, id, &l) || !(l.flags & GLIFE_SEALED))
+        return NULL;
+    *buf = (struct glife){.flags = l.flags};
+    return buf;
+}
+
 /* Merges one counter of the body, or skips it whole (recorded as rejected).
  * @return the number of replica entries that changed. */
 static int merge_item(struct repl *r, struct in_item *it, int origin)
@@ -521,8 +537,10 @@ static int merge_item(struct repl *r, struct in_item *it, int origin)
     uint32_t had = gstore_live(r->store);
     it->id = ck < 0 ? gstore_find(r->store, it->name, it->len)
                     : gstore_create(r->store, it->name, it->len);
-    if (it->id != GSTORE_NONE && (ck < 0 || gstore_live(r->store) == had))
+    if (it->id != GSTORE_NONE && (ck < 0 || gstore_live(r->store) == had)) {
+        life = life ? life : unaware_life(r, it->id, &lifebuf);
         ck = gstore_merge_life_check(r->store, it->id, en, it->n, fl, it->nf, life);
+    }
     if (ck < 0) {
         reject(r, it->name, it->len, NULL, 0,
                ck == GSTORE_EFOLDED ? "too_many_folded" : "too_many_replicas", it->n ? it->n : 1);
@@ -601,6 +619,11 @@ int repl__merge_body(struct repl *r, const struct json *root, int origin, struct
     r->nrejects = 0;
     r->nignored = 0;
     r->nlife_in = 0;
+    r->merge_aware = 0;
+    const struct json *feat = json_get(root, "features");
+    for (uint32_t i = 0; feat && feat->type == JSON_ARR && i < feat->len; i++)
+        r->merge_aware |=
+            feat->u.items[i].type == JSON_STR && strcmp(feat->u.items[i].u.s, "life") == 0;
     r->nlisted = 0;
     r->nitems = r->nraw = 0;
     r->merged_counters = 0;
@@ -755,4 +778,33 @@ __attribute__((weak)) int gstore_merge_life(struct gstore *st, uint32_t id, cons
 {
     (void)life;
     return gstore_merge_folded(st, id, in, n, folded, nf, origin);
+}
+__attribute__((weak)) int gstore_clear(struct gstore *st, uint32_t id)
+{
+    (void)st;
+    (void)id;
+    return 0;
+}
+__attribute__((weak)) int gstore_delete(struct gstore *st, uint32_t id)
+{
+    (void)st;
+    (void)id;
+    return 0;
+}
+__attribute__((weak)) int gstore_seal(struct gstore *st, uint32_t id)
+{
+    (void)st;
+    (void)id;
+    return 0;
+}
+__attribute__((weak)) int gstore_dead(const struct gstore *st, uint32_t id)
+{
+    (void)st;
+    (void)id;
+    return 0;
+}
+__attribute__((weak)) void gstore_drop(struct gstore *st, uint32_t id)
+{
+    (void)st;
+    (void)id;
 }
