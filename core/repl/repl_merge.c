@@ -437,10 +437,10 @@ static const char *item_life(struct repl *r, struct in_item *it, struct glife *l
         return it->lbad;
     if (it->partial)
         return "life_with_skipped_entries"; /* its floors may name those */
-    const struct gentry *en = r->entries + it->first;
-    *life = (struct glife){.floor = r->life_in + it->lfirst,
+    const struct gentry *en = it->n ? r->entries + it->first : NULL;
+    *life = (struct glife){.floor = it->nl ? r->life_in + it->lfirst : NULL,
                            .nfloor = it->nl,
-                           .dfloor = r->life_in + it->dfirst,
+                           .dfloor = it->nd ? r->life_in + it->dfirst : NULL,
                            .ndfloor = it->nd,
                            .flags = it->lflags};
     if (!floor_has_entries(life->floor, it->nl, en, it->n))
