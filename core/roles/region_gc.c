@@ -26,10 +26,8 @@
 #include "../store/tokset.h"
 #include "config.h"
 
-/* Declared by names.h, repl.h and region_internal.h once their owners add them. */
+/* Declared by names.h once the store adds it. */
 void names_forget(struct names *nx, uint32_t id);
-void repl_forget(struct repl *r, uint32_t id);
-void region__top_forget(struct region *rg, uint32_t id);
 
 #define GC_TICK_MS 250
 #define GC_WORK_PER_TICK 50000    /* seals and drops a tick at most */
@@ -425,22 +423,11 @@ void region__gc_put_status(struct region *rg, struct buf *b)
 /* ---------------------------------------------------------------- until the forget calls */
 
 /*
- * Weak stand-ins for the calls that make the structures indexed by counter id forget a
- * dropped counter, while names.c, repl.c and region_top.c do not define them yet: their
- * definitions replace these at link time; this block goes once they are in.
+ * A weak stand-in for names_forget while names.c does not define it: its definition
+ * replaces this at link time; this block goes once it is in.
  */
 __attribute__((weak)) void names_forget(struct names *nx, uint32_t id)
 {
     (void)nx;
-    (void)id;
-}
-__attribute__((weak)) void repl_forget(struct repl *r, uint32_t id)
-{
-    (void)r;
-    (void)id;
-}
-__attribute__((weak)) void region__top_forget(struct region *rg, uint32_t id)
-{
-    (void)rg;
     (void)id;
 }
