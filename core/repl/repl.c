@@ -107,8 +107,9 @@ static void exchange_start(struct peer *p);
 static void scratch_trim(struct repl *r)
 {
     int freed = 0;
-    struct buf *bufs[] = {&r->out, &r->counts, &r->decs,  &r->toks, &r->folds,
-                          &r->dg,  &r->cbody,  &r->creps, &r->cout, &r->toks_c};
+    struct buf *bufs[] = {&r->out,     &r->counts,   &r->decs,  &r->toks, &r->folds,
+                          &r->dg,      &r->cbody,    &r->creps, &r->cout, &r->toks_c,
+                          &r->lfloors, &r->ldfloors, &r->lflags};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         if (bufs[i]->cap > SCRATCH_KEEP) {
             buf_free(bufs[i]);
@@ -121,6 +122,12 @@ static void scratch_trim(struct repl *r)
         r->raw = r->entries = NULL;
         r->raw_item = NULL;
         r->nraw = r->raw_cap = 0;
+        freed = 1;
+    }
+    if (r->life_in_cap * sizeof *r->life_in > SCRATCH_KEEP) {
+        free(r->life_in);
+        r->life_in = NULL;
+        r->nlife_in = r->life_in_cap = 0;
         freed = 1;
     }
     if (r->items_cap * sizeof *r->items + r->seen_cap * sizeof *r->seen > SCRATCH_KEEP) {
@@ -264,13 +271,14 @@ static enum peer_format learn_peer(struct peer *p, const struct json *root)
     p->format = fmt;
     p->probed = 1;
     const struct json *feat = json_get(root, "features");
-    p->folds = p->digests = p->compacts = 0;
+    p->folds = p->digests = p->compacts = p->lifes = 0;
     for (uint32_t i = 0; feat && feat->type == JSON_ARR && i < feat->len; i++) {
         if (feat->u.items[i].type != JSON_STR)
             continue;
         p->folds |= strcmp(feat->u.items[i].u.s, "folded") == 0;
         p->digests |= strcmp(feat->u.items[i].u.s, "digest") == 0;
         p->compacts |= strcmp(feat->u.items[i].u.s, "compact") == 0;
+        p->lifes |= strcmp(feat->u.items[i].u.s, "life") == 0;
     }
     return fmt;
 }
@@ -299,6 +307,8 @@ static int merge_answer(struct peer *p, const struct json *root, struct trace_sp
                  "(its answer lists them; logged once per peer)",
                  repl__peer_name(p), refused->u.i);
     repl__apply_tokens(r, root, p->node_id[0] ? p->node_id : p->url);
+    if (p->format == FMT_COUNTERD && r->hooks.take_ext)
+        r->hooks.take_ext(r->hooks.arg, root); /* the namespace register, for one */
     return 0;
 }
 
@@ -476,7 +486,8 @@ static void build_push(struct peer *p)
     p->kind = p->full_push || p->cursor[0] != 'D' ? KIND_FULL : KIND_DELTA;
     r->original_out = p->format == FMT_ORIGINAL;
     r->compact_out = p->compacts && !r->compact_off && p->probed && !r->original_out;
-    if (p->cursor[0] == '\0') { /* the answer starts the peer's full state */
+    r->life_out = r->compact_out && p->lifes; /* a peer before "life" reads only "CSB1" */
+    if (p->cursor[0] == '\0') {               /* the answer starts the peer's full state */
         p->pull_began_ms = clock_mono_ms();
         p->pull_skipped = 0;
     }
@@ -524,6 +535,7 @@ static void exchange_send(struct peer *p)
         body = r->cout.data;
         body_len = r->cout.len;
         r->compact_out = 0;
+        r->life_out = 0;
     }
     const char *headers[4] = {r->auth_header, NULL, NULL, NULL};
     char tp[TRACE_HEADER_LEN + 1];
@@ -786,6 +798,13 @@ static void repl_metrics(struct repl *r, struct metrics *reg)
             p->m_bytes[k][1] = metric_series(r->m_peer_bytes, lv);
         }
     }
+    const char *why[1] = {"regional"};
+    r->m_ignored = metric_series(
+        metrics_add(reg, METRIC_COUNTER, "counterd_sync_ignored_total",
+                    "Counters of /sync messages left out because this node does not replicate "
+                    "them (a regional namespace's), by reason",
+                    "reason", NULL, 0),
+        why);
     r->m_tok_rejected = metric_only(
         metrics_add(reg, METRIC_COUNTER, "counterd_sync_rejected_tokens_total",
                     "Token-set elements of /sync bodies skipped as malformed", NULL, NULL, 0));
@@ -817,6 +836,8 @@ struct repl *repl_new(struct event_base *base, struct client *client, struct gst
     r->start_ms = clock_mono_ms();
     json_parser_init(&r->parser);
     r->digest = digest_new();
+    if (r->hooks.replicated) /* what a node does not replicate is in no fingerprint */
+        digest_set_keep(r->digest, r->hooks.replicated, r->hooks.arg);
 
     r->npeers = cfg->npeers;
     r->peers = xcalloc((size_t)(r->npeers ? r->npeers : 1), sizeof *r->peers);
@@ -885,6 +906,10 @@ void repl_free(struct repl *r)
     buf_free(&r->toks);
     buf_free(&r->folds);
     free(r->fold_in);
+    free(r->life_in);
+    buf_free(&r->lfloors);
+    buf_free(&r->ldfloors);
+    buf_free(&r->lflags);
     free(r->tokel);
     digest_free(r->digest);
     buf_free(&r->dg);
@@ -997,6 +1022,11 @@ int repl_fold_ready(const struct repl *r, double after_ms, char *why, size_t n)
         return 0;
     }
     return 1;
+}
+
+void repl_forget(struct repl *r, uint32_t id)
+{
+    digest_forget(r->digest, id);
 }
 
 const char *repl_incarnation(const struct repl *r)

@@ -141,6 +141,11 @@ void repl_learn_peer_ids(struct repl *r);
  */
 void repl_fold_want(struct repl *r, double after_ms);
 int repl_fold_ready(const struct repl *r, double after_ms, char *why, size_t n);
+/*
+ * Counter id is being dropped (gstore_drop; call it first, while the counter exists): the
+ * digest forgets it (store/digest.h digest_forget). Its id may then be given to another name.
+ */
+void repl_forget(struct repl *r, uint32_t id);
 /* This process' incarnation id (hex), sent with every message. */
 const char *repl_incarnation(const struct repl *r);
 

@@ -107,24 +107,83 @@ static void append_folded(struct repl *r, const struct gcounter *c)
     buf_putc(&r->folds, ']');
 }
 
-static void append_counter(struct repl *r, const struct gcounter *c, struct buf *counts,
-                           struct buf *decs)
+/* One floor as {"pos":{"<replica>":N},"neg":{...}} (a side with no entry left out). */
+static void append_floor(struct repl *r, struct buf *b, const char *name, size_t nlen,
+                         const struct gentry *fl, size_t n)
+{
+    if (b->len > 1)
+        buf_putc(b, ',');
+    buf_json_str(b, name, nlen);
+    buf_putc(b, ':');
+    for (int side = 0; side < 2; side++) {
+        buf_puts(b, side ? ",\"neg\":{" : "{\"pos\":{");
+        int first = 1;
+        for (size_t i = 0; i < n; i++) {
+            int64_t v = side ? fl[i].neg : fl[i].pos;
+            if (!v)
+                continue;
+            if (!first)
+                buf_putc(b, ',');
+            first = 0;
+            const char *rn = gstore_replica_name(r->store, fl[i].rep);
+            buf_json_str(b, rn, strlen(rn));
+            buf_putc(b, ':');
+            buf_i64(b, v);
+        }
+        buf_putc(b, '}');
+    }
+    buf_putc(b, '}');
+}
+
+/* The counter's lifecycle state (floors, flags) into r->lfloors, ldfloors and lflags: only
+ * for a counter that has one. */
+static void append_life(struct repl *r, uint32_t id, const char *name, size_t nlen)
+{
+    struct glife l;
+    if (!gstore_life(r->store, id, &l))
+        return;
+    if (l.nfloor)
+        append_floor(r, &r->lfloors, name, nlen, l.floor, l.nfloor);
+    if (l.ndfloor)
+        append_floor(r, &r->ldfloors, name, nlen, l.dfloor, l.ndfloor);
+    if (!(l.flags & (GLIFE_DELETED | GLIFE_SEALED)))
+        return;
+    if (r->lflags.len > 1)
+        buf_putc(&r->lflags, ',');
+    buf_json_str(&r->lflags, name, nlen);
+    buf_puts(&r->lflags, (l.flags & GLIFE_DELETED) && (l.flags & GLIFE_SEALED)
+                             ? ":[\"deleted\",\"sealed\"]"
+                         : l.flags & GLIFE_DELETED ? ":[\"deleted\"]"
+                                                   : ":[\"sealed\"]");
+}
+
+/*
+ * Counter id (c) into the page, in the format of the page: left out when it is not
+ * replicated (a regional namespace's), and for an original-format peer when it is not of
+ * namespace "default" (the original lab knows no "ns/name" keys).
+ */
+static void append_counter(struct repl *r, uint32_t id, const struct gcounter *c,
+                           struct buf *counts, struct buf *decs)
 {
     size_t nlen;
     const char *name = gstore_counter_name(c, &nlen);
     unsigned n = gstore_counter_entries(c);
     struct gentry e;
 
+    if (!repl__replicated(r, name, nlen))
+        return;
     if (r->original_out) {
-        append_counter_original(r, c, counts);
+        if (gstore_key_ns_len(name, nlen) == 0)
+            append_counter_original(r, c, counts);
         return;
     }
     if (r->compact_out) {
-        repl__compact_counter(r, c);
+        repl__compact_counter(r, id, c);
         return;
     }
     append_tokens(r, c);
     append_folded(r, c);
+    append_life(r, id, name, nlen);
     r->page_counters++;
     if (counts->len > 1)
         buf_putc(counts, ',');
@@ -165,17 +224,30 @@ static void append_counter(struct repl *r, const struct gcounter *c, struct buf 
 /* Bytes of the page being built. */
 static size_t page_len(const struct repl *r)
 {
-    return r->counts.len + r->decs.len + r->toks.len + r->folds.len + r->cbody.len + r->creps.len;
+    return r->counts.len + r->decs.len + r->toks.len + r->folds.len + r->cbody.len + r->creps.len +
+           r->lfloors.len + r->ldfloors.len + r->lflags.len;
 }
 
-/* A page of the full state, by id from *next; sets *next to where the next page starts. */
+/*
+ * A page of the full state, by id from *next; sets *next to where the next page starts.
+ *
+ * Ids of dropped counters are skipped, and may be given to counters created later, also
+ * while a transfer pages through the store (gstore_drop). The walk stays complete: every
+ * counter that existed when the walk began keeps its id until it is dropped, so it is in a
+ * page unless it was dropped (every replica, the receiver included, held its sealed
+ * tombstone then); a counter created after the walk began, at an id below the cursor or
+ * above it, changed after that seq, and the delta that follows every full walk (from the
+ * seq the walk began at: full_s0, the "F." cursor's seq) sends it. A reused id above the
+ * cursor is sent twice at most, which a merge takes as once.
+ */
 void repl__page_full(struct repl *r, uint32_t *next)
 {
     uint32_t id = *next, count = gstore_count(r->store);
     for (; id < count; id++) {
         if (page_len(r) >= r->page_bytes)
             break;
-        append_counter(r, gstore_counter(r->store, id), &r->counts, &r->decs);
+        if (gstore_exists(r->store, id))
+            append_counter(r, id, gstore_counter(r->store, id), &r->counts, &r->decs);
     }
     *next = id;
 }
@@ -190,6 +262,8 @@ int repl__page_delta(struct repl *r, uint64_t since, int skip_origin, uint64_t *
     uint32_t id = gstore_changed_after(r->store, since);
     uint64_t last = since;
     for (; id != GSTORE_NONE; id = gstore_changed_next(r->store, id)) {
+        if (!gstore_exists(r->store, id))
+            continue; /* dropped (the store unlinks it: a guard) */
         const struct gcounter *c = gstore_counter(r->store, id);
         if (page_len(r) >= r->page_bytes) {
             *upto = last;
@@ -197,7 +271,7 @@ int repl__page_delta(struct repl *r, uint64_t since, int skip_origin, uint64_t *
         }
         /* The receiver sent us exactly this state: it need not come back. */
         if (!skip_origin || gstore_counter_origin(c) != skip_origin)
-            append_counter(r, c, &r->counts, &r->decs);
+            append_counter(r, id, c, &r->counts, &r->decs);
         last = gstore_counter_mseq(c);
     }
     *upto = gstore_seq(r->store);
@@ -212,7 +286,8 @@ uint32_t repl__page_leaves(struct repl *r, const uint32_t *leaves, uint32_t n, s
             break;
         for (uint32_t id = digest_leaf_first(r->digest, leaves[i]); id != GSTORE_NONE;
              id = digest_leaf_next(r->digest, id))
-            append_counter(r, gstore_counter(r->store, id), &r->counts, &r->decs);
+            if (gstore_exists(r->store, id))
+                append_counter(r, id, gstore_counter(r->store, id), &r->counts, &r->decs);
     }
     return i;
 }
@@ -225,10 +300,16 @@ void repl__page_begin(struct repl *r)
     buf_reset(&r->decs);
     buf_reset(&r->toks);
     buf_reset(&r->folds);
+    buf_reset(&r->lfloors);
+    buf_reset(&r->ldfloors);
+    buf_reset(&r->lflags);
     buf_putc(&r->counts, '{');
     buf_putc(&r->decs, '{');
     buf_putc(&r->toks, '{');
     buf_putc(&r->folds, '{');
+    buf_putc(&r->lfloors, '{');
+    buf_putc(&r->ldfloors, '{');
+    buf_putc(&r->lflags, '{');
     repl__compact_begin(r);
 }
 
@@ -261,13 +342,24 @@ void repl__body_finish(struct repl *r, const char *since, const char *cursor, in
         buf_append(o, r->folds.data, r->folds.len);
         buf_putc(o, '}');
     }
+    struct buf *life[3] = {&r->lfloors, &r->ldfloors, &r->lflags};
+    static const char *const life_key[3] = {",\"floors\":", ",\"dfloors\":", ",\"life\":"};
+    for (int i = 0; i < 3; i++)
+        if (life[i]->len > 1) {
+            buf_puts(o, life_key[i]);
+            buf_append(o, life[i]->data, life[i]->len);
+            buf_putc(o, '}');
+        }
     if (r->dg.len) {
         buf_puts(o, ",\"digest\":");
         buf_append(o, r->dg.data, r->dg.len);
     }
-    if (!r->original_out)
-        buf_puts(o, r->compact_off ? ",\"features\":[\"folded\",\"digest\"]"
-                                   : ",\"features\":[\"folded\",\"digest\",\"compact\"]");
+    if (!r->original_out) {
+        buf_puts(o, r->compact_off ? ",\"features\":[\"folded\",\"digest\",\"life\"]"
+                                   : ",\"features\":[\"folded\",\"digest\",\"compact\",\"life\"]");
+        if (r->hooks.put_ext)
+            r->hooks.put_ext(r->hooks.arg, o); /* the namespace register, for one */
+    }
     if (since && *since) {
         buf_puts(o, ",\"since\":");
         buf_json_str(o, since, strlen(since));

@@ -6,10 +6,18 @@
  *   "CSB1" varint(E) <E bytes: the JSON envelope, "counts":{} and no other state map>
  *   varint(R) R x (varint(len) <replica id>)           the replica table, once a message
  *   varint(N) N x counter:
- *     varint(len) <name>
+ *     varint(len) <name>                                its key ("ns/name" or a name)
  *     varint(K) K x (varint(replica index) varint(increments) varint(decrements))
  *     varint(F) F x varint(replica index)               its folded replicas
  *     varint(T) T x (varint(len) <token> zigzag-varint(amount) byte(settled 0|1))
+ *
+ * "CSB2" is the same body where each counter ends with its lifecycle state (gstore.h
+ * "Lifecycle"), sent only to a node that says "life" in "features":
+ *     byte(L)  bit 0 deleted, bit 1 sealed, bit 2 a clear floor follows, bit 3 a delete
+ *              floor follows (the other bits 0; 0: no lifecycle state)
+ *     [varint(C) C x (varint(replica index) varint(pos) varint(neg))]   the clear floor
+ *     [varint(D) D x (varint(replica index) varint(pos) varint(neg))]   the delete floor
+ * A node of the version before reads only "CSB1" and is sent no lifecycle state.
  *
  * Varints are unsigned LEB128 of at most 64 bits. A body whose structure is wrong (cut
  * short, an index beyond the table, a length beyond its bound, bytes after the last
@@ -29,7 +37,8 @@
 #include "repl_internal.h"
 
 #define COMPACT_MAGIC "CSB1"
-#define COMPACT_MAX_LEN 65535 /* of a name, a replica id or a token, as a structure bound */
+#define COMPACT_MAGIC_LIFE "CSB2" /* counters carry their lifecycle state */
+#define COMPACT_MAX_LEN 65535     /* of a name, a replica id or a token, as a structure bound */
 
 /* ---------------------------------------------------------------- writing */
 
@@ -84,14 +93,39 @@ static void put_token(void *arg, uint32_t id, const char *tok, size_t tlen, int6
     t->n++;
 }
 
-void repl__compact_counter(struct repl *r, const struct gcounter *c)
+static void put_floor(struct repl *r, struct buf *b, const struct gentry *fl, size_t n)
+{
+    put_varint(b, n);
+    for (size_t i = 0; i < n; i++) {
+        put_varint(b, page_replica(r, fl[i].rep));
+        put_varint(b, (uint64_t)fl[i].pos);
+        put_varint(b, (uint64_t)fl[i].neg);
+    }
+}
+
+/* Counter id's lifecycle state, at the end of its record in a "CSB2" page. */
+static void put_life(struct repl *r, struct buf *b, uint32_t id)
+{
+    struct glife l;
+    if (!gstore_life(r->store, id, &l)) {
+        buf_putc(b, 0);
+        return;
+    }
+    unsigned flags = l.flags & (GLIFE_DELETED | GLIFE_SEALED);
+    buf_putc(b, (char)(flags | (l.nfloor ? 4u : 0u) | (l.ndfloor ? 8u : 0u)));
+    if (l.nfloor)
+        put_floor(r, b, l.floor, l.nfloor);
+    if (l.ndfloor)
+        put_floor(r, b, l.dfloor, l.ndfloor);
+}
+
+void repl__compact_counter(struct repl *r, uint32_t id, const struct gcounter *c)
 {
     size_t nlen;
     const char *name = gstore_counter_name(c, &nlen);
     unsigned n = gstore_counter_entries(c);
     struct gentry e;
     struct buf *b = &r->cbody;
-    uint32_t id = GSTORE_NONE;
     r->page_counters++;
     put_varint(b, nlen);
     buf_append(b, name, nlen);
@@ -103,27 +137,19 @@ void repl__compact_counter(struct repl *r, const struct gcounter *c)
         put_varint(b, (uint64_t)e.neg);
     }
     const uint16_t *reps = NULL;
-    unsigned nf = 0;
-    if (gstore_folded_total(r->store)) {
-        id = gstore_find(r->store, name, nlen);
-        nf = gstore_folded_list(r->store, id, &reps);
-    }
+    unsigned nf = gstore_folded_total(r->store) ? gstore_folded_list(r->store, id, &reps) : 0;
     put_varint(b, nf);
     for (unsigned i = 0; i < nf; i++)
         put_varint(b, page_replica(r, reps[i]));
-    if (!r->tokset || !tokset_count(r->tokset)) {
-        buf_putc(b, 0);
-        return;
-    }
-    if (id == GSTORE_NONE)
-        id = gstore_find(r->store, name, nlen);
-    buf_reset(&r->toks_c);
     struct tok_out t = {&r->toks_c, 0};
-    if (id != GSTORE_NONE && tokset_elements(r->tokset, id))
+    buf_reset(&r->toks_c);
+    if (r->tokset && tokset_count(r->tokset) && tokset_elements(r->tokset, id))
         tokset_each(r->tokset, id, r->tok_after, put_token, &t);
     put_varint(b, t.n);
     if (t.n)
         buf_append(b, r->toks_c.data, r->toks_c.len);
+    if (r->life_out)
+        put_life(r, b, id);
 }
 
 void repl__compact_begin(struct repl *r)
@@ -138,7 +164,7 @@ void repl__compact_wrap(struct repl *r)
 {
     struct buf *o = &r->cout;
     buf_reset(o);
-    buf_append(o, COMPACT_MAGIC, 4);
+    buf_append(o, r->life_out ? COMPACT_MAGIC_LIFE : COMPACT_MAGIC, 4);
     put_varint(o, r->out.len);
     buf_append(o, r->out.data, r->out.len);
     put_varint(o, r->cnreps);
@@ -215,8 +241,10 @@ const struct json *repl__parse(struct repl *r, const char *body, size_t len)
     r->cin = NULL;
     r->cin_len = 0;
     /* A node told to speak JSON only reads a compact body as counterd before it did. */
-    if (r->compact_off || len < 4 || memcmp(body, COMPACT_MAGIC, 4) != 0)
+    if (r->compact_off || len < 4 ||
+        (memcmp(body, COMPACT_MAGIC, 4) != 0 && memcmp(body, COMPACT_MAGIC_LIFE, 4) != 0))
         return json_parse(&r->parser, body, len);
+    r->cin_life = memcmp(body, COMPACT_MAGIC_LIFE, 4) == 0;
     struct rd d = {(const unsigned char *)body + 4, (const unsigned char *)body + len, ""};
     const char *env = NULL;
     uint64_t elen;
@@ -374,6 +402,57 @@ static int read_tokens(struct repl *r, struct rd *d, uint32_t item, int apply, i
     return 0;
 }
 
+/* One floor of a "CSB2" counter: taken into item (NULL: only read). */
+static int read_floor(struct repl *r, struct rd *d, struct in_item *it, int dfloor)
+{
+    static const char *const why_range[2] = {"floor_out_of_range", "dfloor_out_of_range"};
+    static const char *const why_node[2] = {"floor_bad_node_id", "dfloor_bad_node_id"};
+    uint64_t k, idx, pos, neg;
+    if (rd_count(d, 65535, &k, "compact body: a floor's entry count") < 0)
+        return -1;
+    if (it) {
+        *(dfloor ? &it->dfirst : &it->lfirst) = (uint32_t)r->nlife_in;
+        *(dfloor ? &it->has_dfloor : &it->has_floor) = 1;
+    }
+    for (uint64_t j = 0; j < k; j++) {
+        if (!r->ctab_n)
+            return rd_fail(d, "compact body: a floor entry but no replica table");
+        if (rd_count(d, r->ctab_n - 1, &idx,
+                     "compact body: a floor entry's replica index (beyond the table)") < 0 ||
+            rd_varint(d, &pos, "compact body: a floor entry's increments") < 0 ||
+            rd_varint(d, &neg, "compact body: a floor entry's decrements") < 0)
+            return -1;
+        if (!it || it->lbad)
+            continue;
+        int rep = table_rep(r, (uint32_t)idx);
+        it->lbad = rep == -1                            ? why_node[dfloor]
+                   : pos > INT64_MAX || neg > INT64_MAX ? why_range[dfloor]
+                   : rep < 0                            ? "too_many_replicas"
+                                                        : NULL;
+        if (!it->lbad)
+            repl__life_push(r, it, dfloor, rep, (int64_t)pos, (int64_t)neg);
+    }
+    return 0;
+}
+
+/* The lifecycle state that ends a "CSB2" counter: taken into item (UINT32_MAX: only read). */
+static int read_life(struct repl *r, struct rd *d, uint32_t item)
+{
+    if (d->p >= d->end || (*d->p & ~15u))
+        return rd_fail(d, "compact body: a counter's lifecycle byte (bits 0-3 only)");
+    unsigned l = *d->p++;
+    struct in_item *it = item == UINT32_MAX ? NULL : &r->items[item];
+    if (it && l) {
+        it->has_life = 1;
+        it->lflags = (uint8_t)(l & (GLIFE_DELETED | GLIFE_SEALED));
+    }
+    if ((l & 4) && read_floor(r, d, it, 0) < 0)
+        return -1;
+    if ((l & 8) && read_floor(r, d, it, 1) < 0)
+        return -1;
+    return 0;
+}
+
 /* One counter; apply: taken into a new item, else only read. */
 static int read_counter(struct repl *r, struct rd *d, int apply)
 {
@@ -382,12 +461,15 @@ static int read_counter(struct repl *r, struct rd *d, int apply)
     if (rd_bytes(d, COMPACT_MAX_LEN, &name, &nlen, "compact body: a counter's name") < 0)
         return -1;
     uint32_t item = UINT32_MAX;
-    int ok = gstore_counter_name_valid(name, nlen);
-    if (apply && ok)
+    int ok = gstore_key_valid(name, nlen);
+    int kept = ok && repl__replicated(r, name, nlen);
+    if (apply && kept)
         item = repl__item_new(r, name, (uint32_t)nlen);
+    else if (apply && ok)
+        repl__ignore(r); /* not replicated here: left out, counted */
     const unsigned char *at = d->p;
     if (read_entries(r, d, item, name, nlen) < 0 || read_folded(r, d, item) < 0 ||
-        read_tokens(r, d, item, apply, ok) < 0)
+        read_tokens(r, d, item, apply, ok) < 0 || (r->cin_life && read_life(r, d, item) < 0))
         return -1;
     if (apply && !ok) { /* its entries are counted as a JSON body's would be */
         struct rd again = {at, d->end, ""};
@@ -424,6 +506,7 @@ int repl__compact_merge(struct repl *r, int origin, char *err, size_t errlen)
     r->nctok = 0;
     r->ctok_rejected = 0;
     r->nfold_in = 0;
+    r->nlife_in = 0;
     if (read_section(r, 0, err, errlen) < 0)
         return -1;
     read_section(r, 1, err, errlen);

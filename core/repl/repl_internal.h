@@ -84,6 +84,7 @@ struct peer {
     /* The digest exchange (repl_digest.c). */
     int digests;            /* its answers say it understands "digest" */
     int compacts;           /* its answers say it understands "compact" (repl_compact.c) */
+    int lifes;              /* its answers say it understands "life" (floors in compact bodies) */
     int sent_compact;       /* the exchange in flight pushed a compact body */
     int digest_due;         /* this round ends with a digest exchange */
     enum dg_phase dg_phase; /* the digest exchange in progress */
@@ -131,6 +132,11 @@ struct in_item {
     const char *fbad;    /* why its folded list cannot be taken (the counter is skipped) */
     uint8_t partial;     /* some of its entries were skipped */
     uint32_t tfirst, nt; /* a compact body's token-set elements: ctok[tfirst .. tfirst+nt) */
+    /* Its lifecycle state (gstore.h "Lifecycle"): floors in life_in[lfirst .. lfirst+nl)
+     * (clear) and [dfirst .. dfirst+nd) (delete), flags GLIFE_*. */
+    uint32_t lfirst, nl, dfirst, nd;
+    uint8_t has_life, lflags, has_floor, has_dfloor;
+    const char *lbad; /* why its lifecycle state cannot be taken (the counter is skipped) */
 };
 
 struct repl {
@@ -162,6 +168,12 @@ struct repl {
     uint32_t *seen;
     size_t seen_cap;
     struct buf out, counts, decs, toks, folds;
+    struct buf lfloors, ldfloors, lflags; /* the page's "floors", "dfloors" and "life" */
+    int life_out;                         /* the page's lifecycle state goes out (not original) */
+    struct gentry *life_in;               /* the floors an incoming body carries, by item */
+    size_t nlife_in, life_in_cap;
+    uint64_t nignored;               /* counters of the last merge left out: not replicated */
+    struct metric_series *m_ignored; /* counterd_sync_ignored_total{reason="regional"} */
     double fold_after;    /* pull full state from peers not pulled since; 0: not wanted */
     const char *self_rep; /* this node's replica id: no peer may fold it */
     int *fold_in;         /* the folded replicas an incoming body names, by item */
@@ -210,6 +222,7 @@ struct repl {
     size_t cmap_cap;
     const char *cin; /* the binary section of the body being read; NULL: JSON */
     size_t cin_len;
+    int cin_life; /* its counters carry their lifecycle state ("CSB2") */
     struct {
         const char *s;
         uint32_t len;
@@ -286,8 +299,8 @@ enum sync_kind repl__digest_respond(struct repl *r, const struct json *dg);
 const struct json *repl__parse(struct repl *r, const char *body, size_t len);
 /* Starts a compact page (r->cbody, r->creps). */
 void repl__compact_begin(struct repl *r);
-/* Appends one counter to the compact page. */
-void repl__compact_counter(struct repl *r, const struct gcounter *c);
+/* Appends counter id (c) to the compact page. */
+void repl__compact_counter(struct repl *r, uint32_t id, const struct gcounter *c);
 /* The compact body into r->cout: r->out (the envelope) and the page. */
 void repl__compact_wrap(struct repl *r);
 /* Reads and merges r->cin (checked whole first). @return the replica entries changed, or
@@ -303,6 +316,15 @@ void repl__compact_tokens(struct repl *r, const char *from);
 void repl__reject(struct repl *r, const char *counter, size_t clen, const char *node, size_t nlen,
                   const char *reason, uint64_t entries);
 uint32_t repl__item_new(struct repl *r, const char *name, uint32_t len);
+/* Whether counter key[0..len) is replicated (the replicated hook; none: every counter). */
+int repl__replicated(const struct repl *r, const char *key, size_t len);
+/* A counter a message carried that this node does not replicate: left out, counted. */
+void repl__ignore(struct repl *r);
+/* Adds floor entry (rep, pos, neg) to item it's clear floor (dfloor 0) or delete floor,
+ * joining it with an entry of the same replica: the floor being read must be the last one
+ * pushed (a reader takes one floor of one counter at a time). */
+void repl__life_push(struct repl *r, struct in_item *it, int dfloor, int rep, int64_t pos,
+                     int64_t neg);
 void repl__fold_push(struct repl *r, struct in_item *it, int rep);
 void repl__push_entry(struct repl *r, uint32_t item, int rep, int64_t pos, int64_t neg);
 int repl__merge_items(struct repl *r, int origin);

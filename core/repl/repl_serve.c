@@ -65,6 +65,9 @@ static int merge_request(struct repl *r, struct http_request *req, const struct 
         return -1;
     }
     repl__apply_tokens(r, root, nid && nid->type == JSON_STR ? nid->u.s : "a peer");
+    const struct json *inc = json_get(root, "incarnation");
+    if (inc && inc->type == JSON_STR && r->hooks.take_ext)
+        r->hooks.take_ext(r->hooks.arg, root); /* a counterd message, accepted */
     metric_add(r->m_conflicts, changed);
     if (req->span) {
         if (nid && nid->type == JSON_STR)
@@ -86,6 +89,7 @@ static void respond_page(struct repl *r, struct http_request *req, const char *c
     if (r->compact_out) {
         r->compact_out = 0;
         repl__compact_wrap(r);
+        r->life_out = 0;
         metric_add(r->m_bytes_sent, (double)r->cout.len);
         http_respond_ex(req, 200, "application/octet-stream", NULL, r->cout.data, r->cout.len);
         return;
@@ -94,12 +98,13 @@ static void respond_page(struct repl *r, struct http_request *req, const char *c
     http_respond_json(req, 200, r->out.data, r->out.len);
 }
 
-/* Whether the request's sender reads compact answers (it says so in "features"). */
-static int wants_compact(const struct repl *r, const struct json *root)
+/* Whether the request's sender says feature what in "features" ("compact": it reads compact
+ * answers; "life": with the counters' lifecycle state). */
+static int says(const struct repl *r, const struct json *root, const char *what)
 {
     const struct json *feat = json_get(root, "features");
     for (uint32_t i = 0; !r->compact_off && feat && feat->type == JSON_ARR && i < feat->len; i++)
-        if (feat->u.items[i].type == JSON_STR && strcmp(feat->u.items[i].u.s, "compact") == 0)
+        if (feat->u.items[i].type == JSON_STR && strcmp(feat->u.items[i].u.s, what) == 0)
             return 1;
     return 0;
 }
@@ -214,7 +219,8 @@ static void answer_sync(struct repl *r, struct http_request *req, const char *bo
     }
     char cursor[96];
     int full;
-    r->compact_out = wants_compact(r, root);
+    r->compact_out = says(r, root, "compact");
+    r->life_out = r->compact_out && says(r, root, "life");
     int more = page_since(r, root, origin, cursor, sizeof cursor, &full);
     int compact = r->compact_out;
     respond_page(r, req, cursor, more);

@@ -45,6 +45,7 @@ static void merged(void *arg, uint32_t id)
     if (tokset_elements(rg->tokset, id))
         gstore_touch(rg->store, id);
     region__persist_changed(rg, id);
+    region__ns_changed(rg, id);
 }
 
 /* What a merge added to counter id: for GET /top (region_top.c). */
@@ -75,6 +76,8 @@ static int open_store(struct region *rg, const struct config *cfg, char *err, si
     rg->dedup = dedup_new(DEDUP_MAX, DEDUP_WINDOW_S);
     rg->tokset = tokset_new();
     rg->strong = strongrep_new();
+    if (region__ns_open(rg, cfg, err, errlen) < 0) /* the windows, before the log's tokens */
+        return -1;
     char rid[GSTORE_REPLICA_NAME_MAX + 1];
     if (cfg->data_dir[0]) {
         struct wal_opts wo = {cfg->data_dir,
@@ -130,7 +133,10 @@ static void start_repl(struct region *rg, struct event_base *base, const struct 
                                .tokens = region__tokens_learned,
                                .arg = rg,
                                .before_send = region__before_send,
-                               .before_merge = region__before_merge};
+                               .before_merge = region__before_merge,
+                               .replicated = region__ns_replicated,
+                               .put_ext = region__ns_put_ext,
+                               .take_ext = region__ns_take_ext};
     rg->repl = repl_new(base, rg->client, rg->store, rg->metrics, &rc, &hooks);
 }
 
@@ -151,6 +157,7 @@ static void start_timers(struct region *rg, struct event_base *base, const struc
     rg->names_timer = event_new(base, -1, EV_PERSIST, region__on_names_timer, rg);
     struct timeval ntv = {0, NAMES_TICK_MS * 1000};
     event_add(rg->names_timer, &ntv);
+    region__ns_start(rg, base);
 }
 
 static void start_wal_events(struct region *rg, struct event_base *base)
@@ -181,6 +188,7 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
         goto fail;
     rg->metrics = metrics_new();
     region__metrics_register(rg, cfg);
+    region__ns_metrics(rg);
     struct host_info li = {"region", cfg->node_id, cfg->region, cfg->policy_budget_ms};
     if (role_start(&parts, base, cfg, &li, 0, err, errlen) < 0)
         goto fail;
@@ -231,6 +239,7 @@ void region_free(struct region *rg)
         event_free(rg->fold_timer);
     if (rg->names_timer)
         event_free(rg->names_timer);
+    region__ns_free(rg);
     if (rg->wal)
         wal_close(rg->wal); /* writes the rest, fsyncs, marks the directory clean */
     struct role_parts parts = parts_of(rg);

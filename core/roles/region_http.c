@@ -65,6 +65,8 @@ static void h_counter(void *role, struct http_request *req)
     if (n < 0)
         return;
     uint32_t id = gstore_find(rg->store, name, (size_t)n);
+    if (id != GSTORE_NONE && gstore_dead(rg->store, id))
+        id = GSTORE_NONE; /* a deleted counter answers as an unknown one */
     const struct gcounter *c = id == GSTORE_NONE ? NULL : gstore_counter(rg->store, id);
     struct buf *b = &rg->out;
     buf_puts(b, "{\"counter\":");
@@ -307,6 +309,9 @@ static const struct route routes[] = {
     {ROUTE_GET, "/counters", 0, region__h_counters, "/counters", NULL},
     {ROUTE_POST, "/counters/read", 0, region__h_counters_read, "/counters/read", NULL},
     {ROUTE_GET, "/top", 0, region__h_top, "/top", NULL},
+    {ROUTE_ANY, "/v1/counters/", 1, region__h_v1_counters, "/v1/counters/{path}", NULL},
+    {ROUTE_ANY, "/v1/namespaces", 0, region__h_namespaces, "/v1/namespaces", NULL},
+    {ROUTE_ANY, "/v1/namespaces/", 1, region__h_namespaces, "/v1/namespaces/{ns}", NULL},
     {ROUTE_GET, "/metrics", 0, h_metrics, "/metrics", NULL},
     {ROUTE_GET, "/admin/partition", 0, h_partition_get, "/admin/partition", NULL},
     {ROUTE_POST, "/admin/partition", 0, h_partition_set, "/admin/partition", NULL},

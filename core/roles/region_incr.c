@@ -62,6 +62,28 @@ int region__incr_item(const struct json *item, struct incr_body *ib, const char 
     return incr_token(item, token, tlen, r);
 }
 
+/* The rest of the answer to an add of /v1/counters (region_v1.c): "namespace","counter"
+ * (without the namespace),"delta","region","node_id"[,"count"] and tail. */
+static void put_v1_answer(struct region *rg, const char *key, size_t klen, int64_t total,
+                          const char *tail)
+{
+    struct buf *b = &rg->out;
+    size_t skip = strcmp(rg->v1_ns, "default") ? strlen(rg->v1_ns) + 1 : 0;
+    buf_puts(b, "\"namespace\":");
+    region__put_str(b, rg->v1_ns);
+    buf_puts(b, ",\"counter\":");
+    buf_json_str(b, key + skip, klen - skip);
+    buf_puts(b, ",\"delta\":");
+    buf_i64(b, rg->v1_delta);
+    if (rg->v1_count) {
+        buf_puts(b, ",\"count\":");
+        buf_i64(b, total);
+    }
+    buf_putc(b, ',');
+    region__put_identity(rg, b);
+    buf_puts(b, tail);
+}
+
 /* The answer to an increment: head ("{" or a batch item's "{\"status\":200,"), then
  * "counter","local_count","total_count","node_id","region" and tail (",\"duplicate\":true}",
  * ",\"pending\":true}" or "}"). */
@@ -70,6 +92,10 @@ static void put_incr_answer(struct region *rg, const char *head, const char *nam
 {
     struct buf *b = &rg->out;
     buf_puts(b, head);
+    if (rg->v1_ns) {
+        put_v1_answer(rg, name, nlen, total, tail);
+        return;
+    }
     buf_puts(b, "\"counter\":");
     buf_json_str(b, name, nlen);
     buf_puts(b, ",\"local_count\":");

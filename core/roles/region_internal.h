@@ -77,6 +77,20 @@ struct region {
     uint64_t fold_stuck; /* retired entries the last pass could not fold */
     char fold_why[320];
     struct metric_series *m_folded, *m_fold_skipped;
+    /* Namespaces, clears, deletions and expiry (region_ns.c, region_v1.c). */
+    struct nsreg *nsreg;
+    struct event *ns_timer;
+    int purging;           /* a deleted namespace's counters may be left: the walk is on */
+    uint32_t purge_next;   /* the next id that walk looks at */
+    uint64_t expire_seq;   /* expiry looked at every change up to this seq */
+    int64_t min_ttl_s;     /* the shortest ttl of a live namespace (0: none) */
+    struct seq_time *seqt; /* when the store's seq reached a value, sampled (expiry) */
+    size_t nseqt;
+    const char *v1_ns; /* an add of /v1/counters: its namespace (the answer's form) */
+    int v1_count;      /* add-and-get: the answer has "count" */
+    int64_t v1_delta;
+    struct metric *m_ns_version;
+    struct metric_series *m_clears, *m_del_delete, *m_del_expire, *m_del_ns;
 };
 
 /* An answer held until the record it acknowledges is durable: under fsync=always, or
@@ -104,6 +118,13 @@ void region__h_counters(void *role, struct http_request *req);
 #define NAMES_TICK_MS 100
 void region__on_names_timer(evutil_socket_t fd, short what, void *arg);
 void region__h_counters_read(void *role, struct http_request *req);
+/* A listing of the counters: every key, or (ns not NULL) namespace ns's keys, named without
+ * their prefix; v1: rows {"count","nodes"} and the /v1 head. */
+void region__list(struct region *rg, struct http_request *req, const char *ns, size_t nslen,
+                  int v1);
+/* "count":..,"nodes":{..} of a counter (no braces). */
+void region__put_count_nodes(struct region *rg, struct buf *b, const struct gcounter *c,
+                             uint32_t id);
 
 /* region_top.c: GET /top and the state it reads, fed as counters change */
 struct region_top *region__top_new(uint32_t loaded);
@@ -112,6 +133,8 @@ void region__top_count(struct region *rg, uint32_t id, int64_t amount, int64_t t
 void region__top_merged(struct region *rg, uint32_t id, int64_t amount, int64_t total);
 void region__put_changes(struct region *rg, struct buf *b);
 void region__h_top(void *role, struct http_request *req);
+/* Counter id is gone (dropped) or dead: top forgets it. */
+void region__top_forget(struct region *rg, uint32_t id);
 
 /* region_durable.c: the log hooks and held answers */
 void region__respond_durable_ex(struct region *rg, struct http_request *req, uint64_t pos,
@@ -163,6 +186,29 @@ void region__on_tok_timer(evutil_socket_t fd, short what, void *arg);
 
 /* region_metrics.c */
 void region__metrics_register(struct region *rg, const struct config *cfg);
+
+/* region_ns.c: the namespace register, its endpoints and hooks, deletion of a deleted
+ * namespace's counters, expiry */
+int region__ns_open(struct region *rg, const struct config *cfg, char *err, size_t errlen);
+void region__ns_start(struct region *rg, struct event_base *base);
+void region__ns_free(struct region *rg);
+void region__ns_metrics(struct region *rg);
+void region__h_namespaces(void *role, struct http_request *req);
+int region__ns_replicated(void *arg, const char *key, size_t len);
+void region__ns_put_ext(void *arg, struct buf *b);
+void region__ns_take_ext(void *arg, const struct json *msg);
+void region__ns_changed(struct region *rg, uint32_t id);
+struct nsreg_entry;
+/* The live namespace ns[0..len) for a counter operation: @return it, or NULL after answering
+ * 400 (bad name), 404 (unknown or deleted) or 409 (strong: served elsewhere). */
+const struct nsreg_entry *region__ns_for_op(struct region *rg, struct http_request *req,
+                                            const char *ns, size_t len);
+/* The store key of counter name in namespace ns into out (room for GCOUNTER_NAME_MAX + 1).
+ * @return its length. */
+size_t region__ns_key(const char *ns, size_t nslen, const char *name, size_t nlen, char *out);
+
+/* region_v1.c: /v1/counters/... */
+void region__h_v1_counters(void *role, struct http_request *req);
 
 /* region_fold.c: folding */
 void region__on_fold_timer(evutil_socket_t fd, short what, void *arg);

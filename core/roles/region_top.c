@@ -100,6 +100,21 @@ void region__top_merged(struct region *rg, uint32_t id, int64_t amount, int64_t 
     count(rg, id, amount, total, &rg->top->merged);
 }
 
+void region__top_forget(struct region *rg, uint32_t id)
+{
+    struct region_top *t = rg->top;
+    topk_remove(t->cur, id);
+    topk_remove(t->prev, id);
+    topk_remove(t->largest, id);
+}
+
+/* Whether GET /top may show counter id: it exists and is not dead. */
+static int showable(struct region *rg, uint32_t id)
+{
+    return id < gstore_count(rg->store) && gstore_exists(rg->store, id) &&
+           !gstore_dead(rg->store, id);
+}
+
 /* ,"changes":{"local":..,"merged":..}: the amounts (magnitudes) changed since the node
  * started, by local increments and by merges (GET /admin/sync). */
 void region__put_changes(struct region *rg, struct buf *b)
@@ -172,7 +187,8 @@ static unsigned largest(struct region *rg, struct cand *out, unsigned max)
     struct region_top *t = rg->top;
     uint32_t stop = t->loaded - t->seen > TOP_CATCH_UP ? t->seen + TOP_CATCH_UP : t->loaded;
     for (uint32_t id = t->seen; id < stop; id++)
-        topk_set(t->largest, id, region__total_of(rg, gstore_counter(rg->store, id), id));
+        if (showable(rg, id))
+            topk_set(t->largest, id, region__total_of(rg, gstore_counter(rg->store, id), id));
     t->seen = stop;
     struct topk_item items[TOP_MAX];
     unsigned k = topk_list(t->largest, items, max);
@@ -227,11 +243,15 @@ static void put_cands(struct region *rg, struct buf *b, const struct cand *c, un
                       double now)
 {
     buf_puts(b, ",\"counters\":[");
+    int first = 1;
     for (unsigned i = 0; i < n; i++) {
+        if (!showable(rg, c[i].id))
+            continue; /* deleted or expired: never shown */
         const struct gcounter *gc = gstore_counter(rg->store, c[i].id);
         size_t len;
         const char *name = gstore_counter_name(gc, &len);
-        buf_puts(b, i ? ",{\"counter\":" : "{\"counter\":");
+        buf_puts(b, !first ? ",{\"counter\":" : "{\"counter\":");
+        first = 0;
         buf_json_str(b, name, len);
         buf_printf(b, ",\"total_count\":%" PRId64 ",\"rate_per_minute\":%" PRId64 "}",
                    region__total_of(rg, gc, c[i].id), rate_of(rg->top, c[i].id, now));

@@ -162,20 +162,24 @@ void region__put_first_counters(struct region *rg, struct buf *b)
     uint32_t n = names_count(rg->names);
     uint32_t end = n < FORCE_SYNC_PAGE ? n : FORCE_SYNC_PAGE;
     buf_puts(b, "\"counters\":{");
+    int first = 1;
     for (uint32_t pos = 0; pos < end; pos++) {
         uint32_t id = names_at(rg->names, pos);
+        if (!gstore_exists(rg->store, id) || gstore_dead(rg->store, id))
+            continue;
         const struct gcounter *c = gstore_counter(rg->store, id);
         size_t len;
         const char *name = gstore_counter_name(c, &len);
-        if (pos)
+        if (!first)
             buf_putc(b, ',');
+        first = 0;
         buf_json_str(b, name, len);
         buf_puts(b, ":{");
         region__put_counts(rg, b, c, id);
         buf_putc(b, '}');
     }
-    buf_printf(b, "},\"total_counters\":%" PRIu32 ",\"truncated\":%s", n,
-               end < n ? "true" : "false");
+    buf_printf(b, "},\"total_counters\":%" PRIu32 ",\"truncated\":%s",
+               gstore_live(rg->store) - gstore_dead_total(rg->store), end < n ? "true" : "false");
 }
 
 void region__respond_out(struct http_request *req, struct region *rg, int status)
@@ -300,7 +304,7 @@ static int parse_cursor(struct http_request *req, struct list_query *q)
         q->cursor[i / 2] = (char)(ok ? hi * 16 + lo : 0);
     }
     q->clen = (size_t)n / 2;
-    if (!ok || !gstore_counter_name_valid(q->cursor, q->clen)) {
+    if (!ok || !gstore_key_valid(q->cursor, q->clen)) {
         http_respond_error(req, 400, "bad_field", "%s", rule);
         return -1;
     }
@@ -323,51 +327,113 @@ static int parse_prefix(struct http_request *req, struct list_query *q)
     return 0;
 }
 
-/* "name":{"local_count","total_count","nodes"} of counter id. */
-static void put_named_counts(struct region *rg, struct buf *b, uint32_t id)
+/* What a listing shows: every key, or one namespace's (its names without the prefix). */
+struct list_scope {
+    const char *ns;
+    size_t nslen, skip; /* skip: bytes of "ns/" before a name */
+    int dflt;           /* namespace "default": bare keys only */
+    int v1;             /* rows {"count","nodes"} */
+};
+
+/* Whether the listing shows counter id (it exists, is not dead, is in the scope). */
+static int listed(struct region *rg, const struct list_scope *sc, uint32_t id)
+{
+    if (!gstore_exists(rg->store, id) || gstore_dead(rg->store, id))
+        return 0;
+    if (!sc->dflt)
+        return 1;
+    size_t len;
+    const char *key = gstore_counter_name(gstore_counter(rg->store, id), &len);
+    return memchr(key, '/', len) == NULL;
+}
+
+/* Counters the listing shows in [lo, hi) of the index: a walk only when some are dead or
+ * the scope is namespace "default" (its keys are spread through the index). */
+static uint32_t count_listed(struct region *rg, const struct list_scope *sc, uint32_t lo,
+                             uint32_t hi)
+{
+    if (!sc->dflt && !gstore_dead_total(rg->store) &&
+        gstore_live(rg->store) == gstore_count(rg->store))
+        return hi - lo;
+    uint32_t n = 0;
+    for (uint32_t pos = lo; pos < hi; pos++)
+        n += listed(rg, sc, names_at(rg->names, pos));
+    return n;
+}
+
+void region__put_count_nodes(struct region *rg, struct buf *b, const struct gcounter *c,
+                             uint32_t id)
+{
+    struct gnode nodes[GCOUNTER_MAX_ENTRIES];
+    unsigned k = c ? gstore_counter_nodes(rg->store, c, nodes) : 0;
+    buf_puts(b, "\"count\":");
+    buf_i64(b, region__total_of(rg, c, id));
+    buf_puts(b, ",\"nodes\":{");
+    for (unsigned j = 0; j < k; j++) {
+        if (j)
+            buf_putc(b, ',');
+        region__put_str(b, gstore_node_name(rg->store, nodes[j].node));
+        buf_putc(b, ':');
+        buf_i64(b, gstore_clamp(nodes[j].pos - nodes[j].neg, NULL));
+    }
+    buf_putc(b, '}');
+}
+
+/* "name":{"local_count","total_count","nodes"} (v1: {"count","nodes"}) of counter id. */
+static void put_named_counts(struct region *rg, struct buf *b, const struct list_scope *sc,
+                             uint32_t id)
 {
     const struct gcounter *c = gstore_counter(rg->store, id);
     size_t len;
     const char *name = gstore_counter_name(c, &len);
-    buf_json_str(b, name, len);
+    buf_json_str(b, name + sc->skip, len - sc->skip);
     buf_puts(b, ":{");
-    region__put_counts(rg, b, c, id);
+    if (sc->v1)
+        region__put_count_nodes(rg, b, c, id);
+    else
+        region__put_counts(rg, b, c, id);
     buf_putc(b, '}');
 }
 
-/* The page [from, to) of the index, and the fields that say what follows. The answer began
- * at start in b: with a byte budget, the rows stop before the one that would take it over
- * (with room left for the fields that follow), the first row excepted. */
+/* The page from position from of the index (up to to), and the fields that say what
+ * follows. The answer began at start in b: with a byte budget, the rows stop before the one
+ * that would take it over (with room left for the fields that follow), the first row
+ * excepted. total and matching: what the scope holds, and what the prefix matches. */
 static void put_page(struct region *rg, struct buf *b, size_t start, const struct list_query *q,
-                     uint32_t from, uint32_t to, uint32_t matching)
+                     const struct list_scope *sc, uint32_t from, uint32_t to, uint32_t total,
+                     uint32_t matching)
 {
-    uint32_t end = to - from > q->limit ? from + q->limit : to;
+    uint32_t rows = 0, pos = from, last = GSTORE_NONE;
     buf_puts(b, ",\"counters\":{");
-    for (uint32_t pos = from; pos < end; pos++) {
+    for (; pos < to && rows < q->limit; pos++) {
+        uint32_t id = names_at(rg->names, pos);
+        if (!listed(rg, sc, id))
+            continue;
         size_t before = b->len;
-        if (pos > from)
+        if (rows)
             buf_putc(b, ',');
-        put_named_counts(rg, b, names_at(rg->names, pos));
-        if (q->max_bytes && pos > from && b->len - start + PAGE_TAIL_MAX > q->max_bytes) {
+        put_named_counts(rg, b, sc, id);
+        if (q->max_bytes && rows && b->len - start + PAGE_TAIL_MAX > q->max_bytes) {
             b->len = before;
-            end = pos;
+            break;
         }
+        rows++;
+        last = id;
     }
-    buf_printf(b, "},\"total_counters\":%" PRIu32, gstore_count(rg->store));
+    buf_printf(b, "},\"total_counters\":%" PRIu32, total);
     if (q->has_prefix)
         buf_printf(b, ",\"matching_counters\":%" PRIu32, matching);
-    if (end == to) {
+    if (pos == to || last == GSTORE_NONE) {
         buf_puts(b, ",\"truncated\":false}");
         return;
     }
     size_t len;
-    const char *last =
-        gstore_counter_name(gstore_counter(rg->store, names_at(rg->names, end - 1)), &len);
+    const char *name = gstore_counter_name(gstore_counter(rg->store, last), &len);
     buf_puts(b, ",\"truncated\":true,\"next_cursor\":\"");
     static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < len; i++) {
-        buf_putc(b, digits[(unsigned char)last[i] >> 4]);
-        buf_putc(b, digits[(unsigned char)last[i] & 15]);
+    for (size_t i = sc->skip; i < len; i++) {
+        buf_putc(b, digits[(unsigned char)name[i] >> 4]);
+        buf_putc(b, digits[(unsigned char)name[i] & 15]);
     }
     buf_puts(b, "\"}");
 }
@@ -387,32 +453,80 @@ void region__on_names_timer(evutil_socket_t fd, short what, void *arg)
     names_sync_some(rg->names, rg->store, NAMES_SLICE);
 }
 
-/* GET /counters[?limit=&cursor=&prefix=&max_bytes=]: one page of the counters in name order. */
-void region__h_counters(void *role, struct http_request *req)
+/* The head of a listing: /v1's {"namespace", or GET /counters' identity and sync state. */
+static void put_list_head(struct region *rg, struct buf *b, const struct list_scope *sc)
 {
-    struct region *rg = role;
-    struct list_query q;
-    if (parse_limit(req, &q) < 0 || parse_cursor(req, &q) < 0 || parse_prefix(req, &q) < 0 ||
-        parse_max_bytes(req, &q) < 0)
-        return;
-    names_sync(rg->names, rg->store);
-    uint32_t lo, hi;
-    names_prefix(rg->names, rg->store, q.prefix, q.plen, &lo, &hi);
-    uint32_t from = lo;
-    if (q.has_cursor) {
-        uint32_t after = names_after(rg->names, rg->store, q.cursor, q.clen);
-        from = after > lo ? (after < hi ? after : hi) : lo;
-    }
-    struct buf *b = &rg->out;
-    size_t start = b->len;
     buf_putc(b, '{');
+    if (sc->v1) {
+        buf_puts(b, "\"namespace\":");
+        buf_json_str(b, sc->ns, sc->nslen);
+        buf_putc(b, ',');
+        region__put_identity(rg, b);
+        return;
+    }
     region__put_identity(rg, b);
+    if (sc->ns) {
+        buf_puts(b, ",\"namespace\":");
+        buf_json_str(b, sc->ns, sc->nslen);
+    }
     buf_puts(b, repl_partitioned(rg->repl) ? ",\"network_partition\":true"
                                            : ",\"network_partition\":false");
     buf_puts(b, ",\"last_sync_time\":");
     buf_printf(b, "%.3f", repl_last_sync_time(rg->repl));
-    put_page(rg, b, start, &q, from, hi, hi - lo);
+}
+
+void region__list(struct region *rg, struct http_request *req, const char *ns, size_t nslen, int v1)
+{
+    struct list_query q;
+    if (parse_limit(req, &q) < 0 || parse_cursor(req, &q) < 0 || parse_prefix(req, &q) < 0 ||
+        parse_max_bytes(req, &q) < 0)
+        return;
+    struct list_scope sc = {ns, nslen, 0, 0, v1};
+    sc.dflt = ns && nslen == 7 && !memcmp(ns, "default", 7);
+    char pre[2 * GCOUNTER_NAME_MAX + 2], cur[2 * GCOUNTER_NAME_MAX + 2];
+    if (ns && !sc.dflt) {
+        memcpy(pre, ns, nslen);
+        pre[nslen] = '/';
+        sc.skip = nslen + 1;
+    }
+    memcpy(pre + sc.skip, q.prefix, q.plen);
+    names_sync(rg->names, rg->store);
+    uint32_t lo, hi, slo, shi;
+    names_prefix(rg->names, rg->store, pre, sc.skip + q.plen, &lo, &hi);
+    names_prefix(rg->names, rg->store, pre, sc.skip, &slo, &shi);
+    uint32_t from = lo;
+    if (q.has_cursor) {
+        memcpy(cur, pre, sc.skip);
+        memcpy(cur + sc.skip, q.cursor, q.clen);
+        uint32_t after = names_after(rg->names, rg->store, cur, sc.skip + q.clen);
+        from = after > lo ? (after < hi ? after : hi) : lo;
+    }
+    uint32_t total = ns ? count_listed(rg, &sc, slo, shi)
+                        : gstore_live(rg->store) - gstore_dead_total(rg->store);
+    uint32_t matching = q.has_prefix ? count_listed(rg, &sc, lo, hi) : total;
+    struct buf *b = &rg->out;
+    size_t start = b->len;
+    put_list_head(rg, b, &sc);
+    put_page(rg, b, start, &q, &sc, from, hi, total, matching);
     region__respond_out(req, rg, 200);
+}
+
+/* GET /counters[?limit=&cursor=&prefix=&max_bytes=&namespace=]: one page of the counters in
+ * name order (of one namespace, named without its prefix). */
+void region__h_counters(void *role, struct http_request *req)
+{
+    struct region *rg = role;
+    char ns[GSTORE_NS_MAX + 2];
+    long n = list_param(req, "namespace", ns, sizeof ns,
+                        "namespace must be 1-48 bytes of [A-Za-z0-9_.-]");
+    if (n == -2)
+        return;
+    if (n != URL_QUERY_ABSENT && !gstore_ns_name_valid(ns, (size_t)(n < 0 ? 0 : n))) {
+        http_respond_error(req, 400, "bad_field", "namespace must be 1-48 bytes of [A-Za-z0-9_.-]");
+        return;
+    }
+    region__list(rg, req, n == URL_QUERY_ABSENT ? NULL : ns, n == URL_QUERY_ABSENT ? 0 : (size_t)n,
+                 0);
 }
 
 /* POST /counters/read {"names":[...]}: those counters (at most 256), unknown ones as 0. */
@@ -443,6 +557,8 @@ void region__h_counters_read(void *role, struct http_request *req)
     for (uint32_t i = 0; i < names->len; i++) {
         const struct json *v = &names->u.items[i];
         uint32_t id = gstore_find(rg->store, v->u.s, v->len);
+        if (id != GSTORE_NONE && gstore_dead(rg->store, id))
+            id = GSTORE_NONE; /* answered as an unknown counter */
         if (i)
             buf_putc(b, ',');
         buf_json_str(b, v->u.s, v->len);

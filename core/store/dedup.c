@@ -12,13 +12,26 @@
 
 struct dedup {
     struct tokwin *w;
+    double window_s;
+    double (*window_of)(void *arg, const char *counter, size_t clen);
+    void *window_arg;
 };
 
 struct dedup *dedup_new(size_t max_entries, double window_s)
 {
     struct dedup *d = xmalloc(sizeof *d);
     d->w = tokwin_new(max_entries, window_s);
+    d->window_s = window_s;
+    d->window_of = NULL;
+    d->window_arg = NULL;
     return d;
+}
+
+void dedup_set_window_fn(struct dedup *d, double (*fn)(void *arg, const char *counter, size_t clen),
+                         void *arg)
+{
+    d->window_of = fn;
+    d->window_arg = arg;
 }
 
 void dedup_free(struct dedup *d)
@@ -43,7 +56,8 @@ int dedup_get(struct dedup *d, const char *counter, size_t clen, const char *tok
 void dedup_put(struct dedup *d, const char *counter, size_t clen, const char *token, size_t tlen,
                double now_s, const struct dedup_answer *a)
 {
-    tokwin_put(d->w, counter, clen, token, tlen, now_s, a, sizeof *a);
+    double win = d->window_of ? d->window_of(d->window_arg, counter, clen) : d->window_s;
+    tokwin_put_for(d->w, counter, clen, token, tlen, now_s, a, sizeof *a, win);
 }
 
 size_t dedup_count(const struct dedup *d)

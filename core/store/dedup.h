@@ -31,6 +31,10 @@ struct dedup_answer {
 /* max_entries: at most this many remembered; window_s: each is forgotten after this long. */
 struct dedup *dedup_new(size_t max_entries, double window_s);
 void dedup_free(struct dedup *d);
+/* Gives each counter key its own window (a namespace's idempotency window): fn answers
+ * the window of the entries put from now on, in seconds. NULL: window_s for all. */
+void dedup_set_window_fn(struct dedup *d, double (*fn)(void *arg, const char *counter, size_t clen),
+                         void *arg);
 
 /* @return 1 and the first answer when (counter, token) was seen within the window, else 0. */
 int dedup_get(struct dedup *d, const char *counter, size_t clen, const char *token, size_t tlen,

@@ -34,7 +34,13 @@ struct digest {
     uint32_t ndirty, dirty_cap;
     uint64_t *rep_hash; /* per interned replica: the hash of its name | 1; 0: not computed */
     int rep_cap;
+    const struct gstore *st; /* the store it is used with (set by the first update) */
+    int (*keep)(void *arg, const char *key, size_t len);
+    void *keep_arg;
 };
+
+/* next[id] of an id in no leaf: dropped (digest_forget), or not a counter when linked. */
+#define UNLINKED UINT32_MAX
 
 static int level_bits(int level)
 {
@@ -118,11 +124,41 @@ static uint64_t rep_hash(struct digest *d, const struct gstore *st, int rep)
     return d->rep_hash[rep];
 }
 
+/* A floor's part of a counter's hash: a sum over its entries (so in no order), salted. */
+static uint64_t floor_hash(struct digest *d, const struct gstore *st, const struct gentry *fl,
+                           size_t n, uint64_t salt)
+{
+    uint64_t sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!fl[i].pos && !fl[i].neg)
+            continue; /* as no entry: equal states hash equal */
+        uint64_t eh = mix(rep_hash(d, st, fl[i].rep) ^ salt ^ (uint64_t)fl[i].pos);
+        sum += mix(eh + (uint64_t)fl[i].neg * 0x9e3779b97f4a7c15ULL);
+    }
+    return sum;
+}
+
+/* The counter's lifecycle state as a hash: 0 when it has none (so the hash of a counter that
+ * never had any is what it was before floors existed). */
+static uint64_t life_hash(struct digest *d, const struct gstore *st, uint32_t id)
+{
+    struct glife l;
+    if (!gstore_life(st, id, &l))
+        return 0;
+    uint64_t fl = floor_hash(d, st, l.floor, l.nfloor, 0x2127599bf4325c37ULL);
+    uint64_t dfl = floor_hash(d, st, l.dfloor, l.ndfloor, 0x880355f21e6d1965ULL);
+    unsigned flags = l.flags & (GLIFE_DELETED | GLIFE_SEALED);
+    if (!fl && !dfl && !flags)
+        return 0;
+    return mix(fl + 0x94d049bb133111ebULL) ^ mix(dfl + 0x3c6ef372fe94f82bULL) * 3 ^
+           mix(flags + 0xa54ff53a5f1d36f1ULL) * 5;
+}
+
 /* The counter's hash, given the hash of its name. */
 static uint64_t counter_hash(struct digest *d, const struct gstore *st, uint32_t id,
                              const struct gcounter *c, uint64_t h)
 {
-    uint64_t entries = 0, folded = 0;
+    uint64_t entries = 0, folded = 0, life = life_hash(d, st, id);
     unsigned n = gstore_counter_entries(c);
     for (unsigned i = 0; i < n; i++) {
         struct gentry e;
@@ -136,16 +172,32 @@ static uint64_t counter_hash(struct digest *d, const struct gstore *st, uint32_t
     unsigned nf = gstore_folded_total(st) ? gstore_folded_list(st, id, &reps) : 0;
     for (unsigned i = 0; i < nf; i++)
         folded += mix(rep_hash(d, st, reps[i]) ^ 0x5851f42d4c957f2dULL);
-    return mix(h ^ mix(entries + 0x2545f4914f6cdd1dULL) ^
-               mix(folded + 0x14057b7ef767814fULL) * 0xd6e8feb86659fd93ULL);
+    uint64_t x = mix(h ^ mix(entries + 0x2545f4914f6cdd1dULL) ^
+                     mix(folded + 0x14057b7ef767814fULL) * 0xd6e8feb86659fd93ULL);
+    return life ? mix(x ^ mix(life + 0x1f83d9abfb41bd6bULL)) : x;
+}
+
+/* Whether the counter called name[0..len) is in the fingerprints (digest_set_keep). */
+static int kept(const struct digest *d, const char *name, size_t len)
+{
+    return !d->keep || d->keep(d->keep_arg, name, len);
 }
 
 uint64_t digest_counter_hash(struct digest *d, const struct gstore *st, uint32_t id)
 {
+    if (id >= gstore_count(st) || !gstore_exists(st, id))
+        return 0;
     const struct gcounter *c = gstore_counter(st, id);
     size_t len;
     const char *name = gstore_counter_name(c, &len);
-    return counter_hash(d, st, id, c, name_hash(name, len));
+    return kept(d, name, len) ? counter_hash(d, st, id, c, name_hash(name, len)) : 0;
+}
+
+void digest_set_keep(struct digest *d, int (*keep)(void *arg, const char *key, size_t len),
+                     void *arg)
+{
+    d->keep = keep;
+    d->keep_arg = arg;
 }
 
 static void mark_dirty(struct digest *d, uint32_t leaf)
@@ -171,16 +223,39 @@ static uint32_t leaf_of_id(const struct gstore *st, uint32_t id)
 /* Chains the counters created since the last update into their leaves. */
 static void grow_next(struct digest *d, uint32_t count);
 
+/* Links counter id into its leaf (or marks it UNLINKED when it is no counter). */
+static void link_id(struct digest *d, const struct gstore *st, uint32_t id)
+{
+    if (!gstore_exists(st, id)) {
+        d->next[id] = UNLINKED;
+        return;
+    }
+    uint32_t leaf = leaf_of_id(st, id);
+    d->next[id] = d->head[leaf];
+    d->head[leaf] = id + 1;
+    mark_dirty(d, leaf);
+}
+
 static void link_new(struct digest *d, const struct gstore *st)
 {
     uint32_t count = gstore_count(st);
     grow_next(d, count);
-    for (uint32_t id = d->nmembers; id < count; id++) {
-        uint32_t leaf = leaf_of_id(st, id);
-        d->next[id] = d->head[leaf];
-        d->head[leaf] = id + 1;
-        mark_dirty(d, leaf);
-    }
+    for (uint32_t id = d->nmembers; id < count; id++)
+        link_id(d, st, id);
+}
+
+void digest_forget(struct digest *d, uint32_t id)
+{
+    if (!d->st || id >= d->nmembers || d->next[id] == UNLINKED || !gstore_exists(d->st, id))
+        return;
+    uint32_t leaf = leaf_of_id(d->st, id);
+    for (uint32_t *at = &d->head[leaf]; *at; at = &d->next[*at - 1])
+        if (*at == id + 1) {
+            *at = d->next[id];
+            break;
+        }
+    d->next[id] = UNLINKED;
+    mark_dirty(d, leaf);
 }
 
 /* Recomputes a leaf from its counters and moves its ancestors by the difference. */
@@ -221,6 +296,10 @@ static size_t rebuild(struct digest *d, const struct gstore *st)
     memset(d->head, 0, (size_t)DIGEST_LEAVES * sizeof *d->head);
     memset(d->level[DIGEST_DEPTH], 0, (size_t)DIGEST_LEAVES * sizeof(uint64_t));
     for (uint32_t id = 0; id < count; id++) {
+        if (!gstore_exists(st, id)) {
+            d->next[id] = UNLINKED;
+            continue;
+        }
         const struct gcounter *c = gstore_counter(st, id);
         size_t len;
         const char *name = gstore_counter_name(c, &len);
@@ -228,7 +307,8 @@ static size_t rebuild(struct digest *d, const struct gstore *st)
         uint32_t leaf = leaf_of_hash(h);
         d->next[id] = d->head[leaf];
         d->head[leaf] = id + 1;
-        d->level[DIGEST_DEPTH][leaf] += counter_hash(d, st, id, c, h);
+        if (kept(d, name, len))
+            d->level[DIGEST_DEPTH][leaf] += counter_hash(d, st, id, c, h);
     }
     for (int l = DIGEST_DEPTH - 1; l >= 0; l--) {
         uint32_t f = digest_fanout(l);
@@ -249,16 +329,26 @@ static size_t rebuild(struct digest *d, const struct gstore *st)
 
 size_t digest_update(struct digest *d, const struct gstore *st)
 {
-    uint32_t old = d->nmembers, count = gstore_count(st), walked = 0;
+    d->st = st;
+    uint32_t count = gstore_count(st), walked = 0;
+    /* The store's id arrays shrink when its highest ids are dropped (forgotten first). */
+    if (count < d->nmembers)
+        d->nmembers = count;
+    uint32_t old = d->nmembers;
     if (d->seq == 0 || count - old > count / 8)
         return rebuild(d, st);
     link_new(d, st);
     d->nmembers = count;
-    /* Counters created since are dirty already; the others changed in place. */
+    /* Counters created since are dirty already; the others changed in place, or were
+     * created at the id of a dropped counter (in no leaf yet). */
     for (uint32_t id = gstore_changed_after(st, d->seq); id != GSTORE_NONE;
          id = gstore_changed_next(st, id)) {
-        if (id < old)
-            mark_dirty(d, leaf_of_id(st, id));
+        if (id < old && gstore_exists(st, id)) {
+            if (d->next[id] == UNLINKED)
+                link_id(d, st, id);
+            else
+                mark_dirty(d, leaf_of_id(st, id));
+        }
         if (++walked > count / 8 && count > 4096)
             return rebuild(d, st);
     }

@@ -5,8 +5,12 @@
  *
  * Every counter falls in one of DIGEST_LEAVES leaves by a fixed hash of its name (the
  * same on every node). Its own hash is computed canonically from its name, its non-zero
- * entries keyed by replica NAME (interned ids differ per node) and its folded replicas,
- * so it does not depend on the order changes arrived in. A leaf's fingerprint is the sum
+ * entries keyed by replica NAME (interned ids differ per node), its folded replicas and its
+ * lifecycle state (both floors, entry by entry as the entries, and its flags; gstore.h
+ * "Lifecycle"), so it does not depend on the order changes arrived in, and two nodes that
+ * differ only in a clear, a deletion or a seal differ. Counters the keep filter refuses
+ * (digest_set_keep: those a node does not replicate) are in no fingerprint, and ids of
+ * dropped counters (gstore_exists) in no leaf. A leaf's fingerprint is the sum
  * (mod 2^64) of its counters' hashes, and each node of the tree above the leaves the sum of
  * its children: two nodes holding the same state have equal fingerprints everywhere, and
  * any single difference changes the fingerprint of its leaf and of every ancestor (up to
@@ -42,6 +46,20 @@ void digest_free(struct digest *d);
  * @return the number of counters whose hash was computed.
  */
 size_t digest_update(struct digest *d, const struct gstore *st);
+
+/*
+ * Leaves out of every fingerprint the counters for which keep(arg, key, len) is 0 (NULL:
+ * none is left out). The answer for a key must not change once the key is in the tree.
+ */
+void digest_set_keep(struct digest *d, int (*keep)(void *arg, const char *key, size_t len),
+                     void *arg);
+
+/*
+ * Counter id is being dropped (called before gstore_drop, while it still exists): it leaves
+ * its leaf, whose fingerprint is recomputed at the next update. The id may be given to
+ * another counter later: digest_update links it again, in that counter's leaf.
+ */
+void digest_forget(struct digest *d, uint32_t id);
 
 /* How many nodes level (0..DIGEST_DEPTH) has: a power of two. */
 uint32_t digest_level_size(int level);

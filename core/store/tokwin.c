@@ -1,9 +1,12 @@
 /*
  * tokwin.c - a bounded window of (counter, token) entries (see tokwin.h).
  *
- * A chained hash table for lookup and a list in insertion order for eviction: every entry
- * lives for the same window, so the oldest is always at the head. A replaced entry moves
- * to the tail with a new sequence number, which keeps the list sorted by sequence.
+ * A chained hash table for lookup and a list in insertion order for eviction. Each entry
+ * has its own window (a namespace's idempotency window): the head goes once its own
+ * window is over, and a lookup treats an entry whose window is over as absent (a short
+ * window behind a longer one at the head is forgotten at once, and freed later). A
+ * replaced entry moves to the tail with a new sequence number, which keeps the list
+ * sorted by sequence.
  */
 #include "tokwin.h"
 
@@ -17,6 +20,7 @@ struct tentry {
     struct tentry *chain; /* next in the same bucket */
     struct tentry *older, *newer;
     double at;
+    double window; /* this entry is forgotten after window seconds */
     uint64_t hash, seq;
     uint16_t klen, plen;
     uint32_t cap; /* bytes data[] has room for */
@@ -117,8 +121,8 @@ static void unlink_entry(struct tokwin *w, struct tentry *e)
 
 static void expire(struct tokwin *w, double now_s)
 {
-    while (w->oldest && (now_s - w->oldest->at > w->window_s || w->count > w->max_entries)) {
-        if (now_s - w->oldest->at <= w->window_s)
+    while (w->oldest && (now_s - w->oldest->at > w->oldest->window || w->count > w->max_entries)) {
+        if (now_s - w->oldest->at <= w->oldest->window)
             w->evicted_young++;
         unlink_entry(w, w->oldest);
     }
@@ -142,6 +146,10 @@ const void *tokwin_get(struct tokwin *w, const char *counter, size_t clen, const
     size_t klen = make_key(key, counter, clen, token, tlen);
     uint64_t h = hash_bytes(key, klen);
     struct tentry *e = find(w, key, klen, h);
+    if (e && now_s - e->at > e->window) {
+        unlink_entry(w, e); /* its window is over, behind a longer one */
+        e = NULL;
+    }
     if (!e) {
         memcpy(w->miss_key, key, klen);
         w->miss_klen = klen;
@@ -173,6 +181,12 @@ static void grow(struct tokwin *w)
 uint64_t tokwin_put(struct tokwin *w, const char *counter, size_t clen, const char *token,
                     size_t tlen, double now_s, const void *payload, size_t len)
 {
+    return tokwin_put_for(w, counter, clen, token, tlen, now_s, payload, len, w->window_s);
+}
+
+uint64_t tokwin_put_for(struct tokwin *w, const char *counter, size_t clen, const char *token,
+                        size_t tlen, double now_s, const void *payload, size_t len, double window_s)
+{
     if (clen + 1 + tlen > TOKWIN_KEY_MAX || len > UINT16_MAX)
         return 0;
     struct tentry *e = entry_alloc(w, clen + 1 + tlen + len);
@@ -190,6 +204,7 @@ uint64_t tokwin_put(struct tokwin *w, const char *counter, size_t clen, const ch
     }
     w->miss_valid = 0;
     e->at = now_s;
+    e->window = window_s;
     e->seq = ++w->seq;
     e->newer = NULL;
     e->older = w->newest;

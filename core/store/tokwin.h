@@ -17,7 +17,8 @@
 
 struct tokwin;
 
-/* max_entries: at most this many; window_s: each is forgotten after this long. */
+/* max_entries: at most this many; window_s: each is forgotten after this long (unless put
+ * with a window of its own, tokwin_put_for). */
 struct tokwin *tokwin_new(size_t max_entries, double window_s);
 void tokwin_free(struct tokwin *w);
 
@@ -35,6 +36,11 @@ const void *tokwin_get(struct tokwin *w, const char *counter, size_t clen, const
  */
 uint64_t tokwin_put(struct tokwin *w, const char *counter, size_t clen, const char *token,
                     size_t tlen, double now_s, const void *payload, size_t len);
+/* tokwin_put for an entry forgotten after window_s seconds instead of the window's own
+ * (an idempotency window per namespace). @return as tokwin_put. */
+uint64_t tokwin_put_for(struct tokwin *w, const char *counter, size_t clen, const char *token,
+                        size_t tlen, double now_s, const void *payload, size_t len,
+                        double window_s);
 size_t tokwin_count(const struct tokwin *w);
 /* Time the oldest entry was put (0: empty). */
 double tokwin_oldest_at(const struct tokwin *w);

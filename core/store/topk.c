@@ -207,6 +207,27 @@ void topk_set(struct topk *t, uint32_t key, int64_t value)
     }
 }
 
+void topk_remove(struct topk *t, uint32_t key)
+{
+    uint32_t p = hash_pos(t, key);
+    if (!t->hash[p])
+        return;
+    uint32_t slot = t->hash[p] - 1, i = t->s[slot].hpos;
+    hash_del(t, p);
+    t->n--;
+    if (i != t->n) {
+        uint32_t moved = t->heap[t->n];
+        heap_put(t, i, moved);
+        sift_down(t, i);
+        sift_up(t, t->s[moved].hpos);
+    }
+    if (slot != t->n) { /* the last slot takes the freed one: slots stay 0..n-1 */
+        t->s[slot] = t->s[t->n];
+        t->hash[hash_pos(t, t->s[slot].key)] = slot + 1;
+        t->heap[t->s[slot].hpos] = slot;
+    }
+}
+
 /* ---------------------------------------------------------------- reading */
 
 int topk_get(const struct topk *t, uint32_t key, struct topk_item *out)

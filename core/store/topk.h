@@ -41,6 +41,8 @@ void topk_add(struct topk *t, uint32_t key, int64_t amount);
 /* Largest values: sets key's weight to value (taking a slot when it is among the largest). */
 void topk_set(struct topk *t, uint32_t key, int64_t value);
 
+/* Forgets key (a counter deleted or dropped): its slot is free again. */
+void topk_remove(struct topk *t, uint32_t key);
 /* @return 1 and *out filled when key is held, else 0. */
 int topk_get(const struct topk *t, uint32_t key, struct topk_item *out);
 /* Keys held. */

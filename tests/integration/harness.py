@@ -585,6 +585,9 @@ PROMTOOL_NAME_LINT = {
     ("consistent_counter_increment_latency_seconds",
      "metric name should not include type 'counter'"),
     ("consistent_counter_lock_wait_seconds", "metric name should not include type 'counter'"),
+    # The counter lifecycle's names, fixed by the contract (API.md).
+    ("counterd_counter_clears_total", "metric name should not include type 'counter'"),
+    ("counterd_counter_deletes_total", "metric name should not include type 'counter'"),
 }
 
 

@@ -336,5 +336,25 @@ static void test_reuse(void)
     tokwin_free(w);
 }
 
+/* An entry put with its own window (a namespace's) is forgotten after it, whatever the
+ * window's default; a short one behind a long one at the head is absent at once. */
+static void test_window_per_entry(void)
+{
+    struct tokwin *w = tokwin_new(100, 600);
+    tokwin_put_for(w, "long", 4, "t", 1, 1000, "L", 1, 3600);
+    tokwin_put_for(w, "short", 5, "t", 1, 1000, "S", 1, 2);
+    put_s(w, "dflt", "t", 1000, "D");
+    CHECK_STR_EQ(get_s(w, "short", "t", 1001.5), "S");
+    CHECK_STR_EQ(get_s(w, "short", "t", 1002.5), "");
+    CHECK_STR_EQ(get_s(w, "dflt", "t", 1599), "D");
+    CHECK_STR_EQ(get_s(w, "dflt", "t", 1601), "");
+    CHECK_STR_EQ(get_s(w, "long", "t", 4500), "L");
+    CHECK_EQ_U64(tokwin_count(w), 1);
+    CHECK_STR_EQ(get_s(w, "long", "t", 4601), "");
+    CHECK_EQ_U64(tokwin_count(w), 0);
+    tokwin_free(w);
+}
+
 UNIT_MAIN("tokwin", UNIT_CASE(test_basics), UNIT_CASE(test_window_and_bound),
-          UNIT_CASE(test_limits), UNIT_CASE(test_model), UNIT_CASE(test_reuse))
+          UNIT_CASE(test_window_per_entry), UNIT_CASE(test_limits), UNIT_CASE(test_model),
+          UNIT_CASE(test_reuse))

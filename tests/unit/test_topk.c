@@ -192,5 +192,39 @@ static void test_largest_model(void)
     }
 }
 
-UNIT_MAIN("topk", UNIT_CASE(test_basics), UNIT_CASE(test_space_saving_model),
-          UNIT_CASE(test_largest_model))
+/* topk_remove frees the key's slot: the others stay found, in order, and a new key takes
+ * the slot without evicting anyone. */
+static void test_remove(void)
+{
+    struct topk *t = topk_new(8);
+    for (uint32_t k = 1; k <= 8; k++)
+        topk_set(t, k, (int64_t)k * 10);
+    topk_remove(t, 3);
+    topk_remove(t, 8);
+    topk_remove(t, 99); /* absent: nothing */
+    CHECK_EQ_U64(topk_count(t), 6);
+    struct topk_item it;
+    CHECK(!topk_get(t, 3, &it));
+    CHECK(!topk_get(t, 8, &it));
+    for (uint32_t k = 1; k <= 7; k++)
+        if (k != 3)
+            CHECK(topk_get(t, k, &it) && it.weight == (int64_t)k * 10);
+    topk_set(t, 50, 5);
+    topk_set(t, 51, 6);
+    CHECK_EQ_U64(topk_count(t), 8);
+    CHECK(topk_get(t, 1, &it)); /* nobody was evicted */
+    struct topk_item out[8];
+    unsigned n = topk_list(t, out, 8);
+    CHECK_EQ_U64(n, 8);
+    for (unsigned i = 1; i < n; i++)
+        CHECK(out[i - 1].weight >= out[i].weight);
+    for (uint32_t k = 1; k <= 7; k++)
+        topk_remove(t, k);
+    topk_remove(t, 50);
+    topk_remove(t, 51);
+    CHECK_EQ_U64(topk_count(t), 0);
+    topk_free(t);
+}
+
+UNIT_MAIN("topk", UNIT_CASE(test_remove), UNIT_CASE(test_basics),
+          UNIT_CASE(test_space_saving_model), UNIT_CASE(test_largest_model))
