@@ -151,6 +151,7 @@ end
 -- ("gw.v1.eventual.<ns>" = until when, in counterd.now_ms()), which serves their adds.
 local NS_FRESH_MS = 2000
 local ns_known, ns_at = {}, -math.huge
+local node_ids = {} -- by region index, learnt from answers: the homes of the tokens made here
 
 local function region_call(r, method, path, body, timeout)
   return http.request{ url = r.url .. path, method = method, body = body,
@@ -176,11 +177,12 @@ end
 -- Reads the namespaces from the first region that answers. Returns true, or nil and why.
 local function refresh_namespaces()
   local why = {}
-  for _, r in ipairs(regions) do
+  for i, r in ipairs(regions) do
     local res, err = region_call(r, "GET", "/v1/namespaces")
     local body = res and res.status == 200 and decode_object(res.body)
     if body and type(body.namespaces) == "table" then
       local known, now = {}, counterd.now_ms()
+      if type(body.node_id) == "string" then node_ids[i] = body.node_id end
       for _, n in ipairs(body.namespaces) do
         if type(n) == "table" and type(n.namespace) == "string" and n.deleted ~= true then
           known[n.namespace] = n
@@ -317,12 +319,19 @@ end
 
 local down_until = {} -- by region index: skipped until then (ms), as the C hot path does
 
--- The region for one operation: the routing policy's choice among those up and not tried.
-local function pick(policy, name, client_region, token, tried)
+-- A token made for region i, its home (store/tokset.h): "<node id>/<random>".
+local function token_for(i)
+  return (node_ids[i] and node_ids[i] .. "/" or "") .. counterd.token() .. counterd.token()
+end
+
+-- The region for one operation: the routing policy's choice among those up (or, with
+-- all_up, every region) and not tried.
+local function pick(policy, name, client_region, token, tried, all_up)
   local names, healthy, now = {}, {}, counterd.now_ms()
   for i, r in ipairs(regions) do
     names[i] = r.name
-    healthy[i] = r.name_known ~= false and not tried[i] and now >= (down_until[i] or 0)
+    healthy[i] = r.name_known ~= false and not tried[i] and
+                 (all_up or now >= (down_until[i] or 0))
   end
   local i, code, known = routing.route(policy, name, client_region, names, healthy, token)
   if i == nil and code == "unknown_policy" then
@@ -340,28 +349,55 @@ end
 -- Sends one operation to the regions by the routing policy; on no answer or a 5xx, to the
 -- next one (when failover is allowed) with the same body, token included.
 local function to_regions(req, op)
-  local tried, first, last = {}, nil, "no healthy region"
+  local tried, first, last, not_known = {}, nil, "no healthy region", nil
+  -- A regional operation goes where the policy sends it with every region up: there, or
+  -- (when the client allows it) elsewhere, and the answer says so.
+  local want = op.regional and pick(op.routing, op.name, op.client_region, op.token, {}, true)
+  if want then first = regions[want].name end
   while true do
-    local i, e = pick(op.routing, op.name, op.client_region, op.token, tried)
+    local i, e
+    if want and not op.failover then
+      i = not tried[want] and want or nil
+    else
+      i, e = pick(op.routing, op.name, op.client_region, op.token, tried)
+    end
     if e then return unpack(e) end
     if not i then break end
     local r = regions[i]
     tried[i], first = true, first or r.name
+    if op.fields and not op.body then
+      if not op.fields.idempotency_token then
+        op.token, op.made_token = token_for(i), true
+        op.fields.idempotency_token = op.token
+      end
+      op.body = json.encode(op.fields)
+    end
     local t0 = counterd.now_ms()
     local res, err = region_call(r, op.method, op.path, op.body)
-    if res and res.status < 500 then
+    if res and res.status < 300 and not node_ids[i] then
+      node_ids[i] = res.body:match('"node_id":"([%w_.:%-]+)"')
+    end
+    local unknown = res and res.status == 404 and res.body:find('"detail":"namespace ', 1, true)
+    if unknown and op.failover then
+      -- The namespace has not reached this region yet (the gateway learnt it from another
+      -- one): any region of an eventual namespace counts it.
+      not_known = res.body
+      last = r.name .. ": does not know namespace yet"
+    elseif res and res.status < 500 then
       if res.status ~= 200 then return res.status, res.body end
       local extra = { routed_to_endpoint = r.url, routing = op.routing,
                       latency_ms = web.ms(counterd.now_ms() - req.start_ms) }
       if first ~= r.name then extra.failover_from = first end
       if op.made_token then extra.idempotency_token = op.token end
       return 200, splice(res.body, extra)
+    else
+      down_until[i] = t0 + 2000
+      last = r.name .. ": " .. (res and ("answered " .. res.status) or err)
+      log_warn_failover(op, r, last)
     end
-    down_until[i] = t0 + 2000
-    last = r.name .. ": " .. (res and ("answered " .. res.status) or err)
-    log_warn_failover(op, r, last)
     if not op.failover then break end
   end
+  if not_known then return 404, not_known end
   local detail = "no region took it (last: " .. last .. ")"
   if not op.failover and first then
     detail = detail .. "; a regional namespace counts where it lands: send \"failover\":true " ..
@@ -447,16 +483,20 @@ local function counters(req, ns, name, verb)
                path = path .. ((req.query or "") ~= "" and "?" .. req.query or ""),
                routing = body and body.routing or q.routing or "random",
                client_region = req.headers and req.headers["x-client-region"] or nil,
+               regional = n.type == "regional",
                failover = n.type ~= "regional" or (body and body.failover == true) }
   if verb then
     op.token = body.idempotency_token
-    if not op.token then
-      op.token, op.made_token = counterd.token() .. counterd.token(), true
-      body.idempotency_token = op.token
-    end
     body.routing, body.failover = nil, nil
-    if n.type == "strong" then body.idempotency_window_seconds = n.idempotency_window_seconds end
-    op.body = json.encode(body)
+    op.fields = body -- encoded once the region (the home of a token made here) is chosen
+    if n.type == "strong" then
+      if not op.token then
+        op.token, op.made_token = counterd.token() .. counterd.token(), true
+        body.idempotency_token = op.token
+      end
+      body.idempotency_window_seconds = n.idempotency_window_seconds
+      op.body = json.encode(body)
+    end
   end
   if n.type == "strong" then return template, to_strong(req, op) end
   return template, to_regions(req, op)
