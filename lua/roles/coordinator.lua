@@ -156,11 +156,22 @@ local function hex_of(s)
   return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
 end
 
+-- A store key: a counter name, or "<namespace>/<name>" (API.md, "Namespaces").
+local function valid_key(s)
+  local ns, name = s:match("^([^/]*)/(.*)$")
+  if not ns then return web.valid_name(s) end
+  return #ns >= 1 and #ns <= 48 and ns:match("^[%w_.%-]+$") ~= nil and web.valid_name(name)
+end
+
 -- The listing's parameters, checked before any region is asked: a table, or nil and a
 -- 400 answer naming the parameter.
 local function list_query(req)
   local q, e = web.query(req.query)
   if not q then return nil, e end
+  local ns = q.namespace
+  if ns ~= nil and not (#ns >= 1 and #ns <= 48 and ns:match("^[%w_.%-]+$")) then
+    return nil, { web.err(400, "bad_field", "namespace must be 1-48 bytes of [A-Za-z0-9_.-]") }
+  end
   local limit = LIST_DEFAULT
   if q.limit ~= nil then
     limit = #q.limit <= 15 and q.limit:match("^%d+$") and tonumber(q.limit) -- as the regions
@@ -173,7 +184,7 @@ local function list_query(req)
     local name = #cursor % 2 == 0 and cursor:match("^%x+$") and
                  cursor:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
     after = name
-    if not name or not web.valid_name(name) then
+    if not name or not (ns and web.valid_name(name) or (not ns and valid_key(name))) then
       return nil, { web.err(400, "bad_field", "cursor must be a next_cursor from an earlier " ..
                             "answer (the hex of a counter name)") }
     end
@@ -190,7 +201,8 @@ local function list_query(req)
                             " to " .. BYTES_MAX) }
     end
   end
-  return { limit = limit, cursor = cursor, after = after, prefix = prefix, max_bytes = max_bytes }
+  return { limit = limit, cursor = cursor, after = after, prefix = prefix, max_bytes = max_bytes,
+           namespace = ns }
 end
 
 -- The merged answer, encoded, within q.max_bytes: names are dropped from the end (each
@@ -252,6 +264,7 @@ local function global_counters(req)
   if not q then return unpack(e) end
   local path = "/counters?limit=" .. q.limit .. (q.cursor ~= "" and "&cursor=" .. q.cursor or "") ..
                (q.prefix and "&prefix=" .. q.prefix or "") ..
+               (q.namespace and "&namespace=" .. q.namespace or "") ..
                (q.max_bytes and "&max_bytes=" ..
                 math.max(BYTES_MIN, math.floor(q.max_bytes / math.max(#regions, 1))) or "")
   local answers = fan_out("GET", path)
@@ -315,7 +328,7 @@ local function global_counters(req)
                    total_regions = #regions, query_time_ms = web.ms(ms), total_counters = total,
                    matching_counters = matching, truncated = more,
                    next_cursor = more and #names > 0 and hex_of(names[#names]) or nil,
-                   region_errors = errors }
+                   region_errors = errors, namespace = q.namespace }
   if not q.max_bytes then return 200, answer end
   return 200, within_budget(q, answer, pages)
 end

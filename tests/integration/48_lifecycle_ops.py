@@ -178,6 +178,24 @@ class LifecycleOps(harness.ServerTestCase):
         self.assertError(c.get("/v1/counters/app/x"), 404, "not_found")  # nothing was made
         self.assertEqual(c.get_json("/v1/counters/app")["counters"], {})
 
+    def test_namespace_through_the_coordinator(self):
+        lab = harness.Topology().start(self.addCleanup)
+        c = lab.regions[0].client()
+        self.addCleanup(c.close)
+        c.request("PUT", "/v1/namespaces/app", {})
+        self.add(c, "app", "views", 2)
+        c.post_json("/increment", {"counter_name": "plain", "amount": 1})
+        self.sync(c)
+        for srv, path in ((lab.coordinator, "/global/counters"), (lab.gateway, "/api/counters")):
+            with srv.client() as x:
+                got = x.get_json(path + "?namespace=app")
+                self.assertEqual(got["counter_names"], ["views"], path)
+                self.assertEqual(got["namespace"], "app")
+                every = x.get_json(path)["counter_names"]
+                self.assertEqual(sorted(every), ["app/views", "plain"], path)
+                self.assertError(x.get(path + "?namespace=a%20b"), 400, "bad_field",
+                                 detail_contains="namespace")
+
     def test_token_window_per_namespace(self):
         c = self.node()
         c.request("PUT", "/v1/namespaces/short", {"idempotency_window_seconds": 1})
