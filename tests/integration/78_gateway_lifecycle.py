@@ -158,14 +158,23 @@ class GatewayLifecycleTest(harness.ServerTestCase):
         r = self.get(self.gw, V1 + "ev/c1")
         self.assertEqual(r["count"], 110)
         self.assertIn("routed_to_endpoint", r)
-        cl = self.op("ev/c1/clear", {"idempotency_token": "clr"})
-        self.assertEqual(cl["cleared"], 110)
         lst = self.get(self.gw, V1 + "ev")
-        self.assertIn("c1", lst["counters"])
+        self.assertEqual(lst["counters"]["c1"]["count"], 110)
+
+    def test_eventual_clear_and_delete(self):
+        self.put_ns("ev2", {"type": "eventual"})
+        self.wait_converged("ev2")
+        self.op("ev2/c/add", {"delta": 9, "routing": "us-east"})
+        cl = self.op("ev2/c/clear", {"idempotency_token": "clr", "routing": "us-east"})
+        self.assertEqual((cl["cleared"], cl["count"]), (9, 0))
+        self.assertIs(self.op("ev2/c/clear", {"idempotency_token": "clr", "routing": "us-east"})
+                      .get("duplicate"), True)
         with self.gw.client() as c:
-            dl = c.request("DELETE", V1 + "ev/c1")
+            dl = c.request("DELETE", V1 + "ev2/c?routing=us-east")
             self.assertEqual(dl.status, 200, dl.body)
-            self.assertError(c.request("DELETE", V1 + "ev/never"), 404, "not_found")
+            self.assertIs(dl.json()["deleted"], True)
+            self.assertError(c.get(V1 + "ev2/c?routing=us-east"), 404, "not_found")
+            self.assertError(c.request("DELETE", V1 + "ev2/never"), 404, "not_found")
 
     def test_regional_stays_in_its_region(self):
         self.put_ns("loc", {"type": "regional"})
