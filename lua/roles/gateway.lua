@@ -388,7 +388,6 @@ local function to_regions(req, op)
       local extra = { routed_to_endpoint = r.url, routing = op.routing,
                       latency_ms = web.ms(counterd.now_ms() - req.start_ms) }
       if first ~= r.name then extra.failover_from = first end
-      if op.made_token then extra.idempotency_token = op.token end
       return 200, splice(res.body, extra)
     else
       down_until[i] = t0 + 2000
