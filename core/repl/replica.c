@@ -114,7 +114,7 @@ static int64_t accept_(struct replica *r, struct http_request *req, const struct
     for (uint32_t i = 0; i < entries->len; i++) {
         const struct json *e = &entries->u.items[i];
         if (e->type != JSON_ARR || e->len != 2 || e->u.items[0].type != JSON_STR ||
-            !gstore_counter_name_valid(e->u.items[0].u.s, e->u.items[0].len) ||
+            !strongrep_name_valid(e->u.items[0].u.s, e->u.items[0].len) ||
             e->u.items[1].type != JSON_INT) {
             http_respond_error(req, 400, "bad_field",
                                "entries[%u] must be [counter name, integer value]", i);

@@ -24,6 +24,7 @@
 #include "../base/mem.h"
 #include "../net/client.h"
 #include "../obs/trace.h"
+#include "../store/gstore.h"
 #include "../store/strongrep.h"
 
 #define MAX_OPS_PER_ROUND 10000
@@ -31,8 +32,12 @@
 
 struct op {
     struct op *next;
-    int64_t amount, value;
-    int durable; /* its round's majority keeps its data on disk */
+    enum strong_kind kind;
+    int64_t amount, value, before;
+    int duplicate;    /* its token was seen: value is the first answer's */
+    double window_ms; /* how long its token is remembered */
+    size_t tlen;      /* its token's entry ("~ns/token") follows name's NUL; 0: no token */
+    int durable;      /* its round's majority keeps its data on disk */
     double arrived_ms, started_ms;
     strong_done_fn done;
     void *arg;
@@ -112,6 +117,8 @@ struct strong {
     uint64_t rounds_ok, rounds_failed;
     double last_round_ms;
     int freeing;
+    struct strongrep *tokens; /* token entry -> when it expires (monotonic ms) */
+    double next_sweep_ms;     /* expired tokens are forgotten at most once a second */
 };
 
 static void start_next(struct strong *s);
@@ -125,7 +132,9 @@ static void finish_op(struct op *o, enum strong_status st, double round_ms, cons
                               .durable = o->durable,
                               .lock_wait_ms = o->started_ms ? o->started_ms - o->arrived_ms : 0,
                               .round_ms = round_ms,
-                              .detail = detail};
+                              .detail = detail,
+                              .duplicate = o->duplicate,
+                              .before = o->before};
     o->done(o->arg, &r);
     free(o);
 }
@@ -570,6 +579,11 @@ static void copy_found(void *arg, const char *name, size_t len, const struct str
     struct strong *s = arg;
     strongrep_accept(s->committed, name, len, e->epoch, e->round, e->value);
     strongrep_accept(s->repair, name, len, 0, 0, 0);
+    /* A token recovered is remembered a default window from now: when it was seen is not
+     * replicated, and remembering longer only makes a late retry safer. */
+    if (name[0] == '~' && !strongrep_get(s->tokens, name, len))
+        strongrep_put(s->tokens, name, len,
+                      (int64_t)(clock_mono_ms() + STRONG_TOKEN_WINDOW_S * 1000.0));
 }
 
 static void prepare_decided(struct exchange *ex, int success)
@@ -629,19 +643,98 @@ static void put_proposal(void *arg, const char *name, size_t len, const struct s
     buf_printf(b, ",%" PRId64 "]", e->value);
 }
 
+/*
+ * What a repair proposes for name: its committed value. A name with none is a tombstone (a
+ * failed round's new counter or token: known not applied from now on), except a lab counter
+ * (no namespace), which has always been repaired to 0. A token being forgotten is forgotten.
+ */
 static void add_repair(void *arg, const char *name, size_t len, const struct strongrep_entry *e)
 {
     (void)e;
     struct round_build *rb = arg;
+    struct strong *s = rb->s;
     if (strongrep_get(rb->proposed, name, len))
         return;
-    const struct strongrep_entry *c = strongrep_get(rb->s->committed, name, len);
-    strongrep_accept(rb->proposed, name, len, 0, 0, c ? c->value : 0);
+    const struct strongrep_entry *c = strongrep_get(s->committed, name, len);
+    int64_t v = c ? c->value : memchr(name, '/', len) ? STRONGREP_DELETED : 0;
+    if (name[0] == '~' && !c) /* swept once its window has passed */
+        strongrep_put(s->tokens, name, len,
+                      (int64_t)(clock_mono_ms() + STRONG_TOKEN_WINDOW_S * 1000.0));
+    else if (name[0] == '~' && !strongrep_get(s->tokens, name, len))
+        v = STRONGREP_FORGET;
+    strongrep_put(rb->proposed, name, len, v);
+}
+
+/* The entry of name in the round's proposal, else the committed one; NULL when none, or when
+ * it is being forgotten. */
+static const struct strongrep_entry *current(const struct exchange *ex, const char *name,
+                                             size_t len)
+{
+    const struct strongrep_entry *e = strongrep_get(ex->proposed, name, len);
+    if (!e)
+        e = strongrep_get(ex->s->committed, name, len);
+    return e && e->value != STRONGREP_FORGET ? e : NULL;
+}
+
+/* An op whose token is live: answered with the first answer's value, applied nothing.
+ * @return 1 when it waits for the round that carries its first (it joins that round). */
+static int take_duplicate(struct exchange *ex, struct op *o, const struct strongrep_entry *t)
+{
+    o->duplicate = 1;
+    o->value = o->before = t->value;
+    if (strongrep_get(ex->proposed, o->name + o->len + 1, o->tlen))
+        return 1;
+    o->durable = !ex->s->rested_on_volatile;
+    finish_op(o, STRONG_OK, 0, NULL);
+    return 0;
 }
 
 /*
+ * Puts op o into the round's proposal: the counter's new value and, in the same round, its
+ * token's entry. @return 1 when the round carries it, 0 when it was answered (a duplicate
+ * already committed, not found, overflow).
+ */
+static int take_op(struct exchange *ex, struct op *o, double now)
+{
+    struct strong *s = ex->s;
+    const char *tname = o->name + o->len + 1;
+    o->started_ms = now;
+    if (o->tlen) {
+        const struct strongrep_entry *t = current(ex, tname, o->tlen);
+        const struct strongrep_entry *until = strongrep_get(s->tokens, tname, o->tlen);
+        if (t && t->value != STRONGREP_DELETED && until && now < (double)until->value)
+            return take_duplicate(ex, o, t);
+    }
+    const struct strongrep_entry *c = current(ex, o->name, o->len);
+    int exists = c && c->value != STRONGREP_DELETED;
+    int64_t cur = exists ? c->value : 0, next = 0;
+    if (o->kind != STRONG_ADD && !exists) {
+        finish_op(o, STRONG_NOT_FOUND, 0, "no such counter");
+        return 0;
+    }
+    if (o->kind == STRONG_ADD &&
+        (__builtin_add_overflow(cur, o->amount, &next) || next <= STRONGREP_DELETED)) {
+        finish_op(o, STRONG_OVERFLOW, 0, "the counter would leave the signed 64-bit range");
+        return 0;
+    }
+    if (o->kind == STRONG_DELETE)
+        next = STRONGREP_DELETED;
+    o->before = cur;
+    o->value = o->kind == STRONG_DELETE ? 0 : next;
+    strongrep_put(ex->proposed, o->name, o->len, next);
+    if (o->tlen) {
+        strongrep_put(ex->proposed, tname, o->tlen, o->kind == STRONG_ADD ? next : cur);
+        strongrep_put(s->tokens, tname, o->tlen, (int64_t)(now + o->window_ms));
+    }
+    return 1;
+}
+
+/* Tokens past their window, at most once a second and 1000 a round: proposed forgotten. */
+static void sweep_tokens(struct exchange *ex, double now);
+
+/*
  * Moves the queue, in arrival order, into the round's proposal (at most MAX_OPS_PER_ROUND
- * increments); an increment that would overflow fails alone.
+ * operations); one that would overflow, or finds no counter to clear, fails alone.
  * @return how many increments the round carries.
  */
 static int take_queue(struct exchange *ex, double now)
@@ -653,17 +746,8 @@ static int take_queue(struct exchange *ex, double now)
         struct op *o = s->queue;
         s->queue = o->next;
         o->next = NULL;
-        const struct strongrep_entry *p = strongrep_get(ex->proposed, o->name, o->len);
-        const struct strongrep_entry *c = p ? p : strongrep_get(s->committed, o->name, o->len);
-        int64_t cur = c ? c->value : 0, next;
-        if (__builtin_add_overflow(cur, o->amount, &next)) {
-            o->started_ms = now;
-            finish_op(o, STRONG_OVERFLOW, 0, "the counter would leave the signed 64-bit range");
+        if (!take_op(ex, o, now))
             continue;
-        }
-        strongrep_accept(ex->proposed, o->name, o->len, 0, 0, next);
-        o->value = next;
-        o->started_ms = now;
         *tail = o;
         tail = &o->next;
         taken++;
@@ -687,6 +771,40 @@ static void round_message(struct exchange *ex)
     ex->msg_len = b.len;
 }
 
+struct sweep {
+    double now;
+    struct buf names; /* expired token entries, each NUL-terminated */
+    int n;
+};
+
+static void find_expired(void *arg, const char *name, size_t len, const struct strongrep_entry *e)
+{
+    struct sweep *sw = arg;
+    if (sw->n < 1000 && (double)e->value <= sw->now) {
+        buf_append(&sw->names, name, len + 1);
+        sw->n++;
+    }
+}
+
+static void sweep_tokens(struct exchange *ex, double now)
+{
+    struct strong *s = ex->s;
+    if (now < s->next_sweep_ms)
+        return;
+    s->next_sweep_ms = now + 1000;
+    struct sweep sw = {.now = now};
+    strongrep_each(s->tokens, find_expired, &sw);
+    for (size_t at = 0; at < sw.names.len;) {
+        const char *name = sw.names.data + at;
+        size_t len = strlen(name);
+        strongrep_accept(s->tokens, name, len, 0, 0, STRONGREP_FORGET);
+        if (!strongrep_get(ex->proposed, name, len))
+            strongrep_put(ex->proposed, name, len, STRONGREP_FORGET);
+        at += len + 1;
+    }
+    buf_free(&sw.names);
+}
+
 static void start_round(struct strong *s)
 {
     struct exchange *ex = ex_new(s, EX_ACCEPT);
@@ -699,6 +817,8 @@ static void start_round(struct strong *s)
     ex->repair_only = strongrep_count(s->repair) > 0;
     ex->settles = s->unsettled != NULL;
     int taken = ex->repair_only ? 0 : take_queue(ex, now);
+    if (!ex->repair_only)
+        sweep_tokens(ex, now);
     struct round_build rb = {NULL, s, ex->proposed};
     strongrep_each(s->repair, add_repair, &rb);
     strongrep_free(s->repair);
@@ -966,6 +1086,7 @@ struct strong *strong_new(struct event_base *base, struct client *client,
     s->next_epoch = 1;
     s->committed = strongrep_new();
     s->repair = strongrep_new();
+    s->tokens = strongrep_new();
     s->retry = evtimer_new(base, on_retry, s);
     start_next(s);
     return s;
@@ -1013,6 +1134,7 @@ void strong_free(struct strong *s)
     free(s->unsettled_why);
     strongrep_free(s->committed);
     strongrep_free(s->repair);
+    strongrep_free(s->tokens);
     for (int i = 0; i < s->cfg.nreplicas; i++) {
         free((char *)s->cfg.replica_names[i]);
         free((char *)s->cfg.replica_urls[i]);
@@ -1032,21 +1154,38 @@ void strong_increment(struct strong *s, const char *name, size_t len, int64_t am
 void strong_increment_traced(struct strong *s, const char *name, size_t len, int64_t amount,
                              const struct trace_span *span, strong_done_fn done, void *arg)
 {
-    struct op *o = xmalloc(sizeof *o + len + 1);
-    o->has_trace = span != NULL;
-    if (span)
-        o->trace = *trace_span_ctx(span);
-    o->next = NULL;
-    o->amount = amount;
-    o->value = 0;
-    o->durable = 0;
+    struct strong_op op = {
+        .kind = STRONG_ADD, .name = name, .len = len, .amount = amount, .span = span};
+    strong_submit(s, &op, done, arg);
+}
+
+void strong_submit(struct strong *s, const struct strong_op *op, strong_done_fn done, void *arg)
+{
+    /* The token's entry: "~<namespace>/<token>", the namespace of a bare name "default". */
+    int nl = gstore_key_ns_len(op->name, op->len);
+    const char *ns = nl > 0 ? op->name : "default";
+    size_t nsl = nl > 0 ? (size_t)nl : 7, tlen = op->token ? 2 + nsl + op->tlen : 0;
+    size_t len = op->len;
+    struct op *o = xcalloc(1, sizeof *o + len + 1 + tlen + 1);
+    o->has_trace = op->span != NULL;
+    if (op->span)
+        o->trace = *trace_span_ctx(op->span);
+    o->kind = op->kind;
+    o->amount = op->amount;
+    o->window_ms = (op->window_s > 0 ? op->window_s : STRONG_TOKEN_WINDOW_S) * 1000.0;
     o->arrived_ms = clock_mono_ms();
-    o->started_ms = 0;
     o->done = done;
     o->arg = arg;
     o->len = len;
-    memcpy(o->name, name, len);
-    o->name[len] = '\0';
+    memcpy(o->name, op->name, len);
+    if (op->token) {
+        char *t = o->name + len + 1;
+        t[0] = '~';
+        memcpy(t + 1, ns, nsl);
+        t[1 + nsl] = '/';
+        memcpy(t + 2 + nsl, op->token, op->tlen);
+        o->tlen = tlen;
+    }
     if (s->queue_tail)
         s->queue_tail->next = o;
     else
@@ -1062,8 +1201,18 @@ int strong_ready(const struct strong *s)
 
 int64_t strong_value(const struct strong *s, const char *name, size_t len)
 {
+    int64_t v = 0;
+    strong_get(s, name, len, &v);
+    return v;
+}
+
+int strong_get(const struct strong *s, const char *name, size_t len, int64_t *value)
+{
     const struct strongrep_entry *e = strongrep_get(s->committed, name, len);
-    return e ? e->value : 0;
+    if (!e || e->value == STRONGREP_DELETED || (len && name[0] == '~'))
+        return 0;
+    *value = e->value;
+    return 1;
 }
 
 struct each_ctx {
@@ -1074,7 +1223,8 @@ struct each_ctx {
 static void each_one(void *arg, const char *name, size_t len, const struct strongrep_entry *e)
 {
     struct each_ctx *c = arg;
-    c->fn(c->arg, name, len, e->value);
+    if (name[0] != '~' && e->value != STRONGREP_DELETED)
+        c->fn(c->arg, name, len, e->value);
 }
 
 void strong_each(const struct strong *s,

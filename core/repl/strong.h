@@ -74,7 +74,13 @@ struct strong_hooks {
     void *arg;
 };
 
-enum strong_status { STRONG_OK, STRONG_NO_QUORUM, STRONG_OVERFLOW, STRONG_AMBIGUOUS };
+enum strong_status {
+    STRONG_OK,
+    STRONG_NO_QUORUM,
+    STRONG_OVERFLOW,
+    STRONG_AMBIGUOUS,
+    STRONG_NOT_FOUND /* a clear or delete of a counter that does not exist (or was deleted) */
+};
 
 struct strong_result {
     enum strong_status status;
@@ -83,6 +89,8 @@ struct strong_result {
     double lock_wait_ms; /* queued behind the round in flight */
     double round_ms;     /* the replication round that decided it */
     const char *detail;  /* why it failed (NULL when it did not) */
+    int duplicate;       /* its token was seen: nothing was applied again, value is the first's */
+    int64_t before;      /* a clear: the value it cleared */
 };
 
 typedef void (*strong_done_fn)(void *arg, const struct strong_result *r);
@@ -107,11 +115,37 @@ void strong_increment(struct strong *s, const char *name, size_t len, int64_t am
 void strong_increment_traced(struct strong *s, const char *name, size_t len, int64_t amount,
                              const struct trace_span *span, strong_done_fn done, void *arg);
 
+/*
+ * The lifecycle operations (API.md, "Strong namespaces"), on a store key ("ns/name").
+ * An idempotency token is proposed in the same round as the value it produced, as an entry
+ * "~<ns>/<token>" holding the answer's value (strongrep.h), so a majority holds both or
+ * neither: a retry after an ambiguous 503 applies exactly once, across a leader restart
+ * too. The leader forgets a token window_s after it saw it (after a restart: a window after
+ * recovering it) by proposing STRONGREP_FORGET for its entry.
+ */
+#define STRONG_TOKEN_WINDOW_S 600
+enum strong_kind { STRONG_ADD, STRONG_CLEAR, STRONG_DELETE };
+struct strong_op {
+    enum strong_kind kind;
+    const char *name; /* a valid store key */
+    size_t len;
+    int64_t amount;    /* STRONG_ADD: non-zero */
+    const char *token; /* NULL: none; else 1-STRONGREP_TOKEN_MAX bytes, none below 0x20 */
+    size_t tlen;
+    int window_s; /* how long the token is remembered; 0: STRONG_TOKEN_WINDOW_S */
+    const struct trace_span *span;
+};
+/* Queues op; done is called exactly once, as for strong_increment. A clear or delete of a
+ * counter that does not exist answers STRONG_NOT_FOUND; a clear's result has .before. */
+void strong_submit(struct strong *s, const struct strong_op *op, strong_done_fn done, void *arg);
+/* @return 1 with *value when name is a live counter, 0 when unknown or deleted. */
+int strong_get(const struct strong *s, const char *name, size_t len, int64_t *value);
+
 /* Whether the leader has recovered from a majority and serves. */
 int strong_ready(const struct strong *s);
 /* The committed value of name (0 when unknown). Only meaningful when ready. */
 int64_t strong_value(const struct strong *s, const char *name, size_t len);
-/* Calls fn for every committed counter. */
+/* Calls fn for every committed counter (not deleted ones, nor token entries). */
 void strong_each(const struct strong *s,
                  void (*fn)(void *arg, const char *name, size_t len, int64_t value), void *arg);
 

@@ -33,6 +33,7 @@
 #include "../obs/trace.h"
 #include "../repl/strong.h"
 #include "../store/gstore.h"
+#include "../store/strongrep.h"
 #include "config.h"
 #include "policy.h"
 #include "reqbody.h"
@@ -64,6 +65,7 @@ struct consistent {
     struct replica_gauge gauges[STRONG_MAX_REPLICAS];
     int nreplicas;
     int allow_volatile;
+    char node_id[128], region[64];
 };
 
 /* One increment waiting for its round. */
@@ -298,6 +300,301 @@ static void h_reload(void *role, struct http_request *req)
     reload_handle(((struct consistent *)role)->reload, req);
 }
 
+/* ---------------------------------------------------------------- /v1/counters */
+
+/* A /v1 operation waiting for its round: what its answer names. */
+struct v1_pending {
+    struct consistent *c;
+    struct http_request *req;
+    enum strong_kind kind;
+    int with_count; /* add-and-get */
+    int64_t delta;
+    char ns[GSTORE_NS_MAX + 1], name[256];
+    size_t klen;
+    char key[];
+};
+
+/* {"namespace","counter" of p, with the opening brace, into c->out. */
+static void v1_head(struct buf *b, const char *ns, const char *name)
+{
+    buf_puts(b, "{\"namespace\":");
+    buf_json_str(b, ns, strlen(ns));
+    buf_puts(b, ",\"counter\":");
+    buf_json_str(b, name, strlen(name));
+}
+
+/* ,"region","node_id","consistency","durable"} */
+static void v1_tail(struct consistent *c, struct buf *b, int durable)
+{
+    buf_puts(b, ",\"region\":");
+    buf_json_str(b, c->region, strlen(c->region));
+    buf_puts(b, ",\"node_id\":");
+    buf_json_str(b, c->node_id, strlen(c->node_id));
+    buf_puts(b, ",\"consistency\":\"strong\",\"durable\":");
+    buf_puts(b, durable ? "true}" : "false}");
+}
+
+/* A failed round's detail, for an operation that carried a token: a retry is safe. */
+static void v1_fail(struct v1_pending *p, const struct strong_result *r)
+{
+    static const char legacy[] = ". Strong increments take no idempotency token: a retry may "
+                                 "count it twice";
+    char detail[1024];
+    snprintf(detail, sizeof detail, "%s", r->detail ? r->detail : "no quorum");
+    char *cut = strstr(detail, legacy);
+    if (cut)
+        snprintf(cut, sizeof detail - (size_t)(cut - detail),
+                 ". A retry with the same idempotency_token applies it exactly once");
+    int amb = r->status == STRONG_AMBIGUOUS;
+    metric_add(p->c->m_failed[amb], 1);
+    http_respond_error(p->req, 503, amb ? "ambiguous" : "no_quorum", "%s", detail);
+}
+
+static void v1_done(void *arg, const struct strong_result *r)
+{
+    struct v1_pending *p = arg;
+    struct consistent *c = p->c;
+    struct buf *b = &c->out;
+    buf_reset(b);
+    if (r->status == STRONG_NOT_FOUND) {
+        http_respond_error(p->req, 404, "not_found", "counter %s does not exist in namespace %s",
+                           p->name, p->ns);
+    } else if (r->status == STRONG_OVERFLOW) {
+        metric_add(c->m_failed[2], 1);
+        http_respond_error(p->req, 409, "overflow",
+                           "counter %s would leave the signed 64-bit range; nothing was applied",
+                           p->key);
+    } else if (r->status != STRONG_OK) {
+        v1_fail(p, r);
+    } else {
+        v1_head(b, p->ns, p->name);
+        if (p->kind == STRONG_ADD) {
+            buf_puts(b, ",\"delta\":");
+            buf_i64(b, p->delta);
+            if (p->with_count) {
+                buf_puts(b, ",\"count\":");
+                buf_i64(b, r->value);
+            }
+        } else if (p->kind == STRONG_CLEAR) {
+            int64_t now = 0;
+            if (r->duplicate)
+                strong_get(c->strong, p->key, p->klen, &now);
+            buf_puts(b, ",\"count\":");
+            buf_i64(b, now);
+            buf_puts(b, ",\"cleared\":");
+            buf_i64(b, r->before);
+        } else {
+            buf_puts(b, ",\"deleted\":true");
+        }
+        if (r->duplicate)
+            buf_puts(b, ",\"duplicate\":true");
+        v1_tail(c, b, r->durable);
+        respond_out(c, p->req, 200);
+    }
+    free(p);
+}
+
+/* The body of add / add-and-get / clear: delta (add), idempotency_token, and the window the
+ * gateway forwards from the namespace (idempotency_window_seconds). @return 0, or -1 after
+ * answering 400. */
+static int v1_body(struct consistent *c, struct http_request *req, struct strong_op *op)
+{
+    const struct json *root = reqbody_object(&c->parser, req);
+    if (!root)
+        return -1;
+    if (op->kind == STRONG_ADD) {
+        const struct json *d = json_get(root, "delta");
+        if (!d || d->type != JSON_INT || d->u.i == 0) {
+            http_respond_error(req, 400, "bad_field",
+                               "delta must be a non-zero integer in the signed 64-bit range");
+            return -1;
+        }
+        op->amount = d->u.i;
+    }
+    const struct json *t = json_get(root, "idempotency_token");
+    if (t && t->type != JSON_NULL) {
+        int bad = t->type != JSON_STR || t->len == 0 || t->len > STRONGREP_TOKEN_MAX;
+        for (uint32_t i = 0; !bad && i < t->len; i++)
+            bad = (unsigned char)t->u.s[i] < 0x20;
+        if (bad) {
+            http_respond_error(req, 400, "bad_field",
+                               "idempotency_token must be a string of 1-%d bytes without "
+                               "control characters",
+                               STRONGREP_TOKEN_MAX);
+            return -1;
+        }
+        op->token = t->u.s;
+        op->tlen = t->len;
+    }
+    const struct json *w = json_get(root, "idempotency_window_seconds");
+    if (w && w->type != JSON_NULL) {
+        if (w->type != JSON_INT || w->u.i < 1 || w->u.i > 86400) {
+            http_respond_error(req, 400, "bad_field",
+                               "idempotency_window_seconds must be an integer from 1 to 86400");
+            return -1;
+        }
+        op->window_s = (int)w->u.i;
+    }
+    return 0;
+}
+
+/* Splits /v1/counters/<ns>[/<name>[/<verb>]] into its parts. @return the number of parts
+ * after the prefix (1-3), or -1 after answering 400/404. */
+static int v1_path(struct http_request *req, char *ns, char *name, char *verb, size_t cap)
+{
+    const char *p = req->path + 13, *end = req->path + req->path_len;
+    char *parts[3] = {ns, name, verb};
+    int n = 0;
+    while (p < end && n < 3) {
+        const char *q = memchr(p, '/', (size_t)(end - p));
+        size_t len = (size_t)((q ? q : end) - p);
+        if (len >= cap)
+            len = cap - 1;
+        memcpy(parts[n], p, len);
+        parts[n++][len] = '\0';
+        p = q ? q + 1 : end;
+        if (!q)
+            break;
+    }
+    if (p < end || n == 0) {
+        http_respond_error(req, 404, "not_found", "no endpoint %s %.200s", req->method_name,
+                           req->path);
+        return -1;
+    }
+    if (!gstore_ns_name_valid(ns, strlen(ns))) {
+        http_respond_error(req, 400, "bad_field", "namespace must be 1-%d bytes of [A-Za-z0-9_.-]",
+                           GSTORE_NS_MAX);
+        return -1;
+    }
+    if (n >= 2 && !gstore_counter_name_valid(name, strlen(name))) {
+        http_respond_error(req, 400, "bad_name",
+                           "counter names are 1-200 bytes of [A-Za-z0-9_.:-]");
+        return -1;
+    }
+    return n;
+}
+
+struct v1_list {
+    struct buf *b;
+    const char *ns;
+    size_t nsl;
+    int n;
+};
+
+static void v1_put(void *arg, const char *key, size_t len, int64_t value)
+{
+    struct v1_list *l = arg;
+    int k = gstore_key_ns_len(key, len);
+    if (k > 0 ? (size_t)k != l->nsl || memcmp(key, l->ns, l->nsl) : strcmp(l->ns, "default"))
+        return;
+    size_t skip = k > 0 ? (size_t)k + 1 : 0;
+    buf_puts(l->b, l->n++ ? "," : "");
+    buf_json_str(l->b, key + skip, len - skip);
+    buf_puts(l->b, ":{\"count\":");
+    buf_i64(l->b, value);
+    buf_puts(l->b, ",\"nodes\":{}}");
+}
+
+/* GET /v1/counters/<ns>: the namespace's counters, whole (the strong counter holds few). */
+static void v1_list(struct consistent *c, struct http_request *req, const char *ns)
+{
+    struct buf *b = &c->out;
+    buf_puts(b, "{\"namespace\":");
+    buf_json_str(b, ns, strlen(ns));
+    buf_puts(b, ",\"counters\":{");
+    struct v1_list l = {b, ns, strlen(ns), 0};
+    strong_each(c->strong, v1_put, &l);
+    buf_printf(b, "},\"total_counters\":%d,\"truncated\":false,\"next_cursor\":null", l.n);
+    v1_tail(c, b, strong_durable(c->strong));
+    respond_out(c, req, 200);
+}
+
+/* GET /v1/counters/<ns>/<name>: 404 when unknown or deleted. */
+static void v1_get(struct consistent *c, struct http_request *req, const char *ns, const char *name,
+                   const char *key, size_t klen)
+{
+    int64_t v;
+    if (!strong_get(c->strong, key, klen, &v)) {
+        http_respond_error(req, 404, "not_found", "counter %s does not exist in namespace %s", name,
+                           ns);
+        return;
+    }
+    struct buf *b = &c->out;
+    v1_head(b, ns, name);
+    buf_puts(b, ",\"count\":");
+    buf_i64(b, v);
+    buf_puts(b, ",\"nodes\":{}");
+    v1_tail(c, b, strong_durable(c->strong));
+    respond_out(c, req, 200);
+}
+
+/* The operation a method and verb name: 0 with op->kind, or -1 after answering 404/405. */
+static int v1_kind(struct http_request *req, int parts, const char *verb, struct strong_op *op,
+                   int *with_count)
+{
+    int post = req->method == HTTP_M_POST;
+    *with_count = 0;
+    if (parts == 2) {
+        if (req->method == HTTP_M_DELETE) {
+            op->kind = STRONG_DELETE;
+            return 0;
+        }
+        http_respond_not_allowed(req, "GET, HEAD, DELETE");
+        return -1;
+    }
+    if (!strcmp(verb, "add") || !strcmp(verb, "add-and-get") || !strcmp(verb, "clear")) {
+        if (!post) {
+            http_respond_not_allowed(req, "POST");
+            return -1;
+        }
+        op->kind = verb[0] == 'c' ? STRONG_CLEAR : STRONG_ADD;
+        *with_count = !strcmp(verb, "add-and-get");
+        return 0;
+    }
+    http_respond_error(req, 404, "not_found", "no endpoint %s %.200s", req->method_name, req->path);
+    return -1;
+}
+
+static void h_v1(void *role, struct http_request *req)
+{
+    struct consistent *c = role;
+    char ns[256], name[256], verb[256] = "";
+    int parts = v1_path(req, ns, name, verb, sizeof ns);
+    if (parts < 0 || not_ready(c, req))
+        return;
+    int get = req->method == HTTP_M_GET || req->method == HTTP_M_HEAD;
+    if (parts == 1) {
+        if (get)
+            v1_list(c, req, ns);
+        else
+            http_respond_not_allowed(req, "GET, HEAD");
+        return;
+    }
+    char key[GSTORE_NS_MAX + 260];
+    int kl = strcmp(ns, "default") ? snprintf(key, sizeof key, "%s/%s", ns, name)
+                                   : snprintf(key, sizeof key, "%s", name);
+    if (parts == 2 && get) {
+        v1_get(c, req, ns, name, key, (size_t)kl);
+        return;
+    }
+    struct strong_op op = {.name = key, .len = (size_t)kl, .span = req->span};
+    int with_count;
+    if (v1_kind(req, parts, verb, &op, &with_count) < 0 ||
+        (op.kind != STRONG_DELETE && v1_body(c, req, &op) < 0))
+        return;
+    struct v1_pending *p = xcalloc(1, sizeof *p + (size_t)kl + 1);
+    *p = (struct v1_pending){.c = c,
+                             .req = req,
+                             .kind = op.kind,
+                             .with_count = with_count,
+                             .delta = op.amount,
+                             .klen = (size_t)kl};
+    snprintf(p->ns, sizeof p->ns, "%s", ns);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    memcpy(p->key, key, (size_t)kl);
+    strong_submit(c->strong, &op, v1_done, p);
+}
+
 /* The strong counter's endpoints; only /counter/{name} renames its span. */
 static const struct route routes[] = {
     {ROUTE_POST, "/increment", 0, h_increment, NULL, NULL},
@@ -308,6 +605,7 @@ static const struct route routes[] = {
     {ROUTE_GET, "/admin/coordination-delay", 0, h_delay_get, NULL, NULL},
     {ROUTE_POST, "/admin/coordination-delay", 0, h_delay_set, NULL, NULL},
     {ROUTE_POST, "/admin/reload", 0, h_reload, NULL, NULL},
+    {ROUTE_ANY, "/v1/counters/", 1, h_v1, NULL, NULL},
     {0, NULL, 0, NULL, NULL, NULL}};
 
 static void handle(struct http_request *req, void *arg)
@@ -445,6 +743,8 @@ static int start_strong(struct consistent *c, struct event_base *base, const str
         .allow_volatile = cfg->allow_volatile_replicas};
     c->nreplicas = n;
     c->allow_volatile = cfg->allow_volatile_replicas;
+    snprintf(c->node_id, sizeof c->node_id, "%s", node_id);
+    snprintf(c->region, sizeof c->region, "%s", cfg->region);
     if (c->allow_volatile)
         log_warn("--allow-volatile-replicas: replicas without DATA_DIR count toward a majority; "
                  "what rests on them is lost when they restart, and answers say \"durable\": "

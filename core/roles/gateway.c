@@ -89,11 +89,27 @@ struct forward {
     const struct json *root; /* the client's body, until it is forwarded the first time */
     int has_own_token;       /* the body has an idempotency_token (valid or not) */
     struct buf body;         /* the body to forward, token included */
+    const char *endpoint;    /* POST /v1/counters/...: its template (metrics); NULL otherwise */
+    char *upath;             /* /v1: the path forwarded (the client's); NULL: "/increment" */
     struct trace_span *span; /* the attempt in flight (client span), when tracing */
     struct forward *prev, *next;
 };
 
 /* ---------------------------------------------------------------- answers */
+
+/* A /v1 add answered status: counted by its endpoint's template, never by its names. */
+static void count_v1(struct gateway *g, struct http_request *req, int status, const char *ep)
+{
+    char st[8];
+    snprintf(st, sizeof st, "%d", status);
+    const char *labels[3] = {"POST", ep, st};
+    metric_add(metric_series(g->m_requests, labels), 1);
+    struct metric *dur = metrics_find(g->metrics, "gateway_request_duration_seconds");
+    const char *lv[1] = {ep};
+    metric_observe(metric_series(dur, lv), (clock_mono_ms() - req->start_ms) / 1000.0);
+}
+
+static void count_f(struct forward *f, int status);
 
 static void count(struct gateway *g, struct http_request *req, int status)
 {
@@ -106,6 +122,14 @@ static void count(struct gateway *g, struct http_request *req, int status)
         metric_add(metric_series(g->m_requests, labels), 1);
     }
     metric_observe(g->m_duration, (clock_mono_ms() - req->start_ms) / 1000.0);
+}
+
+static void count_f(struct forward *f, int status)
+{
+    if (f->endpoint)
+        count_v1(f->g, f->req, status, f->endpoint);
+    else
+        count(f->g, f->req, status);
 }
 
 static void forward_free(struct forward *f)
@@ -122,6 +146,7 @@ static void forward_free(struct forward *f)
         trace_span_end(f->span);
     }
     buf_free(&f->body);
+    free(f->upath);
     free(f);
 }
 
@@ -134,7 +159,7 @@ static void fail(struct forward *f, int status, const char *code, const char *fm
     va_start(ap, fmt);
     vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
-    count(f->g, f->req, status);
+    count_f(f, status);
     http_respond_error(f->req, status, code, "%s", detail);
     forward_free(f);
 }
@@ -281,9 +306,19 @@ static void on_answer(int status, const char *body, size_t len, const char *err,
         send_to(f, i);
         return;
     }
+    if (status == 404 && f->upath && memmem(body, len, "\"detail\":\"namespace ", 20)) {
+        /* A namespace the gateway learnt elsewhere, which has not reached this region yet:
+         * another region of the (eventual) namespace counts it. */
+        char perr[256];
+        int i = pick(f, perr, sizeof perr);
+        if (i >= 0) {
+            send_to(f, i);
+            return;
+        }
+    }
     if (status != 200) {
         /* The region's own verdict (a bad field, an overflow): passed on as it is. */
-        count(g, f->req, status);
+        count_f(f, status);
         http_respond_json(f->req, status, body, len);
         forward_free(f);
         return;
@@ -313,7 +348,7 @@ static void on_answer(int status, const char *body, size_t len, const char *err,
     buf_puts(b, ",\"routing\":");
     buf_json_str(b, f->routing, strlen(f->routing));
     buf_putc(b, '}');
-    count(g, f->req, 200);
+    count_f(f, 200);
     http_respond_json(f->req, 200, b->data, b->len);
     forward_free(f);
 }
@@ -328,7 +363,8 @@ static void send_to(struct forward *f, int i)
     buf_reset(b);
     buf_puts(b, "POST ");
     buf_puts(b, upstream_path(r->pool)); /* the URL's path prefix, "" for none */
-    buf_puts(b, "/increment HTTP/1.1\r\nHost: ");
+    buf_puts(b, f->upath ? f->upath : "/increment");
+    buf_puts(b, " HTTP/1.1\r\nHost: ");
     buf_puts(b, r->host);
     if (f->req->span) {
         /* One client span per attempt: a failover shows as a second one. */
@@ -462,10 +498,70 @@ static struct forward *forward_new(struct gateway *g, struct http_request *req,
     return f;
 }
 
+/*
+ * POST /v1/counters/{ns}/{name}/add and /add-and-get of a namespace the Lua role knows as
+ * eventual ("gw.v1.eventual.<ns>" in counterd.shared, until when): forwarded as an
+ * increment is. Anything else, and every mistake, is the Lua role's (it answers 400 with
+ * the field, 404 for a namespace it does not know, and the other types).
+ * @return 1 when req was taken.
+ */
+static int v1_add(struct gateway *g, struct http_request *req)
+{
+    const char *p = req->path + 13, *end = req->path + req->path_len;
+    const char *s1 = memchr(p, '/', (size_t)(end - p));
+    const char *s2 = s1 ? memchr(s1 + 1, '/', (size_t)(end - s1 - 1)) : NULL;
+    if (!s2 || !gstore_ns_name_valid(p, (size_t)(s1 - p)) ||
+        !gstore_counter_name_valid(s1 + 1, (size_t)(s2 - s1 - 1)))
+        return 0;
+    size_t vl = (size_t)(end - s2 - 1);
+    int and_get = vl == 11 && !memcmp(s2 + 1, "add-and-get", 11);
+    if (!and_get && !(vl == 3 && !memcmp(s2 + 1, "add", 3)))
+        return 0;
+    char key[80];
+    snprintf(key, sizeof key, "gw.v1.eventual.%.*s", (int)(s1 - p), p);
+    if (!(host_shared_get_number(g->lua, key) > clock_mono_ms()))
+        return 0;
+    static const struct json empty = {.type = JSON_OBJ};
+    const struct json *root = &empty;
+    if (req->body_len && !(root = json_parse(&g->parser, req->body, req->body_len)))
+        return 0;
+    const struct json *d = json_get(root, "delta"), *routing = json_get(root, "routing");
+    const struct json *token = json_get(root, "idempotency_token");
+    const struct json *fo = json_get(root, "failover");
+    if (root->type != JSON_OBJ || !d || d->type != JSON_INT || d->u.i == 0 ||
+        (routing && (routing->type != JSON_STR || routing->len == 0 || routing->len > 63)) ||
+        (token && (token->type != JSON_STR || token->len == 0 || token->len > 128)) ||
+        (fo && fo->type != JSON_TRUE && fo->type != JSON_FALSE))
+        return 0;
+    char name[256];
+    struct json nm = {.type = JSON_STR, .len = (uint32_t)(s2 - s1 - 1), .u.s = name};
+    memcpy(name, s1 + 1, nm.len);
+    name[nm.len] = '\0';
+    struct forward *f = forward_new(g, req, root, routing, &nm, token);
+    f->endpoint = and_get ? "/v1/counters/{ns}/{name}/add-and-get" : "/v1/counters/{ns}/{name}/add";
+    f->upath = xstrndup(req->path, req->path_len);
+    if (req->span)
+        trace_span_route(req->span, "POST", f->endpoint);
+    char err[512];
+    int i = pick(f, err, sizeof err);
+    if (i == -1) {
+        fail(f, 400, "bad_field", "routing: %s", err);
+        return 1;
+    }
+    if (i < 0) {
+        fail(f, 503, "unavailable", "no region can take it: %s", err);
+        return 1;
+    }
+    send_to(f, i);
+    return 1;
+}
+
 int gateway_handle(struct gateway *g, struct http_request *req)
 {
     if (req->method == HTTP_M_POST && http_path_is(req, "/api/increments"))
         return gateway__batch_handle(g, req);
+    if (req->method == HTTP_M_POST && req->path_len > 13 && !memcmp(req->path, "/v1/counters/", 13))
+        return v1_add(g, req);
     if (req->method != HTTP_M_POST || req->path_len != 14 ||
         memcmp(req->path, "/api/increment", 14))
         return 0;

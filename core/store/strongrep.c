@@ -89,29 +89,47 @@ static void grow(struct strongrep *s)
     s->nslots = n;
 }
 
+/* The node of name, made (with a zero entry) when there is none. */
+static struct node **slot_of(struct strongrep *s, const char *name, size_t len)
+{
+    struct node **p = find(s, name, len);
+    if (*p)
+        return p;
+    if (s->count + 1 > s->nslots) {
+        grow(s);
+        p = find(s, name, len);
+    }
+    struct node *n = xcalloc(1, sizeof *n + len + 1);
+    n->len = len;
+    memcpy(n->name, name, len);
+    *p = n;
+    s->count++;
+    return p;
+}
+
 int strongrep_accept(struct strongrep *s, const char *name, size_t len, uint64_t epoch,
                      uint64_t round, int64_t value)
 {
     strongrep_promise(s, epoch);
     struct node **p = find(s, name, len);
-    if (*p) {
-        if (strongrep_ballot_gt((*p)->e.epoch, (*p)->e.round, epoch, round))
-            return 0;
-    } else {
-        if (s->count + 1 > s->nslots) {
-            grow(s);
-            p = find(s, name, len);
+    if (*p && strongrep_ballot_gt((*p)->e.epoch, (*p)->e.round, epoch, round))
+        return 0;
+    if (value == STRONGREP_FORGET) {
+        struct node *gone = *p;
+        if (gone) {
+            *p = gone->next;
+            free(gone);
+            s->count--;
         }
-        struct node *n = xmalloc(sizeof *n + len + 1);
-        n->next = NULL;
-        n->len = len;
-        memcpy(n->name, name, len);
-        n->name[len] = '\0';
-        *p = n;
-        s->count++;
+        return 1;
     }
-    (*p)->e = (struct strongrep_entry){epoch, round, value};
+    (*slot_of(s, name, len))->e = (struct strongrep_entry){epoch, round, value};
     return 1;
+}
+
+void strongrep_put(struct strongrep *s, const char *name, size_t len, int64_t value)
+{
+    (*slot_of(s, name, len))->e = (struct strongrep_entry){0, 0, value};
 }
 
 const struct strongrep_entry *strongrep_get(const struct strongrep *s, const char *name, size_t len)

@@ -76,7 +76,7 @@ static int apply_strong(struct recovery *rc, struct reader *r, unsigned type)
     e.epoch = wal__get_u64(r);
     e.round = type == REC_STRONG ? wal__get_u64(r) : 0;
     e.value = type == REC_STRONG ? (int64_t)wal__get_u64(r) : 0;
-    if (r->bad || r->p != r->end || (counter && !gstore_key_valid(counter, clen))) {
+    if (r->bad || r->p != r->end || (counter && !strongrep_name_valid(counter, clen))) {
         snprintf(rc->why, sizeof rc->why, "bad strong-counter record");
         return -1;
     }

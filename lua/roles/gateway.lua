@@ -143,6 +143,395 @@ local function run_compare(req)
   return 200, out
 end
 
+-- ---------------------------------------------------------------- /v1 (API.md, "Through the gateway")
+
+-- The namespaces the regions run, learned from GET /v1/namespaces on the first region that
+-- answers; kept NS_FRESH_MS, and asked again at once for a namespace not in them (a new one
+-- works at once). The eventual ones are told to the C hot path through counterd.shared
+-- ("gw.v1.eventual.<ns>" = until when, in counterd.now_ms()), which serves their adds.
+local NS_FRESH_MS = 2000
+local ns_known, ns_at = {}, -math.huge
+local node_ids = {} -- by region index, learnt from answers: the homes of the tokens made here
+
+local function region_call(r, method, path, body, timeout)
+  return http.request{ url = r.url .. path, method = method, body = body,
+                       headers = web.upstream_headers(), timeout_ms = timeout or web.timeout() }
+end
+
+local function decode_object(text)
+  local ok, v = pcall(json.decode, text)
+  if ok and type(v) == "table" then return v end
+  return nil
+end
+
+local function publish_namespaces(known, now)
+  for name in pairs(ns_known) do
+    if not known[name] then counterd.shared.set("gw.v1.eventual." .. name, nil) end
+  end
+  for name, n in pairs(known) do
+    counterd.shared.set("gw.v1.eventual." .. name,
+                        n.type == "eventual" and now + NS_FRESH_MS or nil)
+  end
+end
+
+-- Reads the namespaces from the first region that answers. Returns true, or nil and why.
+local function refresh_namespaces()
+  local why = {}
+  for i, r in ipairs(regions) do
+    local res, err = region_call(r, "GET", "/v1/namespaces")
+    local body = res and res.status == 200 and decode_object(res.body)
+    if body and type(body.namespaces) == "table" then
+      local known, now = {}, counterd.now_ms()
+      if type(body.node_id) == "string" then node_ids[i] = body.node_id end
+      for _, n in ipairs(body.namespaces) do
+        if type(n) == "table" and type(n.namespace) == "string" and n.deleted ~= true then
+          known[n.namespace] = n
+        end
+      end
+      known.default = known.default or { namespace = "default", type = "eventual",
+                                         idempotency_window_seconds = 600 }
+      publish_namespaces(known, now)
+      ns_known, ns_at = known, now
+      return true
+    end
+    why[#why + 1] = r.name .. ": " .. (res and ("answered " .. res.status) or err)
+  end
+  return nil, table.concat(why, "; ")
+end
+
+-- The namespace's configuration, or nil and an error answer (404 unknown, 503).
+local function namespace_of(ns)
+  local n = ns_known[ns]
+  if n and counterd.now_ms() - ns_at < NS_FRESH_MS then return n end
+  local ok, err = refresh_namespaces()
+  if not ok then
+    if n then return n end -- the regions are down: the last word still says where to go
+    return nil, { web.err(503, "unavailable", "no region told the namespaces: " .. err) }
+  end
+  n = ns_known[ns]
+  if not n then
+    return nil, { web.err(404, "not_found", "namespace " .. ns .. " does not exist") }
+  end
+  return n
+end
+
+local function valid_ns(s)
+  return type(s) == "string" and #s >= 1 and #s <= 48 and not s:find("[^%w_.%-]")
+end
+
+-- The newer of two namespace records: higher version, then updated_by in byte order.
+local function newer(a, b)
+  if not b then return true end
+  local va, vb = tonumber(a.version) or 0, tonumber(b.version) or 0
+  if va ~= vb then return va > vb end
+  return tostring(a.updated_by or "") > tostring(b.updated_by or "")
+end
+
+-- Every region's answer to GET path, in parallel: { [i] = {res} or {error} }.
+local function fan_out(path)
+  local calls = {}
+  for i, r in ipairs(regions) do
+    calls[i] = { url = r.url .. path, headers = web.upstream_headers(), timeout_ms = web.timeout() }
+  end
+  return http.multi(calls)
+end
+
+-- GET /v1/namespaces/{ns}: the newest record any region has, each region's version, and
+-- whether they all run the same one.
+local function namespace_get(ns)
+  local all = fan_out("/v1/namespaces/" .. ns)
+  local best, views, versions, missing, failed = nil, {}, {}, 0, {}
+  for i, r in ipairs(regions) do
+    local res = all[i]
+    local body = res.status == 200 and decode_object(res.body)
+    if body then
+      if newer(body, best) then best = body end
+      views[r.name] = { version = body.version }
+      versions[#versions + 1] = tostring(body.version) .. "/" .. tostring(body.updated_by)
+    elseif res.status == 404 then
+      missing = missing + 1
+      views[r.name] = { error = "not_found" }
+    else
+      views[r.name] = { error = res.error or ("answered " .. tostring(res.status)) }
+      failed[#failed + 1] = r.name .. ": " .. views[r.name].error
+    end
+  end
+  if not best then
+    if missing > 0 then return web.err(404, "not_found", "namespace " .. ns .. " does not exist") end
+    return web.err(503, "unavailable", "no region answered: " .. table.concat(failed, "; "))
+  end
+  local converged = #versions == #regions
+  for k = 2, #versions do converged = converged and versions[k] == versions[1] end
+  best.regions, best.converged = views, converged
+  return 200, best
+end
+
+-- GET /v1/namespaces: the newest record of each namespace any region has.
+local function namespace_list()
+  local all = fan_out("/v1/namespaces")
+  local merged, views, sigs, failed = {}, {}, {}, {}
+  for i, r in ipairs(regions) do
+    local res = all[i]
+    local body = res.status == 200 and decode_object(res.body)
+    if body and type(body.namespaces) == "table" then
+      local sig, top = {}, 0
+      for _, n in ipairs(body.namespaces) do
+        if type(n) == "table" and type(n.namespace) == "string" then
+          if newer(n, merged[n.namespace]) then merged[n.namespace] = n end
+          sig[#sig + 1] = n.namespace .. "=" .. tostring(n.version) .. "/" .. tostring(n.updated_by)
+          top = math.max(top, tonumber(n.version) or 0)
+        end
+      end
+      table.sort(sig)
+      sigs[#sigs + 1] = table.concat(sig, ",")
+      views[r.name] = { version = top }
+    else
+      views[r.name] = { error = res.error or ("answered " .. tostring(res.status)) }
+      failed[#failed + 1] = r.name .. ": " .. views[r.name].error
+    end
+  end
+  if #sigs == 0 then
+    return web.err(503, "unavailable", "no region answered: " .. table.concat(failed, "; "))
+  end
+  local list, names = json.array({}), {}
+  for name in pairs(merged) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do list[#list + 1] = merged[name] end
+  local converged = #sigs == #regions
+  for k = 2, #sigs do converged = converged and sigs[k] == sigs[1] end
+  return 200, { namespaces = list, regions = views, converged = converged }
+end
+
+-- PUT / DELETE /v1/namespaces/{ns}: to the first region in config order that answers.
+local function namespace_write(method, ns, body)
+  local why = {}
+  for _, r in ipairs(regions) do
+    local res, err = region_call(r, method, "/v1/namespaces/" .. ns, body)
+    if res and res.status < 500 then
+      ns_at = -math.huge -- learnt again at the next counter operation
+      if res.status ~= 200 then return res.status, res.body end
+      return 200, splice(res.body, { routed_to_endpoint = r.url })
+    end
+    why[#why + 1] = r.name .. ": " .. (res and ("answered " .. res.status) or err)
+  end
+  return web.err(503, "unavailable", "no region took it: " .. table.concat(why, "; "))
+end
+
+local down_until = {} -- by region index: skipped until then (ms), as the C hot path does
+
+-- A token made for region i, its home (store/tokset.h): "<node id>/<random>".
+local function token_for(i)
+  return (node_ids[i] and node_ids[i] .. "/" or "") .. counterd.token() .. counterd.token()
+end
+
+-- The region for one operation: the routing policy's choice among those up (or, with
+-- all_up, every region) and not tried.
+local function pick(policy, name, client_region, token, tried, all_up)
+  local names, healthy, now = {}, {}, counterd.now_ms()
+  for i, r in ipairs(regions) do
+    names[i] = r.name
+    healthy[i] = r.name_known ~= false and not tried[i] and
+                 (all_up or now >= (down_until[i] or 0))
+  end
+  local i, code, known = routing.route(policy, name, client_region, names, healthy, token)
+  if i == nil and code == "unknown_policy" then
+    local list = type(known) == "table" and " (known: " .. table.concat(known, ", ") .. ")" or ""
+    return nil, { web.err(400, "bad_field", "routing: unknown routing policy '" .. policy .. "'" .. list) }
+  end
+  return i
+end
+
+local function log_warn_failover(op, r, why)
+  counterd.log.warn(op.method .. " " .. op.path .. " on " .. r.name .. " failed (" .. why ..
+                    ")" .. (op.failover and "; failing over" or ""))
+end
+
+-- Sends one operation to the regions by the routing policy; on no answer or a 5xx, to the
+-- next one (when failover is allowed) with the same body, token included.
+local function to_regions(req, op)
+  local tried, first, last, not_known = {}, nil, "no healthy region", nil
+  -- A regional operation goes where the policy sends it with every region up: there, or
+  -- (when the client allows it) elsewhere, and the answer says so.
+  local want = op.regional and pick(op.routing, op.name, op.client_region, op.token, {}, true)
+  if want then first = regions[want].name end
+  while true do
+    local i, e
+    if want and not op.failover then
+      i = not tried[want] and want or nil
+    else
+      i, e = pick(op.routing, op.name, op.client_region, op.token, tried)
+    end
+    if e then return unpack(e) end
+    if not i then break end
+    local r = regions[i]
+    tried[i], first = true, first or r.name
+    if op.fields and not op.body then
+      if not op.fields.idempotency_token then
+        op.token, op.made_token = token_for(i), true
+        op.fields.idempotency_token = op.token
+      end
+      op.body = json.encode(op.fields)
+    end
+    local t0 = counterd.now_ms()
+    local res, err = region_call(r, op.method, op.path, op.body)
+    if res and res.status < 300 and not node_ids[i] then
+      node_ids[i] = res.body:match('"node_id":"([%w_.:%-]+)"')
+    end
+    local unknown = res and res.status == 404 and res.body:find('"detail":"namespace ', 1, true)
+    if unknown and op.failover then
+      -- The namespace has not reached this region yet (the gateway learnt it from another
+      -- one): any region of an eventual namespace counts it.
+      not_known = res.body
+      last = r.name .. ": does not know namespace yet"
+    elseif res and res.status < 500 then
+      if res.status ~= 200 then return res.status, res.body end
+      local extra = { routed_to_endpoint = r.url, routing = op.routing,
+                      latency_ms = web.ms(counterd.now_ms() - req.start_ms) }
+      if first ~= r.name then extra.failover_from = first end
+      return 200, splice(res.body, extra)
+    else
+      down_until[i] = t0 + 2000
+      last = r.name .. ": " .. (res and ("answered " .. res.status) or err)
+      log_warn_failover(op, r, last)
+    end
+    if not op.failover then break end
+  end
+  if not_known then return 404, not_known end
+  local detail = "no region took it (last: " .. last .. ")"
+  if not op.failover and first then
+    detail = detail .. "; a regional namespace counts where it lands: send \"failover\":true " ..
+             "to let another region count it"
+  end
+  return web.err(503, "unavailable", detail)
+end
+
+-- One operation on the strong counter, wherever it runs.
+local function to_strong(req, op)
+  local res, err = http.request{ url = strong_url .. op.path, method = op.method, body = op.body,
+                                 headers = web.upstream_headers(), timeout_ms = web.timeout() + 10000 }
+  if not res then
+    return web.err(503, "unavailable", "the strong counter did not answer: " .. err ..
+                   (op.token and "; a retry with idempotency_token " .. op.token ..
+                    " applies it at most once" or ""))
+  end
+  local extra = { routed_to_endpoint = "strong", routing = "strong",
+                  latency_ms = web.ms(counterd.now_ms() - req.start_ms) }
+  if op.made_token then extra.idempotency_token = op.token end
+  if res.status ~= 200 and res.status < 500 then return res.status, res.body end
+  if res.status ~= 200 then
+    return res.status, op.made_token and splice(res.body, { idempotency_token = op.token }) or res.body
+  end
+  return 200, splice(res.body, extra)
+end
+
+-- Checks the body of add / add-and-get / clear. Returns it, or nil and an error answer.
+local function op_body(req, verb)
+  local body, e = web.body(req)
+  if not body then return nil, e end
+  local function bad(detail) return nil, { web.err(400, "bad_field", detail) } end
+  if verb ~= "clear" then
+    local d = body.delta
+    if not ((type(d) == "number" and d == math.floor(d) and d ~= 0 and math.abs(d) < 2^63) or
+            type(d) == "cdata") then
+      return bad("delta must be a non-zero integer in the signed 64-bit range")
+    end
+  end
+  local t = body.idempotency_token
+  if t ~= nil and (type(t) ~= "string" or #t < 1 or #t > 128) then
+    return bad("idempotency_token must be a string of 1-128 bytes")
+  end
+  if body.routing ~= nil and (type(body.routing) ~= "string" or #body.routing < 1 or
+                              #body.routing > 63) then
+    return bad("routing must be a string naming a routing policy")
+  end
+  if body.failover ~= nil and type(body.failover) ~= "boolean" then
+    return bad("failover must be true or false")
+  end
+  return body
+end
+
+-- /v1/counters/{ns}[/{name}[/{verb}]]: the endpoint's template, then its answer.
+local function counters(req, ns, name, verb)
+  local path, method = req.path, req.method
+  local template = "/v1/counters/{ns}" .. (name and "/{name}" or "") .. (verb and "/" .. verb or "")
+  if verb and verb ~= "add" and verb ~= "add-and-get" and verb ~= "clear" then
+    return "other", web.not_found(req)
+  end
+  local get = method == "GET" or method == "HEAD"
+  if verb and method ~= "POST" then return template, web.method_not_allowed(req, "POST") end
+  if not verb and name and not get and method ~= "DELETE" then
+    return template, web.method_not_allowed(req, "GET, HEAD, DELETE")
+  end
+  if not name and not get then return template, web.method_not_allowed(req, "GET, HEAD") end
+  if not valid_ns(ns) then
+    return template, web.err(400, "bad_field", "namespace must be 1-48 bytes of [A-Za-z0-9_.-]")
+  end
+  if name and not web.valid_name(name) then
+    return template, web.err(400, "bad_name", "counter names are 1-200 bytes of [A-Za-z0-9_.:-]")
+  end
+  local body
+  if verb then
+    local e
+    body, e = op_body(req, verb)
+    if not body then return template, unpack(e) end
+  end
+  local n, e = namespace_of(ns)
+  if not n then return template, unpack(e) end
+  local q = web.query(req.query) or {}
+  local op = { method = method == "HEAD" and "GET" or method, name = name,
+               path = path .. ((req.query or "") ~= "" and "?" .. req.query or ""),
+               routing = body and body.routing or q.routing or "random",
+               client_region = req.headers and req.headers["x-client-region"] or nil,
+               regional = n.type == "regional",
+               failover = n.type ~= "regional" or (body and body.failover == true) }
+  if verb then
+    op.token = body.idempotency_token
+    body.routing, body.failover = nil, nil
+    op.fields = body -- encoded once the region (the home of a token made here) is chosen
+    if n.type == "strong" then
+      if not op.token then
+        op.token, op.made_token = counterd.token() .. counterd.token(), true
+        body.idempotency_token = op.token
+      end
+      body.idempotency_window_seconds = n.idempotency_window_seconds
+      op.body = json.encode(body)
+    end
+  end
+  if n.type == "strong" then return template, to_strong(req, op) end
+  return template, to_regions(req, op)
+end
+
+-- /v1/...: the endpoint's template (the metrics' label), then the answer.
+local function v1(req)
+  local path, method = req.path, req.method
+  if path == "/v1/namespaces" then
+    if method ~= "GET" and method ~= "HEAD" then
+      return path, web.method_not_allowed(req, "GET, HEAD")
+    end
+    return path, namespace_list()
+  end
+  local ns = path:match("^/v1/namespaces/([^/]+)$")
+  if ns then
+    local t = "/v1/namespaces/{ns}"
+    if not valid_ns(ns) then
+      return t, web.err(400, "bad_field", "namespace must be 1-48 bytes of [A-Za-z0-9_.-]")
+    end
+    if method == "GET" or method == "HEAD" then return t, namespace_get(ns) end
+    if method == "PUT" then return t, namespace_write("PUT", ns, req.body) end
+    if method == "DELETE" then return t, namespace_write("DELETE", ns) end
+    return t, web.method_not_allowed(req, "GET, HEAD, PUT, DELETE")
+  end
+  local rest = path:match("^/v1/counters/(.+)$")
+  if rest then
+    local parts = {}
+    for p in (rest .. "/"):gmatch("([^/]*)/") do parts[#parts + 1] = p end
+    if #parts <= 3 and parts[#parts] ~= "" then
+      return counters(req, parts[1], parts[2], parts[3])
+    end
+  end
+  return "other", web.not_found(req)
+end
+
 local function route(req)
   local path, method = req.path, req.method
   local get = method == "GET" or method == "HEAD"
@@ -184,6 +573,7 @@ local function route(req)
     if method ~= "POST" then return path, web.method_not_allowed(req, "POST") end
     return path, run_compare(req)
   end
+  if path:sub(1, 4) == "/v1/" or path == "/v1" then return v1(req) end
   if path == "/admin/force-sync" then
     if method ~= "POST" then return path, web.method_not_allowed(req, "POST") end
     return path, via_coordinator("POST", "/global/force-sync")

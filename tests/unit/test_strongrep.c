@@ -62,5 +62,36 @@ static void test_many_counters(void)
     strongrep_free(s);
 }
 
+/* FORGET removes an entry unless a higher ballot holds it; DELETED is kept like a value. */
+static void test_forget_and_tombstones(void)
+{
+    struct strongrep *s = strongrep_new();
+    CHECK_EQ_I64(strongrep_accept(s, "~ns/t1", 6, 1, 2, 5), 1);
+    CHECK_EQ_I64(strongrep_accept(s, "~ns/t1", 6, 1, 1, STRONGREP_FORGET), 0);
+    CHECK(strongrep_get(s, "~ns/t1", 6) != NULL);
+    CHECK_EQ_I64(strongrep_accept(s, "~ns/t1", 6, 1, 3, STRONGREP_FORGET), 1);
+    CHECK(strongrep_get(s, "~ns/t1", 6) == NULL);
+    CHECK_EQ_U64(strongrep_count(s), 0);
+    CHECK_EQ_I64(strongrep_accept(s, "ns/c", 4, 1, 3, STRONGREP_DELETED), 1);
+    CHECK_EQ_I64(strongrep_accept(s, "ns/c", 4, 1, 2, 9), 0); /* a late older proposal */
+    CHECK_EQ_I64(strongrep_get(s, "ns/c", 4)->value, STRONGREP_DELETED);
+    strongrep_put(s, "~x/y", 4, STRONGREP_FORGET); /* the leader's maps keep it as a value */
+    CHECK_EQ_I64(strongrep_get(s, "~x/y", 4)->value, STRONGREP_FORGET);
+    strongrep_free(s);
+}
+
+static void test_entry_names(void)
+{
+    CHECK(strongrep_name_valid("views", 5));
+    CHECK(strongrep_name_valid("ns/c", 4));
+    CHECK(strongrep_name_valid("~ns/any token/with \"quotes\"", 27));
+    CHECK(!strongrep_name_valid("~ns/", 4));
+    CHECK(!strongrep_name_valid("~/t", 3));
+    CHECK(!strongrep_name_valid("~ns/a\nb", 7));
+    CHECK(!strongrep_name_valid("ns/c/d", 6));
+    CHECK(!strongrep_name_valid("", 0));
+}
+
 UNIT_MAIN("test_strongrep", UNIT_CASE(test_ballots_order_proposals),
-          UNIT_CASE(test_promises_only_rise), UNIT_CASE(test_many_counters))
+          UNIT_CASE(test_promises_only_rise), UNIT_CASE(test_many_counters),
+          UNIT_CASE(test_forget_and_tombstones), UNIT_CASE(test_entry_names))
