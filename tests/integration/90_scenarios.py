@@ -7,7 +7,9 @@ The lab runs on a free base port with SYNC_INTERVAL_MS=1000 (the demos wait for 
 own sync rounds; they hold with the default 5 s too, only slower).
 
   every demos/*.lua          exit 0 and "PASS demos/<file>" (basic, eventual, partition,
-                             compare, crdt_state at least)
+                             compare, crdt_state, lifecycle at least: lifecycle walks through
+                             namespaces, a clear on us-east behind a partition of us-west,
+                             delete and expiry after a 3 s ttl, through the /v1 API)
   a failing expectation      exit 1, "FAIL <file>:<line>: <label>: expected X, got Y" naming
                              the exact line; its finally() still healed the partition it made
   an error in the scenario   exit 1, "ERROR <file>:<line>: ..."
@@ -37,7 +39,8 @@ ROOT = harness.REPO_ROOT
 LAB = os.path.join(ROOT, "scripts", "lab")
 SCENARIO = os.path.join(ROOT, "scripts", "scenario")
 DEMOS = os.path.join(ROOT, "demos")
-WANTED_DEMOS = {"basic.lua", "eventual.lua", "partition.lua", "compare.lua", "crdt_state.lua"}
+WANTED_DEMOS = {"basic.lua", "eventual.lua", "partition.lua", "compare.lua", "crdt_state.lua",
+                "lifecycle.lua"}
 TIME_LIMIT_S = 100  # the whole file (the harness' suite watchdog stops it at 110)
 
 
