@@ -23,7 +23,7 @@ const PAGE_BYTES = 192 * 1024;
 const TOP_ROWS = 50;
 const NAME_CHARS = /^[A-Za-z0-9_.:-]*$/;
 const NS_NAME = /^[A-Za-z0-9_.-]{1,48}$/;
-const NS_POLL_MS = 3000; // the namespaces and the one shown: small answers, read less often
+const NS_POLL_MS = 5000; // the namespaces and the one shown: small answers, read less often
 const SVG_NS = 'http://www.w3.org/2000/svg';
 // Okabe-Ito colours (told apart with colour blindness too); each series also has a dash.
 const SERIES = [
