@@ -69,12 +69,23 @@ async function scenario(page, gw, sent, shots) {
   log(`namespace ${NS} (eventual, ttl 3600 s, version ${made.version}): views 5, sessions 2, synced`);
 
   // ---- the page: default, then the namespace ------------------------------------------------
+  const dialog = tid('confirm');
   await page.goto(`${gw}/`);
   await until('default described', async () => ((await text('ns-type')).startsWith('eventual') &&
     (await text('ns-ttl')) === 'never' && (await text('ns-converged')) === 'every region runs it') ||
     `${await text('ns-type')} / ${await text('ns-ttl')} / ${await text('ns-converged')}`);
   await until('the namespace offered', async () => (await tid('ns-select').locator('option')
     .evaluateAll((os) => os.map((o) => o.value))).join(',') === `default,${NS}` || 'not yet');
+  // In default the listing holds every key: the namespace's counters as "shop/<name>", and
+  // a row's confirmation names the counter and its namespace apart.
+  await until('shop/views listed in default', async () => (await rows()).includes(`${NS}/views`) ||
+    JSON.stringify(await rows()));
+  await tid(`counter-${NS}/views-delete`).click();
+  await until('the dialog for shop/views', async () => (await dialog.isVisible()) || 'no dialog');
+  assert.match(await text('confirm-text'), /^Delete the counter views in namespace shop: /);
+  await page.keyboard.press('Escape');
+  await until('the dialog closed by Escape', async () => !(await dialog.isVisible()) || 'open');
+  assert.match(await text('action-result'), /^Delete cancelled: views in shop is unchanged/);
   await timed(`pick ${NS}`, () => tid('ns-select').selectOption(NS), async () => {
     const k = await rows();
     if (k.join(',') !== 'sessions,views') return `rows ${JSON.stringify(k)}`;
@@ -90,7 +101,6 @@ async function scenario(page, gw, sent, shots) {
     `window ${await text('ns-window')}; version ${await text('ns-version')}, ${await text('ns-converged')}`);
 
   // ---- clear, with the confirmation: Cancel first --------------------------------------------
-  const dialog = tid('confirm');
   await timed('the clear confirmation', () => tid('counter-views-clear').click(), async () =>
     (await dialog.isVisible()) || 'no dialog');
   const ask = await text('confirm-text');
