@@ -809,6 +809,65 @@ static void test_sealed_tombstone_and_unaware_peers(void)
     node_free(&n);
 }
 
+/* A full walk by id while counters are dropped and their ids given to new names, on both
+ * sides of the cursor: the walk and the delta from the seq it began at bring every counter
+ * that exists at the end, with its value. */
+static void test_full_walk_with_drops_and_reuse(void)
+{
+    struct node a, b;
+    node_init(&a, "a-1");
+    node_init(&b, "b-2");
+    int rep = gstore_replica(a.store, "a-1", 3);
+    char name[32];
+    for (int i = 0; i < 200; i++) {
+        snprintf(name, sizeof name, "k%d", i);
+        CHECK_EQ_I64(gstore_incr(a.store, gstore_create(a.store, name, strlen(name)), rep, i + 1),
+                     0);
+    }
+    a.r->page_bytes = 300;
+    uint64_t s0 = gstore_seq(a.store), upto = 0;
+    uint32_t next = 0;
+    struct merge_error e;
+    int pages = 0, dropped = 0;
+    while (next < gstore_count(a.store) && pages < 1000) {
+        repl__page_begin(a.r);
+        repl__page_full(a.r, &next);
+        repl__body_finish(a.r, NULL, "x", 1);
+        CHECK(merge(&b, buf_cstr(&a.r->out), 1, &e) >= 0);
+        if (++pages == 3) { /* mid-walk: drop every 9th id, then new names take ids back */
+            for (uint32_t id = 0; id < gstore_count(a.store); id += 9) {
+                CHECK_EQ_I64(gstore_delete(a.store, id), 0);
+                gstore_drop(a.store, id);
+                dropped++;
+            }
+            for (int i = 0; i < dropped; i++) {
+                snprintf(name, sizeof name, "new%d", i);
+                uint32_t id = gstore_create(a.store, name, strlen(name));
+                CHECK_EQ_I64(gstore_incr(a.store, id, rep, 1000 + i), 0);
+            }
+        }
+    }
+    CHECK(pages > 3 && dropped > 10);
+    repl__page_begin(a.r);
+    a.r->page_bytes = 1 << 20;
+    CHECK_EQ_I64(repl__page_delta(a.r, s0, 0, &upto), 0);
+    repl__body_finish(a.r, NULL, "x", 0);
+    CHECK(merge(&b, buf_cstr(&a.r->out), 1, &e) >= 0);
+    int missing = 0;
+    for (uint32_t id = 0; id < gstore_count(a.store); id++) {
+        if (!gstore_exists(a.store, id))
+            continue;
+        size_t len;
+        const char *nm = gstore_counter_name(gstore_counter(a.store, id), &len);
+        snprintf(name, sizeof name, "%.*s", (int)len, nm);
+        missing += value(&b, name) != value(&a, name);
+    }
+    CHECK_EQ_I64(missing, 0);
+    CHECK_EQ_I64(value(&b, "new0"), 1000);
+    node_free(&a);
+    node_free(&b);
+}
+
 /* Merges body and checks that counter "c" was skipped whole for reason why. */
 static void check_life_refused(const char *body, const char *why)
 {
@@ -996,4 +1055,5 @@ UNIT_MAIN("test_repl", UNIT_CASE(test_merge_is_max_and_idempotent),
           UNIT_CASE(test_compact_rejects_entries), UNIT_CASE(test_compact_malformed_refused_whole),
           UNIT_CASE(test_round_end_gives_back_scratch), UNIT_CASE(test_life_round_trip),
           UNIT_CASE(test_life_malformed_refused), UNIT_CASE(test_life_compact_malformed),
-          UNIT_CASE(test_regional_left_out), UNIT_CASE(test_sealed_tombstone_and_unaware_peers))
+          UNIT_CASE(test_regional_left_out), UNIT_CASE(test_sealed_tombstone_and_unaware_peers),
+          UNIT_CASE(test_full_walk_with_drops_and_reuse))
