@@ -712,13 +712,14 @@ static void test_drop_random(void)
 {
     struct unit_rng rng;
     rng_init(&rng, "drop_random");
-    long rounds = unit_iters(20);
+    long rounds = unit_iters(60);
     for (long round = 0; round < rounds; round++) {
         unit_context("round %ld", round);
         struct gstore *st = gstore_new();
         int r0 = gstore_replica(st, "r0", 2), r1 = gstore_replica(st, "r1", 2);
         static uint32_t idof[DROP_NAMES];
         static int64_t val[DROP_NAMES];
+        static int folded[DROP_NAMES];
         for (int i = 0; i < DROP_NAMES; i++)
             idof[i] = GSTORE_NONE;
         char name[16];
@@ -730,12 +731,15 @@ static void test_drop_random(void)
                 idof[i] = gstore_create(st, name, len);
                 REQUIRE(idof[i] != GSTORE_NONE);
                 val[i] = 0;
+                folded[i] = 0;
             } else if (k < 50) {
                 int64_t amount = rng_range(&rng, -100, 100);
                 CHECK_EQ_I64(gstore_incr(st, idof[i], k < 25 ? r0 : r1, amount), 0);
                 val[i] += amount;
             } else if (k < 60) {
-                CHECK_EQ_I64(gstore_fold(st, idof[i], r0, r1) >= 0, 1);
+                int rc = gstore_fold(st, idof[i], r0, r1);
+                CHECK(rc >= 0);
+                folded[i] |= rc == 1;
             } else if (k < 70) {
                 CHECK_EQ_I64(gstore_clear(st, idof[i]), 0);
                 val[i] = 0;
@@ -745,6 +749,7 @@ static void test_drop_random(void)
             }
         }
         uint32_t live = 0, top = 0;
+        uint64_t nfolded = 0;
         double total = 0;
         for (int i = 0; i < DROP_NAMES; i++) {
             size_t len = (size_t)snprintf(name, sizeof name, "n%d", i);
@@ -755,11 +760,14 @@ static void test_drop_random(void)
             top = idof[i] + 1 > top ? idof[i] + 1 : top;
             CHECK(gstore_exists(st, idof[i]));
             CHECK(gstore_value(st, gstore_counter(st, idof[i])) == val[i]);
+            CHECK_EQ_I64(gstore_folded(st, idof[i], r0), folded[i]);
+            nfolded += (uint64_t)folded[i];
             total += (double)val[i];
         }
         CHECK_EQ_U64(gstore_live(st), live);
         CHECK_EQ_U64(gstore_count(st), top);
         CHECK_EQ_DBL(gstore_total(st), total);
+        CHECK_EQ_U64(gstore_folded_total(st), nfolded);
         uint32_t walked = 0, listed = 0;
         for (uint32_t id = 0; id < gstore_count(st); id++)
             walked += (uint32_t)gstore_exists(st, id);
