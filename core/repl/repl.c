@@ -1058,6 +1058,7 @@ void repl_peer_info(const struct repl *r, int i, struct repl_peer_info *out)
     out->last_ok = p->last_ok_unix;
     out->last_error_time = p->last_error_unix;
     out->failed_rounds = p->failures;
+    out->acked = p->tok_acked;
     out->format = p->format == FMT_ORIGINAL   ? "original"
                   : p->format == FMT_COUNTERD ? "counterd"
                                               : NULL;

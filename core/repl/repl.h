@@ -178,6 +178,7 @@ struct repl_peer_info {
     double last_error_time; /* unix time of last_error; 0: none */
     int failed_rounds;      /* consecutive */
     const char *format;     /* "counterd", "original" (the original lab's /sync), NULL: unknown */
+    uint64_t acked;         /* changes up to this seq are on the peer (see repl_tokens_acked) */
 };
 int repl_peer_count(const struct repl *r);
 /* Fills out for peer i (0 <= i < repl_peer_count); the strings live until the next round. */

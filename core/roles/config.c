@@ -56,6 +56,9 @@ static const struct option options[] = {
         "retired incarnations of this node are folded only from full pulls of every peer "
         "begun this long after the start: longer than any /sync can be in flight (default "
         "60000)"),
+    INT(tombstone_grace_s, "--tombstone-grace-s", "TOMBSTONE_GRACE_S", 0, 31536000,
+        "a deleted counter is sealed, then dropped, once every peer has held its deletion, then "
+        "its seal, this long (default 30)"),
     STR(lua_dir, "--lua-dir", "COUNTERD_LUA_DIR", "folder of the Lua policies"),
     INT(max_conns, "--max-conns", "COUNTERD_MAX_CONNS", 1, 1000000,
         "open client connections at most (default 10000)"),
@@ -188,6 +191,7 @@ static void set_defaults(struct config *c)
     c->sync_interval_ms = 5000;
     c->sync_timeout_ms = 3000;
     c->fold_after_ms = 60000;
+    c->tombstone_grace_s = 30;
     c->max_conns = 10000;
     c->idle_timeout_ms = 60000;
     c->request_timeout_ms = 10000;

@@ -21,8 +21,10 @@ struct config {
     char *peers[CONFIG_MAX_PEERS];
     int npeers;
     int sync_interval_ms, sync_timeout_ms;
-    int fold_after_ms; /* retired incarnations are folded only in full pulls begun this long
-                          after the start (README "Durability") */
+    int tombstone_grace_s; /* deleted counters are sealed, then dropped, this long after every
+                              peer held them (README "Counter lifecycle") */
+    int fold_after_ms;     /* retired incarnations are folded only in full pulls begun this long
+                              after the start (README "Durability") */
     char lua_dir[512];
     int max_conns, idle_timeout_ms, request_timeout_ms;
     int metrics_top_n;

@@ -197,6 +197,7 @@ struct region *region_new(struct event_base *base, const struct config *cfg, cha
         log_error("faults policy not loaded, replication runs without it: %s", lerr);
     start_repl(rg, base, cfg);
     start_timers(rg, base, cfg);
+    region__gc_start(rg, base, cfg);
     struct http_server_opts so = role_server_opts(cfg);
     so.body_limit = region__body_limit;
     so.before_flush = region__before_flush;
@@ -239,6 +240,7 @@ void region_free(struct region *rg)
         event_free(rg->fold_timer);
     if (rg->names_timer)
         event_free(rg->names_timer);
+    region__gc_free(rg);
     if (rg->wal)
         wal_close(rg->wal); /* writes the rest, fsyncs, marks the directory clean */
     struct role_parts parts = parts_of(rg);

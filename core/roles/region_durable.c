@@ -116,7 +116,7 @@ int region__reserve_log(struct region *rg, struct http_request *req, size_t need
 }
 
 /* Log bytes one increment may take: its counter's record (one entry, one token-set
- * element and one folded replica more than now), token and answer. */
+ * element and one folded replica more than now, and its two floors), token and answer. */
 size_t region__incr_record_max(struct region *rg, uint32_t id, size_t nlen, size_t tlen)
 {
     const struct gcounter *c = id == GSTORE_NONE ? NULL : gstore_counter(rg->store, id);
@@ -124,7 +124,7 @@ size_t region__incr_record_max(struct region *rg, uint32_t id, size_t nlen, size
     size_t elements = (id == GSTORE_NONE ? 0 : tokset_elements(rg->tokset, id)) + 1;
     const uint16_t *f;
     size_t folded = (id == GSTORE_NONE ? 0 : gstore_folded_list(rg->store, id, &f)) + 1;
-    return 256 + 2 * (nlen + tlen) + entries * (GSTORE_REPLICA_NAME_MAX + 18) +
+    return 256 + 2 * (nlen + tlen) + 3 * entries * (GSTORE_REPLICA_NAME_MAX + 18) +
            elements * (TOKSET_TOKEN_MAX + 16) + folded * (GSTORE_REPLICA_NAME_MAX + 1);
 }
 

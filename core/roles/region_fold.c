@@ -43,7 +43,7 @@ static uint64_t fold_pass(struct region *rg)
     char skip_name[GCOUNTER_NAME_MAX + 1] = "";
     for (uint32_t id = 0; id < gstore_count(rg->store); id++) {
         if (!gstore_exists(rg->store, id))
-            continue;
+            continue; /* dropped */
         const struct gcounter *c = gstore_counter(rg->store, id);
         unsigned n = gstore_counter_entries(c), k = 0;
         for (unsigned i = 0; i < n; i++) {

@@ -231,6 +231,7 @@ static void h_sync_status(void *role, struct http_request *req)
     struct buf *b = &rg->out;
     put_sync_head(rg, b);
     region__put_changes(rg, b);
+    region__gc_put_status(rg, b);
     buf_putc(b, ',');
     put_peers(rg, b, NULL);
     buf_putc(b, '}');

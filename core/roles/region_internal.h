@@ -77,6 +77,7 @@ struct region {
     uint64_t fold_stuck; /* retired entries the last pass could not fold */
     char fold_why[320];
     struct metric_series *m_folded, *m_fold_skipped;
+    struct region_gc *gc; /* the tombstone GC (region_gc.c) */
     /* Namespaces, clears, deletions and expiry (region_ns.c, region_v1.c). */
     struct nsreg *nsreg;
     struct event *ns_timer;
@@ -187,6 +188,10 @@ void region__on_tok_timer(evutil_socket_t fd, short what, void *arg);
 /* region_metrics.c */
 void region__metrics_register(struct region *rg, const struct config *cfg);
 
+/* region_gc.c: the tombstone GC; its part of GET /admin/sync (",\"tombstones\":{...}") */
+void region__gc_start(struct region *rg, struct event_base *base, const struct config *cfg);
+void region__gc_free(struct region *rg);
+void region__gc_put_status(struct region *rg, struct buf *b);
 /* region_ns.c: the namespace register, its endpoints and hooks, deletion of a deleted
  * namespace's counters, expiry */
 int region__ns_open(struct region *rg, const struct config *cfg, char *err, size_t errlen);

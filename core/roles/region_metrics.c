@@ -78,7 +78,7 @@ static double wal_error_count(void *arg)
 }
 static double store_counters(void *arg)
 {
-    return gstore_count(((struct region *)arg)->store);
+    return gstore_live(((struct region *)arg)->store); /* dropped ids are not counters */
 }
 /* This node's replica ids in the store: the current one and the retired ones (one per
  * reboot, lost directory or failed log write; see store/wal.h). */

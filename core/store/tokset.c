@@ -17,9 +17,9 @@
 struct tctr;
 
 struct telem {
-    struct telem *chain;         /* hash bucket */
-    struct telem *older, *newer; /* the counter's elements, by seq */
-    struct telem *gc_next;       /* settled, in settling order */
+    struct telem *chain;             /* hash bucket */
+    struct telem *older, *newer;     /* the counter's elements, by seq */
+    struct telem *gc_next, *gc_prev; /* settled, in settling order */
     struct tctr *ctr;
     uint64_t hash, seq;
     int64_t amount;
@@ -219,6 +219,7 @@ static void settle(struct tokset *ts, struct telem *e)
 {
     e->settled = 1;
     e->gc_next = NULL;
+    e->gc_prev = ts->gc_tail;
     if (ts->gc_tail)
         ts->gc_tail->gc_next = e;
     else
@@ -355,10 +356,39 @@ size_t tokset_gc(struct tokset *ts, uint64_t acked)
     while (ts->gc_head && ts->gc_head->seq <= acked) {
         struct telem *e = ts->gc_head;
         ts->gc_head = e->gc_next;
-        if (!ts->gc_head)
+        if (ts->gc_head)
+            ts->gc_head->gc_prev = NULL;
+        else
             ts->gc_tail = NULL;
         unlink_elem(ts, e);
         n++;
+    }
+    return n;
+}
+
+size_t tokset_forget(struct tokset *ts, uint32_t id)
+{
+    if (!ts->count)
+        return 0;
+    struct tctr *c = ctr_find(ts, id);
+    if (!c)
+        return 0;
+    size_t n = c->n;
+    for (size_t i = 0; i < n; i++) {
+        struct telem *e = c->oldest;
+        if (!e->settled) {
+            ts->npending--;
+        } else {
+            if (e->gc_prev)
+                e->gc_prev->gc_next = e->gc_next;
+            else
+                ts->gc_head = e->gc_next;
+            if (e->gc_next)
+                e->gc_next->gc_prev = e->gc_prev;
+            else
+                ts->gc_tail = e->gc_prev;
+        }
+        unlink_elem(ts, e); /* frees c with its last element */
     }
     return n;
 }

@@ -66,6 +66,11 @@ int tokset_merge(struct tokset *ts, uint32_t id, const char *tok, size_t tlen, i
  * it). @return how many were dropped.
  */
 size_t tokset_gc(struct tokset *ts, uint64_t acked);
+/*
+ * Forgets counter id's whole set, pending and settled (the counter was dropped: its id
+ * may name another counter next). @return how many elements were dropped.
+ */
+size_t tokset_forget(struct tokset *ts, uint32_t id);
 
 typedef void (*tokset_fn)(void *arg, uint32_t id, const char *tok, size_t tlen, int64_t amount,
                           int settled, uint64_t seq);

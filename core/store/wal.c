@@ -208,6 +208,14 @@ uint64_t wal_append(struct wal *w, const struct gstore *st, uint32_t id, const c
     return appended(w, before);
 }
 
+uint64_t wal_append_drop(struct wal *w, const struct gstore *st, uint32_t id)
+{
+    size_t before = w->buf.len, nlen;
+    const char *name = gstore_counter_name(gstore_counter(st, id), &nlen);
+    wal__encode_drop(&w->buf, name, nlen);
+    return appended(w, before);
+}
+
 uint64_t wal_append_tokens(struct wal *w, const struct gstore *st, uint32_t id, uint64_t after)
 {
     size_t before = w->buf.len;

@@ -12,10 +12,14 @@
  *   LOCK                  held (flock) while a process uses the directory (never by the
  *                         snapshot child, which also dies with its parent)
  *
- * A record carries a counter's whole state (its per-replica totals) and the elements of its
- * token set that this change made (store/tokset.h; a snapshot: all of them), so replaying it
- * is a merge: idempotent, order-free, safe to repeat. An increment's record also carries its
- * idempotency token and first answer, so a retry after a crash is still recognised.
+ * A record carries a counter's whole state (its per-replica totals, its lifecycle state:
+ * floors and flags, see gstore.h "Lifecycle") and the elements of its token set that this
+ * change made (store/tokset.h; a snapshot: all of them), so replaying it is a merge:
+ * idempotent, order-free, safe to repeat. The one exception is a drop record (the tombstone
+ * GC gave a counter back): replay drops the counter at that point of the log, and a later
+ * record of its name starts a new life. A snapshot holds only the counters that exist. An
+ * increment's record also carries its idempotency token and first answer, so a retry after a crash
+ * is still recognised.
  *
  * Start-up (wal_open) loads the newest snapshot, replays the newer segments, cuts a torn
  * tail of the last segment, and refuses a damaged record that has valid data after it
@@ -130,6 +134,9 @@ void wal_abandon(struct wal *w);
  */
 uint64_t wal_append(struct wal *w, const struct gstore *st, uint32_t id, const char *token,
                     size_t tlen, const struct dedup_answer *a, double at);
+/* A record that counter id is dropped (call it before gstore_drop): replay drops it at this
+ * point of the log, and a later record of its name is a new life. @return as wal_append. */
+uint64_t wal_append_drop(struct wal *w, const struct gstore *st, uint32_t id);
 /* A record of counter id's entries and the token-set elements changed after seq `after`
  * (several changes of the set made at once). @return as wal_append. */
 uint64_t wal_append_tokens(struct wal *w, const struct gstore *st, uint32_t id, uint64_t after);

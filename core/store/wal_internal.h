@@ -37,6 +37,7 @@
 #define REC_SETTLE 'S'
 #define REC_STRONG 'A'  /* a strong-counter proposal this replica accepted */
 #define REC_PROMISE 'P' /* a strong-counter epoch this replica promised */
+#define REC_DROP 'X'    /* a counter dropped by the tombstone GC (gstore_drop) */
 
 #define SNAPSHOT_RETRY_S 2.0 /* after a failed snapshot; doubled each time, up to: */
 #define SNAPSHOT_RETRY_MAX_S 60.0
@@ -119,6 +120,7 @@ void wal__encode_promise(struct buf *b, uint64_t epoch);
 void wal__encode_dedup(struct buf *b, const char *counter, size_t clen, const char *token,
                        size_t tlen, double at, const struct dedup_answer *a);
 void wal__encode_end(struct buf *b, uint64_t counters, uint64_t dedups);
+void wal__encode_drop(struct buf *b, const char *counter, size_t clen);
 /* Whether a well-formed record (valid length, CRC and type) starts at data[off]. */
 int wal__record_at(const unsigned char *data, size_t size, size_t off);
 

@@ -1,7 +1,7 @@
 /*
  * wal_rec.c - the log's record codec: how a counter, an idempotency entry, a strong-counter
- * proposal or promise and a snapshot's end become framed bytes ([u32 length][u32 CRC-32C]
- * [payload], see wal.h), and whether bytes hold a well-formed record.
+ * proposal or promise, a dropped counter and a snapshot's end become framed bytes ([u32 length][u32
+ * CRC-32C] [payload], see wal.h), and whether bytes hold a well-formed record.
  *
  * Pure functions of their arguments: no file, no struct wal, no store changes (applying a
  * record is wal_recover.c's).
@@ -84,10 +84,24 @@ static void frame(struct buf *b, size_t start)
     memcpy(b->data + start, h, 8);
 }
 
+/* A floor of the lifecycle state: a u8 count, then (str8 replica id, u64 pos, u64 neg) each. */
+static void put_floor(struct buf *b, const struct gstore *st, const struct gentry *f, size_t n)
+{
+    put_u8(b, (unsigned)n);
+    for (size_t i = 0; i < n; i++) {
+        const char *rn = gstore_replica_name(st, f[i].rep);
+        put_str8(b, rn, strlen(rn));
+        put_u64(b, (uint64_t)f[i].pos);
+        put_u64(b, (uint64_t)f[i].neg);
+    }
+}
+
 /*
  * A counter's record up to its token part: its entries, a flags byte (bit 0: the
  * increment's token follows; bit 1: its folded replicas follow, a u16 count and their ids,
- * see gstore_fold), then those. Records of older versions have flags 0 or 1.
+ * see gstore_fold; bit 2: its lifecycle state follows, a u8 of GLIFE_* flags, the clear
+ * floor and the delete floor, see gstore_life), then those. Records of older versions have
+ * flags 0 to 3, and a counter that never had a floor or a deletion is written without bit 2.
  */
 static void counter_head(struct buf *b, const struct gstore *st, uint32_t id, const char *token,
                          size_t tlen, const struct dedup_answer *a, double at)
@@ -111,7 +125,9 @@ static void counter_head(struct buf *b, const struct gstore *st, uint32_t id, co
     }
     const uint16_t *folded;
     unsigned nf = gstore_folded_list(st, id, &folded);
-    put_u8(b, (token ? 1u : 0u) | (nf ? 2u : 0u));
+    struct glife life;
+    int has_life = gstore_life(st, id, &life);
+    put_u8(b, (token ? 1u : 0u) | (nf ? 2u : 0u) | (has_life ? 4u : 0u));
     if (token)
         put_token(b, token, tlen, a, at);
     if (nf) {
@@ -121,6 +137,11 @@ static void counter_head(struct buf *b, const struct gstore *st, uint32_t id, co
             const char *rn = gstore_replica_name(st, folded[i]);
             put_str8(b, rn, strlen(rn));
         }
+    }
+    if (has_life) {
+        put_u8(b, life.flags & 0xff);
+        put_floor(b, st, life.floor, life.nfloor);
+        put_floor(b, st, life.dfloor, life.ndfloor);
     }
 }
 
@@ -233,6 +254,15 @@ void wal__encode_end(struct buf *b, uint64_t counters, uint64_t dedups)
     frame(b, start);
 }
 
+void wal__encode_drop(struct buf *b, const char *counter, size_t clen)
+{
+    size_t start = b->len;
+    buf_append(b, "\0\0\0\0\0\0\0\0", 8);
+    put_u8(b, REC_DROP);
+    put_str8(b, counter, clen);
+    frame(b, start);
+}
+
 /* ---------------------------------------------------------------- decoding */
 
 /* Whether a well-formed record (valid length, CRC and payload) starts at off. */
@@ -248,5 +278,5 @@ int wal__record_at(const unsigned char *data, size_t size, size_t off)
         return 0;
     unsigned type = data[off + 8];
     return type == REC_COUNTER || type == REC_DEDUP || type == REC_END || type == REC_FAILOVER ||
-           type == REC_SETTLE || type == REC_STRONG || type == REC_PROMISE;
+           type == REC_SETTLE || type == REC_STRONG || type == REC_PROMISE || type == REC_DROP;
 }

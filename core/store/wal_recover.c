@@ -32,6 +32,7 @@ struct recovery {
     uint64_t records;
     struct gentry entries[GCOUNTER_MAX_ENTRIES];
     int folded[GCOUNTER_MAX_FOLDED];
+    struct gentry floor[GCOUNTER_MAX_ENTRIES], dfloor[GCOUNTER_MAX_ENTRIES]; /* lifecycle */
     uint64_t end_counters, end_dedups; /* from a snapshot's END record */
     int seen_end;
     char why[160]; /* why a payload was refused */
@@ -57,7 +58,7 @@ static int apply_dedup(struct recovery *rc, struct reader *r)
     a.local_count = (int64_t)wal__get_u64(r);
     a.total_count = (int64_t)wal__get_u64(r);
     double at = wal__get_f64(r);
-    if (r->bad || r->p != r->end || !gstore_counter_name_valid(counter, clen) || !tlen) {
+    if (r->bad || r->p != r->end || !gstore_key_valid(counter, clen) || !tlen) {
         snprintf(rc->why, sizeof rc->why, "bad idempotency record");
         return -1;
     }
@@ -75,7 +76,7 @@ static int apply_strong(struct recovery *rc, struct reader *r, unsigned type)
     e.epoch = wal__get_u64(r);
     e.round = type == REC_STRONG ? wal__get_u64(r) : 0;
     e.value = type == REC_STRONG ? (int64_t)wal__get_u64(r) : 0;
-    if (r->bad || r->p != r->end || (counter && !gstore_counter_name_valid(counter, clen))) {
+    if (r->bad || r->p != r->end || (counter && !gstore_key_valid(counter, clen))) {
         snprintf(rc->why, sizeof rc->why, "bad strong-counter record");
         return -1;
     }
@@ -92,6 +93,8 @@ struct counter_rec {
     const char *name, *token;
     size_t nlen, tlen;
     unsigned n, nf; /* entries (in rc->entries), folded replicas (in rc->folded) */
+    int has_life;   /* the lifecycle state (floors in rc->floor, rc->dfloor) */
+    struct glife life;
     struct dedup_answer a;
     double at;
     const unsigned char *toks; /* the token-set elements, after their u32 count */
@@ -123,8 +126,48 @@ static int read_entries(struct recovery *rc, struct reader *r, struct counter_re
     return 0;
 }
 
+/* One floor of the lifecycle state into out. @return its length, or -1 with rc->why. */
+static int read_floor(struct recovery *rc, struct reader *r, struct gentry *out)
+{
+    unsigned n = wal__get_u8(r);
+    for (unsigned i = 0; i < n && !r->bad; i++) {
+        size_t rlen;
+        const char *rn = wal__get_str8(r, &rlen);
+        int64_t pos = (int64_t)wal__get_u64(r), neg = (int64_t)wal__get_u64(r);
+        if (r->bad)
+            break;
+        if (!gstore_counter_replica_node_len(rn, rlen) || pos < 0 || neg < 0 ||
+            (out[i].rep = gstore_replica(rc->st, rn, rlen)) < 0) {
+            snprintf(rc->why, sizeof rc->why, "bad floor entry in counter record");
+            return -1;
+        }
+        out[i].pos = pos;
+        out[i].neg = neg;
+    }
+    return (int)n;
+}
+
+/* The lifecycle state (flags bit 2, after the folded replicas): GLIFE_* flags and the two
+ * floors. @return 0, or -1 with rc->why. */
+static int read_life(struct recovery *rc, struct reader *r, struct counter_rec *c)
+{
+    c->life.flags = wal__get_u8(r);
+    int nfloor = read_floor(rc, r, rc->floor);
+    int ndfloor = nfloor < 0 ? -1 : read_floor(rc, r, rc->dfloor);
+    if (ndfloor < 0)
+        return -1;
+    if (c->life.flags & ~(unsigned)(GLIFE_DELETED | GLIFE_SEALED))
+        r->bad = 1;
+    c->life.floor = rc->floor;
+    c->life.nfloor = (size_t)nfloor;
+    c->life.dfloor = rc->dfloor;
+    c->life.ndfloor = (size_t)ndfloor;
+    return 0;
+}
+
 /* The flags byte and what it announces: the increment's token and first answer (bit 0),
- * the folded replicas into rc->folded (bit 1). @return 0, or -1 with rc->why. */
+ * the folded replicas into rc->folded (bit 1), the lifecycle state (bit 2).
+ * @return 0, or -1 with rc->why. */
 static int read_flagged(struct recovery *rc, struct reader *r, struct counter_rec *c)
 {
     unsigned flags = wal__get_u8(r);
@@ -135,10 +178,11 @@ static int read_flagged(struct recovery *rc, struct reader *r, struct counter_re
         c->a.total_count = (int64_t)wal__get_u64(r);
         c->at = wal__get_f64(r);
     }
-    if (flags & ~3u)
+    if (flags & ~7u)
         r->bad = 1;
+    c->has_life = (flags & 4) != 0;
     if (!(flags & 2))
-        return 0;
+        return c->has_life ? read_life(rc, r, c) : 0;
     c->nf = wal__get_u8(r);
     c->nf |= wal__get_u8(r) << 8;
     if (c->nf > GCOUNTER_MAX_FOLDED)
@@ -152,7 +196,7 @@ static int read_flagged(struct recovery *rc, struct reader *r, struct counter_re
             return -1;
         }
     }
-    return 0;
+    return c->has_life ? read_life(rc, r, c) : 0;
 }
 
 /* Token-set elements, when the record has them (older records end before): checked here,
@@ -197,24 +241,45 @@ static int apply_counter(struct recovery *rc, struct reader *r)
     if (read_entries(rc, r, &c) < 0 || read_flagged(rc, r, &c) < 0)
         return -1;
     read_tokens(r, &c);
-    if (r->bad || r->p != r->end || !gstore_counter_name_valid(c.name, c.nlen) ||
-        (c.token && !c.tlen)) {
+    if (r->bad || r->p != r->end || !gstore_key_valid(c.name, c.nlen) || (c.token && !c.tlen)) {
         snprintf(rc->why, sizeof rc->why, "malformed counter record");
         return -1;
     }
     uint32_t id = gstore_find(rc->st, c.name, c.nlen);
-    if (gstore_merge_check_folded(rc->st, id, rc->entries, c.n, rc->folded, c.nf) != 0) {
+    const struct glife *life = c.has_life ? &c.life : NULL;
+    if (gstore_merge_life_check(rc->st, id, rc->entries, c.n, rc->folded, c.nf, life) != 0) {
         snprintf(rc->why, sizeof rc->why, "counter %.*s cannot be merged (out of range)",
                  (int)c.nlen, c.name);
         return -1;
     }
     if (id == GSTORE_NONE)
         id = gstore_create(rc->st, c.name, c.nlen);
-    gstore_merge_folded(rc->st, id, rc->entries, c.n, rc->folded, c.nf, 0);
+    gstore_merge_life(rc->st, id, rc->entries, c.n, rc->folded, c.nf, life, 0);
     if (c.ntoks && rc->ts)
         merge_tokens(rc, id, &c, r->end);
     if (c.token)
         dedup_put(rc->d, c.name, c.nlen, c.token, c.tlen, c.at, &c.a);
+    rc->records++;
+    return 0;
+}
+
+/* A counter the tombstone GC dropped: it is dropped here too, at this point of the log (a
+ * later record of the name is a new life). A name not held is nothing to do: the records
+ * of the counter's life were in files a snapshot already replaced. */
+static int apply_drop(struct recovery *rc, struct reader *r)
+{
+    size_t clen;
+    const char *counter = wal__get_str8(r, &clen);
+    if (r->bad || r->p != r->end || !gstore_key_valid(counter, clen)) {
+        snprintf(rc->why, sizeof rc->why, "bad drop record");
+        return -1;
+    }
+    uint32_t id = gstore_find(rc->st, counter, clen);
+    if (id != GSTORE_NONE) {
+        if (rc->ts)
+            tokset_forget(rc->ts, id);
+        gstore_drop(rc->st, id);
+    }
     rc->records++;
     return 0;
 }
@@ -236,6 +301,8 @@ static int apply(struct recovery *rc, const unsigned char *p, size_t len, int in
     }
     if (type == REC_STRONG || type == REC_PROMISE)
         return apply_strong(rc, &r, type);
+    if (type == REC_DROP && !in_snapshot)
+        return apply_drop(rc, &r);
     if (type != REC_COUNTER) {
         snprintf(rc->why, sizeof rc->why, "unknown record type 0x%02x", type);
         return -1;
@@ -335,7 +402,7 @@ static int replay_snapshot(struct wal *w, struct recovery *rc, uint64_t snap, st
     wal__file_name(name, FILE_SNAP, snap);
     if (replay_file(rc, w->dir_fd, w->dir, name, 1, 0, &cut_at, err, errlen) < 0)
         return -1;
-    if (!rc->seen_end || rc->end_counters != gstore_count(rc->st)) {
+    if (!rc->seen_end || rc->end_counters != gstore_live(rc->st)) {
         snprintf(err, errlen,
                  "%s/%s is incomplete (no end record, or a count that does not "
                  "match). Move it aside to fall back on older files, if any.",

@@ -110,9 +110,12 @@ static void snapshot_child(struct wal *w, const struct gstore *st, const struct 
     if (sw.fd < 0)
         _exit(child_status(errno));
     buf_append(&sw.b, SNAP_MAGIC, MAGIC_LEN);
-    uint32_t n = gstore_count(st);
+    uint32_t n = gstore_count(st), written = 0;
     for (uint32_t id = 0; id < n && !sw.failed; id++) {
+        if (!gstore_exists(st, id))
+            continue; /* dropped: its id names nothing */
         wal__encode_counter(&sw.b, st, w->tokset, id, 0, NULL, 0, NULL, 0);
+        written++;
         snap_flush(&sw, 0);
     }
     dedup_foreach(d, snap_dedup, &sw);
@@ -120,7 +123,7 @@ static void snapshot_child(struct wal *w, const struct gstore *st, const struct 
         wal__encode_promise(&sw.b, strongrep_promised(w->strong));
         strongrep_each(w->strong, snap_strong, &sw);
     }
-    wal__encode_end(&sw.b, n, sw.dedups);
+    wal__encode_end(&sw.b, written, sw.dedups);
     snap_flush(&sw, 1);
     int e = sw.failed ? sw.err : 0;
     if (!e && fsync(sw.fd) < 0)
@@ -183,7 +186,7 @@ int wal__fork_snapshot(struct wal *w, const struct gstore *st, const struct dedu
     w->snap_seg = covers;
     w->since_snapshot = 0;
     log_info("snapshot of %u counters started (pid %d), covering log segments up to %" PRIu64,
-             gstore_count(st), (int)pid, covers);
+             gstore_live(st), (int)pid, covers);
     return 0;
 }
 

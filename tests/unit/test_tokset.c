@@ -157,6 +157,35 @@ static void test_gc(void)
     tokset_free(ts);
 }
 
+/* A dropped counter's set goes whole, pending and settled, and the settled queue still
+ * collects the other counters' elements. */
+static void test_forget(void)
+{
+    struct tokset *ts = tokset_new();
+    size_t empty = tokset_memory(ts);
+    merge(ts, 1, "a", 1, 0, 1);
+    merge(ts, 2, "b", 2, 1, 2);
+    merge(ts, 1, "c", 3, 1, 3);
+    merge(ts, 2, "d", 4, 1, 4);
+    merge(ts, 1, "e", 5, 0, 5);
+    CHECK_EQ_U64(tokset_forget(ts, 3), 0);
+    CHECK_EQ_U64(tokset_forget(ts, 1), 3);
+    CHECK_EQ_U64(tokset_elements(ts, 1), 0);
+    CHECK_EQ_I64(tokset_pending(ts, 1), 0);
+    CHECK_EQ_U64(tokset_pending_count(ts), 0);
+    CHECK_EQ_U64(tokset_count(ts), 2);
+    CHECK_EQ_I64(tokset_get(ts, 1, "c", 1, NULL, NULL), 0);
+    /* The id names a new counter: it starts with an empty set. */
+    merge(ts, 1, "c", 7, 0, 6);
+    CHECK_EQ_I64(tokset_pending(ts, 1), 7);
+    CHECK_EQ_U64(tokset_gc(ts, 100), 2);
+    CHECK_EQ_U64(tokset_forget(ts, 2), 0);
+    CHECK_EQ_U64(tokset_forget(ts, 1), 1);
+    CHECK_EQ_U64(tokset_count(ts), 0);
+    CHECK_EQ_U64(tokset_memory(ts), empty);
+    tokset_free(ts);
+}
+
 /* Many counters and tokens, merged in random order from three replicas: every replica's
  * set ends the same, the pending sums match a recount, and collection empties it. */
 static void test_random_joins(void)
@@ -295,4 +324,5 @@ static void test_log_and_snapshot(void)
 }
 
 UNIT_MAIN("test_tokset", UNIT_CASE(test_home), UNIT_CASE(test_join), UNIT_CASE(test_each_after),
-          UNIT_CASE(test_gc), UNIT_CASE(test_random_joins), UNIT_CASE(test_log_and_snapshot))
+          UNIT_CASE(test_gc), UNIT_CASE(test_forget), UNIT_CASE(test_random_joins),
+          UNIT_CASE(test_log_and_snapshot))
