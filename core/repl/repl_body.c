@@ -244,10 +244,11 @@ void repl__page_full(struct repl *r, uint32_t *next)
 {
     uint32_t id = *next, count = gstore_count(r->store);
     for (; id < count; id++) {
+        if (!gstore_exists(r->store, id))
+            continue;
         if (page_len(r) >= r->page_bytes)
             break;
-        if (gstore_exists(r->store, id))
-            append_counter(r, id, gstore_counter(r->store, id), &r->counts, &r->decs);
+        append_counter(r, id, gstore_counter(r->store, id), &r->counts, &r->decs);
     }
     *next = id;
 }

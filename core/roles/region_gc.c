@@ -26,9 +26,6 @@
 #include "../store/tokset.h"
 #include "config.h"
 
-/* Declared by names.h once the store adds it. */
-void names_forget(struct names *nx, uint32_t id);
-
 #define GC_TICK_MS 250
 #define GC_WORK_PER_TICK 50000    /* seals and drops a tick at most */
 #define GC_CENSUS_PER_TICK 262144 /* ids the tombstone recount looks at a tick */
@@ -197,7 +194,7 @@ static int drop(struct region *rg, struct region_gc *gc, uint32_t id)
  * change order, GC_WORK_PER_TICK at most. A sealed counter comes back to the queue by its
  * seal's change (take_changes), to be dropped once that is held in turn.
  */
-static void collect(struct region *rg, struct region_gc *gc, uint64_t acked)
+static unsigned collect(struct region *rg, struct region_gc *gc, uint64_t acked)
 {
     unsigned work = 0;
     while (gc->qhead < gc->qlen && work < GC_WORK_PER_TICK) {
@@ -213,6 +210,7 @@ static void collect(struct region *rg, struct region_gc *gc, uint64_t acked)
     }
     if (gc->qhead == gc->qlen)
         queue_emptied(gc);
+    return work;
 }
 
 /* ---------------------------------------------------------------- status */
@@ -308,11 +306,12 @@ static void note_held(struct region *rg, struct region_gc *gc, double now)
 
 /* ---------------------------------------------------------------- the timer */
 
-/* After many drops: a snapshot replaces the log that still holds them, and the memory the
- * allocator keeps free goes back to the system. */
-static void give_back(struct region *rg, struct region_gc *gc)
+/* After many drops, once a pass is not in the middle of a batch (work: what this tick
+ * sealed and dropped): a snapshot replaces the log that still holds them, and the memory
+ * the allocator keeps free goes back to the system. */
+static void give_back(struct region *rg, struct region_gc *gc, unsigned work)
 {
-    if (gc->since_snapshot < GC_SNAPSHOT_AFTER || gc->qhead < gc->qlen)
+    if (gc->since_snapshot < GC_SNAPSHOT_AFTER || work >= GC_WORK_PER_TICK)
         return;
     if (rg->wal && (wal_snapshot_running(rg->wal) || wal_failed(rg->wal) ||
                     wal_snapshot(rg->wal, rg->store, rg->dedup) < 0))
@@ -330,11 +329,12 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     struct region *rg = arg;
     struct region_gc *gc = rg->gc;
     double now = clock_unix_s();
-    sample(gc, now, repl_tokens_acked(rg->repl));
+    sample(gc, now, repl_peers_know_life(rg->repl) ? repl_tokens_acked(rg->repl) : 0);
     take_changes(rg, gc, now);
+    unsigned work = 0;
     if (!rg->wal || !wal_failed(rg->wal))
-        collect(rg, gc, acked_for_grace(gc, now));
-    give_back(rg, gc);
+        work = collect(rg, gc, acked_for_grace(gc, now));
+    give_back(rg, gc, work);
     census(rg, gc);
     front(rg, gc);
     note_held(rg, gc, now);
@@ -418,16 +418,4 @@ void region__gc_put_status(struct region *rg, struct buf *b)
                g_dead(rg), gc->sealed, gc->dropped, g_oldest(rg), gc->grace_s);
     waiting_for(rg, gc->need_seq, b, 1);
     buf_puts(b, "]}");
-}
-
-/* ---------------------------------------------------------------- until the forget calls */
-
-/*
- * A weak stand-in for names_forget while names.c does not define it: its definition
- * replaces this at link time; this block goes once it is in.
- */
-__attribute__((weak)) void names_forget(struct names *nx, uint32_t id)
-{
-    (void)nx;
-    (void)id;
 }

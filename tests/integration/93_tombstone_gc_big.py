@@ -83,7 +83,7 @@ class TombstoneGcBig(harness.ServerTestCase):
         harness.BIN = plain_bin()
 
     def metric(self, c, name, **labels):
-        samples = harness.parse_metrics(c.get("/metrics").text)
+        samples = harness.parse_metrics(c.get("/metrics").text())
         values = harness.metric_values(samples, name, **labels)
         return values[0] if values else None
 
@@ -112,7 +112,7 @@ class TombstoneGcBig(harness.ServerTestCase):
         print("[93] %d DELETEs in %.1f s" % (MANY, time.monotonic() - t2))
         with srv.client(timeout=30) as c:
             r = c.get("/v1/counters/default/%s" % names[12345])
-            self.assertEqual(r.status, 404, r.text)
+            self.assertEqual(r.status, 404, r.text())
             # The GC seals and drops them; then a snapshot replaces the log that held them.
             t3, dropped = time.monotonic(), 0
             while time.monotonic() - t3 < 60:
