@@ -16,6 +16,18 @@
  *
  * Tombstones of folded replicas (gstore_fold) live apart, in a table keyed by counter id
  * that is empty until a first fold: a store without them pays one test per merge.
+ *
+ * Floors (gstore.h "Lifecycle") live in the block, as more vectors beside the entries,
+ * slot for slot (a floor is never above its entry, so it has the entries' width and a
+ * replica without an entry has none), and only in the blocks of counters that were cleared
+ * or deleted: a store that never clears pays nothing, and the readers of a block alone
+ * (gstore_counter_value, _net, _nodes) see its floors.
+ *
+ * Dropping (gstore_drop) gives everything back: the id goes to a min-heap of free ids (the
+ * lowest is reused first, the highest fall off the end so by_id shrinks), the table slot
+ * keeps a "gone" tag until the next rehash (the table shrinks when a fifth full), and the
+ * block goes to its free list; free lists are doubly linked and every chunk counts the
+ * units in use, so a chunk left empty unlinks its free blocks and is freed.
  */
 #include "gstore.h"
 
@@ -31,6 +43,11 @@
 #define ORIGIN_SHIFT 1 /* flags bits 1-7: the origin tag of the last change */
 #define L_WC 3u        /* layout bits 0-1: the width class of the entries */
 #define L_REP16 4u     /* layout: replica ids take 2 bytes (one is above 255) */
+#define L_FL 8u        /* layout: the clear floor's vector exists */
+#define L_DEL 16u      /* layout: deleted (GLIFE_DELETED); the delete floor's vector exists */
+#define L_SEALED 32u   /* state: GLIFE_SEALED */
+#define L_DEAD 64u     /* state: deleted and no entry above the delete floor */
+#define L_LIFE (L_FL | L_DEL | L_SEALED | L_DEAD)
 
 /* Every field is at most 4-byte aligned: blocks sit at 4-byte boundaries of the arena. */
 struct gcounter {
@@ -40,9 +57,12 @@ struct gcounter {
     uint8_t n;      /* entries in use */
     uint8_t cap;    /* entries allocated */
     uint8_t flags;  /* F_NEG, origin tag */
-    uint8_t layout; /* bits 0-1 (wc): entries are (1 << wc) bytes; L_REP16 */
-    /* char name[name_len + 1]; rep[cap] (1 byte, 2 with L_REP16); pos[cap]; neg[cap] if
-     * F_NEG (unaligned) */
+    uint8_t layout; /* bits 0-1 (wc): entries are (1 << wc) bytes; L_REP16, L_FL, L_DEL, and
+                     * the state bits L_SEALED, L_DEAD */
+    /* char name[name_len + 1]; rep[cap] (1 byte, 2 with L_REP16); then vectors of
+     * pos[cap] + neg[cap] if F_NEG (unaligned): the entries, the clear floor if L_FL, the
+     * delete floor if L_DEL (L_DEL implies L_FL). A floor is never above its entry, so it
+     * fits the entries' width, and a replica without an entry has a floor of 0. */
     unsigned char data[];
 };
 
@@ -71,11 +91,18 @@ struct tombs {
 struct gstore {
     uint32_t *by_id; /* arena offsets */
     uint32_t count, id_cap;
-    unsigned char **chunks;
+    unsigned char **chunks; /* NULL: a chunk given back (its index is reused first) */
     uint32_t nchunks, chunk_cap;
-    uint32_t bump, room; /* units used and available in the last chunk */
-    size_t arena_bytes;  /* in chunks */
-    uint32_t *free_at;   /* per block size in units: a free block, GSTORE_NONE = none */
+    uint32_t *chunk_used; /* per chunk: units in blocks not free */
+    uint32_t *chunk_end;  /* per chunk but the current one: units its blocks cover */
+    uint32_t cur;         /* the chunk blocks are cut from, GSTORE_NONE: none */
+    uint32_t bump, room;  /* units used and available in the current chunk */
+    size_t arena_bytes;   /* in chunks */
+    uint32_t *free_at;    /* per block size in units: a free block, GSTORE_NONE = none */
+    uint32_t live;        /* counters not dropped */
+    uint32_t *fids;       /* dropped ids below count, a min-heap (some may be stale) */
+    uint32_t nfids, fids_cap;
+    uint32_t gone_slots; /* table slots of dropped counters (tag TAG_GONE) */
     uint32_t *slots;     /* open addressing, linear probing; GSTORE_NONE = empty */
     uint8_t *tags;       /* per slot: its counter's tag_of(hash), 0 = empty */
     uint32_t nslots;     /* any size: a hash maps to a slot by multiplication */
@@ -90,6 +117,8 @@ struct gstore {
     int expect_reps;        /* entries a new counter gets room for; 0: nrep */
     struct gentry *scratch; /* merge workspace */
     size_t scratch_cap;
+    struct gentry *fscr, *dscr; /* merge workspace: the merged floors */
+    size_t life_cap;
     size_t bytes; /* tombstone blocks */
     /* Aggregates for metrics, kept as doubles: their exact sum may leave int64 range. */
     double total;
@@ -99,6 +128,9 @@ struct gstore {
     struct tombs *tombs;   /* open addressing by counter id; NULL until a first tombstone */
     uint32_t tmask, ntombc;
     uint64_t ntombs;
+    uint32_t ndead;         /* counters with L_DEAD */
+    struct gentry *life_fl; /* gstore_life's answer: the clear floor, the delete floor */
+    struct gentry *life_dfl;
 };
 
 /* ---------------------------------------------------------------- arena */
@@ -114,56 +146,144 @@ static struct gcounter *cnt(const struct gstore *st, uint32_t id)
     return at(st, st->by_id[id]);
 }
 
+/*
+ * A free block holds three words: the next and previous free blocks of its size (free
+ * lists are doubly linked, so that a chunk given back unlinks its blocks one by one) and
+ * its size in units. A remainder of fewer than FREE_MIN units is never listed.
+ */
+#define FREE_MIN 3u
+static uint32_t fw_get(const struct gstore *st, uint32_t off, unsigned w)
+{
+    uint32_t v;
+    memcpy(&v, (unsigned char *)at(st, off) + w * 4u, 4);
+    return v;
+}
+static void fw_set(const struct gstore *st, uint32_t off, unsigned w, uint32_t v)
+{
+    memcpy((unsigned char *)at(st, off) + w * 4u, &v, 4);
+}
+
+static void fl_unlink(struct gstore *st, uint32_t off, uint32_t units)
+{
+    uint32_t next = fw_get(st, off, 0), prev = fw_get(st, off, 1);
+    if (prev != GSTORE_NONE)
+        fw_set(st, prev, 0, next);
+    else
+        st->free_at[units] = next;
+    if (next != GSTORE_NONE)
+        fw_set(st, next, 1, prev);
+}
+
+/* Units a chunk of index k holds: 4 KB doubling up to 1 MB, so a small store stays small. */
+static uint32_t chunk_room(uint32_t k)
+{
+    uint32_t room = k >= 8 ? CHUNK_UNITS : (CHUNK_UNITS >> 8) << k;
+    return room < MAX_UNITS ? MAX_UNITS : room;
+}
+
+/* Gives chunk k back (every block in it is free): unlinks its blocks, frees it. */
+static void chunk_release(struct gstore *st, uint32_t k)
+{
+    uint32_t end = k == st->cur ? st->bump : st->chunk_end[k];
+    for (uint32_t u = 0; u < end;) {
+        uint32_t off = k << CHUNK_BITS | u, units = fw_get(st, off, 2);
+        fl_unlink(st, off, units);
+        u += units;
+    }
+    free(st->chunks[k]);
+    st->chunks[k] = NULL;
+    st->arena_bytes -= (size_t)chunk_room(k) * UNIT;
+    if (k == st->cur) {
+        st->cur = GSTORE_NONE;
+        st->room = st->bump = 0;
+    }
+    while (st->nchunks && !st->chunks[st->nchunks - 1])
+        st->nchunks--;
+}
+
 static void arena_free(struct gstore *st, uint32_t off, uint32_t units)
 {
     if (!st->free_at) {
         st->free_at = xmalloc((MAX_UNITS + 1) * sizeof *st->free_at);
         memset(st->free_at, 0xff, (MAX_UNITS + 1) * sizeof *st->free_at);
     }
-    memcpy(at(st, off), &st->free_at[units], sizeof(uint32_t));
+    uint32_t next = st->free_at[units], k = off >> CHUNK_BITS;
+    fw_set(st, off, 0, next);
+    fw_set(st, off, 1, GSTORE_NONE);
+    fw_set(st, off, 2, units);
+    if (next != GSTORE_NONE)
+        fw_set(st, next, 1, off);
     st->free_at[units] = off;
+    st->chunk_used[k] -= units;
+    if (!st->chunk_used[k])
+        chunk_release(st, k);
+}
+
+/* Starts a new chunk at the lowest free index (a released chunk's, or a new one); the
+ * rest of the current chunk goes to a free list. */
+static void chunk_new(struct gstore *st)
+{
+    uint32_t k = 0;
+    while (k < st->nchunks && st->chunks[k])
+        k++;
+    if (k == MAX_CHUNKS) {
+        fprintf(stderr, "counterd: the counter arena is full (%u MB)\n", MAX_CHUNKS);
+        abort();
+    }
+    if (st->cur != GSTORE_NONE) {
+        uint32_t cur = st->cur, rest = st->room - st->bump;
+        st->chunk_end[cur] = rest >= FREE_MIN ? st->room : st->bump;
+        st->cur = GSTORE_NONE;
+        if (rest >= FREE_MIN) {
+            st->chunk_used[cur] += rest;
+            arena_free(st, cur << CHUNK_BITS | (st->room - rest), rest);
+        }
+    }
+    if (k >= st->chunk_cap) {
+        st->chunk_cap = st->chunk_cap ? st->chunk_cap * 2 : 16;
+        st->chunks = xrealloc(st->chunks, st->chunk_cap * sizeof *st->chunks);
+        st->chunk_used = xrealloc(st->chunk_used, st->chunk_cap * sizeof *st->chunk_used);
+        st->chunk_end = xrealloc(st->chunk_end, st->chunk_cap * sizeof *st->chunk_end);
+    }
+    if (k == st->nchunks)
+        st->nchunks++;
+    st->room = chunk_room(k);
+    st->chunks[k] = xmalloc((size_t)st->room * UNIT);
+    st->chunk_used[k] = 0;
+    st->arena_bytes += (size_t)st->room * UNIT;
+    st->bump = 0;
+    st->cur = k;
 }
 
 /* @return the offset of a block of units (<= MAX_UNITS): a free one of that size, or the
- *         next in the last chunk (the rest of a full chunk goes to a free list). Chunks
- *         start at 4 KB and double up to 1 MB, so a small store stays small. */
+ *         next in the current chunk. */
 static uint32_t arena_alloc(struct gstore *st, uint32_t units)
 {
     uint32_t off = st->free_at ? st->free_at[units] : GSTORE_NONE;
     if (off != GSTORE_NONE) {
-        memcpy(&st->free_at[units], at(st, off), sizeof(uint32_t));
-        return off;
+        fl_unlink(st, off, units);
+    } else {
+        if (st->cur == GSTORE_NONE || st->bump + units > st->room)
+            chunk_new(st);
+        off = st->cur << CHUNK_BITS | st->bump;
+        st->bump += units;
     }
-    if (!st->nchunks || st->bump + units > st->room) {
-        if (st->nchunks == MAX_CHUNKS) {
-            fprintf(stderr, "counterd: the counter arena is full (%u MB)\n", MAX_CHUNKS);
-            abort();
-        }
-        uint32_t rest = st->nchunks ? st->room - st->bump : 0;
-        if (rest && rest <= MAX_UNITS)
-            arena_free(st, ((st->nchunks - 1) << CHUNK_BITS) | st->bump, rest);
-        st->room = st->nchunks >= 8 ? CHUNK_UNITS : (CHUNK_UNITS >> 8) << st->nchunks;
-        if (st->room < MAX_UNITS)
-            st->room = MAX_UNITS;
-        if (st->nchunks == st->chunk_cap) {
-            st->chunk_cap = st->chunk_cap ? st->chunk_cap * 2 : 16;
-            st->chunks = xrealloc(st->chunks, st->chunk_cap * sizeof *st->chunks);
-        }
-        st->chunks[st->nchunks++] = xmalloc((size_t)st->room * UNIT);
-        st->arena_bytes += (size_t)st->room * UNIT;
-        st->bump = 0;
-    }
-    off = ((st->nchunks - 1) << CHUNK_BITS) | st->bump;
-    st->bump += units;
+    st->chunk_used[off >> CHUNK_BITS] += units;
     return off;
 }
 
 /* ---------------------------------------------------------------- counter layout */
 
+/* Vectors a block holds: the entries, and the floors of layout. */
+static inline unsigned c_nvec(unsigned layout)
+{
+    return 1u + ((layout & L_FL) != 0) + ((layout & L_DEL) != 0);
+}
+
 static uint32_t c_units(unsigned name_len, unsigned cap, unsigned flags, unsigned layout)
 {
     size_t sz = HEAD_SIZE + name_len + 1 + (size_t)cap * ((layout & L_REP16) ? 2 : 1) +
-                ((size_t)cap << (layout & L_WC)) * ((flags & F_NEG) ? 2 : 1);
+                ((size_t)cap << (layout & L_WC)) * ((flags & F_NEG) ? 2 : 1) * c_nvec(layout);
     return (uint32_t)((sz + UNIT - 1) / UNIT);
 }
 
@@ -218,11 +338,11 @@ static inline unsigned rep_layout(int rep)
     return rep > UINT8_MAX ? L_REP16 : 0;
 }
 
-/* The smallest layout with room for both a and b. */
+/* The smallest layout with room for both a and b (and the state bits of both). */
 static inline unsigned layout_max(unsigned a, unsigned b)
 {
     unsigned w = (a & L_WC) > (b & L_WC) ? (a & L_WC) : (b & L_WC);
-    return w | ((a | b) & L_REP16);
+    return w | ((a | b) & ~L_WC);
 }
 
 static inline int c_rep(const struct gcounter *c, unsigned i)
@@ -268,6 +388,44 @@ static inline void c_set_neg(struct gcounter *c, unsigned i, int64_t v)
                 (uint64_t)v);
 }
 
+/* Vector v (0: the entries, 1: the clear floor, 2: the delete floor), slot i, neg or pos. */
+static inline unsigned char *c_slot(const struct gcounter *c, unsigned v, unsigned i, int neg)
+{
+    size_t per = (size_t)c->cap * ((c->flags & F_NEG) ? 2 : 1);
+    return c_vals(c) + ((v * per + (neg ? c->cap : 0) + i) << (c->layout & L_WC));
+}
+/* A floor's (v 1 or 2) pos and neg at slot i: 0 when the block has no such vector. */
+static inline int64_t c_fpos(const struct gcounter *c, unsigned v, unsigned i)
+{
+    if (!(c->layout & (v == 1 ? L_FL : L_DEL)))
+        return 0;
+    return (int64_t)load_w(c_slot(c, v, i, 0), c->layout & L_WC);
+}
+static inline int64_t c_fneg(const struct gcounter *c, unsigned v, unsigned i)
+{
+    if (!(c->flags & F_NEG) || !(c->layout & (v == 1 ? L_FL : L_DEL)))
+        return 0;
+    return (int64_t)load_w(c_slot(c, v, i, 1), c->layout & L_WC);
+}
+/* Sets a floor at slot i; the block must hold that vector (and F_NEG unless neg is 0). */
+static inline void c_set_floor(struct gcounter *c, unsigned v, unsigned i, int64_t pos, int64_t neg)
+{
+    store_w(c_slot(c, v, i, 0), c->layout & L_WC, (uint64_t)pos);
+    if (c->flags & F_NEG)
+        store_w(c_slot(c, v, i, 1), c->layout & L_WC, (uint64_t)neg);
+}
+/* Zeroes the floors at slot i (a new entry). */
+static inline void c_zero_floors(struct gcounter *c, unsigned i)
+{
+    for (unsigned v = 1; v < c_nvec(c->layout); v++)
+        c_set_floor(c, v, i, 0, 0);
+}
+/* What entry i holds above the clear floor: pos - fpos - (neg - fneg). */
+static inline gstore_wide c_above(const struct gcounter *c, unsigned i)
+{
+    return (gstore_wide)(c_pos(c, i) - c_fpos(c, 1, i)) - (c_neg(c, i) - c_fneg(c, 1, i));
+}
+
 static uint64_t c_mseq(const struct gcounter *c)
 {
     return (uint64_t)c->mseq_hi << 32 | c->mseq_lo;
@@ -275,8 +433,9 @@ static uint64_t c_mseq(const struct gcounter *c)
 
 /*
  * Makes room in counter id for cap entries, the neg array when flags has F_NEG and
- * the values and replica ids of layout (none of them ever shrinks): copies it into a new
- * block when its own is too small. @return the counter, moved or not.
+ * the values, replica ids and floors of layout (none of them ever shrinks): copies it into
+ * a new block when its own is too small (a floor new to it is 0). @return the counter,
+ * moved or not.
  */
 static struct gcounter *c_fit(struct gstore *st, uint32_t id, unsigned cap, unsigned flags,
                               unsigned layout)
@@ -299,6 +458,8 @@ static struct gcounter *c_fit(struct gstore *st, uint32_t id, unsigned cap, unsi
         c_set_rep(d, i, c_rep(c, i));
         c_set_pos(d, i, c_pos(c, i));
         c_set_neg(d, i, c_neg(c, i));
+        for (unsigned v = 1; v < c_nvec(nlayout); v++)
+            c_set_floor(d, v, i, c_fpos(c, v, i), c_fneg(c, v, i));
     }
     arena_free(st, old, c_units(c->name_len, c->cap, c->flags, c->layout));
     st->by_id[id] = off;
@@ -377,6 +538,7 @@ struct gstore *gstore_new(void)
     memset(st->slots, 0xff, st->nslots * sizeof *st->slots);
     st->tags = xcalloc(st->nslots, 1);
     st->head = st->tail = GSTORE_NONE;
+    st->cur = GSTORE_NONE;
     st->max_entries = GCOUNTER_MAX_ENTRIES;
     return st;
 }
@@ -388,6 +550,9 @@ void gstore_free(struct gstore *st)
     for (uint32_t i = 0; i < st->nchunks; i++)
         free(st->chunks[i]);
     free(st->chunks);
+    free(st->chunk_used);
+    free(st->chunk_end);
+    free(st->fids);
     free(st->free_at);
     for (int i = 0; i < st->nrep; i++)
         free(st->rep_names[i]);
@@ -408,6 +573,10 @@ void gstore_free(struct gstore *st)
     free(st->slots);
     free(st->tags);
     free(st->scratch);
+    free(st->fscr);
+    free(st->dscr);
+    free(st->life_fl);
+    free(st->life_dfl);
     free(st);
 }
 int gstore_replica(struct gstore *st, const char *name, size_t len)
@@ -515,11 +684,17 @@ uint32_t gstore_find(const struct gstore *st, const char *name, size_t len)
     return find_h(st, name, len, (uint32_t)hash_bytes(name, len));
 }
 
+/* The tag of a slot whose counter was dropped: probes go on past it, a new name may take
+ * it. */
+#define TAG_GONE 1u
+
 static void slot_put(struct gstore *st, uint32_t h, uint32_t id)
 {
     uint32_t i = slot_of(h, st->nslots);
-    while (st->tags[i])
+    while (st->tags[i] & 0x80u)
         i = i + 1 == st->nslots ? 0 : i + 1;
+    if (st->tags[i] == TAG_GONE)
+        st->gone_slots--;
     st->slots[i] = id;
     st->tags[i] = tag_of(h);
 }
@@ -533,7 +708,10 @@ static void table_resize(struct gstore *st, uint32_t n)
     memset(st->slots, 0xff, (size_t)n * sizeof *st->slots);
     st->tags = xcalloc(n, 1);
     st->nslots = n;
+    st->gone_slots = 0;
     for (uint32_t id = 0; id < st->count; id++) {
+        if (st->by_id[id] == GSTORE_NONE)
+            continue;
         const struct gcounter *c = cnt(st, id);
         slot_put(st, (uint32_t)hash_bytes(c_name(c), c->name_len), id);
     }
@@ -558,7 +736,7 @@ void gstore_reserve(struct gstore *st, uint32_t n)
 {
     if (n > UINT32_MAX / 2)
         return;
-    uint64_t want = (uint64_t)st->count + n;
+    uint64_t want = (uint64_t)st->live + n;
     if (want * 5 > (uint64_t)st->nslots * 4) {
         /* 1.5 slots per counter: the middle of what growing by half gives. */
         uint64_t slots = want + want / 2 + 1;
@@ -566,8 +744,70 @@ void gstore_reserve(struct gstore *st, uint32_t n)
             return;
         table_resize(st, (uint32_t)slots);
     }
+    want = (uint64_t)st->count + n;
     if (want < GSTORE_NONE)
         ids_reserve(st, (uint32_t)want);
+}
+
+/* The dropped ids: a min-heap, so that the lowest is reused first and the highest ones
+ * stay free (the arrays indexed by id shrink when they are). An entry is stale when its id
+ * was reused or fell off the end (id >= count): it is skipped when it comes up. */
+static void fids_push(struct gstore *st, uint32_t id)
+{
+    if (st->nfids == st->fids_cap) {
+        st->fids_cap = st->fids_cap ? st->fids_cap * 2 : 64;
+        st->fids = xrealloc(st->fids, (size_t)st->fids_cap * sizeof *st->fids);
+    }
+    uint32_t i = st->nfids++;
+    while (i && st->fids[(i - 1) / 2] > id) {
+        st->fids[i] = st->fids[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    st->fids[i] = id;
+}
+
+static uint32_t fids_pop(struct gstore *st)
+{
+    uint32_t top = st->fids[0], last = st->fids[--st->nfids], i = 0;
+    for (;;) {
+        uint32_t c = 2 * i + 1;
+        if (c >= st->nfids)
+            break;
+        if (c + 1 < st->nfids && st->fids[c + 1] < st->fids[c])
+            c++;
+        if (st->fids[c] >= last)
+            break;
+        st->fids[i] = st->fids[c];
+        i = c;
+    }
+    if (st->nfids)
+        st->fids[i] = last;
+    return top;
+}
+
+/* Rebuilds the heap from by_id (ascending: a heap already) when stale entries are many. */
+static void fids_rebuild(struct gstore *st)
+{
+    uint32_t nfree = st->count - st->live;
+    if (st->nfids - nfree <= st->count / 8 + 64)
+        return;
+    st->nfids = 0;
+    st->fids_cap = nfree + 64;
+    st->fids = xrealloc(st->fids, (size_t)st->fids_cap * sizeof *st->fids);
+    for (uint32_t id = 0; id < st->count; id++)
+        if (st->by_id[id] == GSTORE_NONE)
+            st->fids[st->nfids++] = id;
+}
+
+/* @return the id a new counter takes: the lowest dropped one, or count. */
+static uint32_t ids_take(struct gstore *st)
+{
+    while (st->live < st->count && st->nfids) {
+        uint32_t id = fids_pop(st);
+        if (id < st->count && st->by_id[id] == GSTORE_NONE)
+            return id;
+    }
+    return st->count;
 }
 
 /* The entries a new counter gets room for. */
@@ -589,9 +829,12 @@ uint32_t gstore_create(struct gstore *st, const char *name, size_t len)
         return id;
     if (st->count == GSTORE_NONE - 1 || st->nslots > UINT32_MAX / 3 * 2)
         return GSTORE_NONE;
-    if ((uint64_t)(st->count + 1) * 5 > (uint64_t)st->nslots * 4)
+    if ((uint64_t)(st->live + 1) * 5 > (uint64_t)st->nslots * 4)
         table_grow(st);
-    if (st->count == st->id_cap)
+    else if ((uint64_t)(st->live + st->gone_slots + 1) * 5 > (uint64_t)st->nslots * 4)
+        table_resize(st, st->nslots); /* the slots of dropped counters make probes long */
+    id = ids_take(st);
+    if (id == st->count && st->count == st->id_cap)
         ids_reserve(st, st->id_cap ? st->id_cap * 2 : 1024);
     unsigned cap = new_cap(st);
     uint32_t off = arena_alloc(st, c_units((unsigned)len, cap, 0, 0));
@@ -602,7 +845,9 @@ uint32_t gstore_create(struct gstore *st, const char *name, size_t len)
     memcpy(c_name(c), name, len);
     c_name(c)[len] = '\0';
 
-    id = st->count++;
+    if (id == st->count)
+        st->count++;
+    st->live++;
     st->by_id[id] = off;
     slot_put(st, h, id);
     ++st->seq;
@@ -626,6 +871,11 @@ uint32_t gstore_count(const struct gstore *st)
 static void incr_done(struct gstore *st, struct gcounter *c, uint32_t id, int rep, int64_t amount)
 {
     c->flags &= F_NEG; /* clears the origin */
+    if (c->layout & L_DEAD) {
+        /* An increment the deletion had not observed: the counter lives again. */
+        c->layout &= (uint8_t)~L_DEAD;
+        st->ndead--;
+    }
     st->total += (double)amount;
     st->rep_net[rep] += (double)amount;
     touch_at(st, c, id);
@@ -667,6 +917,7 @@ int gstore_incr(struct gstore *st, uint32_t id, int rep, int64_t amount)
         st->rep_entries[rep]++;
         c_set_pos(c, (unsigned)i, 0);
         c_set_neg(c, (unsigned)i, 0);
+        c_zero_floors(c, (unsigned)i);
     }
     if (amount > 0)
         c_set_pos(c, (unsigned)i, sum);
@@ -786,9 +1037,9 @@ static int tomb_add(struct gstore *st, uint32_t id, int rep)
  * drop. @return the number of merged entries, or an error.
  */
 static int merge_compute(struct gstore *st, uint32_t id, const struct gentry *in, size_t n,
-                         const int *folded, size_t nf, int *dropped)
+                         const int *folded, size_t nf, int skip_local, int *dropped)
 {
-    const struct gcounter *c = id == GSTORE_NONE ? NULL : cnt(st, id);
+    const struct gcounter *c = id == GSTORE_NONE || skip_local ? NULL : cnt(st, id);
     const struct tombs *t = tombs_find(st, id);
     size_t need = (c ? c->n : 0) + n;
     *dropped = 0;
@@ -849,9 +1100,7 @@ int gstore_merge_check(struct gstore *st, uint32_t id, const struct gentry *in, 
 int gstore_merge_check_folded(struct gstore *st, uint32_t id, const struct gentry *in, size_t n,
                               const int *folded, size_t nf)
 {
-    int dropped;
-    int k = merge_compute(st, id, in, n, folded, nf, &dropped);
-    return k < 0 ? k : 0;
+    return gstore_merge_life_check(st, id, in, n, folded, nf, NULL);
 }
 
 /* Whether the merged entries m[0..k) are exactly the state in[0..n) describes. */
@@ -971,8 +1220,15 @@ static int update_entries(struct gstore *st, uint32_t id, const struct gentry *m
 int gstore_merge_folded(struct gstore *st, uint32_t id, const struct gentry *in, size_t n,
                         const int *folded, size_t nf, int origin)
 {
+    return gstore_merge_life(st, id, in, n, folded, nf, NULL, origin);
+}
+
+/* gstore_merge_folded of a counter without lifecycle state and a state without any. */
+static int merge_plain(struct gstore *st, uint32_t id, const struct gentry *in, size_t n,
+                       const int *folded, size_t nf, int origin)
+{
     int dropped;
-    int k = merge_compute(st, id, in, n, folded, nf, &dropped);
+    int k = merge_compute(st, id, in, n, folded, nf, 0, &dropped);
     if (k < 0)
         return k;
     const struct gentry *m = st->scratch;
@@ -997,6 +1253,390 @@ int gstore_merge_folded(struct gstore *st, uint32_t id, const struct gentry *in,
     return changed + added;
 }
 
+/* ---------------------------------------------------------------- lifecycle */
+
+/* Takes counter c's parts above its clear floor out of the aggregates (sign -1) or puts
+ * them back (sign 1), with its replicas' entry counts. */
+static void agg_apply(struct gstore *st, const struct gcounter *c, int sign)
+{
+    for (unsigned i = 0; i < c->n; i++) {
+        int rep = c_rep(c, i);
+        double d = (double)c_above(c, i);
+        st->total += sign * d;
+        st->rep_net[rep] += sign * d;
+        st->rep_entries[rep] = (uint32_t)((int64_t)st->rep_entries[rep] + sign);
+    }
+}
+
+/* The buffers gstore_life answers in, made with the first lifecycle state. */
+static void life_bufs(struct gstore *st)
+{
+    if (!st->life_fl) {
+        st->life_fl = xmalloc(GCOUNTER_MAX_ENTRIES * sizeof *st->life_fl);
+        st->life_dfl = xmalloc(GCOUNTER_MAX_ENTRIES * sizeof *st->life_dfl);
+    }
+}
+
+static unsigned c_life_flags(const struct gcounter *c)
+{
+    return ((c->layout & L_DEL) ? GLIFE_DELETED : 0) | ((c->layout & L_SEALED) ? GLIFE_SEALED : 0);
+}
+
+int gstore_clear(struct gstore *st, uint32_t id)
+{
+    struct gcounter *c = cnt(st, id);
+    agg_apply(st, c, -1);
+    c = c_fit(st, id, c->cap, 0, L_FL);
+    for (unsigned i = 0; i < c->n; i++)
+        c_set_floor(c, 1, i, c_pos(c, i), c_neg(c, i));
+    agg_apply(st, c, 1); /* the entries, each now at 0 above the floor */
+    life_bufs(st);
+    c->flags &= F_NEG;
+    touch_at(st, c, id);
+    return 0;
+}
+
+int gstore_delete(struct gstore *st, uint32_t id)
+{
+    struct gcounter *c = cnt(st, id);
+    agg_apply(st, c, -1);
+    c = c_fit(st, id, c->cap, 0, L_FL | L_DEL);
+    for (unsigned i = 0; i < c->n; i++) {
+        c_set_floor(c, 1, i, c_pos(c, i), c_neg(c, i));
+        c_set_floor(c, 2, i, c_pos(c, i), c_neg(c, i));
+    }
+    agg_apply(st, c, 1);
+    life_bufs(st);
+    if (!(c->layout & L_DEAD))
+        st->ndead++;
+    c->layout = (uint8_t)((c->layout & ~L_SEALED) | L_DEAD);
+    c->flags &= F_NEG;
+    touch_at(st, c, id);
+    return 0;
+}
+
+int gstore_seal(struct gstore *st, uint32_t id)
+{
+    struct gcounter *c = cnt(st, id);
+    if (!(c->layout & L_DEAD) || (c->layout & L_SEALED))
+        return 0;
+    c->layout |= L_SEALED;
+    c->flags &= F_NEG;
+    touch_at(st, c, id);
+    return 1;
+}
+
+int gstore_dead(const struct gstore *st, uint32_t id)
+{
+    return (cnt(st, id)->layout & L_DEAD) != 0;
+}
+
+uint32_t gstore_dead_total(const struct gstore *st)
+{
+    return st->ndead;
+}
+
+int gstore_life(const struct gstore *st, uint32_t id, struct glife *out)
+{
+    const struct gcounter *c = cnt(st, id);
+    memset(out, 0, sizeof *out);
+    if (!(c->layout & (L_FL | L_DEL)))
+        return 0;
+    size_t nf = 0, nd = 0;
+    for (unsigned i = 0; i < c->n; i++) {
+        int64_t p = c_fpos(c, 1, i), q = c_fneg(c, 1, i);
+        if (p || q)
+            st->life_fl[nf++] = (struct gentry){c_rep(c, i), p, q};
+        p = c_fpos(c, 2, i);
+        q = c_fneg(c, 2, i);
+        if (p || q)
+            st->life_dfl[nd++] = (struct gentry){c_rep(c, i), p, q};
+    }
+    out->floor = st->life_fl;
+    out->nfloor = nf;
+    out->dfloor = st->life_dfl;
+    out->ndfloor = nd;
+    out->flags = c_life_flags(c);
+    return 1;
+}
+
+/* The per-replica maximum of v[0..n) for rep ((0, 0) when it is absent). */
+static void vec_max(const struct gentry *v, size_t n, int rep, int64_t *pos, int64_t *neg)
+{
+    *pos = *neg = 0;
+    for (size_t j = 0; j < n; j++) {
+        if (v[j].rep != rep)
+            continue;
+        if (v[j].pos > *pos)
+            *pos = v[j].pos;
+        if (v[j].neg > *neg)
+            *neg = v[j].neg;
+    }
+}
+
+/* A state's flags: GLIFE_SEALED means nothing without GLIFE_DELETED. */
+static unsigned life_flags(const struct glife *l)
+{
+    unsigned f = l ? l->flags & (GLIFE_DELETED | GLIFE_SEALED) : 0;
+    return (f & GLIFE_DELETED) ? f : 0;
+}
+
+/* Whether the state in[0..n) + l is a sealed tombstone (nothing above its delete floor). */
+static int in_sealed_dead(const struct gentry *in, size_t n, const struct glife *l)
+{
+    if (life_flags(l) != (GLIFE_DELETED | GLIFE_SEALED))
+        return 0;
+    for (size_t j = 0; j < n; j++) {
+        int64_t p, q, dp, dq;
+        vec_max(in, n, in[j].rep, &p, &q);
+        vec_max(l->dfloor, l->ndfloor, in[j].rep, &dp, &dq);
+        if (p > dp || q > dq)
+            return 0;
+    }
+    return 1;
+}
+
+/*
+ * The new-life rule, both ways (so that the merge stays commutative): a sealed tombstone
+ * that receives a state counted since without a deletion takes it whole (1), and a state
+ * counted without a deletion that receives a sealed tombstone keeps itself (2): either
+ * way the sender or the receiver dropped the tombstone and counted the name again. 0: a
+ * merge as always.
+ */
+static int life_mode(const struct gcounter *c, const struct gentry *in, size_t n,
+                     const struct glife *life)
+{
+    if (!c)
+        return 0;
+    if ((c->layout & (L_SEALED | L_DEAD)) == (L_SEALED | L_DEAD) &&
+        !(life_flags(life) & GLIFE_DELETED)) {
+        for (size_t j = 0; j < n; j++)
+            if (in[j].pos || in[j].neg)
+                return 1;
+        return 0;
+    }
+    if (!(c->layout & L_DEL) && c->n > 0 && in_sealed_dead(in, n, life))
+        return 2;
+    return 0;
+}
+
+/*
+ * merge_compute with lifecycle states: the merged entries in st->scratch, their clear and
+ * delete floors (per-entry max, the clear floor at least the delete floor, both clamped
+ * to the entries) in st->fscr and st->dscr, *flags the merged GLIFE_ flags, *mode the
+ * new-life rule's verdict. @return the number of merged entries, or an error.
+ */
+static int life_compute(struct gstore *st, uint32_t id, const struct gentry *in, size_t n,
+                        const int *folded, size_t nf, const struct glife *life, unsigned *flags,
+                        int *mode)
+{
+    const struct gcounter *c = id == GSTORE_NONE ? NULL : cnt(st, id);
+    int dropped;
+    *mode = life_mode(c, in, n, life);
+    if (*mode == 2) {
+        n = 0;
+        life = NULL;
+    }
+    int k = merge_compute(st, id, in, n, folded, nf, *mode == 1, &dropped);
+    if (k < 0)
+        return k;
+    if (st->life_cap < st->scratch_cap) {
+        st->life_cap = st->scratch_cap;
+        st->fscr = xrealloc(st->fscr, st->life_cap * sizeof *st->fscr);
+        st->dscr = xrealloc(st->dscr, st->life_cap * sizeof *st->dscr);
+    }
+    const struct gentry *m = st->scratch;
+    const struct gcounter *own = *mode == 1 ? NULL : c;
+    for (int i = 0; i < k; i++) {
+        int64_t v[2][2] = {{0, 0}, {0, 0}}, a, b; /* [clear, delete][pos, neg] */
+        int o = own ? c_find_rep(own, m[i].rep) : -1;
+        for (unsigned f = 0; f < 2 && o >= 0; f++) {
+            v[f][0] = c_fpos(own, f + 1, (unsigned)o);
+            v[f][1] = c_fneg(own, f + 1, (unsigned)o);
+        }
+        for (unsigned f = 0; f < 2 && life; f++) {
+            if (f == 0)
+                vec_max(life->floor, life->nfloor, m[i].rep, &a, &b);
+            else
+                vec_max(life->dfloor, life->ndfloor, m[i].rep, &a, &b);
+            v[f][0] = a > v[f][0] ? a : v[f][0];
+            v[f][1] = b > v[f][1] ? b : v[f][1];
+        }
+        for (unsigned f = 0; f < 2; f++) {
+            if (f == 0 && v[1][0] > v[0][0])
+                v[0][0] = v[1][0];
+            if (f == 0 && v[1][1] > v[0][1])
+                v[0][1] = v[1][1];
+            if (v[f][0] > m[i].pos)
+                v[f][0] = m[i].pos;
+            if (v[f][1] > m[i].neg)
+                v[f][1] = m[i].neg;
+        }
+        st->fscr[i] = (struct gentry){m[i].rep, v[0][0], v[0][1]};
+        st->dscr[i] = (struct gentry){m[i].rep, v[1][0], v[1][1]};
+    }
+    *flags = life_flags(life) | (own ? c_life_flags(own) : 0);
+    return k;
+}
+
+int gstore_merge_life_check(struct gstore *st, uint32_t id, const struct gentry *in, size_t n,
+                            const int *folded, size_t nf, const struct glife *life)
+{
+    unsigned flags;
+    int mode, dropped, k;
+    if ((id == GSTORE_NONE || !(cnt(st, id)->layout & L_LIFE)) && !life_flags(life))
+        k = merge_compute(st, id, in, n, folded, nf, 0, &dropped); /* floors add no entry */
+    else
+        k = life_compute(st, id, in, n, folded, nf, life, &flags, &mode);
+    return k < 0 ? k : 0;
+}
+
+/* How writing the merged state (k entries, flags) changes counter c: @return the number
+ * of entries that change (dropped ones included); *other says whether a floor or a flag
+ * changes. */
+static int life_changes(const struct gstore *st, const struct gcounter *c, int k, unsigned flags,
+                        int *other)
+{
+    const struct gentry *m = st->scratch, *f = st->fscr, *d = st->dscr;
+    int changed = 0;
+    *other = c_life_flags(c) != flags;
+    for (int i = 0; i < k; i++) {
+        int o = c_find_rep(c, m[i].rep);
+        unsigned u = (unsigned)o;
+        if (o < 0 || c_pos(c, u) != m[i].pos || c_neg(c, u) != m[i].neg)
+            changed++;
+        if (o < 0 ? f[i].pos || f[i].neg || d[i].pos || d[i].neg
+                  : c_fpos(c, 1, u) != f[i].pos || c_fneg(c, 1, u) != f[i].neg ||
+                        c_fpos(c, 2, u) != d[i].pos || c_fneg(c, 2, u) != d[i].neg)
+            *other = 1;
+    }
+    for (unsigned i = 0; i < c->n; i++) {
+        int kept = 0;
+        for (int j = 0; j < k && !kept; j++)
+            kept = m[j].rep == c_rep(c, i);
+        changed += !kept;
+    }
+    return changed;
+}
+
+/* Moves counter id into a block of exactly this shape (its entries are rewritten next). */
+static struct gcounter *c_reshape(struct gstore *st, uint32_t id, unsigned cap, unsigned flags,
+                                  unsigned layout)
+{
+    uint32_t old = st->by_id[id];
+    struct gcounter *c = at(st, old);
+    uint32_t off = arena_alloc(st, c_units(c->name_len, cap, flags, layout));
+    c = at(st, old);
+    struct gcounter *d = at(st, off);
+    memcpy(d, c, HEAD_SIZE + c->name_len + 1u);
+    d->cap = (uint8_t)cap;
+    d->flags = (uint8_t)flags;
+    d->layout = (uint8_t)layout;
+    d->n = 0;
+    arena_free(st, old, c_units(c->name_len, c->cap, c->flags, c->layout));
+    st->by_id[id] = off;
+    return d;
+}
+
+/* Writes the merged state (st's scratch: k entries and their floors, flags) into counter
+ * id; mode 1 (a new life) gives it a block of the new state's shape. */
+static void life_write(struct gstore *st, uint32_t id, int k, unsigned flags, int mode)
+{
+    const struct gentry *m = st->scratch, *f = st->fscr, *d = st->dscr;
+    struct gcounter *c = cnt(st, id);
+    agg_apply(st, c, -1);
+    if (c->layout & L_DEAD)
+        st->ndead--;
+    unsigned fl = 0, layout = merged_shape(m, k, &fl), cap = (unsigned)k;
+    int floors = 0, dead = (flags & GLIFE_DELETED) != 0;
+    for (int i = 0; i < k; i++) {
+        floors |= f[i].pos || f[i].neg;
+        dead &= m[i].pos == d[i].pos && m[i].neg == d[i].neg;
+    }
+    layout |= (flags & GLIFE_DELETED) ? L_FL | L_DEL : floors ? L_FL : 0;
+    if (mode == 1)
+        c = c_reshape(st, id, cap > c->cap ? cap : c->cap, fl, layout);
+    else
+        c = c_fit(st, id, cap, fl, layout);
+    for (int i = 0; i < k; i++) {
+        c_set_rep(c, (unsigned)i, m[i].rep);
+        c_set_pos(c, (unsigned)i, m[i].pos);
+        c_set_neg(c, (unsigned)i, m[i].neg);
+        if (c->layout & L_FL)
+            c_set_floor(c, 1, (unsigned)i, f[i].pos, f[i].neg);
+        if (c->layout & L_DEL)
+            c_set_floor(c, 2, (unsigned)i, d[i].pos, d[i].neg);
+    }
+    c->n = (uint8_t)k;
+    c->layout = (uint8_t)((c->layout & ~(L_SEALED | L_DEAD)) |
+                          ((flags & GLIFE_SEALED) ? L_SEALED : 0) | (dead ? L_DEAD : 0));
+    st->ndead += (uint32_t)dead;
+    agg_apply(st, c, 1);
+    life_bufs(st);
+}
+
+/* Whether the merged floors and flags are exactly those of life (NULL: none). */
+static int life_equals_input(const struct gstore *st, int k, unsigned flags,
+                             const struct glife *life)
+{
+    if (flags != life_flags(life))
+        return 0;
+    for (int i = 0; i < k; i++) {
+        int64_t p = 0, q = 0, dp = 0, dq = 0;
+        if (life) {
+            vec_max(life->floor, life->nfloor, st->fscr[i].rep, &p, &q);
+            vec_max(life->dfloor, life->ndfloor, st->dscr[i].rep, &dp, &dq);
+        }
+        if (p != st->fscr[i].pos || q != st->fscr[i].neg || dp != st->dscr[i].pos ||
+            dq != st->dscr[i].neg)
+            return 0;
+    }
+    return 1;
+}
+
+int gstore_merge_life(struct gstore *st, uint32_t id, const struct gentry *in, size_t n,
+                      const int *folded, size_t nf, const struct glife *life, int origin)
+{
+    if (!(cnt(st, id)->layout & L_LIFE) &&
+        (!life || (!life->nfloor && !life->ndfloor && !life_flags(life))))
+        return merge_plain(st, id, in, n, folded, nf, origin);
+    unsigned flags;
+    int mode, other;
+    int k = life_compute(st, id, in, n, folded, nf, life, &flags, &mode);
+    if (k < 0)
+        return k;
+    int changed = life_changes(st, cnt(st, id), k, flags, &other);
+    if (changed || other)
+        life_write(st, id, k, flags, mode);
+    int added = 0;
+    for (size_t f = 0; f < nf; f++)
+        added += tomb_add(st, id, folded[f]);
+    if (!changed && !other && !added)
+        return 0;
+    const struct tombs *t = tombs_find(st, id);
+    int covered = mode != 2;
+    for (unsigned i = 0; t && i < t->n && covered; i++)
+        covered = list_has(folded, nf, tombs_reps(t)[i]);
+    int tag = origin > 0 && origin <= GCOUNTER_MAX_ORIGIN && covered &&
+                      equals_input(st->scratch, k, in, n) && life_equals_input(st, k, flags, life)
+                  ? origin
+                  : 0;
+    struct gcounter *c = cnt(st, id);
+    c->flags = (uint8_t)((c->flags & F_NEG) | (unsigned)tag << ORIGIN_SHIFT);
+    touch(st, id);
+    return changed + added ? changed + added : 1;
+}
+
+/* Moves slot src of c (entry and floors) to slot dst. */
+static void c_move(struct gcounter *c, unsigned dst, unsigned src)
+{
+    c_set_pos(c, dst, c_pos(c, src));
+    c_set_neg(c, dst, c_neg(c, src));
+    c_set_rep(c, dst, c_rep(c, src));
+    for (unsigned v = 1; v < c_nvec(c->layout); v++)
+        c_set_floor(c, v, dst, c_fpos(c, v, src), c_fneg(c, v, src));
+}
+
 int gstore_fold(struct gstore *st, uint32_t id, int from, int into)
 {
     struct gcounter *c = cnt(st, id);
@@ -1011,6 +1651,13 @@ int gstore_fold(struct gstore *st, uint32_t id, int from, int into)
     if (__builtin_add_overflow(j < 0 ? 0 : c_pos(c, (unsigned)j), fp, &sp) ||
         __builtin_add_overflow(j < 0 ? 0 : c_neg(c, (unsigned)j), fn, &sn))
         return GSTORE_EOVERFLOW;
+    /* The floors move with the entry (each is at most its entry: their sums fit too). */
+    int64_t fl[3][2] = {{0, 0}, {0, 0}, {0, 0}};
+    for (unsigned v = 1; v < 3; v++) {
+        fl[v][0] = c_fpos(c, v, (unsigned)i) + (j < 0 ? 0 : c_fpos(c, v, (unsigned)j));
+        fl[v][1] = c_fneg(c, v, (unsigned)i) + (j < 0 ? 0 : c_fneg(c, v, (unsigned)j));
+    }
+    double d = (double)(c_above(c, (unsigned)i));
     unsigned wp = wc_for(sp), wn = wc_for(sn);
     c = c_fit(st, id, c->cap, 0, layout_max(wp, wn) | rep_layout(into));
     if (j < 0) {
@@ -1019,17 +1666,16 @@ int gstore_fold(struct gstore *st, uint32_t id, int from, int into)
         j = i;
     } else {
         unsigned last = c->n - 1u;
-        c_set_pos(c, (unsigned)i, c_pos(c, last));
-        c_set_neg(c, (unsigned)i, c_neg(c, last));
-        c_set_rep(c, (unsigned)i, c_rep(c, last));
+        c_move(c, (unsigned)i, last);
         if ((unsigned)j == last)
             j = i;
         c->n--;
     }
     c_set_pos(c, (unsigned)j, sp);
     c_set_neg(c, (unsigned)j, sn);
+    for (unsigned v = 1; v < c_nvec(c->layout); v++)
+        c_set_floor(c, v, (unsigned)j, fl[v][0], fl[v][1]);
     st->rep_entries[from]--;
-    double d = (double)fp - (double)fn;
     st->rep_net[from] -= d;
     st->rep_net[into] += d;
     tomb_add(st, id, from);
@@ -1111,7 +1757,7 @@ size_t gstore_memory(const struct gstore *st)
     /* The last chunk's unused part is not touched yet: not resident, not counted. */
     size_t arena = st->arena_bytes - (size_t)(st->room - st->bump) * UNIT;
     return arena + st->bytes + (size_t)st->nslots * (sizeof *st->slots + 1) +
-           (size_t)st->count * sizeof *st->by_id;
+           (size_t)st->count * sizeof *st->by_id + (size_t)st->fids_cap * sizeof *st->fids;
 }
 
 /* ---------------------------------------------------------------- reading */
@@ -1131,6 +1777,11 @@ uint64_t gstore_counter_mseq(const struct gcounter *c)
 int64_t gstore_counter_value(const struct gcounter *c)
 {
     gstore_wide v = 0;
+    if (c->layout & L_FL) {
+        for (unsigned i = 0; i < c->n; i++)
+            v += c_above(c, i);
+        return gstore_clamp(v, NULL);
+    }
     for (unsigned i = 0; i < c->n; i++)
         v += (gstore_wide)c_pos(c, i) - c_neg(c, i);
     return gstore_clamp(v, NULL);
@@ -1153,7 +1804,8 @@ unsigned gstore_counter_nodes(const struct gstore *st, const struct gcounter *c,
             out[k].pos = out[k].neg = bare_pos[k] = bare_neg[k] = 0;
             k++;
         }
-        int64_t p = c_pos(c, i), q = c_neg(c, i);
+        /* Above the clear floor: what the clears observed is not counted. */
+        int64_t p = c_pos(c, i) - c_fpos(c, 1, i), q = c_neg(c, i) - c_fneg(c, 1, i);
         if (st->rep_bare[rep]) {
             bare_pos[j] = p;
             bare_neg[j] = q;
@@ -1203,7 +1855,8 @@ int64_t gstore_counter_net(const struct gcounter *c, int rep)
     int i = c_find_rep(c, rep);
     if (i < 0)
         return 0;
-    return c_pos(c, (unsigned)i) - c_neg(c, (unsigned)i);
+    return (c_pos(c, (unsigned)i) - c_fpos(c, 1, (unsigned)i)) -
+           (c_neg(c, (unsigned)i) - c_fneg(c, 1, (unsigned)i));
 }
 
 unsigned gstore_counter_entries(const struct gcounter *c)
@@ -1226,4 +1879,94 @@ int gstore_counter_has_neg(const struct gcounter *c)
 int gstore_counter_origin(const struct gcounter *c)
 {
     return c->flags >> ORIGIN_SHIFT;
+}
+
+/* ---------------------------------------------------------------- dropping */
+
+/* Removes counter id's tombstones of folded replicas (backward-shift deletion). */
+static void tombs_remove(struct gstore *st, uint32_t id)
+{
+    struct tombs *t = tombs_find(st, id);
+    if (!t)
+        return;
+    if (t->cap) {
+        st->bytes -= (size_t)t->cap * sizeof *t->u.reps;
+        free(t->u.reps);
+    }
+    st->ntombs -= t->n;
+    st->ntombc--;
+    uint32_t i = (uint32_t)(t - st->tombs), mask = st->tmask;
+    for (uint32_t j = (i + 1) & mask; st->tombs[j].id != GSTORE_NONE; j = (j + 1) & mask) {
+        uint32_t h = tomb_hash(st->tombs[j].id) & mask;
+        /* The entry at j may move to i unless its home lies cyclically in (i, j]. */
+        int stays = i < j ? h > i && h <= j : h > i || h <= j;
+        if (!stays) {
+            st->tombs[i] = st->tombs[j];
+            i = j;
+        }
+    }
+    memset(&st->tombs[i], 0, sizeof st->tombs[i]);
+    st->tombs[i].id = GSTORE_NONE;
+    if (!st->ntombc) {
+        st->bytes -= ((size_t)st->tmask + 1) * sizeof *st->tombs;
+        free(st->tombs);
+        st->tombs = NULL;
+        st->tmask = 0;
+    }
+}
+
+/* Takes counter id (at c) out of the table: its slot keeps a TAG_GONE. */
+static void slot_remove(struct gstore *st, uint32_t id, const struct gcounter *c)
+{
+    uint32_t h = (uint32_t)hash_bytes(c_name(c), c->name_len);
+    uint32_t i = slot_of(h, st->nslots);
+    while (!(st->tags[i] == tag_of(h) && st->slots[i] == id))
+        i = i + 1 == st->nslots ? 0 : i + 1;
+    st->tags[i] = TAG_GONE;
+    st->slots[i] = GSTORE_NONE;
+    st->gone_slots++;
+}
+
+/* After a drop: the highest free ids fall off the end, and the table and by_id shrink
+ * when they hold less than a fifth or a quarter of what they have room for. */
+static void drop_shrink(struct gstore *st)
+{
+    while (st->count && st->by_id[st->count - 1] == GSTORE_NONE)
+        st->count--;
+    fids_rebuild(st);
+    if (st->id_cap > 1024 && st->count < st->id_cap / 4) {
+        st->id_cap = st->count * 2 < 1024 ? 1024 : st->count * 2;
+        st->by_id = xrealloc(st->by_id, (size_t)st->id_cap * sizeof *st->by_id);
+    }
+    if (st->nslots > 1024 && (uint64_t)st->live * 5 < st->nslots) {
+        uint32_t n = st->live + st->live / 2 + 1;
+        table_resize(st, n < 1024 ? 1024 : n);
+    }
+}
+
+void gstore_drop(struct gstore *st, uint32_t id)
+{
+    struct gcounter *c = cnt(st, id);
+    slot_remove(st, id, c);
+    list_unlink(st, id);
+    agg_apply(st, c, -1);
+    if (c->layout & L_DEAD)
+        st->ndead--;
+    tombs_remove(st, id);
+    arena_free(st, st->by_id[id], c_units(c->name_len, c->cap, c->flags, c->layout));
+    st->by_id[id] = GSTORE_NONE;
+    st->live--;
+    if (id + 1 < st->count)
+        fids_push(st, id);
+    drop_shrink(st);
+}
+
+int gstore_exists(const struct gstore *st, uint32_t id)
+{
+    return id < st->count && st->by_id[id] != GSTORE_NONE;
+}
+
+uint32_t gstore_live(const struct gstore *st)
+{
+    return st->live;
 }

@@ -173,8 +173,10 @@ uint32_t gstore_create(struct gstore *st, const char *name, size_t len);
  * nothing is refused beyond it, and an n out of range does nothing.
  */
 void gstore_reserve(struct gstore *st, uint32_t n);
-/* @return the counter with this id; id must be < gstore_count(). */
+/* @return the counter with this id; id must be < gstore_count() and gstore_exists(). */
 const struct gcounter *gstore_counter(const struct gstore *st, uint32_t id);
+/* One past the highest id in use: walks over ids go up to it and skip !gstore_exists().
+ * A new counter takes the lowest dropped id, or this one. */
 uint32_t gstore_count(const struct gstore *st);
 
 /*
@@ -266,8 +268,12 @@ int gstore_merge_folded(struct gstore *st, uint32_t id, const struct gentry *in,
  * merged by OR, so it travels like the floors); once every replica holds the seal it is
  * dropped (gstore_drop): its memory is given back and its id may be reused, and the name
  * counted again starts from zero. A sealed tombstone that receives a state carrying no
- * deletion takes that state whole instead of merging it (a new life: the sender had the
- * tombstone, dropped it and counted the name again); any other state merges as always.
+ * deletion and some count takes that state whole instead of merging it (a new life: the
+ * sender had the tombstone, dropped it and counted the name again); the other way round,
+ * a counter with entries and no deletion that receives a sealed tombstone keeps its state
+ * (so the merge stays commutative: a full-state exchange from a replica that has not
+ * dropped the tombstone yet does not swallow the new life). Any other state merges as
+ * always.
  */
 #define GLIFE_DELETED 1u /* the counter was deleted at least once (a delete floor exists) */
 #define GLIFE_SEALED 2u  /* every replica held the tombstone: it may be dropped */
@@ -339,7 +345,8 @@ uint32_t gstore_changed_after(const struct gstore *st, uint64_t seq);
 uint32_t gstore_changed_next(const struct gstore *st, uint32_t id);
 
 /* Sum of every counter's value, and one replica's net contribution summed over every
- * counter: aggregates for metrics (doubles, since exact sums may leave int64 range). */
+ * counter, above the clear floors: aggregates for metrics (doubles, since exact sums may
+ * leave int64 range). */
 double gstore_total(const struct gstore *st);
 double gstore_replica_net(const struct gstore *st, int rep);
 
@@ -349,7 +356,8 @@ size_t gstore_memory(const struct gstore *st);
 /* Reading one counter. */
 const char *gstore_counter_name(const struct gcounter *c, size_t *len);
 uint64_t gstore_counter_mseq(const struct gcounter *c);
-/* sum(pos) - sum(neg) over the entries as they are, clamped to int64_t (see gstore_value). */
+/* sum(pos) - sum(neg) over the entries above the clear floor, clamped to int64_t (see
+ * gstore_value). */
 int64_t gstore_counter_value(const struct gcounter *c);
 
 /*
@@ -370,7 +378,8 @@ size_t gstore_wide_str(gstore_wide v, char *out);
 /* The counter's value as the API answers it: the sum of its nodes' pos - neg, exact.
  * c may be NULL (0). */
 gstore_wide gstore_value(const struct gstore *st, const struct gcounter *c);
-/* Replica rep's net contribution: its pos minus its neg (0 when absent). */
+/* Replica rep's net contribution above the clear floor: (pos - fpos) - (neg - fneg), 0 when
+ * absent. */
 int64_t gstore_counter_net(const struct gcounter *c, int rep);
 unsigned gstore_counter_entries(const struct gcounter *c);
 void gstore_counter_entry(const struct gcounter *c, unsigned i, struct gentry *out);

@@ -6,6 +6,12 @@
  * a few times rather than once per comparison) and merged in from the back by binary
  * search, so the array grows once per sync to exactly its new size. It never copies a
  * name and never changes the store.
+ *
+ * Dropped counters (names_forget) leave it in batches: forgetting clears the id's bit in
+ * a bitmap of indexed ids (O(1)), and the next sync removes every forgotten id in one pass
+ * before it takes anything in, and gives back the room the array no longer needs. An id
+ * dropped and then given to a new counter is a hole below the indexed range that exists
+ * again: a sync finds it among the bitmap's clear bits.
  */
 #include "names.h"
 
@@ -16,8 +22,12 @@
 #include "gstore.h"
 
 struct names {
-    uint32_t *ids; /* [0, n): every counter with id < n, in name order */
-    uint32_t n;
+    uint32_t *ids; /* [0, m): counters in name order (forgotten ones until the next sync) */
+    uint32_t m, cap;
+    uint32_t n;   /* every id below n is in ids or a hole (dropped, forgotten, or reused) */
+    uint64_t *in; /* bit per id below n: in ids and not forgotten */
+    uint32_t words;
+    uint32_t gone; /* forgotten ids still in ids */
 };
 
 struct names *names_new(void)
@@ -30,7 +40,67 @@ void names_free(struct names *nx)
     if (!nx)
         return;
     free(nx->ids);
+    free(nx->in);
     free(nx);
+}
+
+static int in_has(const struct names *nx, uint32_t id)
+{
+    return id < nx->n && (nx->in[id / 64] >> (id % 64) & 1);
+}
+
+static void in_set(struct names *nx, uint32_t id, int on)
+{
+    if (on)
+        nx->in[id / 64] |= (uint64_t)1 << (id % 64);
+    else
+        nx->in[id / 64] &= ~((uint64_t)1 << (id % 64));
+}
+
+/* Room in the bitmap for ids below n (grown or shrunk; bits beyond the old room are 0). */
+static void in_room(struct names *nx, uint32_t n)
+{
+    uint32_t words = (n + 63) / 64;
+    if (words > nx->words || words < nx->words / 2) {
+        nx->in = xrealloc(nx->in, ((size_t)words + 1) * sizeof *nx->in);
+        for (uint32_t w = nx->words; w <= words; w++)
+            nx->in[w] = 0;
+        nx->words = words;
+    }
+}
+
+void names_forget(struct names *nx, uint32_t id)
+{
+    if (!in_has(nx, id))
+        return;
+    in_set(nx, id, 0);
+    nx->gone++;
+}
+
+/* Removes the forgotten ids from the array in one pass, and any id that no longer names a
+ * counter (a drop the index was not told of); shrinks the array when it is much too big. */
+static void compact(struct names *nx, const struct gstore *st)
+{
+    int check = nx->m - nx->gone > gstore_live(st);
+    if (!nx->gone && !check)
+        return;
+    uint32_t j = 0;
+    for (uint32_t i = 0; i < nx->m; i++) {
+        uint32_t id = nx->ids[i];
+        if (!in_has(nx, id))
+            continue;
+        if (check && !gstore_exists(st, id)) {
+            in_set(nx, id, 0);
+            continue;
+        }
+        nx->ids[j++] = id;
+    }
+    nx->m = j;
+    nx->gone = 0;
+    if (nx->cap > nx->m + nx->m / 4 + 1024) {
+        nx->cap = nx->m;
+        nx->ids = xrealloc(nx->ids, ((size_t)nx->cap + 1) * sizeof *nx->ids);
+    }
 }
 
 static const char *name_of(const struct gstore *st, uint32_t id, size_t *len)
@@ -164,36 +234,74 @@ uint32_t names_sync(struct names *nx, const struct gstore *st)
     return names_sync_some(nx, st, UINT32_MAX);
 }
 
+/*
+ * Collects into a[0..) up to max counters not in the index: first the ids from n on (n
+ * moves past them), then, when more are new than those (need), ids below n given to new
+ * counters. @return how many.
+ */
+static uint32_t collect(struct names *nx, const struct gstore *st, struct ent *a, uint32_t max,
+                        uint32_t need)
+{
+    uint32_t k = 0, count = gstore_count(st), old = nx->n, id = nx->n;
+    for (; id < count && k < max; id++)
+        if (gstore_exists(st, id))
+            a[k++] = (struct ent){0, id};
+    nx->n = id;
+    for (uint32_t w = 0; id == count && k < max && k < need && w < (old + 63) / 64; w++) {
+        uint64_t holes = ~nx->in[w];
+        while (holes && k < max && k < need) {
+            uint32_t h = w * 64 + (uint32_t)__builtin_ctzll(holes);
+            holes &= holes - 1;
+            if (h < old && gstore_exists(st, h))
+                a[k++] = (struct ent){0, h};
+        }
+    }
+    return k;
+}
+
 uint32_t names_sync_some(struct names *nx, const struct gstore *st, uint32_t max)
 {
-    uint32_t n = nx->n, k = gstore_count(st) - n;
-    if (k > max)
-        k = max;
-    uint32_t total = n + k;
+    compact(nx, st);
+    uint32_t count = gstore_count(st), live = gstore_live(st);
+    if (nx->n > count) { /* the highest ids were dropped (and forgotten) */
+        nx->n = count;
+        for (uint32_t w = count / 64; w < nx->words; w++)
+            nx->in[w] &= w == count / 64 ? ((uint64_t)1 << (count % 64)) - 1 : 0;
+        in_room(nx, count);
+    }
+    uint32_t need = live > nx->m ? live - nx->m : 0;
+    uint32_t k = need < max ? need : max;
     if (k == 0)
         return 0;
     struct ent *a = xmalloc((size_t)k * 2 * sizeof *a);
+    k = collect(nx, st, a, k, need);
+    in_room(nx, nx->n);
     for (uint32_t i = 0; i < k; i++)
-        a[i] = (struct ent){0, n + i};
+        in_set(nx, a[i].id, 1);
     sort_level(st, a, a + k, k, 0);
     uint32_t *fresh = (uint32_t *)(a + k); /* the sorted ids, over the scratch half */
     for (uint32_t i = 0; i < k; i++)
         fresh[i] = a[i].id;
-    nx->ids = xrealloc(nx->ids, (size_t)total * sizeof *nx->ids);
-    merge_in(nx, st, n, fresh, k);
+    uint32_t m = nx->m, total = m + k;
+    if (total > nx->cap) {
+        nx->cap = total;
+        nx->ids = xrealloc(nx->ids, (size_t)total * sizeof *nx->ids);
+    }
+    merge_in(nx, st, m, fresh, k);
     free(a);
-    nx->n = total;
+    nx->m = total;
     return k;
 }
 
 uint32_t names_pending(const struct names *nx, const struct gstore *st)
 {
-    return gstore_count(st) - nx->n;
+    uint32_t live = gstore_live(st), in = nx->m - nx->gone;
+    return live > in ? live - in : 0;
 }
 
 uint32_t names_count(const struct names *nx)
 {
-    return nx->n;
+    return nx->m;
 }
 
 uint32_t names_at(const struct names *nx, uint32_t pos)
@@ -209,7 +317,7 @@ uint32_t names_at(const struct names *nx, uint32_t pos)
 static uint32_t search(const struct names *nx, const struct gstore *st, const char *key, size_t len,
                        size_t cut, int strict)
 {
-    uint32_t lo = 0, hi = nx->n;
+    uint32_t lo = 0, hi = nx->m;
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
         size_t nl;
@@ -235,7 +343,7 @@ void names_prefix(const struct names *nx, const struct gstore *st, const char *p
 {
     if (len == 0) {
         *lo = 0;
-        *hi = nx->n;
+        *hi = nx->m;
         return;
     }
     *lo = search(nx, st, prefix, len, 0, 0);
@@ -244,5 +352,5 @@ void names_prefix(const struct names *nx, const struct gstore *st, const char *p
 
 size_t names_memory(const struct names *nx)
 {
-    return sizeof *nx + (size_t)nx->n * sizeof *nx->ids;
+    return sizeof *nx + (size_t)nx->cap * sizeof *nx->ids + (size_t)nx->words * sizeof *nx->in;
 }

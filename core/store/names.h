@@ -2,12 +2,13 @@
  * names.h - the store's counters in byte order of their names: a sorted index of counter
  * ids, for listings that cost what they return (API.md, "GET /counters").
  *
- * The index holds 4 bytes per counter (its id) and nothing else: names are read from the
- * store. It is lazy: counters created since the last look (ids are dense and never change,
- * so they are the id range [indexed, gstore_count())) are sorted and merged in by
- * names_sync, which a listing calls first, or a slice at a time by names_sync_some (the
- * region's timer, so that the first listing after a bulk fill finds them sorted); cursor
- * and prefix are binary searches.
+ * The index holds 4 bytes per counter (its id) and a bit per id, nothing else: names are
+ * read from the store. It is lazy: counters created since the last look (the id range
+ * [indexed, gstore_count()), and dropped ids given to new counters) are sorted and merged
+ * in by names_sync, which a listing calls first, or a slice at a time by names_sync_some
+ * (the region's timer, so that the first listing after a bulk fill finds them sorted);
+ * cursor and prefix are binary searches. Counters dropped (names_forget) leave at the
+ * next sync.
  *
  * Plain C: no libevent, Lua or curl. Not thread-safe; one event loop owns it.
  */
@@ -31,10 +32,16 @@ void names_free(struct names *nx);
 uint32_t names_sync(struct names *nx, const struct gstore *st);
 /* The same for at most max of them, the oldest first (bounded work for an idle slice). */
 uint32_t names_sync_some(struct names *nx, const struct gstore *st, uint32_t max);
+/*
+ * Counter id is being dropped (call it before gstore_drop): O(1); the next sync takes it
+ * out (so a listing, which syncs first, never shows it). An id not in the index is
+ * ignored.
+ */
+void names_forget(struct names *nx, uint32_t id);
 /* Counters created since the last call, not in the index yet. */
 uint32_t names_pending(const struct names *nx, const struct gstore *st);
 
-/* Counters in the index (gstore_count() right after names_sync). */
+/* Counters in the index (gstore_live() right after names_sync). */
 uint32_t names_count(const struct names *nx);
 /* The id of the counter at position pos (< names_count()) in name order. */
 uint32_t names_at(const struct names *nx, uint32_t pos);

@@ -3,7 +3,8 @@
  * empty store, names that are prefixes of each other, a cursor that names no counter),
  * then a random run against a brute-force model (every name, sorted by strcmp after each
  * sync): the order, names_after for any key, names_prefix for any prefix, with counters
- * created in bursts between syncs, as a region creates them between listings.
+ * created in bursts between syncs, as a region creates them between listings; and the
+ * same with counters dropped between syncs and their ids given to new ones.
  *
  * Never include this from core/.
  */
@@ -220,5 +221,105 @@ static void test_long_prefixes(void)
     gstore_free(st);
 }
 
+/* Drops (names_forget, then gstore_drop) between syncs, and new counters that take the
+ * dropped ids: after each sync the index is exactly the live names, in order; a dropped
+ * id never shows; the arrays shrink when the index does. */
+static void test_forget(void)
+{
+    struct unit_rng r;
+    rng_init(&r, "names_forget");
+    long rounds = unit_iters(40);
+    for (long round = 0; round < rounds && !unit_g.fails; round++) {
+        unit_context("round %ld", round);
+        struct gstore *st = gstore_new();
+        struct names *nx = names_new();
+        uint32_t cap = 4096, n = 0;
+        char **v = calloc(cap, sizeof *v);
+        for (int b = 0; b < 12 && !unit_g.fails; b++) {
+            uint32_t more = (uint32_t)rng_below(&r, 300), drops = (uint32_t)rng_below(&r, 300);
+            for (uint32_t i = 0; i < drops && n; i++) {
+                uint32_t k = (uint32_t)rng_below(&r, n);
+                uint32_t id = gstore_find(st, v[k], strlen(v[k]));
+                names_forget(nx, id);
+                if (rng_below(&r, 4) == 0)
+                    names_forget(nx, id); /* twice: the same */
+                gstore_drop(st, id);
+                free(v[k]);
+                v[k] = v[--n];
+            }
+            for (uint32_t i = 0; i < more && n < cap; i++) {
+                char name[24];
+                rand_name(&r, name, round % 2 ? 8 : 14);
+                uint32_t live = gstore_live(st);
+                mk(st, name);
+                if (gstore_live(st) > live)
+                    v[n++] = strdup(name);
+            }
+            if (b % 2) {
+                uint32_t k;
+                while ((k = names_pending(nx, st)) > 0) {
+                    uint32_t step = 1 + (uint32_t)rng_below(&r, 64);
+                    CHECK_EQ_U64(names_sync_some(nx, st, step), k < step ? k : step);
+                }
+                names_sync(nx, st); /* takes the forgotten ones out */
+            } else {
+                names_sync(nx, st);
+            }
+            qsort(v, n, sizeof *v, cmp_str);
+            check_against(st, nx, v, n, &r);
+            for (uint32_t i = 0; i < names_count(nx); i++)
+                CHECK(gstore_exists(st, names_at(nx, i)));
+        }
+        /* Everything dropped: the index is empty and gives its room back. */
+        size_t full = names_memory(nx);
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t id = gstore_find(st, v[i], strlen(v[i]));
+            names_forget(nx, id);
+            gstore_drop(st, id);
+            free(v[i]);
+        }
+        CHECK_EQ_U64(names_pending(nx, st), 0);
+        names_sync(nx, st);
+        CHECK_EQ_U64(names_count(nx), 0);
+        CHECK(names_memory(nx) <= full);
+        free(v);
+        names_free(nx);
+        gstore_free(st);
+    }
+    unit_context("%s", "");
+}
+
+/* 100k names indexed, all dropped: the index's memory returns to what it was empty. */
+static void test_forget_memory(void)
+{
+    struct gstore *st = gstore_new();
+    struct names *nx = names_new();
+    size_t empty = names_memory(nx);
+    uint32_t n = (uint32_t)unit_iters(100000);
+    char name[32];
+    for (uint32_t i = 0; i < n; i++)
+        mk(st, (snprintf(name, sizeof name, "n%u", i), name));
+    names_sync(nx, st);
+    CHECK_EQ_U64(names_count(nx), n);
+    CHECK(names_memory(nx) >= (size_t)n * 4);
+    for (uint32_t id = 0; id < n; id++) {
+        names_forget(nx, id);
+        gstore_drop(st, id);
+    }
+    names_sync(nx, st);
+    CHECK_EQ_U64(names_count(nx), 0);
+    printf("  index of %u names: empty %zu bytes, after dropping them all %zu\n", n, empty,
+           names_memory(nx));
+    CHECK(names_memory(nx) <= empty + 64);
+    /* Counted again: ids from 0, all listed. */
+    for (uint32_t i = 0; i < 10; i++)
+        mk(st, (snprintf(name, sizeof name, "again%u", i), name));
+    names_sync(nx, st);
+    CHECK_EQ_U64(names_count(nx), 10);
+    CHECK_STR_EQ(at(st, nx, 0), "again0");
+    names_free(nx);
+    gstore_free(st);
+}
+
 UNIT_MAIN("names", UNIT_CASE(test_basics), UNIT_CASE(test_model), UNIT_CASE(test_ordered_input),
-          UNIT_CASE(test_long_prefixes))
+          UNIT_CASE(test_long_prefixes), UNIT_CASE(test_forget), UNIT_CASE(test_forget_memory))
