@@ -18,7 +18,10 @@
 # default standalone): standalone starts one region node and a gateway with flags of its
 # own; lab starts `scripts/lab up` on a free --base-port with the lab's defaults (Lua
 # watch, Prometheus, three regions with data directories and peers) and measures the lab's
-# gateway and its us-east node, nginx proxying to that same node. See bench/README.md.
+# gateway and its us-east node, nginx proxying to that same node. MODE (inc | v1, default
+# inc): v1 adds a fourth path, the gateway's AddCount (POST /v1/counters/default/<name>/add
+# {"delta":1,"routing":"us-east"}, eventual: its C path), and reports its ratio to
+# POST /api/increment. See bench/README.md.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DURATION=${DURATION:-10}
@@ -31,6 +34,9 @@ REGION_SHARES=${REGION_SHARES:-server}
 SETUP=${SETUP:-standalone}
 SCRIPT=$BENCH_DIR/wrk/gateway.lua
 PATHS=(gateway nginx direct)
+MODE=${MODE:-inc}
+[[ $MODE == inc || $MODE == v1 ]] || die "MODE must be inc or v1, not '$MODE'"
+[[ $MODE == inc ]] || PATHS+=(v1)
 
 bench_need_debs wrk nginx jq curl iproute2 util-linux procps
 bench_need_counterd
@@ -55,7 +61,7 @@ esac
 
 # Each path increments its own counter (names of the same length), so that each total can
 # be checked against the answers of that path alone.
-declare -A COUNTER=([gateway]=bench-gw [nginx]=bench-nx [direct]=bench-dr)
+declare -A COUNTER=([gateway]=bench-gw [nginx]=bench-nx [direct]=bench-dr [v1]=bench-v1)
 
 CLEAN_ENV=(env -u PEER_ENDPOINTS -u SERVICE_PORT -u COUNTERD_ROLE -u REGION -u NODE_ID
   -u REGION_ENDPOINTS -u COUNTER_ENDPOINTS -u COORDINATOR_URL -u DATA_DIR
@@ -130,13 +136,23 @@ bench_check_increment "$NGX_URL" nginx us-east-1 us-east
 bench_check_gateway_increment "$GW_URL" gateway us-east-1 us-east us-east "$RG_URL"
 
 declare -A URL=([gateway]=$GW_URL/api/increment [nginx]=$NGX_URL/increment
-  [direct]=$RG_URL/increment)
-declare -A PID=([gateway]=$GW_PID [nginx]=$NGX_PID [direct]=$RG_PID)
-declare -A ROUTING=([gateway]=us-east [nginx]="" [direct]="")
-declare -A SENT=([gateway]=0 [nginx]=0 [direct]=0) RUNS=([gateway]=0 [nginx]=0 [direct]=0)
-declare -A BEST_RPS=([gateway]=0 [nginx]=0 [direct]=0) BEST_P50 BEST_P99 BEST_RUN BEST_SRV_US
+  [direct]=$RG_URL/increment [v1]=$GW_URL/v1/counters/default/${COUNTER[v1]}/add)
+declare -A PID=([gateway]=$GW_PID [nginx]=$NGX_PID [direct]=$RG_PID [v1]=$GW_PID)
+declare -A ROUTING=([gateway]=us-east [nginx]="" [direct]="" [v1]=us-east)
+declare -A SENT=([gateway]=0 [nginx]=0 [direct]=0 [v1]=0)
+declare -A RUNS=([gateway]=0 [nginx]=0 [direct]=0 [v1]=0)
+declare -A BEST_RPS=([gateway]=0 [nginx]=0 [direct]=0 [v1]=0) BEST_P50 BEST_P99 BEST_RUN BEST_SRV_US
 declare -A BEST_RGN_US
-declare -A PBEST_P99=([gateway]=-1 [nginx]=-1 [direct]=-1) PBEST_P50 PBEST_RPS PBEST_RUN
+declare -A PBEST_P99=([gateway]=-1 [nginx]=-1 [direct]=-1 [v1]=-1) PBEST_P50 PBEST_RPS PBEST_RUN
+if [[ $MODE == v1 ]]; then
+  # The first AddCount goes through the Lua role, which learns the namespace's type and
+  # hands its adds to the C path from then on.
+  v1_first=$(curl -fsS --max-time 5 -H 'Content-Type: application/json' \
+    -d '{"delta":1,"routing":"us-east"}' "${URL[v1]}") || die "POST ${URL[v1]} failed"
+  [[ $(jq -r .routed_to_endpoint <<<"$v1_first") == "$RG_URL" ]] ||
+    die "POST ${URL[v1]} answered $v1_first"
+  SENT[v1]=1
+fi
 ROWS=()
 PROWS=()
 CLIENT_BOUND=""
@@ -153,7 +169,7 @@ run_one() {
   out=$BENCH_TMP/wrk-$path-$kind-$r
   [[ $kind == paced ]] && pace=$PACE_MS
   local -a wenv=(env BENCH_COUNTER="${COUNTER[$path]}" BENCH_ROUTING="${ROUTING[$path]}"
-    BENCH_PACE_MS="$pace")
+    BENCH_PACE_MS="$pace" BENCH_V1=$([[ $path == v1 ]] && echo 1 || echo 0))
   if [[ $kind == sat ]]; then
     "${wenv[@]}" "${BENCH_CLIENT_PIN[@]}" wrk -t1 -c"$CONNS" -d"${WARMUP}s" -s "$SCRIPT" \
       "${URL[$path]}" >"$out.warm" 2>&1 || { cat "$out.warm" >&2; die "wrk failed ($path warm-up $r)"; }
@@ -311,4 +327,12 @@ echo "(direct runs are client-bound by design: one wrk thread cannot saturate th
   echo "WARNING: other processes used >= 15% of a core during:$DISTURBED: those runs are noisy"
 [[ -z $RECONNECTS ]] ||
   echo "WARNING: many connections to the region closed (TIME-WAIT) during:$RECONNECTS: the proxy's upstream pool did not keep them"
-echo "RESULT gateway gateway_rps=${BEST_RPS[gateway]} nginx_rps=${BEST_RPS[nginx]} ratio=$ratio gateway_p50_ms=${BEST_P50[gateway]} gateway_p99_ms=${BEST_P99[gateway]} nginx_p50_ms=${BEST_P50[nginx]} nginx_p99_ms=${BEST_P99[nginx]} direct_p50_ms=${BEST_P50[direct]} direct_p99_ms=${BEST_P99[direct]} direct_rps=${BEST_RPS[direct]} gateway_added_p50_ms=$gw_add50 gateway_added_p99_ms=$gw_add99 nginx_added_p50_ms=$nx_add50 nginx_added_p99_ms=$nx_add99$paced_extra setup=$SETUP"
+v1_extra=""
+if [[ $MODE == v1 ]]; then
+  v1_ratio=$(awk -v a="${BEST_RPS[v1]}" -v b="${BEST_RPS[gateway]}" 'BEGIN { printf "%.2f", a / b }')
+  echo
+  echo "AddCount (POST /v1/counters/default/${COUNTER[v1]}/add): ${BEST_RPS[v1]} req/s, p50 ${BEST_P50[v1]} ms, p99 ${BEST_P99[v1]} ms (best run #${BEST_RUN[v1]}, ${BEST_SRV_US[v1]} us/req)"
+  echo "ratio AddCount / POST /api/increment through the gateway: $v1_ratio"
+  v1_extra=" v1_rps=${BEST_RPS[v1]} v1_p50_ms=${BEST_P50[v1]} v1_p99_ms=${BEST_P99[v1]} v1_ratio=$v1_ratio"
+fi
+echo "RESULT gateway gateway_rps=${BEST_RPS[gateway]} nginx_rps=${BEST_RPS[nginx]} ratio=$ratio gateway_p50_ms=${BEST_P50[gateway]} gateway_p99_ms=${BEST_P99[gateway]} nginx_p50_ms=${BEST_P50[nginx]} nginx_p99_ms=${BEST_P99[nginx]} direct_p50_ms=${BEST_P50[direct]} direct_p99_ms=${BEST_P99[direct]} direct_rps=${BEST_RPS[direct]} gateway_added_p50_ms=$gw_add50 gateway_added_p99_ms=$gw_add99 nginx_added_p50_ms=$nx_add50 nginx_added_p99_ms=$nx_add99$paced_extra$v1_extra setup=$SETUP"

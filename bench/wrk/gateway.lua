@@ -7,6 +7,7 @@
 --           mean_us=N err_connect=N err_read=N err_write=N err_status=N err_timeout=N
 -- err_status counts non-2xx/3xx answers; the others are socket errors.
 --
+-- BENCH_V1=1: the body of POST /v1/counters/{ns}/{name}/add instead, {"delta":<BENCH_AMOUNT>[,"routing"]}.
 -- Env: BENCH_COUNTER (default "bench"), BENCH_AMOUNT (default 1), BENCH_ROUTING (default:
 -- no "routing" field), BENCH_PACE_MS (default 0): when > 0, each connection waits a
 -- random 1 .. 2*PACE-1 ms (mean PACE ms) after an answer before its next request, so
@@ -22,6 +23,9 @@ local pace = tonumber(os.getenv("BENCH_PACE_MS") or "0") or 0
 wrk.method = "POST"
 wrk.body = '{"counter_name":"' .. name .. '","amount":' .. amount ..
   (routing ~= "" and (',"routing":"' .. routing .. '"') or "") .. '}'
+if os.getenv("BENCH_V1") == "1" then -- POST /v1/counters/{ns}/{name}/add: the name is in the URL
+  wrk.body = '{"delta":' .. amount .. (routing ~= "" and (',"routing":"' .. routing .. '"') or "") .. '}'
+end
 wrk.headers["Content-Type"] = "application/json"
 
 -- No request()/response() functions: wrk then sends one pre-built request buffer, so

@@ -5,6 +5,8 @@
  * path that must keep up with the regions, so it is C: parse and check the body, ask
  * lua/policies/routing.lua for a region, forward on a pooled keep-alive connection,
  * fail over with the same idempotency token, and add the gateway's fields to the answer.
+ * AddCount of an eventual namespace (POST /v1/counters/{ns}/{name}/add, /add-and-get) takes
+ * the same path once the Lua role has told C the namespace's type (counterd.shared).
  */
 #ifndef COUNTERD_ROLES_GATEWAY_H
 #define COUNTERD_ROLES_GATEWAY_H
@@ -30,7 +32,8 @@ struct gateway *gateway_new(struct event_base *base, struct host *lua, struct me
 void gateway_name_region(struct gateway *g, const char *url, const char *name);
 /* Cancels what is in flight (their connections are closed by the server). */
 void gateway_free(struct gateway *g);
-/* @return 1 when req was taken (POST /api/increment), 0 to let the Lua role answer. */
+/* @return 1 when req was taken (POST /api/increment, /api/increments, an eventual AddCount),
+ *         0 to let the Lua role answer. */
 int gateway_handle(struct gateway *g, struct http_request *req);
 /* The server's body limit by path (http_server_opts.body_limit): POST /api/increments takes
  * batches larger than the default. @return the limit, or 0 for the default. */

@@ -259,6 +259,7 @@ static void h_metrics(void *role, struct http_request *req)
  */
 static const struct route routes[] = {{ROUTE_POST, "/api/increment", 0, h_increment, NULL, NULL},
                                       {ROUTE_POST, "/api/increments", 0, h_increment, NULL, NULL},
+                                      {ROUTE_POST, "/v1/counters/", 1, h_increment, NULL, NULL},
                                       {ROUTE_GET, "/", 0, h_static, NULL, NULL},
                                       {ROUTE_GET, "/web/", 1, h_static, NULL, NULL},
                                       {ROUTE_ANY, "/admin/reload", 0, h_reload, NULL, NULL},

@@ -3,8 +3,11 @@ gateway.lua - the gateway (port 8080): the API entry point (API.md, "Gateway").
 
 POST /api/increment is the hot path and is answered in C (core/roles/gateway.c): it asks
 lua/policies/routing.lua for a region, forwards on pooled keep-alive connections, and
-fails over with the same idempotency token. Everything else is here: reads and admin
-calls go to the coordinator, whose answers are relayed.
+fails over with the same idempotency token. So is AddCount (POST /v1/counters/{ns}/{name}/add
+and /add-and-get) of a namespace this file has told C is eventual. Everything else is here:
+reads and admin calls go to the coordinator, whose answers are relayed; /v1/namespaces go
+to the regions; /v1/counters go where the namespace's type says (API.md, "Through the
+gateway").
 ]]
 
 local json, http, metrics, trace = counterd.json, counterd.http, counterd.metrics, counterd.trace
@@ -200,10 +203,14 @@ local function refresh_namespaces()
 end
 
 -- The namespace's configuration, or nil and an error answer (404 unknown, 503).
+local refreshing = false
+
 local function namespace_of(ns)
   local n = ns_known[ns]
-  if n and counterd.now_ms() - ns_at < NS_FRESH_MS then return n end
+  if n and (refreshing or counterd.now_ms() - ns_at < NS_FRESH_MS) then return n end
+  refreshing = true -- the others keep the last word meanwhile, rather than all asking
   local ok, err = refresh_namespaces()
+  refreshing = false
   if not ok then
     if n then return n end -- the regions are down: the last word still says where to go
     return nil, { web.err(503, "unavailable", "no region told the namespaces: " .. err) }

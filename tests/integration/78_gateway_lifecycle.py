@@ -227,6 +227,9 @@ class GatewayLifecycleTest(harness.ServerTestCase):
         with self.gw.client(timeout=20) as c:
             self.assertError(c.post(V1 + "acc/x/add", {"delta": 50, "idempotency_token": "amb"}),
                              503, "ambiguous")
+            # Without a token of its own, the client is told the one the gateway made.
+            made = self.assertError(c.post(V1 + "acc/x/add", {"delta": 1000}), 503,
+                                    ("ambiguous", "no_quorum"))["idempotency_token"]
         harness.write_atomic(faults, good)
         with strong.client(timeout=10) as c:
             harness.assert_json_response(c.post("/admin/reload"), 200, "reload")
@@ -234,7 +237,8 @@ class GatewayLifecycleTest(harness.ServerTestCase):
             c.post_json("/admin/partition", {"enabled": False})
         for _ in range(2):
             self.op("acc/x/add", {"delta": 50, "idempotency_token": "amb"})
-        self.assertEqual(self.get(strong, V1 + "acc/x")["count"], 50)
+            self.op("acc/x/add", {"delta": 1000, "idempotency_token": made})
+        self.assertEqual(self.get(strong, V1 + "acc/x")["count"], 1050)
         with self.gw.client() as c:
             self.assertEqual(c.request("DELETE", V1 + "acc/x").status, 200)
             self.assertError(c.get(V1 + "acc/x"), 404, "not_found")

@@ -19,7 +19,8 @@ struct got {
     int calls;
     enum strong_status status;
     int64_t value;
-    int durable;
+    int durable, duplicate;
+    int64_t before;
     char detail[600];
 };
 
@@ -30,6 +31,8 @@ static void on_done(void *arg, const struct strong_result *r)
     g->status = r->status;
     g->value = r->value;
     g->durable = r->durable;
+    g->duplicate = r->duplicate;
+    g->before = r->before;
     snprintf(g->detail, sizeof g->detail, "%s", r->detail ? r->detail : "");
 }
 
@@ -261,10 +264,105 @@ static void test_overflow_fails_alone(void)
     leader_free(&t);
 }
 
+/* Queues a /v1 operation on key with token (NULL: none). */
+static void submit(struct leader *t, enum strong_kind kind, const char *key, int64_t delta,
+                   const char *token, struct got *g)
+{
+    struct strong_op op = {.kind = kind,
+                           .name = key,
+                           .len = strlen(key),
+                           .amount = delta,
+                           .token = token,
+                           .tlen = token ? strlen(token) : 0};
+    strong_submit(t->s, &op, on_done, g);
+}
+
+/* Every replica of the round in flight accepts it. */
+static void all_accept(struct leader *t)
+{
+    struct exchange *ex = t->s->current;
+    REQUIRE(ex && ex->kind == EX_ACCEPT);
+    for (int i = 0; i < 3; i++)
+        answer(ex, i, 200, "{\"durable\":true}");
+}
+
+/* A token rides in the round of its value; clear, delete, and a duplicate. */
+static void test_tokens_clear_and_delete(void)
+{
+    struct leader t;
+    leader_init(&t);
+    make_ready(&t);
+    struct got a = {0}, dup = {0}, cl = {0}, del = {0}, gone = {0}, again = {0};
+    submit(&t, STRONG_ADD, "ns/c", 5, "t1", &a);
+    REQUIRE(t.s->current);
+    const struct strongrep_entry *te = strongrep_get(t.s->current->proposed, "~ns/t1", 6);
+    REQUIRE(te != NULL);
+    CHECK_EQ_I64(te->value, 5); /* the token's entry, in the same proposal as the value */
+    all_accept(&t);
+    CHECK_EQ_I64(a.status, STRONG_OK);
+    submit(&t, STRONG_ADD, "ns/c", 5, "t1", &dup); /* committed: answered at once */
+    CHECK_EQ_I64(dup.calls, 1);
+    CHECK_EQ_I64(dup.duplicate, 1);
+    CHECK_EQ_I64(dup.value, 5);
+    CHECK_EQ_I64(strong_value(t.s, "ns/c", 4), 5);
+    submit(&t, STRONG_CLEAR, "ns/c", 0, "t2", &cl);
+    all_accept(&t);
+    CHECK_EQ_I64(cl.before, 5);
+    CHECK_EQ_I64(strong_value(t.s, "ns/c", 4), 0);
+    submit(&t, STRONG_DELETE, "ns/c", 0, NULL, &del);
+    all_accept(&t);
+    int64_t v = -1;
+    CHECK_EQ_I64(strong_get(t.s, "ns/c", 4, &v), 0);
+    submit(&t, STRONG_CLEAR, "ns/c", 0, NULL, &gone);
+    CHECK_EQ_I64(gone.status, STRONG_NOT_FOUND);
+    submit(&t, STRONG_ADD, "ns/c", 2, NULL, &again); /* a new life from 0 */
+    all_accept(&t);
+    CHECK_EQ_I64(again.value, 2);
+    leader_free(&t);
+}
+
+/* A token recovered from the replicas is a duplicate for the next leader; a failed round's
+ * token is repaired to a tombstone (known not applied), so its retry applies. */
+static void test_tokens_recovered_and_repaired(void)
+{
+    struct leader t;
+    leader_init(&t);
+    struct exchange *ex = t.s->current;
+    REQUIRE(ex && ex->kind == EX_PREPARE);
+    answer(ex, 0, 200, "{\"durable\":true,\"entries\":[[\"ns/c\",1,3,15],[\"~ns/t\",1,3,15]]}");
+    answer(ex, 1, 200, OK_DURABLE);
+    answer(ex, 2, 200, OK_DURABLE);
+    all_accept(&t); /* the repair round of what was recovered */
+    struct got dup = {0}, f = {0}, retry = {0};
+    submit(&t, STRONG_ADD, "ns/c", 5, "t", &dup);
+    CHECK_EQ_I64(dup.calls, 1);
+    CHECK_EQ_I64(dup.duplicate, 1);
+    CHECK_EQ_I64(strong_value(t.s, "ns/c", 4), 15);
+    submit(&t, STRONG_ADD, "ns/c", 1, "u", &f);
+    ex = t.s->current;
+    REQUIRE(ex);
+    answer(ex, 0, 200, "{\"durable\":true}");          /* holds it */
+    answer(ex, 1, 503, "{\"error\":\"partitioned\"}"); /* does not */
+    answer(ex, 2, 503, "{\"error\":\"partitioned\"}");
+    struct exchange *rep = t.s->current;
+    REQUIRE(rep && rep->repair_only);
+    const struct strongrep_entry *te = strongrep_get(rep->proposed, "~ns/u", 5);
+    REQUIRE(te != NULL);
+    CHECK_EQ_I64(te->value, STRONGREP_DELETED);
+    all_accept(&t);
+    CHECK_EQ_I64(f.status, STRONG_NO_QUORUM);
+    submit(&t, STRONG_ADD, "ns/c", 1, "u", &retry);
+    all_accept(&t);
+    CHECK_EQ_I64(retry.duplicate, 0);
+    CHECK_EQ_I64(retry.value, 16);
+    leader_free(&t);
+}
+
 UNIT_MAIN("test_strong", UNIT_CASE(test_static_rules),
           UNIT_CASE(test_prepare_recovers_the_highest_ballot),
           UNIT_CASE(test_round_commits_on_a_majority),
           UNIT_CASE(test_round_no_replica_took_fails_certainly),
           UNIT_CASE(test_round_a_replica_may_hold_is_settled_by_the_repair),
           UNIT_CASE(test_newer_promise_sends_the_leader_back_to_recovery),
-          UNIT_CASE(test_overflow_fails_alone))
+          UNIT_CASE(test_overflow_fails_alone), UNIT_CASE(test_tokens_clear_and_delete),
+          UNIT_CASE(test_tokens_recovered_and_repaired))
