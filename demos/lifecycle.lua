@@ -14,17 +14,19 @@ it does not wait for the lab's own sync rounds; expiry is noticed by the regions
 ]]
 
 heal()
-finally(function() heal() end)
-
 local run = unique("life")
 local NS = run .. ".shop"       -- eventual, retention 1 h: clear and delete
 local BRIEF = run .. ".trial"   -- eventual, retention 3 s: expiry
 local LOCAL = run .. ".edge"    -- regional: never replicated
 local made = {}
+-- At the end: healed, the namespaces deleted, and a sync round so that every region has
+-- dropped their counters before whatever runs next.
 finally(function()
+  heal()
   for _, ns in ipairs(made) do
     request("gateway", "DELETE", "/v1/namespaces/" .. ns, nil, { expect_status = 200 })
   end
+  force_sync()
 end)
 
 -- ---------------------------------------------------------------- helpers

@@ -678,8 +678,8 @@ function renderNsInfo() {
     : `${duration(n.ttl_seconds)} (a counter idle that long expires)`);
   setText(q('ns-window'), duration(n.idempotency_window_seconds));
   setText(q('ns-version'), n.version);
-  q('ns-version').title = `set by ${n.updated_by || '?'}` +
-    (n.updated_at ? ` at ${new Date(Number(n.updated_at) * 1000).toISOString()}` : '');
+  q('ns-version').title = n.updated_by ? `set by ${n.updated_by}` +
+    (n.updated_at ? ` at ${new Date(Number(n.updated_at) * 1000).toISOString()}` : '') : 'never set: the defaults';
   const regs = Object.entries(n.regions || {}).sort(([a], [b]) => byOrder(a, b));
   const differ = regs.filter(([, v]) => !v || v.error !== undefined || !same(v.version, n.version));
   if (n.converged === true) {
