@@ -404,8 +404,9 @@ function emptyText(all) {
   if (all.truncated) return 'The listing was cut before any counter of this page: see above.';
   if (state.pages.length > 1) return 'No counters on this page: go back with Previous.';
   if (all.total_counters > 0) return `This page is empty, yet the regions hold ${count(all.total_counters)} counters.`;
-  if (some) return `No counters${some}; the others may hold some.`;
-  return 'No counters yet: increment one.';
+  const where = state.ns === 'default' ? '' : ` in ${state.ns}`;
+  if (some) return `No counters${where}${some}; the others may hold some.`;
+  return `No counters${where} yet: increment one.`;
 }
 
 const count = (n) => Number(n).toLocaleString('en-US');

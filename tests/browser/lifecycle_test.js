@@ -168,6 +168,8 @@ async function scenario(page, gw, sent, shots) {
       `${await text('ns-type')} / ${await text('ns-ttl')}`;
   });
   assert.match(await text('ns-result'), /^Namespace trial saved on \S+: regional, retention 1 min, version \d+/);
+  await until('an empty trial said so', async () => (await text('counters-empty').catch(() => '')) ===
+    'No counters in trial yet: increment one.' || await text('list-info'));
   await tid('ns-name').fill(NS);
   await timed('a type change refused', () => tid('ns-submit').click(), async () =>
     ((await tid('error').isVisible()) && /409 type_change/.test(await text('error-text'))) ||
