@@ -244,6 +244,8 @@ void repl__page_full(struct repl *r, uint32_t *next)
 {
     uint32_t id = *next, count = gstore_count(r->store);
     for (; id < count; id++) {
+        if (!gstore_exists(r->store, id))
+            continue;
         if (page_len(r) >= r->page_bytes)
             break;
         if (gstore_exists(r->store, id))

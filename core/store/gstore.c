@@ -1483,8 +1483,11 @@ int gstore_merge_life_check(struct gstore *st, uint32_t id, const struct gentry 
                             const int *folded, size_t nf, const struct glife *life)
 {
     unsigned flags;
-    int mode;
-    int k = life_compute(st, id, in, n, folded, nf, life, &flags, &mode);
+    int mode, dropped, k;
+    if ((id == GSTORE_NONE || !(cnt(st, id)->layout & L_LIFE)) && !life_flags(life))
+        k = merge_compute(st, id, in, n, folded, nf, 0, &dropped); /* floors add no entry */
+    else
+        k = life_compute(st, id, in, n, folded, nf, life, &flags, &mode);
     return k < 0 ? k : 0;
 }
 
