@@ -1024,6 +1024,14 @@ int repl_fold_ready(const struct repl *r, double after_ms, char *why, size_t n)
     return 1;
 }
 
+int repl_peers_know_life(const struct repl *r)
+{
+    for (int i = 0; i < r->npeers; i++)
+        if (r->peers[i].format != FMT_COUNTERD || !r->peers[i].lifes)
+            return 0;
+    return 1;
+}
+
 void repl_forget(struct repl *r, uint32_t id)
 {
     digest_forget(r->digest, id);

@@ -142,6 +142,13 @@ void repl_learn_peer_ids(struct repl *r);
 void repl_fold_want(struct repl *r, double after_ms);
 int repl_fold_ready(const struct repl *r, double after_ms, char *why, size_t n);
 /*
+ * Whether every peer knows the counter lifecycle (its answers say "life"; none speaks the
+ * original lab's /sync). A peer that does not keeps deleted counters alive and would send
+ * their entries back after a drop: tombstones should not be dropped until this says 1.
+ * @return 1 or 0 (0 too while a peer has not answered yet); with no peers, 1.
+ */
+int repl_peers_know_life(const struct repl *r);
+/*
  * Counter id is being dropped (gstore_drop; call it first, while the counter exists): the
  * digest forgets it (store/digest.h digest_forget). Its id may then be given to another name.
  */

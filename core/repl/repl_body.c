@@ -264,7 +264,7 @@ int repl__page_delta(struct repl *r, uint64_t since, int skip_origin, uint64_t *
     uint32_t id = gstore_changed_after(r->store, since);
     uint64_t last = since;
     for (; id != GSTORE_NONE; id = gstore_changed_next(r->store, id)) {
-        if (!gstore_exists(r->store, id))
+        if (id >= gstore_count(r->store) || !gstore_exists(r->store, id))
             continue; /* dropped (the store unlinks it: a guard) */
         const struct gcounter *c = gstore_counter(r->store, id);
         if (page_len(r) >= r->page_bytes) {
@@ -288,7 +288,7 @@ uint32_t repl__page_leaves(struct repl *r, const uint32_t *leaves, uint32_t n, s
             break;
         for (uint32_t id = digest_leaf_first(r->digest, leaves[i]); id != GSTORE_NONE;
              id = digest_leaf_next(r->digest, id))
-            if (gstore_exists(r->store, id))
+            if (id < gstore_count(r->store) && gstore_exists(r->store, id))
                 append_counter(r, id, gstore_counter(r->store, id), &r->counts, &r->decs);
     }
     return i;

@@ -172,7 +172,8 @@ struct repl {
     int life_out;                         /* the page's lifecycle state goes out (not original) */
     struct gentry *life_in;               /* the floors an incoming body carries, by item */
     size_t nlife_in, life_in_cap;
-    uint64_t nignored;               /* counters of the last merge left out: not replicated */
+    uint64_t nignored; /* counters of the last merge left out: not replicated */
+    int merge_aware;   /* the message being merged comes from a node that knows the lifecycle */
     struct metric_series *m_ignored; /* counterd_sync_ignored_total{reason="regional"} */
     double fold_after;    /* pull full state from peers not pulled since; 0: not wanted */
     const char *self_rep; /* this node's replica id: no peer may fold it */

@@ -437,10 +437,10 @@ static const char *item_life(struct repl *r, struct in_item *it, struct glife *l
         return it->lbad;
     if (it->partial)
         return "life_with_skipped_entries"; /* its floors may name those */
-    const struct gentry *en = r->entries + it->first;
-    *life = (struct glife){.floor = r->life_in + it->lfirst,
+    const struct gentry *en = it->n ? r->entries + it->first : NULL;
+    *life = (struct glife){.floor = it->nl ? r->life_in + it->lfirst : NULL,
                            .nfloor = it->nl,
-                           .dfloor = r->life_in + it->dfirst,
+                           .dfloor = it->nd ? r->life_in + it->dfirst : NULL,
                            .ndfloor = it->nd,
                            .flags = it->lflags};
     if (!floor_has_entries(life->floor, it->nl, en, it->n))
@@ -497,6 +497,22 @@ static void group_entries(struct repl *r)
     }
 }
 
+/*
+ * The lifecycle state to merge with a counter's entries from a node that does not know the
+ * lifecycle (the original lab's, a counterd before "life"), or NULL. Its state carries no
+ * deletion because it cannot, not because the counter lived again after a drop: a sealed
+ * tombstone here must merge its entries (an increment the deletion had not observed still
+ * revives it) rather than take them whole as a new life. Its own flags, given back, say so.
+ */
+static struct glife *unaware_life(struct repl *r, uint32_t id, struct glife *buf)
+{
+    struct glife l;
+    if (r->merge_aware || !gstore_life(r->store, id, &l) || !(l.flags & GLIFE_SEALED))
+        return NULL;
+    *buf = (struct glife){.flags = l.flags};
+    return buf;
+}
+
 /* Merges one counter of the body, or skips it whole (recorded as rejected).
  * @return the number of replica entries that changed. */
 static int merge_item(struct repl *r, struct in_item *it, int origin)
@@ -521,8 +537,10 @@ static int merge_item(struct repl *r, struct in_item *it, int origin)
     uint32_t had = gstore_live(r->store);
     it->id = ck < 0 ? gstore_find(r->store, it->name, it->len)
                     : gstore_create(r->store, it->name, it->len);
-    if (it->id != GSTORE_NONE && (ck < 0 || gstore_live(r->store) == had))
+    if (it->id != GSTORE_NONE && (ck < 0 || gstore_live(r->store) == had)) {
+        life = life ? life : unaware_life(r, it->id, &lifebuf);
         ck = gstore_merge_life_check(r->store, it->id, en, it->n, fl, it->nf, life);
+    }
     if (ck < 0) {
         reject(r, it->name, it->len, NULL, 0,
                ck == GSTORE_EFOLDED ? "too_many_folded" : "too_many_replicas", it->n ? it->n : 1);
@@ -601,6 +619,11 @@ int repl__merge_body(struct repl *r, const struct json *root, int origin, struct
     r->nrejects = 0;
     r->nignored = 0;
     r->nlife_in = 0;
+    r->merge_aware = 0;
+    const struct json *feat = json_get(root, "features");
+    for (uint32_t i = 0; feat && feat->type == JSON_ARR && i < feat->len; i++)
+        r->merge_aware |=
+            feat->u.items[i].type == JSON_STR && strcmp(feat->u.items[i].u.s, "life") == 0;
     r->nlisted = 0;
     r->nitems = r->nraw = 0;
     r->merged_counters = 0;
@@ -717,42 +740,4 @@ void repl__apply_tokens(struct repl *r, const struct json *root, const char *fro
     }
     if (r->tok_rejected > before)
         metric_add(r->m_tok_rejected, r->tok_rejected - before);
-}
-
-/* ---------------------------------------------------------------- until gstore's lifecycle */
-
-/*
- * Weak stand-ins for the lifecycle calls of gstore.h while store/gstore.c does not define
- * them: a store without floors, deletions or dropped ids. The store's definitions replace
- * these at link time; this block goes once they are in.
- */
-__attribute__((weak)) int gstore_exists(const struct gstore *st, uint32_t id)
-{
-    return id < gstore_count(st);
-}
-__attribute__((weak)) uint32_t gstore_live(const struct gstore *st)
-{
-    return gstore_count(st);
-}
-__attribute__((weak)) int gstore_life(const struct gstore *st, uint32_t id, struct glife *out)
-{
-    (void)st;
-    (void)id;
-    memset(out, 0, sizeof *out);
-    return 0;
-}
-__attribute__((weak)) int gstore_merge_life_check(struct gstore *st, uint32_t id,
-                                                  const struct gentry *in, size_t n,
-                                                  const int *folded, size_t nf,
-                                                  const struct glife *life)
-{
-    (void)life;
-    return gstore_merge_check_folded(st, id, in, n, folded, nf);
-}
-__attribute__((weak)) int gstore_merge_life(struct gstore *st, uint32_t id, const struct gentry *in,
-                                            size_t n, const int *folded, size_t nf,
-                                            const struct glife *life, int origin)
-{
-    (void)life;
-    return gstore_merge_folded(st, id, in, n, folded, nf, origin);
 }

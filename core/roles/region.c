@@ -241,12 +241,12 @@ void region_free(struct region *rg)
     if (rg->names_timer)
         event_free(rg->names_timer);
     region__gc_free(rg);
-    region__ns_free(rg);
     if (rg->wal)
         wal_close(rg->wal); /* writes the rest, fsyncs, marks the directory clean */
     struct role_parts parts = parts_of(rg);
     role_stop(&parts); /* the server and its connections, the Lua host, tracing, metrics */
     dedup_free(rg->dedup);
+    region__ns_free(rg); /* after the window, which asks it for namespaces' windows */
     tokset_free(rg->tokset);
     free(rg->home_ids);
     strongrep_free(rg->strong);

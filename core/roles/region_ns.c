@@ -427,7 +427,7 @@ static int delete_counter(struct region *rg, uint32_t id, struct metric_series *
 {
     size_t len;
     gstore_counter_name(gstore_counter(rg->store, id), &len);
-    if (rg->wal && wal_reserve(rg->wal, 2 * region__incr_record_max(rg, id, len, 0)) < 0)
+    if (rg->wal && wal_reserve(rg->wal, 3 * region__incr_record_max(rg, id, len, 0)) < 0)
         return -1;
     if (gstore_delete(rg->store, id) != 0)
         return -1;

@@ -182,8 +182,9 @@ static void h_clear(struct region *rg, struct http_request *req, const struct v1
     uint32_t id = live_counter(rg, req, v, key, klen);
     if (id == GSTORE_NONE)
         return;
+    /* The record carries the counter's floors too: room for its entries three times. */
     if (rg->wal &&
-        region__reserve_log(rg, req, 2 * region__incr_record_max(rg, id, klen, tlen)) < 0)
+        region__reserve_log(rg, req, 3 * region__incr_record_max(rg, id, klen, tlen)) < 0)
         return;
     int64_t cleared = gstore_clamp(gstore_value(rg->store, gstore_counter(rg->store, id)), NULL);
     if (gstore_clear(rg->store, id) != 0) {
@@ -208,7 +209,7 @@ static void h_delete(struct region *rg, struct http_request *req, const struct v
     uint32_t id = live_counter(rg, req, v, key, klen);
     if (id == GSTORE_NONE)
         return;
-    if (rg->wal && region__reserve_log(rg, req, 2 * region__incr_record_max(rg, id, klen, 0)) < 0)
+    if (rg->wal && region__reserve_log(rg, req, 3 * region__incr_record_max(rg, id, klen, 0)) < 0)
         return;
     if (gstore_delete(rg->store, id) != 0) {
         http_respond_error(req, 409, "too_many_replicas",
