@@ -343,7 +343,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     struct region *rg = arg;
     struct region_gc *gc = rg->gc;
     double now = clock_unix_s();
-    sample(gc, now, repl_tokens_acked(rg->repl));
+    sample(gc, now, repl_peers_know_life(rg->repl) ? repl_tokens_acked(rg->repl) : 0);
     take_changes(rg, gc, now);
     unsigned work = 0;
     if (!rg->wal || !wal_failed(rg->wal))
