@@ -9,7 +9,11 @@
  *                                   (token-set elements of the counters sent, store/tokset.h)
  *    "folded": {"<counter>": ["<replica>", ...], ...}
  *                                   (the folded replicas of the counters sent, gstore_fold)
- *    "features": ["folded", "digest"]   (this node understands "folded" and "digest")
+ *    "floors": {"<counter>": {"pos": {"<replica>": N}, "neg": {...}}, ...}
+ *    "dfloors": {...same shape...}, "life": {"<counter>": ["deleted", "sealed"], ...}
+ *                                   (the lifecycle state of the counters sent that have one:
+ *                                    clear floor, delete floor, flags; gstore.h "Lifecycle")
+ *    "features": ["folded", "digest", "compact", "life"]   (what this node understands)
  *    "digest": {...}                (a step of the digest exchange, repl_digest.c: answered
  *                                    with the next step instead of a page)
  *    "since": "<cursor>"            (request: the cursor the peer gave us last time)
@@ -38,6 +42,12 @@
  * once this node has pulled every peer's full state (cursor "" through more=false, with
  * nothing skipped) in series that started after a given time, and every peer says it
  * understands "folded"; README "Durability" says why that is enough.
+ *
+ * A counter is keyed by its name (namespace "default") or "<ns>/<name>". Counters the
+ * replicated hook refuses (a regional namespace's) are in no page and no fingerprint this
+ * node sends, and those received are ignored and counted (counterd_sync_ignored_total). A
+ * node that does not say "life" gets "CSB1" compact bodies without lifecycle state; an
+ * original-lab region gets namespace "default" only, without lifecycle state.
  *
  * Entries a message carries that this node cannot hold (a name outside the charset, a
  * negative or non-integer count, one beyond int64, a counter with too many replicas) are

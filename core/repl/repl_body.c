@@ -248,8 +248,7 @@ void repl__page_full(struct repl *r, uint32_t *next)
             continue;
         if (page_len(r) >= r->page_bytes)
             break;
-        if (gstore_exists(r->store, id))
-            append_counter(r, id, gstore_counter(r->store, id), &r->counts, &r->decs);
+        append_counter(r, id, gstore_counter(r->store, id), &r->counts, &r->decs);
     }
     *next = id;
 }

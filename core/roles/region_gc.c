@@ -26,15 +26,13 @@
 #include "../store/tokset.h"
 #include "config.h"
 
-/* Declared by names.h once the store adds it. */
-void names_forget(struct names *nx, uint32_t id);
-
 #define GC_TICK_MS 250
 #define GC_WORK_PER_TICK 50000    /* seals and drops a tick at most */
 #define GC_CENSUS_PER_TICK 262144 /* ids the tombstone recount looks at a tick */
 #define GC_SNAPSHOT_AFTER 10000   /* drops that call for a snapshot (the log shrinks) */
 #define GC_HELD_LOG_S 60.0        /* held back this long by a peer: say so in the log */
 #define GC_SCAN_FRONT 1024        /* queue entries looked at for the oldest unsealed one */
+#define GC_WRITE_EVERY 4096       /* seals and drops buffered before the log is written */
 
 /* A dead counter as of its change seq, first seen dead at unix time at. */
 struct gc_cand {
@@ -57,7 +55,8 @@ struct region_gc {
     size_t qhead, qlen, qcap;
     struct gc_sample *s;
     size_t ns, scap;
-    uint64_t dropped, since_snapshot;
+    uint64_t dropped, since_snapshot, since_trim;
+    double last_drop; /* unix s of the last drop */
     /* The recount: ids [0, census_next) of the pass under way; the last complete pass. */
     uint32_t census_next, c_dead, c_sealed;
     uint32_t dead, sealed;
@@ -188,6 +187,7 @@ static int drop(struct region *rg, struct region_gc *gc, uint32_t id)
     gstore_drop(rg->store, id);
     gc->dropped++;
     gc->since_snapshot++;
+    gc->since_trim++;
     metric_add(gc->m_dropped, 1);
     return 0;
 }
@@ -197,7 +197,7 @@ static int drop(struct region *rg, struct region_gc *gc, uint32_t id)
  * change order, GC_WORK_PER_TICK at most. A sealed counter comes back to the queue by its
  * seal's change (take_changes), to be dropped once that is held in turn.
  */
-static void collect(struct region *rg, struct region_gc *gc, uint64_t acked)
+static unsigned collect(struct region *rg, struct region_gc *gc, uint64_t acked)
 {
     unsigned work = 0;
     while (gc->qhead < gc->qlen && work < GC_WORK_PER_TICK) {
@@ -207,12 +207,14 @@ static void collect(struct region *rg, struct region_gc *gc, uint64_t acked)
                 break;
             if ((is_sealed(rg, c->id) ? drop(rg, gc, c->id) : seal(rg, c->id)) < 0)
                 break; /* no room in the log: the next tick tries again */
-            work++;
+            if (++work % GC_WRITE_EVERY == 0 && rg->wal)
+                wal_write(rg->wal); /* the log's buffer stays small */
         }
         gc->qhead++;
     }
     if (gc->qhead == gc->qlen)
         queue_emptied(gc);
+    return work;
 }
 
 /* ---------------------------------------------------------------- status */
@@ -308,19 +310,30 @@ static void note_held(struct region *rg, struct region_gc *gc, double now)
 
 /* ---------------------------------------------------------------- the timer */
 
-/* After many drops: a snapshot replaces the log that still holds them, and the memory the
- * allocator keeps free goes back to the system. */
-static void give_back(struct region *rg, struct region_gc *gc)
+/* After many drops, once a pass is not in the middle of a batch (work: what this tick
+ * sealed and dropped): a snapshot replaces the log that still holds them. */
+static void snapshot_after_drops(struct region *rg, struct region_gc *gc, unsigned work)
 {
-    if (gc->since_snapshot < GC_SNAPSHOT_AFTER || gc->qhead < gc->qlen)
+    if (!rg->wal || gc->since_snapshot < GC_SNAPSHOT_AFTER || work >= GC_WORK_PER_TICK)
         return;
-    if (rg->wal && (wal_snapshot_running(rg->wal) || wal_failed(rg->wal) ||
-                    wal_snapshot(rg->wal, rg->store, rg->dedup) < 0))
+    if (wal_snapshot_running(rg->wal) || wal_failed(rg->wal) ||
+        wal_snapshot(rg->wal, rg->store, rg->dedup) < 0)
         return; /* tried again next tick */
-    log_info("tombstone GC dropped %" PRIu64 " counters since the last snapshot%s",
-             gc->since_snapshot, rg->wal ? ": a snapshot replaces the log that held them" : "");
+    log_info("tombstone GC dropped %" PRIu64 " counters since the last snapshot: a snapshot "
+             "replaces the log that held them",
+             gc->since_snapshot);
     gc->since_snapshot = 0;
+}
+
+/* Once many drops are over (a second without one, so the structures that shrink at their
+ * own pace, such as the name index, have): the heap the allocator keeps free goes back to
+ * the system. */
+static void trim_after_drops(struct region_gc *gc, unsigned work, double now)
+{
+    if (gc->since_trim < GC_SNAPSHOT_AFTER || work || now - gc->last_drop < 1.0)
+        return;
     malloc_trim(0);
+    gc->since_trim = 0;
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
@@ -330,11 +343,15 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     struct region *rg = arg;
     struct region_gc *gc = rg->gc;
     double now = clock_unix_s();
-    sample(gc, now, repl_tokens_acked(rg->repl));
+    sample(gc, now, repl_peers_know_life(rg->repl) ? repl_tokens_acked(rg->repl) : 0);
     take_changes(rg, gc, now);
+    unsigned work = 0;
     if (!rg->wal || !wal_failed(rg->wal))
-        collect(rg, gc, acked_for_grace(gc, now));
-    give_back(rg, gc);
+        work = collect(rg, gc, acked_for_grace(gc, now));
+    if (work)
+        gc->last_drop = now;
+    snapshot_after_drops(rg, gc, work);
+    trim_after_drops(gc, work, now);
     census(rg, gc);
     front(rg, gc);
     note_held(rg, gc, now);
@@ -418,16 +435,4 @@ void region__gc_put_status(struct region *rg, struct buf *b)
                g_dead(rg), gc->sealed, gc->dropped, g_oldest(rg), gc->grace_s);
     waiting_for(rg, gc->need_seq, b, 1);
     buf_puts(b, "]}");
-}
-
-/* ---------------------------------------------------------------- until the forget calls */
-
-/*
- * A weak stand-in for names_forget while names.c does not define it: its definition
- * replaces this at link time; this block goes once it is in.
- */
-__attribute__((weak)) void names_forget(struct names *nx, uint32_t id)
-{
-    (void)nx;
-    (void)id;
 }

@@ -178,6 +178,30 @@ class LifecycleOps(harness.ServerTestCase):
         self.assertError(c.get("/v1/counters/app/x"), 404, "not_found")  # nothing was made
         self.assertEqual(c.get_json("/v1/counters/app")["counters"], {})
 
+    def test_clear_and_delete_survive_a_crash(self):
+        data = tempfile.mkdtemp(prefix="counterd-ops-")
+        self.addCleanup(shutil.rmtree, data, True)
+        srv = self.start_server(["--region", "us-east", "--node-id", "us-east-1",
+                                 "--data-dir", data, "--fsync", "always"], name="ops-crash")
+        with srv.client() as c:
+            c.request("PUT", "/v1/namespaces/app", {"idempotency_window_seconds": 3600})
+            self.add(c, "app", "kept", 5)
+            self.add(c, "app", "cleared", 7)
+            self.add(c, "app", "gone", 2)
+            self.clear(c, "app", "cleared", token="c-1")
+            self.add(c, "app", "cleared", 1)
+            c.request("DELETE", "/v1/counters/app/gone")
+        srv.kill()
+        srv.start()
+        with srv.client() as c:
+            self.assertEqual(self.count(c, "app", "kept"), 5)
+            self.assertEqual(self.count(c, "app", "cleared"), 1)
+            self.assertError(c.get("/v1/counters/app/gone"), 404, "not_found")
+            again = self.clear(c, "app", "cleared", token="c-1")
+            self.assertEqual((again["cleared"], again.get("duplicate")), (7, True))
+            self.assertEqual(self.count(c, "app", "cleared"), 1)
+            self.assertEqual(c.get_json("/v1/namespaces/app")["idempotency_window_seconds"], 3600)
+
     def test_namespace_through_the_coordinator(self):
         lab = harness.Topology().start(self.addCleanup)
         c = lab.regions[0].client()

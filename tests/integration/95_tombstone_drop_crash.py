@@ -22,7 +22,7 @@ N = 200
 
 class TombstoneDropCrash(harness.ServerTestCase):
     def metric(self, c, name, **labels):
-        values = harness.metric_values(harness.parse_metrics(c.get("/metrics").text), name,
+        values = harness.metric_values(harness.parse_metrics(c.get("/metrics").text()), name,
                                        **labels)
         return values[0] if values else None
 
@@ -33,7 +33,7 @@ class TombstoneDropCrash(harness.ServerTestCase):
                 name = "k%03d" % i
                 r = c.get("/v1/counters/default/%s" % name)
                 if i % 2 == 0 and name not in recounted:
-                    self.assertEqual(r.status, 404, "%s: %s" % (name, r.text))
+                    self.assertEqual(r.status, 404, "%s: %s" % (name, r.text()))
                     self.assertNotIn(name, listed)
                 elif i % 2 == 0:
                     self.assertEqual(r.json()["count"], recounted[name], name)
@@ -53,7 +53,7 @@ class TombstoneDropCrash(harness.ServerTestCase):
                 c.post_json("/increment", {"counter_name": "k%03d" % i, "amount": i + 1})
             for i in range(0, N, 2):
                 r = c.request("DELETE", "/v1/counters/default/k%03d" % i)
-                self.assertEqual(r.status, 200, r.text)
+                self.assertEqual(r.status, 200, r.text())
             deadline = time.monotonic() + 15
             while time.monotonic() < deadline:
                 if self.metric(c, "counterd_tombstones_dropped_total") == N // 2:

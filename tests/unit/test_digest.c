@@ -203,5 +203,151 @@ static void test_lazy_equals_rebuild(void)
     gstore_free(st);
 }
 
+/* Two nodes that differ only in a clear, a deletion or a seal differ, in that counter's leaf
+ * alone; once both did the same, they are equal again. */
+static void test_lifecycle_differences(void)
+{
+    struct gstore *a = build(5, 500), *b = build(6, 500);
+    struct digest *da = digest_new(), *db = digest_new();
+    digest_update(da, a);
+    digest_update(db, b);
+    CHECK_EQ_U64(digest_root(da), digest_root(db));
+    unit_context("clear");
+    CHECK_EQ_I64(gstore_clear(a, gstore_find(a, "c5", 2)), 0);
+    check_one_difference(b, a, db, da, "c5");
+    CHECK_EQ_I64(gstore_clear(b, gstore_find(b, "c5", 2)), 0);
+    digest_update(da, a);
+    digest_update(db, b);
+    CHECK_EQ_U64(digest_root(da), digest_root(db));
+    unit_context("delete");
+    CHECK_EQ_I64(gstore_delete(b, gstore_find(b, "c7", 2)), 0);
+    check_one_difference(a, b, da, db, "c7");
+    CHECK_EQ_I64(gstore_delete(a, gstore_find(a, "c7", 2)), 0);
+    digest_update(da, a);
+    digest_update(db, b);
+    CHECK_EQ_U64(digest_root(da), digest_root(db));
+    unit_context("seal");
+    CHECK_EQ_I64(gstore_seal(a, gstore_find(a, "c7", 2)), 1);
+    check_one_difference(b, a, db, da, "c7");
+    CHECK_EQ_I64(gstore_seal(b, gstore_find(b, "c7", 2)), 1);
+    digest_update(da, a);
+    digest_update(db, b);
+    CHECK_EQ_U64(digest_root(da), digest_root(db));
+    CHECK(trees_equal(da, db));
+    unit_context("%s", "");
+    digest_free(da);
+    digest_free(db);
+    gstore_free(a);
+    gstore_free(b);
+}
+
+/* Floors received in any order (and replicas interned in any order) hash alike. */
+static void test_lifecycle_order_independent(void)
+{
+    struct gstore *st[2] = {gstore_new(), gstore_new()};
+    struct digest *d[2] = {digest_new(), digest_new()};
+    static const char *const reps[3] = {"n1~a", "n2~b", "n3"};
+    for (int k = 0; k < 2; k++) {
+        for (int j = 0; j < 3; j++) {
+            int i = k ? 2 - j : j; /* the other order on the second node */
+            struct gentry e[3], fl[1];
+            for (int x = 0; x < 3; x++)
+                e[x] = (struct gentry){rep(st[k], reps[(x + i) % 3]), 10 + (x + i) % 3, 1};
+            fl[0] = (struct gentry){rep(st[k], reps[i]), 5 + i, 1};
+            struct glife life = {.floor = fl, .nfloor = 1};
+            uint32_t id = create(st[k], "cleared");
+            CHECK(gstore_merge_life(st[k], id, e, 3, NULL, 0, &life, 0) >= 0);
+        }
+        digest_update(d[k], st[k]);
+    }
+    CHECK_EQ_U64(digest_root(d[0]), digest_root(d[1]));
+    struct glife l;
+    CHECK_EQ_I64(gstore_life(st[0], gstore_find(st[0], "cleared", 7), &l), 1);
+    CHECK_EQ_U64(l.nfloor, 3);
+    for (int k = 0; k < 2; k++) {
+        digest_free(d[k]);
+        gstore_free(st[k]);
+    }
+}
+
+/* A dropped id leaves its leaf; given to another name, it is in that name's leaf: the tree
+ * equals one built from nothing, and each leaf lists each counter once. */
+static void test_forget_then_reuse(void)
+{
+    struct gstore *st = build(7, 300);
+    struct digest *d = digest_new();
+    digest_update(d, st);
+    int r0 = rep(st, "us-east-1~a1");
+    uint32_t last = GSTORE_NONE;
+    for (int i = 0; i < 300; i += 3) {
+        char name[32];
+        snprintf(name, sizeof name, "c%d", i);
+        uint32_t id = gstore_find(st, name, strlen(name));
+        CHECK_EQ_I64(gstore_delete(st, id), 0);
+        digest_forget(d, id);
+        gstore_drop(st, id);
+        if (i % 2)
+            digest_update(d, st);
+        last = id;
+    }
+    digest_forget(d, last);     /* forgotten already: nothing */
+    digest_forget(d, 1u << 30); /* an id beyond the store: nothing */
+    digest_update(d, st);
+    struct digest *fresh = digest_new();
+    digest_update(fresh, st);
+    CHECK(trees_equal(d, fresh));
+    for (int i = 0; i < 60; i++) { /* new names, at the ids given back */
+        char name[32];
+        snprintf(name, sizeof name, "new%d", i);
+        CHECK_EQ_I64(gstore_incr(st, create(st, name), r0, i + 1), 0);
+    }
+    digest_update(d, st);
+    digest_free(fresh);
+    fresh = digest_new();
+    digest_update(fresh, st);
+    CHECK(trees_equal(d, fresh));
+    uint32_t seen = 0;
+    for (uint32_t leaf = 0; leaf < DIGEST_LEAVES; leaf++)
+        for (uint32_t id = digest_leaf_first(d, leaf); id != GSTORE_NONE;
+             id = digest_leaf_next(d, id)) {
+            size_t len;
+            CHECK(gstore_exists(st, id));
+            const char *name = gstore_counter_name(gstore_counter(st, id), &len);
+            CHECK_EQ_U64(digest_leaf_of(name, len), leaf);
+            seen++;
+        }
+    CHECK_EQ_U64(seen, gstore_live(st));
+    digest_free(d);
+    digest_free(fresh);
+    gstore_free(st);
+}
+
+static int keep_not_regional(void *arg, const char *key, size_t len)
+{
+    (void)arg;
+    return !(len > 2 && memcmp(key, "r/", 2) == 0);
+}
+
+/* Counters the keep filter refuses are in no fingerprint. */
+static void test_keep_filter(void)
+{
+    struct gstore *a = build(8, 200), *b = build(9, 200);
+    struct digest *da = digest_new(), *db = digest_new();
+    digest_set_keep(da, keep_not_regional, NULL);
+    digest_set_keep(db, keep_not_regional, NULL);
+    merge1(a, "r/local", "us-east-1~a1", 3, 0);
+    digest_update(da, a);
+    digest_update(db, b);
+    CHECK_EQ_U64(digest_root(da), digest_root(db));
+    merge1(a, "ns/shared", "us-east-1~a1", 3, 0);
+    check_one_difference(b, a, db, da, "ns/shared");
+    digest_free(da);
+    digest_free(db);
+    gstore_free(a);
+    gstore_free(b);
+}
+
 UNIT_MAIN("test_digest", UNIT_CASE(test_shape), UNIT_CASE(test_order_independent),
-          UNIT_CASE(test_single_difference), UNIT_CASE(test_lazy_equals_rebuild))
+          UNIT_CASE(test_single_difference), UNIT_CASE(test_lazy_equals_rebuild),
+          UNIT_CASE(test_lifecycle_differences), UNIT_CASE(test_lifecycle_order_independent),
+          UNIT_CASE(test_forget_then_reuse), UNIT_CASE(test_keep_filter))

@@ -568,6 +568,86 @@ static void test_life_laws(void)
     unit_context("%s", "");
 }
 
+/* Merges src's counter "c" into dst's, creating it there first when it has none (as
+ * replication does); nothing when src has none. */
+static void merge_named(struct gstore *dst, const struct gstore *src)
+{
+    uint32_t from = gstore_find(src, "c", 1);
+    if (from == GSTORE_NONE)
+        return;
+    static struct full s;
+    full_export(src, from, &s);
+    uint32_t to = gstore_create(dst, "c", 1);
+    CHECK_EQ_I64(gstore_merge_life_check(dst, to, s.e, s.ne, NULL, 0, &s.life), 0);
+    CHECK(gstore_merge_life(dst, to, s.e, s.ne, NULL, 0, &s.life, 0) >= 0);
+}
+
+/* Random histories through a whole lifecycle: counts, a deletion everyone receives, seals
+ * everywhere, then each replica drops the tombstone or not and counts the name again or
+ * not; gossip in a random order. Every replica ends with the join of the new lives alone
+ * (the sealed tombstone swallows none of them, whichever way it meets them), or with the
+ * tombstone when nobody counted again. */
+static void test_new_life_random(void)
+{
+    struct unit_rng rng;
+    rng_init(&rng, "new_life_random");
+    long rounds = unit_iters(1000);
+    for (long round = 0; round < rounds; round++) {
+        unit_context("round %ld", round);
+        struct gstore *st[NREP];
+        uint32_t id = 0;
+        for (int i = 0; i < NREP; i++)
+            st[i] = store_new(&id);
+        for (int k = (int)rng_below(&rng, 10); k >= 0; k--) {
+            int i = (int)rng_below(&rng, NREP);
+            CHECK_EQ_I64(gstore_incr(st[i], id, i, rng_range(&rng, -50, 100) | 1), 0);
+        }
+        int del = (int)rng_below(&rng, NREP);
+        for (int i = 0; i < NREP; i++)
+            merge_named(st[del], st[i]);
+        CHECK_EQ_I64(gstore_delete(st[del], id), 0);
+        for (int i = 0; i < NREP; i++)
+            merge_named(st[i], st[del]);
+        for (int i = 0; i < NREP; i++)
+            CHECK_EQ_I64(gstore_seal(st[i], id), 1);
+        /* The new lives, and what their join must be. */
+        struct lm want;
+        memset(&want, 0, sizeof want);
+        int lives = 0;
+        for (int i = 0; i < NREP; i++) {
+            if (rng_below(&rng, 2))
+                continue; /* keeps its tombstone a while */
+            gstore_drop(st[i], id);
+            if (rng_below(&rng, 3) == 0)
+                continue; /* dropped, the name not counted again */
+            uint32_t nid = gstore_create(st[i], "c", 1);
+            int64_t amount = rng_range(&rng, 1, 30);
+            CHECK_EQ_I64(gstore_incr(st[i], nid, i, amount), 0);
+            want.e[i][0] = amount;
+            lives++;
+        }
+        for (int x = 0; x < NREP * NREP * 2; x++)
+            merge_named(st[rng_below(&rng, NREP)], st[rng_below(&rng, NREP)]);
+        for (int i = 0; i < NREP; i++)
+            for (int j = 0; j < NREP; j++)
+                merge_named(st[i], st[j]);
+        for (int i = 0; i < NREP; i++) {
+            uint32_t cid = gstore_find(st[i], "c", 1);
+            if (cid == GSTORE_NONE) { /* every replica dropped it, nobody counted again */
+                CHECK(!lives);
+                continue;
+            }
+            if (lives)
+                check_lm(st[i], cid, &want, "the new lives");
+            else
+                CHECK(gstore_dead(st[i], cid));
+        }
+        for (int i = 0; i < NREP; i++)
+            gstore_free(st[i]);
+    }
+    unit_context("%s", "");
+}
+
 /* ---------------------------------------------------------------- dropping */
 
 static void test_drop_basic(void)
@@ -632,13 +712,14 @@ static void test_drop_random(void)
 {
     struct unit_rng rng;
     rng_init(&rng, "drop_random");
-    long rounds = unit_iters(20);
+    long rounds = unit_iters(60);
     for (long round = 0; round < rounds; round++) {
         unit_context("round %ld", round);
         struct gstore *st = gstore_new();
         int r0 = gstore_replica(st, "r0", 2), r1 = gstore_replica(st, "r1", 2);
         static uint32_t idof[DROP_NAMES];
         static int64_t val[DROP_NAMES];
+        static int folded[DROP_NAMES];
         for (int i = 0; i < DROP_NAMES; i++)
             idof[i] = GSTORE_NONE;
         char name[16];
@@ -650,12 +731,15 @@ static void test_drop_random(void)
                 idof[i] = gstore_create(st, name, len);
                 REQUIRE(idof[i] != GSTORE_NONE);
                 val[i] = 0;
+                folded[i] = 0;
             } else if (k < 50) {
                 int64_t amount = rng_range(&rng, -100, 100);
                 CHECK_EQ_I64(gstore_incr(st, idof[i], k < 25 ? r0 : r1, amount), 0);
                 val[i] += amount;
             } else if (k < 60) {
-                CHECK_EQ_I64(gstore_fold(st, idof[i], r0, r1) >= 0, 1);
+                int rc = gstore_fold(st, idof[i], r0, r1);
+                CHECK(rc >= 0);
+                folded[i] |= rc == 1;
             } else if (k < 70) {
                 CHECK_EQ_I64(gstore_clear(st, idof[i]), 0);
                 val[i] = 0;
@@ -665,6 +749,7 @@ static void test_drop_random(void)
             }
         }
         uint32_t live = 0, top = 0;
+        uint64_t nfolded = 0;
         double total = 0;
         for (int i = 0; i < DROP_NAMES; i++) {
             size_t len = (size_t)snprintf(name, sizeof name, "n%d", i);
@@ -675,11 +760,14 @@ static void test_drop_random(void)
             top = idof[i] + 1 > top ? idof[i] + 1 : top;
             CHECK(gstore_exists(st, idof[i]));
             CHECK(gstore_value(st, gstore_counter(st, idof[i])) == val[i]);
+            CHECK_EQ_I64(gstore_folded(st, idof[i], r0), folded[i]);
+            nfolded += (uint64_t)folded[i];
             total += (double)val[i];
         }
         CHECK_EQ_U64(gstore_live(st), live);
         CHECK_EQ_U64(gstore_count(st), top);
         CHECK_EQ_DBL(gstore_total(st), total);
+        CHECK_EQ_U64(gstore_folded_total(st), nfolded);
         uint32_t walked = 0, listed = 0;
         for (uint32_t id = 0; id < gstore_count(st); id++)
             walked += (uint32_t)gstore_exists(st, id);
@@ -816,5 +904,5 @@ UNIT_MAIN("test_gstore_life", UNIT_CASE(test_clear_basic), UNIT_CASE(test_partit
           UNIT_CASE(test_concurrent_clears), UNIT_CASE(test_delete_revive),
           UNIT_CASE(test_life_only_change), UNIT_CASE(test_seal_new_life),
           UNIT_CASE(test_fold_floors), UNIT_CASE(test_life_checks), UNIT_CASE(test_life_random),
-          UNIT_CASE(test_life_laws), UNIT_CASE(test_drop_basic), UNIT_CASE(test_drop_random),
-          UNIT_CASE(test_drop_memory), UNIT_CASE(test_drop_rss))
+          UNIT_CASE(test_life_laws), UNIT_CASE(test_new_life_random), UNIT_CASE(test_drop_basic),
+          UNIT_CASE(test_drop_random), UNIT_CASE(test_drop_memory), UNIT_CASE(test_drop_rss))

@@ -8,9 +8,11 @@
  */
 #include <event2/event.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/json.h"
+#include "base/mem.h"
 #include "obs/metrics.h"
 #include "repl/repl_internal.h"
 #include "store/gstore.h"
@@ -49,6 +51,19 @@ static void hook_tokens(void *arg, uint32_t id, const struct repl_token *el, siz
                      gstore_seq(nd->store));
 }
 
+/* The replicated hook of the tests: keys of namespace "r" stay where they are. */
+static int hook_replicated(void *arg, const char *key, size_t len)
+{
+    (void)arg;
+    return !(len > 2 && memcmp(key, "r/", 2) == 0);
+}
+
+static void hook_put_ext(void *arg, struct buf *b)
+{
+    (void)arg;
+    buf_puts(b, ",\"namespaces\":{\"v\":1}");
+}
+
 static void node_init(struct node *n, const char *node_id)
 {
     memset(n, 0, sizeof *n);
@@ -60,8 +75,12 @@ static void node_init(struct node *n, const char *node_id)
     static const char *const peers[1] = {"http://127.0.0.1:9/"};
     struct repl_config cfg = {
         .node_id = node_id, .region = "test", .peers = peers, .npeers = 1, .tokset = n->ts};
-    struct repl_hooks hooks = {
-        .decide = hook_decide, .changed = hook_changed, .tokens = hook_tokens, .arg = n};
+    struct repl_hooks hooks = {.decide = hook_decide,
+                               .changed = hook_changed,
+                               .tokens = hook_tokens,
+                               .replicated = hook_replicated,
+                               .put_ext = hook_put_ext,
+                               .arg = n};
     n->r = repl_new(n->base, NULL, n->store, n->reg, &cfg, &hooks);
 }
 
@@ -654,10 +673,387 @@ static void test_compact_malformed_refused_whole(void)
     node_free(&n);
 }
 
+/* ---------------------------------------------------------------- the counter lifecycle */
+
+/* Whether counter name has the same lifecycle state (floors by replica name, flags) in x and
+ * y, and the same value. */
+static int same_life(struct node *x, struct node *y, const char *name)
+{
+    uint32_t ix = gstore_find(x->store, name, strlen(name));
+    uint32_t iy = gstore_find(y->store, name, strlen(name));
+    if (ix == GSTORE_NONE || iy == GSTORE_NONE)
+        return 0;
+    struct glife a, b;
+    int ha = gstore_life(x->store, ix, &a), hb = gstore_life(y->store, iy, &b);
+    if (ha != hb || a.flags != b.flags || a.nfloor != b.nfloor || a.ndfloor != b.ndfloor)
+        return 0;
+    for (int f = 0; f < 2; f++) {
+        const struct gentry *fa = f ? a.dfloor : a.floor, *fb = f ? b.dfloor : b.floor;
+        size_t n = f ? a.ndfloor : a.nfloor, hit = 0;
+        for (size_t i = 0; i < n; i++)
+            for (size_t j = 0; j < n; j++)
+                hit += !strcmp(gstore_replica_name(x->store, fa[i].rep),
+                               gstore_replica_name(y->store, fb[j].rep)) &&
+                       fa[i].pos == fb[j].pos && fa[i].neg == fb[j].neg;
+        if (hit != n)
+            return 0;
+    }
+    return gstore_value(x->store, gstore_counter(x->store, ix)) ==
+           gstore_value(y->store, gstore_counter(y->store, iy));
+}
+
+/* A store with cleared, deleted and sealed counters, in "default" and another namespace. */
+static void life_store(struct node *a)
+{
+    struct merge_error e;
+    CHECK(merge(a,
+                "{\"counts\":{\"plain\":{\"b-1\":5},\"cl\":{\"b-1\":7,\"c-2~x\":3},"
+                "\"ns1/cl\":{\"b-1\":9},\"del\":{\"b-1\":4},\"sealed\":{\"c-2~x\":2}},"
+                "\"decrements\":{\"cl\":{\"c-2~x\":1}}}",
+                0, &e) > 0);
+    CHECK_EQ_I64(gstore_clear(a->store, gstore_find(a->store, "cl", 2)), 0);
+    CHECK_EQ_I64(gstore_clear(a->store, gstore_find(a->store, "ns1/cl", 6)), 0);
+    CHECK_EQ_I64(gstore_delete(a->store, gstore_find(a->store, "del", 3)), 0);
+    CHECK_EQ_I64(gstore_delete(a->store, gstore_find(a->store, "sealed", 6)), 0);
+    CHECK_EQ_I64(gstore_seal(a->store, gstore_find(a->store, "sealed", 6)), 1);
+    /* Counted again after the clear: above the floor. */
+    CHECK(merge(a, "{\"counts\":{\"cl\":{\"b-1\":10}}}", 0, &e) > 0);
+}
+
+/* Floors, delete floors and flags travel in JSON and compact pages alike and are merged. */
+static void test_life_round_trip(void)
+{
+    struct node a, b, c;
+    node_init(&a, "a-1");
+    node_init(&b, "b-2");
+    node_init(&c, "c-3");
+    life_store(&a);
+    repl__page_begin(a.r);
+    uint32_t next = 0;
+    repl__page_full(a.r, &next);
+    repl__body_finish(a.r, NULL, "x", 0);
+    char *out = xstrdup(buf_cstr(&a.r->out));
+    CHECK(strstr(out, "\"floors\":{\"cl\":{\"pos\":{\"b-1\":7,\"c-2~x\":3},\"neg\":{\"c-2~x\":1}}"
+                      ",\"ns1/cl\":{\"pos\":{\"b-1\":9},\"neg\":{}}") != NULL);
+    CHECK(strstr(out, "\"dfloors\":{\"del\":{\"pos\":{\"b-1\":4},\"neg\":{}}") != NULL);
+    CHECK(strstr(out, "\"life\":{\"del\":[\"deleted\"],\"sealed\":[\"deleted\",\"sealed\"]}") !=
+          NULL);
+    CHECK(strstr(out, "\"features\":[\"folded\",\"digest\",\"compact\",\"life\"]") != NULL);
+    CHECK(strstr(out, ",\"namespaces\":{\"v\":1}") != NULL); /* put_ext */
+    CHECK(copy_state(&a, &b, 0) == 1);
+    a.r->life_out = 1;
+    CHECK(copy_state(&a, &c, 1) == 1);
+    a.r->life_out = 0;
+    static const char *const names[5] = {"plain", "cl", "ns1/cl", "del", "sealed"};
+    for (int i = 0; i < 5; i++) {
+        unit_context("%s", names[i]);
+        CHECK(same_life(&a, &b, names[i]));
+        CHECK(same_life(&a, &c, names[i]));
+    }
+    unit_context("%s", "");
+    CHECK_EQ_I64(value(&b, "cl"), 3);
+    CHECK(gstore_dead(b.store, gstore_find(b.store, "del", 3)));
+    CHECK(gstore_dead(c.store, gstore_find(c.store, "sealed", 6)));
+    /* Merging the same again changes nothing. */
+    struct merge_error e;
+    CHECK_EQ_I64(merge(&b, out, 0, &e), 0);
+    free(out);
+    /* A compact page for a peer before "life" is "CSB1", without lifecycle state. */
+    repl__page_begin(a.r);
+    a.r->compact_out = 1;
+    next = 0;
+    repl__page_full(a.r, &next);
+    repl__body_finish(a.r, NULL, "x", 0);
+    repl__compact_wrap(a.r);
+    a.r->compact_out = 0;
+    CHECK(memcmp(a.r->cout.data, "CSB1", 4) == 0);
+    node_free(&a);
+    node_free(&b);
+    node_free(&c);
+}
+
+/* A sealed tombstone takes a state without deletion whole (a new life) only from a node that
+ * knows the lifecycle: the entries of one that does not (the original lab, counterd before
+ * "life") are merged, so its old copy does not bring the counter back. */
+static void test_sealed_tombstone_and_unaware_peers(void)
+{
+    struct node n;
+    node_init(&n, "a-1");
+    struct merge_error e;
+    CHECK_EQ_I64(merge(&n, "{\"counts\":{\"s\":{\"b-1\":5,\"c-2\":3}}}", 0, &e), 2);
+    uint32_t id = gstore_find(n.store, "s", 1);
+    CHECK_EQ_I64(gstore_delete(n.store, id), 0);
+    CHECK_EQ_I64(gstore_seal(n.store, id), 1);
+    CHECK(gstore_dead(n.store, id));
+    /* Its old copy, from an original-format peer and from a counterd before "life". */
+    CHECK_EQ_I64(merge(&n, "{\"counts\":{\"s\":{\"b-1\":5,\"c-2\":3}}}", 0, &e), 0);
+    CHECK_EQ_I64(merge(&n,
+                       "{\"incarnation\":\"01\",\"features\":[\"folded\",\"digest\"],"
+                       "\"counts\":{\"s\":{\"b-1\":5}}}",
+                       0, &e),
+                 0);
+    CHECK(gstore_dead(n.store, id));
+    /* Counted after the deletion there: that increment alone. */
+    merge(&n, "{\"counts\":{\"s\":{\"b-1\":7}}}", 0, &e);
+    CHECK(!gstore_dead(n.store, id));
+    CHECK_EQ_I64(value(&n, "s"), 2);
+    /* From a node that knows the lifecycle, a state without deletion is a new life. */
+    CHECK_EQ_I64(gstore_delete(n.store, id), 0);
+    CHECK_EQ_I64(gstore_seal(n.store, id), 1);
+    CHECK(merge(&n,
+                "{\"incarnation\":\"01\",\"features\":[\"life\"],"
+                "\"counts\":{\"s\":{\"d-4\":1}}}",
+                0, &e) > 0);
+    CHECK(!gstore_dead(n.store, id));
+    CHECK_EQ_I64(value(&n, "s"), 1);
+    node_free(&n);
+}
+
+/* A full walk by id while counters are dropped and their ids given to new names, on both
+ * sides of the cursor: the walk and the delta from the seq it began at bring every counter
+ * that exists at the end, with its value. */
+static void test_full_walk_with_drops_and_reuse(void)
+{
+    struct node a, b;
+    node_init(&a, "a-1");
+    node_init(&b, "b-2");
+    int rep = gstore_replica(a.store, "a-1", 3);
+    char name[32];
+    for (int i = 0; i < 200; i++) {
+        snprintf(name, sizeof name, "k%d", i);
+        CHECK_EQ_I64(gstore_incr(a.store, gstore_create(a.store, name, strlen(name)), rep, i + 1),
+                     0);
+    }
+    a.r->page_bytes = 300;
+    uint64_t s0 = gstore_seq(a.store), upto = 0;
+    uint32_t next = 0;
+    struct merge_error e;
+    int pages = 0, dropped = 0;
+    while (next < gstore_count(a.store) && pages < 1000) {
+        repl__page_begin(a.r);
+        repl__page_full(a.r, &next);
+        repl__body_finish(a.r, NULL, "x", 1);
+        CHECK(merge(&b, buf_cstr(&a.r->out), 1, &e) >= 0);
+        if (++pages == 3) { /* mid-walk: drop every 9th id, then new names take ids back */
+            for (uint32_t id = 0; id < gstore_count(a.store); id += 9) {
+                CHECK_EQ_I64(gstore_delete(a.store, id), 0);
+                gstore_drop(a.store, id);
+                dropped++;
+            }
+            for (int i = 0; i < dropped; i++) {
+                snprintf(name, sizeof name, "new%d", i);
+                uint32_t id = gstore_create(a.store, name, strlen(name));
+                CHECK_EQ_I64(gstore_incr(a.store, id, rep, 1000 + i), 0);
+            }
+        }
+    }
+    CHECK(pages > 3 && dropped > 10);
+    repl__page_begin(a.r);
+    a.r->page_bytes = 1 << 20;
+    CHECK_EQ_I64(repl__page_delta(a.r, s0, 0, &upto), 0);
+    repl__body_finish(a.r, NULL, "x", 0);
+    CHECK(merge(&b, buf_cstr(&a.r->out), 1, &e) >= 0);
+    int missing = 0;
+    for (uint32_t id = 0; id < gstore_count(a.store); id++) {
+        if (!gstore_exists(a.store, id))
+            continue;
+        size_t len;
+        const char *nm = gstore_counter_name(gstore_counter(a.store, id), &len);
+        snprintf(name, sizeof name, "%.*s", (int)len, nm);
+        missing += value(&b, name) != value(&a, name);
+    }
+    CHECK_EQ_I64(missing, 0);
+    CHECK_EQ_I64(value(&b, "new0"), 1000);
+    node_free(&a);
+    node_free(&b);
+}
+
+/* Merges body and checks that counter "c" was skipped whole for reason why. */
+static void check_life_refused(const char *body, const char *why)
+{
+    struct node n;
+    node_init(&n, "a-1");
+    struct merge_error e;
+    unit_context("%s", why);
+    CHECK_EQ_I64(merge(&n, body, 0, &e), 0);
+    CHECK_EQ_I64(value(&n, "c"), -1);
+    CHECK(n.r->nlisted >= 1);
+    if (n.r->nlisted >= 1)
+        CHECK_STR_EQ(n.r->rejects[n.r->nlisted - 1].reason, why);
+    unit_context("%s", "");
+    node_free(&n);
+}
+
+static void test_life_malformed_refused(void)
+{
+    static const char *const cases[][2] = {
+        {"\"floors\":{\"c\":{\"pos\":{\"b-1\":-1}}}", "floor_negative"},
+        {"\"floors\":{\"c\":{\"pos\":{\"bad id\":1}}}", "floor_bad_node_id"},
+        {"\"floors\":{\"c\":{\"neg\":{\"b-1\":1.5}}}", "floor_not_an_integer"},
+        {"\"floors\":{\"c\":{\"pos\":{\"b-1\":99999999999999999999}}}", "floor_out_of_range"},
+        {"\"floors\":{\"c\":7}", "floor_not_an_object"},
+        {"\"floors\":{\"c\":{\"pos\":[]}}", "floor_not_an_object"},
+        {"\"floors\":{\"c\":{\"pos\":{\"c-1\":1}}}", "floor_without_entry"},
+        {"\"dfloors\":{\"c\":{\"pos\":{\"c-1\":1}}}", "dfloor_without_entry"},
+        {"\"dfloors\":{\"c\":{\"pos\":{\"b-1\":-2}}}", "dfloor_negative"},
+        {"\"floors\":{\"c\":{\"pos\":{\"b-1\":1}},\"c\":{\"pos\":{\"b-1\":2}}}", "floor_twice"},
+        {"\"life\":{\"c\":\"deleted\"}", "life_not_a_list"},
+        {"\"life\":{\"c\":[\"deleted\",\"gone\"]}", "life_bad_flag"},
+    };
+    char body[512];
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        snprintf(body, sizeof body, "{\"counts\":{\"c\":{\"b-1\":5}},%s}", cases[i][0]);
+        check_life_refused(body, cases[i][1]);
+    }
+    check_life_refused("{\"counts\":{\"c\":{\"b-1\":5,\"bad id\":1}},"
+                       "\"floors\":{\"c\":{\"pos\":{\"b-1\":1}}}}",
+                       "life_with_skipped_entries");
+    /* A member that is not an object of counters fails the message, merging nothing. */
+    struct node n;
+    node_init(&n, "a-1");
+    struct merge_error e;
+    CHECK_EQ_I64(merge(&n, "{\"counts\":{\"c\":{\"b-1\":1}},\"floors\":3}", 0, &e), -1);
+    CHECK_STR_EQ(e.detail, "floors must be an object of counters");
+    CHECK_EQ_I64(merge(&n, "{\"counts\":{\"c\":{\"b-1\":1}},\"dfloors\":[]}", 0, &e), -1);
+    CHECK_STR_EQ(e.detail, "dfloors must be an object of counters");
+    CHECK_EQ_I64(merge(&n, "{\"counts\":{\"c\":{\"b-1\":1}},\"life\":\"x\"}", 0, &e), -1);
+    CHECK_STR_EQ(e.detail, "life must be an object of counters");
+    CHECK_EQ_I64(gstore_count(n.store), 0);
+    /* The rest of a message merges; a floor above its entry is clamped by the store. */
+    CHECK_EQ_I64(merge(&n,
+                       "{\"counts\":{\"c\":{\"b-1\":5},\"d\":{\"b-1\":2}},"
+                       "\"floors\":{\"c\":{\"pos\":{\"b-1\":-1}},\"d\":{\"pos\":{\"b-1\":9}}}}",
+                       0, &e),
+                 1);
+    CHECK_EQ_I64(value(&n, "c"), -1);
+    CHECK_EQ_I64(value(&n, "d"), 0);
+    node_free(&n);
+}
+
+/* Compact lifecycle sections: a wrong structure refuses the body whole, a bad entry skips
+ * its counter. */
+static void test_life_compact_malformed(void)
+{
+    struct node n;
+    node_init(&n, "a-1");
+    struct buf b = {0};
+    struct merge_error e;
+    static const char *const reps[] = {"b-1", "bad id!", NULL};
+    cb_begin(&b, reps);
+    memcpy(b.data, "CSB2", 4);
+    cb_varint(&b, 2);
+    cb_str(&b, "c"); /* b-1: 5; a clear floor of "bad id!" */
+    cb_varint(&b, 1);
+    cb_varint(&b, 0), cb_varint(&b, 5), cb_varint(&b, 0);
+    cb_varint(&b, 0), cb_varint(&b, 0);
+    buf_putc(&b, 4);
+    cb_varint(&b, 1), cb_varint(&b, 1), cb_varint(&b, 1), cb_varint(&b, 0);
+    cb_str(&b, "d"); /* b-1: 6, deleted with a delete floor of b-1: 6 */
+    cb_varint(&b, 1);
+    cb_varint(&b, 0), cb_varint(&b, 6), cb_varint(&b, 0);
+    cb_varint(&b, 0), cb_varint(&b, 0);
+    size_t lbyte = b.len;
+    buf_putc(&b, 1 | 8);
+    cb_varint(&b, 1), cb_varint(&b, 0), cb_varint(&b, 6), cb_varint(&b, 0);
+    CHECK_EQ_I64(merge_any(&n, b.data, b.len, &e), 1);
+    CHECK_EQ_I64(value(&n, "c"), -1);
+    CHECK_EQ_I64((int64_t)n.r->nlisted, 1);
+    CHECK_STR_EQ(n.r->rejects[0].reason, "floor_bad_node_id");
+    CHECK(gstore_dead(n.store, gstore_find(n.store, "d", 1)));
+    b.data[lbyte] = 16; /* an unknown bit */
+    CHECK_EQ_I64(merge_any(&n, b.data, b.len, &e), -1);
+    CHECK(strstr(e.detail, "lifecycle byte") != NULL);
+    b.data[lbyte] = 8;
+    b.data[lbyte + 2] = 2; /* the floor's replica index: beyond the table */
+    CHECK_EQ_I64(merge_any(&n, b.data, b.len, &e), -1);
+    CHECK(strstr(e.detail, "beyond the table") != NULL);
+    /* The same body as "CSB1" has bytes after its last counter's tokens. */
+    b.data[lbyte + 2] = 0;
+    memcpy(b.data, "CSB1", 4);
+    CHECK_EQ_I64(merge_any(&n, b.data, b.len, &e), -1);
+    buf_free(&b);
+    node_free(&n);
+}
+
+/* Keys of other namespaces are counters; those the replicated hook refuses are left out of
+ * every page and ignored (counted) when received. */
+static void test_regional_left_out(void)
+{
+    struct node a, b;
+    node_init(&a, "a-1");
+    node_init(&b, "b-2");
+    struct merge_error e;
+    CHECK_EQ_I64(merge(&a,
+                       "{\"counts\":{\"ns1/x\":{\"b-1\":1},\"bad/ns/x\":{\"b-1\":1},"
+                       "\"/x\":{\"b-1\":1},\"r/y\":{\"b-1\":2},\"plain\":{\"b-1\":3}},"
+                       "\"decrements\":{\"r/y\":{\"b-1\":1}},\"floors\":{\"r/y\":{}},"
+                       "\"life\":{\"r/y\":[\"deleted\"]},"
+                       "\"tokens\":{\"r/y\":{\"t1\":{\"amount\":2,\"settled\":true}}}}",
+                       0, &e),
+                 2);
+    CHECK_EQ_I64(value(&a, "ns1/x"), 1);
+    CHECK_EQ_I64(value(&a, "r/y"), -1);
+    CHECK_EQ_I64((int64_t)a.r->nrejects, 2);
+    CHECK_STR_EQ(a.r->rejects[0].reason, "bad_name");
+    CHECK_EQ_I64((int64_t)a.r->nignored, 1);
+    repl__apply_tokens(a.r,
+                       json_parse(&a.jp,
+                                  "{\"tokens\":{\"r/y\":{\"t\":{\"amount\":1,"
+                                  "\"settled\":true}}}}",
+                                  56),
+                       "test");
+    CHECK_EQ_I64(value(&a, "r/y"), -1);
+    /* A regional counter counted here stays here: in no page, JSON or compact. */
+    int rep = gstore_replica(a.store, "a-1", 3);
+    CHECK_EQ_I64(gstore_incr(a.store, gstore_create(a.store, "r/local", 7), rep, 4), 0);
+    repl__page_begin(a.r);
+    uint32_t next = 0;
+    repl__page_full(a.r, &next);
+    repl__body_finish(a.r, NULL, "x", 0);
+    CHECK(strstr(buf_cstr(&a.r->out), "r/local") == NULL);
+    CHECK_EQ_I64(a.r->page_counters, 2);
+    CHECK_EQ_I64(copy_state(&a, &b, 1), 1);
+    CHECK_EQ_I64(value(&b, "r/local"), -1);
+    CHECK_EQ_I64(value(&b, "ns1/x"), 1);
+    /* Received in a compact body: ignored and counted. */
+    struct buf cb = {0};
+    static const char *const reps[] = {"b-1", NULL};
+    cb_begin(&cb, reps);
+    cb_varint(&cb, 1);
+    cb_str(&cb, "r/z");
+    cb_varint(&cb, 1);
+    cb_varint(&cb, 0), cb_varint(&cb, 5), cb_varint(&cb, 0);
+    cb_varint(&cb, 0), cb_varint(&cb, 0);
+    CHECK_EQ_I64(merge_any(&b, cb.data, cb.len, &e), 0);
+    CHECK_EQ_I64(value(&b, "r/z"), -1);
+    CHECK_EQ_I64((int64_t)b.r->nignored, 1);
+    CHECK_EQ_I64((int64_t)b.r->nrejects, 0);
+    struct buf m = {0};
+    metrics_render(b.reg, &m);
+    CHECK(strstr(buf_cstr(&m), "counterd_sync_ignored_total{reason=\"regional\"} 1") != NULL);
+    buf_free(&m);
+    buf_free(&cb);
+    /* An original-format peer gets only namespace "default". */
+    repl__page_begin(a.r);
+    a.r->original_out = 1;
+    next = 0;
+    repl__page_full(a.r, &next);
+    repl__body_finish(a.r, NULL, NULL, 0);
+    a.r->original_out = 0;
+    CHECK(strstr(buf_cstr(&a.r->out), "ns1/x") == NULL);
+    CHECK(strstr(buf_cstr(&a.r->out), "\"plain\"") != NULL);
+    CHECK(strstr(buf_cstr(&a.r->out), "namespaces") == NULL); /* no put_ext for it */
+    node_free(&a);
+    node_free(&b);
+}
+
 UNIT_MAIN("test_repl", UNIT_CASE(test_merge_is_max_and_idempotent),
           UNIT_CASE(test_merge_skips_what_it_cannot_hold),
           UNIT_CASE(test_malformed_bodies_merge_nothing), UNIT_CASE(test_pages_round_trip),
           UNIT_CASE(test_delta_leaves_out_the_receivers_own_state), UNIT_CASE(test_cursors),
           UNIT_CASE(test_decisions), UNIT_CASE(test_compact_round_trip),
           UNIT_CASE(test_compact_rejects_entries), UNIT_CASE(test_compact_malformed_refused_whole),
-          UNIT_CASE(test_round_end_gives_back_scratch))
+          UNIT_CASE(test_round_end_gives_back_scratch), UNIT_CASE(test_life_round_trip),
+          UNIT_CASE(test_life_malformed_refused), UNIT_CASE(test_life_compact_malformed),
+          UNIT_CASE(test_regional_left_out), UNIT_CASE(test_sealed_tombstone_and_unaware_peers),
+          UNIT_CASE(test_full_walk_with_drops_and_reuse))

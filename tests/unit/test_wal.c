@@ -451,6 +451,90 @@ static void test_fold_replays(void)
     unsetenv("COUNTERD_BOOT_ID");
 }
 
+/* Snapshots pass 0 (pass 1 replays it) until every check is made in both. */
+static void snapshot_now(struct node *n)
+{
+    CHECK_EQ_I64(wal_snapshot(n->w, n->st, n->d) == 0 || wal_snapshot_running(n->w), 1);
+    for (int i = 0; i < 500 && wal_snapshot_running(n->w); i++) {
+        usleep(10000);
+        wal_tick(n->w, n->st, n->d);
+    }
+    CHECK_EQ_I64(wal_snapshot_running(n->w), 0);
+}
+
+/* A clear's floor, a deletion and a seal are in the counter's record and replay as merges;
+ * a drop record drops the counter at its point of the log, and a later record of the same
+ * name is a new life. The same from the log after a crash and from a snapshot. */
+static void test_lifecycle_replays(void)
+{
+    make_root();
+    setenv("COUNTERD_BOOT_ID", "boot-life", 1);
+    struct node n;
+    REQUIRE(node_open(&n, root, WAL_FSYNC_NO, 0) == 0);
+    int y = gstore_replica(n.st, "eu-west-1~x", 11);
+    incr(&n, "a", 5, NULL);
+    uint32_t a = gstore_find(n.st, "a", 1);
+    CHECK_EQ_I64(gstore_clear(n.st, a), 0);
+    wal_append(n.w, n.st, a, NULL, 0, NULL, 0);
+    incr(&n, "a", 1, NULL); /* above the floor */
+    incr(&n, "b", 3, NULL);
+    uint32_t b = gstore_find(n.st, "b", 1);
+    CHECK_EQ_I64(gstore_incr(n.st, b, y, 2), 0);
+    CHECK_EQ_I64(gstore_delete(n.st, b), 0);
+    wal_append(n.w, n.st, b, NULL, 0, NULL, 0);
+    CHECK_EQ_I64(gstore_seal(n.st, b), 1);
+    wal_append(n.w, n.st, b, NULL, 0, NULL, 0);
+    wal_append_drop(n.w, n.st, b);
+    gstore_drop(n.st, b);
+    incr(&n, "b", 4, NULL); /* counted again: a new life */
+    incr(&n, "c", 2, NULL);
+    uint32_t c = gstore_find(n.st, "c", 1);
+    CHECK_EQ_I64(gstore_delete(n.st, c), 0);
+    wal_append(n.w, n.st, c, NULL, 0, NULL, 0);
+    incr(&n, "logs/x", 7, NULL);
+    incr(&n, "gone", 1, NULL);
+    uint32_t g = gstore_find(n.st, "gone", 4);
+    CHECK_EQ_I64(gstore_delete(n.st, g), 0);
+    wal_append(n.w, n.st, g, NULL, 0, NULL, 0);
+    wal_append_drop(n.w, n.st, g);
+    gstore_drop(n.st, g);
+    CHECK_EQ_I64(wal_write(n.w), 0);
+    wal_abandon(n.w);
+    node_free(&n);
+
+    for (int pass = 0; pass < 2; pass++) {
+        REQUIRE(node_open(&n, root, WAL_FSYNC_NO, 0) == 0);
+        CHECK_EQ_U64(gstore_live(n.st), 4);
+        CHECK_EQ_I64(value(&n, "a"), 1); /* above the floor, which holds 5 */
+        a = gstore_find(n.st, "a", 1);
+        REQUIRE(a != GSTORE_NONE);
+        struct glife life;
+        CHECK_EQ_I64(gstore_life(n.st, a, &life), 1);
+        CHECK_EQ_I64((int64_t)life.flags, 0);
+        CHECK_EQ_U64(life.nfloor, 1);
+        CHECK_EQ_I64(life.nfloor ? life.floor[0].pos : -1, 5);
+        CHECK(gstore_value(n.st, gstore_counter(n.st, a)) == 1);
+        b = gstore_find(n.st, "b", 1);
+        REQUIRE(b != GSTORE_NONE);
+        CHECK_EQ_I64(gstore_life(n.st, b, &life), 0);
+        CHECK(gstore_value(n.st, gstore_counter(n.st, b)) == 4);
+        CHECK_EQ_U64(gstore_counter_entries(gstore_counter(n.st, b)), 1);
+        c = gstore_find(n.st, "c", 1);
+        REQUIRE(c != GSTORE_NONE);
+        CHECK(gstore_dead(n.st, c));
+        CHECK_EQ_I64(gstore_life(n.st, c, &life), 1);
+        CHECK_EQ_I64((int64_t)life.flags, GLIFE_DELETED);
+        CHECK_EQ_I64(value(&n, "logs/x"), 7);
+        CHECK_EQ_I64(gstore_find(n.st, "gone", 4), GSTORE_NONE);
+        if (pass == 0)
+            snapshot_now(&n);
+        CHECK_EQ_I64(wal_close(n.w), 0);
+        node_free(&n);
+    }
+    rm_rf(root);
+    unsetenv("COUNTERD_BOOT_ID");
+}
+
 static void test_always_reports_durability(void)
 {
     make_root();
@@ -785,8 +869,8 @@ UNIT_MAIN("test_wal", UNIT_CASE(test_clean_stop_keeps_state_and_replica_id),
           UNIT_CASE(test_failed_write_forgets_the_run), UNIT_CASE(test_torn_tail_is_cut),
           UNIT_CASE(test_damage_in_the_middle_is_refused_and_left_alone),
           UNIT_CASE(test_snapshot_replaces_old_segments), UNIT_CASE(test_fold_replays),
-          UNIT_CASE(test_always_reports_durability), UNIT_CASE(test_always_group_waits_for_kick),
-          UNIT_CASE(test_strong_replica_records), UNIT_CASE(test_refusals),
-          UNIT_CASE(test_reserved_room_is_not_log), UNIT_CASE(test_stale_snapshot_tmp_is_removed),
-          UNIT_CASE(test_record_format_on_disk),
+          UNIT_CASE(test_lifecycle_replays), UNIT_CASE(test_always_reports_durability),
+          UNIT_CASE(test_always_group_waits_for_kick), UNIT_CASE(test_strong_replica_records),
+          UNIT_CASE(test_refusals), UNIT_CASE(test_reserved_room_is_not_log),
+          UNIT_CASE(test_stale_snapshot_tmp_is_removed), UNIT_CASE(test_record_format_on_disk),
           UNIT_CASE(test_fsync_error_recovers_through_a_snapshot))
