@@ -203,14 +203,16 @@ local function refresh_namespaces()
 end
 
 -- The namespace's configuration, or nil and an error answer (404 unknown, 503).
-local refreshing = false
+local refreshing_since = -math.huge
 
 local function namespace_of(ns)
-  local n = ns_known[ns]
-  if n and (refreshing or counterd.now_ms() - ns_at < NS_FRESH_MS) then return n end
-  refreshing = true -- the others keep the last word meanwhile, rather than all asking
+  local n, now = ns_known[ns], counterd.now_ms()
+  -- While one request asks the regions, the others keep the last word rather than all
+  -- asking (a refresh that never came back stops counting after 10 s).
+  if n and (now - refreshing_since < 10000 or now - ns_at < NS_FRESH_MS) then return n end
+  refreshing_since = now
   local ok, err = refresh_namespaces()
-  refreshing = false
+  refreshing_since = -math.huge
   if not ok then
     if n then return n end -- the regions are down: the last word still says where to go
     return nil, { web.err(503, "unavailable", "no region told the namespaces: " .. err) }
