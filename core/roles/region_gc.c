@@ -32,6 +32,7 @@
 #define GC_SNAPSHOT_AFTER 10000   /* drops that call for a snapshot (the log shrinks) */
 #define GC_HELD_LOG_S 60.0        /* held back this long by a peer: say so in the log */
 #define GC_SCAN_FRONT 1024        /* queue entries looked at for the oldest unsealed one */
+#define GC_WRITE_EVERY 4096       /* seals and drops buffered before the log is written */
 
 /* A dead counter as of its change seq, first seen dead at unix time at. */
 struct gc_cand {
@@ -54,7 +55,8 @@ struct region_gc {
     size_t qhead, qlen, qcap;
     struct gc_sample *s;
     size_t ns, scap;
-    uint64_t dropped, since_snapshot;
+    uint64_t dropped, since_snapshot, since_trim;
+    double last_drop; /* unix s of the last drop */
     /* The recount: ids [0, census_next) of the pass under way; the last complete pass. */
     uint32_t census_next, c_dead, c_sealed;
     uint32_t dead, sealed;
@@ -185,6 +187,7 @@ static int drop(struct region *rg, struct region_gc *gc, uint32_t id)
     gstore_drop(rg->store, id);
     gc->dropped++;
     gc->since_snapshot++;
+    gc->since_trim++;
     metric_add(gc->m_dropped, 1);
     return 0;
 }
@@ -199,12 +202,15 @@ static unsigned collect(struct region *rg, struct region_gc *gc, uint64_t acked)
     unsigned work = 0;
     while (gc->qhead < gc->qlen && work < GC_WORK_PER_TICK) {
         const struct gc_cand *c = &gc->q[gc->qhead];
-        if (current(rg, c)) {
+        /* A pending token-set element is an increment its home has not applied yet: the
+         * counter is not dead in effect, and its settling is a change that queues it again. */
+        if (current(rg, c) && !tokset_pending(rg->tokset, c->id)) {
             if (c->seq > acked)
                 break;
             if ((is_sealed(rg, c->id) ? drop(rg, gc, c->id) : seal(rg, c->id)) < 0)
                 break; /* no room in the log: the next tick tries again */
-            work++;
+            if (++work % GC_WRITE_EVERY == 0 && rg->wal)
+                wal_write(rg->wal); /* the log's buffer stays small */
         }
         gc->qhead++;
     }
@@ -307,19 +313,29 @@ static void note_held(struct region *rg, struct region_gc *gc, double now)
 /* ---------------------------------------------------------------- the timer */
 
 /* After many drops, once a pass is not in the middle of a batch (work: what this tick
- * sealed and dropped): a snapshot replaces the log that still holds them, and the memory
- * the allocator keeps free goes back to the system. */
-static void give_back(struct region *rg, struct region_gc *gc, unsigned work)
+ * sealed and dropped): a snapshot replaces the log that still holds them. */
+static void snapshot_after_drops(struct region *rg, struct region_gc *gc, unsigned work)
 {
-    if (gc->since_snapshot < GC_SNAPSHOT_AFTER || work >= GC_WORK_PER_TICK)
+    if (!rg->wal || gc->since_snapshot < GC_SNAPSHOT_AFTER || work >= GC_WORK_PER_TICK)
         return;
-    if (rg->wal && (wal_snapshot_running(rg->wal) || wal_failed(rg->wal) ||
-                    wal_snapshot(rg->wal, rg->store, rg->dedup) < 0))
+    if (wal_snapshot_running(rg->wal) || wal_failed(rg->wal) ||
+        wal_snapshot(rg->wal, rg->store, rg->dedup) < 0)
         return; /* tried again next tick */
-    log_info("tombstone GC dropped %" PRIu64 " counters since the last snapshot%s",
-             gc->since_snapshot, rg->wal ? ": a snapshot replaces the log that held them" : "");
+    log_info("tombstone GC dropped %" PRIu64 " counters since the last snapshot: a snapshot "
+             "replaces the log that held them",
+             gc->since_snapshot);
     gc->since_snapshot = 0;
+}
+
+/* Once many drops are over (a second without one, so the structures that shrink at their
+ * own pace, such as the name index, have): the heap the allocator keeps free goes back to
+ * the system. */
+static void trim_after_drops(struct region_gc *gc, unsigned work, double now)
+{
+    if (gc->since_trim < GC_SNAPSHOT_AFTER || work || now - gc->last_drop < 1.0)
+        return;
     malloc_trim(0);
+    gc->since_trim = 0;
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
@@ -334,7 +350,10 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     unsigned work = 0;
     if (!rg->wal || !wal_failed(rg->wal))
         work = collect(rg, gc, acked_for_grace(gc, now));
-    give_back(rg, gc, work);
+    if (work)
+        gc->last_drop = now;
+    snapshot_after_drops(rg, gc, work);
+    trim_after_drops(gc, work, now);
     census(rg, gc);
     front(rg, gc);
     note_held(rg, gc, now);
