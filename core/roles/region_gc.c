@@ -202,7 +202,9 @@ static unsigned collect(struct region *rg, struct region_gc *gc, uint64_t acked)
     unsigned work = 0;
     while (gc->qhead < gc->qlen && work < GC_WORK_PER_TICK) {
         const struct gc_cand *c = &gc->q[gc->qhead];
-        if (current(rg, c)) {
+        /* A pending token-set element is an increment its home has not applied yet: the
+         * counter is not dead in effect, and its settling is a change that queues it again. */
+        if (current(rg, c) && !tokset_pending(rg->tokset, c->id)) {
             if (c->seq > acked)
                 break;
             if ((is_sealed(rg, c->id) ? drop(rg, gc, c->id) : seal(rg, c->id)) < 0)
