@@ -81,11 +81,12 @@ struct region {
     /* Namespaces, clears, deletions and expiry (region_ns.c, region_v1.c). */
     struct nsreg *nsreg;
     struct event *ns_timer;
-    int purging;           /* a deleted namespace's counters may be left: the walk is on */
-    uint32_t purge_next;   /* the next id that walk looks at */
-    uint64_t expire_seq;   /* expiry looked at every change up to this seq */
-    int64_t min_ttl_s;     /* the shortest ttl of a live namespace (0: none) */
-    struct seq_time *seqt; /* when the store's seq reached a value, sampled (expiry) */
+    int purging;            /* a deleted namespace's counters may be left: the walk is on */
+    uint32_t purge_next;    /* the next id that walk looks at */
+    uint64_t expire_seq;    /* expiry looked at every change up to this seq */
+    uint64_t expire_resume; /* where the next slice of expiry goes on (0: from expire_seq) */
+    int64_t min_ttl_s;      /* the shortest ttl of a live namespace (0: none) */
+    struct seq_time *seqt;  /* when the store's seq reached a value, sampled (expiry) */
     size_t nseqt;
     const char *v1_ns; /* an add of /v1/counters: its namespace (the answer's form) */
     int v1_count;      /* add-and-get: the answer has "count" */

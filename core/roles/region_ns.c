@@ -125,6 +125,7 @@ static void register_changed(struct region *rg)
     }
     rg->min_ttl_s = min_ttl;
     rg->expire_seq = 0; /* a ttl may be new: every counter is looked at again */
+    rg->expire_resume = 0;
     if (rg->purging)
         rg->purge_next = 0;
 }
@@ -498,20 +499,28 @@ static double change_time(struct region *rg, uint64_t seq, double now)
 }
 
 /*
- * One slice of expiry: the change list from the oldest change expiry has not passed yet.
- * Counters of namespaces without a ttl are passed; a counter idle longer than its
- * namespace's ttl is deleted; the walk stops at the first change younger than the shortest
- * ttl (every later one is younger still).
+ * One slice of expiry: the change list from the oldest change expiry has not passed yet
+ * (or where the last slice stopped). Counters of namespaces without a ttl are passed; a
+ * counter idle longer than its namespace's ttl is deleted; one of a longer ttl is held
+ * (the cursor stays before it, a later slice goes on past it); the walk stops at the first
+ * change younger than the shortest ttl (every later one is younger still), and the next
+ * slice starts from the cursor again.
  */
 static void expire_slice(struct region *rg, double now)
 {
     if (!rg->min_ttl_s)
         return;
-    uint32_t id = gstore_changed_after(rg->store, rg->expire_seq), expired = 0;
-    int held = 0; /* a counter not expired yet lies behind: the cursor stays before it */
-    for (unsigned walked = 0; id != GSTORE_NONE && walked < EXPIRE_SLICE; walked++) {
+    uint64_t from = rg->expire_resume > rg->expire_seq ? rg->expire_resume : rg->expire_seq;
+    uint32_t id = gstore_changed_after(rg->store, from), expired = 0;
+    int held = from != rg->expire_seq; /* a counter not expired yet lies behind the cursor */
+    rg->expire_resume = 0;
+    for (unsigned walked = 0; id != GSTORE_NONE; walked++) {
         const struct gcounter *c = gstore_counter(rg->store, id);
         uint64_t mseq = gstore_counter_mseq(c);
+        if (walked == EXPIRE_SLICE) {
+            rg->expire_resume = mseq - 1; /* this one first, next tick */
+            break;
+        }
         double idle_ms = now - change_time(rg, mseq, now);
         if (idle_ms < (double)rg->min_ttl_s * 1000)
             break;
@@ -524,7 +533,7 @@ static void expire_slice(struct region *rg, double now)
             if (idle_ms < (double)e->ttl_s * 1000)
                 held = 1;
             else if (delete_counter(rg, id, rg->m_del_expire) < 0)
-                break;
+                break; /* no room in the log: from the cursor again next tick */
             else
                 expired++;
         }
