@@ -226,6 +226,17 @@ static void peer_failed(struct peer *p, const char *fmt, ...)
     peer_round_end(p, ST_ERROR);
 }
 
+/* A partition switched on while a message was on the (simulated) wire drops it: nothing
+ * crosses the cut after it is made, whichever way it was going. */
+static void cut_in_flight(struct peer *p)
+{
+    snprintf(p->last_error, sizeof p->last_error, "%s",
+             "this node was partitioned while the exchange was in flight: dropped");
+    p->last_error_unix = clock_unix_s();
+    p->dg_phase = DG_NONE;
+    peer_round_end(p, ST_PARTITION);
+}
+
 /* An answer that is not a 200 JSON object this node may merge: the round ends for the peer
  * (partitioned or failed). @return 1 when it was such an answer, 0 to go on. */
 static int answer_refused(struct peer *p, const struct client_result *res, const struct json *root)
@@ -431,6 +442,11 @@ static void exchange_done(struct peer *p, const struct client_result *res, struc
         exchange_again(p);
         return;
     }
+    if (p->r->partitioned) {
+        trace_span_error(sp, "partitioned");
+        cut_in_flight(p);
+        return;
+    }
     if (answer_refused(p, res, root)) {
         p->dg_phase = DG_NONE;
         return;
@@ -580,7 +596,13 @@ static void on_delay_out(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    exchange_send(arg);
+    struct peer *p = arg;
+    if (!p->r->partitioned) {
+        exchange_send(p);
+        return;
+    }
+    span_failed(p, "partitioned");
+    cut_in_flight(p);
 }
 
 static void exchange_start(struct peer *p)

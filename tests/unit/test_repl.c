@@ -6,12 +6,19 @@
  * node writes (full and delta, the receiver's own state left out) read back by a second
  * node, the cursors it gives out, and the partition and faults-policy decisions.
  */
+#include <arpa/inet.h>
 #include <event2/event.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/clock.h"
 #include "base/json.h"
+#include "net/client.h"
 #include "base/mem.h"
 #include "obs/metrics.h"
 #include "repl/repl_internal.h"
@@ -24,6 +31,7 @@ struct node {
     struct gstore *store;
     struct metrics *reg;
     struct repl *r;
+    struct client *client; /* for the tests that make calls; NULL otherwise */
     struct json_parser jp;
     int changed_calls;
     struct tokset *ts;
@@ -64,7 +72,7 @@ static void hook_put_ext(void *arg, struct buf *b)
     buf_puts(b, ",\"namespaces\":{\"v\":1}");
 }
 
-static void node_init(struct node *n, const char *node_id)
+static void node_init_peer(struct node *n, const char *node_id, const char *peer_url)
 {
     memset(n, 0, sizeof *n);
     n->base = event_base_new();
@@ -72,7 +80,7 @@ static void node_init(struct node *n, const char *node_id)
     n->reg = metrics_new();
     json_parser_init(&n->jp);
     n->ts = tokset_new();
-    static const char *const peers[1] = {"http://127.0.0.1:9/"};
+    const char *peers[1] = {peer_url};
     struct repl_config cfg = {
         .node_id = node_id, .region = "test", .peers = peers, .npeers = 1, .tokset = n->ts};
     struct repl_hooks hooks = {.decide = hook_decide,
@@ -84,9 +92,15 @@ static void node_init(struct node *n, const char *node_id)
     n->r = repl_new(n->base, NULL, n->store, n->reg, &cfg, &hooks);
 }
 
+static void node_init(struct node *n, const char *node_id)
+{
+    node_init_peer(n, node_id, "http://127.0.0.1:9/");
+}
+
 static void node_free(struct node *n)
 {
     repl_free(n->r);
+    client_free(n->client); /* the repl's calls are cancelled: the client may go */
     tokset_free(n->ts);
     json_parser_free(&n->jp);
     metrics_free(n->reg);
@@ -1047,6 +1061,106 @@ static void test_regional_left_out(void)
     node_free(&b);
 }
 
+/* Runs n's loop until flag is set or 3 s pass. */
+static void run_until(struct node *n, const int *flag)
+{
+    double end = clock_mono_ms() + 3000;
+    while (!*flag && clock_mono_ms() < end)
+        event_base_loop(n->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+}
+
+/* Accepts one connection on lfd and reads its request whole, running n's loop meanwhile.
+ * @return the connection, or -1. */
+static int accept_request(struct node *n, int lfd)
+{
+    int cfd = -1;
+    double end = clock_mono_ms() + 3000;
+    while (cfd < 0 && clock_mono_ms() < end) {
+        event_base_loop(n->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+        struct pollfd pfd = {.fd = lfd, .events = POLLIN};
+        if (poll(&pfd, 1, 10) == 1)
+            cfd = accept(lfd, NULL, NULL);
+    }
+    static char req[1 << 16];
+    size_t got = 0;
+    while (cfd >= 0 && clock_mono_ms() < end && got < sizeof req - 1) {
+        event_base_loop(n->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+        struct pollfd pfd = {.fd = cfd, .events = POLLIN};
+        if (poll(&pfd, 1, 10) != 1)
+            continue;
+        ssize_t r = read(cfd, req + got, sizeof req - 1 - got);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+        req[got] = '\0';
+        const char *hend = strstr(req, "\r\n\r\n");
+        const char *cl = strstr(req, "Content-Length:");
+        if (!cl)
+            cl = strstr(req, "content-length:");
+        if (hend && cl && got >= (size_t)(hend + 4 - req) + strtoul(cl + 15, NULL, 10))
+            return cfd;
+    }
+    if (cfd >= 0)
+        close(cfd);
+    return -1;
+}
+
+/* A partition made while an exchange is on the wire drops it, whichever way it was going:
+ * a send the faults policy was still delaying is never made, and an answer that arrives
+ * after the cut is not merged. Both rounds end "partitioned", not failed. */
+static void test_partition_cuts_what_is_in_flight(void)
+{
+    /* The send: delayed 100 ms by the policy, the partition comes at once. Port 9 refuses,
+     * so a send that was made would end the round as a failure instead. */
+    struct node a;
+    node_init(&a, "a-1");
+    a.client = client_new(a.base);
+    a.r->client = a.client;
+    decide_verdict = REPL_DELAY;
+    decide_delay = 100;
+    int done = 0;
+    repl_sync_now(a.r, sync_done, &done);
+    repl_set_partition(a.r, 1);
+    run_until(&a, &done);
+    CHECK_EQ_I64(done, 1);
+    CHECK_EQ_I64(a.r->peers[0].last_status, ST_PARTITION);
+    CHECK(strstr(a.r->peers[0].last_error, "in flight") != NULL);
+    node_free(&a);
+    decide_verdict = REPL_DELIVER;
+    decide_delay = 0;
+
+    /* The answer: a peer that answers with a count after the partition was made. */
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sa;
+    CHECK(lfd >= 0 && bind(lfd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+          listen(lfd, 4) == 0 && getsockname(lfd, (struct sockaddr *)&sa, &sl) == 0);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/", ntohs(sa.sin_port));
+    node_init_peer(&a, "a-1", url);
+    a.client = client_new(a.base);
+    a.r->client = a.client;
+    done = 0;
+    repl_sync_now(a.r, sync_done, &done);
+    int cfd = accept_request(&a, lfd);
+    CHECK(cfd >= 0);
+    repl_set_partition(a.r, 1);
+    const char *body = "{\"node_id\":\"b-1\",\"counts\":{\"late\":{\"b-1\":5}}}";
+    char resp[512];
+    int n = snprintf(resp, sizeof resp,
+                     "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                     strlen(body), body);
+    CHECK_EQ_I64(write(cfd, resp, (size_t)n), n);
+    run_until(&a, &done);
+    CHECK_EQ_I64(done, 1);
+    CHECK_EQ_I64(value(&a, "late"), -1);
+    CHECK_EQ_I64(a.r->peers[0].last_status, ST_PARTITION);
+    close(cfd);
+    close(lfd);
+    node_free(&a);
+}
+
 UNIT_MAIN("test_repl", UNIT_CASE(test_merge_is_max_and_idempotent),
           UNIT_CASE(test_merge_skips_what_it_cannot_hold),
           UNIT_CASE(test_malformed_bodies_merge_nothing), UNIT_CASE(test_pages_round_trip),
@@ -1056,4 +1170,5 @@ UNIT_MAIN("test_repl", UNIT_CASE(test_merge_is_max_and_idempotent),
           UNIT_CASE(test_round_end_gives_back_scratch), UNIT_CASE(test_life_round_trip),
           UNIT_CASE(test_life_malformed_refused), UNIT_CASE(test_life_compact_malformed),
           UNIT_CASE(test_regional_left_out), UNIT_CASE(test_sealed_tombstone_and_unaware_peers),
-          UNIT_CASE(test_full_walk_with_drops_and_reuse))
+          UNIT_CASE(test_full_walk_with_drops_and_reuse),
+          UNIT_CASE(test_partition_cuts_what_is_in_flight))
