@@ -525,6 +525,9 @@ static int v1_add(struct gateway *g, struct http_request *req)
     const struct json *root = &empty;
     if (req->body_len && !(root = json_parse(&g->parser, req->body, req->body_len)))
         return 0;
+    /* A counter's operations meet at its home region unless the client says otherwise:
+     * its reads see its adds, and its clears observe them. */
+    static const struct json sticky = {.type = JSON_STR, .len = 6, .u.s = "sticky"};
     const struct json *d = json_get(root, "delta"), *routing = json_get(root, "routing");
     const struct json *token = json_get(root, "idempotency_token");
     const struct json *fo = json_get(root, "failover");
@@ -537,7 +540,7 @@ static int v1_add(struct gateway *g, struct http_request *req)
     struct json nm = {.type = JSON_STR, .len = (uint32_t)(s2 - s1 - 1), .u.s = name};
     memcpy(name, s1 + 1, nm.len);
     name[nm.len] = '\0';
-    struct forward *f = forward_new(g, req, root, routing, &nm, token);
+    struct forward *f = forward_new(g, req, root, routing ? routing : &sticky, &nm, token);
     f->endpoint = and_get ? "/v1/counters/{ns}/{name}/add-and-get" : "/v1/counters/{ns}/{name}/add";
     f->upath = xstrndup(req->path, req->path_len);
     if (req->span)

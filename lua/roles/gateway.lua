@@ -329,7 +329,16 @@ end
 local down_until = {} -- by region index: skipped until then (ms), as the C hot path does
 
 -- A token made for region i, its home (store/tokset.h): "<node id>/<random>".
+-- A token made for region i names its node id, which makes that region its home: the
+-- region counts it at once instead of holding it pending for another. The id is asked of
+-- the region (/health) the first time it is not known yet.
 local function token_for(i)
+  if not node_ids[i] then
+    local res = region_call(regions[i], "GET", "/health")
+    if res and res.status == 200 then
+      node_ids[i] = res.body:match('"node_id":"([%w_.:%-]+)"')
+    end
+  end
   return (node_ids[i] and node_ids[i] .. "/" or "") .. counterd.token() .. counterd.token()
 end
 
@@ -489,7 +498,9 @@ local function counters(req, ns, name, verb)
   local q = web.query(req.query) or {}
   local op = { method = method == "HEAD" and "GET" or method, name = name,
                path = path .. ((req.query or "") ~= "" and "?" .. req.query or ""),
-               routing = body and body.routing or q.routing or "random",
+               -- sticky: a counter's operations meet at its home region, so a client's
+               -- reads see its adds and its clears observe them
+               routing = body and body.routing or q.routing or "sticky",
                client_region = req.headers and req.headers["x-client-region"] or nil,
                regional = n.type == "regional",
                failover = n.type ~= "regional" or (body and body.failover == true) }

@@ -176,6 +176,28 @@ class GatewayLifecycleTest(harness.ServerTestCase):
             self.assertError(c.get(V1 + "ev2/c?routing=us-east"), 404, "not_found")
             self.assertError(c.request("DELETE", V1 + "ev2/never"), 404, "not_found")
 
+    def test_default_routing_is_sticky(self):
+        """Without "routing", a counter's operations meet at one region (its home): each
+        add-and-get sees the ones before it (in C), a GET and a clear through the Lua role
+        go to the same region, and the clear observes every add. Random routing would
+        spread ten operations over the regions (all at one: p = 3 * 3^-10)."""
+        self.put_ns("st", {"type": "eventual"})
+        self.wait_converged("st")
+        seen = set()
+        for i in range(1, 11):
+            a = self.op("st/home/add-and-get", {"delta": 1})
+            self.assertEqual(a["count"], i, a)
+            self.assertEqual(a["routing"], "sticky")
+            self.assertNotIn("pending", a)  # a token made for its region: counted there at once
+            seen.add(a["region"])
+        self.assertEqual(len(seen), 1, seen)
+        with self.gw.client() as c:
+            g = c.get(V1 + "st/home")
+        self.assertEqual(g.status, 200, g.body)
+        self.assertEqual((g.json()["region"], g.json()["count"]), (seen.pop(), 10))
+        cl = self.op("st/home/clear", {})
+        self.assertEqual((cl["region"], cl["cleared"], cl["count"]), (g.json()["region"], 10, 0))
+
     def test_regional_stays_in_its_region(self):
         self.put_ns("loc", {"type": "regional"})
         self.wait_converged("loc")
