@@ -219,6 +219,20 @@ static int read_map(struct repl *r, const struct json *map, const char *what, in
     return 0;
 }
 
+/* The item of a counter named in a side map of a /sync body (folded, floors, life): NULL
+ * for a bad key (rejected here) or a counter this node does not replicate (counted with
+ * its entries). */
+static struct in_item *side_item(struct repl *r, const struct json_member *m)
+{
+    if (!gstore_key_valid(m->key, m->key_len)) {
+        reject(r, m->key, m->key_len, NULL, 0, "bad_name", 1);
+        return NULL;
+    }
+    if (!repl__replicated(r, m->key, m->key_len))
+        return NULL;
+    return &r->items[item_slot(r, m->key, m->key_len)];
+}
+
 /*
  * Reads the "folded" map of a /sync body: each counter's folded replicas, into fold_in by
  * item. A list this node cannot take marks its item (it->fbad): that counter is skipped
@@ -235,13 +249,9 @@ static int read_folded(struct repl *r, const struct json *map, struct merge_erro
     for (uint32_t i = 0; i < map->len; i++) {
         const struct json_member *m = &map->u.members[i];
         const struct json *list = &m->val;
-        if (!gstore_key_valid(m->key, m->key_len)) {
-            reject(r, m->key, m->key_len, NULL, 0, "bad_name", 1);
+        struct in_item *it = side_item(r, m);
+        if (!it)
             continue;
-        }
-        if (!repl__replicated(r, m->key, m->key_len))
-            continue; /* counted with its entries */
-        struct in_item *it = &r->items[item_slot(r, m->key, m->key_len)];
         if (list->type != JSON_ARR) {
             it->fbad = "folded_not_a_list";
             continue;
@@ -348,13 +358,9 @@ static int read_floors(struct repl *r, const struct json *map, int dfloor, struc
                     dfloor ? "dfloors" : "floors");
     for (uint32_t i = 0; i < map->len; i++) {
         const struct json_member *m = &map->u.members[i];
-        if (!gstore_key_valid(m->key, m->key_len)) {
-            reject(r, m->key, m->key_len, NULL, 0, "bad_name", 1);
+        struct in_item *it = side_item(r, m);
+        if (!it)
             continue;
-        }
-        if (!repl__replicated(r, m->key, m->key_len))
-            continue; /* counted with its entries */
-        struct in_item *it = &r->items[item_slot(r, m->key, m->key_len)];
         uint8_t *has = dfloor ? &it->has_dfloor : &it->has_floor;
         if (it->lbad)
             continue;
@@ -384,13 +390,9 @@ static int read_life(struct repl *r, const struct json *map, struct merge_error 
     for (uint32_t i = 0; i < map->len; i++) {
         const struct json_member *m = &map->u.members[i];
         const struct json *list = &m->val;
-        if (!gstore_key_valid(m->key, m->key_len)) {
-            reject(r, m->key, m->key_len, NULL, 0, "bad_name", 1);
+        struct in_item *it = side_item(r, m);
+        if (!it)
             continue;
-        }
-        if (!repl__replicated(r, m->key, m->key_len))
-            continue; /* counted with its entries */
-        struct in_item *it = &r->items[item_slot(r, m->key, m->key_len)];
         if (it->lbad)
             continue;
         if (list->type != JSON_ARR) {
