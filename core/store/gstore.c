@@ -25,7 +25,7 @@
  *
  * Dropping (gstore_drop) gives everything back: the id goes to a min-heap of free ids (the
  * lowest is reused first, the highest fall off the end so by_id shrinks), the table slot
- * keeps a "gone" tag until the next rehash (the table shrinks when a fifth full), and the
+ * keeps a "gone" tag until the next rehash (the table shrinks when half empty), and the
  * block goes to its free list; free lists are doubly linked and every chunk counts the
  * units in use, so a chunk left empty unlinks its free blocks and is freed.
  */
@@ -1928,17 +1928,21 @@ static void slot_remove(struct gstore *st, uint32_t id, const struct gcounter *c
 }
 
 /* After a drop: the highest free ids fall off the end, and the table and by_id shrink
- * when they hold less than a fifth or a quarter of what they have room for. */
+ * when they are half empty, to about what growing to this size would have made them (a
+ * table 1.5 slots a counter, by_id a quarter more than the ids), so that a store that
+ * held many more counters for a while ends as big as one that never did. Each shrink
+ * waits for a quarter of what remains to go: a few rehashes, however many are dropped. */
 static void drop_shrink(struct gstore *st)
 {
     while (st->count && st->by_id[st->count - 1] == GSTORE_NONE)
         st->count--;
     fids_rebuild(st);
-    if (st->id_cap > 1024 && st->count < st->id_cap / 4) {
-        st->id_cap = st->count * 2 < 1024 ? 1024 : st->count * 2;
+    if (st->id_cap > 1024 && st->count < st->id_cap / 2) {
+        uint32_t n = st->count + st->count / 4;
+        st->id_cap = n < 1024 ? 1024 : n;
         st->by_id = xrealloc(st->by_id, (size_t)st->id_cap * sizeof *st->by_id);
     }
-    if (st->nslots > 1024 && (uint64_t)st->live * 5 < st->nslots) {
+    if (st->nslots > 1024 && (uint64_t)st->live * 2 < st->nslots) {
         uint32_t n = st->live + st->live / 2 + 1;
         table_resize(st, n < 1024 ? 1024 : n);
     }

@@ -853,6 +853,40 @@ static void test_drop_memory(void)
     gstore_free(st);
 }
 
+/* A store that keeps W counters while N = 10 W (then 4 W) more are created, deleted and
+ * dropped ends as big as it began, within 10% and one arena chunk (1 MB: the chunk that
+ * held the last of W and the first of N keeps its freed part): its table and id array
+ * shrink back to the sizes growing to W would have made, whatever the order of drops. */
+static void test_drop_memory_warm(void)
+{
+    uint32_t n = (uint32_t)unit_iters(1000000);
+    for (uint32_t w = n / 10; w <= n / 4; w += n / 4 - n / 10) {
+        struct gstore *st = gstore_new();
+        int rep = gstore_replica(st, "r0", 2);
+        char name[32];
+        for (uint32_t i = 0; i < w; i++)
+            gstore_incr(st, gstore_create(st, name, (size_t)snprintf(name, sizeof name, "w%u", i)),
+                        rep, 1);
+        size_t before = gstore_memory(st);
+        uint32_t *ids = malloc((size_t)n * sizeof *ids);
+        CHECK(ids != NULL);
+        for (uint32_t i = 0; i < n; i++) {
+            ids[i] = gstore_create(st, name, (size_t)snprintf(name, sizeof name, "c%u", i));
+            gstore_incr(st, ids[i], rep, 1);
+        }
+        for (uint32_t i = 0; i < n; i++)
+            gstore_delete(st, ids[i]);
+        for (uint32_t i = 0; i < n; i++) /* the lowest first, as the GC's walk does */
+            gstore_drop(st, ids[i]);
+        size_t after = gstore_memory(st);
+        printf("  %u kept, %u dropped: memory before %zu, after %zu\n", w, n, before, after);
+        CHECK(after <= before + before / 10 + (1u << 20));
+        CHECK_EQ_U64(gstore_live(st), w);
+        free(ids);
+        gstore_free(st);
+    }
+}
+
 /* The process' resident set in bytes (/proc/self/statm), 0 when unknown. */
 static size_t rss_bytes(void)
 {
@@ -905,4 +939,5 @@ UNIT_MAIN("test_gstore_life", UNIT_CASE(test_clear_basic), UNIT_CASE(test_partit
           UNIT_CASE(test_life_only_change), UNIT_CASE(test_seal_new_life),
           UNIT_CASE(test_fold_floors), UNIT_CASE(test_life_checks), UNIT_CASE(test_life_random),
           UNIT_CASE(test_life_laws), UNIT_CASE(test_new_life_random), UNIT_CASE(test_drop_basic),
-          UNIT_CASE(test_drop_random), UNIT_CASE(test_drop_memory), UNIT_CASE(test_drop_rss))
+          UNIT_CASE(test_drop_random), UNIT_CASE(test_drop_memory),
+          UNIT_CASE(test_drop_memory_warm), UNIT_CASE(test_drop_rss))
