@@ -331,9 +331,14 @@ size_t digest_update(struct digest *d, const struct gstore *st)
 {
     d->st = st;
     uint32_t count = gstore_count(st), walked = 0;
-    /* The store's id arrays shrink when its highest ids are dropped (forgotten first). */
+    /* The store's id arrays shrink when its highest ids are dropped (forgotten first), and
+     * so does next, once half of it is beyond them. */
     if (count < d->nmembers)
         d->nmembers = count;
+    if (d->next_cap > 1024 && count < d->next_cap / 2) {
+        d->next_cap = count < 1024 ? 1024 : count;
+        d->next = xrealloc(d->next, (size_t)d->next_cap * sizeof *d->next);
+    }
     uint32_t old = d->nmembers;
     if (d->seq == 0 || count - old > count / 8)
         return rebuild(d, st);

@@ -322,6 +322,35 @@ static void test_forget_then_reuse(void)
     gstore_free(st);
 }
 
+/* A digest of a store that shrank (its highest ids dropped) gives the id array back: it
+ * ends as small as one built for what is left, and the tree still equals a fresh one. */
+static void test_shrinks_with_the_store(void)
+{
+    struct gstore *st = build(3, 20000);
+    struct digest *d = digest_new();
+    digest_update(d, st);
+    size_t big = digest_memory(d);
+    for (uint32_t id = gstore_count(st) - 1; id >= 2000; id--) {
+        CHECK_EQ_I64(gstore_delete(st, id), 0);
+        digest_forget(d, id);
+        gstore_drop(st, id);
+        if (id % 1000 == 0)
+            digest_update(d, st);
+    }
+    digest_update(d, st);
+    CHECK_EQ_U64(gstore_count(st), 2000);
+    struct digest *fresh = digest_new();
+    digest_update(fresh, st);
+    CHECK(trees_equal(d, fresh));
+    printf("  digest memory: %zu at 20000, %zu at 2000, a fresh one %zu\n", big, digest_memory(d),
+           digest_memory(fresh));
+    CHECK(digest_memory(d) <= digest_memory(fresh) + 16384); /* its dirty list is bigger */
+    CHECK(digest_memory(d) + 50000 < big); /* next: 4 bytes an id, 18,000 ids fewer */
+    digest_free(d);
+    digest_free(fresh);
+    gstore_free(st);
+}
+
 static int keep_not_regional(void *arg, const char *key, size_t len)
 {
     (void)arg;
@@ -350,4 +379,5 @@ static void test_keep_filter(void)
 UNIT_MAIN("test_digest", UNIT_CASE(test_shape), UNIT_CASE(test_order_independent),
           UNIT_CASE(test_single_difference), UNIT_CASE(test_lazy_equals_rebuild),
           UNIT_CASE(test_lifecycle_differences), UNIT_CASE(test_lifecycle_order_independent),
-          UNIT_CASE(test_forget_then_reuse), UNIT_CASE(test_keep_filter))
+          UNIT_CASE(test_forget_then_reuse), UNIT_CASE(test_keep_filter),
+          UNIT_CASE(test_shrinks_with_the_store))
