@@ -515,6 +515,28 @@ static struct glife *unaware_life(struct repl *r, uint32_t id, struct glife *buf
     return buf;
 }
 
+/*
+ * Whether the state of it is a sealed tombstone with nothing above its delete floor. A
+ * seal means every node held the deletion, so a node without the counter has dropped it
+ * (or never had it): such a state is not worth creating the counter again for.
+ */
+static int sealed_and_dead(const struct repl *r, const struct in_item *it, const struct glife *life)
+{
+    unsigned both = GLIFE_DELETED | GLIFE_SEALED;
+    if (!life || (life->flags & both) != both || it->nf)
+        return 0;
+    const struct gentry *en = r->entries + it->first;
+    for (size_t i = 0; i < it->n; i++) {
+        size_t j = 0;
+        while (j < life->ndfloor && life->dfloor[j].rep != en[i].rep)
+            j++;
+        if (j == life->ndfloor || en[i].pos > life->dfloor[j].pos ||
+            en[i].neg > life->dfloor[j].neg)
+            return 0;
+    }
+    return 1;
+}
+
 /* Merges one counter of the body, or skips it whole (recorded as rejected).
  * @return the number of replica entries that changed. */
 static int merge_item(struct repl *r, struct in_item *it, int origin)
@@ -529,6 +551,8 @@ static int merge_item(struct repl *r, struct in_item *it, int origin)
     }
     if (it->n == 0 && it->nf == 0 && !life)
         return 0; /* nothing to merge (or every entry skipped): change and create nothing */
+    if (sealed_and_dead(r, it, life) && gstore_find(r->store, it->name, it->len) == GSTORE_NONE)
+        return 0; /* dropped here already: not brought back to be dropped again */
     const int *fl = it->nf ? r->fold_in + it->ffirst : NULL;
     const struct gentry *en = it->n ? r->entries + it->first : NULL; /* may be NULL */
     /* One look-up, not two, for a counter this node does not hold yet (a full pull is

@@ -754,6 +754,13 @@ static void test_life_round_trip(void)
           NULL);
     CHECK(strstr(out, "\"features\":[\"folded\",\"digest\",\"compact\",\"life\"]") != NULL);
     CHECK(strstr(out, ",\"namespaces\":{\"v\":1}") != NULL); /* put_ext */
+    /* b and c hold "sealed" deleted, not sealed yet (as every node does when it is sealed). */
+    const char *dead = "{\"features\":[\"life\"],\"counts\":{\"sealed\":{\"c-2~x\":2}},"
+                       "\"floors\":{\"sealed\":{\"pos\":{\"c-2~x\":2}}},"
+                       "\"dfloors\":{\"sealed\":{\"pos\":{\"c-2~x\":2}}},"
+                       "\"life\":{\"sealed\":[\"deleted\"]}}";
+    struct merge_error e;
+    CHECK(merge(&b, dead, 0, &e) > 0 && merge(&c, dead, 0, &e) > 0);
     CHECK(copy_state(&a, &b, 0) == 1);
     a.r->life_out = 1;
     CHECK(copy_state(&a, &c, 1) == 1);
@@ -769,8 +776,14 @@ static void test_life_round_trip(void)
     CHECK(gstore_dead(b.store, gstore_find(b.store, "del", 3)));
     CHECK(gstore_dead(c.store, gstore_find(c.store, "sealed", 6)));
     /* Merging the same again changes nothing. */
-    struct merge_error e;
     CHECK_EQ_I64(merge(&b, out, 0, &e), 0);
+    /* A sealed tombstone a node does not hold (it dropped it) is not created again. */
+    struct node d;
+    node_init(&d, "d-4");
+    CHECK_EQ_I64(merge(&d, out, 0, &e) > 0, 1);
+    CHECK_EQ_U64(gstore_find(d.store, "sealed", 6), GSTORE_NONE);
+    CHECK(gstore_find(d.store, "del", 3) != GSTORE_NONE); /* deleted, not sealed: kept */
+    node_free(&d);
     free(out);
     /* A compact page for a peer before "life" is "CSB1", without lifecycle state. */
     repl__page_begin(a.r);
