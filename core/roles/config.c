@@ -87,7 +87,11 @@ static const struct option options[] = {
     STR(web_dir, "--web-dir", "COUNTERD_WEB_DIR",
         "gateway: folder of the dashboard served at / (default: the source tree's web/)"),
     STR(strong_url, "--strong", "STRONG_URL",
-        "gateway: the strong counter's base URL (default: lua/conf/lab.lua)"),
+        "gateway: the strong counter's base URL, or several (comma-separated: each operation "
+        "goes to the first that answers) (default: lua/conf/lab.lua)"),
+    STR(strong_embedded_url, "--strong-embedded", "STRONG_EMBEDDED_URL",
+        "gateway: the embedded strong counter /api/compare measures beside STRONG_URL's etcd "
+        "strong roles (default: none)"),
     {"--watch", "COUNTERD_WATCH", K_BOOL, offsetof(struct config, watch), 0, 0, 1,
      "reload the Lua files when one changes (flag; env: 1)"},
     {"--allow-volatile-replicas", "STRONG_ALLOW_VOLATILE", K_BOOL,

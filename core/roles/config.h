@@ -44,6 +44,8 @@ struct config {
     int watch;                 /* reload the Lua files when one changes */
     /* strong: replicas without a data dir count toward a majority (answers: not durable) */
     int allow_volatile_replicas;
+    /* gateway: the embedded strong counter that /api/compare measures beside etcd's (strong_url) */
+    char strong_embedded_url[256];
     /* Scenario runner: the Lua scenario file, and the base port of the lab it drives. */
     char script[1024];
     int base_port;
