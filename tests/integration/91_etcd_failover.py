@@ -19,9 +19,16 @@ SIGKILLed, and restarted on its data 4 s later. Then:
   one more election timeout), and the test says whether it met the target;
 - the restarted member rejoins: all three agree on one leader.
 
-Skipped when etcd is not installed (./scripts/setup --test installs etcd-server) or when
-counterd has no --strong-backend.
+The same run with etcd alone (test_etcd_leader_killed: six clients doing the increment as
+one etcd transaction each, through the JSON gateway: compare the counter's mod_revision and
+the token key's absence, put both) is the baseline: what etcd's election costs before
+counterd adds anything.
+
+Skipped when etcd is not installed (./scripts/setup --test installs etcd-server); the run
+through counterd when counterd has no --strong-backend.
 """
+
+import base64
 
 import http.client
 import json
@@ -129,9 +136,46 @@ class EtcdMember:
         self.proc = None
 
 
+def b64(s):
+    return base64.b64encode(s.encode()).decode()
+
+
+def etcd_add(port, token):
+    """One increment of /t/hot with its token, as one etcd transaction: (200, {"duplicate"})
+    when applied now or before, or (None or status, why)."""
+    key, tkey = b64("/t/" + COUNTER), b64("/t/tok/" + token)
+    st, body = post_json(port, "/v3/kv/range", {"key": key}, timeout=3.0)
+    if st != 200:
+        return st, body
+    kvs = body.get("kvs") or []
+    rev = kvs[0]["mod_revision"] if kvs else "0"
+    value = int(base64.b64decode(kvs[0]["value"])) if kvs else 0
+    st, body = post_json(port, "/v3/kv/txn", {
+        "compare": [{"key": key, "target": "MOD", "result": "EQUAL", "mod_revision": rev},
+                    {"key": tkey, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
+        "success": [{"request_put": {"key": key, "value": b64(str(value + 1))}},
+                    {"request_put": {"key": tkey, "value": b64("1")}}],
+        "failure": [{"request_range": {"key": tkey}}]}, timeout=3.0)
+    if st != 200:
+        return st, body
+    if body.get("succeeded"):
+        return 200, {}
+    seen = (body.get("responses") or [{}])[0].get("response_range", {}).get("kvs")
+    if seen:
+        return 200, {"duplicate": True}
+    return 409, {"error": "conflict", "detail": "the counter changed in between"}
+
+
+def etcd_count(port):
+    st, body = post_json(port, "/v3/kv/range", {"key": b64("/t/" + COUNTER)}, timeout=3.0)
+    kvs = body.get("kvs") or [] if st == 200 else None
+    return int(base64.b64decode(kvs[0]["value"])) if kvs else (0 if kvs == [] else None)
+
+
 class Client(threading.Thread):
     """Adds 1 with its own tokens until told to stop, each token retried until it is
-    acknowledged (or the hard deadline). `ports`: where to send, tried in turn on failure."""
+    acknowledged (or the hard deadline). `ports`: where to send, tried in turn on failure;
+    `path` the strong add, or None for etcd_add."""
 
     def __init__(self, k, ports, path):
         super().__init__(daemon=True)
@@ -147,14 +191,18 @@ class Client(threading.Thread):
             deadline = None
             while True:
                 port = self.ports[at % len(self.ports)]
-                st, body = post_json(port, self.path, {"delta": 1, "idempotency_token": token})
+                if self.path:
+                    st, body = post_json(port, self.path, {"delta": 1, "idempotency_token": token})
+                else:
+                    st, body = etcd_add(port, token)
                 now = time.monotonic()
                 if st == 200:
                     self.acked.append((now, token, bool(body.get("duplicate"))))
                     break
                 self.failures.append((now, port, st, body if st is None else
                                       "%s: %s" % (body.get("error"), body.get("detail"))))
-                at += 1  # the next strong role (or the gateway again)
+                if st != 409:
+                    at += 1  # the next one (or the gateway again); a conflict retries there
                 # Once told to stop, a token still unresolved gets 20 s more.
                 if self.stop_at is not None:
                     deadline = deadline or now + 20
@@ -167,46 +215,20 @@ class Client(threading.Thread):
 class EtcdFailoverTest(harness.ServerTestCase):
     def setUp(self):
         super().setUp()
-        signal.alarm(90)  # more than the default: eleven processes, two elections
+        signal.alarm(80)  # more than the default: up to eleven processes, two elections
         if etcd_missing():
             self.skipTest("%s is not installed (Debian etcd-server; ./scripts/setup --test)" % ETCD)
-        if counterd_without_etcd():
-            self.skipTest("counterd has no --strong-backend etcd")
         self.tmp = tempfile.mkdtemp(prefix="counterd-etcd-")
-        ports = harness.free_ports(9)
-        self.members = [EtcdMember(r, ports[i], ports[3 + i], self.tmp)
+        self.ports = harness.free_ports(9)
+        self.members = [EtcdMember(r, self.ports[i], self.ports[3 + i], self.tmp)
                         for i, r in enumerate(REGIONS)]
-        cluster = ",".join("%s=http://%s:%d" % (m.name, harness.HOST, m.peer_port)
-                           for m in self.members)
-        self.cluster, self.token = cluster, "counterd-it-%d" % ports[0]
+        self.cluster = ",".join("%s=http://%s:%d" % (m.name, harness.HOST, m.peer_port)
+                                for m in self.members)
+        self.token = "counterd-it-%d" % self.ports[0]
         self.addCleanup(self.cleanup_etcd)
         for m in self.members:
-            m.start(cluster, self.token)
+            m.start(self.cluster, self.token)
         self.wait_leader(20)
-        self.roles = []
-        for i, r in enumerate(REGIONS):
-            eps = [self.members[i].url] + [m.url for j, m in enumerate(self.members) if j != i]
-            self.roles.append(harness.Server(["--role", "strong", "--region", r,
-                                              "--strong-backend", "etcd",
-                                              "--etcd", ",".join(eps)],
-                                             port=ports[6 + i], name="strong-" + r))
-        strong_list = ",".join(s.url for s in self.roles)
-        self.topo = harness.Topology(gateway_args=["--strong", strong_list])
-        servers = self.roles + self.topo.servers
-        try:
-            for s in servers:
-                s.start(wait=False)
-            for s in servers:
-                s.wait_ready()
-        except BaseException:
-            for s in servers:
-                s.kill()
-            raise
-        for s in servers:
-            self.addCleanup(s.stop)
-        with self.topo.gateway.client() as c:
-            r = c.request("PUT", "/v1/namespaces/" + NS, {"type": "strong"})
-            self.assertEqual(r.status, 200, r.text())
 
     def cleanup_etcd(self):
         for m in self.members:
@@ -226,9 +248,38 @@ class EtcdFailoverTest(harness.ServerTestCase):
         self.fail("etcd elected no leader in %d s: %r" %
                   (timeout, [(m.name, m.status()) for m in self.members]))
 
-    def read_count(self):
+    def start_counterd(self):
+        """The etcd strong roles, the regions, the coordinator and the gateway (STRONG_URL:
+        the strong roles, us-east first), and a strong namespace."""
+        if counterd_without_etcd():
+            self.skipTest("counterd has no --strong-backend etcd")
+        self.roles = []
+        for i, r in enumerate(REGIONS):
+            eps = [self.members[i].url] + [m.url for j, m in enumerate(self.members) if j != i]
+            self.roles.append(harness.Server(["--role", "strong", "--region", r,
+                                              "--strong-backend", "etcd",
+                                              "--etcd", ",".join(eps)],
+                                             port=self.ports[6 + i], name="strong-" + r))
+        strong_list = ",".join(s.url for s in self.roles)
+        self.topo = harness.Topology(gateway_args=["--strong", strong_list])
+        servers = self.roles + self.topo.servers
+        try:
+            for s in servers:
+                s.start(wait=False)
+            for s in servers:
+                s.wait_ready()
+        except BaseException:
+            for s in servers:
+                s.kill()
+            raise
+        for s in servers:
+            self.addCleanup(s.stop)
+        with self.topo.gateway.client() as c:
+            r = c.request("PUT", "/v1/namespaces/" + NS, {"type": "strong"})
+            self.assertEqual(r.status, 200, r.text())
+
+    def strong_count(self):
         for s in self.roles:
-            st, _ = None, None
             conn = http.client.HTTPConnection(harness.HOST, s.port, timeout=10)
             try:
                 conn.request("GET", "/v1/counters/%s/%s" % (NS, COUNTER))
@@ -240,14 +291,26 @@ class EtcdFailoverTest(harness.ServerTestCase):
                 pass
             finally:
                 conn.close()
-        self.fail("no strong role answered the counter's value")
+        return None
 
-    def test_leader_killed_under_load(self):
+    def test_etcd_leader_killed(self):
+        ports = [m.client_port for m in self.members]
+        clients = [Client(k, ports[k % 3:] + ports[:k % 3], None) for k in range(6)]
+        self.run_failover("etcd alone", clients, {"all": clients},
+                          lambda: next((v for v in (etcd_count(p) for p in ports)
+                                        if v is not None), None))
+
+    def test_strong_roles_leader_killed(self):
+        self.start_counterd()
         path = "/v1/counters/%s/%s/add" % (NS, COUNTER)
         gw = self.topo.gateway.port
-        clients = [Client(k, [gw], path) for k in range(3)]
         roles = [s.port for s in self.roles]
+        clients = [Client(k, [gw], path) for k in range(3)]
         clients += [Client(3 + k, roles[k:] + roles[:k], path) for k in range(3)]
+        self.run_failover("strong roles", clients,
+                          {"gateway": clients[:3], "direct": clients[3:]}, self.strong_count)
+
+    def run_failover(self, label, clients, groups, read_count):
         for c in clients:
             c.start()
         time.sleep(2.0)
@@ -275,7 +338,8 @@ class EtcdFailoverTest(harness.ServerTestCase):
                       (not c.acked or c.failures[-1][0] > c.acked[-1][0])]
         self.assertEqual(unresolved, [], "tokens never acknowledged, last failures: %r" %
                          [c.failures[-1] for c in clients if c.k in unresolved])
-        count = self.read_count()
+        count = read_count()
+        self.assertIsNotNone(count, "nothing answered the counter's value")
         lost, twice = max(0, len(tokens) - count), max(0, count - len(tokens))
 
         times = [a[0] for a in acked]
@@ -283,32 +347,34 @@ class EtcdFailoverTest(harness.ServerTestCase):
         after = [t for t in times if t > t_kill]
         self.assertTrue(before and after, "no success before or after the kill")
         window = after[0] - before[-1]
-        gaps = [(b - a, a) for a, b in zip(times, times[1:])]
-        longest, at = max(gaps)
+        longest, at = max((b - a, a) for a, b in zip(times, times[1:]))
         after_restart = [t for t in times if t > t_restart]
         failures = sum(len(c.failures) for c in clients)
-        per_path = {}
-        for name, group in (("gateway", clients[:3]), ("direct", clients[3:])):
+        per_group = []
+        for name, group in groups.items():
             ts = sorted(a[0] for c in group for a in c.acked)
             b = [t for t in ts if t < t_kill]
             a = [t for t in ts if t > t_kill]
-            per_path[name] = (a[0] - b[-1]) if a and b else None
-        print("\n[etcd failover] killed leader %s (SIGKILL); new leader %s elected %.2f s later"
-              % (leader.name, new_leader.name, t_elected - t_kill))
-        print("[etcd failover] acknowledged %d increments (%d answered duplicate), value %d: "
+            if a and b:
+                per_group.append("%s %.3f s" % (name, a[0] - b[-1]))
+        tag = "[etcd failover, %s]" % label
+        print("\n%s killed leader %s (SIGKILL); new leader %s elected %.2f s later"
+              % (tag, leader.name, new_leader.name, t_elected - t_kill))
+        print("%s acknowledged %d increments in %.1f s (%d answered duplicate), value %d: "
               "lost %d, applied twice %d; %d failed attempts retried"
-              % (len(tokens), sum(1 for a in acked if a[2]), count, lost, twice, failures))
-        print("[etcd failover] unavailability window %.3f s (last success before the kill to "
-              "first after; gateway %.3f s, direct %.3f s); longest gap %.3f s (%.2f s after "
-              "the kill); election timeout %d ms; target %.1f s: %s"
-              % (window, per_path["gateway"] or -1, per_path["direct"] or -1, longest,
-                 at - t_kill, ELECTION_MS, TARGET_S, "met" if window <= TARGET_S else "MISSED"))
-        print("[etcd failover] %d increments acknowledged after the killed member restarted"
-              % len(after_restart))
+              % (tag, len(tokens), stop - times[0], sum(1 for a in acked if a[2]), count, lost,
+                 twice, failures))
+        print("%s unavailability window %.3f s (last success before the kill to first after; "
+              "%s); longest gap %.3f s (%.2f s after the kill); election timeout %d ms; "
+              "target %.1f s: %s"
+              % (tag, window, ", ".join(per_group), longest, at - t_kill, ELECTION_MS, TARGET_S,
+                 "met" if window <= TARGET_S else "MISSED"))
+        print("%s %d increments acknowledged after the killed member restarted"
+              % (tag, len(after_restart)))
         self.assertEqual((lost, twice), (0, 0))
         self.assertLess(window, 2 * TARGET_S, "increments resumed too late")
         self.assertTrue(after_restart, "no increment succeeded after the member restarted")
-        # The restarted member knows the leader and answers as a follower or the leader.
+        # The restarted member rejoined: it answers, as a follower or the leader.
         view = leader.status()
         self.assertIsNotNone(view, "the restarted member does not answer")
         self.assertIn(view[0], ("leader", "follower"))
