@@ -46,6 +46,12 @@ struct config {
     int allow_volatile_replicas;
     /* gateway: the embedded strong counter that /api/compare measures beside etcd's (strong_url) */
     char strong_embedded_url[256];
+    /* strong: where the counters live: "embedded" (repl/strong.c over the replicas) or "etcd"
+     * (roles/strong_etcd.c: the endpoints, the key prefix, one call's timeout) */
+    char strong_backend[16];
+    char etcd_endpoints[2048];
+    char etcd_prefix[256];
+    int etcd_timeout_ms;
     /* Scenario runner: the Lua scenario file, and the base port of the lab it drives. */
     char script[1024];
     int base_port;
