@@ -13,9 +13,9 @@ SIGKILLed, and restarted on its data 4 s later. Then:
 
 - acknowledged increments lost 0 and applied twice 0: the counter's value is exactly the
   number of tokens acknowledged;
-- the increments resume: the unavailability window (last success before the kill to first
-  success after it) and the longest gap between two successes are printed, beside the
-  election timeout; the window must stay under 2 x the 2 s target (a split vote can cost
+- the increments resume: the unavailability window (the longest gap between two successes
+  across the leaderless time: an answer arriving after the kill for a commit made before it
+  does not end it) and the longest gap of the run are printed, beside the election timeout; the window must stay under 2 x the 2 s target (a split vote can cost
   one more election timeout), and the test says whether it met the target;
 - the restarted member rejoins: all three agree on one leader.
 
@@ -48,6 +48,8 @@ ETCD = os.environ.get("ETCD_BIN") or "/usr/bin/etcd"
 ELECTION_MS = 1000
 HEARTBEAT_MS = 100
 TARGET_S = 2.0
+# Extra flags of the strong roles, to measure others (e.g. "--etcd-timeout-ms 1000").
+ETCD_ROLE_ARGS = os.environ.get("IT_ETCD_ROLE_ARGS", "").split()
 NS, COUNTER = "fo", "hot"
 REGIONS = ("us-east", "us-west", "eu-west")
 
@@ -258,7 +260,7 @@ class EtcdFailoverTest(harness.ServerTestCase):
             eps = [self.members[i].url] + [m.url for j, m in enumerate(self.members) if j != i]
             self.roles.append(harness.Server(["--role", "strong", "--region", r,
                                               "--strong-backend", "etcd",
-                                              "--etcd", ",".join(eps)],
+                                              "--etcd", ",".join(eps)] + ETCD_ROLE_ARGS,
                                              port=self.ports[6 + i], name="strong-" + r))
         strong_list = ",".join(s.url for s in self.roles)
         self.topo = harness.Topology(gateway_args=["--strong", strong_list])
@@ -342,21 +344,25 @@ class EtcdFailoverTest(harness.ServerTestCase):
         self.assertIsNotNone(count, "nothing answered the counter's value")
         lost, twice = max(0, len(tokens) - count), max(0, count - len(tokens))
 
+        def outage(ts):
+            """The longest gap between two successes (of all the clients given) that spans
+            part of the leaderless time: an answer that arrives just after the kill for a
+            commit made before it does not end the outage."""
+            gaps = [(b - a, a) for a, b in zip(ts, ts[1:]) if b > t_kill and a < t_elected]
+            return max(gaps) if gaps else (None, None)
+
         times = [a[0] for a in acked]
-        before = [t for t in times if t < t_kill]
-        after = [t for t in times if t > t_kill]
-        self.assertTrue(before and after, "no success before or after the kill")
-        window = after[0] - before[-1]
+        self.assertTrue([t for t in times if t < t_kill] and [t for t in times if t > t_elected],
+                        "no success before the kill or after the election")
+        window, w_at = outage(times)
         longest, at = max((b - a, a) for a, b in zip(times, times[1:]))
         after_restart = [t for t in times if t > t_restart]
         failures = sum(len(c.failures) for c in clients)
         per_group = []
         for name, group in groups.items():
-            ts = sorted(a[0] for c in group for a in c.acked)
-            b = [t for t in ts if t < t_kill]
-            a = [t for t in ts if t > t_kill]
-            if a and b:
-                per_group.append("%s %.3f s" % (name, a[0] - b[-1]))
+            w, _ = outage(sorted(a[0] for c in group for a in c.acked))
+            if w is not None:
+                per_group.append("%s %.3f s" % (name, w))
         tag = "[etcd failover, %s]" % label
         print("\n%s killed leader %s (SIGKILL); new leader %s elected %.2f s later"
               % (tag, leader.name, new_leader.name, t_elected - t_kill))
@@ -364,11 +370,16 @@ class EtcdFailoverTest(harness.ServerTestCase):
               "lost %d, applied twice %d; %d failed attempts retried"
               % (tag, len(tokens), stop - times[0], sum(1 for a in acked if a[2]), count, lost,
                  twice, failures))
-        print("%s unavailability window %.3f s (last success before the kill to first after; "
-              "%s); longest gap %.3f s (%.2f s after the kill); election timeout %d ms; "
-              "target %.1f s: %s"
-              % (tag, window, ", ".join(per_group), longest, at - t_kill, ELECTION_MS, TARGET_S,
-                 "met" if window <= TARGET_S else "MISSED"))
+        print("%s unavailability window %.3f s (the longest gap between two successes across "
+              "the election, from %.2f s after the kill; %s); longest gap of the run %.3f s; "
+              "election timeout %d ms; target %.1f s: %s"
+              % (tag, window, w_at - t_kill, ", ".join(per_group), longest, ELECTION_MS,
+                 TARGET_S, "met" if window <= TARGET_S else "MISSED"))
+        for c in clients:  # what the clients saw (conflicts of etcd alone left out)
+            for t, port, st, detail in c.failures[:3]:
+                if st != 409:
+                    print("%s client %d at %+.2f s: %s %s" % (tag, c.k, t - t_kill, st,
+                                                             str(detail)[:160]))
         print("%s %d increments acknowledged after the killed member restarted"
               % (tag, len(after_restart)))
         self.assertEqual((lost, twice), (0, 0))
