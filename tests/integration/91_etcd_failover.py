@@ -250,9 +250,10 @@ class EtcdFailoverTest(harness.ServerTestCase):
         self.fail("etcd elected no leader in %d s: %r" %
                   (timeout, [(m.name, m.status()) for m in self.members]))
 
-    def start_counterd(self):
+    def start_counterd(self, embedded=False):
         """The etcd strong roles, the regions, the coordinator and the gateway (STRONG_URL:
-        the strong roles, us-east first), and a strong namespace."""
+        the strong roles, us-east first), and a strong namespace; with `embedded`, also the
+        embedded strong counter, the gateway's STRONG_EMBEDDED_URL."""
         if counterd_without_etcd():
             self.skipTest("counterd has no --strong-backend etcd")
         self.roles = []
@@ -263,7 +264,9 @@ class EtcdFailoverTest(harness.ServerTestCase):
                                               "--etcd", ",".join(eps)] + ETCD_ROLE_ARGS,
                                              port=self.ports[6 + i], name="strong-" + r))
         strong_list = ",".join(s.url for s in self.roles)
-        self.topo = harness.Topology(gateway_args=["--strong", strong_list])
+        self.topo = harness.Topology(strong=embedded, gateway_args=["--strong", strong_list])
+        if embedded:
+            self.topo.gateway.args += ["--strong-embedded", self.topo.strong.url]
         servers = self.roles + self.topo.servers
         try:
             for s in servers:
@@ -301,6 +304,47 @@ class EtcdFailoverTest(harness.ServerTestCase):
         self.run_failover("etcd alone", clients, {"all": clients},
                           lambda: next((v for v in (etcd_count(p) for p in ports)
                                         if v is not None), None))
+
+    def test_gateway_compare_and_strong_failover(self):
+        """/api/compare's third series; the gateway passing a strong operation to the next
+        strong role when the first does not answer."""
+        self.start_counterd(embedded=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with self.topo.strong.client() as c:
+                if c.get_json("/health").get("ready"):
+                    break
+            time.sleep(0.05)
+        with self.topo.gateway.client(timeout=60) as c:
+            r = c.post_json("/api/compare", {"counter_name": "cmp3", "iterations": 10})
+        for k in ("eventual_consistency", "strong_consistency", "speedup", "conclusion",
+                  "strong_etcd_consistency", "speedup_etcd", "conclusion_etcd"):
+            self.assertIn(k, r)
+        x, e = r["strong_etcd_consistency"], r["eventual_consistency"]
+        self.assertEqual((x["samples"], x["errors"]), (10, 0))
+        self.assertTrue(x["min_ms"] <= x["p50_ms"] <= x["p99_ms"] <= x["max_ms"], x)
+        self.assertIn("etcd", x["description"])
+        self.assertAlmostEqual(r["speedup_etcd"], round(x["avg_ms"] / e["avg_ms"], 2), delta=0.011)
+        self.assertRegex(r["conclusion_etcd"], r"^(Eventual|Strong) consistency is ~[\d.]+x faster$")
+        # Each strong series counted on its own counter: 10 on etcd, 10 on the embedded one.
+        with self.roles[1].client() as c:
+            b = c.get_json("/counter/cmp3")
+            self.assertEqual((b["value"], b.get("backend")), (10, "etcd"))
+        with self.topo.strong.client() as c:
+            self.assertEqual(c.get_json("/counter/cmp3")["value"], 10)
+
+        # us-east's strong role stops answering: the gateway's adds go to us-west's.
+        self.roles[0].kill()
+        path = "/v1/counters/%s/moved/add" % NS
+        with self.topo.gateway.client(timeout=30) as c:
+            for i in range(5):
+                b = c.post_json(path, {"delta": 1, "idempotency_token": "moved-%d" % i})
+                self.assertEqual(b["routed_to_endpoint"], self.roles[1].url, b)
+                if i == 0:
+                    self.assertEqual(b.get("failover_from"), self.roles[0].url, b)
+            b = c.post_json(path, {"delta": 1, "idempotency_token": "moved-0"})
+            self.assertTrue(b.get("duplicate"), b)
+            self.assertEqual(c.get_json("/v1/counters/%s/moved" % NS)["count"], 5)
 
     def test_strong_roles_leader_killed(self):
         self.start_counterd()
