@@ -318,10 +318,9 @@ static void on_answer(const struct client_result *res, void *arg)
         }
         if (c->kind != CALL_STATUS && e->neps > 1 && e->cur == c->ep)
             e->cur = (c->ep + 1) % e->neps;
-        snprintf(detail, sizeof detail,
-                 "etcd %s did not answer %s within %d ms after it was sent (%s): it may have "
-                 "been applied",
-                 url, c->path, e->timeout_ms, err);
+        snprintf(detail, sizeof detail, "etcd %s did not answer %s within %d ms after it was sent (%s)%s",
+                 url, c->path, e->timeout_ms, err,
+                 c->kind == CALL_TXN ? ": it may have been applied" : "");
         call_finish(c, OUT_AMBIGUOUS, NULL, detail);
         return;
     }
@@ -559,8 +558,10 @@ static void lease_granted(struct call *call, enum outcome out, const struct json
             send_batch(c);
         } else {
             char d[900];
-            snprintf(d, sizeof d, "no lease for the idempotency tokens, nothing was applied: %s",
-                     detail ? detail : "etcd answered no lease ID");
+            snprintf(d, sizeof d,
+                     "nothing was applied: the change was not sent, since etcd granted no lease "
+                     "for its idempotency token (%s)",
+                     detail ? detail : "no lease ID in the answer");
             fail_batch(c, STRONG_NO_QUORUM, d);
             next_batch(c);
         }
