@@ -719,14 +719,16 @@ static void etcd_list_done(void *arg, int status, const struct etcd_row *rows, s
         struct v1_list l = {b, p->ns, strlen(p->ns), 0};
         for (size_t i = 0; i < n; i++)
             v1_put(&l, rows[i].key, rows[i].len, rows[i].value);
-        buf_printf(b, "},\"total_counters\":%d,\"truncated\":false,\"next_cursor\":null", l.n);
+        buf_printf(b, "},\"total_counters\":%d,\"truncated\":%s,\"next_cursor\":null", l.n,
+                   detail ? "true" : "false");
         v1_tail(c, b, 1);
         respond_out(c, p->req, 200);
     } else {
         buf_puts(b, "{\"counters\":{");
         for (size_t i = 0; i < n; i++)
             put_counter(b, rows[i].key, rows[i].len, rows[i].value);
-        buf_puts(b, "},\"consistency\":\"strong\",\"durable\":true,\"backend\":\"etcd\"}");
+        buf_puts(b, "},\"consistency\":\"strong\",\"durable\":true,\"backend\":\"etcd\"");
+        buf_puts(b, detail ? ",\"truncated\":true}" : "}");
         respond_out(c, p->req, 200);
     }
     free(p);

@@ -898,13 +898,16 @@ static void list_done(struct call *call, enum outcome out, const struct json *ro
             continue;
         memcpy(last, key, (size_t)kl);
         lastlen = (size_t)kl;
-        if (vl <= 0 || (size_t)kl <= pl)
+        if (vl > 0)
+            t[vl] = '\0';
+        char *end = t;
+        int64_t value = vl > 0 ? strtoll(t, &end, 10) : 0;
+        if (vl <= 0 || *end || (size_t)kl <= pl) {
+            /* Not written by counterd: said in the log, left out of the listing. */
+            log_warn("etcd key %.*s under %s does not hold a decimal integer; not listed",
+                     (int)kl, key, e->prefix);
             continue;
-        t[vl] = '\0';
-        char *end;
-        int64_t value = strtoll(t, &end, 10);
-        if (*end)
-            continue;
+        }
         /* P c/<ns>/<name> -> "ns/name", or "name" in the default namespace. */
         const char *sk = key + pl;
         size_t sl = (size_t)kl - pl;
@@ -927,7 +930,7 @@ static void list_done(struct call *call, enum outcome out, const struct json *ro
         list_page(l);
         return;
     }
-    list_finish(l, STRONG_OK, NULL);
+    list_finish(l, STRONG_OK, more && more->type == JSON_TRUE ? "truncated" : NULL);
 }
 
 static void list_page(struct list *l)

@@ -66,7 +66,8 @@ struct etcd_row {
     size_t len;
     int64_t value;
 };
-/* The counters of namespace ns (NULL: all), read in pages of one revision. */
+/* The counters of namespace ns (NULL: all), read in pages of one revision. A listing that
+ * stopped at its cap (100,000 counters) is STRONG_OK with detail "truncated". */
 typedef void (*etcd_list_fn)(void *arg, int status, const struct etcd_row *rows, size_t n,
                              const char *detail);
 void etcd_strong_list(struct etcd_strong *e, const char *ns, etcd_list_fn fn, void *arg);
