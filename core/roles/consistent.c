@@ -158,8 +158,11 @@ static void h_increment(void *role, struct http_request *req)
         trace_span_attr_int(req->span, "counter.amount", ib.amount);
     }
     if (c->etcd) {
-        struct strong_op op = {.kind = STRONG_ADD, .name = p->name, .len = p->len,
-                               .amount = ib.amount, .span = req->span};
+        struct strong_op op = {.kind = STRONG_ADD,
+                               .name = p->name,
+                               .len = p->len,
+                               .amount = ib.amount,
+                               .span = req->span};
         etcd_strong_submit(c->etcd, &op, increment_done, p);
         return;
     }
@@ -235,8 +238,9 @@ static void h_health(void *role, struct http_request *req)
     if (c->etcd) {
         struct buf *b = &c->out;
         const char *ep = etcd_strong_endpoint(c->etcd);
-        buf_printf(b, "{\"status\":\"ok\",\"service\":\"counter-consistent\",\"backend\":\"etcd\","
-                      "\"ready\":%s,\"durable\":true,\"etcd_endpoint\":",
+        buf_printf(b,
+                   "{\"status\":\"ok\",\"service\":\"counter-consistent\",\"backend\":\"etcd\","
+                   "\"ready\":%s,\"durable\":true,\"etcd_endpoint\":",
                    etcd_strong_healthy(c->etcd) ? "true" : "false");
         buf_json_str(b, ep, strlen(ep));
         buf_puts(b, ",\"etcd\":");

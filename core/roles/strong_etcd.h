@@ -57,8 +57,7 @@ void etcd_strong_submit(struct etcd_strong *e, const struct strong_op *op, stron
 /* A linearizable read of one counter: status STRONG_OK (found 0 when absent) or
  * STRONG_NO_QUORUM with detail. */
 typedef void (*etcd_get_fn)(void *arg, int status, int found, int64_t value, const char *detail);
-void etcd_strong_get(struct etcd_strong *e, const char *key, size_t len, etcd_get_fn fn,
-                     void *arg);
+void etcd_strong_get(struct etcd_strong *e, const char *key, size_t len, etcd_get_fn fn, void *arg);
 
 /* One counter of a listing: its store key ("ns/name", or "name" in the default namespace). */
 struct etcd_row {
