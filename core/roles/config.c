@@ -300,7 +300,8 @@ static int check(struct config *c, char *err, size_t errlen)
         return -1;
     }
     if (strcmp(c->strong_backend, "embedded") && strcmp(c->strong_backend, "etcd")) {
-        snprintf(err, errlen, "--strong-backend (STRONG_BACKEND) must be embedded or etcd, not '%s'",
+        snprintf(err, errlen,
+                 "--strong-backend (STRONG_BACKEND) must be embedded or etcd, not '%s'",
                  c->strong_backend);
         return -1;
     }
