@@ -127,6 +127,9 @@ def main():
     print("windows: min %.3f s, median %.3f s, max %.3f s over %d rounds (election timeout "
           "%d ms, target 2 s)" % (windows[0], windows[len(windows) // 2], windows[-1],
                                   len(windows), ELECTION_MS))
+    print("RESULT failover rounds=%d election_ms=%d window_min=%.3f window_median=%.3f "
+          "window_max=%.3f" % (len(windows), ELECTION_MS, windows[0], windows[len(windows) // 2],
+                               windows[-1]))
 
 
 if __name__ == "__main__":
