@@ -78,8 +78,8 @@ struct end {
     uint32_t addr;              /* host byte order */
     int fd;
     struct event *ev;
-    int partitioned;        /* the region node's switch, as last polled */
-    char health_error[200]; /* why the last poll failed, "" when it did not */
+    int partitioned;           /* the region node's switch, as last polled */
+    char partition_error[200]; /* why the last poll failed, "" when it did not */
     struct client_call *poll;
 };
 
@@ -324,7 +324,7 @@ static void refresh_policy(struct wire *w)
     }
 }
 
-static void on_health(const struct client_result *res, void *arg)
+static void on_partition(const struct client_result *res, void *arg)
 {
     struct end *e = arg;
     struct wire *w = e->w;
@@ -338,13 +338,14 @@ static void on_health(const struct client_result *res, void *arg)
             snprintf(why, sizeof why, "%s", res->error ? res->error : "no answer");
         else
             snprintf(why, sizeof why, "HTTP %d without network_partition", res->status);
-        if (strcmp(why, e->health_error))
-            log_warn("wire: %s's /health: %s (its links keep their last partition state)", e->name,
-                     why);
-        snprintf(e->health_error, sizeof e->health_error, "%s", why);
+        if (strcmp(why, e->partition_error))
+            log_warn("wire: %s's /admin/partition: %s (its links keep their last partition "
+                     "state)",
+                     e->name, why);
+        snprintf(e->partition_error, sizeof e->partition_error, "%s", why);
         return;
     }
-    e->health_error[0] = '\0';
+    e->partition_error[0] = '\0';
     int now = p->type == JSON_TRUE;
     if (now != e->partitioned)
         log_info("wire: %s is %s: its links to the other regions are %s", e->name,
@@ -358,10 +359,16 @@ static void poll_partitions(struct wire *w)
         struct end *e = &w->ends[i];
         if (!e->url[0] || e->poll)
             continue;
-        char url[ENDPOINT_URL_MAX + 16];
-        snprintf(url, sizeof url, "%s/health", e->url);
-        struct client_call_opts o = {.url = url, .timeout_ms = WIRE_POLL_TIMEOUT_MS};
-        e->poll = client_request(w->client, &o, on_health, e);
+        char url[ENDPOINT_URL_MAX + 24], auth[300];
+        snprintf(url, sizeof url, "%s/admin/partition", e->url);
+        const char *headers[2] = {NULL, NULL};
+        if (w->admin_token) {
+            snprintf(auth, sizeof auth, "Authorization: Bearer %s", w->admin_token);
+            headers[0] = auth;
+        }
+        struct client_call_opts o = {
+            .url = url, .headers = headers, .timeout_ms = WIRE_POLL_TIMEOUT_MS};
+        e->poll = client_request(w->client, &o, on_partition, e);
     }
 }
 
@@ -442,10 +449,10 @@ static void h_links(void *role, struct http_request *req)
         buf_puts(b, ",\"address\":");
         put_addr(b, e->addr);
         if (i < w->nregions) {
-            buf_printf(b,
-                       ",\"partitioned\":%s,\"health_error\":", e->partitioned ? "true" : "false");
-            if (e->health_error[0])
-                buf_json_str(b, e->health_error, strlen(e->health_error));
+            buf_printf(
+                b, ",\"partitioned\":%s,\"partition_error\":", e->partitioned ? "true" : "false");
+            if (e->partition_error[0])
+                buf_json_str(b, e->partition_error, strlen(e->partition_error));
             else
                 buf_puts(b, e->url[0] ? "null" : "\"not watched: no REGION_ENDPOINTS entry\"");
         }
