@@ -107,6 +107,15 @@ static const struct option options[] = {
      offsetof(struct config, allow_volatile_replicas), 0, 0, 1,
      "strong: count replicas without DATA_DIR toward a majority; answers say durable false "
      "(flag; env: 1)"},
+    STR(strong_backend, "--strong-backend", "STRONG_BACKEND",
+        "strong: embedded (default; replicas on the region nodes) | etcd"),
+    STR(etcd_endpoints, "--etcd", "ETCD_ENDPOINTS",
+        "strong with etcd: the etcd members' client URLs, comma-separated, the region's own "
+        "first (the others are used only when it does not answer)"),
+    STR(etcd_prefix, "--etcd-prefix", "ETCD_PREFIX",
+        "strong with etcd: the prefix of every key it writes (default /counterd/)"),
+    INT(etcd_timeout_ms, "--etcd-timeout-ms", "ETCD_TIMEOUT_MS", 10, 600000,
+        "strong with etcd: timeout of one call to etcd (default 2000)"),
     STR(script, "--script", "COUNTERD_SCRIPT", "scenario: the Lua scenario file to run"),
     INT(base_port, "--base-port", "COUNTERD_BASE_PORT", 1, 65455,
         "scenario: base port of the lab it drives (default 8000)"),
@@ -221,6 +230,9 @@ static void set_defaults(struct config *c)
     snprintf(c->wire_subnet, sizeof c->wire_subnet, "10.31.64");
     snprintf(c->wire_device, sizeof c->wire_device, "cdwire");
     c->wire_queue = 10000;
+    snprintf(c->strong_backend, sizeof c->strong_backend, "embedded");
+    snprintf(c->etcd_prefix, sizeof c->etcd_prefix, "/counterd/");
+    c->etcd_timeout_ms = 2000;
 }
 
 /* The environment: the lab's variables. @return 0, or -1 with a sentence in err. */
@@ -298,6 +310,15 @@ static int check(struct config *c, char *err, size_t errlen)
     }
     if (!strcmp(c->role, "scenario") && !c->script[0]) {
         snprintf(err, errlen, "the scenario role needs --script FILE.lua");
+        return -1;
+    }
+    if (strcmp(c->strong_backend, "embedded") && strcmp(c->strong_backend, "etcd")) {
+        snprintf(err, errlen, "--strong-backend (STRONG_BACKEND) must be embedded or etcd, not '%s'",
+                 c->strong_backend);
+        return -1;
+    }
+    if (!strcmp(c->role, "strong") && !strcmp(c->strong_backend, "etcd") && !c->etcd_endpoints[0]) {
+        snprintf(err, errlen, "--strong-backend etcd needs --etcd URL[,URL...] (ETCD_ENDPOINTS)");
         return -1;
     }
     if (!gstore_counter_name_valid(c->node_id, strlen(c->node_id))) {

@@ -54,6 +54,12 @@ struct config {
     char wire_device[16];
     char wire_relay[2048];
     int wire_queue;
+    /* strong: where the counters live: "embedded" (repl/strong.c over the replicas) or "etcd"
+     * (roles/strong_etcd.c: the endpoints, the key prefix, one call's timeout) */
+    char strong_backend[16];
+    char etcd_endpoints[2048];
+    char etcd_prefix[256];
+    int etcd_timeout_ms;
     /* Scenario runner: the Lua scenario file, and the base port of the lab it drives. */
     char script[1024];
     int base_port;
