@@ -5,10 +5,13 @@
  * one the connection to which failed before anything was sent is tried on the next
  * endpoint at once. An answer that never came after the request was sent is ambiguous:
  * its operations answer so, and the next calls go to the next endpoint. A probe of every
- * endpoint each second (/v3/maintenance/status) feeds /admin/etcd and brings calls back to
- * the first endpoint once it answers with a leader.
+ * endpoint every 250 ms (/v3/maintenance/status) feeds /admin/etcd, sends calls away from a
+ * member that knows no leader and back to the first endpoint once it has one, and answers
+ * (ambiguous) a call held by a member whose leader changed since it was sent: etcd dropped
+ * its proposal and would answer only at its own timeout.
  *
- * It must never answer an operation before etcd has said what happened to it, and never
+ * It must never say applied or not applied before etcd has said so (ambiguous when it
+ * cannot know), and never
  * send again on its own what may have been applied (a retry after an ambiguous outcome is
  * the client's, with its token).
  */
