@@ -11,9 +11,8 @@
  * its proposal and would answer only at its own timeout.
  *
  * It must never say applied or not applied before etcd has said so (ambiguous when it
- * cannot know), and never
- * send again on its own what may have been applied (a retry after an ambiguous outcome is
- * the client's, with its token).
+ * cannot know), and never send again on its own what may have been applied (a retry after
+ * an ambiguous outcome is the client's, with its token).
  */
 #include "strong_etcd.h"
 
