@@ -278,6 +278,14 @@ class StrongEtcdTest(harness.ServerTestCase):
             c.post_json(V1 + "p/warm/add", {"delta": 1, "idempotency_token": "w"})  # the lease
         self.etcd.pause(0, True)
         try:
+            # The member is stopped once it no longer answers (a status call times out).
+            for _ in range(20):
+                try:
+                    etcdlab.call(self.url, "/v3/maintenance/status", {}, timeout=0.3)
+                except OSError:
+                    break
+            else:
+                self.fail("etcd still answers after SIGSTOP")
             with srv.client(timeout=15) as c:
                 r = c.post(V1 + "p/x/add-and-get", body)
         finally:
