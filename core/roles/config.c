@@ -87,7 +87,11 @@ static const struct option options[] = {
     STR(web_dir, "--web-dir", "COUNTERD_WEB_DIR",
         "gateway: folder of the dashboard served at / (default: the source tree's web/)"),
     STR(strong_url, "--strong", "STRONG_URL",
-        "gateway: the strong counter's base URL (default: lua/conf/lab.lua)"),
+        "gateway: the strong counter's base URL, or several (comma-separated: each operation "
+        "goes to the first that answers) (default: lua/conf/lab.lua)"),
+    STR(strong_embedded_url, "--strong-embedded", "STRONG_EMBEDDED_URL",
+        "gateway: the embedded strong counter /api/compare measures beside STRONG_URL's etcd "
+        "strong roles (default: none)"),
     {"--net", "COUNTERD_NET", K_BOOL, offsetof(struct config, net), 0, 0, 1,
      "the network between regions is real (scripts/lab up --net): faults.lua's delays are "
      "applied by the wire, not by this process (flag; env: 1)"},
@@ -313,7 +317,8 @@ static int check(struct config *c, char *err, size_t errlen)
         return -1;
     }
     if (strcmp(c->strong_backend, "embedded") && strcmp(c->strong_backend, "etcd")) {
-        snprintf(err, errlen, "--strong-backend (STRONG_BACKEND) must be embedded or etcd, not '%s'",
+        snprintf(err, errlen,
+                 "--strong-backend (STRONG_BACKEND) must be embedded or etcd, not '%s'",
                  c->strong_backend);
         return -1;
     }

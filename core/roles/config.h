@@ -44,6 +44,8 @@ struct config {
     int watch;                 /* reload the Lua files when one changes */
     /* strong: replicas without a data dir count toward a majority (answers: not durable) */
     int allow_volatile_replicas;
+    /* gateway: the embedded strong counter that /api/compare measures beside etcd's (strong_url) */
+    char strong_embedded_url[256];
     /* The network is real (scripts/lab up --net): faults.lua's delays are the wire's, not
      * this process's event loop's. */
     int net;

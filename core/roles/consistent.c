@@ -158,8 +158,11 @@ static void h_increment(void *role, struct http_request *req)
         trace_span_attr_int(req->span, "counter.amount", ib.amount);
     }
     if (c->etcd) {
-        struct strong_op op = {.kind = STRONG_ADD, .name = p->name, .len = p->len,
-                               .amount = ib.amount, .span = req->span};
+        struct strong_op op = {.kind = STRONG_ADD,
+                               .name = p->name,
+                               .len = p->len,
+                               .amount = ib.amount,
+                               .span = req->span};
         etcd_strong_submit(c->etcd, &op, increment_done, p);
         return;
     }
@@ -235,8 +238,9 @@ static void h_health(void *role, struct http_request *req)
     if (c->etcd) {
         struct buf *b = &c->out;
         const char *ep = etcd_strong_endpoint(c->etcd);
-        buf_printf(b, "{\"status\":\"ok\",\"service\":\"counter-consistent\",\"backend\":\"etcd\","
-                      "\"ready\":%s,\"durable\":true,\"etcd_endpoint\":",
+        buf_printf(b,
+                   "{\"status\":\"ok\",\"service\":\"counter-consistent\",\"backend\":\"etcd\","
+                   "\"ready\":%s,\"durable\":true,\"etcd_endpoint\":",
                    etcd_strong_healthy(c->etcd) ? "true" : "false");
         buf_json_str(b, ep, strlen(ep));
         buf_puts(b, ",\"etcd\":");
@@ -719,14 +723,16 @@ static void etcd_list_done(void *arg, int status, const struct etcd_row *rows, s
         struct v1_list l = {b, p->ns, strlen(p->ns), 0};
         for (size_t i = 0; i < n; i++)
             v1_put(&l, rows[i].key, rows[i].len, rows[i].value);
-        buf_printf(b, "},\"total_counters\":%d,\"truncated\":false,\"next_cursor\":null", l.n);
+        buf_printf(b, "},\"total_counters\":%d,\"truncated\":%s,\"next_cursor\":null", l.n,
+                   detail ? "true" : "false");
         v1_tail(c, b, 1);
         respond_out(c, p->req, 200);
     } else {
         buf_puts(b, "{\"counters\":{");
         for (size_t i = 0; i < n; i++)
             put_counter(b, rows[i].key, rows[i].len, rows[i].value);
-        buf_puts(b, "},\"consistency\":\"strong\",\"durable\":true,\"backend\":\"etcd\"}");
+        buf_puts(b, "},\"consistency\":\"strong\",\"durable\":true,\"backend\":\"etcd\"");
+        buf_puts(b, detail ? ",\"truncated\":true}" : "}");
         respond_out(c, p->req, 200);
     }
     free(p);

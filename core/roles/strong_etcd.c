@@ -31,8 +31,8 @@
 #include "../store/gstore.h"
 
 #define NBUCKETS 1024
-#define MAX_ATTEMPTS 64     /* conflicts one batch may meet before it gives up */
-#define KEEP_COUNTERS 4096  /* idle counters whose revision is remembered */
+#define MAX_ATTEMPTS 64    /* conflicts one batch may meet before it gives up */
+#define KEEP_COUNTERS 4096 /* idle counters whose revision is remembered */
 #define LIST_PAGE 1000
 #define LIST_MAX 100000
 
@@ -318,16 +318,17 @@ static void on_answer(const struct client_result *res, void *arg)
         }
         if (c->kind != CALL_STATUS && e->neps > 1 && e->cur == c->ep)
             e->cur = (c->ep + 1) % e->neps;
-        snprintf(detail, sizeof detail, "etcd %s did not answer %s within %d ms after it was sent (%s)%s",
-                 url, c->path, e->timeout_ms, err,
-                 c->kind == CALL_TXN ? ": it may have been applied" : "");
+        snprintf(detail, sizeof detail,
+                 "etcd %s did not answer %s within %d ms after it was sent (%s)%s", url, c->path,
+                 e->timeout_ms, err, c->kind == CALL_TXN ? ": it may have been applied" : "");
         call_finish(c, OUT_AMBIGUOUS, NULL, detail);
         return;
     }
     const struct json *root = json_parse(&e->parser, res->body, res->len);
     if (!root || root->type != JSON_OBJ) {
-        snprintf(detail, sizeof detail, "etcd %s answered %s with HTTP %d and no JSON object: %.200s",
-                 url, c->path, res->status, root ? "" : e->parser.err);
+        snprintf(detail, sizeof detail,
+                 "etcd %s answered %s with HTTP %d and no JSON object: %.200s", url, c->path,
+                 res->status, root ? "" : e->parser.err);
         call_finish(c, res->status >= 500 ? OUT_AMBIGUOUS : OUT_NOT_APPLIED, NULL, detail);
         return;
     }
@@ -369,10 +370,9 @@ static void call_send(struct call *c)
 
 /* Starts a call whose body the caller writes into the returned call's body before
  * call_send. */
-static struct call *call_new(struct etcd_strong *e, enum call_kind kind, const char *path,
-                             void (*done)(struct call *, enum outcome, const struct json *,
-                                          const char *),
-                             void *arg)
+static struct call *
+call_new(struct etcd_strong *e, enum call_kind kind, const char *path,
+         void (*done)(struct call *, enum outcome, const struct json *, const char *), void *arg)
 {
     struct call *c = xcalloc(1, sizeof *c);
     c->e = e;
@@ -739,8 +739,8 @@ static void txn_done(struct call *call, enum outcome out, const struct json *roo
     int got = first_kv(r0, &value, &rev);
     if (got < 0 || !r0) {
         char d[600];
-        snprintf(d, sizeof d, "etcd key %.300s does not hold a decimal integer; nothing was applied",
-                 c->ekey);
+        snprintf(d, sizeof d,
+                 "etcd key %.300s does not hold a decimal integer; nothing was applied", c->ekey);
         metric_add(e->m_txn[TXN_NOT_APPLIED], 1);
         fail_batch(c, STRONG_NO_QUORUM, d);
         next_batch(c);
@@ -898,13 +898,16 @@ static void list_done(struct call *call, enum outcome out, const struct json *ro
             continue;
         memcpy(last, key, (size_t)kl);
         lastlen = (size_t)kl;
-        if (vl <= 0 || (size_t)kl <= pl)
+        if (vl > 0)
+            t[vl] = '\0';
+        char *end = t;
+        int64_t value = vl > 0 ? strtoll(t, &end, 10) : 0;
+        if (vl <= 0 || *end || (size_t)kl <= pl) {
+            /* Not written by counterd: said in the log, left out of the listing. */
+            log_warn("etcd key %.*s under %s does not hold a decimal integer; not listed", (int)kl,
+                     key, e->prefix);
             continue;
-        t[vl] = '\0';
-        char *end;
-        int64_t value = strtoll(t, &end, 10);
-        if (*end)
-            continue;
+        }
         /* P c/<ns>/<name> -> "ns/name", or "name" in the default namespace. */
         const char *sk = key + pl;
         size_t sl = (size_t)kl - pl;
@@ -927,7 +930,7 @@ static void list_done(struct call *call, enum outcome out, const struct json *ro
         list_page(l);
         return;
     }
-    list_finish(l, STRONG_OK, NULL);
+    list_finish(l, STRONG_OK, more && more->type == JSON_TRUE ? "truncated" : NULL);
 }
 
 static void list_page(struct list *l)
@@ -996,8 +999,8 @@ static void probe(evutil_socket_t fd, short what, void *arg)
     for (int i = 0; i < e->neps; i++) {
         if (e->eps[i].probing)
             continue;
-        struct call *call = call_new(e, CALL_STATUS, "/v3/maintenance/status", probe_done,
-                                     &e->eps[i]);
+        struct call *call =
+            call_new(e, CALL_STATUS, "/v3/maintenance/status", probe_done, &e->eps[i]);
         call->ep = i;
         buf_puts(&call->body, "{}");
         e->eps[i].probing = 1;
@@ -1025,8 +1028,9 @@ void etcd_strong_admin(struct etcd_strong *e, struct buf *out)
             leader = s->url;
         buf_puts(out, i ? ",{\"url\":" : "{\"url\":");
         buf_json_str(out, s->url, strlen(s->url));
-        buf_printf(out, ",\"ok\":%s,\"leader\":%s,\"member_id\":\"%" PRIx64 "\",\"raft_term\":%" PRIu64
-                        ",\"in_use\":%s,\"error\":",
+        buf_printf(out,
+                   ",\"ok\":%s,\"leader\":%s,\"member_id\":\"%" PRIx64 "\",\"raft_term\":%" PRIu64
+                   ",\"in_use\":%s,\"error\":",
                    s->ok ? "true" : "false", s->ok && s->member_id == s->leader ? "true" : "false",
                    s->member_id, s->raft_term, i == e->cur ? "true" : "false");
         if (s->error[0])
@@ -1068,8 +1072,8 @@ const char *etcd_strong_endpoint(const struct etcd_strong *e)
 static void register_metrics(struct etcd_strong *e, struct metrics *m)
 {
     static const double sizes[] = {1, 2, 4, 8, 16, 32, 48};
-    static const double secs[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                  0.25,  0.5,    1,     2.5,  5};
+    static const double secs[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                  0.1,   0.25,   0.5,   1,    2.5,   5};
     struct metric *txn = metrics_add(
         m, METRIC_COUNTER, "counterd_etcd_txns_total",
         "etcd transactions of strong changes, by outcome: committed, conflict (the counter "
@@ -1083,12 +1087,12 @@ static void register_metrics(struct etcd_strong *e, struct metrics *m)
                                          "Strong operations carried by one etcd transaction "
                                          "(group commit)",
                                          NULL, sizes, 7));
-    e->m_retries = metric_only(metrics_add(m, METRIC_COUNTER, "counterd_etcd_conflict_retries_total",
-                                           "Transactions sent again after a conflict", NULL,
-                                           NULL, 0));
-    struct metric *lat = metrics_add(m, METRIC_HISTOGRAM, "counterd_etcd_request_duration_seconds",
-                                     "Time of one call to etcd's JSON gateway, by call",
-                                     "call", secs, 12);
+    e->m_retries =
+        metric_only(metrics_add(m, METRIC_COUNTER, "counterd_etcd_conflict_retries_total",
+                                "Transactions sent again after a conflict", NULL, NULL, 0));
+    struct metric *lat =
+        metrics_add(m, METRIC_HISTOGRAM, "counterd_etcd_request_duration_seconds",
+                    "Time of one call to etcd's JSON gateway, by call", "call", secs, 12);
     for (int i = 0; i < 4; i++) {
         const char *labels[1] = {call_kinds[i]};
         e->m_latency[i] = metric_series(lat, labels);

@@ -57,8 +57,7 @@ void etcd_strong_submit(struct etcd_strong *e, const struct strong_op *op, stron
 /* A linearizable read of one counter: status STRONG_OK (found 0 when absent) or
  * STRONG_NO_QUORUM with detail. */
 typedef void (*etcd_get_fn)(void *arg, int status, int found, int64_t value, const char *detail);
-void etcd_strong_get(struct etcd_strong *e, const char *key, size_t len, etcd_get_fn fn,
-                     void *arg);
+void etcd_strong_get(struct etcd_strong *e, const char *key, size_t len, etcd_get_fn fn, void *arg);
 
 /* One counter of a listing: its store key ("ns/name", or "name" in the default namespace). */
 struct etcd_row {
@@ -66,7 +65,8 @@ struct etcd_row {
     size_t len;
     int64_t value;
 };
-/* The counters of namespace ns (NULL: all), read in pages of one revision. */
+/* The counters of namespace ns (NULL: all), read in pages of one revision. A listing that
+ * stopped at its cap (100,000 counters) is STRONG_OK with detail "truncated". */
 typedef void (*etcd_list_fn)(void *arg, int status, const struct etcd_row *rows, size_t n,
                              const char *detail);
 void etcd_strong_list(struct etcd_strong *e, const char *ns, etcd_list_fn fn, void *arg);

@@ -186,7 +186,7 @@ class StrongEtcdTest(harness.ServerTestCase):
             c.post_json(V1 + "amb/warm/add", {"delta": 1, "idempotency_token": "w"})
             proxy.armed = True
             r = c.post(V1 + "amb/x/add-and-get", body)
-            self.assertEqual((r.status, r.json()["error"]), (503, "ambiguous"), r.text)
+            self.assertEqual((r.status, r.json().get("error")), (503, "ambiguous"), r.text())
             self.assertIn("127.0.0.1:%d" % proxy.port, r.json()["detail"])
             # etcd applied it: the answer was lost on the way back.
             self.assertEqual(etcdlab.get_value(self.url, "/t-amb/c/amb/x"), 7)
@@ -200,12 +200,37 @@ class StrongEtcdTest(harness.ServerTestCase):
         amb = harness.metric_values(samples, "counterd_etcd_txns_total", outcome="ambiguous")
         self.assertEqual(sum(amb), 1)
 
+    def test_listing_reads_every_page(self):
+        # 1,205 counters written straight into etcd (pages of 1,000 in the role).
+        p = "/t-list/"
+        n = 1205
+        for start in range(0, n, 100):
+            ops = [{"request_put": {"key": etcdlab.b64("%sc/big/k%04d" % (p, i)),
+                                    "value": etcdlab.b64(str(i))}}
+                   for i in range(start, min(n, start + 100))]
+            etcdlab.call(self.url, "/v3/kv/txn", {"success": ops})
+        etcdlab.call(self.url, "/v3/kv/put", {"key": etcdlab.b64(p + "c/default/one"),
+                                              "value": etcdlab.b64("1")})
+        srv = self.strong(p)
+        with srv.client(timeout=15) as c:
+            lst = c.get_json(V1 + "big")
+            self.assertEqual((lst["total_counters"], lst["truncated"]), (n, False))
+            self.assertEqual(lst["counters"]["k1204"]["count"], 1204)
+            self.assertEqual(sum(v["count"] for v in lst["counters"].values()),
+                             n * (n - 1) // 2)
+            allc = c.get_json("/counters")["counters"]
+            self.assertEqual(len(allc), n + 1)
+            self.assertEqual((allc["one"], allc["big/k0007"]), (1, 7))
+            self.assertEqual(c.get_json(V1 + "default")["counters"], {"one": {"count": 1,
+                                                                               "nodes": {}}})
+            harness.assert_promtool_clean(self, c.get("/metrics").text(), "etcd strong /metrics")
+
     def test_etcd_unreachable_is_no_quorum(self):
         dead = "http://%s:%d" % (harness.HOST, etcdlab.free_ports(1)[0])
         srv = self.strong("/t-down/", dead)
         with srv.client() as c:
             r = c.post(V1 + "d/x/add", {"delta": 1, "idempotency_token": "k"})
-            self.assertEqual((r.status, r.json()["error"]), (503, "no_quorum"), r.text)
+            self.assertEqual((r.status, r.json()["error"]), (503, "no_quorum"), r.text())
             self.assertIn(dead, r.json()["detail"])
             r = c.post("/increment", {"counter_name": "x", "amount": 1})
             self.assertEqual((r.status, r.json()["error"]), (503, "no_quorum"))
@@ -226,13 +251,13 @@ class StrongEtcdTest(harness.ServerTestCase):
                 r = c.post(V1 + "p/x/add-and-get", body)
         finally:
             self.etcd.pause(0, False)
-        self.assertEqual((r.status, r.json()["error"]), (503, "ambiguous"), r.text)
+        self.assertEqual((r.status, r.json().get("error")), (503, "ambiguous"), r.text())
         with srv.client(timeout=15) as c:
             for _ in range(50):
                 r = c.post(V1 + "p/x/add-and-get", body)
                 if r.status == 200:
                     break
-            self.assertEqual(r.status, 200, r.text)
+            self.assertEqual(r.status, 200, r.text())
             self.assertEqual(r.json()["count"], 4)
             self.assertEqual(c.get_json(V1 + "p/x")["count"], 4)
         print("\nretry after the pause: %s" % ("duplicate" if r.json().get("duplicate")

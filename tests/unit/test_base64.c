@@ -8,9 +8,12 @@
 #include "base/base64.h"
 #include "unit.h"
 
-static const char *const vectors[][2] = {{"", ""},           {"f", "Zg=="},
-                                         {"fo", "Zm8="},     {"foo", "Zm9v"},
-                                         {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="},
+static const char *const vectors[][2] = {{"", ""},
+                                         {"f", "Zg=="},
+                                         {"fo", "Zm8="},
+                                         {"foo", "Zm9v"},
+                                         {"foob", "Zm9vYg=="},
+                                         {"fooba", "Zm9vYmE="},
                                          {"foobar", "Zm9vYmFy"}};
 
 static void test_rfc4648_vectors(void)
@@ -55,7 +58,7 @@ static void test_random_round_trips(void)
 
 static void test_refuses_what_is_not_canonical(void)
 {
-    static const char *const bad[] = {"Zg",   "Zg=",  "Zh==",  "Zm9=", "Z===", "Zm9v\n",
+    static const char *const bad[] = {"Zg",   "Zg=",      "Zh==", "Zm9=", "Z===", "Zm9v\n",
                                       "Zm 9", "Zg==Zg==", "=Zg=", "Zm-v", "Zm_v", "@@@@"};
     char out[16];
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

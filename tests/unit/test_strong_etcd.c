@@ -92,8 +92,7 @@ static void test_absent_counter_and_delete(void)
     CHECK_STR_EQ(str_member(&cmp->u.items[0], "create_revision"), "0");
     const struct json *ok = json_get(root, "success");
     REQUIRE(ok && ok->len == 1);
-    CHECK_STR_EQ(b64_member(json_get(&ok->u.items[0], "request_put"), "value", t, sizeof t),
-                 "-3");
+    CHECK_STR_EQ(b64_member(json_get(&ok->u.items[0], "request_put"), "value", t, sizeof t), "-3");
     /* A delete. */
     buf_reset(&b);
     etcd_txn_json(&b, "/p/c/ns/x", 9, 7, ETCD_PUT_DELETE, 0, NULL, 0);
