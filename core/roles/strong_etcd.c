@@ -5,12 +5,14 @@
  * one the connection to which failed before anything was sent is tried on the next
  * endpoint at once. An answer that never came after the request was sent is ambiguous:
  * its operations answer so, and the next calls go to the next endpoint. A probe of every
- * endpoint each second (/v3/maintenance/status) feeds /admin/etcd and brings calls back to
- * the first endpoint once it answers with a leader.
+ * endpoint every 250 ms (/v3/maintenance/status) feeds /admin/etcd, sends calls away from a
+ * member that knows no leader and back to the first endpoint once it has one, and answers
+ * (ambiguous) a call held by a member whose leader changed since it was sent: etcd dropped
+ * its proposal and would answer only at its own timeout.
  *
- * It must never answer an operation before etcd has said what happened to it, and never
- * send again on its own what may have been applied (a retry after an ambiguous outcome is
- * the client's, with its token).
+ * It must never say applied or not applied before etcd has said so (ambiguous when it
+ * cannot know), and never send again on its own what may have been applied (a retry after
+ * an ambiguous outcome is the client's, with its token).
  */
 #include "strong_etcd.h"
 
@@ -35,6 +37,7 @@
 #define KEEP_COUNTERS 4096 /* idle counters whose revision is remembered */
 #define LIST_PAGE 1000
 #define LIST_MAX 100000
+#define PROBE_MS 250 /* between status probes of every endpoint */
 
 enum outcome { OUT_OK, OUT_NOT_APPLIED, OUT_AMBIGUOUS };
 enum txn_metric { TXN_COMMITTED, TXN_CONFLICT, TXN_NOT_APPLIED, TXN_AMBIGUOUS };
@@ -44,7 +47,8 @@ static const char *const call_kinds[4] = {"txn", "range", "lease", "status"};
 
 struct endpoint_state {
     char url[256];
-    int ok; /* the last probe answered, with a leader */
+    int ok;         /* the last probe answered, with a leader */
+    double seen_ms; /* when the last probe's answer came */
     uint64_t member_id, leader, raft_term;
     char error[256];
     int probing;
@@ -968,6 +972,33 @@ void etcd_strong_list(struct etcd_strong *e, const char *ns, etcd_list_fn fn, vo
 
 /* ---------------------------------------------------------------- status */
 
+/*
+ * The member at endpoint ep has a new leader: a call it took before the last probe saw the
+ * old one (or none) was a proposal to a leader that is gone, which etcd drops and answers
+ * only at its own request timeout (seconds). Such calls answer now, as ambiguous as their
+ * timeout would be, so their retries (with their tokens) reach the new leader sooner.
+ */
+static void cut_stuck_calls(struct etcd_strong *e, int ep, double before_ms)
+{
+    for (int again = 1; again;) {
+        again = 0;
+        for (struct call *c = e->calls; c; c = c->next) {
+            if (c->ep != ep || c->kind == CALL_STATUS || !c->cc || c->start_ms >= before_ms)
+                continue;
+            client_cancel(c->cc);
+            c->cc = NULL;
+            char detail[600];
+            snprintf(detail, sizeof detail,
+                     "etcd %s changed leader while it held %s (sent %.0f ms ago)%s", e->eps[ep].url,
+                     c->path, clock_mono_ms() - c->start_ms,
+                     c->kind == CALL_TXN ? ": it may have been applied" : "");
+            call_finish(c, c->kind == CALL_TXN ? OUT_AMBIGUOUS : OUT_NOT_APPLIED, NULL, detail);
+            again = 1; /* the list changed under us (a finished txn may send the next) */
+            break;
+        }
+    }
+}
+
 static void probe_done(struct call *call, enum outcome out, const struct json *root,
                        const char *detail)
 {
@@ -977,20 +1008,32 @@ static void probe_done(struct call *call, enum outcome out, const struct json *r
     if (out != OUT_OK) {
         s->ok = 0;
         snprintf(s->error, sizeof s->error, "%s", detail ? detail : "no answer");
-        return;
+    } else {
+        const struct json *h = json_get(root, "header");
+        uint64_t before = s->leader;
+        s->member_id = h ? json_u64(h, "member_id") : 0;
+        s->raft_term = json_u64(root, "raftTerm");
+        s->leader = json_u64(root, "leader");
+        s->ok = s->leader != 0;
+        if (s->ok && s->leader != before && s->seen_ms > 0)
+            cut_stuck_calls(e, (int)(s - e->eps), s->seen_ms);
+        s->seen_ms = clock_mono_ms();
+        if (s->ok)
+            s->error[0] = '\0';
+        else
+            snprintf(s->error, sizeof s->error, "the member knows no leader");
     }
-    const struct json *h = json_get(root, "header");
-    s->member_id = h ? json_u64(h, "member_id") : 0;
-    s->raft_term = json_u64(root, "raftTerm");
-    s->leader = json_u64(root, "leader");
-    s->ok = s->leader != 0;
-    if (s->ok)
-        s->error[0] = '\0';
-    else
-        snprintf(s->error, sizeof s->error, "the member knows no leader");
     /* Back to the region's own member once it answers with a leader. */
     if (s == &e->eps[0] && s->ok)
         e->cur = 0;
+    /* A member without a leader (cut off from a majority) would hold every call until it
+     * times out: the calls go to the first member that has one. */
+    if (!s->ok && s == &e->eps[e->cur])
+        for (int i = 0; i < e->neps; i++)
+            if (e->eps[i].ok) {
+                e->cur = i;
+                break;
+            }
 }
 
 static void probe(evutil_socket_t fd, short what, void *arg)
@@ -1006,7 +1049,7 @@ static void probe(evutil_socket_t fd, short what, void *arg)
         e->eps[i].probing = 1;
         call_send(call);
     }
-    struct timeval tv = {1, 0};
+    struct timeval tv = {0, PROBE_MS * 1000};
     evtimer_add(e->probe_timer, &tv);
 }
 

@@ -71,7 +71,7 @@ typedef void (*etcd_list_fn)(void *arg, int status, const struct etcd_row *rows,
                              const char *detail);
 void etcd_strong_list(struct etcd_strong *e, const char *ns, etcd_list_fn fn, void *arg);
 
-/* /admin/etcd's body, from the endpoints' last status probes (one a second). */
+/* /admin/etcd's body, from the endpoints' last status probes (every 250 ms). */
 void etcd_strong_admin(struct etcd_strong *e, struct buf *out);
 /* Whether some endpoint answered its last probe with a leader. */
 int etcd_strong_healthy(const struct etcd_strong *e);

@@ -200,6 +200,37 @@ class StrongEtcdTest(harness.ServerTestCase):
         amb = harness.metric_values(samples, "counterd_etcd_txns_total", outcome="ambiguous")
         self.assertEqual(sum(amb), 1)
 
+    def test_same_token_at_once_applies_once(self):
+        # Retries that race their first attempt: one applies, the others are duplicates of
+        # it (a token twice in one txn would be refused by etcd: it waits for the next).
+        srv = self.strong("/t-race/")
+        answers, errors = [], []
+
+        def client(k):
+            try:
+                with srv.client(timeout=15) as c:
+                    for i in range(10):
+                        answers.append(c.post_json(V1 + "r/x/add-and-get",
+                                                   {"delta": 3, "idempotency_token": "t%d" % i}))
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(repr(e))
+
+        ts = [threading.Thread(target=client, args=(k,)) for k in range(6)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(30)
+        self.assertEqual(errors, [])
+        self.assertEqual(len(answers), 60)
+        self.assertEqual(sum(1 for a in answers if not a.get("duplicate")), 10)
+        by_token = {}
+        for a in answers:
+            by_token.setdefault(a["count"], 0)
+            by_token[a["count"]] += 1
+        self.assertEqual(sorted(by_token), [3 * i for i in range(1, 11)])
+        self.assertEqual(set(by_token.values()), {6})  # every answer of a token says its count
+        self.assertEqual(etcdlab.get_value(self.url, "/t-race/c/r/x"), 30)
+
     def test_listing_reads_every_page(self):
         # 1,205 counters written straight into etcd (pages of 1,000 in the role).
         p = "/t-list/"

@@ -6,10 +6,12 @@ etcd leader (SIGKILL) under load.
 retried with the same token until it is acknowledged. The role's first endpoint is the
 leader, so it loses its own member and goes to the next. Afterwards: a new leader is
 elected, increments resume, etcd's value equals the number of acknowledged tokens (lost 0,
-applied twice 0), and the unavailability window (from the first failure after the kill to
-the first success after it) is printed and bounded.
+applied twice 0), and the unavailability window (the longest time without an acknowledged
+increment from the kill on) is printed and bounded, with the first failure to the first
+success after it.
 """
 
+import os
 import threading
 import time
 import unittest
@@ -20,6 +22,7 @@ import harness
 V1 = "/v1/counters/"
 CLIENTS = 8
 BEFORE_S, AFTER_S = 2.0, 5.0
+TIMEOUT_MS = os.environ.get("IT_ETCD_TIMEOUT_MS", "1000")
 WINDOW_BOUND_S = 4.0  # the target is 2 s (bench/README.md); loaded CI machines get slack
 
 
@@ -32,7 +35,7 @@ class StrongEtcdFailoverTest(harness.ServerTestCase):
         order = [leader] + [i for i in range(3) if i != leader]
         srv = self.start_server(["--role", "strong", "--strong-backend", "etcd", "--etcd",
                                  ",".join(etcd.client_urls[i] for i in order),
-                                 "--etcd-prefix", "/fo/", "--etcd-timeout-ms", "500"],
+                                 "--etcd-prefix", "/fo/", "--etcd-timeout-ms", TIMEOUT_MS],
                                 name="strong-etcd")
         lock = threading.Lock()
         acked, dups, failures, events = [0], [0], [0], []  # events: (time, ok)
@@ -95,6 +98,8 @@ class StrongEtcdFailoverTest(harness.ServerTestCase):
             first_ok = next((t for t, ok in after if ok and t > first_fail), None)
             self.assertIsNotNone(first_ok, "no increment succeeded after the leader's death")
             window = first_ok - first_fail
+        oks = [killed_at] + [t for t, ok in after if ok]
+        gap = max(b - a for a, b in zip(oks, oks[1:])) if len(oks) > 1 else 0.0
         new_leader = None
         for _ in range(50):
             new_leader = etcd.leader()
@@ -104,11 +109,12 @@ class StrongEtcdFailoverTest(harness.ServerTestCase):
         self.assertIsNotNone(new_leader)
         value = etcdlab.get_value(etcd.client_urls[new_leader], "/fo/c/fo/hot")
         print("\nacknowledged %d (%d of them duplicates of a retried token), 503s retried %d, "
-              "etcd value %d; unavailability window %.2f s (first failure to first success "
-              "after the SIGKILL of the leader)" % (acked[0], dups[0], failures[0], value,
-                                                    window))
+              "etcd value %d; unavailability window %.2f s (the longest time without an "
+              "acknowledgement from the SIGKILL of the leader on; first failure to first "
+              "success after it: %.2f s; --etcd-timeout-ms %s)"
+              % (acked[0], dups[0], failures[0], value, gap, window, TIMEOUT_MS))
         self.assertEqual(value, acked[0], "acknowledged lost or applied twice")
-        self.assertLess(window, WINDOW_BOUND_S)
+        self.assertLess(gap, WINDOW_BOUND_S)
         with srv.client() as c:
             adm = c.get_json("/admin/etcd")
             self.assertFalse(adm["endpoints"][0]["ok"])
