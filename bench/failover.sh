@@ -9,6 +9,7 @@
 #
 #   bench/failover.sh                      # BASE=9500 ROUNDS=3 CLIENTS=6
 #   LAB_ETCD_ELECTION_MS=500 LAB_ETCD_HEARTBEAT_MS=50 bench/failover.sh
+#   NET=1 bench/failover.sh                # on the lab's real network (--net, as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE=${BASE:-9500}
@@ -18,6 +19,8 @@ export LAB_ETCD_ELECTION_MS=${LAB_ETCD_ELECTION_MS:-1000}
 export LAB_PROMETHEUS=0 COUNTERD_WATCH=0
 
 trap './scripts/lab down -v --base-port "$BASE" > /dev/null' EXIT
-./scripts/lab up --base-port "$BASE" --strong etcd --no-build > /dev/null
+net=()
+[[ "${NET:-0}" == 1 ]] && net=(--net)
+./scripts/lab up --base-port "$BASE" --strong etcd --no-build "${net[@]}" > /dev/null
 ./scripts/lab status --base-port "$BASE" | grep -E '^etcd'
 python3 bench/failover.py "$BASE" "$ROUNDS" "$CLIENTS" "$LAB_ETCD_ELECTION_MS"

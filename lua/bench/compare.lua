@@ -146,8 +146,8 @@ function M.run(opts)
     end
     local x = M.stats(etcd)
     x.description = "Write as an etcd transaction, acknowledged once the Raft leader has it " ..
-                    "committed on a majority of the members (one per region), over the " ..
-                    "members' real network: the lab's simulated WAN delays do not reach it"
+                    "committed on a majority of the members (one per region), over their " ..
+                    "network: the WAN's delays reach it with `lab up --net` only"
     x.samples, x.errors = #etcd, errors.strong_etcd or 0
     out.strong_etcd_consistency = x
     out.speedup_etcd, out.conclusion_etcd = M.conclusion(e.avg_ms, x.avg_ms)
