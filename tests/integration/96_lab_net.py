@@ -18,9 +18,10 @@ On a free base port (and its own /24, 10.<base/256>.<base%256>.0):
                    increments on both sides are acknowledged and the regions diverge
   heal             the links come back; force-sync converges every region exactly to the
                    sum of every acknowledged increment
-  etcd             a three-member etcd cluster, one member per region in its namespace
-                   (client base+21.., peer base+31.. on the namespace's address), and an
-                   etcd strong role per region (base+5..) talking to its own member first;
+  etcd             (when etcd is installed, the lab runs with --strong etcd too) the
+                   three etcd members (client base+21.., peer base+31..) and the three etcd
+                   strong roles (base+5..) run in their regions' namespaces, on the
+                   namespaces' addresses, each role talking to its own member first;
                    partition us-east again: the wire cuts etcd's Raft traffic too. The
                    strong role in us-east (the minority) answers its first change 503
                    no_quorum or ambiguous within its --etcd-timeout-ms (plus
@@ -51,7 +52,6 @@ import unittest
 
 os.environ.setdefault("COUNTERD_SUITE_TIMEOUT_S", "200")
 import harness  # noqa: E402
-from loopback import die_with_parent  # noqa: E402
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 
@@ -64,7 +64,7 @@ RTT_SAMPLES = 7
 RTT_TOLERANCE_MS = 15
 WIRE_OFFSET = 9
 TIME_LIMIT_S = 180
-ETCD_TIMEOUT_MS = 2000
+ETCD_TIMEOUT_MS = 2000  # the strong role's default --etcd-timeout-ms, which the lab keeps
 ETCD_ANSWER_MARGIN_S = 1.5  # the HTTP round trip and the ASan build around the etcd call
 V1 = "/v1/counters/"
 
@@ -186,14 +186,16 @@ class LabNet(unittest.TestCase):
         guard = harness.LabGuard(LAB, self.base, self.env)
         ok = False
         try:
-            out, _ = self.lab("up", "--net", "--no-build")
+            self.etcd = os.access(ETCD, os.X_OK)
+            out, _ = self.lab("up", "--net", "--no-build", *(("--strong", "etcd") if self.etcd
+                                                              else ()))
             self.assertIn("counterd lab is up (base port %d)" % self.base, out)
             print("[96] up: %.1f s" % (time.monotonic() - t0))
             self.check_namespaces()
             self.check_matrix_and_rtt()
             self.check_not_delayed_twice()
             self.check_partition_and_heal()
-            if os.access(ETCD, os.X_OK):
+            if self.etcd:
                 self.check_etcd_partition()
             else:
                 print("[96] etcd is not installed (./scripts/setup --test installs it): "
@@ -215,7 +217,8 @@ class LabNet(unittest.TestCase):
         for _ in range(50):
             base = harness.free_lab_base()
             subnet = "10.%d.%d.0/24" % (base >> 8, base & 255)
-            if harness.port_free(base + WIRE_OFFSET) and subnet not in routes and \
+            extra = (WIRE_OFFSET, 5, 6, 7, 21, 22, 23, 31, 32, 33)
+            if all(harness.port_free(base + o) for o in extra) and subnet not in routes and \
                     not os.path.exists("/var/run/netns/cd%d-us-east" % base):
                 return base
         self.fail("no free base port with a free /24")
@@ -230,6 +233,10 @@ class LabNet(unittest.TestCase):
         self.assertEqual(os.stat("/proc/%d/ns/net" % self.pid("strong")).st_ino,
                          os.stat("/var/run/netns/" + self.ns("us-east")).st_ino,
                          "the strong leader sits in us-east")
+        for region, off in REGIONS if self.etcd else ():
+            for name in ("etcd-" + region, "strong-" + region):
+                self.assertEqual(os.stat("/proc/%d/ns/net" % self.pid(name)).st_ino,
+                                 os.stat("/var/run/netns/" + self.ns(region)).st_ino, name)
         for name in ("coordinator", "gateway"):
             self.assertEqual(os.stat("/proc/%d/ns/net" % self.pid(name)).st_ino, own, name)
         for region, off in REGIONS:  # the runbook's ports, through the wire's relays
@@ -331,7 +338,8 @@ class LabNet(unittest.TestCase):
     # ------------------------------------------------------------ etcd
 
     def call(self, region, port, method, path, body=None, timeout=10.0):
-        """An HTTP call from the host to a service in region's namespace: (status, JSON)."""
+        """An HTTP call from the host to a service in region's namespace, at its address
+        there (the host's link: 0 ms, never cut): (status, JSON)."""
         conn = http.client.HTTPConnection(self.addr(region), port, timeout=timeout)
         try:
             data = json.dumps(body).encode() if body is not None else None
@@ -341,55 +349,6 @@ class LabNet(unittest.TestCase):
             return r.status, json.loads(r.read() or b"null")
         finally:
             conn.close()
-
-    def start_etcd(self):
-        """One member per region in its namespace; the strong roles over them."""
-        self.etcd_dir = os.path.join(self.state, "etcd-test")
-        names = [r for r, _ in REGIONS]
-        client = {r: "http://%s:%d" % (self.addr(r), self.base + 21 + i)
-                  for i, r in enumerate(names)}
-        peer = {r: "http://%s:%d" % (self.addr(r), self.base + 31 + i)
-                for i, r in enumerate(names)}
-        initial = ",".join("%s=%s" % (r, peer[r]) for r in names)
-        self.procs = []
-        for r in names:
-            log = open(os.path.join(self.state, "logs", "etcd-%s.log" % r), "ab")
-            self.procs.append(subprocess.Popen(
-                ["ip", "netns", "exec", self.ns(r), ETCD, "--name", r,
-                 "--data-dir", os.path.join(self.etcd_dir, r),
-                 "--listen-client-urls", client[r], "--advertise-client-urls", client[r],
-                 "--listen-peer-urls", peer[r], "--initial-advertise-peer-urls", peer[r],
-                 "--initial-cluster", initial, "--initial-cluster-state", "new",
-                 "--initial-cluster-token", "net%d" % self.base,
-                 "--election-timeout", "1000", "--heartbeat-interval", "100",
-                 "--logger", "zap", "--log-level", "warn"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=die_with_parent))
-            log.close()
-        for i, r in enumerate(names):
-            others = [client[o] for o in names if o != r]
-            log = open(os.path.join(self.state, "logs", "strong-etcd-%s.log" % r), "ab")
-            env = harness.lab_env(COUNTERD_NET="1", COUNTERD_LUA_DIR=os.path.join(ROOT, "lua"))
-            self.procs.append(subprocess.Popen(
-                ["ip", "netns", "exec", self.ns(r), harness.BIN, "--role", "strong",
-                 "--strong-backend", "etcd", "--etcd", ",".join([client[r]] + others),
-                 "--etcd-timeout-ms", str(ETCD_TIMEOUT_MS), "--region", r,
-                 "--bind", self.addr(r), "--port", str(self.base + 5 + i)],
-                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                preexec_fn=die_with_parent))
-            log.close()
-        self.strong_port = {r: self.base + 5 + i for i, r in enumerate(names)}
-
-    def stop_etcd(self):
-        for p in reversed(getattr(self, "procs", [])):
-            if p.poll() is None:
-                p.terminate()
-        for p in reversed(getattr(self, "procs", [])):
-            try:
-                p.wait(harness.STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
-        shutil.rmtree(getattr(self, "etcd_dir", ""), True)
 
     def strong_add(self, region, token, timeout=10.0):
         return self.call(region, self.strong_port[region], "POST", V1 + "net/e/add-and-get",
@@ -412,69 +371,68 @@ class LabNet(unittest.TestCase):
 
     def check_etcd_partition(self):
         t0 = time.monotonic()
-        self.start_etcd()
-        try:
-            for r, _ in REGIONS:  # the cluster serves once a first change goes through
-                self.until_added(r, "pre-" + r, 30)
-            print("[96] etcd cluster and strong roles serve after %.1f s"
-                  % (time.monotonic() - t0))
-            for r, _ in REGIONS:
-                st, body = self.call(r, self.strong_port[r], "GET", V1 + "net/e")
-                self.assertEqual((st, body["count"]), (200, 3), r)
-            _, adm = self.call("us-west", self.strong_port["us-west"], "GET", "/admin/etcd")
-            print("[96] etcd leader before the partition: %s" % adm.get("leader"))
+        self.strong_port = {r: self.base + 4 + off for r, off in REGIONS}
+        for r, _ in REGIONS:  # the cluster serves once a first change goes through
+            self.until_added(r, "pre-" + r, 30)
+        print("[96] etcd cluster and strong roles serve after %.1f s"
+              % (time.monotonic() - t0))
+        for r, _ in REGIONS:
+            st, body = self.call(r, self.strong_port[r], "GET", V1 + "net/e")
+            self.assertEqual((st, body["count"]), (200, 3), r)
+        _, adm = self.call("us-west", self.strong_port["us-west"], "GET", "/admin/etcd")
+        print("[96] etcd leader before the partition: %s" % adm.get("leader"))
 
-            self.coordinator("/global/partition", {"region": "us-east", "enabled": True})
-            self.wait_links("us-east", True)
+        self.coordinator("/global/partition", {"region": "us-east", "enabled": True})
+        self.wait_links("us-east", True)
+        t = time.monotonic()
+        first = self.until_added("us-west", "maj-0", 15)
+        print("[96] majority (us-west): first strong change acknowledged %.2f s after the "
+              "wire cut us-east (etcd leader was %s)" % (time.monotonic() - t, adm.get("leader")))
+        t = time.monotonic()
+        st, body = self.strong_add("us-east", "min-1")
+        took = time.monotonic() - t
+        print("[96] minority (us-east) change: %d %s in %.2f s" % (st, body, took))
+        self.assertEqual(st, 503, body)
+        self.assertIn(body["error"], ("no_quorum", "ambiguous"))
+        self.assertTrue(body.get("detail"), body)
+        self.assertLess(took, ETCD_TIMEOUT_MS / 1000 + ETCD_ANSWER_MARGIN_S)
+        # After an ambiguous call the role tries its other endpoints, each of which a
+        # cut network leaves unanswered (no refusal: the SYN is dropped) for a whole
+        # --etcd-timeout-ms: later calls answer within one timeout per endpoint.
+        for what, method, path, body in (
+                ("read", "GET", V1 + "net/e", None),
+                ("change", "POST", V1 + "net/e/add-and-get",
+                 {"delta": 1, "idempotency_token": "min-2"})):
             t = time.monotonic()
-            st, body = self.strong_add("us-east", "min-1")
+            st, answer = self.call("us-east", self.strong_port["us-east"], method, path,
+                                   body, timeout=20)
             took = time.monotonic() - t
-            print("[96] minority (us-east) change: %d %s in %.2f s" % (st, body, took))
-            self.assertEqual(st, 503, body)
-            self.assertIn(body["error"], ("no_quorum", "ambiguous"))
-            self.assertTrue(body.get("detail"), body)
-            self.assertLess(took, ETCD_TIMEOUT_MS / 1000 + ETCD_ANSWER_MARGIN_S)
-            # After an ambiguous call the role tries its other endpoints, each of which a
-            # cut network leaves unanswered (no refusal: the SYN is dropped) for a whole
-            # --etcd-timeout-ms: later calls answer within one timeout per endpoint.
-            for what, method, path, body in (
-                    ("read", "GET", V1 + "net/e", None),
-                    ("change", "POST", V1 + "net/e/add-and-get",
-                     {"delta": 1, "idempotency_token": "min-2"})):
-                t = time.monotonic()
-                st, answer = self.call("us-east", self.strong_port["us-east"], method, path,
-                                       body, timeout=20)
-                took = time.monotonic() - t
-                print("[96] minority (us-east) %s: %d %s in %.2f s" % (what, st, answer, took))
-                self.assertEqual(st, 503, answer)
-                self.assertIn(answer["error"], ("no_quorum", "ambiguous"))
-                self.assertLess(took, len(REGIONS) * ETCD_TIMEOUT_MS / 1000 +
-                                ETCD_ANSWER_MARGIN_S)
+            print("[96] minority (us-east) %s: %d %s in %.2f s" % (what, st, answer, took))
+            self.assertEqual(st, 503, answer)
+            self.assertIn(answer["error"], ("no_quorum", "ambiguous"))
+            self.assertLess(took, len(REGIONS) * ETCD_TIMEOUT_MS / 1000 +
+                            ETCD_ANSWER_MARGIN_S)
 
-            t = time.monotonic()
-            first = self.until_added("us-west", "maj-0", 15)
-            print("[96] majority (us-west) counts strongly again %.2f s after the minority's "
-                  "answer" % (time.monotonic() - t))
-            for k in range(1, 5):
-                self.assertEqual(self.until_added("us-west", "maj-%d" % k, 5), first + k)
-            self.assertEqual(self.until_added("eu-west", "maj-eu", 5), first + 5)
+        for k in range(1, 5):
+            self.assertEqual(self.until_added("us-west", "maj-%d" % k, 5), first + k)
+        self.assertEqual(self.until_added("eu-west", "maj-eu", 5), first + 5)
 
-            self.coordinator("/global/partition", {"region": "us-east", "enabled": False})
-            self.wait_links("us-east", False)
-            t = time.monotonic()
-            for token in ("min-1", "min-2"):  # exactly once, whatever 503 said
-                self.until_added("us-east", token, 20)
-            print("[96] the minority's change acknowledged %.2f s after the heal"
-                  % (time.monotonic() - t))
-            want = 3 + 6 + 2
-            for r, _ in REGIONS:
-                st, body = self.call(r, self.strong_port[r], "GET", V1 + "net/e")
-                self.assertEqual((st, body["count"]), (200, want), "%s after the heal" % r)
-        finally:
-            self.stop_etcd()
+        self.coordinator("/global/partition", {"region": "us-east", "enabled": False})
+        self.wait_links("us-east", False)
+        t = time.monotonic()
+        for token in ("min-1", "min-2"):  # exactly once, whatever 503 said
+            self.until_added("us-east", token, 20)
+        print("[96] the minority's change acknowledged %.2f s after the heal"
+              % (time.monotonic() - t))
+        want = 3 + 6 + 2
+        for r, _ in REGIONS:
+            st, body = self.call(r, self.strong_port[r], "GET", V1 + "net/e")
+            self.assertEqual((st, body["count"]), (200, want), "%s after the heal" % r)
 
     def check_down(self):
         pids = [self.pid(n) for n, _ in REGIONS] + [self.pid("wire")]
+        if self.etcd:
+            pids += [self.pid(p + r) for r, _ in REGIONS for p in ("etcd-", "strong-")]
         self.lab("down")
         for pid in pids:
             self.assertFalse(os.path.exists("/proc/%d" % pid), "pid %d still runs" % pid)
