@@ -21,6 +21,7 @@
 #include "roles/luarole.h"
 #include "roles/region.h"
 #include "roles/scenario.h"
+#include "roles/wire.h"
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
@@ -71,6 +72,7 @@ static int run_role(struct event_base *base, const struct config *cfg)
     struct luarole *lr = NULL;
     struct consistent *cs = NULL;
     struct scenario *sc = NULL;
+    struct wire *wr = NULL;
     int is_scenario = !strcmp(cfg->role, "scenario");
     if (!strcmp(cfg->role, "region"))
         rg = region_new(base, cfg, err, sizeof err);
@@ -78,9 +80,11 @@ static int run_role(struct event_base *base, const struct config *cfg)
         cs = consistent_new(base, cfg, err, sizeof err);
     else if (is_scenario)
         sc = scenario_new(base, cfg, err, sizeof err);
+    else if (!strcmp(cfg->role, "wire"))
+        wr = wire_new(base, cfg, err, sizeof err);
     else
         lr = luarole_new(base, cfg, err, sizeof err);
-    if (!rg && !lr && !cs && !sc) {
+    if (!rg && !lr && !cs && !sc && !wr) {
         /* A scenario that cannot be loaded is a usage error (2), told without log noise. */
         if (is_scenario)
             fprintf(stderr, "scenario %s: %s\n", cfg->script, err);
@@ -94,6 +98,7 @@ static int run_role(struct event_base *base, const struct config *cfg)
     luarole_free(lr);
     consistent_free(cs);
     scenario_free(sc);
+    wire_free(wr);
     return rc;
 }
 

@@ -969,50 +969,59 @@ function renderRate() {
 // ---- comparison --------------------------------------------------------------------------
 
 const SIDES = [
-  { key: 'eventual_consistency', name: 'Eventual', color: SERIES[0].color },
-  { key: 'strong_consistency', name: 'Strong', color: SERIES[1].color },
+  { key: 'eventual_consistency', id: 'eventual', name: 'Eventual', color: SERIES[0].color },
+  { key: 'strong_consistency', id: 'strong', name: 'Strong', color: SERIES[1].color },
 ];
+// The third series, when the gateway measures the etcd strong roles too (lab up --strong etcd).
+const ETCD_SIDE = { key: 'strong_etcd_consistency', id: 'etcd', name: 'Strong (etcd)', color: SERIES[2].color };
+const sidesOf = (r) => (r.strong_etcd_consistency ? [...SIDES, ETCD_SIDE] : SIDES);
 const STATS = ['avg_ms', 'p50_ms', 'p99_ms', 'min_ms', 'max_ms'];
 
 function renderCompareChart(r) {
   const box = $('cmp-chart');
   const W = Math.max(260, box.clientWidth || 480);
   const rows = ['avg_ms', 'p50_ms', 'p99_ms'];
-  const m = { l: 40, r: 70, t: 6, b: 6 }, bar = 14, gap = 3, group = 2 * bar + gap + 14;
+  const sides = sidesOf(r);
+  const m = { l: 40, r: 70, t: 6, b: 6 }, bar = 14, gap = 3;
+  const group = sides.length * bar + (sides.length - 1) * gap + 14;
   const H = m.t + m.b + rows.length * group;
-  const max = Math.max(...rows.flatMap((k) => SIDES.map((s) => Number(r[s.key][k]) || 0)), 0.001);
+  const max = Math.max(...rows.flatMap((k) => sides.map((s) => Number(r[s.key][k]) || 0)), 0.001);
   const X = (v) => ((W - m.l - m.r) * v) / max;
-  const label = rows.map((k) => `${k.replace('_ms', '')}: eventual ${r.eventual_consistency[k]} ms, ` +
-    `strong ${r.strong_consistency[k]} ms`).join('; ');
+  const label = rows.map((k) => `${k.replace('_ms', '')}: ` +
+    sides.map((s) => `${s.name.toLowerCase()} ${r[s.key][k]} ms`).join(', ')).join('; ');
   const g = svg('svg', { width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: 'img',
     'aria-label': `Latency in milliseconds. ${label}.`, 'data-testid': 'cmp-svg' });
   rows.forEach((k, i) => {
     const y = m.t + i * group;
     g.append(svg('text', { x: 0, y: y + bar + 2, class: 'tick', text: k.replace('_ms', '') }));
-    SIDES.forEach((s, j) => {
+    sides.forEach((s, j) => {
       const v = Number(r[s.key][k]) || 0;
       const yy = y + j * (bar + gap);
       g.append(svg('rect', { x: m.l, y: yy, width: Math.max(1, X(v)), height: bar, fill: s.color, rx: 2,
-        'data-testid': `cmp-bar-${s.key.split('_')[0]}-${k.replace('_ms', '')}` }),
+        'data-testid': `cmp-bar-${s.id}-${k.replace('_ms', '')}` }),
       svg('text', { x: m.l + Math.max(1, X(v)) + 5, y: yy + bar - 3, class: 'tick', text: `${num(v)} ms` }));
     });
   });
-  const legend = el('ul', { class: 'legend' }, ...SIDES.map((s) => el('li', {},
+  const legend = el('ul', { class: 'legend' }, ...sides.map((s) => el('li', {},
     el('span', { class: 'swatch', style: `background:${s.color}`, 'aria-hidden': 'true' }), ` ${s.name}`)));
   box.replaceChildren(g, legend);
 }
 
 function renderCompare(r) {
   $('cmp-result').hidden = false;
+  const sides = sidesOf(r);
   setText($('cmp-conclusion'), r.conclusion || '');
   setText($('cmp-speedup'), `${r.speedup}×`);
   setText($('cmp-iter'), r.iterations);
-  $('cmp-body').replaceChildren(...SIDES.map((s) => el('tr', { 'data-testid': `cmp-row-${s.key.split('_')[0]}` },
+  const etcd = $('cmp-etcd');
+  etcd.hidden = !r.strong_etcd_consistency;
+  setText(etcd, r.strong_etcd_consistency ? `On etcd: ${r.conclusion_etcd} (speedup ${r.speedup_etcd}×).` : '');
+  $('cmp-body').replaceChildren(...sides.map((s) => el('tr', { 'data-testid': `cmp-row-${s.id}` },
     el('th', { scope: 'row' }, el('span', { class: 'swatch', style: `background:${s.color}`, 'aria-hidden': 'true' }),
       ` ${s.name}`),
     ...STATS.map((k) => el('td', { class: 'num', text: r[s.key][k],
-      'data-testid': `cmp-${s.key.split('_')[0]}-${k.replace('_ms', '')}` })))));
-  $('cmp-desc').replaceChildren(...SIDES.filter((s) => r[s.key].description).map((s) =>
+      'data-testid': `cmp-${s.id}-${k.replace('_ms', '')}` })))));
+  $('cmp-desc').replaceChildren(...sides.filter((s) => r[s.key].description).map((s) =>
     el('li', {}, el('strong', { text: `${s.name}: ` }), r[s.key].description)));
   state.compare = r;
   renderCompareChart(r);

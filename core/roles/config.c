@@ -41,7 +41,7 @@ struct option {
 
 static const struct option options[] = {
     STR(role, "--role", "COUNTERD_ROLE",
-        "role of this process: region | coordinator | gateway | strong | scenario"),
+        "role of this process: region | coordinator | gateway | strong | scenario | wire"),
     STR(bind, "--bind", "COUNTERD_BIND", "address to listen on (default 127.0.0.1)"),
     INT(port, "--port", "SERVICE_PORT", 1, 65535, "port to listen on (default 8000)"),
     STR(region, "--region", "REGION", "region name (default us-east)"),
@@ -87,13 +87,39 @@ static const struct option options[] = {
     STR(web_dir, "--web-dir", "COUNTERD_WEB_DIR",
         "gateway: folder of the dashboard served at / (default: the source tree's web/)"),
     STR(strong_url, "--strong", "STRONG_URL",
-        "gateway: the strong counter's base URL (default: lua/conf/lab.lua)"),
+        "gateway: the strong counter's base URL, or several (comma-separated: each operation "
+        "goes to the first that answers) (default: lua/conf/lab.lua)"),
+    STR(strong_embedded_url, "--strong-embedded", "STRONG_EMBEDDED_URL",
+        "gateway: the embedded strong counter /api/compare measures beside STRONG_URL's etcd "
+        "strong roles (default: none)"),
+    {"--net", "COUNTERD_NET", K_BOOL, offsetof(struct config, net), 0, 0, 1,
+     "the network between regions is real (scripts/lab up --net): faults.lua's delays are "
+     "applied by the wire, not by this process (flag; env: 1)"},
+    STR(wire_netns, "--wire-netns", "WIRE_NETNS",
+        "wire: region=namespace,... (region i gets <subnet>.i+1, the host <subnet>.254)"),
+    STR(wire_subnet, "--wire-subnet", "WIRE_SUBNET",
+        "wire: the /24 of its devices as three octets (default 10.31.64)"),
+    STR(wire_device, "--wire-device", "WIRE_DEVICE",
+        "wire: name of its TUN devices, in each namespace and on the host (default cdwire)"),
+    STR(wire_relay, "--wire-relay", "WIRE_RELAY",
+        "wire: TCP relays host:port=host:port,... (e.g. 127.0.0.1:8001=10.31.64.1:8001)"),
+    INT(wire_queue, "--wire-queue", "WIRE_QUEUE", 1, 1000000,
+        "wire: packets waiting on one link at most; more are dropped (default 10000)"),
     {"--watch", "COUNTERD_WATCH", K_BOOL, offsetof(struct config, watch), 0, 0, 1,
      "reload the Lua files when one changes (flag; env: 1)"},
     {"--allow-volatile-replicas", "STRONG_ALLOW_VOLATILE", K_BOOL,
      offsetof(struct config, allow_volatile_replicas), 0, 0, 1,
      "strong: count replicas without DATA_DIR toward a majority; answers say durable false "
      "(flag; env: 1)"},
+    STR(strong_backend, "--strong-backend", "STRONG_BACKEND",
+        "strong: embedded (default; replicas on the region nodes) | etcd"),
+    STR(etcd_endpoints, "--etcd", "ETCD_ENDPOINTS",
+        "strong with etcd: the etcd members' client URLs, comma-separated, the region's own "
+        "first (the others are used only when it does not answer)"),
+    STR(etcd_prefix, "--etcd-prefix", "ETCD_PREFIX",
+        "strong with etcd: the prefix of every key it writes (default /counterd/)"),
+    INT(etcd_timeout_ms, "--etcd-timeout-ms", "ETCD_TIMEOUT_MS", 10, 600000,
+        "strong with etcd: timeout of one call to etcd (default 2000)"),
     STR(script, "--script", "COUNTERD_SCRIPT", "scenario: the Lua scenario file to run"),
     INT(base_port, "--base-port", "COUNTERD_BASE_PORT", 1, 65455,
         "scenario: base port of the lab it drives (default 8000)"),
@@ -205,6 +231,12 @@ static void set_defaults(struct config *c)
     c->trace_delay_ms = 1000;
     c->trace_timeout_ms = 5000;
     c->snapshot_bytes = 64 << 20;
+    snprintf(c->wire_subnet, sizeof c->wire_subnet, "10.31.64");
+    snprintf(c->wire_device, sizeof c->wire_device, "cdwire");
+    c->wire_queue = 10000;
+    snprintf(c->strong_backend, sizeof c->strong_backend, "embedded");
+    snprintf(c->etcd_prefix, sizeof c->etcd_prefix, "/counterd/");
+    c->etcd_timeout_ms = 2000;
 }
 
 /* The environment: the lab's variables. @return 0, or -1 with a sentence in err. */
@@ -274,13 +306,24 @@ static int check(struct config *c, char *err, size_t errlen)
     if (!c->node_id[0])
         snprintf(c->node_id, sizeof c->node_id, "%.60s-1", c->region);
     if (strcmp(c->role, "region") && strcmp(c->role, "coordinator") && strcmp(c->role, "gateway") &&
-        strcmp(c->role, "strong") && strcmp(c->role, "scenario")) {
+        strcmp(c->role, "strong") && strcmp(c->role, "scenario") && strcmp(c->role, "wire")) {
         snprintf(err, errlen,
-                 "unknown role '%s' (region, coordinator, gateway, strong or scenario)", c->role);
+                 "unknown role '%s' (region, coordinator, gateway, strong, scenario or wire)",
+                 c->role);
         return -1;
     }
     if (!strcmp(c->role, "scenario") && !c->script[0]) {
         snprintf(err, errlen, "the scenario role needs --script FILE.lua");
+        return -1;
+    }
+    if (strcmp(c->strong_backend, "embedded") && strcmp(c->strong_backend, "etcd")) {
+        snprintf(err, errlen,
+                 "--strong-backend (STRONG_BACKEND) must be embedded or etcd, not '%s'",
+                 c->strong_backend);
+        return -1;
+    }
+    if (!strcmp(c->role, "strong") && !strcmp(c->strong_backend, "etcd") && !c->etcd_endpoints[0]) {
+        snprintf(err, errlen, "--strong-backend etcd needs --etcd URL[,URL...] (ETCD_ENDPOINTS)");
         return -1;
     }
     if (!gstore_counter_name_valid(c->node_id, strlen(c->node_id))) {

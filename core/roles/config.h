@@ -44,6 +44,24 @@ struct config {
     int watch;                 /* reload the Lua files when one changes */
     /* strong: replicas without a data dir count toward a majority (answers: not durable) */
     int allow_volatile_replicas;
+    /* gateway: the embedded strong counter that /api/compare measures beside etcd's (strong_url) */
+    char strong_embedded_url[256];
+    /* The network is real (scripts/lab up --net): faults.lua's delays are the wire's, not
+     * this process's event loop's. */
+    int net;
+    /* The wire role (core/roles/wire.c): "region=netns,...", the /24 as three octets, the
+     * TUN devices' name, "listen=target,..." TCP relays, packets queued per link at most. */
+    char wire_netns[1024];
+    char wire_subnet[32];
+    char wire_device[16];
+    char wire_relay[2048];
+    int wire_queue;
+    /* strong: where the counters live: "embedded" (repl/strong.c over the replicas) or "etcd"
+     * (roles/strong_etcd.c: the endpoints, the key prefix, one call's timeout) */
+    char strong_backend[16];
+    char etcd_endpoints[2048];
+    char etcd_prefix[256];
+    int etcd_timeout_ms;
     /* Scenario runner: the Lua scenario file, and the base port of the lab it drives. */
     char script[1024];
     int base_port;

@@ -9,6 +9,10 @@
  * not applied, 503 ambiguous when it may have been. Every 200 says "durable": whether it
  * rests on replicas that keep their data on disk (false only with
  * --allow-volatile-replicas, which lets replicas without DATA_DIR count).
+ *
+ * With --strong-backend etcd the same handlers serve, over strong_etcd.c instead: changes
+ * are etcd transactions, reads are linearizable etcd ranges (answered later, not from
+ * memory), and answers add "backend":"etcd".
  */
 #include "consistent.h"
 
@@ -40,6 +44,7 @@
 #include "reload.h"
 #include "role.h"
 #include "route.h"
+#include "strong_etcd.h"
 
 /* What a counterd_strong_replica_up series reads. */
 struct replica_gauge {
@@ -49,6 +54,8 @@ struct replica_gauge {
 
 struct consistent {
     struct strong *strong;
+    struct etcd_strong *etcd; /* --strong-backend etcd: instead of strong */
+    int use_etcd;
     struct host *lua;
     struct client *client;
     struct http_server *server;
@@ -83,6 +90,11 @@ static void respond_out(struct consistent *c, struct http_request *req, int stat
     buf_trim(&c->out, 1u << 20);
 }
 
+/* The etcd backend's reads, answered when etcd has (defined with the /v1 handlers). */
+static void etcd_read(struct consistent *c, struct http_request *req, const char *key, size_t klen,
+                      const char *ns, const char *name);
+static void etcd_listing(struct consistent *c, struct http_request *req, const char *ns);
+
 static const char *const failure_names[3] = {"no_quorum", "ambiguous", "overflow"};
 
 static void increment_done(void *arg, const struct strong_result *r)
@@ -110,7 +122,7 @@ static void increment_done(void *arg, const struct strong_result *r)
         buf_json_ms(b, r->round_ms);
         buf_puts(b, ",\"total_latency_ms\":");
         buf_json_ms(b, total);
-        buf_putc(b, '}');
+        buf_puts(b, c->use_etcd ? ",\"backend\":\"etcd\"}" : "}");
         respond_out(c, p->req, 200);
     } else if (r->status == STRONG_OVERFLOW) {
         metric_add(c->m_failed[2], 1);
@@ -145,12 +157,21 @@ static void h_increment(void *role, struct http_request *req)
         trace_span_attr_str(req->span, "counter.name", p->name, p->len);
         trace_span_attr_int(req->span, "counter.amount", ib.amount);
     }
+    if (c->etcd) {
+        struct strong_op op = {.kind = STRONG_ADD,
+                               .name = p->name,
+                               .len = p->len,
+                               .amount = ib.amount,
+                               .span = req->span};
+        etcd_strong_submit(c->etcd, &op, increment_done, p);
+        return;
+    }
     strong_increment_traced(c->strong, p->name, p->len, ib.amount, req->span, increment_done, p);
 }
 
 static int not_ready(struct consistent *c, struct http_request *req)
 {
-    if (strong_ready(c->strong))
+    if (c->etcd || strong_ready(c->strong))
         return 0;
     const char *why = strong_last_error(c->strong);
     http_respond_error(req, 503, "no_quorum",
@@ -169,6 +190,10 @@ static void h_counter(void *role, struct http_request *req)
         return;
     if (not_ready(c, req))
         return;
+    if (c->etcd) {
+        etcd_read(c, req, name, (size_t)n, NULL, NULL);
+        return;
+    }
     struct buf *b = &c->out;
     buf_puts(b, "{\"counter\":");
     buf_json_str(b, name, (size_t)n);
@@ -193,6 +218,10 @@ static void put_counter(void *arg, const char *name, size_t len, int64_t value)
 static void h_counters(void *role, struct http_request *req)
 {
     struct consistent *c = role;
+    if (c->etcd) {
+        etcd_listing(c, req, NULL);
+        return;
+    }
     if (not_ready(c, req))
         return;
     struct buf *b = &c->out;
@@ -206,11 +235,26 @@ static void h_counters(void *role, struct http_request *req)
 static void h_health(void *role, struct http_request *req)
 {
     struct consistent *c = role;
+    if (c->etcd) {
+        struct buf *b = &c->out;
+        const char *ep = etcd_strong_endpoint(c->etcd);
+        buf_printf(b,
+                   "{\"status\":\"ok\",\"service\":\"counter-consistent\",\"backend\":\"etcd\","
+                   "\"ready\":%s,\"durable\":true,\"etcd_endpoint\":",
+                   etcd_strong_healthy(c->etcd) ? "true" : "false");
+        buf_json_str(b, ep, strlen(ep));
+        buf_puts(b, ",\"etcd\":");
+        etcd_strong_admin(c->etcd, b);
+        buf_putc(b, '}');
+        respond_out(c, req, 200);
+        return;
+    }
     struct strong_stats st;
     strong_stats(c->strong, &st);
     struct buf *b = &c->out;
     buf_printf(b,
-               "{\"status\":\"ok\",\"service\":\"counter-consistent\",\"ready\":%s,"
+               "{\"status\":\"ok\",\"service\":\"counter-consistent\",\"backend\":\"embedded\","
+               "\"ready\":%s,"
                "\"epoch\":%" PRIu64 ",\"replicas_up\":%d,\"durable\":%s,"
                "\"allow_volatile_replicas\":%s,\"volatile_replicas\":[",
                strong_ready(c->strong) ? "true" : "false", st.epoch, st.replicas_up,
@@ -331,7 +375,8 @@ static void v1_tail(struct consistent *c, struct buf *b, int durable)
     buf_puts(b, ",\"node_id\":");
     buf_json_str(b, c->node_id, strlen(c->node_id));
     buf_puts(b, ",\"consistency\":\"strong\",\"durable\":");
-    buf_puts(b, durable ? "true}" : "false}");
+    buf_puts(b, durable ? "true" : "false");
+    buf_puts(b, c->use_etcd ? ",\"backend\":\"etcd\"}" : "}");
 }
 
 /* A failed round's detail, for an operation that carried a token: a retry is safe. */
@@ -377,7 +422,9 @@ static void v1_done(void *arg, const struct strong_result *r)
             }
         } else if (p->kind == STRONG_CLEAR) {
             int64_t now = 0;
-            if (r->duplicate)
+            if (r->duplicate && c->etcd)
+                now = r->value; /* read back in the txn that found the token */
+            else if (r->duplicate)
                 strong_get(c->strong, p->key, p->klen, &now);
             buf_puts(b, ",\"count\":");
             buf_i64(b, now);
@@ -498,6 +545,10 @@ static void v1_put(void *arg, const char *key, size_t len, int64_t value)
 /* GET /v1/counters/<ns>: the namespace's counters, whole (the strong counter holds few). */
 static void v1_list(struct consistent *c, struct http_request *req, const char *ns)
 {
+    if (c->etcd) {
+        etcd_listing(c, req, ns);
+        return;
+    }
     struct buf *b = &c->out;
     buf_puts(b, "{\"namespace\":");
     buf_json_str(b, ns, strlen(ns));
@@ -514,6 +565,10 @@ static void v1_get(struct consistent *c, struct http_request *req, const char *n
                    const char *key, size_t klen)
 {
     int64_t v;
+    if (c->etcd) {
+        etcd_read(c, req, key, klen, ns, name);
+        return;
+    }
     if (!strong_get(c->strong, key, klen, &v)) {
         http_respond_error(req, 404, "not_found", "counter %s does not exist in namespace %s", name,
                            ns);
@@ -592,7 +647,119 @@ static void h_v1(void *role, struct http_request *req)
     snprintf(p->ns, sizeof p->ns, "%s", ns);
     snprintf(p->name, sizeof p->name, "%s", name);
     memcpy(p->key, key, (size_t)kl);
-    strong_submit(c->strong, &op, v1_done, p);
+    if (c->etcd)
+        etcd_strong_submit(c->etcd, &op, v1_done, p);
+    else
+        strong_submit(c->strong, &op, v1_done, p);
+}
+
+/* ---------------------------------------------------------------- etcd reads */
+
+/* A read waiting for etcd: /counter/{name} (ns empty) or a /v1 one. */
+struct etcd_pending {
+    struct consistent *c;
+    struct http_request *req;
+    int v1;
+    char ns[GSTORE_NS_MAX + 1], name[256];
+};
+
+static void etcd_read_done(void *arg, int status, int found, int64_t value, const char *detail)
+{
+    struct etcd_pending *p = arg;
+    struct consistent *c = p->c;
+    struct buf *b = &c->out;
+    buf_reset(b);
+    if (status != STRONG_OK) {
+        http_respond_error(p->req, 503, "no_quorum", "linearizable read failed: %s",
+                           detail ? detail : "etcd did not answer");
+    } else if (p->v1 && !found) {
+        http_respond_error(p->req, 404, "not_found", "counter %s does not exist in namespace %s",
+                           p->name, p->ns);
+    } else if (p->v1) {
+        v1_head(b, p->ns, p->name);
+        buf_puts(b, ",\"count\":");
+        buf_i64(b, value);
+        buf_puts(b, ",\"nodes\":{}");
+        v1_tail(c, b, 1);
+        respond_out(c, p->req, 200);
+    } else {
+        buf_puts(b, "{\"counter\":");
+        buf_json_str(b, p->name, strlen(p->name));
+        buf_puts(b, ",\"value\":");
+        buf_i64(b, found ? value : 0);
+        buf_puts(b, ",\"consistency\":\"strong\",\"note\":\"This value is guaranteed to be the "
+                    "latest\",\"durable\":true,\"backend\":\"etcd\"}");
+        respond_out(c, p->req, 200);
+    }
+    free(p);
+}
+
+static void etcd_read(struct consistent *c, struct http_request *req, const char *key, size_t klen,
+                      const char *ns, const char *name)
+{
+    struct etcd_pending *p = xcalloc(1, sizeof *p);
+    p->c = c;
+    p->req = req;
+    p->v1 = ns != NULL;
+    snprintf(p->ns, sizeof p->ns, "%s", ns ? ns : "");
+    snprintf(p->name, sizeof p->name, "%.*s", (int)(name ? strlen(name) : klen), name ? name : key);
+    etcd_strong_get(c->etcd, key, klen, etcd_read_done, p);
+}
+
+static void etcd_list_done(void *arg, int status, const struct etcd_row *rows, size_t n,
+                           const char *detail)
+{
+    struct etcd_pending *p = arg;
+    struct consistent *c = p->c;
+    struct buf *b = &c->out;
+    buf_reset(b);
+    if (status != STRONG_OK) {
+        http_respond_error(p->req, 503, "no_quorum", "linearizable read failed: %s",
+                           detail ? detail : "etcd did not answer");
+    } else if (p->v1) {
+        buf_puts(b, "{\"namespace\":");
+        buf_json_str(b, p->ns, strlen(p->ns));
+        buf_puts(b, ",\"counters\":{");
+        struct v1_list l = {b, p->ns, strlen(p->ns), 0};
+        for (size_t i = 0; i < n; i++)
+            v1_put(&l, rows[i].key, rows[i].len, rows[i].value);
+        buf_printf(b, "},\"total_counters\":%d,\"truncated\":%s,\"next_cursor\":null", l.n,
+                   detail ? "true" : "false");
+        v1_tail(c, b, 1);
+        respond_out(c, p->req, 200);
+    } else {
+        buf_puts(b, "{\"counters\":{");
+        for (size_t i = 0; i < n; i++)
+            put_counter(b, rows[i].key, rows[i].len, rows[i].value);
+        buf_puts(b, "},\"consistency\":\"strong\",\"durable\":true,\"backend\":\"etcd\"");
+        buf_puts(b, detail ? ",\"truncated\":true}" : "}");
+        respond_out(c, p->req, 200);
+    }
+    free(p);
+}
+
+static void etcd_listing(struct consistent *c, struct http_request *req, const char *ns)
+{
+    struct etcd_pending *p = xcalloc(1, sizeof *p);
+    p->c = c;
+    p->req = req;
+    p->v1 = ns != NULL;
+    snprintf(p->ns, sizeof p->ns, "%s", ns ? ns : "");
+    etcd_strong_list(c->etcd, ns, etcd_list_done, p);
+}
+
+/* GET /admin/etcd: the endpoints as their last status probe saw them (404 when embedded). */
+static void h_admin_etcd(void *role, struct http_request *req)
+{
+    struct consistent *c = role;
+    if (!c->etcd) {
+        http_respond_error(req, 404, "not_found",
+                           "this strong counter runs the embedded backend (--strong-backend etcd "
+                           "has /admin/etcd)");
+        return;
+    }
+    etcd_strong_admin(c->etcd, &c->out);
+    respond_out(c, req, 200);
 }
 
 /* The strong counter's endpoints; only /counter/{name} renames its span. */
@@ -605,6 +772,7 @@ static const struct route routes[] = {
     {ROUTE_GET, "/admin/coordination-delay", 0, h_delay_get, NULL, NULL},
     {ROUTE_POST, "/admin/coordination-delay", 0, h_delay_set, NULL, NULL},
     {ROUTE_POST, "/admin/reload", 0, h_reload, NULL, NULL},
+    {ROUTE_GET, "/admin/etcd", 0, h_admin_etcd, NULL, NULL},
     {ROUTE_ANY, "/v1/counters/", 1, h_v1, NULL, NULL},
     {0, NULL, 0, NULL, NULL, NULL}};
 
@@ -667,6 +835,8 @@ static void register_metrics(struct consistent *c, const struct config *cfg, int
     c->m_lock = metric_only(metrics_add(
         c->metrics, METRIC_HISTOGRAM, "consistent_counter_lock_wait_seconds",
         "Time a strong increment waited for the replication round in flight", NULL, buckets, nb));
+    if (c->use_etcd)
+        goto failures; /* no epoch nor replicas: etcd's own (strong_etcd.c's metrics) */
     metric_set_fn(
         metric_only(metrics_add(c->metrics, METRIC_GAUGE, "counterd_strong_epoch",
                                 "The strong leader's epoch (0 while recovering)", NULL, NULL, 0)),
@@ -684,6 +854,7 @@ static void register_metrics(struct consistent *c, const struct config *cfg, int
         metric_set_fn(metric_series(up, labels), replica_up, &c->gauges[i]);
         metric_set_fn(metric_series(durable, labels), replica_durable, &c->gauges[i]);
     }
+failures:;
     struct metric *failed = metrics_add(
         c->metrics, METRIC_COUNTER, "counterd_strong_increment_failures_total",
         "Strong increments not acknowledged, by error: no_quorum (provably not applied), "
@@ -764,6 +935,19 @@ static int start_strong(struct consistent *c, struct event_base *base, const str
     return 0;
 }
 
+/* The strong counter in etcd (--strong-backend etcd). @return 0, or -1 with a sentence in err. */
+static int start_etcd(struct consistent *c, struct event_base *base, const struct config *cfg,
+                      const char *node_id, char *err, size_t errlen)
+{
+    c->use_etcd = 1;
+    snprintf(c->node_id, sizeof c->node_id, "%s", node_id);
+    snprintf(c->region, sizeof c->region, "%s", cfg->region);
+    register_metrics(c, cfg, 0);
+    struct etcd_strong_config ec = {cfg->etcd_endpoints, cfg->etcd_prefix, cfg->etcd_timeout_ms};
+    c->etcd = etcd_strong_new(base, c->client, c->metrics, &ec, err, errlen);
+    return c->etcd ? 0 : -1;
+}
+
 static struct role_parts parts_of(struct consistent *c)
 {
     return (struct role_parts){&c->metrics, &c->otlp,   &c->admin_token, &c->client,
@@ -784,13 +968,18 @@ struct consistent *consistent_new(struct event_base *base, const struct config *
     char lerr[512];
     if (host_load_policy(c->lua, "faults", lerr, sizeof lerr) < 0)
         log_error("faults policy not loaded, strong replication runs without it: %s", lerr);
-    if (start_strong(c, base, cfg, node_id, err, errlen) < 0)
+    if (!strcmp(cfg->strong_backend, "etcd") ? start_etcd(c, base, cfg, node_id, err, errlen) < 0
+                                             : start_strong(c, base, cfg, node_id, err, errlen) < 0)
         goto fail;
     struct http_server_opts so = role_server_opts(cfg);
     if (role_listen(&parts, base, cfg, &so, handle, c, err, errlen) < 0)
         goto fail;
-    log_info("strong counter %s listening on %s:%d, %d replica(s), a majority is %d", node_id,
-             cfg->bind, http_server_port(c->server), c->nreplicas, c->nreplicas / 2 + 1);
+    if (c->etcd)
+        log_info("strong counter %s listening on %s:%d, backend etcd at %s (prefix %s)", node_id,
+                 cfg->bind, http_server_port(c->server), cfg->etcd_endpoints, cfg->etcd_prefix);
+    else
+        log_info("strong counter %s listening on %s:%d, %d replica(s), a majority is %d", node_id,
+                 cfg->bind, http_server_port(c->server), c->nreplicas, c->nreplicas / 2 + 1);
     return c;
 fail:
     consistent_free(c);
@@ -803,6 +992,7 @@ void consistent_free(struct consistent *c)
         return;
     /* The leader answers what it holds while the server still has the connections. */
     strong_free(c->strong);
+    etcd_strong_free(c->etcd);
     struct role_parts parts = parts_of(c);
     role_stop(&parts);
     json_parser_free(&c->parser);

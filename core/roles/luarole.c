@@ -306,6 +306,10 @@ static int push_config(lua_State *L, const struct config *cfg, char *err, size_t
         lua_pushstring(L, cfg->strong_url);
         lua_setfield(L, -2, "strong_url");
     }
+    if (cfg->strong_embedded_url[0]) {
+        lua_pushstring(L, cfg->strong_embedded_url);
+        lua_setfield(L, -2, "strong_embedded_url");
+    }
     if (cfg->region_endpoints[0]) {
         struct endpoint eps[16];
         int n = endpoint_list_parse(cfg->region_endpoints_from, cfg->region_endpoints, eps, 16, err,

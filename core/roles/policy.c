@@ -176,6 +176,36 @@ int policy_faults_decide(struct host *h, const char *dir, const char *from, cons
     if (rc < 0)
         host_count_error(h, "faults");
     lua_settop(L, top);
+    /* With a real network (--net, "faults.net") the wire delays every packet of the link:
+     * a delay here would count the WAN twice. Drops still apply. */
+    if (rc == 2 && host_shared_get_number(h, "faults.net") == 1)
+        rc = 0;
+    return rc;
+}
+
+int policy_faults_link(struct host *h, const char *a, const char *b, int *delay_ms, int *cut,
+                       char *err, size_t errlen)
+{
+    lua_State *L = host_state(h);
+    int top = lua_gettop(L);
+    lua_pushstring(L, a);
+    lua_pushstring(L, b);
+    if (host_call_policy(h, "faults", "link", 2, 2, err, errlen) < 0)
+        return -1;
+    int rc = 0;
+    double ms = lua_tonumber(L, -2);
+    if (!lua_isnumber(L, -2) || ms < 0 || ms > 600000) {
+        snprintf(err, errlen,
+                 "faults.link(%s, %s) returned %s as the delay, not a number of ms "
+                 "from 0 to 600000",
+                 a, b, luaL_typename(L, -2));
+        host_count_error(h, "faults");
+        rc = -1;
+    } else {
+        *delay_ms = (int)ms;
+        *cut = lua_toboolean(L, -1);
+    }
+    lua_settop(L, top);
     return rc;
 }
 

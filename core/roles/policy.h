@@ -37,11 +37,22 @@ int policy_route(struct host *h, const char *policy, const char *counter, const 
 /*
  * Asks the faults policy what to do with one replication message:
  * faults.decide(dir, from, to, kind, partitioned) -> "deliver" | "drop" | "delay", ms.
+ * With --net (counterd.shared "faults.net" = 1) a delay is answered as deliver: the wire
+ * delays the packets instead.
  * @return 0 deliver, 1 drop, 2 delay (*delay_ms set), or -1 when there is no faults
  *         policy or it failed (logged with file:line and counted).
  */
 int policy_faults_decide(struct host *h, const char *dir, const char *from, const char *to,
                          const char *kind, int partitioned, int *delay_ms);
+
+/*
+ * Asks the faults policy about the link from region a to region b when the network is
+ * real (the wire role): faults.link(a, b) -> delay_ms, cut.
+ * @return 0 with *delay_ms (0..600000) and *cut set, or -1 with a sentence in err (no
+ *         faults.link, it failed, or it answered something else; counted).
+ */
+int policy_faults_link(struct host *h, const char *a, const char *b, int *delay_ms, int *cut,
+                       char *err, size_t errlen);
 
 /* The regions of lua/conf/lab.lua (names and URLs). @return how many (0 on error, logged). */
 int policy_lab_regions(struct host *h, char names[][64], char urls[][512], int max);

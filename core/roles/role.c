@@ -26,6 +26,8 @@ int role_start(const struct role_parts *p, struct event_base *base, const struct
     *p->client = client_new(base);
     *p->lua = host_new(cfg->lua_dir, li, *p->metrics);
     policy_declare(*p->lua);
+    if (cfg->net) /* policy_faults_decide then leaves the delays to the wire */
+        host_shared_set_number(*p->lua, "faults.net", 1);
     if (flags & ROLE_LUA_IO) {
         host_set_base(*p->lua, base);
         host_set_client(*p->lua, *p->client);

@@ -7,7 +7,11 @@ Strong: one increment on the strong counter, acknowledged after a majority of it
 replicas (one per region) has fsynced it: a real round trip across the WAN latency model,
 visible in its answers' coordination_delay_ms and in the strong service's metrics.
 
-The two run one after the other, each `iterations` times, one request at a time, so each
+Strong on etcd (when the gateway has both, STRONG_EMBEDDED_URL and STRONG_URL naming etcd
+strong roles): one increment as an etcd transaction, acknowledged once etcd's Raft leader has
+it committed on a majority of the members.
+
+They run one after the other, each `iterations` times, one request at a time, so each
 sample is one client's latency.
 
 Statistics (all in ms, rounded to 2 decimals): avg, min, max, and percentiles by the
@@ -69,6 +73,7 @@ Runs the comparison. opts:
   iterations       1-10000
   eventual(i)      does one eventual increment; returns ms or nil, err
   strong(i)        does one strong increment; returns ms, coordination_ms or nil, err
+  strong_etcd(i)   optional: the same on the etcd-backed strong counter (a third series)
   now_ms()         a monotonic clock (only for the total time)
   observe(kind, seconds)  optional: one sample, for the metrics
 Returns the API.md answer table, or nil and an error sentence when a side never succeeded.
@@ -100,6 +105,17 @@ function M.run(opts)
       last_error.strong = coord
     end
   end
+  local etcd = {}
+  for i = 1, opts.strong_etcd and n or 0 do
+    local ms, err = opts.strong_etcd(i)
+    if ms then
+      etcd[#etcd + 1] = ms
+      if opts.observe then opts.observe("strong_etcd", ms / 1000) end
+    else
+      errors.strong_etcd = (errors.strong_etcd or 0) + 1
+      last_error.strong_etcd = err
+    end
+  end
   if #eventual == 0 then
     return nil, "every eventual increment failed; the last: " .. tostring(last_error.eventual)
   end
@@ -116,14 +132,28 @@ function M.run(opts)
   local cs = M.stats(coordination)
   if cs then s.avg_coordination_delay_ms = cs.avg_ms end
   local speedup, conclusion = M.conclusion(e.avg_ms, s.avg_ms)
-  return {
+  local out = {
     iterations = n,
     eventual_consistency = e,
     strong_consistency = s,
     speedup = speedup,
     conclusion = conclusion,
-    total_time_ms = round2(opts.now_ms() - t0),
   }
+  if opts.strong_etcd then
+    if #etcd == 0 then
+      return nil, "every etcd strong increment failed; the last: " ..
+                  tostring(last_error.strong_etcd)
+    end
+    local x = M.stats(etcd)
+    x.description = "Write as an etcd transaction, acknowledged once the Raft leader has it " ..
+                    "committed on a majority of the members (one per region), over their " ..
+                    "network: the WAN's delays reach it with `lab up --net` only"
+    x.samples, x.errors = #etcd, errors.strong_etcd or 0
+    out.strong_etcd_consistency = x
+    out.speedup_etcd, out.conclusion_etcd = M.conclusion(e.avg_ms, x.avg_ms)
+  end
+  out.total_time_ms = round2(opts.now_ms() - t0)
+  return out
 end
 
 return M

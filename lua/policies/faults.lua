@@ -22,6 +22,10 @@ Every setting can be changed at run time through counterd.shared with a "faults.
 (e.g. faults.drop_rate, faults.latency_ms.us-east|eu-west, faults.wan = false): those
 values survive a reload of this file. POST /admin/coordination-delay on the strong
 service sets faults.coordination_delay_ms, which replaces the matrix for strong traffic.
+With a real network (`scripts/lab up --net`) the wire role carries every packet between
+regions and asks link(a, b) for each pair of regions about five times a second: its delay
+and cuts apply to all traffic (etcd's too), and counterd's own processes (started with
+--net, which sets faults.net) deliver what decide() would delay, so nothing waits twice.
 If this file fails, the node logs file:line and delivers the message as if no policy
 existed (a partitioned node still drops: the core enforces the partition switch itself).
 ]]
@@ -96,6 +100,14 @@ function M.latency(a, b, kind)
   ms = per_link(M.region_latency_ms, "region_latency_ms", ra, rb)
   if ms == nil then ms = setting("default_latency_ms", M.default_latency_ms) end
   return ms
+end
+
+-- The link from region a to region b when the network is real (the wire role asks):
+-- its one-way delay in ms and whether it is cut. Cuts between node ids do not apply here
+-- (the wire knows regions only); a region's partition switch is the wire's own input.
+function M.link(a, b)
+  local cut = per_link(M.cut, "cut", a, b) and true or false
+  return M.latency(a, b, "sync"), cut
 end
 
 function M.decide(dir, from, to, kind, partitioned)

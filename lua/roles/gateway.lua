@@ -21,6 +21,16 @@ local regions = web.regions()
 M.regions = regions -- the C hot path (POST /api/increment, core/roles/gateway.c) uses these
 local coordinator = counterd.config.coordinator_url or counterd.conf("lab").url("coordinator")
 local strong_url = counterd.config.strong_url or counterd.conf("lab").url("strong")
+-- STRONG_URL may list several strong roles (etcd's, one per region, the nearest first):
+-- each strong operation goes to the first that answers (strong_call).
+local strong_urls = {}
+for u in strong_url:gmatch("[^,%s]+") do strong_urls[#strong_urls + 1] = u end
+-- The embedded strong counter /api/compare measures beside STRONG_URL's etcd roles
+-- (STRONG_EMBEDDED_URL; none when it is one of STRONG_URL's: then there is one series).
+local strong_embedded_url = counterd.config.strong_embedded_url
+for _, u in ipairs(strong_urls) do
+  if u == strong_embedded_url then strong_embedded_url = nil end
+end
 
 -- The C hot path counts its requests into these same families (found by name).
 local m_requests = metrics.counter("gateway_requests_total", "Requests answered by the gateway",
@@ -93,18 +103,69 @@ local function eventual_once(counter, policy)
   return counterd.now_ms() - t0
 end
 
+-- Whether a strong request that failed so was provably not applied: it never reached the
+-- strong role (no connection) or the role says so (503 no_quorum).
+local function not_applied(res, err)
+  if res then return res.status == 503 and res.body:find('"error":"no_quorum"', 1, true) ~= nil end
+  return err:find("connect", 1, true) ~= nil or err:find("resolve", 1, true) ~= nil
+end
+
+local strong_down = {} -- by url: skipped until then (ms) after it did not answer
+
+--[[
+Sends one request to the strong roles of `urls` (STRONG_URL's by default) in order: the first
+that answers with less than a 5xx wins; one that does not answer (or answers 5xx) is skipped
+for 2 s and the request goes to the next with the same body (the same idempotency token, so
+etcd's transaction applies it once). Without a token (`retry` "unapplied") it goes on only
+when the failure proves it was not applied. Returns res, url, why-list (of the ones before),
+or nil, why.
+]]
+local function strong_call(method, path, body, retry, urls)
+  urls = urls or strong_urls
+  local now, order, later = counterd.now_ms(), {}, {}
+  for _, u in ipairs(urls) do
+    if now >= (strong_down[u] or 0) then order[#order + 1] = u else later[#later + 1] = u end
+  end
+  for _, u in ipairs(later) do order[#order + 1] = u end -- every one down: try them anyway
+  local why = {}
+  for k, u in ipairs(order) do
+    local res, err = http.request{ url = u .. path, method = method, body = body,
+                                   headers = web.upstream_headers(),
+                                   timeout_ms = web.timeout() + 10000 }
+    if res and res.status < 500 then
+      strong_down[u] = nil
+      return res, u, why
+    end
+    strong_down[u] = counterd.now_ms() + 2000
+    why[#why + 1] = u .. ": " .. (res and ("answered " .. res.status) or err)
+    local last = k == #order
+    if last or (retry == "unapplied" and not not_applied(res, err)) then
+      if res then return res, u, why end
+      return nil, table.concat(why, "; ")
+    end
+    counterd.log.warn(method .. " " .. path .. " on the strong role " .. u .. " failed (" ..
+                      why[#why] .. "); failing over")
+  end
+  return nil, "no strong role is configured"
+end
+
 -- One increment on the strong counter: ms and its coordination_delay_ms, or nil and why.
-local function strong_once(counter)
+-- `urls` picks the strong roles (default STRONG_URL's); `backend`, when given, is the one
+-- their answers must name.
+local function strong_once(counter, urls, backend)
   local t0 = counterd.now_ms()
-  local res, err = http.request{ url = strong_url .. "/increment", method = "POST",
-                                 body = json.encode({ counter_name = counter, amount = 1 }),
-                                 timeout_ms = web.timeout() + 10000 }
+  local res, err = strong_call("POST", "/increment",
+                               json.encode({ counter_name = counter, amount = 1 }),
+                               "unapplied", urls)
   if not res then return nil, "the strong counter did not answer: " .. err end
   local ms = counterd.now_ms() - t0
   local ok, body = pcall(json.decode, res.body)
   if res.status ~= 200 then
     local detail = ok and type(body) == "table" and body.detail or res.body
     return nil, "the strong counter answered " .. res.status .. ": " .. tostring(detail)
+  end
+  if backend and not (ok and type(body) == "table" and body.backend == backend) then
+    return nil, "the strong counter's answer does not say backend " .. backend
   end
   return ms, ok and type(body) == "table" and tonumber(body.coordination_delay_ms) or nil
 end
@@ -136,7 +197,9 @@ local function run_compare(req)
   local out, err = compare.run{
     iterations = n,
     eventual = function() return eventual_once(counter, policy) end,
-    strong = function() return strong_once(counter) end,
+    strong = function() return strong_once(counter, strong_embedded_url and { strong_embedded_url }) end,
+    -- With STRONG_EMBEDDED_URL, STRONG_URL's roles are etcd's: measured as a third series.
+    strong_etcd = strong_embedded_url and function() return strong_once(counter, nil, "etcd") end,
     now_ms = counterd.now_ms,
     observe = function(kind, s) m_compare:observe(s, kind) end,
   }
@@ -423,17 +486,20 @@ local function to_regions(req, op)
   return web.err(503, "unavailable", detail)
 end
 
--- One operation on the strong counter, wherever it runs.
+-- One operation on the strong counter, wherever it runs: the first of STRONG_URL's roles
+-- that answers; a change without a token goes on only when provably not applied.
 local function to_strong(req, op)
-  local res, err = http.request{ url = strong_url .. op.path, method = op.method, body = op.body,
-                                 headers = web.upstream_headers(), timeout_ms = web.timeout() + 10000 }
+  local retry = (op.method == "GET" or op.token) and "any" or "unapplied"
+  local res, where, why = strong_call(op.method, op.path, op.body, retry)
   if not res then
-    return web.err(503, "unavailable", "the strong counter did not answer: " .. err ..
+    return web.err(503, "unavailable", "the strong counter did not answer: " .. where ..
                    (op.token and "; a retry with idempotency_token " .. op.token ..
                     " applies it at most once" or ""))
   end
   local extra = { routed_to_endpoint = "strong", routing = "strong",
                   latency_ms = web.ms(counterd.now_ms() - req.start_ms) }
+  if #strong_urls > 1 then extra.routed_to_endpoint = where end
+  if why and #why > 0 then extra.failover_from = why[1]:match("^(.-): ") end
   if op.made_token then extra.idempotency_token = op.token end
   if res.status ~= 200 and res.status < 500 then return res.status, res.body end
   if res.status ~= 200 then

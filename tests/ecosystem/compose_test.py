@@ -11,6 +11,11 @@ docker engine (none runs here).
 - The counterd health check command of the compose file, run here against a real
   counterd, succeeds, and fails when nothing answers.
 - deploy/prometheus.yml scrapes exactly the six counterd services at their ports.
+- Profile "etcd" adds a three-member etcd cluster (one member per region, Debian's
+  etcd-server from deploy/etcd/Dockerfile, a data volume each, one --initial-cluster naming
+  every member's peer URL) and one etcd strong role per region on 8005-8007, its own
+  region's member first; `up` without the profile starts none of them, and the gateway's
+  STRONG_URL stays the embedded strong counter unless COUNTERD_STRONG_URL says otherwise.
 - The Dockerfile builds on Debian 12 with scripts/setup's build packages, and its run stage
   installs the package of every shared library the binary links against (checked with
   this Debian 12 machine's dpkg). `cmake --install` lays out bin/ and share/counterd/{lua,web}
@@ -40,6 +45,13 @@ REGION_ENDPOINTS = ",".join("%s=http://%s:%d" % (r, REGION_SERVICE[r], COUNTERD_
 PORTS = {name: [(port, port)] for name, (_, port, _) in COUNTERD_SERVICES.items()}
 PORTS.update({"lab34-prometheus": [(9090, 9090)], "lab34-grafana": [(3001, 3000)],
               "lab34-jaeger": [(16686, 16686), (4318, 4318)], "lab34-k6": []})
+# Profile "etcd": the members (no published port) and the etcd strong roles.
+ETCD_MEMBERS = {r: "lab34-etcd-" + r for r in REGION_NODES}
+ETCD_ROLES = {"us-east": ("lab34-counter-strong-us-east", 8005),
+              "us-west": ("lab34-counter-strong-us-west", 8006),
+              "eu-west": ("lab34-counter-strong-eu-west", 8007)}
+PORTS.update({name: [] for name in ETCD_MEMBERS.values()})
+PORTS.update({name: [(port, port)] for name, port in ETCD_ROLES.values()})
 
 # Environment a counterd service may carry beyond what `counterd --help` lists: the
 # collector of the traces (DESIGN.md, "Observability").
@@ -167,14 +179,54 @@ class ComposeFile(unittest.TestCase):
                          "/var/lib/grafana/dashboards")
         k6 = self.services["lab34-k6"]
         self.assertTrue(k6.get("profiles"), "k6 must sit under a profile: `up` skips it")
+        etcd = set(ETCD_MEMBERS.values()) | {n for n, _ in ETCD_ROLES.values()}
         for name, svc in self.services.items():
-            if name != "lab34-k6":
+            if name in etcd:
+                self.assertEqual(svc.get("profiles"), ["etcd"], name)
+            elif name != "lab34-k6":
                 self.assertFalse(svc.get("profiles"), name)
         self.assertIn("%s/scripts/k6:/scripts:ro" % REPO, k6["volumes"])
         self.assertEqual(k6["command"], ["run", "/scripts/basic.js"])
         self.assertEqual(k6["environment"]["BASE_URL"], "http://lab34-gateway:8080")
         for script in ("basic.js", "comparison.js", "partition-test.js"):
             self.assertTrue(os.path.exists(os.path.join(REPO, "scripts/k6", script)), script)
+
+    def test_etcd_profile(self):
+        known = counterd_env_names() | EXTRA_ENV
+        peers = ",".join("%s=http://%s:2380" % (r, ETCD_MEMBERS[r]) for r in REGION_NODES)
+        for region, name in ETCD_MEMBERS.items():
+            svc = self.services[name]
+            with self.subTest(service=name):
+                self.assertEqual(svc["build"]["context"], os.path.join(REPO, "deploy", "etcd"))
+                flags = dict(f.split("=", 1) for f in svc["command"])
+                self.assertEqual(flags["--name"], region)
+                self.assertEqual(flags["--initial-cluster"], peers)
+                self.assertEqual(flags["--initial-advertise-peer-urls"], "http://%s:2380" % name)
+                self.assertEqual(flags["--advertise-client-urls"], "http://%s:2379" % name)
+                self.assertEqual(flags["--initial-cluster-token"], "counterd-compose")
+                self.assertIn("etcd-%s-data:/var/lib/etcd:rw" % region,
+                              [str(v) for v in svc.get("volumes", [])])
+                self.assertIn("/health", svc["healthcheck"]["test"][1])
+        for region, (name, port) in ETCD_ROLES.items():
+            svc = self.services[name]
+            env = {k: str(v) for k, v in (svc.get("environment") or {}).items()}
+            with self.subTest(service=name):
+                self.assertEqual(svc.get("image"), "counterd:latest")
+                self.assertEqual(svc.get("command"), ["--role", "strong"])
+                self.assertEqual(env.get("SERVICE_PORT"), str(port))
+                self.assertEqual(env.get("REGION"), region)
+                self.assertEqual(env.get("STRONG_BACKEND"), "etcd")
+                eps = env.get("ETCD_ENDPOINTS", "").split(",")
+                self.assertEqual(eps[0], "http://%s:2379" % ETCD_MEMBERS[region])
+                self.assertEqual(sorted(eps), sorted("http://%s:2379" % m
+                                                     for m in ETCD_MEMBERS.values()))
+                # Checked once counterd knows the etcd backend's variables.
+                if "STRONG_BACKEND" in known:
+                    self.assertEqual(set(env) - known, set(), "variables counterd does not know")
+                for dep in ETCD_MEMBERS.values():
+                    self.assertEqual(svc["depends_on"][dep]["condition"], "service_healthy")
+        gw = {k: str(v) for k, v in self.services["lab34-gateway"]["environment"].items()}
+        self.assertEqual(gw.get("STRONG_EMBEDDED_URL"), "http://lab34-counter-consistent:8004")
 
     def test_prometheus_scrapes_the_six_services(self):
         with open(os.path.join(REPO, "deploy/prometheus.yml")) as f:

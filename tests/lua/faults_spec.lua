@@ -158,3 +158,25 @@ describe("faults.decide", function()
     assert.are.equal("deliver", (f.decide("out", "a", "b", "sync", false)))
   end)
 end)
+
+describe("faults.link (the wire's question, with a real network)", function()
+
+  it("answers the matrix's one-way delay of two regions, either way round", function()
+    local f = load_policy()
+    assert.are.same({ 35, false }, { f.link("us-east", "us-west") })
+    assert.are.same({ 70, false }, { f.link("eu-west", "us-west") })
+    assert.are.same({ 0, false }, { f.link("us-east", "us-east") })
+  end)
+
+  it("follows counterd.shared and the cuts between regions", function()
+    local f = load_policy({ ["faults.region_latency_ms.us-west|us-east"] = 5,
+                            ["faults.cut.eu-west|us-east"] = true })
+    assert.are.same({ 5, false }, { f.link("us-east", "us-west") })
+    assert.are.same({ 40, true }, { f.link("us-east", "eu-west") })
+  end)
+
+  it("is 0 ms with the WAN model off", function()
+    local f = load_policy({ ["faults.wan"] = false })
+    assert.are.same({ 0, false }, { f.link("us-east", "eu-west") })
+  end)
+end)

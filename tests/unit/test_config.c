@@ -39,6 +39,7 @@ static const char *const env_names[] = {"COUNTERD_ROLE",
                                         "COUNTERD_UPSTREAM_TIMEOUT_MS",
                                         "COUNTERD_WEB_DIR",
                                         "STRONG_URL",
+                                        "STRONG_EMBEDDED_URL",
                                         "COUNTERD_WATCH",
                                         "STRONG_ALLOW_VOLATILE",
                                         "COUNTERD_SCRIPT",
@@ -48,7 +49,13 @@ static const char *const env_names[] = {"COUNTERD_ROLE",
                                         "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
                                         "OTEL_BSP_MAX_QUEUE_SIZE",
                                         "OTEL_BSP_SCHEDULE_DELAY",
-                                        "OTEL_BSP_EXPORT_TIMEOUT"};
+                                        "OTEL_BSP_EXPORT_TIMEOUT",
+                                        "COUNTERD_NET",
+                                        "WIRE_NETNS",
+                                        "WIRE_SUBNET",
+                                        "WIRE_DEVICE",
+                                        "WIRE_RELAY",
+                                        "WIRE_QUEUE"};
 
 static void clear_env(void)
 {
@@ -105,6 +112,12 @@ static void test_defaults(void)
     CHECK_EQ_I64(c.trace_queue, 2048);
     CHECK_EQ_I64(c.trace_delay_ms, 1000);
     CHECK_EQ_I64(c.trace_timeout_ms, 5000);
+    CHECK_EQ_I64(c.net, 0);
+    CHECK_STR_EQ(c.wire_netns, "");
+    CHECK_STR_EQ(c.wire_subnet, "10.31.64");
+    CHECK_STR_EQ(c.wire_device, "cdwire");
+    CHECK_STR_EQ(c.wire_relay, "");
+    CHECK_EQ_I64(c.wire_queue, 10000);
     CHECK(c.lua_dir[0] != '\0');
     CHECK(c.web_dir[0] != '\0');
     config_free(&c);
@@ -141,6 +154,7 @@ static const struct int_opt int_opts[] = {
     IOPT(trace_queue, "--trace-queue", "OTEL_BSP_MAX_QUEUE_SIZE", 1, 1000000),
     IOPT(trace_delay_ms, "--trace-delay-ms", "OTEL_BSP_SCHEDULE_DELAY", 10, 600000),
     IOPT(trace_timeout_ms, "--trace-timeout-ms", "OTEL_BSP_EXPORT_TIMEOUT", 10, 600000),
+    IOPT(wire_queue, "--wire-queue", "WIRE_QUEUE", 1, 1000000),
 };
 
 static int int_field(const struct config *c, const struct int_opt *o)
@@ -341,6 +355,11 @@ static void test_bools(void)
     CHECK_EQ_I64(c.watch, 1);
     CHECK_EQ_I64(c.allow_volatile_replicas, 1);
     config_free(&c);
+    const char *n[] = {"--net", "--wire-netns", "us-east=cd-e,us-west=cd-w", NULL};
+    REQUIRE(load(&c, err, sizeof err, n) == 0);
+    CHECK_EQ_I64(c.net, 1);
+    CHECK_STR_EQ(c.wire_netns, "us-east=cd-e,us-west=cd-w");
+    config_free(&c);
     const char *b[] = {"--watch=1", "--allow-volatile-replicas=0", NULL};
     REQUIRE(load(&c, err, sizeof err, b) == 0);
     CHECK_EQ_I64(c.watch, 1);
@@ -452,7 +471,7 @@ static void test_refused(void)
     check_refused((const char *[]){"--port", NULL}, "--port needs a value");
     check_refused((const char *[]){"--region", NULL}, "--region needs a value");
     check_refused((const char *[]){"--role", "banana", NULL},
-                  "unknown role 'banana' (region, coordinator, gateway, strong or scenario)");
+                  "unknown role 'banana' (region, coordinator, gateway, strong, scenario or wire)");
     check_refused((const char *[]){"--role", "scenario", NULL},
                   "the scenario role needs --script FILE.lua");
     check_refused((const char *[]){"--fsync", "sometimes", NULL},

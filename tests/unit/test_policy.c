@@ -155,6 +155,52 @@ static void test_faults_failures_deliver(void)
     host_free(h);
 }
 
+/* The wire's question: faults.link gives the matrix and the region cuts; with --net
+ * ("faults.net") decide's delay becomes a delivery, its drops stay. */
+static void test_faults_link_and_net(void)
+{
+    struct host *h = product_host();
+    char err[512];
+    REQUIRE(host_load_policy(h, "faults", err, sizeof err) == 0);
+    int ms = -1, cut = -1;
+    CHECK(policy_faults_link(h, "us-west", "eu-west", &ms, &cut, err, sizeof err) == 0);
+    CHECK(ms == 70 && cut == 0);
+    host_shared_set_number(h, "faults.cut.eu-west|us-east", 1);
+    CHECK(policy_faults_link(h, "us-east", "eu-west", &ms, &cut, err, sizeof err) == 0);
+    CHECK(ms == 40 && cut == 1);
+    CHECK(policy_faults_decide(h, "out", "us-east-1", "us-west-1", "sync", 0, &ms) == 2);
+    host_shared_set_number(h, "faults.net", 1);
+    CHECK(policy_faults_decide(h, "out", "us-east-1", "us-west-1", "sync", 0, &ms) == 0);
+    CHECK(policy_faults_decide(h, "out", "us-east-1", "eu-west-1", "sync", 0, &ms) == 1);
+    CHECK(policy_faults_decide(h, "out", "us-east-1", "us-west-1", "sync", 1, &ms) == 1);
+    host_free(h);
+
+    put("faults", "local M = {}\n"
+                  "function M.decide() return 'deliver' end\n"
+                  "function M.link(a, b)\n"
+                  "  if a == 'raise' then error('broken') end\n"
+                  "  if a == 'far' then return 600001 end\n"
+                  "  return 'soon'\n"
+                  "end\n"
+                  "return M\n");
+    h = fixture_host();
+    REQUIRE(host_load_policy(h, "faults", err, sizeof err) == 0);
+    const char *bad[] = {"raise", "far", "word"};
+    for (int i = 0; i < 3; i++) {
+        unit_context("%s", bad[i]);
+        err[0] = '\0';
+        CHECK(policy_faults_link(h, bad[i], "b", &ms, &cut, err, sizeof err) == -1);
+        CHECK(err[0] != '\0');
+    }
+    unit_context("%s", "");
+    host_free(h);
+    put("faults", "return { decide = function() return 'deliver' end }\n");
+    h = fixture_host();
+    REQUIRE(host_load_policy(h, "faults", err, sizeof err) == 0);
+    CHECK(policy_faults_link(h, "a", "b", &ms, &cut, err, sizeof err) == -1); /* no link() */
+    host_free(h);
+}
+
 static void test_lab_regions(void)
 {
     struct host *h = product_host();
@@ -172,4 +218,4 @@ static void test_lab_regions(void)
 
 UNIT_MAIN("policy", UNIT_CASE(test_routing_codes_become_sentences), UNIT_CASE(test_faults_actions),
           UNIT_CASE(test_routing_failures_fall_back), UNIT_CASE(test_faults_failures_deliver),
-          UNIT_CASE(test_lab_regions))
+          UNIT_CASE(test_lab_regions), UNIT_CASE(test_faults_link_and_net))
