@@ -323,8 +323,10 @@ static void on_answer(const struct client_result *res, void *arg)
         if (c->kind != CALL_STATUS && e->neps > 1 && e->cur == c->ep)
             e->cur = (c->ep + 1) % e->neps;
         snprintf(detail, sizeof detail,
-                 "etcd %s did not answer %s within %d ms after it was sent (%s)%s", url, c->path,
-                 e->timeout_ms, err, c->kind == CALL_TXN ? ": it may have been applied" : "");
+                 "etcd %s did not answer %s within %d ms after it was sent (%s)%s%s%s", url,
+                 c->path, e->timeout_ms, err,
+                 c->kind == CALL_TXN ? ": it may have been applied" : "",
+                 c->failures[0] ? "; not reached before it: " : "", c->failures);
         call_finish(c, OUT_AMBIGUOUS, NULL, detail);
         return;
     }
@@ -358,12 +360,27 @@ static void call_send(struct call *c)
     struct etcd_strong *e = c->e;
     char url[320];
     snprintf(url, sizeof url, "%s%s", e->eps[c->ep].url, c->path);
+    /* One deadline for the whole operation, whichever endpoints it tries: what is left of
+     * --etcd-timeout-ms since it started. A connection gets a share of it, so that members
+     * a partition hides (their packets dropped, nothing refused) cost a share each, not the
+     * whole timeout each. */
     int timeout = c->kind == CALL_STATUS && e->timeout_ms > 900 ? 900 : e->timeout_ms;
+    int left = timeout - (int)(clock_mono_ms() - c->start_ms);
+    if (left < 10) {
+        char detail[768];
+        snprintf(detail, sizeof detail, "etcd not reached within %d ms, nothing was sent: %s",
+                 timeout, c->failures);
+        call_finish(c, OUT_NOT_APPLIED, NULL, detail);
+        return;
+    }
+    int share = timeout / (e->neps > 0 ? e->neps : 1);
+    share = share < 250 ? 250 : share;
     struct client_call_opts o = {.method = "POST",
                                  .url = url,
                                  .body = c->body.data,
                                  .body_len = c->body.len,
-                                 .timeout_ms = timeout};
+                                 .timeout_ms = left,
+                                 .connect_timeout_ms = share < left ? share : left};
     c->cc = client_request(e->client, &o, on_answer, c);
     if (!c->cc) {
         char detail[400];

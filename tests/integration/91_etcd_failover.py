@@ -107,6 +107,7 @@ class EtcdMember:
                  "--initial-cluster", cluster, "--initial-cluster-token", token,
                  "--initial-cluster-state", "new",
                  "--election-timeout", str(ELECTION_MS), "--heartbeat-interval", str(HEARTBEAT_MS),
+                 "--pre-vote",
                  "--logger", "zap", "--log-outputs", "stderr"],
                 stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, preexec_fn=die_with_parent)
         finally:

@@ -81,7 +81,7 @@ class Cluster:
              "--initial-cluster", self.initial, "--initial-cluster-state", "new",
              "--initial-cluster-token", os.path.basename(self.dir),
              "--election-timeout", str(self.election_ms),
-             "--heartbeat-interval", str(self.heartbeat_ms),
+             "--heartbeat-interval", str(self.heartbeat_ms), "--pre-vote",
              "--logger", "zap", "--log-level", "warn"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=die_with_parent)
         log.close()
