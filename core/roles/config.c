@@ -119,7 +119,8 @@ static const struct option options[] = {
     STR(etcd_prefix, "--etcd-prefix", "ETCD_PREFIX",
         "strong with etcd: the prefix of every key it writes (default /counterd/)"),
     INT(etcd_timeout_ms, "--etcd-timeout-ms", "ETCD_TIMEOUT_MS", 10, 600000,
-        "strong with etcd: timeout of one call to etcd (default 2000)"),
+        "strong with etcd: deadline of one call to etcd, whichever members it tries "
+        "(default 2000)"),
     STR(script, "--script", "COUNTERD_SCRIPT", "scenario: the Lua scenario file to run"),
     INT(base_port, "--base-port", "COUNTERD_BASE_PORT", 1, 65455,
         "scenario: base port of the lab it drives (default 8000)"),
