@@ -14,7 +14,7 @@ cd /src/counterd
 t0=$SECONDS
 say() { echo "fresh [$((SECONDS - t0))s]: $*"; }
 
-# A base port whose lab ports (base + 0..4, 80, 1090) nothing listens on (the chroot shares
+# A base port whose lab ports (base + 0..7, 21..23, 31..33, 80, 1090) nothing listens on (the chroot shares
 # this machine's network), below the ephemeral range, where the harness' free ports and
 # every outgoing connection come from.
 free_base() {
@@ -22,7 +22,7 @@ free_base() {
   low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2> /dev/null || echo 32768)
   for _ in $(seq 200); do
     b=$((10000 + RANDOM % (low - 10000 - 1100)))
-    for off in 0 1 2 3 4 80 1090; do
+    for off in 0 1 2 3 4 5 6 7 21 22 23 31 32 33 80 1090; do
       (exec 3<> "/dev/tcp/127.0.0.1/$((b + off))") 2> /dev/null && continue 2
     done
     echo "$b"
@@ -77,8 +77,30 @@ lab_round() {
   say "every port of the lab closed"
 }
 
+# The lab with its strong counter on etcd: `lab up --strong etcd` installs Debian's
+# etcd-server itself, starts three members and a strong role per region; a strong
+# namespace's add through the gateway lands in etcd, and status names a leader.
+etcd_round() {
+  say "./scripts/lab up --base-port $base --strong etcd"
+  ./scripts/lab up --base-port "$base" --strong etcd
+  local gw=$((base + 80)) out
+  out=$(curl -sS -m 10 -X PUT "http://127.0.0.1:$gw/v1/namespaces/fresh" -d '{"type":"strong"}')
+  say "a strong namespace: $out"
+  out=$(curl -sS -m 10 -X POST "http://127.0.0.1:$gw/v1/counters/fresh/c/add-and-get" \
+    -d '{"delta":3,"idempotency_token":"fresh-1"}')
+  say "a strong add through the gateway: $out"
+  jq -e '.count == 3 and .backend == "etcd" and .routed_to_endpoint == "strong"' \
+    <<< "$out" > /dev/null || { say "FAIL: unexpected strong answer"; return 1; }
+  out=$(./scripts/lab status --base-port "$base")
+  echo "$out"
+  grep -qi "leader" <<< "$out" || { say "FAIL: lab status names no etcd leader"; return 1; }
+  say "./scripts/lab down -v (--strong etcd)"
+  ./scripts/lab down -v --base-port "$base"
+}
+
 trap './scripts/lab down --base-port "$base" > /dev/null 2>&1 || true' EXIT
 lab_round
+etcd_round
 if [[ "${1:-}" == --full ]]; then
   shift
   say "./scripts/test -LE 'fresh|compose' $*"
