@@ -89,7 +89,7 @@ etcd_round() {
   out=$(curl -sS -m 10 -X POST "http://127.0.0.1:$gw/v1/counters/fresh/c/add-and-get" \
     -d '{"delta":3,"idempotency_token":"fresh-1"}')
   say "a strong add through the gateway: $out"
-  jq -e '.count == 3 and .backend == "etcd" and .routed_to_endpoint == "strong"' \
+  jq -e '.count == 3 and .backend == "etcd" and .routing == "strong"' \
     <<< "$out" > /dev/null || { say "FAIL: unexpected strong answer"; return 1; }
   out=$(./scripts/lab status --base-port "$base")
   echo "$out"
