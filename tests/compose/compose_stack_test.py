@@ -13,6 +13,8 @@ compose_stack_test.py - docker-compose.yml run for real, by podman and podman-co
   kill/restart   a region container killed and started again keeps its counts (volume)
   new address    a region container recreated with another address: the gateway and the
                  coordinator reach it without a restart, replication too
+  etcd profile   three etcd members and the etcd strong roles: a leader, exactly-once
+                 strong changes and linearizable reads through any role
 
 Podman's settings come from tests/compose/containers.conf (CONTAINERS_CONF) and its
 storage is its own (CONTAINERS_STORAGE_CONF, under /var/cache/counterd/podman, kept between
@@ -307,6 +309,39 @@ class ComposeStack(unittest.TestCase):
         def replicated():
             return (region_count(8001, name) >= 6 and region_count(8003, name) >= 6, None)
         wait_for("us-west's counts replicated to the other regions", replicated, 30)
+
+    def test_5_etcd_profile(self):
+        """The profile "etcd" run for real: three etcd members (deploy/etcd, Debian's
+        etcd-server) elect a leader, and the etcd strong roles (8005-8007) serve strong
+        changes exactly once (a token's retry through another role is a duplicate) and
+        linearizable reads through any role. (podman-compose 1.0.3 has no --profile: the
+        services are named, as for the others.)"""
+        members = ["lab34-etcd-us-east", "lab34-etcd-us-west", "lab34-etcd-eu-west"]
+        roles = {"lab34-counter-strong-us-east": 8005, "lab34-counter-strong-us-west": 8006,
+                 "lab34-counter-strong-eu-west": 8007}
+        log("podman-compose build lab34-etcd-us-east (Debian's etcd-server)")
+        compose("build", "lab34-etcd-us-east", timeout=600)
+        log("podman-compose up -d " + " ".join(members + list(roles)))
+        compose("up", "-d", "--no-build", *(members + list(roles)), timeout=300)
+        for service, port in roles.items():
+            wait_for(service + " /health on %d" % port, healthy(port), 90)
+
+        def leader():
+            st, body = http("GET", 8005, "/admin/etcd")
+            return (st == 200 and isinstance(body, dict) and bool(body.get("leader")), body)
+        log("etcd: %r" % wait_for("an etcd leader", leader, 60).get("leader"))
+        path = "/v1/counters/compose/c%d/add-and-get" % int(time.time())
+        st, first = http("POST", 8005, path, {"delta": 4, "idempotency_token": "compose-1"},
+                         timeout=10)
+        self.assertEqual((st, first.get("count"), first.get("backend")), (200, 4, "etcd"), first)
+        st, again = http("POST", 8006, path, {"delta": 4, "idempotency_token": "compose-1"},
+                         timeout=10)
+        self.assertEqual((st, again.get("count"), again.get("duplicate")), (200, 4, True), again)
+        st, more = http("POST", 8007, path, {"delta": 1, "idempotency_token": "compose-2"},
+                        timeout=10)
+        self.assertEqual((st, more.get("count")), (200, 5), more)
+        st, read = http("GET", 8006, path[:-len("/add-and-get")], timeout=10)
+        self.assertEqual((st, read.get("count")), (200, 5), read)
 
 
 if __name__ == "__main__":
