@@ -268,16 +268,7 @@ class EtcdFailoverTest(harness.ServerTestCase):
         self.topo = harness.Topology(strong=embedded, gateway_args=["--strong", strong_list])
         if embedded:
             self.topo.gateway.args += ["--strong-embedded", self.topo.strong.url]
-        servers = self.roles + self.topo.servers
-        try:
-            for s in servers:
-                s.start(wait=False)
-            for s in servers:
-                s.wait_ready()
-        except BaseException:
-            for s in servers:
-                s.kill()
-            raise
+        servers = harness.start_all(self.roles + self.topo.servers)
         for s in servers:
             self.addCleanup(s.stop)
         with self.topo.gateway.client() as c:

@@ -254,10 +254,9 @@ def start_server(args=(), port=None, name="counterd"):
             print("\n[harness] also: %s" % e, file=sys.stderr)
 
 
-def start_many(specs):
-    """Starts several servers at once (spec: dict(args=..., port=..., name=...)) and waits
-    for all of them. On failure every started one is killed."""
-    servers = [Server(**spec) for spec in specs]
+def start_all(servers):
+    """Starts the servers at once and waits for all of them. On failure every started one
+    is killed. Returns them."""
     try:
         for s in servers:
             s.start(wait=False)
@@ -268,6 +267,12 @@ def start_many(specs):
             s.kill()
         raise
     return servers
+
+
+def start_many(specs):
+    """Starts several servers at once (spec: dict(args=..., port=..., name=...)) and waits
+    for all of them. On failure every started one is killed."""
+    return start_all([Server(**spec) for spec in specs])
 
 
 def _kill_all():
