@@ -52,7 +52,7 @@ import unittest
 
 os.environ.setdefault("COUNTERD_SUITE_TIMEOUT_S", "200")
 import harness  # noqa: E402
-from netprobe import HANDSHAKES  # noqa: E402
+from netprobe import HANDSHAKES, can_run  # noqa: E402
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 
@@ -73,14 +73,6 @@ V1 = "/v1/counters/"
 
 def one_way(a, b):
     return ONE_WAY_MS.get((a, b)) or ONE_WAY_MS[(b, a)]
-
-
-def can_run():
-    if os.geteuid() != 0:
-        return "needs root (network namespaces, TUN devices); CI runs as root"
-    if not os.path.exists("/dev/net/tun"):
-        return "no /dev/net/tun"
-    return None
 
 
 @unittest.skipIf(can_run(), can_run())

@@ -30,7 +30,7 @@ import time
 import unittest
 
 import harness
-from netprobe import HANDSHAKES
+from netprobe import HANDSHAKES, can_run
 
 RTT_TOLERANCE_MS = 15
 QUEUE = 8
@@ -59,14 +59,6 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for i in range(int(sys.argv[3])):
     s.sendto(str(i).encode(), (sys.argv[1], int(sys.argv[2])))
 """
-
-
-def can_run():
-    if os.geteuid() != 0:
-        return "needs root (network namespaces, TUN devices); CI runs as root"
-    if not os.path.exists("/dev/net/tun"):
-        return "no /dev/net/tun"
-    return None
 
 
 def sh(*args, check=True):
